@@ -1,0 +1,117 @@
+/** Stable codes, one per error class, for logs and `switch` statements. */
+export const ErrorCodes = {
+  contention: "ERR_REDLOCK_CONTENTION",
+  unavailable: "ERR_REDLOCK_UNAVAILABLE",
+  lost: "ERR_REDLOCK_LOST",
+  key: "ERR_REDLOCK_KEY",
+} as const;
+
+export type RedlockErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Brand that survives two installed copies of this package (instanceof would not). */
+const BRAND = Symbol.for("redlock-kit.error");
+
+/**
+ * Base class of every error redlock-kit throws on purpose. Each subclass carries
+ * its HTTP meaning (`status`, `statusCode`, `expose`) so that Koa, Fastify and
+ * Express error handlers map it without glue.
+ */
+export abstract class RedlockError extends Error {
+  abstract readonly code: RedlockErrorCode;
+  abstract readonly status: number;
+  /** The JSON body an HTTP adapter answers with. Never contains internal detail. */
+  abstract readonly body: { error: string };
+  /** Response headers that belong to this outcome (e.g. `Retry-After`). */
+  get headers(): Record<string, string> {
+    return {};
+  }
+  /** Same as `status`, for frameworks that read `statusCode` (Fastify). */
+  get statusCode(): number {
+    return this.status;
+  }
+  /** The message is safe to show to a client (Koa reads this). */
+  readonly expose = true;
+  readonly [BRAND] = true;
+
+  /** True for any redlock-kit error, including one thrown by another installed copy. */
+  static isRedlockError(value: unknown): value is RedlockError {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+}
+
+/** Another owner holds the resource after the retries or `wait` were spent (HTTP 423). */
+export class LockContentionError extends RedlockError {
+  override readonly name = "LockContentionError";
+  readonly code = ErrorCodes.contention;
+  readonly status = 423;
+  readonly body = { error: "Resource is locked" };
+  /** The resources asked for. */
+  readonly resources: readonly string[];
+  /** The holder's remaining TTL in ms, as read by the acquire script (0 when unknown). */
+  readonly retryAfterMs: number;
+
+  constructor(resources: readonly string[], retryAfterMs: number) {
+    super(`Resource is locked: ${resources.join(", ")}`);
+    this.resources = Object.freeze([...resources]);
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  override get headers(): Record<string, string> {
+    return { "Retry-After": String(Math.max(1, Math.ceil(this.retryAfterMs / 1000))) };
+  }
+}
+
+/** Why one instance could not vote: its index in the instance list and a redacted error. */
+export interface InstanceFailure {
+  readonly instance: number;
+  readonly error: Error;
+}
+
+/** No quorum could be asked: instances errored or timed out (HTTP 503). Not contention. */
+export class LockUnavailableError extends RedlockError {
+  override readonly name = "LockUnavailableError";
+  readonly code = ErrorCodes.unavailable;
+  readonly status = 503;
+  readonly body = { error: "Lock service unavailable" };
+  readonly resources: readonly string[];
+  /** Per-instance causes of the last attempt (errors are redacted: no lock value, no command). */
+  readonly causes: readonly InstanceFailure[];
+
+  constructor(resources: readonly string[], causes: readonly InstanceFailure[], message?: string) {
+    super(message ?? `Lock service unavailable: no quorum could be asked for ${resources.join(", ")}`, {
+      cause: causes[0]?.error,
+    });
+    this.resources = Object.freeze([...resources]);
+    this.causes = Object.freeze([...causes]);
+  }
+}
+
+/** The lock is no longer held on a quorum: a failed extension or an ended validity (HTTP 409). */
+export class LockLostError extends RedlockError {
+  override readonly name = "LockLostError";
+  readonly code = ErrorCodes.lost;
+  readonly status = 409;
+  readonly body = { error: "Lock was lost" };
+  readonly resources: readonly string[];
+
+  constructor(resources: readonly string[], message?: string, options?: ErrorOptions) {
+    super(message ?? `Lock lost: ${resources.join(", ")}`, options);
+    this.resources = Object.freeze([...resources]);
+  }
+}
+
+/** A key template or key function could not produce a resource name (HTTP 400). */
+export class LockKeyError extends RedlockError {
+  override readonly name = "LockKeyError";
+  readonly code = ErrorCodes.key;
+  readonly status = 400;
+  readonly body: { error: string };
+  /** The placeholder that was missing or not a scalar (e.g. `params.id`), when there is one. */
+  readonly path: string | undefined;
+
+  constructor(message: string, path?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.path = path;
+    this.body = { error: message };
+  }
+}

@@ -1,0 +1,202 @@
+import type { ServerResponse } from "node:http";
+import { autoExtend } from "./auto-extend.js";
+import { RedlockError } from "./errors.js";
+import { compileKey, type KeyResolver, type KeySpec } from "./key-template.js";
+import type { Lock } from "./lock.js";
+import {
+  type AcquireOptions,
+  checkOptionsObject,
+  DEFAULT_ACQUIRE,
+  type HoldOptions,
+  type ResolvedHoldOptions,
+  resolveAcquireOptions,
+} from "./options.js";
+import type { Redlock } from "./redlock.js";
+import { trackResponse } from "./response-tracker.js";
+import { checkFunction, checkMs, checkNonNegativeInt } from "./validate.js";
+
+/** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
+export interface HttpKeySource {
+  readonly params: unknown;
+  readonly query: unknown;
+  readonly body: unknown;
+  readonly headers: unknown;
+}
+
+/** Options of a locked route; `Hook` is the adapter's custom-response callback type. */
+export interface RouteLockOptions<Hook = never>
+  extends Omit<AcquireOptions, "signal" | "retryCount" | "wait">,
+    HoldOptions {
+  /**
+   * Lock ttl in ms. With `autoExtend` the lock is renewed while the request is in flight, so the ttl
+   * bounds how long a crashed process blocks others, not how long a handler may run.
+   * @default 5000
+   */
+  ttl?: number;
+  /**
+   * How long to wait for a held lock, in ms, before answering 423. `0` answers at once.
+   * @default 0
+   */
+  wait?: number;
+  /**
+   * Renew the lock while the request is in flight (up to `maxHoldMs`).
+   * @default true
+   */
+  autoExtend?: boolean;
+  /** Writes a custom response instead of the 423 JSON. */
+  onLocked?: Hook;
+  /** Writes a custom response instead of the 503 JSON. */
+  onUnavailable?: Hook;
+}
+
+/** Status, headers and JSON body of an outcome that is not "go ahead". */
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: { readonly error: string };
+}
+
+export type RouteOutcome<Hook> =
+  | { readonly kind: "acquired"; readonly lock: Lock }
+  /** Contention (423), unavailability (503) or an unresolvable key (400): write `response`, or call `hook`. */
+  | { readonly kind: "rejected"; readonly error: RedlockError; readonly response: HttpResponse; readonly hook?: Hook }
+  /** The client left while waiting for the lock; nothing is held and nobody is listening. */
+  | { readonly kind: "aborted" };
+
+/** The response that belongs to a `RedlockError` (423 with Retry-After, 503, 409 or 400); fixed bodies, no internals. */
+export function errorResponse(error: RedlockError): HttpResponse {
+  return { status: error.status, headers: error.headers, body: error.body };
+}
+
+interface ResolvedRouteOptions<Hook> {
+  readonly ttl: number;
+  readonly autoExtend: boolean;
+  readonly acquire: AcquireOptions;
+  readonly hold: ResolvedHoldOptions;
+  readonly onLocked: Hook | undefined;
+  readonly onUnavailable: Hook | undefined;
+}
+
+/** A lock declared on one route: the key resolved per request, options resolved once. */
+export class RouteLock<Hook = never> {
+  readonly #redlock: Redlock;
+  readonly #resolve: KeyResolver<HttpKeySource>;
+  readonly #options: ResolvedRouteOptions<Hook>;
+
+  constructor(redlock: Redlock, key: KeySpec<HttpKeySource>, options: ResolvedRouteOptions<Hook>) {
+    this.#redlock = redlock;
+    this.#resolve = compileKey(key);
+    this.#options = options;
+  }
+
+  /**
+   * Call before the first `await` of the request: resolves the key, acquires (giving up if the
+   * client leaves while waiting), keeps the lock alive while the request is in flight, and
+   * releases it exactly once when the handler has finished the response (or failed).
+   */
+  async begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
+    const tracker = trackResponse(res);
+    const options = this.#options;
+    let lock: Lock;
+    try {
+      const resources = this.#resolve(source);
+      lock = await this.#redlock.acquire(resources, options.ttl, { ...options.acquire, signal: tracker.signal });
+    } catch (error) {
+      tracker.dispose();
+      if (tracker.signal.aborted && !RedlockError.isRedlockError(error)) return { kind: "aborted" };
+      if (!RedlockError.isRedlockError(error)) throw error;
+      const hook = error.status === 423 ? options.onLocked : error.status === 503 ? options.onUnavailable : undefined;
+      return { kind: "rejected", error, response: errorResponse(error), hook };
+    }
+    const stop = options.autoExtend ? autoExtend(this.#redlock, lock, options.ttl, options.hold) : undefined;
+    tracker.whenDone(() => {
+      stop?.();
+      void this.#redlock.unlock(lock);
+    });
+    return { kind: "acquired", lock };
+  }
+}
+
+/**
+ * The HTTP policy every adapter shares: defaults resolved once, then one `RouteLock` per route.
+ *
+ * @example
+ * const policy = createHttpLockPolicy(dlm, { ttl: 1000 });
+ * const route = policy.route("order:{params.id}", { wait: 2000 });
+ */
+export function createHttpLockPolicy<Hook = never>(redlock: Redlock, defaults?: RouteLockOptions<Hook>) {
+  const base = resolveRouteOptions<Hook>(redlock, undefined, defaults, "defaults");
+  return {
+    redlock,
+    /** Declares the lock of one route. Throws `TypeError`/`RangeError` for a bad key or option, at definition. */
+    route(key: KeySpec<HttpKeySource>, options?: RouteLockOptions<Hook>): RouteLock<Hook> {
+      return new RouteLock(redlock, key, resolveRouteOptions(redlock, base, options, "options"));
+    },
+  };
+}
+
+export type HttpLockPolicy<Hook = never> = ReturnType<typeof createHttpLockPolicy<Hook>>;
+
+function resolveRouteOptions<Hook>(
+  redlock: Redlock,
+  base: ResolvedRouteOptions<Hook> | undefined,
+  options: RouteLockOptions<Hook> | undefined,
+  name: string,
+): ResolvedRouteOptions<Hook> {
+  checkOptionsObject(name, options);
+  const get = <K extends keyof RouteLockOptions<Hook>>(key: K) =>
+    options && Object.hasOwn(options, key) && options[key] !== undefined ? options[key] : undefined;
+  const ttl = get("ttl");
+  const wait = get("wait");
+  const extend = get("autoExtend");
+  const onLocked = get("onLocked");
+  const onUnavailable = get("onUnavailable");
+  if (extend !== undefined && typeof extend !== "boolean") {
+    throw new TypeError(`${name}.autoExtend must be a boolean, got ${typeof extend}`);
+  }
+  const acquireOverrides: AcquireOptions = {};
+  for (const key of ["driftFactor", "retryDelay", "retryJitter", "instanceTimeout"] as const) {
+    const value = get(key);
+    if (value !== undefined) acquireOverrides[key] = value;
+  }
+  // validates the overrides now rather than on the first request
+  resolveAcquireOptions(DEFAULT_ACQUIRE, acquireOverrides, name);
+  const resolved: ResolvedRouteOptions<Hook> = {
+    ttl: ttl === undefined ? (base?.ttl ?? 5000) : checkMs(`${name}.ttl`, ttl),
+    autoExtend: extend ?? base?.autoExtend ?? true,
+    acquire: Object.freeze({
+      ...base?.acquire,
+      ...acquireOverrides,
+      wait: wait === undefined ? (base?.acquire.wait ?? 0) : checkNonNegativeInt(`${name}.wait`, wait),
+    }),
+    hold: base ? resolveHold(base.hold, options, redlock) : redlock.resolveHoldOptions(pickHold(options)),
+    onLocked: onLocked === undefined ? base?.onLocked : (checkFunction(`${name}.onLocked`, onLocked) as Hook),
+    onUnavailable:
+      onUnavailable === undefined
+        ? base?.onUnavailable
+        : (checkFunction(`${name}.onUnavailable`, onUnavailable) as Hook),
+  };
+  const timeout = resolved.acquire.instanceTimeout;
+  if (timeout !== undefined && timeout >= resolved.ttl) {
+    throw new RangeError(
+      `${name}.instanceTimeout must be shorter than the ttl, got ${timeout} for a ttl of ${resolved.ttl}`,
+    );
+  }
+  return Object.freeze(resolved);
+}
+
+function pickHold(options: HoldOptions | undefined): HoldOptions | undefined {
+  if (!options) return undefined;
+  const hold: HoldOptions = {};
+  if (Object.hasOwn(options, "extendThreshold") && options.extendThreshold !== undefined) {
+    hold.extendThreshold = options.extendThreshold;
+  }
+  if (Object.hasOwn(options, "maxHoldMs") && options.maxHoldMs !== undefined) hold.maxHoldMs = options.maxHoldMs;
+  return hold;
+}
+
+function resolveHold(base: ResolvedHoldOptions, options: HoldOptions | undefined, redlock: Redlock) {
+  const picked = pickHold(options);
+  if (!picked || Object.keys(picked).length === 0) return base;
+  return redlock.resolveHoldOptions({ ...base, ...picked });
+}

@@ -1,0 +1,29 @@
+export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./diagnostics.js";
+export {
+  ErrorCodes,
+  type InstanceFailure,
+  LockContentionError,
+  LockKeyError,
+  LockLostError,
+  LockUnavailableError,
+  RedlockError,
+  type RedlockErrorCode,
+} from "./errors.js";
+export {
+  createHttpLockPolicy,
+  errorResponse,
+  type HttpKeySource,
+  type HttpLockPolicy,
+  type HttpResponse,
+  RouteLock,
+  type RouteLockOptions,
+  type RouteOutcome,
+} from "./http-policy.js";
+export type { RedlockInstance } from "./instances.js";
+export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./key-template.js";
+export { Lock } from "./lock.js";
+export { MemoryStore } from "./memory-store.js";
+export type { AcquireOptions, HoldOptions, RedlockOptions } from "./options.js";
+export { RedisStore } from "./redis-store.js";
+export { Redlock, type UsingOptions } from "./redlock.js";
+export { type AcquireReply, isLockStore, type LockStore } from "./store.js";

@@ -1,0 +1,63 @@
+import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { describeClient, RedisStore } from "./redis-store.js";
+import { isLockStore, type LockStore } from "./store.js";
+
+/** One Redlock instance: an ioredis client or Cluster, ioredis options, a redis:// URL, or any LockStore. */
+export type RedlockInstance = Redis | Cluster | RedisOptions | string | LockStore;
+
+export interface ResolvedInstance {
+  readonly store: LockStore;
+  /** A client Redlock created and must close in `quit()`. */
+  readonly owned: Redis | undefined;
+}
+
+/** Options for clients Redlock creates itself; the caller's options win. */
+const OWNED_CLIENT_DEFAULTS: RedisOptions = {
+  // batches the commands of concurrent locks bound for the same instance into one write
+  enableAutoPipelining: true,
+  // Redlock bounds every call itself; a dead instance should fail queued commands soon, not after 20 retries
+  maxRetriesPerRequest: 1,
+};
+
+function isIoredisClient(value: unknown): value is Redis | Cluster {
+  if (value instanceof Redis || value instanceof Cluster) return true;
+  // another installed copy of ioredis
+  const v = value as { defineCommand?: unknown; evalsha?: unknown } | null;
+  return (
+    typeof v === "object" && v !== null && typeof v.defineCommand === "function" && typeof v.evalsha === "function"
+  );
+}
+
+function createOwned(client: Redis): ResolvedInstance {
+  // Without a listener ioredis prints every connection error; failures reach callers as LockUnavailableError.
+  client.on("error", () => {});
+  return { store: new RedisStore(client), owned: client };
+}
+
+export function resolveInstance(instance: unknown, index: number): ResolvedInstance {
+  const name = `instances[${index}]`;
+  if (isIoredisClient(instance)) return { store: new RedisStore(instance), owned: undefined };
+  if (isLockStore(instance)) return { store: instance, owned: undefined };
+  if (typeof instance === "string") {
+    if (!/^rediss?:\/\//.test(instance)) {
+      throw new TypeError(`${name} must be a redis:// or rediss:// URL when given as a string`);
+    }
+    return createOwned(new Redis(instance, OWNED_CLIENT_DEFAULTS));
+  }
+  if (typeof instance === "object" && instance !== null && !Array.isArray(instance)) {
+    return createOwned(new Redis({ ...OWNED_CLIENT_DEFAULTS, ...(instance as RedisOptions) }));
+  }
+  throw new TypeError(
+    `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL or a LockStore, got ${instance === null ? "null" : typeof instance}`,
+  );
+}
+
+/** A string that is equal for two instances that would be the same Redis database, or undefined if unknown. */
+export function instanceIdentity(resolved: ResolvedInstance): string | undefined {
+  const store = resolved.store;
+  if (store instanceof RedisStore) {
+    const description = describeClient(store.client);
+    return description === "cluster" ? undefined : description;
+  }
+  return undefined;
+}

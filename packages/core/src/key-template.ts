@@ -1,0 +1,128 @@
+import { LockKeyError } from "./errors.js";
+import { MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "./validate.js";
+
+/** A function of the key source returning one resource name or several (a multi-resource lock). */
+export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];
+
+/**
+ * How a lock names its resources: a template such as `"order:{params.id}"` (placeholders are
+ * dotted paths into the source; `{{` and `}}` are literal braces), or a function of the source.
+ */
+export type KeySpec<S = unknown> = string | KeyFunction<S>;
+
+/** Turns a key source into the resources to lock, or throws `LockKeyError`. */
+export type KeyResolver<S = unknown> = (source: S) => readonly string[];
+
+type Part = { readonly text: string } | { readonly path: readonly string[]; readonly name: string };
+
+const SEGMENT = /^[A-Za-z0-9_$-]+$/;
+
+/**
+ * Compiles a key template or wraps a key function, once, at route or decorator definition.
+ * A malformed template throws `TypeError` here; a value missing at resolution throws
+ * `LockKeyError` (HTTP 400), never a lock on `"order:undefined"`.
+ *
+ * @example
+ * const resolve = compileKey("order:{params.id}");
+ * resolve({ params: { id: "42" } }); // ["order:42"]
+ * compileKey("transfer:{0.from}")([{ from: "a" }]); // ["transfer:a"]
+ */
+export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
+  if (typeof spec === "function") return (source) => fromFunction(spec, source);
+  if (typeof spec !== "string" || spec.length === 0) {
+    throw new TypeError("key must be a non-empty template string or a function");
+  }
+  const parts = parseTemplate(spec);
+  if (parts.every((part) => "text" in part)) {
+    const constant = Object.freeze([checkLength(parts.map((part) => (part as { text: string }).text).join(""))]);
+    return () => constant;
+  }
+  return (source) => {
+    let key = "";
+    for (const part of parts) key += "text" in part ? part.text : scalarAt(source, part);
+    return [checkLength(key)];
+  };
+}
+
+function parseTemplate(template: string): Part[] {
+  const parts: Part[] = [];
+  let text = "";
+  for (let i = 0; i < template.length; i++) {
+    const char = template[i];
+    const following = template[i + 1];
+    if ((char === "{" && following === "{") || (char === "}" && following === "}")) {
+      text += char;
+      i++;
+    } else if (char === "{") {
+      const end = template.indexOf("}", i);
+      const name = end === -1 ? "" : template.slice(i + 1, end);
+      const path = name.split(".");
+      if (end === -1 || !path.every((segment) => SEGMENT.test(segment))) {
+        throw new TypeError(
+          `key template ${JSON.stringify(template)} has a malformed placeholder at ${i}: write {a.b.c}, and {{ or }} for a literal brace`,
+        );
+      }
+      if (text) parts.push({ text });
+      text = "";
+      parts.push({ path, name });
+      i = end;
+    } else if (char === "}") {
+      throw new TypeError(
+        `key template ${JSON.stringify(template)} has an unmatched } at ${i}: write }} for a literal brace`,
+      );
+    } else {
+      text += char;
+    }
+  }
+  if (text) parts.push({ text });
+  return parts;
+}
+
+/** Walks own properties only: `{constructor.name}` or `{__proto__}` find nothing. */
+function scalarAt(source: unknown, part: { path: readonly string[]; name: string }): string {
+  let value: unknown = source;
+  for (const segment of part.path) {
+    if (typeof value !== "object" || value === null || !Object.hasOwn(value, segment)) {
+      throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
+    }
+    value = (value as Record<string, unknown>)[segment];
+  }
+  switch (typeof value) {
+    case "string":
+      if (value.length > 0) return value;
+      break;
+    case "number":
+      if (Number.isFinite(value)) return String(value);
+      break;
+    case "bigint":
+    case "boolean":
+      return String(value);
+  }
+  if (value === undefined || value === null || value === "") {
+    throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
+  }
+  throw new LockKeyError(`Lock key part "${part.name}" must be a string or a number`, part.name);
+}
+
+function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
+  let result: unknown;
+  try {
+    result = fn(source);
+  } catch (error) {
+    // The function's own message may hold internal detail: keep it as the cause only.
+    throw new LockKeyError("Lock key could not be resolved", undefined, { cause: error });
+  }
+  const list: unknown[] = Array.isArray(result) ? result : [result];
+  if (list.length === 0 || list.length > MAX_RESOURCES || !list.every((r) => typeof r === "string" && r.length > 0)) {
+    throw new LockKeyError("Lock key function must return a non-empty string or a non-empty array of them");
+  }
+  for (const key of list) checkLength(key as string);
+  return list as string[];
+}
+
+function checkLength(key: string): string {
+  if (key.length > MAX_RESOURCE_LENGTH) {
+    throw new LockKeyError(`Lock key is longer than ${MAX_RESOURCE_LENGTH} characters`);
+  }
+  return key;
+}

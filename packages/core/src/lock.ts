@@ -1,0 +1,138 @@
+import { LockLostError } from "./errors.js";
+
+/** What a Lock asks of the Redlock that made it. */
+export interface LockOwner {
+  unlock(lock: Lock): Promise<boolean>;
+  extend(lock: Lock, ttl: number): Promise<Lock>;
+}
+
+/** Internal, mutable state of a Lock: only Redlock changes it. */
+export class LockState {
+  /** Monotonic time (ms) when the current validity ends. */
+  validUntil = 0;
+  /** Wall-clock time (epoch ms) matching `validUntil`, for display. */
+  expiresAt = 0;
+  released = false;
+  lost: LockLostError | undefined;
+  controller: AbortController | undefined;
+  timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    /** Redis keys: the resources with the key prefix. */
+    readonly keys: readonly string[],
+    /** Per-instance timeout used for this lock's extend and release calls. */
+    readonly instanceTimeout: number,
+    readonly clock: () => number,
+  ) {}
+}
+
+export const STATE: unique symbol = Symbol("redlock-kit.lock-state");
+
+/**
+ * A lock held on a quorum of instances. Obtain one from `Redlock.lock()` or
+ * `Redlock.acquire()`; release it with `release()` (or `await using`).
+ */
+export class Lock {
+  /** The resources this lock holds (without the key prefix). */
+  readonly resources: readonly string[];
+  /** The random value stored under every key (128 bits from node:crypto). Keep it secret. */
+  readonly value: string;
+  /** @internal */
+  readonly [STATE]: LockState;
+  readonly #owner: LockOwner;
+
+  constructor(owner: LockOwner, resources: readonly string[], value: string, state: LockState) {
+    this.#owner = owner;
+    this.resources = Object.freeze([...resources]);
+    this.value = value;
+    this[STATE] = state;
+  }
+
+  /** True until the drift-adjusted validity ends, the lock is released, or an extension failed. */
+  get valid(): boolean {
+    const state = this[STATE];
+    return !state.released && state.lost === undefined && state.clock() < state.validUntil;
+  }
+
+  /** Milliseconds of validity left (0 once invalid). */
+  get remainingMs(): number {
+    if (!this.valid) return 0;
+    const state = this[STATE];
+    return Math.max(0, Math.floor(state.validUntil - state.clock()));
+  }
+
+  /** Epoch ms at which the validity ends (informational: validity itself is tracked on a monotonic clock). */
+  get expiresAt(): number {
+    return this[STATE].expiresAt;
+  }
+
+  /**
+   * Aborts with a `LockLostError` when the lock is known lost: an extension failed, or the validity
+   * ended without an extension. No timer is armed until this is first read.
+   */
+  get signal(): AbortSignal {
+    const state = this[STATE];
+    if (state.controller === undefined) {
+      state.controller = new AbortController();
+      if (state.lost) state.controller.abort(state.lost);
+      else if (!state.released) armValidityTimer(this);
+    }
+    return state.controller.signal;
+  }
+
+  /** Releases the lock on every instance. Resolves to whether a quorum still held it. Never rejects for an expired lock. */
+  release(): Promise<boolean> {
+    return this.#owner.unlock(this);
+  }
+
+  /** Resets the expiry to `ttl` ms from now on a quorum. Rejects with `LockLostError` when that fails. */
+  extend(ttl: number): Promise<Lock> {
+    return this.#owner.extend(this, ttl);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#owner.unlock(this);
+  }
+}
+
+/** (Re)arms the timer that aborts `signal` when the validity ends; only once someone has read `signal`. */
+export function armValidityTimer(lock: Lock): void {
+  const state = lock[STATE];
+  if (state.controller === undefined || state.controller.signal.aborted) return;
+  clearTimeout(state.timer);
+  const delay = Math.max(0, Math.ceil(state.validUntil - state.clock()));
+  state.timer = setTimeout(onValidityTimer, delay, lock);
+  state.timer.unref();
+}
+
+function onValidityTimer(lock: Lock): void {
+  const state = lock[STATE];
+  state.timer = undefined;
+  if (state.released) return;
+  // the timer may fire early by rounding, or after an extension that re-armed it
+  if (state.clock() < state.validUntil) {
+    armValidityTimer(lock);
+    return;
+  }
+  markLost(lock, new LockLostError(lock.resources, "Lock validity ended before it was extended or released"));
+}
+
+/** Records that the lock is lost and aborts its signal. */
+export function markLost(lock: Lock, error: LockLostError): void {
+  const state = lock[STATE];
+  if (state.lost || state.released) return;
+  state.lost = error;
+  clearTimeout(state.timer);
+  state.timer = undefined;
+  state.controller?.abort(error);
+}
+
+/** Records the release: the lock is no longer valid and its signal timer stops. */
+export function markReleased(lock: Lock): boolean {
+  const state = lock[STATE];
+  if (state.released) return false;
+  state.released = true;
+  clearTimeout(state.timer);
+  state.timer = undefined;
+  return true;
+}

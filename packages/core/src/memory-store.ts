@@ -1,0 +1,84 @@
+import { performance } from "node:perf_hooks";
+import { ACQUIRED, type AcquireReply, type LockStore } from "./store.js";
+
+interface Entry {
+  value: string;
+  expiresAt: number;
+}
+
+/**
+ * An in-process store with the same semantics as `RedisStore`: for single-process
+ * apps, demos and your own unit tests. It locks nothing across processes.
+ *
+ * @example
+ * const dlm = new Redlock([new MemoryStore()]);
+ */
+export class MemoryStore implements LockStore {
+  readonly description = "memory";
+  readonly #entries = new Map<string, Entry>();
+  readonly #now: () => number;
+  #writesSinceSweep = 0;
+
+  /** @param now monotonic clock in ms, for tests. */
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /** Number of live keys (expired ones are not counted). */
+  get size(): number {
+    this.#sweep();
+    return this.#entries.size;
+  }
+
+  async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
+    for (const key of keys) {
+      const entry = this.#live(key);
+      if (entry && entry.value !== value) {
+        return { acquired: false, holderTtl: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) };
+      }
+    }
+    const expiresAt = this.#now() + ttl;
+    for (const key of keys) this.#entries.set(key, { value, expiresAt });
+    // Expired entries are dropped on access; sweep now and then so unread ones do not pile up.
+    if (++this.#writesSinceSweep >= 1000) this.#sweep();
+    return ACQUIRED;
+  }
+
+  async extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
+    const entries: Entry[] = [];
+    for (const key of keys) {
+      const entry = this.#live(key);
+      if (!entry || entry.value !== value) return false;
+      entries.push(entry);
+    }
+    const expiresAt = this.#now() + ttl;
+    for (const entry of entries) entry.expiresAt = expiresAt;
+    return true;
+  }
+
+  async release(keys: readonly string[], value: string): Promise<number> {
+    let released = 0;
+    for (const key of keys) {
+      if (this.#live(key)?.value === value) {
+        this.#entries.delete(key);
+        released++;
+      }
+    }
+    return released;
+  }
+
+  #live(key: string): Entry | undefined {
+    const entry = this.#entries.get(key);
+    if (entry && entry.expiresAt <= this.#now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  #sweep(): void {
+    this.#writesSinceSweep = 0;
+    const now = this.#now();
+    for (const [key, entry] of this.#entries) if (entry.expiresAt <= now) this.#entries.delete(key);
+  }
+}

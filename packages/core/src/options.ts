@@ -1,0 +1,178 @@
+import { checkMs, checkNonNegativeInt, checkRatio, checkSignal, checkString, MAX_MS } from "./validate.js";
+
+/** Options of one lock attempt: given to the constructor as defaults, or per call. */
+export interface AcquireOptions {
+  /**
+   * Clock drift allowance as a share of the ttl; validity = ttl − elapsed − (⌊ttl × driftFactor⌋ + 2 ms).
+   * @default 0.01
+   */
+  driftFactor?: number;
+  /**
+   * Retries after the first attempt while others hold the lock (or instances are down). Ignored when `wait` is set.
+   * @default 3
+   */
+  retryCount?: number;
+  /**
+   * Base delay between attempts, in ms.
+   * @default 200
+   */
+  retryDelay?: number;
+  /**
+   * Random extra delay of 0 to `retryJitter` ms added to each retry, so that contenders do not retry in step.
+   * @default 100
+   */
+  retryJitter?: number;
+  /**
+   * Total ms to keep trying. When set it replaces `retryCount`; `0` means a single attempt.
+   * @default undefined (retryCount decides)
+   */
+  wait?: number;
+  /**
+   * Longest wait for one instance's answer, in ms; an instance slower than this counts as unavailable
+   * for the attempt. Must be shorter than the ttl.
+   * @default 10% of the ttl, at least 20 ms and at most 1000 ms (never more than half the ttl)
+   */
+  instanceTimeout?: number;
+  /** Cancels waiting for the lock; the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options of auto-extension (`using()`, HTTP routes, `@Locked`). */
+export interface HoldOptions {
+  /**
+   * Auto-extension renews the lock when less than this share of the ttl is left.
+   * Scaled to the ttl, so a 300 ms lock is renewed about every 150 ms at the default.
+   * @default 0.5
+   */
+  extendThreshold?: number;
+  /**
+   * Hard cap on how long auto-extension keeps a lock, in ms from acquisition. Past it the lock is
+   * not extended again and its signal aborts when the validity ends, so a hung holder cannot keep
+   * a resource forever.
+   * @default 60000
+   */
+  maxHoldMs?: number;
+}
+
+/** Constructor options: defaults for every call. */
+export interface RedlockOptions extends Omit<AcquireOptions, "signal">, HoldOptions {
+  /**
+   * Prefix put before every resource name to form the Redis key.
+   * @default "" (keys are the resource names, as in other Redlock implementations)
+   */
+  keyPrefix?: string;
+  /**
+   * Monotonic clock in ms used for validity arithmetic; meant for tests.
+   * @default performance.now
+   */
+  clock?: () => number;
+}
+
+export interface ResolvedAcquireOptions {
+  readonly driftFactor: number;
+  readonly retryCount: number;
+  readonly retryDelay: number;
+  readonly retryJitter: number;
+  readonly wait: number | undefined;
+  readonly instanceTimeout: number | undefined;
+  readonly signal: AbortSignal | undefined;
+}
+
+export interface ResolvedHoldOptions {
+  readonly extendThreshold: number;
+  readonly maxHoldMs: number;
+}
+
+export const DEFAULT_ACQUIRE: ResolvedAcquireOptions = Object.freeze({
+  driftFactor: 0.01,
+  retryCount: 3,
+  retryDelay: 200,
+  retryJitter: 100,
+  wait: undefined,
+  instanceTimeout: undefined,
+  signal: undefined,
+});
+
+export const DEFAULT_HOLD: ResolvedHoldOptions = Object.freeze({ extendThreshold: 0.5, maxHoldMs: 60_000 });
+
+/** Reads only own, defined properties, so `undefined` never overwrites a default and prototypes are never consulted. */
+function own<T extends object>(options: T | undefined, key: keyof T): unknown {
+  if (options === undefined || options === null) return undefined;
+  return Object.hasOwn(options, key) ? options[key] : undefined;
+}
+
+export function checkOptionsObject(name: string, options: unknown): void {
+  if (options !== undefined && (typeof options !== "object" || options === null || Array.isArray(options))) {
+    throw new TypeError(`${name} must be an object`);
+  }
+}
+
+/** Merges `options` over `base`, validating every field that is set. Returns `base` itself when nothing is set. */
+export function resolveAcquireOptions(
+  base: ResolvedAcquireOptions,
+  options: AcquireOptions | undefined,
+  name = "options",
+): ResolvedAcquireOptions {
+  if (options === undefined) return base;
+  checkOptionsObject(name, options);
+  const driftFactor = own(options, "driftFactor");
+  const retryCount = own(options, "retryCount");
+  const retryDelay = own(options, "retryDelay");
+  const retryJitter = own(options, "retryJitter");
+  const wait = own(options, "wait");
+  const instanceTimeout = own(options, "instanceTimeout");
+  const signal = own(options, "signal");
+  return Object.freeze({
+    driftFactor: driftFactor === undefined ? base.driftFactor : checkRatio(`${name}.driftFactor`, driftFactor, 0, 0.5),
+    retryCount: retryCount === undefined ? base.retryCount : checkNonNegativeInt(`${name}.retryCount`, retryCount, 1e6),
+    retryDelay: retryDelay === undefined ? base.retryDelay : checkNonNegativeInt(`${name}.retryDelay`, retryDelay),
+    retryJitter: retryJitter === undefined ? base.retryJitter : checkNonNegativeInt(`${name}.retryJitter`, retryJitter),
+    wait: wait === undefined ? base.wait : checkNonNegativeInt(`${name}.wait`, wait),
+    instanceTimeout:
+      instanceTimeout === undefined ? base.instanceTimeout : checkMs(`${name}.instanceTimeout`, instanceTimeout),
+    signal: signal === undefined ? base.signal : checkSignal(`${name}.signal`, signal),
+  });
+}
+
+export function resolveHoldOptions(
+  base: ResolvedHoldOptions,
+  options: HoldOptions | undefined,
+  name = "options",
+): ResolvedHoldOptions {
+  if (options === undefined) return base;
+  checkOptionsObject(name, options);
+  const extendThreshold = own(options, "extendThreshold");
+  const maxHoldMs = own(options, "maxHoldMs");
+  if (extendThreshold === undefined && maxHoldMs === undefined) return base;
+  return Object.freeze({
+    extendThreshold:
+      extendThreshold === undefined
+        ? base.extendThreshold
+        : checkRatio(`${name}.extendThreshold`, extendThreshold, 0.05, 0.95),
+    maxHoldMs: maxHoldMs === undefined ? base.maxHoldMs : checkMs(`${name}.maxHoldMs`, maxHoldMs),
+  });
+}
+
+export function resolveKeyPrefix(options: RedlockOptions | undefined): string {
+  const prefix = own(options, "keyPrefix");
+  return prefix === undefined ? "" : checkString("options.keyPrefix", prefix);
+}
+
+/** The per-instance timeout for a ttl: the configured one (which must be shorter than the ttl) or 10% of it. */
+export function instanceTimeoutFor(ttl: number, configured: number | undefined): number {
+  if (configured !== undefined) {
+    if (configured >= ttl) {
+      throw new RangeError(`instanceTimeout must be shorter than the ttl, got ${configured} for a ttl of ${ttl}`);
+    }
+    return configured;
+  }
+  const tenth = Math.min(Math.max(Math.floor(ttl / 10), 20), 1000);
+  return Math.max(1, Math.min(tenth, Math.floor(ttl / 2)));
+}
+
+/** ⌊ttl × driftFactor⌋ + 2 ms: Redis expires with 1 ms precision, plus 1 ms minimum drift. */
+export function driftFor(ttl: number, driftFactor: number): number {
+  return Math.floor(ttl * driftFactor) + 2;
+}
+
+export { MAX_MS };

@@ -1,0 +1,411 @@
+import { performance } from "node:perf_hooks";
+import { autoExtend } from "./auto-extend.js";
+import { type AcquireMessage, channels } from "./diagnostics.js";
+import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
+import { failuresOf, fanOut, type Vote } from "./fan-out.js";
+import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
+import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
+import { newLockValue } from "./lock-value.js";
+import {
+  type AcquireOptions,
+  checkOptionsObject,
+  DEFAULT_ACQUIRE,
+  DEFAULT_HOLD,
+  driftFor,
+  type HoldOptions,
+  instanceTimeoutFor,
+  type RedlockOptions,
+  type ResolvedAcquireOptions,
+  type ResolvedHoldOptions,
+  resolveAcquireOptions,
+  resolveHoldOptions,
+  resolveKeyPrefix,
+} from "./options.js";
+import type { AcquireReply, LockStore } from "./store.js";
+import { checkFunction, checkMs, checkResources } from "./validate.js";
+
+/** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
+type Failure =
+  | { readonly kind: "contention"; readonly retryAfterMs: number }
+  | { readonly kind: "unavailable"; readonly causes: InstanceFailure[]; readonly message?: string };
+
+/** Options of `using()`: one acquisition plus auto-extension. */
+export type UsingOptions = AcquireOptions & HoldOptions;
+
+/**
+ * The Redlock algorithm over N independent instances: a lock is held when a quorum
+ * (⌊N/2⌋+1) of them took it with validity left.
+ *
+ * @example
+ * const dlm = new Redlock([new Redis(6379), new Redis(6380), new Redis(6381)]);
+ * const lock = await dlm.lock("resource_name", 1000);
+ * if (lock) {
+ *   try { if (lock.valid) { ... } } finally { await dlm.unlock(lock); }
+ * }
+ */
+export class Redlock {
+  /** How many instances must agree: ⌊N/2⌋+1. */
+  readonly quorum: number;
+  readonly #instances: readonly ResolvedInstance[];
+  readonly #stores: readonly LockStore[];
+  readonly #defaults: ResolvedAcquireOptions;
+  readonly #hold: ResolvedHoldOptions;
+  readonly #prefix: string;
+  readonly #clock: () => number;
+
+  constructor(instances: readonly RedlockInstance[], options?: RedlockOptions) {
+    if (!Array.isArray(instances) || instances.length === 0) {
+      throw new TypeError("instances must be a non-empty array of clients, options, URLs or stores");
+    }
+    checkOptionsObject("options", options);
+    this.#defaults = resolveAcquireOptions(DEFAULT_ACQUIRE, options);
+    this.#hold = resolveHoldOptions(DEFAULT_HOLD, options);
+    this.#prefix = resolveKeyPrefix(options);
+    const clock = options && Object.hasOwn(options, "clock") ? options.clock : undefined;
+    this.#clock = clock === undefined ? () => performance.now() : checkFunction<() => number>("options.clock", clock);
+    // Check for duplicates before creating any client, so a bad list leaks no connection.
+    const seen = new Map<unknown, number>();
+    instances.forEach((instance, index) => {
+      const first = seen.get(instance);
+      if (first !== undefined && typeof instance === "object") {
+        throw new TypeError(`instances[${index}] is the same object as instances[${first}]: it would vote twice`);
+      }
+      seen.set(instance, index);
+    });
+    const resolved: ResolvedInstance[] = [];
+    try {
+      for (const [index, instance] of instances.entries()) resolved.push(resolveInstance(instance, index));
+      checkDistinct(resolved);
+    } catch (error) {
+      for (const { owned } of resolved) owned?.disconnect();
+      throw error;
+    }
+    this.#instances = resolved;
+    this.#stores = resolved.map((instance) => instance.store);
+    this.quorum = Math.floor(resolved.length / 2) + 1;
+  }
+
+  /** The instances' stores, in the order given. */
+  get stores(): readonly LockStore[] {
+    return this.#stores;
+  }
+
+  /** The key prefix put before every resource name. */
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
+
+  /**
+   * Locks `resources` (all or none) for `ttl` ms. Resolves to the `Lock`, or `null` when others still
+   * hold it after the retries (or `wait`). Rejects with `LockUnavailableError` when no quorum could be
+   * asked, with `TypeError`/`RangeError` on bad arguments, and with the signal's reason when aborted.
+   */
+  async lock(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock | null> {
+    const outcome = await this.#acquire(resources, ttl, options);
+    if (outcome instanceof Lock) return outcome;
+    if (outcome.failure.kind === "contention") return null;
+    throw this.#failureError(outcome.resources, outcome.failure);
+  }
+
+  /** Like `lock()`, but rejects with `LockContentionError` (carrying `retryAfterMs`) instead of resolving to `null`. */
+  async acquire(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock> {
+    const outcome = await this.#acquire(resources, ttl, options);
+    if (outcome instanceof Lock) return outcome;
+    throw this.#failureError(outcome.resources, outcome.failure);
+  }
+
+  /**
+   * Releases the lock on every instance (compare-and-delete: another owner's key is never touched).
+   * Resolves to `true` if a quorum still held it, `false` if it had expired, been taken or was
+   * already released. Never rejects because of the lock's state, and never waits on a dead instance
+   * longer than the per-instance timeout.
+   */
+  async unlock(lock: Lock): Promise<boolean> {
+    this.#checkLock(lock);
+    const state = lock[STATE];
+    if (!markReleased(lock)) return false;
+    const start = this.#clock();
+    const votes = await fanOut(this.#stores, (store) => store.release(state.keys, lock.value), state.instanceTimeout);
+    const released = countVotes(votes, (deleted) => deleted === state.keys.length) >= this.quorum;
+    if (channels.release.hasSubscribers) {
+      channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
+    }
+    return released;
+  }
+
+  /**
+   * Resets the lock's expiry to `ttl` ms from now on a quorum, updates `lock` and resolves to it.
+   * Rejects with `LockLostError` (and aborts `lock.signal`) when the lock is no longer held on a
+   * quorum, its validity already ended, or it was released.
+   */
+  async extend(lock: Lock, ttl: number): Promise<Lock> {
+    this.#checkLock(lock);
+    checkMs("ttl", ttl);
+    const state = lock[STATE];
+    if (state.released) throw new LockLostError(lock.resources, "Lock was already released");
+    if (!lock.valid) {
+      const error = state.lost ?? new LockLostError(lock.resources, "Lock validity ended before the extension");
+      markLost(lock, error);
+      throw error;
+    }
+    const drift = driftFor(ttl, this.#defaults.driftFactor);
+    const start = this.#clock();
+    const wallStart = Date.now();
+    const votes = await fanOut(
+      this.#stores,
+      (store) => store.extend(state.keys, lock.value, ttl),
+      state.instanceTimeout,
+    );
+    const elapsed = this.#clock() - start;
+    const yes = countVotes(votes, (extended) => extended);
+    const extended = yes >= this.quorum && ttl - elapsed - drift > 0 && !state.released;
+    if (channels.extend.hasSubscribers) {
+      channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
+    }
+    if (extended) {
+      state.validUntil = start + ttl - drift;
+      state.expiresAt = wallStart + ttl - drift;
+      armValidityTimer(lock);
+      return lock;
+    }
+    const causes = failuresOf(votes, lock.value);
+    const error = new LockLostError(
+      lock.resources,
+      `Lock could not be extended on a quorum (${yes} of ${this.#stores.length} instances, ${this.quorum} needed)`,
+      causes.length > 0 ? { cause: new LockUnavailableError(lock.resources, causes) } : undefined,
+    );
+    markLost(lock, error);
+    throw error;
+  }
+
+  /**
+   * Acquires, runs `fn`, extends the lock automatically while `fn` runs (up to `maxHoldMs`), and
+   * releases in `finally`. Resolves to `fn`'s result. `signal` aborts with `LockLostError` if an
+   * extension fails or the validity ends; `fn` should stop its work when it does.
+   *
+   * @example
+   * await dlm.using(["account:1", "account:2"], 5000, async (signal) => {
+   *   await transfer(signal);
+   * });
+   */
+  async using<T>(
+    resources: string | readonly string[],
+    ttl: number,
+    fn: (signal: AbortSignal, lock: Lock) => T | Promise<T>,
+    options?: UsingOptions,
+  ): Promise<T> {
+    checkFunction("fn", fn);
+    const hold = resolveHoldOptions(this.#hold, options);
+    const lock = await this.acquire(resources, ttl, options);
+    const stop = autoExtend(this, lock, ttl, hold);
+    try {
+      return await fn(lock.signal, lock);
+    } finally {
+      stop();
+      await this.unlock(lock);
+    }
+  }
+
+  /** The hold options (extendThreshold, maxHoldMs) this Redlock was built with, merged with `options`. */
+  resolveHoldOptions(options?: HoldOptions): ResolvedHoldOptions {
+    return resolveHoldOptions(this.#hold, options);
+  }
+
+  /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
+  async quit(): Promise<void> {
+    await Promise.all(
+      this.#instances.map(async ({ owned }) => {
+        if (!owned || owned.status === "end") return;
+        const ended = new Promise((resolve) => owned.once("end", resolve));
+        // QUIT lets pending replies arrive; a dead instance must not make quit() hang, hence the bound.
+        const bound = new Promise((resolve) => setTimeout(resolve, 1000).unref());
+        await Promise.race([owned.quit().catch(() => {}), bound]);
+        owned.disconnect();
+        await Promise.race([ended, bound]);
+      }),
+    );
+  }
+
+  async #acquire(
+    resources: string | readonly string[],
+    ttl: number,
+    options: AcquireOptions | undefined,
+  ): Promise<Lock | { resources: readonly string[]; failure: Failure }> {
+    const names = checkResources(resources);
+    checkMs("ttl", ttl);
+    const opts = resolveAcquireOptions(this.#defaults, options);
+    const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
+    opts.signal?.throwIfAborted();
+
+    const prefix = this.#prefix;
+    const keys = prefix === "" ? names : names.map((name) => prefix + name);
+    const value = newLockValue();
+    const drift = driftFor(ttl, opts.driftFactor);
+    const clock = this.#clock;
+    const start = clock();
+    const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
+    const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
+    let attempts = 0;
+    let failure: Failure;
+    for (;;) {
+      attempts++;
+      const attemptStart = clock();
+      const wallStart = Date.now();
+      const votes = await fanOut(this.#stores, (store) => store.acquire(keys, value, ttl), timeout);
+      // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+      // replies (a pause, a slow instance) is time the other keys were already expiring.
+      const validity = ttl - (clock() - attemptStart) - drift;
+      const tally = tallyAcquire(votes);
+      if (tally.yes >= this.quorum && validity > 0) {
+        const state = new LockState(keys, timeout, clock);
+        state.validUntil = attemptStart + ttl - drift;
+        state.expiresAt = wallStart + ttl - drift;
+        const lock = new Lock(this, names, value, state);
+        if (opts.signal?.aborted) {
+          await this.unlock(lock);
+          this.#publishAcquire(names, "aborted", attempts, start);
+          throw opts.signal.reason;
+        }
+        this.#publishAcquire(names, "acquired", attempts, start);
+        return lock;
+      }
+      await this.#releaseAfterFailure(votes, keys, value, timeout);
+      failure = classify(tally, votes, value, this.quorum, validity);
+      if (opts.signal?.aborted) {
+        this.#publishAcquire(names, "aborted", attempts, start);
+        throw opts.signal.reason;
+      }
+      if (attempts >= maxAttempts) break;
+      let delay = opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));
+      if (deadline !== Number.POSITIVE_INFINITY) {
+        const left = deadline - clock();
+        if (left <= 0) break;
+        delay = Math.min(delay, Math.ceil(left));
+      }
+      try {
+        await sleep(delay, opts.signal);
+      } catch (reason) {
+        this.#publishAcquire(names, "aborted", attempts, start);
+        throw reason;
+      }
+    }
+    this.#publishAcquire(names, failure.kind, attempts, start);
+    return { resources: names, failure };
+  }
+
+  /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
+  async #releaseAfterFailure(
+    votes: readonly Vote<AcquireReply>[],
+    keys: readonly string[],
+    value: string,
+    timeout: number,
+  ): Promise<void> {
+    const stores = this.#stores.filter((_, i) => {
+      const vote = votes[i];
+      return vote !== undefined && (!vote.ok || vote.value.acquired);
+    });
+    if (stores.length > 0) await fanOut(stores, (store) => store.release(keys, value), timeout);
+  }
+
+  #failureError(resources: readonly string[], failure: Failure): Error {
+    return failure.kind === "contention"
+      ? new LockContentionError(resources, failure.retryAfterMs)
+      : new LockUnavailableError(resources, failure.causes, failure.message);
+  }
+
+  #checkLock(lock: Lock): void {
+    if (!(lock instanceof Lock)) throw new TypeError("lock must be a Lock returned by this Redlock");
+  }
+
+  #publishAcquire(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {
+    if (channels.acquire.hasSubscribers) {
+      const message: AcquireMessage = { resources, outcome, attempts, elapsedMs: this.#clock() - start };
+      channels.acquire.publish(message);
+    }
+  }
+}
+
+interface AcquireTally {
+  yes: number;
+  held: number;
+  retryAfterMs: number;
+}
+
+function tallyAcquire(votes: readonly Vote<AcquireReply>[]): AcquireTally {
+  const tally: AcquireTally = { yes: 0, held: 0, retryAfterMs: 0 };
+  for (const vote of votes) {
+    if (!vote.ok) continue;
+    if (vote.value.acquired) tally.yes++;
+    else {
+      tally.held++;
+      tally.retryAfterMs = Math.max(tally.retryAfterMs, vote.value.holderTtl);
+    }
+  }
+  return tally;
+}
+
+/**
+ * Contention when another owner refused and the instances that answered could have formed a
+ * quorum (waiting may help); otherwise unavailability (waiting on the owner would not).
+ */
+function classify(
+  tally: AcquireTally,
+  votes: readonly Vote<AcquireReply>[],
+  value: string,
+  quorum: number,
+  validity: number,
+): Failure {
+  if (tally.held > 0 && tally.yes + tally.held >= quorum) {
+    return { kind: "contention", retryAfterMs: tally.retryAfterMs };
+  }
+  if (tally.yes >= quorum && validity <= 0) {
+    return {
+      kind: "unavailable",
+      causes: failuresOf(votes, value),
+      message: "Lock acquisition took longer than the ttl: no validity left",
+    };
+  }
+  return { kind: "unavailable", causes: failuresOf(votes, value) };
+}
+
+function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): number {
+  let count = 0;
+  for (const vote of votes) if (vote.ok && yes(vote.value)) count++;
+  return count;
+}
+
+/** Two entries that are the same Redis database would vote twice and fake a quorum. */
+function checkDistinct(resolved: readonly ResolvedInstance[]): void {
+  const seenStores = new Map<LockStore, number>();
+  const seenIdentities = new Map<string, number>();
+  resolved.forEach((instance, index) => {
+    const sameStore = seenStores.get(instance.store);
+    if (sameStore !== undefined) {
+      throw new TypeError(`instances[${index}] is the same store as instances[${sameStore}]: it would vote twice`);
+    }
+    seenStores.set(instance.store, index);
+    const identity = instanceIdentity(instance);
+    if (identity === undefined) return;
+    const sameServer = seenIdentities.get(identity);
+    if (sameServer !== undefined) {
+      throw new TypeError(
+        `instances[${index}] is the same Redis database as instances[${sameServer}] (${identity}): it would vote twice`,
+      );
+    }
+    seenIdentities.set(identity, index);
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

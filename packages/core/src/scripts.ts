@@ -1,0 +1,58 @@
+/**
+ * The three Lua scripts of the algorithm. Each runs atomically on one instance
+ * over every key of a (possibly multi-resource) lock, so a lock is all or
+ * nothing per instance. KEYS are the resource keys; ARGV[1] is the lock value.
+ * They are registered with ioredis `defineCommand`, which calls them by SHA and
+ * falls back to EVAL on NOSCRIPT (after SCRIPT FLUSH or a restart).
+ */
+
+/** ARGV[2]: ttl in ms. Returns {1, 0} when acquired, {0, holder's PTTL} when another owner holds a key. */
+export const ACQUIRE_SCRIPT = `
+-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('get', key)
+  -- a key that already holds our value counts as ours: ioredis re-sends an unanswered SET after a reconnect
+  if holder and holder ~= ARGV[1] then
+    return {0, redis.call('pttl', key)}
+  end
+end
+-- every key is free or ours: take them all
+for _, key in ipairs(KEYS) do
+  redis.call('set', key, ARGV[1], 'px', ARGV[2])
+end
+return {1, 0}
+`;
+
+/** ARGV[2]: new ttl in ms. Returns 1 when every key still held our value and was extended, else 0. */
+export const EXTEND_SCRIPT = `
+-- extend only if we still hold every key
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) ~= ARGV[1] then
+    return 0
+  end
+end
+-- PEXPIRE, not SET: a SET inside a script is refused under maxmemory, PEXPIRE is not
+for _, key in ipairs(KEYS) do
+  redis.call('pexpire', key, ARGV[2])
+end
+return 1
+`;
+
+/** Returns how many keys held our value and were deleted (compare-and-delete: never another owner's key). */
+export const RELEASE_SCRIPT = `
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then
+    redis.call('del', key)
+    released = released + 1
+  end
+end
+return released
+`;
+
+/** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
+export const COMMANDS = {
+  acquire: "redlockKitAcquireV1",
+  extend: "redlockKitExtendV1",
+  release: "redlockKitReleaseV1",
+} as const;

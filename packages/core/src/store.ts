@@ -1,0 +1,38 @@
+/** What one instance answered to an acquire. */
+export type AcquireReply =
+  | { readonly acquired: true }
+  | {
+      readonly acquired: false;
+      /** The holder's remaining ttl in ms (-1 when its key has no expiry). */
+      readonly holderTtl: number;
+    };
+
+export const ACQUIRED: AcquireReply = Object.freeze({ acquired: true });
+
+/**
+ * One Redlock instance. Every method is atomic over all `keys` on this instance,
+ * and a key that already holds `value` counts as held by the caller.
+ * Implementations must not throw synchronously; Redlock bounds every call by its
+ * own per-instance timeout, so a store need not time out by itself.
+ */
+export interface LockStore {
+  /** Set every key to `value` with a `ttl` ms expiry, unless another value holds one of them. */
+  acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply>;
+  /** Reset the expiry of every key to `ttl` ms if all still hold `value`. Resolves to whether it did. */
+  extend(keys: readonly string[], value: string, ttl: number): Promise<boolean>;
+  /** Delete the keys that hold `value`. Resolves to how many were deleted. */
+  release(keys: readonly string[], value: string): Promise<number>;
+  /** A short description for error messages (never credentials). */
+  readonly description?: string;
+}
+
+export function isLockStore(value: unknown): value is LockStore {
+  const v = value as Partial<LockStore> | null;
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof v.acquire === "function" &&
+    typeof v.extend === "function" &&
+    typeof v.release === "function"
+  );
+}

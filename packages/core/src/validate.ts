@@ -1,0 +1,81 @@
+/** Node's timers overflow at 2^31 ms and fire at once, which would turn auto-extension into a storm. */
+export const MAX_MS = 2 ** 31 - 1;
+/** Longest resource name accepted; a longer one is almost certainly hostile input. */
+export const MAX_RESOURCE_LENGTH = 1024;
+/** Most resources in one lock. */
+export const MAX_RESOURCES = 1000;
+
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "function") return "a function";
+  if (Array.isArray(value)) return "an array";
+  if (value === null) return "null";
+  if (typeof value === "object") return "an object";
+  return String(value);
+}
+
+/** A positive integer of milliseconds below 2^31. */
+export function checkMs(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0 || value > MAX_MS) {
+    const problem = `${name} must be a positive integer of milliseconds below 2^31, got ${show(value)}`;
+    throw typeof value === "number" ? new RangeError(problem) : new TypeError(problem);
+  }
+  return value;
+}
+
+/** A non-negative integer (a count or a delay that may be 0). */
+export function checkNonNegativeInt(name: string, value: unknown, max = MAX_MS): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > max) {
+    const problem = `${name} must be an integer from 0 to ${max}, got ${show(value)}`;
+    throw typeof value === "number" ? new RangeError(problem) : new TypeError(problem);
+  }
+  return value;
+}
+
+/** A number in [min, max). */
+export function checkRatio(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || Number.isNaN(value) || value < min || value >= max) {
+    const problem = `${name} must be a number from ${min} up to (not including) ${max}, got ${show(value)}`;
+    throw typeof value === "number" ? new RangeError(problem) : new TypeError(problem);
+  }
+  return value;
+}
+
+export function checkString(name: string, value: unknown): string {
+  if (typeof value !== "string") throw new TypeError(`${name} must be a string, got ${show(value)}`);
+  return value;
+}
+
+export function checkSignal(name: string, value: unknown): AbortSignal {
+  if (!(value instanceof AbortSignal)) throw new TypeError(`${name} must be an AbortSignal, got ${show(value)}`);
+  return value;
+}
+
+export function checkFunction<T extends (...args: never[]) => unknown>(name: string, value: unknown): T {
+  if (typeof value !== "function") throw new TypeError(`${name} must be a function, got ${show(value)}`);
+  return value as T;
+}
+
+/** One resource name or a non-empty array of them; duplicates are dropped so a lock never waits for itself. */
+export function checkResources(value: unknown): readonly string[] {
+  const list = Array.isArray(value) ? value : [value];
+  if (list.length === 0) throw new TypeError("resources must not be an empty array");
+  if (list.length > MAX_RESOURCES) {
+    throw new RangeError(`resources must hold at most ${MAX_RESOURCES} names, got ${list.length}`);
+  }
+  for (const resource of list) checkResource(resource);
+  return list.length === 1 ? list : [...new Set(list as string[])];
+}
+
+export function checkResource(value: unknown): string {
+  if (typeof value !== "string" || value.length === 0) {
+    throw new TypeError(`resource must be a non-empty string, got ${show(value)}`);
+  }
+  if (value.length > MAX_RESOURCE_LENGTH) {
+    throw new RangeError(`resource must be at most ${MAX_RESOURCE_LENGTH} characters, got ${value.length}`);
+  }
+  return value;
+}
+
+export { show as describeValue };

@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest";
+import { compileKey, LockKeyError } from "../src/index.js";
+
+const http = (over: Record<string, unknown> = {}) => ({
+  params: { id: "42" },
+  query: { page: 2 },
+  body: { sku: "A-1", nested: { ok: true } },
+  headers: { "x-tenant": "acme" },
+  ...over,
+});
+
+describe("compileKey", () => {
+  it("resolves dotted paths from params, query, body and headers", () => {
+    expect(compileKey("order:{params.id}")(http())).toEqual(["order:42"]);
+    expect(compileKey("{headers.x-tenant}:{body.sku}:{query.page}")(http())).toEqual(["acme:A-1:2"]);
+    expect(compileKey("flag:{body.nested.ok}")(http())).toEqual(["flag:true"]);
+  });
+
+  it("resolves argument lists for decorators", () => {
+    expect(compileKey("order:{0}")(["7"])).toEqual(["order:7"]);
+    expect(compileKey("account:{0.accountId}:{1}")([{ accountId: "a" }, 3])).toEqual(["account:a:3"]);
+  });
+
+  it("keeps literal braces written as {{ and }}", () => {
+    expect(compileKey("{{tag}}:{0}")(["x"])).toEqual(["{tag}:x"]);
+    expect(compileKey("plain")({})).toEqual(["plain"]);
+  });
+
+  it.each([
+    ["missing", http({ params: {} })],
+    ["undefined", http({ params: { id: undefined } })],
+    ["null", http({ params: { id: null } })],
+    ["empty string", http({ params: { id: "" } })],
+    ["no params at all", { query: {}, body: {}, headers: {} }],
+  ])("throws LockKeyError (400) naming the part when the value is %s", (_, source) => {
+    const error = (() => {
+      try {
+        compileKey("order:{params.id}")(source);
+      } catch (e) {
+        return e;
+      }
+    })() as LockKeyError;
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect(error.status).toBe(400);
+    expect(error.path).toBe("params.id");
+    expect(error.message).toBe('Lock key part "params.id" is missing');
+  });
+
+  it.each([
+    ["an object", { id: { a: 1 } }],
+    ["an array", { id: ["1"] }],
+    ["NaN", { id: Number.NaN }],
+    ["a function", { id: () => "1" }],
+  ])("refuses a non-scalar value: %s", (_, params) => {
+    expect(() => compileKey("order:{params.id}")(http({ params }))).toThrow(LockKeyError);
+  });
+
+  it("never walks the prototype chain", () => {
+    expect(() => compileKey("{params.constructor.name}")(http())).toThrow(LockKeyError);
+    expect(() => compileKey("{params.__proto__}")(http())).toThrow(LockKeyError);
+    expect(() => compileKey("{params.toString}")(http())).toThrow(LockKeyError);
+  });
+
+  it("accepts key functions returning a string or a list, and wraps throws and junk as LockKeyError", () => {
+    expect(compileKey((s: { id: string }) => `k:${s.id}`)({ id: "1" })).toEqual(["k:1"]);
+    expect(compileKey(() => ["a", "b"])({})).toEqual(["a", "b"]);
+    const thrower = compileKey(() => {
+      throw new Error("secret internal detail");
+    });
+    expect(() => thrower({})).toThrow(LockKeyError);
+    expect(() => thrower({})).toThrow("Lock key could not be resolved");
+    for (const junk of [undefined, null, "", 42, {}, [], [""], [1], ["a", null]]) {
+      expect(() => compileKey(() => junk as never)({})).toThrow(LockKeyError);
+    }
+    expect(() => compileKey(() => "x".repeat(1 << 20))({})).toThrow(LockKeyError);
+  });
+
+  it("rejects malformed templates at compile time with TypeError", () => {
+    for (const bad of ["", "a{", "a}", "{}", "{a..b}", "{a b}", 42, null, undefined]) {
+      expect(() => compileKey(bad as never)).toThrow(TypeError);
+    }
+  });
+});

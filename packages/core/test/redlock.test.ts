@@ -1,0 +1,331 @@
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import {
+  Lock,
+  LockContentionError,
+  LockLostError,
+  LockUnavailableError,
+  MemoryStore,
+  RedisStore,
+  Redlock,
+} from "../src/index.js";
+
+const cluster = useRedisServers(5);
+let clients: Redis[] = [];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  for (const server of cluster.servers) if (!server.running) await server.start();
+  for (const server of cluster.servers) {
+    try {
+      server.resume();
+    } catch {}
+  }
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+const first = (n: number): Redis[] => clients.slice(0, n);
+const values = (key: string, n = 5) => Promise.all(first(n).map((client) => client.get(key)));
+
+describe("Redlock with three instances", () => {
+  it("locks, runs the critical section while valid, and unlocks as in the seed example", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.lock("resource_name", 1000);
+    expect(lock).toBeInstanceOf(Lock);
+    if (!lock) return;
+    expect(lock.valid).toBe(true);
+    expect(lock.resources).toEqual(["resource_name"]);
+    expect(lock.remainingMs).toBeGreaterThan(0);
+    expect(lock.remainingMs).toBeLessThanOrEqual(1000 - 12);
+    expect(lock.expiresAt).toBeGreaterThan(Date.now());
+    expect(lock.value).toMatch(/^[0-9a-f]{32}$/);
+    expect(await values("resource_name", 3)).toEqual([lock.value, lock.value, lock.value]);
+    for (const client of first(3)) {
+      const ttl = await client.pttl("resource_name");
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(1000);
+    }
+    expect(await dlm.unlock(lock)).toBe(true);
+    expect(lock.valid).toBe(false);
+    expect(await values("resource_name", 3)).toEqual([null, null, null]);
+  });
+
+  it("returns null on contention from lock() and throws LockContentionError with the holder's ttl from acquire()", async () => {
+    const dlm = new Redlock(first(3), { retryCount: 1, retryDelay: 10, retryJitter: 5 });
+    const held = await dlm.acquire("busy", 5000);
+    expect(await dlm.lock("busy", 1000)).toBeNull();
+    const error = await dlm.acquire("busy", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockContentionError);
+    const contention = error as LockContentionError;
+    expect(contention.status).toBe(423);
+    expect(contention.statusCode).toBe(423);
+    expect(contention.code).toBe("ERR_REDLOCK_CONTENTION");
+    expect(contention.resources).toEqual(["busy"]);
+    expect(contention.retryAfterMs).toBeGreaterThan(3000);
+    expect(contention.retryAfterMs).toBeLessThanOrEqual(5000);
+    expect(contention.headers["Retry-After"]).toMatch(/^[1-5]$/);
+    await held.release();
+  });
+
+  it("never lets a stale holder delete the next owner's lock", async () => {
+    const dlm = new Redlock(first(3), { retryCount: 0 });
+    const stale = await dlm.acquire("handoff", 100);
+    await sleep(150);
+    expect(stale.valid).toBe(false);
+    const next = await dlm.acquire("handoff", 5000);
+    expect(await dlm.unlock(stale)).toBe(false);
+    expect(await values("handoff", 3)).toEqual([next.value, next.value, next.value]);
+    expect(next.valid).toBe(true);
+    await next.release();
+  });
+
+  it("extends to ttl ms from now, and refuses to extend after expiry with LockLostError", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("ext", 300);
+    const extended = await dlm.extend(lock, 2000);
+    expect(extended).toBe(lock);
+    expect(lock.remainingMs).toBeGreaterThan(1000);
+    for (const client of first(3)) expect(await client.pttl("ext")).toBeGreaterThan(1500);
+    await lock.release();
+
+    const short = await dlm.acquire("ext2", 100);
+    const signal = short.signal;
+    await sleep(150);
+    await expect(dlm.extend(short, 1000)).rejects.toBeInstanceOf(LockLostError);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LockLostError);
+    expect(await values("ext2", 3)).toEqual([null, null, null]);
+  });
+
+  it("fails an extension with LockLostError when another owner took the keys", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("taken", 5000);
+    await Promise.all(first(3).map((client) => client.set("taken", "someone-else")));
+    const error = await dlm.extend(lock, 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockLostError);
+    expect((error as LockLostError).status).toBe(409);
+    expect(lock.valid).toBe(false);
+    expect(await values("taken", 3)).toEqual(["someone-else", "someone-else", "someone-else"]);
+  });
+
+  it("locks several resources all or nothing", async () => {
+    const dlm = new Redlock(first(3), { retryCount: 0 });
+    const ab = await dlm.acquire(["a", "b", "a"], 5000);
+    expect(ab.resources).toEqual(["a", "b"]);
+    expect(await dlm.lock(["b", "c"], 5000)).toBeNull();
+    // c must not be left locked by the failed [b, c] attempt
+    expect(await values("c", 3)).toEqual([null, null, null]);
+    const c = await dlm.acquire("c", 5000);
+    await ab.release();
+    await c.release();
+    expect(await values("a", 3)).toEqual([null, null, null]);
+  });
+
+  it("recovers from SCRIPT FLUSH between acquire, extend and release", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("flush", 2000);
+    await Promise.all(first(3).map((client) => client.script("FLUSH")));
+    await dlm.extend(lock, 2000);
+    await Promise.all(first(3).map((client) => client.script("FLUSH")));
+    expect(await dlm.unlock(lock)).toBe(true);
+    expect(await values("flush", 3)).toEqual([null, null, null]);
+  });
+
+  it("gives exactly one of 100 concurrent contenders the lock", async () => {
+    const dlm = new Redlock(first(3), { retryCount: 0 });
+    const results = await Promise.all(Array.from({ length: 100 }, () => dlm.lock("hot", 5000)));
+    const winners = results.filter((lock): lock is Lock => lock !== null);
+    expect(winners).toHaveLength(1);
+    const winner = winners[0] as Lock;
+    expect(await values("hot", 3)).toEqual([winner.value, winner.value, winner.value]);
+    await winner.release();
+  });
+
+  it("returns null when a majority is held by others and leaves none of its keys behind", async () => {
+    const dlm = new Redlock(first(3), { retryCount: 2, retryDelay: 10 });
+    await clients[0]?.set("majority", "other", "PX", 5000);
+    await clients[1]?.set("majority", "other", "PX", 5000);
+    expect(await dlm.lock("majority", 1000)).toBeNull();
+    expect(await values("majority", 3)).toEqual(["other", "other", null]);
+  });
+
+  it("counts a key that already holds its own value as acquired (a re-sent SET after a reconnect)", async () => {
+    const store = new RedisStore(clients[0] as Redis);
+    expect((await store.acquire(["mine"], "v1", 1000)).acquired).toBe(true);
+    expect((await store.acquire(["mine"], "v1", 1000)).acquired).toBe(true);
+    const refused = await store.acquire(["mine"], "v2", 1000);
+    expect(refused.acquired).toBe(false);
+  });
+
+  it("acquires fast with one of three instances paused, and unlock does not hang on it", async () => {
+    const servers = cluster.servers.slice(0, 3);
+    const dlm = new Redlock(first(3), { instanceTimeout: 100 });
+    (servers[2] as RedisServer).pause();
+    const started = performance.now();
+    const lock = await dlm.acquire("paused", 2000);
+    expect(performance.now() - started).toBeLessThan(1500);
+    expect(lock.remainingMs).toBeLessThan(2000 - 20 - 100 + 50);
+    expect(await dlm.unlock(lock)).toBe(true);
+    (servers[2] as RedisServer).resume();
+    // the SET that timed out lands after the resume; the queued release follows it on the same connection
+    await sleep(100);
+    expect(await values("paused", 3)).toEqual([null, null, null]);
+  });
+});
+
+describe("Redlock quorum with five instances", () => {
+  it("locks with 2 of 5 down", async () => {
+    await cluster.servers[3]?.kill();
+    await cluster.servers[4]?.kill();
+    const dlm = new Redlock(clients, { instanceTimeout: 100, retryCount: 0 });
+    const lock = await dlm.acquire("q", 2000);
+    expect(lock.valid).toBe(true);
+    expect(await dlm.unlock(lock)).toBe(true);
+  });
+
+  it("throws LockUnavailableError (not contention) with 3 of 5 down, with redacted per-instance causes", async () => {
+    await cluster.servers[2]?.kill();
+    await cluster.servers[3]?.kill();
+    await cluster.servers[4]?.kill();
+    const dlm = new Redlock(clients, { instanceTimeout: 100, retryCount: 1, retryDelay: 10 });
+    const error = await dlm.lock("q", 2000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    const unavailable = error as LockUnavailableError;
+    expect(unavailable.status).toBe(503);
+    expect(unavailable.causes.map((cause) => cause.instance)).toEqual([2, 3, 4]);
+    for (const cause of unavailable.causes) expect(Object.keys(cause.error)).not.toContain("command");
+    // the two live instances must not keep our value
+    expect(await values("q", 2)).toEqual([null, null]);
+  });
+
+  it("classifies a quorum held by others plus a dead minority as contention", async () => {
+    await cluster.servers[4]?.kill();
+    for (const client of first(3)) await client.set("mixed", "other", "PX", 3000);
+    const dlm = new Redlock(clients, { instanceTimeout: 100, retryCount: 0 });
+    const error = await dlm.acquire("mixed", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockContentionError);
+  });
+});
+
+describe("Redlock.using", () => {
+  it("extends automatically while fn runs and releases afterwards", async () => {
+    const dlm = new Redlock(first(3));
+    const other = new Redlock(first(3), { retryCount: 0 });
+    const result = await dlm.using("long", 300, async (signal, lock) => {
+      await sleep(800);
+      expect(signal.aborted).toBe(false);
+      expect(lock.valid).toBe(true);
+      expect(await other.lock("long", 300)).toBeNull();
+      return 42;
+    });
+    expect(result).toBe(42);
+    expect(await values("long", 3)).toEqual([null, null, null]);
+  });
+
+  it("aborts the signal with LockLostError when an extension fails, and still releases", async () => {
+    const dlm = new Redlock(first(3));
+    let reason: unknown;
+    await dlm.using("lost", 300, async (signal) => {
+      await Promise.all(first(3).map((client) => client.set("lost", "thief", "PX", 5000)));
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      reason = signal.reason;
+    });
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect(await values("lost", 3)).toEqual(["thief", "thief", "thief"]);
+  });
+
+  it("stops extending at maxHoldMs and aborts when the validity ends", async () => {
+    const dlm = new Redlock(first(3));
+    const started = performance.now();
+    let abortedAfter = 0;
+    await dlm.using(
+      "capped",
+      200,
+      async (signal) => {
+        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        abortedAfter = performance.now() - started;
+      },
+      { maxHoldMs: 500 },
+    );
+    expect(abortedAfter).toBeGreaterThan(400);
+  });
+
+  it("releases when fn throws and rethrows fn's error unchanged", async () => {
+    const dlm = new Redlock(first(3));
+    const boom = new Error("boom");
+    await expect(
+      dlm.using("throws", 1000, () => {
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    expect(await values("throws", 3)).toEqual([null, null, null]);
+  });
+});
+
+describe("Redlock options and lifecycle", () => {
+  it("waits for a held lock up to `wait` ms", async () => {
+    const dlm = new Redlock(first(3));
+    const held = await dlm.acquire("waiting", 5000);
+    setTimeout(() => void held.release(), 150);
+    const lock = await dlm.acquire("waiting", 1000, { wait: 2000, retryDelay: 20, retryJitter: 10 });
+    expect(lock.valid).toBe(true);
+    await lock.release();
+    const again = await dlm.acquire("waiting", 5000);
+    const started = performance.now();
+    expect(await dlm.lock("waiting", 1000, { wait: 0 })).toBeNull();
+    expect(performance.now() - started).toBeLessThan(1000);
+    await again.release();
+  });
+
+  it("stops waiting when the signal aborts, with the signal's reason", async () => {
+    const dlm = new Redlock(first(3));
+    const held = await dlm.acquire("abort", 5000);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error("gave up")), 100);
+    await expect(dlm.acquire("abort", 1000, { wait: 5000, signal: controller.signal })).rejects.toThrow("gave up");
+    await held.release();
+  });
+
+  it("supports await using", async () => {
+    const dlm = new Redlock(first(3));
+    {
+      await using lock = await dlm.acquire("disposable", 1000);
+      expect(lock.valid).toBe(true);
+    }
+    expect(await values("disposable", 3)).toEqual([null, null, null]);
+  });
+
+  it("applies keyPrefix to the Redis keys but not to lock.resources", async () => {
+    const dlm = new Redlock(first(3), { keyPrefix: "lock:" });
+    const lock = await dlm.acquire("p", 1000);
+    expect(lock.resources).toEqual(["p"]);
+    expect(await values("lock:p", 3)).toEqual([lock.value, lock.value, lock.value]);
+    await lock.release();
+  });
+
+  it("creates clients from options and URLs, closes only those in quit(), and never closes handed clients", async () => {
+    const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+    const handed = a.client();
+    const dlm = new Redlock([handed, { host: "127.0.0.1", port: b.port }, `redis://127.0.0.1:${c.port}`]);
+    const lock = await dlm.acquire("owned", 1000);
+    await lock.release();
+    await dlm.quit();
+    expect(await handed.ping()).toBe("PONG");
+    const stores = dlm.stores as RedisStore[];
+    expect((stores[1] as RedisStore).client.status).toBe("end");
+    expect((stores[2] as RedisStore).client.status).toBe("end");
+  });
+
+  it("rejects the same client, store or server given twice", () => {
+    const client = clients[0] as Redis;
+    expect(() => new Redlock([client, client])).toThrow(TypeError);
+    const store = new MemoryStore();
+    expect(() => new Redlock([store, store])).toThrow(/vote twice/);
+    const port = cluster.servers[0]?.port;
+    expect(() => new Redlock([client, { host: "127.0.0.1", port }])).toThrow(/same Redis database/);
+  });
+});

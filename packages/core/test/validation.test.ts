@@ -1,0 +1,97 @@
+import type { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type Lock, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let dlm: Redlock;
+let clients: Redis[];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  dlm = new Redlock(clients);
+});
+
+async function nothingWritten() {
+  for (const client of clients) expect(await client.dbsize()).toBe(0);
+}
+
+describe("bad input is refused before any Redis call", () => {
+  it.each([
+    ["undefined", undefined],
+    ["null", null],
+    ["an empty string", ""],
+    ["a number", 42],
+    ["an object", { id: 1 }],
+    ["an empty array", []],
+    ["an array with a non-string", ["a", 1]],
+    ["an array with an empty string", ["a", ""]],
+    ["an over-long name", "x".repeat(1025)],
+  ])("resource: %s", async (_, resource) => {
+    await expect(dlm.lock(resource as never, 1000)).rejects.toThrow(/resource/);
+    await nothingWritten();
+  });
+
+  it.each([
+    ["0", 0, RangeError],
+    ["negative", -1, RangeError],
+    ["fractional", 0.5, RangeError],
+    ["NaN", Number.NaN, RangeError],
+    ["Infinity", Number.POSITIVE_INFINITY, RangeError],
+    ["2^31", 2 ** 31, RangeError],
+    ["a string", "1000", TypeError],
+    ["undefined", undefined, TypeError],
+  ])("ttl: %s", async (_, ttl, type) => {
+    const error = await dlm.lock("r", ttl as never).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(type);
+    expect((error as Error).message).toMatch(/^ttl must be a positive integer of milliseconds below 2\^31, got/);
+    await nothingWritten();
+  });
+
+  it.each([
+    ["retryCount", -1],
+    ["retryCount", 1.5],
+    ["retryDelay", -5],
+    ["retryJitter", "10"],
+    ["driftFactor", 0.9],
+    ["driftFactor", -0.1],
+    ["wait", -1],
+    ["instanceTimeout", 0],
+    ["signal", "nope"],
+  ])("per-call option %s = %s", async (name, value) => {
+    await expect(dlm.lock("r", 1000, { [name]: value })).rejects.toThrow(new RegExp(`options\\.${name}`));
+    await nothingWritten();
+  });
+
+  it("an instanceTimeout not shorter than the ttl", async () => {
+    await expect(dlm.lock("r", 100, { instanceTimeout: 100 })).rejects.toThrow(RangeError);
+    await nothingWritten();
+  });
+
+  it("constructor options and instances", () => {
+    expect(() => new Redlock([])).toThrow(TypeError);
+    expect(() => new Redlock(null as never)).toThrow(TypeError);
+    expect(() => new Redlock([42 as never])).toThrow(/instances\[0\]/);
+    expect(() => new Redlock(["http://example.com"])).toThrow(/redis:\/\//);
+    expect(() => new Redlock(clients, { retryCount: -1 })).toThrow(/options\.retryCount/);
+    expect(() => new Redlock(clients, { maxHoldMs: 0 })).toThrow(/options\.maxHoldMs/);
+    expect(() => new Redlock(clients, { keyPrefix: 1 as never })).toThrow(/keyPrefix/);
+  });
+
+  it("ignores inherited (prototype-polluted) option properties", async () => {
+    const polluted = Object.create({ retryCount: -1, wait: "bad" });
+    const lock = await dlm.acquire("proto", 1000, polluted);
+    await lock.release();
+    await nothingWritten();
+  });
+
+  it("extend and unlock refuse things that are not locks, and bad ttls", async () => {
+    await expect(dlm.unlock({} as never)).rejects.toThrow(TypeError);
+    await expect(dlm.extend({ value: "x" } as never, 1000)).rejects.toThrow(TypeError);
+    const lock = (await dlm.acquire("ext", 1000)) as Lock;
+    await expect(dlm.extend(lock, 0)).rejects.toThrow(RangeError);
+    await lock.release();
+    await expect(dlm.using("u", 1000, "not a function" as never)).rejects.toThrow(TypeError);
+    await nothingWritten();
+  });
+});

@@ -1,0 +1,5 @@
+import { assertRedisInstalled } from "./redis-installed.js";
+
+export default function setup(): void {
+  assertRedisInstalled();
+}
