@@ -8,6 +8,10 @@ export default defineConfig({
     // tests run against the sources; test/packaging checks the built dist separately
     alias: {
       "@redlock-kit/core": src("core"),
+      "@redlock-kit/express": src("express"),
+      "@redlock-kit/koa": src("koa"),
+      "@redlock-kit/fastify": src("fastify"),
+      "@redlock-kit/decorators": src("decorators"),
     },
   },
   test: {

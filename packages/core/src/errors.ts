@@ -51,7 +51,9 @@ export class LockContentionError extends RedlockError {
   readonly retryAfterMs: number;
 
   constructor(resources: readonly string[], retryAfterMs: number) {
-    super(`Resource is locked: ${resources.join(", ")}`);
+    // No resource names in messages: with `expose` Koa and Fastify send the message to the client,
+    // and a resource may hold user data. They stay on `resources` for logs.
+    super("Resource is locked");
     this.resources = Object.freeze([...resources]);
     this.retryAfterMs = retryAfterMs;
   }
@@ -78,7 +80,7 @@ export class LockUnavailableError extends RedlockError {
   readonly causes: readonly InstanceFailure[];
 
   constructor(resources: readonly string[], causes: readonly InstanceFailure[], message?: string) {
-    super(message ?? `Lock service unavailable: no quorum could be asked for ${resources.join(", ")}`, {
+    super(message ?? "Lock service unavailable: no quorum could be asked", {
       cause: causes[0]?.error,
     });
     this.resources = Object.freeze([...resources]);
@@ -95,7 +97,7 @@ export class LockLostError extends RedlockError {
   readonly resources: readonly string[];
 
   constructor(resources: readonly string[], message?: string, options?: ErrorOptions) {
-    super(message ?? `Lock lost: ${resources.join(", ")}`, options);
+    super(message ?? "Lock lost", options);
     this.resources = Object.freeze([...resources]);
   }
 }

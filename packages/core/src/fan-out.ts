@@ -1,45 +1,51 @@
+import { deadlines } from "./deadlines.js";
 import type { InstanceFailure } from "./errors.js";
 import type { LockStore } from "./store.js";
 
 /** One instance's answer: its value, or the reason it gave none. */
 export type Vote<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
 
-const TIMED_OUT: unique symbol = Symbol("timed out");
-
 /**
- * Calls every store at once and waits at most `timeoutMs` for each (one timer for all).
+ * Calls every store at once and waits at most `timeoutMs` for each (one shared deadline).
  * A late answer is ignored here; the command may still land, which is why failure paths
  * release on instances that timed out too.
  */
-export async function fanOut<T>(
+export function fanOut<T>(
   stores: readonly LockStore[],
   call: (store: LockStore) => Promise<T>,
   timeoutMs: number,
 ): Promise<Vote<T>[]> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(resolve, timeoutMs, TIMED_OUT);
+  // Plain callbacks rather than Promise.race and an async helper per store: this runs twice per
+  // lock+unlock, and each extra promise hop is measurable there (bench/).
+  return new Promise((resolve) => {
+    const votes = new Array<Vote<T> | undefined>(stores.length);
+    let left = stores.length;
+    let deadline: ReturnType<typeof deadlines.add> | undefined;
+    const settle = (index: number, vote: Vote<T>) => {
+      if (votes[index] !== undefined) return;
+      votes[index] = vote;
+      if (--left > 0) return;
+      if (deadline !== undefined) deadlines.cancel(deadline);
+      resolve(votes as Vote<T>[]);
+    };
+    stores.forEach((store, index) => {
+      try {
+        call(store).then(
+          (value) => settle(index, { ok: true, value }),
+          (error: unknown) => settle(index, { ok: false, error }),
+        );
+      } catch (error) {
+        settle(index, { ok: false, error });
+      }
+    });
+    if (left === 0) return;
+    deadline = deadlines.add(timeoutMs, () => {
+      const error = new Error(`No answer within ${timeoutMs} ms`);
+      for (let index = 0; index < votes.length; index++) {
+        if (votes[index] === undefined) settle(index, { ok: false, error });
+      }
+    });
   });
-  try {
-    return await Promise.all(stores.map((store) => ask(store, call, timeout, timeoutMs)));
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function ask<T>(
-  store: LockStore,
-  call: (store: LockStore) => Promise<T>,
-  timeout: Promise<typeof TIMED_OUT>,
-  timeoutMs: number,
-): Promise<Vote<T>> {
-  try {
-    const value = await Promise.race([call(store), timeout]);
-    if (value === TIMED_OUT) return { ok: false, error: new Error(`No answer within ${timeoutMs} ms`) };
-    return { ok: true, value };
-  } catch (error) {
-    return { ok: false, error };
-  }
 }
 
 /**

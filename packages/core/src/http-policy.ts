@@ -125,6 +125,11 @@ export class RouteLock<Hook = never> {
  * const route = policy.route("order:{params.id}", { wait: 2000 });
  */
 export function createHttpLockPolicy<Hook = never>(redlock: Redlock, defaults?: RouteLockOptions<Hook>) {
+  // Every adapter takes the instance from user code (Fastify from plugin options): refuse a missing
+  // one by name here rather than with "cannot read properties of undefined" from deeper down.
+  if (typeof (redlock as Partial<Redlock> | null | undefined)?.acquire !== "function") {
+    throw new TypeError(`redlock must be a Redlock instance, got ${redlock === null ? "null" : typeof redlock}`);
+  }
   const base = resolveRouteOptions<Hook>(redlock, undefined, defaults, "defaults");
   return {
     redlock,

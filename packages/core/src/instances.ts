@@ -11,10 +11,12 @@ export interface ResolvedInstance {
   readonly owned: Redis | undefined;
 }
 
-/** Options for clients Redlock creates itself; the caller's options win. */
+/**
+ * Options for clients Redlock creates itself; the caller's options win. No enableAutoPipelining:
+ * RedisStore already sends the commands of one tick to an instance in one write, without the
+ * setImmediate delay and per-write Pipeline that auto-pipelining costs every lone command.
+ */
 const OWNED_CLIENT_DEFAULTS: RedisOptions = {
-  // batches the commands of concurrent locks bound for the same instance into one write
-  enableAutoPipelining: true,
   // Redlock bounds every call itself; a dead instance should fail queued commands soon, not after 20 retries
   maxRetriesPerRequest: 1,
 };

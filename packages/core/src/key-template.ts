@@ -112,6 +112,12 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
     // The function's own message may hold internal detail: keep it as the cause only.
     throw new LockKeyError("Lock key could not be resolved", undefined, { cause: error });
   }
+  if (typeof (result as PromiseLike<unknown> | null)?.then === "function") {
+    // Key functions are synchronous; a promise would be a lock on "[object Promise]". Observe its
+    // rejection so that it cannot surface as an unhandled rejection.
+    Promise.resolve(result).catch(() => {});
+    throw new LockKeyError("Lock key function must return synchronously, not a promise");
+  }
   const list: unknown[] = Array.isArray(result) ? result : [result];
   if (list.length === 0 || list.length > MAX_RESOURCES || !list.every((r) => typeof r === "string" && r.length > 0)) {
     throw new LockKeyError("Lock key function must return a non-empty string or a non-empty array of them");

@@ -16,6 +16,7 @@ interface Entry {
 export class MemoryStore implements LockStore {
   readonly description = "memory";
   readonly #entries = new Map<string, Entry>();
+  readonly #listeners = new Map<string, Set<() => void>>();
   readonly #now: () => number;
   #writesSinceSweep = 0;
 
@@ -62,9 +63,24 @@ export class MemoryStore implements LockStore {
       if (this.#live(key)?.value === value) {
         this.#entries.delete(key);
         released++;
+        for (const listener of this.#listeners.get(key) ?? []) queueMicrotask(listener);
       }
     }
     return released;
+  }
+
+  async onRelease(key: string, listener: () => void): Promise<() => void> {
+    let listeners = this.#listeners.get(key);
+    if (!listeners) {
+      listeners = new Set();
+      this.#listeners.set(key, listeners);
+    }
+    const set = listeners;
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.#listeners.get(key) === set) this.#listeners.delete(key);
+    };
   }
 
   #live(key: string): Entry | undefined {

@@ -30,7 +30,7 @@ export interface AcquireOptions {
   /**
    * Longest wait for one instance's answer, in ms; an instance slower than this counts as unavailable
    * for the attempt. Must be shorter than the ttl.
-   * @default 10% of the ttl, at least 20 ms and at most 1000 ms (never more than half the ttl)
+   * @default 10% of the ttl, at least 50 ms and at most 1000 ms (never more than half the ttl)
    */
   instanceTimeout?: number;
   /** Cancels waiting for the lock; the call rejects with the signal's reason. */
@@ -166,7 +166,8 @@ export function instanceTimeoutFor(ttl: number, configured: number | undefined):
     }
     return configured;
   }
-  const tenth = Math.min(Math.max(Math.floor(ttl / 10), 20), 1000);
+  // A floor of 50 ms: below it a GC pause or a busy event loop reads as a dead instance.
+  const tenth = Math.min(Math.max(Math.floor(ttl / 10), 50), 1000);
   return Math.max(1, Math.min(tenth, Math.floor(ttl / 2)));
 }
 

@@ -1,4 +1,6 @@
+import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
+import { ReleaseSubscriber } from "./release-subscriber.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore } from "./store.js";
 
@@ -21,9 +23,14 @@ export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
   readonly description: string;
   readonly #scripts: ScriptedClient;
+  readonly #cluster: boolean;
+  #subscriber: ReleaseSubscriber | undefined;
+  /** The socket corked until the end of this tick. */
+  #corked: Redis["stream"] | undefined;
 
   constructor(client: Redis | Cluster) {
     this.client = client;
+    this.#cluster = "isCluster" in client && client.isCluster;
     this.description = describeClient(client);
     defineOnce(client, COMMANDS.acquire, ACQUIRE_SCRIPT);
     defineOnce(client, COMMANDS.extend, EXTEND_SCRIPT);
@@ -31,17 +38,72 @@ export class RedisStore implements LockStore {
     this.#scripts = client as unknown as ScriptedClient;
   }
 
+  /** A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT. */
+  checkKeys(keys: readonly string[]): void {
+    if (this.#cluster && keys.length > 1 && calculateSlot.generateMulti(keys as string[]) === -1) {
+      throw new RangeError(
+        `resources of one lock must share a hash slot on a Redis Cluster, got ${keys.map((k) => JSON.stringify(k)).join(", ")}: put the common part in braces, e.g. "{order:42}:payment" and "{order:42}:stock"`,
+      );
+    }
+  }
+
   async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
+    this.#batchThisTick();
+    if (keys.length === 1) {
+      // One key, free: a plain SET NX PX, as cheap as a lock can be. Only a refusal runs the script,
+      // which tells whether the holder is us (ioredis re-sent the SET after a reconnect), takes the
+      // key if it was released meanwhile, or reports the holder's remaining ttl.
+      if ((await this.client.set(keys[0] as string, value, "PX", ttl, "NX")) === "OK") return ACQUIRED;
+      this.#batchThisTick();
+    }
     const [acquired, holderTtl] = await this.#scripts[COMMANDS.acquire](keys.length, ...keys, value, ttl);
     return acquired === 1 ? ACQUIRED : { acquired: false, holderTtl: Number(holderTtl) };
   }
 
   async extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
+    this.#batchThisTick();
     return (await this.#scripts[COMMANDS.extend](keys.length, ...keys, value, ttl)) === 1;
   }
 
   async release(keys: readonly string[], value: string): Promise<number> {
+    this.#batchThisTick();
     return Number(await this.#scripts[COMMANDS.release](keys.length, ...keys, value));
+  }
+
+  /**
+   * Commands sent to this instance until the end of the current tick leave in one write: the
+   * socket is corked now and uncorked on `process.nextTick`, after the promise jobs of this tick
+   * (the other locks of a burst) have queued theirs. A lone command goes out just as soon, with
+   * no event-loop turn in between (ioredis auto-pipelining waits for setImmediate and builds a
+   * Pipeline per write: half the sequential throughput, in bench/). Replies are unaffected.
+   */
+  #batchThisTick(): void {
+    if (this.#corked !== undefined || this.#cluster) return;
+    const client = this.client as Redis;
+    const stream = client.stream;
+    // not connected yet: ioredis queues the command and sends it once ready
+    if (client.status !== "ready" || !stream?.writable) return;
+    this.#corked = stream;
+    stream.cork();
+    process.nextTick(this.#uncork);
+  }
+
+  readonly #uncork = (): void => {
+    const stream = this.#corked;
+    this.#corked = undefined;
+    stream?.uncork();
+  };
+
+  /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
+  onRelease(key: string, listener: () => void): Promise<() => void> {
+    this.#subscriber ??= new ReleaseSubscriber(this.client);
+    return this.#subscriber.listen(key, listener);
+  }
+
+  /** Closes the subscriber connection this store opened; the client it was given stays open. */
+  close(): void {
+    this.#subscriber?.close();
+    this.#subscriber = undefined;
   }
 }
 
@@ -56,6 +118,7 @@ function defineOnce(client: Redis | Cluster, name: string, lua: string): void {
 export function describeClient(client: Redis | Cluster): string {
   if ("isCluster" in client && client.isCluster) return "cluster";
   const options = (client as Redis).options ?? {};
+  if (options.sentinels) return `sentinel:${options.name ?? "mymaster"}/${options.db ?? 0}`;
   const where = options.path ?? `${options.host ?? "localhost"}:${options.port ?? 6379}`;
   return `${where}/${options.db ?? 0}`;
 }

@@ -21,6 +21,8 @@ import {
   resolveHoldOptions,
   resolveKeyPrefix,
 } from "./options.js";
+import { RedisStore } from "./redis-store.js";
+import { ReleaseWaiters, type Waiter } from "./release-waiters.js";
 import type { AcquireReply, LockStore } from "./store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
@@ -48,6 +50,9 @@ export class Redlock {
   readonly quorum: number;
   readonly #instances: readonly ResolvedInstance[];
   readonly #stores: readonly LockStore[];
+  /** The stores that must vet a lock's keys before it is attempted (Clusters). */
+  readonly #keyCheckers: readonly LockStore[];
+  readonly #waiters: ReleaseWaiters;
   readonly #defaults: ResolvedAcquireOptions;
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
@@ -82,6 +87,8 @@ export class Redlock {
     }
     this.#instances = resolved;
     this.#stores = resolved.map((instance) => instance.store);
+    this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
+    this.#waiters = new ReleaseWaiters(this.#stores);
     this.quorum = Math.floor(resolved.length / 2) + 1;
   }
 
@@ -213,6 +220,7 @@ export class Redlock {
 
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
   async quit(): Promise<void> {
+    for (const store of this.#stores) if (store instanceof RedisStore) store.close();
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
         if (!owned || owned.status === "end") return;
@@ -239,6 +247,7 @@ export class Redlock {
 
     const prefix = this.#prefix;
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
+    for (const store of this.#keyCheckers) store.checkKeys?.(keys);
     const value = newLockValue();
     const drift = driftFor(ttl, opts.driftFactor);
     const clock = this.#clock;
@@ -247,47 +256,54 @@ export class Redlock {
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
     let attempts = 0;
     let failure: Failure;
-    for (;;) {
-      attempts++;
-      const attemptStart = clock();
-      const wallStart = Date.now();
-      const votes = await fanOut(this.#stores, (store) => store.acquire(keys, value, ttl), timeout);
-      // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
-      // replies (a pause, a slow instance) is time the other keys were already expiring.
-      const validity = ttl - (clock() - attemptStart) - drift;
-      const tally = tallyAcquire(votes);
-      if (tally.yes >= this.quorum && validity > 0) {
-        const state = new LockState(keys, timeout, clock);
-        state.validUntil = attemptStart + ttl - drift;
-        state.expiresAt = wallStart + ttl - drift;
-        const lock = new Lock(this, names, value, state);
+    let waiter: Waiter | undefined;
+    try {
+      for (;;) {
+        attempts++;
+        const attemptStart = clock();
+        const wallStart = Date.now();
+        const votes = await fanOut(this.#stores, (store) => store.acquire(keys, value, ttl), timeout);
+        // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+        // replies (a pause, a slow instance) is time the other keys were already expiring.
+        const validity = ttl - (clock() - attemptStart) - drift;
+        const tally = tallyAcquire(votes);
+        if (tally.yes >= this.quorum && validity > 0) {
+          const state = new LockState(keys, timeout, clock);
+          state.validUntil = attemptStart + ttl - drift;
+          state.expiresAt = wallStart + ttl - drift;
+          const lock = new Lock(this, names, value, state);
+          if (opts.signal?.aborted) {
+            await this.unlock(lock);
+            this.#publishAcquire(names, "aborted", attempts, start);
+            throw opts.signal.reason;
+          }
+          this.#publishAcquire(names, "acquired", attempts, start);
+          return lock;
+        }
+        await this.#releaseAfterFailure(votes, keys, value, timeout);
+        failure = classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
-          await this.unlock(lock);
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
         }
-        this.#publishAcquire(names, "acquired", attempts, start);
-        return lock;
+        if (attempts >= maxAttempts) break;
+        let delay = opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));
+        if (deadline !== Number.POSITIVE_INFINITY) {
+          const left = deadline - clock();
+          if (left <= 0) break;
+          delay = Math.min(delay, Math.ceil(left));
+        }
+        try {
+          // Wait for a release notification or the poll delay, whichever comes first.
+          if (waiter === undefined && this.#waiters.enabled) waiter = await this.#waiters.join(keys, timeout);
+          await (waiter ? waiter.sleep(delay, opts.signal) : sleep(delay, opts.signal));
+        } catch (reason) {
+          this.#publishAcquire(names, "aborted", attempts, start);
+          throw reason;
+        }
       }
-      await this.#releaseAfterFailure(votes, keys, value, timeout);
-      failure = classify(tally, votes, value, this.quorum, validity);
-      if (opts.signal?.aborted) {
-        this.#publishAcquire(names, "aborted", attempts, start);
-        throw opts.signal.reason;
-      }
-      if (attempts >= maxAttempts) break;
-      let delay = opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));
-      if (deadline !== Number.POSITIVE_INFINITY) {
-        const left = deadline - clock();
-        if (left <= 0) break;
-        delay = Math.min(delay, Math.ceil(left));
-      }
-      try {
-        await sleep(delay, opts.signal);
-      } catch (reason) {
-        this.#publishAcquire(names, "aborted", attempts, start);
-        throw reason;
-      }
+    } finally {
+      waiter?.leave();
     }
     this.#publishAcquire(names, failure.kind, attempts, start);
     return { resources: names, failure };

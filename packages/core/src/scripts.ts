@@ -38,13 +38,18 @@ end
 return 1
 `;
 
-/** Returns how many keys held our value and were deleted (compare-and-delete: never another owner's key). */
+/**
+ * Returns how many keys held our value and were deleted (compare-and-delete: never another owner's
+ * key), and announces each deletion on `redlock-kit:released:<key>` for waiters.
+ */
 export const RELEASE_SCRIPT = `
 local released = 0
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
     released = released + 1
+    -- pcall: a user without PUBLISH permission still releases; its waiters poll instead
+    redis.pcall('publish', 'redlock-kit:released:' .. key, '')
   end
 end
 return released

@@ -22,6 +22,16 @@ export interface LockStore {
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean>;
   /** Delete the keys that hold `value`. Resolves to how many were deleted. */
   release(keys: readonly string[], value: string): Promise<number>;
+  /**
+   * Throws `RangeError` when this store cannot lock these keys together (a Redis Cluster with keys in
+   * different hash slots). Called before any command is sent.
+   */
+  checkKeys?(keys: readonly string[]): void;
+  /**
+   * Optional: calls `listener` whenever `key` is released on this instance, so that waiters retry at
+   * once instead of after a poll interval. Resolves when listening; the function it resolves to stops.
+   */
+  onRelease?(key: string, listener: () => void): Promise<() => void>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
 }

@@ -73,6 +73,7 @@ describe("compileKey", () => {
       expect(() => compileKey(() => junk as never)({})).toThrow(LockKeyError);
     }
     expect(() => compileKey(() => "x".repeat(1 << 20))({})).toThrow(LockKeyError);
+    expect(() => compileKey(() => Promise.reject(new Error("async")) as never)({})).toThrow(/synchronously/);
   });
 
   it("rejects malformed templates at compile time with TypeError", () => {

@@ -1,0 +1,29 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { Locked } from "@redlock-kit/decorators";
+
+/**
+ * A service whose methods lock themselves: callers (an Express route here, a queue consumer or
+ * a cron job elsewhere) cannot forget the lock. Contention rejects with `LockContentionError`.
+ */
+export class PaymentService {
+  readonly #workMs: number;
+
+  /** @param workMs how long each method works while holding its lock, in ms */
+  constructor(workMs = 500) {
+    this.#workMs = workMs;
+  }
+
+  /** Holds "resource_name" for 1000 ms (auto-extended while it runs). */
+  @Locked("resource_name", 1000)
+  async useResource(): Promise<{ status: "success" }> {
+    await sleep(this.#workMs);
+    return { status: "success" };
+  }
+
+  /** One lock per order: `{0}` is the first argument. */
+  @Locked("order:{0}", { ttl: 5000 })
+  async pay(orderId: string): Promise<{ status: "paid"; order: string }> {
+    await sleep(this.#workMs);
+    return { status: "paid", order: orderId };
+  }
+}

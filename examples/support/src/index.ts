@@ -1,0 +1,6 @@
+export { type BackendOptions, type ExampleBackend, parseRedisUrls, redactUrl, startBackend } from "./backend.js";
+export { type CurlLine, curl, curlTwice, printBanner } from "./banner.js";
+export { listen, portFromEnv } from "./listen.js";
+export { probeRedis } from "./probe.js";
+export { onShutdown } from "./shutdown.js";
+export { startThrowawayRedis, type ThrowawayRedis, type ThrowawayServer } from "./throwaway-redis.js";

@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startCluster, type TestCluster } from "../../../test/helpers/topologies.js";
+import { LockUnavailableError, Redlock } from "../src/index.js";
+
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  cluster = await startCluster(3);
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const totalKeys = async () => {
+  let total = 0;
+  for (const server of cluster.servers) {
+    if (server.running) total += await server.client().dbsize();
+  }
+  return total;
+};
+
+describe("a Redis Cluster as one Redlock instance", () => {
+  it("locks single keys on every master through an ioredis Cluster", async () => {
+    const dlm = new Redlock([cluster.client()], { retryCount: 0 });
+    const owners = new Set<number>();
+    for (const key of ["a", "b", "c", "order:1", "order:2", "order:3", "x", "y", "z"]) {
+      const lock = await dlm.acquire(key, 2000);
+      owners.add((await cluster.ownerOf(key)).port);
+      expect(await dlm.lock(key, 2000)).toBeNull();
+      expect(await lock.release()).toBe(true);
+    }
+    expect(owners.size).toBe(3);
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("refuses a multi-resource lock across hash slots with a RangeError before any command", async () => {
+    const dlm = new Redlock([cluster.client()], { retryCount: 0 });
+    await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(RangeError);
+    await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(/share a hash slot/);
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("locks several resources that share a {hash tag} all or nothing", async () => {
+    const dlm = new Redlock([cluster.client()], { retryCount: 0 });
+    const lock = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
+    expect(await dlm.lock(["{order:42}:stock", "{order:42}:invoice"], 2000)).toBeNull();
+    await lock.release();
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("wakes a waiter on release through the cluster's pub/sub", async () => {
+    const dlm = new Redlock([cluster.client()], { retryDelay: 60_000, retryJitter: 0 });
+    const holder = await dlm.acquire("cluster-job", 10_000);
+    const waiting = dlm.acquire("cluster-job", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await holder.release();
+    const lock = await waiting;
+    await lock.release();
+    await dlm.quit();
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("keeps locking on surviving masters when one master dies, and reports the dead slots as unavailable", async () => {
+    const client = cluster.client();
+    const dlm = new Redlock([client], { retryCount: 0, instanceTimeout: 200 });
+    const keys = ["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10"];
+    const owners = new Map<string, number>();
+    for (const key of keys) owners.set(key, (await cluster.ownerOf(key)).port);
+    await dlm.acquire("warm-up", 1000).then((lock) => lock.release());
+    const victim = cluster.servers[0];
+    await victim?.kill();
+    for (const key of keys) {
+      if (owners.get(key) === victim?.port) {
+        await expect(dlm.acquire(key, 1000)).rejects.toBeInstanceOf(LockUnavailableError);
+      } else {
+        const lock = await dlm.acquire(key, 1000);
+        expect(await lock.release()).toBe(true);
+      }
+    }
+    expect([...owners.values()]).toContain(victim?.port);
+  });
+});

@@ -1,0 +1,122 @@
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type Lock, LockContentionError, MemoryStore, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[] = [];
+const redlocks: Redlock[] = [];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+/** A poll interval so long that only a release notification can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+
+function redlock(options = {}) {
+  const dlm = new Redlock(clients, options);
+  redlocks.push(dlm);
+  return dlm;
+}
+
+async function subscribedChannels(): Promise<number> {
+  let total = 0;
+  for (const client of clients) total += ((await client.pubsub("CHANNELS")) as string[]).length;
+  return total;
+}
+
+describe("waiting for a held lock", () => {
+  it("wakes a waiter on release instead of after the poll interval", async () => {
+    const holder = await redlock().acquire("job", 10_000);
+    const waiting = redlock(NO_POLLING).acquire("job", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+    await sleep(100);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("wakes waiters of one process oldest first, one per release", async () => {
+    const dlm = redlock(NO_POLLING);
+    const holder = await redlock().acquire("queue", 10_000);
+    const order: number[] = [];
+    const waiters = [0, 1, 2].map(async (id) => {
+      await sleep(id * 30);
+      const lock = await dlm.acquire("queue", 5000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+      order.push(id);
+      await sleep(20);
+      await lock.release();
+    });
+    await sleep(150);
+    await holder.release();
+    await Promise.all(waiters);
+    expect(order).toEqual([0, 1, 2]);
+  });
+
+  it("leaves no subscription behind when many waiters time out", async () => {
+    const holder = await redlock().acquire("busy", 10_000);
+    const dlm = redlock({ retryDelay: 20, retryJitter: 20 });
+    const results = await Promise.allSettled(
+      Array.from({ length: 50 }, (_, i) => dlm.acquire(i % 2 ? "busy" : ["busy", `other-${i}`], 1000, { wait: 200 })),
+    );
+    expect(results.every((r) => r.status === "rejected" && r.reason instanceof LockContentionError)).toBe(true);
+    await sleep(50);
+    expect(await subscribedChannels()).toBe(0);
+    await holder.release();
+  });
+
+  it("ends the wait and unsubscribes when the signal aborts", async () => {
+    const holder = await redlock().acquire("abortable", 10_000);
+    const controller = new AbortController();
+    const waiting = redlock(NO_POLLING).acquire("abortable", 1000, { wait: 60_000, signal: controller.signal });
+    await sleep(100);
+    expect(await subscribedChannels()).toBe(3);
+    controller.abort(new Error("client left"));
+    await expect(waiting).rejects.toThrow("client left");
+    await sleep(50);
+    expect(await subscribedChannels()).toBe(0);
+    await holder.release();
+  });
+
+  it("falls back to polling with one warning when the user may not subscribe", async () => {
+    for (const client of clients) {
+      await client.call("ACL", "SETUSER", "nopubsub", "on", ">pw", "~*", "resetchannels", "+@all");
+    }
+    const restricted = cluster.servers.map((server) => server.client({ username: "nopubsub", password: "pw" }));
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    try {
+      const dlm = new Redlock(restricted, { retryDelay: 30, retryJitter: 10 });
+      redlocks.push(dlm);
+      const holder = await dlm.acquire("acl", 10_000);
+      const waiting = dlm.acquire("acl", 1000, { wait: 5000 });
+      await sleep(100);
+      expect(await holder.release()).toBe(true);
+      const lock = await waiting;
+      await lock.release();
+      await sleep(10);
+      expect(warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_PUBSUB")).toHaveLength(1);
+    } finally {
+      process.off("warning", onWarning);
+      for (const client of clients) await client.call("ACL", "DELUSER", "nopubsub");
+    }
+  });
+
+  it("works with the in-process MemoryStore", async () => {
+    const dlm = new Redlock([new MemoryStore()], NO_POLLING);
+    const holder = await dlm.acquire("mem", 10_000);
+    const waiting = dlm.acquire("mem", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+    await sleep(50);
+    await holder.release();
+    const lock: Lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+});

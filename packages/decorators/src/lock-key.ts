@@ -1,0 +1,37 @@
+import "reflect-metadata";
+
+/** The reflect-metadata key under which `@LockKey()` records its parameter indices, on (prototype, method). */
+export const LOCK_KEY_METADATA = "redlock-kit:lock-key";
+
+/**
+ * Marks a parameter whose value is appended to the `@Locked` key with `":"`, in parameter order.
+ * A parameter decorator: it needs TypeScript's `experimentalDecorators` (standard ECMAScript
+ * decorators have no parameter decorators). The value follows the template rules: a non-empty
+ * string, a finite number, a boolean or a bigint, else the call rejects with `LockKeyError`.
+ *
+ * @example
+ * class StockService {
+ *   @Locked("stock") async reserve(@LockKey() sku: string, quantity: number) {} // locks "stock:<sku>"
+ * }
+ */
+export function LockKey(): ParameterDecorator {
+  return function lockKeyDecorator(target, propertyKey, parameterIndex) {
+    if (typeof parameterIndex !== "number" || (typeof target !== "object" && typeof target !== "function")) {
+      throw new TypeError(
+        "@LockKey() is a parameter decorator: it needs TypeScript's experimentalDecorators (standard decorators have no parameter decorators)",
+      );
+    }
+    if (propertyKey === undefined) {
+      throw new TypeError("@LockKey() marks a parameter of a method decorated with @Locked, not of a constructor");
+    }
+    const marked = lockKeyParameters(target, propertyKey);
+    const indices = [...new Set([...marked, parameterIndex])].sort((a, b) => a - b);
+    Reflect.defineMetadata(LOCK_KEY_METADATA, Object.freeze(indices), target, propertyKey);
+  };
+}
+
+/** The parameter indices marked with `@LockKey()` on this class's own method, in parameter order. */
+export function lockKeyParameters(target: object, propertyKey: string | symbol): readonly number[] {
+  const indices: unknown = Reflect.getOwnMetadata(LOCK_KEY_METADATA, target, propertyKey);
+  return Array.isArray(indices) ? (indices as number[]) : [];
+}

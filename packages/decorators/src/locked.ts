@@ -1,0 +1,149 @@
+import { type KeyResolver, LockLostError, type Redlock } from "@redlock-kit/core";
+import { copyOwnMetadata } from "./copy-metadata.js";
+import { defaultRedlock } from "./default-redlock.js";
+import { resourcesNotHeld, runHolding } from "./held-locks.js";
+import { lockKeyParameters } from "./lock-key.js";
+import { type LockedOptions, type ResolvedLockedOptions, resolveLockedOptions } from "./locked-options.js";
+import { compileLockedKey, type LockedArgs, type LockedKey, withKeyParameters } from "./method-key.js";
+
+/**
+ * The decorator `@Locked(...)` returns. It serves both decorator modes, told apart by the call
+ * shape: standard ECMAScript `(method, context)` and TypeScript `experimentalDecorators`
+ * `(target, propertyKey, descriptor)`. Either way the method keeps its name, `this` and type, and
+ * must return a Promise (TypeScript refuses `@Locked` on a method typed otherwise).
+ */
+export interface LockedDecorator {
+  <This, Args extends unknown[], Result extends Promise<unknown>>(
+    method: (this: This, ...args: Args) => Result,
+    context: ClassMethodDecoratorContext<This, (this: This, ...args: Args) => Result>,
+  ): (this: This, ...args: Args) => Result;
+  <Method extends (...args: never[]) => Promise<unknown>>(
+    target: object,
+    propertyKey: string | symbol,
+    descriptor: TypedPropertyDescriptor<Method>,
+  ): TypedPropertyDescriptor<Method>;
+}
+
+type AnyMethod = (...args: unknown[]) => unknown;
+
+interface LockedCall {
+  /** "OrderService.pay" (experimentalDecorators) or "pay" (standard decorators), for messages. */
+  readonly where: string;
+  readonly resolve: KeyResolver<LockedArgs>;
+  readonly options: ResolvedLockedOptions;
+}
+
+/**
+ * Locks the resources named by `key` around every call of the method: acquire before the body,
+ * renew while it runs, release in `finally`. Rejects with `LockContentionError` (423) when another
+ * owner holds them, `LockKeyError` (400) when an argument the key needs is missing (nothing is
+ * locked), and `LockUnavailableError` (503) when no quorum answers. A call made while the same
+ * async call chain already holds the resources through the same Redlock runs without locking again.
+ *
+ * The key and options are checked here, once: a malformed template or a bad option is a
+ * `TypeError`/`RangeError` when the class is defined.
+ *
+ * @param key a template over the arguments (`"order:{0}"`, `"account:{0.accountId}"`), or a
+ *   function of the argument list returning one resource name or several
+ * @param ttlOrOptions the ttl in ms (default 5000), or `LockedOptions`
+ *
+ * @example
+ * class OrderService {
+ *   @Locked("order:{0}", 5000) async pay(orderId: string) {}
+ *   @Locked("account:{0.accountId}", { ttl: 5000, wait: 1000 }) async transfer(dto: Transfer) {}
+ *   @Locked(([from, to]: [string, string]) => [`account:${from}`, `account:${to}`]) async move(from: string, to: string) {}
+ * }
+ */
+export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): LockedDecorator {
+  const resolve = compileLockedKey(key);
+  const options = resolveLockedOptions(ttlOrOptions);
+
+  function lockedDecorator(...decoratorArgs: unknown[]): unknown {
+    const [first, second, third] = decoratorArgs;
+    if (decoratorArgs.length === 2 && isDecoratorContext(second)) {
+      const name = String(second.name);
+      if (second.kind !== "method" || typeof first !== "function") {
+        throw new TypeError(`@Locked decorates methods; ${name} is a ${second.kind}`);
+      }
+      return lockedMethod(first as AnyMethod, { where: name, resolve, options });
+    }
+    if (
+      decoratorArgs.length === 3 &&
+      (typeof first === "object" || typeof first === "function") &&
+      first !== null &&
+      (typeof second === "string" || typeof second === "symbol") &&
+      typeof third === "object" &&
+      third !== null
+    ) {
+      const descriptor = third as PropertyDescriptor;
+      const where = `${ownerName(first)}.${String(second)}`;
+      if (typeof descriptor.value !== "function") {
+        const what = descriptor.get || descriptor.set ? "an accessor" : "not a method";
+        throw new TypeError(`@Locked decorates methods; ${where} is ${what}`);
+      }
+      const withParameters = withKeyParameters(key, resolve, lockKeyParameters(first, second));
+      descriptor.value = lockedMethod(descriptor.value, { where, resolve: withParameters, options });
+      return descriptor;
+    }
+    throw new TypeError(
+      "@Locked decorates class methods, as a standard decorator (method, context) or with experimentalDecorators (target, key, descriptor)",
+    );
+  }
+  return lockedDecorator as LockedDecorator;
+}
+
+/**
+ * A Proxy keeps the method's name, length and own properties; the metadata other decorators put
+ * on the function object itself (reflect-metadata keys it by identity) is copied over.
+ */
+function lockedMethod(original: AnyMethod, call: LockedCall): AnyMethod {
+  const kind = Object.prototype.toString.call(original);
+  if (kind === "[object GeneratorFunction]" || kind === "[object AsyncGeneratorFunction]") {
+    // the lock would be released as soon as the generator object is returned, before any item is produced
+    throw new TypeError(`@Locked cannot decorate the generator method ${call.where}`);
+  }
+  const wrapper = new Proxy(original, {
+    apply(target, thisArg: unknown, args: unknown[]) {
+      return callLocked(target, thisArg, args, call);
+    },
+  });
+  copyOwnMetadata(original, wrapper);
+  return wrapper;
+}
+
+async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[], call: LockedCall): Promise<unknown> {
+  const redlock: Redlock | undefined = call.options.redlock ?? defaultRedlock();
+  if (redlock === undefined) {
+    throw new Error(
+      `${call.where} is @Locked but has no Redlock: call setDefaultRedlock(dlm) at startup, or pass { redlock } to @Locked`,
+    );
+  }
+  const resources = call.resolve(args);
+  // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
+  const pending = resourcesNotHeld(redlock, resources);
+  if (pending.length === 0) return Reflect.apply(original, thisArg, args);
+  return redlock.using(
+    pending,
+    call.options.ttl,
+    async (_signal, lock) => {
+      const result = await runHolding(redlock, lock, () => Reflect.apply(original, thisArg, args));
+      // An extension failed or maxHoldMs ran out while the body ran: it may have run without
+      // exclusivity, which its caller must hear about rather than receive a result as if it had not.
+      if (!lock.valid) {
+        throw new LockLostError(lock.resources, `${call.where}: the lock was lost before the method finished`);
+      }
+      return result;
+    },
+    call.options.using,
+  );
+}
+
+function isDecoratorContext(value: unknown): value is { kind: string; name: string | symbol } {
+  return typeof value === "object" && value !== null && typeof (value as { kind?: unknown }).kind === "string";
+}
+
+/** The class name of a legacy decorator's target: the constructor for a static method, else the prototype's. */
+function ownerName(target: object): string {
+  const owner = typeof target === "function" ? target : (target as { constructor?: unknown }).constructor;
+  return typeof owner === "function" && owner.name ? owner.name : "(anonymous class)";
+}

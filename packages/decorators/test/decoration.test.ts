@@ -1,0 +1,190 @@
+import "reflect-metadata";
+import { LockKeyError, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
+
+// Decorators applied by hand, in each mode's call shape, as the compiled code of
+// experimental-decorators.test.ts and standard-decorators.test.ts applies them.
+
+type Method = (...args: unknown[]) => unknown;
+
+function methodContext(name: string, kind = "method") {
+  return { kind, name, static: false, private: false } as unknown as ClassMethodDecoratorContext;
+}
+
+/** Applies `decorator` the way TypeScript's experimentalDecorators does, and returns the installed method. */
+function decorateLegacy(target: object, name: string, decorator: LockedDecorator): Method {
+  const descriptor = Object.getOwnPropertyDescriptor(target, name) as TypedPropertyDescriptor<Method>;
+  const result = (decorator as unknown as (...args: unknown[]) => PropertyDescriptor)(target, name, descriptor);
+  Object.defineProperty(target, name, result ?? descriptor);
+  return (target as Record<string, Method>)[name] as Method;
+}
+
+function decorateStandard(method: Method, name: string, decorator: LockedDecorator): Method {
+  return (decorator as unknown as (...args: unknown[]) => Method)(method, methodContext(name));
+}
+
+const cluster = useRedisServers(1);
+let client: Redis;
+let dlm: Redlock;
+
+beforeAll(() => {
+  client = (cluster.servers[0] as RedisServer).client();
+  dlm = new Redlock([client]);
+});
+
+afterEach(async () => {
+  setDefaultRedlock(undefined);
+  await client.flushall();
+});
+
+afterAll(() => setDefaultRedlock(undefined));
+
+describe("what @Locked checks when the class is defined", () => {
+  it("refuses a malformed key template or a key that is neither a template nor a function", () => {
+    for (const key of ["order:{0", "order:}", "order:{0..id}", "order:{}", ""]) {
+      expect(() => Locked(key), key).toThrow(TypeError);
+    }
+    expect(() => Locked(42 as never)).toThrow(TypeError);
+    expect(() => Locked("order:{{literal}}:{0}")).not.toThrow();
+  });
+
+  it("refuses a bad ttl or option, naming it", () => {
+    expect(() => Locked("k", 0)).toThrow(
+      new RangeError("ttl must be a positive integer of milliseconds below 2^31, got 0"),
+    );
+    expect(() => Locked("k", 1.5)).toThrow(RangeError);
+    expect(() => Locked("k", 2 ** 31)).toThrow(RangeError);
+    expect(() => Locked("k", "1000" as never)).toThrow(TypeError);
+    expect(() => Locked("k", { ttl: -1 })).toThrow(/options\.ttl must be/);
+    expect(() => Locked("k", { wait: -1 })).toThrow(/options\.wait must be/);
+    expect(() => Locked("k", { maxHoldMs: 0 })).toThrow(/options\.maxHoldMs must be/);
+    expect(() => Locked("k", { driftFactor: 0.6 })).toThrow(/options\.driftFactor must be/);
+    expect(() => Locked("k", { extendThreshold: 1 })).toThrow(/options\.extendThreshold must be/);
+    expect(() => Locked("k", { ttl: 1000, instanceTimeout: 1000 })).toThrow(
+      /instanceTimeout must be shorter than the ttl/,
+    );
+    expect(() => Locked("k", { retryCount: 3 } as never)).toThrow(
+      /options\.retryCount is not a @Locked option \(use wait/,
+    );
+    expect(() => Locked("k", { redlock: {} as never })).toThrow(/options\.redlock must be a Redlock/);
+    expect(() => Locked("k", null as never)).toThrow(TypeError);
+    expect(() => Locked("k", [] as never)).toThrow(TypeError);
+    expect(() => Locked("k", { ttl: undefined, wait: undefined, maxHoldMs: undefined })).not.toThrow();
+  });
+
+  it("refuses to decorate anything but a method, in either call shape", () => {
+    const decorator = Locked("k") as unknown as (...args: unknown[]) => unknown;
+    for (const kind of ["field", "getter", "setter", "accessor", "class"]) {
+      expect(() => decorator(() => {}, methodContext("total", kind)), kind).toThrow(
+        new TypeError(`@Locked decorates methods; total is a ${kind}`),
+      );
+    }
+    class Cart {
+      get total() {
+        return 1;
+      }
+    }
+    const accessor = Object.getOwnPropertyDescriptor(Cart.prototype, "total");
+    expect(() => decorator(Cart.prototype, "total", accessor)).toThrow(
+      "@Locked decorates methods; Cart.total is an accessor",
+    );
+    // experimentalDecorators calls a property decorator with (target, key) only
+    expect(() => decorator(Cart.prototype, "items")).toThrow(TypeError);
+    expect(() => decorator()).toThrow(TypeError);
+  });
+
+  it("refuses generator methods, whose lock would end before their first item", () => {
+    class Feed {
+      *items() {
+        yield 1;
+      }
+      async *pages() {
+        yield 1;
+      }
+    }
+    expect(() => decorateLegacy(Feed.prototype, "items", Locked("feed"))).toThrow(/generator method Feed\.items/);
+    expect(() => decorateStandard(Feed.prototype.pages as Method, "pages", Locked("feed"))).toThrow(
+      /generator method pages/,
+    );
+  });
+});
+
+describe("the Redlock a @Locked method uses", () => {
+  it("without a default or a redlock option, rejects the call with an error naming the method and the fix, and runs nothing", async () => {
+    let runs = 0;
+    class Billing {
+      async charge(_id: string) {
+        runs++;
+      }
+    }
+    const charge = decorateLegacy(Billing.prototype, "charge", Locked("charge:{0}"));
+    await expect(charge.call(new Billing(), "1")).rejects.toThrow(
+      "Billing.charge is @Locked but has no Redlock: call setDefaultRedlock(dlm) at startup, or pass { redlock } to @Locked",
+    );
+    expect(runs).toBe(0);
+  });
+
+  it("reads the default at call time, so it may be set after the class is defined", async () => {
+    class Billing {
+      async charge(id: string) {
+        return id;
+      }
+    }
+    const charge = decorateLegacy(Billing.prototype, "charge", Locked("charge:{0}"));
+    setDefaultRedlock(dlm);
+    await expect(charge.call(new Billing(), "1")).resolves.toBe("1");
+  });
+
+  it("refuses a default that is not a Redlock", () => {
+    expect(() => setDefaultRedlock({} as never)).toThrow(
+      new TypeError("redlock must be a Redlock from @redlock-kit/core"),
+    );
+  });
+});
+
+describe("the wrapper @Locked installs", () => {
+  it("keeps the function's own properties and metadata, and passes this and the arguments through", async () => {
+    setDefaultRedlock(dlm);
+    const original = Object.assign(
+      async function settle(this: unknown, ...args: unknown[]) {
+        return { self: this, args };
+      },
+      { audited: true },
+    );
+    Reflect.defineMetadata("roles", ["admin"], original);
+    const wrapped = decorateStandard(original, "settle", Locked("settle:{0}")) as typeof original;
+    expect(wrapped).not.toBe(original);
+    expect(wrapped.name).toBe("settle");
+    expect(wrapped.audited).toBe(true);
+    expect(Reflect.getMetadata("roles", wrapped)).toEqual(["admin"]);
+    const self = {};
+    await expect(wrapped.call(self, "1", 2)).resolves.toEqual({ self, args: ["1", 2] });
+  });
+
+  it("turns a key function that returns a promise into LockKeyError, leaving no unhandled rejection", async () => {
+    setDefaultRedlock(dlm);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      let runs = 0;
+      const wrapped = decorateStandard(
+        async () => {
+          runs++;
+        },
+        "sync",
+        Locked(() => Promise.reject(new Error("async keys are not supported")) as never),
+      );
+      await expect(wrapped()).rejects.toBeInstanceOf(LockKeyError);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(unhandled).toEqual([]);
+      expect(runs).toBe(0);
+      expect(await client.dbsize()).toBe(0);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+});

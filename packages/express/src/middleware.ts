@@ -1,0 +1,69 @@
+import {
+  createHttpLockPolicy,
+  type HttpKeySource,
+  type KeySpec,
+  type Lock,
+  type Redlock,
+  type RedlockError,
+  type RouteLockOptions,
+} from "@redlock-kit/core";
+import type { Request, RequestHandler, Response } from "express";
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** The lock taken by `redlock(...)` for this request; released when the response has finished. */
+      lock?: Lock;
+    }
+  }
+}
+
+/**
+ * Writes a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON. The route
+ * handler does not run, so the hook must answer the request.
+ */
+export type ExpressLockHook = (req: Request, res: Response, error: RedlockError) => unknown;
+
+/** Per-route options (and defaults): `ttl`, `wait`, `autoExtend`, `maxHoldMs`, hooks… see `RouteLockOptions`. */
+export type ExpressRedlockOptions = RouteLockOptions<ExpressLockHook>;
+
+/** Declares the lock of one route; bad keys or options throw here, when the route is defined. */
+export type RedlockRouteMiddleware = (key: KeySpec<HttpKeySource>, options?: ExpressRedlockOptions) => RequestHandler;
+
+/**
+ * Creates `redlock(key, options?)`, a route middleware factory: each request resolves the key from
+ * `{ params, query, body, headers }`, takes the lock (423, 503 or 400 JSON when it cannot), puts it on
+ * `req.lock`, and releases it once the response has finished. Works with Express 5 and 4.
+ *
+ * @example
+ * const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
+ * app.post("/orders/:id/pay", redlock("order:{params.id}", { wait: 2000 }), (req, res) => {
+ *   res.json({ paid: req.params.id });
+ * });
+ */
+export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockOptions): RedlockRouteMiddleware {
+  const policy = createHttpLockPolicy<ExpressLockHook>(dlm, defaults);
+  return function redlock(key, options) {
+    const route = policy.route(key, options);
+    return function redlockMiddleware(req, res, next) {
+      const source = { params: req.params, query: req.query, body: req.body, headers: req.headers };
+      // Express 4 ignores returned promises, so every rejection is handed to next() here.
+      route
+        .begin(source, res)
+        .then(async (outcome) => {
+          if (outcome.kind === "acquired") {
+            req.lock = outcome.lock;
+            return next();
+          }
+          if (outcome.kind === "aborted") return;
+          if (outcome.hook) {
+            await outcome.hook(req, res, outcome.error);
+            return;
+          }
+          const { status, headers, body } = outcome.response;
+          res.status(status).set(headers).json(body);
+        })
+        .catch(next);
+    };
+  };
+}

@@ -1,0 +1,121 @@
+import {
+  createHttpLockPolicy,
+  type HttpKeySource,
+  type HttpLockPolicy,
+  type KeySpec,
+  type Lock,
+  type Redlock,
+  type RedlockError,
+  type RouteLock,
+  type RouteLockOptions,
+} from "@redlock-kit/core";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from "fastify";
+import fp from "fastify-plugin";
+
+/**
+ * Sends a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON. The route
+ * handler does not run, so the hook must send the reply.
+ */
+export type FastifyLockHook = (request: FastifyRequest, reply: FastifyReply, error: RedlockError) => unknown;
+
+/** Per-route options (and plugin defaults): `ttl`, `wait`, `autoExtend`, `maxHoldMs`, hooks… see `RouteLockOptions`. */
+export type FastifyRedlockRouteOptions = RouteLockOptions<FastifyLockHook>;
+
+/** A route's `config.redlock`: a key (template or function), or the key with options. */
+export type RedlockRouteConfig =
+  | KeySpec<HttpKeySource>
+  | (FastifyRedlockRouteOptions & {
+      /** Template such as `"order:{params.id}"`, or a function of `{ params, query, body, headers }`. */
+      key: KeySpec<HttpKeySource>;
+    });
+
+/** Plugin options: the Redlock instance and the defaults of every locked route. */
+export interface FastifyRedlockOptions extends FastifyRedlockRouteOptions {
+  /** The Redlock instance locks are taken with; also exposed as `app.redlock`. Never closed by the plugin. */
+  redlock: Redlock;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The Redlock instance given to `@redlock-kit/fastify`. */
+    redlock: Redlock;
+  }
+  interface FastifyRequest {
+    /** The lock held for this request when its route has `config.redlock`; `null` otherwise. */
+    lock: Lock | null;
+  }
+  interface FastifyContextConfig {
+    /** Locks the route: a key such as `"order:{params.id}"`, or `{ key, ttl, wait, … }`. */
+    redlock?: RedlockRouteConfig;
+  }
+}
+
+const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlockPlugin(fastify, options) {
+  const { redlock, ...defaults } = options;
+  const policy = createHttpLockPolicy<FastifyLockHook>(redlock, defaults);
+  fastify.decorate("redlock", redlock);
+  fastify.decorateRequest("lock", null);
+  // Read once per route, at registration: a bad config.redlock fails here, not on the first request.
+  fastify.addHook("onRoute", function lockRoute(route) {
+    const config = route.config?.redlock;
+    if (config === undefined) return;
+    const handler = lockingPreHandler(declareRoute(policy, config, `${route.method} ${route.url}`));
+    // A new array: the HEAD twin of a GET route shares the caller's original array.
+    route.preHandler = [...[route.preHandler ?? []].flat(), handler];
+  });
+};
+
+function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, where: string) {
+  try {
+    if (typeof config === "string" || typeof config === "function") {
+      return policy.route(config as KeySpec<HttpKeySource>);
+    }
+    if (typeof config === "object" && config !== null && !Array.isArray(config) && Object.hasOwn(config, "key")) {
+      const { key, ...routeOptions } = config as Exclude<RedlockRouteConfig, KeySpec<HttpKeySource>>;
+      return policy.route(key, routeOptions);
+    }
+    throw new TypeError(`must be a key template, a key function or an object with a key, got ${kindOf(config)}`);
+  } catch (error) {
+    if (!(error instanceof Error)) throw error;
+    const Kind = error instanceof RangeError ? RangeError : TypeError;
+    throw new Kind(`config.redlock of ${where}: ${error.message}`, { cause: error });
+  }
+}
+
+function lockingPreHandler(route: RouteLock<FastifyLockHook>): preHandlerAsyncHookHandler {
+  // Runs after body parsing and validation, as the route's last preHandler: auth hooks go first.
+  return async function redlockPreHandler(request, reply) {
+    const source = { params: request.params, query: request.query, body: request.body, headers: request.headers };
+    const outcome = await route.begin(source, reply.raw);
+    if (outcome.kind === "acquired") {
+      request.lock = outcome.lock;
+      return;
+    }
+    if (outcome.kind === "aborted") {
+      // The client left while we waited: nobody to answer, and the handler must not run.
+      reply.hijack();
+      return reply;
+    }
+    if (outcome.hook) await outcome.hook(request, reply, outcome.error);
+    else reply.code(outcome.response.status).headers(outcome.response.headers).send(outcome.response.body);
+    return reply;
+  };
+}
+
+function kindOf(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+}
+
+/**
+ * Fastify plugin: routes with `config: { redlock: "order:{params.id}" }` (or `{ key, ttl, wait, … }`)
+ * take the lock in a preHandler, after body parsing; `request.lock` holds it, and it is released
+ * once the reply has been sent, streams included. Contention answers 423 with `Retry-After`,
+ * unavailable Redis 503, an unresolvable key 400, all as JSON. Register it before the routes.
+ *
+ * @example
+ * await app.register(redlockPlugin, { redlock: dlm, ttl: 1000 });
+ * app.post("/orders/:id/pay", { config: { redlock: "order:{params.id}" } }, async (request) => {
+ *   return { paid: true, until: request.lock?.expiresAt };
+ * });
+ */
+export const redlockPlugin = fp(plugin, { fastify: "5.x", name: "@redlock-kit/fastify" });

@@ -1,0 +1,111 @@
+import { type HttpKeySource, Redlock } from "@redlock-kit/core";
+import Fastify, { type FastifyInstance } from "fastify";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { send } from "../../../test/helpers/http-client.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import redlockPlugin, { redlockPlugin as namedPlugin } from "../src/index.js";
+
+const cluster = useRedisServers(1);
+let dlm: Redlock;
+const apps: FastifyInstance[] = [];
+
+beforeAll(() => {
+  dlm = new Redlock(cluster.servers.map((server) => server.client()));
+});
+
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()));
+  await cluster.servers[0]?.client().flushall();
+});
+
+afterAll(async () => {
+  await dlm.quit();
+});
+
+async function appWithPlugin() {
+  const app = Fastify();
+  apps.push(app);
+  await app.register(redlockPlugin, { redlock: dlm, ttl: 2000 });
+  return app;
+}
+
+const ok = async () => ({ ok: true });
+
+describe("the Fastify plugin", () => {
+  it("is one plugin under its default and named export, and decorates app.redlock", async () => {
+    expect(namedPlugin).toBe(redlockPlugin);
+    const app = await appWithPlugin();
+    expect(app.redlock).toBe(dlm);
+    app.get("/free", async (request) => ({ lock: request.lock }));
+    expect((await app.inject({ url: "/free" })).json()).toEqual({ lock: null });
+  });
+
+  it.each([
+    [42, /^config\.redlock of POST \/bad: must be a key template, a key function or an object with a key, got number$/],
+    [{ ttl: 500 }, /^config\.redlock of POST \/bad: must be a key template.*got object$/],
+    [{ key: "order:{params.id}", ttl: 0 }, /^config\.redlock of POST \/bad: options\.ttl must be a positive integer/],
+    [{ key: "order:{params.id}", wait: -1 }, /^config\.redlock of POST \/bad: options\.wait must be an integer/],
+    [
+      "order:{params.id",
+      /^config\.redlock of POST \/bad: key template "order:\{params\.id" has a malformed placeholder/,
+    ],
+  ])("fails when the route is registered, not per request, for config.redlock %j", async (config, message) => {
+    const app = await appWithPlugin();
+    expect(() => app.post("/bad", { config: { redlock: config as never } }, ok)).toThrow(message);
+  });
+
+  it("fails at ready() for a bad config.redlock declared inside a child plugin", async () => {
+    const app = await appWithPlugin();
+    app.register(async (child) => {
+      child.post("/child", { config: { redlock: { key: "", wait: 1 } } }, ok);
+    });
+    await expect(app.ready()).rejects.toThrow(/^config\.redlock of POST \/child: key must be a non-empty/);
+  });
+
+  it("refuses to load without a Redlock instance", async () => {
+    const app = Fastify();
+    apps.push(app);
+    app.register(redlockPlugin, {} as never);
+    await expect(app.ready()).rejects.toThrow(new TypeError("redlock must be a Redlock instance, got undefined"));
+  });
+
+  it("takes the lock after the route's own preHandlers, so a request they refuse locks nothing", async () => {
+    const app = await appWithPlugin();
+    let handled = 0;
+    app.post(
+      "/guarded",
+      {
+        config: { redlock: "guarded" },
+        preHandler: async (request, reply) => {
+          if (request.headers.authorization === undefined) return reply.code(401).send({ error: "Unauthorized" });
+        },
+      },
+      async () => {
+        handled++;
+        return { ok: true };
+      },
+    );
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    const refused = await send(`${url}/guarded`, { method: "POST" });
+    expect(refused.status).toBe(401);
+    expect(await cluster.servers[0]?.client().dbsize()).toBe(0);
+    expect((await send(`${url}/guarded`, { method: "POST", headers: { authorization: "x" } })).status).toBe(200);
+    expect(handled).toBe(1);
+  });
+
+  it("locks the HEAD twin of a GET route once, and a key function sees the parsed request", async () => {
+    const app = await appWithPlugin();
+    const keyOf = (source: HttpKeySource) => `doc:${(source.params as { id: string }).id}`;
+    // a preHandler array of the caller's own: its HEAD twin must not inherit our preHandler from it
+    const preHandler = [async () => {}];
+    app.get("/docs/:id", { config: { redlock: keyOf }, preHandler }, async (request) => ({
+      resources: request.lock?.resources,
+    }));
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    expect((await send(`${url}/docs/7`, { method: "HEAD" })).status).toBe(200);
+    expect(JSON.parse((await send(`${url}/docs/7`)).text)).toEqual({ resources: ["doc:7"] });
+    expect(preHandler).toHaveLength(1);
+  });
+});

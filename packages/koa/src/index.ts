@@ -1,0 +1,6 @@
+export {
+  createRedlockMiddleware,
+  type KoaLockHook,
+  type KoaRedlockOptions,
+  type RedlockRouteMiddleware,
+} from "./middleware.js";

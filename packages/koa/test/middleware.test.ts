@@ -1,0 +1,53 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Redlock } from "@redlock-kit/core";
+import Koa from "koa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { send } from "../../../test/helpers/http-client.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { createRedlockMiddleware } from "../src/index.js";
+
+const cluster = useRedisServers(1);
+let dlm: Redlock;
+
+beforeAll(() => {
+  dlm = new Redlock(cluster.servers.map((server) => server.client()));
+});
+
+afterAll(async () => {
+  await dlm.quit();
+});
+
+async function listen(app: Koa) {
+  const server = http.createServer(app.callback()).listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+describe("the Koa middleware", () => {
+  it("works as plain app.use() middleware, where a {params.…} part is missing (no router) and answers 400", async () => {
+    const redlock = createRedlockMiddleware(dlm);
+    const app = new Koa();
+    app.use(redlock("order:{params.id}"));
+    app.use((ctx) => {
+      ctx.body = { ran: true };
+    });
+    const { server, url } = await listen(app);
+    try {
+      const answer = await send(`${url}/orders/1`);
+      expect(answer.status).toBe(400);
+      expect(JSON.parse(answer.text)).toEqual({ error: 'Lock key part "params.id" is missing' });
+      expect(await cluster.servers[0]?.client().dbsize()).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("refuses a bad option when the route is declared, naming it", () => {
+    const redlock = createRedlockMiddleware(dlm, { wait: 100 });
+    expect(() => redlock("x", { autoExtend: "yes" as unknown as boolean })).toThrow(
+      new TypeError("options.autoExtend must be a boolean, got string"),
+    );
+    expect(() => createRedlockMiddleware(dlm, { ttl: -1 })).toThrow(RangeError);
+  });
+});

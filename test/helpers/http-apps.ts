@@ -1,0 +1,160 @@
+/**
+ * The same routes on Express, Koa (+ @koa/router, @koa/bodyparser) and Fastify, each on a real
+ * loopback port: the glue the HTTP contract suite runs against. A route is described once,
+ * framework-neutral; each builder maps it to its framework, the adapter's options and hooks.
+ */
+import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Readable } from "node:stream";
+import { bodyParser } from "@koa/bodyparser";
+import { Router } from "@koa/router";
+import type { HttpKeySource, KeySpec, Lock, Redlock, RedlockError, RouteLockOptions } from "@redlock-kit/core";
+import {
+  type ExpressLockHook,
+  createRedlockMiddleware as expressRedlock,
+  redlockErrorHandler,
+} from "@redlock-kit/express";
+import redlockPlugin, { type FastifyLockHook } from "@redlock-kit/fastify";
+import { type KoaLockHook, createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
+import express from "express";
+import Fastify from "fastify";
+import Koa from "koa";
+
+/** What a handler answers: JSON (status 200 unless given) or a streamed body. */
+export type Reply = { status?: number; json: unknown } | { stream: Readable };
+
+export interface RouteSpec {
+  method: "get" | "post";
+  /** Express-style path; all three routers read `/orders/:id/pay` the same way. */
+  path: string;
+  key: KeySpec<HttpKeySource>;
+  /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
+  options?: Omit<RouteLockOptions, "onLocked" | "onUnavailable"> & { hooks?: boolean };
+  /** Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock). */
+  handler: (lock: Lock | undefined) => Promise<Reply>;
+}
+
+/** What the custom hooks answer, so that a test can tell them from the built-in JSON. */
+export const HOOK_STATUS = { onLocked: 429, onUnavailable: 502 } as const;
+const hookBody = (hook: keyof typeof HOOK_STATUS, error: RedlockError) => ({ hook, code: error.code });
+
+export interface RunningApp {
+  readonly url: string;
+  readonly server: http.Server;
+  close(): Promise<void>;
+}
+
+export type Framework = "express" | "koa" | "fastify";
+export type AppBuilder = (dlm: Redlock, routes: readonly RouteSpec[]) => Promise<RunningApp>;
+
+async function listen(server: http.Server): Promise<RunningApp> {
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    server,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}
+
+function withHooks<Hook>(spec: RouteSpec, onLocked: Hook, onUnavailable: Hook): RouteLockOptions<Hook> {
+  const { hooks, ...options } = spec.options ?? {};
+  return hooks ? { ...options, onLocked, onUnavailable } : options;
+}
+
+const buildExpress: AppBuilder = async (dlm, routes) => {
+  const app = express();
+  // what a deployed app runs with: the default error page then carries no error text
+  app.set("env", "production");
+  app.use(express.json());
+  const redlock = expressRedlock(dlm);
+  for (const spec of routes) {
+    const options = withHooks<ExpressLockHook>(
+      spec,
+      (_req, res, error) => res.status(HOOK_STATUS.onLocked).json(hookBody("onLocked", error)),
+      (_req, res, error) => res.status(HOOK_STATUS.onUnavailable).json(hookBody("onUnavailable", error)),
+    );
+    app[spec.method](spec.path, redlock(spec.key, options), async (req, res) => {
+      const reply = await spec.handler(req.lock);
+      if ("stream" in reply) reply.stream.pipe(res);
+      else res.status(reply.status ?? 200).json(reply.json);
+    });
+  }
+  app.use(redlockErrorHandler());
+  return listen(http.createServer(app));
+};
+
+const buildKoa: AppBuilder = async (dlm, routes) => {
+  const app = new Koa();
+  // Koa logs every 5xx to stderr unless silent; its default error body is the status text
+  app.silent = true;
+  const router = new Router();
+  const redlock = koaRedlock(dlm);
+  for (const spec of routes) {
+    const options = withHooks<KoaLockHook>(
+      spec,
+      (ctx, error) => {
+        ctx.status = HOOK_STATUS.onLocked;
+        ctx.body = hookBody("onLocked", error);
+      },
+      (ctx, error) => {
+        ctx.status = HOOK_STATUS.onUnavailable;
+        ctx.body = hookBody("onUnavailable", error);
+      },
+    );
+    router[spec.method](spec.path, redlock(spec.key, options), async (ctx) => {
+      const reply = await spec.handler(ctx.state.lock);
+      if ("stream" in reply) ctx.body = reply.stream;
+      else {
+        ctx.status = reply.status ?? 200;
+        ctx.body = reply.json;
+      }
+    });
+  }
+  app.use(bodyParser());
+  app.use(router.routes());
+  return listen(http.createServer(app.callback()));
+};
+
+const buildFastify: AppBuilder = async (dlm, routes) => {
+  const app = Fastify();
+  await app.register(redlockPlugin, { redlock: dlm });
+  // Fastify's default error handler sends error.message even for a 500; a deployed app hides it
+  app.setErrorHandler((error, _request, reply) => {
+    const status = (error as { statusCode?: number }).statusCode ?? 500;
+    if (status >= 500) return reply.code(500).send({ error: "Internal Server Error" });
+    return reply.send(error);
+  });
+  for (const spec of routes) {
+    const options = withHooks<FastifyLockHook>(
+      spec,
+      (_request, reply, error) => reply.code(HOOK_STATUS.onLocked).send(hookBody("onLocked", error)),
+      (_request, reply, error) => reply.code(HOOK_STATUS.onUnavailable).send(hookBody("onUnavailable", error)),
+    );
+    app.route({
+      method: spec.method.toUpperCase() as "GET" | "POST",
+      url: spec.path,
+      config: { redlock: { key: spec.key, ...options } },
+      handler: async (request, reply) => {
+        const answer = await spec.handler(request.lock ?? undefined);
+        if ("stream" in answer) return reply.send(answer.stream);
+        return reply.code(answer.status ?? 200).send(answer.json);
+      },
+    });
+  }
+  await app.listen({ port: 0, host: "127.0.0.1" });
+  const { port } = app.server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, server: app.server, close: () => app.close() };
+};
+
+export const buildApp: Record<Framework, AppBuilder> = {
+  express: buildExpress,
+  koa: buildKoa,
+  fastify: buildFastify,
+};

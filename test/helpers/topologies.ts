@@ -1,0 +1,177 @@
+/**
+ * Test topologies beyond N independent masters: a Redis Cluster (three masters joined with
+ * `redis-cli --cluster create`) and a Sentinel set (master, replica, one sentinel). Every
+ * process is started by the harness and stopped by its PID.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Cluster, type ClusterOptions, Redis } from "ioredis";
+import { freePort, type RedisServer, sleep, startServers } from "./redis-servers.js";
+
+const run = promisify(execFile);
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function ask<T>(port: number, call: (client: Redis) => Promise<T>): Promise<T> {
+  const client = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    return await call(client);
+  } finally {
+    client.disconnect();
+  }
+}
+
+export interface TestCluster {
+  readonly servers: RedisServer[];
+  /** An ioredis Cluster client; closed by stop(). */
+  client(options?: ClusterOptions): Cluster;
+  /** The server that owns `key`'s slot. */
+  ownerOf(key: string): Promise<RedisServer>;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(masters = 3): Promise<TestCluster> {
+  const servers = await startServers(masters, {
+    args: [
+      "--cluster-enabled",
+      "yes",
+      "--cluster-config-file",
+      "nodes.conf",
+      "--cluster-node-timeout",
+      "500",
+      // slots of a dead master fail; the other masters keep serving theirs
+      "--cluster-require-full-coverage",
+      "no",
+    ],
+  });
+  await run("redis-cli", [
+    "--cluster",
+    "create",
+    ...servers.map((server) => `127.0.0.1:${server.port}`),
+    "--cluster-replicas",
+    "0",
+    "--cluster-yes",
+  ]);
+  for (const server of servers) {
+    await until(`cluster_state:ok on ${server.port}`, async () =>
+      (await ask(server.port, (c) => c.cluster("INFO"))).includes("cluster_state:ok"),
+    );
+  }
+  const clients = new Set<Cluster>();
+  /** CLUSTER SLOTS: [first slot, last slot, [host, port, id], ...replicas] */
+  type SlotRange = [number, number, [string, number, string]];
+  let slots: SlotRange[] | undefined;
+  return {
+    servers,
+    client(options = {}) {
+      const client = new Cluster(
+        servers.map((server) => ({ host: "127.0.0.1", port: server.port })),
+        { redisOptions: { maxRetriesPerRequest: 1 }, ...options },
+      );
+      client.on("error", () => {});
+      clients.add(client);
+      return client;
+    },
+    async ownerOf(key) {
+      const first = servers[0] as RedisServer;
+      slots ??= (await ask(first.port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
+      const slot = await ask(first.port, (c) => c.cluster("KEYSLOT", key));
+      const range = slots.find(([from, to]) => slot >= from && slot <= to);
+      const owner = servers.find((server) => server.port === Number(range?.[2][1]));
+      if (!owner) throw new Error(`no owner for slot ${slot}`);
+      return owner;
+    },
+    async stop() {
+      for (const client of clients) client.disconnect();
+      await Promise.all(servers.map((server) => server.stop()));
+    },
+  };
+}
+
+export interface TestSentinel {
+  readonly master: RedisServer;
+  readonly replica: RedisServer;
+  readonly sentinelPort: number;
+  readonly name: string;
+  /** Port of the master the sentinel currently announces. */
+  masterPort(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** A master, one replica and one sentinel (quorum 1) that fails over 300 ms after the master stops answering. */
+export async function startSentinel(name = "mymaster"): Promise<TestSentinel> {
+  const [master, replica] = (await startServers(2)) as [RedisServer, RedisServer];
+  await ask(replica.port, (c) => c.replicaof("127.0.0.1", master.port));
+  await until("replication link up", async () =>
+    (await ask(replica.port, (c) => c.info("replication"))).includes("master_link_status:up"),
+  );
+  const sentinelPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "redlock-kit-sentinel-"));
+  const config = join(dir, "sentinel.conf");
+  writeFileSync(
+    config,
+    [
+      `port ${sentinelPort}`,
+      "bind 127.0.0.1",
+      `dir ${dir}`,
+      `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
+      `sentinel down-after-milliseconds ${name} 300`,
+      `sentinel failover-timeout ${name} 2000`,
+      "",
+    ].join("\n"),
+  );
+  const sentinel: ChildProcess = spawn("redis-server", [config, "--sentinel"], { stdio: "ignore" });
+  const stopSentinel = async () => {
+    if (sentinel.exitCode !== null || sentinel.signalCode !== null) return;
+    const exited = new Promise((resolve) => sentinel.once("exit", resolve));
+    sentinel.kill("SIGKILL");
+    await exited;
+  };
+  process.once("exit", () => sentinel.kill("SIGKILL"));
+  const masterPort = async () => {
+    const [, port] = (await ask(sentinelPort, (c) => c.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name))) as [
+      string,
+      string,
+    ];
+    return Number(port);
+  };
+  try {
+    await until("sentinel sees the replica", async () => {
+      const replicas = (await ask(sentinelPort, (c) => c.call("SENTINEL", "REPLICAS", name))) as unknown[];
+      return (await masterPort()) === master.port && replicas.length === 1;
+    });
+  } catch (error) {
+    await stopSentinel();
+    throw error;
+  }
+  return {
+    master,
+    replica,
+    sentinelPort,
+    name,
+    masterPort,
+    async stop() {
+      await stopSentinel();
+      await Promise.all([master.stop(), replica.stop()]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { until };

@@ -1,0 +1,485 @@
+/**
+ * The HTTP contract of DESIGN.md ("HTTP policy"), run unchanged against the Express, Koa and
+ * Fastify adapters (glue in helpers/http-apps.ts), on real loopback ports and three real
+ * redis-server processes.
+ */
+import { createHook } from "node:async_hooks";
+import diagnosticsChannel from "node:diagnostics_channel";
+import { once } from "node:events";
+import type http from "node:http";
+import { PassThrough } from "node:stream";
+import { text } from "node:stream/consumers";
+import { type AcquireMessage, type Lock, Redlock, type ReleaseMessage } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
+import { nextChunk, open, send } from "./helpers/http-client.js";
+import { sleep, useRedisServers } from "./helpers/redis-servers.js";
+
+const cluster = useRedisServers(3);
+/** Killed by the "Redis is down" tests; kept apart so that no reconnecting client disturbs the others. */
+const doomed = useRedisServers(3);
+let clients: Redis[] = [];
+let dlm: Redlock;
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  dlm = new Redlock(clients);
+});
+
+afterEach(async () => {
+  for (const server of cluster.servers) server.resume();
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+/**
+ * Runs `test` against a fresh app whose three Redis instances were up when it started and are
+ * all killed now. Its clients are disconnected afterwards, so no reconnect loop outlives it.
+ */
+async function withRedisDown(framework: Framework, test: (url: string) => Promise<void>) {
+  for (const server of doomed.servers) if (!server.running) await server.start();
+  const doomedClients = doomed.servers.map((server) => server.client());
+  await Promise.all(doomedClients.map((client) => client.ping()));
+  const app = await buildApp[framework](new Redlock(doomedClients), routes);
+  try {
+    await Promise.all(doomed.servers.map((server) => server.kill()));
+    await test(app.url);
+  } finally {
+    await app.close();
+    for (const client of doomedClients) client.disconnect();
+  }
+}
+
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((done) => {
+    resolve = done;
+  });
+  return { promise, resolve };
+}
+
+/** What the handlers report to the running test, and what the test lets them do. Fresh per test. */
+function newProbe() {
+  const entered = deferred();
+  const gate = deferred();
+  return {
+    calls: 0,
+    entered: entered.promise,
+    gate,
+    stream: new PassThrough(),
+    enter() {
+      this.calls++;
+      entered.resolve();
+    },
+  };
+}
+let probe = newProbe();
+beforeEach(() => {
+  probe = newProbe();
+});
+
+const echo = async (lock: Lock | undefined) => {
+  probe.enter();
+  return { json: { resources: lock?.resources ?? null, valid: lock?.valid ?? false } };
+};
+
+const routes: RouteSpec[] = [
+  {
+    method: "post",
+    path: "/seed",
+    key: "resource_name",
+    options: { ttl: 1000 },
+    handler: async () => {
+      probe.enter();
+      await sleep(300);
+      // and until the other nine have their answer, so that "exactly one 200" does not hang on timing
+      await probe.gate.promise;
+      return { json: { ok: true } };
+    },
+  },
+  { method: "post", path: "/orders/:id/pay", key: "order:{params.id}", handler: echo },
+  { method: "post", path: "/body", key: "sku:{body.sku}", handler: echo },
+  { method: "get", path: "/query", key: "q:{query.id}", handler: echo },
+  { method: "get", path: "/header", key: "tenant:{headers.x-tenant}", handler: echo },
+  {
+    method: "post",
+    path: "/key-function",
+    key: () => {
+      throw new Error("secret key detail");
+    },
+    handler: echo,
+  },
+  {
+    method: "get",
+    path: "/stream/:id",
+    key: "stream:{params.id}",
+    options: { ttl: 10_000 },
+    handler: async () => {
+      probe.enter();
+      probe.stream.write("first\n");
+      return { stream: probe.stream };
+    },
+  },
+  {
+    method: "post",
+    path: "/slow/:id",
+    key: "slow:{params.id}",
+    options: { ttl: 1000 },
+    handler: async () => {
+      probe.enter();
+      await probe.gate.promise;
+      return { json: { done: true } };
+    },
+  },
+  {
+    method: "post",
+    path: "/throw/:id",
+    key: "throw:{params.id}",
+    options: { ttl: 10_000 },
+    handler: async () => {
+      probe.enter();
+      await probe.gate.promise;
+      throw new Error("secret handler detail");
+    },
+  },
+  {
+    method: "post",
+    path: "/wait/:id",
+    key: "wait:{params.id}",
+    // a long instanceTimeout so that a paused Redis answers within it once resumed
+    options: { ttl: 10_000, wait: 5000, instanceTimeout: 5000 },
+    handler: echo,
+  },
+  {
+    method: "post",
+    path: "/extend/:id",
+    key: "extend:{params.id}",
+    options: { ttl: 300 },
+    handler: async () => {
+      probe.enter();
+      await sleep(1000);
+      return { json: { done: true } };
+    },
+  },
+  { method: "post", path: "/hooked/:id", key: "hooked:{params.id}", options: { hooks: true }, handler: echo },
+];
+
+const loadRoute: RouteSpec = {
+  method: "post",
+  path: "/load/:id",
+  key: "load:{params.id}",
+  handler: async () => {
+    await sleep(5);
+    return { json: { ok: true } };
+  },
+};
+
+const values = (key: string) => Promise.all(clients.map((client) => client.get(key)));
+const keyCounts = () => Promise.all(clients.map((client) => client.dbsize()));
+
+/** Resolves with the first message on `channel` that matches; subscribe before the event. */
+function nextMessage<T>(channel: string, match: (message: T) => boolean): Promise<T> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (!match(message as T)) return;
+      diagnosticsChannel.unsubscribe(channel, onMessage);
+      resolve(message as T);
+    };
+    diagnosticsChannel.subscribe(channel, onMessage);
+  });
+}
+const nextRelease = (resource: string) =>
+  nextMessage<ReleaseMessage>("redlock-kit:release", (m) => m.resources.includes(resource));
+const nextAbortedAcquire = (resource: string) =>
+  nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "aborted");
+
+/** The server side of the next request, to see when it notices a client that left. */
+function nextServerResponse(server: http.Server): Promise<http.ServerResponse> {
+  return new Promise((resolve) => server.once("request", (_req, res) => resolve(res)));
+}
+
+/** Open handles by type (refed timers, sockets, servers…), as `process.getActiveResourcesInfo()` lists them. */
+function activeResources(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const type of process.getActiveResourcesInfo()) counts[type] = (counts[type] ?? 0) + 1;
+  return counts;
+}
+
+/** Resource types of which more are open now than in `before` (fewer is fine: the test runner's own come and go). */
+function grownResources(before: Record<string, number>): string[] {
+  return Object.entries(activeResources())
+    .filter(([type, count]) => count > (before[type] ?? 0))
+    .map(([type, count]) => `${type}: ${before[type] ?? 0} -> ${count}`);
+}
+
+/**
+ * Timers created while enabled and neither fired nor cleared: unref'd ones too, which
+ * getActiveResourcesInfo() omits (auto-extension timers are unref'd).
+ */
+function trackTimers() {
+  const alive = new Map<number, string>();
+  let ignoring = false;
+  const hook = createHook({
+    init(asyncId, type) {
+      if (type === "Timeout" && !ignoring) alive.set(asyncId, new Error().stack ?? "");
+    },
+    destroy(asyncId) {
+      alive.delete(asyncId);
+    },
+  }).enable();
+  return {
+    alive: () => [...alive.values()],
+    /** A pause that is not itself tracked. */
+    sleep(ms: number) {
+      ignoring = true;
+      const done = sleep(ms);
+      ignoring = false;
+      return done;
+    },
+    stop: () => hook.disable(),
+  };
+}
+
+const frameworks: Framework[] = ["express", "koa", "fastify"];
+
+describe.each(frameworks)("the %s adapter", (framework) => {
+  let app: RunningApp;
+  let url: string;
+
+  beforeAll(async () => {
+    app = await buildApp[framework](dlm, routes);
+    url = app.url;
+  });
+
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("answers ten concurrent POSTs on a locked route with exactly one 200 and nine 423 with Retry-After", async () => {
+    let answered = 0;
+    const requests = Array.from({ length: 10 }, () =>
+      send(`${url}/seed`, { method: "POST" }).finally(() => {
+        if (++answered === 9) probe.gate.resolve();
+      }),
+    );
+    const released = nextRelease("resource_name");
+    const answers = await Promise.all(requests);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 423, 423, 423, 423, 423, 423, 423, 423, 423]);
+    for (const answer of answers.filter((a) => a.status === 423)) {
+      expect(JSON.parse(answer.text)).toEqual({ error: "Resource is locked" });
+      expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+      expect(answer.headers["retry-after"]).toMatch(/^\d+$/);
+      expect(Number(answer.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    }
+    expect(probe.calls).toBe(1);
+    expect((await released).released).toBe(true);
+    expect(await values("resource_name")).toEqual([null, null, null]);
+  });
+
+  it("resolves keys from params, body, query and headers and puts the lock on the request", async () => {
+    const fromParams = await send(`${url}/orders/42/pay`, { method: "POST" });
+    const fromBody = await send(`${url}/body`, { method: "POST", body: { sku: "A-1" } });
+    const fromQuery = await send(`${url}/query?id=7`);
+    const fromHeaders = await send(`${url}/header`, { headers: { "x-tenant": "acme" } });
+    expect([fromParams, fromBody, fromQuery, fromHeaders].map((a) => a.status)).toEqual([200, 200, 200, 200]);
+    expect(JSON.parse(fromParams.text)).toEqual({ resources: ["order:42"], valid: true });
+    expect(JSON.parse(fromBody.text)).toEqual({ resources: ["sku:A-1"], valid: true });
+    expect(JSON.parse(fromQuery.text)).toEqual({ resources: ["q:7"], valid: true });
+    expect(JSON.parse(fromHeaders.text)).toEqual({ resources: ["tenant:acme"], valid: true });
+  });
+
+  it("answers 400 naming the missing key part, without running the handler or writing to Redis", async () => {
+    const cases = [
+      { answer: await send(`${url}/body`, { method: "POST", body: { other: 1 } }), part: "body.sku" },
+      { answer: await send(`${url}/body`, { method: "POST", body: { sku: "" } }), part: "body.sku" },
+      { answer: await send(`${url}/query`), part: "query.id" },
+      { answer: await send(`${url}/query?id=1&id=2`), part: "query.id" },
+      { answer: await send(`${url}/header`), part: "headers.x-tenant" },
+    ];
+    for (const { answer, part } of cases) {
+      expect(answer.status, part).toBe(400);
+      expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+      const body = JSON.parse(answer.text) as { error: string };
+      expect(Object.keys(body)).toEqual(["error"]);
+      expect(body.error).toContain(part);
+    }
+    const fromFunction = await send(`${url}/key-function`, { method: "POST" });
+    expect(fromFunction.status).toBe(400);
+    expect(fromFunction.text).not.toContain("secret");
+    expect(probe.calls).toBe(0);
+    expect(await keyCounts()).toEqual([0, 0, 0]);
+  });
+
+  it("holds the lock until a streamed response has finished and releases it right after", async () => {
+    let releasedEarly = false;
+    const released = nextRelease("stream:1").then((message) => {
+      releasedEarly = true;
+      return message;
+    });
+    const response = await open(`${url}/stream/1`).response;
+    expect(await nextChunk(response)).toBe("first\n");
+    const held = await values("stream:1");
+    expect(held.filter((value) => value !== null).length).toBeGreaterThanOrEqual(2);
+    expect(releasedEarly).toBe(false);
+    probe.stream.end("last\n");
+    expect(await text(response)).toBe("last\n");
+    expect((await released).released).toBe(true);
+    expect(await values("stream:1")).toEqual([null, null, null]);
+  });
+
+  it("keeps the lock, extended, while the handler still runs after the client disconnected, and releases it when the handler ends", async () => {
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/slow/1`, { method: "POST" });
+    request.on("error", () => {});
+    await probe.entered;
+    const res = await serverResponse;
+    const closed = once(res, "close");
+    request.destroy();
+    await closed;
+    // past the 1000 ms ttl: only auto-extension keeps it now
+    await sleep(1500);
+    const held = await values("slow:1");
+    expect(held.filter((value) => value !== null).length).toBeGreaterThanOrEqual(2);
+    const released = nextRelease("slow:1");
+    probe.gate.resolve();
+    expect((await released).released).toBe(true);
+    expect(await values("slow:1")).toEqual([null, null, null]);
+  });
+
+  it("releases the lock when the handler throws, and keeps the error text out of the response", async () => {
+    const released = nextRelease("throw:1");
+    const answer = send(`${url}/throw/1`, { method: "POST" });
+    await probe.entered;
+    probe.gate.resolve();
+    const { status, text: body } = await answer;
+    expect(status).toBe(500);
+    expect(body).not.toContain("secret");
+    expect((await released).released).toBe(true);
+    expect(await values("throw:1")).toEqual([null, null, null]);
+  });
+
+  it("releases the lock when the handler throws after the client disconnected", async () => {
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/throw/2`, { method: "POST" });
+    request.on("error", () => {});
+    await probe.entered;
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    const released = nextRelease("throw:2");
+    probe.gate.resolve();
+    expect((await released).released).toBe(true);
+    expect(await values("throw:2")).toEqual([null, null, null]);
+  });
+
+  it("stops waiting for a held lock when the client disconnects", async () => {
+    const holder = await dlm.acquire("wait:1", 10_000);
+    const aborted = nextAbortedAcquire("wait:1");
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/wait/1`, { method: "POST" });
+    request.on("error", () => {});
+    await serverResponse;
+    request.destroy();
+    const message = await aborted;
+    // well before the route's 5000 ms wait ran out
+    expect(message.elapsedMs).toBeLessThan(5000);
+    await holder.release();
+    expect(await values("wait:1")).toEqual([null, null, null]);
+    expect(probe.calls).toBe(0);
+  });
+
+  it("releases at once a lock that arrives after the client disconnected", async () => {
+    for (const server of cluster.servers) server.pause();
+    const aborted = nextAbortedAcquire("wait:2");
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/wait/2`, { method: "POST" });
+    request.on("error", () => {});
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    for (const server of cluster.servers) server.resume();
+    await aborted;
+    expect(await values("wait:2")).toEqual([null, null, null]);
+    expect(probe.calls).toBe(0);
+  });
+
+  it("extends a 300 ms lock while a 1 s handler runs, so a request at 650 ms still gets 423, and frees it after", async () => {
+    const released = nextRelease("extend:1");
+    const first = send(`${url}/extend/1`, { method: "POST" });
+    await probe.entered;
+    await sleep(650);
+    const second = await send(`${url}/extend/1`, { method: "POST" });
+    expect(second.status).toBe(423);
+    expect(JSON.parse(second.text)).toEqual({ error: "Resource is locked" });
+    expect((await first).status).toBe(200);
+    expect((await released).released).toBe(true);
+    expect(await values("extend:1")).toEqual([null, null, null]);
+  });
+
+  it("answers 503 with no internal detail when every Redis instance is down", async () => {
+    await withRedisDown(framework, async (downUrl) => {
+      const answer = await send(`${downUrl}/orders/1/pay`, { method: "POST" });
+      expect(answer.status).toBe(503);
+      expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+      expect(answer.headers["retry-after"]).toBeUndefined();
+      expect(answer.text).toBe('{"error":"Lock service unavailable"}');
+    });
+    expect(probe.calls).toBe(0);
+  });
+
+  it("lets onLocked and onUnavailable write a custom response", async () => {
+    const holder = await dlm.acquire("hooked:1", 10_000);
+    const locked = await send(`${url}/hooked/1`, { method: "POST" });
+    expect(locked.status).toBe(HOOK_STATUS.onLocked);
+    expect(JSON.parse(locked.text)).toEqual({ hook: "onLocked", code: "ERR_REDLOCK_CONTENTION" });
+    await holder.release();
+    await withRedisDown(framework, async (downUrl) => {
+      const unavailable = await send(`${downUrl}/hooked/1`, { method: "POST" });
+      expect(unavailable.status).toBe(HOOK_STATUS.onUnavailable);
+      expect(JSON.parse(unavailable.text)).toEqual({ hook: "onUnavailable", code: "ERR_REDLOCK_UNAVAILABLE" });
+    });
+    expect(probe.calls).toBe(0);
+  });
+
+  it("answers 1,500 requests at concurrency 50 over 100 keys with 200 or 423, leaving no lock key, timer or listener behind", async () => {
+    const resourcesBefore = activeResources();
+    const processListeners = process.eventNames().map((name) => [name, process.listenerCount(name)]);
+    const timers = trackTimers();
+    let releases = 0;
+    const countRelease = (message: unknown) => {
+      if ((message as ReleaseMessage).released) releases++;
+    };
+    diagnosticsChannel.subscribe("redlock-kit:release", countRelease);
+    try {
+      const loaded = await buildApp[framework](dlm, [loadRoute]);
+      const statuses: number[] = [];
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          while (next < 1500) {
+            const i = next++;
+            statuses.push((await send(`${loaded.url}/load/${i % 100}`, { method: "POST" })).status);
+          }
+        }),
+      );
+      expect(statuses).toHaveLength(1500);
+      expect(statuses.filter((status) => status !== 200 && status !== 423)).toEqual([]);
+      const ok = statuses.filter((status) => status === 200).length;
+      expect(ok).toBeGreaterThan(0);
+      // each 200 took a lock; its release follows the response
+      await vi.waitFor(() => expect(releases).toBe(ok), { timeout: 10_000 });
+      expect(await keyCounts()).toEqual([0, 0, 0]);
+      await loaded.close();
+      // polled by hand: vi.waitFor's own timers would count while its callback runs
+      for (let i = 0; i < 100 && grownResources(resourcesBefore).length > 0; i++) await timers.sleep(50);
+      expect(grownResources(resourcesBefore)).toEqual([]);
+      // Node's HTTP date-header cache keeps a timer of up to 1 s; a leaked or re-arming timer stays
+      for (let i = 0; i < 60 && timers.alive().length > 0; i++) await timers.sleep(50);
+      expect(timers.alive()).toEqual([]);
+      expect(process.eventNames().map((name) => [name, process.listenerCount(name)])).toEqual(processListeners);
+    } finally {
+      diagnosticsChannel.unsubscribe("redlock-kit:release", countRelease);
+      timers.stop();
+    }
+  }, 120_000);
+});
