@@ -23,7 +23,7 @@ export type { RedlockInstance } from "./instances.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./key-template.js";
 export { Lock } from "./lock.js";
 export { MemoryStore } from "./memory-store.js";
-export type { AcquireOptions, HoldOptions, RedlockOptions } from "./options.js";
+export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
 export { type AcquireReply, isLockStore, type LockStore } from "./store.js";

@@ -95,6 +95,9 @@ export const DEFAULT_ACQUIRE: ResolvedAcquireOptions = Object.freeze({
 
 export const DEFAULT_HOLD: ResolvedHoldOptions = Object.freeze({ extendThreshold: 0.5, maxHoldMs: 60_000 });
 
+/** `options.ttl`, or just `ttl` when the value stands alone (name ""). */
+const at = (name: string, key: string): string => (name === "" ? key : `${name}.${key}`);
+
 /** Reads only own, defined properties, so `undefined` never overwrites a default and prototypes are never consulted. */
 function own<T extends object>(options: T | undefined, key: keyof T): unknown {
   if (options === undefined || options === null) return undefined;
@@ -123,14 +126,17 @@ export function resolveAcquireOptions(
   const instanceTimeout = own(options, "instanceTimeout");
   const signal = own(options, "signal");
   return Object.freeze({
-    driftFactor: driftFactor === undefined ? base.driftFactor : checkRatio(`${name}.driftFactor`, driftFactor, 0, 0.5),
-    retryCount: retryCount === undefined ? base.retryCount : checkNonNegativeInt(`${name}.retryCount`, retryCount, 1e6),
-    retryDelay: retryDelay === undefined ? base.retryDelay : checkNonNegativeInt(`${name}.retryDelay`, retryDelay),
-    retryJitter: retryJitter === undefined ? base.retryJitter : checkNonNegativeInt(`${name}.retryJitter`, retryJitter),
-    wait: wait === undefined ? base.wait : checkNonNegativeInt(`${name}.wait`, wait),
+    driftFactor:
+      driftFactor === undefined ? base.driftFactor : checkRatio(at(name, "driftFactor"), driftFactor, 0, 0.5),
+    retryCount:
+      retryCount === undefined ? base.retryCount : checkNonNegativeInt(at(name, "retryCount"), retryCount, 1e6),
+    retryDelay: retryDelay === undefined ? base.retryDelay : checkNonNegativeInt(at(name, "retryDelay"), retryDelay),
+    retryJitter:
+      retryJitter === undefined ? base.retryJitter : checkNonNegativeInt(at(name, "retryJitter"), retryJitter),
+    wait: wait === undefined ? base.wait : checkNonNegativeInt(at(name, "wait"), wait),
     instanceTimeout:
-      instanceTimeout === undefined ? base.instanceTimeout : checkMs(`${name}.instanceTimeout`, instanceTimeout),
-    signal: signal === undefined ? base.signal : checkSignal(`${name}.signal`, signal),
+      instanceTimeout === undefined ? base.instanceTimeout : checkMs(at(name, "instanceTimeout"), instanceTimeout),
+    signal: signal === undefined ? base.signal : checkSignal(at(name, "signal"), signal),
   });
 }
 
@@ -148,14 +154,38 @@ export function resolveHoldOptions(
     extendThreshold:
       extendThreshold === undefined
         ? base.extendThreshold
-        : checkRatio(`${name}.extendThreshold`, extendThreshold, 0.05, 0.95),
-    maxHoldMs: maxHoldMs === undefined ? base.maxHoldMs : checkMs(`${name}.maxHoldMs`, maxHoldMs),
+        : checkRatio(at(name, "extendThreshold"), extendThreshold, 0.05, 0.95),
+    maxHoldMs: maxHoldMs === undefined ? base.maxHoldMs : checkMs(at(name, "maxHoldMs"), maxHoldMs),
   });
 }
 
 export function resolveKeyPrefix(options: RedlockOptions | undefined): string {
   const prefix = own(options, "keyPrefix");
   return prefix === undefined ? "" : checkString("options.keyPrefix", prefix);
+}
+
+/**
+ * Validates a lock's options ahead of time (when a route or a decorated method is declared) with the
+ * same checks and messages as a call: throws `TypeError`/`RangeError` naming the bad option.
+ *
+ * @example
+ * checkLockOptions({ ttl: 5000, wait: 1000, maxHoldMs: 60_000 }); // ok
+ * checkLockOptions({ ttl: 0.5 }); // RangeError: options.ttl must be a positive integer of milliseconds…
+ */
+export function checkLockOptions(
+  options: (AcquireOptions & HoldOptions & { ttl?: number }) | undefined,
+  name = "options",
+): void {
+  const acquire = resolveAcquireOptions(DEFAULT_ACQUIRE, options, name);
+  resolveHoldOptions(DEFAULT_HOLD, options, name);
+  const ttl = own(options, "ttl");
+  if (ttl === undefined) return;
+  checkMs(at(name, "ttl"), ttl);
+  if (acquire.instanceTimeout !== undefined && acquire.instanceTimeout >= (ttl as number)) {
+    throw new RangeError(
+      `${name}.instanceTimeout must be shorter than the ttl, got ${acquire.instanceTimeout} for a ttl of ${ttl}`,
+    );
+  }
 }
 
 /** The per-instance timeout for a ttl: the configured one (which must be shorter than the ttl) or 10% of it. */

@@ -25,7 +25,8 @@ export class RedisStore implements LockStore {
   readonly #scripts: ScriptedClient;
   readonly #cluster: boolean;
   #subscriber: ReleaseSubscriber | undefined;
-  /** The socket corked until the end of this tick. */
+  /** Our commands awaiting a reply, and the socket corked until the end of this loop phase. */
+  #inFlight = 0;
   #corked: Redis["stream"] | undefined;
 
   constructor(client: Redis | Cluster) {
@@ -48,44 +49,61 @@ export class RedisStore implements LockStore {
   }
 
   async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
-    this.#batchThisTick();
     if (keys.length === 1) {
       // One key, free: a plain SET NX PX, as cheap as a lock can be. Only a refusal runs the script,
       // which tells whether the holder is us (ioredis re-sent the SET after a reconnect), takes the
       // key if it was released meanwhile, or reports the holder's remaining ttl.
-      if ((await this.client.set(keys[0] as string, value, "PX", ttl, "NX")) === "OK") return ACQUIRED;
-      this.#batchThisTick();
+      this.#beforeSend();
+      try {
+        if ((await this.client.set(keys[0] as string, value, "PX", ttl, "NX")) === "OK") return ACQUIRED;
+      } finally {
+        this.#inFlight--;
+      }
     }
-    const [acquired, holderTtl] = await this.#scripts[COMMANDS.acquire](keys.length, ...keys, value, ttl);
-    return acquired === 1 ? ACQUIRED : { acquired: false, holderTtl: Number(holderTtl) };
+    this.#beforeSend();
+    try {
+      const [acquired, holderTtl] = await this.#scripts[COMMANDS.acquire](keys.length, ...keys, value, ttl);
+      return acquired === 1 ? ACQUIRED : { acquired: false, holderTtl: Number(holderTtl) };
+    } finally {
+      this.#inFlight--;
+    }
   }
 
   async extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
-    this.#batchThisTick();
-    return (await this.#scripts[COMMANDS.extend](keys.length, ...keys, value, ttl)) === 1;
+    this.#beforeSend();
+    try {
+      return (await this.#scripts[COMMANDS.extend](keys.length, ...keys, value, ttl)) === 1;
+    } finally {
+      this.#inFlight--;
+    }
   }
 
   async release(keys: readonly string[], value: string): Promise<number> {
-    this.#batchThisTick();
-    return Number(await this.#scripts[COMMANDS.release](keys.length, ...keys, value));
+    this.#beforeSend();
+    try {
+      return Number(await this.#scripts[COMMANDS.release](keys.length, ...keys, value));
+    } finally {
+      this.#inFlight--;
+    }
   }
 
   /**
-   * Commands sent to this instance until the end of the current tick leave in one write: the
-   * socket is corked now and uncorked on `process.nextTick`, after the promise jobs of this tick
-   * (the other locks of a burst) have queued theirs. A lone command goes out just as soon, with
-   * no event-loop turn in between (ioredis auto-pipelining waits for setImmediate and builds a
-   * Pipeline per write: half the sequential throughput, in bench/). Replies are unaffected.
+   * Nagle's rule for Redis commands: with none of ours in flight, a command is written at once;
+   * otherwise the socket is corked until `setImmediate`, after the current event-loop phase, so
+   * the commands of concurrent locks (every request an HTTP server read in this phase, every
+   * lock of a burst) leave in one write. A loopback write costs more than the rest of a lock's
+   * client-side work; ioredis auto-pipelining batches too, but also delays a lone command and
+   * builds a Pipeline per write (half the sequential throughput, in bench/).
    */
-  #batchThisTick(): void {
-    if (this.#corked !== undefined || this.#cluster) return;
+  #beforeSend(): void {
+    if (this.#inFlight++ === 0 || this.#corked !== undefined || this.#cluster) return;
     const client = this.client as Redis;
     const stream = client.stream;
     // not connected yet: ioredis queues the command and sends it once ready
     if (client.status !== "ready" || !stream?.writable) return;
     this.#corked = stream;
     stream.cork();
-    process.nextTick(this.#uncork);
+    setImmediate(this.#uncork);
   }
 
   readonly #uncork = (): void => {

@@ -1,4 +1,10 @@
-import { type AcquireOptions, type HoldOptions, MemoryStore, Redlock, type UsingOptions } from "@redlock-kit/core";
+import {
+  type AcquireOptions,
+  checkLockOptions,
+  type HoldOptions,
+  type Redlock,
+  type UsingOptions,
+} from "@redlock-kit/core";
 import { checkRedlock } from "./default-redlock.js";
 
 /** Options of one `@Locked` method. Every field is optional; `undefined` never overrides a default. */
@@ -31,7 +37,6 @@ export interface ResolvedLockedOptions {
 
 export const DEFAULT_TTL = 5000;
 const DEFAULT_USING: Readonly<UsingOptions> = Object.freeze({ wait: 0 });
-const MAX_MS = 2 ** 31 - 1;
 
 /** Options handed to core as they are; core validates them (see `resolveLockedOptions`). */
 const PASSED_TO_CORE = [
@@ -52,7 +57,8 @@ const KNOWN = new Set<string>(["ttl", "redlock", ...PASSED_TO_CORE]);
 export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | undefined): ResolvedLockedOptions {
   if (ttlOrOptions === undefined) return Object.freeze({ ttl: DEFAULT_TTL, redlock: undefined, using: DEFAULT_USING });
   if (typeof ttlOrOptions === "number") {
-    return Object.freeze({ ttl: checkTtl("ttl", ttlOrOptions), redlock: undefined, using: DEFAULT_USING });
+    checkLockOptions({ ttl: ttlOrOptions }, "");
+    return Object.freeze({ ttl: ttlOrOptions, redlock: undefined, using: DEFAULT_USING });
   }
   if (typeof ttlOrOptions !== "object" || ttlOrOptions === null || Array.isArray(ttlOrOptions)) {
     throw new TypeError("@Locked's second argument must be a ttl in ms or an options object");
@@ -65,35 +71,18 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
   }
   const own = <K extends keyof LockedOptions>(key: K): LockedOptions[K] =>
     Object.hasOwn(ttlOrOptions, key) ? ttlOrOptions[key] : undefined;
-  const ttl = own("ttl") === undefined ? DEFAULT_TTL : checkTtl("options.ttl", own("ttl"));
+  const ttl = own("ttl") ?? DEFAULT_TTL;
   const redlockOption = own("redlock");
   const using: Record<string, unknown> = { wait: 0 };
   for (const key of PASSED_TO_CORE) {
     const value = own(key);
     if (value !== undefined) using[key] = value;
   }
-  // Core validates acquire and hold options when a Redlock is built, with messages that name the
-  // option ("options.maxHoldMs must be ..."): a throwaway in-memory Redlock runs those same checks
-  // now, at decoration, instead of on the first call.
-  new Redlock([new MemoryStore()], using);
-  const instanceTimeout = using.instanceTimeout;
-  if (typeof instanceTimeout === "number" && instanceTimeout >= ttl) {
-    throw new RangeError(
-      `options.instanceTimeout must be shorter than the ttl, got ${instanceTimeout} for a ttl of ${ttl}`,
-    );
-  }
+  // core's own checks, now at decoration rather than on the first call
+  checkLockOptions({ ...using, ttl });
   return Object.freeze({
     ttl,
     redlock: redlockOption === undefined ? undefined : checkRedlock("options.redlock", redlockOption),
     using: Object.freeze(using) as UsingOptions,
   });
-}
-
-function checkTtl(name: string, value: unknown): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value <= 0 || value > MAX_MS) {
-    const shown = typeof value === "string" ? JSON.stringify(value) : String(value);
-    const problem = `${name} must be a positive integer of milliseconds below 2^31, got ${shown}`;
-    throw typeof value === "number" ? new RangeError(problem) : new TypeError(problem);
-  }
-  return value;
 }

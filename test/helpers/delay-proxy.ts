@@ -1,0 +1,168 @@
+/**
+ * A TCP proxy for fault injection between a client and one redis-server, on loopback:
+ * a delay per direction, a blackhole that swallows bytes while keeping connections open,
+ * and a reset of every connection. `tc netem` is not available on this machine kind
+ * (see RELIABILITY.md §4.6), so latency is injected in user space.
+ */
+import net from "node:net";
+
+export interface DelayProxyOptions {
+  /** Delay of every chunk from the client to the server, in ms. @default 0 */
+  upDelayMs?: number;
+  /** Delay of every chunk from the server to the client, in ms. @default 0 */
+  downDelayMs?: number;
+}
+
+interface Queued {
+  readonly dueAt: number;
+  readonly chunk: Buffer;
+}
+
+/** Forwards chunks to `to`, each held back by the current delay, in order; then forwards the end. */
+class DelayedPipe {
+  readonly #to: net.Socket;
+  readonly #delay: () => number;
+  readonly #dropping: () => boolean;
+  readonly #queue: Queued[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #lastDue = 0;
+  #ending = false;
+
+  constructor(to: net.Socket, delay: () => number, dropping: () => boolean) {
+    this.#to = to;
+    this.#delay = delay;
+    this.#dropping = dropping;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#dropping()) return;
+    // Never let a chunk overtake an earlier one when the delay is lowered mid-stream.
+    const dueAt = Math.max(Date.now() + this.#delay(), this.#lastDue);
+    this.#lastDue = dueAt;
+    this.#queue.push({ dueAt, chunk });
+    this.#drain();
+  }
+
+  /** The sending side finished: end `to` once the bytes still held back are delivered. */
+  end(): void {
+    this.#ending = true;
+    this.#drain();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#queue.length = 0;
+  }
+
+  #drain = (): void => {
+    this.#timer = undefined;
+    const now = Date.now();
+    while (this.#queue.length > 0 && (this.#queue[0] as Queued).dueAt <= now) {
+      const { chunk } = this.#queue.shift() as Queued;
+      if (this.#to.writable) this.#to.write(chunk);
+    }
+    const head = this.#queue[0];
+    if (head) {
+      this.#timer ??= setTimeout(this.#drain, head.dueAt - now);
+    } else if (this.#ending && this.#to.writable) {
+      this.#to.end();
+    }
+  };
+}
+
+interface Pair {
+  readonly client: net.Socket;
+  readonly upstream: net.Socket;
+  readonly pipes: readonly DelayedPipe[];
+}
+
+/** A running proxy: point a client at `port`; change the knobs at any time. */
+export class DelayProxy {
+  upDelayMs: number;
+  downDelayMs: number;
+  /** While true, bytes in both directions are dropped; connections stay open (a silent partition). */
+  blackhole = false;
+  /**
+   * While true, only the server's replies are dropped: commands still arrive and are applied, the
+   * client never hears back (one-way loss). The client's reply stream is then out of step: close it after.
+   */
+  dropReplies = false;
+  readonly #server: net.Server;
+  readonly #pairs = new Set<Pair>();
+
+  constructor(
+    readonly targetPort: number,
+    options: DelayProxyOptions = {},
+  ) {
+    this.upDelayMs = options.upDelayMs ?? 0;
+    this.downDelayMs = options.downDelayMs ?? 0;
+    this.#server = net.createServer({ allowHalfOpen: true }, (client) => this.#accept(client));
+  }
+
+  get port(): number {
+    return (this.#server.address() as net.AddressInfo).port;
+  }
+
+  /** Open client connections. */
+  get connections(): number {
+    return this.#pairs.size;
+  }
+
+  listen(): Promise<this> {
+    return new Promise((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(0, "127.0.0.1", () => resolve(this));
+    });
+  }
+
+  /** Sends a TCP RST to every client and closes every upstream connection; new connections are accepted. */
+  resetAll(): void {
+    for (const pair of this.#pairs) this.#drop(pair, true);
+  }
+
+  async close(): Promise<void> {
+    for (const pair of this.#pairs) this.#drop(pair, true);
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #accept(client: net.Socket): void {
+    // half-open on both sides, so that an end is forwarded only after the bytes held back before it
+    const upstream = net.connect({ port: this.targetPort, host: "127.0.0.1", allowHalfOpen: true });
+    const up = new DelayedPipe(
+      upstream,
+      () => this.upDelayMs,
+      () => this.blackhole,
+    );
+    const down = new DelayedPipe(
+      client,
+      () => this.downDelayMs,
+      () => this.blackhole || this.dropReplies,
+    );
+    const pair: Pair = { client, upstream, pipes: [up, down] };
+    this.#pairs.add(pair);
+    client.on("data", (chunk) => up.push(chunk));
+    upstream.on("data", (chunk) => down.push(chunk));
+    client.on("end", () => up.end());
+    upstream.on("end", () => down.end());
+    for (const socket of [client, upstream]) {
+      socket.on("error", () => this.#drop(pair, false));
+      socket.on("close", () => {
+        if (client.destroyed && upstream.destroyed) this.#drop(pair, false);
+      });
+    }
+  }
+
+  #drop(pair: Pair, reset: boolean): void {
+    if (!this.#pairs.delete(pair)) return;
+    for (const pipe of pair.pipes) pipe.stop();
+    if (reset && !pair.client.destroyed) pair.client.resetAndDestroy();
+    else pair.client.destroy();
+    pair.upstream.destroy();
+  }
+}
+
+/** Starts a proxy on a free loopback port in front of `targetPort`. */
+export function startDelayProxy(targetPort: number, options?: DelayProxyOptions): Promise<DelayProxy> {
+  return new DelayProxy(targetPort, options).listen();
+}

@@ -1,0 +1,161 @@
+/**
+ * The cases no Redlock client can prevent (RELIABILITY.md §1, "Why it is safe" and the Kleppmann /
+ * antirez debate; F6, T5, T11), reproduced as such. Each test asserts the reproduction (two
+ * holders) AND the signal the library gives the holder that lost its lock. They back the
+ * "What Redlock does not promise" section of packages/core/README.md; never make them pass by
+ * loosening what they reproduce.
+ */
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { LockLostError, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const cluster = useRedisServers(4);
+const invariants = useInvariants(cluster, { maxTtlMs: 3000, lockServers: (servers) => servers.slice(0, 3) });
+let direct: Redis[] = [];
+let witness: Redis;
+
+beforeAll(async () => {
+  direct = cluster.servers.slice(0, 3).map((server) => server.client());
+  witness = (cluster.servers[3] as RedisServer).client();
+  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+});
+
+const node = (i: number) => cluster.servers[i] as RedisServer;
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+
+/** A holds exactly nodes 0 and 1: node 2 is held by someone else during A's acquire, then freed. */
+async function holdOnZeroAndOne(dlm: Redlock, key: string, ttl: number) {
+  await direct[2]?.set(key, "clog", "PX", 5000);
+  const lock = await dlm.acquire(key, ttl);
+  expect(await valuesOf(key)).toEqual([lock.value, lock.value, "clog"]);
+  await direct[2]?.del(key);
+  return lock;
+}
+
+describe("what no Redlock client can prevent, reproduced", () => {
+  it("documented-unsafe: a node restarted without persistence forgets A's key, B takes a quorum too; A learns at its next extension", async () => {
+    const a = new Redlock(direct, { retryCount: 0 });
+    const b = new Redlock(direct, { retryCount: 0 });
+    const lockA = await holdOnZeroAndOne(a, "unsafe:restart", 3000);
+    invariants.faultInjected();
+    await node(1).restart(); // immediately, empty: no AOF
+    await direct[1]?.ping();
+    const lockB = await b.acquire("unsafe:restart", 3000);
+
+    // the reproduction: two holders, each with a quorum and validity left
+    expect(await valuesOf("unsafe:restart")).toEqual([lockA.value, lockB.value, lockB.value]);
+    expect(lockA.valid).toBe(true);
+    expect(lockB.valid).toBe(true);
+
+    // the detection: A's next extension finds only one node and reports the loss
+    const signal = lockA.signal;
+    await expect(lockA.extend(3000)).rejects.toBeInstanceOf(LockLostError);
+    expect(lockA.valid).toBe(false);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LockLostError);
+    await lockB.extend(3000);
+    expect(await lockA.release()).toBe(false);
+    expect(await valuesOf("unsafe:restart")).toEqual([null, lockB.value, lockB.value]);
+    expect(await lockB.release()).toBe(true);
+  });
+
+  it("documented-unsafe: a server clock jump on one node (emulated with PEXPIRE 1) lets B in; A's auto-extension reports the loss", async () => {
+    const a = new Redlock(direct, { retryCount: 0 });
+    const b = new Redlock(direct, { retryCount: 0 });
+    await direct[2]?.set("unsafe:clock", "clog", "PX", 5000);
+    let lockBValue = "";
+    let bothValid = false;
+    const reason = await a.using("unsafe:clock", 1000, async (signal, lockA) => {
+      expect(await valuesOf("unsafe:clock")).toEqual([lockA.value, lockA.value, "clog"]);
+      await direct[2]?.del("unsafe:clock");
+      // node 1's clock "steps forward" past A's expiry: its key is gone early
+      await direct[1]?.pexpire("unsafe:clock", 1);
+      await sleep(5);
+      const lockB = await b.acquire("unsafe:clock", 1000);
+      lockBValue = lockB.value;
+      bothValid = lockA.valid && lockB.valid;
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      expect(lockA.valid).toBe(false);
+      await lockB.release();
+      return signal.reason;
+    });
+    expect(bothValid).toBe(true);
+    expect(lockBValue).not.toBe("");
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect(await valuesOf("unsafe:clock")).toEqual([null, null, null]);
+  });
+
+  it("documented-unsafe: a client paused (SIGSTOP) past its ttl still 'holds' it when B does; on resume it can tell it lost it", async () => {
+    await witness.flushall();
+    const holder = fileURLToPath(new URL("../fixtures/paused-holder.mjs", import.meta.url));
+    const config = {
+      ports: cluster.servers.slice(0, 3).map((server) => server.port),
+      witnessPort: node(3).port,
+      resource: "unsafe:paused",
+      ttl: 500,
+    };
+    const child = spawn(process.execPath, [holder, JSON.stringify(config)], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    try {
+      // wait until the holder sits stopped inside its critical section
+      const state = () => readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.[0];
+      for (let i = 0; i < 500 && state() !== "T"; i++) await sleep(20);
+      expect(state()).toBe("T");
+      expect(await witness.get("w:inflight")).toBe("1");
+
+      const b = invariants.track(new Redlock(direct));
+      const lockB = await b.acquire("unsafe:paused", 5000, { wait: 3000, retryDelay: 20 });
+      // the reproduction: B is in the critical section while the paused holder never left it
+      expect(await witness.incr("w:inflight")).toBe(2);
+
+      process.kill(child.pid as number, "SIGCONT");
+      expect(await exited, stderr).toBe(0);
+      // the detection: on resume the holder sees an invalid lock and an aborted signal; its release touches nothing
+      expect(JSON.parse(stdout)).toEqual({
+        validOnResume: false,
+        remainingOnResume: 0,
+        aborted: true,
+        reason: "LockLostError",
+        released: false,
+      });
+      expect(await valuesOf("unsafe:paused")).toEqual([lockB.value, lockB.value, lockB.value]);
+      await witness.decr("w:inflight");
+      expect(await lockB.release()).toBe(true);
+    } finally {
+      if (child.exitCode === null) {
+        child.kill("SIGKILL");
+        await exited;
+      }
+    }
+  });
+});
+
+describe("the mitigation the README recommends", () => {
+  it("a crashed node kept down for longer than the ttl means B gets nothing while A is valid", async () => {
+    const a = new Redlock(direct, { retryCount: 0 });
+    const b = new Redlock(direct, { retryCount: 0, instanceTimeout: 50 });
+    const lockA = await holdOnZeroAndOne(a, "unsafe:delayed", 600);
+    invariants.faultInjected();
+    await node(1).kill();
+    // while A is valid: node 0 refuses, node 1 is down, node 2 alone is no quorum
+    expect(await b.lock("unsafe:delayed", 600)).toBeNull();
+    await sleep(700);
+    expect(lockA.valid).toBe(false);
+    await node(1).start();
+    const lockB = await b.acquire("unsafe:delayed", 600);
+    expect(await lockB.release()).toBe(true);
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * Late landings and lost replies (RELIABILITY.md §3.2 F4, F5, F12, F13, F14): a command the
+ * client gave up on may still be applied. Every one of them must end up deleted, by the
+ * release that the library queues behind it on the same connection.
+ */
+import { LockUnavailableError, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.js";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const cluster = useRedisServers(3);
+const invariants = useInvariants(cluster, { maxTtlMs: 5000 });
+let direct: Redis[] = [];
+
+beforeAll(async () => {
+  direct = cluster.servers.map((server) => server.client());
+  const dlm = new Redlock(direct);
+  await (await dlm.acquire("warm-up", 1000)).release();
+});
+
+const server = (i: number) => cluster.servers[i] as RedisServer;
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+
+/** Polls until `check` holds or `ms` pass; resolves to its last answer. */
+async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms = 2000): Promise<T> {
+  const deadline = performance.now() + ms;
+  let value = await read();
+  while (!check(value) && performance.now() < deadline) {
+    await sleep(20);
+    value = await read();
+  }
+  return value;
+}
+
+/** Clients that reach the servers through proxies; both are closed after the test. */
+async function proxied(options: { upDelayMs?: number; downDelayMs?: number } = {}) {
+  const proxies: DelayProxy[] = [];
+  const clients: Redis[] = [];
+  for (const target of cluster.servers) {
+    const proxy = invariants.track(await startDelayProxy(target.port, options));
+    proxies.push(proxy);
+    clients.push(invariants.track(target.client({ port: proxy.port, retryStrategy: () => 10 })));
+  }
+  await Promise.all(clients.map((client) => client.ping()));
+  return { proxies, clients };
+}
+
+describe("late landings", () => {
+  it("a minority node stopped across the acquire takes our value late, and unlock removes it there too", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 50 });
+    server(2).pause();
+    const lock = await dlm.acquire("late:minority", 5000);
+    expect(await Promise.all(direct.slice(0, 2).map((client) => client.get("late:minority")))).toEqual([
+      lock.value,
+      lock.value,
+    ]);
+    server(2).resume();
+    await direct[2]?.ping();
+    // the SET that timed out was applied on SIGCONT: our value, with a ttl of its own
+    expect(await direct[2]?.get("late:minority")).toBe(lock.value);
+    const ttl = (await direct[2]?.pttl("late:minority")) ?? 0;
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(5000);
+
+    expect(await lock.release()).toBe(true);
+    expect(await valuesOf("late:minority")).toEqual([null, null, null]);
+    const next = await dlm.acquire("late:minority", 1000);
+    await next.release();
+  });
+
+  it("a majority stopped: unavailable (503, not 423) without waiting on it, and after SIGCONT no node keeps our value", async () => {
+    const dlm = invariants.track(new Redlock(direct, { retryCount: 1, retryDelay: 20, instanceTimeout: 50 }));
+    server(1).pause();
+    server(2).pause();
+    const error = await dlm.lock("late:majority", 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as LockUnavailableError).status).toBe(503);
+    expect((error as LockUnavailableError).causes.map((cause) => cause.instance)).toEqual([1, 2]);
+    expect(await direct[0]?.get("late:majority")).toBeNull();
+    server(1).resume();
+    server(2).resume();
+    // two attempts landed late on each stopped node; each was followed by its release on the same connection
+    await Promise.all(direct.map((client) => client.ping()));
+    expect(await valuesOf("late:majority")).toEqual([null, null, null]);
+  });
+
+  it("replies lost one way: what two nodes applied is deleted by the failure path without waiting for the ttl", async () => {
+    const { proxies, clients } = await proxied();
+    const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 100 });
+    await (await dlm.acquire("warm-up", 1000)).release();
+    for (const proxy of proxies.slice(1)) proxy.dropReplies = true;
+
+    const error = await dlm.lock("late:oneway", 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    // the SET and then the release reached nodes 1 and 2; only their answers were lost
+    const values = await eventually(
+      () => valuesOf("late:oneway"),
+      (v) => v.every((x) => x === null),
+    );
+    expect(values).toEqual([null, null, null]);
+    // the clients' reply streams are out of step now: close them rather than reuse them
+    for (const client of clients) client.disconnect();
+  });
+
+  it("a reset after the SET applied: ioredis re-sends it, a plain SET NX answers nil, the library's acquire counts it as ours", async () => {
+    const { proxies, clients } = await proxied();
+    const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 2000 });
+    await (await dlm.acquire("warm-up", 5000)).release();
+    const resetOnceApplied = async (key: string) => {
+      // replies are held back until every node has applied the command; then every connection is reset
+      await eventually(
+        () => valuesOf(key),
+        (v) => v.every((x) => x !== null),
+      );
+      for (const proxy of proxies) {
+        proxy.downDelayMs = 0;
+        proxy.resetAll();
+      }
+    };
+
+    // the hazard, pinned: ioredis re-sends the unanswered SET NX, which then finds our own value
+    const [first] = proxies as [DelayProxy];
+    first.downDelayMs = 60_000;
+    const plain = clients[0]?.set("late:reset:plain", "MYVALUE", "PX", 5000, "NX");
+    await eventually(
+      () => direct[0]?.get("late:reset:plain") ?? Promise.resolve(null),
+      (v) => v === "MYVALUE",
+    );
+    first.downDelayMs = 0;
+    first.resetAll();
+    expect(await plain).toBeNull();
+    expect(await direct[0]?.get("late:reset:plain")).toBe("MYVALUE");
+    await direct[0]?.del("late:reset:plain");
+
+    // the library's acquire script, re-sent the same way on all three nodes, still counts as a yes
+    for (const proxy of proxies) proxy.downDelayMs = 60_000;
+    const pending = dlm.acquire("late:reset", 5000);
+    await resetOnceApplied("late:reset");
+    const lock = await pending;
+    expect(await valuesOf("late:reset")).toEqual([lock.value, lock.value, lock.value]);
+    expect(await lock.release()).toBe(true);
+    expect(await valuesOf("late:reset")).toEqual([null, null, null]);
+  });
+});
+
+describe("a slow node (150 ms each way through the proxy)", () => {
+  it("does not hold up the acquire beyond the per-instance timeout; its late SET is removed by unlock", async () => {
+    const proxy = invariants.track(await startDelayProxy(server(2).port, { upDelayMs: 150, downDelayMs: 150 }));
+    const slow = invariants.track(server(2).client({ port: proxy.port }));
+    await slow.ping();
+    const dlm = new Redlock([direct[0] as Redis, direct[1] as Redis, slow], { retryCount: 0, instanceTimeout: 100 });
+    const started = performance.now();
+    const lock = await dlm.acquire("slow:one", 2000);
+    const elapsed = performance.now() - started;
+    // the quorum came from the fast nodes; the slow node's round trip alone is 300 ms
+    expect(elapsed).toBeLessThan(300);
+    expect(lock.remainingMs).toBeGreaterThan(2000 - 22 - 300);
+    expect(await lock.release()).toBe(true);
+    const values = await eventually(
+      () => valuesOf("slow:one"),
+      (v) => v.every((x) => x === null),
+    );
+    expect(values).toEqual([null, null, null]);
+  });
+
+  it("when the quorum needs a slow node, the validity shrinks by the measured time", async () => {
+    const slowClients: Redis[] = [];
+    for (const target of [server(1), server(2)]) {
+      const proxy = invariants.track(await startDelayProxy(target.port, { upDelayMs: 150, downDelayMs: 150 }));
+      slowClients.push(invariants.track(target.client({ port: proxy.port })));
+    }
+    await Promise.all(slowClients.map((client) => client.ping()));
+    const dlm = new Redlock([direct[0] as Redis, ...slowClients], { retryCount: 0, instanceTimeout: 900 });
+    await (await dlm.acquire("warm-up", 2000)).release();
+    const started = performance.now();
+    const lock = await dlm.acquire("slow:two", 2000);
+    const elapsed = performance.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    // validity = ttl − elapsed − (⌊ttl × 0.01⌋ + 2)
+    expect(lock.remainingMs).toBeLessThanOrEqual(2000 - 300 - 22);
+    expect(lock.remainingMs).toBeGreaterThan(0);
+    expect(await lock.release()).toBe(true);
+    expect(await valuesOf("slow:two")).toEqual([null, null, null]);
+  });
+});

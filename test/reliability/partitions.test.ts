@@ -1,0 +1,103 @@
+/**
+ * Network partitions with nftables in a private network namespace (RELIABILITY.md §4.5; F12 and
+ * H3 at the network level). Needs root, `ip netns` and `nft`; on a machine without them each test
+ * skips itself with the reason, decided at run time. CI runs as root with nftables installed.
+ * Everything, client included, runs inside the namespace: see test/fixtures/partition-scenarios.mjs.
+ */
+import { execFile, execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { useInvariants } from "../helpers/invariants.js";
+
+const run = promisify(execFile);
+const fixture = fileURLToPath(new URL("../fixtures/partition-scenarios.mjs", import.meta.url));
+const namespace = `redlock-kit-${process.pid}`;
+let missing: string | undefined;
+
+/** Why the partition tests cannot run here, or undefined when they can. */
+function probe(): string | undefined {
+  try {
+    execFileSync("nft", ["--version"], { stdio: "pipe" });
+  } catch {
+    return "nft is not installed (apt-get install -y nftables)";
+  }
+  try {
+    execFileSync("ip", ["netns", "add", namespace], { stdio: "pipe" });
+    execFileSync("ip", ["netns", "exec", namespace, "ip", "link", "set", "lo", "up"], { stdio: "pipe" });
+  } catch (error) {
+    return `ip netns add failed (root and CAP_SYS_ADMIN are needed): ${(error as Error).message.split("\n")[0]}`;
+  }
+  if (!existsSync(new URL("../../packages/core/dist/index.js", import.meta.url))) {
+    return "packages/core/dist is missing: run `pnpm --filter @redlock-kit/core build`";
+  }
+  return undefined;
+}
+
+beforeAll(() => {
+  missing = probe();
+});
+
+afterAll(() => {
+  if (missing === undefined) execFileSync("ip", ["netns", "del", namespace], { stdio: "pipe" });
+});
+
+useInvariants({ servers: [] }, { maxTtlMs: 0 });
+
+interface Report {
+  outcome: string;
+  elapsedMs: number;
+  released?: boolean;
+  afterHeal?: string;
+  valuesAfter: (string | null)[];
+  unhandled: string[];
+}
+
+async function scenario(name: string): Promise<Report> {
+  const cwd = fileURLToPath(new URL("..", import.meta.url));
+  const { stdout } = await run("ip", ["netns", "exec", namespace, process.execPath, fixture, name], {
+    cwd,
+    timeout: 30_000,
+  });
+  return JSON.parse(stdout) as Report;
+}
+
+describe("partitions inside a network namespace (nftables)", () => {
+  it("replies lost one way from two nodes: unavailable, and what they applied is already deleted", async (context) => {
+    if (missing) context.skip(missing);
+    const report = await scenario("one-way");
+    expect(report.outcome).toBe("unavailable");
+    expect(report.valuesAfter).toEqual([null, null, null]);
+    expect(report.unhandled).toEqual([]);
+  });
+
+  it("a silently dropped minority: acquired within the per-instance timeout; the late SET is released after healing", async (context) => {
+    if (missing) context.skip(missing);
+    const report = await scenario("minority-drop");
+    expect(report.outcome).toBe("acquired");
+    // the dropped node costs one per-instance timeout (100 ms), not TCP's retransmission backoff
+    expect(report.elapsedMs).toBeLessThan(1000);
+    expect(report.released).toBe(true);
+    expect(report.valuesAfter).toEqual([null, null, null]);
+    expect(report.unhandled).toEqual([]);
+  });
+
+  it("a silently dropped majority: unavailable (503, not 423), nothing left after healing", async (context) => {
+    if (missing) context.skip(missing);
+    const report = await scenario("majority-drop");
+    expect(report.outcome).toBe("unavailable");
+    expect(report.elapsedMs).toBeLessThan(1000);
+    expect(report.valuesAfter).toEqual([null, null, null]);
+    expect(report.unhandled).toEqual([]);
+  });
+
+  it("a majority answering with TCP resets: unavailable at once, and the lock works again after healing", async (context) => {
+    if (missing) context.skip(missing);
+    const report = await scenario("majority-reject");
+    expect(report.outcome).toBe("unavailable");
+    expect(report.afterHeal).toBe("acquired");
+    expect(report.valuesAfter).toEqual([null, null, null]);
+    expect(report.unhandled).toEqual([]);
+  });
+});

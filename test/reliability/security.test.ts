@@ -1,0 +1,348 @@
+/**
+ * Security (RELIABILITY.md §3.6 S1–S7): unguessable values, compare-and-set on the exact value,
+ * constant scripts, the least privilege the library needs, AUTH + TLS passthrough, and no lock
+ * value, key or Redis error text in anything that leaves the library.
+ */
+import { createHash } from "node:crypto";
+import diagnosticsChannel from "node:diagnostics_channel";
+import { readFileSync } from "node:fs";
+import { inspect } from "node:util";
+import {
+  type Lock,
+  LockContentionError,
+  LockLostError,
+  type LockStore,
+  LockUnavailableError,
+  MemoryStore,
+  RedisStore,
+  Redlock,
+} from "@redlock-kit/core";
+import type { Redis, RedisOptions } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
+import { useInvariants } from "../helpers/invariants.js";
+import { assertRedisInstalled } from "../helpers/redis-installed.js";
+import { freePort, type RedisServer, sleep, startServer } from "../helpers/redis-servers.js";
+import { createTestCertificates, type TestCertificates } from "../helpers/tls.js";
+
+const cluster: { servers: RedisServer[] } = { servers: [] };
+const tlsPorts: number[] = [];
+let certificates: TestCertificates;
+let direct: Redis[] = [];
+
+beforeAll(async () => {
+  assertRedisInstalled();
+  certificates = createTestCertificates();
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    tlsPorts.push(port);
+    cluster.servers.push(await startServer({ args: certificates.serverArgs(port) }));
+  }
+  direct = cluster.servers.map((server) => server.client());
+  // The least the library needs: its three scripts and the commands they call, on its own keys.
+  for (const client of direct) {
+    await client.call(
+      "ACL",
+      ...["SETUSER", "locker", "reset", "on", ">lockpw", "~lock:*", "resetchannels"],
+      ...["+evalsha", "+eval", "+get", "+set", "+pttl", "+pexpire", "+del"],
+    );
+  }
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(cluster.servers.map((server) => server.stop()));
+  certificates?.remove();
+});
+
+const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+
+/** RedisStores that record every lock value they are asked to write, so a test can look for it. */
+function recording(clients: readonly Redis[]) {
+  const values = new Set<string>();
+  const stores: LockStore[] = clients.map((client) => {
+    const inner = new RedisStore(client);
+    return {
+      acquire(keys, value, ttl) {
+        values.add(value);
+        return inner.acquire(keys, value, ttl);
+      },
+      extend: (keys, value, ttl) => inner.extend(keys, value, ttl),
+      release: (keys, value) => inner.release(keys, value),
+    };
+  });
+  return { stores, values };
+}
+
+/** Everything a logger or an error handler could print of `error`. */
+function printable(error: unknown): string {
+  const e = error as Error;
+  return [String(e), e.message, e.stack, JSON.stringify(e), inspect(e, { depth: null, showHidden: true })].join("\n");
+}
+
+const REDIS_TEXT = /OOM|NOPERM|WRONGPASS|BUSY|ReplyError|ECONNREFUSED|NOSCRIPT/;
+
+/** The checks of S6 on an error that left the library for a lock attempt on `resources`. */
+function expectNothingLeaked(error: unknown, values: Iterable<string>, resources: readonly string[]) {
+  expect(error).toBeInstanceOf(LockUnavailableError);
+  const unavailable = error as LockUnavailableError;
+  const text = printable(unavailable);
+  for (const value of values) expect(text).not.toContain(value);
+  // what an HTTP error handler sends: the fixed body, and the message when `expose` is true
+  expect(unavailable.body).toEqual({ error: "Lock service unavailable" });
+  expect(unavailable.message).not.toMatch(REDIS_TEXT);
+  for (const resource of resources) expect(unavailable.message).not.toContain(resource);
+  // causes keep the Redis message for operators, never the command and its arguments
+  for (const cause of unavailable.causes) expect(Object.keys(cause.error).filter((key) => key !== "name")).toEqual([]);
+  return unavailable;
+}
+
+describe("lock values", () => {
+  it("are 128 random bits from node:crypto: distinct, evenly spread, untouched by a stubbed Math.random and Date.now", async () => {
+    vi.spyOn(Math, "random").mockReturnValue(0);
+    vi.spyOn(Date, "now").mockReturnValue(0);
+    try {
+      const dlm = new Redlock([new MemoryStore()], { retryCount: 0 });
+      const values = new Set<string>();
+      let ones = 0;
+      for (let i = 0; i < 20_000; i++) {
+        const lock = await dlm.acquire(`value:${i}`, 1000);
+        expect(lock.value).toMatch(/^[0-9a-f]{32}$/);
+        values.add(lock.value);
+        for (const digit of lock.value) ones += (Number.parseInt(digit, 16).toString(2).match(/1/g) ?? []).length;
+        await lock.release();
+      }
+      expect(values.size).toBe(20_000);
+      // 2.56 M bits: a fair source gives 50 % ones with a standard deviation of 0.03 %
+      const share = ones / (20_000 * 128);
+      expect(share).toBeGreaterThan(0.495);
+      expect(share).toBeLessThan(0.505);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    const source = readFileSync(new URL("../../packages/core/src/lock-value.ts", import.meta.url), "utf8");
+    expect(source).toMatch(/from "node:crypto"/);
+    expect(source).not.toMatch(/Math\.random|Date\.now/);
+  });
+});
+
+describe("compare-and-set on the exact value", () => {
+  it("a stale holder can neither release nor extend the next holder's lock (its PTTL does not grow)", async () => {
+    const a = new Redlock(direct, { retryCount: 0 });
+    const b = new Redlock(direct, { retryCount: 0 });
+    const stale = await a.acquire("cas:r", 100);
+    await sleep(150);
+    const current = await b.acquire("cas:r", 2000);
+    const before = await Promise.all(direct.map((client) => client.pttl("cas:r")));
+    await expect(stale.extend(5000)).rejects.toBeInstanceOf(LockLostError);
+    expect(await stale.release()).toBe(false);
+    expect(await valuesOf("cas:r")).toEqual([current.value, current.value, current.value]);
+    const after = await Promise.all(direct.map((client) => client.pttl("cas:r")));
+    for (const [i, ttl] of after.entries()) expect(ttl).toBeLessThanOrEqual(before[i] as number);
+    expect(await current.release()).toBe(true);
+  });
+
+  it("resources that look like Lua or Redis syntax are data: KEYS and ARGV only, a canary survives", async () => {
+    await direct[0]?.set("canary", "alive", "PX", 5000);
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const hostile = [
+      'x") redis.call("flushall") --',
+      "]] .. redis.call('flushall') .. [[",
+      "a\nb",
+      "a\u0000b",
+      "*",
+      "{x}",
+    ];
+    const lock = await dlm.acquire(hostile, 2000);
+    await lock.extend(2000);
+    for (const key of hostile) expect(await direct[1]?.get(key)).toBe(lock.value);
+    expect(await direct[0]?.get("canary")).toBe("alive");
+    expect(await lock.release()).toBe(true);
+    expect(await direct[0]?.dbsize()).toBe(1);
+    await direct[0]?.del("canary");
+  });
+});
+
+describe("scripts", () => {
+  it("are constants: the sha1 of each equals SCRIPT LOAD's answer, and none is built by interpolation", async () => {
+    for (const script of [ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT]) {
+      const sha = createHash("sha1").update(script).digest("hex");
+      expect(await direct[0]?.script("LOAD", script)).toBe(sha);
+    }
+    const source = readFileSync(new URL("../../packages/core/src/scripts.ts", import.meta.url), "utf8");
+    expect(source).not.toContain("${");
+    const store = readFileSync(new URL("../../packages/core/src/redis-store.ts", import.meta.url), "utf8");
+    const defined = [...store.matchAll(/defineOnce\(client, COMMANDS\.(\w+), (\w+)\)/g)].map((m) => m[2]);
+    expect(defined).toEqual(["ACQUIRE_SCRIPT", "EXTEND_SCRIPT", "RELEASE_SCRIPT"]);
+  });
+
+  it("are all the library sends on a lock's connection: no KEYS, SCAN, FLUSH*, CONFIG or bare SET/DEL", async () => {
+    const monitor = invariants.track(await (direct[0] as Redis).monitor());
+    const commands: string[] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => commands.push(String(args[0]).toLowerCase()));
+    const dlm = invariants.track(new Redlock(direct, { retryCount: 2, retryDelay: 20 }));
+    const held = await dlm.acquire("sent:r", 1000);
+    expect(await dlm.lock("sent:r", 1000)).toBeNull();
+    await held.extend(1000);
+    await held.release();
+    await dlm.using("sent:r", 300, () => sleep(400));
+    await sleep(50);
+    const distinct = [...new Set(commands)].filter((name) => name !== "monitor");
+    expect(distinct.length).toBeGreaterThan(0);
+    // the scripts run their own get/set/pttl/pexpire/del inside; MONITOR lists those too
+    const scripted = new Set(["evalsha", "eval", "get", "set", "pttl", "pexpire", "del", "publish"]);
+    const connection = new Set(["subscribe", "unsubscribe", "hello", "client", "info", "ping"]);
+    expect(distinct.filter((name) => !scripted.has(name) && !connection.has(name))).toEqual([]);
+    expect(distinct).not.toContain("keys");
+    expect(distinct).not.toContain("scan");
+  });
+});
+
+describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +set +pttl +pexpire +del", () => {
+  const asLocker = (extra: RedisOptions = {}) =>
+    cluster.servers.map((server) =>
+      // ioredis's ready check needs INFO; that is ioredis's need, not the library's
+      invariants.client(server, { username: "locker", password: "lockpw", enableReadyCheck: false, ...extra }),
+    );
+
+  it("runs the whole happy path: lock, contention, extend, using with auto-extension, waiting, release", async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(printable(warning));
+    process.on("warning", onWarning);
+    try {
+      const dlm = invariants.track(new Redlock(asLocker(), { keyPrefix: "lock:", retryDelay: 20, retryJitter: 10 }));
+      const lock = await dlm.acquire(["a", "b"], 1000);
+      expect(await valuesOf("lock:a")).toEqual([lock.value, lock.value, lock.value]);
+      await expect(dlm.acquire("a", 1000, { retryCount: 0 })).rejects.toBeInstanceOf(LockContentionError);
+      await lock.extend(1000);
+      setTimeout(() => void lock.release(), 100);
+      const waited = await dlm.acquire("a", 1000, { wait: 3000 });
+      await waited.release();
+      const result = await dlm.using("c", 300, async (signal) => {
+        await sleep(700);
+        return signal.aborted;
+      });
+      expect(result).toBe(false);
+      for (const warning of warnings) expect(warning).not.toContain("lockpw");
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
+  it("a key outside its pattern is NOPERM on every node: 503 (not 423), nothing leaked", async () => {
+    const { stores, values } = recording(asLocker());
+    const dlm = new Redlock(stores, { retryCount: 0 });
+    const error = await dlm.lock("other:r", 1000).catch((e: unknown) => e);
+    const unavailable = expectNothingLeaked(error, values, ["other:r"]);
+    expect(unavailable.status).toBe(503);
+    expect(unavailable.causes.map((cause) => cause.error.message)).toEqual([
+      expect.stringContaining("NOPERM"),
+      expect.stringContaining("NOPERM"),
+      expect.stringContaining("NOPERM"),
+    ]);
+  });
+});
+
+describe("AUTH + TLS passthrough", () => {
+  const overTls = (options: RedisOptions) =>
+    cluster.servers.map((server, i) =>
+      invariants.client(server, {
+        port: tlsPorts[i] as number,
+        tls: { ca: certificates.ca, servername: "localhost" },
+        enableReadyCheck: false,
+        ...options,
+      }),
+    );
+
+  it("works with the user's own TLS clients authenticated as the ACL user", async () => {
+    const dlm = invariants.track(
+      new Redlock(overTls({ username: "locker", password: "lockpw" }), { keyPrefix: "lock:" }),
+    );
+    const lock = await dlm.acquire("tls", 1000);
+    expect(await valuesOf("lock:tls")).toEqual([lock.value, lock.value, lock.value]);
+    await lock.extend(1000);
+    expect(await lock.release()).toBe(true);
+  });
+
+  it("a wrong password is 503 within the library's deadline, with no WRONGPASS and no password in the error", async () => {
+    const { stores, values } = recording(overTls({ username: "locker", password: "wrong-pw-123" }));
+    const dlm = new Redlock(stores, { keyPrefix: "lock:", retryCount: 1, retryDelay: 20, instanceTimeout: 200 });
+    const started = performance.now();
+    const error = await dlm.lock("tls", 1000).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expectNothingLeaked(error, values, ["tls"]);
+    expect(printable(error)).not.toContain("wrong-pw-123");
+  });
+
+  it("a plaintext client against the TLS port fails fast as 503", async () => {
+    const clients = cluster.servers.map((server, i) =>
+      invariants.client(server, { port: tlsPorts[i] as number, username: "locker", password: "lockpw" }),
+    );
+    const { stores, values } = recording(clients);
+    const dlm = new Redlock(stores, { retryCount: 0, instanceTimeout: 200 });
+    const started = performance.now();
+    const error = await dlm.lock("lock:plain", 1000).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expectNothingLeaked(error, values, ["lock:plain"]);
+  });
+});
+
+describe("nothing secret leaves the library", () => {
+  it("OOM, a timeout and a refused connection: no value, key or Redis text in message, body or serialisation", async () => {
+    const { stores, values } = recording(direct);
+    const dlm = new Redlock(stores, { retryCount: 0, instanceTimeout: 100, keyPrefix: "lock:" });
+    const resources = ["secret-resource-42"];
+
+    // OOM on two nodes
+    await Promise.all(direct.slice(1).map((client) => client.config("SET", "maxmemory", "1")));
+    try {
+      expectNothingLeaked(await dlm.lock(resources, 1000).catch((e: unknown) => e), values, resources);
+    } finally {
+      await Promise.all(direct.slice(1).map((client) => client.config("SET", "maxmemory", "0")));
+    }
+
+    // a timeout (stopped node) and a refused connection (killed node)
+    invariants.faultInjected();
+    const [, stopped, killed] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+    stopped.pause();
+    await killed.kill();
+    expectNothingLeaked(await dlm.lock(resources, 1000).catch((e: unknown) => e), values, resources);
+    stopped.resume();
+    await killed.start();
+    await Promise.all(direct.map((client) => client.ping()));
+    expect(values.size).toBe(2);
+  });
+
+  it("contention and loss name no resource in their message: with expose: true, Koa and Fastify send it to the client", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const held = await dlm.acquire("user:alice@example.com", 2000);
+    const contention = await dlm.acquire("user:alice@example.com", 1000).catch((e: unknown) => e);
+    expect(contention).toBeInstanceOf(LockContentionError);
+    expect((contention as LockContentionError).expose).toBe(true);
+    expect((contention as Error).message).not.toContain("alice");
+    expect((contention as LockContentionError).resources).toEqual(["user:alice@example.com"]);
+    await Promise.all(direct.map((client) => client.set("user:alice@example.com", "thief", "PX", 2000)));
+    const lost = await held.extend(1000).catch((e: unknown) => e);
+    expect(lost).toBeInstanceOf(LockLostError);
+    expect((lost as Error).message).not.toContain("alice");
+    expect(await held.release()).toBe(false);
+    await Promise.all(direct.map((client) => client.del("user:alice@example.com")));
+  });
+
+  it("diagnostics_channel messages carry resources and outcomes, never the value", async () => {
+    const messages: unknown[] = [];
+    const record = (message: unknown) => messages.push(message);
+    const names = ["redlock-kit:acquire", "redlock-kit:extend", "redlock-kit:release"];
+    for (const name of names) diagnosticsChannel.subscribe(name, record);
+    try {
+      const dlm = new Redlock(direct, { retryCount: 0 });
+      const lock: Lock = await dlm.acquire("diag", 1000);
+      await lock.extend(1000);
+      await lock.release();
+      expect(messages.length).toBe(3);
+      expect(JSON.stringify(messages)).not.toContain(lock.value);
+    } finally {
+      for (const name of names) diagnosticsChannel.unsubscribe(name, record);
+    }
+  });
+});

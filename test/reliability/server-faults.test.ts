@@ -1,0 +1,205 @@
+/**
+ * Servers that answer badly rather than not at all (RELIABILITY.md §3.2 F8–F11, F15, F17): OOM,
+ * BUSY, a write pause, lost scripts and keys after a restart, and ioredis clients left at their
+ * defaults. Each costs one vote, never the library's own deadlines.
+ */
+import { LockContentionError, LockLostError, LockUnavailableError, Redlock } from "@redlock-kit/core";
+import { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const cluster = useRedisServers(3);
+const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
+let direct: Redis[] = [];
+
+beforeAll(async () => {
+  direct = cluster.servers.map((server) => server.client());
+  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+});
+
+const server = (i: number) => cluster.servers[i] as RedisServer;
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+
+/** Runs `fn` with `maxmemory 1` (noeviction) on the given nodes: every write that needs memory answers OOM. */
+async function withOom<T>(nodes: number[], fn: () => Promise<T>): Promise<T> {
+  const clients = nodes.map((i) => direct[i] as Redis);
+  await Promise.all(clients.map((client) => client.config("SET", "maxmemory-policy", "noeviction")));
+  await Promise.all(clients.map((client) => client.config("SET", "maxmemory", "1")));
+  try {
+    return await fn();
+  } finally {
+    await Promise.all(clients.map((client) => client.config("SET", "maxmemory", "0")));
+  }
+}
+
+describe("OOM (maxmemory 1, noeviction)", () => {
+  it("on one node: the lock is taken on the other two", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    await withOom([2], async () => {
+      const lock = await dlm.acquire("oom:one", 2000);
+      expect(await valuesOf("oom:one")).toEqual([lock.value, lock.value, null]);
+      expect(await lock.release()).toBe(true);
+    });
+    expect(await valuesOf("oom:one")).toEqual([null, null, null]);
+  });
+
+  it("on two nodes: unavailable (503), not contention (423), and the third node keeps nothing", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const error = await withOom([1, 2], () => dlm.lock("oom:two", 2000).catch((e: unknown) => e));
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect(error).not.toBeInstanceOf(LockContentionError);
+    expect((error as LockUnavailableError).status).toBe(503);
+    expect((error as LockUnavailableError).causes.map((cause) => cause.error.message)).toEqual([
+      expect.stringContaining("OOM"),
+      expect.stringContaining("OOM"),
+    ]);
+    expect(await valuesOf("oom:two")).toEqual([null, null, null]);
+  });
+
+  it("on every node: a held lock can still be extended (PEXPIRE) and released (DEL)", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const lock = await dlm.acquire("oom:held", 500);
+    await withOom([0, 1, 2], async () => {
+      await dlm.extend(lock, 3000);
+      for (const client of direct) expect(await client.pttl("oom:held")).toBeGreaterThan(2000);
+      expect(await lock.release()).toBe(true);
+    });
+    expect(await valuesOf("oom:held")).toEqual([null, null, null]);
+  });
+});
+
+describe("BUSY (a script spinning past busy-reply-threshold)", () => {
+  it("costs one vote per call on that node, no retry storm, and SCRIPT KILL restores it", async () => {
+    const busy = direct[2] as Redis;
+    const errors = async () => Number(/errorstat_BUSY:count=(\d+)/.exec(await busy.info("errorstats"))?.[1] ?? 0);
+    const before = await errors();
+    await busy.config("SET", "busy-reply-threshold", "100");
+    const spinner = invariants.client(server(2));
+    const killer = invariants.client(server(2));
+    await Promise.all([spinner.ping(), killer.ping()]);
+    const spinning = spinner.eval("while true do end", 0).catch((e: unknown) => e);
+    try {
+      const probe = invariants.client(server(2), { maxRetriesPerRequest: 0 });
+      let answer = "";
+      for (let i = 0; i < 100 && !answer.startsWith("BUSY"); i++) {
+        answer = await probe.set("probe", "1").then(String, (e: Error) => e.message);
+        if (!answer.startsWith("BUSY")) await sleep(20);
+      }
+      expect(answer).toMatch(/^BUSY/);
+
+      const dlm = new Redlock(direct, { retryCount: 0 });
+      const lock = await dlm.acquire("busy:r", 2000);
+      expect(await Promise.all(direct.slice(0, 2).map((client) => client.get("busy:r")))).toEqual([
+        lock.value,
+        lock.value,
+      ]);
+      expect(await lock.release()).toBe(true);
+      expect(await killer.script("KILL")).toBe("OK");
+      expect(String(await spinning)).toMatch(/Script killed/);
+      // the probe's refusal, one acquire and one release: each answered BUSY once, none was retried
+      expect((await errors()) - before).toBe(3);
+
+      const after = await dlm.acquire("busy:r", 2000);
+      expect(await valuesOf("busy:r")).toEqual([after.value, after.value, after.value]);
+      await after.release();
+    } finally {
+      await killer.script("KILL").catch(() => {});
+      await busy.config("SET", "busy-reply-threshold", "5000");
+    }
+  });
+});
+
+describe("CLIENT PAUSE WRITE on one node", () => {
+  it("acquires on the other two within the per-instance timeout; the blocked script runs on UNPAUSE and is released", async () => {
+    const paused = direct[2] as Redis;
+    const admin = invariants.client(server(2));
+    await admin.client("PAUSE", 10_000, "WRITE");
+    try {
+      const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 100 });
+      const started = performance.now();
+      const lock = await dlm.acquire("pause:r", 2000);
+      const unlocked = await lock.release();
+      // far below the 10 s pause: neither call waited for the paused node
+      expect(performance.now() - started).toBeLessThan(5000);
+      expect(unlocked).toBe(true);
+      expect(await Promise.all(direct.slice(0, 2).map((client) => client.get("pause:r")))).toEqual([null, null]);
+    } finally {
+      await admin.client("UNPAUSE");
+    }
+    // the acquire script and then the release ran on UNPAUSE, in that order, on one connection
+    await paused.ping();
+    expect(await valuesOf("pause:r")).toEqual([null, null, null]);
+  });
+});
+
+describe("script cache and keys lost to a restart", () => {
+  it("a restart of every node between acquire and release: unlock says false without throwing, extend refuses, a new lock works", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const lock = await dlm.acquire("restart:r", 2000);
+    invariants.faultInjected();
+    await Promise.all(cluster.servers.map((s) => s.restart()));
+    await Promise.all(direct.map((client) => client.ping()));
+    expect(await valuesOf("restart:r")).toEqual([null, null, null]);
+    await expect(dlm.extend(lock, 2000)).rejects.toBeInstanceOf(LockLostError);
+    expect(lock.signal.aborted).toBe(true);
+    expect(await lock.release()).toBe(false);
+    // fresh servers: the scripts are reloaded through the NOSCRIPT fallback
+    const next = await dlm.acquire("restart:r", 2000);
+    expect(await valuesOf("restart:r")).toEqual([next.value, next.value, next.value]);
+    expect(await next.release()).toBe(true);
+  });
+
+  it("a restart during auto-extension aborts the signal with LockLostError and using() still settles", async () => {
+    const dlm = new Redlock(direct, { instanceTimeout: 50 });
+    invariants.faultInjected();
+    let reason: unknown;
+    const result = await dlm.using("restart:auto", 600, async (signal) => {
+      await Promise.all(cluster.servers.map((s) => s.restart()));
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      reason = signal.reason;
+      return "settled";
+    });
+    expect(result).toBe("settled");
+    expect(reason).toBeInstanceOf(LockLostError);
+    const next = await dlm.acquire("restart:auto", 1000);
+    await next.release();
+  });
+});
+
+describe("ioredis clients left at their defaults (offline queue on, 20 retries per request)", () => {
+  it("with a node down from the start, lock and unlock are bounded by the library's own deadlines", async () => {
+    await server(2).kill();
+    invariants.faultInjected();
+    const defaults = cluster.servers.map((s) => {
+      const client = invariants.track(new Redis({ host: "127.0.0.1", port: s.port }));
+      // a listener only, so that the refused connections are not printed; no option is changed
+      client.on("error", () => {});
+      return client;
+    });
+    const dlm = new Redlock(defaults, { retryCount: 0, instanceTimeout: 100 });
+    const started = performance.now();
+    const lock = await dlm.acquire("defaults:r", 2000);
+    expect(await lock.release()).toBe(true);
+    // ioredis alone would hold the dead node's commands for 20 reconnection attempts (tens of seconds)
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(await Promise.all(direct.slice(0, 2).map((client) => client.get("defaults:r")))).toEqual([null, null]);
+  });
+
+  it("with two nodes down, the failure is LockUnavailableError after the retries, not a hang", async () => {
+    await server(1).kill();
+    await server(2).kill();
+    invariants.faultInjected();
+    const defaults = cluster.servers.map((s) => {
+      const client = invariants.track(new Redis({ host: "127.0.0.1", port: s.port }));
+      client.on("error", () => {});
+      return client;
+    });
+    const dlm = invariants.track(new Redlock(defaults, { retryCount: 2, retryDelay: 50, instanceTimeout: 100 }));
+    const started = performance.now();
+    const error = await dlm.lock("defaults:r", 2000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(await direct[0]?.get("defaults:r")).toBeNull();
+  });
+});

@@ -1,0 +1,336 @@
+/**
+ * Timing (RELIABILITY.md §3.3): validity arithmetic against an injected monotonic clock, slow and
+ * frozen acquisitions, wall-clock jumps, auto-extension keeping and losing a lock, the extension
+ * cap, and an event loop frozen past the ttl.
+ */
+import diagnosticsChannel from "node:diagnostics_channel";
+import {
+  type ExtendMessage,
+  LockLostError,
+  type LockStore,
+  LockUnavailableError,
+  RedisStore,
+  Redlock,
+} from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { startDelayProxy } from "../helpers/delay-proxy.js";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const cluster = useRedisServers(3);
+const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
+let direct: Redis[] = [];
+
+beforeAll(async () => {
+  direct = cluster.servers.map((server) => server.client());
+  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+});
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+const server = (i: number) => cluster.servers[i] as RedisServer;
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+const drift = (ttl: number) => Math.floor(ttl * 0.01) + 2;
+
+function busyWait(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // a synchronous stretch: GC pause, CPU-bound work, a blocked event loop
+  }
+}
+
+/** A fake monotonic clock that moves only when the store in front of node 0 is called. */
+function injectedClock() {
+  const clock = { now: 1_000_000, read: () => clock.now };
+  return clock;
+}
+
+/** Node 0's real RedisStore, with hooks around each call (the clock is advanced there). */
+function hooked(
+  client: Redis,
+  hooks: { acquire?: (call: number) => void | Promise<void>; afterAcquire?: (call: number) => Promise<void> },
+  onExtend?: () => void,
+): LockStore {
+  const inner = new RedisStore(client);
+  let calls = 0;
+  return {
+    async acquire(keys, value, ttl) {
+      const call = ++calls;
+      await hooks.acquire?.(call);
+      const reply = await inner.acquire(keys, value, ttl);
+      await hooks.afterAcquire?.(call);
+      return reply;
+    },
+    extend(keys, value, ttl) {
+      onExtend?.();
+      return inner.extend(keys, value, ttl);
+    },
+    release: (keys, value) => inner.release(keys, value),
+  };
+}
+
+describe("validity arithmetic against an injected clock", () => {
+  it.each([100, 1000, 30_000])(
+    "ttl %i: validity = ttl − elapsed − (⌊ttl × 0.01⌋ + 2), for acquire and extend",
+    async (ttl) => {
+      const clock = injectedClock();
+      const store = hooked(
+        direct[0] as Redis,
+        {
+          acquire: () => {
+            clock.now += 37;
+          },
+        },
+        () => {
+          clock.now += 11;
+        },
+      );
+      const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
+        clock: clock.read,
+        retryCount: 0,
+        instanceTimeout: Math.min(ttl - 1, 1000),
+      });
+      const lock = await dlm.acquire(`arith:${ttl}`, ttl);
+      expect(lock.remainingMs).toBe(ttl - 37 - drift(ttl));
+      clock.now += 5;
+      expect(lock.remainingMs).toBe(ttl - 42 - drift(ttl));
+      await dlm.extend(lock, ttl);
+      expect(lock.remainingMs).toBe(ttl - 11 - drift(ttl));
+      clock.now += ttl;
+      expect(lock.valid).toBe(false);
+      expect(lock.remainingMs).toBe(0);
+      await lock.release();
+    },
+  );
+
+  it("is measured from the start of the successful attempt, not the first one", async () => {
+    const clock = injectedClock();
+    const clogged = [direct[1] as Redis, direct[2] as Redis];
+    await Promise.all(clogged.map((client) => client.set("arith:retry", "other", "PX", 5000)));
+    const store = hooked(direct[0] as Redis, {
+      acquire: (call) => {
+        clock.now += call < 3 ? 100 : 7;
+      },
+      afterAcquire: async (call) => {
+        // the other holder leaves after the second attempt was refused
+        if (call === 2) await Promise.all(clogged.map((client) => client.del("arith:retry")));
+      },
+    });
+    // tracked: a Redlock that waited holds release-notification connections until quit()
+    const dlm = invariants.track(
+      new Redlock([store, ...clogged], { clock: clock.read, retryCount: 5, retryDelay: 10 }),
+    );
+    const lock = await dlm.acquire("arith:retry", 1000);
+    expect(lock.remainingMs).toBe(1000 - 7 - drift(1000));
+    await lock.release();
+  });
+
+  it("a clock wall-jumping by ±1 h (Date.now) changes nothing: validity is monotonic time only", async () => {
+    const clock = injectedClock();
+    const store = hooked(
+      direct[0] as Redis,
+      {
+        acquire: () => {
+          clock.now += 50;
+        },
+      },
+      () => {
+        clock.now += 20;
+      },
+    );
+    const realNow = Date.now.bind(Date);
+    let calls = 0;
+    vi.spyOn(Date, "now").mockImplementation(() => realNow() + (calls++ % 2 === 0 ? 3_600_000 : -3_600_000));
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const lock = await dlm.acquire("jump:injected", 1000);
+    expect(lock.remainingMs).toBe(1000 - 50 - drift(1000));
+    await dlm.extend(lock, 1000);
+    expect(lock.remainingMs).toBe(1000 - 20 - drift(1000));
+    expect(calls).toBeGreaterThan(0);
+    vi.restoreAllMocks();
+    await lock.release();
+  });
+
+  it("with the default clock, wall-clock jumps neither shorten nor stretch a lock", async () => {
+    const realNow = Date.now.bind(Date);
+    let calls = 0;
+    vi.spyOn(Date, "now").mockImplementation(() => realNow() + (calls++ % 2 === 0 ? 3_600_000 : -3_600_000));
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const lock = await dlm.acquire("jump:real", 1000);
+    const signal = lock.signal;
+    expect(lock.valid).toBe(true);
+    expect(lock.remainingMs).toBeGreaterThan(0);
+    expect(lock.remainingMs).toBeLessThanOrEqual(1000 - drift(1000));
+    await sleep(50);
+    expect(signal.aborted).toBe(false);
+    await dlm.extend(lock, 2000);
+    expect(lock.remainingMs).toBeLessThanOrEqual(2000 - drift(2000));
+    expect(lock.remainingMs).toBeGreaterThan(1000);
+    expect(calls).toBeGreaterThan(0);
+    vi.restoreAllMocks();
+    expect(await lock.release()).toBe(true);
+  });
+});
+
+describe("an acquisition slower than the ttl fails", () => {
+  it("when the quorum answered but the elapsed time used up the ttl: unavailable, released everywhere", async () => {
+    const clock = injectedClock();
+    const store = hooked(direct[0] as Redis, {
+      acquire: () => {
+        clock.now += 1000;
+      },
+    });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const error = await dlm.lock("slow:validity", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as Error).message).toMatch(/no validity left/);
+    expect(await valuesOf("slow:validity")).toEqual([null, null, null]);
+  });
+
+  it("through a 150 ms proxy with a 200 ms ttl: never acquired, and the late SETs are released behind", async () => {
+    const clients: Redis[] = [];
+    for (const target of cluster.servers) {
+      const proxy = invariants.track(await startDelayProxy(target.port, { upDelayMs: 150, downDelayMs: 150 }));
+      clients.push(invariants.track(target.client({ port: proxy.port })));
+    }
+    await Promise.all(clients.map((client) => client.ping()));
+    const dlm = invariants.track(new Redlock(clients, { retryCount: 1, retryDelay: 10 }));
+    const error = await dlm.lock("slow:proxy", 200).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    // wait for the proxies to deliver everything: SETs, then the releases queued behind them
+    await Promise.all(clients.map((client) => client.ping()));
+    expect(await valuesOf("slow:proxy")).toEqual([null, null, null]);
+  });
+
+  it("when the event loop freezes for longer than the ttl while the replies are in flight", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const pending = dlm.lock("slow:frozen", 200).catch((e: unknown) => e);
+    busyWait(300);
+    expect(await pending).toBeInstanceOf(LockUnavailableError);
+    expect(await valuesOf("slow:frozen")).toEqual([null, null, null]);
+  });
+});
+
+describe("auto-extension", () => {
+  it("keeps the lock: a quorum holds our value with a ttl at every sample over 6 ttls", async () => {
+    const extensions: ExtendMessage[] = [];
+    const onExtend = (message: unknown) => extensions.push(message as ExtendMessage);
+    diagnosticsChannel.subscribe("redlock-kit:extend", onExtend);
+    try {
+      const dlm = new Redlock(direct);
+      // a generous per-instance timeout: one slow round on this shared machine would lose the lock
+      const samples = await dlm.using(
+        "auto:keep",
+        400,
+        async (signal, lock) => {
+          const seen: number[] = [];
+          const end = performance.now() + 2400;
+          while (performance.now() < end) {
+            const held = await Promise.all(
+              direct.map(
+                async (client) =>
+                  (await client.get("auto:keep")) === lock.value && (await client.pttl("auto:keep")) > 0,
+              ),
+            );
+            seen.push(held.filter(Boolean).length);
+            await sleep(25);
+          }
+          expect(signal.aborted).toBe(false);
+          expect(lock.valid).toBe(true);
+          return seen;
+        },
+        { instanceTimeout: 150 },
+      );
+      expect(samples.length).toBeGreaterThan(10);
+      expect(Math.min(...samples)).toBeGreaterThanOrEqual(2);
+      const done = extensions.filter((m) => m.resources.includes("auto:keep"));
+      expect(done.every((m) => m.extended)).toBe(true);
+      // renewed at half the ttl: about 12 times in 2.4 s; a handful at least, never a storm
+      expect(done.length).toBeGreaterThanOrEqual(4);
+      expect(done.length).toBeLessThanOrEqual(60);
+      expect(await valuesOf("auto:keep")).toEqual([null, null, null]);
+    } finally {
+      diagnosticsChannel.unsubscribe("redlock-kit:extend", onExtend);
+    }
+  });
+
+  it("loses the lock when a majority stops answering: the signal aborts before the validity ends", async () => {
+    const dlm = new Redlock(direct, { instanceTimeout: 100 });
+    let deadline = 0;
+    let abortedAt = 0;
+    let reason: unknown;
+    await dlm.using("auto:lose", 1000, async (signal, lock) => {
+      server(1).pause();
+      server(2).pause();
+      // no extension can succeed from here on: this is the latest moment the lock may be trusted
+      deadline = performance.now() + lock.remainingMs;
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      abortedAt = performance.now();
+      reason = signal.reason;
+      expect(lock.valid).toBe(false);
+    });
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect(abortedAt).toBeLessThanOrEqual(deadline);
+    server(1).resume();
+    server(2).resume();
+    // the failed extension and the release reached the stopped nodes late, in that order
+    await Promise.all(direct.map((client) => client.ping()));
+    expect(await valuesOf("auto:lose")).toEqual([null, null, null]);
+  });
+
+  it("stops at maxHoldMs: a holder that never returns blocks others only until then, and knows it lost the lock", async () => {
+    const holder = new Redlock(direct);
+    const other = invariants.track(new Redlock(direct));
+    const started = performance.now();
+    let holderLock: { valid: boolean } | undefined;
+    const holding = holder.using(
+      "auto:cap",
+      300,
+      async (signal, lock) => {
+        holderLock = lock;
+        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        return signal.reason;
+      },
+      { maxHoldMs: 900 },
+    );
+    const next = await other.acquire("auto:cap", 300, { wait: 5000, retryDelay: 20, retryJitter: 10 });
+    const waited = performance.now() - started;
+    // the key outlived several ttls, and expired only at the cap
+    expect(waited).toBeGreaterThanOrEqual(850);
+    expect(holderLock?.valid).toBe(false);
+    expect(await holding).toBeInstanceOf(LockLostError);
+    expect(await valuesOf("auto:cap")).toEqual([next.value, next.value, next.value]);
+    await next.release();
+  });
+});
+
+describe("an event loop frozen longer than the ttl", () => {
+  it("leaves the lock invalid, its signal aborted, and release says it was no longer held", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0 });
+    const lock = await dlm.acquire("freeze:lock", 200);
+    const signal = lock.signal;
+    busyWait(450);
+    expect(lock.valid).toBe(false);
+    expect(lock.remainingMs).toBe(0);
+    await sleep(0);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LockLostError);
+    expect(await lock.release()).toBe(false);
+  });
+
+  it("inside using(): the section sees the loss, no extension resurrects it, and another client takes it at once", async () => {
+    const dlm = new Redlock(direct);
+    const seen = await dlm.using("freeze:using", 200, async (signal, lock) => {
+      busyWait(450);
+      await sleep(0);
+      return { valid: lock.valid, aborted: signal.aborted };
+    });
+    expect(seen).toEqual({ valid: false, aborted: true });
+    expect(await valuesOf("freeze:using")).toEqual([null, null, null]);
+    const next = await dlm.acquire("freeze:using", 200, { retryCount: 0 });
+    await next.release();
+  });
+});
