@@ -146,7 +146,10 @@ describe("script cache and keys lost to a restart", () => {
     expect(await lock.release()).toBe(false);
     // fresh servers: the scripts are reloaded through the NOSCRIPT fallback
     const next = await dlm.acquire("restart:r", 2000);
-    expect(await valuesOf("restart:r")).toEqual([next.value, next.value, next.value]);
+    // acquire resolves once a quorum said yes; the third may still be reloading its script
+    const values = await valuesOf("restart:r");
+    expect(values.filter((value) => value === next.value).length).toBeGreaterThanOrEqual(2);
+    expect(values.every((value) => value === null || value === next.value)).toBe(true);
     expect(await next.release()).toBe(true);
   });
 

@@ -1,4 +1,5 @@
-import { type Lock, STATE } from "./lock.js";
+import { LockLostError } from "./errors.js";
+import { type Lock, markLost, STATE } from "./lock.js";
 import type { ResolvedHoldOptions } from "./options.js";
 
 interface Extender {
@@ -7,8 +8,9 @@ interface Extender {
 
 /**
  * Keeps `lock` alive while its holder works: renews it to `ttl` whenever less than
- * `extendThreshold × ttl` is left, and never past `maxHoldMs` from now. A failed
- * extension marks the lock lost (its signal aborts) and stops. Returns `stop`.
+ * `extendThreshold × ttl` is left, and never past `maxHoldMs` from now. An extension that finds
+ * the lock lost stops (its signal aborts); one that could not reach enough instances is retried
+ * while validity is left. Returns `stop`.
  */
 export function autoExtend(owner: Extender, lock: Lock, ttl: number, hold: ResolvedHoldOptions): () => void {
   const state = lock[STATE];
@@ -32,8 +34,17 @@ export function autoExtend(owner: Extender, lock: Lock, ttl: number, hold: Resol
     try {
       await owner.extend(lock, next);
       if (!stopped) schedule();
-    } catch {
-      // extend() marked the lock lost and aborted its signal; nothing more to do here
+    } catch (error) {
+      // LockLostError: extend() marked the lock lost and aborted its signal. Anything else means too
+      // few instances answered: try again while validity is left (the signal aborts when it ends).
+      if (stopped || !lock.valid || (error as Error).name === "LockLostError") return;
+      // No retry could finish in time: report the loss now rather than when the validity timer fires.
+      if (lock.remainingMs <= 2 * state.instanceTimeout) {
+        markLost(lock, new LockLostError(lock.resources, "Lock could not be extended before its validity ended"));
+        return;
+      }
+      timer = setTimeout(run, Math.floor(lock.remainingMs / 4));
+      timer.unref();
     }
   };
 

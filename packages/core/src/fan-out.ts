@@ -6,25 +6,43 @@ import type { LockStore } from "./store.js";
 export type Vote<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
 
 /**
- * Calls every store at once and waits at most `timeoutMs` for each (one shared deadline).
+ * Calls every store at once and waits at most `timeoutMs` for each (one shared deadline), or
+ * until `quorum` is reached.
  * A late answer is ignored here; the command may still land, which is why failure paths
  * release on instances that timed out too.
  */
+/** Stop waiting once `need` instances answered `yes`: the speed of the fastest quorum, not the slowest instance. */
+export interface Quorum<T> {
+  readonly need: number;
+  readonly yes: (value: T) => boolean;
+}
+
+/** Stands for an instance that had not answered when a quorum already had. */
+const PENDING: Vote<never> = Object.freeze({ ok: false, error: new Error("Not awaited: a quorum had answered") });
+
 export function fanOut<T>(
   stores: readonly LockStore[],
   call: (store: LockStore) => Promise<T>,
   timeoutMs: number,
+  quorum?: Quorum<T>,
 ): Promise<Vote<T>[]> {
   // Plain callbacks rather than Promise.race and an async helper per store: this runs twice per
   // lock+unlock, and each extra promise hop is measurable there (bench/).
   return new Promise((resolve) => {
     const votes = new Array<Vote<T> | undefined>(stores.length);
     let left = stores.length;
+    let yes = 0;
     let deadline: ReturnType<typeof deadlines.add> | undefined;
     const settle = (index: number, vote: Vote<T>) => {
-      if (votes[index] !== undefined) return;
+      if (votes[index] !== undefined || left === 0) return;
       votes[index] = vote;
-      if (--left > 0) return;
+      left--;
+      if (quorum !== undefined && vote.ok && quorum.yes(vote.value) && ++yes >= quorum.need && left > 0) {
+        // The rest may still answer (a late yes holds our value; unlock goes to every instance).
+        for (let i = 0; i < votes.length; i++) votes[i] ??= PENDING;
+        left = 0;
+      }
+      if (left > 0) return;
       if (deadline !== undefined) deadlines.cancel(deadline);
       resolve(votes as Vote<T>[]);
     };

@@ -2,7 +2,7 @@ import { performance } from "node:perf_hooks";
 import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
-import { failuresOf, fanOut, type Vote } from "./fan-out.js";
+import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
 import { newLockValue } from "./lock-value.js";
@@ -53,6 +53,8 @@ export class Redlock {
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
   readonly #waiters: ReleaseWaiters;
+  /** An acquisition needs no more answers once a quorum said yes. */
+  readonly #acquiredQuorum: Quorum<AcquireReply>;
   readonly #defaults: ResolvedAcquireOptions;
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
@@ -90,6 +92,7 @@ export class Redlock {
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
     this.#waiters = new ReleaseWaiters(this.#stores);
     this.quorum = Math.floor(resolved.length / 2) + 1;
+    this.#acquiredQuorum = { need: this.quorum, yes: (reply) => reply.acquired };
   }
 
   /** The instances' stores, in the order given. */
@@ -143,7 +146,9 @@ export class Redlock {
   /**
    * Resets the lock's expiry to `ttl` ms from now on a quorum, updates `lock` and resolves to it.
    * Rejects with `LockLostError` (and aborts `lock.signal`) when the lock is no longer held on a
-   * quorum, its validity already ended, or it was released.
+   * quorum, its validity already ended, or it was released. Rejects with `LockUnavailableError`,
+   * leaving the lock valid until its current validity ends, when too few instances answered to
+   * tell: the extension may be tried again.
    */
   async extend(lock: Lock, ttl: number): Promise<Lock> {
     this.#checkLock(lock);
@@ -162,9 +167,11 @@ export class Redlock {
       this.#stores,
       (store) => store.extend(state.keys, lock.value, ttl),
       state.instanceTimeout,
+      { need: this.quorum, yes: (extended) => extended },
     );
     const elapsed = this.#clock() - start;
     const yes = countVotes(votes, (extended) => extended);
+    const refused = countVotes(votes, (extended) => !extended);
     const extended = yes >= this.quorum && ttl - elapsed - drift > 0 && !state.released;
     if (channels.extend.hasSubscribers) {
       channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
@@ -176,6 +183,15 @@ export class Redlock {
       return lock;
     }
     const causes = failuresOf(votes, lock.value);
+    // Too few answers to know: the keys may still be ours on a quorum. The lock stays valid until
+    // its current validity ends, and the caller may try again before then.
+    if (yes < this.quorum && this.#stores.length - refused >= this.quorum && lock.valid) {
+      throw new LockUnavailableError(
+        lock.resources,
+        causes,
+        `Lock could not be extended: too few instances answered (${yes} of ${this.#stores.length} confirmed, ${this.quorum} needed)`,
+      );
+    }
     const error = new LockLostError(
       lock.resources,
       `Lock could not be extended on a quorum (${yes} of ${this.#stores.length} instances, ${this.quorum} needed)`,
@@ -262,7 +278,12 @@ export class Redlock {
         attempts++;
         const attemptStart = clock();
         const wallStart = Date.now();
-        const votes = await fanOut(this.#stores, (store) => store.acquire(keys, value, ttl), timeout);
+        const votes = await fanOut(
+          this.#stores,
+          (store) => store.acquire(keys, value, ttl),
+          timeout,
+          this.#acquiredQuorum,
+        );
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
         // replies (a pause, a slow instance) is time the other keys were already expiring.
         const validity = ttl - (clock() - attemptStart) - drift;
