@@ -302,7 +302,7 @@ describe("auto-extension", () => {
     expect(waited).toBeGreaterThanOrEqual(850);
     expect(holderLock?.valid).toBe(false);
     expect(await holding).toBeInstanceOf(LockLostError);
-    expect(await valuesOf("auto:cap")).toEqual([next.value, next.value, next.value]);
+    await expect.poll(() => valuesOf("auto:cap")).toEqual([next.value, next.value, next.value]);
     await next.release();
   });
 });
