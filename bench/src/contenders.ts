@@ -1,0 +1,255 @@
+/**
+ * The libraries under test, each behind the same two operations: one uncontended lock+unlock
+ * cycle, and an acquisition that waits for a held lock. Every contender says which ioredis
+ * clients it runs on, because auto-pipelining changes the numbers as much as the library does.
+ */
+import { randomBytes } from "node:crypto";
+import { Redlock } from "@redlock-kit/core";
+import { Redlock as SesameRedlock } from "@sesamecare-oss/redlock";
+import { Redis } from "ioredis";
+import { Mutex, RedlockMutex } from "redis-semaphore";
+import NodeRedlock from "redlock";
+import { createLock, createRedlock, IoredisAdapter } from "redlock-universal";
+
+/** Lock ttl of every uncontended cycle: long enough that no lock expires while measured. */
+export const TTL = 10_000;
+
+/** Waiting for a held lock: every library polls every `RETRY_MIN`..`RETRY_MAX` ms (mean 4 ms). */
+export const RETRY_MIN = 2;
+export const RETRY_MAX = 6;
+const RETRY_MEAN = (RETRY_MIN + RETRY_MAX) / 2;
+const RETRY_HALF_SPAN = (RETRY_MAX - RETRY_MIN) / 2;
+
+export type Release = () => Promise<unknown>;
+
+export interface Contender {
+  /** Row label. */
+  readonly name: string;
+  /** Which clients it runs on, stated in every table. */
+  readonly clients: string;
+  /** One uncontended lock+unlock on `key`; rejects if the lock was not taken. */
+  cycle(key: string): Promise<void>;
+  /** Takes `key`, waiting (polling as configured above) while someone else holds it. */
+  acquireWaiting(key: string): Promise<Release>;
+  /** The ioredis clients it sends its commands through (one per instance), to count commands. */
+  readonly redisClients: readonly Redis[];
+  close(): Promise<void>;
+}
+
+export interface ContenderFactory {
+  readonly name: string;
+  create(ports: readonly number[]): Contender;
+}
+
+const PLAIN = "handed plain ioredis clients";
+const PIPELINED = "ioredis clients with enableAutoPipelining";
+
+function plainClient(port: number, options: { enableAutoPipelining?: boolean } = {}): Redis {
+  const client = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 1, ...options });
+  client.on("error", () => {});
+  return client;
+}
+
+async function closeAll(clients: readonly Redis[]): Promise<void> {
+  await Promise.all(clients.map((client) => client.quit().catch(() => client.disconnect())));
+}
+
+function retryDelay(): number {
+  return RETRY_MIN + Math.random() * (RETRY_MAX - RETRY_MIN);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const FLOOR_RELEASE = `
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+`;
+
+interface FloorClient extends Redis {
+  benchFloorRelease(key: string, value: string): Promise<number>;
+}
+
+/**
+ * The floor: what any Redlock must send at least. `SET key value NX PX ttl`, then a
+ * compare-and-delete script by SHA, one round trip each, on every instance in parallel,
+ * with a quorum check and nothing else: no timeouts, no validity arithmetic, no error
+ * classification. Values are a random prefix plus a counter (unique, but cheaper than a
+ * random value per lock, so the floor stays a floor).
+ */
+function floor(pipelined: boolean): ContenderFactory {
+  return {
+    name: pipelined ? "floor + auto-pipelining" : "floor (raw ioredis)",
+    create(ports) {
+      const clients = ports.map((port) => {
+        const client = plainClient(port, { enableAutoPipelining: pipelined });
+        client.defineCommand("benchFloorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+        return client as FloorClient;
+      });
+      const quorum = Math.floor(clients.length / 2) + 1;
+      const prefix = randomBytes(8).toString("hex");
+      let counter = 0;
+      const single = clients.length === 1 ? clients[0] : undefined;
+      const take = async (key: string, value: string): Promise<boolean> => {
+        if (single) return (await single.set(key, value, "PX", TTL, "NX")) === "OK";
+        const replies = await Promise.all(clients.map((client) => client.set(key, value, "PX", TTL, "NX")));
+        let yes = 0;
+        for (const reply of replies) if (reply === "OK") yes++;
+        if (yes >= quorum) return true;
+        await release(key, value);
+        return false;
+      };
+      const release = async (key: string, value: string): Promise<void> => {
+        if (single) await single.benchFloorRelease(key, value);
+        else await Promise.all(clients.map((client) => client.benchFloorRelease(key, value)));
+      };
+      return {
+        name: this.name,
+        clients: pipelined ? PIPELINED : PLAIN,
+        redisClients: clients,
+        async cycle(key) {
+          const value = prefix + (counter++).toString(36);
+          if (!(await take(key, value))) throw new Error(`floor: ${key} was not free`);
+          await release(key, value);
+        },
+        async acquireWaiting(key) {
+          const value = prefix + (counter++).toString(36);
+          while (!(await take(key, value))) await sleep(retryDelay());
+          return () => release(key, value);
+        },
+        close: () => closeAll(clients),
+      };
+    },
+  };
+}
+
+/** redlock-kit, either creating its own clients from options (auto-pipelined) or handed plain ones. */
+function redlockKit(owned: boolean): ContenderFactory {
+  return {
+    name: owned ? "redlock-kit" : "redlock-kit (handed clients)",
+    create(ports) {
+      const handed = owned ? [] : ports.map((port) => plainClient(port));
+      const dlm = owned ? new Redlock(ports.map((port) => ({ host: "127.0.0.1", port }))) : new Redlock(handed);
+      const redisClients = dlm.stores.map((store) => (store as unknown as { client: Redis }).client);
+      const waiting = { wait: 60_000, retryDelay: RETRY_MIN, retryJitter: RETRY_MAX - RETRY_MIN };
+      return {
+        name: this.name,
+        clients: owned ? "Redlock's own clients, created from { host, port }" : PLAIN,
+        redisClients,
+        async cycle(key) {
+          await dlm.unlock(await dlm.acquire(key, TTL));
+        },
+        async acquireWaiting(key) {
+          const lock = await dlm.acquire(key, TTL, waiting);
+          return () => dlm.unlock(lock);
+        },
+        async close() {
+          await dlm.quit();
+          await closeAll(handed);
+        },
+      };
+    },
+  };
+}
+
+/** node-redlock v5 and its maintained fork share one API. */
+function nodeRedlockLike(name: string, RedlockClass: typeof NodeRedlock | typeof SesameRedlock): ContenderFactory {
+  return {
+    name,
+    create(ports) {
+      const clients = ports.map((port) => plainClient(port));
+      // biome-ignore lint/suspicious/noExplicitAny: the two copies type their clients against different ioredis versions
+      const redlock = new (RedlockClass as any)(clients, {}) as NodeRedlock;
+      redlock.on("error", () => {});
+      // node-redlock's jitter is ±retryJitter around retryDelay
+      const waiting = { retryCount: -1, retryDelay: RETRY_MEAN, retryJitter: RETRY_HALF_SPAN };
+      return {
+        name,
+        clients: PLAIN,
+        redisClients: clients,
+        async cycle(key) {
+          await (await redlock.acquire([key], TTL)).release();
+        },
+        async acquireWaiting(key) {
+          const lock = await redlock.acquire([key], TTL, waiting);
+          return () => lock.release();
+        },
+        close: () => closeAll(clients),
+      };
+    },
+  };
+}
+
+function redisSemaphore(): ContenderFactory {
+  return {
+    name: "redis-semaphore",
+    create(ports) {
+      const clients = ports.map((port) => plainClient(port));
+      const single = clients.length === 1 ? clients[0] : undefined;
+      const mutex = (key: string, options: Record<string, number>) =>
+        single ? new Mutex(single, key, options) : new RedlockMutex(clients, key, options);
+      return {
+        name: this.name,
+        clients: PLAIN,
+        redisClients: clients,
+        async cycle(key) {
+          // its defaults otherwise, auto-refresh timer included
+          const lock = mutex(key, { lockTimeout: TTL });
+          await lock.acquire();
+          await lock.release();
+        },
+        async acquireWaiting(key) {
+          // no jitter option: a fixed interval at the same mean
+          const lock = mutex(key, { lockTimeout: TTL, acquireTimeout: 60_000, retryInterval: RETRY_MEAN });
+          await lock.acquire();
+          return () => lock.release();
+        },
+        close: () => closeAll(clients),
+      };
+    },
+  };
+}
+
+function redlockUniversal(): ContenderFactory {
+  return {
+    name: "redlock-universal",
+    create(ports) {
+      const clients = ports.map((port) => plainClient(port));
+      // biome-ignore lint/suspicious/noExplicitAny: its adapter types ioredis against another version
+      const adapters = clients.map((client) => new IoredisAdapter(client as any));
+      const [single] = adapters.length === 1 ? adapters : [];
+      const lockFor = (key: string, retry?: { retryAttempts: number; retryDelay: number }) =>
+        single
+          ? createLock({ adapter: single, key, ttl: TTL, ...retry })
+          : createRedlock({ adapters, key, ttl: TTL, ...retry });
+      return {
+        name: this.name,
+        clients: PLAIN,
+        redisClients: clients,
+        async cycle(key) {
+          const lock = lockFor(key);
+          await lock.release(await lock.acquire());
+        },
+        async acquireWaiting(key) {
+          // no jitter option: a fixed delay at the same mean
+          const lock = lockFor(key, { retryAttempts: 1_000_000, retryDelay: RETRY_MEAN });
+          const handle = await lock.acquire();
+          return () => lock.release(handle);
+        },
+        close: () => closeAll(clients),
+      };
+    },
+  };
+}
+
+export const FLOOR = floor(false);
+export const FLOOR_PIPELINED = floor(true);
+export const REDLOCK_KIT = redlockKit(true);
+export const REDLOCK_KIT_HANDED = redlockKit(false);
+export const PEERS: readonly ContenderFactory[] = [
+  nodeRedlockLike("node-redlock 5.0.0-beta.2", NodeRedlock),
+  nodeRedlockLike("@sesamecare-oss/redlock", SesameRedlock),
+  redisSemaphore(),
+  redlockUniversal(),
+];

@@ -1,0 +1,154 @@
+/** Markdown tables of a run: what `pnpm bench` prints and bench/README.md quotes. */
+import type { CommandCount, Entry, Results, Section, Soak } from "./results.js";
+
+export const OURS = "redlock-kit";
+
+const int = (value: number) => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "–");
+const x = (value: number) => (Number.isFinite(value) ? `${value.toFixed(2)}x` : "–");
+const num = (value: number, digits = 2) => (Number.isFinite(value) ? value.toFixed(digits) : "–");
+
+function ratio(entry: Entry): string {
+  const { median, min, max } = entry.ratio;
+  return `**${x(median)}** (${num(min)}–${num(max)})`;
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
+  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+function sectionTable(section: Section): string {
+  const contention = section.id.startsWith("contention");
+  const http = section.id.startsWith("http");
+  const header = ["", "clients", section.unit, `× ${section.baseline} (median, min–max)`];
+  if (contention) header.push("gap p50 µs", "gap p99 µs", "fairness min/max", "overlaps");
+  else if (http) header.push("latency p50 ms", "latency p99 ms", "non-2xx");
+  else if (section.id.startsWith("sequential")) header.push("p50 µs", "p99 µs", "client CPU µs/op", "CPU × floor");
+  else header.push("client CPU µs/op", "CPU × floor");
+  const rows = section.entries.map((entry) => {
+    const m = entry.metrics;
+    const cells = [entry.name, entry.clients, int(entry.score), ratio(entry)];
+    if (contention) {
+      cells.push(int(m.gapP50Us ?? Number.NaN), int(m.gapP99Us ?? Number.NaN));
+      cells.push(num(m.fairness ?? Number.NaN), String(m.overlaps ?? "–"));
+    } else if (http) {
+      cells.push(num(m.p50Ms ?? Number.NaN, 1), num(m.p99Ms ?? Number.NaN, 1), int(m.non2xx ?? Number.NaN));
+    } else {
+      if (section.id.startsWith("sequential")) cells.push(int(m.p50Us ?? Number.NaN), int(m.p99Us ?? Number.NaN));
+      cells.push(int(m.cpuUsPerOp ?? Number.NaN), x(m.cpuRatio ?? Number.NaN));
+    }
+    return cells;
+  });
+  return `#### ${section.title}\n\n${table(header, rows)}`;
+}
+
+function commandsTable(counts: readonly CommandCount[]): string {
+  const rows = counts.map((c) => [
+    c.name,
+    String(c.instances),
+    num(c.sentPerInstance),
+    num(c.executedPerInstance),
+    num(c.serverCpuUsPerInstance, 1),
+    Object.entries(c.byCommand)
+      .filter(([, n]) => n >= 0.005)
+      .map(([name, n]) => `${name} ${num(n)}`)
+      .join(", "),
+  ]);
+  return `#### Redis commands per lock+unlock, per instance (${int(counts[0]?.cycles ?? 0)} sequential cycles)\n\n${table(
+    ["", "instances", "sent (round trips)", "executed (commandstats)", "server CPU µs", "executed by command"],
+    rows,
+  )}`;
+}
+
+function soakTable(soaks: readonly Soak[]): string {
+  const show = (handles: Readonly<Record<string, number>>) =>
+    Object.entries(handles)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([type, n]) => `${type} ${n}`)
+      .join(", ");
+  const rows = soaks.map((s) => [
+    s.name,
+    int(s.cycles),
+    `${int(s.heapBeforeKb)} → ${int(s.heapAfterKb)}`,
+    show(s.handlesBefore),
+    show(s.handlesAfter),
+    String(s.keysLeft),
+  ]);
+  return `#### Heap and active handles (${64} workers, after a full GC)\n\n${table(
+    ["", "cycles", "heap KB before → after", "handles before", "handles after", "keys left"],
+    rows,
+  )}`;
+}
+
+/** One line per target of issue 7: met, or missed by how much. */
+export function targetLines(sections: readonly Section[]): string[] {
+  const lines: string[] = [];
+  for (const section of sections) {
+    const ours = section.entries.find((entry) => entry.name === OURS);
+    if (!ours) continue;
+    if (section.target !== undefined) {
+      const got = ours.ratio.median;
+      const verdict =
+        got >= section.target
+          ? "met"
+          : `MISSED by ${(section.target - got).toFixed(3)} (${(((section.target - got) / section.target) * 100).toFixed(1)}% short)`;
+      lines.push(`${section.title}: ${got.toFixed(3)}x vs target ≥ ${x(section.target)}: ${verdict}`);
+    }
+    const peers = section.entries.filter(
+      (entry) => entry.name !== OURS && !entry.name.startsWith("floor") && !entry.name.startsWith(`${OURS} `),
+    );
+    const ahead = peers.filter((peer) => peer.ratio.median > ours.ratio.median && !isRoute(peer));
+    if (peers.some((peer) => !isRoute(peer))) {
+      lines.push(
+        ahead.length === 0
+          ? `${section.title}: ahead of every peer`
+          : `${section.title}: BEHIND ${ahead.map((peer) => `${peer.name} (${x(peer.ratio.median)})`).join(", ")}`,
+      );
+    }
+  }
+  return lines;
+}
+
+function isRoute(entry: Entry): boolean {
+  return entry.name.startsWith("no lock");
+}
+
+/** Every section's ratios in one table, one column per library. */
+function summaryTable(sections: readonly Section[]): string {
+  const names: string[] = [];
+  for (const section of sections) {
+    for (const entry of section.entries) {
+      if (entry.name !== section.baseline && !names.includes(entry.name)) names.push(entry.name);
+    }
+  }
+  const rows = sections.map((section) => [
+    `${section.title} (× ${section.baseline})`,
+    ...names.map((name) => {
+      const entry = section.entries.find((e) => e.name === name);
+      if (!entry) return "";
+      return name === OURS ? `**${x(entry.ratio.median)}**` : x(entry.ratio.median);
+    }),
+    section.target === undefined ? "" : `≥ ${x(section.target)}`,
+  ]);
+  return table(["row", ...names, "target"], rows);
+}
+
+export function markdown(results: Results): string {
+  const m = results.machine;
+  const parts = [
+    `### redlock-kit benchmark (${results.mode} run)`,
+    `${m.date} · ${m.cpus} × ${m.cpuModel} · Node ${m.node} · redis-server ${m.redisServer} · ${m.platform} · commit ${m.commit}`,
+    `Ratios are the median over ${results.plan.rounds} alternating rounds of (score ÷ the baseline's score in the same round).`,
+    "#### Ratios to the baseline",
+    summaryTable(results.sections),
+    "#### Targets (issue 7)",
+    targetLines(results.sections)
+      .map((line) => `- ${line}`)
+      .join("\n"),
+    ...results.sections.map(sectionTable),
+  ];
+  if (results.commands.length > 0) parts.push(commandsTable(results.commands));
+  if (results.soak.length > 0) parts.push(soakTable(results.soak));
+  if (results.notes.length > 0) parts.push(results.notes.map((note) => `- ${note}`).join("\n"));
+  return `${parts.join("\n\n")}\n`;
+}

@@ -1,0 +1,154 @@
+/**
+ * `pnpm bench [--quick] [--only=sequential,concurrent,contention,http,commands,soak]`
+ *
+ * Starts its own redis-server processes on free loopback ports, measures redlock-kit, the
+ * raw-ioredis floor and the peer libraries in this one process (alternating them in rounds),
+ * runs the HTTP rows against a server in a child process, prints a markdown table, and writes
+ * bench/results/{latest,quick,partial}.{json,md,svg} (a full run, --quick, --only=…).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { assertRedisInstalled } from "../../test/helpers/redis-installed.js";
+import { type RedisServer, startServers } from "../../test/helpers/redis-process.js";
+import { chart } from "./chart.js";
+import { runCommandCounts } from "./commands.js";
+import { FLOOR, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
+import { runContentionRow, runThroughputRows } from "./core-rows.js";
+import { httpAvailable, runHttpRows } from "./http.js";
+import { BENCH_DIR, machine } from "./machine.js";
+import { markdown } from "./report.js";
+import type { CommandCount, Results, Section, Soak } from "./results.js";
+import type { RoundPlan } from "./rounds.js";
+import { runSoak } from "./soak.js";
+
+const ROWS = ["sequential", "concurrent", "contention", "http", "commands", "soak"] as const;
+type Row = (typeof ROWS)[number];
+
+interface Plan {
+  readonly throughput: RoundPlan;
+  readonly contention: RoundPlan;
+  readonly http: RoundPlan;
+  readonly soakCycles: number;
+  readonly commandCycles: number;
+}
+
+const PLANS: Record<"full" | "quick", Plan> = {
+  full: {
+    throughput: { rounds: 21, burstMs: 200, warmupMs: 300 },
+    contention: { rounds: 3, burstMs: 1500, warmupMs: 300 },
+    http: { rounds: 11, burstMs: 1000, warmupMs: 1000 },
+    soakCycles: 100_000,
+    commandCycles: 2000,
+  },
+  quick: {
+    throughput: { rounds: 6, burstMs: 80, warmupMs: 100 },
+    contention: { rounds: 1, burstMs: 500, warmupMs: 100 },
+    http: { rounds: 2, burstMs: 500, warmupMs: 300 },
+    soakCycles: 20_000,
+    commandCycles: 500,
+  },
+};
+
+function parseArgs(argv: readonly string[]): { mode: "full" | "quick"; rows: Set<Row>; partial: boolean } {
+  let mode: "full" | "quick" = "full";
+  let rows = new Set<Row>(ROWS);
+  let partial = false;
+  for (const arg of argv) {
+    if (arg === "--") continue;
+    if (arg === "--quick") mode = "quick";
+    else if (arg.startsWith("--only=")) {
+      const wanted = arg.slice("--only=".length).split(",");
+      for (const row of wanted) {
+        if (!(ROWS as readonly string[]).includes(row)) throw new Error(`--only: unknown row ${row}; rows: ${ROWS}`);
+      }
+      rows = new Set(wanted as Row[]);
+      partial = true;
+    } else throw new Error(`unknown argument ${arg}; usage: pnpm bench [--quick] [--only=${ROWS.join(",")}]`);
+  }
+  return { mode, rows, partial };
+}
+
+async function main(): Promise<void> {
+  const { mode, rows, partial } = parseArgs(process.argv.slice(2));
+  const plan = PLANS[mode];
+  const began = performance.now();
+  const log = (line: string) => process.stderr.write(`[${((performance.now() - began) / 1000).toFixed(0)}s] ${line}\n`);
+  const notes: string[] = [];
+  if (!(globalThis as { gc?: unknown }).gc) {
+    notes.push("Run without --expose-gc: no GC between bursts, and heap figures include uncollected garbage.");
+  }
+  assertRedisInstalled();
+  const servers: RedisServer[] = await startServers(3);
+  const stop = async () => {
+    await Promise.all(servers.map((server) => server.stop()));
+  };
+  process.once("SIGINT", () => {
+    void stop().finally(() => process.exit(130));
+  });
+  try {
+    const ports = servers.map((server) => server.port);
+    const admins = servers.map((server) => server.client());
+    log(`redis-server on ports ${ports.join(", ")}; ${mode} run`);
+    const sections: Section[] = [];
+    let commands: CommandCount[] = [];
+    let soak: Soak[] = [];
+    if (rows.has("sequential") || rows.has("concurrent")) {
+      const all = await runThroughputRows(ports, plan.throughput, log);
+      sections.push(...all.filter((section) => rows.has(section.id.split("-")[0] as Row)));
+    }
+    if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
+    if (rows.has("http")) {
+      const missing = httpAvailable();
+      if (missing.length === 0) sections.push(...(await runHttpRows(ports.slice(0, 1), plan.http, log)));
+      else notes.push(`HTTP rows skipped: ${missing.join("; ")}.`);
+    }
+    if (rows.has("commands")) {
+      const factories = [FLOOR, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS];
+      commands = await runCommandCounts(factories, admins, plan.commandCycles, log);
+    }
+    if (rows.has("soak"))
+      soak = await runSoak([FLOOR, REDLOCK_KIT], admins[0] as (typeof admins)[number], plan.soakCycles, log);
+
+    const results: Results = {
+      mode,
+      machine: machine(),
+      plan: {
+        rounds: plan.throughput.rounds,
+        burstMs: plan.throughput.burstMs,
+        contentionRounds: plan.contention.rounds,
+        contentionBurstMs: plan.contention.burstMs,
+        httpRounds: plan.http.rounds,
+        httpBurstMs: plan.http.burstMs,
+        soakCycles: plan.soakCycles,
+        commandCycles: plan.commandCycles,
+        seconds: Math.round((performance.now() - began) / 1000),
+      },
+      sections,
+      commands,
+      soak,
+      notes,
+    };
+    const table = markdown(results);
+    process.stdout.write(table);
+    const dir = join(BENCH_DIR, "results");
+    mkdirSync(dir, { recursive: true });
+    // a partial run never overwrites the committed full results
+    const name = partial ? "partial" : mode === "full" ? "latest" : "quick";
+    writeFileSync(join(dir, `${name}.json`), `${JSON.stringify(results, null, 2)}\n`);
+    writeFileSync(join(dir, `${name}.md`), table);
+    if (sections.length > 0) writeFileSync(join(dir, `${name}.svg`), chart(results));
+    log(`wrote bench/results/${name}.{json,md${sections.length > 0 ? ",svg" : ""}}`);
+  } finally {
+    await stop();
+  }
+}
+
+main().then(
+  // clients a peer library forgot to close must not keep the process alive
+  () => process.exit(0),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
