@@ -59,7 +59,9 @@ export function chart(results: Results): string {
     if (section.target !== undefined) {
       const tx = xOf(section.target).toFixed(1);
       body.push(`<line x1="${tx}" x2="${tx}" y1="${top - 3}" y2="${y}" class="target"/>`);
-      body.push(`<text x="${tx}" y="${y + 9}" text-anchor="middle" class="target-label">target ${section.target}x</text>`);
+      body.push(
+        `<text x="${tx}" y="${y + 9}" text-anchor="middle" class="target-label">target ${section.target}x</text>`,
+      );
     }
     y += GROUP_GAP;
   }
