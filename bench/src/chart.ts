@@ -86,7 +86,7 @@ export function chart(results: Results): string {
 </style>
 <rect width="100%" height="100%" fill="#fff"/>
 <text x="10" y="18" font-size="14" font-weight="bold">redlock-kit vs the raw-ioredis floor and peers: ratios in the same run (higher is better)</text>
-<text x="10" y="34" font-size="10" fill="#555">${escapeXml(`${m.date} · ${m.cpus} CPUs · Node ${m.node} · redis-server ${m.redisServer} · ${results.mode} run · median of ${results.plan.rounds} rounds, whiskers min–max`)}</text>
+<text x="10" y="34" font-size="10" fill="#555">${escapeXml(`${m.date} · ${m.cpus} CPUs · Node ${m.node} · redis-server ${m.redisServer} · ${results.mode} run · median over the alternating rounds (${results.plan.rounds} for throughput, ${results.plan.queueRounds ?? "–"} for the queue rows), whiskers min–max`)}</text>
 ${axis.join("\n")}
 ${body.join("\n")}
 </svg>

@@ -14,11 +14,23 @@ import { createLock, createRedlock, IoredisAdapter } from "redlock-universal";
 /** Lock ttl of every uncontended cycle: long enough that no lock expires while measured. */
 export const TTL = 10_000;
 
-/** Waiting for a held lock: every library polls every `RETRY_MIN`..`RETRY_MAX` ms (mean 4 ms). */
+/** Waiting for a held lock in the contention row: every library polls every `RETRY_MIN`..`RETRY_MAX` ms (mean 4 ms). */
 export const RETRY_MIN = 2;
 export const RETRY_MAX = 6;
-const RETRY_MEAN = (RETRY_MIN + RETRY_MAX) / 2;
-const RETRY_HALF_SPAN = (RETRY_MAX - RETRY_MIN) / 2;
+
+/**
+ * How a waiter polls: a delay drawn uniformly from `minMs`..`maxMs` before each retry (a fixed
+ * delay when they are equal), mapped onto each library's own knobs; `"default"` passes none,
+ * so the library's defaults apply.
+ */
+export type Poll = { readonly minMs: number; readonly maxMs: number } | "default";
+
+/** The contention row's poll. */
+export const CONTENTION_POLL: Poll = { minMs: RETRY_MIN, maxMs: RETRY_MAX };
+
+function pollMean(poll: Exclude<Poll, "default">): number {
+  return (poll.minMs + poll.maxMs) / 2;
+}
 
 export type Release = () => Promise<unknown>;
 
@@ -29,8 +41,8 @@ export interface Contender {
   readonly clients: string;
   /** One uncontended lock+unlock on `key`; rejects if the lock was not taken. */
   cycle(key: string): Promise<void>;
-  /** Takes `key`, waiting (polling as configured above) while someone else holds it. */
-  acquireWaiting(key: string): Promise<Release>;
+  /** Takes `key`, waiting (polling as `poll` says, the contention row's by default) while someone else holds it. */
+  acquireWaiting(key: string, poll?: Poll): Promise<Release>;
   /** The ioredis clients it sends its commands through (one per instance), to count commands. */
   readonly redisClients: readonly Redis[];
   close(): Promise<void>;
@@ -54,8 +66,10 @@ async function closeAll(clients: readonly Redis[]): Promise<void> {
   await Promise.all(clients.map((client) => client.quit().catch(() => client.disconnect())));
 }
 
-function retryDelay(): number {
-  return RETRY_MIN + Math.random() * (RETRY_MAX - RETRY_MIN);
+/** The floor has no defaults of its own: `"default"` is the contention row's poll. */
+function floorDelay(poll: Poll): number {
+  const { minMs, maxMs } = poll === "default" ? { minMs: RETRY_MIN, maxMs: RETRY_MAX } : poll;
+  return minMs + Math.random() * (maxMs - minMs);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -113,9 +127,9 @@ function floor(pipelined: boolean): ContenderFactory {
           if (!(await take(key, value))) throw new Error(`floor: ${key} was not free`);
           await release(key, value);
         },
-        async acquireWaiting(key) {
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
           const value = prefix + (counter++).toString(36);
-          while (!(await take(key, value))) await sleep(retryDelay());
+          while (!(await take(key, value))) await sleep(floorDelay(poll));
           return () => release(key, value);
         },
         close: () => closeAll(clients),
@@ -132,7 +146,6 @@ function redlockKit(owned: boolean): ContenderFactory {
       const handed = owned ? [] : ports.map((port) => plainClient(port));
       const dlm = owned ? new Redlock(ports.map((port) => ({ host: "127.0.0.1", port }))) : new Redlock(handed);
       const redisClients = dlm.stores.map((store) => (store as unknown as { client: Redis }).client);
-      const waiting = { wait: 60_000, retryDelay: RETRY_MIN, retryJitter: RETRY_MAX - RETRY_MIN };
       return {
         name: this.name,
         clients: owned ? "Redlock's own clients, created from { host, port }" : PLAIN,
@@ -140,8 +153,10 @@ function redlockKit(owned: boolean): ContenderFactory {
         async cycle(key) {
           await dlm.unlock(await dlm.acquire(key, TTL));
         },
-        async acquireWaiting(key) {
-          const lock = await dlm.acquire(key, TTL, waiting);
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
+          // redlock-kit's jitter adds 0..retryJitter ms to retryDelay
+          const knobs = poll === "default" ? {} : { retryDelay: poll.minMs, retryJitter: poll.maxMs - poll.minMs };
+          const lock = await dlm.acquire(key, TTL, { wait: 60_000, ...knobs });
           return () => dlm.unlock(lock);
         },
         async close() {
@@ -162,8 +177,6 @@ function nodeRedlockLike(name: string, RedlockClass: typeof NodeRedlock | typeof
       // biome-ignore lint/suspicious/noExplicitAny: the two copies type their clients against different ioredis versions
       const redlock = new (RedlockClass as any)(clients, {}) as NodeRedlock;
       redlock.on("error", () => {});
-      // node-redlock's jitter is ±retryJitter around retryDelay
-      const waiting = { retryCount: -1, retryDelay: RETRY_MEAN, retryJitter: RETRY_HALF_SPAN };
       return {
         name,
         clients: PLAIN,
@@ -171,8 +184,11 @@ function nodeRedlockLike(name: string, RedlockClass: typeof NodeRedlock | typeof
         async cycle(key) {
           await (await redlock.acquire([key], TTL)).release();
         },
-        async acquireWaiting(key) {
-          const lock = await redlock.acquire([key], TTL, waiting);
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
+          // node-redlock's jitter is ±retryJitter around retryDelay
+          const knobs =
+            poll === "default" ? {} : { retryDelay: pollMean(poll), retryJitter: (poll.maxMs - poll.minMs) / 2 };
+          const lock = await redlock.acquire([key], TTL, { retryCount: -1, ...knobs });
           return () => lock.release();
         },
         close: () => closeAll(clients),
@@ -199,9 +215,10 @@ function redisSemaphore(): ContenderFactory {
           await lock.acquire();
           await lock.release();
         },
-        async acquireWaiting(key) {
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
           // no jitter option: a fixed interval at the same mean
-          const lock = mutex(key, { lockTimeout: TTL, acquireTimeout: 60_000, retryInterval: RETRY_MEAN });
+          const knobs: Record<string, number> = poll === "default" ? {} : { retryInterval: pollMean(poll) };
+          const lock = mutex(key, { lockTimeout: TTL, acquireTimeout: 60_000, ...knobs });
           await lock.acquire();
           return () => lock.release();
         },
@@ -219,7 +236,7 @@ function redlockUniversal(): ContenderFactory {
       // biome-ignore lint/suspicious/noExplicitAny: its adapter types ioredis against another version
       const adapters = clients.map((client) => new IoredisAdapter(client as any));
       const [single] = adapters.length === 1 ? adapters : [];
-      const lockFor = (key: string, retry?: { retryAttempts: number; retryDelay: number }) =>
+      const lockFor = (key: string, retry?: { retryAttempts: number; retryDelay?: number }) =>
         single
           ? createLock({ adapter: single, key, ttl: TTL, ...retry })
           : createRedlock({ adapters, key, ttl: TTL, ...retry });
@@ -231,9 +248,10 @@ function redlockUniversal(): ContenderFactory {
           const lock = lockFor(key);
           await lock.release(await lock.acquire());
         },
-        async acquireWaiting(key) {
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
           // no jitter option: a fixed delay at the same mean
-          const lock = lockFor(key, { retryAttempts: 1_000_000, retryDelay: RETRY_MEAN });
+          const knobs = poll === "default" ? {} : { retryDelay: pollMean(poll) };
+          const lock = lockFor(key, { retryAttempts: 1_000_000, ...knobs });
           const handle = await lock.acquire();
           return () => lock.release(handle);
         },

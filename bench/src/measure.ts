@@ -1,6 +1,6 @@
 /** The measurement loops. Each runs one contender for a fixed time and reports raw counts. */
 import { performance } from "node:perf_hooks";
-import type { Contender } from "./contenders.js";
+import type { Contender, Poll } from "./contenders.js";
 
 export interface Sample {
   /** Completed operations per second. */
@@ -70,6 +70,8 @@ export interface ContentionSample {
   readonly perWorker: readonly number[];
   /** Times two workers were inside the critical section at once (must be 0). */
   readonly overlaps: number;
+  /** Share of sections taken by the worker that held the previous one (it released and re-acquired at once). */
+  readonly sameHolder: number;
 }
 
 /**
@@ -81,7 +83,7 @@ export async function contention(contender: Contender, workers: number, duration
   const key = keyMaker("contended")();
   const perWorker = new Array<number>(workers).fill(0);
   // in acquisition order; the gap pairs one section's release with the next section's acquisition
-  const sections: { releasedAt: number; acquiredAt: number }[] = [];
+  const sections: { worker: number; releasedAt: number; acquiredAt: number }[] = [];
   let inside = 0;
   let overlaps = 0;
   const start = performance.now();
@@ -89,7 +91,7 @@ export async function contention(contender: Contender, workers: number, duration
   const worker = async (index: number) => {
     while (performance.now() < end) {
       const release = await contender.acquireWaiting(key);
-      const section = { acquiredAt: performance.now(), releasedAt: Number.NaN };
+      const section = { worker: index, acquiredAt: performance.now(), releasedAt: Number.NaN };
       sections.push(section);
       if (++inside > 1) overlaps++;
       await new Promise((resolve) => setTimeout(resolve, 1));
@@ -101,18 +103,116 @@ export async function contention(contender: Contender, workers: number, duration
   };
   await Promise.all(Array.from({ length: workers }, (_, index) => worker(index)));
   const gaps = new Float64Array(Math.max(0, sections.length - 1));
+  let same = 0;
   for (let i = 1; i < sections.length; i++) {
     const previous = sections[i - 1] as (typeof sections)[number];
     const current = sections[i] as (typeof sections)[number];
     // < 0 when the next holder heard of its acquisition before the previous one heard of its release
     gaps[i - 1] = Math.max(0, current.acquiredAt - previous.releasedAt) * 1000;
+    if (current.worker === previous.worker) same++;
   }
   return {
     sectionsPerSec: sections.length / ((performance.now() - start) / 1000),
     gapsUs: gaps,
     perWorker,
     overlaps,
+    sameHolder: sections.length > 1 ? same / (sections.length - 1) : Number.NaN,
   };
+}
+
+export interface QueueSample {
+  readonly sectionsPerSec: number;
+  /** Within a round: release resolved → the next holder's acquire resolved, in µs (hand-offs only; < 0 counts as 0). */
+  readonly gapsUs: Float64Array;
+  /** Within a round: release called → the next holder's acquire resolved, in µs (never < 0). */
+  readonly gapsFromCallUs: Float64Array;
+  /** Critical sections per worker (equal by construction: the burst ends between rounds). */
+  readonly perWorker: readonly number[];
+  /** Per worker, the sum of its waits (asked → acquired), in µs. */
+  readonly waitUsPerWorker: readonly number[];
+  /** Hand-offs whose acquire resolved before the previous holder's release did (their gap counts as 0). */
+  readonly early: number;
+  /** Times the in-flight counter exceeded 1 (must be 0). */
+  readonly overlaps: number;
+  readonly rounds: number;
+}
+
+/**
+ * Rounds in which `workers` ask for ONE key at the same moment, each needing it once: wait,
+ * hold it for a ~1 ms critical section (a 1 ms timer), release, and sit the rest of the round
+ * out. Every acquisition after a round's first is a hand-off to a waiter, so the gap between
+ * one holder's release and the next holder's acquisition is the waiters' wake-up latency.
+ * Rounds follow each other until `durationMs` has passed; the burst ends between rounds.
+ */
+export async function queue(
+  contender: Contender,
+  workers: number,
+  poll: Poll,
+  durationMs: number,
+): Promise<QueueSample> {
+  const key = keyMaker("queue")();
+  const perWorker = new Array<number>(workers).fill(0);
+  const waitUsPerWorker = new Array<number>(workers).fill(0);
+  const gaps: number[] = [];
+  const gapsFromCall: number[] = [];
+  let early = 0;
+  let inside = 0;
+  let overlaps = 0;
+  let rounds = 0;
+  let sections = 0;
+  const start = performance.now();
+  const end = start + durationMs;
+  while (performance.now() < end) {
+    // in acquisition order; a gap pairs one section's release with the next section's acquisition
+    const order: { acquiredAt: number; releaseCalledAt: number; releasedAt: number }[] = [];
+    const worker = async (index: number) => {
+      const askedAt = performance.now();
+      const release = await contender.acquireWaiting(key, poll);
+      const section = { acquiredAt: performance.now(), releaseCalledAt: Number.NaN, releasedAt: Number.NaN };
+      order.push(section);
+      if (++inside > 1) overlaps++;
+      waitUsPerWorker[index] = (waitUsPerWorker[index] ?? 0) + (section.acquiredAt - askedAt) * 1000;
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      inside--;
+      perWorker[index] = (perWorker[index] ?? 0) + 1;
+      sections++;
+      section.releaseCalledAt = performance.now();
+      await release();
+      section.releasedAt = performance.now();
+    };
+    // Workers ask in a new random order each round, as independent processes would: a fixed
+    // order would hand the first (uncontended) grab, and every tie after it, to the same worker.
+    await Promise.all(shuffled(workers).map((index) => worker(index)));
+    for (let i = 1; i < order.length; i++) {
+      const previous = order[i - 1] as (typeof order)[number];
+      const current = order[i] as (typeof order)[number];
+      // < 0 when the next holder heard of its acquisition before the previous one heard of its release
+      if (current.acquiredAt < previous.releasedAt) early++;
+      gaps.push(Math.max(0, current.acquiredAt - previous.releasedAt) * 1000);
+      gapsFromCall.push((current.acquiredAt - previous.releaseCalledAt) * 1000);
+    }
+    rounds++;
+  }
+  return {
+    sectionsPerSec: sections / ((performance.now() - start) / 1000),
+    gapsUs: Float64Array.from(gaps),
+    gapsFromCallUs: Float64Array.from(gapsFromCall),
+    perWorker,
+    waitUsPerWorker,
+    early,
+    overlaps,
+    rounds,
+  };
+}
+
+/** 0..n-1 in a random order (Fisher–Yates). */
+function shuffled(n: number): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j] as number, order[i] as number];
+  }
+  return order;
 }
 
 /** The q-quantile (0..1) of `values` (sorted copy, nearest rank). */

@@ -1,4 +1,5 @@
 /** Markdown tables of a run: what `pnpm bench` prints and bench/README.md quotes. */
+import { median } from "./measure.js";
 import type { CommandCount, Entry, Results, Section, Soak } from "./results.js";
 
 export const OURS = "redlock-kit";
@@ -17,11 +18,93 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
+/** µs as ms with sub-ms precision. */
+const ms = (us: number) => (Number.isFinite(us) ? (us / 1000).toFixed(us < 10_000 ? 3 : 1) : "–");
+
+function queueTable(section: Section): string {
+  const header = [
+    "",
+    "clients; how it waits",
+    section.unit,
+    `× ${section.baseline} (median, min–max)`,
+    "gap p50 ms",
+    "gap p99 ms",
+    "unlock called → next acquired p50 / p99 ms",
+    "hand-offs",
+    "acquired before unlock resolved",
+    "fairness: sections min/max",
+    "fairness: mean wait min/max",
+    "violations",
+  ];
+  const rows = section.entries.map((entry) => {
+    const m = entry.metrics;
+    return [
+      entry.name,
+      entry.clients,
+      int(entry.score),
+      ratio(entry),
+      ms(m.gapP50Us ?? Number.NaN),
+      ms(m.gapP99Us ?? Number.NaN),
+      `${ms(m.gapFromCallP50Us ?? Number.NaN)} / ${ms(m.gapFromCallP99Us ?? Number.NaN)}`,
+      int(m.handOffs ?? Number.NaN),
+      `${num((m.earlyShare ?? Number.NaN) * 100, 0)} %`,
+      num(m.fairness ?? Number.NaN),
+      num(m.waitFairness ?? Number.NaN),
+      String(m.overlaps ?? "–"),
+    ];
+  });
+  return `#### ${section.title}\n\n${table(header, rows)}`;
+}
+
+function isPollingPeer(entry: Entry): boolean {
+  return entry.name !== OURS && !entry.name.startsWith("floor") && !entry.name.startsWith(`${OURS} `);
+}
+
+/** Issue 8's targets in each queue row, for every redlock-kit entry: met or missed, never hidden. */
+export function queueTargetLines(sections: readonly Section[]): string[] {
+  const lines: string[] = [];
+  for (const section of sections) {
+    if (!section.id.startsWith("queue")) continue;
+    const floor = section.entries.find((entry) => entry.name === section.baseline);
+    const peers = section.entries.filter(isPollingPeer);
+    const best = peers.reduce<Entry | undefined>(
+      (found, peer) =>
+        found && (found.metrics.gapP50Us ?? Infinity) <= (peer.metrics.gapP50Us ?? Infinity) ? found : peer,
+      undefined,
+    );
+    // the polling floor and the polling peers; their median is the bar (one value alone is noisy)
+    const polling = section.entries
+      .filter((entry) => !entry.name.startsWith(OURS))
+      .map((entry) => entry.metrics.waitFairness ?? Number.NaN);
+    const pollingFairness = median(polling);
+    const verdict = (ok: boolean) => (ok ? "met" : "MISSED");
+    for (const ours of section.entries.filter((entry) => entry.name.startsWith(OURS))) {
+      const m = ours.metrics;
+      const gap = m.gapP50Us ?? Number.NaN;
+      const bestGap = best?.metrics.gapP50Us ?? Number.NaN;
+      const fromCall = m.gapFromCallP50Us ?? Number.NaN;
+      const bestFromCall = best?.metrics.gapFromCallP50Us ?? Number.NaN;
+      const parts = [
+        `gap p50 ${ms(gap)} ms vs ≤ 0.500 ms: ${verdict(gap <= 500)}`,
+        `vs best polling peer ${best ? `${best.name} ${ms(bestGap)} ms` : "–"}: ${num(gap / bestGap, 3)} of it vs ≤ 0.200: ${verdict(gap <= bestGap / 5)}`,
+        `from unlock called (robust when the next holder is told before the releaser): p50 ${ms(fromCall)} ms, ${num(fromCall / bestFromCall, 3)} of ${best?.name ?? "–"}'s ${ms(bestFromCall)} ms: ${verdict(fromCall <= 500 && fromCall <= bestFromCall / 5)}`,
+        `critical sections/s ${x(ours.ratio.median)} the polling floor vs ≥ ${x(section.target ?? Number.NaN)}: ${verdict(ours.ratio.median >= (section.target ?? Number.NaN))}`,
+        `fairness (mean wait min/max) ${num(m.waitFairness ?? Number.NaN)} vs polling median ${num(pollingFairness)} (floor ${num(floor?.metrics.waitFairness ?? Number.NaN)}, worst ${num(Math.min(...polling))}, best ${num(Math.max(...polling))}): ${verdict((m.waitFairness ?? 0) >= pollingFairness)}`,
+        `sections min/max ${num(m.fairness ?? Number.NaN)}`,
+        `violations ${m.overlaps ?? "–"}: ${verdict(m.overlaps === 0)}`,
+      ];
+      lines.push(`${section.title}, ${ours.name}: ${parts.join("; ")}`);
+    }
+  }
+  return lines;
+}
+
 function sectionTable(section: Section): string {
+  if (section.id.startsWith("queue")) return queueTable(section);
   const contention = section.id.startsWith("contention");
   const http = section.id.startsWith("http");
   const header = ["", "clients", section.unit, `× ${section.baseline} (median, min–max)`];
-  if (contention) header.push("gap p50 µs", "gap p99 µs", "fairness min/max", "overlaps");
+  if (contention) header.push("gap p50 µs", "gap p99 µs", "fairness min/max", "overlaps", "same holder next");
   else if (http) header.push("latency p50 ms", "latency p99 ms", "non-2xx");
   else if (section.id.startsWith("sequential")) header.push("p50 µs", "p99 µs", "client CPU µs/op", "CPU × floor");
   else header.push("client CPU µs/op", "CPU × floor");
@@ -30,7 +113,7 @@ function sectionTable(section: Section): string {
     const cells = [entry.name, entry.clients, int(entry.score), ratio(entry)];
     if (contention) {
       cells.push(int(m.gapP50Us ?? Number.NaN), int(m.gapP99Us ?? Number.NaN));
-      cells.push(num(m.fairness ?? Number.NaN), String(m.overlaps ?? "–"));
+      cells.push(num(m.fairness ?? Number.NaN), String(m.overlaps ?? "–"), num(m.sameHolder ?? Number.NaN));
     } else if (http) {
       cells.push(num(m.p50Ms ?? Number.NaN, 1), num(m.p99Ms ?? Number.NaN, 1), int(m.non2xx ?? Number.NaN));
     } else {
@@ -85,7 +168,8 @@ export function targetLines(sections: readonly Section[]): string[] {
   const lines: string[] = [];
   for (const section of sections) {
     const ours = section.entries.find((entry) => entry.name === OURS);
-    if (!ours) continue;
+    // the queue rows have their own list (issue 8)
+    if (!ours || section.id.startsWith("queue")) continue;
     if (section.target !== undefined) {
       const got = ours.ratio.median;
       const verdict =
@@ -138,15 +222,19 @@ export function markdown(results: Results): string {
   const parts = [
     `### redlock-kit benchmark (${results.mode} run)`,
     `${m.date} · ${m.cpus} × ${m.cpuModel} · Node ${m.node} · redis-server ${m.redisServer} · ${m.platform} · commit ${m.commit}`,
-    `Ratios are the median over ${results.plan.rounds} alternating rounds of (score ÷ the baseline's score in the same round).`,
+    `Ratios are the median over ${results.plan.rounds} alternating rounds (contention ${results.plan.contentionRounds}, queue ${results.plan.queueRounds ?? "–"}, HTTP ${results.plan.httpRounds}) of (score ÷ the baseline's score in the same round).`,
     "#### Ratios to the baseline",
     summaryTable(results.sections),
     "#### Targets (issue 7)",
     targetLines(results.sections)
       .map((line) => `- ${line}`)
       .join("\n"),
-    ...results.sections.map(sectionTable),
   ];
+  const queueLines = queueTargetLines(results.sections);
+  if (queueLines.length > 0) {
+    parts.push("#### Targets (issue 8, queue rows)", queueLines.map((line) => `- ${line}`).join("\n"));
+  }
+  parts.push(...results.sections.map(sectionTable));
   if (results.commands.length > 0) parts.push(commandsTable(results.commands));
   if (results.soak.length > 0) parts.push(soakTable(results.soak));
   if (results.notes.length > 0) parts.push(results.notes.map((note) => `- ${note}`).join("\n"));

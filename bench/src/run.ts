@@ -1,5 +1,5 @@
 /**
- * `pnpm bench [--quick] [--only=sequential,concurrent,contention,http,commands,soak]`
+ * `pnpm bench [--quick] [--only=sequential,concurrent,contention,queue,http,commands,soak]`
  *
  * Starts its own redis-server processes on free loopback ports, measures redlock-kit, the
  * raw-ioredis floor and the peer libraries in this one process (alternating them in rounds),
@@ -14,7 +14,7 @@ import { type RedisServer, startServers } from "../../test/helpers/redis-process
 import { chart } from "./chart.js";
 import { runCommandCounts } from "./commands.js";
 import { FLOOR, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
-import { runContentionRow, runThroughputRows } from "./core-rows.js";
+import { runContentionRow, runQueueRows, runThroughputRows } from "./core-rows.js";
 import { httpAvailable, runHttpRows } from "./http.js";
 import { BENCH_DIR, machine } from "./machine.js";
 import { markdown } from "./report.js";
@@ -22,12 +22,13 @@ import type { CommandCount, Results, Section, Soak } from "./results.js";
 import type { RoundPlan } from "./rounds.js";
 import { runSoak } from "./soak.js";
 
-const ROWS = ["sequential", "concurrent", "contention", "http", "commands", "soak"] as const;
+const ROWS = ["sequential", "concurrent", "contention", "queue", "http", "commands", "soak"] as const;
 type Row = (typeof ROWS)[number];
 
 interface Plan {
   readonly throughput: RoundPlan;
   readonly contention: RoundPlan;
+  readonly queue: RoundPlan;
   readonly http: RoundPlan;
   readonly soakCycles: number;
   readonly commandCycles: number;
@@ -37,6 +38,7 @@ const PLANS: Record<"full" | "quick", Plan> = {
   full: {
     throughput: { rounds: 21, burstMs: 200, warmupMs: 300 },
     contention: { rounds: 3, burstMs: 1500, warmupMs: 300 },
+    queue: { rounds: 5, burstMs: 1000, warmupMs: 300 },
     http: { rounds: 11, burstMs: 1000, warmupMs: 1000 },
     soakCycles: 100_000,
     commandCycles: 2000,
@@ -44,6 +46,7 @@ const PLANS: Record<"full" | "quick", Plan> = {
   quick: {
     throughput: { rounds: 6, burstMs: 80, warmupMs: 100 },
     contention: { rounds: 1, burstMs: 500, warmupMs: 100 },
+    queue: { rounds: 1, burstMs: 600, warmupMs: 150 },
     http: { rounds: 2, burstMs: 500, warmupMs: 300 },
     soakCycles: 20_000,
     commandCycles: 500,
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
       sections.push(...all.filter((section) => rows.has(section.id.split("-")[0] as Row)));
     }
     if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
+    if (rows.has("queue")) sections.push(...(await runQueueRows(ports, plan.queue, log)));
     if (rows.has("http")) {
       const missing = httpAvailable();
       if (missing.length === 0) sections.push(...(await runHttpRows(ports.slice(0, 1), plan.http, log)));
@@ -118,6 +122,8 @@ async function main(): Promise<void> {
         burstMs: plan.throughput.burstMs,
         contentionRounds: plan.contention.rounds,
         contentionBurstMs: plan.contention.burstMs,
+        queueRounds: plan.queue.rounds,
+        queueBurstMs: plan.queue.burstMs,
         httpRounds: plan.http.rounds,
         httpBurstMs: plan.http.burstMs,
         soakCycles: plan.soakCycles,
