@@ -111,12 +111,11 @@ describe("validity arithmetic against an injected clock", () => {
     const clogged = [direct[1] as Redis, direct[2] as Redis];
     await Promise.all(clogged.map((client) => client.set("arith:retry", "other", "PX", 5000)));
     const store = hooked(direct[0] as Redis, {
-      acquire: (call) => {
+      acquire: async (call) => {
         clock.now += call < 3 ? 100 : 7;
-      },
-      afterAcquire: async (call) => {
-        // the other holder leaves after the second attempt was refused
-        if (call === 2) await Promise.all(clogged.map((client) => client.del("arith:retry")));
+        // The other holder leaves just before the third attempt: these DELs are issued before that
+        // attempt's commands on the same connections, so the first two attempts are refused for sure.
+        if (call === 3) await Promise.all(clogged.map((client) => client.del("arith:retry")));
       },
     });
     // tracked: a Redlock that waited holds release-notification connections until quit()
