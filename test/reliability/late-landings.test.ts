@@ -177,9 +177,10 @@ describe("a slow node (150 ms each way through the proxy)", () => {
     const started = performance.now();
     const lock = await dlm.acquire("slow:two", 2000);
     const elapsed = performance.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(300);
+    // two 150 ms proxy hops; timers may fire a fraction of a millisecond early
+    expect(elapsed).toBeGreaterThanOrEqual(295);
     // validity = ttl − elapsed − (⌊ttl × 0.01⌋ + 2)
-    expect(lock.remainingMs).toBeLessThanOrEqual(2000 - 300 - 22);
+    expect(lock.remainingMs).toBeLessThanOrEqual(2000 - 295 - 22);
     expect(lock.remainingMs).toBeGreaterThan(0);
     expect(await lock.release()).toBe(true);
     expect(await valuesOf("slow:two")).toEqual([null, null, null]);

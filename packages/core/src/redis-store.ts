@@ -49,17 +49,6 @@ export class RedisStore implements LockStore {
   }
 
   async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
-    if (keys.length === 1) {
-      // One key, free: a plain SET NX PX, as cheap as a lock can be. Only a refusal runs the script,
-      // which tells whether the holder is us (ioredis re-sent the SET after a reconnect), takes the
-      // key if it was released meanwhile, or reports the holder's remaining ttl.
-      this.#beforeSend();
-      try {
-        if ((await this.client.set(keys[0] as string, value, "PX", ttl, "NX")) === "OK") return ACQUIRED;
-      } finally {
-        this.#inFlight--;
-      }
-    }
     this.#beforeSend();
     try {
       const [acquired, holderTtl] = await this.#scripts[COMMANDS.acquire](keys.length, ...keys, value, ttl);
