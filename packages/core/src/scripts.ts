@@ -8,6 +8,10 @@
 
 /** ARGV[2]: ttl in ms. Returns {1, 0} when acquired, {0, holder's PTTL} when another owner holds a key. */
 export const ACQUIRE_SCRIPT = `
+-- one free key: SET NX is the whole job (the common case, one command)
+if #KEYS == 1 and redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) then
+  return {1, 0}
+end
 -- refuse if any key belongs to another owner, reporting that owner's remaining ttl
 for _, key in ipairs(KEYS) do
   local holder = redis.call('get', key)
