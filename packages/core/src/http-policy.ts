@@ -5,15 +5,14 @@ import { compileKey, type KeyResolver, type KeySpec } from "./key-template.js";
 import type { Lock } from "./lock.js";
 import {
   type AcquireOptions,
+  checkLockOptions,
   checkOptionsObject,
-  DEFAULT_ACQUIRE,
   type HoldOptions,
   type ResolvedHoldOptions,
-  resolveAcquireOptions,
 } from "./options.js";
 import type { Redlock } from "./redlock.js";
 import { trackResponse } from "./response-tracker.js";
-import { checkFunction, checkMs, checkNonNegativeInt } from "./validate.js";
+import { checkFunction } from "./validate.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
 export interface HttpKeySource {
@@ -151,57 +150,34 @@ function resolveRouteOptions<Hook>(
   checkOptionsObject(name, options);
   const get = <K extends keyof RouteLockOptions<Hook>>(key: K) =>
     options && Object.hasOwn(options, key) && options[key] !== undefined ? options[key] : undefined;
-  const ttl = get("ttl");
-  const wait = get("wait");
   const extend = get("autoExtend");
-  const onLocked = get("onLocked");
-  const onUnavailable = get("onUnavailable");
   if (extend !== undefined && typeof extend !== "boolean") {
     throw new TypeError(`${name}.autoExtend must be a boolean, got ${typeof extend}`);
   }
-  const acquireOverrides: AcquireOptions = {};
-  for (const key of ["driftFactor", "retryDelay", "retryJitter", "instanceTimeout"] as const) {
+  const onLocked = get("onLocked");
+  const onUnavailable = get("onUnavailable");
+  const acquire: AcquireOptions = { wait: 0, ...base?.acquire };
+  for (const key of ["driftFactor", "retryDelay", "retryJitter", "instanceTimeout", "wait"] as const) {
     const value = get(key);
-    if (value !== undefined) acquireOverrides[key] = value;
+    if (value !== undefined) acquire[key] = value;
   }
-  // validates the overrides now rather than on the first request
-  resolveAcquireOptions(DEFAULT_ACQUIRE, acquireOverrides, name);
-  const resolved: ResolvedRouteOptions<Hook> = {
-    ttl: ttl === undefined ? (base?.ttl ?? 5000) : checkMs(`${name}.ttl`, ttl),
+  const hold: HoldOptions = { ...base?.hold };
+  for (const key of ["extendThreshold", "maxHoldMs"] as const) {
+    const value = get(key);
+    if (value !== undefined) hold[key] = value;
+  }
+  const ttl = get("ttl") ?? base?.ttl ?? 5000;
+  // the same checks and messages as a call, now at route definition rather than per request
+  checkLockOptions({ ...acquire, ...hold, ttl }, name);
+  return Object.freeze({
+    ttl,
     autoExtend: extend ?? base?.autoExtend ?? true,
-    acquire: Object.freeze({
-      ...base?.acquire,
-      ...acquireOverrides,
-      wait: wait === undefined ? (base?.acquire.wait ?? 0) : checkNonNegativeInt(`${name}.wait`, wait),
-    }),
-    hold: base ? resolveHold(base.hold, options, redlock) : redlock.resolveHoldOptions(pickHold(options)),
+    acquire: Object.freeze(acquire),
+    hold: redlock.resolveHoldOptions(hold),
     onLocked: onLocked === undefined ? base?.onLocked : (checkFunction(`${name}.onLocked`, onLocked) as Hook),
     onUnavailable:
       onUnavailable === undefined
         ? base?.onUnavailable
         : (checkFunction(`${name}.onUnavailable`, onUnavailable) as Hook),
-  };
-  const timeout = resolved.acquire.instanceTimeout;
-  if (timeout !== undefined && timeout >= resolved.ttl) {
-    throw new RangeError(
-      `${name}.instanceTimeout must be shorter than the ttl, got ${timeout} for a ttl of ${resolved.ttl}`,
-    );
-  }
-  return Object.freeze(resolved);
-}
-
-function pickHold(options: HoldOptions | undefined): HoldOptions | undefined {
-  if (!options) return undefined;
-  const hold: HoldOptions = {};
-  if (Object.hasOwn(options, "extendThreshold") && options.extendThreshold !== undefined) {
-    hold.extendThreshold = options.extendThreshold;
-  }
-  if (Object.hasOwn(options, "maxHoldMs") && options.maxHoldMs !== undefined) hold.maxHoldMs = options.maxHoldMs;
-  return hold;
-}
-
-function resolveHold(base: ResolvedHoldOptions, options: HoldOptions | undefined, redlock: Redlock) {
-  const picked = pickHold(options);
-  if (!picked || Object.keys(picked).length === 0) return base;
-  return redlock.resolveHoldOptions({ ...base, ...picked });
+  });
 }
