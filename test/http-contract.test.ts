@@ -273,7 +273,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     }
     expect(probe.calls).toBe(1);
     expect((await released).released).toBe(true);
-    expect(await values("resource_name")).toEqual([null, null, null]);
+    await expect.poll(() => values("resource_name")).toEqual([null, null, null]);
   });
 
   it("resolves keys from params, body, query and headers and puts the lock on the request", async () => {
@@ -324,7 +324,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     probe.stream.end("last\n");
     expect(await text(response)).toBe("last\n");
     expect((await released).released).toBe(true);
-    expect(await values("stream:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("stream:1")).toEqual([null, null, null]);
   });
 
   it("keeps the lock, extended, while the handler still runs after the client disconnected, and releases it when the handler ends", async () => {
@@ -343,7 +343,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const released = nextRelease("slow:1");
     probe.gate.resolve();
     expect((await released).released).toBe(true);
-    expect(await values("slow:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("slow:1")).toEqual([null, null, null]);
   });
 
   it("releases the lock when the handler throws, and keeps the error text out of the response", async () => {
@@ -355,7 +355,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(status).toBe(500);
     expect(body).not.toContain("secret");
     expect((await released).released).toBe(true);
-    expect(await values("throw:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("throw:1")).toEqual([null, null, null]);
   });
 
   it("releases the lock when the handler throws after the client disconnected", async () => {
@@ -369,7 +369,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const released = nextRelease("throw:2");
     probe.gate.resolve();
     expect((await released).released).toBe(true);
-    expect(await values("throw:2")).toEqual([null, null, null]);
+    await expect.poll(() => values("throw:2")).toEqual([null, null, null]);
   });
 
   it("stops waiting for a held lock when the client disconnects", async () => {
@@ -384,7 +384,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     // well before the route's 5000 ms wait ran out
     expect(message.elapsedMs).toBeLessThan(5000);
     await holder.release();
-    expect(await values("wait:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("wait:1")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
   });
 
@@ -399,7 +399,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await closed;
     for (const server of cluster.servers) server.resume();
     await aborted;
-    expect(await values("wait:2")).toEqual([null, null, null]);
+    await expect.poll(() => values("wait:2")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
   });
 
@@ -413,7 +413,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(JSON.parse(second.text)).toEqual({ error: "Resource is locked" });
     expect((await first).status).toBe(200);
     expect((await released).released).toBe(true);
-    expect(await values("extend:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("extend:1")).toEqual([null, null, null]);
   });
 
   it("answers 503 with no internal detail when every Redis instance is down", async () => {
@@ -468,7 +468,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
       expect(ok).toBeGreaterThan(0);
       // each 200 took a lock; its release follows the response
       await vi.waitFor(() => expect(releases).toBe(ok), { timeout: 10_000 });
-      expect(await keyCounts()).toEqual([0, 0, 0]);
+      await expect.poll(() => keyCounts()).toEqual([0, 0, 0]);
       await loaded.close();
       // polled by hand: vi.waitFor's own timers would count while its callback runs
       for (let i = 0; i < 100 && grownResources(resourcesBefore).length > 0; i++) await timers.sleep(50);

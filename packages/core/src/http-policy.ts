@@ -71,6 +71,8 @@ interface ResolvedRouteOptions<Hook> {
   readonly ttl: number;
   readonly autoExtend: boolean;
   readonly acquire: AcquireOptions;
+  /** `wait` > 0: the acquisition may sleep, and must stop when the client leaves. */
+  readonly waits: boolean;
   readonly hold: ResolvedHoldOptions;
   readonly onLocked: Hook | undefined;
   readonly onUnavailable: Hook | undefined;
@@ -99,13 +101,21 @@ export class RouteLock<Hook = never> {
     let lock: Lock;
     try {
       const resources = this.#resolve(source);
-      lock = await this.#redlock.acquire(resources, options.ttl, { ...options.acquire, signal: tracker.signal });
+      // Only a wait needs a signal to stop; a single attempt is checked for a departed client below.
+      const acquire = options.waits ? { ...options.acquire, signal: tracker.signal } : options.acquire;
+      lock = await this.#redlock.acquire(resources, options.ttl, acquire);
     } catch (error) {
       tracker.dispose();
-      if (tracker.signal.aborted && !RedlockError.isRedlockError(error)) return { kind: "aborted" };
+      if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return { kind: "aborted" };
       if (!RedlockError.isRedlockError(error)) throw error;
       const hook = error.status === 423 ? options.onLocked : error.status === 503 ? options.onUnavailable : undefined;
       return { kind: "rejected", error, response: errorResponse(error), hook };
+    }
+    if (tracker.clientLeft) {
+      // the lock arrived after the client left: nobody will use it
+      tracker.dispose();
+      await this.#redlock.unlock(lock);
+      return { kind: "aborted" };
     }
     const stop = options.autoExtend ? autoExtend(this.#redlock, lock, options.ttl, options.hold) : undefined;
     tracker.whenDone(() => {
@@ -173,6 +183,7 @@ function resolveRouteOptions<Hook>(
     ttl,
     autoExtend: extend ?? base?.autoExtend ?? true,
     acquire: Object.freeze(acquire),
+    waits: (acquire.wait ?? 0) > 0,
     hold: redlock.resolveHoldOptions(hold),
     onLocked: onLocked === undefined ? base?.onLocked : (checkFunction(`${name}.onLocked`, onLocked) as Hook),
     onUnavailable:

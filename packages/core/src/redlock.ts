@@ -126,17 +126,23 @@ export class Redlock {
 
   /**
    * Releases the lock on every instance (compare-and-delete: another owner's key is never touched).
-   * Resolves to `true` if a quorum still held it, `false` if it had expired, been taken or was
-   * already released. Never rejects because of the lock's state, and never waits on a dead instance
-   * longer than the per-instance timeout.
+   * Resolves to `true` as soon as a quorum deleted it (the release still reaches the other
+   * instances), `false` if it had expired, been taken or was already released. Never rejects
+   * because of the lock's state, and never waits on a dead instance longer than the per-instance
+   * timeout.
    */
   async unlock(lock: Lock): Promise<boolean> {
     this.#checkLock(lock);
     const state = lock[STATE];
     if (!markReleased(lock)) return false;
     const start = this.#clock();
-    const votes = await fanOut(this.#stores, (store) => store.release(state.keys, lock.value), state.instanceTimeout);
-    const released = countVotes(votes, (deleted) => deleted === state.keys.length) >= this.quorum;
+    const deletedAll = (deleted: number) => deleted === state.keys.length;
+    // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
+    const votes = await fanOut(this.#stores, (store) => store.release(state.keys, lock.value), state.instanceTimeout, {
+      need: this.quorum,
+      yes: deletedAll,
+    });
+    const released = countVotes(votes, deletedAll) >= this.quorum;
     if (channels.release.hasSubscribers) {
       channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
     }

@@ -1,10 +1,11 @@
 import type { ServerResponse } from "node:http";
-import { finished } from "node:stream";
 
 /** Follows one HTTP response for the lock that guards it. */
 export interface ResponseTracker {
-  /** Aborts when the client goes away before the response is complete. */
+  /** Aborts when the client goes away before the response is complete (created on first read). */
   readonly signal: AbortSignal;
+  /** True once the client went away before the response was complete. */
+  readonly clientLeft: boolean;
   /** Runs `callback` once, when the handler has finished its response (now, if it already has). */
   whenDone(callback: () => void): void;
   /** Stops following the response (the lock was not acquired). */
@@ -16,9 +17,14 @@ export interface ResponseTracker {
  * 'finish' (a streamed body included), or `res.end()` called after the client already left. A
  * client that disconnects early does not end the critical section: the handler may still be
  * running, so only the signal aborts (to stop a wait for the lock).
+ *
+ * Two listeners on the response, and an AbortController only for routes that wait: this runs on
+ * every locked request, and `stream.finished()` with a controller each time cost several percent
+ * of an Express server's CPU (bench/).
  */
 export function trackResponse(res: ServerResponse): ResponseTracker {
-  const controller = new AbortController();
+  let controller: AbortController | undefined;
+  let clientLeft = false;
   let done = false;
   let callback: (() => void) | undefined;
   const finish = () => {
@@ -28,11 +34,17 @@ export function trackResponse(res: ServerResponse): ResponseTracker {
     callback = undefined;
     run?.();
   };
-  const stop = finished(res, (error) => {
-    stop();
-    if (!error) return finish();
-    // premature close: the client left; the handler may still be writing
-    controller.abort(new Error("Client closed the connection"));
+  const onFinish = () => {
+    res.off("close", onClose);
+    finish();
+  };
+  // A ServerResponse emits 'close' after 'finish', or alone when the connection closed first.
+  const onClose = () => {
+    res.off("finish", onFinish);
+    if (res.writableFinished) return finish();
+    clientLeft = true;
+    controller?.abort(new Error("Client closed the connection"));
+    // ended but not yet flushed when the client left: the handler is done
     if (res.writableEnded) return finish();
     const end = res.end;
     res.end = function endAfterClientLeft(this: ServerResponse, ...args: Parameters<ServerResponse["end"]>) {
@@ -41,15 +53,27 @@ export function trackResponse(res: ServerResponse): ResponseTracker {
       finish();
       return result;
     } as ServerResponse["end"];
-  });
+  };
+  res.on("finish", onFinish);
+  res.on("close", onClose);
   return {
-    signal: controller.signal,
+    get signal() {
+      if (controller === undefined) {
+        controller = new AbortController();
+        if (clientLeft) controller.abort(new Error("Client closed the connection"));
+      }
+      return controller.signal;
+    },
+    get clientLeft() {
+      return clientLeft;
+    },
     whenDone(next) {
       if (done) next();
       else callback = next;
     },
     dispose() {
-      stop();
+      res.off("finish", onFinish);
+      res.off("close", onClose);
       callback = undefined;
     },
   };

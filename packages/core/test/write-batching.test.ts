@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
+import type { RedisServer } from "../../../test/helpers/redis-process.js";
 import { useRedisServers } from "../../../test/helpers/redis-servers.js";
 import { RedisStore, Redlock } from "../src/index.js";
 import { MAX_BATCH } from "../src/redis-store.js";
@@ -60,6 +61,28 @@ describe("Commands bound for one instance", () => {
     for (let i = 0; i < 5; i++) await dlm.unlock(await dlm.acquire(`one-by-one:${i}`, 5000));
     // one SET and one release script per lock: nothing waits for company
     expect(writes.count).toBe(10);
+  });
+
+  it("are written at once when they start a new event-loop phase, however many earlier ones are unanswered", async () => {
+    const client = await connectedClient();
+    const store = new RedisStore(client);
+    const writes = countSocketWrites(client);
+    const server = redis.servers[0] as RedisServer;
+    server.pause();
+    let replies: Promise<unknown>[] = [];
+    try {
+      replies = [store.acquire(["phase:1"], "one", 5000)];
+      expect(writes.count).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      // the first is still unanswered (the server is stopped); a third instance that answers after
+      // the quorum is this case, and must not hold back the next lock's command
+      replies.push(store.acquire(["phase:2"], "two", 5000));
+      expect(writes.count).toBe(2);
+    } finally {
+      server.resume();
+    }
+    expect(await Promise.all(replies)).toEqual([{ acquired: true }, { acquired: true }]);
+    await Promise.all([store.release(["phase:1"], "one"), store.release(["phase:2"], "two")]);
   });
 
   it("keep their replies apart: a refused lock in the middle of a burst is still refused", async () => {

@@ -48,7 +48,7 @@ describe("an Express app calling a @Locked service, with redlockErrorHandler()",
     const done = await first;
     expect(done.status).toBe(200);
     expect(done.body).toEqual({ orderId: "7", status: "paid" });
-    expect(await context.values("order:7")).toEqual([null, null, null]);
+    await expect.poll(() => context.values("order:7")).toEqual([null, null, null]);
 
     const again = await request(app).post("/orders/7/pay");
     expect(again.status).toBe(200);
