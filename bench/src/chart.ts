@@ -8,7 +8,19 @@ const RIGHT = 110;
 const BAR = 13;
 const BAR_GAP = 3;
 const GROUP_GAP = 32;
-const PALETTE = ["#d62728", "#ff9896", "#1f77b4", "#aec7e8", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f", "#bcbd22"];
+const PALETTE = [
+  "#d62728",
+  "#ff9896",
+  "#1f77b4",
+  "#aec7e8",
+  "#2ca02c",
+  "#9467bd",
+  "#8c564b",
+  "#7f7f7f",
+  "#bcbd22",
+  "#e377c2",
+  "#17becf",
+];
 
 const escapeXml = (text: string) =>
   text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");

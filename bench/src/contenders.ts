@@ -4,7 +4,7 @@
  * clients it runs on, because auto-pipelining changes the numbers as much as the library does.
  */
 import { randomBytes } from "node:crypto";
-import { Redlock } from "@redlock-kit/core";
+import { RedisStore, Redlock } from "@redlock-kit/core";
 import { Redlock as SesameRedlock } from "@sesamecare-oss/redlock";
 import { Redis } from "ioredis";
 import { Mutex, RedlockMutex } from "redis-semaphore";
@@ -74,7 +74,7 @@ function floorDelay(poll: Poll): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-const FLOOR_RELEASE = `
+export const FLOOR_RELEASE = `
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
@@ -125,6 +125,49 @@ function floor(pipelined: boolean): ContenderFactory {
         async cycle(key) {
           const value = prefix + (counter++).toString(36);
           if (!(await take(key, value))) throw new Error(`floor: ${key} was not free`);
+          await release(key, value);
+        },
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
+          const value = prefix + (counter++).toString(36);
+          while (!(await take(key, value))) await sleep(floorDelay(poll));
+          return () => release(key, value);
+        },
+        close: () => closeAll(clients),
+      };
+    },
+  };
+}
+
+/**
+ * The floor's logic on redlock-kit's own `RedisStore`: its acquire and release scripts and its
+ * write batching, without the Redlock layer (no validity, timeouts, retries or error
+ * classification). DESIGN makes acquire one Lua script per instance; this row shows what that
+ * script costs by itself against the floor's plain `SET NX PX`, so that the gap from here to the
+ * redlock-kit row is the algorithm's client-side work.
+ */
+function floorOnScripts(): ContenderFactory {
+  return {
+    name: "floor on redlock-kit's scripts",
+    create(ports) {
+      const clients = ports.map((port) => plainClient(port));
+      const stores = clients.map((client) => new RedisStore(client));
+      const quorum = Math.floor(stores.length / 2) + 1;
+      const prefix = randomBytes(8).toString("hex");
+      let counter = 0;
+      const release = (key: string, value: string) => Promise.all(stores.map((store) => store.release([key], value)));
+      const take = async (key: string, value: string): Promise<boolean> => {
+        const replies = await Promise.all(stores.map((store) => store.acquire([key], value, TTL)));
+        if (replies.filter((reply) => reply.acquired).length >= quorum) return true;
+        await release(key, value);
+        return false;
+      };
+      return {
+        name: this.name,
+        clients: `${PLAIN}, through redlock-kit's RedisStore`,
+        redisClients: clients,
+        async cycle(key) {
+          const value = prefix + (counter++).toString(36);
+          if (!(await take(key, value))) throw new Error(`floor on scripts: ${key} was not free`);
           await release(key, value);
         },
         async acquireWaiting(key, poll = CONTENTION_POLL) {
@@ -263,6 +306,7 @@ function redlockUniversal(): ContenderFactory {
 
 export const FLOOR = floor(false);
 export const FLOOR_PIPELINED = floor(true);
+export const FLOOR_ON_SCRIPTS = floorOnScripts();
 export const REDLOCK_KIT = redlockKit(true);
 export const REDLOCK_KIT_HANDED = redlockKit(false);
 export const PEERS: readonly ContenderFactory[] = [

@@ -3,6 +3,7 @@ import {
   type Contender,
   type ContenderFactory,
   FLOOR,
+  FLOOR_ON_SCRIPTS,
   FLOOR_PIPELINED,
   PEERS,
   type Poll,
@@ -32,19 +33,29 @@ const throughputRows: readonly {
   target: number;
   factories: readonly ContenderFactory[];
 }[] = [
-  { kind: "sequential", instances: 1, target: 0.95, factories: [FLOOR, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS] },
-  { kind: "sequential", instances: 3, target: 0.95, factories: [FLOOR, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS] },
+  {
+    kind: "sequential",
+    instances: 1,
+    target: 0.95,
+    factories: [FLOOR, FLOOR_ON_SCRIPTS, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
+  },
+  {
+    kind: "sequential",
+    instances: 3,
+    target: 0.95,
+    factories: [FLOOR, FLOOR_ON_SCRIPTS, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
+  },
   {
     kind: "concurrent",
     instances: 1,
     target: 1.0,
-    factories: [FLOOR, FLOOR_PIPELINED, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
+    factories: [FLOOR, FLOOR_PIPELINED, FLOOR_ON_SCRIPTS, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
   },
   {
     kind: "concurrent",
     instances: 3,
     target: 1.5,
-    factories: [FLOOR, FLOOR_PIPELINED, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
+    factories: [FLOOR, FLOOR_PIPELINED, FLOOR_ON_SCRIPTS, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS],
   },
 ];
 

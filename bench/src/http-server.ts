@@ -5,6 +5,7 @@
  * minimal hand-written middleware on node-redlock, which ships none), then reports its port
  * and routes over IPC.
  */
+import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import Router from "@koa/router";
 import { Redlock } from "@redlock-kit/core";
@@ -16,6 +17,7 @@ import Fastify from "fastify";
 import { Redis } from "ioredis";
 import Koa from "koa";
 import NodeRedlock from "redlock";
+import { FLOOR_RELEASE } from "./contenders.js";
 import type { ServerReady } from "./http.js";
 
 const TTL = 5000;
@@ -29,6 +31,11 @@ const OURS = "Redlock's own client from { host, port }";
 const closers: (() => Promise<unknown>)[] = [() => dlm.quit()];
 const routes: ServerReady["routes"][number][] = [
   { name: "no lock", prefix: "/open", clients: "same handler, no middleware" },
+  {
+    name: "pass-through middleware",
+    prefix: "/pass",
+    clients: "same handler behind a middleware that does nothing: what any route middleware costs",
+  },
   { name: "redlock-kit", prefix: "/locked", clients: `@redlock-kit/${framework} on ${OURS}` },
 ];
 
@@ -39,6 +46,7 @@ async function listenExpress(): Promise<number> {
   };
   const redlock = expressRedlock(dlm, { ttl: TTL });
   app.post("/open/orders/:id/pay", pay);
+  app.post("/pass/orders/:id/pay", (_req, _res, next) => next(), pay);
   app.post("/locked/orders/:id/pay", redlock(KEY), pay);
 
   const client = new Redis({ host: "127.0.0.1", port });
@@ -70,6 +78,34 @@ async function listenExpress(): Promise<number> {
     );
   };
   app.post("/node-redlock/orders/:id/pay", nodeRedlockMiddleware, pay);
+
+  // The floor of the core rows as a middleware: SET NX PX, 423 when held, the compare-and-delete
+  // script when the response closes, and nothing else (no timeouts, validity, auto-extension or
+  // key templates). What any Redis lock costs this route on this machine.
+  client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+  const floorClient = client as Redis & { floorRelease(key: string, value: string): Promise<number> };
+  const prefix = randomBytes(8).toString("hex");
+  let serial = 0;
+  const floorMiddleware: RequestHandler = (req, res, next) => {
+    const key = `floor:order:${req.params.id}`;
+    const value = prefix + (serial++).toString(36);
+    floorClient.set(key, value, "PX", TTL, "NX").then((reply) => {
+      if (reply !== "OK") {
+        res.status(423).json({ error: "Resource is locked" });
+        return;
+      }
+      res.once("close", () => {
+        floorClient.floorRelease(key, value).catch(() => {});
+      });
+      next();
+    }, next);
+  };
+  app.post("/floor/orders/:id/pay", floorMiddleware, pay);
+  routes.push({
+    name: "floor middleware (raw ioredis)",
+    prefix: "/floor",
+    clients: "SET NX PX, 423 when held, compare-and-delete script on close, on a handed plain ioredis client",
+  });
   routes.push({
     name: "node-redlock middleware",
     prefix: "/node-redlock",
@@ -89,6 +125,13 @@ async function listenKoa(): Promise<number> {
   router.post("/open/orders/:id/pay", (ctx) => {
     ctx.body = { paid: ctx.params.id };
   });
+  router.post(
+    "/pass/orders/:id/pay",
+    (_ctx, next) => next(),
+    (ctx) => {
+      ctx.body = { paid: ctx.params.id };
+    },
+  );
   router.post("/locked/orders/:id/pay", redlock(KEY), (ctx) => {
     ctx.body = { paid: ctx.params.id };
   });
@@ -104,6 +147,8 @@ async function listenFastify(): Promise<number> {
   await app.register(redlockPlugin, { redlock: dlm, ttl: TTL });
   const pay = async (request: { params: unknown }) => ({ paid: (request.params as { id: string }).id });
   app.post("/open/orders/:id/pay", pay);
+  // our plugin runs as the route's last preHandler: the pass-through row is an empty one
+  app.post("/pass/orders/:id/pay", { preHandler: async () => {} }, pay);
   app.post("/locked/orders/:id/pay", { config: { redlock: KEY } }, pay);
   await app.listen({ port: 0, host: "127.0.0.1" });
   closers.push(() => app.close());
@@ -114,6 +159,10 @@ const listen = { express: listenExpress, koa: listenKoa, fastify: listenFastify 
 if (!listen || !Number.isInteger(port)) throw new Error("usage: http-server <express|koa|fastify> <redis port>");
 const ready: ServerReady = { port: await listen(), routes };
 process.send?.(ready);
+// the benchmark asks for our CPU time before and after each burst
+process.on("message", (message) => {
+  if (message === "cpu") process.send?.({ cpu: process.cpuUsage() });
+});
 
 const shutdown = async () => {
   await Promise.allSettled(closers.map((close) => close()));

@@ -49,15 +49,32 @@ async function stopServer(child: ChildProcess): Promise<void> {
 
 interface HttpSample {
   readonly okPerSec: number;
+  /** The server process's CPU time (user + system) per 2xx response, in µs: less noisy than requests/s. */
+  readonly serverCpuUs: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly non2xx: number;
   readonly errors: number;
 }
 
+/** The server child's `process.cpuUsage()` (user + system µs), asked over IPC. */
+function serverCpu(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown) => {
+      const cpu = (message as { cpu?: NodeJS.CpuUsage }).cpu;
+      if (!cpu) return;
+      child.off("message", onMessage);
+      resolve(cpu.user + cpu.system);
+    };
+    child.on("message", onMessage);
+    child.send("cpu");
+  });
+}
+
 /** `CONNECTIONS` connections posting to /<prefix>/orders/<id>/pay, ids cycling over `KEYS`. */
-async function load(port: number, prefix: string, ms: number): Promise<HttpSample> {
+async function load(child: ChildProcess, port: number, prefix: string, ms: number): Promise<HttpSample> {
   let next = 0;
+  const cpuBefore = await serverCpu(child);
   const result = await autocannon({
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
@@ -69,8 +86,10 @@ async function load(port: number, prefix: string, ms: number): Promise<HttpSampl
       },
     ],
   });
+  const cpuUs = (await serverCpu(child)) - cpuBefore;
   return {
     okPerSec: result["2xx"] / result.duration,
+    serverCpuUs: cpuUs / Math.max(1, result["2xx"]),
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
     non2xx: result.non2xx,
@@ -93,7 +112,7 @@ export async function runHttpRows(
         ready.routes.map((route) => ({
           name: route.name,
           clients: route.clients,
-          run: (ms) => load(ready.port, route.prefix, ms),
+          run: (ms) => load(child, ready.port, route.prefix, ms),
         })),
         plan,
       );
@@ -109,6 +128,7 @@ export async function runHttpRows(
           metrics: {
             p50Ms: median(mine.map((sample) => sample.p50Ms)),
             p99Ms: median(mine.map((sample) => sample.p99Ms)),
+            serverCpuUs: median(mine.map((sample) => sample.serverCpuUs)),
             non2xx: mine.reduce((sum, sample) => sum + sample.non2xx + sample.errors, 0),
           },
         };

@@ -6,11 +6,26 @@
  *   node bench/dist/bench/src/profile-summary.js bench/results/<file>.cpuprofile
  */
 import { startServers } from "../../test/helpers/redis-process.js";
-import { type ContenderFactory, FLOOR, FLOOR_PIPELINED, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
+import {
+  type ContenderFactory,
+  FLOOR,
+  FLOOR_ON_SCRIPTS,
+  FLOOR_PIPELINED,
+  PEERS,
+  REDLOCK_KIT,
+  REDLOCK_KIT_HANDED,
+} from "./contenders.js";
 import { concurrent, quantile, sequential } from "./measure.js";
 
 const [name = "redlock-kit", kind = "sequential", instances = "1", seconds = "5"] = process.argv.slice(2);
-const factories: ContenderFactory[] = [FLOOR, FLOOR_PIPELINED, REDLOCK_KIT, REDLOCK_KIT_HANDED, ...PEERS];
+const factories: ContenderFactory[] = [
+  FLOOR,
+  FLOOR_PIPELINED,
+  FLOOR_ON_SCRIPTS,
+  REDLOCK_KIT,
+  REDLOCK_KIT_HANDED,
+  ...PEERS,
+];
 const factory = factories.find((candidate) => candidate.name === name);
 if (!factory) throw new Error(`unknown contender ${name}; one of: ${factories.map((f) => f.name).join(", ")}`);
 

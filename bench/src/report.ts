@@ -105,7 +105,7 @@ function sectionTable(section: Section): string {
   const http = section.id.startsWith("http");
   const header = ["", "clients", section.unit, `× ${section.baseline} (median, min–max)`];
   if (contention) header.push("gap p50 µs", "gap p99 µs", "fairness min/max", "overlaps", "same holder next");
-  else if (http) header.push("latency p50 ms", "latency p99 ms", "non-2xx");
+  else if (http) header.push("latency p50 ms", "latency p99 ms", "server CPU µs/2xx", "non-2xx");
   else if (section.id.startsWith("sequential")) header.push("p50 µs", "p99 µs", "client CPU µs/op", "CPU × floor");
   else header.push("client CPU µs/op", "CPU × floor");
   const rows = section.entries.map((entry) => {
@@ -115,7 +115,8 @@ function sectionTable(section: Section): string {
       cells.push(int(m.gapP50Us ?? Number.NaN), int(m.gapP99Us ?? Number.NaN));
       cells.push(num(m.fairness ?? Number.NaN), String(m.overlaps ?? "–"), num(m.sameHolder ?? Number.NaN));
     } else if (http) {
-      cells.push(num(m.p50Ms ?? Number.NaN, 1), num(m.p99Ms ?? Number.NaN, 1), int(m.non2xx ?? Number.NaN));
+      cells.push(num(m.p50Ms ?? Number.NaN, 1), num(m.p99Ms ?? Number.NaN, 1));
+      cells.push(int(m.serverCpuUs ?? Number.NaN), int(m.non2xx ?? Number.NaN));
     } else {
       if (section.id.startsWith("sequential")) cells.push(int(m.p50Us ?? Number.NaN), int(m.p99Us ?? Number.NaN));
       cells.push(int(m.cpuUsPerOp ?? Number.NaN), x(m.cpuRatio ?? Number.NaN));
@@ -193,8 +194,9 @@ export function targetLines(sections: readonly Section[]): string[] {
   return lines;
 }
 
+/** HTTP reference routes (no lock, a pass-through middleware): not peers. */
 function isRoute(entry: Entry): boolean {
-  return entry.name.startsWith("no lock");
+  return entry.name.startsWith("no lock") || entry.name.startsWith("pass-through");
 }
 
 /** Every section's ratios in one table, one column per library. */

@@ -1,16 +1,16 @@
 import { performance } from "node:perf_hooks";
 
-/** A bounded wait registered with `deadlines`. */
+/** A bounded wait (or a scheduled renewal) registered with `deadlines`. */
 export interface Deadline {
   readonly at: number;
   readonly onExpire: () => void;
 }
 
 /**
- * One timer for every per-instance bound in the process. Arming and clearing a Node timer for
- * each Redis call cost more than the rest of Redlock's own work per lock+unlock (bench/); here
- * in-flight calls share one timer, armed for the earliest deadline and re-armed when it fires,
- * so a steady stream of calls touches the timer about once per timeout period.
+ * One timer for every per-instance bound and auto-extension in the process. Arming and clearing
+ * a Node timer for each Redis call cost more than the rest of Redlock's own work per lock+unlock
+ * (bench/); here they share one timer, armed for the earliest deadline and re-armed when it
+ * fires, so a steady stream of calls touches the timer about once per timeout period.
  */
 class Deadlines {
   readonly #pending = new Set<Deadline>();
