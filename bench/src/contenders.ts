@@ -102,8 +102,6 @@ function floor(pipelined: boolean): ContenderFactory {
         return client as FloorClient;
       });
       const quorum = Math.floor(clients.length / 2) + 1;
-      const prefix = randomBytes(8).toString("hex");
-      let counter = 0;
       const single = clients.length === 1 ? clients[0] : undefined;
       const take = async (key: string, value: string): Promise<boolean> => {
         if (single) return (await single.set(key, value, "PX", TTL, "NX")) === "OK";
@@ -118,22 +116,7 @@ function floor(pipelined: boolean): ContenderFactory {
         if (single) await single.benchFloorRelease(key, value);
         else await Promise.all(clients.map((client) => client.benchFloorRelease(key, value)));
       };
-      return {
-        name: this.name,
-        clients: pipelined ? PIPELINED : PLAIN,
-        redisClients: clients,
-        async cycle(key) {
-          const value = prefix + (counter++).toString(36);
-          if (!(await take(key, value))) throw new Error(`floor: ${key} was not free`);
-          await release(key, value);
-        },
-        async acquireWaiting(key, poll = CONTENTION_POLL) {
-          const value = prefix + (counter++).toString(36);
-          while (!(await take(key, value))) await sleep(floorDelay(poll));
-          return () => release(key, value);
-        },
-        close: () => closeAll(clients),
-      };
+      return floorStyle(this.name, pipelined ? PIPELINED : PLAIN, clients, take, release);
     },
   };
 }
@@ -152,8 +135,6 @@ function floorOnScripts(): ContenderFactory {
       const clients = ports.map((port) => plainClient(port));
       const stores = clients.map((client) => new RedisStore(client));
       const quorum = Math.floor(stores.length / 2) + 1;
-      const prefix = randomBytes(8).toString("hex");
-      let counter = 0;
       const release = (key: string, value: string) => Promise.all(stores.map((store) => store.release([key], value)));
       const take = async (key: string, value: string): Promise<boolean> => {
         const replies = await Promise.all(stores.map((store) => store.acquire([key], value, TTL)));
@@ -161,23 +142,37 @@ function floorOnScripts(): ContenderFactory {
         await release(key, value);
         return false;
       };
-      return {
-        name: this.name,
-        clients: `${PLAIN}, through redlock-kit's RedisStore`,
-        redisClients: clients,
-        async cycle(key) {
-          const value = prefix + (counter++).toString(36);
-          if (!(await take(key, value))) throw new Error(`floor on scripts: ${key} was not free`);
-          await release(key, value);
-        },
-        async acquireWaiting(key, poll = CONTENTION_POLL) {
-          const value = prefix + (counter++).toString(36);
-          while (!(await take(key, value))) await sleep(floorDelay(poll));
-          return () => release(key, value);
-        },
-        close: () => closeAll(clients),
-      };
+      return floorStyle(this.name, `${PLAIN}, through redlock-kit's RedisStore`, clients, take, release);
     },
+  };
+}
+
+/** A floor-like contender from its two steps; values are a random prefix plus a counter. */
+function floorStyle(
+  name: string,
+  clients: string,
+  redisClients: readonly Redis[],
+  take: (key: string, value: string) => Promise<boolean>,
+  release: (key: string, value: string) => Promise<unknown>,
+): Contender {
+  const prefix = randomBytes(8).toString("hex");
+  let counter = 0;
+  const nextValue = () => prefix + (counter++).toString(36);
+  return {
+    name,
+    clients,
+    redisClients,
+    async cycle(key) {
+      const value = nextValue();
+      if (!(await take(key, value))) throw new Error(`${name}: ${key} was not free`);
+      await release(key, value);
+    },
+    async acquireWaiting(key, poll = CONTENTION_POLL) {
+      const value = nextValue();
+      while (!(await take(key, value))) await sleep(floorDelay(poll));
+      return () => release(key, value);
+    },
+    close: () => closeAll(redisClients),
   };
 }
 
