@@ -1,5 +1,6 @@
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
+import { atPhaseEnd, loopPhase } from "./loop-phase.js";
 import { ReleaseSubscriber } from "./release-subscriber.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore } from "./store.js";
@@ -28,8 +29,8 @@ export class RedisStore implements LockStore {
   readonly #scripts: ScriptedClient;
   readonly #cluster: boolean;
   #subscriber: ReleaseSubscriber | undefined;
-  /** Whether we already wrote a command in this event-loop phase; the socket we corked, with how many commands it holds. */
-  #sentThisPhase = false;
+  /** The event-loop phase of our last command; the socket we corked, with how many commands it holds. */
+  #phase = -1;
   #corked: Redis["stream"] | undefined;
   #batched = 0;
 
@@ -83,9 +84,9 @@ export class RedisStore implements LockStore {
    */
   #beforeSend(): void {
     if (this.#cluster) return;
-    if (!this.#sentThisPhase) {
-      this.#sentThisPhase = true;
-      setImmediate(this.#endOfPhase);
+    const phase = loopPhase();
+    if (this.#phase !== phase) {
+      this.#phase = phase;
       return;
     }
     if (this.#corked !== undefined) {
@@ -99,18 +100,14 @@ export class RedisStore implements LockStore {
     this.#corked = stream;
     this.#batched = 1;
     stream.cork();
+    atPhaseEnd(this.#uncork);
   }
 
-  readonly #endOfPhase = (): void => {
-    this.#sentThisPhase = false;
-    this.#uncork();
-  };
-
-  #uncork(): void {
+  readonly #uncork = (): void => {
     const stream = this.#corked;
     this.#corked = undefined;
     stream?.uncork();
-  }
+  };
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
   onRelease(key: string, listener: () => void): Promise<() => void> {
