@@ -39,6 +39,35 @@ const routes: ServerReady["routes"][number][] = [
   { name: "redlock-kit", prefix: "/locked", clients: `@redlock-kit/${framework} on ${OURS}` },
 ];
 
+/**
+ * What a careful user writes around a lock call, which node-redlock does not ship: acquire, 423
+ * when held, release once the response has closed, also when the client left before the lock
+ * was granted (a release registered after that would never run, and the key would answer 423
+ * until its ttl).
+ */
+function handWrittenLock(acquire: (id: string) => Promise<() => Promise<unknown>>): RequestHandler {
+  return (req, res, next) => {
+    let closed = false;
+    let release: (() => void) | undefined;
+    res.once("close", () => {
+      closed = true;
+      release?.();
+    });
+    acquire(req.params.id as string).then(
+      (unlock) => {
+        release = () => {
+          unlock().catch(() => {});
+        };
+        if (closed) release();
+        else next();
+      },
+      () => {
+        if (!closed) res.status(423).json({ error: "Resource is locked" });
+      },
+    );
+  };
+}
+
 async function listenExpress(): Promise<number> {
   const app = express();
   const pay: RequestHandler = (req, res) => {
@@ -54,52 +83,29 @@ async function listenExpress(): Promise<number> {
   closers.push(() => client.quit());
   const nodeRedlock = new NodeRedlock([client], { retryCount: 0 });
   nodeRedlock.on("error", () => {});
-  // What a careful user of node-redlock writes: acquire, release once the response is done (or the
-  // client left, even before the lock was granted), 423 when held. Its own key space, so that a
-  // lock left by one route can never answer 423 on another.
-  const nodeRedlockMiddleware: RequestHandler = (req, res, next) => {
-    let closed = false;
-    let release: (() => void) | undefined;
-    res.once("close", () => {
-      closed = true;
-      release?.();
-    });
-    nodeRedlock.acquire([`node-redlock:order:${req.params.id}`], TTL).then(
-      (lock) => {
-        release = () => {
-          lock.release().catch(() => {});
-        };
-        if (closed) release();
-        else next();
-      },
-      () => {
-        if (!closed) res.status(423).json({ error: "Resource is locked" });
-      },
-    );
-  };
-  app.post("/node-redlock/orders/:id/pay", nodeRedlockMiddleware, pay);
+  // Each in its own key space, so that a lock left by one route can never answer 423 on another.
+  app.post(
+    "/node-redlock/orders/:id/pay",
+    handWrittenLock(async (id) => {
+      const lock = await nodeRedlock.acquire([`node-redlock:order:${id}`], TTL);
+      return () => lock.release();
+    }),
+    pay,
+  );
 
-  // The floor of the core rows as a middleware: SET NX PX, 423 when held, the compare-and-delete
-  // script when the response closes, and nothing else (no timeouts, validity, auto-extension or
-  // key templates). What any Redis lock costs this route on this machine.
+  // The floor of the core rows as a middleware: SET NX PX, the compare-and-delete script when the
+  // response closes, and nothing else (no timeouts, validity, auto-extension or key templates).
+  // What any Redis lock costs this route on this machine.
   client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
   const floorClient = client as Redis & { floorRelease(key: string, value: string): Promise<number> };
   const prefix = randomBytes(8).toString("hex");
   let serial = 0;
-  const floorMiddleware: RequestHandler = (req, res, next) => {
-    const key = `floor:order:${req.params.id}`;
+  const floorMiddleware = handWrittenLock(async (id) => {
+    const key = `floor:order:${id}`;
     const value = prefix + (serial++).toString(36);
-    floorClient.set(key, value, "PX", TTL, "NX").then((reply) => {
-      if (reply !== "OK") {
-        res.status(423).json({ error: "Resource is locked" });
-        return;
-      }
-      res.once("close", () => {
-        floorClient.floorRelease(key, value).catch(() => {});
-      });
-      next();
-    }, next);
-  };
+    if ((await floorClient.set(key, value, "PX", TTL, "NX")) !== "OK") throw new Error("held");
+    return () => floorClient.floorRelease(key, value);
+  });
   app.post("/floor/orders/:id/pay", floorMiddleware, pay);
   routes.push({
     name: "floor middleware (raw ioredis)",
