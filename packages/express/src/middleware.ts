@@ -46,7 +46,15 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
   return function redlock(key, options) {
     const route = policy.route(key, options);
     return function redlockMiddleware(req, res, next) {
-      const source = { params: req.params, query: req.query, body: req.body, headers: req.headers };
+      const source: HttpKeySource = {
+        params: req.params,
+        // Express 5 parses the query string on every read of req.query: only when the key uses it
+        get query() {
+          return req.query;
+        },
+        body: req.body,
+        headers: req.headers,
+      };
       // Express 4 ignores returned promises, so every rejection is handed to next() here.
       route
         .begin(source, res)

@@ -52,7 +52,15 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
     const route = policy.route(key, options);
     return async function redlockMiddleware(ctx, next) {
       const routed = ctx as ParameterizedContext & RoutedContext;
-      const source = { params: routed.params, query: ctx.query, body: routed.request.body, headers: ctx.headers };
+      const source: HttpKeySource = {
+        params: routed.params,
+        // ctx.query parses the query string on first read: only when the key uses it
+        get query() {
+          return ctx.query;
+        },
+        body: routed.request.body,
+        headers: ctx.headers,
+      };
       // No release after next(): Koa writes the body after the chain resolves; begin() watches the response.
       const outcome = await route.begin(source, ctx.res);
       if (outcome.kind === "acquired") {
