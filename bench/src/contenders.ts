@@ -10,6 +10,7 @@ import { Redis } from "ioredis";
 import { Mutex, RedlockMutex } from "redis-semaphore";
 import NodeRedlock from "redlock";
 import { createLock, createRedlock, IoredisAdapter } from "redlock-universal";
+import { FLOOR_RELEASE } from "./floor-script.js";
 
 /** Lock ttl of every uncontended cycle: long enough that no lock expires while measured. */
 export const TTL = 10_000;
@@ -73,13 +74,6 @@ function floorDelay(poll: Poll): number {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-export const FLOOR_RELEASE = `
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-`;
 
 interface FloorClient extends Redis {
   benchFloorRelease(key: string, value: string): Promise<number>;

@@ -17,7 +17,7 @@ import Fastify from "fastify";
 import { Redis } from "ioredis";
 import Koa from "koa";
 import NodeRedlock from "redlock";
-import { FLOOR_RELEASE } from "./contenders.js";
+import { FLOOR_RELEASE } from "./floor-script.js";
 import type { ServerReady } from "./http.js";
 
 const TTL = 5000;

@@ -29,10 +29,10 @@ export interface Runnable<S> {
 
 /**
  * Runs `runnables` (the first is the baseline) for `plan.rounds` rounds after one warm-up
- * burst each. Returns the samples as [runnable][round].
+ * burst each (none when `warmupMs` is 0). Returns the samples as [runnable][round].
  */
 export async function alternate<S>(runnables: readonly Runnable<S>[], plan: RoundPlan): Promise<S[][]> {
-  for (const runnable of runnables) await runnable.run(plan.warmupMs);
+  if (plan.warmupMs > 0) for (const runnable of runnables) await runnable.run(plan.warmupMs);
   const samples: S[][] = runnables.map(() => []);
   for (let round = 0; round < plan.rounds; round++) {
     for (let i = 0; i < runnables.length; i++) {

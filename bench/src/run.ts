@@ -44,10 +44,11 @@ const PLANS: Record<"full" | "quick", Plan> = {
     commandCycles: 2000,
   },
   quick: {
-    throughput: { rounds: 6, burstMs: 80, warmupMs: 100 },
+    throughput: { rounds: 5, burstMs: 80, warmupMs: 100 },
     contention: { rounds: 1, burstMs: 500, warmupMs: 100 },
-    queue: { rounds: 1, burstMs: 600, warmupMs: 150 },
-    http: { rounds: 2, burstMs: 500, warmupMs: 300 },
+    queue: { rounds: 1, burstMs: 400, warmupMs: 100 },
+    // autocannon takes about a second per burst whatever its duration: no warm-up in a smoke run
+    http: { rounds: 1, burstMs: 500, warmupMs: 0 },
     soakCycles: 20_000,
     commandCycles: 500,
   },
