@@ -75,7 +75,7 @@ export function describeLockedContract(mode: DecoratorMode, context: LockedConte
       expect(error.retryAfterMs).toBeLessThanOrEqual(5000);
       expect(Number(error.headers["Retry-After"])).toBeGreaterThanOrEqual(1);
       expect(Number(error.headers["Retry-After"])).toBeLessThanOrEqual(5);
-      expect(await context.values("order:1")).toEqual([value, value, value]);
+      await expect.poll(() => context.values("order:1")).toEqual([value, value, value]);
 
       holder.open();
       await expect(first).resolves.toBe("first");
