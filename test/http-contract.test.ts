@@ -403,6 +403,22 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(0);
   });
 
+  it("releases at once a lock a single attempt gets after the client disconnected, without running the handler", async () => {
+    for (const server of cluster.servers) server.pause();
+    const released = nextRelease("order:late");
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/orders/late/pay`, { method: "POST" });
+    request.on("error", () => {});
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    for (const server of cluster.servers) server.resume();
+    // the route does not wait (wait 0): the attempt was already sent, and its lock is given back
+    expect((await released).released).toBe(true);
+    await expect.poll(() => values("order:late")).toEqual([null, null, null]);
+    expect(probe.calls).toBe(0);
+  });
+
   it("extends a 300 ms lock while a 1 s handler runs, so a request at 650 ms still gets 423, and frees it after", async () => {
     const released = nextRelease("extend:1");
     const first = send(`${url}/extend/1`, { method: "POST" });
