@@ -173,16 +173,21 @@ describe("script cache and keys lost to a restart", () => {
   });
 });
 
+/** One ioredis client per node with every option at its default. */
+function clientsAtDefaults(): Redis[] {
+  return cluster.servers.map((s) => {
+    const client = invariants.track(new Redis({ host: "127.0.0.1", port: s.port }));
+    // a listener only, so that the refused connections are not printed; no option is changed
+    client.on("error", () => {});
+    return client;
+  });
+}
+
 describe("ioredis clients left at their defaults (offline queue on, 20 retries per request)", () => {
   it("with a node down from the start, lock and unlock are bounded by the library's own deadlines", async () => {
     await server(2).kill();
     invariants.faultInjected();
-    const defaults = cluster.servers.map((s) => {
-      const client = invariants.track(new Redis({ host: "127.0.0.1", port: s.port }));
-      // a listener only, so that the refused connections are not printed; no option is changed
-      client.on("error", () => {});
-      return client;
-    });
+    const defaults = clientsAtDefaults();
     const dlm = new Redlock(defaults, { retryCount: 0, instanceTimeout: 100 });
     const started = performance.now();
     const lock = await dlm.acquire("defaults:r", 2000);
@@ -196,11 +201,7 @@ describe("ioredis clients left at their defaults (offline queue on, 20 retries p
     await server(1).kill();
     await server(2).kill();
     invariants.faultInjected();
-    const defaults = cluster.servers.map((s) => {
-      const client = invariants.track(new Redis({ host: "127.0.0.1", port: s.port }));
-      client.on("error", () => {});
-      return client;
-    });
+    const defaults = clientsAtDefaults();
     const dlm = invariants.track(new Redlock(defaults, { retryCount: 2, retryDelay: 50, instanceTimeout: 100 }));
     const started = performance.now();
     const error = await dlm.lock("defaults:r", 2000).catch((e: unknown) => e);
