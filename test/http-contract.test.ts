@@ -100,6 +100,12 @@ const routes: RouteSpec[] = [
   { method: "post", path: "/orders/:id/pay", key: "order:{params.id}", handler: echo },
   { method: "post", path: "/body", key: "sku:{body.sku}", handler: echo },
   { method: "get", path: "/query", key: "q:{query.id}", handler: echo },
+  {
+    method: "get",
+    path: "/query-function",
+    key: (source) => `qf:${String((source.query as { id?: unknown }).id)}`,
+    handler: echo,
+  },
   { method: "get", path: "/header", key: "tenant:{headers.x-tenant}", handler: echo },
   {
     method: "post",
@@ -281,7 +287,12 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const fromBody = await send(`${url}/body`, { method: "POST", body: { sku: "A-1" } });
     const fromQuery = await send(`${url}/query?id=7`);
     const fromHeaders = await send(`${url}/header`, { headers: { "x-tenant": "acme" } });
-    expect([fromParams, fromBody, fromQuery, fromHeaders].map((a) => a.status)).toEqual([200, 200, 200, 200]);
+    // a key function may read anything, the query string included
+    const fromFunction = await send(`${url}/query-function?id=8`);
+    expect([fromParams, fromBody, fromQuery, fromHeaders, fromFunction].map((a) => a.status)).toEqual([
+      200, 200, 200, 200, 200,
+    ]);
+    expect(JSON.parse(fromFunction.text)).toEqual({ resources: ["qf:8"], valid: true });
     expect(JSON.parse(fromParams.text)).toEqual({ resources: ["order:42"], valid: true });
     expect(JSON.parse(fromBody.text)).toEqual({ resources: ["sku:A-1"], valid: true });
     expect(JSON.parse(fromQuery.text)).toEqual({ resources: ["q:7"], valid: true });

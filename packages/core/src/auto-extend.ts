@@ -1,4 +1,4 @@
-import { type Deadline, deadlines } from "./deadlines.js";
+import { Deadline, deadlines } from "./deadlines.js";
 import { LockLostError } from "./errors.js";
 import { type Lock, markLost, STATE } from "./lock.js";
 import type { ResolvedHoldOptions } from "./options.js";
@@ -14,46 +14,71 @@ interface Extender {
  * while validity is left. Returns `stop`.
  */
 export function autoExtend(owner: Extender, lock: Lock, ttl: number, hold: ResolvedHoldOptions): () => void {
-  const state = lock[STATE];
-  const clock = state.clock;
-  const holdEnd = clock() + hold.maxHoldMs;
-  const margin = Math.floor(ttl * hold.extendThreshold);
-  let pending: Deadline | undefined;
-  let stopped = false;
+  const renewal = new Renewal(owner, lock, ttl, hold);
+  return renewal.stop;
+}
 
-  // On the process's shared timer, not a Node timer per lock: a locked HTTP request that ends in
-  // milliseconds would otherwise create and clear a timer (and its timer list) every time, which
-  // cost more than the rest of the route's lock handling (bench/). Like that timer, a held lock
-  // alone does not keep the process alive.
-  const runIn = (ms: number) => {
-    pending = deadlines.add(Math.max(0, ms), run);
+/**
+ * On the process's shared timer, not a Node timer per lock: a locked HTTP request that ends in
+ * milliseconds would otherwise create and clear a timer (and its timer list) every time, which
+ * cost more than the rest of the route's lock handling (bench/). Like that timer, a held lock
+ * alone does not keep the process alive.
+ */
+class Renewal extends Deadline {
+  readonly #owner: Extender;
+  readonly #lock: Lock;
+  readonly #ttl: number;
+  readonly #holdEnd: number;
+  readonly #margin: number;
+  #stopped = false;
+
+  constructor(owner: Extender, lock: Lock, ttl: number, hold: ResolvedHoldOptions) {
+    super();
+    this.#owner = owner;
+    this.#lock = lock;
+    this.#ttl = ttl;
+    this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
+    this.#margin = Math.floor(ttl * hold.extendThreshold);
+    this.#schedule();
+  }
+
+  readonly stop = (): void => {
+    this.#stopped = true;
+    deadlines.cancel(this);
   };
-  const schedule = () => runIn(Math.floor(state.validUntil - clock() - margin));
-  const run = async () => {
-    pending = undefined;
-    if (stopped || !lock.valid) return;
+
+  #schedule(): void {
+    const state = this.#lock[STATE];
+    this.#runIn(Math.floor(state.validUntil - state.clock() - this.#margin));
+  }
+
+  #runIn(ms: number): void {
+    deadlines.add(this, Math.max(0, ms));
+  }
+
+  expire(): void {
+    void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    const lock = this.#lock;
+    if (this.#stopped || !lock.valid) return;
     // Past the cap the lock is left to expire: its signal aborts when the validity ends.
-    const next = Math.min(ttl, Math.floor(holdEnd - clock()));
+    const next = Math.min(this.#ttl, Math.floor(this.#holdEnd - lock[STATE].clock()));
     if (next <= lock.remainingMs) return;
     try {
-      await owner.extend(lock, next);
-      if (!stopped) schedule();
+      await this.#owner.extend(lock, next);
+      if (!this.#stopped) this.#schedule();
     } catch (error) {
       // LockLostError: extend() marked the lock lost and aborted its signal. Anything else means too
       // few instances answered: try again while validity is left (the signal aborts when it ends).
-      if (stopped || !lock.valid || (error as Error).name === "LockLostError") return;
+      if (this.#stopped || !lock.valid || (error as Error).name === "LockLostError") return;
       // No retry could finish in time: report the loss now rather than when the validity timer fires.
-      if (lock.remainingMs <= 2 * state.instanceTimeout) {
+      if (lock.remainingMs <= 2 * lock[STATE].instanceTimeout) {
         markLost(lock, new LockLostError(lock.resources, "Lock could not be extended before its validity ended"));
         return;
       }
-      runIn(Math.floor(lock.remainingMs / 4));
+      this.#runIn(Math.floor(lock.remainingMs / 4));
     }
-  };
-
-  schedule();
-  return () => {
-    stopped = true;
-    if (pending) deadlines.cancel(pending);
-  };
+  }
 }

@@ -1,9 +1,21 @@
 import { performance } from "node:perf_hooks";
 
-/** A bounded wait (or a scheduled renewal) registered with `deadlines`. */
-export interface Deadline {
-  readonly at: number;
-  readonly onExpire: () => void;
+/**
+ * Something that must happen at a time unless cancelled first: a per-instance bound of a fan-out,
+ * an auto-extension's next renewal. Subclasses say what happens in `expire`. While pending it is
+ * a node of the shared timer's list, so scheduling and cancelling allocate nothing.
+ */
+export abstract class Deadline {
+  /** `performance.now()` ms at which it is due. */
+  dueAt = 0;
+  /** @internal list links, owned by `deadlines` */
+  prev: Deadline | undefined = undefined;
+  /** @internal */
+  next: Deadline | undefined = undefined;
+  /** @internal */
+  pending = false;
+
+  abstract expire(): void;
 }
 
 /**
@@ -13,20 +25,30 @@ export interface Deadline {
  * fires, so a steady stream of calls touches the timer about once per timeout period.
  */
 class Deadlines {
-  readonly #pending = new Set<Deadline>();
+  #head: Deadline | undefined;
   #timer: NodeJS.Timeout | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
 
-  /** Calls `onExpire` once `ms` have passed, unless `cancel` is called first. */
-  add(ms: number, onExpire: () => void): Deadline {
-    const deadline: Deadline = { at: performance.now() + ms, onExpire };
-    this.#pending.add(deadline);
-    if (deadline.at < this.#timerAt) this.#arm(deadline.at);
-    return deadline;
+  /** Calls `deadline.expire()` once `ms` have passed, unless `cancel` is called first. */
+  add(deadline: Deadline, ms: number): void {
+    if (deadline.pending) this.cancel(deadline);
+    deadline.dueAt = performance.now() + ms;
+    deadline.pending = true;
+    deadline.next = this.#head;
+    if (this.#head !== undefined) this.#head.prev = deadline;
+    this.#head = deadline;
+    if (deadline.dueAt < this.#timerAt) this.#arm(deadline.dueAt);
   }
 
   cancel(deadline: Deadline): void {
-    this.#pending.delete(deadline);
+    if (!deadline.pending) return;
+    deadline.pending = false;
+    const { prev, next } = deadline;
+    if (prev === undefined) this.#head = next;
+    else prev.next = next;
+    if (next !== undefined) next.prev = prev;
+    deadline.prev = undefined;
+    deadline.next = undefined;
   }
 
   #arm(at: number): void {
@@ -45,18 +67,20 @@ class Deadlines {
     const now = performance.now() + 1;
     const expired: Deadline[] = [];
     let next = Number.POSITIVE_INFINITY;
-    for (const deadline of this.#pending) {
-      if (deadline.at <= now) {
-        this.#pending.delete(deadline);
+    for (let deadline = this.#head; deadline !== undefined; ) {
+      const following = deadline.next;
+      if (deadline.dueAt <= now) {
+        this.cancel(deadline);
         expired.push(deadline);
-      } else if (deadline.at < next) next = deadline.at;
+      } else if (deadline.dueAt < next) next = deadline.dueAt;
+      deadline = following;
     }
     if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
     if (expired.length === 0) return;
     // Timers run before pending socket reads in the event loop: after a busy stretch both may be
     // due at once. setImmediate lets replies that already arrived be read before we give up.
     setImmediate(() => {
-      for (const deadline of expired) deadline.onExpire();
+      for (const deadline of expired) deadline.expire();
     });
   };
 }

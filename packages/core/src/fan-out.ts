@@ -1,16 +1,10 @@
-import { deadlines } from "./deadlines.js";
+import { Deadline, deadlines } from "./deadlines.js";
 import type { InstanceFailure } from "./errors.js";
 import type { LockStore } from "./store.js";
 
 /** One instance's answer: its value, or the reason it gave none. */
 export type Vote<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
 
-/**
- * Calls every store at once and waits at most `timeoutMs` for each (one shared deadline), or
- * until `quorum` is reached.
- * A late answer is ignored here; the command may still land, which is why failure paths
- * release on instances that timed out too.
- */
 /** Stop waiting once `need` instances answered `yes`: the speed of the fastest quorum, not the slowest instance. */
 export interface Quorum<T> {
   readonly need: number;
@@ -20,50 +14,85 @@ export interface Quorum<T> {
 /** Stands for an instance that had not answered when a quorum already had. */
 const PENDING: Vote<never> = Object.freeze({ ok: false, error: new Error("Not awaited: a quorum had answered") });
 
-export function fanOut<T>(
+/**
+ * Calls `call(store, arg)` for every store at once (a shared function and its argument rather
+ * than a closure per call) and waits at most `timeoutMs` for each (one shared deadline), or
+ * until `quorum` is reached.
+ * A late answer is ignored here; the command may still land, which is why failure paths
+ * release on instances that timed out too.
+ */
+export function fanOut<T, A>(
   stores: readonly LockStore[],
-  call: (store: LockStore) => Promise<T>,
+  call: (store: LockStore, arg: A) => Promise<T>,
+  arg: A,
   timeoutMs: number,
   quorum?: Quorum<T>,
 ): Promise<Vote<T>[]> {
-  // Plain callbacks rather than Promise.race and an async helper per store: this runs twice per
-  // lock+unlock, and each extra promise hop is measurable there (bench/).
   return new Promise((resolve) => {
-    const votes = new Array<Vote<T> | undefined>(stores.length);
-    let left = stores.length;
-    let yes = 0;
-    let deadline: ReturnType<typeof deadlines.add> | undefined;
-    const settle = (index: number, vote: Vote<T>) => {
-      if (votes[index] !== undefined || left === 0) return;
-      votes[index] = vote;
-      left--;
-      if (quorum !== undefined && vote.ok && quorum.yes(vote.value) && ++yes >= quorum.need && left > 0) {
-        // The rest may still answer (a late yes holds our value; unlock goes to every instance).
-        for (let i = 0; i < votes.length; i++) votes[i] ??= PENDING;
-        left = 0;
-      }
-      if (left > 0) return;
-      if (deadline !== undefined) deadlines.cancel(deadline);
-      resolve(votes as Vote<T>[]);
-    };
-    stores.forEach((store, index) => {
+    const ballot = new Ballot(stores.length, timeoutMs, quorum, resolve);
+    for (let index = 0; index < stores.length; index++) {
       try {
-        call(store).then(
-          (value) => settle(index, { ok: true, value }),
-          (error: unknown) => settle(index, { ok: false, error }),
+        call(stores[index] as LockStore, arg).then(
+          (value) => ballot.settle(index, { ok: true, value }),
+          (error: unknown) => ballot.settle(index, { ok: false, error }),
         );
       } catch (error) {
-        settle(index, { ok: false, error });
+        ballot.settle(index, { ok: false, error });
       }
-    });
-    if (left === 0) return;
-    deadline = deadlines.add(timeoutMs, () => {
-      const error = new Error(`No answer within ${timeoutMs} ms`);
-      for (let index = 0; index < votes.length; index++) {
-        if (votes[index] === undefined) settle(index, { ok: false, error });
-      }
-    });
+    }
+    ballot.bound();
   });
+}
+
+/**
+ * The votes of one fan-out, and its deadline. One object and plain callbacks rather than
+ * Promise.race and an async helper per store: this runs twice per lock+unlock, and each extra
+ * promise and closure is measurable there, in CPU and in garbage (bench/).
+ */
+class Ballot<T> extends Deadline {
+  readonly #votes: (Vote<T> | undefined)[];
+  readonly #quorum: Quorum<T> | undefined;
+  readonly #timeoutMs: number;
+  readonly #resolve: (votes: Vote<T>[]) => void;
+  #left: number;
+  #yes = 0;
+
+  constructor(count: number, timeoutMs: number, quorum: Quorum<T> | undefined, resolve: (votes: Vote<T>[]) => void) {
+    super();
+    this.#votes = new Array<Vote<T> | undefined>(count);
+    this.#left = count;
+    this.#quorum = quorum;
+    this.#timeoutMs = timeoutMs;
+    this.#resolve = resolve;
+  }
+
+  /** Starts the clock for the instances that have not answered yet. */
+  bound(): void {
+    if (this.#left > 0) deadlines.add(this, this.#timeoutMs);
+  }
+
+  settle(index: number, vote: Vote<T>): void {
+    const votes = this.#votes;
+    if (votes[index] !== undefined || this.#left === 0) return;
+    votes[index] = vote;
+    this.#left--;
+    const quorum = this.#quorum;
+    if (quorum !== undefined && vote.ok && quorum.yes(vote.value) && ++this.#yes >= quorum.need && this.#left > 0) {
+      // The rest may still answer (a late yes holds our value; unlock goes to every instance).
+      for (let i = 0; i < votes.length; i++) votes[i] ??= PENDING;
+      this.#left = 0;
+    }
+    if (this.#left > 0) return;
+    deadlines.cancel(this);
+    this.#resolve(votes as Vote<T>[]);
+  }
+
+  expire(): void {
+    const error = new Error(`No answer within ${this.#timeoutMs} ms`);
+    for (let index = 0; index < this.#votes.length; index++) {
+      if (this.#votes[index] === undefined) this.settle(index, { ok: false, error });
+    }
+  }
 }
 
 /**

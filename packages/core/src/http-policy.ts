@@ -1,7 +1,7 @@
 import type { ServerResponse } from "node:http";
 import { autoExtend } from "./auto-extend.js";
 import { RedlockError } from "./errors.js";
-import { compileKey, type KeyResolver, type KeySpec } from "./key-template.js";
+import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import type { Lock } from "./lock.js";
 import {
   type AcquireOptions,
@@ -11,7 +11,7 @@ import {
   type ResolvedHoldOptions,
 } from "./options.js";
 import type { Redlock } from "./redlock.js";
-import { trackResponse } from "./response-tracker.js";
+import { ResponseTracker } from "./response-tracker.js";
 import { checkFunction } from "./validate.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -84,9 +84,16 @@ export class RouteLock<Hook = never> {
   readonly #resolve: KeyResolver<HttpKeySource>;
   readonly #options: ResolvedRouteOptions<Hook>;
 
+  /**
+   * Whether the key reads the query string. Express 5 parses it on every read of `req.query` and
+   * Koa on the first: adapters pass `query: undefined` when the key does not use it.
+   */
+  readonly readsQuery: boolean;
+
   constructor(redlock: Redlock, key: KeySpec<HttpKeySource>, options: ResolvedRouteOptions<Hook>) {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
+    this.readsQuery = keyReads(key, "query");
     this.#options = options;
   }
 
@@ -95,36 +102,52 @@ export class RouteLock<Hook = never> {
    * client leaves while waiting), keeps the lock alive while the request is in flight, and
    * releases it exactly once when the handler has finished the response (or failed).
    */
-  async begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
-    const tracker = trackResponse(res);
+  begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
+    const tracker = new ResponseTracker(res);
     const options = this.#options;
-    let lock: Lock;
+    let resources: readonly string[];
     try {
-      const resources = this.#resolve(source);
-      // Only a wait needs a signal to stop; a single attempt is checked for a departed client below.
-      const acquire = options.waits ? { ...options.acquire, signal: tracker.signal } : options.acquire;
-      lock = await this.#redlock.acquire(resources, options.ttl, acquire);
+      resources = this.#resolve(source);
     } catch (error) {
-      tracker.dispose();
-      if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return { kind: "aborted" };
-      if (!RedlockError.isRedlockError(error)) throw error;
-      const hook = error.status === 423 ? options.onLocked : error.status === 503 ? options.onUnavailable : undefined;
-      return { kind: "rejected", error, response: errorResponse(error), hook };
+      // a promise either way: #failed rethrows what is not a RedlockError
+      return new Promise((resolve) => resolve(this.#failed(error, tracker)));
     }
+    // Only a wait needs a signal to stop; a single attempt is checked for a departed client below.
+    const acquire = options.waits ? { ...options.acquire, signal: tracker.signal } : options.acquire;
+    // Callbacks rather than an async function: this runs for every locked request (bench/).
+    return this.#redlock.acquire(resources, options.ttl, acquire).then(
+      (lock) => this.#acquired(lock, tracker),
+      (error: unknown) => this.#failed(error, tracker),
+    );
+  }
+
+  #acquired(lock: Lock, tracker: ResponseTracker): RouteOutcome<Hook> | Promise<RouteOutcome<Hook>> {
     if (tracker.clientLeft) {
       // the lock arrived after the client left: nobody will use it
       tracker.dispose();
-      await this.#redlock.unlock(lock);
-      return { kind: "aborted" };
+      return this.#redlock.unlock(lock).then(() => ABORTED);
     }
-    const stop = options.autoExtend ? autoExtend(this.#redlock, lock, options.ttl, options.hold) : undefined;
+    const redlock = this.#redlock;
+    const options = this.#options;
+    const stop = options.autoExtend ? autoExtend(redlock, lock, options.ttl, options.hold) : undefined;
     tracker.whenDone(() => {
       stop?.();
-      void this.#redlock.unlock(lock);
+      void redlock.unlock(lock);
     });
     return { kind: "acquired", lock };
   }
+
+  #failed(error: unknown, tracker: ResponseTracker): RouteOutcome<Hook> {
+    tracker.dispose();
+    if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return ABORTED;
+    if (!RedlockError.isRedlockError(error)) throw error;
+    const options = this.#options;
+    const hook = error.status === 423 ? options.onLocked : error.status === 503 ? options.onUnavailable : undefined;
+    return { kind: "rejected", error, response: errorResponse(error), hook };
+  }
 }
+
+const ABORTED = Object.freeze({ kind: "aborted" as const });
 
 /**
  * The HTTP policy every adapter shares: defaults resolved once, then one `RouteLock` per route.

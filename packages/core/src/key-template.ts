@@ -44,6 +44,15 @@ export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
   };
 }
 
+/**
+ * Whether the key may read `root` (the first segment of a placeholder): `"order:{params.id}"`
+ * reads `params` and nothing else. A key function may read anything.
+ */
+export function keyReads(spec: KeySpec<never>, root: string): boolean {
+  if (typeof spec !== "string") return true;
+  return parseTemplate(spec).some((part) => "path" in part && part.path[0] === root);
+}
+
 function parseTemplate(template: string): Part[] {
   const parts: Part[] = [];
   let text = "";

@@ -20,6 +20,8 @@ export class LockState {
   constructor(
     /** Redis keys: the resources with the key prefix. */
     readonly keys: readonly string[],
+    /** The lock's value, as on `Lock`. */
+    readonly value: string,
     /** Per-instance timeout used for this lock's extend and release calls. */
     readonly instanceTimeout: number,
     readonly clock: () => number,

@@ -55,6 +55,8 @@ export class Redlock {
   readonly #waiters: ReleaseWaiters;
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
+  readonly #releasedQuorums: Quorum<number>[] = [];
+  readonly #frozenOptions = new WeakMap<AcquireOptions, ResolvedAcquireOptions>();
   readonly #defaults: ResolvedAcquireOptions;
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
@@ -110,18 +112,13 @@ export class Redlock {
    * hold it after the retries (or `wait`). Rejects with `LockUnavailableError` when no quorum could be
    * asked, with `TypeError`/`RangeError` on bad arguments, and with the signal's reason when aborted.
    */
-  async lock(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock | null> {
-    const outcome = await this.#acquire(resources, ttl, options);
-    if (outcome instanceof Lock) return outcome;
-    if (outcome.failure.kind === "contention") return null;
-    throw this.#failureError(outcome.resources, outcome.failure);
+  lock(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock | null> {
+    return this.#acquire(resources, ttl, options, true);
   }
 
   /** Like `lock()`, but rejects with `LockContentionError` (carrying `retryAfterMs`) instead of resolving to `null`. */
-  async acquire(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock> {
-    const outcome = await this.#acquire(resources, ttl, options);
-    if (outcome instanceof Lock) return outcome;
-    throw this.#failureError(outcome.resources, outcome.failure);
+  acquire(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock> {
+    return this.#acquire(resources, ttl, options, false) as Promise<Lock>;
   }
 
   /**
@@ -131,22 +128,30 @@ export class Redlock {
    * because of the lock's state, and never waits on a dead instance longer than the per-instance
    * timeout.
    */
-  async unlock(lock: Lock): Promise<boolean> {
-    this.#checkLock(lock);
+  unlock(lock: Lock): Promise<boolean> {
+    if (!isLock(lock)) return Promise.reject(notALock());
+    if (!markReleased(lock)) return Promise.resolve(false);
     const state = lock[STATE];
-    if (!markReleased(lock)) return false;
     const start = this.#clock();
-    const deletedAll = (deleted: number) => deleted === state.keys.length;
+    const quorum = this.#releasedQuorum(state.keys.length);
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
-    const votes = await fanOut(this.#stores, (store) => store.release(state.keys, lock.value), state.instanceTimeout, {
-      need: this.quorum,
-      yes: deletedAll,
+    return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) => {
+      const released = countVotes(votes, quorum.yes) >= this.quorum;
+      if (channels.release.hasSubscribers) {
+        channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
+      }
+      return released;
     });
-    const released = countVotes(votes, deletedAll) >= this.quorum;
-    if (channels.release.hasSubscribers) {
-      channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
+  }
+
+  /** "Deleted every key" for a lock of `keyCount` keys; one per key count, made once. */
+  #releasedQuorum(keyCount: number): Quorum<number> {
+    let quorum = this.#releasedQuorums[keyCount];
+    if (quorum === undefined) {
+      quorum = { need: this.quorum, yes: (deleted) => deleted === keyCount };
+      this.#releasedQuorums[keyCount] = quorum;
     }
-    return released;
+    return quorum;
   }
 
   /**
@@ -169,12 +174,11 @@ export class Redlock {
     const drift = driftFor(ttl, this.#defaults.driftFactor);
     const start = this.#clock();
     const wallStart = Date.now();
-    const votes = await fanOut(
-      this.#stores,
-      (store) => store.extend(state.keys, lock.value, ttl),
-      state.instanceTimeout,
-      { need: this.quorum, yes: (extended) => extended },
-    );
+    const request: LockRequest = { keys: state.keys, value: lock.value, ttl };
+    const votes = await fanOut(this.#stores, extendCall, request, state.instanceTimeout, {
+      need: this.quorum,
+      yes: (extended) => extended,
+    });
     const elapsed = this.#clock() - start;
     const yes = countVotes(votes, (extended) => extended);
     const refused = countVotes(votes, (extended) => !extended);
@@ -256,14 +260,31 @@ export class Redlock {
     );
   }
 
+  /**
+   * Per-call options merged over this Redlock's defaults. Frozen ones without getters (a route's
+   * or a decorator's, declared once and used for every call) cannot change, so they are checked
+   * and merged once.
+   */
+  #resolveOptions(options: AcquireOptions | undefined): ResolvedAcquireOptions {
+    if (options === undefined) return this.#defaults;
+    let resolved = this.#frozenOptions.get(options);
+    if (resolved === undefined) {
+      resolved = resolveAcquireOptions(this.#defaults, options);
+      if (isImmutable(options)) this.#frozenOptions.set(options, resolved);
+    }
+    return resolved;
+  }
+
+  /** Steps 1–4 with retries. Resolves to `null` on contention when `nullOnContention`; rejects on every other failure. */
   async #acquire(
     resources: string | readonly string[],
     ttl: number,
     options: AcquireOptions | undefined,
-  ): Promise<Lock | { resources: readonly string[]; failure: Failure }> {
+    nullOnContention: boolean,
+  ): Promise<Lock | null> {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
-    const opts = resolveAcquireOptions(this.#defaults, options);
+    const opts = this.#resolveOptions(options);
     const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
     opts.signal?.throwIfAborted();
 
@@ -271,6 +292,7 @@ export class Redlock {
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys);
     const value = newLockValue();
+    const request: LockRequest = { keys, value, ttl };
     const drift = driftFor(ttl, opts.driftFactor);
     const clock = this.#clock;
     const start = clock();
@@ -284,18 +306,13 @@ export class Redlock {
         attempts++;
         const attemptStart = clock();
         const wallStart = Date.now();
-        const votes = await fanOut(
-          this.#stores,
-          (store) => store.acquire(keys, value, ttl),
-          timeout,
-          this.#acquiredQuorum,
-        );
+        const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
         // replies (a pause, a slow instance) is time the other keys were already expiring.
         const validity = ttl - (clock() - attemptStart) - drift;
         const tally = tallyAcquire(votes);
         if (tally.yes >= this.quorum && validity > 0) {
-          const state = new LockState(keys, timeout, clock);
+          const state = new LockState(keys, value, timeout, clock);
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
           const lock = new Lock(this, names, value, state);
@@ -307,7 +324,7 @@ export class Redlock {
           this.#publishAcquire(names, "acquired", attempts, start);
           return lock;
         }
-        await this.#releaseAfterFailure(votes, keys, value, timeout);
+        await this.#releaseAfterFailure(votes, request, timeout);
         failure = classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
@@ -333,21 +350,21 @@ export class Redlock {
       waiter?.leave();
     }
     this.#publishAcquire(names, failure.kind, attempts, start);
-    return { resources: names, failure };
+    if (failure.kind === "contention" && nullOnContention) return null;
+    throw this.#failureError(names, failure);
   }
 
   /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
   async #releaseAfterFailure(
     votes: readonly Vote<AcquireReply>[],
-    keys: readonly string[],
-    value: string,
+    request: LockRequest,
     timeout: number,
   ): Promise<void> {
     const stores = this.#stores.filter((_, i) => {
       const vote = votes[i];
       return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
-    if (stores.length > 0) await fanOut(stores, (store) => store.release(keys, value), timeout);
+    if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
   }
 
   #failureError(resources: readonly string[], failure: Failure): Error {
@@ -357,7 +374,7 @@ export class Redlock {
   }
 
   #checkLock(lock: Lock): void {
-    if (!(lock instanceof Lock)) throw new TypeError("lock must be a Lock returned by this Redlock");
+    if (!isLock(lock)) throw notALock();
   }
 
   #publishAcquire(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {
@@ -410,6 +427,29 @@ function classify(
   }
   return { kind: "unavailable", causes: failuresOf(votes, value) };
 }
+
+function isImmutable(options: object): boolean {
+  return (
+    Object.isFrozen(options) && Object.values(Object.getOwnPropertyDescriptors(options)).every((d) => "value" in d)
+  );
+}
+
+/** A Lock that Redlock made: a forged one (`Object.create(Lock.prototype)`) has no state. */
+const isLock = (lock: unknown): lock is Lock => lock instanceof Lock && lock[STATE] instanceof LockState;
+
+const notALock = () => new TypeError("lock must be a Lock returned by this Redlock");
+
+/** What the instances are asked about: keys, value, and the ttl to set. */
+interface LockRequest {
+  readonly keys: readonly string[];
+  readonly value: string;
+  readonly ttl: number;
+}
+
+// One function each, given the request as fanOut's argument: no closure per call.
+const acquireCall = (store: LockStore, r: LockRequest) => store.acquire(r.keys, r.value, r.ttl);
+const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
+const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
 
 function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): number {
   let count = 0;

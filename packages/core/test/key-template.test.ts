@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compileKey, LockKeyError } from "../src/index.js";
+import { keyReads } from "../src/key-template.js";
 
 const http = (over: Record<string, unknown> = {}) => ({
   params: { id: "42" },
@@ -14,6 +15,15 @@ describe("compileKey", () => {
     expect(compileKey("order:{params.id}")(http())).toEqual(["order:42"]);
     expect(compileKey("{headers.x-tenant}:{body.sku}:{query.page}")(http())).toEqual(["acme:A-1:2"]);
     expect(compileKey("flag:{body.nested.ok}")(http())).toEqual(["flag:true"]);
+  });
+
+  it("tells which top-level parts a template reads (adapters skip parsing a query nobody reads)", () => {
+    expect(keyReads("order:{params.id}", "query")).toBe(false);
+    expect(keyReads("order:{params.id}", "params")).toBe(true);
+    expect(keyReads("{headers.x-tenant}:{query.page}", "query")).toBe(true);
+    expect(keyReads("{{query.page}}:{params.id}", "query")).toBe(false);
+    expect(keyReads("queries:{params.query}", "query")).toBe(false);
+    expect(keyReads(() => "k", "query")).toBe(true);
   });
 
   it("resolves argument lists for decorators", () => {

@@ -90,6 +90,29 @@ describe("bad input is refused before any Redis call", () => {
     await releasedEverywhere();
   });
 
+  it("checks options on every call, unless they are frozen plain data (checked once)", async () => {
+    // a mutable object may change between calls
+    const mutable = { retryCount: 0 };
+    await (await dlm.acquire("opts-a", 1000, mutable)).release();
+    mutable.retryCount = -1;
+    await expect(dlm.acquire("opts-a", 1000, mutable)).rejects.toThrow(/retryCount/);
+    // a frozen one with a getter may too
+    let reads = 0;
+    const getter = Object.freeze({
+      get retryCount() {
+        return ++reads === 1 ? 0 : -1;
+      },
+    });
+    await (await dlm.acquire("opts-b", 1000, getter)).release();
+    await expect(dlm.acquire("opts-b", 1000, getter)).rejects.toThrow(/retryCount/);
+    // a frozen data object cannot: each use gives the same answer, valid or refused
+    const frozen = Object.freeze({ retryCount: 0 });
+    for (let i = 0; i < 2; i++) await (await dlm.acquire("opts-c", 1000, frozen)).release();
+    const refused = Object.freeze({ retryCount: -1 });
+    for (let i = 0; i < 2; i++) await expect(dlm.acquire("opts-c", 1000, refused)).rejects.toThrow(/retryCount/);
+    await releasedEverywhere();
+  });
+
   it("extend and unlock refuse things that are not locks, and bad ttls", async () => {
     await expect(dlm.unlock({} as never)).rejects.toThrow(TypeError);
     await expect(dlm.extend({ value: "x" } as never, 1000)).rejects.toThrow(TypeError);

@@ -6,6 +6,7 @@ import {
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
+  type RouteOutcome,
 } from "@redlock-kit/core";
 import type { Request, RequestHandler, Response } from "express";
 
@@ -45,33 +46,39 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
   const policy = createHttpLockPolicy<ExpressLockHook>(dlm, defaults);
   return function redlock(key, options) {
     const route = policy.route(key, options);
+    const readsQuery = route.readsQuery;
     return function redlockMiddleware(req, res, next) {
       const source: HttpKeySource = {
         params: req.params,
         // Express 5 parses the query string on every read of req.query: only when the key uses it
-        get query() {
-          return req.query;
-        },
+        query: readsQuery ? req.query : undefined,
         body: req.body,
         headers: req.headers,
       };
       // Express 4 ignores returned promises, so every rejection is handed to next() here.
       route
         .begin(source, res)
-        .then(async (outcome) => {
-          if (outcome.kind === "acquired") {
-            req.lock = outcome.lock;
-            return next();
-          }
-          if (outcome.kind === "aborted") return;
-          if (outcome.hook) {
-            await outcome.hook(req, res, outcome.error);
-            return;
-          }
-          const { status, headers, body } = outcome.response;
-          res.status(status).set(headers).json(body);
+        .then((outcome) => {
+          if (outcome.kind !== "acquired") return answer(outcome, req, res);
+          req.lock = outcome.lock;
+          next();
         })
         .catch(next);
     };
   };
+}
+
+/** A request that gets no lock: the hook's response or the JSON one, or nothing if the client left. */
+async function answer(
+  outcome: Exclude<RouteOutcome<ExpressLockHook>, { kind: "acquired" }>,
+  req: Request,
+  res: Response,
+) {
+  if (outcome.kind === "aborted") return;
+  if (outcome.hook) {
+    await outcome.hook(req, res, outcome.error);
+    return;
+  }
+  const { status, headers, body } = outcome.response;
+  res.status(status).set(headers).json(body);
 }

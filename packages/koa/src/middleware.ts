@@ -50,14 +50,13 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
   const policy = createHttpLockPolicy<KoaLockHook>(dlm, defaults);
   return function redlock(key, options) {
     const route = policy.route(key, options);
+    const readsQuery = route.readsQuery;
     return async function redlockMiddleware(ctx, next) {
       const routed = ctx as ParameterizedContext & RoutedContext;
       const source: HttpKeySource = {
         params: routed.params,
         // ctx.query parses the query string on first read: only when the key uses it
-        get query() {
-          return ctx.query;
-        },
+        query: readsQuery ? ctx.query : undefined,
         body: routed.request.body,
         headers: ctx.headers,
       };
