@@ -22,7 +22,7 @@ const SHAS: Readonly<Record<ScriptName, string>> = {
 
 /** The commands `defineCommand` adds, called with the key count first (numberOfKeys is left unset). */
 interface ScriptedClient {
-  [COMMANDS.acquire](...args: ScriptArgs): Promise<[number, number]>;
+  [COMMANDS.acquire](...args: ScriptArgs): Promise<"OK" | number>;
   [COMMANDS.extend](...args: ScriptArgs): Promise<number>;
   [COMMANDS.release](...args: ScriptArgs): Promise<number>;
 }
@@ -66,23 +66,19 @@ export class RedisStore implements LockStore {
     }
   }
 
-  async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
+  acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
     this.#beforeSend();
-    const [acquired, holderTtl] = (await this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl])) as [
-      number,
-      number,
-    ];
-    return acquired === 1 ? ACQUIRED : { acquired: false, holderTtl: Number(holderTtl) };
+    return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl]).then(toAcquireReply);
   }
 
-  async extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
+  extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
     this.#beforeSend();
-    return (await this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl])) === 1;
+    return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl]).then(isOne);
   }
 
-  async release(keys: readonly string[], value: string): Promise<number> {
+  release(keys: readonly string[], value: string): Promise<number> {
     this.#beforeSend();
-    return Number(await this.#call(COMMANDS.release, [keys.length, ...keys, value]));
+    return this.#call(COMMANDS.release, [keys.length, ...keys, value]).then(Number);
   }
 
   /**
@@ -159,6 +155,13 @@ export class RedisStore implements LockStore {
     this.#subscriber = undefined;
   }
 }
+
+/** The acquire script answers OK, or the holder's PTTL. */
+function toAcquireReply(reply: unknown): AcquireReply {
+  return reply === "OK" ? ACQUIRED : { acquired: false, holderTtl: Number(reply) };
+}
+
+const isOne = (reply: unknown) => reply === 1;
 
 function defineOnce(client: Redis | Cluster, name: string, lua: string): void {
   // A shared client may already carry the command (another Redlock on the same client).

@@ -6,25 +6,32 @@
  * falls back to EVAL on NOSCRIPT (after SCRIPT FLUSH or a restart).
  */
 
-/** ARGV[2]: ttl in ms. Returns {1, 0} when acquired, {0, holder's PTTL} when another owner holds a key. */
+/**
+ * ARGV[2]: ttl in ms. Returns the status reply OK when acquired, as SET does, or the holder's PTTL
+ * (an integer) when another owner holds a key. Not an array: an array reply costs Redis a
+ * multi-part write and the client an array decode on every lock (bench/).
+ */
 export const ACQUIRE_SCRIPT = `
 -- one free key: SET NX is the whole job (the common case, one command)
-if #KEYS == 1 and redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2]) then
-  return {1, 0}
+if #KEYS == 1 then
+  local ok = redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2])
+  if ok then
+    return ok
+  end
 end
 -- refuse if any key belongs to another owner, reporting that owner's remaining ttl
 for _, key in ipairs(KEYS) do
   local holder = redis.call('get', key)
   -- a key that already holds our value counts as ours: ioredis re-sends an unanswered SET after a reconnect
   if holder and holder ~= ARGV[1] then
-    return {0, redis.call('pttl', key)}
+    return redis.call('pttl', key)
   end
 end
 -- every key is free or ours: take them all
 for _, key in ipairs(KEYS) do
   redis.call('set', key, ARGV[1], 'px', ARGV[2])
 end
-return {1, 0}
+return redis.status_reply('OK')
 `;
 
 /** ARGV[2]: new ttl in ms. Returns 1 when every key still held our value and was extended, else 0. */
@@ -61,7 +68,7 @@ return released
 
 /** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
 export const COMMANDS = {
-  acquire: "redlockKitAcquireV1",
+  acquire: "redlockKitAcquireV2",
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV1",
 } as const;
