@@ -68,17 +68,17 @@ export class RedisStore implements LockStore {
 
   acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
     this.#beforeSend();
-    return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl]).then(toAcquireReply);
+    return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
   }
 
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
     this.#beforeSend();
-    return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl]).then(isOne);
+    return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
   release(keys: readonly string[], value: string): Promise<number> {
     this.#beforeSend();
-    return this.#call(COMMANDS.release, [keys.length, ...keys, value]).then(Number);
+    return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
   }
 
   /**
@@ -90,16 +90,16 @@ export class RedisStore implements LockStore {
    * command, which sends the script whole. A Cluster always uses it: its nodes load scripts
    * one by one.
    */
-  #call(name: ScriptName, args: ScriptArgs): Promise<unknown> {
+  #call<T>(name: ScriptName, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
+    const defined = (): Promise<T> => (this.#scripts[name](...args) as Promise<unknown>).then(parse);
     if (this.#cluster || !this.#sent.has(name)) {
       this.#sent.add(name);
-      return this.#scripts[name](...args);
+      return defined();
     }
     const bySha: Promise<unknown> = (this.client as Redis).evalsha(SHAS[name], ...args);
-    return bySha.catch((error: unknown) => {
+    return bySha.then(parse, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      const defined: Promise<unknown> = this.#scripts[name](...args);
-      return defined;
+      return defined();
     });
   }
 
