@@ -45,7 +45,7 @@ export class Lock {
 
   constructor(owner: LockOwner, resources: readonly string[], value: string, state: LockState) {
     this.#owner = owner;
-    this.resources = Object.freeze([...resources]);
+    this.resources = Object.isFrozen(resources) ? resources : Object.freeze([...resources]);
     this.value = value;
     this[STATE] = state;
   }

@@ -57,7 +57,11 @@ export function checkFunction<T extends (...args: never[]) => unknown>(name: str
   return value as T;
 }
 
-/** One resource name or a non-empty array of them; duplicates are dropped so a lock never waits for itself. */
+/**
+ * One resource name or a non-empty array of them, as a new frozen array: the caller may change
+ * theirs after the call, the lock's keys must not. Duplicates are dropped so a lock never waits
+ * for itself.
+ */
 export function checkResources(value: unknown): readonly string[] {
   const list = Array.isArray(value) ? value : [value];
   if (list.length === 0) throw new TypeError("resources must not be an empty array");
@@ -65,7 +69,7 @@ export function checkResources(value: unknown): readonly string[] {
     throw new RangeError(`resources must hold at most ${MAX_RESOURCES} names, got ${list.length}`);
   }
   for (const resource of list) checkResource(resource);
-  return list.length === 1 ? list : [...new Set(list as string[])];
+  return Object.freeze(list.length === 1 ? [list[0] as string] : [...new Set(list as string[])]);
 }
 
 export function checkResource(value: unknown): string {

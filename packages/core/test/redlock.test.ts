@@ -141,6 +141,23 @@ describe("Redlock with three instances", () => {
     await expect.poll(() => values("a", 3)).toEqual([null, null, null]);
   });
 
+  it("keeps the resources it locked when the caller changes the array afterwards", async () => {
+    const dlm = new Redlock(first(3));
+    for (const names of [["solo"], ["x", "y"]]) {
+      const lock = await dlm.acquire(names, 5000);
+      names[0] = "changed";
+      expect(lock.resources[0]).not.toBe("changed");
+      expect(await lock.release()).toBe(true);
+    }
+    await expect
+      .poll(() => Promise.all(["solo", "x", "y"].map((key) => values(key, 3))))
+      .toEqual([
+        [null, null, null],
+        [null, null, null],
+        [null, null, null],
+      ]);
+  });
+
   it("recovers from SCRIPT FLUSH between acquire, extend and release", async () => {
     const dlm = new Redlock(first(3));
     const lock = await dlm.acquire("flush", 2000);
