@@ -2,9 +2,9 @@ import type { LockStore } from "./store.js";
 
 /**
  * Waiters for held locks in this process, woken by release notifications instead of a full poll
- * interval. A release wakes only the oldest sleeping waiter on that resource here (oldest first,
- * no thundering herd); polling with jitter stays as the fallback for releases that publish
- * nothing (expiry, other libraries).
+ * interval. A release wakes only the oldest waiter on that resource here (oldest first, no
+ * thundering herd); polling with jitter stays as the fallback for releases that publish nothing
+ * (expiry, other libraries).
  */
 export class ReleaseWaiters {
   readonly #stores: readonly LockStore[];
@@ -25,11 +25,14 @@ export class ReleaseWaiters {
 
   /**
    * Queues a waiter on `keys` and subscribes where nobody here listens yet (bounded by `timeoutMs`).
-   * The waiter starts with a pending wake-up: a release may have happened before the subscription.
+   * A waiter that joins a new subscription starts with a pending wake-up: a release may have
+   * happened before it was in place. One that joins subscriptions already in place does not: such
+   * a release woke a waiter queued before it, and an immediate retry would only be refused.
    */
   async join(keys: readonly string[], timeoutMs: number): Promise<Waiter> {
     const waiter = new Waiter(this, keys);
     const subscribing: Promise<void>[] = [];
+    let heard = true;
     for (const key of keys) {
       let entry = this.#byKey.get(key);
       if (entry === undefined) {
@@ -37,8 +40,10 @@ export class ReleaseWaiters {
         this.#byKey.set(key, entry);
         subscribing.push(entry.subscribe(this.#stores, key, timeoutMs));
       }
+      if (!entry.listening) heard = false;
       entry.waiters.push(waiter);
     }
+    if (heard) waiter.pending = false;
     await Promise.all(subscribing);
     return waiter;
   }
@@ -60,6 +65,8 @@ export class ReleaseWaiters {
 
 class KeyWaiters {
   readonly waiters: Waiter[] = [];
+  /** Subscribing has settled: a release from now on reaches this entry (where the instance can notify). */
+  listening = false;
   #unsubscribes: (() => void)[] = [];
   #closed = false;
 
@@ -83,6 +90,7 @@ class KeyWaiters {
         }
       }),
     );
+    this.listening = true;
   }
 
   unsubscribe(): void {
@@ -96,11 +104,16 @@ class KeyWaiters {
     else this.#unsubscribes.push(unsubscribe);
   }
 
+  /**
+   * Wakes the oldest waiter, or, if it is mid-attempt, lets it retry at once should it be refused.
+   * Never a younger one meanwhile: a release on N instances arrives as N notifications, and each
+   * would otherwise wake one more waiter only to be refused.
+   */
   #wakeOldest(): void {
-    const sleeping = this.waiters.find((waiter) => waiter.sleeping);
-    // Nobody asleep: the oldest is mid-attempt and may have just been refused; let it retry at once.
-    if (sleeping) sleeping.wake();
-    else if (this.waiters[0]) this.waiters[0].pending = true;
+    const oldest = this.waiters[0];
+    if (oldest === undefined) return;
+    if (oldest.sleeping) oldest.wake();
+    else oldest.pending = true;
   }
 }
 

@@ -1,7 +1,8 @@
+import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
-import { type Lock, LockContentionError, MemoryStore, Redlock } from "../src/index.js";
+import { type AcquireMessage, type Lock, LockContentionError, MemoryStore, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -57,6 +58,33 @@ describe("waiting for a held lock", () => {
     await holder.release();
     await Promise.all(waiters);
     expect(order).toEqual([0, 1, 2]);
+  });
+
+  it("retries at once only when it had to subscribe: a later waiter on the same key sleeps until told", async () => {
+    const attempts: number[] = [];
+    const record = (message: unknown) => {
+      const { resources, outcome, attempts: count } = message as AcquireMessage;
+      if (resources[0] === "joined" && outcome === "acquired") attempts.push(count);
+    };
+    const dlm = redlock(NO_POLLING);
+    const holder = await redlock().acquire("joined", 10_000);
+    diagnosticsChannel.subscribe("redlock-kit:acquire", record);
+    try {
+      const signal = AbortSignal.timeout(10_000);
+      const first = dlm.acquire("joined", 5000, { wait: 60_000, signal });
+      await sleep(100);
+      const second = dlm.acquire("joined", 5000, { wait: 60_000, signal });
+      await sleep(100);
+      await holder.release();
+      await (await first).release();
+      await (await second).release();
+      // first subscribed (a release before that may have gone unheard): refused, asked again at
+      // once, woken by the release. second joined that subscription: refused, then woken; the
+      // release's notifications from the other two instances did not wake it while first was busy.
+      expect(attempts).toEqual([3, 2]);
+    } finally {
+      diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
+    }
   });
 
   it("leaves no subscription behind when many waiters time out", async () => {
