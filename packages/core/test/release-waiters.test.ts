@@ -60,31 +60,54 @@ describe("waiting for a held lock", () => {
     expect(order).toEqual([0, 1, 2]);
   });
 
-  it("retries at once only when it had to subscribe: a later waiter on the same key sleeps until told", async () => {
+  /** Attempts of each acquisition of `resource`, in the order they succeeded. */
+  async function attemptsOf(resource: string, run: () => Promise<void>): Promise<number[]> {
     const attempts: number[] = [];
     const record = (message: unknown) => {
       const { resources, outcome, attempts: count } = message as AcquireMessage;
-      if (resources[0] === "joined" && outcome === "acquired") attempts.push(count);
+      if (resources[0] === resource && outcome === "acquired") attempts.push(count);
     };
-    const dlm = redlock(NO_POLLING);
-    const holder = await redlock().acquire("joined", 10_000);
     diagnosticsChannel.subscribe("redlock-kit:acquire", record);
     try {
-      const signal = AbortSignal.timeout(10_000);
-      const first = dlm.acquire("joined", 5000, { wait: 60_000, signal });
-      await sleep(100);
-      const second = dlm.acquire("joined", 5000, { wait: 60_000, signal });
-      await sleep(100);
-      await holder.release();
-      await (await first).release();
-      await (await second).release();
-      // first subscribed (a release before that may have gone unheard): refused, asked again at
-      // once, woken by the release. second joined that subscription: refused, then woken; the
-      // release's notifications from the other two instances did not wake it while first was busy.
-      expect(attempts).toEqual([3, 2]);
+      await run();
     } finally {
       diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
     }
+    return attempts;
+  }
+
+  /** A holder, then two waiters 100 ms apart; the holder releases, then each waiter in turn. */
+  async function holderThenTwoWaiters(dlm: Redlock, holder: Lock, resource: string): Promise<void> {
+    const signal = AbortSignal.timeout(10_000);
+    const first = dlm.acquire(resource, 5000, { wait: 60_000, signal });
+    await sleep(100);
+    const second = dlm.acquire(resource, 5000, { wait: 60_000, signal });
+    await sleep(100);
+    await holder.release();
+    await (await first).release();
+    await (await second).release();
+  }
+
+  it("retries at once only when it had to subscribe: a later waiter on the same key sleeps until told", async () => {
+    const [client] = clients as [Redis];
+    const dlm = new Redlock([client], NO_POLLING);
+    redlocks.push(dlm);
+    const holder = await dlm.acquire("joined", 10_000);
+    const attempts = await attemptsOf("joined", () => holderThenTwoWaiters(dlm, holder, "joined"));
+    // first subscribed (a release before that may have gone unheard): refused, asked again at
+    // once, woken by the release. second joined that subscription: refused, then woken.
+    expect(attempts).toEqual([3, 2]);
+  });
+
+  it("wakes one waiter per release, not one per instance that announces it", async () => {
+    // in-process stores deliver the three announcements of one release in a known order (Redis
+    // instances race): all three before the woken waiter has run again
+    const dlm = new Redlock([new MemoryStore(), new MemoryStore(), new MemoryStore()], NO_POLLING);
+    redlocks.push(dlm);
+    const holder = await dlm.acquire("announced", 10_000);
+    const attempts = await attemptsOf("announced", () => holderThenTwoWaiters(dlm, holder, "announced"));
+    // second is not woken by the 2nd and 3rd announcement while first is busy taking the lock
+    expect(attempts).toEqual([3, 2]);
   });
 
   it("leaves no subscription behind when many waiters time out", async () => {
