@@ -261,6 +261,18 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await app?.close();
   });
 
+  /** POSTs to `path` with every Redis instance paused, disconnects once the server has the request, then resumes Redis. */
+  async function disconnectWhileRedisPaused(path: string): Promise<void> {
+    for (const server of cluster.servers) server.pause();
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}${path}`, { method: "POST" });
+    request.on("error", () => {});
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    for (const server of cluster.servers) server.resume();
+  }
+
   it("answers ten concurrent POSTs on a locked route with exactly one 200 and nine 423 with Retry-After", async () => {
     let answered = 0;
     const requests = Array.from({ length: 10 }, () =>
@@ -400,30 +412,16 @@ describe.each(frameworks)("the %s adapter", (framework) => {
   });
 
   it("releases at once a lock that arrives after the client disconnected", async () => {
-    for (const server of cluster.servers) server.pause();
     const aborted = nextAbortedAcquire("wait:2");
-    const serverResponse = nextServerResponse(app.server);
-    const { request } = open(`${url}/wait/2`, { method: "POST" });
-    request.on("error", () => {});
-    const closed = once(await serverResponse, "close");
-    request.destroy();
-    await closed;
-    for (const server of cluster.servers) server.resume();
+    await disconnectWhileRedisPaused("/wait/2");
     await aborted;
     await expect.poll(() => values("wait:2")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
   });
 
   it("releases at once a lock a single attempt gets after the client disconnected, without running the handler", async () => {
-    for (const server of cluster.servers) server.pause();
     const released = nextRelease("order:late");
-    const serverResponse = nextServerResponse(app.server);
-    const { request } = open(`${url}/orders/late/pay`, { method: "POST" });
-    request.on("error", () => {});
-    const closed = once(await serverResponse, "close");
-    request.destroy();
-    await closed;
-    for (const server of cluster.servers) server.resume();
+    await disconnectWhileRedisPaused("/orders/late/pay");
     // the route does not wait (wait 0): the attempt was already sent, and its lock is given back
     expect((await released).released).toBe(true);
     await expect.poll(() => values("order:late")).toEqual([null, null, null]);

@@ -55,8 +55,6 @@ export class Redlock {
   readonly #waiters: ReleaseWaiters;
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
-  readonly #releasedQuorums: Quorum<number>[] = [];
-  readonly #frozenOptions = new WeakMap<AcquireOptions, ResolvedAcquireOptions>();
   readonly #defaults: ResolvedAcquireOptions;
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
@@ -133,7 +131,7 @@ export class Redlock {
     if (!markReleased(lock)) return Promise.resolve(false);
     const state = lock[STATE];
     const start = this.#clock();
-    const quorum = this.#releasedQuorum(state.keys.length);
+    const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) => {
       const released = countVotes(votes, quorum.yes) >= this.quorum;
@@ -142,16 +140,6 @@ export class Redlock {
       }
       return released;
     });
-  }
-
-  /** "Deleted every key" for a lock of `keyCount` keys; one per key count, made once. */
-  #releasedQuorum(keyCount: number): Quorum<number> {
-    let quorum = this.#releasedQuorums[keyCount];
-    if (quorum === undefined) {
-      quorum = { need: this.quorum, yes: (deleted) => deleted === keyCount };
-      this.#releasedQuorums[keyCount] = quorum;
-    }
-    return quorum;
   }
 
   /**
@@ -260,21 +248,6 @@ export class Redlock {
     );
   }
 
-  /**
-   * Per-call options merged over this Redlock's defaults. Frozen ones without getters (a route's
-   * or a decorator's, declared once and used for every call) cannot change, so they are checked
-   * and merged once.
-   */
-  #resolveOptions(options: AcquireOptions | undefined): ResolvedAcquireOptions {
-    if (options === undefined) return this.#defaults;
-    let resolved = this.#frozenOptions.get(options);
-    if (resolved === undefined) {
-      resolved = resolveAcquireOptions(this.#defaults, options);
-      if (isImmutable(options)) this.#frozenOptions.set(options, resolved);
-    }
-    return resolved;
-  }
-
   /** Steps 1–4 with retries. Resolves to `null` on contention when `nullOnContention`; rejects on every other failure. */
   async #acquire(
     resources: string | readonly string[],
@@ -284,7 +257,7 @@ export class Redlock {
   ): Promise<Lock | null> {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
-    const opts = this.#resolveOptions(options);
+    const opts = resolveAcquireOptions(this.#defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
     opts.signal?.throwIfAborted();
 
@@ -426,12 +399,6 @@ function classify(
     };
   }
   return { kind: "unavailable", causes: failuresOf(votes, value) };
-}
-
-function isImmutable(options: object): boolean {
-  return (
-    Object.isFrozen(options) && Object.values(Object.getOwnPropertyDescriptors(options)).every((d) => "value" in d)
-  );
 }
 
 /** A Lock that Redlock made: a forged one (`Object.create(Lock.prototype)`) has no state. */

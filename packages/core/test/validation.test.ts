@@ -90,7 +90,7 @@ describe("bad input is refused before any Redis call", () => {
     await releasedEverywhere();
   });
 
-  it("checks options on every call, unless they are frozen plain data (checked once)", async () => {
+  it("checks options on every call, frozen or not", async () => {
     // a mutable object may change between calls
     const mutable = { retryCount: 0 };
     await (await dlm.acquire("opts-a", 1000, mutable)).release();
@@ -105,7 +105,7 @@ describe("bad input is refused before any Redis call", () => {
     });
     await (await dlm.acquire("opts-b", 1000, getter)).release();
     await expect(dlm.acquire("opts-b", 1000, getter)).rejects.toThrow(/retryCount/);
-    // a frozen data object cannot: each use gives the same answer, valid or refused
+    // a frozen data object gives the same answer each time, valid or refused
     const frozen = Object.freeze({ retryCount: 0 });
     for (let i = 0; i < 2; i++) await (await dlm.acquire("opts-c", 1000, frozen)).release();
     const refused = Object.freeze({ retryCount: -1 });
