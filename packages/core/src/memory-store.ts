@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { ACQUIRED, type AcquireReply, type LockStore } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
 
 interface Entry {
   value: string;
@@ -16,7 +16,7 @@ interface Entry {
 export class MemoryStore implements LockStore {
   readonly description = "memory";
   readonly #entries = new Map<string, Entry>();
-  readonly #listeners = new Map<string, Set<() => void>>();
+  readonly #listeners = new Map<string, Set<(notice: string) => void>>();
   readonly #now: () => number;
   #writesSinceSweep = 0;
 
@@ -58,18 +58,26 @@ export class MemoryStore implements LockStore {
   }
 
   async release(keys: readonly string[], value: string): Promise<number> {
+    return (await this.releaseNotifying(keys, value, "")).released;
+  }
+
+  async releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
     let released = 0;
+    let listeners = 0;
     for (const key of keys) {
       if (this.#live(key)?.value === value) {
         this.#entries.delete(key);
         released++;
-        for (const listener of this.#listeners.get(key) ?? []) queueMicrotask(listener);
+        for (const listener of this.#listeners.get(key) ?? []) {
+          listeners++;
+          queueMicrotask(() => listener(notice));
+        }
       }
     }
-    return released;
+    return { released, listeners };
   }
 
-  async onRelease(key: string, listener: () => void): Promise<() => void> {
+  async onRelease(key: string, listener: (notice: string) => void): Promise<() => void> {
     let listeners = this.#listeners.get(key);
     if (!listeners) {
       listeners = new Set();

@@ -4,7 +4,7 @@ import type { Cluster, Redis } from "ioredis";
 import { atPhaseEnd, loopPhase } from "./loop-phase.js";
 import { ReleaseSubscriber } from "./release-subscriber.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
-import { ACQUIRED, type AcquireReply, type LockStore } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
 
 /** Commands per corked write: enough to save most writes, few enough that Redis starts early. */
 export const MAX_BATCH = 16;
@@ -81,6 +81,21 @@ export class RedisStore implements LockStore {
     return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
   }
 
+  /** Counts listeners, not connections: our subscriber connection stands for every listener it carries. */
+  releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
+    this.#beforeSend();
+    const base = keys.length + 1;
+    return this.#call(COMMANDS.release, [keys.length, ...keys, value, notice], (reply) => {
+      const count = Number(reply);
+      const released = count % base;
+      let listeners = Math.floor(count / base);
+      if (released === keys.length && this.#subscriber !== undefined) {
+        for (const key of keys) listeners += Math.max(0, this.#subscriber.listenersOf(key) - 1);
+      }
+      return { released, listeners };
+    });
+  }
+
   /**
    * A plain EVALSHA once the script has been sent: ioredis's `defineCommand` wraps every call in
    * a Command subclass and a retry promise, which cost 1–2 µs of CPU per command, 6 commands per
@@ -144,7 +159,7 @@ export class RedisStore implements LockStore {
   };
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
-  onRelease(key: string, listener: () => void): Promise<() => void> {
+  onRelease(key: string, listener: (notice: string) => void): Promise<() => void> {
     this.#subscriber ??= new ReleaseSubscriber(this.client);
     return this.#subscriber.listen(key, listener);
   }

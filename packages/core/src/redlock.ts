@@ -22,8 +22,8 @@ import {
   resolveKeyPrefix,
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
-import { ReleaseWaiters, type Waiter } from "./release-waiters.js";
-import type { AcquireReply, LockStore } from "./store.js";
+import { type KeyWaiters, ReleaseWaiters, type Waiter } from "./release-waiters.js";
+import type { AcquireReply, LockStore, ReleaseReply } from "./store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
 /** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
@@ -131,15 +131,38 @@ export class Redlock {
     if (!markReleased(lock)) return Promise.resolve(false);
     const state = lock[STATE];
     const start = this.#clock();
+    const waiting = this.#waiters.waitingOn(state.keys);
+    if (waiting !== undefined) return this.#releaseToWaiters(lock, waiting, start);
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
-    return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) => {
-      const released = countVotes(votes, quorum.yes) >= this.quorum;
-      if (channels.release.hasSubscribers) {
-        channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
-      }
-      return released;
+    return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
+      this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),
+    );
+  }
+
+  /**
+   * Releases a key that waiters in this process wait for, counting who hears of it; when nobody
+   * else listened last time, our oldest waiter is woken as soon as the release is sent, so that its
+   * attempt follows the release on the same connections (one round trip for the hand-over).
+   */
+  #releaseToWaiters(lock: Lock, waiting: KeyWaiters, start: number): Promise<boolean> {
+    const state = lock[STATE];
+    const handOver = waiting.alone;
+    const request = { keys: state.keys, value: state.value, notice: handOver ? this.#waiters.handOffNotice : "" };
+    const quorum: Quorum<ReleaseReply> = { need: this.quorum, yes: (reply) => reply.released === state.keys.length };
+    const votes = fanOut(this.#stores, releaseNotifyingCall, request, state.instanceTimeout, quorum);
+    if (handOver) waiting.wakeOldest();
+    return votes.then((answers) => {
+      waiting.heard(answers, this.quorum);
+      return this.#released(lock, countVotes(answers, quorum.yes) >= this.quorum, start);
     });
+  }
+
+  #released(lock: Lock, released: boolean, start: number): boolean {
+    if (channels.release.hasSubscribers) {
+      channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
+    }
+    return released;
   }
 
   /**
@@ -417,6 +440,8 @@ interface LockRequest {
 const acquireCall = (store: LockStore, r: LockRequest) => store.acquire(r.keys, r.value, r.ttl);
 const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
+const releaseNotifyingCall = (store: LockStore, r: Omit<LockRequest, "ttl"> & { readonly notice: string }) =>
+  (store.releaseNotifying as NonNullable<LockStore["releaseNotifying"]>)(r.keys, r.value, r.notice);
 
 function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): number {
   let count = 0;

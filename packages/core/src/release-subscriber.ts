@@ -7,7 +7,7 @@ export const releaseChannel = (key: string): string => `redlock-kit:released:${k
 let warned = false;
 
 interface Channel {
-  readonly listeners: Set<() => void>;
+  readonly listeners: Set<(notice: string) => void>;
   /** Settles when SUBSCRIBE was answered; rejects when it failed. */
   readonly ready: Promise<unknown>;
 }
@@ -29,7 +29,7 @@ export class ReleaseSubscriber {
   }
 
   /** Calls `listener` whenever `key` is released on this instance. Resolves once subscribed; returns unsubscribe. */
-  async listen(key: string, listener: () => void): Promise<() => void> {
+  async listen(key: string, listener: (notice: string) => void): Promise<() => void> {
     if (this.#refused) throw new Error("release notifications are not permitted on this instance");
     const name = releaseChannel(key);
     let channel = this.#channels.get(name);
@@ -60,6 +60,11 @@ export class ReleaseSubscriber {
     return leave;
   }
 
+  /** How many listeners wait for `key` here: Redis counts our connection once, however many there are. */
+  listenersOf(key: string): number {
+    return this.#channels.get(releaseChannel(key))?.listeners.size ?? 0;
+  }
+
   /** How many channels are subscribed now (for tests and leak checks). */
   get channelCount(): number {
     return this.#channels.size;
@@ -76,8 +81,8 @@ export class ReleaseSubscriber {
       // Redis and Cluster both take no arguments to copy their own options
       const connection = (this.#client as { duplicate(): Redis | Cluster }).duplicate();
       connection.on("error", () => {});
-      connection.on("message", (channel: string) => {
-        for (const listener of this.#channels.get(channel)?.listeners ?? []) listener();
+      connection.on("message", (channel: string, notice: string) => {
+        for (const listener of this.#channels.get(channel)?.listeners ?? []) listener(notice);
       });
       this.#connection = connection;
     }

@@ -1,17 +1,31 @@
-import type { LockStore } from "./store.js";
+import { randomBytes } from "node:crypto";
+import type { Vote } from "./fan-out.js";
+import type { LockStore, ReleaseReply } from "./store.js";
 
 /**
  * Waiters for held locks in this process, woken by release notifications instead of a full poll
  * interval. A release wakes only the oldest waiter on that resource here (oldest first, no
  * thundering herd); polling with jitter stays as the fallback for releases that publish nothing
  * (expiry, other libraries).
+ *
+ * A release by this process hands the key straight to its own oldest waiter when nobody else
+ * listens for it: the waiter's attempt follows the release on the same connection, one round trip
+ * instead of two (release, then notification and attempt). Whether anybody else listens is what
+ * the previous release by this process heard (`releaseNotifying`); while another process waits too,
+ * releases go through the notifications, where every process's oldest waiter has the same chance.
  */
 export class ReleaseWaiters {
+  /** What this process's releases announce when they handed the key over here: our listeners skip it. */
+  readonly handOffNotice = `handed-over:${randomBytes(9).toString("base64url")}`;
   readonly #stores: readonly LockStore[];
+  /** Every instance can count who heard a release: hand-offs are possible. */
+  readonly #counting: boolean;
   readonly #byKey = new Map<string, KeyWaiters>();
 
   constructor(stores: readonly LockStore[]) {
     this.#stores = stores.filter((store) => typeof store.onRelease === "function");
+    this.#counting =
+      this.#stores.length === stores.length && stores.every((store) => typeof store.releaseNotifying === "function");
   }
 
   get enabled(): boolean {
@@ -21,6 +35,11 @@ export class ReleaseWaiters {
   /** Number of resources with waiters (for leak checks). */
   get size(): number {
     return this.#byKey.size;
+  }
+
+  /** The waiters on a single-key lock's key, when its release should count its listeners. */
+  waitingOn(keys: readonly string[]): KeyWaiters | undefined {
+    return this.#counting && keys.length === 1 ? this.#byKey.get(keys[0] as string) : undefined;
   }
 
   /**
@@ -36,7 +55,7 @@ export class ReleaseWaiters {
     for (const key of keys) {
       let entry = this.#byKey.get(key);
       if (entry === undefined) {
-        entry = new KeyWaiters();
+        entry = new KeyWaiters(this.handOffNotice);
         this.#byKey.set(key, entry);
         subscribing.push(entry.subscribe(this.#stores, key, timeoutMs));
       }
@@ -63,15 +82,49 @@ export class ReleaseWaiters {
   }
 }
 
-class KeyWaiters {
+export class KeyWaiters {
   readonly waiters: Waiter[] = [];
   /** Subscribing has settled: a release from now on reaches this entry (where the instance can notify). */
   listening = false;
+  readonly #handOffNotice: string;
   #unsubscribes: (() => void)[] = [];
+  #stores = 0;
   #closed = false;
+  /** The last release by this process was heard by our own subscription alone, on every instance. */
+  #alone = false;
+
+  constructor(handOffNotice: string) {
+    this.#handOffNotice = handOffNotice;
+  }
+
+  /** A release by this process may hand the key to our oldest waiter: nobody else listens for it. */
+  get alone(): boolean {
+    return this.#alone && this.#unsubscribes.length === this.#stores && !this.#closed;
+  }
+
+  /**
+   * Learns from a release's replies whether anybody but us listens: alone when a quorum of
+   * instances answered that only one subscriber (ours) heard it, and none answered more.
+   */
+  heard(votes: readonly Vote<ReleaseReply>[], quorum: number): void {
+    let alone = 0;
+    for (const vote of votes) {
+      if (!vote.ok) continue;
+      if (vote.value.listeners !== 1) {
+        this.#alone = false;
+        return;
+      }
+      alone++;
+    }
+    this.#alone = alone >= quorum;
+  }
 
   async subscribe(stores: readonly LockStore[], key: string, timeoutMs: number): Promise<void> {
-    const wake = () => this.#wakeOldest();
+    this.#stores = stores.length;
+    const wake = (notice: string) => {
+      // this process's own release, which already handed the key to the oldest waiter
+      if (notice !== this.#handOffNotice) this.wakeOldest();
+    };
     await Promise.all(
       stores.map(async (store) => {
         let timer: NodeJS.Timeout | undefined;
@@ -109,7 +162,7 @@ class KeyWaiters {
    * Never a younger one meanwhile: a release on N instances arrives as N notifications, and each
    * would otherwise wake one more waiter only to be refused.
    */
-  #wakeOldest(): void {
+  wakeOldest(): void {
     const oldest = this.waiters[0];
     if (oldest === undefined) return;
     if (oldest.sleeping) oldest.wake();

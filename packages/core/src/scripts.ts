@@ -51,17 +51,26 @@ return 1
 
 /**
  * Returns how many keys held our value and were deleted (compare-and-delete: never another owner's
- * key), and announces each deletion on `redlock-kit:released:<key>` for waiters.
+ * key), and announces each deletion on `redlock-kit:released:<key>` for waiters. ARGV[2], when
+ * given, is the announcement's message, and the reply then also counts the subscribers that heard
+ * it, as one integer (an array reply costs Redis a multi-part write): released + (#KEYS + 1) × heard.
  */
 export const RELEASE_SCRIPT = `
-local released = 0
+local notice = ARGV[2]
+local released, heard = 0, 0
 for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
     released = released + 1
     -- pcall: a user without PUBLISH permission still releases; its waiters poll instead
-    redis.pcall('publish', 'redlock-kit:released:' .. key, '')
+    local reached = redis.pcall('publish', 'redlock-kit:released:' .. key, notice or '')
+    if type(reached) == 'number' then
+      heard = heard + reached
+    end
   end
+end
+if notice then
+  return released + (#KEYS + 1) * heard
 end
 return released
 `;
@@ -70,5 +79,5 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV2",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV1",
+  release: "redlockKitReleaseV2",
 } as const;

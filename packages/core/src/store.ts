@@ -9,6 +9,14 @@ export type AcquireReply =
 
 export const ACQUIRED: AcquireReply = Object.freeze({ acquired: true });
 
+/** What one instance answered to `releaseNotifying`. */
+export interface ReleaseReply {
+  /** How many keys held the value and were deleted. */
+  readonly released: number;
+  /** How many listeners the release announcements reached on this instance (this process's own included), summed over the keys. */
+  readonly listeners: number;
+}
+
 /**
  * One Redlock instance. Every method is atomic over all `keys` on this instance,
  * and a key that already holds `value` counts as held by the caller.
@@ -31,7 +39,13 @@ export interface LockStore {
    * Optional: calls `listener` whenever `key` is released on this instance, so that waiters retry at
    * once instead of after a poll interval. Resolves when listening; the function it resolves to stops.
    */
-  onRelease?(key: string, listener: () => void): Promise<() => void>;
+  onRelease?(key: string, listener: (notice: string) => void): Promise<() => void>;
+  /**
+   * Optional, with `onRelease`: `release`, announcing each deleted key with `notice` (what the
+   * listeners receive; a plain `release` announces ""), and counting who heard. Redlock uses it
+   * while waiters in this process wait for the key.
+   */
+  releaseNotifying?(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
 }

@@ -1,8 +1,10 @@
+import { createHash } from "node:crypto";
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
 import { type AcquireMessage, type Lock, LockContentionError, MemoryStore, Redlock } from "../src/index.js";
+import { RELEASE_SCRIPT } from "../src/scripts.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -169,5 +171,84 @@ describe("waiting for a held lock", () => {
     const lock: Lock = await waiting;
     expect(lock.valid).toBe(true);
     await lock.release();
+  });
+
+  describe("handing a released key to a waiter in the same process", () => {
+    const releaseSha = createHash("sha1").update(RELEASE_SCRIPT).digest("hex");
+
+    /** The commands Redis runs, in order, as [command, key, last argument]; release notices are the last argument. */
+    async function watch(client: Redis): Promise<{ log: string[][]; stop: () => Promise<void> }> {
+      const monitor = await client.monitor();
+      const log: string[][] = [];
+      monitor.on("monitor", (_time: string, args: string[]) => {
+        const [command = "", sha = ""] = args;
+        if (command.toLowerCase() !== "evalsha" && command.toLowerCase() !== "eval") return;
+        const kind = sha === releaseSha || args[1] === RELEASE_SCRIPT ? "release" : "acquire/extend";
+        log.push([kind, args[3] ?? "", args.length > 5 ? (args.at(-1) ?? "") : "(no notice)"]);
+      });
+      // MONITOR reports a command after running it: give the last ones time to arrive
+      return { log, stop: () => sleep(50).then(() => monitor.disconnect()) };
+    }
+
+    it("sends the oldest waiter's attempt right behind the release when nobody else listens", async () => {
+      const [client] = clients as [Redis];
+      const dlm = new Redlock([client], NO_POLLING);
+      redlocks.push(dlm);
+      const holder = await dlm.acquire("handed", 10_000);
+      const { log, stop } = await watch(client);
+      try {
+        const attempts = await attemptsOf("handed", () => holderThenTwoWaiters(dlm, holder, "handed"));
+        expect(attempts).toEqual([3, 2]);
+      } finally {
+        await stop();
+      }
+      const releases = log.filter(([kind]) => kind === "release").map(([, , notice]) => notice);
+      // the holder's release learns that only this process listens; first's hands over; second's has nobody to tell
+      expect(releases[0]).toBe("");
+      expect(releases[1]).toMatch(/^handed-over:/);
+      expect(releases[2]).toBe("(no notice)");
+      const handedOver = log.findIndex(([, , notice]) => notice?.startsWith("handed-over:"));
+      expect(log[handedOver + 1]?.[0]).toBe("acquire/extend");
+    });
+
+    it("does not hand over while another process waits for the key, and does again once it left", async () => {
+      const [client] = clients as [Redis];
+      const here = new Redlock([client], NO_POLLING);
+      const elsewhere = new Redlock([client], NO_POLLING);
+      redlocks.push(here, elsewhere);
+      // the other process waits for "shared" too, but cannot take it: it also needs a key held for good
+      await redlock().acquire("blocked", 10_000);
+      const other = new AbortController();
+      const stuck = elsewhere.acquire(["shared", "blocked"], 1000, { wait: 60_000, signal: other.signal });
+      stuck.catch(() => {});
+      const holder = await here.acquire("shared", 10_000);
+      const signal = AbortSignal.timeout(10_000);
+      const waiting = [0, 1, 2, 3].map(async (index) => {
+        await sleep(50 * (index + 1));
+        return here.acquire("shared", 5000, { wait: 60_000, signal });
+      });
+      await sleep(300);
+      const { log, stop } = await watch(client);
+      try {
+        await holder.release();
+        await ((await waiting[0]) as Lock).release();
+        const third = (await waiting[1]) as Lock;
+        other.abort(new Error("gave up"));
+        await expect(stuck).rejects.toThrow("gave up");
+        await sleep(50);
+        await third.release();
+        await ((await waiting[2]) as Lock).release();
+        await ((await waiting[3]) as Lock).release();
+      } finally {
+        await stop();
+      }
+      const releases = log.filter(([kind, key]) => kind === "release" && key === "shared").map(([, , n]) => n);
+      // two releases heard by the other process too; the one after it left learns that, the next
+      // hands over; the last has nobody left to tell
+      expect(releases).toHaveLength(5);
+      expect(releases.slice(0, 3)).toEqual(["", "", ""]);
+      expect(releases[3]).toMatch(/^handed-over:/);
+      expect(releases[4]).toBe("(no notice)");
+    });
   });
 });

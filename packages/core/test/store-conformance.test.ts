@@ -61,4 +61,24 @@ describe.each(stores)("%s conformance", (_, create) => {
     expect(await store.release(["a", "b"], "v1")).toBe(0);
     expect((await store.acquire(["a", "b"], "v2", 1000)).acquired).toBe(true);
   });
+
+  it("announces releases to listeners with the notice, and counts the listeners that heard", async () => {
+    const heard: string[] = [];
+    const stops = await Promise.all([
+      store.onRelease?.("a", (notice) => heard.push(`a1:${notice}`)),
+      store.onRelease?.("a", (notice) => heard.push(`a2:${notice}`)),
+      store.onRelease?.("b", (notice) => heard.push(`b:${notice}`)),
+    ]);
+    await store.acquire(["a", "b"], "v1", 1000);
+    expect(await store.releaseNotifying?.(["a", "b"], "v2", "note")).toEqual({ released: 0, listeners: 0 });
+    expect(await store.releaseNotifying?.(["a", "b"], "v1", "note")).toEqual({ released: 2, listeners: 3 });
+    await store.acquire(["a"], "v1", 1000);
+    expect(await store.release(["a"], "v1")).toBe(1);
+    await sleep(50);
+    expect(heard.sort()).toEqual(["a1:", "a1:note", "a2:", "a2:note", "b:note"]);
+    for (const stop of stops) stop?.();
+    await sleep(50);
+    await store.acquire(["a"], "v1", 1000);
+    expect(await store.releaseNotifying?.(["a"], "v1", "note")).toEqual({ released: 1, listeners: 0 });
+  });
 });
