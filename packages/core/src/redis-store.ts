@@ -81,13 +81,17 @@ export class RedisStore implements LockStore {
     return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
   }
 
-  /** Counts listeners, not connections: our subscriber connection stands for every listener it carries. */
+  /**
+   * Counts listeners, not connections: our subscriber connection stands for every listener it
+   * carries. On a Cluster the count is unknown (-1): a node counts only its own subscribers.
+   */
   releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
     this.#beforeSend();
     const base = keys.length + 1;
     return this.#call(COMMANDS.release, [keys.length, ...keys, value, notice], (reply) => {
       const count = Number(reply);
       const released = count % base;
+      if (this.#cluster) return { released, listeners: -1 };
       let listeners = Math.floor(count / base);
       if (released === keys.length && this.#subscriber !== undefined) {
         for (const key of keys) listeners += Math.max(0, this.#subscriber.listenersOf(key) - 1);

@@ -13,7 +13,10 @@ export const ACQUIRED: AcquireReply = Object.freeze({ acquired: true });
 export interface ReleaseReply {
   /** How many keys held the value and were deleted. */
   readonly released: number;
-  /** How many listeners the release announcements reached on this instance (this process's own included), summed over the keys. */
+  /**
+   * How many listeners the release announcements reached on this instance (this process's own
+   * included), summed over the keys; -1 when the store cannot tell.
+   */
   readonly listeners: number;
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster, type TestCluster } from "../../../test/helpers/topologies.js";
-import { LockUnavailableError, Redlock } from "../src/index.js";
+import { LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
 
 let cluster: TestCluster;
 
@@ -59,6 +59,22 @@ describe("a Redis Cluster as one Redlock instance", () => {
     await lock.release();
     await dlm.quit();
     expect(await totalKeys()).toBe(0);
+  });
+
+  it("never hands a key over within the process: a node counts only its own subscribers", async () => {
+    const store = new RedisStore(cluster.client());
+    try {
+      const heard: string[] = [];
+      const stop = await store.onRelease("counted", (notice) => heard.push(notice));
+      expect(await store.acquire(["counted"], "v1", 2000)).toEqual({ acquired: true });
+      expect(await store.releaseNotifying(["counted"], "v1", "note")).toEqual({ released: 1, listeners: -1 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(heard).toEqual(["note"]);
+      stop();
+    } finally {
+      store.close();
+      store.client.disconnect();
+    }
   });
 
   it("keeps locking on surviving masters when one master dies, and reports the dead slots as unavailable", async () => {
