@@ -68,10 +68,11 @@ export class MemoryStore implements LockStore {
       if (this.#live(key)?.value === value) {
         this.#entries.delete(key);
         released++;
-        for (const listener of this.#listeners.get(key) ?? []) {
-          listeners++;
-          queueMicrotask(() => listener(notice));
-        }
+        const heard = this.#listeners.get(key);
+        if (heard === undefined) continue;
+        listeners += heard.size;
+        if (notice !== "" && keys.length === 1 && heard.size <= 1) continue;
+        for (const listener of heard) queueMicrotask(() => listener(notice));
       }
     }
     return { released, listeners };

@@ -88,7 +88,10 @@ export class RedisStore implements LockStore {
   releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
     this.#beforeSend();
     const base = keys.length + 1;
-    return this.#call(COMMANDS.release, [keys.length, ...keys, value, notice], (reply) => {
+    // Redis sees our connection, not how many listeners it carries: say whether it carries more than one
+    const quiet =
+      notice !== "" && !this.#cluster && keys.length === 1 && this.#subscriber?.listenersOf(keys[0] as string) === 1;
+    return this.#call(COMMANDS.release, [keys.length, ...keys, value, notice, quiet ? 1 : 0], (reply) => {
       const count = Number(reply);
       const released = count % base;
       if (this.#cluster) return { released, listeners: -1 };

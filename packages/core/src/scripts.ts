@@ -54,6 +54,8 @@ return 1
  * key), and announces each deletion on `redlock-kit:released:<key>` for waiters. ARGV[2], when
  * given, is the announcement's message, and the reply then also counts the subscribers that heard
  * it, as one integer (an array reply costs Redis a multi-part write): released + (#KEYS + 1) × heard.
+ * ARGV[3] = '1' (a hand-over within the releasing process): announce only if more than one
+ * connection listens, since the releaser's own listener has been told already.
  */
 export const RELEASE_SCRIPT = `
 local notice = ARGV[2]
@@ -62,8 +64,18 @@ for _, key in ipairs(KEYS) do
   if redis.call('get', key) == ARGV[1] then
     redis.call('del', key)
     released = released + 1
-    -- pcall: a user without PUBLISH permission still releases; its waiters poll instead
-    local reached = redis.pcall('publish', 'redlock-kit:released:' .. key, notice or '')
+    local channel = 'redlock-kit:released:' .. key
+    local reached
+    if ARGV[3] == '1' then
+      local subscribers = redis.pcall('pubsub', 'numsub', channel)
+      if type(subscribers) == 'table' and subscribers[2] <= 1 then
+        reached = subscribers[2]
+      end
+    end
+    if not reached then
+      -- pcall: a user without PUBLISH permission still releases; its waiters poll instead
+      reached = redis.pcall('publish', channel, notice or '')
+    end
     if type(reached) == 'number' then
       heard = heard + reached
     end

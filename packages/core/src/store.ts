@@ -14,8 +14,8 @@ export interface ReleaseReply {
   /** How many keys held the value and were deleted. */
   readonly released: number;
   /**
-   * How many listeners the release announcements reached on this instance (this process's own
-   * included), summed over the keys; -1 when the store cannot tell.
+   * How many listeners listen for the deleted keys on this instance (this process's own included),
+   * summed over the keys; -1 when the store cannot tell.
    */
   readonly listeners: number;
 }
@@ -45,8 +45,10 @@ export interface LockStore {
   onRelease?(key: string, listener: (notice: string) => void): Promise<() => void>;
   /**
    * Optional, with `onRelease`: `release`, announcing each deleted key with `notice` (what the
-   * listeners receive; a plain `release` announces ""), and counting who heard. Redlock uses it
-   * while waiters in this process wait for the key.
+   * listeners receive; a plain `release` announces ""), and counting who listens. Redlock uses it
+   * while waiters in this process wait for the key. A non-empty notice on a single key means the
+   * releaser has told its own listener in-process: the announcement is left out if that is the
+   * only listener.
    */
   releaseNotifying?(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply>;
   /** A short description for error messages (never credentials). */

@@ -176,7 +176,7 @@ describe("waiting for a held lock", () => {
   describe("handing a released key to a waiter in the same process", () => {
     const releaseSha = createHash("sha1").update(RELEASE_SCRIPT).digest("hex");
 
-    /** The commands Redis runs, in order, as [command, key, last argument]; release notices are the last argument. */
+    /** The scripts Redis runs, in order, as [release or acquire/extend, key, the release's notice]. */
     async function watch(client: Redis): Promise<{ log: string[][]; stop: () => Promise<void> }> {
       const monitor = await client.monitor();
       const log: string[][] = [];
@@ -184,7 +184,7 @@ describe("waiting for a held lock", () => {
         const [command = "", sha = ""] = args;
         if (command.toLowerCase() !== "evalsha" && command.toLowerCase() !== "eval") return;
         const kind = sha === releaseSha || args[1] === RELEASE_SCRIPT ? "release" : "acquire/extend";
-        log.push([kind, args[3] ?? "", args.length > 5 ? (args.at(-1) ?? "") : "(no notice)"]);
+        log.push([kind, args[3] ?? "", args.length > 5 ? (args[5] ?? "") : "(no notice)"]);
       });
       // MONITOR reports a command after running it: give the last ones time to arrive
       return { log, stop: () => sleep(50).then(() => monitor.disconnect()) };
@@ -195,6 +195,7 @@ describe("waiting for a held lock", () => {
       const dlm = new Redlock([client], NO_POLLING);
       redlocks.push(dlm);
       const holder = await dlm.acquire("handed", 10_000);
+      await client.config("RESETSTAT");
       const { log, stop } = await watch(client);
       try {
         const attempts = await attemptsOf("handed", () => holderThenTwoWaiters(dlm, holder, "handed"));
@@ -202,6 +203,10 @@ describe("waiting for a held lock", () => {
       } finally {
         await stop();
       }
+      // the hand-over is not announced: only this process listened, and it knew
+      const stats = await client.info("commandstats");
+      expect(stats).toMatch(/cmdstat_publish:calls=2,/);
+      expect(stats).toMatch(/cmdstat_pubsub\|numsub:calls=1,/);
       const releases = log.filter(([kind]) => kind === "release").map(([, , notice]) => notice);
       // the holder's release learns that only this process listens; first's hands over; second's has nobody to tell
       expect(releases[0]).toBe("");

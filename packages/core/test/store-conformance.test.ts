@@ -76,6 +76,13 @@ describe.each(stores)("%s conformance", (_, create) => {
     expect(await store.release(["a"], "v1")).toBe(1);
     await sleep(50);
     expect(heard.sort()).toEqual(["a1:", "a1:note", "a2:", "a2:note", "b:note"]);
+    // a single key with a notice: the releaser told its own listener, so one listener hears nothing
+    await store.acquire(["b"], "v1", 1000);
+    expect(await store.releaseNotifying?.(["b"], "v1", "mine")).toEqual({ released: 1, listeners: 1 });
+    await store.acquire(["a"], "v1", 1000);
+    expect(await store.releaseNotifying?.(["a"], "v1", "ours")).toEqual({ released: 1, listeners: 2 });
+    await sleep(50);
+    expect(heard.sort()).toEqual(["a1:", "a1:note", "a1:ours", "a2:", "a2:note", "a2:ours", "b:note"]);
     for (const stop of stops) stop?.();
     await sleep(50);
     await store.acquire(["a"], "v1", 1000);
