@@ -298,6 +298,17 @@ export class Redlock {
     let failure: Failure;
     let waiter: Waiter | undefined;
     try {
+      // A call that may wait, for a key being handed from one waiter of this process to the next,
+      // joins their queue instead of trying first: the key is held, and a try would be refused.
+      if (opts.wait !== undefined && opts.wait > 0 && this.#waiters.waitingOn(keys)?.alone) {
+        waiter = await this.#waiters.join(keys, timeout);
+        try {
+          await waiter.sleep(Math.min(pollDelay(opts), opts.wait), opts.signal);
+        } catch (reason) {
+          this.#publishAcquire(names, "aborted", attempts, start);
+          throw reason;
+        }
+      }
       for (;;) {
         attempts++;
         const attemptStart = clock();
@@ -327,7 +338,7 @@ export class Redlock {
           throw opts.signal.reason;
         }
         if (attempts >= maxAttempts) break;
-        let delay = opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));
+        let delay = pollDelay(opts);
         if (deadline !== Number.POSITIVE_INFINITY) {
           const left = deadline - clock();
           if (left <= 0) break;
@@ -470,6 +481,10 @@ function checkDistinct(resolved: readonly ResolvedInstance[]): void {
     seenIdentities.set(identity, index);
   });
 }
+
+/** The delay before the next try: `retryDelay` plus up to `retryJitter` ms. */
+const pollDelay = (opts: ResolvedAcquireOptions) =>
+  opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {

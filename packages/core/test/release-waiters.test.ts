@@ -216,6 +216,55 @@ describe("waiting for a held lock", () => {
       expect(log[handedOver + 1]?.[0]).toBe("acquire/extend");
     });
 
+    it("queues a call that may wait behind this process's waiters while the key is handed along, without trying first", async () => {
+      const [client] = clients as [Redis];
+      const dlm = new Redlock([client], NO_POLLING);
+      redlocks.push(dlm);
+      const holder = await dlm.acquire("line", 10_000);
+      const signal = AbortSignal.timeout(10_000);
+      const take = async (id: string, after: number) => {
+        await sleep(after);
+        const lock = await dlm.acquire("line", 5000, { wait: 60_000, signal });
+        await sleep(20);
+        await lock.release();
+        return id;
+      };
+      const attempts = await attemptsOf("line", async () => {
+        const first = take("first", 0);
+        const second = take("second", 50);
+        await sleep(100);
+        // the holder's release learns that only this process listens; from then on the key is handed along
+        await holder.release();
+        const third = take("third", 5);
+        expect(await Promise.all([first, second, third])).toEqual(["first", "second", "third"]);
+      });
+      // first subscribed (refused, asked again, woken); second refused, then handed the key; third
+      // joined the queue and was handed the key on its only try
+      expect(attempts).toEqual([3, 2, 1]);
+    });
+
+    it("a queued call whose signal aborts leaves the queue, and the key goes on to the next", async () => {
+      const [client] = clients as [Redis];
+      const dlm = new Redlock([client], NO_POLLING);
+      redlocks.push(dlm);
+      const holder = await dlm.acquire("left", 10_000);
+      const signal = AbortSignal.timeout(10_000);
+      const first = dlm.acquire("left", 5000, { wait: 60_000, signal });
+      await sleep(50);
+      const second = dlm.acquire("left", 5000, { wait: 60_000, signal });
+      await sleep(50);
+      await holder.release();
+      const controller = new AbortController();
+      const queued = dlm.acquire("left", 5000, { wait: 60_000, signal: controller.signal });
+      await sleep(20);
+      controller.abort(new Error("gave up"));
+      await expect(queued).rejects.toThrow("gave up");
+      await (await first).release();
+      await (await second).release();
+      await sleep(50);
+      expect(await subscribedChannels()).toBe(0);
+    });
+
     it("does not hand over while another process waits for the key, and does again once it left", async () => {
       const [client] = clients as [Redis];
       const here = new Redlock([client], NO_POLLING);
