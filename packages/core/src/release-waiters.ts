@@ -11,8 +11,9 @@ import type { LockStore, ReleaseReply } from "./store.js";
  * A release by this process hands the key straight to its own oldest waiter when nobody else
  * listens for it: the waiter's attempt follows the release on the same connection, one round trip
  * instead of two (release, then notification and attempt). Whether anybody else listens is what
- * the previous release by this process heard (`releaseNotifying`); while another process waits too,
- * releases go through the notifications, where every process's oldest waiter has the same chance.
+ * the previous release by this process counted (`releaseNotifying`); while another process waits
+ * too, releases go through the notifications, where every process's oldest waiter has the same
+ * chance. Meanwhile new calls with `wait` join the back of the queue (see Redlock#acquire).
  */
 export class ReleaseWaiters {
   /** What this process's releases announce when they handed the key over here: our listeners skip it. */
@@ -104,7 +105,7 @@ export class KeyWaiters {
 
   /**
    * Learns from a release's replies whether anybody but us listens: alone when a quorum of
-   * instances answered that only one subscriber (ours) heard it, and none answered more.
+   * instances answered that one listener (ours) listens for the key, and none answered more.
    */
   heard(votes: readonly Vote<ReleaseReply>[], quorum: number): void {
     let alone = 0;
