@@ -286,11 +286,11 @@ describe("waiting for a held lock", () => {
       try {
         await holder.release();
         await ((await waiting[0]) as Lock).release();
-        const third = (await waiting[1]) as Lock;
+        const secondWaiter = (await waiting[1]) as Lock;
         other.abort(new Error("gave up"));
         await expect(stuck).rejects.toThrow("gave up");
         await sleep(50);
-        await third.release();
+        await secondWaiter.release();
         await ((await waiting[2]) as Lock).release();
         await ((await waiting[3]) as Lock).release();
       } finally {
