@@ -28,6 +28,13 @@ function redlock(options = {}) {
   return dlm;
 }
 
+/** A Redlock on the first instance alone, never polling: one connection, whose commands Redis runs in the order sent. */
+function onFirstInstance(): Redlock {
+  const dlm = new Redlock([clients[0] as Redis], NO_POLLING);
+  redlocks.push(dlm);
+  return dlm;
+}
+
 async function subscribedChannels(): Promise<number> {
   let total = 0;
   for (const client of clients) total += ((await client.pubsub("CHANNELS")) as string[]).length;
@@ -91,9 +98,7 @@ describe("waiting for a held lock", () => {
   }
 
   it("retries at once only when it had to subscribe: a later waiter on the same key sleeps until told", async () => {
-    const [client] = clients as [Redis];
-    const dlm = new Redlock([client], NO_POLLING);
-    redlocks.push(dlm);
+    const dlm = onFirstInstance();
     const holder = await dlm.acquire("joined", 10_000);
     const attempts = await attemptsOf("joined", () => holderThenTwoWaiters(dlm, holder, "joined"));
     // first subscribed (a release before that may have gone unheard): refused, asked again at
@@ -191,10 +196,9 @@ describe("waiting for a held lock", () => {
     }
 
     it("sends the oldest waiter's attempt right behind the release when nobody else listens", async () => {
-      const [client] = clients as [Redis];
-      const dlm = new Redlock([client], NO_POLLING);
-      redlocks.push(dlm);
+      const dlm = onFirstInstance();
       const holder = await dlm.acquire("handed", 10_000);
+      const client = clients[0] as Redis;
       await client.config("RESETSTAT");
       const { log, stop } = await watch(client);
       try {
@@ -217,9 +221,7 @@ describe("waiting for a held lock", () => {
     });
 
     it("queues a call that may wait behind this process's waiters while the key is handed along, without trying first", async () => {
-      const [client] = clients as [Redis];
-      const dlm = new Redlock([client], NO_POLLING);
-      redlocks.push(dlm);
+      const dlm = onFirstInstance();
       const holder = await dlm.acquire("line", 10_000);
       const signal = AbortSignal.timeout(10_000);
       const take = async (id: string, after: number) => {
@@ -244,9 +246,7 @@ describe("waiting for a held lock", () => {
     });
 
     it("a queued call whose signal aborts leaves the queue, and the key goes on to the next", async () => {
-      const [client] = clients as [Redis];
-      const dlm = new Redlock([client], NO_POLLING);
-      redlocks.push(dlm);
+      const dlm = onFirstInstance();
       const holder = await dlm.acquire("left", 10_000);
       const signal = AbortSignal.timeout(10_000);
       const first = dlm.acquire("left", 5000, { wait: 60_000, signal });
@@ -266,10 +266,8 @@ describe("waiting for a held lock", () => {
     });
 
     it("does not hand over while another process waits for the key, and does again once it left", async () => {
-      const [client] = clients as [Redis];
-      const here = new Redlock([client], NO_POLLING);
-      const elsewhere = new Redlock([client], NO_POLLING);
-      redlocks.push(here, elsewhere);
+      const here = onFirstInstance();
+      const elsewhere = onFirstInstance();
       // the other process waits for "shared" too, but cannot take it: it also needs a key held for good
       await redlock().acquire("blocked", 10_000);
       const other = new AbortController();
@@ -282,7 +280,7 @@ describe("waiting for a held lock", () => {
         return here.acquire("shared", 5000, { wait: 60_000, signal });
       });
       await sleep(300);
-      const { log, stop } = await watch(client);
+      const { log, stop } = await watch(clients[0] as Redis);
       try {
         await holder.release();
         await ((await waiting[0]) as Lock).release();
