@@ -311,28 +311,34 @@ export class Redlock {
       }
       for (;;) {
         attempts++;
-        const attemptStart = clock();
-        const wallStart = Date.now();
-        const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
-        // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
-        // replies (a pause, a slow instance) is time the other keys were already expiring.
-        const validity = ttl - (clock() - attemptStart) - drift;
-        const tally = tallyAcquire(votes);
-        if (tally.yes >= this.quorum && validity > 0) {
-          const state = new LockState(keys, value, timeout, clock);
-          state.validUntil = attemptStart + ttl - drift;
-          state.expiresAt = wallStart + ttl - drift;
-          const lock = new Lock(this, names, value, state);
-          if (opts.signal?.aborted) {
-            await this.unlock(lock);
-            this.#publishAcquire(names, "aborted", attempts, start);
-            throw opts.signal.reason;
+        // A waiter whose key a live lock of this Redlock holds would be refused: Redis is not asked.
+        const heldFor = waiter === undefined ? undefined : this.#waiters.heldHere(keys);
+        if (heldFor !== undefined) failure = { kind: "contention", retryAfterMs: heldFor };
+        else {
+          const attemptStart = clock();
+          const wallStart = Date.now();
+          const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
+          // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+          // replies (a pause, a slow instance) is time the other keys were already expiring.
+          const validity = ttl - (clock() - attemptStart) - drift;
+          const tally = tallyAcquire(votes);
+          if (tally.yes >= this.quorum && validity > 0) {
+            const state = new LockState(keys, value, timeout, clock);
+            state.validUntil = attemptStart + ttl - drift;
+            state.expiresAt = wallStart + ttl - drift;
+            const lock = new Lock(this, names, value, state);
+            if (opts.signal?.aborted) {
+              await this.unlock(lock);
+              this.#publishAcquire(names, "aborted", attempts, start);
+              throw opts.signal.reason;
+            }
+            if (this.#waiters.size > 0) this.#waiters.held(keys, state);
+            this.#publishAcquire(names, "acquired", attempts, start);
+            return lock;
           }
-          this.#publishAcquire(names, "acquired", attempts, start);
-          return lock;
+          await this.#releaseAfterFailure(votes, request, timeout);
+          failure = classify(tally, votes, value, this.quorum, validity);
         }
-        await this.#releaseAfterFailure(votes, request, timeout);
-        failure = classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Vote } from "./fan-out.js";
+import type { LockState } from "./lock.js";
 import type { LockStore, ReleaseReply } from "./store.js";
 
 /**
@@ -68,6 +69,28 @@ export class ReleaseWaiters {
     return waiter;
   }
 
+  /** Records the lock that now holds `keys`, for the keys that waiters of this process wait on. */
+  held(keys: readonly string[], state: LockState): void {
+    for (const key of keys) {
+      const entry = this.#byKey.get(key);
+      if (entry !== undefined) entry.holder = state;
+    }
+  }
+
+  /**
+   * The ms of validity left to a lock of this Redlock that holds one of `keys`, if one does: an
+   * attempt now would be refused (the key holds that lock's value), so it need not be sent.
+   */
+  heldHere(keys: readonly string[]): number | undefined {
+    for (const key of keys) {
+      const holder = this.#byKey.get(key)?.holder;
+      if (holder === undefined || holder.released || holder.lost !== undefined) continue;
+      const left = holder.validUntil - holder.clock();
+      if (left > 0) return Math.ceil(left);
+    }
+    return undefined;
+  }
+
   /** @internal */
   leave(waiter: Waiter): void {
     for (const key of waiter.keys) {
@@ -85,6 +108,8 @@ export class ReleaseWaiters {
 
 export class KeyWaiters {
   readonly waiters: Waiter[] = [];
+  /** The last lock of this Redlock that took the key while waiters waited (it may be released since). */
+  holder: LockState | undefined;
   /** Subscribing has settled: a release from now on reaches this entry (where the instance can notify). */
   listening = false;
   readonly #handOffNotice: string;

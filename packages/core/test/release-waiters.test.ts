@@ -3,7 +3,14 @@ import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
-import { type AcquireMessage, type Lock, LockContentionError, MemoryStore, Redlock } from "../src/index.js";
+import {
+  type AcquireMessage,
+  type Lock,
+  LockContentionError,
+  LockLostError,
+  MemoryStore,
+  Redlock,
+} from "../src/index.js";
 import { RELEASE_SCRIPT } from "../src/scripts.js";
 
 const cluster = useRedisServers(3);
@@ -41,6 +48,26 @@ async function subscribedChannels(): Promise<number> {
   return total;
 }
 
+/** Attempts of each call on `resource` that ended with `outcome`, in the order they ended. */
+async function attemptsOf(
+  resource: string,
+  run: () => Promise<void>,
+  outcome: AcquireMessage["outcome"] = "acquired",
+): Promise<number[]> {
+  const attempts: number[] = [];
+  const record = (message: unknown) => {
+    const { resources, outcome: ended, attempts: count } = message as AcquireMessage;
+    if (resources[0] === resource && ended === outcome) attempts.push(count);
+  };
+  diagnosticsChannel.subscribe("redlock-kit:acquire", record);
+  try {
+    await run();
+  } finally {
+    diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
+  }
+  return attempts;
+}
+
 describe("waiting for a held lock", () => {
   it("wakes a waiter on release instead of after the poll interval", async () => {
     const holder = await redlock().acquire("job", 10_000);
@@ -68,22 +95,6 @@ describe("waiting for a held lock", () => {
     await Promise.all(waiters);
     expect(order).toEqual([0, 1, 2]);
   });
-
-  /** Attempts of each acquisition of `resource`, in the order they succeeded. */
-  async function attemptsOf(resource: string, run: () => Promise<void>): Promise<number[]> {
-    const attempts: number[] = [];
-    const record = (message: unknown) => {
-      const { resources, outcome, attempts: count } = message as AcquireMessage;
-      if (resources[0] === resource && outcome === "acquired") attempts.push(count);
-    };
-    diagnosticsChannel.subscribe("redlock-kit:acquire", record);
-    try {
-      await run();
-    } finally {
-      diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
-    }
-    return attempts;
-  }
 
   /** A holder, then two waiters 100 ms apart; the holder releases, then each waiter in turn. */
   async function holderThenTwoWaiters(dlm: Redlock, holder: Lock, resource: string): Promise<void> {
@@ -302,5 +313,88 @@ describe("waiting for a held lock", () => {
       expect(releases[3]).toMatch(/^handed-over:/);
       expect(releases[4]).toBe("(no notice)");
     });
+  });
+});
+
+describe("waiting behind a lock of the same Redlock", () => {
+  /** Polls every 10 ms: without the local answer, a waiter would ask Redis many times while the test sleeps. */
+  const POLL_FAST = { retryDelay: 10, retryJitter: 0 };
+
+  /** Scripts run, summed over the instances, since the last RESETSTAT. */
+  async function scriptCalls(): Promise<number> {
+    let total = 0;
+    for (const client of clients) {
+      const stats = await client.info("commandstats");
+      total += Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+    }
+    return total;
+  }
+
+  async function resetStats(): Promise<void> {
+    await Promise.all(clients.map((client) => client.config("RESETSTAT")));
+  }
+
+  /**
+   * A lock that `dlm` took while another of its calls waited for the key (so this Redlock knows it
+   * holds the key), and that other call, still waiting.
+   */
+  async function heldWhileWaited(dlm: Redlock, resource: string, ttl: number, signal: AbortSignal) {
+    const first = await dlm.acquire(resource, 10_000);
+    const calls = [0, 1].map(() => dlm.acquire(resource, ttl, { wait: 60_000, signal }));
+    await sleep(30);
+    await first.release();
+    // either call may win: one is woken, the other polls
+    const winner = await Promise.race(calls.map((call, index) => call.then((lock) => ({ lock, index }))));
+    return { holder: winner.lock, waiting: calls[1 - winner.index] as Promise<Lock> };
+  }
+
+  it("does not ask Redis while the key is held by a lock of this Redlock, and takes it once released", async () => {
+    const dlm = redlock(POLL_FAST);
+    const { holder, waiting } = await heldWhileWaited(dlm, "local", 10_000, AbortSignal.timeout(10_000));
+    await resetStats();
+    await sleep(200);
+    expect(await scriptCalls()).toBe(0);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("asks Redis again once the holder's validity ended without a release", async () => {
+    const dlm = redlock(POLL_FAST);
+    const { holder, waiting } = await heldWhileWaited(dlm, "forgotten", 300, AbortSignal.timeout(10_000));
+    // the holder is never released: its key expires in Redis
+    const lock = await waiting;
+    expect(holder.valid).toBe(false);
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("asks Redis again once the holder is known lost, before its validity would have ended", async () => {
+    const dlm = redlock(POLL_FAST);
+    const { holder, waiting } = await heldWhileWaited(dlm, "lost", 60_000, AbortSignal.timeout(10_000));
+    // someone removed the key behind the holder's back; the holder learns it when it extends
+    await Promise.all(clients.map((client) => client.del("lost")));
+    await expect(holder.extend(60_000)).rejects.toThrow(LockLostError);
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("a call that retries a fixed number of times still gives up after them, asking Redis only the first time", async () => {
+    const dlm = redlock(POLL_FAST);
+    const signal = AbortSignal.timeout(10_000);
+    const { holder, waiting } = await heldWhileWaited(dlm, "counted", 10_000, signal);
+    await resetStats();
+    const attempts = await attemptsOf(
+      "counted",
+      async () => expect(await dlm.lock("counted", 1000, { retryCount: 3 })).toBeNull(),
+      "contention",
+    );
+    expect(attempts).toEqual([4]);
+    // its first try on each instance; the three retries were answered here
+    expect(await scriptCalls()).toBe(clients.length);
+    await holder.release();
+    await (await waiting).release();
   });
 });
