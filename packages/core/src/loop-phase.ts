@@ -5,6 +5,7 @@
  */
 let current = 0;
 let armed = false;
+let held = false;
 const atEnd = new Set<() => void>();
 
 /** The current phase's number; callers compare it with the one of their last send. */
@@ -22,8 +23,34 @@ export function atPhaseEnd(callback: () => void): void {
   atEnd.add(callback);
 }
 
+/**
+ * Holds every command back, the first of a phase too, until the microtasks queued so far and
+ * those they queue have run; then ends the phase early, so they leave together. A release that
+ * wakes a waiter of this process sends the release and the waiter's attempt in one write.
+ */
+export function holdWrites(): void {
+  if (held) return;
+  held = true;
+  // a tick queued from a microtask runs once the microtask queue is empty
+  queueMicrotask(() => process.nextTick(releaseWrites));
+}
+
+/** Whether commands are held back now, even the first of a phase. */
+export function writesHeld(): boolean {
+  return held;
+}
+
+function releaseWrites(): void {
+  held = false;
+  flush();
+}
+
 function endPhase(): void {
   armed = false;
+  flush();
+}
+
+function flush(): void {
   current++;
   for (const callback of atEnd) callback();
   atEnd.clear();

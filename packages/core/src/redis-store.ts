@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
-import { atPhaseEnd, loopPhase } from "./loop-phase.js";
+import { atPhaseEnd, loopPhase, writesHeld } from "./loop-phase.js";
 import { ReleaseSubscriber } from "./release-subscriber.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
@@ -134,7 +134,8 @@ export class RedisStore implements LockStore {
    * write for a whole burst would leave Redis idle while we build it, and us idle while Redis
    * runs it (64 concurrent locks on one instance: 1.1x the raw-ioredis floor, 0.7x with one
    * write per burst). Commands still in flight from an earlier phase delay nothing: a
-   * third instance that answers after the quorum must not hold back the next lock.
+   * third instance that answers after the quorum must not hold back the next lock. While writes
+   * are held (`holdWrites`: a release handing the key to a waiter here), the first is corked too.
    * ioredis auto-pipelining batches too, but delays a lone command and builds a Pipeline per
    * write (half the sequential throughput, in bench/).
    */
@@ -143,7 +144,7 @@ export class RedisStore implements LockStore {
     const phase = loopPhase();
     if (this.#phase !== phase) {
       this.#phase = phase;
-      return;
+      if (!writesHeld()) return;
     }
     if (this.#corked !== undefined) {
       if (++this.#batched < MAX_BATCH) return;
