@@ -15,6 +15,10 @@ import type { LockStore, ReleaseReply } from "./store.js";
  * the previous release by this process counted (`releaseNotifying`); while another process waits
  * too, releases go through the notifications, where every process's oldest waiter has the same
  * chance. Meanwhile new calls with `wait` join the back of the queue (see Redlock#acquire).
+ *
+ * The lock that a call of this Redlock took while others here waited for its key is recorded
+ * (`held`); until it is released, lost or past its validity, their attempts are answered as
+ * refused without a command (`heldHere`): the key holds that lock's value.
  */
 export class ReleaseWaiters {
   /** What this process's releases announce when they handed the key over here: our listeners skip it. */
