@@ -345,6 +345,8 @@ describe("waiting behind a lock of the same Redlock", () => {
     await first.release();
     // either call may win: one is woken, the other polls
     const winner = await Promise.race(calls.map((call, index) => call.then((lock) => ({ lock, index }))));
+    // let an attempt of the other call that raced the winner's (and its release) finish first
+    await sleep(50);
     return { holder: winner.lock, waiting: calls[1 - winner.index] as Promise<Lock> };
   }
 
