@@ -1,9 +1,10 @@
 /**
  * The HTTP server of the HTTP rows, run as a child process by http.ts:
  * `node http-server.js <express|koa|fastify> <redis port>`. Serves the same handler under
- * /open (no lock), /locked (redlock-kit's adapter) and, on Express, /node-redlock (a
- * minimal hand-written middleware on node-redlock, which ships none), then reports its port
- * and routes over IPC.
+ * /open (no lock), /pass (a middleware that does nothing), /locked (redlock-kit's adapter),
+ * /floor (the floor's SET NX PX and compare-and-delete around the handler) and, on Express,
+ * /node-redlock (a minimal hand-written middleware on node-redlock, which ships none), then
+ * reports its port and routes over IPC.
  */
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -68,6 +69,33 @@ function handWrittenLock(acquire: (id: string) => Promise<() => Promise<unknown>
   };
 }
 
+/**
+ * The floor of the core rows as a lock for a route: SET NX PX, then the compare-and-delete script,
+ * and nothing else (no timeouts, validity, auto-extension or key templates). What any Redis lock
+ * costs a route on this machine. Resolves to the release, or undefined when the key is held.
+ */
+function floorLock(): (id: string) => Promise<(() => Promise<unknown>) | undefined> {
+  const client = new Redis({ host: "127.0.0.1", port });
+  client.on("error", () => {});
+  closers.push(() => client.quit());
+  client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+  const floorClient = client as Redis & { floorRelease(key: string, value: string): Promise<number> };
+  const prefix = randomBytes(8).toString("hex");
+  let serial = 0;
+  routes.push({
+    name: "floor middleware (raw ioredis)",
+    prefix: "/floor",
+    clients: "SET NX PX, 423 when held, compare-and-delete script after the response, on a plain ioredis client",
+  });
+  return async (id) => {
+    // its own key space, so that a lock left by one route can never answer 423 on another
+    const key = `floor:order:${id}`;
+    const value = prefix + (serial++).toString(36);
+    if ((await floorClient.set(key, value, "PX", TTL, "NX")) !== "OK") return undefined;
+    return () => floorClient.floorRelease(key, value);
+  };
+}
+
 async function listenExpress(): Promise<number> {
   const app = express();
   const pay: RequestHandler = (req, res) => {
@@ -93,25 +121,16 @@ async function listenExpress(): Promise<number> {
     pay,
   );
 
-  // The floor of the core rows as a middleware: SET NX PX, the compare-and-delete script when the
-  // response closes, and nothing else (no timeouts, validity, auto-extension or key templates).
-  // What any Redis lock costs this route on this machine.
-  client.defineCommand("floorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
-  const floorClient = client as Redis & { floorRelease(key: string, value: string): Promise<number> };
-  const prefix = randomBytes(8).toString("hex");
-  let serial = 0;
-  const floorMiddleware = handWrittenLock(async (id) => {
-    const key = `floor:order:${id}`;
-    const value = prefix + (serial++).toString(36);
-    if ((await floorClient.set(key, value, "PX", TTL, "NX")) !== "OK") throw new Error("held");
-    return () => floorClient.floorRelease(key, value);
-  });
-  app.post("/floor/orders/:id/pay", floorMiddleware, pay);
-  routes.push({
-    name: "floor middleware (raw ioredis)",
-    prefix: "/floor",
-    clients: "SET NX PX, 423 when held, compare-and-delete script on close, on a handed plain ioredis client",
-  });
+  const floor = floorLock();
+  app.post(
+    "/floor/orders/:id/pay",
+    handWrittenLock(async (id) => {
+      const release = await floor(id);
+      if (release === undefined) throw new Error("held");
+      return release;
+    }),
+    pay,
+  );
   routes.push({
     name: "node-redlock middleware",
     prefix: "/node-redlock",
@@ -141,6 +160,26 @@ async function listenKoa(): Promise<number> {
   router.post("/locked/orders/:id/pay", redlock(KEY), (ctx) => {
     ctx.body = { paid: ctx.params.id };
   });
+  const floor = floorLock();
+  router.post(
+    "/floor/orders/:id/pay",
+    async (ctx, next) => {
+      const release = await floor(ctx.params.id as string);
+      if (release === undefined) {
+        ctx.status = 423;
+        ctx.body = { error: "Resource is locked" };
+        return;
+      }
+      try {
+        await next();
+      } finally {
+        await release();
+      }
+    },
+    (ctx) => {
+      ctx.body = { paid: ctx.params.id };
+    },
+  );
   app.use(router.routes());
   return new Promise((resolve) => {
     const server = app.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
@@ -156,6 +195,32 @@ async function listenFastify(): Promise<number> {
   // our plugin runs as the route's last preHandler: the pass-through row is an empty one
   app.post("/pass/orders/:id/pay", { preHandler: async () => {} }, pay);
   app.post("/locked/orders/:id/pay", { config: { redlock: KEY } }, pay);
+  const floor = floorLock();
+  app.post(
+    "/floor/orders/:id/pay",
+    {
+      // as handWrittenLock: released once the response has closed, also when the client left first
+      preHandler: async (request, reply) => {
+        let closed = false;
+        let release: (() => void) | undefined;
+        reply.raw.once("close", () => {
+          closed = true;
+          release?.();
+        });
+        const unlock = await floor((request.params as { id: string }).id);
+        if (unlock === undefined)
+          return closed ? reply.hijack() : reply.code(423).send({ error: "Resource is locked" });
+        release = () => {
+          unlock().catch(() => {});
+        };
+        if (closed) {
+          release();
+          return reply.hijack();
+        }
+      },
+    },
+    pay,
+  );
   await app.listen({ port: 0, host: "127.0.0.1" });
   closers.push(() => app.close());
   return (app.server.address() as AddressInfo).port;
