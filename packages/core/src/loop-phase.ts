@@ -26,7 +26,8 @@ export function atPhaseEnd(callback: () => void): void {
 /**
  * Holds every command back, the first of a phase too, until the microtasks queued so far and
  * those they queue have run; then ends the phase early, so they leave together. A release that
- * wakes a waiter of this process sends the release and the waiter's attempt in one write.
+ * hands the key to a waiter of this process sends the release and that waiter's attempt in one
+ * write (RedisStore#releaseNotifying).
  */
 export function holdWrites(): void {
   if (held) return;

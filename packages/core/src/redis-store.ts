@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
-import { atPhaseEnd, loopPhase, writesHeld } from "./loop-phase.js";
+import { atPhaseEnd, holdWrites, loopPhase, writesHeld } from "./loop-phase.js";
 import { ReleaseSubscriber } from "./release-subscriber.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
@@ -86,6 +86,8 @@ export class RedisStore implements LockStore {
    * carries. On a Cluster the count is unknown (-1): a node counts only its own subscribers.
    */
   releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
+    // a hand-over: the woken waiter's attempt, made in the microtasks that follow, leaves in the same write
+    if (notice !== "") holdWrites();
     this.#beforeSend();
     const base = keys.length + 1;
     // Redis sees our connection, not how many listeners it carries: say whether it carries more than one

@@ -6,7 +6,6 @@ import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
 import { newLockValue } from "./lock-value.js";
-import { holdWrites } from "./loop-phase.js";
 import {
   type AcquireOptions,
   checkOptionsObject,
@@ -151,8 +150,6 @@ export class Redlock {
     const handOver = waiting.alone;
     const request = { keys: state.keys, value: state.value, notice: handOver ? this.#waiters.handOffNotice : "" };
     const quorum: Quorum<ReleaseReply> = { need: this.quorum, yes: (reply) => reply.released === state.keys.length };
-    // the release and the woken waiter's attempt leave in one write per instance
-    if (handOver) holdWrites();
     const votes = fanOut(this.#stores, releaseNotifyingCall, request, state.instanceTimeout, quorum);
     if (handOver) waiting.wakeOldest();
     return votes.then((answers) => {
@@ -335,7 +332,7 @@ export class Redlock {
               this.#publishAcquire(names, "aborted", attempts, start);
               throw opts.signal.reason;
             }
-            if (this.#waiters.size > 0) this.#waiters.held(keys, state);
+            if (this.#waiters.size > 0) this.#waiters.held(keys, lock);
             this.#publishAcquire(names, "acquired", attempts, start);
             return lock;
           }

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Vote } from "./fan-out.js";
-import type { LockState } from "./lock.js";
+import type { Lock } from "./lock.js";
 import type { LockStore, ReleaseReply } from "./store.js";
 
 /**
@@ -74,10 +74,10 @@ export class ReleaseWaiters {
   }
 
   /** Records the lock that now holds `keys`, for the keys that waiters of this process wait on. */
-  held(keys: readonly string[], state: LockState): void {
+  held(keys: readonly string[], lock: Lock): void {
     for (const key of keys) {
       const entry = this.#byKey.get(key);
-      if (entry !== undefined) entry.holder = state;
+      if (entry !== undefined) entry.holder = lock;
     }
   }
 
@@ -87,10 +87,9 @@ export class ReleaseWaiters {
    */
   heldHere(keys: readonly string[]): number | undefined {
     for (const key of keys) {
-      const holder = this.#byKey.get(key)?.holder;
-      if (holder === undefined || holder.released || holder.lost !== undefined) continue;
-      const left = holder.validUntil - holder.clock();
-      if (left > 0) return Math.ceil(left);
+      // 0 once the lock is released, lost or past its validity
+      const left = this.#byKey.get(key)?.holder?.remainingMs ?? 0;
+      if (left > 0) return left;
     }
     return undefined;
   }
@@ -113,7 +112,7 @@ export class ReleaseWaiters {
 export class KeyWaiters {
   readonly waiters: Waiter[] = [];
   /** The last lock of this Redlock that took the key while waiters waited (it may be released since). */
-  holder: LockState | undefined;
+  holder: Lock | undefined;
   /** Subscribing has settled: a release from now on reaches this entry (where the instance can notify). */
   listening = false;
   readonly #handOffNotice: string;
