@@ -7,6 +7,7 @@
  * reports its port and routes over IPC.
  */
 import { randomBytes } from "node:crypto";
+import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import Router from "@koa/router";
 import { Redlock } from "@redlock-kit/core";
@@ -41,31 +42,38 @@ const routes: ServerReady["routes"][number][] = [
 ];
 
 /**
- * What a careful user writes around a lock call, which node-redlock does not ship: acquire, 423
- * when held, release once the response has closed, also when the client left before the lock
- * was granted (a release registered after that would never run, and the key would answer 423
- * until its ttl).
+ * What a careful user writes around a lock call, which node-redlock does not ship: acquire, then
+ * release once the response has closed, also when the client left before the lock was granted (a
+ * release registered after that would never run, and the key would answer 423 until its ttl).
+ * Resolves to "granted", "held" (answer 423) or "left" (nobody to answer).
  */
-function handWrittenLock(acquire: (id: string) => Promise<() => Promise<unknown>>): RequestHandler {
+async function lockUntilClosed(
+  res: ServerResponse,
+  acquire: () => Promise<(() => Promise<unknown>) | undefined>,
+): Promise<"granted" | "held" | "left"> {
+  let closed = false;
+  let release: (() => void) | undefined;
+  res.once("close", () => {
+    closed = true;
+    release?.();
+  });
+  const unlock = await acquire().catch(() => undefined);
+  if (unlock === undefined) return closed ? "left" : "held";
+  release = () => {
+    unlock().catch(() => {});
+  };
+  if (!closed) return "granted";
+  release();
+  return "left";
+}
+
+/** `lockUntilClosed` as an Express middleware: 423 when held. */
+function handWrittenLock(acquire: (id: string) => Promise<(() => Promise<unknown>) | undefined>): RequestHandler {
   return (req, res, next) => {
-    let closed = false;
-    let release: (() => void) | undefined;
-    res.once("close", () => {
-      closed = true;
-      release?.();
+    void lockUntilClosed(res, () => acquire(req.params.id as string)).then((outcome) => {
+      if (outcome === "granted") next();
+      else if (outcome === "held") res.status(423).json({ error: "Resource is locked" });
     });
-    acquire(req.params.id as string).then(
-      (unlock) => {
-        release = () => {
-          unlock().catch(() => {});
-        };
-        if (closed) release();
-        else next();
-      },
-      () => {
-        if (!closed) res.status(423).json({ error: "Resource is locked" });
-      },
-    );
   };
 }
 
@@ -121,16 +129,7 @@ async function listenExpress(): Promise<number> {
     pay,
   );
 
-  const floor = floorLock();
-  app.post(
-    "/floor/orders/:id/pay",
-    handWrittenLock(async (id) => {
-      const release = await floor(id);
-      if (release === undefined) throw new Error("held");
-      return release;
-    }),
-    pay,
-  );
+  app.post("/floor/orders/:id/pay", handWrittenLock(floorLock()), pay);
   routes.push({
     name: "node-redlock middleware",
     prefix: "/node-redlock",
@@ -199,24 +198,10 @@ async function listenFastify(): Promise<number> {
   app.post(
     "/floor/orders/:id/pay",
     {
-      // as handWrittenLock: released once the response has closed, also when the client left first
       preHandler: async (request, reply) => {
-        let closed = false;
-        let release: (() => void) | undefined;
-        reply.raw.once("close", () => {
-          closed = true;
-          release?.();
-        });
-        const unlock = await floor((request.params as { id: string }).id);
-        if (unlock === undefined)
-          return closed ? reply.hijack() : reply.code(423).send({ error: "Resource is locked" });
-        release = () => {
-          unlock().catch(() => {});
-        };
-        if (closed) {
-          release();
-          return reply.hijack();
-        }
+        const outcome = await lockUntilClosed(reply.raw, () => floor((request.params as { id: string }).id));
+        if (outcome === "held") return reply.code(423).send({ error: "Resource is locked" });
+        if (outcome === "left") return reply.hijack();
       },
     },
     pay,
