@@ -11,6 +11,7 @@ declare module "autocannon" {
     url: string;
     connections?: number;
     duration?: number;
+    sampleInt?: number;
     requests?: Request[];
   }
   interface Histogram {

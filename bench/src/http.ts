@@ -79,6 +79,9 @@ async function load(child: ChildProcess, port: number, prefix: string, ms: numbe
     url: `http://127.0.0.1:${port}`,
     connections: CONNECTIONS,
     duration: ms / 1000,
+    // autocannon stops at its first sample tick after `duration`: one tick per burst, or a 0.5 s
+    // burst would run for its default 1 s tick
+    sampleInt: ms,
     requests: [
       {
         method: "POST",

@@ -44,11 +44,10 @@ const PLANS: Record<"full" | "quick", Plan> = {
     commandCycles: 2000,
   },
   quick: {
-    throughput: { rounds: 5, burstMs: 80, warmupMs: 100 },
+    throughput: { rounds: 5, burstMs: 60, warmupMs: 60 },
     contention: { rounds: 1, burstMs: 500, warmupMs: 100 },
     queue: { rounds: 1, burstMs: 400, warmupMs: 100 },
-    // autocannon takes about a second per burst whatever its duration: no warm-up in a smoke run
-    http: { rounds: 1, burstMs: 500, warmupMs: 0 },
+    http: { rounds: 1, burstMs: 400, warmupMs: 150 },
     soakCycles: 20_000,
     commandCycles: 500,
   },
