@@ -162,17 +162,14 @@ async function listenKoa(): Promise<number> {
   const floor = floorLock();
   router.post(
     "/floor/orders/:id/pay",
+    // released once the response has closed, as on the other frameworks and as our adapter does:
+    // Koa writes the body after the middleware chain has resolved
     async (ctx, next) => {
-      const release = await floor(ctx.params.id as string);
-      if (release === undefined) {
+      const outcome = await lockUntilClosed(ctx.res, () => floor(ctx.params.id as string));
+      if (outcome === "granted") await next();
+      else if (outcome === "held") {
         ctx.status = 423;
         ctx.body = { error: "Resource is locked" };
-        return;
-      }
-      try {
-        await next();
-      } finally {
-        await release();
       }
     },
     (ctx) => {
