@@ -67,8 +67,9 @@ for _, key in ipairs(KEYS) do
     local channel = 'redlock-kit:released:' .. key
     local reached
     if ARGV[3] == '1' then
+      -- pcall: a user without PUBSUB NUMSUB permission gets an error table, and announces instead
       local subscribers = redis.pcall('pubsub', 'numsub', channel)
-      if type(subscribers) == 'table' and subscribers[2] <= 1 then
+      if type(subscribers) == 'table' and type(subscribers[2]) == 'number' and subscribers[2] <= 1 then
         reached = subscribers[2]
       end
     end
@@ -91,5 +92,5 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV2",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV2",
+  release: "redlockKitReleaseV3",
 } as const;

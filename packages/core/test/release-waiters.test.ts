@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { RedisServer } from "../../../test/helpers/redis-process.js";
 import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
 import {
   type AcquireMessage,
@@ -229,6 +230,35 @@ describe("waiting for a held lock", () => {
       expect(releases[2]).toBe("(no notice)");
       const handedOver = log.findIndex(([, , notice]) => notice?.startsWith("handed-over:"));
       expect(log[handedOver + 1]?.[0]).toBe("acquire/extend");
+    });
+
+    it("announces a hand-over, and still releases, when the user may not run PUBSUB NUMSUB", async () => {
+      const admin = clients[0] as Redis;
+      await admin.call("ACL", "SETUSER", "nonumsub", "on", ">pw", "~*", "&*", "+@all", "-pubsub|numsub");
+      await admin.call("ACL", "LOG", "RESET");
+      const restricted = (cluster.servers[0] as RedisServer).client({ username: "nonumsub", password: "pw" });
+      try {
+        const dlm = new Redlock([restricted], NO_POLLING);
+        redlocks.push(dlm);
+        const holder = await dlm.acquire("numsub", 10_000);
+        const signal = AbortSignal.timeout(10_000);
+        const first = dlm.acquire("numsub", 5000, { wait: 60_000, signal });
+        await sleep(50);
+        const second = dlm.acquire("numsub", 5000, { wait: 60_000, signal });
+        await sleep(50);
+        // learns that only this process listens: the next release is a hand-over
+        expect(await holder.release()).toBe(true);
+        // the hand-over's release asks PUBSUB NUMSUB, is refused, and announces instead
+        expect(await (await first).release()).toBe(true);
+        const secondLock = await second;
+        expect(secondLock.valid).toBe(true);
+        expect(await secondLock.release()).toBe(true);
+        const denied = (await admin.call("ACL", "LOG")) as unknown[][];
+        expect(denied.some((entry) => entry.includes("pubsub|numsub"))).toBe(true);
+      } finally {
+        restricted.disconnect();
+        await admin.call("ACL", "DELUSER", "nonumsub");
+      }
     });
 
     it("queues a call that may wait behind this process's waiters while the key is handed along, without trying first", async () => {
