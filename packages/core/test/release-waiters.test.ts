@@ -97,13 +97,19 @@ describe("waiting for a held lock", () => {
     expect(order).toEqual([0, 1, 2]);
   });
 
-  /** A holder, then two waiters 100 ms apart; the holder releases, then each waiter in turn. */
-  async function holderThenTwoWaiters(dlm: Redlock, holder: Lock, resource: string): Promise<void> {
+  /** Two calls that wait for `resource`, started `gapMs` apart; resolves `gapMs` after the second. */
+  async function twoWaiters(dlm: Redlock, resource: string, gapMs: number) {
     const signal = AbortSignal.timeout(10_000);
     const first = dlm.acquire(resource, 5000, { wait: 60_000, signal });
-    await sleep(100);
+    await sleep(gapMs);
     const second = dlm.acquire(resource, 5000, { wait: 60_000, signal });
-    await sleep(100);
+    await sleep(gapMs);
+    return { first, second };
+  }
+
+  /** A holder, then two waiters 100 ms apart; the holder releases, then each waiter in turn. */
+  async function holderThenTwoWaiters(dlm: Redlock, holder: Lock, resource: string): Promise<void> {
+    const { first, second } = await twoWaiters(dlm, resource, 100);
     await holder.release();
     await (await first).release();
     await (await second).release();
@@ -241,11 +247,7 @@ describe("waiting for a held lock", () => {
         const dlm = new Redlock([restricted], NO_POLLING);
         redlocks.push(dlm);
         const holder = await dlm.acquire("numsub", 10_000);
-        const signal = AbortSignal.timeout(10_000);
-        const first = dlm.acquire("numsub", 5000, { wait: 60_000, signal });
-        await sleep(50);
-        const second = dlm.acquire("numsub", 5000, { wait: 60_000, signal });
-        await sleep(50);
+        const { first, second } = await twoWaiters(dlm, "numsub", 50);
         // learns that only this process listens: the next release is a hand-over
         expect(await holder.release()).toBe(true);
         // the hand-over's release asks PUBSUB NUMSUB, is refused, and announces instead
@@ -289,11 +291,7 @@ describe("waiting for a held lock", () => {
     it("a queued call whose signal aborts leaves the queue, and the key goes on to the next", async () => {
       const dlm = onFirstInstance();
       const holder = await dlm.acquire("left", 10_000);
-      const signal = AbortSignal.timeout(10_000);
-      const first = dlm.acquire("left", 5000, { wait: 60_000, signal });
-      await sleep(50);
-      const second = dlm.acquire("left", 5000, { wait: 60_000, signal });
-      await sleep(50);
+      const { first, second } = await twoWaiters(dlm, "left", 50);
       await holder.release();
       const controller = new AbortController();
       const queued = dlm.acquire("left", 5000, { wait: 60_000, signal: controller.signal });
