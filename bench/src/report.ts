@@ -99,7 +99,30 @@ export function queueTargetLines(sections: readonly Section[]): string[] {
   return lines;
 }
 
+/** The between-process rows: throughput, hand-over gaps, fairness across processes, violations. */
+function processTable(section: Section): string {
+  const header = ["", "how", section.unit, `× ${section.baseline} (median, min–max)`];
+  header.push("gap p50 µs", "gap p99 µs", "unlock called → next p50 µs", "fairness min/max", "overlaps", "failed");
+  const rows = section.entries.map((entry) => {
+    const m = entry.metrics;
+    return [
+      entry.name,
+      entry.clients,
+      int(entry.score),
+      ratio(entry),
+      int(m.gapP50Us ?? Number.NaN),
+      int(m.gapP99Us ?? Number.NaN),
+      int(m.gapFromCallP50Us ?? Number.NaN),
+      num(m.fairness ?? Number.NaN),
+      String(m.overlaps ?? "–"),
+      String(m.failed ?? "–"),
+    ];
+  });
+  return `#### ${section.title}\n\n${table(header, rows)}`;
+}
+
 function sectionTable(section: Section): string {
+  if (section.id.startsWith("processes")) return processTable(section);
   if (section.id.startsWith("queue")) return queueTable(section);
   const contention = section.id.startsWith("contention");
   const http = section.id.startsWith("http");

@@ -17,12 +17,13 @@ import { FLOOR, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
 import { runContentionRow, runQueueRows, runThroughputRows } from "./core-rows.js";
 import { httpAvailable, runHttpRows } from "./http.js";
 import { BENCH_DIR, machine } from "./machine.js";
+import { runProcessRows } from "./process-rows.js";
 import { markdown } from "./report.js";
 import type { CommandCount, Results, Section, Soak } from "./results.js";
 import type { RoundPlan } from "./rounds.js";
 import { runSoak } from "./soak.js";
 
-const ROWS = ["sequential", "concurrent", "contention", "queue", "http", "commands", "soak"] as const;
+const ROWS = ["sequential", "concurrent", "contention", "queue", "processes", "http", "commands", "soak"] as const;
 type Row = (typeof ROWS)[number];
 
 interface Plan {
@@ -82,7 +83,8 @@ async function main(): Promise<void> {
     notes.push("Run without --expose-gc: no GC between bursts, and heap figures include uncollected garbage.");
   }
   assertRedisInstalled();
-  const servers: RedisServer[] = await startServers(3);
+  // three lock instances and a witness for the between-process rows
+  const servers: RedisServer[] = await startServers(4);
   const stop = async () => {
     await Promise.all(servers.map((server) => server.stop()));
   };
@@ -90,8 +92,9 @@ async function main(): Promise<void> {
     void stop().finally(() => process.exit(130));
   });
   try {
-    const ports = servers.map((server) => server.port);
-    const admins = servers.map((server) => server.client());
+    const ports = servers.slice(0, 3).map((server) => server.port);
+    const witnessPort = (servers[3] as RedisServer).port;
+    const admins = servers.slice(0, 3).map((server) => server.client());
     log(`redis-server on ports ${ports.join(", ")}; ${mode} run`);
     const sections: Section[] = [];
     let commands: CommandCount[] = [];
@@ -102,6 +105,11 @@ async function main(): Promise<void> {
     }
     if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
     if (rows.has("queue")) sections.push(...(await runQueueRows(ports, plan.queue, log)));
+    if (rows.has("processes")) {
+      sections.push(
+        ...(await runProcessRows(ports, witnessPort, { contention: plan.contention, queue: plan.queue }, log)),
+      );
+    }
     if (rows.has("http")) {
       const missing = httpAvailable();
       if (missing.length === 0) sections.push(...(await runHttpRows(ports.slice(0, 1), plan.http, log)));

@@ -1,0 +1,104 @@
+/**
+ * One contending process of the between-process rows (process-rows.ts): its own contender (its
+ * own Redlock or library object, its own connections), driven by the parent over IPC. Times are
+ * epoch milliseconds with sub-millisecond precision (`timeOrigin + now()`), comparable across
+ * processes on one machine. A witness counter in a separate Redis counts overlapping sections.
+ */
+import { performance } from "node:perf_hooks";
+import { Redis } from "ioredis";
+import { type Contender, FLOOR, PEERS, type Poll, REDLOCK_KIT } from "./contenders.js";
+
+export interface WorkerSetup {
+  readonly contender: string;
+  readonly ports: readonly number[];
+  readonly witnessPort: number;
+  readonly key: string;
+  readonly poll: Poll;
+}
+
+/** Parent → worker. */
+export type WorkerCommand =
+  | { readonly kind: "contend"; readonly untilEpochMs: number }
+  | { readonly kind: "once" }
+  | { readonly kind: "close" };
+
+/** One critical section: acquired → release called → release resolved, in epoch ms. */
+export interface SectionTimes {
+  readonly askedAt: number;
+  readonly acquiredAt: number;
+  readonly releaseCalledAt: number;
+  readonly releasedAt: number;
+}
+
+/** Worker → parent. */
+export type WorkerReport =
+  | { readonly kind: "ready" }
+  | {
+      readonly kind: "sections";
+      readonly sections: SectionTimes[];
+      readonly overlaps: number;
+      readonly failed: number;
+    };
+
+const FACTORIES = [FLOOR, REDLOCK_KIT, ...PEERS];
+const epochMs = () => performance.timeOrigin + performance.now();
+const send = (report: WorkerReport) => process.send?.(report);
+
+async function main(setup: WorkerSetup): Promise<void> {
+  const factory = FACTORIES.find((f) => f.name === setup.contender);
+  if (!factory) throw new Error(`unknown contender ${setup.contender}`);
+  const contender: Contender = factory.create(setup.ports);
+  const witness = new Redis({ host: "127.0.0.1", port: setup.witnessPort });
+  const witnessKey = `witness:${setup.key}`;
+  await Promise.all([witness.ping(), ...contender.redisClients.map((client) => client.ping())]);
+
+  let overlaps = 0;
+  let failed = 0;
+  /** One acquisition, a ~1 ms critical section checked by the witness, one release. */
+  const section = async (): Promise<SectionTimes | undefined> => {
+    const askedAt = epochMs();
+    let release: () => Promise<unknown>;
+    try {
+      release = await contender.acquireWaiting(setup.key, setup.poll);
+    } catch {
+      failed++;
+      return undefined;
+    }
+    const acquiredAt = epochMs();
+    if ((await witness.incr(witnessKey)) > 1) overlaps++;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    await witness.decr(witnessKey);
+    const releaseCalledAt = epochMs();
+    await release();
+    return { askedAt, acquiredAt, releaseCalledAt, releasedAt: epochMs() };
+  };
+
+  process.on("message", (command: WorkerCommand) => {
+    void (async () => {
+      if (command.kind === "close") {
+        await contender.close();
+        witness.disconnect();
+        process.exit(0);
+      }
+      const sections: SectionTimes[] = [];
+      overlaps = 0;
+      failed = 0;
+      if (command.kind === "once") {
+        const times = await section();
+        if (times) sections.push(times);
+      } else {
+        while (epochMs() < command.untilEpochMs) {
+          const times = await section();
+          if (times) sections.push(times);
+        }
+      }
+      send({ kind: "sections", sections, overlaps, failed });
+    })();
+  });
+  send({ kind: "ready" });
+}
+
+main(JSON.parse(process.argv[2] ?? "{}") as WorkerSetup).catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
