@@ -26,4 +26,4 @@ export { MemoryStore } from "./memory-store.js";
 export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
-export { type AcquireReply, isLockStore, type LockStore, type ReleaseReply } from "./store.js";
+export { type AcquireReply, isLockStore, type LockStore, type QueueTicket } from "./store.js";

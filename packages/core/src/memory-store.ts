@@ -1,10 +1,18 @@
 import { performance } from "node:perf_hooks";
-import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
 
 interface Entry {
   value: string;
   expiresAt: number;
 }
+
+/** A waiter queued on a key, as the Redis queue entry would describe it. */
+interface Queued {
+  readonly value: string;
+  readonly ticket: QueueTicket;
+}
+
+type HandOverListener = (key: string, value: string) => void;
 
 /**
  * An in-process store with the same semantics as `RedisStore`: for single-process
@@ -16,7 +24,9 @@ interface Entry {
 export class MemoryStore implements LockStore {
   readonly description = "memory";
   readonly #entries = new Map<string, Entry>();
-  readonly #listeners = new Map<string, Set<(notice: string) => void>>();
+  /** Waiters per key, oldest first. */
+  readonly #queues = new Map<string, Queued[]>();
+  readonly #channels = new Map<string, HandOverListener>();
   readonly #now: () => number;
   #writesSinceSweep = 0;
 
@@ -31,15 +41,19 @@ export class MemoryStore implements LockStore {
     return this.#entries.size;
   }
 
-  async acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
+  async acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     for (const key of keys) {
       const entry = this.#live(key);
       if (entry && entry.value !== value) {
+        if (ticket !== undefined) this.#enqueue(key, value, ticket);
         return { acquired: false, holderTtl: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) };
       }
     }
     const expiresAt = this.#now() + ttl;
-    for (const key of keys) this.#entries.set(key, { value, expiresAt });
+    for (const key of keys) {
+      this.#entries.set(key, { value, expiresAt });
+      if (ticket !== undefined) this.#dequeue(key, value);
+    }
     // Expired entries are dropped on access; sweep now and then so unread ones do not pile up.
     if (++this.#writesSinceSweep >= 1000) this.#sweep();
     return ACQUIRED;
@@ -57,39 +71,63 @@ export class MemoryStore implements LockStore {
     return true;
   }
 
+  /** Deletes the keys that hold `value`, handing each to its oldest waiter that still listens. */
   async release(keys: readonly string[], value: string): Promise<number> {
-    return (await this.releaseNotifying(keys, value, "")).released;
-  }
-
-  async releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
     let released = 0;
-    let listeners = 0;
     for (const key of keys) {
       if (this.#live(key)?.value === value) {
         this.#entries.delete(key);
         released++;
-        const heard = this.#listeners.get(key);
-        if (heard === undefined) continue;
-        listeners += heard.size;
-        if (notice !== "" && keys.length === 1 && heard.size <= 1) continue;
-        for (const listener of heard) queueMicrotask(() => listener(notice));
+        this.#handOver(key);
       }
     }
-    return { released, listeners };
+    return released;
   }
 
-  async onRelease(key: string, listener: (notice: string) => void): Promise<() => void> {
-    let listeners = this.#listeners.get(key);
-    if (!listeners) {
-      listeners = new Set();
-      this.#listeners.set(key, listeners);
-    }
-    const set = listeners;
-    set.add(listener);
+  async onHandOver(channel: string, listener: HandOverListener): Promise<() => void> {
+    this.#channels.set(channel, listener);
     return () => {
-      set.delete(listener);
-      if (set.size === 0 && this.#listeners.get(key) === set) this.#listeners.delete(key);
+      if (this.#channels.get(channel) === listener) this.#channels.delete(channel);
     };
+  }
+
+  async leaveQueue(keys: readonly string[], value: string): Promise<void> {
+    for (const key of keys) this.#dequeue(key, value);
+  }
+
+  #enqueue(key: string, value: string, ticket: QueueTicket): void {
+    let queue = this.#queues.get(key);
+    if (queue === undefined) {
+      queue = [];
+      this.#queues.set(key, queue);
+    }
+    if (queue.some((queued) => queued.value === value)) return;
+    // in order, as the Redis queue's score sorts it
+    let at = queue.length;
+    while (at > 0 && (queue[at - 1] as Queued).ticket.order > ticket.order) at--;
+    queue.splice(at, 0, { value, ticket });
+  }
+
+  #dequeue(key: string, value: string): void {
+    const queue = this.#queues.get(key);
+    if (queue === undefined) return;
+    const at = queue.findIndex((queued) => queued.value === value);
+    if (at !== -1) queue.splice(at, 1);
+    if (queue.length === 0) this.#queues.delete(key);
+  }
+
+  #handOver(key: string): void {
+    const queue = this.#queues.get(key);
+    if (queue === undefined) return;
+    for (let head = queue.shift(); head !== undefined; head = queue.shift()) {
+      const listener = this.#channels.get(head.ticket.channel);
+      if (listener === undefined) continue;
+      this.#entries.set(key, { value: head.value, expiresAt: this.#now() + head.ticket.holdMs });
+      const waiter = head.value;
+      queueMicrotask(() => listener(key, waiter));
+      break;
+    }
+    if (queue.length === 0) this.#queues.delete(key);
   }
 
   #live(key: string): Entry | undefined {

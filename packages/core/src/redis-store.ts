@@ -1,15 +1,18 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
-import { atPhaseEnd, holdWrites, loopPhase, writesHeld } from "./loop-phase.js";
-import { ReleaseSubscriber } from "./release-subscriber.js";
+import { HandOverSubscriber } from "./hand-over-subscriber.js";
+import { atPhaseEnd, loopPhase } from "./loop-phase.js";
 import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
-import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
 
 /** Commands per corked write: enough to save most writes, few enough that Redis starts early. */
 export const MAX_BATCH = 16;
 
 type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
+
+/** A key's queue of waiters sits beside it: the lock key with this suffix (no braces: same hash tag). */
+const QUEUE_SUFFIX = ":redlock-kit:waiters";
 type ScriptName = (typeof COMMANDS)[keyof typeof COMMANDS];
 
 const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
@@ -39,7 +42,7 @@ export class RedisStore implements LockStore {
   readonly description: string;
   readonly #scripts: ScriptedClient;
   readonly #cluster: boolean;
-  #subscriber: ReleaseSubscriber | undefined;
+  #subscriber: HandOverSubscriber | undefined;
   /** Scripts this store has called once through the defined command, which sent them whole. */
   readonly #sent = new Set<ScriptName>();
   /** The event-loop phase of our last command; the socket we corked, with how many commands it holds. */
@@ -66,9 +69,13 @@ export class RedisStore implements LockStore {
     }
   }
 
-  acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply> {
+  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#beforeSend();
-    return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
+    const queues = ticket === undefined ? undefined : this.#queuesOf(keys);
+    if (queues === undefined) return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
+    const t = ticket as QueueTicket;
+    const args: ScriptArgs = [keys.length * 2, ...keys, ...queues, value, ttl, entryOf(t, value), t.order, t.keepMs];
+    return this.#call(COMMANDS.acquire, args, toAcquireReply);
   }
 
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
@@ -76,33 +83,34 @@ export class RedisStore implements LockStore {
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
   release(keys: readonly string[], value: string): Promise<number> {
     this.#beforeSend();
-    return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
+    const queues = this.#queuesOf(keys);
+    if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
+    return this.#call(COMMANDS.release, [keys.length * 2, ...keys, ...queues, value, "1"], Number);
+  }
+
+  /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
+  onHandOver(channel: string, listener: (key: string, value: string) => void): Promise<() => void> {
+    this.#subscriber ??= new HandOverSubscriber(this.client);
+    return this.#subscriber.listen(channel, listener);
+  }
+
+  async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
+    const queues = this.#queuesOf(keys);
+    if (queues === undefined) return;
+    const entry = entryOf(ticket, value);
+    await Promise.all(queues.map((queue) => this.client.zrem(queue, entry)));
   }
 
   /**
-   * Counts listeners, not connections: our subscriber connection stands for every listener it
-   * carries. On a Cluster the count is unknown (-1): a node counts only its own subscribers.
+   * The queue keys of `keys`, or undefined where a queue cannot sit in the key's hash slot (a
+   * Cluster key without a hash tag whose braced form would hash elsewhere): its waiters poll.
    */
-  releaseNotifying(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply> {
-    // a hand-over: the woken waiter's attempt, made in the microtasks that follow, leaves in the same write
-    if (notice !== "") holdWrites();
-    this.#beforeSend();
-    const base = keys.length + 1;
-    // Redis sees our connection, not how many listeners it carries: say whether it carries more than one
-    const quiet =
-      notice !== "" && !this.#cluster && keys.length === 1 && this.#subscriber?.listenersOf(keys[0] as string) === 1;
-    return this.#call(COMMANDS.release, [keys.length, ...keys, value, notice, quiet ? 1 : 0], (reply) => {
-      const count = Number(reply);
-      const released = count % base;
-      if (this.#cluster) return { released, listeners: -1 };
-      let listeners = Math.floor(count / base);
-      if (released === keys.length && this.#subscriber !== undefined) {
-        for (const key of keys) listeners += Math.max(0, this.#subscriber.listenersOf(key) - 1);
-      }
-      return { released, listeners };
-    });
+  #queuesOf(keys: readonly string[]): string[] | undefined {
+    const queues = keys.map((key) => (this.#cluster ? clusterQueueKey(key) : key + QUEUE_SUFFIX));
+    return queues.every((queue) => queue !== undefined) ? (queues as string[]) : undefined;
   }
 
   /**
@@ -136,8 +144,7 @@ export class RedisStore implements LockStore {
    * write for a whole burst would leave Redis idle while we build it, and us idle while Redis
    * runs it (64 concurrent locks on one instance: 1.1x the raw-ioredis floor, 0.7x with one
    * write per burst). Commands still in flight from an earlier phase delay nothing: a
-   * third instance that answers after the quorum must not hold back the next lock. While writes
-   * are held (`holdWrites`: a release handing the key to a waiter here), the first is corked too.
+   * third instance that answers after the quorum must not hold back the next lock.
    * ioredis auto-pipelining batches too, but delays a lone command and builds a Pipeline per
    * write (half the sequential throughput, in bench/).
    */
@@ -146,7 +153,7 @@ export class RedisStore implements LockStore {
     const phase = loopPhase();
     if (this.#phase !== phase) {
       this.#phase = phase;
-      if (!writesHeld()) return;
+      return;
     }
     if (this.#corked !== undefined) {
       if (++this.#batched < MAX_BATCH) return;
@@ -168,17 +175,22 @@ export class RedisStore implements LockStore {
     stream?.uncork();
   };
 
-  /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
-  onRelease(key: string, listener: (notice: string) => void): Promise<() => void> {
-    this.#subscriber ??= new ReleaseSubscriber(this.client);
-    return this.#subscriber.listen(key, listener);
-  }
-
   /** Closes the subscriber connection this store opened; the client it was given stays open. */
   close(): void {
     this.#subscriber?.close();
     this.#subscriber = undefined;
   }
+}
+
+/** A queue entry: the channel to tell, how long to hold the key for the waiter, its value. */
+const entryOf = (ticket: QueueTicket, value: string) => `${ticket.channel}:${ticket.holdMs}:${value}`;
+
+/** `{key}` plus the suffix when that hashes like the key itself; a hash-tagged key keeps its tag. */
+function clusterQueueKey(key: string): string | undefined {
+  const sameTag = key + QUEUE_SUFFIX;
+  if (calculateSlot(sameTag) === calculateSlot(key)) return sameTag;
+  const braced = `{${key}}${QUEUE_SUFFIX}`;
+  return calculateSlot(braced) === calculateSlot(key) ? braced : undefined;
 }
 
 /** The acquire script answers OK, or the holder's PTTL. */

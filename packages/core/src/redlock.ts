@@ -3,6 +3,7 @@ import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
+import { HandOvers, type Waiter } from "./hand-over.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
 import { newLockValue } from "./lock-value.js";
@@ -22,8 +23,7 @@ import {
   resolveKeyPrefix,
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
-import { type KeyWaiters, ReleaseWaiters, type Waiter } from "./release-waiters.js";
-import type { AcquireReply, LockStore, ReleaseReply } from "./store.js";
+import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
 /** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
@@ -52,7 +52,7 @@ export class Redlock {
   readonly #stores: readonly LockStore[];
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
-  readonly #waiters: ReleaseWaiters;
+  readonly #handOvers: HandOvers;
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
   readonly #defaults: ResolvedAcquireOptions;
@@ -90,8 +90,8 @@ export class Redlock {
     this.#instances = resolved;
     this.#stores = resolved.map((instance) => instance.store);
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
-    this.#waiters = new ReleaseWaiters(this.#stores);
     this.quorum = Math.floor(resolved.length / 2) + 1;
+    this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#acquiredQuorum = { need: this.quorum, yes: (reply) => reply.acquired };
   }
 
@@ -131,31 +131,11 @@ export class Redlock {
     if (!markReleased(lock)) return Promise.resolve(false);
     const state = lock[STATE];
     const start = this.#clock();
-    const waiting = this.#waiters.waitingOn(state.keys);
-    if (waiting !== undefined) return this.#releaseToWaiters(lock, waiting, start);
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
       this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),
     );
-  }
-
-  /**
-   * Releases a key that waiters in this process wait for, counting who hears of it; when nobody
-   * else listened last time, our oldest waiter is woken as soon as the release is sent, so that its
-   * attempt follows the release on the same connections (one round trip for the hand-over).
-   */
-  #releaseToWaiters(lock: Lock, waiting: KeyWaiters, start: number): Promise<boolean> {
-    const state = lock[STATE];
-    const handOver = waiting.alone;
-    const request = { keys: state.keys, value: state.value, notice: handOver ? this.#waiters.handOffNotice : "" };
-    const quorum: Quorum<ReleaseReply> = { need: this.quorum, yes: (reply) => reply.released === state.keys.length };
-    const votes = fanOut(this.#stores, releaseNotifyingCall, request, state.instanceTimeout, quorum);
-    if (handOver) waiting.wakeOldest();
-    return votes.then((answers) => {
-      waiting.heard(answers, this.quorum);
-      return this.#released(lock, countVotes(answers, quorum.yes) >= this.quorum, start);
-    });
   }
 
   #released(lock: Lock, released: boolean, start: number): boolean {
@@ -257,6 +237,7 @@ export class Redlock {
 
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
   async quit(): Promise<void> {
+    this.#handOvers.close();
     for (const store of this.#stores) if (store instanceof RedisStore) store.close();
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
@@ -288,57 +269,52 @@ export class Redlock {
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys);
     const value = newLockValue();
-    const request: LockRequest = { keys, value, ttl };
+    const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const drift = driftFor(ttl, opts.driftFactor);
     const clock = this.#clock;
     const start = clock();
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
+    const handOvers = this.#handOvers;
+    // A call that may wait queues itself from its first attempt when this Redlock already listens.
+    const mayWait = (opts.wait === undefined ? opts.retryCount > 0 : opts.wait > 0) && handOvers.enabled;
+    let waiter: Waiter | undefined;
+    if (mayWait && handOvers.listening) waiter = handOvers.enter(keys, value, ttl, timeout, waitBudget(opts, 0));
+    /** Instances where this call may sit in a queue: those that did not take the keys. */
+    let queuedOn: number[] = [];
     let attempts = 0;
     let failure: Failure;
-    let waiter: Waiter | undefined;
     try {
-      // A call that may wait, for a key being handed from one waiter of this process to the next,
-      // joins their queue instead of trying first: the key is held, and a try would be refused.
-      if (opts.wait !== undefined && opts.wait > 0 && this.#waiters.waitingOn(keys)?.alone) {
-        waiter = await this.#waiters.join(keys, timeout);
-        try {
-          await waiter.sleep(Math.min(pollDelay(opts), opts.wait), opts.signal);
-        } catch (reason) {
-          this.#publishAcquire(names, "aborted", attempts, start);
-          throw reason;
-        }
-      }
       for (;;) {
         attempts++;
-        // A waiter whose key a live lock of this Redlock holds would be refused: Redis is not asked.
-        const heldFor = waiter === undefined ? undefined : this.#waiters.heldHere(keys);
-        if (heldFor !== undefined) failure = { kind: "contention", retryAfterMs: heldFor };
-        else {
-          const attemptStart = clock();
-          const wallStart = Date.now();
-          const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
-          // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
-          // replies (a pause, a slow instance) is time the other keys were already expiring.
-          const validity = ttl - (clock() - attemptStart) - drift;
-          const tally = tallyAcquire(votes);
-          if (tally.yes >= this.quorum && validity > 0) {
-            const state = new LockState(keys, value, timeout, clock);
-            state.validUntil = attemptStart + ttl - drift;
-            state.expiresAt = wallStart + ttl - drift;
-            const lock = new Lock(this, names, value, state);
-            if (opts.signal?.aborted) {
-              await this.unlock(lock);
-              this.#publishAcquire(names, "aborted", attempts, start);
-              throw opts.signal.reason;
-            }
-            if (this.#waiters.size > 0) this.#waiters.held(keys, lock);
-            this.#publishAcquire(names, "acquired", attempts, start);
-            return lock;
+        const attemptStart = clock();
+        const wallStart = Date.now();
+        request.ticket = waiter?.offer;
+        if (request.ticket !== undefined) (waiter as Waiter).queued = true;
+        const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
+        // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+        // replies (a pause, a slow instance) is time the other keys were already expiring.
+        const validity = ttl - (clock() - attemptStart) - drift;
+        const tally = tallyAcquire(votes);
+        if (request.ticket !== undefined) queuedOn = notTaken(votes);
+        if (tally.yes >= this.quorum && validity > 0) {
+          const state = new LockState(keys, value, timeout, clock);
+          state.validUntil = attemptStart + ttl - drift;
+          state.expiresAt = wallStart + ttl - drift;
+          const lock = new Lock(this, names, value, state);
+          if (waiter !== undefined) waiter.acquired = true;
+          if (opts.signal?.aborted) {
+            await this.unlock(lock);
+            this.#publishAcquire(names, "aborted", attempts, start);
+            throw opts.signal.reason;
           }
-          await this.#releaseAfterFailure(votes, request, timeout);
-          failure = classify(tally, votes, value, this.quorum, validity);
+          this.#publishAcquire(names, "acquired", attempts, start);
+          return lock;
         }
+        // keys handed to a waiter stay held for it: its place in line, until it gives up
+        waiter?.keepOnly((index) => isYes(votes[index]));
+        await this.#releaseAfterFailure(votes, request, timeout, waiter?.holding);
+        failure = classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -350,9 +326,18 @@ export class Redlock {
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
         }
+        if (mayWait && waiter === undefined) {
+          waiter = handOvers.enter(keys, value, ttl, timeout, waitBudget(opts, attempts));
+          await handOvers.listen(timeout);
+          // Refused before it could queue: try again at once, queued this time (it takes the key if
+          // the holder released it meanwhile). Not counted: it is the same attempt, now in line.
+          if (failure.kind === "contention" && waiter.offer !== undefined) {
+            attempts--;
+            continue;
+          }
+        }
         try {
-          // Wait for a release notification or the poll delay, whichever comes first.
-          if (waiter === undefined && this.#waiters.enabled) waiter = await this.#waiters.join(keys, timeout);
+          // Wait for the keys to be handed over, or the poll delay, whichever comes first.
           await (waiter ? waiter.sleep(delay, opts.signal) : sleep(delay, opts.signal));
         } catch (reason) {
           this.#publishAcquire(names, "aborted", attempts, start);
@@ -360,22 +345,31 @@ export class Redlock {
         }
       }
     } finally {
-      waiter?.leave();
+      if (waiter !== undefined) {
+        handOvers.leave(waiter, queuedOn);
+        // a waiter that gives up lets go of the keys handed to it
+        const holding = waiter.acquired ? [] : this.#stores.filter((_, i) => waiter?.holding.has(i));
+        if (holding.length > 0) await fanOut(holding, releaseCall, request, timeout);
+      }
     }
     this.#publishAcquire(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;
     throw this.#failureError(names, failure);
   }
 
-  /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
+  /**
+   * Step 4: release wherever our value may have landed: instances that said yes, timed out or
+   * failed, except those in `keep` (keys handed to a waiter, held for it).
+   */
   async #releaseAfterFailure(
     votes: readonly Vote<AcquireReply>[],
     request: LockRequest,
     timeout: number,
+    keep?: ReadonlySet<number>,
   ): Promise<void> {
     const stores = this.#stores.filter((_, i) => {
       const vote = votes[i];
-      return vote !== undefined && (!vote.ok || vote.value.acquired);
+      return vote !== undefined && (!vote.ok || vote.value.acquired) && !keep?.has(i);
     });
     if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
   }
@@ -453,12 +447,15 @@ interface LockRequest {
   readonly ttl: number;
 }
 
+/** An acquisition's request; a waiter's attempts carry its queue ticket. */
+interface AcquireRequest extends LockRequest {
+  ticket: QueueTicket | undefined;
+}
+
 // One function each, given the request as fanOut's argument: no closure per call.
-const acquireCall = (store: LockStore, r: LockRequest) => store.acquire(r.keys, r.value, r.ttl);
+const acquireCall = (store: LockStore, r: AcquireRequest) => store.acquire(r.keys, r.value, r.ttl, r.ticket);
 const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
-const releaseNotifyingCall = (store: LockStore, r: Omit<LockRequest, "ttl"> & { readonly notice: string }) =>
-  (store.releaseNotifying as NonNullable<LockStore["releaseNotifying"]>)(r.keys, r.value, r.notice);
 
 function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): number {
   let count = 0;
@@ -486,6 +483,21 @@ function checkDistinct(resolved: readonly ResolvedInstance[]): void {
     }
     seenIdentities.set(identity, index);
   });
+}
+
+/** How long a call may still wait after `attempts` attempts, at most: how long its queue entries must last. */
+const waitBudget = (opts: ResolvedAcquireOptions, attempts: number) =>
+  opts.wait ?? (opts.retryCount + 1 - attempts) * (opts.retryDelay + opts.retryJitter);
+
+const isYes = (vote: Vote<AcquireReply> | undefined) => vote !== undefined && vote.ok && vote.value.acquired;
+
+/** Indexes of the instances that did not take the keys: a waiter may sit in their queues. */
+function notTaken(votes: readonly Vote<AcquireReply>[]): number[] {
+  const indexes: number[] = [];
+  votes.forEach((vote, index) => {
+    if (!vote.ok || !vote.value.acquired) indexes.push(index);
+  });
+  return indexes;
 }
 
 /** The delay before the next try: `retryDelay` plus up to `retryJitter` ms. */

@@ -7,29 +7,45 @@
  */
 
 /**
- * ARGV[2]: ttl in ms. Returns the status reply OK when acquired, as SET does, or the holder's PTTL
- * (an integer) when another owner holds a key. Not an array: an array reply costs Redis a
- * multi-part write and the client an array decode on every lock (bench/).
+ * KEYS: the n lock keys, then (when ARGV[3] is given) their n queue keys. ARGV[1]: value, ARGV[2]: ttl
+ * in ms; ARGV[3..5], for a call that will wait: its queue entry, its order (the same score on every
+ * instance, so that every instance hands the key to the same waiter) and how long the queue may live.
+ * Returns the status reply OK when acquired, as SET does, or the holder's PTTL (an integer) when
+ * another owner holds a key; the waiter is then queued on that key. Not an array: an array reply
+ * costs Redis a multi-part write and the client an array decode on every lock (bench/).
  */
 export const ACQUIRE_SCRIPT = `
--- one free key: SET NX is the whole job (the common case, one command)
-if #KEYS == 1 then
-  local ok = redis.call('set', KEYS[1], ARGV[1], 'nx', 'px', ARGV[2])
-  if ok then
-    return ok
+local value, entry = ARGV[1], ARGV[3]
+local n = entry and #KEYS / 2 or #KEYS
+-- one free key: SET NX is the whole job (the common case)
+if n == 1 and redis.call('set', KEYS[1], value, 'nx', 'px', ARGV[2]) then
+  if entry then
+    redis.call('zrem', KEYS[2], entry)
   end
+  return redis.status_reply('OK')
 end
 -- refuse if any key belongs to another owner, reporting that owner's remaining ttl
-for _, key in ipairs(KEYS) do
-  local holder = redis.call('get', key)
-  -- a key that already holds our value counts as ours: ioredis re-sends an unanswered SET after a reconnect
-  if holder and holder ~= ARGV[1] then
-    return redis.call('pttl', key)
+for i = 1, n do
+  local holder = redis.call('get', KEYS[i])
+  -- a key that holds our value is ours: handed to us by a release, or a SET that ioredis re-sent
+  if holder and holder ~= value then
+    if entry then
+      -- queue behind the holder: its release hands the key to the oldest entry (NX keeps our place)
+      local queue = KEYS[n + i]
+      redis.call('zadd', queue, 'nx', ARGV[4], entry)
+      if redis.call('pttl', queue) < tonumber(ARGV[5]) then
+        redis.call('pexpire', queue, ARGV[5])
+      end
+    end
+    return redis.call('pttl', KEYS[i])
   end
 end
 -- every key is free or ours: take them all
-for _, key in ipairs(KEYS) do
-  redis.call('set', key, ARGV[1], 'px', ARGV[2])
+for i = 1, n do
+  redis.call('set', KEYS[i], value, 'px', ARGV[2])
+  if entry then
+    redis.call('zrem', KEYS[n + i], entry)
+  end
 end
 return redis.status_reply('OK')
 `;
@@ -50,47 +66,50 @@ return 1
 `;
 
 /**
- * Returns how many keys held our value and were deleted (compare-and-delete: never another owner's
- * key), and announces each deletion on `redlock-kit:released:<key>` for waiters. ARGV[2], when
- * given, is the announcement's message, and the reply then also counts the subscribers that heard
- * it, as one integer (an array reply costs Redis a multi-part write): released + (#KEYS + 1) × heard.
- * ARGV[3] = '1' (a hand-over within the releasing process): announce only if more than one
- * connection listens, since the releaser's own listener has been told already.
+ * Compare-and-delete: returns how many keys held our value and were deleted (never another owner's
+ * key). KEYS: the n lock keys, then, when ARGV[2] = '1', their n queue keys. Each deleted key is
+ * handed to the oldest waiter in its queue that can still hear of it: the key is set to that
+ * waiter's value for the few ms it needs to claim it, and its process is told on its hand-over
+ * channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
+ * "<channel>:<ms to hold the key>:<value>".
  */
 export const RELEASE_SCRIPT = `
-local notice = ARGV[2]
-local released, heard = 0, 0
-for _, key in ipairs(KEYS) do
-  if redis.call('get', key) == ARGV[1] then
+local value = ARGV[1]
+local queued = ARGV[2] == '1'
+local n = queued and #KEYS / 2 or #KEYS
+local released = 0
+for i = 1, n do
+  local key = KEYS[i]
+  if redis.call('get', key) == value then
     redis.call('del', key)
     released = released + 1
-    local channel = 'redlock-kit:released:' .. key
-    local reached
-    if ARGV[3] == '1' then
-      -- pcall: a user without PUBSUB NUMSUB permission gets an error table, and announces instead
-      local subscribers = redis.pcall('pubsub', 'numsub', channel)
-      if type(subscribers) == 'table' and type(subscribers[2]) == 'number' and subscribers[2] <= 1 then
-        reached = subscribers[2]
+    while queued do
+      local head = redis.call('zpopmin', KEYS[n + i])[1]
+      if not head then
+        break
+      end
+      local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
+      if waiter then
+        redis.call('set', key, waiter, 'px', hold)
+        -- pcall: a user without PUBLISH permission still releases; the key is not held for anyone then
+        local heard = redis.pcall('publish', 'redlock-kit:hand-over:' .. channel, waiter .. ':' .. key)
+        if type(heard) == 'number' and heard > 0 then
+          break
+        end
+        redis.call('del', key)
+        if type(heard) ~= 'number' then
+          break
+        end
       end
     end
-    if not reached then
-      -- pcall: a user without PUBLISH permission still releases; its waiters poll instead
-      reached = redis.pcall('publish', channel, notice or '')
-    end
-    if type(reached) == 'number' then
-      heard = heard + reached
-    end
   end
-end
-if notice then
-  return released + (#KEYS + 1) * heard
 end
 return released
 `;
 
 /** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
 export const COMMANDS = {
-  acquire: "redlockKitAcquireV2",
+  acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV3",
+  release: "redlockKitReleaseV4",
 } as const;

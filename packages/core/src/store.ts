@@ -9,15 +9,19 @@ export type AcquireReply =
 
 export const ACQUIRED: AcquireReply = Object.freeze({ acquired: true });
 
-/** What one instance answered to `releaseNotifying`. */
-export interface ReleaseReply {
-  /** How many keys held the value and were deleted. */
-  readonly released: number;
-  /**
-   * How many listeners listen for the deleted keys on this instance (this process's own included),
-   * summed over the keys; -1 when the store cannot tell.
-   */
-  readonly listeners: number;
+/**
+ * A waiter's place in the queues of the keys it waits for (one queue per key, on each instance):
+ * the release of a key hands it to the oldest entry whose process still listens.
+ */
+export interface QueueTicket {
+  /** The waiting Redlock's hand-over channel (`onHandOver`); no ':' in it. */
+  readonly channel: string;
+  /** Its place: the same number on every instance, so that every instance hands the key to the same waiter. */
+  readonly order: number;
+  /** How long a handed key is kept for the waiter to claim it, in ms. */
+  readonly holdMs: number;
+  /** How long the queue may outlive its last entry's wait, in ms (queues expire; nothing is left behind). */
+  readonly keepMs: number;
 }
 
 /**
@@ -27,11 +31,18 @@ export interface ReleaseReply {
  * own per-instance timeout, so a store need not time out by itself.
  */
 export interface LockStore {
-  /** Set every key to `value` with a `ttl` ms expiry, unless another value holds one of them. */
-  acquire(keys: readonly string[], value: string, ttl: number): Promise<AcquireReply>;
+  /**
+   * Set every key to `value` with a `ttl` ms expiry, unless another value holds one of them. With a
+   * `ticket` (stores that offer `onHandOver`), a refused caller is queued on the held key, and a key
+   * that a release handed to `value` counts as free.
+   */
+  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply>;
   /** Reset the expiry of every key to `ttl` ms if all still hold `value`. Resolves to whether it did. */
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean>;
-  /** Delete the keys that hold `value`. Resolves to how many were deleted. */
+  /**
+   * Delete the keys that hold `value`, handing each to the oldest waiter queued on it (stores that
+   * offer `onHandOver`). Resolves to how many were deleted.
+   */
   release(keys: readonly string[], value: string): Promise<number>;
   /**
    * Throws `RangeError` when this store cannot lock these keys together (a Redis Cluster with keys in
@@ -39,18 +50,13 @@ export interface LockStore {
    */
   checkKeys?(keys: readonly string[]): void;
   /**
-   * Optional: calls `listener` whenever `key` is released on this instance, so that waiters retry at
-   * once instead of after a poll interval. Resolves when listening; the function it resolves to stops.
+   * Optional: calls `listener(key, value)` whenever a release on this instance hands `key` to a
+   * waiter of `channel` whose lock value is `value`. Resolves when listening (rejects when the
+   * instance refuses); the function it resolves to stops listening.
    */
-  onRelease?(key: string, listener: (notice: string) => void): Promise<() => void>;
-  /**
-   * Optional, with `onRelease`: `release`, announcing each deleted key with `notice` (what the
-   * listeners receive; a plain `release` announces ""), and counting who listens. Redlock uses it
-   * while waiters in this process wait for the key. A non-empty notice on a single key means the
-   * releaser has told its own listener in-process: the announcement is left out if that is the
-   * only listener.
-   */
-  releaseNotifying?(keys: readonly string[], value: string, notice: string): Promise<ReleaseReply>;
+  onHandOver?(channel: string, listener: (key: string, value: string) => void): Promise<() => void>;
+  /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
+  leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
 }

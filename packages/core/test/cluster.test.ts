@@ -61,15 +61,21 @@ describe("a Redis Cluster as one Redlock instance", () => {
     expect(await totalKeys()).toBe(0);
   });
 
-  it("never hands a key over within the process: a node counts only its own subscribers", async () => {
+  it("keeps a key's queue in the key's hash slot, with or without a hash tag", async () => {
     const store = new RedisStore(cluster.client());
+    const heard: string[] = [];
     try {
-      const heard: string[] = [];
-      const stop = await store.onRelease("counted", (notice) => heard.push(notice));
-      expect(await store.acquire(["counted"], "v1", 2000)).toEqual({ acquired: true });
-      expect(await store.releaseNotifying(["counted"], "v1", "note")).toEqual({ released: 1, listeners: -1 });
+      const stop = await store.onHandOver("cl", (key, value) => heard.push(`${key}=${value}`));
+      for (const key of ["plain-key", "{tagged}:key"]) {
+        expect(await store.acquire([key], "holder", 2000)).toEqual({ acquired: true });
+        const ticket = { channel: "cl", order: 1, holdMs: 1000, keepMs: 5000 };
+        expect((await store.acquire([key], "waiter", 2000, ticket)).acquired).toBe(false);
+        expect(await store.release([key], "holder")).toBe(1);
+        expect((await store.acquire([key], "waiter", 2000, ticket)).acquired).toBe(true);
+        expect(await store.release([key], "waiter")).toBe(1);
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(heard).toEqual(["note"]);
+      expect(heard).toEqual(["plain-key=waiter", "{tagged}:key=waiter"]);
       stop();
     } finally {
       store.close();

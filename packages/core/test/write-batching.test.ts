@@ -96,28 +96,4 @@ describe("Commands bound for one instance", () => {
     const refused = replies[7];
     expect(refused?.acquired === false && refused.holderTtl > 0).toBe(true);
   });
-
-  it("leave in one write when a release hands the key to a waiter of this process: the release and its attempt", async () => {
-    const client = await connectedClient();
-    // waiters are woken by releases only, never by their poll delay
-    const dlm = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
-    try {
-      const holder = await dlm.acquire("handed", 5000);
-      const signal = AbortSignal.timeout(10_000);
-      const first = dlm.acquire("handed", 5000, { wait: 60_000, signal });
-      await sleep(30);
-      const second = dlm.acquire("handed", 5000, { wait: 60_000, signal });
-      await sleep(30);
-      // announced; it learns that only this process listens, so the next release hands over
-      await holder.release();
-      const firstLock = await first;
-      const writes = countSocketWrites(client);
-      await firstLock.release();
-      const secondLock = await second;
-      expect({ writes: writes.count, commands: writes.largest }).toEqual({ writes: 1, commands: 2 });
-      await secondLock.release();
-    } finally {
-      await dlm.quit();
-    }
-  });
 });

@@ -1,0 +1,85 @@
+import type { Cluster, Redis } from "ioredis";
+
+/** Where a release announces that it handed a key to a waiter of the Redlock named `channel`. */
+export const handOverChannel = (channel: string): string => `redlock-kit:hand-over:${channel}`;
+
+/** One warning per process is enough to tell an operator; more would be noise. */
+let warned = false;
+
+type Listener = (key: string, value: string) => void;
+
+/**
+ * The subscriber connection of one instance, created on first use and shared by the Redlocks on
+ * it: each listens on its own hand-over channel, so one connection per instance serves every key
+ * they wait for (no SUBSCRIBE per key or per waiter). The connection is closed once nobody
+ * listens, and never holds the process open by itself.
+ */
+export class HandOverSubscriber {
+  readonly #client: Redis | Cluster;
+  readonly #listeners = new Map<string, { readonly listener: Listener; readonly ready: Promise<unknown> }>();
+  #connection: Redis | Cluster | undefined;
+
+  constructor(client: Redis | Cluster) {
+    this.#client = client;
+  }
+
+  /** Calls `listener(key, value)` for each hand-over announced on `channel`. Resolves once subscribed; returns stop. */
+  async listen(channel: string, listener: Listener): Promise<() => void> {
+    const name = handOverChannel(channel);
+    // listening again before an earlier stop: the SUBSCRIBE already sent serves
+    const ready = this.#listeners.get(name)?.ready ?? this.#connect().subscribe(name);
+    const entry = { listener, ready };
+    this.#listeners.set(name, entry);
+    const stop = () => {
+      if (this.#listeners.get(name) !== entry) return;
+      this.#listeners.delete(name);
+      if (this.#listeners.size === 0) this.close();
+      else this.#connection?.unsubscribe(name).catch(() => {});
+    };
+    try {
+      await ready;
+    } catch (error) {
+      // forget the channel only after leaving it: the connection must not outlive its last listener
+      stop();
+      warnIfRefused(error);
+      throw error;
+    }
+    return stop;
+  }
+
+  /** How many channels are subscribed now (for tests and leak checks). */
+  get channelCount(): number {
+    return this.#listeners.size;
+  }
+
+  close(): void {
+    this.#listeners.clear();
+    this.#connection?.disconnect();
+    this.#connection = undefined;
+  }
+
+  #connect(): Redis | Cluster {
+    if (this.#connection === undefined) {
+      // Redis and Cluster both take no arguments to copy their own options
+      const connection = (this.#client as { duplicate(): Redis | Cluster }).duplicate();
+      connection.on("error", () => {});
+      // a waiter's own timer keeps the process alive while it waits; this socket must not
+      connection.on("connect", () => (connection as Redis).stream?.unref?.());
+      connection.on("message", (name: string, message: string) => {
+        const at = message.indexOf(":");
+        if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at));
+      });
+      this.#connection = connection;
+    }
+    return this.#connection;
+  }
+}
+
+function warnIfRefused(error: unknown): void {
+  if (warned || !(error instanceof Error) || !error.message.startsWith("NOPERM")) return;
+  warned = true;
+  process.emitWarning(
+    "redlock-kit: this Redis user may not SUBSCRIBE to redlock-kit:hand-over:*; waiters for a held lock fall back to polling",
+    { code: "REDLOCK_KIT_NO_PUBSUB" },
+  );
+}

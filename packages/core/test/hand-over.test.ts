@@ -1,0 +1,291 @@
+import diagnosticsChannel from "node:diagnostics_channel";
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import {
+  type AcquireMessage,
+  type Lock,
+  LockContentionError,
+  type LockStore,
+  MemoryStore,
+  RedisStore,
+  Redlock,
+} from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[] = [];
+const redlocks: Redlock[] = [];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+/** A poll interval so long that only a hand-over can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+const WAIT = { wait: 60_000, signal: AbortSignal.timeout(15_000) };
+const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+/** A Redlock of its own, as another process would have: its own hand-over channel. */
+function redlock(options = {}, instances: readonly (Redis | LockStore)[] = clients): Redlock {
+  const dlm = new Redlock(instances, options);
+  redlocks.push(dlm);
+  return dlm;
+}
+
+/** RedisStores on `clients` whose `onHandOver` goes through `subscribing` (to delay or interfere with it). */
+function storesSubscribing(subscribing: (subscribe: () => Promise<() => void>) => Promise<() => void>) {
+  const inner = clients.map((client) => new RedisStore(client));
+  const stores: LockStore[] = inner.map((store) => ({
+    acquire: (keys, value, ttl, ticket) => store.acquire(keys, value, ttl, ticket),
+    extend: (keys, value, ttl) => store.extend(keys, value, ttl),
+    release: (keys, value) => store.release(keys, value),
+    leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
+    onHandOver: (channel, listener) => subscribing(() => store.onHandOver(channel, listener)),
+  }));
+  return { inner, stores };
+}
+
+/** Resolves once `check` holds (Redis notices a closed connection a moment after the client closed it). */
+async function until(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition never held");
+    await sleep(5);
+  }
+}
+
+/** Resolves once `count` waiters are queued for `key` on every instance. */
+async function untilQueued(key: string, count: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const sizes = await Promise.all(clients.map((client) => client.zcard(queueOf(key))));
+    if (sizes.every((size) => size === count)) return;
+    if (Date.now() > deadline) throw new Error(`queue sizes ${sizes}, expected ${count}`);
+    await sleep(5);
+  }
+}
+
+/** Attempts of each call on `resource` that ended with `outcome`, in the order they ended. */
+async function attemptsOf(resource: string, run: () => Promise<void>, outcome: AcquireMessage["outcome"] = "acquired") {
+  const attempts: number[] = [];
+  const record = (message: unknown) => {
+    const { resources, outcome: ended, attempts: count } = message as AcquireMessage;
+    if (resources[0] === resource && ended === outcome) attempts.push(count);
+  };
+  diagnosticsChannel.subscribe("redlock-kit:acquire", record);
+  try {
+    await run();
+  } finally {
+    diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
+  }
+  return attempts;
+}
+
+/** Starts one waiter per Redlock on `resource`, each only once the previous one is queued everywhere. */
+async function queueInOrder(dlms: readonly Redlock[], resource: string, order: number[]): Promise<Promise<void>[]> {
+  const done: Promise<void>[] = [];
+  for (const [id, dlm] of dlms.entries()) {
+    done.push(
+      dlm.acquire(resource, 5000, WAIT).then(async (lock) => {
+        order.push(id);
+        await lock.release();
+      }),
+    );
+    await untilQueued(resource, id + 1);
+  }
+  return done;
+}
+
+describe("waiting: a release hands the key to the oldest waiter, across Redlocks", () => {
+  it("wakes a waiter on release, not after its poll interval", async () => {
+    const holder = await redlock().acquire("job", 10_000);
+    const waiting = redlock(NO_POLLING).acquire("job", 1000, WAIT);
+    await untilQueued("job", 1);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("serves waiters of different Redlocks in the order they queued, one attempt each after queueing", async () => {
+    const holder = await redlock().acquire("fifo", 10_000);
+    const dlms = [0, 1, 2, 3].map(() => redlock(NO_POLLING));
+    const order: number[] = [];
+    const attempts = await attemptsOf("fifo", async () => {
+      const done = await queueInOrder(dlms, "fifo", order);
+      await holder.release();
+      await Promise.all(done);
+    });
+    expect(order).toEqual([0, 1, 2, 3]);
+    // the refused first attempt, then the claim of the handed key: no vote ever split
+    expect(attempts).toEqual([2, 2, 2, 2]);
+    for (const client of clients) expect(await client.exists(queueOf("fifo"))).toBe(0);
+  });
+
+  it("queues from the first attempt once the Redlock listens: one script call to queue, one to claim", async () => {
+    const dlm = redlock(NO_POLLING);
+    const holder = await redlock().acquire("listening", 10_000);
+    const first = dlm.acquire("listening", 1000, WAIT);
+    await untilQueued("listening", 1);
+    const stats = async () =>
+      Number(/cmdstat_evalsha:calls=(\d+)/.exec(await (clients[0] as Redis).info("commandstats"))?.[1] ?? 0);
+    // the Redlock listens now: a second call's first attempt carries its ticket
+    const before = await stats();
+    const second = dlm.acquire("listening", 1000, WAIT);
+    await untilQueued("listening", 2);
+    expect((await stats()) - before).toBe(1);
+    await holder.release();
+    await (await first).release();
+    await (await second).release();
+  });
+
+  it("skips a waiter whose process is gone: nobody listens on its channel", async () => {
+    const holder = await redlock().acquire("gone", 10_000);
+    const waiting = redlock(NO_POLLING).acquire("gone", 1000, WAIT);
+    await untilQueued("gone", 1);
+    // an entry ahead of it, of a process that no longer listens
+    for (const client of clients) await client.zadd(queueOf("gone"), 0, "nobody:1000:deadbeef");
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    for (const client of clients) expect(await client.get("gone")).toBe(lock.value);
+    await lock.release();
+  });
+
+  it("a waiter whose signal aborts leaves the queues, and the key goes to the next", async () => {
+    const holder = await redlock().acquire("abort", 10_000);
+    const controller = new AbortController();
+    const first = redlock(NO_POLLING).acquire("abort", 1000, { wait: 60_000, signal: controller.signal });
+    await untilQueued("abort", 1);
+    const second = redlock(NO_POLLING).acquire("abort", 1000, WAIT);
+    await untilQueued("abort", 2);
+    controller.abort(new Error("client left"));
+    await expect(first).rejects.toThrow("client left");
+    await untilQueued("abort", 1);
+    await holder.release();
+    await (await second).release();
+  });
+
+  it("rejects at once when the signal aborts while the waiter subscribes", async () => {
+    const holder = await redlock().acquire("joining", 10_000);
+    const controller = new AbortController();
+    // the abort lands while SUBSCRIBE is on its way, before the waiter sleeps
+    const { inner, stores: aborting } = storesSubscribing((subscribe) => {
+      controller.abort(new Error("aborted while joining"));
+      return subscribe();
+    });
+    const dlm = redlock(NO_POLLING, aborting);
+    await expect(dlm.acquire("joining", 1000, { wait: 60_000, signal: controller.signal })).rejects.toThrow(
+      "aborted while joining",
+    );
+    await holder.release();
+    for (const store of inner) store.close();
+  });
+
+  it("queues a waiter once a SUBSCRIBE slower than its per-instance timeout lands", async () => {
+    const holder = await redlock().acquire("slow-subscribe", 10_000);
+    // ttl 1000: a per-instance timeout of 100 ms, shorter than this SUBSCRIBE
+    const { inner, stores } = storesSubscribing(async (subscribe) => {
+      await sleep(300);
+      return subscribe();
+    });
+    const waiting = redlock(NO_POLLING, stores).acquire("slow-subscribe", 1000, WAIT);
+    await untilQueued("slow-subscribe", 1);
+    await holder.release();
+    await (await waiting).release();
+    for (const store of inner) store.close();
+  });
+
+  it("gives up a waiter's handed keys when its wait ends, so that nothing is left", async () => {
+    const holder = await redlock().acquire("timeout", 10_000);
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        redlock({ retryDelay: 20, retryJitter: 20 }).acquire(i % 2 ? "timeout" : ["timeout", `other-${i}`], 1000, {
+          wait: 200,
+        }),
+      ),
+    );
+    expect(results.every((r) => r.status === "rejected" && r.reason instanceof LockContentionError)).toBe(true);
+    await holder.release();
+    await sleep(50);
+    for (const client of clients) expect(await client.keys("*")).toEqual([]);
+  });
+
+  it("hands over the keys of a multi-resource lock", async () => {
+    const holder = await redlock().acquire(["m:a", "m:b"], 10_000);
+    const waiting = redlock(NO_POLLING).acquire(["m:b", "m:c"], 1000, WAIT);
+    await untilQueued("m:b", 1);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.resources).toEqual(["m:b", "m:c"]);
+    await lock.release();
+  });
+
+  it("falls back to polling with one warning, and closes its subscriber connection, when the user may not subscribe", async () => {
+    for (const client of clients) {
+      await client.call("ACL", "SETUSER", "nopubsub", "on", ">pw", "~*", "resetchannels", "+@all");
+    }
+    const restricted = cluster.servers.map((server) => server.client({ username: "nopubsub", password: "pw" }));
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    const connections = async () => ((await (clients[0] as Redis).client("LIST")) as string).trim().split("\n").length;
+    try {
+      await Promise.all(restricted.map((client) => client.ping()));
+      const before = await connections();
+      const dlm = new Redlock(restricted, { retryDelay: 30, retryJitter: 10 });
+      redlocks.push(dlm);
+      const holder = await dlm.acquire("acl", 10_000);
+      const waiting = dlm.acquire("acl", 1000, { wait: 5000 });
+      await sleep(100);
+      expect(await holder.release()).toBe(true);
+      const lock = await waiting;
+      await lock.release();
+      await sleep(10);
+      expect(warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_PUBSUB")).toHaveLength(1);
+      // no subscriber connection outlives the refused SUBSCRIBE
+      await until(async () => (await connections()) === before);
+      for (const client of clients) expect(await client.exists(queueOf("acl"))).toBe(0);
+    } finally {
+      process.off("warning", onWarning);
+      for (const client of clients) await client.call("ACL", "DELUSER", "nopubsub");
+    }
+  });
+
+  it("works with the in-process MemoryStore, oldest waiter first", async () => {
+    const store = new MemoryStore();
+    const holder = await redlock({}, [store]).acquire("mem", 10_000);
+    const order: number[] = [];
+    const waiters = [0, 1, 2].map((id) =>
+      redlock(NO_POLLING, [store])
+        .acquire("mem", 1000, WAIT)
+        .then(async (lock: Lock) => {
+          order.push(id);
+          await lock.release();
+        }),
+    );
+    await sleep(20);
+    await holder.release();
+    await Promise.all(waiters);
+    expect(order).toEqual([0, 1, 2]);
+  });
+
+  it("leaves no subscription once the last waiter is done and the Redlock quits", async () => {
+    const dlm = redlock(NO_POLLING);
+    const holder = await redlock().acquire("sub", 10_000);
+    const waiting = dlm.acquire("sub", 1000, WAIT);
+    await untilQueued("sub", 1);
+    const channels = async () =>
+      (await (clients[0] as Redis).pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[];
+    expect(await channels()).toHaveLength(1);
+    await holder.release();
+    await (await waiting).release();
+    await dlm.quit();
+    await until(async () => (await channels()).length === 0);
+  });
+});
