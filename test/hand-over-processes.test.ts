@@ -1,0 +1,198 @@
+/**
+ * Waiting between processes: each worker (fixtures/waiter-worker.mjs) is an OS process with its own
+ * Redlock and connections, as users run them. The workers import the BUILT core.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Redlock } from "../packages/core/src/index.js";
+import { sleep, useRedisServers } from "./helpers/redis-servers.js";
+
+const servers = useRedisServers(4);
+const script = fileURLToPath(new URL("./fixtures/waiter-worker.mjs", import.meta.url));
+/** Only a hand-over can wake these waiters within a test: their poll interval is a minute. */
+const HAND_OVER_ONLY = { wait: 60_000, retryDelay: 60_000, retryJitter: 0 };
+
+let lockClients: Redis[] = [];
+let witness: Redis;
+const children: ChildProcess[] = [];
+const redlocks: Redlock[] = [];
+
+beforeAll(() => {
+  expect(existsSync(new URL("../packages/core/dist/index.js", import.meta.url)), "run `pnpm build` first").toBe(true);
+  lockClients = servers.servers.slice(0, 3).map((server) => server.client());
+  witness = (servers.servers[3] as (typeof servers.servers)[number]).client();
+});
+
+afterEach(async () => {
+  for (const child of children.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  await Promise.all([...lockClients, witness].map((client) => client.flushall()));
+});
+
+afterAll(async () => {
+  await Promise.all([...lockClients, witness].map((client) => client.quit()));
+});
+
+interface Done {
+  kind: "done";
+  acquired: number;
+  overlaps: number;
+  failed: number;
+  failures: string[];
+  heapBefore: number;
+  heapAfter: number;
+}
+
+interface Worker {
+  readonly child: ChildProcess;
+  readonly started: Promise<unknown>;
+  readonly done: Promise<Done>;
+  quit(): Promise<string[]>;
+}
+
+function nextMessage<T>(child: ChildProcess, kind: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null, signal: string | null) =>
+      reject(new Error(`worker exited (${code ?? signal}) before "${kind}"`));
+    const onMessage = (message: { kind: string }) => {
+      if (message.kind !== kind) return;
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      resolve(message as T);
+    };
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+  });
+}
+
+function startWorker(config: Record<string, unknown>, instances = 3): Worker {
+  const ports = servers.servers.slice(0, instances).map((server) => server.port);
+  const witnessPort = (servers.servers[3] as (typeof servers.servers)[number]).port;
+  const child = fork(script, [JSON.stringify({ ports, witnessPort, ...config })], {
+    execArgv: ["--expose-gc"],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  children.push(child);
+  const started = nextMessage(child, "started");
+  const done = nextMessage<Done>(child, "done");
+  // a worker killed on purpose never reports; only tests that await `done` care
+  done.catch(() => {});
+  return {
+    child,
+    started,
+    done,
+    quit: async () => {
+      const quitted = nextMessage<{ handles: string[] }>(child, "quit");
+      child.send({ kind: "quit" });
+      return (await quitted).handles;
+    },
+  };
+}
+
+/** Resolves once `check` holds (polled; Redis learns of closed connections a moment later). */
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`never happened: ${what}`);
+    await sleep(10);
+  }
+}
+
+const queued = (key: string, instances = lockClients) =>
+  Promise.all(instances.map((client) => client.zcard(`${key}:redlock-kit:waiters`)));
+const untilQueued = (key: string, count: number, instances = lockClients) =>
+  until(async () => (await queued(key, instances)).every((size) => size === count), `${count} queued on ${key}`);
+const handOverChannels = async (client: Redis) =>
+  ((await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[]).length;
+/** Script runs on an instance (acquire, extend and release alike). */
+async function scriptCalls(client: Redis): Promise<number> {
+  const stats = await client.info("commandstats");
+  let calls = 0;
+  for (const match of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) calls += Number(match[1]);
+  return calls;
+}
+
+function holderOn(instances: readonly Redis[]): Redlock {
+  const dlm = new Redlock(instances);
+  redlocks.push(dlm);
+  return dlm;
+}
+
+describe("waiting between processes", () => {
+  it("hands the key along 3 processes on 3 instances: no overlap, every wait served by a hand-over, bounded script calls", async () => {
+    const before = await Promise.all(lockClients.map(scriptCalls));
+    const iterations = 25;
+    const workers = [0, 1, 2].map(() => startWorker({ resource: "relay", iterations, options: HAND_OVER_ONLY }));
+    const reports = await Promise.all(workers.map((worker) => worker.done));
+    const sections = 3 * iterations;
+    expect(reports.map((r) => r.failures)).toEqual([[], [], []]);
+    expect(reports.reduce((sum, r) => sum + r.acquired, 0)).toBe(sections);
+    expect(reports.reduce((sum, r) => sum + r.overlaps, 0)).toBe(0);
+    // per section: a refused attempt that queues, the claim of the handed key, the release
+    // (plus one unqueued first attempt per process); a herd or split votes would need many more
+    const after = await Promise.all(lockClients.map(scriptCalls));
+    for (const [i, count] of after.entries()) expect(count - (before[i] ?? 0)).toBeLessThanOrEqual(3 * sections + 3);
+    await Promise.all(workers.map((worker) => worker.quit()));
+    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+  }, 60_000);
+
+  it("serves 1,000 waiters spread over 4 processes, the holder in a fifth, and leaves nothing behind", async () => {
+    const holder = await holderOn(lockClients).acquire("hot", 30_000);
+    const workers = [0, 1, 2, 3].map(() =>
+      startWorker({ resource: "hot", waiters: 250, options: HAND_OVER_ONLY, ttl: 5000 }),
+    );
+    await untilQueued("hot", 1000);
+    await holder.release();
+    const reports = await Promise.all(workers.map((worker) => worker.done));
+    expect(reports.map((r) => r.failures)).toEqual([[], [], [], []]);
+    expect(reports.map((r) => r.acquired)).toEqual([250, 250, 250, 250]);
+    expect(reports.reduce((sum, r) => sum + r.overlaps, 0)).toBe(0);
+    // with every process still running: no queue, and the subscriptions end once nobody waits
+    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+    for (const client of lockClients) await until(async () => (await handOverChannels(client)) === 0, "unsubscribed");
+    // 250 finished waits leave the heap where it was (measured after a full GC, before quit())
+    for (const report of reports) expect(report.heapAfter - report.heapBefore).toBeLessThan(4 * 1024 * 1024);
+    const handles = await Promise.all(workers.map((worker) => worker.quit()));
+    for (const left of handles)
+      expect(left.filter((type) => type === "TCPSocketWrap" || type === "Timeout")).toEqual([]);
+  }, 120_000);
+
+  it("skips a queued waiter whose process was killed: the next one is handed the key", async () => {
+    const holder = await holderOn(lockClients).acquire("killed", 30_000);
+    const doomed = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
+    await untilQueued("killed", 1);
+    const next = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
+    await untilQueued("killed", 2);
+    const channels = await handOverChannels(lockClients[0] as Redis);
+    doomed.child.kill("SIGKILL");
+    for (const client of lockClients)
+      await until(async () => (await handOverChannels(client)) === channels - 1, "gone");
+    await holder.release();
+    const report = await next.done;
+    expect({ acquired: report.acquired, failures: report.failures }).toEqual({ acquired: 1, failures: [] });
+    await next.quit();
+    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+  }, 60_000);
+
+  it("a frozen waiter holds a handed key only until its hold lapses; the others then take it", async () => {
+    const holder = await holderOn(lockClients).acquire("frozen", 30_000);
+    const frozen = startWorker({ resource: "frozen", options: HAND_OVER_ONLY });
+    await untilQueued("frozen", 1);
+    // polls every 50–100 ms: it learns that the hold lapsed by polling
+    const next = startWorker({ resource: "frozen", options: { wait: 60_000, retryDelay: 50, retryJitter: 50 } });
+    await untilQueued("frozen", 2);
+    frozen.child.kill("SIGSTOP");
+    try {
+      await holder.release();
+      const report = await next.done;
+      expect({ acquired: report.acquired, failures: report.failures }).toEqual({ acquired: 1, failures: [] });
+      await next.quit();
+    } finally {
+      frozen.child.kill("SIGKILL");
+    }
+  }, 60_000);
+});
