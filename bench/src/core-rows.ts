@@ -125,7 +125,7 @@ export async function runContentionRow(
   plan: RoundPlan,
   log: (line: string) => void,
 ): Promise<Section> {
-  const title = `Contention: ${CONTENDING_WORKERS} workers on one key, ~1 ms critical section, 1 instance`;
+  const title = `In one process, contention: ${CONTENDING_WORKERS} workers share one library object, one key, ~1 ms critical section, 1 instance`;
   log(`${title}…`);
   return withContenders([FLOOR, REDLOCK_KIT, ...PEERS], ports.slice(0, 1), async (contenders) => {
     const samples = await alternate<ContentionSample>(
@@ -199,7 +199,7 @@ export async function runQueueRows(
 ): Promise<Section[]> {
   const sections: Section[] = [];
   for (const instances of [1, 3]) {
-    const title = `Queue: ${QUEUE_WORKERS} workers ask for one key at once, once each per round, ~1 ms critical section, ${instances} instance${instances > 1 ? "s" : ""}`;
+    const title = `In one process, queue: ${QUEUE_WORKERS} workers share one library object and ask for one key at once, once each per round, ~1 ms critical section, ${instances} instance${instances > 1 ? "s" : ""}`;
     log(`${title}…`);
     const factories = queueContenders.map((c) => c.factory);
     const section = await withContenders(factories, ports.slice(0, instances), async (created) => {

@@ -9,7 +9,13 @@ import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { FLOOR, PEERS, type Poll, REDLOCK_KIT } from "./contenders.js";
 import { median, quantile } from "./measure.js";
-import type { SectionTimes, WorkerCommand, WorkerReport, WorkerSetup } from "./process-worker.js";
+import {
+  machineMs,
+  type SectionTimes,
+  type WorkerCommand,
+  type WorkerReport,
+  type WorkerSetup,
+} from "./process-protocol.js";
 import type { Entry, Section } from "./results.js";
 import { alternate, type RoundPlan, ratios } from "./rounds.js";
 
@@ -123,9 +129,9 @@ function gapsOf(sections: readonly SectionTimes[], gaps: number[], fromCall: num
 }
 
 async function contend(workers: Workers, burstMs: number): Promise<ProcessSample> {
-  const started = performance.timeOrigin + performance.now();
-  const outcome = await workers.run({ kind: "contend", untilEpochMs: started + burstMs });
-  const elapsed = performance.timeOrigin + performance.now() - started;
+  const started = machineMs();
+  const outcome = await workers.run({ kind: "contend", untilMs: started + burstMs });
+  const elapsed = machineMs() - started;
   const gaps: number[] = [];
   const fromCall: number[] = [];
   gapsOf(outcome.sections.flat(), gaps, fromCall);

@@ -4,44 +4,17 @@
  * epoch milliseconds with sub-millisecond precision (`timeOrigin + now()`), comparable across
  * processes on one machine. A witness counter in a separate Redis counts overlapping sections.
  */
-import { performance } from "node:perf_hooks";
 import { Redis } from "ioredis";
-import { type Contender, FLOOR, PEERS, type Poll, REDLOCK_KIT } from "./contenders.js";
-
-export interface WorkerSetup {
-  readonly contender: string;
-  readonly ports: readonly number[];
-  readonly witnessPort: number;
-  readonly key: string;
-  readonly poll: Poll;
-}
-
-/** Parent → worker. */
-export type WorkerCommand =
-  | { readonly kind: "contend"; readonly untilEpochMs: number }
-  | { readonly kind: "once" }
-  | { readonly kind: "close" };
-
-/** One critical section: acquired → release called → release resolved, in epoch ms. */
-export interface SectionTimes {
-  readonly askedAt: number;
-  readonly acquiredAt: number;
-  readonly releaseCalledAt: number;
-  readonly releasedAt: number;
-}
-
-/** Worker → parent. */
-export type WorkerReport =
-  | { readonly kind: "ready" }
-  | {
-      readonly kind: "sections";
-      readonly sections: SectionTimes[];
-      readonly overlaps: number;
-      readonly failed: number;
-    };
+import { type Contender, FLOOR, PEERS, REDLOCK_KIT } from "./contenders.js";
+import {
+  machineMs,
+  type SectionTimes,
+  type WorkerCommand,
+  type WorkerReport,
+  type WorkerSetup,
+} from "./process-protocol.js";
 
 const FACTORIES = [FLOOR, REDLOCK_KIT, ...PEERS];
-const epochMs = () => performance.timeOrigin + performance.now();
 const send = (report: WorkerReport) => process.send?.(report);
 
 async function main(setup: WorkerSetup): Promise<void> {
@@ -56,7 +29,7 @@ async function main(setup: WorkerSetup): Promise<void> {
   let failed = 0;
   /** One acquisition, a ~1 ms critical section checked by the witness, one release. */
   const section = async (): Promise<SectionTimes | undefined> => {
-    const askedAt = epochMs();
+    const askedAt = machineMs();
     let release: () => Promise<unknown>;
     try {
       release = await contender.acquireWaiting(setup.key, setup.poll);
@@ -64,13 +37,13 @@ async function main(setup: WorkerSetup): Promise<void> {
       failed++;
       return undefined;
     }
-    const acquiredAt = epochMs();
+    const acquiredAt = machineMs();
     if ((await witness.incr(witnessKey)) > 1) overlaps++;
     await new Promise((resolve) => setTimeout(resolve, 1));
     await witness.decr(witnessKey);
-    const releaseCalledAt = epochMs();
+    const releaseCalledAt = machineMs();
     await release();
-    return { askedAt, acquiredAt, releaseCalledAt, releasedAt: epochMs() };
+    return { askedAt, acquiredAt, releaseCalledAt, releasedAt: machineMs() };
   };
 
   process.on("message", (command: WorkerCommand) => {
@@ -81,18 +54,20 @@ async function main(setup: WorkerSetup): Promise<void> {
         process.exit(0);
       }
       const sections: SectionTimes[] = [];
+      const cpu = process.cpuUsage();
       overlaps = 0;
       failed = 0;
       if (command.kind === "once") {
         const times = await section();
         if (times) sections.push(times);
       } else {
-        while (epochMs() < command.untilEpochMs) {
+        while (machineMs() < command.untilMs) {
           const times = await section();
           if (times) sections.push(times);
         }
       }
-      send({ kind: "sections", sections, overlaps, failed });
+      const used = process.cpuUsage(cpu);
+      send({ kind: "sections", sections, overlaps, failed, cpuUs: used.user + used.system });
     })();
   });
   send({ kind: "ready" });

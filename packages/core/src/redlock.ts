@@ -489,7 +489,7 @@ function checkDistinct(resolved: readonly ResolvedInstance[]): void {
 const waitBudget = (opts: ResolvedAcquireOptions, attempts: number) =>
   opts.wait ?? (opts.retryCount + 1 - attempts) * (opts.retryDelay + opts.retryJitter);
 
-const isYes = (vote: Vote<AcquireReply> | undefined) => vote !== undefined && vote.ok && vote.value.acquired;
+const isYes = (vote: Vote<AcquireReply> | undefined) => vote?.ok === true && vote.value.acquired;
 
 /** Indexes of the instances that did not take the keys: a waiter may sit in their queues. */
 function notTaken(votes: readonly Vote<AcquireReply>[]): number[] {

@@ -18,9 +18,10 @@ export const ACQUIRE_SCRIPT = `
 local value, entry = ARGV[1], ARGV[3]
 local n = entry and #KEYS / 2 or #KEYS
 -- one free key: SET NX is the whole job (the common case)
+-- queue commands go through pcall: a user not allowed them still locks, and its waiters poll
 if n == 1 and redis.call('set', KEYS[1], value, 'nx', 'px', ARGV[2]) then
   if entry then
-    redis.call('zrem', KEYS[2], entry)
+    redis.pcall('zrem', KEYS[2], entry)
   end
   return redis.status_reply('OK')
 end
@@ -32,9 +33,10 @@ for i = 1, n do
     if entry then
       -- queue behind the holder: its release hands the key to the oldest entry (NX keeps our place)
       local queue = KEYS[n + i]
-      redis.call('zadd', queue, 'nx', ARGV[4], entry)
-      if redis.call('pttl', queue) < tonumber(ARGV[5]) then
-        redis.call('pexpire', queue, ARGV[5])
+      redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
+      local left = redis.pcall('pttl', queue)
+      if type(left) == 'number' and left < tonumber(ARGV[5]) then
+        redis.pcall('pexpire', queue, ARGV[5])
       end
     end
     return redis.call('pttl', KEYS[i])
@@ -44,7 +46,7 @@ end
 for i = 1, n do
   redis.call('set', KEYS[i], value, 'px', ARGV[2])
   if entry then
-    redis.call('zrem', KEYS[n + i], entry)
+    redis.pcall('zrem', KEYS[n + i], entry)
   end
 end
 return redis.status_reply('OK')
@@ -84,7 +86,9 @@ for i = 1, n do
     redis.call('del', key)
     released = released + 1
     while queued do
-      local head = redis.call('zpopmin', KEYS[n + i])[1]
+      -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
+      local popped = redis.pcall('zpopmin', KEYS[n + i])
+      local head = type(popped) == 'table' and popped[1]
       if not head then
         break
       end

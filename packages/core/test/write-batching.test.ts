@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import type { RedisServer } from "../../../test/helpers/redis-process.js";
-import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
 import { RedisStore, Redlock } from "../src/index.js";
 import { MAX_BATCH } from "../src/redis-store.js";
 
