@@ -49,6 +49,7 @@ interface Outcome {
   readonly sections: SectionTimes[][];
   readonly overlaps: number;
   readonly failed: number;
+  readonly cpuUs: number;
 }
 
 /** PROCESSES workers of one contender, kept for a whole row. */
@@ -87,6 +88,7 @@ class Workers {
       sections: reports.map((r) => r.sections),
       overlaps: reports.reduce((sum, r) => sum + r.overlaps, 0),
       failed: reports.reduce((sum, r) => sum + r.failed, 0),
+      cpuUs: reports.reduce((sum, r) => sum + r.cpuUs, 0),
     };
   }
 
@@ -115,6 +117,8 @@ interface ProcessSample {
   readonly perProcess: number[];
   readonly overlaps: number;
   readonly failed: number;
+  /** CPU time of all the contending processes per critical section, µs. */
+  readonly cpuUsPerSection: number;
 }
 
 /** Gaps between consecutive sections of all processes, in acquisition order. */
@@ -143,6 +147,7 @@ async function contend(workers: Workers, burstMs: number): Promise<ProcessSample
     perProcess: outcome.sections.map((s) => s.length),
     overlaps: outcome.overlaps,
     failed: outcome.failed,
+    cpuUsPerSection: outcome.cpuUs / total,
   };
 }
 
@@ -154,6 +159,7 @@ async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSa
   let overlaps = 0;
   let failed = 0;
   let total = 0;
+  let cpuUs = 0;
   while (performance.now() - started < burstMs) {
     const outcome = await workers.run({ kind: "once" });
     gapsOf(outcome.sections.flat(), gaps, fromCall);
@@ -163,6 +169,7 @@ async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSa
     });
     overlaps += outcome.overlaps;
     failed += outcome.failed;
+    cpuUs += outcome.cpuUs;
   }
   return {
     sectionsPerSec: total / ((performance.now() - started) / 1000),
@@ -171,6 +178,7 @@ async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSa
     perProcess,
     overlaps,
     failed,
+    cpuUsPerSection: cpuUs / total,
   };
 }
 
@@ -192,6 +200,7 @@ function entry(label: string, how: string, mine: ProcessSample[], baseline: Proc
       fairness: median(mine.map((s) => Math.min(...s.perProcess) / Math.max(...s.perProcess))),
       overlaps: mine.reduce((sum, s) => sum + s.overlaps, 0),
       failed: mine.reduce((sum, s) => sum + s.failed, 0),
+      cpuUsPerSection: median(mine.map((s) => s.cpuUsPerSection)),
     },
   };
 }

@@ -102,7 +102,8 @@ export function queueTargetLines(sections: readonly Section[]): string[] {
 /** The between-process rows: throughput, hand-over gaps, fairness across processes, violations. */
 function processTable(section: Section): string {
   const header = ["", "how", section.unit, `× ${section.baseline} (median, min–max)`];
-  header.push("gap p50 µs", "gap p99 µs", "unlock called → next p50 µs", "fairness min/max", "overlaps", "failed");
+  header.push("gap p50 µs", "gap p99 µs", "unlock called → next p50 µs", "fairness min/max", "client CPU µs/section");
+  header.push("overlaps", "failed");
   const rows = section.entries.map((entry) => {
     const m = entry.metrics;
     return [
@@ -114,6 +115,7 @@ function processTable(section: Section): string {
       int(m.gapP99Us ?? Number.NaN),
       int(m.gapFromCallP50Us ?? Number.NaN),
       num(m.fairness ?? Number.NaN),
+      int(m.cpuUsPerSection ?? Number.NaN),
       String(m.overlaps ?? "–"),
       String(m.failed ?? "–"),
     ];
