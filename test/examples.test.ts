@@ -2,7 +2,7 @@
  * Each example app, built by its exported builder against three real redis-servers, answers the
  * curl lines its README documents: 200 when the lock is free, 423 while someone else holds it.
  */
-import { createServer, type RequestListener } from "node:http";
+import { createServer, type RequestListener, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Redlock } from "@redlock-kit/core";
 import request from "supertest";
@@ -28,8 +28,11 @@ interface Running {
   close(): Promise<void>;
 }
 
-async function serveNode(listener: RequestListener): Promise<Running> {
-  const server = createServer(listener);
+function serveNode(listener: RequestListener): Promise<Running> {
+  return serveServer(createServer(listener));
+}
+
+async function serveServer(server: Server): Promise<Running> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
@@ -57,6 +60,14 @@ const examples: readonly { name: string; start(dlm: Redlock): Promise<Running> }
       const app = await (await import("../examples/fastify/src/app.js")).buildApp(dlm, { workMs: WORK_MS });
       const url = await app.listen({ port: 0, host: "127.0.0.1" });
       return { url, close: () => app.close() };
+    },
+  },
+  {
+    name: "hono",
+    start: async (dlm) => {
+      const app = (await import("../examples/hono/src/app.js")).buildApp(dlm, { workMs: WORK_MS });
+      const { createAdaptorServer } = await import("@hono/node-server");
+      return serveServer(createAdaptorServer({ fetch: app.fetch }) as Server);
     },
   },
   {

@@ -1,12 +1,13 @@
 /**
- * The same routes on Express, Koa (+ @koa/router, @koa/bodyparser) and Fastify, each on a real
- * loopback port: the glue the HTTP contract suite runs against. A route is described once,
+ * The same routes on Express, Koa (+ @koa/router, @koa/bodyparser), Fastify and Hono (on
+ * @hono/node-server), each on a real loopback port: the glue the HTTP contract suite runs against. A route is described once,
  * framework-neutral; each builder maps it to its framework, the adapter's options and hooks.
  */
 import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
+import { createAdaptorServer } from "@hono/node-server";
 import { bodyParser } from "@koa/bodyparser";
 import { Router } from "@koa/router";
 import type { HttpKeySource, KeySpec, Lock, Redlock, RedlockError, RouteLockOptions } from "@redlock-kit/core";
@@ -16,9 +17,11 @@ import {
   redlockErrorHandler,
 } from "@redlock-kit/express";
 import redlockPlugin, { type FastifyLockHook } from "@redlock-kit/fastify";
+import { type HonoLockHook, createRedlockMiddleware as honoRedlock } from "@redlock-kit/hono";
 import { type KoaLockHook, createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
 import express from "express";
 import Fastify from "fastify";
+import { Hono } from "hono";
 import Koa from "koa";
 
 /** What a handler answers: JSON (status 200 unless given) or a streamed body. */
@@ -31,7 +34,7 @@ export interface RouteSpec {
   key: KeySpec<HttpKeySource>;
   /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
   options?: Omit<RouteLockOptions, "onLocked" | "onUnavailable"> & { hooks?: boolean };
-  /** Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock). */
+  /** Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock, c.var.lock). */
   handler: (lock: Lock | undefined) => Promise<Reply>;
 }
 
@@ -45,7 +48,7 @@ export interface RunningApp {
   close(): Promise<void>;
 }
 
-export type Framework = "express" | "koa" | "fastify";
+export type Framework = "express" | "koa" | "fastify" | "hono";
 export type AppBuilder = (dlm: Redlock, routes: readonly RouteSpec[]) => Promise<RunningApp>;
 
 async function listen(server: http.Server): Promise<RunningApp> {
@@ -153,8 +156,29 @@ const buildFastify: AppBuilder = async (dlm, routes) => {
   return { url: `http://127.0.0.1:${port}`, server: app.server, close: () => app.close() };
 };
 
+const buildHono: AppBuilder = async (dlm, routes) => {
+  const app = new Hono();
+  // Hono's default error handler logs the error; a deployed app answers a plain 500
+  app.onError((_error, c) => c.json({ error: "Internal Server Error" }, 500));
+  const redlock = honoRedlock(dlm);
+  for (const spec of routes) {
+    const options = withHooks<HonoLockHook>(
+      spec,
+      (c, error) => c.json(hookBody("onLocked", error), HOOK_STATUS.onLocked),
+      (c, error) => c.json(hookBody("onUnavailable", error), HOOK_STATUS.onUnavailable),
+    );
+    app[spec.method](spec.path, redlock(spec.key, options), async (c) => {
+      const reply = await spec.handler(c.var.lock);
+      if ("stream" in reply) return new Response(Readable.toWeb(reply.stream) as ReadableStream<Uint8Array>);
+      return c.json(reply.json as object, (reply.status ?? 200) as 200);
+    });
+  }
+  return listen(createAdaptorServer({ fetch: app.fetch }) as http.Server);
+};
+
 export const buildApp: Record<Framework, AppBuilder> = {
   express: buildExpress,
   koa: buildKoa,
   fastify: buildFastify,
+  hono: buildHono,
 };

@@ -1,6 +1,6 @@
 /**
  * Bad input at every entry point (RELIABILITY.md §3.4 B1–B4): the Redlock constructor and methods,
- * key templates and key functions, the three HTTP adapters and `@Locked`. Each gets a typed error
+ * key templates and key functions, the four HTTP adapters and `@Locked`. Each gets a typed error
  * (or a 400), and nothing reaches Redis. packages/core/test/validation.test.ts covers the plain
  * bad ttls, resources and options; this file covers hostile shapes and prototype pollution.
  */
@@ -180,7 +180,7 @@ describe("key templates and key functions (core)", () => {
   });
 });
 
-const frameworks: Framework[] = ["express", "koa", "fastify"];
+const frameworks: Framework[] = ["express", "koa", "fastify", "hono"];
 
 describe.each(frameworks)("HTTP bad input through %s", (framework) => {
   it("every junk key, a missing param and a __proto__ body answer 400 JSON; the handler never runs; nothing is locked", async () => {
@@ -211,7 +211,7 @@ describe.each(frameworks)("HTTP bad input through %s", (framework) => {
       expect(answer.status, JSON.stringify(body)).toBe(400);
       expect(JSON.parse(answer.text)).toEqual({ error: expect.stringContaining("body.sku") });
     }
-    // Koa's and Fastify's body parsers refuse a __proto__ key themselves; Express's parses it as an own
+    // Koa's and Fastify's body parsers refuse a __proto__ key themselves; Express's and Hono's parse it as an own
     // property, which the key template does not follow
     const proto = await send(`${app.url}/orders/1/pay`, {
       method: "POST",

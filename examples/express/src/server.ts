@@ -1,29 +1,8 @@
 import { createServer } from "node:http";
-import {
-  curl,
-  curlTwice,
-  listen,
-  onShutdown,
-  portFromEnv,
-  printBanner,
-  startBackend,
-} from "@redlock-kit/example-support";
+import { curl, serveExample, startBackend } from "@redlock-kit/example-support";
 import { buildApp } from "./app.js";
 
 const backend = await startBackend();
-const server = createServer(buildApp(backend.redlock));
-onShutdown(async () => {
-  server.close();
-  server.closeAllConnections();
-  await backend.close();
-});
-const url = await listen(server, portFromEnv());
-printBanner("redlock-kit Express example", url, backend, [
-  { say: '200 {"status":"success"}', run: curl("POST", `${url}/api/resource`) },
-  {
-    say: 'two at once: one 200, one 423 {"error":"Resource is locked"}',
-    run: curlTwice("POST", `${url}/api/resource`),
-  },
-  { say: "the same order twice at once: one 200, one 423", run: curlTwice("POST", `${url}/orders/42/pay`) },
+await serveExample("redlock-kit Express example", createServer(buildApp(backend.redlock)), backend, (url) => [
   { say: "the demo's counter, locked per name", run: curl("POST", `${url}/counters/visits/increment`) },
 ]);

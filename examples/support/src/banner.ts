@@ -22,6 +22,18 @@ export function curlTwice(method: string, url: string): string {
   return `for i in 1 2; do ${curl(method, url)} & done; wait`;
 }
 
+/** The curl lines every example prints: the seed's route once and twice at once, and one order paid twice at once. */
+export function seedCurlLines(url: string): CurlLine[] {
+  return [
+    { say: '200 {"status":"success"}', run: curl("POST", `${url}/api/resource`) },
+    {
+      say: 'two at once: one 200, one 423 {"error":"Resource is locked"}',
+      run: curlTwice("POST", `${url}/api/resource`),
+    },
+    { say: "the same order twice at once: one 200, one 423", run: curlTwice("POST", `${url}/orders/42/pay`) },
+  ];
+}
+
 /** Prints what is listening where, where the locks live, and curl lines to try. */
 export function printBanner(title: string, url: string, backend: ExampleBackend, lines: readonly CurlLine[]): void {
   const out = [`${title} listening on ${url}`, backend.description, "", "Try:"];

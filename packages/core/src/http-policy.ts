@@ -11,7 +11,7 @@ import {
   type ResolvedHoldOptions,
 } from "./options.js";
 import type { Redlock } from "./redlock.js";
-import { ResponseTracker } from "./response-tracker.js";
+import { ResponseTracker, type TrackedResponse } from "./response-tracker.js";
 import { checkFunction } from "./validate.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -90,10 +90,14 @@ export class RouteLock<Hook = never> {
    */
   readonly readsQuery: boolean;
 
+  /** Whether the key reads the body: adapters that must parse it themselves (Hono) do so only then. */
+  readonly readsBody: boolean;
+
   constructor(redlock: Redlock, key: KeySpec<HttpKeySource>, options: ResolvedRouteOptions<Hook>) {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
     this.readsQuery = keyReads(key, "query");
+    this.readsBody = keyReads(key, "body");
     this.#options = options;
   }
 
@@ -103,7 +107,11 @@ export class RouteLock<Hook = never> {
    * releases it exactly once when the handler has finished the response (or failed).
    */
   begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
-    const tracker = new ResponseTracker(res);
+    return this.beginTracked(source, new ResponseTracker(res));
+  }
+
+  /** `begin` for a response followed by the adapter's own tracker (e.g. a `FetchResponseTracker`). */
+  beginTracked(source: HttpKeySource, tracker: TrackedResponse): Promise<RouteOutcome<Hook>> {
     const options = this.#options;
     let resources: readonly string[];
     try {
@@ -121,7 +129,7 @@ export class RouteLock<Hook = never> {
     );
   }
 
-  #acquired(lock: Lock, tracker: ResponseTracker): RouteOutcome<Hook> | Promise<RouteOutcome<Hook>> {
+  #acquired(lock: Lock, tracker: TrackedResponse): RouteOutcome<Hook> | Promise<RouteOutcome<Hook>> {
     if (tracker.clientLeft) {
       // the lock arrived after the client left: nobody will use it
       tracker.dispose();
@@ -130,6 +138,7 @@ export class RouteLock<Hook = never> {
     const redlock = this.#redlock;
     const options = this.#options;
     const stop = options.autoExtend ? autoExtend(redlock, lock, options.ttl, options.hold) : undefined;
+    if (stop) tracker.whenClientLeft?.(stop);
     tracker.whenDone(() => {
       stop?.();
       void redlock.unlock(lock);
@@ -137,7 +146,7 @@ export class RouteLock<Hook = never> {
     return { kind: "acquired", lock };
   }
 
-  #failed(error: unknown, tracker: ResponseTracker): RouteOutcome<Hook> {
+  #failed(error: unknown, tracker: TrackedResponse): RouteOutcome<Hook> {
     tracker.dispose();
     if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return ABORTED;
     if (!RedlockError.isRedlockError(error)) throw error;

@@ -3,6 +3,26 @@ import type { ServerResponse } from "node:http";
 const clientClosed = () => new Error("Client closed the connection");
 
 /**
+ * What a route lock follows of one response, whatever the server: a Node `ServerResponse`
+ * (`ResponseTracker`) or a Fetch-API `Response` (`FetchResponseTracker`).
+ */
+export interface TrackedResponse {
+  /** Aborts when the client goes away before the response is complete; stops a wait for the lock. */
+  readonly signal: AbortSignal;
+  /** True once the client went away before the response was complete. */
+  readonly clientLeft: boolean;
+  /** Runs `callback` once, when the handler has finished its response (now, if it already has). */
+  whenDone(callback: () => void): void;
+  /**
+   * Runs `callback` once if the client leaves before the response is done: the route then stops
+   * extending the lock, so that it expires within one ttl unless the response ends first.
+   */
+  whenClientLeft?(callback: () => void): void;
+  /** Stops following the response (the lock was not acquired). */
+  dispose(): void;
+}
+
+/**
  * Follows one HTTP response for the lock that guards it; attach before the first `await` of a
  * request. "Done" means the handler ended the response: 'finish' (a streamed body included), or
  * `res.end()` called after the client already left. A client that disconnects early does not end
@@ -13,7 +33,7 @@ const clientClosed = () => new Error("Client closed the connection");
  * every locked request, and `stream.finished()` with a controller each time cost several percent
  * of an Express server's CPU (bench/).
  */
-export class ResponseTracker {
+export class ResponseTracker implements TrackedResponse {
   readonly #res: ServerResponse;
   #controller: AbortController | undefined;
   #clientLeft = false;

@@ -1,0 +1,39 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Redlock } from "@redlock-kit/core";
+import { createRedlockMiddleware } from "@redlock-kit/hono";
+import { Hono } from "hono";
+
+export interface AppOptions {
+  /**
+   * How long each handler works while holding its lock, in ms: long enough for a second curl to
+   * arrive meanwhile and get 423.
+   * @default 500
+   */
+  workMs?: number;
+}
+
+/**
+ * The Hono example: the seed route and a route locked per order.
+ *
+ * @example
+ * const app = buildApp(new Redlock(["redis://127.0.0.1:6379"]));
+ * serve({ fetch: app.fetch, port: 3000 });
+ */
+export function buildApp(dlm: Redlock, { workMs = 500 }: AppOptions = {}): Hono {
+  const app = new Hono();
+  const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
+
+  // Lock "resource_name" for 1000 ms (auto-extended while the request is in flight); 423 while someone else holds it.
+  app.post("/api/resource", redlock("resource_name"), async (c) => {
+    await sleep(workMs);
+    return c.json({ status: "success" });
+  });
+
+  // One lock per order: paying order 1 never waits for order 2.
+  app.post("/orders/:id/pay", redlock("order:{params.id}", { ttl: 5000 }), async (c) => {
+    await sleep(workMs);
+    return c.json({ status: "paid", order: c.req.param("id") });
+  });
+
+  return app;
+}

@@ -1,0 +1,123 @@
+import type { TrackedResponse } from "./response-tracker.js";
+
+/**
+ * Follows one Fetch-API response (Hono, and any server that answers with a `Response`) for the
+ * lock that guards it. "Done" means the body the server sends has been read to its end, has
+ * failed, or was cancelled by the server (on `@hono/node-server`, when the client leaves in the
+ * middle of it); a response without a body is done as soon as the handler returns it.
+ *
+ * The request's `signal` tells when the client went away: a wait for the lock stops, and once the
+ * lock is held its auto-extension stops (`whenClientLeft`), so that a body nobody reads any more
+ * cannot pin the lock until the cap.
+ *
+ * @example
+ * const tracker = new FetchResponseTracker(request.signal);
+ * const outcome = await route.beginTracked(source, tracker);
+ * // ... run the handler, then send what this returns:
+ * return tracker.respond(response);
+ */
+export class FetchResponseTracker implements TrackedResponse {
+  readonly #request: AbortSignal | undefined;
+  #fallback: AbortController | undefined;
+  #clientLeft: boolean;
+  #done = false;
+  #onDone: (() => void) | undefined;
+  #onLeft: (() => void) | undefined;
+
+  /** @param requestSignal the request's `signal`, aborted when the client disconnects (when the server says so) */
+  constructor(requestSignal?: AbortSignal) {
+    this.#request = requestSignal;
+    this.#clientLeft = requestSignal?.aborted === true;
+    if (!this.#clientLeft) requestSignal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  get signal(): AbortSignal {
+    if (this.#request) return this.#request;
+    // a server that gives no request signal: nothing ever aborts the wait but its own deadline
+    this.#fallback ??= new AbortController();
+    return this.#fallback.signal;
+  }
+
+  get clientLeft(): boolean {
+    return this.#clientLeft;
+  }
+
+  whenDone(callback: () => void): void {
+    if (this.#done) callback();
+    else this.#onDone = callback;
+  }
+
+  whenClientLeft(callback: () => void): void {
+    if (this.#done) return;
+    if (this.#clientLeft) callback();
+    else this.#onLeft = callback;
+  }
+
+  dispose(): void {
+    this.#request?.removeEventListener("abort", this.#onAbort);
+    this.#onDone = undefined;
+    this.#onLeft = undefined;
+  }
+
+  /**
+   * The response to send instead of `response`: the same status, headers and bytes, with a body
+   * that ends the response when it has been read to its end, has failed or was cancelled.
+   * `sendsBody: false` (e.g. a HEAD request, whose body the framework drops unread) and a
+   * response without a body end it now.
+   */
+  respond(response: Response, sendsBody = true): Response {
+    const body = response.body;
+    // a body that something else already reads cannot be followed: that reader sends it
+    if (!sendsBody || body === null || body.locked) {
+      this.end();
+      return response;
+    }
+    const followed = endsWith(body, () => this.end());
+    return new Response(followed, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
+
+  /** Ends the response now: the handler failed, or the body was sent another way. */
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    const callback = this.#onDone;
+    this.dispose();
+    callback?.();
+  }
+
+  readonly #onAbort = (): void => {
+    if (this.#done) return;
+    this.#clientLeft = true;
+    const callback = this.#onLeft;
+    this.#onLeft = undefined;
+    callback?.();
+  };
+}
+
+/** `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended, failed or was cancelled. */
+function endsWith(body: ReadableStream<Uint8Array>, onEnd: () => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (!done) return controller.enqueue(value);
+          controller.close();
+        } catch (error) {
+          controller.error(error);
+        }
+        onEnd();
+      },
+      cancel(reason) {
+        // once the handler's own stream has stopped: its cancel may still be cleaning up under the lock
+        return reader.cancel(reason).finally(onEnd);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}

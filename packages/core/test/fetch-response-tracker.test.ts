@@ -1,0 +1,130 @@
+/**
+ * The HTTP policy serving a Fetch-API `Response` (FetchResponseTracker), without any server: the
+ * test plays the server, reading or cancelling the body and aborting the request's signal.
+ */
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { nextRelease } from "../../../test/helpers/lock-events.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { createHttpLockPolicy, FetchResponseTracker, type Lock, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(1);
+let redis: Redis;
+let dlm: Redlock;
+
+beforeAll(() => {
+  redis = cluster.servers[0]?.client() as Redis;
+  dlm = new Redlock([redis]);
+});
+
+afterEach(async () => {
+  await redis.flushall();
+});
+
+afterAll(async () => {
+  await dlm?.quit();
+});
+
+const source = { params: {}, query: {}, body: undefined, headers: {} };
+
+/** Takes the lock of `key` for a request whose client leaves when `client` aborts. */
+async function acquire(key: string, client: AbortController, ttl = 1000) {
+  const tracker = new FetchResponseTracker(client.signal);
+  const outcome = await createHttpLockPolicy(dlm, { ttl }).route(key).beginTracked(source, tracker);
+  if (outcome.kind !== "acquired") throw new Error(`expected the lock, got ${outcome.kind}`);
+  return { tracker, lock: outcome.lock };
+}
+
+/** A body whose chunks the test writes. */
+function drivenBody() {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+    },
+  });
+  return { body, controller };
+}
+
+const lostReason = (lock: Lock) =>
+  new Promise<unknown>((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason)));
+
+describe("FetchResponseTracker", () => {
+  it("stops extending when the request signal aborts in the middle of a body nobody cancels: the key expires within one ttl and lock.signal aborts", async () => {
+    const client = new AbortController();
+    const { tracker, lock } = await acquire("fetch:1", client);
+    const lost = lostReason(lock);
+    const { body, controller } = drivenBody();
+    const reader = tracker.respond(new Response(body)).body?.getReader();
+    controller.enqueue(new Uint8Array([1]));
+    expect((await reader?.read())?.value).toEqual(new Uint8Array([1]));
+    client.abort();
+    // with auto-extension going on, this waits until the Redlock's 60 s maxHoldMs
+    expect(await lost).toMatchObject({ name: "LockLostError" });
+    await expect.poll(() => redis.get("fetch:1")).toBeNull();
+    // the server gives up on the body at last: released once, with nothing left to delete
+    const released = nextRelease("fetch:1");
+    await reader?.cancel();
+    expect((await released).released).toBe(false);
+  });
+
+  it("keeps the lock through the last chunk and releases it when the body has been read to its end", async () => {
+    const { tracker } = await acquire("fetch:2", new AbortController());
+    const { body, controller } = drivenBody();
+    const reader = tracker.respond(new Response(body, { status: 201, headers: { "x-a": "1" } })).body?.getReader();
+    controller.enqueue(new Uint8Array([1]));
+    controller.close();
+    expect((await reader?.read())?.done).toBe(false);
+    expect(await redis.get("fetch:2")).not.toBeNull();
+    const released = nextRelease("fetch:2");
+    expect((await reader?.read())?.done).toBe(true);
+    expect((await released).released).toBe(true);
+  });
+
+  it("releases the lock when the server cancels the body between two reads, and cancels the handler's stream", async () => {
+    const { tracker } = await acquire("fetch:7", new AbortController());
+    let cancelled = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull: (controller) => controller.enqueue(new Uint8Array([1])),
+      cancel: () => {
+        cancelled = true;
+      },
+    });
+    const reader = tracker.respond(new Response(body)).body?.getReader();
+    expect((await reader?.read())?.done).toBe(false);
+    const released = nextRelease("fetch:7");
+    await reader?.cancel();
+    expect(cancelled).toBe(true);
+    expect((await released).released).toBe(true);
+  });
+
+  it("keeps the status and headers of the response it follows", async () => {
+    const { tracker } = await acquire("fetch:3", new AbortController());
+    const sent = tracker.respond(new Response("ok", { status: 201, statusText: "Made", headers: { "x-a": "1" } }));
+    expect([sent.status, sent.statusText, sent.headers.get("x-a")]).toEqual([201, "Made", "1"]);
+    const released = nextRelease("fetch:3");
+    expect(await sent.text()).toBe("ok");
+    expect((await released).released).toBe(true);
+  });
+
+  it("releases the lock when the body fails", async () => {
+    const { tracker } = await acquire("fetch:4", new AbortController());
+    const { body, controller } = drivenBody();
+    const sent = tracker.respond(new Response(body));
+    const released = nextRelease("fetch:4");
+    controller.error(new Error("disk gone"));
+    await expect(sent.text()).rejects.toThrow("disk gone");
+    expect((await released).released).toBe(true);
+  });
+
+  it("releases at once a response without a body, or one whose body will not be sent", async () => {
+    const first = await acquire("fetch:5", new AbortController());
+    const released = nextRelease("fetch:5");
+    first.tracker.respond(new Response(null, { status: 204 }));
+    expect((await released).released).toBe(true);
+    const second = await acquire("fetch:6", new AbortController());
+    const releasedToo = nextRelease("fetch:6");
+    second.tracker.respond(new Response("unsent"), false);
+    expect((await releasedToo).released).toBe(true);
+  });
+});

@@ -1,0 +1,7 @@
+export {
+  createRedlockMiddleware,
+  type HonoLockHook,
+  type HonoRedlockOptions,
+  type RedlockEnv,
+  type RedlockRouteMiddleware,
+} from "./middleware.js";

@@ -1,0 +1,121 @@
+import {
+  createHttpLockPolicy,
+  FetchResponseTracker,
+  type HttpKeySource,
+  type KeySpec,
+  type Lock,
+  type Redlock,
+  type RedlockError,
+  type RouteLockOptions,
+} from "@redlock-kit/core";
+import type { Context, MiddlewareHandler } from "hono";
+import { createMiddleware } from "hono/factory";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/**
+ * The variables `redlock(...)` sets: `c.var.lock` (and `c.get("lock")`) in the route's handler.
+ * Hono infers it for handlers declared after the middleware; `new Hono<RedlockEnv>()` types it
+ * everywhere.
+ */
+export type RedlockEnv = {
+  Variables: {
+    /** The lock taken for this request; released when the response body has been sent. */
+    lock: Lock;
+  };
+};
+
+/**
+ * Answers instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route handler does not
+ * run. Return the `Response` to send (e.g. `c.json(..., 429)`); anything else sends the default JSON.
+ */
+export type HonoLockHook = (c: Context, error: RedlockError) => Response | Promise<Response>;
+
+/** Per-route options (and defaults): `ttl`, `wait`, `autoExtend`, `maxHoldMs`, hooks… see `RouteLockOptions`. */
+export type HonoRedlockOptions = RouteLockOptions<HonoLockHook>;
+
+/** Declares the lock of one route; bad keys or options throw here, when the route is defined. */
+export type RedlockRouteMiddleware = (
+  key: KeySpec<HttpKeySource>,
+  options?: HonoRedlockOptions,
+) => MiddlewareHandler<RedlockEnv>;
+
+/**
+ * Creates `redlock(key, options?)`, a route middleware factory for Hono: each request resolves the
+ * key from `{ params, query, body, headers }` (`body`: the JSON body, parsed only when the key reads
+ * it), takes the lock (423, 503 or 400 JSON when it cannot), puts it on `c.var.lock`, and releases
+ * it once the response body has been sent, a streamed one included.
+ *
+ * @example
+ * const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
+ * app.post("/orders/:id/pay", redlock("order:{params.id}", { wait: 2000 }), (c) => {
+ *   return c.json({ paid: c.req.param("id"), until: c.var.lock.expiresAt });
+ * });
+ */
+export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOptions): RedlockRouteMiddleware {
+  const policy = createHttpLockPolicy<HonoLockHook>(dlm, defaults);
+  return function redlock(key, options) {
+    const route = policy.route(key, options);
+    const readsBody = route.readsBody;
+    return createMiddleware<RedlockEnv>(async function redlockMiddleware(c, next) {
+      // before the first await: a client that leaves while the body is read is still seen
+      const tracker = new FetchResponseTracker(c.req.raw.signal);
+      const body = readsBody ? await jsonBody(c) : undefined;
+      const outcome = await route.beginTracked(keySource(c, body), tracker);
+      // the client left while waiting: nobody reads this
+      if (outcome.kind === "aborted") return new Response(null, { status: 499 });
+      if (outcome.kind === "rejected") {
+        const custom = await outcome.hook?.(c, outcome.error);
+        if (custom instanceof Response) return custom;
+        const { status, headers, body } = outcome.response;
+        return c.json(body, status as ContentfulStatusCode, headers);
+      }
+      c.set("lock", outcome.lock);
+      try {
+        await next();
+      } catch (error) {
+        // Hono turns a handler's Error into onError's response; anything else thrown ends here
+        tracker.end();
+        throw error;
+      }
+      // HEAD: Hono answers with the GET route's headers and drops its body unread
+      const response = tracker.respond(c.res, c.req.method !== "HEAD");
+      // cleared first, so that Hono's setter does not merge the old response's headers back in
+      c.res = undefined;
+      c.res = response;
+    });
+  };
+}
+
+/** Getters: the query string and the headers are built only when the key reads them. */
+function keySource(c: Context, body: unknown): HttpKeySource {
+  return {
+    params: c.req.param(),
+    get query() {
+      return queryOf(c);
+    },
+    body,
+    get headers() {
+      return c.req.header();
+    },
+  };
+}
+
+/** `?id=1` gives `"1"` and `?id=1&id=2` gives `["1", "2"]`, which a template refuses (400), as on Express. */
+function queryOf(c: Context): Record<string, string | string[]> {
+  // fromEntries defines own properties: "?__proto__=…" cannot reach the prototype
+  return Object.fromEntries(
+    Object.entries(c.req.queries()).map(([name, values]) => [
+      name,
+      values.length === 1 ? (values[0] as string) : values,
+    ]),
+  );
+}
+
+/**
+ * The JSON body, or `undefined` when there is none or it does not parse (then a `{body.…}` key is a
+ * 400). Hono caches it: the handler's own `c.req.json()` (or `text()`) still works.
+ */
+async function jsonBody(c: Context): Promise<unknown> {
+  if (!/json/i.test(c.req.header("content-type") ?? "")) return undefined;
+  return c.req.json().catch(() => undefined);
+}

@@ -1,0 +1,39 @@
+/**
+ * The lock events core publishes on diagnostics channels, awaited by tests: "the lock was released"
+ * is seen where it happens, not guessed from a sleep.
+ */
+import diagnosticsChannel from "node:diagnostics_channel";
+import type { AcquireMessage, ReleaseMessage } from "@redlock-kit/core";
+
+/** Resolves with the first message on `channel` that matches; subscribe before the event. */
+export function nextMessage<T>(channel: string, match: (message: T) => boolean): Promise<T> {
+  return new Promise((resolve) => {
+    const onMessage = (message: unknown) => {
+      if (!match(message as T)) return;
+      diagnosticsChannel.unsubscribe(channel, onMessage);
+      resolve(message as T);
+    };
+    diagnosticsChannel.subscribe(channel, onMessage);
+  });
+}
+
+/** The next release of a lock on `resource` (`released`: whether a quorum still held it). */
+export const nextRelease = (resource: string) =>
+  nextMessage<ReleaseMessage>("redlock-kit:release", (m) => m.resources.includes(resource));
+
+/** The next acquisition of `resource` that stopped because its signal aborted (the client left). */
+export const nextAbortedAcquire = (resource: string) =>
+  nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "aborted");
+
+/** Counts the releases of `resource` from now on; `stop()` unsubscribes. */
+export function countReleases(resource: string) {
+  const counter = {
+    count: 0,
+    stop: () => diagnosticsChannel.unsubscribe("redlock-kit:release", onMessage),
+  };
+  const onMessage = (message: unknown) => {
+    if ((message as ReleaseMessage).resources.includes(resource)) counter.count++;
+  };
+  diagnosticsChannel.subscribe("redlock-kit:release", onMessage);
+  return counter;
+}
