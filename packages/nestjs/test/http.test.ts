@@ -4,6 +4,8 @@
  * a guard and a roles decorator; contention is 423 with Retry-After, Redis down is 503, both as
  * Nest HttpExceptions that an exception filter can catch.
  */
+
+import type { Server } from "node:http";
 import {
   type ArgumentsHost,
   Body,
@@ -22,10 +24,11 @@ import {
   UseGuards,
 } from "@nestjs/common";
 import { Reflector } from "@nestjs/core";
-import { type Lock, Redlock } from "@redlock-kit/core";
+import { type AcquireMessage, channels, type Lock, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { open } from "../../../test/helpers/http-client.js";
 import { useRedisServers } from "../../../test/helpers/redis-servers.js";
 import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
 import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
@@ -117,6 +120,13 @@ class OrdersController {
   @UseFilters(BusyFilter)
   pack(@Param("id") id: string) {
     return { packed: id };
+  }
+
+  @Post(":id/wait")
+  @LockedRoute("wait:{params.id}", { wait: 5000 })
+  waitFor(@Param("id") id: string) {
+    seen[`wait:${id}`] = 1;
+    return { waited: id };
   }
 
   @Post("stock")
@@ -242,6 +252,29 @@ describe.each(platforms)("on platform-%s", (platform) => {
       }
     },
   );
+
+  it("@LockedRoute stops waiting for a held lock when the client disconnects, and never runs the handler", async () => {
+    const holder = await other.acquire("wait:1", 10_000);
+    const aborted = new Promise<AcquireMessage>((resolve) => {
+      const onMessage = (message: unknown) => {
+        const acquire = message as AcquireMessage;
+        if (!acquire.resources.includes("wait:1") || acquire.outcome !== "aborted") return;
+        channels.acquire.unsubscribe(onMessage);
+        resolve(acquire);
+      };
+      channels.acquire.subscribe(onMessage);
+    });
+    const server = running.app.getHttpServer() as Server;
+    const arrived = new Promise((resolve) => server.once("request", resolve));
+    const { request: client } = open(`${running.url}/orders/1/wait`, { method: "POST" });
+    client.on("error", () => {});
+    await arrived;
+    client.destroy();
+    expect((await aborted).outcome).toBe("aborted");
+    await holder.release();
+    expect(seen["wait:1"]).toBeUndefined();
+    expect(await heldOn("wait:1")).toBe(0);
+  });
 
   it("an exception filter catches LockedException like any HttpException and answers its own way", async () => {
     const held = await other.acquire("pack:1", 3000);
