@@ -2,7 +2,10 @@
  * examples/nestjs end to end, as three OS processes of its built server.js sharing three real
  * redis-servers: the locked route and the locked service method answer 200, or 423 with
  * Retry-After while another owner holds the lock, and the every-second @Cron job runs each tick on
- * exactly one process, the others skipping it (counted on a witness Redis).
+ * one process, the others skipping it (counted per tick on a witness Redis). A tick that every
+ * process skipped (the previous run, started late, still held the lock) leaves no count: the test
+ * asserts that no tick ran twice and no two runs overlapped, and that the ticks kept coming, not
+ * that none was missed, which would be a timing assertion on a shared machine.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -69,7 +72,7 @@ afterAll(async () => {
   await dlm?.quit();
 });
 
-it("serves the locked routes and runs each cron tick on exactly one of three processes", async () => {
+it("serves the locked routes, and runs each cron tick on one of three processes: never twice, never two at once", async () => {
   const witness = (servers.servers[3] as RedisServer).client();
   processes = [0, 1, 2].map(() => startExample((servers.servers[3] as RedisServer).port));
   const urls = await Promise.all(
@@ -105,7 +108,7 @@ it("serves the locked routes and runs each cron tick on exactly one of three pro
 
   const ticks = await witness.hgetall("report:ticks");
   expect(Object.keys(ticks).length).toBeGreaterThanOrEqual(firstTicks + 5);
-  // each tick ran exactly once, and never while another run was in progress
+  // every tick that ran, ran once, and never while another run was in progress
   expect(Object.entries(ticks).filter(([, runs]) => runs !== "1")).toEqual([]);
   expect(await witness.get("report:overlaps")).toBeNull();
   // the processes that did not run a tick skipped it, at debug level, rather than failing
