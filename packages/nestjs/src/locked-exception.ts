@@ -1,3 +1,4 @@
+import { STATUS_CODES } from "node:http";
 import {
   BadRequestException,
   ConflictException,
@@ -35,9 +36,8 @@ export class LockedException extends HttpException {
     if (!Number.isInteger(retryAfter) || retryAfter < 0) {
       throw new RangeError(`retryAfter must be a whole number of seconds, got ${retryAfter}`);
     }
-    super(HttpException.createBody(message, "Locked", HttpStatus.LOCKED, httpOptions.errorCode), HttpStatus.LOCKED, {
-      ...httpOptions,
-    });
+    const body = HttpException.createBody(message, "Locked", HttpStatus.LOCKED, httpOptions.errorCode);
+    super(body, HttpStatus.LOCKED, httpOptions);
     this.retryAfter = retryAfter;
   }
 
@@ -67,7 +67,7 @@ export function httpExceptionFor(error: RedlockError): HttpException {
       return new BadRequestException(message, options);
     default:
       return new HttpException(
-        HttpException.createBody(message, message, error.status, error.code),
+        HttpException.createBody(message, STATUS_CODES[error.status] ?? "Error", error.status, error.code),
         error.status,
         options,
       );

@@ -129,6 +129,11 @@ class OrdersController {
     return { waited: id };
   }
 
+  @Post(":id/hold")
+  hold() {
+    throw new LockedException("Order is being paid", { retryAfter: 7 });
+  }
+
   @Post("stock")
   @LockedRoute("sku:{body.sku}")
   reserve(@Body() body: { sku: string }) {
@@ -274,6 +279,12 @@ describe.each(platforms)("on platform-%s", (platform) => {
     await holder.release();
     expect(seen["wait:1"]).toBeUndefined();
     expect(await heldOn("wait:1")).toBe(0);
+  });
+
+  it("sends Retry-After with a LockedException the app throws itself", async () => {
+    const response = await request(running.url).post("/orders/1/hold").expect(423);
+    expect(response.body).toEqual({ statusCode: 423, message: "Order is being paid", error: "Locked" });
+    expect(response.headers["retry-after"]).toBe("7");
   });
 
   it("an exception filter catches LockedException like any HttpException and answers its own way", async () => {
