@@ -13,6 +13,7 @@ export default defineConfig({
       "@redlock-kit/fastify": src("fastify"),
       "@redlock-kit/decorators": src("decorators"),
       "@redlock-kit/hono": src("hono"),
+      "@redlock-kit/nestjs": src("nestjs"),
     },
   },
   test: {

@@ -51,7 +51,7 @@ async function allDown(ports: readonly number[]): Promise<boolean> {
   return up.every((answered) => !answered);
 }
 
-describe.each(["express", "koa", "fastify", "hono", "decorators"])("examples/%s dist/server.js", (name) => {
+describe.each(["express", "koa", "fastify", "hono", "decorators", "nestjs"])("examples/%s dist/server.js", (name) => {
   it("prints its URL and curl lines, answers the first one with 200, and stops its redis-servers on SIGTERM", async () => {
     const child = spawn(process.execPath, [built(`${name}/dist/server.js`)], {
       cwd: `${examplesDir}${name}`,

@@ -35,7 +35,12 @@ export function seedCurlLines(url: string): CurlLine[] {
 }
 
 /** Prints what is listening where, where the locks live, and curl lines to try. */
-export function printBanner(title: string, url: string, backend: ExampleBackend, lines: readonly CurlLine[]): void {
+export function printBanner(
+  title: string,
+  url: string,
+  backend: Pick<ExampleBackend, "description">,
+  lines: readonly CurlLine[],
+): void {
   const out = [`${title} listening on ${url}`, backend.description, "", "Try:"];
   for (const line of lines) out.push(`  # ${line.say}`, `  ${line.run}`);
   out.push("", "Ctrl-C stops it.");

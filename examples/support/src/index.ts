@@ -1,4 +1,12 @@
-export { type BackendOptions, type ExampleBackend, parseRedisUrls, redactUrl, startBackend } from "./backend.js";
+export {
+  type BackendOptions,
+  type ExampleBackend,
+  type ExampleInstances,
+  parseRedisUrls,
+  redactUrl,
+  startBackend,
+  startInstances,
+} from "./backend.js";
 export { type CurlLine, curl, curlTwice, printBanner, seedCurlLines } from "./banner.js";
 export { listen, portFromEnv } from "./listen.js";
 export { probeRedis } from "./probe.js";

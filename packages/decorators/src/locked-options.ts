@@ -2,6 +2,7 @@ import {
   type AcquireOptions,
   checkLockOptions,
   type HoldOptions,
+  type LockContentionError,
   type Redlock,
   type UsingOptions,
 } from "@redlock-kit/core";
@@ -22,21 +23,42 @@ export interface LockedOptions extends Omit<AcquireOptions, "signal" | "retryCou
    */
   wait?: number;
   /**
-   * The Redlock to lock with.
+   * The Redlock to lock with, or a function of the method's `this` that returns it at each call
+   * (how `@redlock-kit/nestjs` finds the Redlock of the app an instance belongs to).
    * @default the one given to `setDefaultRedlock()`, read at each call
    */
-  redlock?: Redlock;
+  redlock?: Redlock | RedlockOf;
+  /**
+   * What a call does when another owner holds the lock (after `wait`): `"throw"` rejects with
+   * `LockContentionError`; `"skip"` does not run the method and resolves to `undefined` (a
+   * scheduled job that another process is already running); a function is called instead of the
+   * method and the call resolves to what it returns.
+   * @default "throw"
+   */
+  onContention?: "throw" | "skip" | OnContention;
 }
+
+/** Finds the Redlock of a call from the method's `this`. */
+export type RedlockOf = (self: unknown) => Redlock;
+
+/** Called instead of a `@Locked` method whose lock another owner holds; `method` names it for logs. */
+export type OnContention = (error: LockContentionError, method: string) => unknown;
 
 export interface ResolvedLockedOptions {
   readonly ttl: number;
-  readonly redlock: Redlock | undefined;
+  readonly redlock: Redlock | RedlockOf | undefined;
+  readonly onContention: "throw" | "skip" | OnContention;
   /** What `Redlock.using()` is given: `wait` and the acquire/hold overrides that were set. */
   readonly using: Readonly<UsingOptions>;
 }
 
 export const DEFAULT_TTL = 5000;
-const DEFAULT_USING: Readonly<UsingOptions> = Object.freeze({ wait: 0 });
+const DEFAULT_OPTIONS: ResolvedLockedOptions = Object.freeze({
+  ttl: DEFAULT_TTL,
+  redlock: undefined,
+  onContention: "throw",
+  using: Object.freeze({ wait: 0 }),
+});
 
 /** Options handed to core as they are; core validates them (see `resolveLockedOptions`). */
 const PASSED_TO_CORE = [
@@ -48,17 +70,17 @@ const PASSED_TO_CORE = [
   "extendThreshold",
   "maxHoldMs",
 ] as const;
-const KNOWN = new Set<string>(["ttl", "redlock", ...PASSED_TO_CORE]);
+const KNOWN = new Set<string>(["ttl", "redlock", "onContention", ...PASSED_TO_CORE]);
 
 /**
  * Resolves `@Locked`'s second argument (a ttl or an options object) once, at decoration, into a
  * frozen object; throws `TypeError`/`RangeError` naming the bad option.
  */
 export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | undefined): ResolvedLockedOptions {
-  if (ttlOrOptions === undefined) return Object.freeze({ ttl: DEFAULT_TTL, redlock: undefined, using: DEFAULT_USING });
+  if (ttlOrOptions === undefined) return DEFAULT_OPTIONS;
   if (typeof ttlOrOptions === "number") {
     checkLockOptions({ ttl: ttlOrOptions }, "");
-    return Object.freeze({ ttl: ttlOrOptions, redlock: undefined, using: DEFAULT_USING });
+    return Object.freeze({ ...DEFAULT_OPTIONS, ttl: ttlOrOptions });
   }
   if (typeof ttlOrOptions !== "object" || ttlOrOptions === null || Array.isArray(ttlOrOptions)) {
     throw new TypeError("@Locked's second argument must be a ttl in ms or an options object");
@@ -73,6 +95,10 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
     Object.hasOwn(ttlOrOptions, key) ? ttlOrOptions[key] : undefined;
   const ttl = own("ttl") ?? DEFAULT_TTL;
   const redlockOption = own("redlock");
+  const onContention = own("onContention") ?? "throw";
+  if (onContention !== "throw" && onContention !== "skip" && typeof onContention !== "function") {
+    throw new TypeError(`options.onContention must be "throw", "skip" or a function, got ${String(onContention)}`);
+  }
   const using: Record<string, unknown> = { wait: 0 };
   for (const key of PASSED_TO_CORE) {
     const value = own(key);
@@ -82,7 +108,11 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
   checkLockOptions({ ...using, ttl });
   return Object.freeze({
     ttl,
-    redlock: redlockOption === undefined ? undefined : checkRedlock("options.redlock", redlockOption),
+    redlock:
+      redlockOption === undefined || typeof redlockOption === "function"
+        ? redlockOption
+        : checkRedlock("options.redlock", redlockOption),
+    onContention,
     using: Object.freeze(using) as UsingOptions,
   });
 }

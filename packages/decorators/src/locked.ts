@@ -1,6 +1,6 @@
-import { type KeyResolver, LockLostError, type Redlock } from "@redlock-kit/core";
+import { ErrorCodes, type KeyResolver, type LockContentionError, LockLostError, RedlockError } from "@redlock-kit/core";
 import { copyOwnMetadata } from "./copy-metadata.js";
-import { defaultRedlock } from "./default-redlock.js";
+import { checkRedlock, defaultRedlock } from "./default-redlock.js";
 import { resourcesNotHeld, runHolding } from "./held-locks.js";
 import { lockKeyParameters } from "./lock-key.js";
 import { type LockedOptions, type ResolvedLockedOptions, resolveLockedOptions } from "./locked-options.js";
@@ -112,7 +112,9 @@ function lockedMethod(original: AnyMethod, call: LockedCall): AnyMethod {
 }
 
 async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[], call: LockedCall): Promise<unknown> {
-  const redlock: Redlock | undefined = call.options.redlock ?? defaultRedlock();
+  const chosen = call.options.redlock ?? defaultRedlock();
+  const redlock =
+    typeof chosen === "function" ? checkRedlock(`the redlock option of ${call.where}`, chosen(thisArg)) : chosen;
   if (redlock === undefined) {
     throw new Error(
       `${call.where} is @Locked but has no Redlock: call setDefaultRedlock(dlm) at startup, or pass { redlock } to @Locked`,
@@ -122,10 +124,12 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
   const pending = resourcesNotHeld(redlock, resources);
   if (pending.length === 0) return Reflect.apply(original, thisArg, args);
-  return redlock.using(
+  let entered = false;
+  const run = redlock.using(
     pending,
     call.options.ttl,
     async (_signal, lock) => {
+      entered = true;
       const result = await runHolding(redlock, lock, () => Reflect.apply(original, thisArg, args));
       // An extension failed or maxHoldMs ran out while the body ran: it may have run without
       // exclusivity, which its caller must hear about rather than receive a result as if it had not.
@@ -136,6 +140,13 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     },
     call.options.using,
   );
+  const onContention = call.options.onContention;
+  if (onContention === "throw") return run;
+  return run.catch((error: unknown) => {
+    // only this call's own acquisition: a contention the method body ran into is the body's error
+    if (entered || !RedlockError.isRedlockError(error) || error.code !== ErrorCodes.contention) throw error;
+    return onContention === "skip" ? undefined : onContention(error as LockContentionError, call.where);
+  });
 }
 
 function isDecoratorContext(value: unknown): value is { kind: string; name: string | symbol } {

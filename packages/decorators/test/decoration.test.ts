@@ -1,5 +1,5 @@
 import "reflect-metadata";
-import { LockKeyError, Redlock } from "@redlock-kit/core";
+import { LockContentionError, LockKeyError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
@@ -138,9 +138,103 @@ describe("the Redlock a @Locked method uses", () => {
     await expect(charge.call(new Billing(), "1")).resolves.toBe("1");
   });
 
+  it("calls a redlock function with the method's this at each call, and refuses what it returns if not a Redlock", async () => {
+    const seen: unknown[] = [];
+    class Billing {
+      constructor(readonly dlm: unknown) {}
+      async charge(id: string) {
+        return id;
+      }
+    }
+    const charge = decorateLegacy(
+      Billing.prototype,
+      "charge",
+      Locked("charge:{0}", {
+        redlock: (self) => {
+          seen.push(self);
+          return (self as Billing).dlm as Redlock;
+        },
+      }),
+    );
+    const billing = new Billing(dlm);
+    await expect(charge.call(billing, "1")).resolves.toBe("1");
+    expect(seen).toEqual([billing]);
+    await expect(charge.call(new Billing({}), "1")).rejects.toThrow(
+      new TypeError("the redlock option of Billing.charge must be a Redlock from @redlock-kit/core"),
+    );
+  });
+
   it("refuses a default that is not a Redlock", () => {
     expect(() => setDefaultRedlock({} as never)).toThrow(
       new TypeError("redlock must be a Redlock from @redlock-kit/core"),
+    );
+  });
+});
+
+describe("onContention", () => {
+  /** A Billing class whose charge() counts its runs, locked on "charge:{0}" with `options`. */
+  function billing(options: Parameters<typeof Locked>[1]) {
+    const counter = { runs: 0 };
+    class Billing {
+      async charge(id: string) {
+        counter.runs++;
+        return id;
+      }
+    }
+    const charge = decorateLegacy(Billing.prototype, "charge", Locked("charge:{0}", options));
+    return { counter, charge: (id: string) => charge.call(new Billing(), id) };
+  }
+
+  it('"skip" resolves to undefined without running the method while another owner holds the lock, and runs it once free', async () => {
+    const { counter, charge } = billing({ redlock: dlm, onContention: "skip" });
+    const held = await dlm.acquire("charge:1", 5000);
+    await expect(charge("1")).resolves.toBeUndefined();
+    expect(counter.runs).toBe(0);
+    await held.release();
+    await expect(charge("1")).resolves.toBe("1");
+    expect(counter.runs).toBe(1);
+  });
+
+  it("a function runs instead of the method, gets the error and the method's name, and its result is the call's", async () => {
+    const seen: unknown[] = [];
+    const { counter, charge } = billing({
+      redlock: dlm,
+      onContention: (error, method) => {
+        seen.push(error, method);
+        return "busy";
+      },
+    });
+    const held = await dlm.acquire("charge:2", 5000);
+    try {
+      await expect(charge("2")).resolves.toBe("busy");
+    } finally {
+      await held.release();
+    }
+    expect(counter.runs).toBe(0);
+    expect(seen[0]).toBeInstanceOf(LockContentionError);
+    expect(seen[1]).toBe("Billing.charge");
+  });
+
+  it('"skip" still rejects with a contention the method body ran into, and with every other error', async () => {
+    class Outer {
+      async run(): Promise<unknown> {
+        return dlm.acquire("inner", 1000, { wait: 0 }); // another owner holds "inner"
+      }
+    }
+    const run = decorateLegacy(Outer.prototype, "run", Locked("outer", { redlock: dlm, onContention: "skip" }));
+    const held = await dlm.acquire("inner", 5000);
+    try {
+      await expect(run.call(new Outer())).rejects.toBeInstanceOf(LockContentionError);
+    } finally {
+      await held.release();
+    }
+    const { charge } = billing({ redlock: dlm, onContention: "skip" });
+    await expect(charge(undefined as never)).rejects.toBeInstanceOf(LockKeyError);
+  });
+
+  it("refuses anything but throw, skip or a function", () => {
+    expect(() => Locked("k", { onContention: "ignore" as never })).toThrow(
+      new TypeError('options.onContention must be "throw", "skip" or a function, got ignore'),
     );
   });
 });

@@ -1,0 +1,74 @@
+import "reflect-metadata";
+import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from "@nestjs/common";
+import { DiscoveryService, MetadataScanner } from "@nestjs/core";
+import { createHttpLockPolicy, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
+import { bindInstance, startRedlock, stopRedlock } from "./bound-redlocks.js";
+import { LOCKED_ROUTE_METADATA, type LockedRouteDeclaration } from "./locked-route.js";
+
+type Handler = (...args: unknown[]) => unknown;
+
+/**
+ * What one app's RedlockModule does at start and at shutdown: binds the app's providers and
+ * controllers to its Redlock (for `@Locked`), checks every `@LockedRoute` declaration, and closes
+ * the Redlock, which closes the clients it created and none it was handed.
+ */
+@Injectable()
+export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
+  readonly #policy: HttpLockPolicy;
+  /** Compiled route locks by handler; `null` for a handler without `@LockedRoute`. */
+  readonly #routes = new WeakMap<Handler, RouteLock | null>();
+  readonly #bound: object[] = [];
+
+  constructor(
+    @Inject(Redlock) readonly redlock: Redlock,
+    @Inject(DiscoveryService) private readonly discovery: DiscoveryService,
+    @Inject(MetadataScanner) private readonly scanner: MetadataScanner,
+  ) {
+    this.#policy = createHttpLockPolicy(redlock);
+  }
+
+  onModuleInit(): void {
+    startRedlock(this.redlock);
+    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
+      const instance: unknown = wrapper.instance;
+      if (wrapper.isDependencyTreeStatic() && typeof instance === "object" && instance !== null) {
+        bindInstance(instance, this.redlock);
+        this.#bound.push(instance);
+      }
+    }
+    // A bad key or option fails the app's start, naming the route, rather than its first request.
+    for (const wrapper of this.discovery.getControllers()) {
+      const prototype = (wrapper.metatype as { prototype?: object } | null)?.prototype;
+      if (!prototype) continue;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        const handler = (prototype as Record<string, unknown>)[name];
+        if (typeof handler === "function") this.routeFor(handler as Handler, `${wrapper.name}.${name}`);
+      }
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    stopRedlock(this.redlock, this.#bound.splice(0));
+    await this.redlock.quit();
+  }
+
+  /** The route lock declared on `handler` with `@LockedRoute`, compiled once; `null` if none. */
+  routeFor(handler: Handler, where = handler.name): RouteLock | null {
+    let route = this.#routes.get(handler);
+    if (route !== undefined) return route;
+    const declaration = Reflect.getMetadata(LOCKED_ROUTE_METADATA, handler) as LockedRouteDeclaration | undefined;
+    route = declaration === undefined ? null : this.#compile(declaration, where);
+    this.#routes.set(handler, route);
+    return route;
+  }
+
+  #compile({ key, options }: LockedRouteDeclaration, where: string): RouteLock {
+    try {
+      return this.#policy.route(key, options);
+    } catch (error) {
+      if (!(error instanceof Error)) throw error;
+      const Kind = error instanceof RangeError ? RangeError : TypeError;
+      throw new Kind(`@LockedRoute of ${where}: ${error.message}`, { cause: error });
+    }
+  }
+}

@@ -1,0 +1,52 @@
+import { createParamDecorator, type ExecutionContext, SetMetadata } from "@nestjs/common";
+import { compileKey, type HttpKeySource, type KeySpec, type Lock, type RouteLockOptions } from "@redlock-kit/core";
+
+/** The reflect-metadata key under which `@LockedRoute` records its declaration, on the handler. */
+export const LOCKED_ROUTE_METADATA = "redlock-kit:locked-route";
+
+/**
+ * Options of a `@LockedRoute`: `ttl` (5000), `wait` (0: 423 at once), `autoExtend` (true),
+ * `maxHoldMs`, `extendThreshold`, `retryDelay`, `retryJitter`, `driftFactor`, `instanceTimeout`.
+ * Custom 423/503 responses are written by an exception filter for `LockedException` and
+ * `ServiceUnavailableException`, so core's `onLocked`/`onUnavailable` hooks are not here.
+ */
+export type LockedRouteOptions = Omit<RouteLockOptions, "onLocked" | "onUnavailable">;
+
+export interface LockedRouteDeclaration {
+  readonly key: KeySpec<HttpKeySource>;
+  readonly options: LockedRouteOptions | undefined;
+}
+
+/**
+ * Locks a controller route for the whole request: the key is resolved from the request's
+ * `{ params, query, body, headers }`, the lock is taken after the guards and before the pipes and
+ * the handler, renewed while the request is in flight, and released once the response has been
+ * sent (a streamed one included), whatever the handler did. Contention answers 423 with
+ * `Retry-After` (a `LockedException`), unavailable Redis 503, a key that cannot be resolved 400:
+ * Nest `HttpException`s that exception filters can catch. The options are checked when the app
+ * starts. Works on platform-express and platform-fastify.
+ *
+ * @example
+ * @Post(":id/pay")
+ * @LockedRoute("order:{params.id}", { ttl: 5000, wait: 2000 })
+ * pay(@Param("id") id: string, @RequestLock() lock: Lock) {}
+ */
+export function LockedRoute(key: KeySpec<HttpKeySource>, options?: LockedRouteOptions): MethodDecorator {
+  // a malformed template is a TypeError here, where the route is declared
+  compileKey(key);
+  const declaration: LockedRouteDeclaration = Object.freeze({ key, options });
+  return SetMetadata(LOCKED_ROUTE_METADATA, declaration);
+}
+
+/**
+ * Injects the lock a `@LockedRoute` holds for this request (`undefined` on a route without one);
+ * it is also on the platform's request object as `request.lock`, as in the other adapters.
+ *
+ * @example
+ * @Post(":id/pay")
+ * @LockedRoute("order:{params.id}")
+ * pay(@RequestLock() lock: Lock) { return { until: lock.expiresAt }; }
+ */
+export const RequestLock = createParamDecorator(function requestLock(_data: unknown, context: ExecutionContext) {
+  return context.switchToHttp().getRequest<{ lock?: Lock }>().lock;
+});

@@ -1,0 +1,80 @@
+import type { ServerResponse } from "node:http";
+import {
+  type CallHandler,
+  type ExecutionContext,
+  HttpException,
+  Inject,
+  Injectable,
+  type NestInterceptor,
+} from "@nestjs/common";
+import { HttpAdapterHost } from "@nestjs/core";
+import { type HttpKeySource, type Lock, RedlockError, type RouteLock } from "@redlock-kit/core";
+import { catchError, type Observable, throwError } from "rxjs";
+import { RedlockAppBinding } from "./app-binding.js";
+import { httpExceptionFor, LockedException } from "./locked-exception.js";
+
+/** What the interceptor reads from Express's and Fastify's request objects alike. */
+interface PlatformRequest extends HttpKeySource {
+  lock?: Lock;
+}
+
+/** 499 (nginx's "client closed request"): the client left while the route waited for its lock; nobody reads it. */
+const CLIENT_CLOSED = 499;
+
+/**
+ * Registered globally by `RedlockModule`, for HTTP requests only:
+ * - a route with `@LockedRoute` takes its lock here, after the guards, through core's HTTP policy;
+ * - a redlock-kit error thrown by the handler (a `@Locked` service method's `LockContentionError`,
+ *   `LockUnavailableError`, …) becomes the Nest `HttpException` of its status (see `httpExceptionFor`),
+ *   so that Nest's exception filters, yours included, handle it;
+ * - a `LockedException` gets its `Retry-After` header.
+ */
+@Injectable()
+export class RedlockInterceptor implements NestInterceptor {
+  constructor(
+    @Inject(RedlockAppBinding) private readonly binding: RedlockAppBinding,
+    @Inject(HttpAdapterHost) private readonly adapterHost: HttpAdapterHost,
+  ) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> | Promise<Observable<unknown>> {
+    if (context.getType() !== "http") return next.handle();
+    const http = context.switchToHttp();
+    const response: unknown = http.getResponse();
+    const handle = () =>
+      next.handle().pipe(catchError((error: unknown) => throwError(() => this.#translate(error, response))));
+    const route = this.binding.routeFor(context.getHandler() as (...args: unknown[]) => unknown);
+    if (route === null) return handle();
+    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then(handle);
+  }
+
+  async #lock(route: RouteLock, request: PlatformRequest, response: unknown): Promise<void> {
+    const source: HttpKeySource = {
+      params: request.params,
+      // Express 5 parses the query string on every read of req.query: only when the key uses it
+      query: route.readsQuery ? request.query : undefined,
+      body: request.body,
+      headers: request.headers,
+    };
+    // Fastify's reply wraps the Node response; Express's response is one
+    const raw = ((response as { raw?: ServerResponse }).raw ?? response) as ServerResponse;
+    const outcome = await route.begin(source, raw);
+    if (outcome.kind === "acquired") {
+      request.lock = outcome.lock;
+      return;
+    }
+    if (outcome.kind === "aborted") throw new HttpException("Client Closed Request", CLIENT_CLOSED);
+    throw this.#translate(outcome.error, response);
+  }
+
+  /** The exception Nest's filters should see, with the headers that belong to it set on the response. */
+  #translate(error: unknown, response: unknown): unknown {
+    const exception = RedlockError.isRedlockError(error) ? httpExceptionFor(error) : error;
+    if (exception instanceof LockedException) {
+      const adapter = this.adapterHost.httpAdapter;
+      if (!adapter.isHeadersSent(response)) {
+        for (const [name, value] of Object.entries(exception.headers)) adapter.setHeader(response, name, value);
+      }
+    }
+    return exception;
+  }
+}

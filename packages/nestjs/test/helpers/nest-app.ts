@@ -1,0 +1,46 @@
+import type { INestApplication, LoggerService, Type } from "@nestjs/common";
+import { NestFactory } from "@nestjs/core";
+import { FastifyAdapter } from "@nestjs/platform-fastify";
+
+export type Platform = "express" | "fastify";
+export const platforms: readonly Platform[] = ["express", "fastify"];
+
+export interface RunningNestApp {
+  readonly app: INestApplication;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** A LoggerService that keeps the debug and error lines for assertions and prints nothing. */
+export function captureLogs(): { logger: LoggerService; debug: string[]; error: string[] } {
+  const debug: string[] = [];
+  const error: string[] = [];
+  const ignore = () => {};
+  const logger: LoggerService = {
+    log: ignore,
+    warn: ignore,
+    verbose: ignore,
+    debug: (message: unknown) => debug.push(String(message)),
+    error: (message: unknown) => error.push(String(message)),
+  };
+  return { logger, debug, error };
+}
+
+/**
+ * A real Nest app on `platform`, listening on a free loopback port. The test files are compiled by
+ * vitest's transform, which has no emitDecoratorMetadata: constructors name what they inject with
+ * `@Inject(...)`.
+ */
+export async function startNestApp(
+  module: Type<unknown>,
+  platform: Platform,
+  logger: LoggerService | false = false,
+): Promise<RunningNestApp> {
+  const app =
+    platform === "express"
+      ? await NestFactory.create(module, { logger, abortOnError: false })
+      : await NestFactory.create(module, new FastifyAdapter(), { logger, abortOnError: false });
+  await app.listen(0, "127.0.0.1");
+  const url = (await app.getUrl()).replace("[::1]", "127.0.0.1").replace("localhost", "127.0.0.1");
+  return { app, url, close: () => app.close() };
+}

@@ -1,0 +1,325 @@
+/**
+ * Locks in real Nest apps on platform-express and platform-fastify, against real redis-servers:
+ * `@LockedRoute` on a controller, `@Locked` on a service and on controller methods that also carry
+ * a guard and a roles decorator; contention is 423 with Retry-After, Redis down is 503, both as
+ * Nest HttpExceptions that an exception filter can catch.
+ */
+
+import type { Server } from "node:http";
+import {
+  type ArgumentsHost,
+  Body,
+  type CanActivate,
+  Catch,
+  Controller,
+  type ExceptionFilter,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  Module,
+  Param,
+  Post,
+  SetMetadata,
+  UseFilters,
+  UseGuards,
+} from "@nestjs/common";
+import { Reflector } from "@nestjs/core";
+import { type AcquireMessage, channels, type Lock, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import request from "supertest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { open } from "../../../test/helpers/http-client.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
+import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
+
+const cluster = useRedisServers(3);
+/** Killed by the "Redis is down" tests; kept apart so that no reconnecting client disturbs the others. */
+const doomed = useRedisServers(3);
+let clients: Redis[] = [];
+/** The test's own Redlock: another owner, as far as the apps are concerned. */
+let other: Redlock;
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  other = new Redlock(clients, { retryCount: 0 });
+});
+
+afterEach(async () => {
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+afterAll(async () => {
+  await other?.quit();
+});
+
+/**
+ * What each handler saw of its own lock in Redis: how many instances held the key while it ran (at
+ * least a quorum of 2; the acquire resolves once a quorum answered, so the third may lag).
+ */
+const seen: Record<string, number> = {};
+async function heldOn(key: string): Promise<number> {
+  const values = await Promise.all(clients.map((client) => client.exists(key)));
+  return values.reduce((sum, count) => sum + count, 0);
+}
+
+const ROLES = "roles";
+const Roles = (...roles: string[]) => SetMetadata(ROLES, roles);
+
+@Injectable()
+class RolesGuard implements CanActivate {
+  constructor(@Inject(Reflector) private readonly reflector: Reflector) {}
+  canActivate(context: ExecutionContext): boolean {
+    const roles = this.reflector.get<string[] | undefined>(ROLES, context.getHandler());
+    if (roles === undefined) return true;
+    const role = context.switchToHttp().getRequest<{ headers: Record<string, string> }>().headers["x-role"];
+    return role !== undefined && roles.includes(role);
+  }
+}
+
+@Injectable()
+class OrderService {
+  @Locked("order:{0}", 1000)
+  async pay(id: string) {
+    seen[`order:${id}`] = await heldOn(`order:${id}`);
+    return { paid: id };
+  }
+}
+
+/** Answers every LockedException with 429 and its own body: exception filters see it like any HttpException. */
+@Catch(LockedException)
+class BusyFilter implements ExceptionFilter {
+  catch(exception: LockedException, host: ArgumentsHost) {
+    const response = host.switchToHttp().getResponse();
+    const body = { busy: true, retryAfter: exception.retryAfter };
+    // Express's response and Fastify's reply both have status(); send() / json() differ
+    const replied = response.status(429);
+    if (typeof replied.json === "function") replied.json(body);
+    else replied.send(body);
+  }
+}
+
+@Controller("orders")
+class OrdersController {
+  constructor(@Inject(OrderService) private readonly orders: OrderService) {}
+
+  @Post(":id/pay")
+  pay(@Param("id") id: string) {
+    return this.orders.pay(id);
+  }
+
+  @Post(":id/ship")
+  @LockedRoute("ship:{params.id}", { ttl: 1000 })
+  async ship(@Param("id") id: string, @RequestLock() lock: Lock) {
+    seen[`ship:${id}`] = await heldOn(`ship:${id}`);
+    return { resources: lock.resources, valid: lock.valid };
+  }
+
+  @Post(":id/pack")
+  @LockedRoute("pack:{params.id}")
+  @UseFilters(BusyFilter)
+  pack(@Param("id") id: string) {
+    return { packed: id };
+  }
+
+  @Post(":id/wait")
+  @LockedRoute("wait:{params.id}", { wait: 5000 })
+  waitFor(@Param("id") id: string) {
+    seen[`wait:${id}`] = 1;
+    return { waited: id };
+  }
+
+  @Post(":id/hold")
+  hold() {
+    throw new LockedException("Order is being paid", { retryAfter: 7 });
+  }
+
+  @Post("stock")
+  @LockedRoute("sku:{body.sku}")
+  reserve(@Body() body: { sku: string }) {
+    return { reserved: body.sku };
+  }
+
+  // @Locked above the Nest decorators: it wraps a method that already carries their metadata
+  @Locked("refund:{0}")
+  @Post(":id/refund")
+  @Roles("admin")
+  @UseGuards(RolesGuard)
+  async refund(@Param("id") id: string) {
+    seen[`refund:${id}`] = await heldOn(`refund:${id}`);
+    return { refunded: id };
+  }
+
+  // @Locked below them: the Nest decorators put their metadata on its wrapper
+  @Post(":id/cancel")
+  @Roles("admin")
+  @UseGuards(RolesGuard)
+  @Locked("cancel:{0}")
+  async cancel(@Param("id") id: string) {
+    seen[`cancel:${id}`] = await heldOn(`cancel:${id}`);
+    return { cancelled: id };
+  }
+}
+
+function appModule(instances: () => readonly Redis[]) {
+  @Module({
+    imports: [
+      RedlockModule.forRootAsync({ useFactory: () => ({ instances: instances(), options: { retryCount: 0 } }) }),
+    ],
+    controllers: [OrdersController],
+    providers: [OrderService, RolesGuard],
+  })
+  class AppModule {}
+  return AppModule;
+}
+
+const LOCKED_BODY = {
+  statusCode: 423,
+  message: "Resource is locked",
+  error: "Locked",
+  errorCode: "ERR_REDLOCK_CONTENTION",
+};
+
+describe.each(platforms)("on platform-%s", (platform) => {
+  let running: RunningNestApp;
+
+  beforeAll(async () => {
+    running = await startNestApp(
+      appModule(() => clients),
+      platform,
+    );
+  });
+
+  afterAll(async () => {
+    await running?.close();
+  });
+
+  beforeEach(() => {
+    for (const key of Object.keys(seen)) delete seen[key];
+  });
+
+  it("@LockedRoute holds the route's lock on every instance while the handler runs, gives it to @RequestLock, and releases it once the response is sent", async () => {
+    const response = await request(running.url).post("/orders/7/ship").expect(201);
+    expect(response.body).toEqual({ resources: ["ship:7"], valid: true });
+    expect(seen["ship:7"]).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => heldOn("ship:7")).toBe(0);
+  });
+
+  it("@LockedRoute answers 423 with Retry-After (the holder's remaining ttl in seconds) while another owner holds the key, and does not run the handler", async () => {
+    const held = await other.acquire("ship:8", 4000);
+    try {
+      const response = await request(running.url).post("/orders/8/ship").expect(423);
+      expect(response.body).toEqual(LOCKED_BODY);
+      expect(Number(response.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+      expect(Number(response.headers["retry-after"])).toBeLessThanOrEqual(4);
+      expect(seen["ship:8"]).toBeUndefined();
+    } finally {
+      await held.release();
+    }
+    await request(running.url).post("/orders/8/ship").expect(201);
+  });
+
+  it("@LockedRoute answers 400 naming the missing part when the key cannot be resolved, and locks nothing", async () => {
+    const response = await request(running.url).post("/orders/stock").send({}).expect(400);
+    expect(response.body).toMatchObject({ statusCode: 400, error: "Bad Request", errorCode: "ERR_REDLOCK_KEY" });
+    expect(response.body.message).toContain("body.sku");
+    expect(await Promise.all(clients.map((client) => client.dbsize()))).toEqual([0, 0, 0]);
+  });
+
+  it("a @Locked service method called by a route locks per order; its LockContentionError is answered 423 with Retry-After", async () => {
+    await request(running.url).post("/orders/1/pay").expect(201, { paid: "1" });
+    expect(seen["order:1"]).toBeGreaterThanOrEqual(2);
+    const held = await other.acquire("order:2", 3000);
+    try {
+      const response = await request(running.url).post("/orders/2/pay").expect(423);
+      expect(response.body).toEqual(LOCKED_BODY);
+      expect(Number(response.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+      expect(seen["order:2"]).toBeUndefined();
+    } finally {
+      await held.release();
+    }
+  });
+
+  it.each(["refund", "cancel"])(
+    "@Locked on a controller method keeps its route, guard and roles (%s): 403 without the role, 200 under the lock with it",
+    async (action) => {
+      await request(running.url).post(`/orders/5/${action}`).expect(403);
+      expect(seen[`${action}:5`]).toBeUndefined();
+      await request(running.url).post(`/orders/5/${action}`).set("x-role", "clerk").expect(403);
+      const response = await request(running.url).post(`/orders/5/${action}`).set("x-role", "admin").expect(201);
+      expect(Object.values(response.body)).toEqual(["5"]);
+      expect(seen[`${action}:5`]).toBeGreaterThanOrEqual(2);
+      const held = await other.acquire(`${action}:6`, 3000);
+      try {
+        await request(running.url).post(`/orders/6/${action}`).set("x-role", "admin").expect(423);
+      } finally {
+        await held.release();
+      }
+    },
+  );
+
+  it("@LockedRoute stops waiting for a held lock when the client disconnects, and never runs the handler", async () => {
+    const holder = await other.acquire("wait:1", 10_000);
+    const aborted = new Promise<AcquireMessage>((resolve) => {
+      const onMessage = (message: unknown) => {
+        const acquire = message as AcquireMessage;
+        if (!acquire.resources.includes("wait:1") || acquire.outcome !== "aborted") return;
+        channels.acquire.unsubscribe(onMessage);
+        resolve(acquire);
+      };
+      channels.acquire.subscribe(onMessage);
+    });
+    const server = running.app.getHttpServer() as Server;
+    const arrived = new Promise((resolve) => server.once("request", resolve));
+    const { request: client } = open(`${running.url}/orders/1/wait`, { method: "POST" });
+    client.on("error", () => {});
+    await arrived;
+    client.destroy();
+    expect((await aborted).outcome).toBe("aborted");
+    await holder.release();
+    expect(seen["wait:1"]).toBeUndefined();
+    expect(await heldOn("wait:1")).toBe(0);
+  });
+
+  it("sends Retry-After with a LockedException the app throws itself", async () => {
+    const response = await request(running.url).post("/orders/1/hold").expect(423);
+    expect(response.body).toEqual({ statusCode: 423, message: "Order is being paid", error: "Locked" });
+    expect(response.headers["retry-after"]).toBe("7");
+  });
+
+  it("an exception filter catches LockedException like any HttpException and answers its own way", async () => {
+    const held = await other.acquire("pack:1", 3000);
+    try {
+      const response = await request(running.url).post("/orders/1/pack").expect(429);
+      expect(response.body).toEqual({ busy: true, retryAfter: expect.any(Number) });
+      expect(response.body.retryAfter).toBeGreaterThanOrEqual(1);
+    } finally {
+      await held.release();
+    }
+  });
+
+  it("answers 503 (a ServiceUnavailableException, no internals) when no Redis instance answers, from @LockedRoute and from @Locked", async () => {
+    for (const server of doomed.servers) if (!server.running) await server.start();
+    const doomedClients = doomed.servers.map((server) => server.client());
+    await Promise.all(doomedClients.map((client) => client.ping()));
+    const down = await startNestApp(
+      appModule(() => doomedClients),
+      platform,
+    );
+    try {
+      await Promise.all(doomed.servers.map((server) => server.kill()));
+      for (const path of ["/orders/1/ship", "/orders/1/pay"]) {
+        const response = await request(down.url).post(path).expect(503);
+        expect(response.body).toEqual({
+          statusCode: 503,
+          message: "Lock service unavailable",
+          error: "Service Unavailable",
+          errorCode: "ERR_REDLOCK_UNAVAILABLE",
+        });
+      }
+    } finally {
+      await down.close();
+      for (const client of doomedClients) client.disconnect();
+    }
+  });
+});

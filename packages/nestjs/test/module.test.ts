@@ -1,0 +1,221 @@
+/**
+ * RedlockModule's wiring in real Nest application contexts against real redis-servers: forRoot and
+ * forRootAsync, instances given as URLs, options, clients or injection tokens, isGlobal, the Redlock
+ * each app's @Locked methods use, and what shutdown closes (only what the module opened).
+ */
+import { Controller, Global, Inject, Injectable, Module, Post, type Type } from "@nestjs/common";
+import { NestFactory } from "@nestjs/core";
+import { Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { excess, settledResources } from "../../../test/helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
+
+const cluster = useRedisServers(4);
+/** One inspecting client per server; handed clients are made per test. */
+let inspectors: Redis[] = [];
+const trio = () => cluster.servers.slice(0, 3) as [RedisServer, RedisServer, RedisServer];
+const url = (server: RedisServer) => `redis://127.0.0.1:${server.port}`;
+
+beforeAll(() => {
+  inspectors = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(inspectors.map((client) => client.flushall()));
+});
+
+/** Connections each server has now, minus the inspector's own. */
+async function connections(): Promise<number[]> {
+  const infos = await Promise.all(inspectors.map((client) => client.info("clients")));
+  return infos.map((info) => Number(/connected_clients:(\d+)/.exec(info)?.[1]) - 1);
+}
+
+/**
+ * Which Redlock held `key`: "trio" when a quorum of the first three servers holds it (the acquire
+ * resolves once a quorum answered, so the third may lag) and the fourth does not, "fourth" for the
+ * reverse.
+ */
+async function holders(key: string): Promise<string> {
+  const [a, b, c, d] = await Promise.all(inspectors.map((client) => client.exists(key)));
+  const trio = (a ?? 0) + (b ?? 0) + (c ?? 0);
+  if (trio >= 2 && d === 0) return "trio";
+  return trio === 0 && d === 1 ? "fourth" : `neither (${[a, b, c, d].join(",")})`;
+}
+
+/** A provider with a locked method that reports which Redlock held its key while it ran. */
+@Injectable()
+class Ledger {
+  static seen: string[] = [];
+  @Locked("ledger:{0}", { wait: 3000 })
+  async post(id: string) {
+    Ledger.seen.push(await holders(`ledger:${id}`));
+    return id;
+  }
+}
+
+@Injectable()
+class NeedsRedlock {
+  constructor(@Inject(Redlock) readonly redlock: Redlock) {}
+}
+
+async function start(module: Type<unknown>) {
+  const context = await NestFactory.createApplicationContext(module, { logger: false, abortOnError: false });
+  await context.init();
+  return context;
+}
+
+function withRedlock(redlockModule: ReturnType<typeof RedlockModule.forRoot>, extra: Type<unknown>[] = []) {
+  @Module({ imports: [redlockModule, ...extra], providers: [Ledger, NeedsRedlock] })
+  class AppModule {}
+  return AppModule;
+}
+
+describe("RedlockModule.forRoot", () => {
+  it("builds an injectable Redlock from URLs and ioredis options, closes the clients it created on shutdown, and leaves no handle", async () => {
+    Ledger.seen = [];
+    const before = await connections();
+    const baseline = await settledResources();
+    const [a, b, c] = trio();
+    const context = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(a), { host: "127.0.0.1", port: b.port }, url(c)] })),
+    );
+    expect(context.get(NeedsRedlock).redlock).toBeInstanceOf(Redlock);
+    expect(context.get(Redlock)).toBe(context.get(NeedsRedlock).redlock);
+    // another owner holds the key first, so that the call waits (and subscribes for the release)
+    const other = new Redlock([url(a), url(b), url(c)]);
+    const held = await other.acquire("ledger:1", 5000);
+    const posted = context.get(Ledger).post("1");
+    await sleep(100);
+    await held.release();
+    await expect(posted).resolves.toBe("1");
+    await other.quit();
+    expect(Ledger.seen).toEqual(["trio"]);
+    expect((await connections()).slice(0, 3).every((count, i) => count > (before[i] ?? 0))).toBe(true);
+    await context.close();
+    await expect.poll(connections).toEqual(before);
+    expect(excess(await settledResources(), baseline)).toEqual({});
+  });
+
+  it("takes clients handed to it, directly or as { inject: token } of a provider registered elsewhere, and leaves them open on shutdown", async () => {
+    Ledger.seen = [];
+    const [a, b, c] = trio().map((server) => server.client());
+    @Global()
+    @Module({
+      providers: [
+        { provide: "REDIS_A", useValue: a },
+        { provide: "REDIS_B", useValue: b },
+      ],
+      exports: ["REDIS_A", "REDIS_B"],
+    })
+    class ClientsModule {}
+    const context = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [{ inject: "REDIS_A" }, { inject: "REDIS_B" }, c as Redis] }), [
+        ClientsModule,
+      ]),
+    );
+    await context.get(Ledger).post("2");
+    expect(Ledger.seen).toEqual(["trio"]);
+    await context.close();
+    for (const client of [a, b, c] as Redis[]) {
+      expect(client.status).toBe("ready");
+      expect(await client.ping()).toBe("PONG");
+    }
+  });
+
+  it("refuses instances that are not an array, and a bad instance, naming the method", async () => {
+    await expect(start(withRedlock(RedlockModule.forRoot({ instances: url(trio()[0]) as never })))).rejects.toThrow(
+      new TypeError("RedlockModule.forRoot: instances must be an array of Redlock instances"),
+    );
+    await expect(start(withRedlock(RedlockModule.forRoot({ instances: [42 as never] })))).rejects.toThrow(
+      /^RedlockModule\.forRoot: instances\[0\] must be/,
+    );
+  });
+});
+
+describe("RedlockModule.forRootAsync", () => {
+  it("builds the Redlock from what useFactory returns, with imports and inject, and closes what it created", async () => {
+    Ledger.seen = [];
+    const before = await connections();
+    const urls = trio().map(url);
+    @Module({ providers: [{ provide: "SETTINGS", useValue: { urls } }], exports: ["SETTINGS"] })
+    class SettingsModule {}
+    const context = await start(
+      withRedlock(
+        RedlockModule.forRootAsync({
+          imports: [SettingsModule],
+          inject: ["SETTINGS"],
+          useFactory: (settings: { urls: string[] }) => ({ instances: settings.urls, options: { retryCount: 0 } }),
+        }),
+      ),
+    );
+    await context.get(Ledger).post("3");
+    expect(Ledger.seen).toEqual(["trio"]);
+    await context.close();
+    await expect.poll(connections).toEqual(before);
+  });
+
+  it("refuses { inject } entries, which only forRoot resolves, saying what to do instead", async () => {
+    const module = RedlockModule.forRootAsync({ useFactory: () => ({ instances: [{ inject: "REDIS_A" }] }) });
+    await expect(start(withRedlock(module))).rejects.toThrow(
+      "RedlockModule.forRootAsync: instances[0] is { inject }, which only forRoot resolves; in forRootAsync list the token in inject and return the client from useFactory",
+    );
+  });
+});
+
+describe("isGlobal", () => {
+  @Module({ providers: [NeedsRedlock], exports: [NeedsRedlock] })
+  class FeatureModule {}
+
+  it("makes Redlock injectable in a module that does not import RedlockModule; without it, Nest refuses", async () => {
+    const instances = trio().map(url);
+    @Module({ imports: [RedlockModule.forRoot({ instances, isGlobal: true }), FeatureModule] })
+    class GlobalApp {}
+    const context = await start(GlobalApp);
+    expect(context.get(NeedsRedlock).redlock).toBeInstanceOf(Redlock);
+    await context.close();
+
+    // handed clients: a Redlock built before Nest gives up on the app is never shut down
+    const handed = trio().map((server) => server.client());
+    @Module({ imports: [RedlockModule.forRoot({ instances: handed }), FeatureModule] })
+    class LocalApp {}
+    await expect(start(LocalApp)).rejects.toThrow(/can't resolve dependencies of the NeedsRedlock/);
+  });
+});
+
+describe("the Redlock a @Locked method uses", () => {
+  it("is the one of the app its instance belongs to, with two apps running at once", async () => {
+    Ledger.seen = [];
+    const three = await start(withRedlock(RedlockModule.forRoot({ instances: trio().map(url) })));
+    const one = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
+    );
+    try {
+      await three.get(Ledger).post("4");
+      await one.get(Ledger).post("5");
+      expect(Ledger.seen).toEqual(["trio", "fourth"]);
+      // an object no app created, with two apps running: no way to tell which one it belongs to
+      await expect(new Ledger().post("6")).rejects.toThrow(/none of the 2 running apps/);
+    } finally {
+      await Promise.all([three.close(), one.close()]);
+    }
+    await expect(new Ledger().post("7")).rejects.toThrow(/found no running RedlockModule/);
+  });
+});
+
+describe("@LockedRoute declarations", () => {
+  it("are checked when the app starts: a bad option fails it, naming the controller and method", async () => {
+    @Controller()
+    class BadController {
+      @Post("go")
+      @LockedRoute("go", { ttl: 0 })
+      go() {}
+    }
+    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], controllers: [BadController] })
+    class BadApp {}
+    await expect(start(BadApp)).rejects.toThrow(
+      /^@LockedRoute of BadController\.go: options\.ttl must be a positive integer/,
+    );
+  });
+});
