@@ -19,6 +19,13 @@ export {
   type RouteLockOptions,
   type RouteOutcome,
 } from "./http-policy.js";
+export type {
+  ForcedRelease,
+  InspectOptions,
+  InstanceInspection,
+  LockInspection,
+  QuorumState,
+} from "./inspect.js";
 export type { RedlockInstance } from "./instances.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./key-template.js";
 export { Lock } from "./lock.js";
@@ -26,4 +33,12 @@ export { MemoryStore } from "./memory-store.js";
 export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
-export { type AcquireReply, isLockStore, type LockStore, type ReleaseReply } from "./store.js";
+export { type AcquireReply, isLockStore, type LockStore, type ReleaseReply, type StoredKey } from "./store.js";
+export {
+  type AcquireTraceContext,
+  type ExtendTraceContext,
+  type LockTraceContext,
+  type ReleaseTraceContext,
+  tracingChannels,
+  type UsingTraceContext,
+} from "./tracing.js";

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type ReleaseReply, type StoredKey } from "./store.js";
 
 interface Entry {
   value: string;
@@ -76,6 +76,11 @@ export class MemoryStore implements LockStore {
       }
     }
     return { released, listeners };
+  }
+
+  async inspect(key: string): Promise<StoredKey | null> {
+    const entry = this.#live(key);
+    return entry ? { value: entry.value, ttlMs: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) } : null;
   }
 
   async onRelease(key: string, listener: (notice: string) => void): Promise<() => void> {
