@@ -12,6 +12,7 @@ export default defineConfig({
       "@redlock-kit/koa": src("koa"),
       "@redlock-kit/fastify": src("fastify"),
       "@redlock-kit/decorators": src("decorators"),
+      "@redlock-kit/cli": src("cli"),
     },
   },
   test: {
