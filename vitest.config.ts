@@ -13,6 +13,7 @@ export default defineConfig({
       "@redlock-kit/fastify": src("fastify"),
       "@redlock-kit/decorators": src("decorators"),
       "@redlock-kit/cli": src("cli"),
+      "@redlock-kit/opentelemetry": src("opentelemetry"),
     },
   },
   test: {
