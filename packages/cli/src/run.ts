@@ -1,12 +1,17 @@
 import { type CliArgs, type Command, HELP, readArgs, UsageError } from "./args.js";
-import { inspect } from "./commands/inspect.js";
-import { list } from "./commands/list.js";
-import { release } from "./commands/release.js";
-import { watch } from "./commands/watch.js";
-import { connect, type Instances } from "./connect.js";
+import type { Instances } from "./connect.js";
 import { type CliIo, EXIT, type Verb } from "./io.js";
 
-const VERBS: Record<Command, Verb> = { list, inspect, release, watch };
+/**
+ * Loaded once the command line is known to be good: ioredis and core cost more to load than
+ * the rest of a `--help` or a usage error.
+ */
+const VERBS: Record<Command, () => Promise<Verb>> = {
+  list: async () => (await import("./commands/list.js")).list,
+  inspect: async () => (await import("./commands/inspect.js")).inspect,
+  release: async () => (await import("./commands/release.js")).release,
+  watch: async () => (await import("./commands/watch.js")).watch,
+};
 
 /**
  * Runs one `redlock-kit` command line and resolves to its exit code (0 found / done, 1 not held or
@@ -24,12 +29,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       io.stdout.write(HELP);
       return EXIT.done;
     }
+    const { connect } = await import("./connect.js");
     instances = connect(args.urls, args.prefix, args.timeout, args.command === "watch");
   } catch (error) {
     return usage(io, error);
   }
   try {
-    return await VERBS[args.command](args, instances, io);
+    const verb = await VERBS[args.command]();
+    return await verb(args, instances, io);
   } catch (error) {
     // A resource the core refuses (empty, longer than 1024 characters) is a usage error too.
     if (error instanceof UsageError || error instanceof TypeError || error instanceof RangeError) {

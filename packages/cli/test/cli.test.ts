@@ -21,11 +21,14 @@ afterEach(async () => {
   await Promise.all(clients.map((client) => client.flushall()));
 });
 
+/** Every test starts the binary, a whole Node process each time: slow on a busy machine, never a hang. */
+const PROCESS_TIMEOUT = { timeout: 90_000 };
+
 const server = (index: number) => cluster.servers[index] as RedisServer;
 const fingerprint = (lock: Lock) => createHash("sha256").update(lock.value).digest("hex").slice(0, 8);
 const exists = (key: string) => Promise.all(clients.map((client) => client.exists(key)));
 
-describe("redlock-kit usage", () => {
+describe("redlock-kit usage", PROCESS_TIMEOUT, () => {
   it("prints help with the commands and exit codes", async () => {
     const runs = await Promise.all([["--help"], ["help"], [], ["list", "-h"]].map((args) => runCli(args)));
     for (const { code, stdout, stderr } of runs) {
@@ -70,7 +73,7 @@ describe("redlock-kit usage", () => {
   });
 });
 
-describe("redlock-kit list", () => {
+describe("redlock-kit list", PROCESS_TIMEOUT, () => {
   it("finds nothing with exit 1", async () => {
     const { code, stdout } = await runCli(["list"], env);
     expect(code).toBe(1);
@@ -153,7 +156,7 @@ describe("redlock-kit list", () => {
   });
 });
 
-describe("redlock-kit inspect", () => {
+describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
   it("shows each instance and the verdict: exit 0 held, 1 free, 3 unknown", async () => {
     const lock = await dlm.acquire("order:42", 60_000);
     const held = await runCli(["inspect", "order:42", "--prefix", "lock:"], env);
@@ -184,7 +187,7 @@ describe("redlock-kit inspect", () => {
   });
 });
 
-describe("redlock-kit release --force", () => {
+describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
   it("refuses without --yes when stdin is not a terminal, and deletes with it", async () => {
     const lock = await dlm.acquire("stuck", 60_000);
     const refused = await runCli(["release", "--force", "stuck", "--prefix", "lock:"], env);
@@ -241,7 +244,7 @@ describe("redlock-kit release --force", () => {
   });
 });
 
-describe("redlock-kit watch", () => {
+describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
   it("appends a JSON line per refresh into a pipe until interrupted, then exits 0", async () => {
     const lock = await dlm.acquire("job", 60_000);
     const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
