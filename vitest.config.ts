@@ -14,6 +14,8 @@ export default defineConfig({
       "@redlock-kit/decorators": src("decorators"),
       "@redlock-kit/hono": src("hono"),
       "@redlock-kit/nestjs": src("nestjs"),
+      "@redlock-kit/cli": src("cli"),
+      "@redlock-kit/opentelemetry": src("opentelemetry"),
     },
   },
   test: {

@@ -20,6 +20,13 @@ export {
   type RouteLockOptions,
   type RouteOutcome,
 } from "./http-policy.js";
+export type {
+  ForcedRelease,
+  InspectOptions,
+  InstanceInspection,
+  LockInspection,
+  QuorumState,
+} from "./inspect.js";
 export type { RedlockInstance } from "./instances.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./key-template.js";
 export { Lock } from "./lock.js";
@@ -28,4 +35,12 @@ export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOp
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
 export type { TrackedResponse } from "./response-tracker.js";
-export { type AcquireReply, isLockStore, type LockStore, type QueueTicket } from "./store.js";
+export { type AcquireReply, isLockStore, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
+export {
+  type AcquireTraceContext,
+  type ExtendTraceContext,
+  type LockTraceContext,
+  type ReleaseTraceContext,
+  tracingChannels,
+  type UsingTraceContext,
+} from "./tracing.js";

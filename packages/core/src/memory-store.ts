@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
+import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
 
 interface Entry {
   value: string;
@@ -82,6 +82,11 @@ export class MemoryStore implements LockStore {
       }
     }
     return released;
+  }
+
+  async inspect(key: string): Promise<StoredKey | null> {
+    const entry = this.#live(key);
+    return entry ? { value: entry.value, ttlMs: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) } : null;
   }
 
   async onHandOver(channel: string, listener: HandOverListener): Promise<() => void> {

@@ -4,7 +4,9 @@ import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
 import { HandOvers, type Waiter } from "./hand-over.js";
+import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./inspect.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
+import { LiveLocks } from "./live-locks.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
 import { newLockValue } from "./lock-value.js";
 import {
@@ -24,6 +26,14 @@ import {
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
 import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
+import {
+  type AttemptCounter,
+  traceAcquire,
+  traceExtend,
+  traceRelease,
+  traceUsing,
+  tracingChannels,
+} from "./tracing.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
 /** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
@@ -53,6 +63,8 @@ export class Redlock {
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
   readonly #handOvers: HandOvers;
+  readonly #live = new LiveLocks();
+  readonly #inspector: Inspector;
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
   readonly #defaults: ResolvedAcquireOptions;
@@ -93,6 +105,13 @@ export class Redlock {
     this.quorum = Math.floor(resolved.length / 2) + 1;
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#acquiredQuorum = { need: this.quorum, yes: (reply) => reply.acquired };
+    this.#inspector = new Inspector(
+      this.#stores,
+      this.quorum,
+      this.#prefix,
+      this.#live,
+      this.#defaults.instanceTimeout,
+    );
   }
 
   /** The instances' stores, in the order given. */
@@ -111,12 +130,17 @@ export class Redlock {
    * asked, with `TypeError`/`RangeError` on bad arguments, and with the signal's reason when aborted.
    */
   lock(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock | null> {
-    return this.#acquire(resources, ttl, options, true);
+    if (!tracingChannels.acquire.hasSubscribers) return this.#acquire(resources, ttl, options, true);
+    const n = this.#stores.length;
+    return traceAcquire(resources, ttl, n, options, (counter) => this.#acquire(resources, ttl, options, true, counter));
   }
 
   /** Like `lock()`, but rejects with `LockContentionError` (carrying `retryAfterMs`) instead of resolving to `null`. */
   acquire(resources: string | readonly string[], ttl: number, options?: AcquireOptions): Promise<Lock> {
-    return this.#acquire(resources, ttl, options, false) as Promise<Lock>;
+    if (!tracingChannels.acquire.hasSubscribers) return this.#acquire(resources, ttl, options, false) as Promise<Lock>;
+    const n = this.#stores.length;
+    const call = (counter: AttemptCounter) => this.#acquire(resources, ttl, options, false, counter);
+    return traceAcquire(resources, ttl, n, options, call) as Promise<Lock>;
   }
 
   /**
@@ -127,8 +151,14 @@ export class Redlock {
    * timeout.
    */
   unlock(lock: Lock): Promise<boolean> {
+    if (!tracingChannels.release.hasSubscribers) return this.#unlock(lock);
+    return traceRelease(lock, this.#stores.length, this.#live, () => this.#unlock(lock));
+  }
+
+  #unlock(lock: Lock): Promise<boolean> {
     if (!isLock(lock)) return Promise.reject(notALock());
     if (!markReleased(lock)) return Promise.resolve(false);
+    this.#live.delete(lock);
     const state = lock[STATE];
     const start = this.#clock();
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
@@ -152,7 +182,12 @@ export class Redlock {
    * leaving the lock valid until its current validity ends, when too few instances answered to
    * tell: the extension may be tried again.
    */
-  async extend(lock: Lock, ttl: number): Promise<Lock> {
+  extend(lock: Lock, ttl: number): Promise<Lock> {
+    if (!tracingChannels.extend.hasSubscribers) return this.#extend(lock, ttl);
+    return traceExtend(lock, ttl, this.#stores.length, () => this.#extend(lock, ttl));
+  }
+
+  async #extend(lock: Lock, ttl: number): Promise<Lock> {
     this.#checkLock(lock);
     checkMs("ttl", ttl);
     const state = lock[STATE];
@@ -212,7 +247,18 @@ export class Redlock {
    *   await transfer(signal);
    * });
    */
-  async using<T>(
+  using<T>(
+    resources: string | readonly string[],
+    ttl: number,
+    fn: (signal: AbortSignal, lock: Lock) => T | Promise<T>,
+    options?: UsingOptions,
+  ): Promise<T> {
+    if (!tracingChannels.using.hasSubscribers) return this.#using(resources, ttl, fn, options);
+    const n = this.#stores.length;
+    return traceUsing(resources, ttl, n, fn, options, (observed) => this.#using(resources, ttl, observed, options));
+  }
+
+  async #using<T>(
     resources: string | readonly string[],
     ttl: number,
     fn: (signal: AbortSignal, lock: Lock) => T | Promise<T>,
@@ -233,6 +279,32 @@ export class Redlock {
   /** The hold options (extendThreshold, maxHoldMs) this Redlock was built with, merged with `options`. */
   resolveHoldOptions(options?: HoldOptions): ResolvedHoldOptions {
     return resolveHoldOptions(this.#hold, options);
+  }
+
+  /**
+   * What each instance holds under `resource`'s key (held or free, remaining ttl, whether the holder
+   * is a lock of this Redlock) and the quorum's verdict: held, free, or unknown when too few
+   * instances answered. Read-only: one round trip per instance, each bounded by `instanceTimeout`.
+   *
+   * @example
+   * const { state, ttlMs, ours } = await dlm.inspect("order:42"); // "held", 4210, false
+   */
+  inspect(resource: string, options?: InspectOptions): Promise<LockInspection> {
+    return this.#inspector.inspect(resource, options);
+  }
+
+  /** Whether one holder has `resource` on a quorum; rejects with `LockUnavailableError` when too few instances answered to tell. */
+  isLocked(resource: string, options?: InspectOptions): Promise<boolean> {
+    return this.#inspector.isLocked(resource, options);
+  }
+
+  /**
+   * **Unsafe, for operators.** Deletes `resource`'s key on every instance whatever its value: a
+   * holder that is still running keeps writing without the lock while a new owner takes it. Meant
+   * for a lock left by a crashed process that you cannot wait out. The library never calls it.
+   */
+  forceRelease(resource: string, options?: InspectOptions): Promise<ForcedRelease> {
+    return this.#inspector.forceRelease(resource, options);
   }
 
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
@@ -258,6 +330,7 @@ export class Redlock {
     ttl: number,
     options: AcquireOptions | undefined,
     nullOnContention: boolean,
+    counter?: AttemptCounter,
   ): Promise<Lock | null> {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
@@ -287,6 +360,7 @@ export class Redlock {
     try {
       for (;;) {
         attempts++;
+        if (counter !== undefined) counter.attempts = attempts;
         const attemptStart = clock();
         const wallStart = Date.now();
         request.ticket = waiter?.offer;
@@ -308,6 +382,7 @@ export class Redlock {
             this.#publishAcquire(names, "aborted", attempts, start);
             throw opts.signal.reason;
           }
+          this.#live.add(lock);
           this.#publishAcquire(names, "acquired", attempts, start);
           return lock;
         }

@@ -24,6 +24,12 @@ export interface QueueTicket {
   readonly keepMs: number;
 }
 
+/** What `LockStore.inspect` reads: the holder's value and its remaining ttl in ms (-1: no expiry). */
+export interface StoredKey {
+  readonly value: string;
+  readonly ttlMs: number;
+}
+
 /**
  * One Redlock instance. Every method is atomic over all `keys` on this instance,
  * and a key that already holds `value` counts as held by the caller.
@@ -57,6 +63,12 @@ export interface LockStore {
   onHandOver?(channel: string, listener: (key: string, value: string) => void): Promise<() => void>;
   /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
+  /**
+   * Optional, read-only: the value held under `key` and its remaining ttl, or `null` when the key
+   * is not set. Used by `Redlock.inspect()` and `forceRelease()`; a `RedisStore` is read with GET
+   * and PTTL without it.
+   */
+  inspect?(key: string): Promise<StoredKey | null>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
 }

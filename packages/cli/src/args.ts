@@ -1,0 +1,155 @@
+import { parseArgs } from "node:util";
+
+export const COMMANDS = ["list", "inspect", "release", "watch"] as const;
+export type Command = (typeof COMMANDS)[number];
+
+/** What the command line asked for, checked. */
+export interface CliArgs {
+  readonly command: Command | "help";
+  /** list/watch: the pattern; inspect/release: the resource. */
+  readonly target: string | undefined;
+  /** The instances' URLs, from --redis or REDIS_URL. */
+  readonly urls: readonly string[];
+  readonly prefix: string;
+  readonly json: boolean;
+  readonly timeout: number;
+  readonly interval: number;
+  readonly force: boolean;
+  readonly yes: boolean;
+}
+
+/** A command line that cannot run: exit 2 with this message. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+export const HELP = `Usage: redlock-kit <command> [options]
+
+Look at and clear redlock-kit locks on the Redis instances of a Redlock.
+
+Commands:
+  list [pattern]              the locks whose resource matches pattern (a Redis glob,
+                              default *), found with SCAN (never KEYS), one row each
+  inspect <resource>          one lock on every instance, and the quorum's verdict
+  release --force <resource>  delete the lock's key on every instance, whoever holds it;
+                              asks first unless --yes
+  watch [pattern]             the list, refreshed every second until Ctrl-C
+
+Options:
+  --redis <url,url,...>  the instances, redis:// or rediss:// URLs (default: $REDIS_URL)
+  --prefix <prefix>      the Redlock's keyPrefix (default: none)
+  --json                 print JSON (watch: one line per refresh)
+  --timeout <ms>         longest wait for one instance's answer (default: 1000)
+  --interval <ms>        watch: time between refreshes (default: 1000)
+  --force                release: required. A holder that is still running goes on
+                         without its lock while someone else may take it
+  -y, --yes              release: do not ask (required when stdin is not a terminal)
+  -h, --help             show this help
+
+Exit codes:
+  0  found / done
+  1  not held / nothing found / nothing deleted
+  2  usage: a bad command line or no instances
+  3  unavailable: too few instances answered to tell
+
+Examples:
+  REDIS_URL=redis://a:6379,redis://b:6379,redis://c:6379 redlock-kit list 'order:*'
+  redlock-kit inspect order:42 --redis redis://127.0.0.1:6379 --prefix lock:
+  redlock-kit release --force order:42 --yes --json
+`;
+
+const OPTIONS = {
+  redis: { type: "string" },
+  prefix: { type: "string" },
+  json: { type: "boolean" },
+  timeout: { type: "string" },
+  interval: { type: "string" },
+  force: { type: "boolean" },
+  yes: { type: "boolean", short: "y" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Reads the command line (and REDIS_URL when --redis is absent); throws `UsageError` naming what is wrong. */
+export function readArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
+  let parsed: ReturnType<typeof parseWith>;
+  try {
+    parsed = parseWith(argv);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const [verb, target, ...extra] = positionals;
+  const base = {
+    target: undefined,
+    urls: [],
+    prefix: values.prefix ?? "",
+    json: values.json === true,
+    timeout: 1000,
+    interval: 1000,
+    force: false,
+    yes: false,
+  };
+  if (values.help || verb === undefined || verb === "help") return { ...base, command: "help" };
+  if (!isCommand(verb)) {
+    throw new UsageError(`unknown command ${JSON.stringify(verb)}: expected list, inspect, release or watch`);
+  }
+  if (extra.length > 0) throw new UsageError(`${verb} takes one argument, got also ${JSON.stringify(extra[0])}`);
+  if ((verb === "inspect" || verb === "release") && target === undefined) {
+    throw new UsageError(
+      `${verb} needs a resource: redlock-kit ${verb}${verb === "release" ? " --force" : ""} <resource>`,
+    );
+  }
+  onlyFor(verb, "release", values.force, "--force");
+  onlyFor(verb, "release", values.yes, "--yes");
+  onlyFor(verb, "watch", values.interval, "--interval");
+  if (verb === "release" && !values.force) {
+    throw new UsageError(
+      "release deletes the lock whoever holds it: a holder that is still running goes on without it. Add --force to do it anyway",
+    );
+  }
+  return {
+    ...base,
+    command: verb,
+    target,
+    urls: instanceUrls(values.redis, env),
+    timeout: milliseconds("--timeout", values.timeout, base.timeout),
+    interval: milliseconds("--interval", values.interval, base.interval),
+    force: values.force === true,
+    yes: values.yes === true,
+  };
+}
+
+function parseWith(argv: readonly string[]) {
+  return parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+}
+
+const isCommand = (value: string): value is Command => (COMMANDS as readonly string[]).includes(value);
+
+function onlyFor(verb: Command, allowed: Command, value: unknown, flag: string): void {
+  if (value !== undefined && verb !== allowed) throw new UsageError(`${flag} applies to ${allowed} only`);
+}
+
+function milliseconds(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const ms = Number(value);
+  if (!/^\d+$/.test(value) || ms <= 0 || ms >= 2 ** 31) {
+    throw new UsageError(`${flag} must be a positive whole number of milliseconds, got ${JSON.stringify(value)}`);
+  }
+  return ms;
+}
+
+/** The instances from --redis, else REDIS_URL; never echoes a URL, which may carry a password. */
+function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[] {
+  const source = flag ?? env.REDIS_URL;
+  const from = flag === undefined ? "REDIS_URL" : "--redis";
+  if (source === undefined || source.trim() === "") {
+    throw new UsageError("no Redis instances: pass --redis redis://host:port[,redis://host:port...] or set REDIS_URL");
+  }
+  const urls = source.split(",").map((url) => url.trim());
+  urls.forEach((url, index) => {
+    if (!/^rediss?:\/\/./.test(url)) {
+      throw new UsageError(`${from}: entry ${index + 1} is not a redis:// or rediss:// URL`);
+    }
+  });
+  return urls;
+}

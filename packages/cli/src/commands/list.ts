@@ -1,0 +1,79 @@
+import type { LockInspection } from "@redlock-kit/core";
+import type { CliArgs } from "../args.js";
+import type { Instances } from "../connect.js";
+import { duration, inspectionJson, instanceCell, quorumCell, table } from "../format.js";
+import { EXIT, tooFew, type Verb } from "../io.js";
+import { MAX_RESOURCES, type ScanResult, scanResources } from "../scan.js";
+
+/** The locks a SCAN found, each inspected on every instance. */
+export interface Listing {
+  readonly scan: ScanResult;
+  /** Resources held (or unknown) somewhere when inspected; one that expired since the SCAN is left out. */
+  readonly locks: LockInspection[];
+}
+
+/** How many resources are inspected at once. */
+const CONCURRENCY = 32;
+
+export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
+  const scan = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
+  const views = await mapLimit(scan.resources, CONCURRENCY, (resource) => instances.dlm.inspect(resource));
+  return { scan, locks: views.filter((view) => view.held > 0 || view.unknown > 0) };
+}
+
+export function listingJson(listing: Listing, instances: Instances) {
+  return {
+    instances: instances.names,
+    quorum: instances.dlm.quorum,
+    unavailable: listing.scan.failed.map(({ instance, error }) => ({ instance: instances.names[instance], error })),
+    truncated: listing.scan.truncated,
+    locks: listing.locks.map(inspectionJson),
+  };
+}
+
+/** The table, or a line saying that nothing matched. */
+export function renderListing(listing: Listing, instances: Instances, pattern: string): string {
+  if (listing.locks.length === 0) return `No locks match ${JSON.stringify(pattern)}.`;
+  const rows = listing.locks.map((view) => [
+    view.resource,
+    quorumCell(view),
+    duration(view.ttlMs),
+    view.holder ?? "-",
+    ...view.instances.map((instance) => instanceCell(instance, view.holder)),
+  ]);
+  const text = table(["RESOURCE", "QUORUM", "TTL", "HOLDER", ...instances.names], rows);
+  const marked = rows.some((row) => row.some((cell) => cell.endsWith("*")));
+  return marked ? `${text}\n* another holder than the row's` : text;
+}
+
+/** Lines about instances that could not be scanned, or a scan cut short. */
+export function listingWarnings(listing: Listing, instances: Instances): string[] {
+  const lines = listing.scan.failed.map(
+    ({ instance, error }) => `${instances.names[instance]} could not be scanned: ${error}`,
+  );
+  if (listing.scan.truncated) lines.push(`Stopped after ${MAX_RESOURCES} keys: narrow the pattern to see the rest.`);
+  return lines;
+}
+
+export const list: Verb = async (args, instances, io) => {
+  const listing = await collect(args, instances);
+  const pattern = args.target ?? "*";
+  if (args.json) io.stdout.write(`${JSON.stringify(listingJson(listing, instances))}\n`);
+  else io.stdout.write(`${renderListing(listing, instances, pattern)}\n`);
+  for (const line of listingWarnings(listing, instances)) io.stderr.write(`redlock-kit: ${line}\n`);
+  if (tooFew(instances.clients.length - listing.scan.failed.length, instances)) return EXIT.unavailable;
+  return listing.locks.length > 0 ? EXIT.done : EXIT.nothing;
+};
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, map: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await map(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

@@ -1,0 +1,28 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { EXIT, type Verb } from "../io.js";
+import { collect, listingJson, listingWarnings, renderListing } from "./list.js";
+
+/** Moves the cursor home and clears the screen. */
+const CLEAR = "\x1b[H\x1b[2J";
+
+/**
+ * The list, again every `--interval` ms until Ctrl-C. On a terminal the screen is redrawn; into a
+ * pipe or a file each refresh is appended (with --json, one JSON line each).
+ */
+export const watch: Verb = async (args, instances, io) => {
+  const pattern = args.target ?? "*";
+  const redraw = io.stdout.isTTY === true && !args.json;
+  while (!io.signal?.aborted) {
+    const listing = await collect(args, instances);
+    const at = new Date();
+    if (args.json) {
+      io.stdout.write(`${JSON.stringify({ at: at.toISOString(), ...listingJson(listing, instances) })}\n`);
+    } else {
+      const header = `redlock-kit watch ${JSON.stringify(pattern)} on ${instances.names.length} instances, every ${args.interval} ms; Ctrl-C to stop. ${at.toLocaleTimeString()}`;
+      const lines = [header, ...listingWarnings(listing, instances), "", renderListing(listing, instances, pattern)];
+      io.stdout.write(redraw ? `${CLEAR}${lines.join("\n")}\n` : `${lines.join("\n")}\n\n`);
+    }
+    await sleep(args.interval, undefined, { signal: io.signal }).catch(() => {});
+  }
+  return EXIT.done;
+};

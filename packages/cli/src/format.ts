@@ -1,0 +1,63 @@
+import type { ForcedRelease, InstanceInspection, LockInspection } from "@redlock-kit/core";
+
+/** Columns padded to their widest cell, two spaces apart. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => (row[column] ?? "").length)),
+  );
+  return [header, ...rows]
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
+}
+
+/** 850ms, 4.2s, 58s, 12m05s; "no ttl" for a key without expiry. */
+export function duration(ms: number | undefined): string {
+  if (ms === undefined) return "-";
+  if (ms < 0) return "no ttl";
+  if (ms < 1000) return `${ms}ms`;
+  if (ms < 10_000) return `${(Math.floor(ms / 100) / 10).toFixed(1)}s`;
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m${String(seconds % 60).padStart(2, "0")}s`;
+  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
+}
+
+/**
+ * One instance's cell in a row: its key's ttl, "-" when free, "?" when it did not answer; a key
+ * held by another holder than the row's is marked with "*".
+ */
+export function instanceCell(instance: InstanceInspection, holder: string | undefined): string {
+  if (instance.state === "unknown") return "?";
+  if (instance.state === "free") return "-";
+  return duration(instance.ttlMs) + (instance.holder === holder ? "" : "*");
+}
+
+/** On how many instances the row's holder (the one found most often) holds the key. */
+export const holderCount = (view: LockInspection) =>
+  view.instances.filter((instance) => instance.holder !== undefined && instance.holder === view.holder).length;
+
+/** "held 2/3" (by the row's holder), "free", "free (1/3 stale)", "unknown (1/3 silent)". */
+export function quorumCell(view: LockInspection): string {
+  const total = view.instances.length;
+  if (view.state === "held") return `held ${holderCount(view)}/${total}`;
+  if (view.state === "free") return view.held === 0 ? "free" : `free (${view.held}/${total} stale)`;
+  return `unknown (${view.unknown}/${total} silent)`;
+}
+
+/** Instances as JSON data: an Error would serialize as {}, so it becomes its message. */
+function plainInstances<I extends { readonly error?: Error }>(instances: readonly I[]) {
+  return instances.map(({ error, ...instance }) => ({
+    ...instance,
+    ...(error === undefined ? {} : { error: error.message }),
+  }));
+}
+
+export const inspectionJson = (view: LockInspection) => ({ ...view, instances: plainInstances(view.instances) });
+
+export const releaseJson = (result: ForcedRelease) => ({ ...result, instances: plainInstances(result.instances) });

@@ -1,0 +1,3 @@
+export { type CliArgs, HELP, readArgs, UsageError } from "./args.js";
+export type { CliIo } from "./io.js";
+export { runCli } from "./run.js";

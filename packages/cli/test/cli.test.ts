@@ -1,0 +1,274 @@
+import { createHash } from "node:crypto";
+import { type Lock, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { runCli, start, startOnTty } from "./helpers/run-cli.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[] = [];
+let dlm: Redlock;
+let env: { REDIS_URL: string };
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  dlm = new Redlock(clients, { keyPrefix: "lock:" });
+  env = { REDIS_URL: cluster.servers.map((server) => `redis://127.0.0.1:${server.port}`).join(",") };
+});
+
+afterEach(async () => {
+  for (const server of cluster.servers) server.resume();
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+/** Every test starts the binary, a whole Node process each time: slow on a busy machine, never a hang. */
+const PROCESS_TIMEOUT = { timeout: 90_000 };
+
+const server = (index: number) => cluster.servers[index] as RedisServer;
+const fingerprint = (lock: Lock) => createHash("sha256").update(lock.value).digest("hex").slice(0, 8);
+const exists = (key: string) => Promise.all(clients.map((client) => client.exists(key)));
+
+describe("redlock-kit usage", PROCESS_TIMEOUT, () => {
+  it("prints help with the commands and exit codes", async () => {
+    const runs = await Promise.all([["--help"], ["help"], [], ["list", "-h"]].map((args) => runCli(args)));
+    for (const { code, stdout, stderr } of runs) {
+      expect(code).toBe(0);
+      expect(stdout).toContain("Usage: redlock-kit <command> [options]");
+      expect(stdout).toContain("release --force <resource>");
+      expect(stdout).toContain("3  unavailable");
+      expect(stderr).toBe("");
+    }
+  });
+
+  it("refuses a bad command line with exit 2 and says what to do", async () => {
+    const cases: [string[], string][] = [
+      [["frob"], 'unknown command "frob": expected list, inspect, release or watch'],
+      [["inspect"], "inspect needs a resource: redlock-kit inspect <resource>"],
+      [["release", "x"], "Add --force to do it anyway"],
+      [["list", "--force"], "--force applies to release only"],
+      [["list", "--frob"], "Unknown option '--frob'"],
+      [["list", "--timeout", "soon"], '--timeout must be a positive whole number of milliseconds, got "soon"'],
+      [["list", "a", "b"], 'list takes one argument, got also "b"'],
+      [["list", "--redis", "localhost:6379"], "--redis: entry 1 is not a redis:// or rediss:// URL"],
+      [["inspect", ""], "resource must be a non-empty string"],
+    ];
+    // at once: each run is a process start, slow on a busy machine
+    const runs = await Promise.all(cases.map(([args]) => runCli(args, env)));
+    runs.forEach(({ code, stdout, stderr }, index) => {
+      const [args, message] = cases[index] as [string[], string];
+      expect({ args, code, stdout }).toEqual({ args, code: 2, stdout: "" });
+      expect(stderr).toContain(message);
+      expect(stderr).toContain('Run "redlock-kit --help" for usage.');
+    });
+  });
+
+  it("asks for instances when neither --redis nor REDIS_URL names any, without echoing URLs", async () => {
+    const missing = await runCli(["list"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("no Redis instances: pass --redis redis://host:port");
+    const secret = await runCli(["list"], { REDIS_URL: "redis://:hunter2@127.0.0.1:1,nope" });
+    expect(secret.code).toBe(2);
+    expect(secret.stderr).toContain("REDIS_URL: entry 2 is not a redis:// or rediss:// URL");
+    expect(secret.stderr).not.toContain("hunter2");
+  });
+});
+
+describe("redlock-kit list", PROCESS_TIMEOUT, () => {
+  it("finds nothing with exit 1", async () => {
+    const { code, stdout } = await runCli(["list"], env);
+    expect(code).toBe(1);
+    expect(stdout).toBe('No locks match "*".\n');
+  });
+
+  it("lists the locks under the prefix with SCAN, one row each, with the quorum and each instance's ttl", async () => {
+    const order = await dlm.acquire("order:42", 60_000);
+    const report = await dlm.acquire("report", 60_000);
+    await clients[0]?.set("other-app-key", "x");
+    await clients[0]?.hset("lock:not-a-lock", "field", "x");
+    await clients[1]?.set("lock:order:42", "someone-else", "PX", 60_000);
+    await Promise.all(clients.map((client) => client.config("RESETSTAT")));
+
+    const { code, stdout, stderr } = await runCli(["list", "--prefix", "lock:"], env);
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    const lines = stdout.trimEnd().split("\n");
+    expect(lines[0]).toMatch(
+      /^RESOURCE +QUORUM +TTL +HOLDER +127\.0\.0\.1:\d+\/0 +127\.0\.0\.1:\d+\/0 +127\.0\.0\.1:\d+\/0$/,
+    );
+    expect(lines[1]).toMatch(new RegExp(`^order:42 +held 2/3 +\\d+s +${fingerprint(order)} +\\d+s +\\d+s\\* +\\d+s$`));
+    expect(lines[2]).toMatch(new RegExp(`^report +held 3/3 +\\d+s +${fingerprint(report)} +\\d+s +\\d+s +\\d+s$`));
+    expect(lines[3]).toBe("* another holder than the row's");
+    expect(lines).toHaveLength(4);
+    for (const client of clients) {
+      const stats = await client.info("commandstats");
+      expect(stats).toContain("cmdstat_scan:");
+      expect(stats).not.toContain("cmdstat_keys:");
+    }
+    expect(stdout).not.toContain(order.value);
+  });
+
+  it("filters by a pattern on the resource name and prints JSON with --json", async () => {
+    const order = await dlm.acquire("order:42", 60_000);
+    await dlm.acquire("report", 60_000);
+    const { code, stdout } = await runCli(["list", "order:*", "--prefix", "lock:", "--json"], env);
+    expect(code).toBe(0);
+    const listing = JSON.parse(stdout);
+    expect(listing).toMatchObject({ quorum: 2, unavailable: [], truncated: false });
+    expect(listing.instances).toHaveLength(3);
+    expect(listing.locks).toHaveLength(1);
+    expect(listing.locks[0]).toMatchObject({
+      resource: "order:42",
+      key: "lock:order:42",
+      state: "held",
+      held: 3,
+      holder: fingerprint(order),
+      ours: false,
+    });
+    expect(stdout).not.toContain(order.value);
+    expect((await runCli(["list", "invoice:*", "--prefix", "lock:"], env)).code).toBe(1);
+  });
+
+  it("reads the prefix literally, whatever glob characters it holds", async () => {
+    await clients[0]?.set("l*:a", "v", "PX", 60_000);
+    await clients[0]?.set("lx:b", "v", "PX", 60_000);
+    await Promise.all(clients.map((client) => client.config("RESETSTAT")));
+    const { stdout } = await runCli(["list", "--prefix", "l*:", "--json"], env);
+    expect(JSON.parse(stdout).locks.map((lock: { resource: string }) => lock.resource)).toEqual(["a"]);
+    // only "a" was inspected: "lx:b" did not match (as "b" it would read "l*:b" and be left out as free)
+    expect(await clients[0]?.info("commandstats")).toMatch(/^cmdstat_get:calls=1,/m);
+  });
+
+  it("lists what it can reach with one instance down, and exits 3 when too few answer", async () => {
+    await dlm.acquire("order:42", 60_000);
+    const dead = `redis://127.0.0.1:${await freePort()}`;
+    const urls = env.REDIS_URL.split(",");
+    const oneDown = await runCli(["list", "--prefix", "lock:", "--redis", [urls[0], urls[1], dead].join(",")]);
+    expect(oneDown.code).toBe(0);
+    expect(oneDown.stdout).toMatch(/^order:42 +held 2\/3 .* \?$/m);
+    expect(oneDown.stderr).toMatch(/127\.0\.0\.1:\d+\/0 could not be scanned: /);
+
+    server(1).pause();
+    server(2).pause();
+    const twoDown = await runCli(["list", "--prefix", "lock:", "--timeout", "200"], env);
+    expect(twoDown.code).toBe(3);
+    expect(twoDown.stdout).toMatch(/^order:42 +unknown \(2\/3 silent\)/m);
+    expect(twoDown.stderr).toContain("could not be scanned: No answer within 200 ms");
+  });
+});
+
+describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
+  it("shows each instance and the verdict: exit 0 held, 1 free, 3 unknown", async () => {
+    const lock = await dlm.acquire("order:42", 60_000);
+    const held = await runCli(["inspect", "order:42", "--prefix", "lock:"], env);
+    expect(held.code).toBe(0);
+    expect(held.stdout).toMatch(
+      new RegExp(
+        `^order:42 \\(key lock:order:42\\) is held by ${fingerprint(lock)} on 3 of 3 instances \\(quorum 2\\) for \\d+s more\\.\\n`,
+      ),
+    );
+    expect(held.stdout).toMatch(
+      new RegExp(`^127\\.0\\.0\\.1:${server(2).port}/0 +held +\\d+s +${fingerprint(lock)}$`, "m"),
+    );
+
+    const json = await runCli(["inspect", "order:42", "--prefix", "lock:", "--json"], env);
+    expect(JSON.parse(json.stdout)).toMatchObject({ state: "held", quorum: 2, held: 3, holder: fingerprint(lock) });
+    expect(json.stdout).not.toContain(lock.value);
+
+    const free = await runCli(["inspect", "order:43", "--prefix", "lock:"], env);
+    expect(free.code).toBe(1);
+    expect(free.stdout).toContain("order:43 (key lock:order:43) is free (quorum 2).");
+
+    server(0).pause();
+    server(1).pause();
+    const unknown = await runCli(["inspect", "order:42", "--prefix", "lock:", "--timeout", "200"], env);
+    expect(unknown.code).toBe(3);
+    expect(unknown.stdout).toContain("unknown, 2 of 3 instances did not answer");
+    expect(unknown.stdout).toMatch(/ unknown +- +- +No answer within 200 ms$/m);
+  });
+});
+
+describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
+  it("refuses without --yes when stdin is not a terminal, and deletes with it", async () => {
+    const lock = await dlm.acquire("stuck", 60_000);
+    const refused = await runCli(["release", "--force", "stuck", "--prefix", "lock:"], env);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("stdin is not a terminal. Add --yes to delete it anyway.");
+    expect(await exists("lock:stuck")).toEqual([1, 1, 1]);
+
+    const done = await runCli(["release", "--force", "stuck", "--prefix", "lock:", "--yes", "--json"], env);
+    expect(done.code).toBe(0);
+    expect(JSON.parse(done.stdout)).toMatchObject({ resource: "stuck", key: "lock:stuck", deleted: 3, unknown: 0 });
+    expect(await exists("lock:stuck")).toEqual([0, 0, 0]);
+    expect(lock.valid).toBe(true); // the holder does not know: why this verb is behind --force
+
+    const again = await runCli(["release", "--force", "stuck", "--prefix", "lock:", "-y"], env);
+    expect(again.code).toBe(1);
+    expect(again.stdout).toContain("is free (quorum 2). Nothing to delete.");
+  });
+
+  it("exits 3 when too few instances answered to be sure the lock is gone", async () => {
+    await dlm.acquire("stuck", 60_000);
+    server(0).pause();
+    server(1).pause();
+    const { code, stdout, stderr } = await runCli(
+      ["release", "--force", "stuck", "--prefix", "lock:", "--yes", "--timeout", "200"],
+      env,
+    );
+    expect(code).toBe(3);
+    expect(stdout).toContain("Deleted lock:stuck on 1 of 3 instances.");
+    expect(stderr).toContain("did not answer (No answer within 200 ms): the key may remain there.");
+  });
+
+  it("asks on a terminal and deletes only on yes", async () => {
+    const lock = await dlm.acquire("stuck", 60_000);
+    const no = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
+    await no.waitFor("[y/N]");
+    expect(no.stdout).toContain(`is held by ${fingerprint(lock)} on 3 of 3 instances`);
+    no.child.stdin?.write("n\r");
+    expect(await no.exited).toBe(1);
+    expect(no.stdout).toContain("Nothing deleted.");
+    expect(await exists("lock:stuck")).toEqual([1, 1, 1]);
+
+    const interrupted = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
+    await interrupted.waitFor("[y/N]");
+    interrupted.child.stdin?.write("\x03");
+    expect(await interrupted.exited).toBe(1);
+    expect(await exists("lock:stuck")).toEqual([1, 1, 1]);
+
+    const yes = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
+    await yes.waitFor("[y/N]");
+    yes.child.stdin?.write("y\r");
+    expect(await yes.exited).toBe(0);
+    expect(yes.stdout).toContain("Deleted lock:stuck on 3 of 3 instances.");
+    expect(await exists("lock:stuck")).toEqual([0, 0, 0]);
+  });
+});
+
+describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
+  it("appends a JSON line per refresh into a pipe until interrupted, then exits 0", async () => {
+    const lock = await dlm.acquire("job", 60_000);
+    const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
+    await run.waitFor("\n", 2);
+    await lock.release();
+    await run.waitFor('"locks":[]');
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+    const frames = run.stdout
+      .trimEnd()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(frames[0].locks[0]).toMatchObject({ resource: "job", state: "held" });
+    expect(frames.at(-1).locks).toEqual([]);
+    expect(frames.every((frame) => typeof frame.at === "string")).toBe(true);
+  });
+
+  it("redraws the table on a terminal until Ctrl-C", async () => {
+    await dlm.acquire("job", 60_000);
+    const run = startOnTty(["watch", "--prefix", "lock:", "--interval", "100"], env);
+    await run.waitFor("\x1b[H\x1b[2J", 3);
+    run.child.stdin?.write("\x03");
+    expect(await run.exited).toBe(0);
+    expect(run.stdout).toContain('redlock-kit watch "*" on 3 instances, every 100 ms; Ctrl-C to stop.');
+    expect(run.stdout).toMatch(/^job +held 3\/3 /m);
+  });
+});

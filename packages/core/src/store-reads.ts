@@ -1,0 +1,40 @@
+import type { Cluster, Redis } from "ioredis";
+import { RedisStore } from "./redis-store.js";
+import type { LockStore, StoredKey } from "./store.js";
+
+/**
+ * Reads what one instance holds under `key`, without changing it. A `RedisStore` is asked GET and
+ * PTTL in one pipeline (one round trip, no script: a read-only ACL user with `+get +pttl` can
+ * inspect); any other store through its optional `inspect`.
+ */
+export function readKey(store: LockStore, key: string): Promise<StoredKey | null> {
+  if (typeof store.inspect === "function") return store.inspect(key);
+  if (store instanceof RedisStore) return readRedisKey(store.client, key);
+  return Promise.reject(new Error(`${store.description ?? "this store"} cannot be inspected: it has no inspect()`));
+}
+
+async function readRedisKey(client: Redis | Cluster, key: string): Promise<StoredKey | null> {
+  const replies = await client.pipeline().get(key).pttl(key).exec();
+  const [get, pttl] = replies ?? [];
+  if (!get || !pttl) throw new Error("No reply to GET and PTTL");
+  if (get[0]) throw get[0];
+  if (pttl[0]) throw pttl[0];
+  const value = get[1] as string | null;
+  const ttl = Number(pttl[1]);
+  // The two commands are not atomic: a key that expired between them (PTTL -2) is free.
+  if (value === null || ttl === -2) return null;
+  return { value, ttlMs: ttl };
+}
+
+/**
+ * Deletes `key` on one instance whatever its value. It is released with the value it holds
+ * (compare-and-delete), so that the oldest waiter queued on it is handed the key at once; a key
+ * that changed hands between the read and the release is deleted outright on a `RedisStore`.
+ * Resolves to whether a key was deleted.
+ */
+export async function deleteKey(store: LockStore, key: string): Promise<boolean> {
+  const stored = await readKey(store, key);
+  if (stored === null) return false;
+  if ((await store.release([key], stored.value)) > 0) return true;
+  return store instanceof RedisStore && (await store.client.del(key)) > 0;
+}

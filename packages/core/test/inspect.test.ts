@@ -1,0 +1,239 @@
+import { inspect as utilInspect } from "node:util";
+import { describe, expect, it } from "vitest";
+import { sleep } from "../../../test/helpers/redis-servers.js";
+import { type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
+import { LiveLocks } from "../src/live-locks.js";
+import { useRedlocks } from "./helpers/redlocks.js";
+
+const { server, client, clients, redlock } = useRedlocks(3);
+
+/** A poll interval so long that only a release notification can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+
+describe("inspect()", () => {
+  it("reports a free resource on every instance and the quorum", async () => {
+    const view = await redlock().inspect("nobody");
+    expect(view).toMatchObject({ resource: "nobody", key: "nobody", state: "free", quorum: 2, held: 0, free: 3 });
+    expect(view.unknown).toBe(0);
+    expect(view.ours).toBe(false);
+    expect(view.holder).toBeUndefined();
+    expect(view.instances.map((instance) => instance.state)).toEqual(["free", "free", "free"]);
+    expect(view.instances[0]?.description).toBe(`127.0.0.1:${server(0).port}/0`);
+  });
+
+  it("tells a lock of this Redlock from another owner's, and shows the ttl without the value", async () => {
+    const mine = redlock();
+    const theirs = redlock();
+    const lock = await mine.acquire("report", 5000);
+    const ownView = await mine.inspect("report");
+    const otherView = await theirs.inspect("report");
+    for (const view of [ownView, otherView]) {
+      expect(view.state).toBe("held");
+      expect(view.held).toBe(3);
+      expect(view.ttlMs).toBeGreaterThan(0);
+      expect(view.ttlMs).toBeLessThanOrEqual(5000);
+      expect(new Set(view.instances.map((instance) => instance.holder)).size).toBe(1);
+      expect(view.holder).toMatch(/^[0-9a-f]{8}$/);
+      for (const shown of [JSON.stringify(view), utilInspect(view, { depth: 5 })]) {
+        expect(shown).not.toContain(lock.value);
+      }
+    }
+    expect(ownView.ours).toBe(true);
+    expect(ownView.instances.every((instance) => instance.ours === true)).toBe(true);
+    expect(otherView.ours).toBe(false);
+    expect(otherView.instances.every((instance) => instance.ours === false)).toBe(true);
+    expect(await theirs.isLocked("report")).toBe(true);
+
+    await lock.release();
+    expect(await theirs.isLocked("report")).toBe(false);
+    // released: the same value put back by hand is no longer a lock of ours
+    await Promise.all(clients().map((c) => c.set("report", lock.value, "PX", 5000)));
+    expect((await mine.inspect("report")).ours).toBe(false);
+  });
+
+  it("stops calling a lock ours once its validity has ended", async () => {
+    const dlm = redlock();
+    const lock = await dlm.acquire("short", 200);
+    await sleep(250);
+    // the value is back by hand: the keys exist, but the lock they belonged to is no longer valid
+    await Promise.all(clients().map((c) => c.set("short", lock.value, "PX", 5000)));
+    const view = await dlm.inspect("short");
+    expect(view.state).toBe("held");
+    expect(view.ours).toBe(false);
+  });
+
+  it("counts one holder's keys for the quorum and reports how long a quorum of them remains", async () => {
+    const dlm = redlock();
+    await client(0).set("split", "a", "PX", 9000);
+    await client(1).set("split", "a", "PX", 3000);
+    await client(2).set("split", "b", "PX", 9000);
+    const view = await dlm.inspect("split");
+    expect(view.state).toBe("held");
+    expect(view.held).toBe(3);
+    // a's keys: 9000 and 3000; a quorum (2) of them remains until the shorter one expires
+    expect(view.ttlMs).toBeGreaterThan(2000);
+    expect(view.ttlMs).toBeLessThanOrEqual(3000);
+    const holders = view.instances.map((instance) => instance.holder);
+    expect(holders[0]).toBe(holders[1]);
+    expect(holders[2]).not.toBe(holders[0]);
+    expect(view.holder).toBe(holders[0]);
+  });
+
+  it("calls a resource free when no holder has a quorum, and reports a key without expiry as -1", async () => {
+    const dlm = redlock();
+    await client(0).set("partial", "a", "PX", 9000);
+    await client(1).set("partial", "b");
+    const view = await dlm.inspect("partial");
+    expect(view.state).toBe("free");
+    expect(view.held).toBe(2);
+    expect(view.ttlMs).toBeUndefined();
+    expect(view.instances[1]).toMatchObject({ state: "held", ttlMs: -1 });
+    expect(await dlm.isLocked("partial")).toBe(false);
+
+    await client(0).set("forever", "a");
+    await client(1).set("forever", "a", "PX", 9000);
+    expect((await dlm.inspect("forever")).ttlMs).toBeGreaterThan(8000);
+    await client(1).persist("forever");
+    expect((await dlm.inspect("forever")).ttlMs).toBe(-1);
+  });
+
+  it("is unknown when the instances that did not answer could decide, and says which did not", async () => {
+    const dlm = redlock({ instanceTimeout: 100 });
+    await client(0).set("maybe", "a", "PX", 9000);
+    server(1).pause();
+    const view = await dlm.inspect("maybe");
+    expect(view.state).toBe("unknown");
+    expect(view.instances.map((instance) => instance.state)).toEqual(["held", "unknown", "free"]);
+    expect(view.instances[1]?.error?.message).toBe("No answer within 100 ms");
+    const error = await dlm.isLocked("maybe").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as LockUnavailableError).causes.map((cause) => cause.instance)).toEqual([1]);
+
+    // held on the two instances that answered: the silent one cannot change the verdict
+    await client(2).set("maybe", "a", "PX", 9000);
+    expect((await dlm.inspect("maybe")).state).toBe("held");
+    // free on the two that answered: no holder can have a quorum
+    await Promise.all([client(0).del("maybe"), client(2).del("maybe")]);
+    expect((await dlm.inspect("maybe", { instanceTimeout: 50 })).state).toBe("free");
+  });
+
+  it("sends only GET and PTTL, one pipeline per instance", async () => {
+    const dlm = redlock();
+    await dlm.acquire("read-only", 5000);
+    await Promise.all(clients().map((c) => c.config("RESETSTAT")));
+    await dlm.inspect("read-only");
+    for (const c of clients()) {
+      const stats = (await c.info("commandstats"))
+        .split("\r\n")
+        .filter((line) => line.startsWith("cmdstat_"))
+        .map((line) => line.replace(/:calls=(\d+),.*/, ":$1"))
+        .filter((line) => !line.startsWith("cmdstat_config") && !line.startsWith("cmdstat_info"));
+      expect(stats.sort()).toEqual(["cmdstat_get:1", "cmdstat_pttl:1"]);
+    }
+  });
+
+  it("reads keys with the key prefix", async () => {
+    const dlm = redlock({ keyPrefix: "lock:" });
+    const lock = await dlm.acquire("42", 5000);
+    const view = await dlm.inspect("42");
+    expect(view).toMatchObject({ resource: "42", key: "lock:42", state: "held", ours: true });
+    await lock.release();
+  });
+
+  it("works on MemoryStore, and reports a store without inspect() as unknown", async () => {
+    const memory = new Redlock([new MemoryStore()]);
+    const lock = await memory.acquire("m", 5000);
+    expect(await memory.inspect("m")).toMatchObject({ state: "held", ours: true, quorum: 1 });
+    await lock.release();
+    expect((await memory.inspect("m")).state).toBe("free");
+
+    const bare: LockStore = {
+      acquire: async () => ({ acquired: true }),
+      extend: async () => true,
+      release: async () => 1,
+      description: "bare",
+    };
+    const view = await new Redlock([bare]).inspect("m");
+    expect(view.state).toBe("unknown");
+    expect(view.instances[0]?.error?.message).toBe("bare cannot be inspected: it has no inspect()");
+  });
+
+  it("refuses bad arguments before any command", async () => {
+    const dlm = redlock();
+    await expect(dlm.inspect("")).rejects.toThrow(TypeError);
+    await expect(dlm.inspect(42 as never)).rejects.toThrow(TypeError);
+    await expect(dlm.isLocked("x", { instanceTimeout: 0 })).rejects.toThrow(
+      "options.instanceTimeout must be a positive integer",
+    );
+    await expect(dlm.forceRelease("x", [] as never)).rejects.toThrow("options must be an object");
+  });
+});
+
+describe("forceRelease()", () => {
+  it("deletes the key on every instance whatever its value, and counts where it existed", async () => {
+    const dlm = redlock();
+    const held = await redlock().acquire("stuck", 60_000);
+    await client(2).set("stuck", "someone-else", "PX", 60_000);
+    const result = await dlm.forceRelease("stuck");
+    expect(result).toMatchObject({ resource: "stuck", key: "stuck", deleted: 3, unknown: 0 });
+    expect(result.instances.map((instance) => instance.deleted)).toEqual([true, true, true]);
+    expect(await Promise.all(clients().map((c) => c.exists("stuck")))).toEqual([0, 0, 0]);
+    expect(JSON.stringify(result)).not.toContain(held.value);
+    // the old holder learns it at its next extension
+    await expect(held.extend(60_000)).rejects.toThrow("Lock could not be extended on a quorum");
+    expect((await dlm.forceRelease("stuck")).deleted).toBe(0);
+  });
+
+  it("wakes a waiter at once, as a release does", async () => {
+    const holder = await redlock().acquire("crashed", 60_000);
+    const waiting = redlock(NO_POLLING).acquire("crashed", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+    await sleep(100);
+    await redlock().forceRelease("crashed");
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    expect(holder.valid).toBe(true); // it does not know yet: that is why this is unsafe
+    await lock.release();
+  });
+
+  it("reports instances that did not answer", async () => {
+    const dlm = redlock({ instanceTimeout: 100 });
+    await redlock().acquire("half", 60_000);
+    server(0).pause();
+    const result = await dlm.forceRelease("half");
+    expect(result.deleted).toBe(2);
+    expect(result.unknown).toBe(1);
+    expect(result.instances[0]?.deleted).toBeUndefined();
+    expect(result.instances[0]?.error?.message).toBe("No answer within 100 ms");
+  });
+
+  it("works on MemoryStore through its inspect()", async () => {
+    const dlm = new Redlock([new MemoryStore()]);
+    const other = await dlm.acquire("m", 60_000);
+    expect((await dlm.forceRelease("m")).deleted).toBe(1);
+    expect(other.valid).toBe(true);
+    expect((await dlm.inspect("m")).state).toBe("free");
+  });
+});
+
+describe("the registry of live locks", () => {
+  it("forgets invalid locks each time it reaches its threshold, and keeps valid ones", async () => {
+    let now = 0;
+    const dlm = new Redlock([new MemoryStore(() => now)], { clock: () => now });
+    const live = new LiveLocks();
+    const kept = await dlm.acquire("kept", 60_000);
+    live.add(kept);
+    for (const round of [1, 2]) {
+      const expiring = 1024 - live.size - 1;
+      for (let i = 0; i < expiring; i++) live.add(await dlm.acquire(`e${round}:${i}`, 50));
+      expect(live.size).toBe(1023);
+      now += 100;
+      live.add(await dlm.acquire(`trigger${round}`, 60_000));
+      expect(live.size).toBe(round + 1);
+    }
+    expect(live.holds(kept.value)).toBe(true);
+    expect(live.heldMs(kept)).toBeGreaterThanOrEqual(0);
+    live.delete(kept);
+    expect(live.holds(kept.value)).toBe(false);
+    expect(live.heldMs(kept)).toBeUndefined();
+  });
+});

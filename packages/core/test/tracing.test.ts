@@ -1,0 +1,245 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import diagnosticsChannel from "node:diagnostics_channel";
+import { inspect } from "node:util";
+import { describe, expect, it } from "vitest";
+import { sleep } from "../../../test/helpers/redis-servers.js";
+import {
+  type Lock,
+  LockContentionError,
+  type LockTraceContext,
+  LockUnavailableError,
+  tracingChannels,
+} from "../src/index.js";
+import { useRedlocks } from "./helpers/redlocks.js";
+
+const { server, clients, redlock } = useRedlocks(3);
+
+const NAMES = ["acquire", "extend", "release", "using"] as const;
+type Name = (typeof NAMES)[number];
+const EVENTS = ["start", "end", "asyncStart", "asyncEnd", "error"] as const;
+
+interface Event {
+  channel: Name;
+  event: (typeof EVENTS)[number];
+  context: LockTraceContext & Record<string, unknown>;
+  /** A copy of the context as it was when the event was published. */
+  snapshot: Record<string, unknown>;
+}
+
+/**
+ * Records every event of the four channels, subscribed by name (as a user or an APM tool would,
+ * without importing core) while `run` runs.
+ */
+async function record(run: () => Promise<unknown>): Promise<Event[]> {
+  const events: Event[] = [];
+  const subscriptions = NAMES.map((channel) => {
+    const handlers = Object.fromEntries(
+      EVENTS.map((event) => [
+        event,
+        (context: unknown) => {
+          const traced = context as Event["context"];
+          events.push({ channel, event, context: traced, snapshot: { ...traced } });
+        },
+      ]),
+    );
+    const tracing = diagnosticsChannel.tracingChannel(`redlock-kit:${channel}`);
+    tracing.subscribe(handlers as never);
+    return () => tracing.unsubscribe(handlers as never);
+  });
+  try {
+    await run();
+  } finally {
+    for (const unsubscribe of subscriptions) unsubscribe();
+  }
+  return events;
+}
+
+const on = (events: Event[], channel: Name) => events.filter((event) => event.channel === channel);
+const sequence = (events: Event[], channel: Name) => on(events, channel).map((event) => event.event);
+
+describe("tracing channels", () => {
+  it("are idle until someone subscribes, and are the channels a subscriber finds by name", () => {
+    for (const name of NAMES) {
+      expect(tracingChannels[name].hasSubscribers).toBe(false);
+      const handlers = { start() {} };
+      diagnosticsChannel.tracingChannel(`redlock-kit:${name}`).subscribe(handlers as never);
+      expect(tracingChannels[name].hasSubscribers).toBe(true);
+      diagnosticsChannel.tracingChannel(`redlock-kit:${name}`).unsubscribe(handlers as never);
+      expect(tracingChannels[name].hasSubscribers).toBe(false);
+    }
+  });
+
+  it("trace an acquisition: start and end around the call, asyncStart and asyncEnd when it settles", async () => {
+    const dlm = redlock();
+    let lock: Lock | undefined;
+    const events = await record(async () => {
+      lock = await dlm.acquire(["a", "b"], 2000);
+    });
+    expect(sequence(events, "acquire")).toEqual(["start", "end", "asyncStart", "asyncEnd"]);
+    const [start, , , asyncEnd] = on(events, "acquire");
+    expect(start?.snapshot).toEqual({ resources: ["a", "b"], instances: 3, ttl: 2000, attempts: 0 });
+    expect(asyncEnd?.snapshot).toEqual({
+      resources: ["a", "b"],
+      instances: 3,
+      ttl: 2000,
+      attempts: 1,
+      outcome: "acquired",
+    });
+    expect(on(events, "acquire").every((event) => event.context === start?.context)).toBe(true);
+    await lock?.release();
+  });
+
+  it("report contention with the attempts made, as an error only when the call rejects", async () => {
+    const holder = await redlock().acquire("busy", 5000);
+    const dlm = redlock({ retryCount: 2, retryDelay: 10, retryJitter: 0 });
+    const events = await record(async () => {
+      expect(await dlm.lock("busy", 1000)).toBeNull();
+      await expect(dlm.acquire("busy", 1000)).rejects.toThrow(LockContentionError);
+    });
+    const ends = on(events, "acquire").filter((event) => event.event === "asyncEnd");
+    expect(ends.map((event) => [event.snapshot.outcome, event.snapshot.attempts])).toEqual([
+      ["contention", 3],
+      ["contention", 3],
+    ]);
+    const errors = on(events, "acquire").filter((event) => event.event === "error");
+    expect(errors).toHaveLength(1);
+    expect(errors[0]?.context.error).toBeInstanceOf(LockContentionError);
+    await holder.release();
+  });
+
+  it("report unavailability, an aborted wait and bad arguments", async () => {
+    const dlm = redlock({ retryCount: 0, instanceTimeout: 100 });
+    const waiting = redlock();
+    const holder = await redlock().acquire("held", 5000);
+    const events = await record(async () => {
+      await expect(waiting.acquire("held", 1000, { wait: 60_000, signal: AbortSignal.timeout(300) })).rejects.toThrow();
+      await expect(dlm.lock("", 1000)).rejects.toThrow(TypeError);
+      server(0).pause();
+      server(1).pause();
+      await expect(dlm.acquire("down", 1000)).rejects.toThrow(LockUnavailableError);
+    });
+    const outcomes = on(events, "acquire")
+      .filter((event) => event.event === "asyncEnd")
+      .map((event) => event.snapshot.outcome);
+    expect(outcomes).toEqual(["aborted", "error", "unavailable"]);
+    server(0).resume();
+    server(1).resume();
+    await holder.release();
+  });
+
+  it("trace extension and release: extended, lost, released, lost, already released, with the time held", async () => {
+    const dlm = redlock();
+    const events = await record(async () => {
+      const kept = await dlm.acquire("kept", 5000);
+      await kept.extend(5000);
+      await sleep(20);
+      await kept.release();
+      await kept.release();
+      const taken = await dlm.acquire("taken", 5000);
+      await Promise.all(clients().map((client) => client.del("taken")));
+      await expect(taken.extend(5000)).rejects.toThrow("Lock could not be extended");
+      await taken.release();
+    });
+    expect(
+      on(events, "extend")
+        .filter((e) => e.event === "asyncEnd")
+        .map((e) => e.snapshot),
+    ).toEqual([
+      { resources: ["kept"], instances: 3, ttl: 5000, outcome: "extended" },
+      expect.objectContaining({ resources: ["taken"], outcome: "lost" }),
+    ]);
+    expect(sequence(events, "extend")).toEqual([
+      "start",
+      "end",
+      "asyncStart",
+      "asyncEnd",
+      ...["start", "end"],
+      "error",
+      "asyncStart",
+      "asyncEnd",
+    ]);
+    const releases = on(events, "release").filter((e) => e.event === "asyncEnd");
+    expect(releases.map((e) => [e.snapshot.resources, e.snapshot.outcome])).toEqual([
+      [["kept"], "released"],
+      [["kept"], "already-released"],
+      [["taken"], "lost"],
+    ]);
+    expect(releases[0]?.snapshot.heldMs).toBeGreaterThanOrEqual(20);
+    expect(releases[1]?.snapshot).not.toHaveProperty("heldMs");
+  });
+
+  it("trace using() around its acquisition, extensions and release, which run inside its context", async () => {
+    const dlm = redlock();
+    const store = new AsyncLocalStorage<unknown>();
+    tracingChannels.using.start.bindStore(store, (context) => context);
+    const parents: [string, unknown][] = [];
+    const onStart = (name: string) => () => parents.push([name, store.getStore()]);
+    const starts = (["acquire", "extend", "release"] as const).map((name) => {
+      const handler = onStart(name);
+      diagnosticsChannel.subscribe(`tracing:redlock-kit:${name}:start`, handler);
+      return () => diagnosticsChannel.unsubscribe(`tracing:redlock-kit:${name}:start`, handler);
+    });
+    try {
+      const events = await record(async () => {
+        const result = await dlm.using("job", 300, async () => {
+          await sleep(400); // long enough for at least one auto-extension
+          return 42;
+        });
+        expect(result).toBe(42);
+      });
+      const [start, , , asyncEnd] = on(events, "using");
+      expect(sequence(events, "using")).toEqual(["start", "end", "asyncStart", "asyncEnd"]);
+      expect(asyncEnd?.snapshot).toEqual({ resources: ["job"], instances: 3, ttl: 300, outcome: "completed" });
+      expect(parents.map(([name]) => name)).toContain("extend");
+      expect(parents[0]).toEqual(["acquire", start?.context]);
+      expect(parents.every(([, parent]) => parent === start?.context)).toBe(true);
+    } finally {
+      tracingChannels.using.start.unbindStore(store);
+      for (const unsubscribe of starts) unsubscribe();
+    }
+  });
+
+  it("report a using() whose lock was lost while fn ran, and fn's own error", async () => {
+    const dlm = redlock();
+    const failure = new Error("fn failed");
+    const events = await record(async () => {
+      await dlm.using("lost", 300, async (signal) => {
+        await Promise.all(clients().map((client) => client.del("lost")));
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+      });
+      await expect(
+        dlm.using("thrown", 1000, () => {
+          throw failure;
+        }),
+      ).rejects.toBe(failure);
+      await expect(dlm.using("not-a-function", 1000, 42 as never)).rejects.toThrow(TypeError);
+    });
+    const ends = on(events, "using").filter((event) => event.event === "asyncEnd");
+    expect(ends.map((event) => [event.snapshot.resources, event.snapshot.outcome])).toEqual([
+      [["lost"], "lost"],
+      [["thrown"], "completed"],
+      [["not-a-function"], "error"],
+    ]);
+    expect(ends[1]?.snapshot.error).toBe(failure);
+  });
+
+  it("never carry the lock's value", async () => {
+    const dlm = redlock({ instanceTimeout: 100 });
+    const values: string[] = [];
+    const events = await record(async () => {
+      await dlm.using("secret", 300, async (_, lock) => {
+        values.push(lock.value);
+        await sleep(200);
+      });
+      const lock = await dlm.acquire("secret", 1000);
+      values.push(lock.value);
+      server(0).pause();
+      server(1).pause();
+      await lock.extend(1000).catch(() => {});
+      await lock.release();
+    });
+    expect(events.length).toBeGreaterThan(10);
+    const shown = events.map((event) => `${JSON.stringify(event.snapshot)} ${inspect(event.context, { depth: 5 })}`);
+    for (const value of values) for (const text of shown) expect(text).not.toContain(value);
+  });
+});

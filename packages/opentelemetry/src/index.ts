@@ -1,0 +1,1 @@
+export { INSTRUMENTATION_NAME, instrumentRedlock, type RedlockTelemetryOptions } from "./instrumentation.js";

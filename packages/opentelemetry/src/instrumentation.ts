@@ -1,0 +1,174 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import diagnosticsChannel from "node:diagnostics_channel";
+import { performance } from "node:perf_hooks";
+import {
+  type Attributes,
+  type Context,
+  type MeterProvider,
+  metrics,
+  context as otelContext,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type Tracer,
+  type TracerProvider,
+  trace,
+} from "@opentelemetry/api";
+import type { AcquireTraceContext, LockTraceContext, ReleaseTraceContext, UsingTraceContext } from "@redlock-kit/core";
+import { createLockMetrics, type LockMetrics } from "./metrics.js";
+
+/** Options of `instrumentRedlock()`. */
+export interface RedlockTelemetryOptions {
+  /**
+   * Where spans go.
+   * @default the global tracer provider (`trace.getTracerProvider()`)
+   */
+  tracerProvider?: TracerProvider;
+  /**
+   * Where metrics go.
+   * @default the global meter provider (`metrics.getMeterProvider()`)
+   */
+  meterProvider?: MeterProvider;
+  /**
+   * Put the resource names on spans and metrics as `lock.resources`. Off by default: resources are
+   * often per order or per user, and one time series per resource overwhelms a metrics backend.
+   * @default false
+   */
+  resourceNames?: boolean;
+}
+
+/** The instrumentation scope's name, on every span and metric. */
+export const INSTRUMENTATION_NAME = "@redlock-kit/opentelemetry";
+
+type Operation = "acquire" | "extend" | "release" | "using";
+const OPERATIONS: readonly Operation[] = ["acquire", "extend", "release", "using"];
+
+/** Outcomes that mean the lock service or the lock failed, not "someone else has it". */
+const FAILED = new Set(["unavailable", "lost", "error"]);
+
+interface Call {
+  readonly span: Span;
+  readonly start: number;
+}
+
+/**
+ * Subscribes to redlock-kit's tracing channels (`redlock-kit:acquire`, `:extend`, `:release`,
+ * `:using`) and turns every call into a span and metrics through `@opentelemetry/api`; your SDK
+ * exports them. Works for every Redlock in the process, whichever copy of core made it. Returns
+ * the function that unsubscribes.
+ *
+ * @example
+ * import { instrumentRedlock } from "@redlock-kit/opentelemetry";
+ * const uninstrument = instrumentRedlock(); // after the SDK has registered its providers
+ */
+export function instrumentRedlock(options: RedlockTelemetryOptions = {}): () => void {
+  const tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer(INSTRUMENTATION_NAME);
+  const lockMetrics = createLockMetrics(
+    (options.meterProvider ?? metrics.getMeterProvider()).getMeter(INSTRUMENTATION_NAME),
+  );
+  const telemetry = new Telemetry(tracer, lockMetrics, options.resourceNames === true);
+  const undo = OPERATIONS.map((operation) => telemetry.subscribe(operation));
+  return () => {
+    for (const unsubscribe of undo) unsubscribe();
+  };
+}
+
+class Telemetry {
+  readonly #tracer: Tracer;
+  readonly #metrics: LockMetrics;
+  readonly #resourceNames: boolean;
+  readonly #calls = new WeakMap<object, Call>();
+  /**
+   * The OTel context of the `using` call in progress: its acquisition, extensions and release are
+   * its children. Bound to the channel's `start` (`runStores`), since OTel's own context manager
+   * cannot be entered from a subscriber.
+   */
+  readonly #parent = new AsyncLocalStorage<Context>();
+
+  constructor(tracer: Tracer, lockMetrics: LockMetrics, resourceNames: boolean) {
+    this.#tracer = tracer;
+    this.#metrics = lockMetrics;
+    this.#resourceNames = resourceNames;
+  }
+
+  subscribe(operation: Operation): () => void {
+    const channel = diagnosticsChannel.tracingChannel<unknown, LockTraceContext>(`redlock-kit:${operation}`);
+    const handlers = {
+      start: (context: LockTraceContext): void => {
+        this.#start(operation, context);
+      },
+      end: () => {},
+      asyncStart: () => {},
+      asyncEnd: (context: LockTraceContext) => this.#end(operation, context),
+      error: () => {},
+    };
+    if (operation === "using") {
+      // Started while entering the store, so that the calls inside using() see it as their parent.
+      channel.start.bindStore(this.#parent as AsyncLocalStorage<unknown>, (context) =>
+        trace.setSpan(this.#activeContext(), this.#start(operation, context as LockTraceContext)),
+      );
+      handlers.start = () => {};
+    }
+    channel.subscribe(handlers);
+    return () => {
+      channel.unsubscribe(handlers);
+      if (operation === "using") channel.start.unbindStore(this.#parent as AsyncLocalStorage<unknown>);
+    };
+  }
+
+  #activeContext(): Context {
+    return this.#parent.getStore() ?? otelContext.active();
+  }
+
+  #start(operation: Operation, context: LockTraceContext): Span {
+    const attributes: Attributes = {
+      "lock.instances": context.instances,
+      "lock.resource_count": context.resources.length,
+      ...this.#resourceAttributes(context),
+    };
+    const ttl = (context as Partial<AcquireTraceContext>).ttl;
+    if (ttl !== undefined) attributes["lock.ttl_ms"] = ttl;
+    const span = this.#tracer.startSpan(
+      `lock.${operation}`,
+      { kind: SpanKind.INTERNAL, attributes },
+      this.#activeContext(),
+    );
+    this.#calls.set(context, { span, start: performance.now() });
+    if (operation === "acquire") this.#metrics.waiters.add(1, this.#resourceAttributes(context));
+    return span;
+  }
+
+  #end(operation: Operation, context: LockTraceContext): void {
+    const call = this.#calls.get(context);
+    if (call === undefined) return;
+    this.#calls.delete(context);
+    const { span } = call;
+    const outcome = context.outcome ?? "error";
+    span.setAttribute("lock.outcome", outcome);
+    if (FAILED.has(outcome)) {
+      span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+      if (context.error instanceof Error) span.recordException(context.error);
+    }
+    const resources = this.#resourceAttributes(context);
+    if (operation === "acquire") {
+      span.setAttribute("lock.attempts", (context as AcquireTraceContext).attempts);
+      this.#metrics.waiters.add(-1, resources);
+      const seconds = (performance.now() - call.start) / 1000;
+      this.#metrics.acquireDuration.record(seconds, { "lock.outcome": outcome, ...resources });
+    } else if (operation === "release") {
+      const { heldMs } = context as ReleaseTraceContext;
+      if (heldMs !== undefined) {
+        span.setAttribute("lock.held_ms", heldMs);
+        this.#metrics.heldDuration.record(heldMs / 1000, { "lock.outcome": outcome, ...resources });
+      }
+      if (outcome === "lost") this.#metrics.lost.add(1, resources);
+    } else if (operation === "using" && (context as UsingTraceContext).outcome === "lost") {
+      span.addEvent("lock lost while fn ran");
+    }
+    span.end();
+  }
+
+  #resourceAttributes(context: LockTraceContext): Attributes {
+    return this.#resourceNames ? { "lock.resources": [...context.resources] } : {};
+  }
+}

@@ -1,0 +1,211 @@
+import { inspect } from "node:util";
+import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
+import {
+  AggregationTemporality,
+  type DataPoint,
+  type Histogram,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from "@opentelemetry/sdk-metrics";
+import {
+  BasicTracerProvider,
+  InMemorySpanExporter,
+  type ReadableSpan,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { type Lock, LockUnavailableError, Redlock, tracingChannels } from "@redlock-kit/core";
+import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[] = [];
+const redlocks: Redlock[] = [];
+const contextManager = new AsyncLocalStorageContextManager();
+
+let spans: InMemorySpanExporter;
+let metricExporter: InMemoryMetricExporter;
+let reader: PeriodicExportingMetricReader;
+let tracerProvider: BasicTracerProvider;
+let meterProvider: MeterProvider;
+let uninstrument: (() => void) | undefined;
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  context.setGlobalContextManager(contextManager.enable());
+});
+
+afterAll(() => {
+  context.disable();
+});
+
+afterEach(async () => {
+  uninstrument?.();
+  uninstrument = undefined;
+  for (const server of cluster.servers) server.resume();
+  await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  await Promise.all(clients.map((client) => client.flushall()));
+  await Promise.all([tracerProvider?.shutdown(), meterProvider?.shutdown()]);
+});
+
+/** Fresh in-memory exporters and providers, and the instrumentation on them. */
+function instrument(options: RedlockTelemetryOptions = {}): void {
+  spans = new InMemorySpanExporter();
+  tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+  metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  // exported on forceFlush only: the interval is longer than any test
+  reader = new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 3_600_000 });
+  meterProvider = new MeterProvider({ readers: [reader] });
+  uninstrument = instrumentRedlock({ tracerProvider, meterProvider, ...options });
+}
+
+function redlock(options = {}): Redlock {
+  const dlm = new Redlock(clients, options);
+  redlocks.push(dlm);
+  return dlm;
+}
+
+const finished = (name?: string): ReadableSpan[] =>
+  spans.getFinishedSpans().filter((span) => name === undefined || span.name === name);
+
+/** The data points of one metric, as exported now. */
+async function points<T = number>(name: string): Promise<DataPoint<T>[]> {
+  metricExporter.reset();
+  await reader.forceFlush();
+  const metrics = metricExporter.getMetrics().flatMap((resource) => resource.scopeMetrics.flatMap((s) => s.metrics));
+  return (metrics.find((metric) => metric.descriptor.name === name)?.dataPoints ?? []) as DataPoint<T>[];
+}
+
+describe("@redlock-kit/opentelemetry", () => {
+  it("makes a span and a duration per acquisition, with the outcome and no resource names by default", async () => {
+    instrument();
+    const dlm = redlock({ retryCount: 1, retryDelay: 10, retryJitter: 0 });
+    const lock = await dlm.acquire("order:42", 5000);
+    expect(await dlm.lock("order:42", 1000)).toBeNull();
+    await lock.release();
+
+    const [acquired, contention] = finished("lock.acquire");
+    expect(acquired?.attributes).toEqual({
+      "lock.instances": 3,
+      "lock.resource_count": 1,
+      "lock.ttl_ms": 5000,
+      "lock.outcome": "acquired",
+      "lock.attempts": 1,
+    });
+    expect(contention?.attributes).toMatchObject({ "lock.outcome": "contention", "lock.attempts": 2 });
+    expect(contention?.status.code).toBe(SpanStatusCode.UNSET);
+    expect(finished("lock.release")[0]?.attributes).toMatchObject({ "lock.outcome": "released" });
+
+    const durations = await points<Histogram>("lock.acquire.duration");
+    expect(durations.map((point) => [point.attributes, point.value.count])).toEqual([
+      [{ "lock.outcome": "acquired" }, 1],
+      [{ "lock.outcome": "contention" }, 1],
+    ]);
+    const held = await points<Histogram>("lock.held.duration");
+    expect(held.map((point) => [point.attributes, point.value.count])).toEqual([[{ "lock.outcome": "released" }, 1]]);
+  });
+
+  it("puts the resource names on spans and metrics when asked", async () => {
+    instrument({ resourceNames: true });
+    const lock = await redlock().acquire(["account:1", "account:2"], 5000);
+    await lock.release();
+    expect(finished("lock.acquire")[0]?.attributes["lock.resources"]).toEqual(["account:1", "account:2"]);
+    expect(finished("lock.release")[0]?.attributes["lock.resources"]).toEqual(["account:1", "account:2"]);
+    const [point] = await points<Histogram>("lock.acquire.duration");
+    expect(point?.attributes).toEqual({ "lock.outcome": "acquired", "lock.resources": ["account:1", "account:2"] });
+  });
+
+  it("marks an unavailable lock service as an error with the exception", async () => {
+    instrument();
+    const dlm = redlock({ retryCount: 0, instanceTimeout: 100 });
+    (cluster.servers[0] as RedisServer).pause();
+    (cluster.servers[1] as RedisServer).pause();
+    await expect(dlm.acquire("down", 1000)).rejects.toThrow(LockUnavailableError);
+    const [span] = finished("lock.acquire");
+    expect(span?.status).toEqual({ code: SpanStatusCode.ERROR, message: "unavailable" });
+    expect(span?.events.map((event) => event.name)).toEqual(["exception"]);
+    expect(span?.events[0]?.attributes?.["exception.type"]).toBe("ERR_REDLOCK_UNAVAILABLE"); // OTel reports the error's code as its type
+  });
+
+  it("nests the acquisition, extensions and release of using() under its span, itself under the caller's", async () => {
+    instrument();
+    const dlm = redlock();
+    const tracer = tracerProvider.getTracer("app");
+    await tracer.startActiveSpan("request", async (request) => {
+      await dlm.using("job", 300, () => sleep(400)); // long enough for an auto-extension
+      request.end();
+    });
+    const [using] = finished("lock.using");
+    const request = finished("request")[0];
+    expect(using?.parentSpanContext?.spanId).toBe(request?.spanContext().spanId);
+    expect(using?.attributes["lock.outcome"]).toBe("completed");
+    const children = finished().filter((span) => span.name !== "lock.using" && span.name !== "request");
+    expect(new Set(children.map((span) => span.name))).toEqual(
+      new Set(["lock.acquire", "lock.extend", "lock.release"]),
+    );
+    for (const child of children) expect(child.parentSpanContext?.spanId).toBe(using?.spanContext().spanId);
+    // outside using(), a call is a child of whatever is active
+    await dlm.acquire("alone", 1000).then((lock) => lock.release());
+    expect(finished("lock.acquire").at(-1)?.parentSpanContext).toBeUndefined();
+  });
+
+  it("counts locks found lost at their release, and their time held", async () => {
+    instrument();
+    const dlm = redlock();
+    const lock = await dlm.acquire("taken", 5000);
+    await Promise.all(clients.map((client) => client.del("taken")));
+    await sleep(20);
+    expect(await lock.release()).toBe(false);
+    const lost = await points("lock.lost");
+    expect(lost.map((point) => point.value)).toEqual([1]);
+    const [held] = await points<Histogram>("lock.held.duration");
+    expect(held?.attributes).toEqual({ "lock.outcome": "lost" });
+    expect(held?.value.sum).toBeGreaterThanOrEqual(0.02);
+    expect(finished("lock.release")[0]?.status.code).toBe(SpanStatusCode.ERROR);
+  });
+
+  it("counts the calls waiting for a lock while they wait", async () => {
+    instrument();
+    const holder = await redlock().acquire("busy", 10_000);
+    const waiting = redlock().acquire("busy", 1000, { wait: 10_000 });
+    await sleep(50);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([1]);
+    await holder.release();
+    await (await waiting).release();
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+  });
+
+  it("leaves the lock's value out of every span", async () => {
+    instrument({ resourceNames: true });
+    const dlm = redlock();
+    const locks: Lock[] = [];
+    await dlm.using("secret", 300, async (_, lock) => {
+      locks.push(lock);
+      await sleep(200);
+    });
+    const lock = await dlm.acquire("secret", 1000);
+    locks.push(lock);
+    await Promise.all(clients.map((client) => client.del("secret")));
+    await lock.extend(1000).catch(() => {});
+    await lock.release();
+    const shown = finished().map((span) => inspect({ attributes: span.attributes, events: span.events }, { depth: 6 }));
+    expect(shown.length).toBeGreaterThan(5);
+    for (const { value } of locks) for (const text of shown) expect(text).not.toContain(value);
+  });
+
+  it("unsubscribes: no spans afterwards, and core's channels are idle again", async () => {
+    instrument();
+    expect(tracingChannels.acquire.hasSubscribers).toBe(true);
+    uninstrument?.();
+    uninstrument = undefined;
+    for (const name of ["acquire", "extend", "release", "using"] as const) {
+      expect(tracingChannels[name].hasSubscribers).toBe(false);
+    }
+    await redlock().using("quiet", 1000, () => 1);
+    expect(finished()).toEqual([]);
+    expect(trace.getActiveSpan()).toBeUndefined();
+  });
+});
