@@ -2,6 +2,7 @@ export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage 
 export {
   ErrorCodes,
   type InstanceFailure,
+  LockConfigurationError,
   LockContentionError,
   LockKeyError,
   LockLostError,

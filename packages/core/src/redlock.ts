@@ -23,6 +23,7 @@ import {
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
 import { type KeyWaiters, ReleaseWaiters, type Waiter } from "./release-waiters.js";
+import { ServerIdentityCheck } from "./server-identity.js";
 import type { AcquireReply, LockStore, ReleaseReply } from "./store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
@@ -59,6 +60,7 @@ export class Redlock {
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
   readonly #clock: () => number;
+  readonly #identity: ServerIdentityCheck;
 
   constructor(instances: readonly RedlockInstance[], options?: RedlockOptions) {
     if (!Array.isArray(instances) || instances.length === 0) {
@@ -88,6 +90,7 @@ export class Redlock {
       throw error;
     }
     this.#instances = resolved;
+    this.#identity = new ServerIdentityCheck(resolved);
     this.#stores = resolved.map((instance) => instance.store);
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
     this.#waiters = new ReleaseWaiters(this.#stores);
@@ -182,11 +185,14 @@ export class Redlock {
       markLost(lock, error);
       throw error;
     }
+    const voters = this.#identity.current
+      ? this.#stores
+      : await this.#identity.voters(this.#stores, state.instanceTimeout);
     const drift = driftFor(ttl, this.#defaults.driftFactor);
     const start = this.#clock();
     const wallStart = Date.now();
     const request: LockRequest = { keys: state.keys, value: lock.value, ttl };
-    const votes = await fanOut(this.#stores, extendCall, request, state.instanceTimeout, {
+    const votes = await fanOut(voters, extendCall, request, state.instanceTimeout, {
       need: this.quorum,
       yes: (extended) => extended,
     });
@@ -315,9 +321,10 @@ export class Redlock {
         const heldFor = waiter === undefined ? undefined : this.#waiters.heldHere(keys);
         if (heldFor !== undefined) failure = { kind: "contention", retryAfterMs: heldFor };
         else {
+          const voters = this.#identity.current ? this.#stores : await this.#identity.voters(this.#stores, timeout);
           const attemptStart = clock();
           const wallStart = Date.now();
-          const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
+          const votes = await fanOut(voters, acquireCall, request, timeout, this.#acquiredQuorum);
           // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
           // replies (a pause, a slow instance) is time the other keys were already expiring.
           const validity = ttl - (clock() - attemptStart) - drift;

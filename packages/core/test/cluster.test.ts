@@ -1,6 +1,7 @@
+import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startCluster, type TestCluster } from "../../../test/helpers/topologies.js";
-import { LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
+import { LockConfigurationError, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
 let cluster: TestCluster;
 
@@ -46,6 +47,26 @@ describe("a Redis Cluster as one Redlock instance", () => {
     const lock = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
     expect(await dlm.lock(["{order:42}:stock", "{order:42}:invoice"], 2000)).toBeNull();
     await lock.release();
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("refuses a plain client pointed at a Cluster node before any key is written, rather than MOVED answers", async () => {
+    const node = cluster.servers[0]?.client();
+    const dlm = new Redlock([node as Redis], { retryCount: 0 });
+    const error = await dlm.lock("a", 2000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockConfigurationError);
+    expect((error as Error).message).toMatch(/^instances\[0\] \(127\.0\.0\.1:\d+\/0\) is a Redis Cluster node/);
+    for (const key of ["order:1", "order:2", "order:3", "x"]) {
+      await expect(dlm.lock(key, 2000)).rejects.toBeInstanceOf(LockConfigurationError);
+    }
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("refuses two Cluster clients of one cluster: every master would vote twice", async () => {
+    const dlm = new Redlock([cluster.client(), cluster.client(), new MemoryStore()], { retryCount: 0 });
+    await expect(dlm.lock("twice", 2000)).rejects.toThrow(
+      "instances[1] (cluster) shares a Redis server with instances[0] (cluster): it would vote twice",
+    );
     expect(await totalKeys()).toBe(0);
   });
 
