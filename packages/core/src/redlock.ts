@@ -287,7 +287,7 @@ export class Redlock {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
     const opts = resolveAcquireOptions(this.#defaults, options);
-    const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
+    const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
 
     const prefix = this.#prefix;
