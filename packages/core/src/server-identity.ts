@@ -78,8 +78,14 @@ class ClientIdentity {
     };
     client.on("ready", connected);
     if (client.isCluster) {
-      client.on("+node", connected);
-      client.on("-node", connected);
+      // A Cluster gaining or losing a node is still the same Cluster: it keeps voting with what it
+      // said before while its masters are asked again (a dead master would otherwise stall it).
+      const changed = () => {
+        this.#epoch++;
+        this.#reading = this.#ask();
+      };
+      client.on("+node", changed);
+      client.on("-node", changed);
     }
   }
 
