@@ -1,7 +1,8 @@
 import { performance } from "node:perf_hooks";
+import { acquireError, isMisconfigured } from "./acquire-failure.js";
 import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
-import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
+import { type InstanceFailure, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
@@ -350,7 +351,7 @@ export class Redlock {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
         }
-        if (attempts >= maxAttempts) break;
+        if (attempts >= maxAttempts || isMisconfigured(failure)) break;
         let delay = pollDelay(opts);
         if (deadline !== Number.POSITIVE_INFINITY) {
           const left = deadline - clock();
@@ -371,7 +372,7 @@ export class Redlock {
     }
     this.#publishAcquire(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;
-    throw this.#failureError(names, failure);
+    throw acquireError(names, failure, ttl);
   }
 
   /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
@@ -385,12 +386,6 @@ export class Redlock {
       return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
     if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
-  }
-
-  #failureError(resources: readonly string[], failure: Failure): Error {
-    return failure.kind === "contention"
-      ? new LockContentionError(resources, failure.retryAfterMs)
-      : new LockUnavailableError(resources, failure.causes, failure.message);
   }
 
   #checkLock(lock: Lock): void {

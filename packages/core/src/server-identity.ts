@@ -7,8 +7,9 @@ import type { LockStore } from "./store.js";
  * Two entries of the instance list that reach one Redis server (`localhost` and `127.0.0.1`, a DNS
  * alias, db 0 and db 1) would vote twice and fake a quorum. Host strings cannot tell, so each
  * server is asked who it is: `INFO server`'s `run_id`, drawn by the server at start-up and the same
- * on every db. It is read once per connection: a reconnect may reach another server (a restart, a
- * failover, a DNS change), so a closed connection forgets it and the next one is asked again.
+ * on every db (for a Cluster, its nodes' ids). It is read once per connection: a reconnect may reach
+ * another server (a restart, a failover, a DNS change), so a closed connection forgets it and the
+ * next one is asked again.
  *
  * Until its connection has answered, an instance does not vote: its vote counts as unavailable.
  * A call waits for the answer (at most the per-instance timeout) from a server that is connected
@@ -24,8 +25,8 @@ let warned = false;
 
 /** What one client says about itself on its current connection. */
 interface ServerFacts {
-  /** The run_ids behind this client: one server, or every master of a Cluster. */
-  readonly runIds: readonly string[];
+  /** Who is behind this client: one server's run_id, or the node ids of a Cluster. */
+  readonly ids: readonly string[];
   /** `redis_mode` of INFO: standalone, cluster or sentinel. */
   readonly mode: string;
 }
@@ -35,7 +36,7 @@ interface WatchedClient {
   readonly status: string;
   readonly isCluster?: boolean;
   info(section: string): Promise<string>;
-  nodes?(role: "master"): WatchedClient[];
+  call(...args: string[]): Promise<unknown>;
   on(event: string, listener: () => void): unknown;
   once(event: string, listener: () => void): unknown;
 }
@@ -162,14 +163,15 @@ function identityOf(client: WatchedClient): ClientIdentity {
 
 async function readFacts(client: WatchedClient): Promise<ServerFacts> {
   if (!client.isCluster) return parseInfo(await client.info("server"));
-  // a master that is reconnecting cannot vote for its slots either: the others are enough to compare
-  // ("wait": the Cluster connects its nodes lazily, on their first command)
-  const masters = (client.nodes?.("master") ?? []).filter((node) => node.status === "ready" || node.status === "wait");
-  const answers = await Promise.allSettled(masters.map((node) => node.info("server")));
-  const runIds: string[] = [];
-  for (const answer of answers) if (answer.status === "fulfilled") runIds.push(...parseInfo(answer.value).runIds);
-  if (runIds.length === 0) throw new Error("No master of the Cluster answered INFO");
-  return { runIds, mode: "cluster" };
+  // A Cluster is told apart by its nodes' ids: one CLUSTER NODES to any node lists them all, where
+  // asking every master for its run_id would open a connection to each before the first lock.
+  const nodes = String(await client.call("CLUSTER", "NODES"));
+  const ids = nodes
+    .split("\n")
+    .map((line) => line.split(" ")[0] ?? "")
+    .filter((id) => id !== "");
+  if (ids.length === 0) throw new Error("CLUSTER NODES listed no node");
+  return { ids: ids, mode: "cluster" };
 }
 
 function parseInfo(info: string): ServerFacts {
@@ -177,7 +179,7 @@ function parseInfo(info: string): ServerFacts {
   const runId = field("run_id");
   // a server that hides its run_id cannot be told apart: the same as one that refuses INFO
   if (!runId) throw Object.assign(new Error("INFO server has no run_id"), { name: "ReplyError" });
-  return { runIds: [runId], mode: field("redis_mode") ?? "standalone" };
+  return { ids: [runId], mode: field("redis_mode") ?? "standalone" };
 }
 
 function warnUnknowable(): void {
@@ -271,10 +273,10 @@ export class ServerIdentityCheck {
       const facts = entry.identity.facts;
       if (facts === undefined) continue;
       if (!entry.cluster && facts.mode !== "standalone") throw wrongMode(entry, facts.mode);
-      for (const runId of facts.runIds) {
-        const first = owners.get(runId);
+      for (const id of facts.ids) {
+        const first = owners.get(id);
         if (first !== undefined && first !== entry) throw sameServer(entry, first);
-        owners.set(runId, entry);
+        owners.set(id, entry);
       }
     }
   }
