@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { autoExtend } from "./auto-extend.js";
-import { RedlockError } from "./errors.js";
+import { LockKeyError, RedlockError } from "./errors.js";
 import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import type { Lock } from "./lock.js";
 import {
@@ -108,6 +108,7 @@ export class RouteLock<Hook = never> {
     let resources: readonly string[];
     try {
       resources = this.#resolve(source);
+      if (resources.length > 1) checkKeysTogether(this.#redlock, resources);
     } catch (error) {
       // a promise either way: #failed rethrows what is not a RedlockError
       return new Promise((resolve) => resolve(this.#failed(error, tracker)));
@@ -148,6 +149,25 @@ export class RouteLock<Hook = never> {
 }
 
 const ABORTED = Object.freeze({ kind: "aborted" as const });
+
+/**
+ * Several resources from a key function must be lockable together (one hash slot on a Cluster):
+ * the request named them, so that is a 400, not the RangeError (500) a direct call gets.
+ */
+function checkKeysTogether(redlock: Redlock, resources: readonly string[]): void {
+  const prefix = redlock.keyPrefix;
+  const keys = prefix === "" ? resources : resources.map((resource) => prefix + resource);
+  for (const store of redlock.stores) {
+    try {
+      store.checkKeys?.(keys);
+    } catch (error) {
+      // the store's message lists the keys, which may hold request data: it stays the cause
+      throw new LockKeyError("Lock key function named resources that cannot be locked together", undefined, {
+        cause: error,
+      });
+    }
+  }
+}
 
 /**
  * The HTTP policy every adapter shares: defaults resolved once, then one `RouteLock` per route.

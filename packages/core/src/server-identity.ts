@@ -130,15 +130,17 @@ class ClientIdentity {
 
   #ask(): Promise<void> {
     const epoch = this.#epoch;
+    // An answer from an older connection (or before the Cluster changed) is dropped, and whoever
+    // waits for it waits for the read that replaced it.
     return readFacts(this.#client).then(
       (facts) => {
-        if (epoch !== this.#epoch) return;
+        if (epoch !== this.#epoch) return this.#reading;
         this.#facts = facts;
         this.#fresh = false;
         generation++;
       },
       (error: unknown) => {
-        if (epoch !== this.#epoch) return;
+        if (epoch !== this.#epoch) return this.#reading;
         this.#reading = undefined;
         // no answer (the connection closed): the next connection is asked
         if ((error as Error | undefined)?.name !== "ReplyError") return;
