@@ -9,7 +9,7 @@ import { once } from "node:events";
 import type http from "node:http";
 import { PassThrough } from "node:stream";
 import { text } from "node:stream/consumers";
-import { type AcquireMessage, type Lock, Redlock, type ReleaseMessage } from "@redlock-kit/core";
+import { type AcquireMessage, type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
@@ -67,8 +67,11 @@ function newProbe() {
     entered: entered.promise,
     gate,
     stream: new PassThrough(),
-    enter() {
+    /** The lock the last handler ran under. */
+    lock: undefined as Lock | undefined,
+    enter(lock?: Lock) {
       this.calls++;
+      this.lock = lock;
       entered.resolve();
     },
   };
@@ -131,10 +134,22 @@ const routes: RouteSpec[] = [
     path: "/slow/:id",
     key: "slow:{params.id}",
     options: { ttl: 1000 },
-    handler: async () => {
-      probe.enter();
+    handler: async (lock) => {
+      probe.enter(lock);
       await probe.gate.promise;
       return { json: { done: true } };
+    },
+  },
+  {
+    // a live feed that stops writing when its reader leaves, and never ends the response
+    method: "get",
+    path: "/feed/:id",
+    key: "feed:{params.id}",
+    options: { ttl: 1000 },
+    handler: async (lock) => {
+      probe.enter(lock);
+      probe.stream.write("event\n");
+      return { stream: probe.stream };
     },
   },
   {
@@ -350,23 +365,52 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await expect.poll(() => values("stream:1")).toEqual([null, null, null]);
   });
 
-  it("keeps the lock, extended, while the handler still runs after the client disconnected, and releases it when the handler ends", async () => {
+  it("stops extending the lock when the client disconnects while the handler runs: it expires within one ttl and its signal aborts", async () => {
     const serverResponse = nextServerResponse(app.server);
     const { request } = open(`${url}/slow/1`, { method: "POST" });
     request.on("error", () => {});
     await probe.entered;
+    const lock = probe.lock as Lock;
+    const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason)));
     const res = await serverResponse;
     const closed = once(res, "close");
     request.destroy();
     await closed;
-    // past the 1000 ms ttl: only auto-extension keeps it now
-    await sleep(1500);
-    const held = await values("slow:1");
-    expect(held.filter((value) => value !== null).length).toBeGreaterThanOrEqual(2);
+    // the handler still runs and may still stop: its signal says when the lock is gone (within its
+    // 1000 ms ttl; 5 s is generous, and auto-extension would have kept it for 60 s)
+    expect(await Promise.race([aborted, sleep(5000).then(() => "still held")])).toBeInstanceOf(LockLostError);
+    expect(lock.valid).toBe(false);
+    // auto-extension would have kept the 1000 ms lock until maxHoldMs (60 s): it expires instead
+    await expect.poll(() => values("slow:1"), { timeout: 5000 }).toEqual([null, null, null]);
     const released = nextRelease("slow:1");
     probe.gate.resolve();
+    // the handler's late end releases nothing: the lock had expired
+    expect((await released).released).toBe(false);
+  });
+
+  it("does not pin the lock of a streamed response whose client left and which never ends", async () => {
+    const response = await open(`${url}/feed/1`).response;
+    expect(await nextChunk(response)).toBe("event\n");
+    const lock = probe.lock as Lock;
+    const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve("aborted")));
+    response.destroy();
+    expect(await Promise.race([aborted, sleep(5000).then(() => "still held")])).toBe("aborted");
+    await expect.poll(() => values("feed:1"), { timeout: 5000 }).toEqual([null, null, null]);
+    probe.stream.destroy();
+  });
+
+  it("releases at once the lock of a response that ends after its client left", async () => {
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/slow/2`, { method: "POST" });
+    request.on("error", () => {});
+    await probe.entered;
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    const released = nextRelease("slow:2");
+    probe.gate.resolve();
     expect((await released).released).toBe(true);
-    await expect.poll(() => values("slow:1")).toEqual([null, null, null]);
+    await expect.poll(() => values("slow:2")).toEqual([null, null, null]);
   });
 
   it("releases the lock when the handler throws, and keeps the error text out of the response", async () => {

@@ -99,8 +99,9 @@ export class RouteLock<Hook = never> {
 
   /**
    * Call before the first `await` of the request: resolves the key, acquires (giving up if the
-   * client leaves while waiting), keeps the lock alive while the request is in flight, and
-   * releases it exactly once when the handler has finished the response (or failed).
+   * client leaves while waiting), keeps the lock alive while the client waits for the response
+   * (not after it left: the lock then expires within one ttl), and releases it exactly once when
+   * the handler has finished the response (or failed).
    */
   begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
     const tracker = new ResponseTracker(res);
@@ -135,6 +136,10 @@ export class RouteLock<Hook = never> {
       stop?.();
       void redlock.unlock(lock);
     });
+    // Nobody reads the response any more: the lock stays held (the handler may still be running)
+    // but is not extended, so it expires within one ttl; lock.signal aborts when it does. A
+    // streaming handler that stops writing without ending the response cannot pin it until the cap.
+    if (stop !== undefined) tracker.whenClientLeaves(stop);
     return { kind: "acquired", lock };
   }
 

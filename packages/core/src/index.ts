@@ -10,6 +10,7 @@ export {
   RedlockError,
   type RedlockErrorCode,
 } from "./errors.js";
+export { holdingLock, resourcesNotHeld, trackHeldLocks } from "./held-locks.js";
 export {
   createHttpLockPolicy,
   errorResponse,

@@ -6,8 +6,8 @@ const clientClosed = () => new Error("Client closed the connection");
  * Follows one HTTP response for the lock that guards it; attach before the first `await` of a
  * request. "Done" means the handler ended the response: 'finish' (a streamed body included), or
  * `res.end()` called after the client already left. A client that disconnects early does not end
- * the critical section: the handler may still be running, so only the signal aborts (to stop a
- * wait for the lock).
+ * the critical section: the handler may still be running. The signal aborts (to stop a wait for
+ * the lock) and `whenClientLeaves` callbacks run (to stop extending a held one).
  *
  * Two listeners on the response, and an AbortController only for routes that wait: this runs on
  * every locked request, and `stream.finished()` with a controller each time cost several percent
@@ -19,6 +19,7 @@ export class ResponseTracker {
   #clientLeft = false;
   #done = false;
   #callback: (() => void) | undefined;
+  #onLeave: (() => void) | undefined;
 
   constructor(res: ServerResponse) {
     this.#res = res;
@@ -46,11 +47,18 @@ export class ResponseTracker {
     else this.#callback = callback;
   }
 
+  /** Runs `callback` once if the client goes away before the handler has finished its response. */
+  whenClientLeaves(callback: () => void): void {
+    if (this.#clientLeft && !this.#done) callback();
+    else this.#onLeave = callback;
+  }
+
   /** Stops following the response (the lock was not acquired). */
   dispose(): void {
     this.#res.off("finish", this.#onFinish);
     this.#res.off("close", this.#onClose);
     this.#callback = undefined;
+    this.#onLeave = undefined;
   }
 
   #finish(): void {
@@ -58,6 +66,7 @@ export class ResponseTracker {
     this.#done = true;
     const callback = this.#callback;
     this.#callback = undefined;
+    this.#onLeave = undefined;
     callback?.();
   }
 
@@ -81,6 +90,9 @@ export class ResponseTracker {
       this.#finish();
       return;
     }
+    const onLeave = this.#onLeave;
+    this.#onLeave = undefined;
+    onLeave?.();
     const end = res.end;
     const tracker = this;
     res.end = function endAfterClientLeft(this: ServerResponse, ...args: Parameters<ServerResponse["end"]>) {

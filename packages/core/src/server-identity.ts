@@ -72,12 +72,12 @@ class ClientIdentity {
       this.#fresh = false;
       replaced();
     });
-    // a new connection may reach another server: ask it now
-    const connected = () => {
-      replaced();
+    // A new connection may reach another server: ask it now, unless a question asked since the old
+    // one closed is already queued (ioredis sends its offline queue on the new connection first).
+    client.on("ready", () => {
+      generation++;
       void this.read();
-    };
-    client.on("ready", connected);
+    });
     if (client.isCluster) {
       // A Cluster gaining or losing a node is still the same Cluster: it keeps voting with what it
       // said before while its masters are asked again (a dead master would otherwise stall it).
@@ -99,13 +99,15 @@ class ClientIdentity {
     return this.#facts !== undefined || this.#unknowable;
   }
 
-  /** A call may wait for the answer: the client is connected, or connecting for the first time. */
+  /**
+   * A call may wait for the answer (at most its per-instance timeout): a client connecting for the
+   * first time (every call waits, as a vote queued behind the connection would have), or a connected
+   * one until a call has waited for this read in vain (then later calls do not wait for it again).
+   */
   get worthWaiting(): boolean {
-    if (this.#waitedOut) return false;
     const status = this.#client.status;
-    return (
-      status === "ready" || (this.#fresh && (status === "wait" || status === "connecting" || status === "connect"))
-    );
+    if (this.#fresh) return status === "ready" || status === "wait" || status === "connecting" || status === "connect";
+    return !this.#waitedOut && status === "ready";
   }
 
   /** A call waited its bound and the answer had not come. */
