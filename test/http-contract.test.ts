@@ -276,6 +276,17 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await app?.close();
   });
 
+  /** POSTs to `path` and disconnects once its handler runs; resolves when the server has seen the client leave. */
+  async function disconnectInHandler(path: string): Promise<void> {
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}${path}`, { method: "POST" });
+    request.on("error", () => {});
+    await probe.entered;
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+  }
+
   /** POSTs to `path` with every Redis instance paused, disconnects once the server has the request, then resumes Redis. */
   async function disconnectWhileRedisPaused(path: string): Promise<void> {
     for (const server of cluster.servers) server.pause();
@@ -366,16 +377,9 @@ describe.each(frameworks)("the %s adapter", (framework) => {
   });
 
   it("stops extending the lock when the client disconnects while the handler runs: it expires within one ttl and its signal aborts", async () => {
-    const serverResponse = nextServerResponse(app.server);
-    const { request } = open(`${url}/slow/1`, { method: "POST" });
-    request.on("error", () => {});
-    await probe.entered;
+    await disconnectInHandler("/slow/1");
     const lock = probe.lock as Lock;
     const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason)));
-    const res = await serverResponse;
-    const closed = once(res, "close");
-    request.destroy();
-    await closed;
     // the handler still runs and may still stop: its signal says when the lock is gone (within its
     // 1000 ms ttl; 5 s is generous, and auto-extension would have kept it for 60 s)
     expect(await Promise.race([aborted, sleep(5000).then(() => "still held")])).toBeInstanceOf(LockLostError);
@@ -400,13 +404,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
   });
 
   it("releases at once the lock of a response that ends after its client left", async () => {
-    const serverResponse = nextServerResponse(app.server);
-    const { request } = open(`${url}/slow/2`, { method: "POST" });
-    request.on("error", () => {});
-    await probe.entered;
-    const closed = once(await serverResponse, "close");
-    request.destroy();
-    await closed;
+    await disconnectInHandler("/slow/2");
     const released = nextRelease("slow:2");
     probe.gate.resolve();
     expect((await released).released).toBe(true);
@@ -426,13 +424,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
   });
 
   it("releases the lock when the handler throws after the client disconnected", async () => {
-    const serverResponse = nextServerResponse(app.server);
-    const { request } = open(`${url}/throw/2`, { method: "POST" });
-    request.on("error", () => {});
-    await probe.entered;
-    const closed = once(await serverResponse, "close");
-    request.destroy();
-    await closed;
+    await disconnectInHandler("/throw/2");
     const released = nextRelease("throw:2");
     probe.gate.resolve();
     expect((await released).released).toBe(true);
