@@ -192,10 +192,10 @@ export function checkLockOptions(
 }
 
 /**
- * The per-instance timeout for a ttl: the configured one or 10% of the ttl. Throws `RangeError` for a
- * ttl that could never give a valid lock: validity = ttl − elapsed − drift, so an attempt whose
- * answers take the per-instance timeout must still leave some (ttl − drift > timeout). A `ttl: 2`
- * (drift 2 ms) or `{ ttl: 4, driftFactor: 0.49 }` would write to Redis and then answer 503 every time.
+ * The per-instance timeout for a ttl: the configured one (shorter than the ttl) or 10% of it.
+ * Throws `RangeError` for a ttl that leaves an attempt no time: validity = ttl − elapsed − drift, and
+ * after the drift less than the default per-instance timeout would be left for the answers. A
+ * `ttl: 2` (drift 2 ms) or `{ ttl: 4, driftFactor: 0.49 }` would write to Redis and then answer 503.
  */
 export function instanceTimeoutFor(
   ttl: number,
@@ -208,14 +208,14 @@ export function instanceTimeoutFor(
       `${at(name, "instanceTimeout")} must be shorter than the ttl, got ${configured} for a ttl of ${ttl}`,
     );
   }
-  const timeout = configured ?? defaultInstanceTimeout(ttl);
+  const standard = defaultInstanceTimeout(ttl);
   const drift = driftFor(ttl, options.driftFactor);
-  if (ttl - drift <= timeout) {
+  if (ttl - drift <= standard) {
     throw new RangeError(
-      `${at(name, "ttl")} of ${ttl} ms can never give a valid lock: the clock drift allowance (${drift} ms at driftFactor ${options.driftFactor}) and the per-instance timeout (${timeout} ms) take all of it; use a longer ttl`,
+      `${at(name, "ttl")} of ${ttl} ms can never give a valid lock: after the clock drift allowance (${drift} ms at driftFactor ${options.driftFactor}) less than an attempt's ${standard} ms would be left; use a longer ttl`,
     );
   }
-  return timeout;
+  return configured ?? standard;
 }
 
 function defaultInstanceTimeout(ttl: number): number {

@@ -238,7 +238,13 @@ export class ServerIdentityCheck {
 
   /** True when every instance answered and nothing changed since they were found distinct. */
   get current(): boolean {
-    return this.#checkedAt === generation || this.#checkedAt === Number.POSITIVE_INFINITY;
+    if (this.#checkedAt === generation || this.#checkedAt === Number.POSITIVE_INFINITY) return true;
+    // Something changed, or this Redlock is new on clients that already answered: when every
+    // instance is known and distinct, say so now rather than through an await (which would let
+    // the event loop run between the call and its votes).
+    if (!this.#entries.every(({ identity }) => identity.settled) || this.#problem() !== undefined) return false;
+    this.#checkedAt = generation;
+    return true;
   }
 
   /**
@@ -272,17 +278,24 @@ export class ServerIdentityCheck {
   }
 
   #compare(): void {
+    const problem = this.#problem();
+    if (problem !== undefined) throw problem;
+  }
+
+  /** What is wrong with the identities known so far, if anything. */
+  #problem(): LockConfigurationError | undefined {
     const owners = new Map<string, Entry>();
     for (const entry of this.#entries) {
       const facts = entry.identity.facts;
       if (facts === undefined) continue;
-      if (!entry.cluster && facts.mode !== "standalone") throw wrongMode(entry, facts.mode);
+      if (!entry.cluster && facts.mode !== "standalone") return wrongMode(entry, facts.mode);
       for (const id of facts.ids) {
         const first = owners.get(id);
-        if (first !== undefined && first !== entry) throw sameServer(entry, first);
+        if (first !== undefined && first !== entry) return sameServer(entry, first);
         owners.set(id, entry);
       }
     }
+    return undefined;
   }
 }
 
