@@ -38,7 +38,8 @@ export interface RouteLockOptions<Hook = never>
    */
   wait?: number;
   /**
-   * Renew the lock while the request is in flight (up to `maxHoldMs`).
+   * Renew the lock while the client waits for the response (up to `maxHoldMs`). Once the client has
+   * left, the lock is no longer renewed and expires within one ttl unless the response ends first.
    * @default true
    */
   autoExtend?: boolean;
