@@ -27,11 +27,11 @@ afterEach(async () => {
 });
 
 /** Decorates `method` the experimentalDecorators way, which needs no compiler flag to call by hand. */
-function locked<Args extends unknown[], R>(
+function locked<R>(
   key: string,
   options: Parameters<typeof Locked>[1],
-  method: (...args: Args) => Promise<R>,
-): (...args: Args) => Promise<R> {
+  method: (arg: string) => Promise<R>,
+): (arg: string) => Promise<R> {
   const target = { method };
   const descriptor = Object.getOwnPropertyDescriptor(target, "method") as TypedPropertyDescriptor<typeof method>;
   Locked(key, options)(target, "method", descriptor);
