@@ -92,7 +92,8 @@ export class DelayProxy {
   readonly #pairs = new Set<Pair>();
 
   constructor(
-    readonly targetPort: number,
+    /** Where new connections go; change it, then `resetAll()`, to move the clients to another server. */
+    public targetPort: number,
     options: DelayProxyOptions = {},
   ) {
     this.upDelayMs = options.upDelayMs ?? 0;

@@ -9,7 +9,7 @@ interface Extender {
 
 /**
  * Keeps `lock` alive while its holder works: renews it to `ttl` whenever less than
- * `extendThreshold × ttl` is left, and never past `maxHoldMs` from now. An extension that finds
+ * `extendThreshold × ttl` (at least one per-instance timeout) is left, and never past `maxHoldMs` from now. An extension that finds
  * the lock lost stops (its signal aborts); one that could not reach enough instances is retried
  * while validity is left. Returns `stop`.
  */
@@ -38,7 +38,9 @@ class Renewal extends Deadline {
     this.#lock = lock;
     this.#ttl = ttl;
     this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
-    this.#margin = Math.floor(ttl * hold.extendThreshold);
+    // An extension may take up to the per-instance timeout: started with less left, it would end
+    // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
+    this.#margin = Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout);
     this.#schedule();
   }
 

@@ -4,6 +4,7 @@ export const ErrorCodes = {
   unavailable: "ERR_REDLOCK_UNAVAILABLE",
   lost: "ERR_REDLOCK_LOST",
   key: "ERR_REDLOCK_KEY",
+  config: "ERR_REDLOCK_CONFIG",
 } as const;
 
 export type RedlockErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -30,7 +31,7 @@ export abstract class RedlockError extends Error {
     return this.status;
   }
   /** The message is safe to show to a client (Koa reads this). */
-  readonly expose = true;
+  readonly expose: boolean = true;
   readonly [BRAND] = true;
 
   /** True for any redlock-kit error, including one thrown by another installed copy. */
@@ -115,5 +116,35 @@ export class LockKeyError extends RedlockError {
     super(message, options);
     this.path = path;
     this.body = { error: message };
+  }
+}
+
+/**
+ * The deployment cannot give a safe lock, and retrying will not change that (HTTP 500): one Redis
+ * server listed twice (it would vote twice), a Cluster node or a Sentinel given as a plain server,
+ * or a lock's key holding data of another type. The message names the instances for the operator;
+ * clients only see the fixed body.
+ */
+export class LockConfigurationError extends RedlockError {
+  override readonly name = "LockConfigurationError";
+  readonly code = ErrorCodes.config;
+  readonly status = 500;
+  readonly body = { error: "Lock service misconfigured" };
+  /** The message names instances (host:port) and may name resources: not for clients. */
+  override readonly expose = false;
+  /** The indexes of the instances concerned, in the order given to `new Redlock()`. */
+  readonly instances: readonly number[];
+  /** The resources of the call that found the problem (empty when it concerns the instances alone). */
+  readonly resources: readonly string[];
+
+  constructor(
+    message: string,
+    instances: readonly number[],
+    resources: readonly string[] = [],
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.instances = Object.freeze([...instances]);
+    this.resources = Object.freeze([...resources]);
   }
 }

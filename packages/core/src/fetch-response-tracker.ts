@@ -7,7 +7,7 @@ import type { TrackedResponse } from "./response-tracker.js";
  * middle of it); a response without a body is done as soon as the handler returns it.
  *
  * The request's `signal` tells when the client went away: a wait for the lock stops, and once the
- * lock is held its auto-extension stops (`whenClientLeft`), so that a body nobody reads any more
+ * lock is held its auto-extension stops (`whenClientLeaves`), so that a body nobody reads any more
  * cannot pin the lock until the cap.
  *
  * @example
@@ -47,7 +47,7 @@ export class FetchResponseTracker implements TrackedResponse {
     else this.#onDone = callback;
   }
 
-  whenClientLeft(callback: () => void): void {
+  whenClientLeaves(callback: () => void): void {
     if (this.#done) return;
     if (this.#clientLeft) callback();
     else this.#onLeft = callback;

@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { autoExtend } from "./auto-extend.js";
-import { RedlockError } from "./errors.js";
+import { LockKeyError, RedlockError } from "./errors.js";
 import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import type { Lock } from "./lock.js";
 import {
@@ -38,7 +38,8 @@ export interface RouteLockOptions<Hook = never>
    */
   wait?: number;
   /**
-   * Renew the lock while the request is in flight (up to `maxHoldMs`).
+   * Renew the lock while the client waits for the response (up to `maxHoldMs`). Once the client has
+   * left, the lock is no longer renewed and expires within one ttl unless the response ends first.
    * @default true
    */
   autoExtend?: boolean;
@@ -103,8 +104,9 @@ export class RouteLock<Hook = never> {
 
   /**
    * Call before the first `await` of the request: resolves the key, acquires (giving up if the
-   * client leaves while waiting), keeps the lock alive while the request is in flight, and
-   * releases it exactly once when the handler has finished the response (or failed).
+   * client leaves while waiting), keeps the lock alive while the client waits for the response
+   * (not after it left: the lock then expires within one ttl), and releases it exactly once when
+   * the handler has finished the response (or failed).
    */
   begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
     return this.beginTracked(source, new ResponseTracker(res));
@@ -116,6 +118,7 @@ export class RouteLock<Hook = never> {
     let resources: readonly string[];
     try {
       resources = this.#resolve(source);
+      if (resources.length > 1) checkKeysTogether(this.#redlock, resources);
     } catch (error) {
       // a promise either way: #failed rethrows what is not a RedlockError
       return new Promise((resolve) => resolve(this.#failed(error, tracker)));
@@ -138,11 +141,14 @@ export class RouteLock<Hook = never> {
     const redlock = this.#redlock;
     const options = this.#options;
     const stop = options.autoExtend ? autoExtend(redlock, lock, options.ttl, options.hold) : undefined;
-    if (stop) tracker.whenClientLeft?.(stop);
     tracker.whenDone(() => {
       stop?.();
       void redlock.unlock(lock);
     });
+    // Nobody reads the response any more: the lock stays held (the handler may still be running)
+    // but is not extended, so it expires within one ttl; lock.signal aborts when it does. A
+    // streaming handler that stops writing without ending the response cannot pin it until the cap.
+    if (stop !== undefined) tracker.whenClientLeaves(stop);
     return { kind: "acquired", lock };
   }
 
@@ -157,6 +163,25 @@ export class RouteLock<Hook = never> {
 }
 
 const ABORTED = Object.freeze({ kind: "aborted" as const });
+
+/**
+ * Several resources from a key function must be lockable together (one hash slot on a Cluster):
+ * the request named them, so that is a 400, not the RangeError (500) a direct call gets.
+ */
+function checkKeysTogether(redlock: Redlock, resources: readonly string[]): void {
+  const prefix = redlock.keyPrefix;
+  const keys = prefix === "" ? resources : resources.map((resource) => prefix + resource);
+  for (const store of redlock.stores) {
+    try {
+      store.checkKeys?.(keys);
+    } catch (error) {
+      // the store's message lists the keys, which may hold request data: it stays the cause
+      throw new LockKeyError("Lock key function named resources that cannot be locked together", undefined, {
+        cause: error,
+      });
+    }
+  }
+}
 
 /**
  * The HTTP policy every adapter shares: defaults resolved once, then one `RouteLock` per route.

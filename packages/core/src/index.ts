@@ -2,6 +2,7 @@ export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage 
 export {
   ErrorCodes,
   type InstanceFailure,
+  LockConfigurationError,
   LockContentionError,
   LockKeyError,
   LockLostError,
@@ -10,6 +11,7 @@ export {
   type RedlockErrorCode,
 } from "./errors.js";
 export { FetchResponseTracker } from "./fetch-response-tracker.js";
+export { holdingLock, resourcesNotHeld, trackHeldLocks } from "./held-locks.js";
 export {
   createHttpLockPolicy,
   errorResponse,

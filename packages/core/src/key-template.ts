@@ -1,5 +1,5 @@
 import { LockKeyError } from "./errors.js";
-import { MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "./validate.js";
+import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "./validate.js";
 
 /** A function of the key source returning one resource name or several (a multi-resource lock). */
 export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];
@@ -22,6 +22,12 @@ const SEGMENT = /^[A-Za-z0-9_$-]+$/;
  * A malformed template throws `TypeError` here; a value missing at resolution throws
  * `LockKeyError` (HTTP 400), never a lock on `"order:undefined"`.
  *
+ * Values are escaped so that different values never make the same key: in every value, `%`, `{`,
+ * `}` and the first character of each text that follows a placeholder become `%XX` (their UTF-8 bytes). With
+ * `"t:{headers.x-tenant}:o:{params.id}"`, a tenant `"a:o:1"` gives `"t:a%3Ao%3A1:o:…"`, never the key
+ * of tenant `"a"`. Two placeholders with no text between them are refused: nothing could tell
+ * where one value ends.
+ *
  * @example
  * const resolve = compileKey("order:{params.id}");
  * resolve({ params: { id: "42" } }); // ["order:42"]
@@ -32,17 +38,51 @@ export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
   if (typeof spec !== "string" || spec.length === 0) {
     throw new TypeError("key must be a non-empty template string or a function");
   }
+  if (!isWellFormed(spec)) throw new TypeError(`key template ${JSON.stringify(spec)} has a lone surrogate`);
   const parts = parseTemplate(spec);
   if (parts.every((part) => "text" in part)) {
     const constant = Object.freeze([checkLength(parts.map((part) => (part as { text: string }).text).join(""))]);
     return () => constant;
   }
+  const escaped = escapedBy(spec, parts);
   return (source) => {
     let key = "";
-    for (const part of parts) key += "text" in part ? part.text : scalarAt(source, part);
+    for (const part of parts) key += "text" in part ? part.text : escapeValue(scalarAt(source, part), escaped);
     return [checkLength(key)];
   };
 }
+
+/**
+ * The characters a value must not carry raw: `%` (the escape itself), `{` and `}` (a value must not
+ * pick a Cluster hash slot) and every first character of the text after a placeholder (the end of a
+ * value must be found where the text resumes). Refuses adjacent placeholders.
+ */
+function escapedBy(template: string, parts: readonly Part[]): RegExp {
+  const chars = new Set(["%", "{", "}"]);
+  parts.forEach((part, index) => {
+    if ("text" in part) return;
+    const next = parts[index + 1];
+    if (next === undefined) return;
+    if (!("text" in next)) {
+      throw new TypeError(
+        `key template ${JSON.stringify(template)} has {${part.name}} and {${next.name}} with nothing between them: put a separator such as ":" between placeholders`,
+      );
+    }
+    chars.add(String.fromCodePoint(next.text.codePointAt(0) as number));
+  });
+  const set = [...chars].map((char) => char.replace(/[\\\]^-]/g, "\\$&")).join("");
+  return new RegExp(`[${set}]`, "gu");
+}
+
+/** Percent-encodes the characters `escaped` matches; a value that has none is returned as is. */
+function escapeValue(value: string, escaped: RegExp): string {
+  escaped.lastIndex = 0;
+  if (!escaped.test(value)) return value;
+  return value.replace(escaped, percentEncode);
+}
+
+const percentEncode = (char: string): string =>
+  Array.from(Buffer.from(char, "utf8"), (byte) => `%${byte.toString(16).toUpperCase().padStart(2, "0")}`).join("");
 
 /**
  * Whether the key may read `root` (the first segment of a placeholder): `"order:{params.id}"`
@@ -87,17 +127,29 @@ function parseTemplate(template: string): Part[] {
   return parts;
 }
 
-/** Walks own properties only: `{constructor.name}` or `{__proto__}` find nothing. */
+/**
+ * Walks own properties only: `{constructor.name}` finds nothing. `__proto__` is never read, even as
+ * an own property (a query string `?__proto__=x` parsed into a prototype-less object, or JSON).
+ */
 function scalarAt(source: unknown, part: { path: readonly string[]; name: string }): string {
   let value: unknown = source;
   for (const segment of part.path) {
-    if (typeof value !== "object" || value === null || !Object.hasOwn(value, segment)) {
+    if (typeof value !== "object" || value === null || segment === "__proto__" || !Object.hasOwn(value, segment)) {
       throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
     }
     value = (value as Record<string, unknown>)[segment];
   }
   switch (typeof value) {
     case "string":
+      if (value.length > MAX_RESOURCE_LENGTH) {
+        throw new LockKeyError(
+          `Lock key part "${part.name}" is longer than ${MAX_RESOURCE_LENGTH} characters`,
+          part.name,
+        );
+      }
+      if (!isWellFormed(value)) {
+        throw new LockKeyError(`Lock key part "${part.name}" is not well-formed Unicode`, part.name);
+      }
       if (value.length > 0) return value;
       break;
     case "number":
@@ -131,7 +183,11 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
   if (list.length === 0 || list.length > MAX_RESOURCES || !list.every((r) => typeof r === "string" && r.length > 0)) {
     throw new LockKeyError("Lock key function must return a non-empty string or a non-empty array of them");
   }
-  for (const key of list) checkLength(key as string);
+  for (const key of list) {
+    checkLength(key as string);
+    if (!isWellFormed(key as string))
+      throw new LockKeyError("Lock key function returned a name that is not well-formed Unicode");
+  }
   return list as string[];
 }
 

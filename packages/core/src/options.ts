@@ -40,7 +40,8 @@ export interface AcquireOptions {
 /** Options of auto-extension (`using()`, HTTP routes, `@Locked`). */
 export interface HoldOptions {
   /**
-   * Auto-extension renews the lock when less than this share of the ttl is left.
+   * Auto-extension renews the lock when less than this share of the ttl is left, and never later
+   * than one per-instance timeout before its validity ends (an extension may take that long).
    * Scaled to the ttl, so a 300 ms lock is renewed about every 150 ms at the default.
    * @default 0.5
    */
@@ -125,7 +126,7 @@ export function resolveAcquireOptions(
   const wait = own(options, "wait");
   const instanceTimeout = own(options, "instanceTimeout");
   const signal = own(options, "signal");
-  return Object.freeze({
+  const resolved: ResolvedAcquireOptions = Object.freeze({
     driftFactor:
       driftFactor === undefined ? base.driftFactor : checkRatio(at(name, "driftFactor"), driftFactor, 0, 0.5),
     retryCount:
@@ -138,6 +139,13 @@ export function resolveAcquireOptions(
       instanceTimeout === undefined ? base.instanceTimeout : checkMs(at(name, "instanceTimeout"), instanceTimeout),
     signal: signal === undefined ? base.signal : checkSignal(at(name, "signal"), signal),
   });
+  if (resolved.retryDelay === 0 && resolved.retryJitter === 0 && resolved.wait !== undefined && resolved.wait > 0) {
+    // nothing between attempts: a held lock would be asked for as fast as Redis answers, for the whole wait
+    throw new RangeError(
+      `${at(name, "retryDelay")} and ${at(name, "retryJitter")} are both 0 with a wait of ${resolved.wait} ms: the attempts would follow each other without a pause; set retryDelay to at least 1`,
+    );
+  }
+  return resolved;
 }
 
 export function resolveHoldOptions(
@@ -180,22 +188,37 @@ export function checkLockOptions(
   resolveHoldOptions(DEFAULT_HOLD, options, name);
   const ttl = own(options, "ttl");
   if (ttl === undefined) return;
-  checkMs(at(name, "ttl"), ttl);
-  if (acquire.instanceTimeout !== undefined && acquire.instanceTimeout >= (ttl as number)) {
-    throw new RangeError(
-      `${name}.instanceTimeout must be shorter than the ttl, got ${acquire.instanceTimeout} for a ttl of ${ttl}`,
-    );
-  }
+  instanceTimeoutFor(checkMs(at(name, "ttl"), ttl), acquire, name);
 }
 
-/** The per-instance timeout for a ttl: the configured one (which must be shorter than the ttl) or 10% of it. */
-export function instanceTimeoutFor(ttl: number, configured: number | undefined): number {
-  if (configured !== undefined) {
-    if (configured >= ttl) {
-      throw new RangeError(`instanceTimeout must be shorter than the ttl, got ${configured} for a ttl of ${ttl}`);
-    }
-    return configured;
+/**
+ * The per-instance timeout for a ttl: the configured one (shorter than the ttl) or 10% of it.
+ * Throws `RangeError` for a ttl that leaves an attempt no time: validity = ttl − elapsed − drift, and
+ * after the drift less than the default per-instance timeout would be left for the answers. A
+ * `ttl: 2` (drift 2 ms) or `{ ttl: 4, driftFactor: 0.49 }` would write to Redis and then answer 503.
+ */
+export function instanceTimeoutFor(
+  ttl: number,
+  options: Pick<ResolvedAcquireOptions, "instanceTimeout" | "driftFactor">,
+  name = "",
+): number {
+  const configured = options.instanceTimeout;
+  if (configured !== undefined && configured >= ttl) {
+    throw new RangeError(
+      `${at(name, "instanceTimeout")} must be shorter than the ttl, got ${configured} for a ttl of ${ttl}`,
+    );
   }
+  const standard = defaultInstanceTimeout(ttl);
+  const drift = driftFor(ttl, options.driftFactor);
+  if (ttl - drift <= standard) {
+    throw new RangeError(
+      `${at(name, "ttl")} of ${ttl} ms can never give a valid lock: after the clock drift allowance (${drift} ms at driftFactor ${options.driftFactor}) less than an attempt's ${standard} ms would be left; use a longer ttl`,
+    );
+  }
+  return configured ?? standard;
+}
+
+function defaultInstanceTimeout(ttl: number): number {
   // A floor of 50 ms: below it a GC pause or a busy event loop reads as a dead instance.
   const tenth = Math.min(Math.max(Math.floor(ttl / 10), 50), 1000);
   return Math.max(1, Math.min(tenth, Math.floor(ttl / 2)));

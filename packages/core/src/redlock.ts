@@ -1,7 +1,8 @@
 import { performance } from "node:perf_hooks";
+import { acquireError, isMisconfigured } from "./acquire-failure.js";
 import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
-import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
+import { type InstanceFailure, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
 import { HandOvers, type Waiter } from "./hand-over.js";
 import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./inspect.js";
@@ -25,6 +26,7 @@ import {
   resolveKeyPrefix,
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
+import { ServerIdentityCheck } from "./server-identity.js";
 import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
 import {
   type AttemptCounter,
@@ -63,6 +65,7 @@ export class Redlock {
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
   readonly #handOvers: HandOvers;
+  readonly #identity: ServerIdentityCheck;
   readonly #live = new LiveLocks();
   readonly #inspector: Inspector;
   /** An acquisition needs no more answers once a quorum said yes. */
@@ -100,6 +103,7 @@ export class Redlock {
       throw error;
     }
     this.#instances = resolved;
+    this.#identity = new ServerIdentityCheck(resolved);
     this.#stores = resolved.map((instance) => instance.store);
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
     this.quorum = Math.floor(resolved.length / 2) + 1;
@@ -201,7 +205,10 @@ export class Redlock {
     const start = this.#clock();
     const wallStart = Date.now();
     const request: LockRequest = { keys: state.keys, value: lock.value, ttl };
-    const votes = await fanOut(this.#stores, extendCall, request, state.instanceTimeout, {
+    const voters = this.#identity.current
+      ? this.#stores
+      : await this.#identity.voters(this.#stores, state.instanceTimeout);
+    const votes = await fanOut(voters, extendCall, request, state.instanceTimeout, {
       need: this.quorum,
       yes: (extended) => extended,
     });
@@ -335,7 +342,7 @@ export class Redlock {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
     const opts = resolveAcquireOptions(this.#defaults, options);
-    const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
+    const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
 
     const prefix = this.#prefix;
@@ -365,7 +372,8 @@ export class Redlock {
         const wallStart = Date.now();
         request.ticket = waiter?.offer;
         if (request.ticket !== undefined) (waiter as Waiter).queued = true;
-        const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
+        const voters = this.#identity.current ? this.#stores : await this.#identity.voters(this.#stores, timeout);
+        const votes = await fanOut(voters, acquireCall, request, timeout, this.#acquiredQuorum);
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
         // replies (a pause, a slow instance) is time the other keys were already expiring.
         const validity = ttl - (clock() - attemptStart) - drift;
@@ -394,7 +402,7 @@ export class Redlock {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
         }
-        if (attempts >= maxAttempts) break;
+        if (attempts >= maxAttempts || isMisconfigured(failure)) break;
         let delay = pollDelay(opts);
         if (deadline !== Number.POSITIVE_INFINITY) {
           const left = deadline - clock();
@@ -429,7 +437,7 @@ export class Redlock {
     }
     this.#publishAcquire(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;
-    throw this.#failureError(names, failure);
+    throw acquireError(names, failure, ttl);
   }
 
   /**
@@ -447,12 +455,6 @@ export class Redlock {
       return vote !== undefined && (!vote.ok || vote.value.acquired) && !keep?.has(i);
     });
     if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
-  }
-
-  #failureError(resources: readonly string[], failure: Failure): Error {
-    return failure.kind === "contention"
-      ? new LockContentionError(resources, failure.retryAfterMs)
-      : new LockUnavailableError(resources, failure.causes, failure.message);
   }
 
   #checkLock(lock: Lock): void {

@@ -17,7 +17,7 @@ export interface TrackedResponse {
    * Runs `callback` once if the client leaves before the response is done: the route then stops
    * extending the lock, so that it expires within one ttl unless the response ends first.
    */
-  whenClientLeft?(callback: () => void): void;
+  whenClientLeaves(callback: () => void): void;
   /** Stops following the response (the lock was not acquired). */
   dispose(): void;
 }
@@ -26,8 +26,8 @@ export interface TrackedResponse {
  * Follows one HTTP response for the lock that guards it; attach before the first `await` of a
  * request. "Done" means the handler ended the response: 'finish' (a streamed body included), or
  * `res.end()` called after the client already left. A client that disconnects early does not end
- * the critical section: the handler may still be running, so only the signal aborts (to stop a
- * wait for the lock).
+ * the critical section: the handler may still be running. The signal aborts (to stop a wait for
+ * the lock) and `whenClientLeaves` callbacks run (to stop extending a held one).
  *
  * Two listeners on the response, and an AbortController only for routes that wait: this runs on
  * every locked request, and `stream.finished()` with a controller each time cost several percent
@@ -39,6 +39,7 @@ export class ResponseTracker implements TrackedResponse {
   #clientLeft = false;
   #done = false;
   #callback: (() => void) | undefined;
+  #onLeave: (() => void) | undefined;
 
   constructor(res: ServerResponse) {
     this.#res = res;
@@ -66,11 +67,18 @@ export class ResponseTracker implements TrackedResponse {
     else this.#callback = callback;
   }
 
+  /** Runs `callback` once if the client goes away before the handler has finished its response. */
+  whenClientLeaves(callback: () => void): void {
+    if (this.#clientLeft && !this.#done) callback();
+    else this.#onLeave = callback;
+  }
+
   /** Stops following the response (the lock was not acquired). */
   dispose(): void {
     this.#res.off("finish", this.#onFinish);
     this.#res.off("close", this.#onClose);
     this.#callback = undefined;
+    this.#onLeave = undefined;
   }
 
   #finish(): void {
@@ -78,6 +86,7 @@ export class ResponseTracker implements TrackedResponse {
     this.#done = true;
     const callback = this.#callback;
     this.#callback = undefined;
+    this.#onLeave = undefined;
     callback?.();
   }
 
@@ -101,6 +110,9 @@ export class ResponseTracker implements TrackedResponse {
       this.#finish();
       return;
     }
+    const onLeave = this.#onLeave;
+    this.#onLeave = undefined;
+    onLeave?.();
     const end = res.end;
     const tracker = this;
     res.end = function endAfterClientLeft(this: ServerResponse, ...args: Parameters<ServerResponse["end"]>) {

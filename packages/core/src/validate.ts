@@ -79,7 +79,19 @@ export function checkResource(value: unknown): string {
   if (value.length > MAX_RESOURCE_LENGTH) {
     throw new RangeError(`resource must be at most ${MAX_RESOURCE_LENGTH} characters, got ${value.length}`);
   }
+  if (!isWellFormed(value)) {
+    throw new TypeError(`resource must be well-formed Unicode, got a lone surrogate in ${show(value)}`);
+  }
   return value;
+}
+
+/**
+ * False for a string with a lone UTF-16 surrogate. Redis receives UTF-8, where every lone surrogate
+ * becomes the same U+FFFD: "\ud800" and "\udfff" would be one key, and one release channel.
+ */
+export function isWellFormed(value: string): boolean {
+  // String.prototype.isWellFormed: Node 20+, not yet in the ES2023 lib this package compiles with
+  return (value as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
 export { show as describeValue };

@@ -1,6 +1,8 @@
+import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { RedisServer } from "../../../test/helpers/redis-servers.js";
 import { startCluster, type TestCluster } from "../../../test/helpers/topologies.js";
-import { LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
+import { LockConfigurationError, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
 let cluster: TestCluster;
 
@@ -46,6 +48,49 @@ describe("a Redis Cluster as one Redlock instance", () => {
     const lock = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
     expect(await dlm.lock(["{order:42}:stock", "{order:42}:invoice"], 2000)).toBeNull();
     await lock.release();
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("refuses a plain client pointed at a Cluster node before any key is written, rather than MOVED answers", async () => {
+    const node = cluster.servers[0]?.client();
+    const dlm = new Redlock([node as Redis], { retryCount: 0 });
+    const error = await dlm.lock("a", 2000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockConfigurationError);
+    expect((error as Error).message).toMatch(/^instances\[0\] \(127\.0\.0\.1:\d+\/0\) is a Redis Cluster node/);
+    for (const key of ["order:1", "order:2", "order:3", "x"]) {
+      await expect(dlm.lock(key, 2000)).rejects.toBeInstanceOf(LockConfigurationError);
+    }
+    expect(await totalKeys()).toBe(0);
+  });
+
+  it("names a MOVED or CROSSSLOT answer as a configuration error, with nothing written, when INFO is refused", async () => {
+    const node = cluster.servers[0] as RedisServer;
+    const admin = node.client();
+    await admin.acl("SETUSER", "noinfo", "on", ">pw", "~*", "+@all", "-info");
+    const plain = node.client({ username: "noinfo", password: "pw", enableReadyCheck: false });
+    try {
+      const dlm = new Redlock([plain], { retryCount: 3, retryDelay: 20 });
+      const elsewhere = ["a", "b", "c", "d", "e", "f"];
+      let moved = "";
+      for (const key of elsewhere) if ((await cluster.ownerOf(key)) !== node) moved ||= key;
+      const error = await dlm.lock(moved, 2000).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockConfigurationError);
+      expect((error as Error).message).toBe(
+        "instances[0] answered as a Redis Cluster node (MOVED): give Redlock an ioredis Cluster for it",
+      );
+      await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(/Redis Cluster node \(CROSSSLOT\)/);
+      expect(await totalKeys()).toBe(0);
+    } finally {
+      plain.disconnect();
+      await admin.acl("DELUSER", "noinfo");
+    }
+  });
+
+  it("refuses two Cluster clients of one cluster: every master would vote twice", async () => {
+    const dlm = new Redlock([cluster.client(), cluster.client(), new MemoryStore()], { retryCount: 0 });
+    await expect(dlm.lock("twice", 2000)).rejects.toThrow(
+      "instances[1] (cluster) shares a Redis server with instances[0] (cluster): it would vote twice",
+    );
     expect(await totalKeys()).toBe(0);
   });
 

@@ -86,6 +86,47 @@ describe("compileKey", () => {
     expect(() => compileKey(() => Promise.reject(new Error("async")) as never)({})).toThrow(/synchronously/);
   });
 
+  it("escapes values so that different values never make one key", () => {
+    const resolve = compileKey("t:{headers.x-tenant}:o:{params.id}");
+    const a = resolve(http({ headers: { "x-tenant": "a:o:1" }, params: { id: "2" } }));
+    const b = resolve(http({ headers: { "x-tenant": "a" }, params: { id: "1:o:2" } }));
+    expect(a).toEqual(["t:a%3Ao%3A1:o:2"]);
+    expect(b).toEqual(["t:a:o:1%3Ao%3A2"]);
+    // the escape itself, and braces (a value never picks a Cluster hash slot), are escaped too
+    expect(compileKey("k:{0}")(["50%3A"])).toEqual(["k:50%253A"]);
+    expect(compileKey("k:{0}")(["{tag}x"])).toEqual(["k:%7Btag%7Dx"]);
+    // a separator that is not ASCII is escaped as its UTF-8 bytes; a value without it is untouched
+    expect(compileKey("{0}→{1}")(["a→b", "c"])).toEqual(["a%E2%86%92b→c"]);
+    expect(compileKey("order:{params.id}")(http())).toEqual(["order:42"]);
+  });
+
+  it("refuses two placeholders with nothing between them, at compile time", () => {
+    expect(() => compileKey("{0}{1}")).toThrow(TypeError);
+    expect(() => compileKey("{0}{1}")).toThrow(/\{0\} and \{1\} with nothing between them/);
+  });
+
+  it("refuses lone surrogates: in a value or a key function's result (400), in the template (TypeError)", () => {
+    for (const value of ["\ud800", "\udfff", "a\ud83d"]) {
+      expect(() => compileKey("k:{0}")([value])).toThrow('Lock key part "0" is not well-formed Unicode');
+      expect(() => compileKey(() => value)({})).toThrow(LockKeyError);
+    }
+    expect(compileKey("k:{0}")(["🔒"])).toEqual(["k:🔒"]);
+    expect(() => compileKey("k\ud800:{0}")).toThrow(TypeError);
+  });
+
+  it("refuses a value longer than the key cap before building the key", () => {
+    expect(() => compileKey("k:{0}")(["x".repeat(1025)])).toThrow('Lock key part "0" is longer than 1024 characters');
+  });
+
+  it("never reads __proto__, even as an own property (a prototype-less query object, JSON)", () => {
+    const query = Object.assign(Object.create(null) as Record<string, string>, { ["__proto__"]: "x" });
+    expect(Object.hasOwn(query, "__proto__")).toBe(true);
+    expect(() => compileKey("q:{query.__proto__}")(http({ query }))).toThrow(LockKeyError);
+    expect(() => compileKey("q:{body.__proto__}")(http({ body: JSON.parse('{"__proto__": "x"}') }))).toThrow(
+      LockKeyError,
+    );
+  });
+
   it("rejects malformed templates at compile time with TypeError", () => {
     for (const bad of ["", "a{", "a}", "{}", "{a..b}", "{a b}", 42, null, undefined]) {
       expect(() => compileKey(bad as never)).toThrow(TypeError);

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startSentinel, type TestSentinel, until } from "../../../test/helpers/topologies.js";
-import { Redlock } from "../src/index.js";
+import { LockConfigurationError, MemoryStore, Redlock } from "../src/index.js";
 
 let sentinel: TestSentinel;
 
@@ -40,4 +40,21 @@ it("accepts two Sentinel-managed masters as two distinct instances", () => {
   ]);
   expect(dlm.quorum).toBe(2);
   return dlm.quit();
+});
+
+it("refuses a Sentinel-managed master listed again as a plain client of that server, and a plain client of the sentinel", async () => {
+  const sentinels = [{ host: "127.0.0.1", port: sentinel.sentinelPort }];
+  const master = await sentinel.masterPort();
+  const twice = new Redlock([
+    { sentinels, name: sentinel.name },
+    { host: "127.0.0.1", port: master },
+    new MemoryStore(),
+  ]);
+  await expect(twice.lock("sentinel:twice", 5000)).rejects.toThrow(
+    `instances[1] (127.0.0.1:${master}/0) is the same Redis server as instances[0] (sentinel:${sentinel.name}/0)`,
+  );
+  const wrong = new Redlock([{ host: "127.0.0.1", port: sentinel.sentinelPort }]);
+  await expect(wrong.lock("sentinel:wrong", 5000)).rejects.toThrow(LockConfigurationError);
+  await expect(wrong.lock("sentinel:wrong", 5000)).rejects.toThrow(/is a sentinel \(redis_mode:sentinel\)/);
+  await Promise.all([twice.quit(), wrong.quit()]);
 });

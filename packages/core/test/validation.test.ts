@@ -32,6 +32,7 @@ describe("bad input is refused before any Redis call", () => {
     ["an array with a non-string", ["a", 1]],
     ["an array with an empty string", ["a", ""]],
     ["an over-long name", "x".repeat(1025)],
+    ["a lone surrogate (sent to Redis as U+FFFD, the key of every other one)", "\ud800"],
   ])("resource: %s", async (_, resource) => {
     await expect(dlm.lock(resource as never, 1000)).rejects.toThrow(/resource/);
     await nothingWritten();

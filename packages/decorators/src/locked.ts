@@ -1,7 +1,15 @@
-import { ErrorCodes, type KeyResolver, type LockContentionError, LockLostError, RedlockError } from "@redlock-kit/core";
+import {
+  ErrorCodes,
+  holdingLock,
+  type KeyResolver,
+  type LockContentionError,
+  LockLostError,
+  RedlockError,
+  resourcesNotHeld,
+  trackHeldLocks,
+} from "@redlock-kit/core";
 import { copyOwnMetadata } from "./copy-metadata.js";
 import { checkRedlock, defaultRedlock } from "./default-redlock.js";
-import { resourcesNotHeld, runHolding } from "./held-locks.js";
 import { lockKeyParameters } from "./lock-key.js";
 import { type LockedOptions, type ResolvedLockedOptions, resolveLockedOptions } from "./locked-options.js";
 import { compileLockedKey, type LockedArgs, type LockedKey, withKeyParameters } from "./method-key.js";
@@ -38,7 +46,8 @@ interface LockedCall {
  * renew while it runs, release in `finally`. Rejects with `LockContentionError` (423) when another
  * owner holds them, `LockKeyError` (400) when an argument the key needs is missing (nothing is
  * locked), and `LockUnavailableError` (503) when no quorum answers. A call made while the same
- * async call chain already holds the resources through the same Redlock runs without locking again.
+ * async call chain already holds the resources through the same Redlock (an enclosing `@Locked`
+ * call, or the route lock of the HTTP request being handled) runs without locking again.
  *
  * The key and options are checked here, once: a malformed template or a bad option is a
  * `TypeError`/`RangeError` when the class is defined.
@@ -55,6 +64,8 @@ interface LockedCall {
  * }
  */
 export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): LockedDecorator {
+  // from now on the HTTP adapters' route locks (and enclosing @Locked calls) count as held here
+  trackHeldLocks();
   const resolve = compileLockedKey(key);
   const options = resolveLockedOptions(ttlOrOptions);
 
@@ -130,7 +141,7 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     call.options.ttl,
     async (_signal, lock) => {
       entered = true;
-      const result = await runHolding(redlock, lock, () => Reflect.apply(original, thisArg, args));
+      const result = await holdingLock(redlock, lock, () => Reflect.apply(original, thisArg, args));
       // An extension failed or maxHoldMs ran out while the body ran: it may have run without
       // exclusivity, which its caller must hear about rather than receive a result as if it had not.
       if (!lock.valid) {

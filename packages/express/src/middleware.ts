@@ -1,6 +1,7 @@
 import {
   createHttpLockPolicy,
   type HttpKeySource,
+  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -61,7 +62,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
         .then((outcome) => {
           if (outcome.kind !== "acquired") return answer(outcome, req, res);
           req.lock = outcome.lock;
-          next();
+          // the rest of the request runs holding the lock: a @Locked method on the same key does not wait for it
+          holdingLock(dlm, outcome.lock, next);
         })
         .catch(next);
     };

@@ -2,6 +2,7 @@ import {
   createHttpLockPolicy,
   type HttpKeySource,
   type HttpLockPolicy,
+  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -9,7 +10,7 @@ import {
   type RouteLock,
   type RouteLockOptions,
 } from "@redlock-kit/core";
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preHandlerHookHandler } from "fastify";
 import fp from "fastify-plugin";
 
 /**
@@ -59,7 +60,7 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
   fastify.addHook("onRoute", function lockRoute(route) {
     const config = route.config?.redlock;
     if (config === undefined) return;
-    const handler = lockingPreHandler(declareRoute(policy, config, `${route.method} ${route.url}`));
+    const handler = lockingPreHandler(redlock, declareRoute(policy, config, `${route.method} ${route.url}`));
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
   });
@@ -82,23 +83,32 @@ function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, 
   }
 }
 
-function lockingPreHandler(route: RouteLock<FastifyLockHook>): preHandlerAsyncHookHandler {
+function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>): preHandlerHookHandler {
   // Runs after body parsing and validation, as the route's last preHandler: auth hooks go first.
-  return async function redlockPreHandler(request, reply) {
+  // Callback style: Fastify runs the handler inside done(), so the handler (and a @Locked method it
+  // calls) sees the lock as held; a returned promise would resume it outside that context.
+  return function redlockPreHandler(request, reply, done) {
     const source = { params: request.params, query: request.query, body: request.body, headers: request.headers };
-    const outcome = await route.begin(source, reply.raw);
-    if (outcome.kind === "acquired") {
-      request.lock = outcome.lock;
-      return;
-    }
-    if (outcome.kind === "aborted") {
-      // The client left while we waited: nobody to answer, and the handler must not run.
-      reply.hijack();
-      return reply;
-    }
-    if (outcome.hook) await outcome.hook(request, reply, outcome.error);
-    else reply.code(outcome.response.status).headers(outcome.response.headers).send(outcome.response.body);
-    return reply;
+    route
+      .begin(source, reply.raw)
+      .then(
+        async (outcome) => {
+          if (outcome.kind === "acquired") {
+            request.lock = outcome.lock;
+            holdingLock(redlock, outcome.lock, done);
+            return;
+          }
+          if (outcome.kind === "aborted") {
+            // The client left while we waited: nobody to answer, and the handler must not run.
+            reply.hijack();
+            return;
+          }
+          if (outcome.hook) await outcome.hook(request, reply, outcome.error);
+          else reply.code(outcome.response.status).headers(outcome.response.headers).send(outcome.response.body);
+        },
+        (error: unknown) => done(error as Error),
+      )
+      .catch((error: unknown) => done(error as Error));
   };
 }
 

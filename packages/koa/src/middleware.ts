@@ -1,6 +1,7 @@
 import {
   createHttpLockPolicy,
   type HttpKeySource,
+  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -65,7 +66,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       if (outcome.kind === "acquired") {
         ctx.state.lock = outcome.lock;
         try {
-          return await next();
+          // the rest of the chain runs holding the lock: a @Locked method on the same key does not wait for it
+          return await holdingLock(dlm, outcome.lock, next);
         } catch (error) {
           // Koa's onerror writes nothing, not even res.end(), once the client has left: end the
           // response so that begin() sees it finished and releases now rather than at maxHoldMs.

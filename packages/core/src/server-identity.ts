@@ -1,0 +1,330 @@
+import { LockConfigurationError } from "./errors.js";
+import type { ResolvedInstance } from "./instances.js";
+import { RedisStore } from "./redis-store.js";
+import type { LockStore } from "./store.js";
+
+/**
+ * Two entries of the instance list that reach one Redis server (`localhost` and `127.0.0.1`, a DNS
+ * alias, db 0 and db 1) would vote twice and fake a quorum. Host strings cannot tell, so each
+ * server is asked who it is: `INFO server`'s `run_id`, drawn by the server at start-up and the same
+ * on every db (for a Cluster, its nodes' ids). It is read once per connection: a reconnect may reach
+ * another server (a restart, a failover, a DNS change), so a closed connection forgets it and the
+ * next one is asked again.
+ *
+ * Until its connection has answered, an instance does not vote: its vote counts as unavailable.
+ * A call waits for the answer (at most the per-instance timeout) from a server that is connected
+ * or connecting for the first time; a server that is down or reconnecting is not waited for, it
+ * could not vote either. A server that refuses INFO (an ACL without `+info`, a proxy) cannot be
+ * checked: one process warning says so, and its votes count unchecked.
+ */
+
+/** Bumped whenever what any watched client says about itself may have changed. */
+let generation = 0;
+/** One warning per process is enough to tell an operator. */
+let warned = false;
+
+/** What one client says about itself on its current connection. */
+interface ServerFacts {
+  /** Who is behind this client: one server's run_id, or the node ids of a Cluster. */
+  readonly ids: readonly string[];
+  /** `redis_mode` of INFO: standalone, cluster or sentinel. */
+  readonly mode: string;
+}
+
+/** The parts of an ioredis client (any installed copy) that are used here. */
+interface WatchedClient {
+  readonly status: string;
+  readonly isCluster?: boolean;
+  info(section: string): Promise<string>;
+  call(...args: string[]): Promise<unknown>;
+  on(event: string, listener: () => void): unknown;
+  once(event: string, listener: () => void): unknown;
+}
+
+/**
+ * The identity of one client's current connection, shared by every Redlock that uses the client
+ * (one set of listeners per client, however many Redlocks are built on it).
+ */
+class ClientIdentity {
+  readonly #client: WatchedClient;
+  /** Changes with each connection: an answer read on an older connection is dropped. */
+  #epoch = 0;
+  #facts: ServerFacts | undefined;
+  /** The server answered INFO with an error: its identity cannot be known. */
+  #unknowable = false;
+  #reading: Promise<void> | undefined;
+  /** A call already waited its bound for the read in flight: later calls do not wait for it again. */
+  #waitedOut = false;
+  /** Until its first connection was asked: a client still connecting then is worth waiting for. */
+  #fresh = true;
+
+  constructor(client: WatchedClient) {
+    this.#client = client;
+    const replaced = () => {
+      this.#epoch++;
+      this.#facts = undefined;
+      this.#unknowable = false;
+      this.#reading = undefined;
+      this.#waitedOut = false;
+      generation++;
+    };
+    client.on("close", () => {
+      this.#fresh = false;
+      replaced();
+    });
+    // A new connection may reach another server: ask it now, unless a question asked since the old
+    // one closed is already queued (ioredis sends its offline queue on the new connection first).
+    client.on("ready", () => {
+      generation++;
+      void this.read();
+    });
+    if (client.isCluster) {
+      // A Cluster gaining or losing a node is still the same Cluster: it keeps voting with what it
+      // said before while its masters are asked again (a dead master would otherwise stall it).
+      const changed = () => {
+        this.#epoch++;
+        this.#reading = this.#ask();
+      };
+      client.on("+node", changed);
+      client.on("-node", changed);
+    }
+  }
+
+  get facts(): ServerFacts | undefined {
+    return this.#facts;
+  }
+
+  /** True once this connection's identity is known or known to be unknowable: it may vote. */
+  get settled(): boolean {
+    return this.#facts !== undefined || this.#unknowable;
+  }
+
+  /**
+   * A call may wait for the answer (at most its per-instance timeout): a client connecting for the
+   * first time (every call waits, as a vote queued behind the connection would have), or a connected
+   * one until a call has waited for this read in vain (then later calls do not wait for it again).
+   */
+  get worthWaiting(): boolean {
+    const status = this.#client.status;
+    if (this.#fresh) return status === "ready" || status === "wait" || status === "connecting" || status === "connect";
+    return !this.#waitedOut && status === "ready";
+  }
+
+  /** A call waited its bound and the answer had not come. */
+  waitedOut(): void {
+    if (!this.settled) this.#waitedOut = true;
+  }
+
+  /**
+   * Reads the identity unless known or being read. On a client still connecting the command waits
+   * in its offline queue; a Cluster has no node list before it is ready, so its read starts then.
+   */
+  read(): Promise<void> {
+    if (this.settled) return Promise.resolve();
+    this.#reading ??= this.#client.isCluster && this.#client.status !== "ready" ? this.#afterReady() : this.#ask();
+    return this.#reading;
+  }
+
+  #afterReady(): Promise<void> {
+    // our own 'ready' listener runs first and starts the read that this one then joins
+    return new Promise<void>((resolve) => this.#client.once("ready", resolve)).then(() => this.read());
+  }
+
+  #ask(): Promise<void> {
+    const epoch = this.#epoch;
+    // An answer from an older connection (or before the Cluster changed) is dropped, and whoever
+    // waits for it waits for the read that replaced it.
+    return readFacts(this.#client).then(
+      (facts) => {
+        if (epoch !== this.#epoch) return this.#reading;
+        this.#facts = facts;
+        this.#fresh = false;
+        generation++;
+      },
+      (error: unknown) => {
+        if (epoch !== this.#epoch) return this.#reading;
+        this.#reading = undefined;
+        // no answer (the connection closed): the next connection is asked
+        if ((error as Error | undefined)?.name !== "ReplyError") return;
+        this.#unknowable = true;
+        generation++;
+        warnUnknowable();
+      },
+    );
+  }
+}
+
+const identities = new WeakMap<object, ClientIdentity>();
+
+function identityOf(client: WatchedClient): ClientIdentity {
+  let identity = identities.get(client);
+  if (identity === undefined) {
+    identity = new ClientIdentity(client);
+    identities.set(client, identity);
+  }
+  return identity;
+}
+
+async function readFacts(client: WatchedClient): Promise<ServerFacts> {
+  if (!client.isCluster) return parseInfo(await client.info("server"));
+  // A Cluster is told apart by its nodes' ids: one CLUSTER NODES to any node lists them all, where
+  // asking every master for its run_id would open a connection to each before the first lock.
+  const nodes = String(await client.call("CLUSTER", "NODES"));
+  const ids = nodes
+    .split("\n")
+    .map((line) => line.split(" ")[0] ?? "")
+    .filter((id) => id !== "");
+  if (ids.length === 0) throw new Error("CLUSTER NODES listed no node");
+  return { ids: ids, mode: "cluster" };
+}
+
+function parseInfo(info: string): ServerFacts {
+  const field = (name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim();
+  const runId = field("run_id");
+  // a server that hides its run_id cannot be told apart: the same as one that refuses INFO
+  if (!runId) throw Object.assign(new Error("INFO server has no run_id"), { name: "ReplyError" });
+  return { ids: [runId], mode: field("redis_mode") ?? "standalone" };
+}
+
+function warnUnknowable(): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(
+    "redlock-kit: a Redis server refused INFO, so it cannot be checked for being listed twice; grant +info to the lock user",
+    { code: "REDLOCK_KIT_NO_SERVER_ID" },
+  );
+}
+
+const notAsked = () =>
+  Promise.reject(new Error("Not asked: this server has not yet said who it is on its current connection"));
+
+/** Stands for an instance whose identity is not known yet: its vote fails at once. */
+const UNCHECKED: LockStore = Object.freeze({ acquire: notAsked, extend: notAsked, release: notAsked });
+
+interface Entry {
+  readonly index: number;
+  readonly description: string;
+  readonly identity: ClientIdentity;
+  readonly cluster: boolean;
+}
+
+/**
+ * What one Redlock checks before votes count: no two of its instances are one server, and no plain
+ * client points at a Cluster node or a Sentinel. Once every instance has answered, `current` stays
+ * true (one comparison per call) until some watched connection changes.
+ */
+export class ServerIdentityCheck {
+  readonly #entries: readonly Entry[];
+  #checkedAt = -1;
+  #voters: readonly LockStore[] = [];
+  #votersAt = -1;
+
+  constructor(instances: readonly ResolvedInstance[]) {
+    const entries: Entry[] = [];
+    instances.forEach(({ store }, index) => {
+      // stores that are not Redis servers (MemoryStore, your own) have no server identity to compare
+      if (!(store instanceof RedisStore)) return;
+      const client = store.client as unknown as WatchedClient;
+      entries.push({
+        index,
+        description: store.description,
+        identity: identityOf(client),
+        cluster: !!client.isCluster,
+      });
+    });
+    this.#entries = entries;
+    if (entries.length === 0) this.#checkedAt = Number.POSITIVE_INFINITY;
+  }
+
+  /** True when every instance answered and nothing changed since they were found distinct. */
+  get current(): boolean {
+    if (this.#checkedAt === generation || this.#checkedAt === Number.POSITIVE_INFINITY) return true;
+    // Something changed, or this Redlock is new on clients that already answered: when every
+    // instance is known and distinct, say so now rather than through an await (which would let
+    // the event loop run between the call and its votes).
+    if (!this.#entries.every(({ identity }) => identity.settled) || this.#problem() !== undefined) return false;
+    this.#checkedAt = generation;
+    return true;
+  }
+
+  /**
+   * The stores that may vote now, index for index: `stores`, with an always-failing stand-in for each
+   * instance whose connection has not said who it is. Waits at most `timeoutMs` for those worth
+   * waiting for. Rejects with `LockConfigurationError` naming both entries when two are one server.
+   */
+  async voters(stores: readonly LockStore[], timeoutMs: number): Promise<readonly LockStore[]> {
+    const waits: Promise<void>[] = [];
+    for (const { identity } of this.#entries) {
+      if (identity.settled) continue;
+      const reading = identity.read();
+      if (identity.worthWaiting) waits.push(reading);
+    }
+    if (waits.length > 0 && !(await withinMs(Promise.all(waits), timeoutMs))) {
+      for (const { identity } of this.#entries) identity.waitedOut();
+    }
+    const at = generation;
+    this.#compare();
+    if (this.#entries.every(({ identity }) => identity.settled)) {
+      this.#checkedAt = at;
+      return stores;
+    }
+    if (this.#votersAt !== at) {
+      const voters = [...stores];
+      for (const { index, identity } of this.#entries) if (!identity.settled) voters[index] = UNCHECKED;
+      this.#voters = voters;
+      this.#votersAt = at;
+    }
+    return this.#voters;
+  }
+
+  #compare(): void {
+    const problem = this.#problem();
+    if (problem !== undefined) throw problem;
+  }
+
+  /** What is wrong with the identities known so far, if anything. */
+  #problem(): LockConfigurationError | undefined {
+    const owners = new Map<string, Entry>();
+    for (const entry of this.#entries) {
+      const facts = entry.identity.facts;
+      if (facts === undefined) continue;
+      if (!entry.cluster && facts.mode !== "standalone") return wrongMode(entry, facts.mode);
+      for (const id of facts.ids) {
+        const first = owners.get(id);
+        if (first !== undefined && first !== entry) return sameServer(entry, first);
+        owners.set(id, entry);
+      }
+    }
+    return undefined;
+  }
+}
+
+const named = (entry: Entry) => `instances[${entry.index}] (${entry.description})`;
+
+function sameServer(entry: Entry, first: Entry): LockConfigurationError {
+  const what = entry.cluster || first.cluster ? "shares a Redis server with" : "is the same Redis server as";
+  return new LockConfigurationError(`${named(entry)} ${what} ${named(first)}: it would vote twice`, [
+    first.index,
+    entry.index,
+  ]);
+}
+
+function wrongMode(entry: Entry, mode: string): LockConfigurationError {
+  const advice =
+    mode === "cluster"
+      ? "a Redis Cluster node: give Redlock an ioredis Cluster for it (a plain client would get MOVED answers)"
+      : `a ${mode} (redis_mode:${mode}), not a Redis server: give Redlock { sentinels, name } for a Sentinel`;
+  return new LockConfigurationError(`${named(entry)} is ${advice}`, [entry.index]);
+}
+
+/** Resolves to true when `promise` settles within `ms`, false otherwise, leaving no timer behind. */
+function withinMs(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms, false);
+    const settled = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    promise.then(settled, settled);
+  });
+}

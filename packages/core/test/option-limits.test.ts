@@ -1,0 +1,105 @@
+/**
+ * Options that pass their own range check but cannot work together: a ttl the drift and the
+ * per-instance timeout use up, attempts with no pause between them, an extension threshold shorter
+ * than an extension may take.
+ */
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type DelayProxy, startDelayProxy } from "../../../test/helpers/delay-proxy.js";
+import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { checkLockOptions, LockContentionError, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[];
+let proxies: DelayProxy[] = [];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(proxies.map((proxy) => proxy.close()));
+  proxies = [];
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+const dbsizes = () => Promise.all(clients.map((client) => client.dbsize()));
+
+describe("a ttl that can never give a valid lock", () => {
+  it.each([
+    ["ttl 2 (the drift alone is 2 ms)", 2, {}],
+    ["ttl 4 with driftFactor 0.49", 4, { driftFactor: 0.49 }],
+    ["ttl 100 with driftFactor 0.49 (51 ms of drift)", 100, { driftFactor: 0.49 }],
+  ])("%s is a RangeError naming the ttl, before anything is written", async (_, ttl, options) => {
+    const dlm = new Redlock(clients, { retryCount: 0 });
+    const error = await dlm.lock("tiny", ttl, options).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(new RegExp(`^ttl of ${ttl} ms can never give a valid lock`));
+    expect(await dbsizes()).toEqual([0, 0, 0]);
+  });
+
+  it("is refused where a route or a @Locked method declares it, naming the option", () => {
+    expect(() => checkLockOptions({ ttl: 2 })).toThrow(/^options\.ttl of 2 ms can never give a valid lock/);
+    expect(() => checkLockOptions({ ttl: 4, driftFactor: 0.49 }, "defaults")).toThrow(/^defaults\.ttl of 4 ms/);
+    // the smallest ttls that leave validity after the drift and the timeout still work
+    expect(() => checkLockOptions({ ttl: 5 })).not.toThrow();
+  });
+});
+
+describe("retryDelay 0 with retryJitter 0", () => {
+  it("and a wait is a RangeError naming retryDelay, per call or in the constructor, with nothing written", async () => {
+    const dlm = new Redlock(clients, { retryDelay: 0, retryJitter: 0 });
+    const holder = await new Redlock(clients).acquire("spin", 5000);
+    const error = await dlm.lock("spin", 1000, { wait: 300 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(/^options\.retryDelay and options\.retryJitter are both 0 with a wait/);
+    expect(() => new Redlock(clients, { retryDelay: 0, retryJitter: 0, wait: 100 })).toThrow(RangeError);
+    expect(() => checkLockOptions({ ttl: 1000, retryDelay: 0, retryJitter: 0, wait: 100 })).toThrow(/retryDelay/);
+    expect(await Promise.all(clients.map((client) => client.get("spin")))).toEqual([
+      holder.value,
+      holder.value,
+      holder.value,
+    ]);
+    await holder.release();
+  });
+
+  it("without a wait keeps its bounded retries, and a pause of 1 ms is enough to wait", async () => {
+    const dlm = new Redlock(clients, { retryDelay: 0, retryJitter: 0, retryCount: 2 });
+    const holder = await dlm.acquire("bounded", 5000);
+    await expect(dlm.acquire("bounded", 1000)).rejects.toBeInstanceOf(LockContentionError);
+    await expect(dlm.acquire("bounded", 1000, { wait: 50, retryDelay: 1 })).rejects.toBeInstanceOf(LockContentionError);
+    await holder.release();
+  });
+});
+
+describe("an extension threshold shorter than the per-instance timeout", () => {
+  it("is raised to it: a lock whose quorum answers in 200 ms stays valid with extendThreshold 0.05", async () => {
+    // two of three instances 100 ms away each way: every quorum needs one of them (about 200 ms)
+    proxies = await Promise.all(
+      cluster.servers.slice(1).map((server) => startDelayProxy(server.port, { upDelayMs: 100, downDelayMs: 100 })),
+    );
+    const far = proxies.map((proxy) => cluster.servers[0]?.client({ port: proxy.port }) as Redis);
+    const dlm = new Redlock([clients[0] as Redis, ...far], { instanceTimeout: 400 });
+    let extensions = 0;
+    const aborted = await dlm.using(
+      "far",
+      1000,
+      async (signal, lock) => {
+        // 0.05 × 1000 = 50 ms left would be too late to start a 200 ms extension; 400 ms is not
+        const validUntil = () => lock.expiresAt;
+        let last = validUntil();
+        const end = Date.now() + 2500;
+        while (Date.now() < end && !signal.aborted) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          if (validUntil() !== last) extensions++;
+          last = validUntil();
+        }
+        return signal.aborted;
+      },
+      { extendThreshold: 0.05 },
+    );
+    expect(aborted).toBe(false);
+    expect(extensions).toBeGreaterThanOrEqual(2);
+    for (const client of far) client.disconnect();
+  }, 20_000);
+});

@@ -1,0 +1,178 @@
+/**
+ * One Redis server given twice under other names must not vote twice: Redlock asks each server for
+ * its run_id before the first vote counts, and again after a reconnect.
+ */
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type DelayProxy, startDelayProxy } from "../../../test/helpers/delay-proxy.js";
+import { freePort, type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { LockConfigurationError, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let direct: Redis[] = [];
+const closing: { quit(): Promise<unknown> }[] = [];
+const proxies: DelayProxy[] = [];
+
+beforeAll(() => {
+  direct = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(closing.splice(0).map((thing) => thing.quit()));
+  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
+  await Promise.all(direct.map((client) => client.flushall()));
+});
+
+const servers = () => cluster.servers as [RedisServer, RedisServer, RedisServer];
+const dbsizes = () => Promise.all(direct.map((client) => client.dbsize()));
+function track<T extends { quit(): Promise<unknown> }>(thing: T): T {
+  closing.push(thing);
+  return thing;
+}
+
+/** A client of `server` that Redlock does not own; closed after the test. */
+function clientOf(server: RedisServer, options: Parameters<RedisServer["client"]>[0] = {}): Redis {
+  return track(server.client(options));
+}
+
+/** The next 'ready' of `client` (events.once would reject on the 'error' a reset emits first). */
+const nextReady = (client: Redis) => new Promise((resolve) => client.once("ready", resolve));
+
+async function proxyTo(port: number): Promise<DelayProxy> {
+  const proxy = await startDelayProxy(port);
+  proxies.push(proxy);
+  return proxy;
+}
+
+describe("one server listed twice", () => {
+  it("refuses localhost and 127.0.0.1 of one server, naming both entries, before any key is written", async () => {
+    const [a, b] = servers();
+    // b is held by another owner: with a counted twice, the lock would get 2 of 3 votes
+    await direct[1]?.set("twice", "other-owner", "PX", 10_000);
+    const dlm = track(
+      new Redlock(
+        [
+          { host: "localhost", port: a.port },
+          { host: "127.0.0.1", port: a.port },
+          { host: "127.0.0.1", port: b.port },
+        ],
+        { retryCount: 0 },
+      ),
+    );
+    // a long ttl, so that its per-instance timeout covers a slow first connection to "localhost"
+    const error = await dlm.lock("twice", 10_000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockConfigurationError);
+    expect((error as LockConfigurationError).message).toBe(
+      `instances[1] (127.0.0.1:${a.port}/0) is the same Redis server as instances[0] (localhost:${a.port}/0): it would vote twice`,
+    );
+    expect((error as LockConfigurationError).instances).toEqual([0, 1]);
+    expect((error as LockConfigurationError).status).toBe(500);
+    expect(await direct[0]?.dbsize()).toBe(0);
+    expect(await direct[1]?.get("twice")).toBe("other-owner");
+    // it stays refused: every call, extend included, checks again while the list is wrong
+    await expect(dlm.acquire("other", 1000)).rejects.toBeInstanceOf(LockConfigurationError);
+  });
+
+  it("refuses two databases of one server: they share its fate", async () => {
+    const [a, b, c] = servers();
+    const dlm = new Redlock([clientOf(a, { db: 0 }), clientOf(b), clientOf(a, { db: 3 }), clientOf(c)]);
+    await expect(dlm.lock("dbs", 1000)).rejects.toThrow(
+      `instances[2] (127.0.0.1:${a.port}/3) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
+    );
+    expect(await dbsizes()).toEqual([0, 0, 0]);
+  });
+
+  it("asks each server once per connection, however many locks and Redlocks use it", async () => {
+    const [a, b, c] = servers();
+    const clients = [clientOf(a), clientOf(b), clientOf(c)];
+    await Promise.all(clients.map((client) => client.ping()));
+    await Promise.all(direct.map((client) => client.config("RESETSTAT")));
+    for (let i = 0; i < 3; i++) {
+      const dlm = new Redlock(clients);
+      for (let j = 0; j < 5; j++) await (await dlm.acquire(`once:${j}`, 1000)).release();
+    }
+    const infos = await Promise.all(
+      direct.map(async (client) =>
+        Number(/cmdstat_info:calls=(\d+)/.exec(await client.info("commandstats"))?.[1] ?? 0),
+      ),
+    );
+    // one INFO per server from the Redlocks; the stats read above is not counted yet when INFO runs
+    expect(infos).toEqual([1, 1, 1]);
+  });
+
+  it("checks a reconnected client again: moved onto a server already listed, it is refused; moved back, it locks", async () => {
+    const [a, b, c] = servers();
+    const proxy = await proxyTo(b.port);
+    const moving = clientOf(b, { port: proxy.port });
+    const dlm = new Redlock([clientOf(a), moving, clientOf(c)], { retryCount: 0 });
+    await (await dlm.acquire("moved", 1000)).release();
+    // the release resolves at a quorum: let the last instance's delete arrive before the move
+    await expect.poll(dbsizes).toEqual([0, 0, 0]);
+
+    proxy.targetPort = a.port;
+    const reconnected = nextReady(moving);
+    proxy.resetAll();
+    await reconnected;
+    await expect(dlm.acquire("moved", 1000)).rejects.toThrow(
+      `instances[1] (127.0.0.1:${proxy.port}/0) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
+    );
+    expect(await dbsizes()).toEqual([0, 0, 0]);
+
+    proxy.targetPort = b.port;
+    const back = nextReady(moving);
+    proxy.resetAll();
+    await back;
+    await (await dlm.acquire("moved", 1000)).release();
+  });
+
+  it("an instance unreachable at the first lock cannot vote; it is checked as soon as it connects", async () => {
+    const [a, b] = servers();
+    const proxy = await proxyTo(await freePort());
+    const late = clientOf(b, { port: proxy.port });
+    const dlm = new Redlock([clientOf(a), clientOf(b), late], { retryCount: 0 });
+    // two of three: the third cannot be asked who it is, nor vote
+    await (await dlm.acquire("late", 1000)).release();
+
+    proxy.targetPort = a.port;
+    await nextReady(late);
+    await expect(dlm.acquire("late", 1000)).rejects.toBeInstanceOf(LockConfigurationError);
+    expect(await dbsizes()).toEqual([0, 0, 0]);
+  });
+
+  it("an extension is refused too once a reconnect made two entries one server", async () => {
+    const [a, b, c] = servers();
+    const proxy = await proxyTo(b.port);
+    const moving = clientOf(b, { port: proxy.port });
+    const dlm = new Redlock([clientOf(a), moving, clientOf(c)], { retryCount: 0 });
+    const lock = await dlm.acquire("extended", 5000);
+    proxy.targetPort = a.port;
+    const reconnected = nextReady(moving);
+    proxy.resetAll();
+    await reconnected;
+    await expect(lock.extend(5000)).rejects.toBeInstanceOf(LockConfigurationError);
+    await lock.release();
+  });
+
+  it("a server that refuses INFO is used unchecked, with one process warning", async () => {
+    const [a, b, c] = servers();
+    for (const client of direct) {
+      await client.acl("SETUSER", "noinfo", "on", ">pw", "~*", "+@all", "-info");
+    }
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    try {
+      const options = { username: "noinfo", password: "pw", enableReadyCheck: false };
+      const dlm = new Redlock([a.client(options), b.client(options), c.client(options)]);
+      await (await dlm.acquire("noinfo", 1000)).release();
+      await (await dlm.acquire("noinfo", 1000)).release();
+      await new Promise((resolve) => setImmediate(resolve));
+      const ours = warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_SERVER_ID");
+      expect(ours).toHaveLength(1);
+    } finally {
+      process.off("warning", onWarning);
+      // DELUSER closes the user's connections: its clients end here, not in afterEach
+      for (const client of direct) await client.acl("DELUSER", "noinfo");
+    }
+  });
+});
