@@ -85,15 +85,17 @@ function sampleRun(project: ScratchProject, pkgs: readonly PublicPackage[], reso
   };
 }
 
-const work = mkdtempSync(join(tmpdir(), "redlock-kit-packs-"));
-const newest = new ScratchProject("newest");
-const lowest = new ScratchProject("lowest");
+// created by beforeAll (so that a run that filters these tests out leaves nothing behind), removed by afterAll
+let work: string;
+let newest: ScratchProject;
+let lowest: ScratchProject;
 let tarballs = new Map<string, string>();
 /** The packages as published: package.json read from each tarball. */
 const published = new Map<string, Manifest>();
 /** Packages with a peer range spanning more than one major; installed in `lowest` with each such peer at its lowest. */
 let spanning: PublicPackage[] = [];
 const typechecks = new Map<string, Promise<TypecheckReport>>();
+let typecheckQueue: Promise<unknown> = Promise.resolve();
 
 const externalPeers = (pkg: PublicPackage) =>
   Object.entries(published.get(pkg.name)?.peerDependencies ?? {}).filter(([peer]) => !peer.startsWith("@redlock-kit/"));
@@ -106,6 +108,9 @@ beforeAll(async () => {
     if (!existsSync(join(workspaceRoot, "packages", pkg.dir, "dist")))
       throw new Error(`packages/${pkg.dir}/dist is missing: run \`pnpm build\` first`);
   }
+  work = mkdtempSync(join(tmpdir(), "redlock-kit-packs-"));
+  newest = new ScratchProject("newest");
+  lowest = new ScratchProject("lowest");
   tarballs = await packAll(packages, work);
   for (const pkg of packages) {
     const unpacked = join(work, "unpacked", pkg.dir);
@@ -138,10 +143,9 @@ beforeAll(async () => {
 
   // tsc is the slow part: the checks start now, one after another (one core for them, the other for
   // the tests meanwhile), and each test waits for its own
-  let queue: Promise<unknown> = Promise.resolve();
   const start = (key: string, project: ScratchProject, run: () => TypecheckRun) => {
-    const report = queue.then(() => project.typecheck(run()));
-    queue = report.catch(() => {}); // awaited, and reported, by its test
+    const report = typecheckQueue.then(() => project.typecheck(run()));
+    typecheckQueue = report.catch(() => {}); // awaited, and reported, by its test
     typechecks.set(key, report);
   };
   start("decorators-app", newest, () => ({
@@ -164,11 +168,13 @@ beforeAll(async () => {
   start("lowest", lowest, () => sampleRun(lowest, installedLow, "NodeNext"));
 }, 300_000);
 
-afterAll(() => {
-  newest.remove();
-  lowest.remove();
-  rmSync(work, { recursive: true, force: true });
-});
+afterAll(async () => {
+  // no tsc left running in a folder about to go, even when a test failed before waiting for it
+  await typecheckQueue;
+  newest?.remove();
+  lowest?.remove();
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 300_000);
 
 async function typecheck(key: string): Promise<TypecheckReport> {
   const report = await typechecks.get(key);
