@@ -5,7 +5,7 @@ const src = (pkg: string) => fileURLToPath(new URL(`./packages/${pkg}/src/index.
 
 export default defineConfig({
   resolve: {
-    // tests run against the sources; test/packaging checks the built dist separately
+    // tests run against the sources; test/packaging.test.ts checks the packed tarballs separately
     alias: {
       "@redlock-kit/core": src("core"),
       "@redlock-kit/express": src("express"),
