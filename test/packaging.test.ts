@@ -100,6 +100,10 @@ let typecheckQueue: Promise<unknown> = Promise.resolve();
 const externalPeers = (pkg: PublicPackage) =>
   Object.entries(published.get(pkg.name)?.peerDependencies ?? {}).filter(([peer]) => !peer.startsWith("@redlock-kit/"));
 
+/** The `@redlock-kit/*` packages `pkg` depends on (not as peers): they come from their tarballs too. */
+const workspaceDependencies = (pkg: PublicPackage) =>
+  Object.keys(published.get(pkg.name)?.dependencies ?? {}).filter((name) => name.startsWith("@redlock-kit/"));
+
 const redis = useRedisServers(1);
 const redisEnv = () => ({ REDIS_URL: `redis://127.0.0.1:${redis.servers[0]?.port}` });
 
@@ -134,7 +138,7 @@ beforeAll(async () => {
   await Promise.all([
     newest.install([...new Set(installLines().flat())].map(asTarball).concat(typeTools, typeSampleTools)),
     lowest.install([
-      ...[...new Set([...core, ...spanning])].map((pkg) => asTarball(pkg.name)),
+      ...[...new Set([...core, ...spanning].flatMap((pkg) => [pkg.name, ...workspaceDependencies(pkg)]))].map(asTarball),
       ...lowSpecs,
       ...spanning.flatMap((pkg) => apps[pkg.dir]?.needs ?? []),
       ...typeTools,
