@@ -138,7 +138,9 @@ beforeAll(async () => {
   await Promise.all([
     newest.install([...new Set(installLines().flat())].map(asTarball).concat(typeTools, typeSampleTools)),
     lowest.install([
-      ...[...new Set([...core, ...spanning].flatMap((pkg) => [pkg.name, ...workspaceDependencies(pkg)]))].map(asTarball),
+      ...[...new Set([...core, ...spanning].flatMap((pkg) => [pkg.name, ...workspaceDependencies(pkg)]))].map(
+        asTarball,
+      ),
       ...lowSpecs,
       ...spanning.flatMap((pkg) => apps[pkg.dir]?.needs ?? []),
       ...typeTools,
