@@ -105,6 +105,10 @@ export function scriptOf(executed: Executed): string | undefined {
 export const insideScripts = (seen: readonly Executed[]) =>
   seen.filter((executed) => executed.source === "lua").map((executed) => executed.args[0]);
 
+/** The commands clients sent themselves (not their scripts' commands) that carry `arg`, e.g. a lock value. */
+export const sentByClientsWith = (seen: readonly Executed[], arg: string) =>
+  seen.filter((executed) => executed.source !== "lua" && executed.args.includes(arg));
+
 /** The commands clients sent themselves, by name. */
 export const sentByClients = (seen: readonly Executed[]) =>
   seen.filter((executed) => executed.source !== "lua").map((executed) => executed.args[0]);

@@ -20,7 +20,14 @@ import type { Redis, RedisOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
-import { insideScripts, type Monitor, scriptOf, sentByClients, startMonitors } from "../helpers/monitor.js";
+import {
+  insideScripts,
+  type Monitor,
+  scriptOf,
+  sentByClients,
+  sentByClientsWith,
+  startMonitors,
+} from "../helpers/monitor.js";
 import { assertRedisInstalled } from "../helpers/redis-installed.js";
 import { freePort, type RedisServer, sleep, startServer } from "../helpers/redis-servers.js";
 import { createTestCertificates, type TestCertificates } from "../helpers/tls.js";
@@ -162,7 +169,7 @@ describe("compare-and-set on the exact value", () => {
     expect(await stale.release()).toBe(false);
     for (const monitor of monitors) {
       await monitor.caughtUp();
-      const calls = monitor.seen.filter((executed) => executed.args.includes(stale.value));
+      const calls = sentByClientsWith(monitor.seen, stale.value);
       // each script ran on every node with the stale value, and stopped at its GET: no PEXPIRE, no DEL
       expect(calls.map(scriptOf)).toEqual(["extend", "release"]);
       expect(insideScripts(monitor.seen)).toEqual(["get", "get"]);
