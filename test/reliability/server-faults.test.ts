@@ -7,6 +7,7 @@ import { LockContentionError, LockLostError, LockUnavailableError, Redlock } fro
 import { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { useInvariants } from "../helpers/invariants.js";
+import { insideScripts, scriptOf, sentByClientsWith, startMonitors } from "../helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -57,14 +58,32 @@ describe("OOM (maxmemory 1, noeviction)", () => {
     await expect.poll(() => valuesOf("oom:two")).toEqual([null, null, null]);
   });
 
-  it("on every node: a held lock can still be extended (PEXPIRE) and released (DEL)", async () => {
+  it("on every node: a held lock can still be extended (PEXPIRE) and released (DEL) by the scripts", async () => {
     const dlm = new Redlock(direct, { retryCount: 0 });
-    const lock = await dlm.acquire("oom:held", 500);
+    // a ttl long enough that the lock is still valid here whatever the machine's load: the extend
+    // must be decided by Redis, not refused by the library for a validity that ran out meanwhile
+    const lock = await dlm.acquire("oom:held", 10_000);
+    await expect.poll(() => valuesOf("oom:held")).toEqual([lock.value, lock.value, lock.value]);
+    const monitors = await startMonitors(cluster.servers, invariants);
     await withOom([0, 1, 2], async () => {
-      await dlm.extend(lock, 3000);
-      for (const client of direct) expect(await client.pttl("oom:held")).toBeGreaterThan(2000);
+      // a plain write is refused: the extend and release below really run under OOM
+      await expect(direct[0]?.set("oom:probe", "1")).rejects.toThrow(/OOM/);
+      expect(lock.valid).toBe(true);
+      await dlm.extend(lock, 30_000);
+      for (const client of direct) expect(await client.pttl("oom:held")).toBeGreaterThan(10_000);
       expect(await lock.release()).toBe(true);
     });
+    for (const monitor of monitors) {
+      await monitor.caughtUp();
+      expect(sentByClientsWith(monitor.seen, lock.value).map(scriptOf)).toEqual(["extend", "release"]);
+      // inside the scripts: the compare, PEXPIRE (SET would be refused), then the compare and DEL
+      expect(insideScripts(monitor.seen).filter((name) => name !== "publish")).toEqual([
+        "get",
+        "pexpire",
+        "get",
+        "del",
+      ]);
+    }
     await expect.poll(() => valuesOf("oom:held")).toEqual([null, null, null]);
   });
 });
