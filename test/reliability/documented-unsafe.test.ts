@@ -1,6 +1,6 @@
 /**
- * The cases no Redlock client can prevent (RELIABILITY.md §1, "Why it is safe" and the Kleppmann /
- * antirez debate; F6, T5, T11), reproduced as such. Each test asserts the reproduction (two
+ * The cases no Redlock client can prevent (docs/reliability.md §1, "What no client
+ * can prevent"; F6, T5, T11), reproduced as such. Each test asserts the reproduction (two
  * holders) AND the signal the library gives the holder that lost its lock. They back the
  * "What Redlock does not promise" section of packages/core/README.md; never make them pass by
  * loosening what they reproduce.

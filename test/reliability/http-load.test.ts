@@ -1,5 +1,5 @@
 /**
- * Load (RELIABILITY.md §3.7 L1, L2): 10,000 requests at concurrency 100 against each adapter, over
+ * Load (docs/reliability.md L1, L2): 10,000 requests at concurrency 100 against each adapter, over
  * 1,000 keys and over one hot key, then a shorter soak while nodes are stopped and crashed. A
  * witness Redis outside the quorum counts holders per key inside the handler.
  */

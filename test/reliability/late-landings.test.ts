@@ -1,5 +1,5 @@
 /**
- * Late landings and lost replies (RELIABILITY.md §3.2 F4, F5, F12, F13, F14): a command the
+ * Late landings and lost replies (docs/reliability.md F4, F5, F12, F13, F14): a command the
  * client gave up on may still be applied. Every one of them must end up deleted, by the
  * release that the library queues behind it on the same connection.
  */

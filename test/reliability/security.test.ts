@@ -1,5 +1,5 @@
 /**
- * Security (RELIABILITY.md §3.6 S1–S7): unguessable values, compare-and-set on the exact value,
+ * Security (docs/reliability.md S1–S7): unguessable values, compare-and-set on the exact value,
  * constant scripts, the least privilege the library needs, AUTH + TLS passthrough, and no lock
  * value, key or Redis error text in anything that leaves the library.
  */

@@ -1,5 +1,5 @@
 /**
- * Servers that answer badly rather than not at all (RELIABILITY.md §3.2 F8–F11, F15, F17): OOM,
+ * Servers that answer badly rather than not at all (docs/reliability.md F8–F11, F15, F17): OOM,
  * BUSY, a write pause, lost scripts and keys after a restart, and ioredis clients left at their
  * defaults. Each costs one vote, never the library's own deadlines.
  */

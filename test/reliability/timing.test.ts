@@ -1,5 +1,5 @@
 /**
- * Timing (RELIABILITY.md §3.3): validity arithmetic against an injected monotonic clock, slow and
+ * Timing (docs/reliability.md T1–T13): validity arithmetic against an injected monotonic clock, slow and
  * frozen acquisitions, wall-clock jumps, auto-extension keeping and losing a lock, the extension
  * cap, and an event loop frozen past the ttl.
  */
