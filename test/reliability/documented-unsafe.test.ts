@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
@@ -79,7 +80,7 @@ describe("what no Redlock client can prevent, reproduced", () => {
       const lockB = await b.acquire("unsafe:clock", 1000);
       lockBValue = lockB.value;
       bothValid = lockA.valid && lockB.valid;
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       expect(lockA.valid).toBe(false);
       await lockB.release();
       return signal.reason;

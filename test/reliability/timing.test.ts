@@ -14,6 +14,7 @@ import {
 } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { aborted } from "../helpers/aborted.js";
 import { startDelayProxy } from "../helpers/delay-proxy.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { scriptOf, sentByClientsWith, startMonitors } from "../helpers/monitor.js";
@@ -213,7 +214,8 @@ describe("an acquisition slower than the ttl fails", () => {
     const { pending } = await new Promise<{ pending: Promise<unknown> }>((resolve) =>
       setImmediate(() => {
         const pending = dlm.lock("slow:frozen", 200).catch((e: unknown) => e);
-        busyWait(300);
+        // five ttls: long enough for every server to have answered meanwhile, even on a loaded machine
+        busyWait(1000);
         resolve({ pending });
       }),
     );
@@ -281,7 +283,7 @@ describe("auto-extension", () => {
       server(2).pause();
       // no extension can succeed from here on: this is the latest moment the lock may be trusted
       deadline = performance.now() + lock.remainingMs;
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       abortedAt = performance.now();
       reason = signal.reason;
       expect(lock.valid).toBe(false);
@@ -320,7 +322,7 @@ describe("auto-extension", () => {
         sectionStart = performance.now();
         holderLock = lock;
         entered();
-        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        await aborted(signal);
         return signal.reason;
       },
       { maxHoldMs },

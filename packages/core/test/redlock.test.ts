@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "../../../test/helpers/aborted.js";
 import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
 import {
   Lock,
@@ -265,7 +266,7 @@ describe("Redlock.using", () => {
     let reason: unknown;
     await dlm.using("lost", 300, async (signal) => {
       await Promise.all(first(3).map((client) => client.set("lost", "thief", "PX", 5000)));
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       reason = signal.reason;
     });
     expect(reason).toBeInstanceOf(LockLostError);
@@ -294,7 +295,7 @@ describe("Redlock.using", () => {
       200,
       async (signal) => {
         started = performance.now();
-        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        await aborted(signal);
         abortedAfter = performance.now() - started;
       },
       { maxHoldMs: 500 },
