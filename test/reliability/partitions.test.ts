@@ -60,6 +60,8 @@ useInvariants({ servers: [] }, { maxTtlMs: 0 });
 interface Report {
   outcome: string;
   elapsedMs: number;
+  /** The per-instance bound the scenario's Redlock used. */
+  instanceTimeout: number;
   released?: boolean;
   afterHeal?: string;
   valuesAfter: (string | null)[];
@@ -78,7 +80,7 @@ async function scenario(name: string): Promise<Report> {
 }
 
 describe("partitions inside a network namespace (nftables)", () => {
-  it("replies lost one way from two nodes: unavailable, and what they applied is already deleted", async (context) => {
+  it("replies lost one way from two nodes: unavailable, and what they applied is deleted by the release, not left to expire", async (context) => {
     requirePartitions(context);
     const report = await scenario("one-way");
     expect(report.outcome).toBe("unavailable");
@@ -90,8 +92,9 @@ describe("partitions inside a network namespace (nftables)", () => {
     requirePartitions(context);
     const report = await scenario("minority-drop");
     expect(report.outcome).toBe("acquired");
-    // the dropped node costs one per-instance timeout (100 ms), not TCP's retransmission backoff
-    expect(report.elapsedMs).toBeLessThan(1000);
+    // the dropped node costs at most one per-instance bound, not TCP's retransmission backoff,
+    // which lasts until the partition heals (after the call): ten bounds are still far inside it
+    expect(report.elapsedMs).toBeLessThan(10 * report.instanceTimeout);
     expect(report.released).toBe(true);
     expect(report.valuesAfter).toEqual([null, null, null]);
     expect(report.unhandled).toEqual([]);
@@ -101,13 +104,15 @@ describe("partitions inside a network namespace (nftables)", () => {
     requirePartitions(context);
     const report = await scenario("majority-drop");
     expect(report.outcome).toBe("unavailable");
-    // refused by the per-instance deadline (100 ms), ten times of which is still far below the
-    // TCP retransmission a call without it would wait on until the partition heals
-    expect(report.causes).toEqual([
-      [1, "No answer within 100 ms"],
-      [2, "No answer within 100 ms"],
+    // refused by the per-instance deadline; the call (a round of SETs, a round of releases) took
+    // less than ten bounds, far below the TCP retransmission it would otherwise wait on until
+    // the partition heals
+    const deadline = `No answer within ${report.instanceTimeout} ms`;
+    expect(report.causes?.filter(([instance]) => instance !== 0)).toEqual([
+      [1, deadline],
+      [2, deadline],
     ]);
-    expect(report.elapsedMs).toBeLessThan(1000);
+    expect(report.elapsedMs).toBeLessThan(10 * report.instanceTimeout);
     expect(report.valuesAfter).toEqual([null, null, null]);
     expect(report.unhandled).toEqual([]);
   });
