@@ -14,6 +14,8 @@ export interface Executed {
   readonly source: string;
   /** The command name (lower case) and its arguments. */
   readonly args: readonly string[];
+  /** For a command a script ran: the EVAL or EVALSHA that ran it (MONITOR lists it just before). */
+  readonly script?: Executed;
 }
 
 export interface Monitor {
@@ -54,6 +56,8 @@ export async function startMonitor(client: Redis): Promise<Monitor> {
   connection.on("error", () => {});
   const seen: Executed[] = [];
   const waiting = new Map<string, () => void>();
+  // scripts run atomically: the commands MONITOR reports from "lua" belong to the last script call
+  let script: Executed | undefined;
   connection.on("monitor", (_time: string, args: string[], source: string) => {
     const [name = "", ...rest] = args.map(unquote);
     const command = name.toLowerCase();
@@ -63,7 +67,10 @@ export async function startMonitor(client: Redis): Promise<Monitor> {
       waiting.delete(mark);
       return;
     }
-    seen.push({ source, args: [command, ...rest] });
+    const executed: Executed =
+      source === "lua" ? { source, args: [command, ...rest], script } : { source, args: [command, ...rest] };
+    if (source !== "lua") script = command.startsWith("eval") || command.startsWith("fcall") ? executed : undefined;
+    seen.push(executed);
   });
   return {
     seen,
@@ -101,14 +108,25 @@ export function scriptOf(executed: Executed): string | undefined {
   return name ?? sha;
 }
 
-/** The commands that scripts ran (MONITOR source "lua"), by name. */
-export const insideScripts = (seen: readonly Executed[]) =>
-  seen.filter((executed) => executed.source === "lua").map((executed) => executed.args[0]);
+/** The commands that scripts ran (MONITOR source "lua"), by name; only those run by `calls` when given. */
+export const insideScripts = (seen: readonly Executed[], calls?: readonly Executed[]) =>
+  seen
+    .filter(
+      (executed) => executed.source === "lua" && (calls === undefined || calls.includes(executed.script as Executed)),
+    )
+    .map((executed) => executed.args[0]);
+
+/**
+ * The connections (client addresses) that sent a command matching `ours`: how a test tells the
+ * library's connections from any other client of the same server.
+ */
+export const connectionsOf = (seen: readonly Executed[], ours: (executed: Executed) => boolean) =>
+  new Set(seen.filter((executed) => executed.source !== "lua" && ours(executed)).map((executed) => executed.source));
 
 /** The commands clients sent themselves (not their scripts' commands) that carry `arg`, e.g. a lock value. */
 export const sentByClientsWith = (seen: readonly Executed[], arg: string) =>
   seen.filter((executed) => executed.source !== "lua" && executed.args.includes(arg));
 
-/** The commands clients sent themselves, by name. */
-export const sentByClients = (seen: readonly Executed[]) =>
-  seen.filter((executed) => executed.source !== "lua").map((executed) => executed.args[0]);
+/** The commands sent by the given connections, by name. */
+export const sentBy = (seen: readonly Executed[], connections: ReadonlySet<string>) =>
+  seen.filter((executed) => connections.has(executed.source)).map((executed) => executed.args[0]);
