@@ -2,7 +2,7 @@
  * A TCP proxy for fault injection between a client and one redis-server, on loopback:
  * a delay per direction, a blackhole that swallows bytes while keeping connections open,
  * and a reset of every connection. `tc netem` is not available on this machine kind
- * (see RELIABILITY.md §4.6), so latency is injected in user space.
+ * (see docs/reliability.md §4), so latency is injected in user space.
  */
 import net from "node:net";
 

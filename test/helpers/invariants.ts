@@ -1,5 +1,5 @@
 /**
- * The invariants of RELIABILITY.md §3, checked after every reliability test:
+ * The invariants of docs/reliability.md §2, checked after every reliability test:
  * I1 no immortal keys, I2 no leaked locks, I3 no leaked handles, I4 no unhandled
  * rejections or uncaught exceptions. Register after `useRedisServers()` so the
  * servers exist when the baseline is taken.

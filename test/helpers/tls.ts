@@ -1,6 +1,6 @@
 /**
  * A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl as in
- * RELIABILITY.md §4.8, and redis-server arguments that add a TLS port next to the plain one.
+ * docs/reliability.md §4, and redis-server arguments that add a TLS port next to the plain one.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * Bad input at every entry point (RELIABILITY.md §3.4 B1–B4): the Redlock constructor and methods,
+ * Bad input at every entry point (docs/reliability.md B1–B4): the Redlock constructor and methods,
  * key templates and key functions, the four HTTP adapters and `@Locked`. Each gets a typed error
  * (or a 400), and nothing reaches Redis. packages/core/test/validation.test.ts covers the plain
  * bad ttls, resources and options; this file covers hostile shapes and prototype pollution.

@@ -1,6 +1,6 @@
 /**
- * The cases no Redlock client can prevent (RELIABILITY.md §1, "Why it is safe" and the Kleppmann /
- * antirez debate; F6, T5, T11), reproduced as such. Each test asserts the reproduction (two
+ * The cases no Redlock client can prevent (docs/reliability.md §1, "What no client
+ * can prevent"; F6, T5, T11), reproduced as such. Each test asserts the reproduction (two
  * holders) AND the signal the library gives the holder that lost its lock. They back the
  * "What Redlock does not promise" section of packages/core/README.md; never make them pass by
  * loosening what they reproduce.
@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
@@ -79,7 +80,7 @@ describe("what no Redlock client can prevent, reproduced", () => {
       const lockB = await b.acquire("unsafe:clock", 1000);
       lockBValue = lockB.value;
       bothValid = lockA.valid && lockB.valid;
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       expect(lockA.valid).toBe(false);
       await lockB.release();
       return signal.reason;

@@ -1,5 +1,5 @@
 /**
- * Mutual exclusion across OS processes under faults (RELIABILITY.md §3.1 M3–M5): worker processes
+ * Mutual exclusion across OS processes under faults (docs/reliability.md M3–M5): worker processes
  * lock, do a read-modify-write on a witness Redis outside the quorum and count overlaps through an
  * in-flight counter. The faults are injected mid-run: the driver waits for progress on the witness
  * before and after each one, so they never land before the first or after the last section.

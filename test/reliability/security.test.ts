@@ -1,11 +1,10 @@
 /**
- * Security (RELIABILITY.md §3.6 S1–S7): unguessable values, compare-and-set on the exact value,
+ * Security (docs/reliability.md S1–S7): unguessable values, compare-and-set on the exact value,
  * constant scripts, the least privilege the library needs, AUTH + TLS passthrough, and no lock
  * value, key or Redis error text in anything that leaves the library.
  */
 import { createHash } from "node:crypto";
 import diagnosticsChannel from "node:diagnostics_channel";
-import { readFileSync } from "node:fs";
 import { inspect } from "node:util";
 import {
   type Lock,
@@ -21,9 +20,36 @@ import type { Redis, RedisOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
+import {
+  connectionsOf,
+  insideScripts,
+  type Monitor,
+  scriptOf,
+  sentBy,
+  sentByClientsWith,
+  startMonitors,
+} from "../helpers/monitor.js";
 import { assertRedisInstalled } from "../helpers/redis-installed.js";
 import { freePort, type RedisServer, sleep, startServer } from "../helpers/redis-servers.js";
 import { createTestCertificates, type TestCertificates } from "../helpers/tls.js";
+
+/** Every 128-bit slice node:crypto's random sources wrote, as hex: where lock values must come from. */
+const randomSlices = vi.hoisted(() => new Set<string>());
+vi.mock("node:crypto", async (importOriginal) => {
+  const crypto = await importOriginal<typeof import("node:crypto")>();
+  const record = <T extends NodeJS.ArrayBufferView>(view: T): T => {
+    const hex = Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString("hex");
+    for (let i = 0; i + 32 <= hex.length; i += 32) randomSlices.add(hex.slice(i, i + 32));
+    return view;
+  };
+  const sources = {
+    randomFillSync: <T extends NodeJS.ArrayBufferView>(buffer: T, offset?: number, size?: number) =>
+      record(crypto.randomFillSync(buffer, offset, size)),
+    randomBytes: (size: number) => record(crypto.randomBytes(size)),
+    getRandomValues: <T extends NodeJS.TypedArray>(array: T): T => record(crypto.getRandomValues(array)),
+  };
+  return { ...crypto, ...sources, default: { ...crypto, ...sources } };
+});
 
 const cluster: { servers: RedisServer[] } = { servers: [] };
 const tlsPorts: number[] = [];
@@ -113,6 +139,8 @@ describe("lock values", () => {
         await lock.release();
       }
       expect(values.size).toBe(20_000);
+      // each value is bytes node:crypto wrote, at run time, whatever the source looks like
+      expect([...values].filter((value) => !randomSlices.has(value))).toEqual([]);
       // 2.56 M bits: a fair source gives 50 % ones with a standard deviation of 0.03 %
       const share = ones / (20_000 * 128);
       expect(share).toBeGreaterThan(0.495);
@@ -120,23 +148,34 @@ describe("lock values", () => {
     } finally {
       vi.restoreAllMocks();
     }
-    const source = readFileSync(new URL("../../packages/core/src/lock-value.ts", import.meta.url), "utf8");
-    expect(source).toMatch(/from "node:crypto"/);
-    expect(source).not.toMatch(/Math\.random|Date\.now/);
   });
 });
 
 describe("compare-and-set on the exact value", () => {
-  it("a stale holder can neither release nor extend the next holder's lock (its PTTL does not grow)", async () => {
-    const a = new Redlock(direct, { retryCount: 0 });
+  it("a stale holder's extend and release reach the scripts, which refuse them on the value: the next holder's keys are untouched", async () => {
+    // The stale holder's clock stands still, so it still believes its lock valid once the keys
+    // have expired and another owner took them: the refusal can only come from the scripts'
+    // compare on the value (a local "validity ended" check would hide a script that skips it).
+    const frozen = performance.now();
+    const a = new Redlock(direct, { retryCount: 0, clock: () => frozen });
     const b = new Redlock(direct, { retryCount: 0 });
     const stale = await a.acquire("cas:r", 100);
-    await sleep(150);
+    await expect.poll(() => valuesOf("cas:r")).toEqual([null, null, null]);
     const current = await b.acquire("cas:r", 2000);
     const before = await Promise.all(direct.map((client) => client.pttl("cas:r")));
+    expect(stale.valid).toBe(true);
+
+    const monitors = await startMonitors(cluster.servers, invariants);
     await expect(stale.extend(5000)).rejects.toBeInstanceOf(LockLostError);
     expect(await stale.release()).toBe(false);
-    await expect.poll(() => valuesOf("cas:r")).toEqual([current.value, current.value, current.value]);
+    for (const monitor of monitors) {
+      await monitor.caughtUp();
+      const calls = sentByClientsWith(monitor.seen, stale.value);
+      // each script ran on every node with the stale value, and stopped at its GET: no PEXPIRE, no DEL
+      expect(calls.map(scriptOf)).toEqual(["extend", "release"]);
+      expect(insideScripts(monitor.seen, calls)).toEqual(["get", "get"]);
+    }
+    expect(await valuesOf("cas:r")).toEqual([current.value, current.value, current.value]);
     const after = await Promise.all(direct.map((client) => client.pttl("cas:r")));
     for (const [i, ttl] of after.entries()) expect(ttl).toBeLessThanOrEqual(before[i] as number);
     expect(await current.release()).toBe(true);
@@ -164,49 +203,102 @@ describe("compare-and-set on the exact value", () => {
 });
 
 describe("scripts", () => {
-  it("are constants: the sha1 of each equals SCRIPT LOAD's answer, and none is built by interpolation", async () => {
-    for (const script of [ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT]) {
-      const sha = createHash("sha1").update(script).digest("hex");
-      expect(await direct[0]?.script("LOAD", script)).toBe(sha);
+  it("are the three constants, called by SHA and sent whole only after NOSCRIPT: none is built per call", async () => {
+    for (const [name, script] of Object.entries({ ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT })) {
+      expect(await direct[0]?.script("LOAD", script), name).toBe(createHash("sha1").update(script).digest("hex"));
     }
-    const source = readFileSync(new URL("../../packages/core/src/scripts.ts", import.meta.url), "utf8");
-    expect(source).not.toContain("${");
-    const store = readFileSync(new URL("../../packages/core/src/redis-store.ts", import.meta.url), "utf8");
-    const defined = [...store.matchAll(/defineOnce\(client, COMMANDS\.(\w+), (\w+)\)/g)].map((m) => m[2]);
-    expect(defined).toEqual(["ACQUIRE_SCRIPT", "EXTEND_SCRIPT", "RELEASE_SCRIPT"]);
+    // node 0 forgets them: the library must fall back to sending each script whole
+    await direct[0]?.script("FLUSH");
+    const [monitor] = (await startMonitors(cluster.servers.slice(0, 1), invariants)) as [Monitor];
+    // fresh clients, so the first call of each script goes through ioredis's defined command
+    const dlm = new Redlock(
+      cluster.servers.map((server) => invariants.client(server)),
+      { retryCount: 0 },
+    );
+    // different keys, key counts, values and ttls: a script built per call would change its SHA
+    // (a one-key lock is acquired without a script, by SET NX GET: these take two and three keys)
+    const one = await dlm.acquire(['k") redis.call("flushall") --', "k:c", "k:d"], 1111);
+    const two = await dlm.acquire(["k:a", "k:b"], 1212);
+    await one.extend(2222);
+    await two.extend(2323);
+    await one.release();
+    await two.release();
+    await monitor.caughtUp();
+    const byTtl = new Map<string, Set<string | undefined>>();
+    for (const executed of monitor.seen) {
+      const script = scriptOf(executed);
+      if (script === undefined) continue;
+      const key = ["1111", "1212", "2222", "2323"].includes(executed.args.at(-1) as string)
+        ? (executed.args.at(-1) as string)
+        : "release";
+      byTtl.set(key, (byTtl.get(key) ?? new Set()).add(script));
+    }
+    expect(Object.fromEntries([...byTtl].map(([key, scripts]) => [key, [...scripts]]))).toEqual({
+      "1111": ["acquire"],
+      "1212": ["acquire"],
+      "2222": ["extend"],
+      "2323": ["extend"],
+      release: ["release"],
+    });
+    // after SCRIPT FLUSH each script was sent whole once (EVAL), its body hashing to the constant's SHA
+    const whole = monitor.seen.filter((executed) => executed.args[0] === "eval").map(scriptOf);
+    expect(whole.sort()).toEqual(["acquire", "extend", "release"]);
   });
 
-  it("are all the library sends on a lock's connection: no KEYS, SCAN, FLUSH*, CONFIG or bare SET/DEL", async () => {
-    const monitor = invariants.track(await (direct[0] as Redis).monitor());
-    const commands: string[] = [];
-    monitor.on("monitor", (_time: string, args: string[]) => commands.push(String(args[0]).toLowerCase()));
-    const dlm = invariants.track(new Redlock(direct, { retryCount: 2, retryDelay: 20 }));
+  it("are all the library sends on a lock's connection: its scripts at the top level, their GET/SET/PTTL/PEXPIRE/DEL/PUBLISH inside them", async () => {
+    const [monitor] = (await startMonitors(cluster.servers.slice(0, 1), invariants)) as [Monitor];
+    const dlm = invariants.track(
+      new Redlock(
+        cluster.servers.map((server) => invariants.client(server)),
+        { retryCount: 2, retryDelay: 20 },
+      ),
+    );
     const held = await dlm.acquire("sent:r", 1000);
     expect(await dlm.lock("sent:r", 1000)).toBeNull();
     await held.extend(1000);
     await held.release();
     await dlm.using("sent:r", 300, () => sleep(400));
-    await sleep(50);
-    const distinct = [...new Set(commands)].filter((name) => name !== "monitor");
-    expect(distinct.length).toBeGreaterThan(0);
-    // the scripts run their own get/set/pttl/pexpire/del inside; MONITOR lists those too
-    const scripted = new Set([
-      "evalsha",
-      "eval",
-      "get",
-      "set",
-      "pttl",
-      "pexpire",
-      "del",
-      "publish",
-      "zadd",
-      "zrem",
-      "zpopmin",
-    ]);
-    const connection = new Set(["subscribe", "unsubscribe", "hello", "client", "info", "ping"]);
-    expect(distinct.filter((name) => !scripted.has(name) && !connection.has(name))).toEqual([]);
-    expect(distinct).not.toContain("keys");
-    expect(distinct).not.toContain("scan");
+    // a waiter: queued by the script, handed the key by the release (SUBSCRIBE on a connection of
+    // its own to its Redlock's hand-over channel, PUBLISH in the script)
+    const busy = await dlm.acquire(["sent:w", "sent:x"], 1000);
+    setTimeout(() => void busy.release(), 50);
+    await (await dlm.acquire("sent:w", 1000, { wait: 3000, retryDelay: 1000 })).release();
+    await monitor.caughtUp();
+    // the library's connections: those that named this test's keys or a hand-over channel
+    // (any other client of the server, the harness's or a stray one, is not the library's)
+    const keys = ["sent:r", "sent:w", "sent:x"];
+    const library = connectionsOf(monitor.seen, ({ args }) =>
+      args.some((arg) => keys.includes(arg) || arg.startsWith("redlock-kit:hand-over:")),
+    );
+    const outside = new Set(sentBy(monitor.seen, library));
+    const scripts = monitor.seen.filter((executed) => library.has(executed.source) && scriptOf(executed) !== undefined);
+    const inside = new Set(insideScripts(monitor.seen, scripts));
+    // at the top level only the scripts, the one-key acquire (SET ... NX ... GET, then PTTL when
+    // refused), ZREM of a waiter that leaves a queue, ioredis's handshake (HELLO) and ready check
+    // (INFO), and the hand-over subscription: no DEL, and no SET that could overwrite a holder
+    expect(
+      [...outside].filter(
+        (name) =>
+          !["evalsha", "eval", "set", "pttl", "zrem", "hello", "info", "subscribe", "unsubscribe"].includes(
+            name as string,
+          ),
+      ),
+    ).toEqual([]);
+    const sets = monitor.seen.filter((executed) => library.has(executed.source) && executed.args[0] === "set");
+    expect(sets.length).toBeGreaterThan(0);
+    for (const set of sets)
+      expect(set.args.map((arg) => arg.toLowerCase())).toEqual(expect.arrayContaining(["nx", "get"]));
+    expect(outside).toContain("evalsha");
+    expect(outside).toContain("subscribe");
+    // what ran inside the scripts, and every step the scenario needed
+    expect(
+      [...inside].filter(
+        (name) =>
+          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin"].includes(name as string),
+      ),
+    ).toEqual([]);
+    for (const name of ["get", "set", "pexpire", "del", "publish", "zadd", "zpopmin"])
+      expect(inside, name).toContain(name);
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * Timing (RELIABILITY.md §3.3): validity arithmetic against an injected monotonic clock, slow and
+ * Timing (docs/reliability.md T1–T13): validity arithmetic against an injected monotonic clock, slow and
  * frozen acquisitions, wall-clock jumps, auto-extension keeping and losing a lock, the extension
  * cap, and an event loop frozen past the ttl.
  */
@@ -14,8 +14,10 @@ import {
 } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { aborted } from "../helpers/aborted.js";
 import { startDelayProxy } from "../helpers/delay-proxy.js";
 import { useInvariants } from "../helpers/invariants.js";
+import { scriptOf, sentByClientsWith, startMonitors } from "../helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -52,7 +54,7 @@ function injectedClock() {
 function hooked(
   client: Redis,
   hooks: { acquire?: (call: number) => void | Promise<void>; afterAcquire?: (call: number) => Promise<void> },
-  onExtend?: () => void,
+  onExtend?: (ttl: number) => void,
 ): LockStore {
   const inner = new RedisStore(client);
   let calls = 0;
@@ -65,7 +67,7 @@ function hooked(
       return reply;
     },
     extend(keys, value, ttl) {
-      onExtend?.();
+      onExtend?.(ttl);
       return inner.extend(keys, value, ttl);
     },
     release: (keys, value) => inner.release(keys, value),
@@ -204,11 +206,26 @@ describe("an acquisition slower than the ttl fails", () => {
     await expect.poll(() => valuesOf("slow:proxy")).toEqual([null, null, null]);
   });
 
-  it("when the event loop freezes for longer than the ttl while the replies are in flight", async () => {
+  it("when the event loop freezes for longer than the ttl while the replies are in flight: the validity check refuses it", async () => {
     const dlm = new Redlock(direct, { retryCount: 0 });
-    const pending = dlm.lock("slow:frozen", 200).catch((e: unknown) => e);
-    busyWait(300);
-    expect(await pending).toBeInstanceOf(LockUnavailableError);
+    // From a setImmediate callback, the loop's next stops are timers (the 50 ms per-instance
+    // deadline, due during the freeze) and only then the poll for the replies: the order in which
+    // a timeout would win if the library did not let replies that already arrived count first.
+    const { pending } = await new Promise<{ pending: Promise<unknown> }>((resolve) =>
+      setImmediate(() => {
+        const pending = dlm.lock("slow:frozen", 200).catch((e: unknown) => e);
+        // five ttls: long enough for every server to have answered meanwhile, even on a loaded machine
+        busyWait(1000);
+        resolve({ pending });
+      }),
+    );
+    const error = await pending;
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    // a quorum answered yes (their replies waited in the socket buffers): not the per-instance
+    // timeout, which fell due during the freeze too, but the elapsed time refused the lock
+    const causes = (error as LockUnavailableError).causes.map((cause) => cause.error.message);
+    expect(causes.filter((message) => message.startsWith("No answer within"))).toEqual([]);
+    expect((error as Error).message).toMatch(/no validity left/);
     await expect.poll(() => valuesOf("slow:frozen")).toEqual([null, null, null]);
   });
 });
@@ -266,7 +283,7 @@ describe("auto-extension", () => {
       server(2).pause();
       // no extension can succeed from here on: this is the latest moment the lock may be trusted
       deadline = performance.now() + lock.remainingMs;
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       abortedAt = performance.now();
       reason = signal.reason;
       expect(lock.valid).toBe(false);
@@ -281,24 +298,46 @@ describe("auto-extension", () => {
   });
 
   it("stops at maxHoldMs: a holder that never returns blocks others only until then, and knows it lost the lock", async () => {
-    const holder = new Redlock(direct);
+    const maxHoldMs = 900;
+    // every extension the holder sends: when, and for how long
+    const requests: { at: number; ttl: number }[] = [];
+    const stores = direct.map((client) =>
+      hooked(client, {}, (ttl) => {
+        requests.push({ at: performance.now(), ttl });
+      }),
+    );
+    const holder = new Redlock(stores);
     const other = invariants.track(new Redlock(direct));
-    const started = performance.now();
+    let sectionStart = 0;
     let holderLock: { valid: boolean } | undefined;
+    let entered: () => void = () => {};
+    const inSection = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
     const holding = holder.using(
       "auto:cap",
       300,
       async (signal, lock) => {
+        // read after the cap was set: the cap ends at sectionStart + maxHoldMs at the latest
+        sectionStart = performance.now();
         holderLock = lock;
-        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        entered();
+        await aborted(signal);
         return signal.reason;
       },
-      { maxHoldMs: 900 },
+      { maxHoldMs },
     );
-    const next = await other.acquire("auto:cap", 300, { wait: 5000, retryDelay: 20, retryJitter: 10 });
-    const waited = performance.now() - started;
-    // the key outlived several ttls, and expired only at the cap
-    expect(waited).toBeGreaterThanOrEqual(850);
+    await inSection;
+    const next = await other.acquire("auto:cap", 2000, { wait: 5000, retryDelay: 20, retryJitter: 10 });
+    const waited = performance.now() - sectionStart;
+    // the key outlived several ttls...
+    expect(waited).toBeGreaterThanOrEqual(maxHoldMs - 50);
+    expect(requests.length).toBeGreaterThanOrEqual(3);
+    // ...and no extension asked for an expiry past the cap (each request is timed after the
+    // library read its clock, so noise can only make these ends look later than they are: the
+    // 20 ms cover a pause between that read and the call, not a slow machine)
+    const latestEnd = Math.max(...requests.map(({ at, ttl }) => at + ttl));
+    expect(latestEnd - (sectionStart + maxHoldMs)).toBeLessThanOrEqual(20);
     expect(holderLock?.valid).toBe(false);
     expect(await holding).toBeInstanceOf(LockLostError);
     await expect.poll(() => valuesOf("auto:cap")).toEqual([next.value, next.value, next.value]);
@@ -320,16 +359,36 @@ describe("an event loop frozen longer than the ttl", () => {
     expect(await lock.release()).toBe(false);
   });
 
-  it("inside using(): the section sees the loss, no extension resurrects it, and another client takes it at once", async () => {
+  it("inside using(): the section sees the loss, no extension resurrects it, and another client takes it while the section runs", async () => {
     const dlm = new Redlock(direct);
+    const other = new Redlock(direct, { retryCount: 0 });
+    const monitors = await startMonitors(cluster.servers, invariants);
+    let value = "";
     const seen = await dlm.using("freeze:using", 200, async (signal, lock) => {
+      value = lock.value;
       busyWait(450);
       await sleep(0);
-      return { valid: lock.valid, aborted: signal.aborted };
+      const loss = { valid: lock.valid, aborted: signal.aborted, reason: signal.reason as Error };
+      // the renewal was due during the freeze: give it another ttl to (wrongly) bring the key back
+      await sleep(200);
+      const before = await valuesOf("freeze:using");
+      // another client takes the key while this section still runs, and keeps it through the
+      // holder's renewal schedule and its release
+      const next = await other.acquire("freeze:using", 1000);
+      await sleep(200);
+      return { ...loss, before, next };
     });
-    expect(seen).toEqual({ valid: false, aborted: true });
-    await expect.poll(() => valuesOf("freeze:using")).toEqual([null, null, null]);
-    const next = await dlm.acquire("freeze:using", 200, { retryCount: 0 });
-    await next.release();
+    expect(seen).toMatchObject({ valid: false, aborted: true, before: [null, null, null] });
+    // the validity timer aborted the signal: no extension was tried and failed
+    expect(seen.reason).toBeInstanceOf(LockLostError);
+    expect(seen.reason.message).toMatch(/validity ended/);
+    expect(await valuesOf("freeze:using")).toEqual([seen.next.value, seen.next.value, seen.next.value]);
+    for (const monitor of monitors) {
+      await monitor.caughtUp();
+      // the renewal saw the loss before sending anything: our value went out to acquire and release only
+      const ours = sentByClientsWith(monitor.seen, value).map(scriptOf);
+      expect(ours).toEqual(["acquire", "release"]);
+    }
+    await seen.next.release();
   });
 });

@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "../../../test/helpers/aborted.js";
 import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
 import {
   Lock,
@@ -265,7 +266,7 @@ describe("Redlock.using", () => {
     let reason: unknown;
     await dlm.using("lost", 300, async (signal) => {
       await Promise.all(first(3).map((client) => client.set("lost", "thief", "PX", 5000)));
-      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      await aborted(signal);
       reason = signal.reason;
     });
     expect(reason).toBeInstanceOf(LockLostError);
@@ -273,19 +274,37 @@ describe("Redlock.using", () => {
   });
 
   it("stops extending at maxHoldMs and aborts when the validity ends", async () => {
-    const dlm = new Redlock(first(3));
-    const started = performance.now();
+    // every extension sent: when (after the library read its clock) and for how long
+    const requests: { at: number; ttl: number }[] = [];
+    const stores = first(3).map((client) => {
+      const store = new RedisStore(client);
+      return {
+        acquire: store.acquire.bind(store),
+        release: store.release.bind(store),
+        extend(keys: readonly string[], value: string, ttl: number) {
+          requests.push({ at: performance.now(), ttl });
+          return store.extend(keys, value, ttl);
+        },
+      };
+    });
+    const dlm = new Redlock(stores);
+    let started = 0;
     let abortedAfter = 0;
     await dlm.using(
       "capped",
       200,
       async (signal) => {
-        await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+        started = performance.now();
+        await aborted(signal);
         abortedAfter = performance.now() - started;
       },
       { maxHoldMs: 500 },
     );
+    // renewed past the first ttl, and never asked to last past the cap (the 20 ms cover a pause
+    // between the library's clock read and the call, which can only make an end look later)
     expect(abortedAfter).toBeGreaterThan(400);
+    expect(requests.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...requests.map(({ at, ttl }) => at + ttl)) - (started + 500)).toBeLessThanOrEqual(20);
   });
 
   it("releases when fn throws and rethrows fn's error unchanged", async () => {
