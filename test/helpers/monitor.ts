@@ -98,8 +98,19 @@ export function startMonitors(
   );
 }
 
-/** Which of the library's scripts a top-level EVALSHA or EVAL ran: "acquire", "extend", "release", another SHA, or undefined. */
+/**
+ * Which lock step a top-level command was: a script's name ("acquire", "extend", "release", or
+ * another SHA) for EVALSHA/EVAL; "acquire" for the one-key acquire without a script (SET ... NX ...
+ * GET); otherwise undefined.
+ */
 export function scriptOf(executed: Executed): string | undefined {
+  if (
+    executed.source !== "lua" &&
+    executed.args[0] === "set" &&
+    executed.args.some((arg) => arg.toLowerCase() === "nx")
+  ) {
+    return "acquire";
+  }
   const [command, body = ""] = executed.args;
   if (executed.source === "lua") return undefined;
   const sha = command === "evalsha" ? body : command === "eval" ? sha1(body) : undefined;
