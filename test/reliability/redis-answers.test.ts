@@ -25,6 +25,8 @@ import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-serve
 const cluster = useRedisServers(4);
 const invariants = useInvariants(cluster, { maxTtlMs: 2000, lockServers: (servers) => servers.slice(0, 3) });
 let direct: Redis[] = [];
+/** Long enough that its per-instance timeout (1 s) covers a busy machine: an answer, not a timeout, must decide. */
+const TTL = 10_000;
 let master: Redis;
 
 beforeAll(async () => {
@@ -33,7 +35,7 @@ beforeAll(async () => {
   master = clients[3] as Redis;
   // replicas sync at once, not after the default 5 s wait for more replicas to join
   await master.config("SET", "repl-diskless-sync-delay", "0");
-  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+  await (await new Redlock(direct).acquire("warm-up", TTL)).release();
 });
 
 const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
@@ -57,7 +59,7 @@ describe("a hash at the lock's key (WRONGTYPE)", () => {
     await Promise.all(direct.map((client) => client.hset("profile:7", "name", "someone else's data")));
     const dlm = invariants.track(new Redlock(direct, { retryCount: 3, retryDelay: 50 }));
     const [error, messages] = await acquireMessages("profile:7", () =>
-      dlm.lock("profile:7", 1000).catch((e: unknown) => e),
+      dlm.lock("profile:7", TTL).catch((e: unknown) => e),
     );
     expect(error).toBeInstanceOf(LockConfigurationError);
     expect(error).not.toBeInstanceOf(LockUnavailableError);
@@ -75,15 +77,18 @@ describe("a hash at the lock's key (WRONGTYPE)", () => {
 
   it("on one instance of three costs that vote only: the lock is taken on the other two", async () => {
     await direct[0]?.hset("shared:1", "field", "x");
-    const dlm = invariants.track(new Redlock(direct, { retryCount: 0 }));
-    const lock = await dlm.acquire("shared:1", 1000);
-    expect(await Promise.all(direct.slice(1).map((client) => client.get("shared:1")))).toEqual([
-      lock.value,
-      lock.value,
-    ]);
-    await lock.release();
-    expect(await direct[0]?.hget("shared:1", "field")).toBe("x");
-    await direct[0]?.del("shared:1");
+    try {
+      const dlm = invariants.track(new Redlock(direct, { retryCount: 0 }));
+      const lock = await dlm.acquire("shared:1", TTL);
+      expect(await Promise.all(direct.slice(1).map((client) => client.get("shared:1")))).toEqual([
+        lock.value,
+        lock.value,
+      ]);
+      await lock.release();
+      expect(await direct[0]?.hget("shared:1", "field")).toBe("x");
+    } finally {
+      await direct[0]?.del("shared:1");
+    }
   });
 
   it.each<Framework>(["express", "koa", "fastify"])("answers 500 JSON with no detail through %s", async (framework) => {
@@ -167,7 +172,7 @@ async function asReplicas<T>(nodes: number[], fn: () => Promise<T>): Promise<T> 
 describe("a master demoted to replica (READONLY)", () => {
   it("on a majority: unavailable (503), from the READONLY answers, not contention", async () => {
     const dlm = invariants.track(new Redlock(direct, { retryCount: 0 }));
-    const error = await asReplicas([1, 2], () => dlm.lock("demoted", 1000).catch((e: unknown) => e));
+    const error = await asReplicas([1, 2], () => dlm.lock("demoted", TTL).catch((e: unknown) => e));
     expect(error).toBeInstanceOf(LockUnavailableError);
     expect((error as LockUnavailableError).status).toBe(503);
     // the refusing path: both answered READONLY at once, neither timed out
@@ -221,7 +226,7 @@ describe("a server loading its dataset (LOADING)", () => {
         while (!(await (direct[i] as Redis).info("persistence")).includes("loading:1")) await sleep(5);
       }
       const dlm = invariants.track(new Redlock(direct, { retryCount: 0 }));
-      const error = await dlm.lock("loading", 1000).catch((e: unknown) => e);
+      const error = await dlm.lock("loading", TTL).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(LockUnavailableError);
       expect((error as LockUnavailableError).causes.map((c) => c.error.message.split(" ")[0])).toEqual([
         "LOADING",

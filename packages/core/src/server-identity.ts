@@ -317,10 +317,14 @@ function wrongMode(entry: Entry, mode: string): LockConfigurationError {
   return new LockConfigurationError(`${named(entry)} is ${advice}`, [entry.index]);
 }
 
-/** Resolves to true when `promise` settles within `ms`, false otherwise, leaving no timer behind. */
+/**
+ * Resolves to true when `promise` settles within `ms`, false otherwise, leaving no timer behind.
+ * Like the fan-out's deadlines, it gives up only after the socket reads already due have run: after
+ * a busy stretch the timer and the answer can both be due at once, and timers run first.
+ */
 function withinMs(promise: Promise<unknown>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms, false);
+    const timer = setTimeout(() => setImmediate(resolve, false), ms);
     const settled = () => {
       clearTimeout(timer);
       resolve(true);

@@ -9,6 +9,8 @@ import { freePort, type RedisServer, useRedisServers } from "../../../test/helpe
 import { LockConfigurationError, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
+/** Long enough that its per-instance timeout (1 s) covers a busy machine: timing is not the subject here. */
+const TTL = 10_000;
 let direct: Redis[] = [];
 const closing: { quit(): Promise<unknown> }[] = [];
 const proxies: DelayProxy[] = [];
@@ -70,13 +72,13 @@ describe("one server listed twice", () => {
     expect(await direct[0]?.dbsize()).toBe(0);
     expect(await direct[1]?.get("twice")).toBe("other-owner");
     // it stays refused: every call, extend included, checks again while the list is wrong
-    await expect(dlm.acquire("other", 1000)).rejects.toBeInstanceOf(LockConfigurationError);
+    await expect(dlm.acquire("other", TTL)).rejects.toBeInstanceOf(LockConfigurationError);
   });
 
   it("refuses two databases of one server: they share its fate", async () => {
     const [a, b, c] = servers();
     const dlm = new Redlock([clientOf(a, { db: 0 }), clientOf(b), clientOf(a, { db: 3 }), clientOf(c)]);
-    await expect(dlm.lock("dbs", 1000)).rejects.toThrow(
+    await expect(dlm.lock("dbs", TTL)).rejects.toThrow(
       `instances[2] (127.0.0.1:${a.port}/3) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
     );
     expect(await dbsizes()).toEqual([0, 0, 0]);
@@ -89,7 +91,7 @@ describe("one server listed twice", () => {
     await Promise.all(direct.map((client) => client.config("RESETSTAT")));
     for (let i = 0; i < 3; i++) {
       const dlm = new Redlock(clients);
-      for (let j = 0; j < 5; j++) await (await dlm.acquire(`once:${j}`, 1000)).release();
+      for (let j = 0; j < 5; j++) await (await dlm.acquire(`once:${j}`, TTL)).release();
     }
     const infos = await Promise.all(
       direct.map(async (client) =>
@@ -105,7 +107,7 @@ describe("one server listed twice", () => {
     const proxy = await proxyTo(b.port);
     const moving = clientOf(b, { port: proxy.port });
     const dlm = new Redlock([clientOf(a), moving, clientOf(c)], { retryCount: 0 });
-    await (await dlm.acquire("moved", 1000)).release();
+    await (await dlm.acquire("moved", TTL)).release();
     // the release resolves at a quorum: let the last instance's delete arrive before the move
     await expect.poll(dbsizes).toEqual([0, 0, 0]);
 
@@ -113,7 +115,7 @@ describe("one server listed twice", () => {
     const reconnected = nextReady(moving);
     proxy.resetAll();
     await reconnected;
-    await expect(dlm.acquire("moved", 1000)).rejects.toThrow(
+    await expect(dlm.acquire("moved", TTL)).rejects.toThrow(
       `instances[1] (127.0.0.1:${proxy.port}/0) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
     );
     expect(await dbsizes()).toEqual([0, 0, 0]);
@@ -122,7 +124,7 @@ describe("one server listed twice", () => {
     const back = nextReady(moving);
     proxy.resetAll();
     await back;
-    await (await dlm.acquire("moved", 1000)).release();
+    await (await dlm.acquire("moved", TTL)).release();
   });
 
   it("an instance unreachable at the first lock cannot vote; it is checked as soon as it connects", async () => {
@@ -131,11 +133,11 @@ describe("one server listed twice", () => {
     const late = clientOf(b, { port: proxy.port });
     const dlm = new Redlock([clientOf(a), clientOf(b), late], { retryCount: 0 });
     // two of three: the third cannot be asked who it is, nor vote
-    await (await dlm.acquire("late", 1000)).release();
+    await (await dlm.acquire("late", TTL)).release();
 
     proxy.targetPort = a.port;
     await nextReady(late);
-    await expect(dlm.acquire("late", 1000)).rejects.toBeInstanceOf(LockConfigurationError);
+    await expect(dlm.acquire("late", TTL)).rejects.toBeInstanceOf(LockConfigurationError);
     expect(await dbsizes()).toEqual([0, 0, 0]);
   });
 
@@ -164,8 +166,8 @@ describe("one server listed twice", () => {
     try {
       const options = { username: "noinfo", password: "pw", enableReadyCheck: false };
       const dlm = new Redlock([a.client(options), b.client(options), c.client(options)]);
-      await (await dlm.acquire("noinfo", 1000)).release();
-      await (await dlm.acquire("noinfo", 1000)).release();
+      await (await dlm.acquire("noinfo", TTL)).release();
+      await (await dlm.acquire("noinfo", TTL)).release();
       await new Promise((resolve) => setImmediate(resolve));
       const ours = warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_SERVER_ID");
       expect(ours).toHaveLength(1);
