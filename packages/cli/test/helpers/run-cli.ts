@@ -70,10 +70,11 @@ const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
 /**
  * Runs the binary on a pseudo-terminal (`script`, from util-linux): stdin, stdout and stderr are a
  * TTY, and what is written to the returned child's stdin is typed on it (`\r` is Enter, `\x03`
- * Ctrl-C). `-e` passes the binary's exit code on.
+ * Ctrl-C). `-e` passes the binary's exit code on. `script` runs the command through $SHELL, which
+ * also gets the Ctrl-C: `exec` replaces that shell, so dash (CI's /bin/sh) cannot die of it with 130.
  */
 export function startOnTty(args: readonly string[], env: Record<string, string> = {}): Run {
-  const command = [process.execPath, BIN, ...args].map(quote).join(" ");
+  const command = `exec ${[process.execPath, BIN, ...args].map(quote).join(" ")}`;
   const child = spawn("script", ["-qec", command, "/dev/null"], {
     env: environment(env),
     stdio: ["pipe", "pipe", "pipe"],
