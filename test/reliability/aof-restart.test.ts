@@ -1,5 +1,5 @@
 /**
- * F7, a restart with persistence (RELIABILITY.md §3.2): every node runs with `appendonly yes` and
+ * F7, a restart with persistence (docs/reliability.md §3): every node runs with `appendonly yes` and
  * `appendfsync always`, so a key is on disk before its SET is answered. A node of the holder's
  * quorum is killed (SIGKILL) and restarted at once, the case that breaks exclusion without
  * persistence (documented-unsafe.test.ts): here it comes back with the holder's key and the

@@ -1,5 +1,5 @@
 /**
- * L3, auto-extension at scale (RELIABILITY.md §3.7): 1,000 concurrent `using()` sections, each
+ * L3, auto-extension at scale (docs/reliability.md §3): 1,000 concurrent `using()` sections, each
  * three ttls long, on distinct keys, in one process. None may lose its lock without a fault; the
  * extension traffic is what the threshold predicts, counted by the client (diagnostics channel)
  * and by the servers (INFO commandstats). The event-loop delay is measured and reported, not

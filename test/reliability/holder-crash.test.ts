@@ -1,5 +1,5 @@
 /**
- * M6, the holder crashes (RELIABILITY.md §3.1): the process holding a lock is killed with SIGKILL,
+ * M6, the holder crashes (docs/reliability.md §3): the process holding a lock is killed with SIGKILL,
  * so nothing releases it. A waiter in another process gets it once the keys expire, never while
  * the dead holder's validity lasted, with auto-extension off and on. No release means no
  * hand-over: the waiter learns of the expiry by polling (docs/waiting.md, "Fallbacks"), and the

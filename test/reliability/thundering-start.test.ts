@@ -1,5 +1,5 @@
 /**
- * M2, the thundering start (RELIABILITY.md §3.1; python-redis-lock's test_no_overlap2): 50 OS
+ * M2, the thundering start (docs/reliability.md §3; python-redis-lock's test_no_overlap2): 50 OS
  * processes, each with its own Redlock and connections, wait at a barrier (a BLPOP on the witness)
  * and call lock(r, 10 s) at once. Without retries exactly one wins and the others are told
  * "contention", never "unavailable"; with `wait` all of them get it in turn, each for a bounded
