@@ -2,33 +2,29 @@
  * Waiting between processes: each worker (fixtures/waiter-worker.mjs) is an OS process with its own
  * Redlock and connections, as users run them. The workers import the BUILT core.
  */
-import { type ChildProcess, fork } from "node:child_process";
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Redlock } from "../packages/core/src/index.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
+import { type ForkedWorker, forkWorker, requireBuiltCore, scriptCalls } from "./helpers/workers.js";
 
 const servers = useRedisServers(4);
-const script = fileURLToPath(new URL("./fixtures/waiter-worker.mjs", import.meta.url));
 /** Only a hand-over can wake these waiters within a test: their poll interval is a minute. */
 const HAND_OVER_ONLY = { wait: 60_000, retryDelay: 60_000, retryJitter: 0 };
 
 let lockClients: Redis[] = [];
 let witness: Redis;
-const children: ChildProcess[] = [];
+const children: ForkedWorker[] = [];
 const redlocks: Redlock[] = [];
 
 beforeAll(() => {
-  expect(existsSync(new URL("../packages/core/dist/index.js", import.meta.url)), "run `pnpm build` first").toBe(true);
+  requireBuiltCore();
   lockClients = servers.servers.slice(0, 3).map((server) => server.client());
   witness = (servers.servers[3] as (typeof servers.servers)[number]).client();
 });
 
 afterEach(async () => {
-  for (const child of children.splice(0))
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await Promise.all(children.splice(0).map((worker) => worker.kill()));
   await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
   await Promise.all([...lockClients, witness].map((client) => client.flushall()));
 });
@@ -48,47 +44,25 @@ interface Done {
 }
 
 interface Worker {
-  readonly child: ChildProcess;
-  readonly started: Promise<unknown>;
+  readonly child: ForkedWorker["child"];
   readonly done: Promise<Done>;
   quit(): Promise<string[]>;
-}
-
-function nextMessage<T>(child: ChildProcess, kind: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null, signal: string | null) =>
-      reject(new Error(`worker exited (${code ?? signal}) before "${kind}"`));
-    const onMessage = (message: { kind: string }) => {
-      if (message.kind !== kind) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(message as T);
-    };
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-  });
 }
 
 function startWorker(config: Record<string, unknown>, instances = 3): Worker {
   const ports = servers.servers.slice(0, instances).map((server) => server.port);
   const witnessPort = (servers.servers[3] as (typeof servers.servers)[number]).port;
-  const child = fork(script, [JSON.stringify({ ports, witnessPort, ...config })], {
-    execArgv: ["--expose-gc"],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  children.push(child);
-  const started = nextMessage(child, "started");
-  const done = nextMessage<Done>(child, "done");
+  const worker = forkWorker("waiter-worker.mjs", { ports, witnessPort, ...config }, ["--expose-gc"]);
+  children.push(worker);
+  const done = worker.next<Done>("done");
   // a worker killed on purpose never reports; only tests that await `done` care
   done.catch(() => {});
   return {
-    child,
-    started,
+    child: worker.child,
     done,
     quit: async () => {
-      const quitted = nextMessage<{ handles: string[] }>(child, "quit");
-      child.send({ kind: "quit" });
-      return (await quitted).handles;
+      worker.send({ kind: "quit" });
+      return (await worker.next<{ handles: string[] }>("quit")).handles;
     },
   };
 }
@@ -108,14 +82,6 @@ const untilQueued = (key: string, count: number, instances = lockClients) =>
   until(async () => (await queued(key, instances)).every((size) => size === count), `${count} queued on ${key}`);
 const handOverChannels = async (client: Redis) =>
   ((await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[]).length;
-/** Script runs on an instance (acquire, extend and release alike). */
-async function scriptCalls(client: Redis): Promise<number> {
-  const stats = await client.info("commandstats");
-  let calls = 0;
-  for (const match of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) calls += Number(match[1]);
-  return calls;
-}
-
 function holderOn(instances: readonly Redis[]): Redlock {
   const dlm = new Redlock(instances);
   redlocks.push(dlm);

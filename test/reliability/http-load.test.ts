@@ -3,13 +3,13 @@
  * 1,000 keys and over one hot key, then a shorter soak while nodes are stopped and crashed. A
  * witness Redis outside the quorum counts holders per key inside the handler.
  */
-import http from "node:http";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildApp, type Framework, type RouteSpec } from "../helpers/http-apps.js";
+import { buildApp, type Framework } from "../helpers/http-apps.js";
+import { keysLeftAfter, load, lockedRoutes, newTally, unexpectedStatuses } from "../helpers/http-load.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
@@ -29,63 +29,6 @@ beforeAll(() => {
 
 const node = (i: number) => cluster.servers[i] as RedisServer;
 
-interface Tally {
-  statuses: Map<number, number>;
-  /** Sections the handler ran, and those in which the witness saw a second holder of the key. */
-  sections: number;
-  overlaps: number;
-}
-
-/** The locked routes, with `lock` options: each handler counts itself in and out of its key on the witness. */
-function routes(tally: Tally, lock: { ttl: number; instanceTimeout?: number }): RouteSpec[] {
-  const handler = async (held: { resources: readonly string[] } | undefined) => {
-    const name = `w:${held?.resources[0] ?? ""}`;
-    tally.sections++;
-    if ((await witness.incr(name)) !== 1) tally.overlaps++;
-    await witness.decr(name);
-    return { json: { ok: true } };
-  };
-  return [
-    { method: "get", path: "/items/:id", key: "item:{params.id}", options: lock, handler },
-    { method: "get", path: "/hot", key: "hot", options: lock, handler },
-    // waits for its turn instead of answering 423: waiting (and release hand-overs) under load
-    { method: "get", path: "/queue/:id", key: "queue:{params.id}", options: { ...lock, wait: 30_000 }, handler },
-  ];
-}
-
-/** `total` GETs (or until `stop()`) at `concurrency`, each a fresh path from `path(i)`, over a keep-alive pool. */
-async function load(
-  url: string,
-  total: number,
-  concurrency: number,
-  path: (i: number) => string,
-  tally: Tally,
-  stop: () => boolean = () => false,
-) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  let next = 0;
-  const one = (i: number) =>
-    new Promise<number>((resolve, reject) => {
-      const request = http.get(`${url}${path(i)}`, { agent }, (response) => {
-        response.resume();
-        response.once("end", () => resolve(response.statusCode ?? 0));
-      });
-      request.once("error", reject);
-    });
-  try {
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < total && !stop()) {
-          const status = await one(next++);
-          tally.statuses.set(status, (tally.statuses.get(status) ?? 0) + 1);
-        }
-      }),
-    );
-  } finally {
-    agent.destroy();
-  }
-}
-
 /**
  * Connections open on the lock servers (INFO clients); with `until`, polls up to 10 s for the
  * count to come back down to it first.
@@ -104,22 +47,6 @@ async function connectedClients(until?: number): Promise<number> {
   return now;
 }
 
-async function keysLeft(): Promise<number> {
-  const sizes = await Promise.all(direct.map((client) => client.dbsize()));
-  return sizes.reduce((a, b) => a + b, 0);
-}
-
-/** Releases run when each response has finished: give the last ones a moment, then require none. */
-async function drained(ms: number): Promise<number> {
-  const deadline = performance.now() + ms;
-  let left = await keysLeft();
-  while (left > 0 && performance.now() < deadline) {
-    await sleep(20);
-    left = await keysLeft();
-  }
-  return left;
-}
-
 const frameworks: Framework[] = ["express", "koa", "fastify"];
 
 describe.each(frameworks)("%s under load", (framework) => {
@@ -129,11 +56,11 @@ describe.each(frameworks)("%s under load", (framework) => {
     const heapBefore = process.memoryUsage().heapUsed;
     const connectionsBefore = await connectedClients();
     const dlm = new Redlock(direct);
-    const tally: Tally = { statuses: new Map(), sections: 0, overlaps: 0 };
+    const tally = newTally();
     const count = (status: number) => tally.statuses.get(status) ?? 0;
     // Every node is healthy here: a 503 could only mean a loopback server starved of CPU past
     // the per-instance timeout by the load itself (both cores busy), which is not what this tests.
-    const app = await buildApp[framework](dlm, routes(tally, { ttl: 5000, instanceTimeout: 1500 }));
+    const app = await buildApp[framework](dlm, lockedRoutes(witness, tally, { ttl: 5000, instanceTimeout: 1500 }));
     let appOpen = true;
     try {
       // one round of each shape first, so that one-time costs (compiled code, pools grown to the
@@ -141,7 +68,7 @@ describe.each(frameworks)("%s under load", (framework) => {
       await load(app.url, 1000, 100, (i) => `/items/${i % 1000}`, tally);
       await load(app.url, 1000, 100, () => "/hot", tally);
       await load(app.url, 300, 100, (i) => `/queue/${i % 10}`, tally);
-      expect(await drained(2000)).toBe(0);
+      expect(await keysLeftAfter(direct, 2000)).toBe(0);
       gc();
       const heapWarm = process.memoryUsage().heapUsed;
 
@@ -159,14 +86,11 @@ describe.each(frameworks)("%s under load", (framework) => {
       const seen = JSON.stringify([...tally.statuses]);
       // every waiting request had its turn: 3,000 more 200s, not one 423
       expect(count(200) - ok, seen).toBe(3_000);
-      expect(
-        [...tally.statuses.keys()].filter((status) => status !== 200 && status !== 423),
-        seen,
-      ).toEqual([]);
+      expect(unexpectedStatuses(tally, [200, 423]), seen).toEqual([]);
       expect([...tally.statuses.values()].reduce((a, b) => a + b, 0)).toBe(25_300);
       expect(tally.sections).toBe(count(200));
       expect(tally.overlaps).toBe(0);
-      expect(await drained(2000)).toBe(0);
+      expect(await keysLeftAfter(direct, 2000)).toBe(0);
       appOpen = false;
       await app.close();
       // Before quit(), which closes what the Redlock still holds and lets it be collected: a leak
@@ -193,8 +117,8 @@ describe.each(frameworks)("%s soak under faults", (framework) => {
     await witness.flushall();
     invariants.faultInjected();
     const dlm = new Redlock(direct, { instanceTimeout: 50 });
-    const tally: Tally = { statuses: new Map(), sections: 0, overlaps: 0 };
-    const app = await buildApp[framework](dlm, routes(tally, { ttl: TTL }));
+    const tally = newTally();
+    const app = await buildApp[framework](dlm, lockedRoutes(witness, tally, { ttl: TTL }));
     let faultsDone = false;
     // one cycle of faults while the load runs: it keeps going until the cycle is over
     const faults = (async () => {
@@ -234,7 +158,7 @@ describe.each(frameworks)("%s soak under faults", (framework) => {
       await app.close();
       await dlm.quit();
     }
-    expect([...tally.statuses.keys()].filter((status) => ![200, 423, 503].includes(status))).toEqual([]);
+    expect(unexpectedStatuses(tally, [200, 423, 503])).toEqual([]);
     expect(tally.statuses.get(200) ?? 0).toBeGreaterThan(0);
     expect(tally.statuses.get(503) ?? 0).toBeGreaterThan(0);
     expect(tally.sections).toBe(tally.statuses.get(200));

@@ -1,0 +1,91 @@
+/**
+ * The HTTP load shape of docs/reliability.md (L1, L2): locked routes over many keys, one hot key
+ * and a few keys that requests wait on, whose handlers count themselves in and out of their key on a witness Redis outside the
+ * quorum, and a keep-alive client loop that fires GETs at a fixed concurrency.
+ */
+import http from "node:http";
+import type { Redis } from "ioredis";
+import type { RouteSpec } from "./http-apps.js";
+import { sleep } from "./redis-servers.js";
+
+export interface Tally {
+  statuses: Map<number, number>;
+  /** Sections the handler ran, and those in which the witness saw a second holder of the key. */
+  sections: number;
+  overlaps: number;
+}
+
+export const newTally = (): Tally => ({ statuses: new Map(), sections: 0, overlaps: 0 });
+
+/**
+ * GET /items/:id, GET /hot and GET /queue/:id (which waits up to 30 s for its turn instead of
+ * answering 423), locked with `lock`; each handler counts itself in and out of its key on the witness.
+ */
+export function lockedRoutes(
+  witness: Redis,
+  tally: Tally,
+  lock: { ttl: number; instanceTimeout?: number },
+): RouteSpec[] {
+  const handler = async (held: { resources: readonly string[] } | undefined) => {
+    const name = `w:${held?.resources[0] ?? ""}`;
+    tally.sections++;
+    if ((await witness.incr(name)) !== 1) tally.overlaps++;
+    await witness.decr(name);
+    return { json: { ok: true } };
+  };
+  return [
+    { method: "get", path: "/items/:id", key: "item:{params.id}", options: lock, handler },
+    { method: "get", path: "/hot", key: "hot", options: lock, handler },
+    // waits for its turn instead of answering 423: waiting (and release hand-overs) under load
+    { method: "get", path: "/queue/:id", key: "queue:{params.id}", options: { ...lock, wait: 30_000 }, handler },
+  ];
+}
+
+/** `total` GETs (or until `stop()`) at `concurrency`, each a fresh path from `path(i)`, over a keep-alive pool. */
+export async function load(
+  url: string,
+  total: number,
+  concurrency: number,
+  path: (i: number) => string,
+  tally: Tally,
+  stop: () => boolean = () => false,
+): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  let next = 0;
+  const one = (i: number) =>
+    new Promise<number>((resolve, reject) => {
+      const request = http.get(`${url}${path(i)}`, { agent }, (response) => {
+        response.resume();
+        response.once("end", () => resolve(response.statusCode ?? 0));
+      });
+      request.once("error", reject);
+    });
+  try {
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (next < total && !stop()) {
+          const status = await one(next++);
+          tally.statuses.set(status, (tally.statuses.get(status) ?? 0) + 1);
+        }
+      }),
+    );
+  } finally {
+    agent.destroy();
+  }
+}
+
+/** Keys left on the lock servers once releases had `ms` to land (each runs when its response has finished). */
+export async function keysLeftAfter(clients: readonly Redis[], ms: number): Promise<number> {
+  const count = async () => (await Promise.all(clients.map((client) => client.dbsize()))).reduce((a, b) => a + b, 0);
+  const deadline = performance.now() + ms;
+  let left = await count();
+  while (left > 0 && performance.now() < deadline) {
+    await sleep(20);
+    left = await count();
+  }
+  return left;
+}
+
+/** Statuses outside `allowed`, for an assertion that prints what was seen. */
+export const unexpectedStatuses = (tally: Tally, allowed: readonly number[]): number[] =>
+  [...tally.statuses.keys()].filter((status) => !allowed.includes(status));

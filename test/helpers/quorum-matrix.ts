@@ -1,0 +1,105 @@
+/**
+ * F3, the quorum matrix (redsync's TestMutexQuorum, extended with "down"), for N instances: every
+ * assignment of each node to free / held by another value / down (SIGSTOP), one attempt each,
+ * 3^N rows. One Redlock serves every row; a stopped node costs one per-instance timeout.
+ */
+import { LockUnavailableError, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useInvariants } from "./invariants.js";
+import { useRedisServers } from "./redis-servers.js";
+
+export type NodeState = "free" | "held" | "down";
+export type Outcome = "acquired" | "contention" | "unavailable";
+
+const STATES: readonly NodeState[] = ["free", "held", "down"];
+
+/** Every assignment of the three states to `n` nodes. */
+export function matrixRows(n: number): NodeState[][] {
+  let rows: NodeState[][] = [[]];
+  for (let i = 0; i < n; i++) rows = rows.flatMap((row) => STATES.map((state) => [...row, state]));
+  return rows;
+}
+
+/** §3 F3: acquired iff #free ≥ Q; contention iff #held ≥ 1 and #free + #held ≥ Q; else unavailable. */
+export function expectedOutcome(row: readonly NodeState[]): Outcome {
+  const quorum = Math.floor(row.length / 2) + 1;
+  const free = row.filter((state) => state === "free").length;
+  const held = row.filter((state) => state === "held").length;
+  if (free >= quorum) return "acquired";
+  if (held >= 1 && free + held >= quorum) return "contention";
+  return "unavailable";
+}
+
+/** Declares the matrix's tests for `n` redis-servers started for the calling test file. */
+export function describeQuorumMatrix(n: number): void {
+  const TTL = 1000;
+  const cluster = useRedisServers(n);
+  // checked after every row: no immortal keys, no leaked locks, handles or rejections
+  useInvariants(cluster, { maxTtlMs: TTL });
+  let clients: Redis[] = [];
+  let dlm: Redlock;
+  const rows = matrixRows(n);
+  const quorum = Math.floor(n / 2) + 1;
+
+  beforeAll(async () => {
+    clients = cluster.servers.map((server) => server.client());
+    dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 50 });
+    // connected first: a cold connect on a busy machine can take longer than 50 ms
+    await Promise.all(clients.map((client) => client.ping()));
+    // load the scripts on every connection, so a late landing is a single command behind which the release queues
+    await (await dlm.acquire("warm-up", TTL)).release();
+  });
+
+  describe(`quorum matrix, N = ${n}, Q = ${quorum}, retryCount 0`, () => {
+    it(`has ${3 ** n} rows`, () => {
+      expect(rows).toHaveLength(3 ** n);
+      expect(new Set(rows.map((row) => row.join())).size).toBe(3 ** n);
+    });
+
+    it.each(rows.map((row) => [row.join(" "), expectedOutcome(row), row] as const))(
+      "%s → %s, and none of our values is left behind, even after SIGCONT",
+      async (_, outcome, row) => {
+        const key = `matrix:${row.join("-")}`;
+        const foreign = `other-${row.join("-")}`;
+        await Promise.all(
+          row.map((state, i) => (state === "held" ? clients[i]?.set(key, foreign, "PX", TTL * 5) : undefined)),
+        );
+        row.forEach((state, i) => {
+          if (state === "down") cluster.servers[i]?.pause();
+        });
+
+        const result = await dlm.lock(key, TTL).then(
+          (lock) => ({ outcome: lock ? "acquired" : "contention", lock }) as const,
+          (error: unknown) => {
+            if (error instanceof LockUnavailableError) return { outcome: "unavailable", lock: null } as const;
+            throw error;
+          },
+        );
+        expect(result.outcome).toBe(outcome);
+
+        const reachable = async () =>
+          Promise.all(row.map((state, i) => (state === "down" ? "(down)" : clients[i]?.get(key))));
+        const foreignOnly = row.map((state) => (state === "held" ? foreign : state === "down" ? "(down)" : null));
+        if (result.lock) {
+          expect(result.lock.valid).toBe(true);
+          const value = result.lock.value;
+          expect(await reachable()).toEqual(row.map((state, i) => (state === "free" ? value : foreignOnly[i])));
+          expect(await result.lock.release()).toBe(true);
+        }
+        expect(await reachable(), "while the down nodes are still stopped").toEqual(foreignOnly);
+
+        row.forEach((state, i) => {
+          if (state === "down") cluster.servers[i]?.resume();
+        });
+        // the late SET of a stopped node lands now; the release was queued behind it on the same connection
+        await Promise.all(clients.map((client) => client.ping()));
+        expect(await Promise.all(clients.map((client) => client.get(key))), "after SIGCONT").toEqual(
+          row.map((state) => (state === "held" ? foreign : null)),
+        );
+        // the foreign holder releases too, so that I2 can require an empty keyspace
+        await Promise.all(row.map((state, i) => (state === "held" ? clients[i]?.del(key) : undefined)));
+      },
+    );
+  });
+}

@@ -1,0 +1,57 @@
+/**
+ * F7, a restart with persistence (docs/reliability.md §3): every node runs with `appendonly yes` and
+ * `appendfsync always`, so a key is on disk before its SET is answered. A node of the holder's
+ * quorum is killed (SIGKILL) and restarted at once, the case that breaks exclusion without
+ * persistence (documented-unsafe.test.ts): here it comes back with the holder's key and the
+ * remaining TTL (expiry is an absolute time, so the time it was down counts), and a second client
+ * cannot acquire. That an opt-in fence survives the same restart belongs to the fencing tests.
+ */
+import { Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { beforeAll, describe, expect, it } from "vitest";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const TTL = 3000;
+const cluster = useRedisServers(3, { args: ["--appendonly", "yes", "--appendfsync", "always"] });
+const invariants = useInvariants(cluster, { maxTtlMs: TTL });
+let direct: Redis[] = [];
+
+beforeAll(async () => {
+  direct = cluster.servers.map((server) => server.client());
+  await Promise.all(direct.map((client) => client.ping()));
+});
+
+const node = (i: number) => cluster.servers[i] as RedisServer;
+const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
+
+describe("a node of the holder's quorum restarts from its AOF (appendfsync always)", () => {
+  it("comes back holding A's key with its remaining TTL; B cannot acquire; A extends and releases on all three", async () => {
+    const a = new Redlock(direct, { retryCount: 0 });
+    const b = new Redlock(direct, { retryCount: 0 });
+    // A holds exactly nodes 0 and 1: node 2 is held by someone else during A's acquire, then freed
+    await direct[2]?.set("aof:r", "clog", "PX", 5000);
+    const lockA = await a.acquire("aof:r", TTL);
+    const acquiredAt = performance.now();
+    expect(await valuesOf("aof:r")).toEqual([lockA.value, lockA.value, "clog"]);
+    await direct[2]?.del("aof:r");
+    await sleep(500);
+
+    invariants.faultInjected();
+    await node(1).restart(); // SIGKILL, then at once: no delayed restart to lean on
+    await direct[1]?.ping();
+    expect(await direct[1]?.get("aof:r")).toBe(lockA.value);
+    const pttl = (await direct[1]?.pttl("aof:r")) ?? -2;
+    // what was left of the ttl, less the time the node was down: the expiry is absolute
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(TTL - (performance.now() - acquiredAt) + 2);
+
+    // B finds A's value on nodes 0 and 1: no quorum, and it is told contention
+    expect(await b.lock("aof:r", TTL)).toBeNull();
+    expect(await valuesOf("aof:r")).toEqual([lockA.value, lockA.value, null]);
+    expect(lockA.valid).toBe(true);
+    await lockA.extend(TTL);
+    expect(await lockA.release()).toBe(true);
+    await expect.poll(() => valuesOf("aof:r")).toEqual([null, null, null]);
+  });
+});
