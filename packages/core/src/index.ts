@@ -9,6 +9,7 @@ export {
   RedlockError,
   type RedlockErrorCode,
 } from "./errors.js";
+export { type FencedValue, fencedGet, fencedSet } from "./fenced-write.js";
 export {
   createHttpLockPolicy,
   errorResponse,
@@ -26,4 +27,4 @@ export { MemoryStore } from "./memory-store.js";
 export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
-export { type AcquireReply, isLockStore, type LockStore, type QueueTicket } from "./store.js";
+export { type AcquireReply, canFence, isLockStore, type LockStore, type QueueTicket } from "./store.js";

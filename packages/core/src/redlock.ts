@@ -3,6 +3,7 @@ import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockContentionError, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
+import { fencedAcquireCall, writeBackFences } from "./fencing.js";
 import { HandOvers, type Waiter } from "./hand-over.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
@@ -23,7 +24,7 @@ import {
   resolveKeyPrefix,
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
-import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
+import { type AcquireReply, canFence, type LockStore, type QueueTicket } from "./store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
 
 /** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
@@ -52,6 +53,8 @@ export class Redlock {
   readonly #stores: readonly LockStore[];
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
+  /** Every instance can issue fencing tokens. */
+  readonly #canFence: boolean;
   readonly #handOvers: HandOvers;
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
@@ -83,6 +86,7 @@ export class Redlock {
     try {
       for (const [index, instance] of instances.entries()) resolved.push(resolveInstance(instance, index));
       checkDistinct(resolved);
+      if (this.#defaults.fencing) checkFencing(resolved.map((instance) => instance.store));
     } catch (error) {
       for (const { owned } of resolved) owned?.disconnect();
       throw error;
@@ -90,6 +94,7 @@ export class Redlock {
     this.#instances = resolved;
     this.#stores = resolved.map((instance) => instance.store);
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
+    this.#canFence = this.#stores.every(canFence);
     this.quorum = Math.floor(resolved.length / 2) + 1;
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#acquiredQuorum = { need: this.quorum, yes: (reply) => reply.acquired };
@@ -264,10 +269,12 @@ export class Redlock {
     const opts = resolveAcquireOptions(this.#defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts.instanceTimeout);
     opts.signal?.throwIfAborted();
+    const fencing = opts.fencing;
+    if (fencing && !this.#canFence) checkFencing(this.#stores);
 
     const prefix = this.#prefix;
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
-    for (const store of this.#keyCheckers) store.checkKeys?.(keys);
+    for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
     const value = newLockValue();
     const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const drift = driftFor(ttl, opts.driftFactor);
@@ -275,6 +282,7 @@ export class Redlock {
     const start = clock();
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
+    const call = fencing ? fencedAcquireCall : acquireCall;
     const handOvers = this.#handOvers;
     // A call that may wait queues itself from its first attempt when this Redlock already listens.
     const mayWait = (opts.wait === undefined ? opts.retryCount > 0 : opts.wait > 0) && handOvers.enabled;
@@ -291,17 +299,26 @@ export class Redlock {
         const wallStart = Date.now();
         request.ticket = waiter?.offer;
         if (request.ticket !== undefined) (waiter as Waiter).queued = true;
-        const votes = await fanOut(this.#stores, acquireCall, request, timeout, this.#acquiredQuorum);
+        const votes = await fanOut(this.#stores, call, request, timeout, this.#acquiredQuorum);
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
         // replies (a pause, a slow instance) is time the other keys were already expiring.
-        const validity = ttl - (clock() - attemptStart) - drift;
+        let validity = ttl - (clock() - attemptStart) - drift;
         const tally = tallyAcquire(votes);
         if (request.ticket !== undefined) queuedOn = notTaken(votes);
-        if (tally.yes >= this.quorum && validity > 0) {
+        let fences: readonly string[] | undefined;
+        let unconfirmed: Failure | undefined;
+        if (fencing && tally.yes >= this.quorum && validity > 0) {
+          // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
+          const writeBack = await writeBackFences(this.#stores, request, votes, timeout, this.quorum);
+          validity = ttl - (clock() - attemptStart) - drift;
+          fences = writeBack.fences;
+          if (writeBack.fences === undefined) unconfirmed = { kind: "unavailable", ...writeBack };
+        }
+        if (tally.yes >= this.quorum && validity > 0 && unconfirmed === undefined) {
           const state = new LockState(keys, value, timeout, clock);
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
-          const lock = new Lock(this, names, value, state);
+          const lock = new Lock(this, names, value, state, fences);
           if (waiter !== undefined) waiter.acquired = true;
           if (opts.signal?.aborted) {
             await this.unlock(lock);
@@ -314,7 +331,7 @@ export class Redlock {
         // keys handed to a waiter stay held for it: its place in line, until it gives up
         waiter?.keepOnly((index) => isYes(votes[index]));
         await this.#releaseAfterFailure(votes, request, timeout, waiter?.holding);
-        failure = classify(tally, votes, value, this.quorum, validity);
+        failure = unconfirmed ?? classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -461,6 +478,16 @@ function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): n
   let count = 0;
   for (const vote of votes) if (vote.ok && yes(vote.value)) count++;
   return count;
+}
+
+/** Throws unless every store can issue fencing tokens. */
+function checkFencing(stores: readonly LockStore[]): void {
+  const index = stores.findIndex((store) => !canFence(store));
+  if (index !== -1) {
+    throw new TypeError(
+      `fencing needs every instance to support it (acquireFenced and raiseFences); instances[${index}] does not`,
+    );
+  }
 }
 
 /** Two entries that are the same Redis database would vote twice and fake a quorum. */
