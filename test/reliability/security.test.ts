@@ -19,7 +19,14 @@ import {
 } from "@redlock-kit/core";
 import type { Redis, RedisOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
+import {
+  ACQUIRE_SCRIPT,
+  EXTEND_SCRIPT,
+  FENCED_ACQUIRE_SCRIPT,
+  FENCED_SET_SCRIPT,
+  RAISE_FENCES_SCRIPT,
+  RELEASE_SCRIPT,
+} from "../../packages/core/src/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { assertRedisInstalled } from "../helpers/redis-installed.js";
 import { freePort, type RedisServer, sleep, startServer } from "../helpers/redis-servers.js";
@@ -67,8 +74,13 @@ function recording(clients: readonly Redis[]) {
         values.add(value);
         return inner.acquire(keys, value, ttl);
       },
+      acquireFenced(keys, value, ttl) {
+        values.add(value);
+        return inner.acquireFenced(keys, value, ttl);
+      },
       extend: (keys, value, ttl) => inner.extend(keys, value, ttl),
       release: (keys, value) => inner.release(keys, value),
+      raiseFences: (keys, value, fences) => inner.raiseFences(keys, value, fences),
     };
   });
   return { stores, values };
@@ -165,7 +177,15 @@ describe("compare-and-set on the exact value", () => {
 
 describe("scripts", () => {
   it("are constants: the sha1 of each equals SCRIPT LOAD's answer, and none is built by interpolation", async () => {
-    for (const script of [ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT]) {
+    const all = [
+      ACQUIRE_SCRIPT,
+      EXTEND_SCRIPT,
+      RELEASE_SCRIPT,
+      FENCED_ACQUIRE_SCRIPT,
+      RAISE_FENCES_SCRIPT,
+      FENCED_SET_SCRIPT,
+    ];
+    for (const script of all) {
       const sha = createHash("sha1").update(script).digest("hex");
       expect(await direct[0]?.script("LOAD", script)).toBe(sha);
     }
@@ -173,7 +193,17 @@ describe("scripts", () => {
     expect(source).not.toContain("${");
     const store = readFileSync(new URL("../../packages/core/src/redis-store.ts", import.meta.url), "utf8");
     const defined = [...store.matchAll(/defineOnce\(client, COMMANDS\.(\w+), (\w+)\)/g)].map((m) => m[2]);
-    expect(defined).toEqual(["ACQUIRE_SCRIPT", "EXTEND_SCRIPT", "RELEASE_SCRIPT"]);
+    expect(defined).toEqual([
+      "ACQUIRE_SCRIPT",
+      "EXTEND_SCRIPT",
+      "RELEASE_SCRIPT",
+      "FENCED_ACQUIRE_SCRIPT",
+      "RAISE_FENCES_SCRIPT",
+    ]);
+    const write = readFileSync(new URL("../../packages/core/src/fenced-write.ts", import.meta.url), "utf8");
+    expect([...write.matchAll(/defineOnce\(client, COMMANDS\.(\w+), (\w+)\)/g)].map((m) => m[2])).toEqual([
+      "FENCED_SET_SCRIPT",
+    ]);
   });
 
   it("are all the library sends on a lock's connection: no KEYS, SCAN, FLUSH*, CONFIG or bare SET/DEL", async () => {
@@ -186,6 +216,7 @@ describe("scripts", () => {
     await held.extend(1000);
     await held.release();
     await dlm.using("sent:r", 300, () => sleep(400));
+    await dlm.using("sent:r", 300, () => sleep(10), { fencing: true });
     await sleep(50);
     const distinct = [...new Set(commands)].filter((name) => name !== "monitor");
     expect(distinct.length).toBeGreaterThan(0);
@@ -202,6 +233,8 @@ describe("scripts", () => {
       "zadd",
       "zrem",
       "zpopmin",
+      // fencing: the counter's INCR (its GET and SET are listed above)
+      "incr",
     ]);
     const connection = new Set(["subscribe", "unsubscribe", "hello", "client", "info", "ping"]);
     expect(distinct.filter((name) => !scripted.has(name) && !connection.has(name))).toEqual([]);
@@ -239,6 +272,22 @@ describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +s
     } finally {
       process.off("warning", onWarning);
     }
+  });
+
+  it("fencing needs +incr as well: without it a fenced lock is 503 on every node, an unfenced one still works", async () => {
+    const { stores, values } = recording(asLocker());
+    const dlm = new Redlock(stores, { keyPrefix: "lock:", retryCount: 0 });
+    const error = await dlm.lock("f", 1000, { fencing: true }).catch((e: unknown) => e);
+    const unavailable = expectNothingLeaked(error, values, ["f"]);
+    const denied = "can't run this command or subcommand";
+    expect(unavailable.causes.map((cause) => cause.error.message)).toEqual([
+      expect.stringContaining(denied),
+      expect.stringContaining(denied),
+      expect.stringContaining(denied),
+    ]);
+    // the INCR comes before any SET in the script: the refusal took no key
+    expect(await valuesOf("lock:f")).toEqual([null, null, null]);
+    await (await dlm.acquire("f", 1000)).release();
   });
 
   it("a key outside its pattern is NOPERM on every node: 503 (not 423), nothing leaked", async () => {

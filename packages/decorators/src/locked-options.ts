@@ -47,6 +47,7 @@ const PASSED_TO_CORE = [
   "instanceTimeout",
   "extendThreshold",
   "maxHoldMs",
+  "fencing",
 ] as const;
 const KNOWN = new Set<string>(["ttl", "redlock", ...PASSED_TO_CORE]);
 
