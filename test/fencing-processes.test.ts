@@ -157,3 +157,35 @@ describe("a holder paused (SIGSTOP) past its ttl while another process acquires 
     30_000,
   );
 });
+
+describe("examples/fencing-postgres", () => {
+  const mainTitle =
+    postgres.bin === undefined
+      ? `dist/main.js plays the scenario (skipped: ${postgres.reason})`
+      : "dist/main.js plays the scenario and exits 0, PostgreSQL having refused A's late write";
+  it.skipIf(postgres.bin === undefined)(
+    mainTitle,
+    async () => {
+      const server = database as PostgresServer;
+      const config = server.config;
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        REDIS_URL: portsOf(3)
+          .map((port) => `redis://127.0.0.1:${port}`)
+          .join(","),
+        PGHOST: config.host,
+        PGPORT: String(config.port),
+        PGUSER: config.user,
+        PGDATABASE: config.database,
+      };
+      delete env.DATABASE_URL;
+      const main = fileURLToPath(new URL("../examples/fencing-postgres/dist/main.js", import.meta.url));
+      const { stdout } = await run(process.execPath, [main], { env, timeout: 30_000 });
+      expect(stdout).toMatch(/A holds the lock with fence 1 and reads balance 100/);
+      expect(stdout).toMatch(/B takes the lock with fence 2 and writes 150: accepted/);
+      expect(stdout).toMatch(/A wakes \(lock valid: false\) and writes 110 with fence 1: refused/);
+      expect(stdout).toMatch(/the row: balance 150, fence 2/);
+    },
+    30_000,
+  );
+});
