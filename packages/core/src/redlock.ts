@@ -312,7 +312,9 @@ export class Redlock {
           const writeBack = await writeBackFences(this.#stores, request, votes, timeout, this.quorum);
           validity = ttl - (clock() - attemptStart) - drift;
           fences = writeBack.fences;
-          if (writeBack.fences === undefined) unconfirmed = { kind: "unavailable", ...writeBack };
+          if (writeBack.fences === undefined) {
+            unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
+          }
         }
         if (tally.yes >= this.quorum && validity > 0 && unconfirmed === undefined) {
           const state = new LockState(keys, value, timeout, clock);
