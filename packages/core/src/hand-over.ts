@@ -6,6 +6,8 @@ import type { LockStore, QueueTicket } from "./store.js";
 const LINGER_MS = 2000;
 /** How long a waiter that gave up is remembered, to pass on a key handed to it after it left. */
 const LEFT_MEMORY_MS = 30_000;
+/** At most this many are remembered (a burst of timeouts must not grow the heap without bound). */
+const LEFT_MEMORY_MAX = 10_000;
 
 /**
  * Waiting between processes. A call that may wait queues itself, on every instance, on the key
@@ -96,6 +98,7 @@ export class HandOvers {
       }
     }
     if (this.#waiters.size === 0 && !this.#closed) {
+      clearTimeout(this.#linger);
       this.#linger = setTimeout(() => this.#unsubscribe(), LINGER_MS);
       this.#linger.unref();
     }
@@ -127,7 +130,7 @@ export class HandOvers {
     const now = Date.now();
     // oldest first: drop what is past its time
     for (const [old, forgetAt] of this.#left) {
-      if (forgetAt > now) break;
+      if (forgetAt > now && this.#left.size < LEFT_MEMORY_MAX) break;
       this.#left.delete(old);
     }
     this.#left.set(value, now + LEFT_MEMORY_MS);
