@@ -8,7 +8,7 @@ import { fencedGet, fencedSet, type Lock, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { useInvariants } from "../helpers/invariants.js";
-import { type RedisServer, useRedisServers } from "../helpers/redis-servers.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
 const cluster = useRedisServers(5);
 const persistent = useRedisServers(3, { args: ["--appendonly", "yes", "--appendfsync", "always"] });
@@ -21,19 +21,36 @@ afterEach(async () => {
 
 const counter = (resource: string) => `${resource}:redlock-kit:fence`;
 
-/** A fenced Redlock over `servers`, closed after the test, with its clients connected. */
+/**
+ * A fenced Redlock over `servers`, closed after the test, with its clients connected. No offline
+ * queue: a command for a dead instance fails at once instead of landing on it after its restart,
+ * so a restarted instance really comes back without its counters.
+ */
 async function fencedOn(servers: readonly RedisServer[]): Promise<{ dlm: Redlock; clients: Redis[] }> {
-  const clients = servers.map((server) => invariants.client(server));
-  await Promise.all(clients.map((client) => client.ping()));
+  const clients = servers.map((server) => invariants.client(server, { enableOfflineQueue: false }));
+  await Promise.all(clients.map(untilConnected));
   const dlm = invariants.track(new Redlock(clients, { fencing: true, retryDelay: 20, retryJitter: 20 }));
   return { dlm, clients };
+}
+
+/** Resolves once `client` (re)connected: without an offline queue, a command before that fails. */
+async function untilConnected(client: Redis): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await client.ping();
+      return;
+    } catch (error) {
+      if (i >= 250) throw error;
+      await sleep(20);
+    }
+  }
 }
 
 /** Kills `victims` with SIGKILL and starts them again with nothing: no persistence, every key gone. */
 async function restartEmpty(victims: readonly RedisServer[], clients: readonly Redis[]): Promise<void> {
   invariants.faultInjected();
   await Promise.all(victims.map((victim) => victim.restart()));
-  await Promise.all(clients.map((client) => client.ping()));
+  await Promise.all(clients.map(untilConnected));
 }
 
 describe.each([3, 5])("a minority of %i instances killed and restarted empty between acquisitions", (count) => {
@@ -51,12 +68,12 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
     // each instance in turn is among the victims
     for (let round = 0; round < count; round++) {
       const victims = Array.from({ length: minority }, (_, k) => servers[(round + k) % count] as RedisServer);
+      const emptied = victims.map((victim) => clients[servers.indexOf(victim)] as Redis);
       invariants.faultInjected();
       await Promise.all(victims.map((victim) => victim.kill()));
       await next(); // while they are down
       await Promise.all(victims.map((victim) => victim.start()));
-      const emptied = victims.map((victim) => clients[servers.indexOf(victim)] as Redis);
-      await Promise.all(emptied.map((client) => client.ping()));
+      await Promise.all(emptied.map(untilConnected));
       expect(await Promise.all(emptied.map((client) => client.get(counter("rotating"))))).toEqual(
         victims.map(() => null),
       );
