@@ -9,7 +9,7 @@ import { once } from "node:events";
 import type http from "node:http";
 import { PassThrough } from "node:stream";
 import { text } from "node:stream/consumers";
-import { type AcquireMessage, type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
+import { type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
@@ -211,6 +211,13 @@ const routes: RouteSpec[] = [
       return { json: { done: true } };
     },
   },
+  {
+    method: "post",
+    path: "/fenced/:id",
+    key: "fenced:{params.id}",
+    options: { fencing: true },
+    handler: async (lock) => ({ json: { fence: lock?.fence, fences: lock?.fences } }),
+  },
 ];
 
 const loadRoute: RouteSpec = {
@@ -347,6 +354,19 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(JSON.parse(fromBody.text)).toEqual({ resources: ["sku:A-1"], valid: true });
     expect(JSON.parse(fromQuery.text)).toEqual({ resources: ["q:7"], valid: true });
     expect(JSON.parse(fromHeaders.text)).toEqual({ resources: ["tenant:acme"], valid: true });
+  });
+
+  it("with the route option fencing: true, the lock on the request carries a fence that grows per acquisition", async () => {
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await send(`${url}/fenced/9`, { method: "POST" }));
+    expect(answers.map((answer) => JSON.parse(answer.text))).toEqual([
+      { fence: "1", fences: { "fenced:9": "1" } },
+      { fence: "2", fences: { "fenced:9": "2" } },
+      { fence: "3", fences: { "fenced:9": "3" } },
+    ]);
+    // other routes stay unfenced: no counter beside their keys
+    expect((await send(`${url}/orders/9/pay`, { method: "POST" })).status).toBe(200);
+    expect(await clients[0]?.keys("*redlock-kit:fence")).toEqual(["fenced:9:redlock-kit:fence"]);
   });
 
   it("answers 400 naming the missing key part, without running the handler or writing to Redis", async () => {

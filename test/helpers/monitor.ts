@@ -5,7 +5,13 @@
  */
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
-import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
+import {
+  ACQUIRE_SCRIPT,
+  EXTEND_SCRIPT,
+  FENCED_ACQUIRE_SCRIPT,
+  RAISE_FENCES_SCRIPT,
+  RELEASE_SCRIPT,
+} from "../../packages/core/src/scripts.js";
 import type { Invariants } from "./invariants.js";
 import type { RedisServer } from "./redis-servers.js";
 
@@ -34,6 +40,8 @@ export const SCRIPT_SHAS = {
   acquire: sha1(ACQUIRE_SCRIPT),
   extend: sha1(EXTEND_SCRIPT),
   release: sha1(RELEASE_SCRIPT),
+  "fenced-acquire": sha1(FENCED_ACQUIRE_SCRIPT),
+  "raise-fences": sha1(RAISE_FENCES_SCRIPT),
 } as const;
 
 /** Undoes MONITOR's quoting of an argument (ioredis already turned `\"` back into `"`). */

@@ -3,7 +3,7 @@
  * (spawned without a shell, so the PID is the server's). Free of vitest, so that the benchmark
  * (bench/) starts its servers with the same code as the tests.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -14,6 +14,21 @@ const started = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of started) child.kill("SIGKILL");
 });
+
+/**
+ * Spawns a server process the harness owns: SIGKILLed if this process exits first. `exited()` tells
+ * whether it already ended (a failed start).
+ */
+export function spawnOwned(command: string, args: readonly string[], options: SpawnOptions) {
+  const child = spawn(command, args, options);
+  started.add(child);
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+    started.delete(child);
+  });
+  return { child, exited: () => exited };
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -73,7 +88,7 @@ export class RedisServer {
   }
 
   async start(): Promise<void> {
-    const child = spawn(
+    const { child, exited } = spawnOwned(
       "redis-server",
       [
         "--port",
@@ -96,15 +111,9 @@ export class RedisServer {
       ],
       { stdio: "ignore" },
     );
-    started.add(child);
-    let exited = false;
-    child.once("exit", () => {
-      exited = true;
-      started.delete(child);
-    });
     this.#child = child;
     for (let i = 0; i < 250; i++) {
-      if (exited) break;
+      if (exited()) break;
       if (await ping(this.port)) return;
       await sleep(20);
     }

@@ -4,7 +4,8 @@
  * quorum is killed (SIGKILL) and restarted at once, the case that breaks exclusion without
  * persistence (documented-unsafe.test.ts): here it comes back with the holder's key and the
  * remaining TTL (expiry is an absolute time, so the time it was down counts), and a second client
- * cannot acquire. That an opt-in fence survives the same restart belongs to the fencing tests.
+ * cannot acquire. With fencing on, the node also comes back with the resource's fence counter, so
+ * the next holder's fence is still greater (a majority restarted so is in fencing-faults.test.ts).
  */
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -53,5 +54,28 @@ describe("a node of the holder's quorum restarts from its AOF (appendfsync alway
     await lockA.extend(TTL);
     expect(await lockA.release()).toBe(true);
     await expect.poll(() => valuesOf("aof:r")).toEqual([null, null, null]);
+  });
+
+  it("with fencing on: comes back with A's key and the fence counter; B waits and gets a greater fence", async () => {
+    const a = new Redlock(direct, { retryCount: 0, fencing: true });
+    const b = new Redlock(direct, { retryCount: 0, fencing: true });
+    await direct[2]?.set("aof:f", "clog", "PX", 5000);
+    const lockA = await a.acquire("aof:f", TTL);
+    expect(await valuesOf("aof:f")).toEqual([lockA.value, lockA.value, "clog"]);
+    await direct[2]?.del("aof:f");
+    const counters = await Promise.all(direct.map((client) => client.get("aof:f:redlock-kit:fence")));
+
+    invariants.faultInjected();
+    await node(1).restart();
+    await direct[1]?.ping();
+    expect(await direct[1]?.get("aof:f")).toBe(lockA.value);
+    // the counter was written inside the acquire script and the write-back, before their answers
+    expect(await direct[1]?.get("aof:f:redlock-kit:fence")).toBe(counters[1]);
+
+    expect(await b.lock("aof:f", TTL)).toBeNull();
+    expect(await lockA.release()).toBe(true);
+    const lockB = await b.acquire("aof:f", TTL);
+    expect(BigInt(lockB.fence as string)).toBeGreaterThan(BigInt(lockA.fence as string));
+    expect(await lockB.release()).toBe(true);
   });
 });

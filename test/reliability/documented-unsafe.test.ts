@@ -5,8 +5,6 @@
  * "What Redlock does not promise" section of packages/core/README.md; never make them pass by
  * loosening what they reproduce.
  */
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -14,6 +12,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+import { startUntilStopped } from "../helpers/stopped-child.js";
 
 const cluster = useRedisServers(4);
 const invariants = useInvariants(cluster, { maxTtlMs: 3000, lockServers: (servers) => servers.slice(0, 3) });
@@ -100,21 +99,9 @@ describe("what no Redlock client can prevent, reproduced", () => {
       resource: "unsafe:paused",
       ttl: 500,
     };
-    const child = spawn(process.execPath, [holder, JSON.stringify(config)], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    // resolves once the holder sits stopped inside its critical section
+    const child = await startUntilStopped(holder, config);
     try {
-      // wait until the holder sits stopped inside its critical section
-      const state = () => readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.[0];
-      for (let i = 0; i < 500 && state() !== "T"; i++) await sleep(20);
-      expect(state()).toBe("T");
       expect(await witness.get("w:inflight")).toBe("1");
 
       const b = invariants.track(new Redlock(direct));
@@ -122,8 +109,8 @@ describe("what no Redlock client can prevent, reproduced", () => {
       // the reproduction: B is in the critical section while the paused holder never left it
       expect(await witness.incr("w:inflight")).toBe(2);
 
-      process.kill(child.pid as number, "SIGCONT");
-      expect(await exited, stderr).toBe(0);
+      const { code, stdout, stderr } = await child.resume();
+      expect(code, stderr).toBe(0);
       // the detection: on resume the holder sees an invalid lock and an aborted signal; its release touches nothing
       expect(JSON.parse(stdout)).toEqual({
         validOnResume: false,
@@ -136,10 +123,7 @@ describe("what no Redlock client can prevent, reproduced", () => {
       await witness.decr("w:inflight");
       expect(await lockB.release()).toBe(true);
     } finally {
-      if (child.exitCode === null) {
-        child.kill("SIGKILL");
-        await exited;
-      }
+      await child.kill();
     }
   });
 });

@@ -18,7 +18,14 @@ import {
 } from "@redlock-kit/core";
 import type { Redis, RedisOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT } from "../../packages/core/src/scripts.js";
+import {
+  ACQUIRE_SCRIPT,
+  EXTEND_SCRIPT,
+  FENCED_ACQUIRE_SCRIPT,
+  FENCED_SET_SCRIPT,
+  RAISE_FENCES_SCRIPT,
+  RELEASE_SCRIPT,
+} from "../../packages/core/src/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
 import {
   connectionsOf,
@@ -93,8 +100,13 @@ function recording(clients: readonly Redis[]) {
         values.add(value);
         return inner.acquire(keys, value, ttl);
       },
+      acquireFenced(keys, value, ttl) {
+        values.add(value);
+        return inner.acquireFenced(keys, value, ttl);
+      },
       extend: (keys, value, ttl) => inner.extend(keys, value, ttl),
       release: (keys, value) => inner.release(keys, value),
+      raiseFences: (keys, value, fences) => inner.raiseFences(keys, value, fences),
     };
   });
   return { stores, values };
@@ -203,8 +215,16 @@ describe("compare-and-set on the exact value", () => {
 });
 
 describe("scripts", () => {
-  it("are the three constants, called by SHA and sent whole only after NOSCRIPT: none is built per call", async () => {
-    for (const [name, script] of Object.entries({ ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT })) {
+  it("are constants, called by SHA and sent whole only after NOSCRIPT: none is built per call", async () => {
+    const all = {
+      ACQUIRE_SCRIPT,
+      EXTEND_SCRIPT,
+      RELEASE_SCRIPT,
+      FENCED_ACQUIRE_SCRIPT,
+      RAISE_FENCES_SCRIPT,
+      FENCED_SET_SCRIPT,
+    };
+    for (const [name, script] of Object.entries(all)) {
       expect(await direct[0]?.script("LOAD", script), name).toBe(createHash("sha1").update(script).digest("hex"));
     }
     // node 0 forgets them: the library must fall back to sending each script whole
@@ -223,6 +243,8 @@ describe("scripts", () => {
     await two.extend(2323);
     await one.release();
     await two.release();
+    // fencing's two scripts: the acquire that counts, and the write-back of the token on a quorum
+    await (await dlm.acquire("k:g", 3434, { fencing: true })).release();
     await monitor.caughtUp();
     const byTtl = new Map<string, Set<string | undefined>>();
     for (const executed of monitor.seen) {
@@ -230,7 +252,9 @@ describe("scripts", () => {
       if (script === undefined) continue;
       const key = ["1111", "1212", "2222", "2323"].includes(executed.args.at(-1) as string)
         ? (executed.args.at(-1) as string)
-        : "release";
+        : script === "release"
+          ? "release"
+          : "fencing";
       byTtl.set(key, (byTtl.get(key) ?? new Set()).add(script));
     }
     expect(Object.fromEntries([...byTtl].map(([key, scripts]) => [key, [...scripts]]))).toEqual({
@@ -239,10 +263,11 @@ describe("scripts", () => {
       "2222": ["extend"],
       "2323": ["extend"],
       release: ["release"],
+      fencing: ["fenced-acquire", "raise-fences"],
     });
     // after SCRIPT FLUSH each script was sent whole once (EVAL), its body hashing to the constant's SHA
     const whole = monitor.seen.filter((executed) => executed.args[0] === "eval").map(scriptOf);
-    expect(whole.sort()).toEqual(["acquire", "extend", "release"]);
+    expect(whole.sort()).toEqual(["acquire", "extend", "fenced-acquire", "raise-fences", "release"]);
   });
 
   it("are all the library sends on a lock's connection: its scripts at the top level, their GET/SET/PTTL/PEXPIRE/DEL/PUBLISH inside them", async () => {
@@ -263,6 +288,8 @@ describe("scripts", () => {
     const busy = await dlm.acquire(["sent:w", "sent:x"], 1000);
     setTimeout(() => void busy.release(), 50);
     await (await dlm.acquire("sent:w", 1000, { wait: 3000, retryDelay: 1000 })).release();
+    // fencing: the counter's INCR inside the acquire script, the raise of it inside the write-back
+    await dlm.using("sent:r", 300, () => sleep(10), { fencing: true });
     await monitor.caughtUp();
     // the library's connections: those that named this test's keys or a hand-over channel
     // (any other client of the server, the harness's or a stray one, is not the library's)
@@ -295,10 +322,12 @@ describe("scripts", () => {
     expect(
       [...inside].filter(
         (name) =>
-          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin"].includes(name as string),
+          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin", "incr"].includes(
+            name as string,
+          ),
       ),
     ).toEqual([]);
-    for (const name of ["get", "set", "pexpire", "del", "publish", "zadd", "zpopmin"])
+    for (const name of ["get", "set", "pexpire", "del", "publish", "zadd", "zpopmin", "incr"])
       expect(inside, name).toContain(name);
   });
 });
@@ -332,6 +361,22 @@ describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +s
     } finally {
       process.off("warning", onWarning);
     }
+  });
+
+  it("fencing needs +incr as well: without it a fenced lock is 503 on every node, an unfenced one still works", async () => {
+    const { stores, values } = recording(asLocker());
+    const dlm = new Redlock(stores, { keyPrefix: "lock:", retryCount: 0 });
+    const error = await dlm.lock("f", 1000, { fencing: true }).catch((e: unknown) => e);
+    const unavailable = expectNothingLeaked(error, values, ["f"]);
+    const denied = "can't run this command or subcommand";
+    expect(unavailable.causes.map((cause) => cause.error.message)).toEqual([
+      expect.stringContaining(denied),
+      expect.stringContaining(denied),
+      expect.stringContaining(denied),
+    ]);
+    // the INCR comes before any SET in the script: the refusal took no key
+    expect(await valuesOf("lock:f")).toEqual([null, null, null]);
+    await (await dlm.acquire("f", 1000)).release();
   });
 
   it("a key outside its pattern is NOPERM on every node: 503 (not 423), nothing leaked", async () => {

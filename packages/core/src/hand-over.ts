@@ -189,6 +189,8 @@ export class Waiter {
   readonly #handed = new Set<number>();
   readonly #quorum: number;
   #wake: (() => void) | undefined;
+  /** Shortens a sleep to the hold of a first hand-over (see `sleep`). */
+  #handedSome: (() => void) | undefined;
 
   constructor(
     readonly owner: HandOvers,
@@ -205,17 +207,17 @@ export class Waiter {
     return this.owner.listening ? this.ticket : undefined;
   }
 
-  /**
-   * Instances that handed the keys to this waiter and still hold them for it: its place is kept
-   * there when an attempt falls short of a quorum, and released when it gives up.
-   */
+  /** Instances that handed the keys to this waiter and hold them for it, not yet claimed: released when it gives up. */
   get holding(): ReadonlySet<number> {
     return this.#handed;
   }
 
-  /** After a failed attempt: only instances that said yes still hold the keys for this waiter. */
-  keepOnly(yes: (index: number) => boolean): void {
-    for (const index of this.#handed) if (!yes(index)) this.#handed.delete(index);
+  /**
+   * After a failed attempt: the keys it took, handed ones included, are given back (and so handed
+   * on to the next in line); only instances that refused it may since have handed it the keys.
+   */
+  keepOnly(refused: (index: number) => boolean): void {
+    for (const index of this.#handed) if (!refused(index)) this.#handed.delete(index);
   }
 
   /** Wakes it if it never queued: it can now. */
@@ -227,29 +229,43 @@ export class Waiter {
   handed(index: number): void {
     this.#handed.add(index);
     if (this.#handed.size >= this.#quorum) this.#wake?.();
+    else this.#handedSome?.();
   }
 
-  /** Sleeps up to `ms`, less if a quorum of instances hands the keys over; rejects with the signal's reason. */
+  /**
+   * Sleeps up to `ms`, less if a quorum of instances hands the keys over; rejects with the signal's
+   * reason. Once some instance handed it the keys, it sleeps at most one hold more: a quorum that
+   * does not follow means the instances picked different waiters (one missed some queues), and
+   * the next attempt gives back what it cannot use, so that no waiters hold each other's votes
+   * for longer than a hold.
+   */
   sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     if (this.#handed.size >= this.#quorum) return Promise.resolve();
     return new Promise((resolve, reject) => {
+      let shortened = false;
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
         this.#wake = undefined;
+        this.#handedSome = undefined;
       };
       const onAbort = () => {
         done();
         reject(signal?.reason);
       };
-      const timer = setTimeout(() => {
-        done();
-        resolve();
-      }, ms);
-      this.#wake = () => {
+      const wake = () => {
         done();
         resolve();
       };
+      let timer = setTimeout(wake, ms);
+      this.#wake = wake;
+      this.#handedSome = () => {
+        if (shortened || ms <= this.ticket.holdMs) return;
+        shortened = true;
+        clearTimeout(timer);
+        timer = setTimeout(wake, this.ticket.holdMs);
+      };
+      if (this.#handed.size > 0) this.#handedSome();
       signal?.addEventListener("abort", onAbort, { once: true });
       // an abort that came before the listener was added
       if (signal?.aborted) onAbort();

@@ -2,8 +2,11 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { Lock } from "./lock.js";
 import type { Redlock } from "./redlock.js";
 
-/** The locks held by the enclosing calls of the current async call chain, per Redlock. */
-type HeldLocks = ReadonlyMap<Redlock, readonly Lock[]>;
+/** The locks held by the enclosing calls of the current async call chain, per Redlock, and the innermost one. */
+interface HeldLocks {
+  readonly byRedlock: ReadonlyMap<Redlock, readonly Lock[]>;
+  readonly innermost: Lock;
+}
 
 /**
  * One store per process, shared by every installed copy of core through a global symbol, so that a
@@ -34,10 +37,9 @@ export function trackHeldLocks(): void {
 export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T): T {
   const chain = shared[SHARED];
   if (chain === undefined) return fn();
-  const outer = chain.getStore();
-  const held = new Map(outer);
-  held.set(redlock, [...(outer?.get(redlock) ?? []), lock]);
-  return chain.run(held, fn);
+  const byRedlock = new Map(chain.getStore()?.byRedlock);
+  byRedlock.set(redlock, [...(byRedlock.get(redlock) ?? []), lock]);
+  return chain.run({ byRedlock, innermost: lock }, fn);
 }
 
 /**
@@ -45,8 +47,51 @@ export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T): T {
  * valid: a call made after the enclosing lock was released or lost locks afresh.
  */
 export function resourcesNotHeld(redlock: Redlock, resources: readonly string[]): readonly string[] {
-  const locks = shared[SHARED]?.getStore()?.get(redlock);
+  const locks = shared[SHARED]?.getStore()?.byRedlock.get(redlock);
   if (locks === undefined) return resources;
   const valid = locks.filter((lock) => lock.valid);
   return resources.filter((resource) => !valid.some((lock) => lock.resources.includes(resource)));
+}
+
+/**
+ * The lock taken by the innermost enclosing call that holds one (a `@Locked` method, or the route
+ * whose request this is), or `undefined` outside any, or while nothing tracks held locks.
+ *
+ * @example
+ * class Reports {
+ *   @Locked("report:{0}", { fencing: true })
+ *   async publish(id: string) {
+ *     await store.write(id, render(), currentLock()?.fence);
+ *   }
+ * }
+ */
+export function currentLock(): Lock | undefined {
+  return shared[SHARED]?.getStore()?.innermost;
+}
+
+/**
+ * The fencing token under which this code runs: with `resource`, the fence of that resource in the
+ * innermost enclosing lock that holds it (through any Redlock); without, the fence of the innermost
+ * lock when it holds one resource. `undefined` outside a held lock, for a resource the chain does
+ * not hold, or when the lock was taken without `fencing: true`.
+ *
+ * @example
+ * @Locked("account:{0}", { fencing: true })
+ * async credit(id: string, amount: number) {
+ *   await db.query("UPDATE accounts SET balance = balance + $2, fence = $3 WHERE id = $1 AND fence < $3", [id, amount, currentFence()]);
+ * }
+ */
+export function currentFence(resource?: string): string | undefined {
+  const held = shared[SHARED]?.getStore();
+  if (held === undefined) return undefined;
+  if (resource === undefined) return held.innermost.fence;
+  if (held.innermost.resources.includes(resource)) return held.innermost.fences?.[resource];
+  // the others, innermost first: a later lock in a Redlock's list was taken deeper in the chain
+  for (const locks of held.byRedlock.values()) {
+    for (let i = locks.length - 1; i >= 0; i--) {
+      const lock = locks[i] as Lock;
+      if (lock.resources.includes(resource)) return lock.fences?.[resource];
+    }
+  }
+  return undefined;
 }

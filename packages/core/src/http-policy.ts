@@ -228,6 +228,8 @@ function resolveRouteOptions<Hook>(
     const value = get(key);
     if (value !== undefined) acquire[key] = value;
   }
+  const fencing = get("fencing");
+  if (fencing !== undefined) acquire.fencing = fencing;
   const hold: HoldOptions = { ...base?.hold };
   for (const key of ["extendThreshold", "maxHoldMs"] as const) {
     const value = get(key);

@@ -10,8 +10,9 @@ export {
   RedlockError,
   type RedlockErrorCode,
 } from "./errors.js";
+export { type FencedValue, fencedGet, fencedSet } from "./fenced-write.js";
 export { FetchResponseTracker } from "./fetch-response-tracker.js";
-export { holdingLock, resourcesNotHeld, trackHeldLocks } from "./held-locks.js";
+export { currentFence, currentLock, holdingLock, resourcesNotHeld, trackHeldLocks } from "./held-locks.js";
 export {
   createHttpLockPolicy,
   errorResponse,
@@ -37,7 +38,7 @@ export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOp
 export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
 export type { TrackedResponse } from "./response-tracker.js";
-export { type AcquireReply, isLockStore, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
+export { type AcquireReply, canFence, isLockStore, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
 export {
   type AcquireTraceContext,
   type ExtendTraceContext,

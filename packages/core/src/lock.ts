@@ -39,15 +39,52 @@ export class Lock {
   readonly resources: readonly string[];
   /** The random value stored under every key (128 bits from node:crypto). Keep it secret. */
   readonly value: string;
+  /**
+   * The fencing token of a lock on one resource taken with `fencing: true`: a decimal string (it may
+   * pass 2^53: compare with `BigInt`, or let the storage compare integers), strictly greater than the
+   * fence of every earlier acquisition of that resource. Pass it with every write to the protected
+   * storage, which refuses a fence not greater than the last one it saw (`fencedSet`,
+   * docs/fencing.md). `undefined` without fencing, and for a lock on several resources: read
+   * `fences` then.
+   *
+   * @example
+   * const lock = await dlm.acquire("account:42", 5000, { fencing: true });
+   * await db.query("UPDATE accounts SET balance = $3, fence = $2 WHERE id = $1 AND fence < $2", [42, lock.fence, 100]);
+   */
+  readonly fence: string | undefined;
+  /**
+   * The fencing tokens of a lock taken with `fencing: true`, one per resource (each resource has its
+   * own counter): `{ "account:1": "17", "account:2": "9" }`. `undefined` without fencing.
+   */
+  readonly fences: Readonly<Record<string, string>> | undefined;
   /** @internal */
   readonly [STATE]: LockState;
   readonly #owner: LockOwner;
 
-  constructor(owner: LockOwner, resources: readonly string[], value: string, state: LockState) {
+  /** @param fences with fencing: one fence per resource, in the order of `resources` */
+  constructor(
+    owner: LockOwner,
+    resources: readonly string[],
+    value: string,
+    state: LockState,
+    fences?: readonly string[],
+  ) {
     this.#owner = owner;
     this.resources = Object.isFrozen(resources) ? resources : Object.freeze([...resources]);
     this.value = value;
     this[STATE] = state;
+    if (fences === undefined) {
+      this.fence = undefined;
+      this.fences = undefined;
+    } else {
+      // no prototype: a resource named "__proto__" or "constructor" is just a key
+      const byResource: Record<string, string> = Object.create(null);
+      this.resources.forEach((resource, i) => {
+        byResource[resource] = fences[i] as string;
+      });
+      this.fences = Object.freeze(byResource);
+      this.fence = fences.length === 1 ? fences[0] : undefined;
+    }
   }
 
   /** True until the drift-adjusted validity ends, the lock is released, or an extension failed. */

@@ -27,6 +27,8 @@ export class MemoryStore implements LockStore {
   /** Waiters per key, oldest first. */
   readonly #queues = new Map<string, Queued[]>();
   readonly #channels = new Map<string, HandOverListener>();
+  /** Fence counters per key: never expire, never touched by release. */
+  readonly #fences = new Map<string, bigint>();
   readonly #now: () => number;
   #writesSinceSweep = 0;
 
@@ -42,6 +44,37 @@ export class MemoryStore implements LockStore {
   }
 
   async acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+    return this.#acquire(keys, value, ttl, ticket);
+  }
+
+  /** As `acquire`; where it takes the keys, it also increments and returns each key's fence counter. */
+  async acquireFenced(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket?: QueueTicket,
+  ): Promise<AcquireReply> {
+    const reply = this.#acquire(keys, value, ttl, ticket);
+    if (!reply.acquired) return reply;
+    const fences = keys.map((key) => {
+      const fence = (this.#fences.get(key) ?? 0n) + 1n;
+      this.#fences.set(key, fence);
+      return String(fence);
+    });
+    return { acquired: true, fences };
+  }
+
+  /** If every key still holds `value`, raises each key's fence counter to its fence (never lowers one). */
+  async raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
+    if (!keys.every((key) => this.#live(key)?.value === value)) return false;
+    keys.forEach((key, i) => {
+      const fence = BigInt(fences[i] as string);
+      if (fence > (this.#fences.get(key) ?? 0n)) this.#fences.set(key, fence);
+    });
+    return true;
+  }
+
+  #acquire(keys: readonly string[], value: string, ttl: number, ticket: QueueTicket | undefined): AcquireReply {
     for (const key of keys) {
       const entry = this.#live(key);
       if (entry && entry.value !== value) {

@@ -1,4 +1,12 @@
-import { checkMs, checkNonNegativeInt, checkRatio, checkSignal, checkString, MAX_MS } from "./validate.js";
+import {
+  checkBoolean,
+  checkMs,
+  checkNonNegativeInt,
+  checkRatio,
+  checkSignal,
+  checkString,
+  MAX_MS,
+} from "./validate.js";
 
 /** Options of one lock attempt: given to the constructor as defaults, or per call. */
 export interface AcquireOptions {
@@ -35,6 +43,14 @@ export interface AcquireOptions {
   instanceTimeout?: number;
   /** Cancels waiting for the lock; the call rejects with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Issue a fencing token with the lock: `lock.fence` (one resource) and `lock.fences` (per
+   * resource), decimal strings strictly greater than the fence of every earlier acquisition of the
+   * same resource, for the protected storage to check (docs/fencing.md). Costs a second round trip
+   * per acquisition; needs persistent instances (appendonly) to keep that promise across restarts.
+   * @default false
+   */
+  fencing?: boolean;
 }
 
 /** Options of auto-extension (`using()`, HTTP routes, `@Locked`). */
@@ -77,6 +93,7 @@ export interface ResolvedAcquireOptions {
   readonly wait: number | undefined;
   readonly instanceTimeout: number | undefined;
   readonly signal: AbortSignal | undefined;
+  readonly fencing: boolean;
 }
 
 export interface ResolvedHoldOptions {
@@ -92,6 +109,7 @@ export const DEFAULT_ACQUIRE: ResolvedAcquireOptions = Object.freeze({
   wait: undefined,
   instanceTimeout: undefined,
   signal: undefined,
+  fencing: false,
 });
 
 export const DEFAULT_HOLD: ResolvedHoldOptions = Object.freeze({ extendThreshold: 0.5, maxHoldMs: 60_000 });
@@ -126,6 +144,7 @@ export function resolveAcquireOptions(
   const wait = own(options, "wait");
   const instanceTimeout = own(options, "instanceTimeout");
   const signal = own(options, "signal");
+  const fencing = own(options, "fencing");
   const resolved: ResolvedAcquireOptions = Object.freeze({
     driftFactor:
       driftFactor === undefined ? base.driftFactor : checkRatio(at(name, "driftFactor"), driftFactor, 0, 0.5),
@@ -138,6 +157,7 @@ export function resolveAcquireOptions(
     instanceTimeout:
       instanceTimeout === undefined ? base.instanceTimeout : checkMs(at(name, "instanceTimeout"), instanceTimeout),
     signal: signal === undefined ? base.signal : checkSignal(at(name, "signal"), signal),
+    fencing: fencing === undefined ? base.fencing : checkBoolean(at(name, "fencing"), fencing),
   });
   if (resolved.retryDelay === 0 && resolved.retryJitter === 0 && resolved.wait !== undefined && resolved.wait > 0) {
     // nothing between attempts: a held lock would be asked for as fast as Redis answers, for the whole wait

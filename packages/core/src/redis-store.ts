@@ -3,7 +3,14 @@ import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
 import { HandOverSubscriber } from "./hand-over-subscriber.js";
 import { atPhaseEnd, loopPhase } from "./loop-phase.js";
-import { ACQUIRE_SCRIPT, COMMANDS, EXTEND_SCRIPT, RELEASE_SCRIPT } from "./scripts.js";
+import {
+  ACQUIRE_SCRIPT,
+  COMMANDS,
+  EXTEND_SCRIPT,
+  FENCED_ACQUIRE_SCRIPT,
+  RAISE_FENCES_SCRIPT,
+  RELEASE_SCRIPT,
+} from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
 
 /** Commands per corked write: enough to save most writes, few enough that Redis starts early. */
@@ -13,7 +20,10 @@ type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
 
 /** A key's queue of waiters sits beside it: the lock key with this suffix (no braces: same hash tag). */
 const QUEUE_SUFFIX = ":redlock-kit:waiters";
-type ScriptName = (typeof COMMANDS)[keyof typeof COMMANDS];
+/** A key's fence counter sits beside it too (docs/fencing.md): never expires, never touched by release. */
+export const FENCE_SUFFIX = ":redlock-kit:fence";
+/** The scripts a store calls (the fenced write is the user's, on the resource's client: fenced-write.ts). */
+type ScriptName = Exclude<(typeof COMMANDS)[keyof typeof COMMANDS], typeof COMMANDS.fencedSet>;
 
 const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
 /** The name Redis knows each script by once it has been sent whole. */
@@ -21,6 +31,8 @@ const SHAS: Readonly<Record<ScriptName, string>> = {
   [COMMANDS.acquire]: sha1(ACQUIRE_SCRIPT),
   [COMMANDS.extend]: sha1(EXTEND_SCRIPT),
   [COMMANDS.release]: sha1(RELEASE_SCRIPT),
+  [COMMANDS.acquireFenced]: sha1(FENCED_ACQUIRE_SCRIPT),
+  [COMMANDS.raiseFences]: sha1(RAISE_FENCES_SCRIPT),
 };
 
 /** The commands `defineCommand` adds, called with the key count first (numberOfKeys is left unset). */
@@ -28,6 +40,8 @@ interface ScriptedClient {
   [COMMANDS.acquire](...args: ScriptArgs): Promise<"OK" | number>;
   [COMMANDS.extend](...args: ScriptArgs): Promise<number>;
   [COMMANDS.release](...args: ScriptArgs): Promise<number>;
+  [COMMANDS.acquireFenced](...args: ScriptArgs): Promise<string[] | number>;
+  [COMMANDS.raiseFences](...args: ScriptArgs): Promise<number>;
 }
 
 /**
@@ -59,21 +73,33 @@ export class RedisStore implements LockStore {
     defineOnce(client, COMMANDS.acquire, ACQUIRE_SCRIPT);
     defineOnce(client, COMMANDS.extend, EXTEND_SCRIPT);
     defineOnce(client, COMMANDS.release, RELEASE_SCRIPT);
+    defineOnce(client, COMMANDS.acquireFenced, FENCED_ACQUIRE_SCRIPT);
+    defineOnce(client, COMMANDS.raiseFences, RAISE_FENCES_SCRIPT);
     this.#scripts = client as unknown as ScriptedClient;
   }
 
-  /** A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT. */
-  checkKeys(keys: readonly string[]): void {
-    if (this.#cluster && keys.length > 1 && calculateSlot.generateMulti(keys as string[]) === -1) {
+  /**
+   * A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT.
+   * A fenced lock needs each key's counter in the key's slot too.
+   */
+  checkKeys(keys: readonly string[], fencing?: boolean): void {
+    if (!this.#cluster) return;
+    if (keys.length > 1 && calculateSlot.generateMulti(keys as string[]) === -1) {
       throw new RangeError(
         `resources of one lock must share a hash slot on a Redis Cluster, got ${keys.map((k) => JSON.stringify(k)).join(", ")}: put the common part in braces, e.g. "{order:42}:payment" and "{order:42}:stock"`,
+      );
+    }
+    const homeless = fencing ? keys.find((key) => besideKey(key, FENCE_SUFFIX) === undefined) : undefined;
+    if (homeless !== undefined) {
+      throw new RangeError(
+        `a fence counter cannot share the hash slot of ${JSON.stringify(homeless)} on a Redis Cluster: give the resource a hash tag, e.g. "{order:42}"`,
       );
     }
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#beforeSend();
-    const queues = ticket === undefined ? undefined : this.#queuesOf(keys);
+    const queues = ticket === undefined ? undefined : this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) {
       if (keys.length === 1 && this.#plainSet) return this.#setNx(keys[0] as string, value, ttl);
       return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
@@ -108,6 +134,28 @@ export class RedisStore implements LockStore {
     );
   }
 
+  /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
+  acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+    this.#beforeSend();
+    // checkKeys refused keys whose counter has no home: this is defined
+    const counters = this.#besideOf(keys, FENCE_SUFFIX) as string[];
+    const queues = ticket === undefined ? undefined : this.#besideOf(keys, QUEUE_SUFFIX);
+    if (queues === undefined) {
+      return this.#call(COMMANDS.acquireFenced, [keys.length * 2, ...keys, ...counters, value, ttl], toFencedReply);
+    }
+    const t = ticket as QueueTicket;
+    const queued = [...keys, ...queues, ...counters];
+    const args: ScriptArgs = [queued.length, ...queued, value, ttl, entryOf(t, value), t.order, t.keepMs];
+    return this.#call(COMMANDS.acquireFenced, args, toFencedReply);
+  }
+
+  /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
+  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
+    this.#beforeSend();
+    const counters = this.#besideOf(keys, FENCE_SUFFIX) as string[];
+    return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
+  }
+
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
     this.#beforeSend();
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
@@ -116,7 +164,7 @@ export class RedisStore implements LockStore {
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
   release(keys: readonly string[], value: string): Promise<number> {
     this.#beforeSend();
-    const queues = this.#queuesOf(keys);
+    const queues = this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
     return this.#call(COMMANDS.release, [keys.length * 2, ...keys, ...queues, value, "1"], Number);
   }
@@ -128,19 +176,20 @@ export class RedisStore implements LockStore {
   }
 
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
-    const queues = this.#queuesOf(keys);
+    const queues = this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
     await Promise.all(queues.map((queue) => this.client.zrem(queue, entry)));
   }
 
   /**
-   * The queue keys of `keys`, or undefined where a queue cannot sit in the key's hash slot (a
-   * Cluster key without a hash tag whose braced form would hash elsewhere): its waiters poll.
+   * The keys beside `keys` with `suffix` (queues, fence counters), or undefined where one cannot
+   * sit in its key's hash slot (a Cluster key without a hash tag whose braced form would hash
+   * elsewhere): its waiters poll, and it cannot be fenced.
    */
-  #queuesOf(keys: readonly string[]): string[] | undefined {
-    const queues = keys.map((key) => (this.#cluster ? clusterQueueKey(key) : key + QUEUE_SUFFIX));
-    return queues.every((queue) => queue !== undefined) ? (queues as string[]) : undefined;
+  #besideOf(keys: readonly string[], suffix: string): string[] | undefined {
+    const beside = keys.map((key) => (this.#cluster ? besideKey(key, suffix) : key + suffix));
+    return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
   }
 
   /**
@@ -215,11 +264,11 @@ export class RedisStore implements LockStore {
 /** A queue entry: the channel to tell, how long to hold the key for the waiter, its value. */
 const entryOf = (ticket: QueueTicket, value: string) => `${ticket.channel}:${ticket.holdMs}:${value}`;
 
-/** `{key}` plus the suffix when that hashes like the key itself; a hash-tagged key keeps its tag. */
-function clusterQueueKey(key: string): string | undefined {
-  const sameTag = key + QUEUE_SUFFIX;
+/** On a Cluster: the key plus the suffix when that hashes like the key itself (a hash-tagged key keeps its tag), else `{key}` plus the suffix. */
+function besideKey(key: string, suffix: string): string | undefined {
+  const sameTag = key + suffix;
   if (calculateSlot(sameTag) === calculateSlot(key)) return sameTag;
-  const braced = `{${key}}${QUEUE_SUFFIX}`;
+  const braced = `{${key}}${suffix}`;
   return calculateSlot(braced) === calculateSlot(key) ? braced : undefined;
 }
 
@@ -228,9 +277,16 @@ function toAcquireReply(reply: unknown): AcquireReply {
   return reply === "OK" ? ACQUIRED : { acquired: false, holderTtl: Number(reply) };
 }
 
+/** The fenced acquire script answers the counters (an array of decimal strings), or the holder's PTTL. */
+function toFencedReply(reply: unknown): AcquireReply {
+  if (!Array.isArray(reply)) return { acquired: false, holderTtl: Number(reply) };
+  return { acquired: true, fences: reply.map(String) };
+}
+
 const isOne = (reply: unknown) => reply === 1;
 
-function defineOnce(client: Redis | Cluster, name: string, lua: string): void {
+/** Adds `name` to the client unless it has it (a shared client may already carry it). */
+export function defineOnce(client: Redis | Cluster, name: string, lua: string): void {
   // A shared client may already carry the command (another Redlock on the same client).
   if (typeof (client as unknown as Record<string, unknown>)[name] !== "function") {
     client.defineCommand(name, { lua });

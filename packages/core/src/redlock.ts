@@ -4,6 +4,7 @@ import { autoExtend } from "./auto-extend.js";
 import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockLostError, LockUnavailableError } from "./errors.js";
 import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
+import { fencedAcquireCall, writeBackFences } from "./fencing.js";
 import { HandOvers, type Waiter } from "./hand-over.js";
 import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./inspect.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
@@ -27,7 +28,7 @@ import {
 } from "./options.js";
 import { RedisStore } from "./redis-store.js";
 import { ServerIdentityCheck } from "./server-identity.js";
-import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
+import { type AcquireReply, canFence, type LockStore, type QueueTicket } from "./store.js";
 import {
   type AttemptCounter,
   traceAcquire,
@@ -64,6 +65,8 @@ export class Redlock {
   readonly #stores: readonly LockStore[];
   /** The stores that must vet a lock's keys before it is attempted (Clusters). */
   readonly #keyCheckers: readonly LockStore[];
+  /** Every instance can issue fencing tokens. */
+  readonly #canFence: boolean;
   readonly #handOvers: HandOvers;
   readonly #identity: ServerIdentityCheck;
   readonly #live = new LiveLocks();
@@ -98,6 +101,7 @@ export class Redlock {
     try {
       for (const [index, instance] of instances.entries()) resolved.push(resolveInstance(instance, index));
       checkDistinct(resolved);
+      if (this.#defaults.fencing) checkFencing(resolved.map((instance) => instance.store));
     } catch (error) {
       for (const { owned } of resolved) owned?.disconnect();
       throw error;
@@ -106,6 +110,7 @@ export class Redlock {
     this.#identity = new ServerIdentityCheck(resolved);
     this.#stores = resolved.map((instance) => instance.store);
     this.#keyCheckers = this.#stores.filter((store) => typeof store.checkKeys === "function");
+    this.#canFence = this.#stores.every(canFence);
     this.quorum = Math.floor(resolved.length / 2) + 1;
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#acquiredQuorum = { need: this.quorum, yes: (reply) => reply.acquired };
@@ -344,10 +349,12 @@ export class Redlock {
     const opts = resolveAcquireOptions(this.#defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
+    const fencing = opts.fencing;
+    if (fencing && !this.#canFence) checkFencing(this.#stores);
 
     const prefix = this.#prefix;
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
-    for (const store of this.#keyCheckers) store.checkKeys?.(keys);
+    for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
     const value = newLockValue();
     const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const drift = driftFor(ttl, opts.driftFactor);
@@ -355,6 +362,7 @@ export class Redlock {
     const start = clock();
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
+    const call = fencing ? fencedAcquireCall : acquireCall;
     const handOvers = this.#handOvers;
     // A call that may wait queues itself from its first attempt when this Redlock already listens.
     const mayWait = (opts.wait === undefined ? opts.retryCount > 0 : opts.wait > 0) && handOvers.enabled;
@@ -373,17 +381,28 @@ export class Redlock {
         request.ticket = waiter?.offer;
         if (request.ticket !== undefined) (waiter as Waiter).queued = true;
         const voters = this.#identity.current ? this.#stores : await this.#identity.voters(this.#stores, timeout);
-        const votes = await fanOut(voters, acquireCall, request, timeout, this.#acquiredQuorum);
+        const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
         // replies (a pause, a slow instance) is time the other keys were already expiring.
-        const validity = ttl - (clock() - attemptStart) - drift;
+        let validity = ttl - (clock() - attemptStart) - drift;
         const tally = tallyAcquire(votes);
         if (request.ticket !== undefined) queuedOn = notTaken(votes);
-        if (tally.yes >= this.quorum && validity > 0) {
+        let fences: readonly string[] | undefined;
+        let unconfirmed: Failure | undefined;
+        if (fencing && tally.yes >= this.quorum && validity > 0) {
+          // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
+          const writeBack = await writeBackFences(this.#stores, request, votes, timeout, this.quorum);
+          validity = ttl - (clock() - attemptStart) - drift;
+          fences = writeBack.fences;
+          if (writeBack.fences === undefined) {
+            unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
+          }
+        }
+        if (tally.yes >= this.quorum && validity > 0 && unconfirmed === undefined) {
           const state = new LockState(keys, value, timeout, clock);
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
-          const lock = new Lock(this, names, value, state);
+          const lock = new Lock(this, names, value, state, fences);
           if (waiter !== undefined) waiter.acquired = true;
           if (opts.signal?.aborted) {
             await this.unlock(lock);
@@ -394,10 +413,11 @@ export class Redlock {
           this.#publishAcquire(names, "acquired", attempts, start);
           return lock;
         }
-        // keys handed to a waiter stay held for it: its place in line, until it gives up
-        waiter?.keepOnly((index) => isYes(votes[index]));
-        await this.#releaseAfterFailure(votes, request, timeout, waiter?.holding);
-        failure = classify(tally, votes, value, this.quorum, validity);
+        // Every key the attempt took is given back, a handed one too (the release script hands it
+        // to the next in line): a waiter never sits on votes another waiter needs.
+        waiter?.keepOnly((index) => isRefused(votes[index]));
+        await this.#releaseAfterFailure(votes, request, timeout);
+        failure = unconfirmed ?? classify(tally, votes, value, this.quorum, validity);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -408,6 +428,11 @@ export class Redlock {
           const left = deadline - clock();
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
+        }
+        // queued on too few instances to be handed a quorum (some timed out, or took the keys and
+        // gave them back): no release could wake it, so it tries again after one hold
+        if (waiter !== undefined && request.ticket !== undefined && tally.held < this.quorum) {
+          delay = Math.min(delay, waiter.ticket.holdMs);
         }
         if (mayWait && waiter === undefined) {
           waiter = handOvers.enter(keys, value, ttl, timeout, waitBudget(opts, attempts));
@@ -442,17 +467,16 @@ export class Redlock {
 
   /**
    * Step 4: release wherever our value may have landed: instances that said yes, timed out or
-   * failed, except those in `keep` (keys handed to a waiter, held for it).
+   * failed.
    */
   async #releaseAfterFailure(
     votes: readonly Vote<AcquireReply>[],
     request: LockRequest,
     timeout: number,
-    keep?: ReadonlySet<number>,
   ): Promise<void> {
     const stores = this.#stores.filter((_, i) => {
       const vote = votes[i];
-      return vote !== undefined && (!vote.ok || vote.value.acquired) && !keep?.has(i);
+      return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
     if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
   }
@@ -540,6 +564,16 @@ function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): n
   return count;
 }
 
+/** Throws unless every store can issue fencing tokens. */
+function checkFencing(stores: readonly LockStore[]): void {
+  const index = stores.findIndex((store) => !canFence(store));
+  if (index !== -1) {
+    throw new TypeError(
+      `fencing needs every instance to support it (acquireFenced and raiseFences); instances[${index}] does not`,
+    );
+  }
+}
+
 /** Two entries that are the same Redis database would vote twice and fake a quorum. */
 function checkDistinct(resolved: readonly ResolvedInstance[]): void {
   const seenStores = new Map<LockStore, number>();
@@ -566,7 +600,7 @@ function checkDistinct(resolved: readonly ResolvedInstance[]): void {
 const waitBudget = (opts: ResolvedAcquireOptions, attempts: number) =>
   opts.wait ?? (opts.retryCount + 1 - attempts) * (opts.retryDelay + opts.retryJitter);
 
-const isYes = (vote: Vote<AcquireReply> | undefined) => vote?.ok === true && vote.value.acquired;
+const isRefused = (vote: Vote<AcquireReply> | undefined) => vote?.ok === true && !vote.value.acquired;
 
 /** Indexes of the instances that did not take the keys: a waiter may sit in their queues. */
 function notTaken(votes: readonly Vote<AcquireReply>[]): number[] {

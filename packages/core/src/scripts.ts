@@ -1,5 +1,5 @@
 /**
- * The three Lua scripts of the algorithm. Each runs atomically on one instance
+ * The Lua scripts of the algorithm, of fencing, and of the fenced write. Each runs atomically on one instance
  * over every key of a (possibly multi-resource) lock, so a lock is all or
  * nothing per instance. KEYS are the resource keys; ARGV[1] is the lock value.
  * They are registered with ioredis `defineCommand`, which calls them by SHA and
@@ -7,25 +7,11 @@
  */
 
 /**
- * KEYS: the n lock keys, then (when ARGV[3] is given) their n queue keys. ARGV[1]: value, ARGV[2]: ttl
- * in ms; ARGV[3..5], for a call that will wait: its queue entry, its order (the same score on every
- * instance, so that every instance hands the key to the same waiter) and how long the queue may live.
- * Returns the status reply OK when acquired, as SET does, or the holder's PTTL (an integer) when
- * another owner holds a key; the waiter is then queued on that key. Not an array: an array reply
- * costs Redis a multi-part write and the client an array decode on every lock (bench/).
+ * Shared by both acquire scripts (with `value`, `entry` and `n` set, queue keys at KEYS[n + i]):
+ * refuses if any key belongs to another owner, reporting that owner's remaining ttl, and queues a
+ * waiting caller behind it.
  */
-export const ACQUIRE_SCRIPT = `
-local value, entry = ARGV[1], ARGV[3]
-local n = entry and #KEYS / 2 or #KEYS
--- one free key: SET NX is the whole job (the common case)
--- queue commands go through pcall: a user not allowed them still locks, and its waiters poll
-if n == 1 and redis.call('set', KEYS[1], value, 'nx', 'px', ARGV[2]) then
-  if entry then
-    redis.pcall('zrem', KEYS[2], entry)
-  end
-  return redis.status_reply('OK')
-end
--- refuse if any key belongs to another owner, reporting that owner's remaining ttl
+const REFUSE_IF_HELD = `-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
 for i = 1, n do
   local holder = redis.call('get', KEYS[i])
   -- a key that holds our value is ours: handed to us by a release, or a SET that ioredis re-sent
@@ -42,7 +28,31 @@ for i = 1, n do
     return redis.call('pttl', KEYS[i])
   end
 end
--- every key is free or ours: take them all
+`;
+
+/**
+ * KEYS: the n lock keys, then (when ARGV[3] is given) their n queue keys. ARGV[1]: value, ARGV[2]: ttl
+ * in ms; ARGV[3..5], for a call that will wait: its queue entry, its order (the same score on every
+ * instance, so that every instance hands the key to the same waiter) and how long the queue may live.
+ * Returns the status reply OK when acquired, as SET does, or the holder's PTTL (an integer) when
+ * another owner holds a key; the waiter is then queued on that key. Not an array: an array reply
+ * costs Redis a multi-part write and the client an array decode on every lock (bench/).
+ */
+export const ACQUIRE_SCRIPT = [
+  `
+local value, entry = ARGV[1], ARGV[3]
+local n = entry and #KEYS / 2 or #KEYS
+-- one free key: SET NX is the whole job (the common case)
+-- queue commands go through pcall: a user not allowed them still locks, and its waiters poll
+if n == 1 and redis.call('set', KEYS[1], value, 'nx', 'px', ARGV[2]) then
+  if entry then
+    redis.pcall('zrem', KEYS[2], entry)
+  end
+  return redis.status_reply('OK')
+end
+`,
+  REFUSE_IF_HELD,
+  `-- every key is free or ours: take them all
 for i = 1, n do
   redis.call('set', KEYS[i], value, 'px', ARGV[2])
   if entry then
@@ -50,7 +60,103 @@ for i = 1, n do
   end
 end
 return redis.status_reply('OK')
+`,
+].join("");
+
+/**
+ * Phase 1 of a fenced acquisition (docs/fencing.md). KEYS: the n lock keys, then (when ARGV[3] is
+ * given) their n queue keys, then their n fence counters; ARGV as for ACQUIRE_SCRIPT. Refuses as
+ * ACQUIRE_SCRIPT does (the holder's PTTL) without touching a counter; otherwise increments each
+ * key's counter and takes the keys. Returns the counters' new values as decimal strings, one per
+ * key, in order.
+ */
+export const FENCED_ACQUIRE_SCRIPT = [
+  `
+local value, entry = ARGV[1], ARGV[3]
+local n = #KEYS / (entry and 3 or 2)
+`,
+  REFUSE_IF_HELD,
+  `-- every key is free or ours: count this acquisition on each key's counter (never expires), then take them.
+-- INCR first: one that fails (a counter that is not an integer) leaves no key set
+local fences = {}
+for i = 1, n do
+  local counter = KEYS[#KEYS - n + i]
+  redis.call('incr', counter)
+  -- read back as a string: INCR's integer reply becomes a Lua double, inexact past 2^53
+  fences[i] = redis.call('get', counter)
+end
+for i = 1, n do
+  redis.call('set', KEYS[i], value, 'px', ARGV[2])
+  if entry then
+    redis.pcall('zrem', KEYS[n + i], entry)
+  end
+end
+return fences
+`,
+].join("");
+
+/**
+ * `greater(a, b)` for decimal strings without sign or leading zeros (counters and fences, up to
+ * 2^63 - 1): the longer is greater, else the first differing digit decides. Bytes, not Lua's
+ * '<', which compares by the server's locale; no tonumber, which is a double and inexact past 2^53.
+ */
+const GREATER = `
+local function greater(a, b)
+  if #a ~= #b then
+    return #a > #b
+  end
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x > y
+    end
+  end
+  return false
+end
 `;
+
+/**
+ * Phase 2 of a fenced acquisition: the write-back. KEYS: the n lock keys, then their n fence
+ * counters; ARGV[1]: value, ARGV[1 + i]: the fence of key i (the largest counter a quorum
+ * returned). If every key still holds our value, raises each counter to its fence (never lowers
+ * one) and returns 1; otherwise changes nothing and returns 0: a lock lost between the phases gets
+ * no fence.
+ */
+export const RAISE_FENCES_SCRIPT = [
+  GREATER,
+  `local value = ARGV[1]
+local n = #KEYS / 2
+for i = 1, n do
+  if redis.call('get', KEYS[i]) ~= value then
+    return 0
+  end
+end
+for i = 1, n do
+  local fence, counter = ARGV[i + 1], KEYS[n + i]
+  local current = redis.call('get', counter)
+  if not current or greater(fence, current) then
+    redis.call('set', counter, fence)
+  end
+end
+return 1
+`,
+].join("");
+
+/**
+ * The fenced write of `fencedSet()`: KEYS[1] a hash with fields "value" and "fence"; ARGV[1] the
+ * value, ARGV[2] the writer's fence. Writes both and returns 1 only when the fence is greater than
+ * the stored one (or none is stored); otherwise returns 0 and changes nothing.
+ */
+export const FENCED_SET_SCRIPT = [
+  GREATER,
+  `local stored = redis.call('hget', KEYS[1], 'fence')
+if stored and not greater(ARGV[2], stored) then
+  return 0
+end
+redis.call('hset', KEYS[1], 'value', ARGV[1], 'fence', ARGV[2])
+return 1
+`,
+].join("");
 
 /** ARGV[2]: new ttl in ms. Returns 1 when every key still held our value and was extended, else 0. */
 export const EXTEND_SCRIPT = `
@@ -116,4 +222,7 @@ export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV4",
+  acquireFenced: "redlockKitAcquireFencedV1",
+  raiseFences: "redlockKitRaiseFencesV1",
+  fencedSet: "redlockKitFencedSetV1",
 } as const;

@@ -1,6 +1,10 @@
 /** What one instance answered to an acquire. */
 export type AcquireReply =
-  | { readonly acquired: true }
+  | {
+      readonly acquired: true;
+      /** A fenced acquisition (`acquireFenced`): each key's fence counter after it, as a decimal string. */
+      readonly fences?: readonly string[];
+    }
   | {
       readonly acquired: false;
       /** The holder's remaining ttl in ms (-1 when its key has no expiry). */
@@ -52,9 +56,21 @@ export interface LockStore {
   release(keys: readonly string[], value: string): Promise<number>;
   /**
    * Throws `RangeError` when this store cannot lock these keys together (a Redis Cluster with keys in
-   * different hash slots). Called before any command is sent.
+   * different hash slots), or, with `fencing`, cannot keep their fence counters beside them. Called
+   * before any command is sent.
    */
-  checkKeys?(keys: readonly string[]): void;
+  checkKeys?(keys: readonly string[], fencing?: boolean): void;
+  /**
+   * Optional (fencing, docs/fencing.md), phase 1: as `acquire`, and where it takes the keys it also
+   * increments each key's fence counter (a key beside it that never expires, never touched by
+   * release); the reply carries the counters' new values. A refusal touches no counter.
+   */
+  acquireFenced?(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply>;
+  /**
+   * Optional, with `acquireFenced`, phase 2: if every key still holds `value`, raises each key's
+   * fence counter to `fences[i]` (never lowers one). Resolves to whether the keys held `value`.
+   */
+  raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean>;
   /**
    * Optional: calls `listener(key, value)` whenever a release on this instance hands `key` to a
    * waiter of `channel` whose lock value is `value`. Resolves when listening (rejects when the
@@ -71,6 +87,11 @@ export interface LockStore {
   inspect?(key: string): Promise<StoredKey | null>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
+}
+
+/** The store can issue fencing tokens. */
+export function canFence(store: LockStore): boolean {
+  return typeof store.acquireFenced === "function" && typeof store.raiseFences === "function";
 }
 
 export function isLockStore(value: unknown): value is LockStore {

@@ -47,6 +47,11 @@ export function checkString(name: string, value: unknown): string {
   return value;
 }
 
+export function checkBoolean(name: string, value: unknown): boolean {
+  if (typeof value !== "boolean") throw new TypeError(`${name} must be a boolean, got ${show(value)}`);
+  return value;
+}
+
 export function checkSignal(name: string, value: unknown): AbortSignal {
   if (!(value instanceof AbortSignal)) throw new TypeError(`${name} must be an AbortSignal, got ${show(value)}`);
   return value;

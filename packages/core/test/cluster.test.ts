@@ -128,6 +128,32 @@ describe("a Redis Cluster as one Redlock instance", () => {
     }
   });
 
+  it("fences keys on every master, each counter in its key's slot; refuses a key whose counter cannot share its slot", async () => {
+    const client = cluster.client();
+    const dlm = new Redlock([client], { retryCount: 0, fencing: true });
+    const keys = ["a", "b", "c", "order:1", "{tag}:x"];
+    for (const key of keys) {
+      expect((await dlm.acquire(key, 2000)).fence).toBe("1");
+      const lock = await dlm.acquire(key, 2000).catch(() => undefined);
+      expect(lock).toBeUndefined();
+    }
+    const both = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
+    expect(both.fences).toEqual({ "{order:42}:payment": "1", "{order:42}:stock": "1" });
+    // "a{}b" hashes whole, and so would neither "a{}b:suffix" nor "{a{}b}:suffix" (its tag is "a{")
+    await expect(dlm.acquire("a{}b", 2000)).rejects.toThrow(/fence counter cannot share the hash slot/);
+    await expect(dlm.acquire("a{}b", 2000, { fencing: false }).then((lock) => lock.release())).resolves.toBe(true);
+    await both.release();
+    const counters: string[] = [];
+    for (const server of cluster.servers) counters.push(...(await server.client().keys("*redlock-kit:fence")));
+    expect(counters.sort()).toEqual(
+      ["a", "b", "c", "order:1", "{tag}:x", "{order:42}:payment", "{order:42}:stock"]
+        .map((key) => (key.startsWith("{") ? key : `{${key}}`) + ":redlock-kit:fence")
+        .sort(),
+    );
+    await Promise.all(cluster.servers.map((server) => server.client().flushall()));
+    client.disconnect();
+  });
+
   it("keeps locking on surviving masters when one master dies, and reports the dead slots as unavailable", async () => {
     const client = cluster.client();
     const dlm = new Redlock([client], { retryCount: 0, instanceTimeout: 200 });

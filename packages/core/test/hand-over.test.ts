@@ -27,7 +27,8 @@ afterEach(async () => {
 
 /** A poll interval so long that only a hand-over can wake a waiter within the test. */
 const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
-const WAIT = { wait: 60_000, signal: AbortSignal.timeout(15_000) };
+/** A wait of a minute, cut at 15 s: a test whose hand-over never comes fails instead of hanging. */
+const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
 const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /** A Redlock of its own, as another process would have: its own hand-over channel. */
@@ -91,7 +92,7 @@ async function queueInOrder(dlms: readonly Redlock[], resource: string, order: n
   const done: Promise<void>[] = [];
   for (const [id, dlm] of dlms.entries()) {
     done.push(
-      dlm.acquire(resource, 5000, WAIT).then(async (lock) => {
+      dlm.acquire(resource, 5000, WAIT()).then(async (lock) => {
         order.push(id);
         await lock.release();
       }),
@@ -104,7 +105,7 @@ async function queueInOrder(dlms: readonly Redlock[], resource: string, order: n
 describe("waiting: a release hands the key to the oldest waiter, across Redlocks", () => {
   it("wakes a waiter on release, not after its poll interval", async () => {
     const holder = await redlock().acquire("job", 10_000);
-    const waiting = redlock(NO_POLLING).acquire("job", 1000, WAIT);
+    const waiting = redlock(NO_POLLING).acquire("job", 1000, WAIT());
     await untilQueued("job", 1);
     await holder.release();
     const lock = await waiting;
@@ -130,13 +131,13 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   it("queues from the first attempt once the Redlock listens: one script call to queue, one to claim", async () => {
     const dlm = redlock(NO_POLLING);
     const holder = await redlock().acquire("listening", 10_000);
-    const first = dlm.acquire("listening", 1000, WAIT);
+    const first = dlm.acquire("listening", 1000, WAIT());
     await untilQueued("listening", 1);
     const stats = async () =>
       Number(/cmdstat_evalsha:calls=(\d+)/.exec(await (clients[0] as Redis).info("commandstats"))?.[1] ?? 0);
     // the Redlock listens now: a second call's first attempt carries its ticket
     const before = await stats();
-    const second = dlm.acquire("listening", 1000, WAIT);
+    const second = dlm.acquire("listening", 1000, WAIT());
     await untilQueued("listening", 2);
     expect((await stats()) - before).toBe(1);
     await holder.release();
@@ -146,7 +147,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
 
   it("skips a waiter whose process is gone: nobody listens on its channel", async () => {
     const holder = await redlock().acquire("gone", 10_000);
-    const waiting = redlock(NO_POLLING).acquire("gone", 1000, WAIT);
+    const waiting = redlock(NO_POLLING).acquire("gone", 1000, WAIT());
     await untilQueued("gone", 1);
     // an entry ahead of it, of a process that no longer listens
     for (const client of clients) await client.zadd(queueOf("gone"), 0, "nobody:1000:deadbeef");
@@ -162,7 +163,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     const controller = new AbortController();
     const first = redlock(NO_POLLING).acquire("abort", 1000, { wait: 60_000, signal: controller.signal });
     await untilQueued("abort", 1);
-    const second = redlock(NO_POLLING).acquire("abort", 1000, WAIT);
+    const second = redlock(NO_POLLING).acquire("abort", 1000, WAIT());
     await untilQueued("abort", 2);
     controller.abort(new Error("client left"));
     await expect(first).rejects.toThrow("client left");
@@ -194,7 +195,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
       await sleep(300);
       return subscribe();
     });
-    const waiting = redlock(NO_POLLING, stores).acquire("slow-subscribe", 1000, WAIT);
+    const waiting = redlock(NO_POLLING, stores).acquire("slow-subscribe", 1000, WAIT());
     await untilQueued("slow-subscribe", 1);
     await holder.release();
     await (await waiting).release();
@@ -216,9 +217,26 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     for (const client of clients) expect(await client.keys("*")).toEqual([]);
   });
 
+  it("keeps a split hand-over moving: waiters handed different instances try again after their hold, and all acquire", async () => {
+    const holder = await redlock().acquire("split", 10_000);
+    const order: number[] = [];
+    const done = await queueInOrder([redlock(NO_POLLING), redlock(NO_POLLING), redlock(NO_POLLING)], "split", order);
+    // Waiter i is missing from the queues of the instances before i (as when its queueing attempt
+    // timed out there), so the release hands instance i to waiter i: nobody is handed a quorum.
+    const entries = await (clients[0] as Redis).zrange(queueOf("split"), 0, -1);
+    for (const [i, client] of clients.entries()) {
+      for (const entry of entries.slice(0, i)) await client.zrem(queueOf("split"), entry);
+    }
+    await holder.release();
+    // with a minute between polls, only the hand-overs and the retries after a hold can serve them
+    await Promise.all(done);
+    expect(order.sort()).toEqual([0, 1, 2]);
+    for (const client of clients) expect(await client.keys("*")).toEqual([]);
+  });
+
   it("hands over the keys of a multi-resource lock", async () => {
     const holder = await redlock().acquire(["m:a", "m:b"], 10_000);
-    const waiting = redlock(NO_POLLING).acquire(["m:b", "m:c"], 1000, WAIT);
+    const waiting = redlock(NO_POLLING).acquire(["m:b", "m:c"], 1000, WAIT());
     await untilQueued("m:b", 1);
     await holder.release();
     const lock = await waiting;
@@ -263,7 +281,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     const order: number[] = [];
     const waiters = [0, 1, 2].map((id) =>
       redlock(NO_POLLING, [store])
-        .acquire("mem", 1000, WAIT)
+        .acquire("mem", 1000, WAIT())
         .then(async (lock: Lock) => {
           order.push(id);
           await lock.release();
@@ -278,7 +296,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   it("leaves no subscription once the last waiter is done and the Redlock quits", async () => {
     const dlm = redlock(NO_POLLING);
     const holder = await redlock().acquire("sub", 10_000);
-    const waiting = dlm.acquire("sub", 1000, WAIT);
+    const waiting = dlm.acquire("sub", 1000, WAIT());
     await untilQueued("sub", 1);
     const channels = async () =>
       (await (clients[0] as Redis).pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[];

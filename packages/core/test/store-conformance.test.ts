@@ -88,4 +88,38 @@ describe.each(stores)("%s conformance", (_, create) => {
     expect((await store.acquire(["a"], "w3", 1000)).acquired).toBe(true);
     for (const stop of stops) stop?.();
   });
+
+  it("fenced acquire counts only where it takes the keys: a refusal or a release leaves the counters alone", async () => {
+    expect(await store.acquireFenced?.(["a", "b"], "v1", 1000)).toEqual({ acquired: true, fences: ["1", "1"] });
+    // refused by the holder: no counter moves
+    expect((await store.acquireFenced?.(["b", "c"], "v2", 1000))?.acquired).toBe(false);
+    // our own value again (a re-sent call, a handed key) counts as taking it
+    expect(await store.acquireFenced?.(["a"], "v1", 1000)).toEqual({ acquired: true, fences: ["2"] });
+    expect(await store.release(["a", "b"], "v1")).toBe(2);
+    expect(await store.acquireFenced?.(["a", "b", "c"], "v3", 1000)).toEqual({
+      acquired: true,
+      fences: ["3", "2", "1"],
+    });
+  });
+
+  it("raises fence counters only while the keys hold the value, and never lowers one", async () => {
+    await store.acquireFenced?.(["a", "b"], "v1", 1000);
+    // another value: compare-and-set refuses, nothing raised
+    expect(await store.raiseFences?.(["a", "b"], "v2", ["50", "50"])).toBe(false);
+    expect(await store.acquireFenced?.(["a"], "v1", 1000)).toEqual({ acquired: true, fences: ["2"] });
+    // past 2^53, exactly: counters are decimal strings end to end
+    expect(await store.raiseFences?.(["a", "b"], "v1", ["9007199254740993", "1"])).toBe(true);
+    expect(await store.acquireFenced?.(["a", "b"], "v1", 1000)).toEqual({
+      acquired: true,
+      fences: ["9007199254740994", "2"],
+    });
+    // lower fences (a slower acquisition's write-back) leave the counters where they are
+    expect(await store.raiseFences?.(["a", "b"], "v1", ["10", "1"])).toBe(true);
+    await store.release(["a", "b"], "v1");
+    expect(await store.raiseFences?.(["a", "b"], "v1", ["99999999999999999999", "99"])).toBe(false);
+    expect(await store.acquireFenced?.(["a", "b"], "v4", 1000)).toEqual({
+      acquired: true,
+      fences: ["9007199254740995", "3"],
+    });
+  });
 });

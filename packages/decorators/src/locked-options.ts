@@ -69,6 +69,7 @@ const PASSED_TO_CORE = [
   "instanceTimeout",
   "extendThreshold",
   "maxHoldMs",
+  "fencing",
 ] as const;
 const KNOWN = new Set<string>(["ttl", "redlock", "onContention", ...PASSED_TO_CORE]);
 

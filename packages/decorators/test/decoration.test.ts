@@ -3,7 +3,7 @@ import { LockContentionError, LockKeyError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
-import { Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
+import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
 
 // Decorators applied by hand, in each mode's call shape, as the compiled code of
 // experimental-decorators.test.ts and standard-decorators.test.ts applies them.
@@ -280,5 +280,51 @@ describe("the wrapper @Locked installs", () => {
     } finally {
       process.off("unhandledRejection", onUnhandled);
     }
+  });
+});
+
+describe("the fence of the lock a @Locked method runs under", () => {
+  it("is currentFence() with fencing: true, currentLock() is the lock, and a re-entered call sees its caller's", async () => {
+    setDefaultRedlock(dlm);
+    const seen: unknown[] = [];
+    const inner = decorateStandard(
+      async (id: unknown) => {
+        // re-entered on account:{id} (no lock of its own) plus a lock on audit:{id}
+        seen.push(["inner", currentFence(`account:${id}`), currentFence(`audit:${id}`), currentFence()]);
+      },
+      "inner",
+      Locked(([id]) => [`account:${id}`, `audit:${id}`], { fencing: true }),
+    );
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        seen.push(["outer", currentFence(), currentLock()?.fences, currentFence("elsewhere")]);
+        await inner(id);
+        seen.push(["outer again", currentFence()]);
+      },
+      "outer",
+      Locked("account:{0}", { fencing: true }),
+    );
+    await outer("7");
+    await outer("7");
+    expect(seen).toEqual([
+      ["outer", "1", { "account:7": "1" }, undefined],
+      // the inner call's own lock holds only audit:7: currentFence() is that lock's fence
+      ["inner", "1", "1", "1"],
+      ["outer again", "1"],
+      ["outer", "2", { "account:7": "2" }, undefined],
+      ["inner", "2", "2", "2"],
+      ["outer again", "2"],
+    ]);
+    // outside any @Locked call, and under a lock taken without fencing
+    expect(currentLock()).toBeUndefined();
+    expect(currentFence("account:7")).toBeUndefined();
+    const plain = decorateStandard(async () => [currentFence(), currentLock()?.resources], "plain", Locked("plain"));
+    expect(await plain()).toEqual([undefined, ["plain"]]);
+  });
+
+  it("refuses a non-boolean fencing option when the class is defined", () => {
+    expect(() => Locked("k", { fencing: 1 as never })).toThrow(
+      new TypeError("options.fencing must be a boolean, got 1"),
+    );
   });
 });

@@ -13,6 +13,9 @@ describe("Express types", () => {
     type Factory = ReturnType<typeof createRedlockMiddleware>;
     expectTypeOf<ReturnType<Factory>>().toEqualTypeOf<RequestHandler>();
     expectTypeOf<Parameters<ExpressLockHook>>().toEqualTypeOf<[Request, Response, RedlockError]>();
-    expectTypeOf<Parameters<Factory>[1]>().toMatchTypeOf<{ ttl?: number; wait?: number } | undefined>();
+    expectTypeOf<Parameters<Factory>[1]>().toMatchTypeOf<
+      { ttl?: number; wait?: number; fencing?: boolean } | undefined
+    >();
+    expectTypeOf<NonNullable<Request["lock"]>["fence"]>().toEqualTypeOf<string | undefined>();
   });
 });

@@ -15,6 +15,7 @@ describe("Fastify types", () => {
     const declare = (app: FastifyInstance) => {
       app.post("/a", { config: { redlock: "order:{params.id}" } }, async (request) => request.lock?.resources);
       app.post("/b", { config: { redlock: { key: "x", ttl: 5000, wait: 500 } } }, async () => "ok");
+      app.post("/f", { config: { redlock: { key: "x", fencing: true } } }, async (request) => request.lock?.fence);
       app.post("/c", { config: { redlock: (source) => `tenant:${String(source.headers)}` } }, async () => "ok");
       // @ts-expect-error a config without a key
       app.post("/d", { config: { redlock: { ttl: 5000 } } }, async () => "ok");

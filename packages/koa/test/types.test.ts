@@ -13,8 +13,9 @@ describe("Koa types", () => {
   it("fits @koa/router routes, where the handler sees ctx.state.lock and ctx.params", () => {
     const declare = (dlm: Redlock) => {
       const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
-      new Router().post("/orders/:id/pay", redlock("order:{params.id}", { wait: 2000 }), (ctx) => {
+      new Router().post("/orders/:id/pay", redlock("order:{params.id}", { wait: 2000, fencing: true }), (ctx) => {
         expectTypeOf(ctx.state.lock).toEqualTypeOf<Lock | undefined>();
+        expectTypeOf(ctx.state.lock?.fence).toEqualTypeOf<string | undefined>();
         expectTypeOf(ctx.params).toEqualTypeOf<Record<string, string>>();
       });
     };

@@ -1,0 +1,81 @@
+/**
+ * A row that only the newest lock holder may write: every write carries the holder's fencing token
+ * and the row keeps the largest token it accepted. The `WHERE ... fence < $2` makes PostgreSQL
+ * itself refuse a holder whose lock expired while it was paused, after a newer holder wrote.
+ */
+import type { Lock, Redlock } from "@redlock-kit/core";
+
+/** What these functions need of `pg`: a `Pool`, a `Client` or a `PoolClient`. */
+export interface Queryable {
+  query(text: string, values?: unknown[]): Promise<{ rows: unknown[]; rowCount: number | null }>;
+}
+
+/**
+ * `fence` is a bigint: Redis counters and PostgreSQL's bigint are both 64-bit signed, so every fence
+ * fits. Pass it as the decimal string `lock.fence` is; PostgreSQL compares it as an integer.
+ */
+export const CREATE_ACCOUNTS = `CREATE TABLE IF NOT EXISTS accounts (
+  id text PRIMARY KEY,
+  balance bigint NOT NULL,
+  fence bigint NOT NULL DEFAULT 0
+)`;
+
+export interface Account {
+  readonly id: string;
+  readonly balance: number;
+  /** The fence of the last write, as a decimal string ("0": never written under a lock). */
+  readonly fence: string;
+}
+
+/** Creates the account with `balance` (fence 0), or resets it. */
+export async function openAccount(db: Queryable, id: string, balance: number): Promise<void> {
+  await db.query(CREATE_ACCOUNTS);
+  await db.query(
+    "INSERT INTO accounts (id, balance, fence) VALUES ($1, $2, 0) ON CONFLICT (id) DO UPDATE SET balance = $2, fence = 0",
+    [id, balance],
+  );
+}
+
+export async function readAccount(db: Queryable, id: string): Promise<Account | undefined> {
+  // bigint comes back as a string from pg: exact past 2^53
+  const { rows } = await db.query(
+    "SELECT id, balance::float8 AS balance, fence::text AS fence FROM accounts WHERE id = $1",
+    [id],
+  );
+  return rows[0] as Account | undefined;
+}
+
+/**
+ * The fenced write: sets the balance only if no write with this fence or a later one happened.
+ * Resolves to `false` when refused: a newer lock holder has written, so this holder's view is stale.
+ */
+export async function writeBalance(db: Queryable, id: string, balance: number, fence: string): Promise<boolean> {
+  const result = await db.query("UPDATE accounts SET balance = $3, fence = $2 WHERE id = $1 AND fence < $2", [
+    id,
+    fence,
+    balance,
+  ]);
+  return result.rowCount === 1;
+}
+
+/**
+ * Read-modify-write under a fenced lock on `account:<id>`: resolves to the new balance, or
+ * `undefined` when the write was refused because a newer holder wrote first.
+ *
+ * @example
+ * const dlm = new Redlock(instances, { fencing: true });
+ * await deposit(dlm, pool, "acme", 10);
+ */
+export async function deposit(dlm: Redlock, db: Queryable, id: string, amount: number): Promise<number | undefined> {
+  return dlm.using(
+    `account:${id}`,
+    5000,
+    async (_signal, lock: Lock) => {
+      const account = await readAccount(db, id);
+      if (account === undefined) throw new Error(`no account ${id}`);
+      const balance = account.balance + amount;
+      return (await writeBalance(db, id, balance, lock.fence as string)) ? balance : undefined;
+    },
+    { fencing: true, wait: 5000 },
+  );
+}

@@ -1,0 +1,70 @@
+import type { Cluster, Redis } from "ioredis";
+import { isFence } from "./fencing.js";
+import { defineOnce } from "./redis-store.js";
+import { COMMANDS, FENCED_SET_SCRIPT } from "./scripts.js";
+import { checkString, describeValue } from "./validate.js";
+
+/** A resource written by `fencedSet`: its value and the fence of the write that stored it. */
+export interface FencedValue {
+  readonly value: string;
+  readonly fence: string;
+}
+
+interface FencedSetClient {
+  [COMMANDS.fencedSet](numKeys: 1, key: string, value: string, fence: string): Promise<number>;
+}
+
+function checkFence(fence: unknown): string {
+  const text = typeof fence === "bigint" ? String(fence) : fence;
+  if (isFence(text)) return text;
+  const hint =
+    fence === undefined ? " (was the lock taken with fencing: true? A lock on several resources has lock.fences)" : "";
+  const problem = `fence must be a decimal integer from 1 to 2^63 - 1 as a string or bigint, got ${describeValue(fence)}${hint}`;
+  throw typeof fence === "string" || typeof fence === "bigint" ? new RangeError(problem) : new TypeError(problem);
+}
+
+function checkKey(key: unknown): string {
+  if (checkString("key", key).length === 0) throw new TypeError("key must be a non-empty string");
+  return key as string;
+}
+
+/**
+ * The fenced write for a resource kept in Redis: stores `value` with `fence` in the hash `key`
+ * (fields `value` and `fence`), atomically, only if `fence` is greater than the fence stored there.
+ * A holder whose lock expired while it was paused carries an older fence than the holder after it,
+ * so its late write is refused instead of overwriting the newer one (docs/fencing.md). Each
+ * acquisition's fence admits one write: write the section's result once, at its end.
+ *
+ * The client is the one of the Redis that holds the resource (not necessarily a lock instance).
+ * Resolves to `true` when written, `false` when refused (stop: someone newer wrote); rejects with
+ * `TypeError`/`RangeError` for a bad key, value or fence.
+ *
+ * @example
+ * const lock = await dlm.acquire("report:7", 5000, { fencing: true });
+ * try {
+ *   const report = await build();
+ *   if (!(await fencedSet(redis, "report:7", report, lock.fence))) console.warn("a newer holder wrote first");
+ * } finally {
+ *   await lock.release();
+ * }
+ */
+export async function fencedSet(
+  client: Redis | Cluster,
+  key: string,
+  value: string,
+  fence: string | bigint | undefined,
+): Promise<boolean> {
+  checkKey(key);
+  checkString("value", value);
+  const checked = checkFence(fence);
+  defineOnce(client, COMMANDS.fencedSet, FENCED_SET_SCRIPT);
+  const written = await (client as unknown as FencedSetClient)[COMMANDS.fencedSet](1, key, value, checked);
+  return written === 1;
+}
+
+/** Reads what `fencedSet` stored at `key`: its value and fence, or `null` when nothing was written. */
+export async function fencedGet(client: Redis | Cluster, key: string): Promise<FencedValue | null> {
+  checkKey(key);
+  const [value, fence] = await client.hmget(key, "value", "fence");
+  return value == null || fence == null ? null : { value, fence };
+}

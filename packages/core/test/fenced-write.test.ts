@@ -1,0 +1,66 @@
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { fencedGet, fencedSet, Redlock } from "../src/index.js";
+
+const redis = useRedisServers(1);
+let client: Redis;
+
+beforeAll(() => {
+  client = (redis.servers[0] as RedisServer).client();
+});
+
+afterEach(async () => {
+  await client.flushall();
+});
+
+describe("fencedSet", () => {
+  it("writes when the fence is greater than the stored one and refuses an equal or smaller one", async () => {
+    expect(await fencedGet(client, "doc")).toBeNull();
+    expect(await fencedSet(client, "doc", "first", "5")).toBe(true);
+    expect(await fencedSet(client, "doc", "stale", "4")).toBe(false);
+    expect(await fencedSet(client, "doc", "same", "5")).toBe(false);
+    expect(await fencedGet(client, "doc")).toEqual({ value: "first", fence: "5" });
+    expect(await fencedSet(client, "doc", "second", 6n)).toBe(true);
+    expect(await fencedGet(client, "doc")).toEqual({ value: "second", fence: "6" });
+  });
+
+  it("compares as integers, not as text or doubles: 10 > 9, and 2^53 + 1 > 2^53", async () => {
+    expect(await fencedSet(client, "num", "a", "9")).toBe(true);
+    expect(await fencedSet(client, "num", "b", "10")).toBe(true);
+    expect(await fencedSet(client, "num", "c", "9007199254740992")).toBe(true);
+    // equal as doubles, greater as integers
+    expect(await fencedSet(client, "num", "d", "9007199254740993")).toBe(true);
+    expect(await fencedSet(client, "num", "e", "9007199254740992")).toBe(false);
+    expect(await fencedSet(client, "num", "f", "9223372036854775807")).toBe(true);
+    expect(await fencedGet(client, "num")).toEqual({ value: "f", fence: "9223372036854775807" });
+  });
+
+  it("takes the fence of a lock: the holder after a stale one wins, the stale one is refused", async () => {
+    const dlm = new Redlock([client], { fencing: true });
+    const older = await dlm.acquire("res", 1000);
+    await older.release();
+    const newer = await dlm.acquire("res", 1000);
+    expect(await fencedSet(client, "res:data", "newer", newer.fence)).toBe(true);
+    expect(await fencedSet(client, "res:data", "older", older.fence)).toBe(false);
+    await newer.release();
+    expect((await fencedGet(client, "res:data"))?.value).toBe("newer");
+  });
+
+  it("refuses bad input with a typed error before sending anything", async () => {
+    const dlm = new Redlock([client]);
+    const unfenced = await dlm.acquire("plain", 1000);
+    await expect(fencedSet(client, "k", "v", unfenced.fence)).rejects.toThrow(/fencing: true/);
+    await expect(fencedSet(client, "k", "v", unfenced.fence)).rejects.toBeInstanceOf(TypeError);
+    await unfenced.release();
+    for (const fence of ["0", "-1", "01", "1.5", "1e3", " 1", "", "9223372036854775808"]) {
+      await expect(fencedSet(client, "k", "v", fence), fence).rejects.toBeInstanceOf(RangeError);
+    }
+    await expect(fencedSet(client, "k", "v", 0n)).rejects.toBeInstanceOf(RangeError);
+    await expect(fencedSet(client, "k", "v", 1 as never)).rejects.toBeInstanceOf(TypeError);
+    await expect(fencedSet(client, "", "v", "1")).rejects.toBeInstanceOf(TypeError);
+    await expect(fencedSet(client, "k", 5 as never, "1")).rejects.toBeInstanceOf(TypeError);
+    await expect(fencedGet(client, undefined as never)).rejects.toBeInstanceOf(TypeError);
+    expect(await client.dbsize()).toBe(0);
+  });
+});

@@ -1,0 +1,193 @@
+/**
+ * Fencing tokens (docs/fencing.md) on real redis-servers: the shape of `lock.fence`, the
+ * write-back that keeps fences monotonic when instances' counters differ, failing closed when the
+ * write-back falls short, and that fencing off touches no counter. Faults across processes are in
+ * test/fencing-processes.test.ts and test/reliability/fencing-faults.test.ts.
+ */
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type LockStore, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+let clients: Redis[] = [];
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(clients.map((client) => client.flushall()));
+});
+
+const counter = (key: string) => `${key}:redlock-kit:fence`;
+const counters = (key: string) => Promise.all(clients.map((client) => client.get(counter(key))));
+const values = (key: string) => Promise.all(clients.map((client) => client.get(key)));
+
+/** Command calls per name on a server since its last CONFIG RESETSTAT. */
+async function commandCalls(client: Redis): Promise<Record<string, number>> {
+  const calls: Record<string, number> = {};
+  for (const match of (await client.info("commandstats")).matchAll(/cmdstat_([\w|]+):calls=(\d+)/g)) {
+    calls[match[1] as string] = Number(match[2]);
+  }
+  return calls;
+}
+
+describe("lock.fence and lock.fences", () => {
+  it("carry one decimal fence per resource; lock.fence only for a lock on one resource", async () => {
+    const dlm = new Redlock(clients, { fencing: true });
+    const one = await dlm.acquire("fence:a", 1000);
+    expect(one.fence).toBe("1");
+    expect(one.fences).toEqual({ "fence:a": "1" });
+    expect(Object.isFrozen(one.fences)).toBe(true);
+    await one.release();
+    const two = await dlm.acquire(["fence:a", "fence:b", "__proto__"], 1000);
+    expect(two.fence).toBeUndefined();
+    expect({ ...two.fences }).toEqual({ "fence:a": "2", "fence:b": "1", ["__proto__"]: "1" });
+    expect(Object.getPrototypeOf(two.fences)).toBeNull();
+    // extension keeps the fence: it is the acquisition's, not the expiry's
+    await two.extend(1000);
+    expect(two.fences?.["fence:a"]).toBe("2");
+    await two.release();
+    // counters outlive the release and never expire
+    expect(await counters("fence:a")).toEqual(["2", "2", "2"]);
+    for (const client of clients) expect(await client.pttl(counter("fence:a"))).toBe(-1);
+  });
+
+  it("is off unless asked for, per Redlock or per call, and can be turned off per call", async () => {
+    const plain = new Redlock(clients);
+    const unfenced = await plain.acquire("opt", 1000);
+    expect(unfenced.fence).toBeUndefined();
+    expect(unfenced.fences).toBeUndefined();
+    await unfenced.release();
+    const perCall = await plain.acquire("opt", 1000, { fencing: true });
+    expect(perCall.fence).toBe("1");
+    await perCall.release();
+    const fencedByDefault = new Redlock(clients, { fencing: true });
+    const off = await fencedByDefault.acquire("opt", 1000, { fencing: false });
+    expect(off.fence).toBeUndefined();
+    await off.release();
+    expect(await counters("opt")).toEqual(["1", "1", "1"]);
+    const used = await fencedByDefault.using("opt", 1000, async (_signal, lock) => lock.fence);
+    expect(used).toBe("2");
+  });
+
+  it("refuses a non-boolean fencing option and stores that cannot fence, with a TypeError", async () => {
+    expect(() => new Redlock(clients, { fencing: "yes" as never })).toThrow(
+      new TypeError('options.fencing must be a boolean, got "yes"'),
+    );
+    const memory = new MemoryStore();
+    const plainStore: LockStore = {
+      acquire: memory.acquire.bind(memory),
+      extend: memory.extend.bind(memory),
+      release: memory.release.bind(memory),
+    };
+    expect(() => new Redlock([plainStore], { fencing: true })).toThrow(/instances\[0\] does not/);
+    const dlm = new Redlock([plainStore]);
+    await expect(dlm.acquire("x", 1000, { fencing: true })).rejects.toThrow(TypeError);
+    // the in-process store fences as RedisStore does
+    const inMemory = new Redlock([new MemoryStore()], { fencing: true });
+    const first = await inMemory.acquire("m", 1000);
+    await first.release();
+    expect((await inMemory.acquire("m", 1000)).fence).toBe("2");
+  });
+});
+
+describe("the write-back (phase 2)", () => {
+  it("keeps fences increasing when the instances' counters differ: counters 100, 5, 5", async () => {
+    const dlm = new Redlock(clients, { fencing: true, retryCount: 0 });
+    await clients[0]?.set(counter("skew"), "100");
+    await clients[1]?.set(counter("skew"), "5");
+    await clients[2]?.set(counter("skew"), "5");
+    // A reaches nodes 0 and 1 (node 2 is held by someone else): its fence is the larger counter
+    await clients[2]?.set("skew", "clog", "PX", 5000);
+    const a = await dlm.acquire("skew", 1000);
+    expect(a.fence).toBe("101");
+    // the write-back raised node 1 to 101 (node 2 did not hold A's key: left alone)
+    expect(await counters("skew")).toEqual(["101", "101", "5"]);
+    await a.release();
+    await clients[2]?.del("skew");
+    // B reaches nodes 1 and 2 only; without the write-back it would get 6
+    await clients[0]?.set("skew", "clog", "PX", 5000);
+    const b = await dlm.acquire("skew", 1000);
+    expect(b.fence).toBe("102");
+    expect(await counters("skew")).toEqual(["101", "102", "102"]);
+    await b.release();
+  });
+
+  it("issues exact fences past 2^53 (decimal strings, never doubles)", async () => {
+    await Promise.all(clients.map((client) => client.set(counter("big"), "9007199254740991")));
+    const dlm = new Redlock(clients, { fencing: true });
+    const fences: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const lock = await dlm.acquire("big", 1000);
+      fences.push(lock.fence as string);
+      await lock.release();
+    }
+    expect(fences).toEqual(["9007199254740992", "9007199254740993", "9007199254740994"]);
+  });
+
+  it("fails closed when the lock is lost between the phases: no lock, nothing left held", async () => {
+    // phase 1 succeeds everywhere, then the key vanishes on two nodes (an expiry, a restart)
+    const stores = clients.map((client, index): LockStore => {
+      const store = new RedisStore(client);
+      return {
+        acquire: store.acquire.bind(store),
+        extend: store.extend.bind(store),
+        release: store.release.bind(store),
+        raiseFences: store.raiseFences.bind(store),
+        acquireFenced: async (keys, value, ttl, ticket) => {
+          const reply = await store.acquireFenced(keys, value, ttl, ticket);
+          if (index > 0) await client.del(keys[0] as string);
+          return reply;
+        },
+      };
+    });
+    const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
+    const error = await dlm.acquire("lost", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as Error).message).toMatch(/written back on a quorum \(1 of 3/);
+    await expect.poll(() => values("lost")).toEqual([null, null, null]);
+    // only node 0 still held the key: only its counter was raised (to its own value, 1)
+    expect(await counters("lost")).toEqual(["1", "1", "1"]);
+  });
+
+  it("refuses a fenced acquisition without touching a counter when another owner holds the key", async () => {
+    await Promise.all(clients.map((client) => client.set("held", "someone-else", "PX", 5000)));
+    const dlm = new Redlock(clients, { fencing: true, retryCount: 0 });
+    expect(await dlm.lock("held", 1000)).toBeNull();
+    expect(await counters("held")).toEqual([null, null, null]);
+    expect(await values("held")).toEqual(["someone-else", "someone-else", "someone-else"]);
+  });
+});
+
+describe("fencing off costs nothing", () => {
+  it("touches no counter and keeps the one-key SET NX GET path: no INCR, no fence key, no acquire script", async () => {
+    const one = cluster.servers[0] as RedisServer;
+    const client = one.client();
+    await client.config("RESETSTAT");
+    const dlm = new Redlock([client]);
+    await (await dlm.acquire("cheap", 1000)).release();
+    const calls = await commandCalls(client);
+    // the acquire is one SET (NX PX GET); the one script run is the release
+    expect(calls.set).toBe(1);
+    expect((calls.evalsha ?? 0) + (calls.eval ?? 0)).toBe(1);
+    expect(calls.incr).toBeUndefined();
+    client.disconnect();
+
+    // every other unfenced path on three instances: several keys, contention, waiting, extension
+    await Promise.all(clients.map((c) => c.config("RESETSTAT")));
+    const three = new Redlock(clients, { retryDelay: 20, retryJitter: 10 });
+    const held = await three.acquire(["c1", "c2"], 1000);
+    expect(await three.lock("c1", 1000, { retryCount: 0 })).toBeNull();
+    const waiting = three.acquire("c1", 1000, { wait: 5000 });
+    await held.extend(1000);
+    await held.release();
+    await (await waiting).release();
+    await three.quit();
+    for (const c of clients) {
+      expect(await c.keys("*redlock-kit:fence*")).toEqual([]);
+      expect((await commandCalls(c)).incr).toBeUndefined();
+    }
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * Fencing under instance loss (docs/fencing.md, "What it survives" and "What breaks it"): a
+ * minority of instances killed (SIGKILL) and restarted empty between acquisitions leaves fences
+ * increasing; a majority restarted empty is the documented failure, reproduced; the same majority
+ * restart with appendonly + appendfsync always is survived.
+ */
+import { fencedGet, fencedSet, type Lock, Redlock } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { afterEach, describe, expect, it } from "vitest";
+import { useInvariants } from "../helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+
+const cluster = useRedisServers(5);
+const persistent = useRedisServers(3, { args: ["--appendonly", "yes", "--appendfsync", "always"] });
+const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
+
+afterEach(async () => {
+  for (const server of persistent.servers) if (!server.running) await server.start();
+  await Promise.all(persistent.servers.map((server) => invariants.client(server).flushall()));
+});
+
+const counter = (resource: string) => `${resource}:redlock-kit:fence`;
+
+/**
+ * A fenced Redlock over `servers`, closed after the test, with its clients connected. No offline
+ * queue: a command for a dead instance fails at once instead of landing on it after its restart,
+ * so a restarted instance really comes back without its counters.
+ */
+async function fencedOn(servers: readonly RedisServer[]): Promise<{ dlm: Redlock; clients: Redis[] }> {
+  const clients = servers.map((server) => invariants.client(server, { enableOfflineQueue: false }));
+  await Promise.all(clients.map(untilConnected));
+  const dlm = invariants.track(new Redlock(clients, { fencing: true, retryDelay: 20, retryJitter: 20 }));
+  return { dlm, clients };
+}
+
+/** Resolves once `client` (re)connected: without an offline queue, a command before that fails. */
+async function untilConnected(client: Redis): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await client.ping();
+      return;
+    } catch (error) {
+      if (i >= 250) throw error;
+      await sleep(20);
+    }
+  }
+}
+
+/** Kills `victims` with SIGKILL and starts them again with nothing: no persistence, every key gone. */
+async function restartEmpty(victims: readonly RedisServer[], clients: readonly Redis[]): Promise<void> {
+  invariants.faultInjected();
+  await Promise.all(victims.map((victim) => victim.restart()));
+  await Promise.all(clients.map(untilConnected));
+}
+
+describe.each([3, 5])("a minority of %i instances killed and restarted empty between acquisitions", (count) => {
+  it("leaves fences increasing: the instances that kept their counters are in every quorum, and the write-back re-seeds the others", async () => {
+    const servers = cluster.servers.slice(0, count);
+    const { dlm, clients } = await fencedOn(servers);
+    const minority = Math.floor((count - 1) / 2);
+    const fences: bigint[] = [];
+    const next = async () => {
+      const lock = await dlm.acquire("rotating", 1000, { wait: 5000 });
+      fences.push(BigInt(lock.fence as string));
+      await lock.release();
+    };
+    await next();
+    // each instance in turn is among the victims
+    for (let round = 0; round < count; round++) {
+      const victims = Array.from({ length: minority }, (_, k) => servers[(round + k) % count] as RedisServer);
+      const emptied = victims.map((victim) => clients[servers.indexOf(victim)] as Redis);
+      invariants.faultInjected();
+      await Promise.all(victims.map((victim) => victim.kill()));
+      await next(); // while they are down
+      await Promise.all(victims.map((victim) => victim.start()));
+      await Promise.all(emptied.map(untilConnected));
+      expect(await Promise.all(emptied.map((client) => client.get(counter("rotating"))))).toEqual(
+        victims.map(() => null),
+      );
+      await next(); // with them back, empty
+      // the write-back reached the restarted instances too: no instance is left behind
+      const last = String(fences[fences.length - 1]);
+      await expect
+        .poll(() => Promise.all(clients.map((client) => client.get(counter("rotating")))))
+        .toEqual(clients.map(() => last));
+    }
+    expect(fences).toHaveLength(1 + 2 * count);
+    expect(
+      fences.every((fence, i) => i === 0 || fence > (fences[i - 1] as bigint)),
+      fences.join(" "),
+    ).toBe(true);
+  }, 30_000);
+});
+
+/**
+ * A takes the lock on three instances and stalls with it; two of the three restart (empty, or from
+ * their AOF); B then takes the lock. Returns both locks and the fence A's predecessors reached.
+ */
+async function majorityRestartUnderHolder(servers: readonly RedisServer[], ttlA: number) {
+  const { dlm, clients } = await fencedOn(servers);
+  for (let i = 0; i < 3; i++) await (await dlm.acquire("account", 1000)).release();
+  const a: Lock = await dlm.acquire("account", ttlA);
+  await restartEmpty(servers.slice(0, 2), clients);
+  const b: Lock = await dlm.acquire("account", 2000, { wait: 5000 });
+  return { a, b, clients };
+}
+
+describe("a majority restarted", () => {
+  it("documented-unsafe: empty (no persistence), B's fence goes back below A's, and the storage takes A's stale write over B's", async () => {
+    const { a, b, clients } = await majorityRestartUnderHolder(cluster.servers.slice(0, 3), 2000);
+    expect(a.fence).toBe("4");
+    // instances 0 and 1 forgot A's key and every counter: B's quorum is those two, at 1
+    expect(b.fence).toBe("1");
+    // the two-holder failure of an unpersisted restart, and now the fences cannot tell them apart either
+    expect(a.valid && b.valid).toBe(true);
+    const resource = clients[2] as Redis;
+    expect(await fencedSet(resource, "account:data", "written by B", b.fence)).toBe(true);
+    expect(await fencedSet(resource, "account:data", "written by stale A", a.fence)).toBe(true);
+    expect((await fencedGet(resource, "account:data"))?.value).toBe("written by stale A");
+    await resource.del("account:data");
+    await b.release();
+  });
+
+  it("with appendonly yes and appendfsync always: A's key and the counters come back, B waits for A and gets a greater fence", async () => {
+    const { a, b, clients } = await majorityRestartUnderHolder(persistent.servers, 500);
+    expect(a.fence).toBe("4");
+    expect(b.fence).toBe("5");
+    expect(a.valid).toBe(false);
+    const resource = clients[2] as Redis;
+    expect(await fencedSet(resource, "account:data", "written by B", b.fence)).toBe(true);
+    expect(await fencedSet(resource, "account:data", "written by stale A", a.fence)).toBe(false);
+    expect((await fencedGet(resource, "account:data"))?.value).toBe("written by B");
+    await b.release();
+  });
+});
