@@ -223,7 +223,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     const done = await queueInOrder([redlock(NO_POLLING), redlock(NO_POLLING), redlock(NO_POLLING)], "split", order);
     // Waiter i is missing from the queues of the instances before i (as when its queueing attempt
     // timed out there), so the release hands instance i to waiter i: nobody is handed a quorum.
-    const entries = await (clients[0] as Redis).zrange(queueOf("split"), 0, -1);
+    const entries = await (clients[0] as Redis).zrange(queueOf("split"), "0", "-1");
     for (const [i, client] of clients.entries()) {
       for (const entry of entries.slice(0, i)) await client.zrem(queueOf("split"), entry);
     }
