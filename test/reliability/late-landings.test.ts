@@ -4,7 +4,7 @@
  * release that the library queues behind it on the same connection.
  */
 import diagnosticsChannel from "node:diagnostics_channel";
-import { type AcquireMessage, LockUnavailableError, Redlock } from "@redlock-kit/core";
+import { type AcquireMessage, LockUnavailableError, RedisStore, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.js";
@@ -216,4 +216,36 @@ describe("a slow node (150 ms each way through the proxy)", () => {
     expect(await lock.release()).toBe(true);
     await expect.poll(() => valuesOf("slow:two")).toEqual([null, null, null]);
   });
+});
+
+describe("a late answer to a one-key acquire", () => {
+  it.each([
+    ["whose syntax is not yet known to work", false],
+    ["whose SET NX GET already worked", true],
+  ])(
+    "a one-key acquire on a store %s, re-sent after a release of its value was sent: nothing is set again",
+    async (_, warm) => {
+      const { proxies, clients } = await proxied();
+      const [first] = proxies as [DelayProxy];
+      const store = new RedisStore(clients[0] as Redis);
+      if (warm) {
+        expect(await store.acquire(["late:again"], "warm", 5000)).toEqual({ acquired: true });
+        expect(await store.release(["late:again"], "warm")).toBe(1);
+      }
+      // node 0 applies the SET but its answer is held, as when Redlock had its quorum from the others
+      first.downDelayMs = 60_000;
+      const acquiring = store.acquire(["late:again"], "ours", 5000);
+      await eventually(
+        () => direct[0]?.get("late:again") ?? Promise.resolve(null),
+        (v) => v === "ours",
+      );
+      // the holder releases, then the connection resets: ioredis re-sends what was unanswered, and the
+      // SET finds our own value. A second command sent on that answer must not set the key again.
+      const releasing = store.release(["late:again"], "ours");
+      first.downDelayMs = 0;
+      first.resetAll();
+      await Promise.all([acquiring, releasing]);
+      expect(await direct[0]?.get("late:again")).toBeNull();
+    },
+  );
 });

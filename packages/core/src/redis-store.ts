@@ -59,6 +59,10 @@ export class RedisStore implements LockStore {
   #subscriber: HandOverSubscriber | undefined;
   /** `SET NX GET` works here (Redis >= 7); false once the server refused its syntax. */
   #plainSet = true;
+  /** Set by the first `SET NX GET` answer: until then a refusal of its syntax can still come (see #setNx). */
+  #plainSetKnown = false;
+  /** While #plainSetKnown is false: one-key acquires in flight by lock value, which a release waits for. */
+  readonly #unknownSets = new Map<string, Promise<unknown>>();
   /** Scripts this store has called once through the defined command, which sent them whole. */
   readonly #sent = new Set<ScriptName>();
   /** The event-loop phase of our last command; the socket we corked, with how many commands it holds. */
@@ -113,15 +117,24 @@ export class RedisStore implements LockStore {
    * One key, nobody queued: `SET key value NX PX ttl GET`, one command instead of the acquire
    * script (Redis runs it in about half the time; the sequential bench rows show it). GET tells a
    * free key (nil) from another owner's (PTTL then asks how long it has left) and from our own
-   * value, which the script then sets with our ttl (a SET re-sent after a reconnect, or a key
-   * handed to us with a short hold). Redis 6 refuses NX with GET: the script is used from then on.
+   * value (a SET re-sent after a reconnect, or a key handed to us with a short hold), which gets our
+   * ttl by the extend script: a compare-and-PEXPIRE, so that if the lock was released meanwhile
+   * (Redlock had its quorum without this answer) this second command cannot set the key again.
+   * Redis 6 refuses NX with GET: the acquire script is used from then on; the acquires sent before
+   * that was known are waited for by a release of their value, which would otherwise overtake the
+   * script sent after the refusal and leave the key set.
    */
   #setNx(key: string, value: string, ttl: number): Promise<AcquireReply> {
     const setGet = (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET") as Promise<string | null>;
-    return setGet.then(
+    const reply = setGet.then(
       (old) => {
+        this.#plainSetKnown = true;
         if (old === null) return ACQUIRED;
-        if (old === value) return this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply);
+        if (old === value) {
+          return this.#call(COMMANDS.extend, [1, key, value, ttl], (extended) =>
+            extended === 1 ? ACQUIRED : { acquired: false as const, holderTtl: 0 },
+          );
+        }
         return this.client
           .pttl(key)
           .then((left) => ({ acquired: false, holderTtl: left === -1 ? -1 : Math.max(0, left) }));
@@ -129,9 +142,15 @@ export class RedisStore implements LockStore {
       (error: unknown) => {
         if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
         this.#plainSet = false;
+        this.#plainSetKnown = true;
         return this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply);
       },
     );
+    if (this.#plainSetKnown) return reply;
+    this.#unknownSets.set(value, reply);
+    const settled = () => this.#unknownSets.delete(value);
+    reply.then(settled, settled);
+    return reply;
   }
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
@@ -163,6 +182,11 @@ export class RedisStore implements LockStore {
 
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
   release(keys: readonly string[], value: string): Promise<number> {
+    const unknownSet = this.#unknownSets.get(value);
+    if (unknownSet !== undefined) {
+      const release = () => this.release(keys, value);
+      return unknownSet.then(release, release);
+    }
     this.#beforeSend();
     const queues = this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
