@@ -11,7 +11,7 @@ import {
   FENCED_ACQUIRE_SCRIPT,
   RAISE_FENCES_SCRIPT,
   RELEASE_SCRIPT,
-} from "../../packages/core/src/scripts.js";
+} from "../../packages/core/src/stores/scripts.js";
 import type { Invariants } from "./invariants.js";
 import type { RedisServer } from "./redis-servers.js";
 

@@ -25,7 +25,7 @@ import {
   FENCED_SET_SCRIPT,
   RAISE_FENCES_SCRIPT,
   RELEASE_SCRIPT,
-} from "../../packages/core/src/scripts.js";
+} from "../../packages/core/src/stores/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
 import {
   connectionsOf,

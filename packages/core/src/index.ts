@@ -1,4 +1,3 @@
-export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./diagnostics.js";
 export {
   ErrorCodes,
   type InstanceFailure,
@@ -10,9 +9,8 @@ export {
   RedlockError,
   type RedlockErrorCode,
 } from "./errors.js";
-export { type FencedValue, fencedGet, fencedSet } from "./fenced-write.js";
-export { FetchResponseTracker } from "./fetch-response-tracker.js";
-export { currentFence, currentLock, holdingLock, resourcesNotHeld, trackHeldLocks } from "./held-locks.js";
+export { type FencedValue, fencedGet, fencedSet } from "./fencing/fenced-write.js";
+export { FetchResponseTracker } from "./http/fetch-response-done.js";
 export {
   createHttpLockPolicy,
   errorResponse,
@@ -22,23 +20,19 @@ export {
   RouteLock,
   type RouteLockOptions,
   type RouteOutcome,
-} from "./http-policy.js";
+} from "./http/http-policy.js";
+export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./http/key-template.js";
+export type { TrackedResponse } from "./http/response-done.js";
+export { currentFence, currentLock, holdingLock, resourcesNotHeld, trackHeldLocks } from "./lock/held-locks.js";
+export { Lock } from "./lock/lock.js";
+export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./observe/diagnostics.js";
 export type {
   ForcedRelease,
   InspectOptions,
   InstanceInspection,
   LockInspection,
   QuorumState,
-} from "./inspect.js";
-export type { RedlockInstance } from "./instances.js";
-export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./key-template.js";
-export { Lock } from "./lock.js";
-export { MemoryStore } from "./memory-store.js";
-export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
-export { RedisStore } from "./redis-store.js";
-export { Redlock, type UsingOptions } from "./redlock.js";
-export type { TrackedResponse } from "./response-tracker.js";
-export { type AcquireReply, canFence, isLockStore, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
+} from "./observe/inspect.js";
 export {
   type AcquireTraceContext,
   type ExtendTraceContext,
@@ -46,4 +40,17 @@ export {
   type ReleaseTraceContext,
   tracingChannels,
   type UsingTraceContext,
-} from "./tracing.js";
+} from "./observe/tracing.js";
+export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOptions } from "./options.js";
+export type { RedlockInstance } from "./quorum/instances.js";
+export { Redlock, type UsingOptions } from "./redlock.js";
+export { MemoryStore } from "./stores/memory-store.js";
+export { RedisStore } from "./stores/redis-store.js";
+export {
+  type AcquireReply,
+  canFence,
+  isLockStore,
+  type LockStore,
+  type QueueTicket,
+  type StoredKey,
+} from "./stores/store.js";

@@ -1,16 +1,20 @@
 import { performance } from "node:perf_hooks";
-import { acquireError, isMisconfigured } from "./acquire-failure.js";
-import { autoExtend } from "./auto-extend.js";
-import { type AcquireMessage, channels } from "./diagnostics.js";
 import { type InstanceFailure, LockLostError, LockUnavailableError } from "./errors.js";
-import { failuresOf, fanOut, type Quorum, type Vote } from "./fan-out.js";
-import { fencedAcquireCall, writeBackFences } from "./fencing.js";
-import { HandOvers, type Waiter } from "./hand-over.js";
-import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./inspect.js";
-import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
-import { LiveLocks } from "./live-locks.js";
-import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock.js";
-import { newLockValue } from "./lock-value.js";
+import { fencedAcquireCall, writeBackFences } from "./fencing/quorum-fences.js";
+import { autoExtend } from "./lock/auto-extend.js";
+import { LiveLocks } from "./lock/live-locks.js";
+import { armValidityTimer, Lock, LockState, markLost, markReleased, STATE } from "./lock/lock.js";
+import { newLockValue } from "./lock/lock-value.js";
+import { type AcquireMessage, channels } from "./observe/diagnostics.js";
+import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./observe/inspect.js";
+import {
+  type AttemptCounter,
+  traceAcquire,
+  traceExtend,
+  traceRelease,
+  traceUsing,
+  tracingChannels,
+} from "./observe/tracing.js";
 import {
   type AcquireOptions,
   checkOptionsObject,
@@ -26,18 +30,14 @@ import {
   resolveHoldOptions,
   resolveKeyPrefix,
 } from "./options.js";
-import { RedisStore } from "./redis-store.js";
-import { ServerIdentityCheck } from "./server-identity.js";
-import { type AcquireReply, canFence, type LockStore, type QueueTicket } from "./store.js";
-import {
-  type AttemptCounter,
-  traceAcquire,
-  traceExtend,
-  traceRelease,
-  traceUsing,
-  tracingChannels,
-} from "./tracing.js";
+import { acquireError, isMisconfigured } from "./quorum/acquire-failure.js";
+import { failuresOf, fanOut, type Quorum, type Vote } from "./quorum/ballot.js";
+import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./quorum/instances.js";
+import { ServerIdentityCheck } from "./quorum/server-identity.js";
+import { RedisStore } from "./stores/redis-store.js";
+import { type AcquireReply, canFence, type LockStore, type QueueTicket } from "./stores/store.js";
 import { checkFunction, checkMs, checkResources } from "./validate.js";
+import { HandOvers, type Waiter } from "./waiting/hand-over.js";
 
 /** Why an acquisition failed: someone else holds it, or no quorum could be asked. */
 type Failure =

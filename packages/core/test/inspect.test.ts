@@ -2,7 +2,7 @@ import { inspect as utilInspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import { sleep } from "../../../test/helpers/redis-servers.js";
 import { type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
-import { LiveLocks } from "../src/live-locks.js";
+import { LiveLocks } from "../src/lock/live-locks.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const { server, client, clients, redlock } = useRedlocks(3);

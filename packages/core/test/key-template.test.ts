@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { keyReads } from "../src/http/key-template.js";
 import { compileKey, LockKeyError } from "../src/index.js";
-import { keyReads } from "../src/key-template.js";
 
 const http = (over: Record<string, unknown> = {}) => ({
   params: { id: "42" },

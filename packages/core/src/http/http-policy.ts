@@ -1,18 +1,18 @@
 import type { ServerResponse } from "node:http";
-import { autoExtend } from "./auto-extend.js";
-import { LockKeyError, RedlockError } from "./errors.js";
-import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
-import type { Lock } from "./lock.js";
+import { LockKeyError, RedlockError } from "../errors.js";
+import { autoExtend } from "../lock/auto-extend.js";
+import type { Lock } from "../lock/lock.js";
 import {
   type AcquireOptions,
   checkLockOptions,
   checkOptionsObject,
   type HoldOptions,
   type ResolvedHoldOptions,
-} from "./options.js";
-import type { Redlock } from "./redlock.js";
-import { ResponseTracker, type TrackedResponse } from "./response-tracker.js";
-import { checkFunction } from "./validate.js";
+} from "../options.js";
+import type { Redlock } from "../redlock.js";
+import { checkFunction } from "../validate.js";
+import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
+import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
 export interface HttpKeySource {

@@ -1,4 +1,4 @@
-import { LockLostError } from "./errors.js";
+import { LockLostError } from "../errors.js";
 
 /** What a Lock asks of the Redlock that made it. */
 export interface LockOwner {

@@ -5,9 +5,9 @@
  * atomically, "if I still hold the keys, raise each counter to its fence". Any later acquisition's
  * quorum overlaps the write-back's, so its increment starts at or above this fence.
  */
-import type { InstanceFailure } from "./errors.js";
-import { failuresOf, fanOut, type Vote } from "./fan-out.js";
-import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
+import type { InstanceFailure } from "../errors.js";
+import { failuresOf, fanOut, type Vote } from "../quorum/ballot.js";
+import type { AcquireReply, LockStore, QueueTicket } from "../stores/store.js";
 
 /** A counter or fence: a positive decimal integer of at most 19 digits (Redis counters are 64-bit signed). */
 const FENCE = /^[1-9][0-9]{0,18}$/;

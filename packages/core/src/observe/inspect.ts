@@ -1,11 +1,11 @@
 import { createHash } from "node:crypto";
-import { type InstanceFailure, LockUnavailableError } from "./errors.js";
-import { fanOut, type Vote } from "./fan-out.js";
-import type { LiveLocks } from "./live-locks.js";
-import { checkOptionsObject } from "./options.js";
-import type { LockStore, StoredKey } from "./store.js";
-import { deleteKey, readKey } from "./store-reads.js";
-import { checkMs, checkResource } from "./validate.js";
+import { type InstanceFailure, LockUnavailableError } from "../errors.js";
+import type { LiveLocks } from "../lock/live-locks.js";
+import { checkOptionsObject } from "../options.js";
+import { fanOut, type Vote } from "../quorum/ballot.js";
+import type { LockStore, StoredKey } from "../stores/store.js";
+import { deleteKey, readKey } from "../stores/store-reads.js";
+import { checkMs, checkResource } from "../validate.js";
 
 /** Options of `inspect()`, `isLocked()` and `forceRelease()`. */
 export interface InspectOptions {

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { Redlock } from "../redlock.js";
 import type { Lock } from "./lock.js";
-import type { Redlock } from "./redlock.js";
 
 /** The locks held by the enclosing calls of the current async call chain, per Redlock, and the innermost one. */
 interface HeldLocks {

@@ -1,6 +1,6 @@
-import { Deadline, deadlines } from "./deadlines.js";
-import type { InstanceFailure } from "./errors.js";
-import type { LockStore } from "./store.js";
+import type { InstanceFailure } from "../errors.js";
+import { Deadline, deadlines } from "../speed/shared-timer.js";
+import type { LockStore } from "../stores/store.js";
 
 /** One instance's answer: its value, or the reason it gave none. */
 export type Vote<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };

@@ -1,7 +1,7 @@
-import { Deadline, deadlines } from "./deadlines.js";
-import { LockLostError } from "./errors.js";
+import { LockLostError } from "../errors.js";
+import type { ResolvedHoldOptions } from "../options.js";
+import { Deadline, deadlines } from "../speed/shared-timer.js";
 import { type Lock, markLost, STATE } from "./lock.js";
-import type { ResolvedHoldOptions } from "./options.js";
 
 interface Extender {
   extend(lock: Lock, ttl: number): Promise<Lock>;

@@ -1,7 +1,7 @@
 import diagnosticsChannel, { type TracingChannel } from "node:diagnostics_channel";
-import { ErrorCodes, RedlockError } from "./errors.js";
-import type { LiveLocks } from "./live-locks.js";
-import { Lock, STATE } from "./lock.js";
+import { ErrorCodes, RedlockError } from "../errors.js";
+import type { LiveLocks } from "../lock/live-locks.js";
+import { Lock, STATE } from "../lock/lock.js";
 
 /** What every redlock-kit trace context carries. Never the lock's value. */
 export interface LockTraceContext {

@@ -1,5 +1,5 @@
-import { LockKeyError } from "./errors.js";
-import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "./validate.js";
+import { LockKeyError } from "../errors.js";
+import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "../validate.js";
 
 /** A function of the key source returning one resource name or several (a multi-resource lock). */
 export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];

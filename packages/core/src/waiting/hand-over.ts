@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import type { LockStore, QueueTicket } from "./store.js";
+import type { LockStore, QueueTicket } from "../stores/store.js";
 
 /** How long a Redlock stays subscribed after its last waiter left, so that the next one need not subscribe again. */
 const LINGER_MS = 2000;

@@ -4,7 +4,7 @@ import {
   LockContentionError,
   LockUnavailableError,
   type RedlockError,
-} from "./errors.js";
+} from "../errors.js";
 
 /** Why an acquisition failed, as the quorum loop tallied its last attempt. */
 export type AcquireFailure =

@@ -1,4 +1,4 @@
-import type { TrackedResponse } from "./response-tracker.js";
+import type { TrackedResponse } from "./response-done.js";
 
 /**
  * Follows one Fetch-API response (Hono, and any server that answers with a `Response`) for the

@@ -1,7 +1,7 @@
-import { LockConfigurationError } from "./errors.js";
+import { LockConfigurationError } from "../errors.js";
+import { RedisStore } from "../stores/redis-store.js";
+import type { LockStore } from "../stores/store.js";
 import type { ResolvedInstance } from "./instances.js";
-import { RedisStore } from "./redis-store.js";
-import type { LockStore } from "./store.js";
 
 /**
  * Two entries of the instance list that reach one Redis server (`localhost` and `127.0.0.1`, a DNS

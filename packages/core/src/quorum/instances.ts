@@ -1,6 +1,6 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { describeClient, RedisStore } from "./redis-store.js";
-import { isLockStore, type LockStore } from "./store.js";
+import { describeClient, RedisStore } from "../stores/redis-store.js";
+import { isLockStore, type LockStore } from "../stores/store.js";
 
 /** One Redlock instance: an ioredis client or Cluster, ioredis options, a redis:// URL, or any LockStore. */
 export type RedlockInstance = Redis | Cluster | RedisOptions | string | LockStore;

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
-import { HandOverSubscriber } from "./hand-over-subscriber.js";
-import { atPhaseEnd, loopPhase } from "./loop-phase.js";
+import { atPhaseEnd, loopPhase } from "../speed/write-batching.js";
+import { HandOverSubscriber } from "../waiting/hand-over-subscriber.js";
 import {
   ACQUIRE_SCRIPT,
   COMMANDS,
@@ -22,7 +22,7 @@ type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
 const QUEUE_SUFFIX = ":redlock-kit:waiters";
 /** A key's fence counter sits beside it too (docs/fencing.md): never expires, never touched by release. */
 export const FENCE_SUFFIX = ":redlock-kit:fence";
-/** The scripts a store calls (the fenced write is the user's, on the resource's client: fenced-write.ts). */
+/** The scripts a store calls (the fenced write is the user's, on the resource's client: fencing/fenced-write.ts). */
 type ScriptName = Exclude<(typeof COMMANDS)[keyof typeof COMMANDS], typeof COMMANDS.fencedSet>;
 
 const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");

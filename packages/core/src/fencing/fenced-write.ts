@@ -1,8 +1,8 @@
 import type { Cluster, Redis } from "ioredis";
-import { isFence } from "./fencing.js";
-import { defineOnce } from "./redis-store.js";
-import { COMMANDS, FENCED_SET_SCRIPT } from "./scripts.js";
-import { checkString, describeValue } from "./validate.js";
+import { defineOnce } from "../stores/redis-store.js";
+import { COMMANDS, FENCED_SET_SCRIPT } from "../stores/scripts.js";
+import { checkString, describeValue } from "../validate.js";
+import { isFence } from "./quorum-fences.js";
 
 /** A resource written by `fencedSet`: its value and the fence of the write that stored it. */
 export interface FencedValue {
