@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { RedisServer } from "../../../test/helpers/redis-process.js";
 import { useRedisServers } from "../../../test/helpers/redis-servers.js";
 import { RedisStore, Redlock } from "../src/index.js";
-import { MAX_BATCH } from "../src/stores/redis-store.js";
+import { MAX_BATCH } from "../src/speed/write-batching.js";
 
 const redis = useRedisServers(1);
 

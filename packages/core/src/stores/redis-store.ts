@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
-import { atPhaseEnd, loopPhase } from "../speed/write-batching.js";
+import { type ScriptArgs, ScriptCaller } from "../speed/evalsha-bypass.js";
+import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber } from "../waiting/hand-over-subscriber.js";
 import {
   ACQUIRE_SCRIPT,
@@ -13,36 +13,10 @@ import {
 } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
 
-/** Commands per corked write: enough to save most writes, few enough that Redis starts early. */
-export const MAX_BATCH = 16;
-
-type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
-
 /** A key's queue of waiters sits beside it: the lock key with this suffix (no braces: same hash tag). */
 const QUEUE_SUFFIX = ":redlock-kit:waiters";
 /** A key's fence counter sits beside it too (docs/fencing.md): never expires, never touched by release. */
 export const FENCE_SUFFIX = ":redlock-kit:fence";
-/** The scripts a store calls (the fenced write is the user's, on the resource's client: fencing/fenced-write.ts). */
-type ScriptName = Exclude<(typeof COMMANDS)[keyof typeof COMMANDS], typeof COMMANDS.fencedSet>;
-
-const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
-/** The name Redis knows each script by once it has been sent whole. */
-const SHAS: Readonly<Record<ScriptName, string>> = {
-  [COMMANDS.acquire]: sha1(ACQUIRE_SCRIPT),
-  [COMMANDS.extend]: sha1(EXTEND_SCRIPT),
-  [COMMANDS.release]: sha1(RELEASE_SCRIPT),
-  [COMMANDS.acquireFenced]: sha1(FENCED_ACQUIRE_SCRIPT),
-  [COMMANDS.raiseFences]: sha1(RAISE_FENCES_SCRIPT),
-};
-
-/** The commands `defineCommand` adds, called with the key count first (numberOfKeys is left unset). */
-interface ScriptedClient {
-  [COMMANDS.acquire](...args: ScriptArgs): Promise<"OK" | number>;
-  [COMMANDS.extend](...args: ScriptArgs): Promise<number>;
-  [COMMANDS.release](...args: ScriptArgs): Promise<number>;
-  [COMMANDS.acquireFenced](...args: ScriptArgs): Promise<string[] | number>;
-  [COMMANDS.raiseFences](...args: ScriptArgs): Promise<number>;
-}
 
 /**
  * One Redlock instance on an ioredis client: standalone, Sentinel or Cluster.
@@ -54,8 +28,11 @@ interface ScriptedClient {
 export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
   readonly description: string;
-  readonly #scripts: ScriptedClient;
   readonly #cluster: boolean;
+  /** Calls the scripts, by EVALSHA once sent (speed/evalsha-bypass.ts). */
+  readonly #scripts: ScriptCaller;
+  /** Batches the writes of one event-loop phase (speed/write-batching.ts); none on a Cluster. */
+  readonly #batcher: WriteBatcher | undefined;
   #subscriber: HandOverSubscriber | undefined;
   /** `SET NX GET` works here (Redis >= 7); false once the server refused its syntax. */
   #plainSet = true;
@@ -63,12 +40,6 @@ export class RedisStore implements LockStore {
   #plainSetKnown = false;
   /** While #plainSetKnown is false: one-key acquires in flight by lock value, which a release waits for. */
   readonly #unknownSets = new Map<string, Promise<unknown>>();
-  /** Scripts this store has called once through the defined command, which sent them whole. */
-  readonly #sent = new Set<ScriptName>();
-  /** The event-loop phase of our last command; the socket we corked, with how many commands it holds. */
-  #phase = -1;
-  #corked: Redis["stream"] | undefined;
-  #batched = 0;
 
   constructor(client: Redis | Cluster) {
     this.client = client;
@@ -79,7 +50,8 @@ export class RedisStore implements LockStore {
     defineOnce(client, COMMANDS.release, RELEASE_SCRIPT);
     defineOnce(client, COMMANDS.acquireFenced, FENCED_ACQUIRE_SCRIPT);
     defineOnce(client, COMMANDS.raiseFences, RAISE_FENCES_SCRIPT);
-    this.#scripts = client as unknown as ScriptedClient;
+    this.#scripts = new ScriptCaller(client, this.#cluster);
+    this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
   }
 
   /**
@@ -102,15 +74,15 @@ export class RedisStore implements LockStore {
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    this.#beforeSend();
+    this.#batcher?.beforeSend();
     const queues = ticket === undefined ? undefined : this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) {
       if (keys.length === 1 && this.#plainSet) return this.#setNx(keys[0] as string, value, ttl);
-      return this.#call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
+      return this.#scripts.call(COMMANDS.acquire, [keys.length, ...keys, value, ttl], toAcquireReply);
     }
     const t = ticket as QueueTicket;
     const args: ScriptArgs = [keys.length * 2, ...keys, ...queues, value, ttl, entryOf(t, value), t.order, t.keepMs];
-    return this.#call(COMMANDS.acquire, args, toAcquireReply);
+    return this.#scripts.call(COMMANDS.acquire, args, toAcquireReply);
   }
 
   /**
@@ -131,7 +103,7 @@ export class RedisStore implements LockStore {
         this.#plainSetKnown = true;
         if (old === null) return ACQUIRED;
         if (old === value) {
-          return this.#call(COMMANDS.extend, [1, key, value, ttl], (extended) =>
+          return this.#scripts.call(COMMANDS.extend, [1, key, value, ttl], (extended) =>
             extended === 1 ? ACQUIRED : { acquired: false as const, holderTtl: 0 },
           );
         }
@@ -143,7 +115,7 @@ export class RedisStore implements LockStore {
         if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
         this.#plainSet = false;
         this.#plainSetKnown = true;
-        return this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply);
+        return this.#scripts.call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply);
       },
     );
     if (this.#plainSetKnown) return reply;
@@ -155,29 +127,33 @@ export class RedisStore implements LockStore {
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
   acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    this.#beforeSend();
+    this.#batcher?.beforeSend();
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = this.#besideOf(keys, FENCE_SUFFIX) as string[];
     const queues = ticket === undefined ? undefined : this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) {
-      return this.#call(COMMANDS.acquireFenced, [keys.length * 2, ...keys, ...counters, value, ttl], toFencedReply);
+      return this.#scripts.call(
+        COMMANDS.acquireFenced,
+        [keys.length * 2, ...keys, ...counters, value, ttl],
+        toFencedReply,
+      );
     }
     const t = ticket as QueueTicket;
     const queued = [...keys, ...queues, ...counters];
     const args: ScriptArgs = [queued.length, ...queued, value, ttl, entryOf(t, value), t.order, t.keepMs];
-    return this.#call(COMMANDS.acquireFenced, args, toFencedReply);
+    return this.#scripts.call(COMMANDS.acquireFenced, args, toFencedReply);
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
   raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
-    this.#beforeSend();
+    this.#batcher?.beforeSend();
     const counters = this.#besideOf(keys, FENCE_SUFFIX) as string[];
-    return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
+    return this.#scripts.call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
   }
 
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
-    this.#beforeSend();
-    return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
+    this.#batcher?.beforeSend();
+    return this.#scripts.call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
@@ -187,10 +163,10 @@ export class RedisStore implements LockStore {
       const release = () => this.release(keys, value);
       return unknownSet.then(release, release);
     }
-    this.#beforeSend();
+    this.#batcher?.beforeSend();
     const queues = this.#besideOf(keys, QUEUE_SUFFIX);
-    if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
-    return this.#call(COMMANDS.release, [keys.length * 2, ...keys, ...queues, value, "1"], Number);
+    if (queues === undefined) return this.#scripts.call(COMMANDS.release, [keys.length, ...keys, value], Number);
+    return this.#scripts.call(COMMANDS.release, [keys.length * 2, ...keys, ...queues, value, "1"], Number);
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
@@ -215,68 +191,6 @@ export class RedisStore implements LockStore {
     const beside = keys.map((key) => (this.#cluster ? besideKey(key, suffix) : key + suffix));
     return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
   }
-
-  /**
-   * A plain EVALSHA once the script has been sent: ioredis's `defineCommand` wraps every call in
-   * a Command subclass and a retry promise, which cost 1–2 µs of CPU per command, 6 commands per
-   * lock+unlock on 3 instances (sequential on 3 instances: 1.11x the floor this way, 1.00x through
-   * the defined command, in one A/B run; bench/). The first call of each script, and any call
-   * Redis answers NOSCRIPT (a restart, SCRIPT FLUSH, a failover), goes through the defined
-   * command, which sends the script whole. A Cluster always uses it: its nodes load scripts
-   * one by one.
-   */
-  #call<T>(name: ScriptName, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
-    const defined = (): Promise<T> => (this.#scripts[name](...args) as Promise<unknown>).then(parse);
-    if (this.#cluster || !this.#sent.has(name)) {
-      this.#sent.add(name);
-      return defined();
-    }
-    const bySha: Promise<unknown> = (this.client as Redis).evalsha(SHAS[name], ...args);
-    return bySha.then(parse, (error: unknown) => {
-      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      return defined();
-    });
-  }
-
-  /**
-   * Nagle's rule for Redis commands, per event-loop phase: the first command of a phase is written
-   * at once; the ones that follow in the same phase (the requests an HTTP server read together,
-   * the replies of a burst answered together) are corked and leave together, because a loopback
-   * write costs more than the rest of a lock's client-side work. A batch is flushed after
-   * `MAX_BATCH` commands, and whatever is left at `setImmediate`, the end of the phase: one
-   * write for a whole burst would leave Redis idle while we build it, and us idle while Redis
-   * runs it (64 concurrent locks on one instance: 1.1x the raw-ioredis floor, 0.7x with one
-   * write per burst). Commands still in flight from an earlier phase delay nothing: a
-   * third instance that answers after the quorum must not hold back the next lock.
-   * ioredis auto-pipelining batches too, but delays a lone command and builds a Pipeline per
-   * write (half the sequential throughput, in bench/).
-   */
-  #beforeSend(): void {
-    if (this.#cluster) return;
-    const phase = loopPhase();
-    if (this.#phase !== phase) {
-      this.#phase = phase;
-      return;
-    }
-    if (this.#corked !== undefined) {
-      if (++this.#batched < MAX_BATCH) return;
-      this.#uncork();
-    }
-    const client = this.client as Redis;
-    const stream = client.stream;
-    // not connected yet: ioredis queues the command and sends it once ready
-    if (client.status !== "ready" || !stream?.writable) return;
-    this.#corked = stream;
-    this.#batched = 1;
-    stream.cork();
-    atPhaseEnd(this.#uncork);
-  }
-
-  readonly #uncork = (): void => {
-    const stream = this.#corked;
-    this.#corked = undefined;
-    stream?.uncork();
-  };
 
   /** Closes the subscriber connection this store opened; the client it was given stays open. */
   close(): void {
