@@ -1,13 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Cluster, Redis } from "ioredis";
-import {
-  ACQUIRE_SCRIPT,
-  COMMANDS,
-  EXTEND_SCRIPT,
-  FENCED_ACQUIRE_SCRIPT,
-  RAISE_FENCES_SCRIPT,
-  RELEASE_SCRIPT,
-} from "../stores/scripts.js";
+import { STORE_SCRIPTS, type StoreScript } from "../stores/scripts.js";
 
 /**
  * The EVALSHA bypass, for speed only: once a script has been sent whole, it is called by a plain
@@ -20,21 +13,14 @@ import {
 
 export type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
 
-/** The scripts a store calls (the fenced write is the user's, on the resource's client: fencing/fenced-write.ts). */
-export type ScriptName = Exclude<(typeof COMMANDS)[keyof typeof COMMANDS], typeof COMMANDS.fencedSet>;
-
 const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
 /** The name Redis knows each script by once it has been sent whole. */
-const SHAS: Readonly<Record<ScriptName, string>> = {
-  [COMMANDS.acquire]: sha1(ACQUIRE_SCRIPT),
-  [COMMANDS.extend]: sha1(EXTEND_SCRIPT),
-  [COMMANDS.release]: sha1(RELEASE_SCRIPT),
-  [COMMANDS.acquireFenced]: sha1(FENCED_ACQUIRE_SCRIPT),
-  [COMMANDS.raiseFences]: sha1(RAISE_FENCES_SCRIPT),
-};
+const SHAS = Object.fromEntries(Object.entries(STORE_SCRIPTS).map(([name, lua]) => [name, sha1(lua)])) as Readonly<
+  Record<StoreScript, string>
+>;
 
 /** The commands `defineCommand` adds, called with the key count first (numberOfKeys is left unset). */
-type ScriptedClient = Record<ScriptName, (...args: ScriptArgs) => Promise<unknown>>;
+type ScriptedClient = Record<StoreScript, (...args: ScriptArgs) => Promise<unknown>>;
 
 /**
  * Calls the store's scripts on one client. The first call of each script, and any call Redis
@@ -45,7 +31,7 @@ export class ScriptCaller {
   readonly #client: Redis | Cluster;
   readonly #cluster: boolean;
   /** Scripts called once through the defined command, which sent them whole. */
-  readonly #sent = new Set<ScriptName>();
+  readonly #sent = new Set<StoreScript>();
 
   /** `client` must carry the defined commands already (`defineOnce`). */
   constructor(client: Redis | Cluster, cluster: boolean) {
@@ -53,7 +39,7 @@ export class ScriptCaller {
     this.#cluster = cluster;
   }
 
-  call<T>(name: ScriptName, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
+  call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
     const defined = (): Promise<T> => (this.#client as unknown as ScriptedClient)[name](...args).then(parse);
     if (this.#cluster || !this.#sent.has(name)) {
       this.#sent.add(name);

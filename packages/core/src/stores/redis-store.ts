@@ -3,14 +3,7 @@ import type { Cluster, Redis } from "ioredis";
 import { type ScriptArgs, ScriptCaller } from "../speed/evalsha-bypass.js";
 import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber } from "../waiting/hand-over-subscriber.js";
-import {
-  ACQUIRE_SCRIPT,
-  COMMANDS,
-  EXTEND_SCRIPT,
-  FENCED_ACQUIRE_SCRIPT,
-  RAISE_FENCES_SCRIPT,
-  RELEASE_SCRIPT,
-} from "./scripts.js";
+import { COMMANDS, STORE_SCRIPTS } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket } from "./store.js";
 
 /** A key's queue of waiters sits beside it: the lock key with this suffix (no braces: same hash tag). */
@@ -45,11 +38,7 @@ export class RedisStore implements LockStore {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
     this.description = describeClient(client);
-    defineOnce(client, COMMANDS.acquire, ACQUIRE_SCRIPT);
-    defineOnce(client, COMMANDS.extend, EXTEND_SCRIPT);
-    defineOnce(client, COMMANDS.release, RELEASE_SCRIPT);
-    defineOnce(client, COMMANDS.acquireFenced, FENCED_ACQUIRE_SCRIPT);
-    defineOnce(client, COMMANDS.raiseFences, RAISE_FENCES_SCRIPT);
+    for (const [name, lua] of Object.entries(STORE_SCRIPTS)) defineOnce(client, name, lua);
     this.#scripts = new ScriptCaller(client, this.#cluster);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
   }

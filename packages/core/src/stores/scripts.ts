@@ -226,3 +226,15 @@ export const COMMANDS = {
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",
 } as const;
+
+/** The scripts a store calls (the fenced write is the user's, on the resource's client: fencing/fenced-write.ts). */
+export type StoreScript = Exclude<(typeof COMMANDS)[keyof typeof COMMANDS], typeof COMMANDS.fencedSet>;
+
+/** Each store script's Lua by its command name: what `RedisStore` defines on a client. */
+export const STORE_SCRIPTS: Readonly<Record<StoreScript, string>> = {
+  [COMMANDS.acquire]: ACQUIRE_SCRIPT,
+  [COMMANDS.extend]: EXTEND_SCRIPT,
+  [COMMANDS.release]: RELEASE_SCRIPT,
+  [COMMANDS.acquireFenced]: FENCED_ACQUIRE_SCRIPT,
+  [COMMANDS.raiseFences]: RAISE_FENCES_SCRIPT,
+};
