@@ -1,0 +1,181 @@
+import { fencedAcquireCall, writeBackFences } from "../fencing/quorum-fences.js";
+import type { LiveLocks } from "../lock/live-locks.js";
+import { Lock, type LockOwner, LockState } from "../lock/lock.js";
+import { newLockValue } from "../lock/lock-value.js";
+import { type AcquireMessage, channels } from "../observe/diagnostics.js";
+import type { AttemptCounter } from "../observe/tracing.js";
+import {
+  type AcquireOptions,
+  driftFor,
+  instanceTimeoutFor,
+  type ResolvedAcquireOptions,
+  resolveAcquireOptions,
+} from "../options.js";
+import type { AcquireReply, LockStore } from "../stores/store.js";
+import { checkMs, checkResources } from "../validate.js";
+import type { HandOvers } from "../waiting/hand-over.js";
+import { sleep, WaitingCall } from "../waiting/waiting-call.js";
+import { type AcquireFailure, acquireError, isMisconfigured } from "./acquire-failure.js";
+import { fanOut, type Quorum, type Vote } from "./ballot.js";
+import { checkFencing } from "./instance-checks.js";
+import { type AcquireRequest, acquireCall, type QuorumContext, releaseCall } from "./requests.js";
+import { classify, tallyAcquire } from "./votes.js";
+
+/** What the loop needs of its Redlock beyond the quorum. */
+export interface AcquireParts {
+  readonly owner: LockOwner;
+  readonly handOvers: HandOvers;
+  readonly live: LiveLocks;
+  readonly prefix: string;
+  readonly defaults: ResolvedAcquireOptions;
+  /** Every instance can issue fencing tokens. */
+  readonly canFence: boolean;
+}
+
+/**
+ * Steps 1–4 of the Redlock algorithm with retries: ask every instance for the keys, count the
+ * votes, keep the lock if a quorum said yes with validity left, else give back what was taken and
+ * try again (waiting for a hand-over, or polling) until the retries or `wait` run out.
+ */
+export class AcquireLoop {
+  readonly #ctx: QuorumContext;
+  readonly #parts: AcquireParts;
+  /** The stores that must vet a lock's keys before it is attempted (Clusters). */
+  readonly #keyCheckers: readonly LockStore[];
+  /** An acquisition needs no more answers once a quorum said yes. */
+  readonly #acquiredQuorum: Quorum<AcquireReply>;
+
+  constructor(ctx: QuorumContext, parts: AcquireParts) {
+    this.#ctx = ctx;
+    this.#parts = parts;
+    this.#keyCheckers = ctx.stores.filter((store) => typeof store.checkKeys === "function");
+    this.#acquiredQuorum = { need: ctx.quorum, yes: (reply) => reply.acquired };
+  }
+
+  /** Resolves to `null` on contention when `nullOnContention`; rejects on every other failure. */
+  async run(
+    resources: string | readonly string[],
+    ttl: number,
+    options: AcquireOptions | undefined,
+    nullOnContention: boolean,
+    counter?: AttemptCounter,
+  ): Promise<Lock | null> {
+    const names = checkResources(resources);
+    checkMs("ttl", ttl);
+    const { stores, quorum, identity, clock } = this.#ctx;
+    const parts = this.#parts;
+    const opts = resolveAcquireOptions(parts.defaults, options);
+    const timeout = instanceTimeoutFor(ttl, opts);
+    opts.signal?.throwIfAborted();
+    const fencing = opts.fencing;
+    if (fencing && !parts.canFence) checkFencing(stores);
+
+    const prefix = parts.prefix;
+    const keys = prefix === "" ? names : names.map((name) => prefix + name);
+    for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
+    const value = newLockValue();
+    const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
+    const drift = driftFor(ttl, opts.driftFactor);
+    const start = clock();
+    const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
+    const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
+    const call = fencing ? fencedAcquireCall : acquireCall;
+    const handOvers = parts.handOvers;
+    const waiting = WaitingCall.mayWait(handOvers, opts)
+      ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts)
+      : undefined;
+    let attempts = 0;
+    let failure: AcquireFailure;
+    try {
+      for (;;) {
+        attempts++;
+        if (counter !== undefined) counter.attempts = attempts;
+        const attemptStart = clock();
+        const wallStart = Date.now();
+        request.ticket = waiting?.ticket();
+        const voters = identity.current ? stores : await identity.voters(stores, timeout);
+        const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
+        // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+        // replies (a pause, a slow instance) is time the other keys were already expiring.
+        let validity = ttl - (clock() - attemptStart) - drift;
+        const tally = tallyAcquire(votes);
+        let fences: readonly string[] | undefined;
+        let unconfirmed: AcquireFailure | undefined;
+        if (fencing && tally.yes >= quorum && validity > 0) {
+          // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
+          const writeBack = await writeBackFences(stores, request, votes, timeout, quorum);
+          validity = ttl - (clock() - attemptStart) - drift;
+          fences = writeBack.fences;
+          if (writeBack.fences === undefined) {
+            unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
+          }
+        }
+        if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
+          const state = new LockState(keys, value, timeout, clock);
+          state.validUntil = attemptStart + ttl - drift;
+          state.expiresAt = wallStart + ttl - drift;
+          const lock = new Lock(parts.owner, names, value, state, fences);
+          waiting?.settled(votes, true);
+          if (opts.signal?.aborted) {
+            await parts.owner.unlock(lock);
+            this.#publish(names, "aborted", attempts, start);
+            throw opts.signal.reason;
+          }
+          parts.live.add(lock);
+          this.#publish(names, "acquired", attempts, start);
+          return lock;
+        }
+        waiting?.settled(votes, false);
+        await this.#releaseAfterFailure(votes, request, timeout);
+        failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
+        if (opts.signal?.aborted) {
+          this.#publish(names, "aborted", attempts, start);
+          throw opts.signal.reason;
+        }
+        if (attempts >= maxAttempts || isMisconfigured(failure)) break;
+        let delay = pollDelay(opts);
+        if (deadline !== Number.POSITIVE_INFINITY) {
+          const left = deadline - clock();
+          if (left <= 0) break;
+          delay = Math.min(delay, Math.ceil(left));
+        }
+        // Not counted: it is the same attempt, now in line.
+        if (waiting !== undefined && (await waiting.join(attempts, failure.kind === "contention"))) {
+          attempts--;
+          continue;
+        }
+        try {
+          await (waiting ? waiting.sleep(delay, tally.held, opts.signal) : sleep(delay, opts.signal));
+        } catch (reason) {
+          this.#publish(names, "aborted", attempts, start);
+          throw reason;
+        }
+      }
+    } finally {
+      await waiting?.end();
+    }
+    this.#publish(names, failure.kind, attempts, start);
+    if (failure.kind === "contention" && nullOnContention) return null;
+    throw acquireError(names, failure, ttl);
+  }
+
+  /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
+  async #releaseAfterFailure(votes: readonly Vote<AcquireReply>[], request: AcquireRequest, timeout: number) {
+    const stores = this.#ctx.stores.filter((_, i) => {
+      const vote = votes[i];
+      return vote !== undefined && (!vote.ok || vote.value.acquired);
+    });
+    if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
+  }
+
+  #publish(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {
+    if (channels.acquire.hasSubscribers) {
+      const message: AcquireMessage = { resources, outcome, attempts, elapsedMs: this.#ctx.clock() - start };
+      channels.acquire.publish(message);
+    }
+  }
+}
+
+/** The delay before the next try: `retryDelay` plus up to `retryJitter` ms. */
+const pollDelay = (opts: ResolvedAcquireOptions) =>
+  opts.retryDelay + Math.floor(Math.random() * (opts.retryJitter + 1));

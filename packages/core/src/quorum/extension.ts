@@ -1,0 +1,62 @@
+import { LockLostError, LockUnavailableError } from "../errors.js";
+import { armValidityTimer, type Lock, markLost, STATE } from "../lock/lock.js";
+import { channels } from "../observe/diagnostics.js";
+import { driftFor } from "../options.js";
+import { failuresOf, fanOut } from "./ballot.js";
+import { extendCall, type LockRequest, type QuorumContext } from "./requests.js";
+import { countVotes } from "./votes.js";
+
+/**
+ * Resets a held lock's expiry to `ttl` ms from now on a quorum (see `Redlock.extend`). A lock is
+ * lost when a quorum no longer holds it; too few answers to tell leave it valid until its current
+ * validity ends, and the caller may try again.
+ */
+export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number, driftFactor: number): Promise<Lock> {
+  const { stores, quorum, identity, clock } = ctx;
+  const state = lock[STATE];
+  if (state.released) throw new LockLostError(lock.resources, "Lock was already released");
+  if (!lock.valid) {
+    const error = state.lost ?? new LockLostError(lock.resources, "Lock validity ended before the extension");
+    markLost(lock, error);
+    throw error;
+  }
+  const drift = driftFor(ttl, driftFactor);
+  const start = clock();
+  const wallStart = Date.now();
+  const request: LockRequest = { keys: state.keys, value: lock.value, ttl };
+  const voters = identity.current ? stores : await identity.voters(stores, state.instanceTimeout);
+  const votes = await fanOut(voters, extendCall, request, state.instanceTimeout, {
+    need: quorum,
+    yes: (extended) => extended,
+  });
+  const elapsed = clock() - start;
+  const yes = countVotes(votes, (extended) => extended);
+  const refused = countVotes(votes, (extended) => !extended);
+  const extended = yes >= quorum && ttl - elapsed - drift > 0 && !state.released;
+  if (channels.extend.hasSubscribers) {
+    channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
+  }
+  if (extended) {
+    state.validUntil = start + ttl - drift;
+    state.expiresAt = wallStart + ttl - drift;
+    armValidityTimer(lock);
+    return lock;
+  }
+  const causes = failuresOf(votes, lock.value);
+  // Too few answers to know: the keys may still be ours on a quorum. The lock stays valid until
+  // its current validity ends, and the caller may try again before then.
+  if (yes < quorum && stores.length - refused >= quorum && lock.valid) {
+    throw new LockUnavailableError(
+      lock.resources,
+      causes,
+      `Lock could not be extended: too few instances answered (${yes} of ${stores.length} confirmed, ${quorum} needed)`,
+    );
+  }
+  const error = new LockLostError(
+    lock.resources,
+    `Lock could not be extended on a quorum (${yes} of ${stores.length} instances, ${quorum} needed)`,
+    causes.length > 0 ? { cause: new LockUnavailableError(lock.resources, causes) } : undefined,
+  );
+  markLost(lock, error);
+  throw error;
+}

@@ -1,0 +1,138 @@
+import type { ResolvedAcquireOptions } from "../options.js";
+import { fanOut, type Vote } from "../quorum/ballot.js";
+import { releaseCall } from "../quorum/requests.js";
+import { isRefused, notTaken } from "../quorum/votes.js";
+import type { AcquireReply, LockStore, QueueTicket } from "../stores/store.js";
+import type { HandOvers, Waiter } from "./hand-over.js";
+
+/**
+ * The waiting of one acquire call that may wait (`wait` > 0 or `retryCount` > 0), as the acquire
+ * loop sees it: five calls, and everything about queues and hand-overs stays behind them.
+ *
+ * - `ticket()` before each attempt: the queue ticket to send with it, if the call can queue now;
+ * - `settled(votes, acquired)` after each attempt;
+ * - `join(attempts, contention)` after a failed attempt: queues the call if it is not yet, and says
+ *   whether to try again at once (refused before it could queue: it is the same attempt, now in line);
+ * - `sleep(ms, held, signal)` until the keys are handed over or `ms` pass;
+ * - `end()` in `finally`: leaves the queues and lets go of keys handed over but not claimed.
+ *
+ * A call that cannot wait, or whose instances cannot hand keys over, gets none: it polls with
+ * `sleep` below.
+ */
+export class WaitingCall {
+  readonly #handOvers: HandOvers;
+  readonly #stores: readonly LockStore[];
+  readonly #quorum: number;
+  readonly #keys: readonly string[];
+  readonly #value: string;
+  readonly #ttl: number;
+  readonly #timeoutMs: number;
+  readonly #options: ResolvedAcquireOptions;
+  #waiter: Waiter | undefined;
+  /** The ticket the last attempt carried. */
+  #ticket: QueueTicket | undefined;
+  /** Instances where this call may sit in a queue: those that did not take the keys. */
+  #queuedOn: number[] = [];
+
+  /** Whether a call with `options` waits for hand-overs: it may wait, and a quorum of instances can hand keys over. */
+  static mayWait(handOvers: HandOvers, options: ResolvedAcquireOptions): boolean {
+    return (options.wait === undefined ? options.retryCount > 0 : options.wait > 0) && handOvers.enabled;
+  }
+
+  constructor(
+    handOvers: HandOvers,
+    stores: readonly LockStore[],
+    quorum: number,
+    request: { readonly keys: readonly string[]; readonly value: string; readonly ttl: number },
+    timeoutMs: number,
+    options: ResolvedAcquireOptions,
+  ) {
+    this.#handOvers = handOvers;
+    this.#stores = stores;
+    this.#quorum = quorum;
+    this.#keys = request.keys;
+    this.#value = request.value;
+    this.#ttl = request.ttl;
+    this.#timeoutMs = timeoutMs;
+    this.#options = options;
+    // a call that may wait queues itself from its first attempt when this Redlock already listens
+    if (handOvers.listening) this.#enter(0);
+  }
+
+  /** The queue ticket for the next attempt: only while a quorum listens (otherwise nobody could be told). */
+  ticket(): QueueTicket | undefined {
+    const ticket = this.#waiter?.offer;
+    if (ticket !== undefined) (this.#waiter as Waiter).queued = true;
+    this.#ticket = ticket;
+    return ticket;
+  }
+
+  /** An attempt ended: it `acquired` the lock, or it failed and gives back every key it took. */
+  settled(votes: readonly Vote<AcquireReply>[], acquired: boolean): void {
+    if (this.#ticket !== undefined) this.#queuedOn = notTaken(votes);
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    if (acquired) waiter.acquired = true;
+    // Every key the attempt took is given back, a handed one too (the release script hands it
+    // to the next in line): a waiter never sits on votes another waiter needs.
+    else waiter.keepOnly((index) => isRefused(votes[index]));
+  }
+
+  /**
+   * After a failed attempt: a call not yet in line enters it and subscribes. True when it should
+   * try again at once, queued this time (it takes the key if the holder released it meanwhile): it
+   * was refused for contention before it could queue.
+   */
+  async join(attempts: number, contention: boolean): Promise<boolean> {
+    if (this.#waiter !== undefined) return false;
+    const waiter = this.#enter(attempts);
+    await this.#handOvers.listen(this.#timeoutMs);
+    return contention && waiter.offer !== undefined;
+  }
+
+  /**
+   * Waits for the keys to be handed over, or `ms`, whichever comes first; rejects with the
+   * signal's reason. `held`: how many instances refused the last attempt.
+   */
+  sleep(ms: number, held: number, signal: AbortSignal | undefined): Promise<void> {
+    const waiter = this.#waiter as Waiter;
+    // queued on too few instances to be handed a quorum (some timed out, or took the keys and
+    // gave them back): no release could wake it, so it tries again after one hold
+    if (this.#ticket !== undefined && held < this.#quorum) ms = Math.min(ms, waiter.ticket.holdMs);
+    return waiter.sleep(ms, signal);
+  }
+
+  /** The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up. */
+  async end(): Promise<void> {
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    this.#handOvers.leave(waiter, this.#queuedOn);
+    const holding = waiter.acquired ? [] : this.#stores.filter((_, i) => waiter.holding.has(i));
+    if (holding.length > 0) await fanOut(holding, releaseCall, waiter, this.#timeoutMs);
+  }
+
+  #enter(attempts: number): Waiter {
+    const budget = waitBudget(this.#options, attempts);
+    this.#waiter = this.#handOvers.enter(this.#keys, this.#value, this.#ttl, this.#timeoutMs, budget);
+    return this.#waiter;
+  }
+}
+
+/** How long a call may still wait after `attempts` attempts, at most: how long its queue entries must last. */
+const waitBudget = (opts: ResolvedAcquireOptions, attempts: number) =>
+  opts.wait ?? (opts.retryCount + 1 - attempts) * (opts.retryDelay + opts.retryJitter);
+
+/** Sleeps `ms`, for a call that polls; rejects with the signal's reason when it aborts. */
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
