@@ -49,10 +49,10 @@ export async function compileFixture<T>(
       "@redlock-kit/express": [join(root, "packages/express/src/index.ts")],
     },
   };
-  // ambient declarations the sources rely on (core declares its untyped dependencies in src/*.d.ts)
+  // ambient declarations the sources rely on (core declares its untyped dependencies in src/**/*.d.ts)
   const ambient = ["core", "decorators", "express"].flatMap((name) => {
     const src = join(root, "packages", name, "src");
-    return readdirSync(src)
+    return readdirSync(src, { recursive: true, encoding: "utf8" })
       .filter((file) => file.endsWith(".d.ts"))
       .map((file) => join(src, file));
   });
