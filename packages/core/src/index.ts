@@ -23,6 +23,12 @@ export {
 } from "./http/http-policy.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./http/key-template.js";
 export type { TrackedResponse } from "./http/response-done.js";
+export {
+  DECLARED_LOCK_KEYS,
+  type DeclaredLockOptions,
+  type ResolvedDeclaredLock,
+  resolveDeclaredLock,
+} from "./lock/declared-lock.js";
 export { currentFence, currentLock, holdingLock, resourcesNotHeld, trackHeldLocks } from "./lock/held-locks.js";
 export { Lock } from "./lock/lock.js";
 export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./observe/diagnostics.js";

@@ -1,15 +1,15 @@
 import {
-  type AcquireOptions,
-  checkLockOptions,
-  type HoldOptions,
+  DECLARED_LOCK_KEYS,
+  type DeclaredLockOptions,
   type LockContentionError,
   type Redlock,
+  resolveDeclaredLock,
   type UsingOptions,
 } from "@redlock-kit/core";
 import { checkRedlock } from "./default-redlock.js";
 
 /** Options of one `@Locked` method. Every field is optional; `undefined` never overrides a default. */
-export interface LockedOptions extends Omit<AcquireOptions, "signal" | "retryCount" | "wait">, HoldOptions {
+export interface LockedOptions extends DeclaredLockOptions {
   /**
    * Lock ttl in ms. The lock is renewed while the method runs (up to `maxHoldMs`), so the ttl bounds
    * how long a crashed process blocks others, not how long the method may run.
@@ -52,26 +52,15 @@ export interface ResolvedLockedOptions {
   readonly using: Readonly<UsingOptions>;
 }
 
-export const DEFAULT_TTL = 5000;
+const DEFAULTS = resolveDeclaredLock(undefined);
 const DEFAULT_OPTIONS: ResolvedLockedOptions = Object.freeze({
-  ttl: DEFAULT_TTL,
+  ttl: DEFAULTS.ttl,
   redlock: undefined,
   onContention: "throw",
-  using: Object.freeze({ wait: 0 }),
+  using: DEFAULTS.acquire,
 });
 
-/** Options handed to core as they are; core validates them (see `resolveLockedOptions`). */
-const PASSED_TO_CORE = [
-  "wait",
-  "driftFactor",
-  "retryDelay",
-  "retryJitter",
-  "instanceTimeout",
-  "extendThreshold",
-  "maxHoldMs",
-  "fencing",
-] as const;
-const KNOWN = new Set<string>(["ttl", "redlock", "onContention", ...PASSED_TO_CORE]);
+const KNOWN = new Set<string>(["redlock", "onContention", ...DECLARED_LOCK_KEYS]);
 
 /**
  * Resolves `@Locked`'s second argument (a ttl or an options object) once, at decoration, into a
@@ -80,8 +69,7 @@ const KNOWN = new Set<string>(["ttl", "redlock", "onContention", ...PASSED_TO_CO
 export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | undefined): ResolvedLockedOptions {
   if (ttlOrOptions === undefined) return DEFAULT_OPTIONS;
   if (typeof ttlOrOptions === "number") {
-    checkLockOptions({ ttl: ttlOrOptions }, "");
-    return Object.freeze({ ...DEFAULT_OPTIONS, ttl: ttlOrOptions });
+    return Object.freeze({ ...DEFAULT_OPTIONS, ttl: resolveDeclaredLock({ ttl: ttlOrOptions }, "").ttl });
   }
   if (typeof ttlOrOptions !== "object" || ttlOrOptions === null || Array.isArray(ttlOrOptions)) {
     throw new TypeError("@Locked's second argument must be a ttl in ms or an options object");
@@ -94,26 +82,20 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
   }
   const own = <K extends keyof LockedOptions>(key: K): LockedOptions[K] =>
     Object.hasOwn(ttlOrOptions, key) ? ttlOrOptions[key] : undefined;
-  const ttl = own("ttl") ?? DEFAULT_TTL;
   const redlockOption = own("redlock");
   const onContention = own("onContention") ?? "throw";
   if (onContention !== "throw" && onContention !== "skip" && typeof onContention !== "function") {
     throw new TypeError(`options.onContention must be "throw", "skip" or a function, got ${String(onContention)}`);
   }
-  const using: Record<string, unknown> = { wait: 0 };
-  for (const key of PASSED_TO_CORE) {
-    const value = own(key);
-    if (value !== undefined) using[key] = value;
-  }
-  // core's own checks, now at decoration rather than on the first call
-  checkLockOptions({ ...using, ttl });
+  // core's own defaults and checks, now at decoration rather than on the first call
+  const declared = resolveDeclaredLock(ttlOrOptions);
   return Object.freeze({
-    ttl,
+    ttl: declared.ttl,
     redlock:
       redlockOption === undefined || typeof redlockOption === "function"
         ? redlockOption
         : checkRedlock("options.redlock", redlockOption),
     onContention,
-    using: Object.freeze(using) as UsingOptions,
+    using: Object.freeze({ ...declared.acquire, ...declared.hold }),
   });
 }

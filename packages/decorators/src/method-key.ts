@@ -13,7 +13,6 @@ export type LockedArgs = readonly unknown[];
 
 /** Compiles `key` once; a malformed template or a key that is neither a string nor a function is a `TypeError`. */
 export function compileLockedKey(key: LockedKey): KeyResolver<LockedArgs> {
-  if (typeof key === "function") return compileKey<LockedArgs>(settleRejections(key));
   return compileKey<LockedArgs>(key);
 }
 
@@ -37,19 +36,5 @@ export function withKeyParameters(
     const names = resolve(args);
     const tail = resolveSuffix(args)[0];
     return check(names.map((name) => `${name}:${tail}`));
-  };
-}
-
-/**
- * Key functions are synchronous: core refuses a promise as "not a string" (a `LockKeyError`);
- * this keeps that promise's rejection, if any, from going unhandled and crashing the process.
- */
-function settleRejections(fn: (args: LockedArgs) => unknown): (args: LockedArgs) => string | readonly string[] {
-  return function lockedKey(args) {
-    const result = fn(args);
-    if (typeof (result as PromiseLike<unknown> | null)?.then === "function") {
-      (result as PromiseLike<unknown>).then(undefined, () => {});
-    }
-    return result as string | readonly string[];
   };
 }

@@ -1,14 +1,9 @@
 import type { ServerResponse } from "node:http";
 import { LockKeyError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
+import { type DeclaredLockOptions, type ResolvedDeclaredLock, resolveDeclaredLock } from "../lock/declared-lock.js";
 import type { Lock } from "../lock/lock.js";
-import {
-  type AcquireOptions,
-  checkLockOptions,
-  checkOptionsObject,
-  type HoldOptions,
-  type ResolvedHoldOptions,
-} from "../options.js";
+import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { checkFunction } from "../validate.js";
 import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
@@ -23,9 +18,7 @@ export interface HttpKeySource {
 }
 
 /** Options of a locked route; `Hook` is the adapter's custom-response callback type. */
-export interface RouteLockOptions<Hook = never>
-  extends Omit<AcquireOptions, "signal" | "retryCount" | "wait">,
-    HoldOptions {
+export interface RouteLockOptions<Hook = never> extends DeclaredLockOptions {
   /**
    * Lock ttl in ms. With `autoExtend` the lock is renewed while the request is in flight, so the ttl
    * bounds how long a crashed process blocks others, not how long a handler may run.
@@ -69,6 +62,8 @@ export function errorResponse(error: RedlockError): HttpResponse {
 }
 
 interface ResolvedRouteOptions<Hook> {
+  /** The options every declared lock shares, resolved once: the base of a route's own. */
+  readonly declared: ResolvedDeclaredLock;
   readonly ttl: number;
   readonly autoExtend: boolean;
   readonly acquire: AcquireOptions;
@@ -223,27 +218,14 @@ function resolveRouteOptions<Hook>(
   }
   const onLocked = get("onLocked");
   const onUnavailable = get("onUnavailable");
-  const acquire: AcquireOptions = { wait: 0, ...base?.acquire };
-  for (const key of ["driftFactor", "retryDelay", "retryJitter", "instanceTimeout", "wait"] as const) {
-    const value = get(key);
-    if (value !== undefined) acquire[key] = value;
-  }
-  const fencing = get("fencing");
-  if (fencing !== undefined) acquire.fencing = fencing;
-  const hold: HoldOptions = { ...base?.hold };
-  for (const key of ["extendThreshold", "maxHoldMs"] as const) {
-    const value = get(key);
-    if (value !== undefined) hold[key] = value;
-  }
-  const ttl = get("ttl") ?? base?.ttl ?? 5000;
-  // the same checks and messages as a call, now at route definition rather than per request
-  checkLockOptions({ ...acquire, ...hold, ttl }, name);
+  const declared = resolveDeclaredLock(options, name, base?.declared);
   return Object.freeze({
-    ttl,
+    declared,
+    ttl: declared.ttl,
     autoExtend: extend ?? base?.autoExtend ?? true,
-    acquire: Object.freeze(acquire),
-    waits: (acquire.wait ?? 0) > 0,
-    hold: redlock.resolveHoldOptions(hold),
+    acquire: declared.acquire,
+    waits: (declared.acquire.wait ?? 0) > 0,
+    hold: redlock.resolveHoldOptions(declared.hold),
     onLocked: onLocked === undefined ? base?.onLocked : (checkFunction(`${name}.onLocked`, onLocked) as Hook),
     onUnavailable:
       onUnavailable === undefined
