@@ -16,6 +16,8 @@ export default defineConfig({
       "@redlock-kit/nestjs": src("nestjs"),
       "@redlock-kit/cli": src("cli"),
       "@redlock-kit/opentelemetry": src("opentelemetry"),
+      // the shared test harness (Redis processes and topologies, leak invariants), for every package's tests
+      "#test-helpers": fileURLToPath(new URL("./test/helpers", import.meta.url)),
     },
   },
   test: {

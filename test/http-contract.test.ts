@@ -3,7 +3,6 @@
  * Fastify and Hono adapters (glue in helpers/http-apps.ts), on real loopback ports and three real
  * redis-server processes.
  */
-import { createHook } from "node:async_hooks";
 import diagnosticsChannel from "node:diagnostics_channel";
 import { once } from "node:events";
 import type http from "node:http";
@@ -14,6 +13,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
+import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
 import { nextAbortedAcquire, nextRelease } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
@@ -236,48 +236,6 @@ const keyCounts = () => Promise.all(clients.map((client) => client.dbsize()));
 /** The server side of the next request, to see when it notices a client that left. */
 function nextServerResponse(server: http.Server): Promise<http.ServerResponse> {
   return new Promise((resolve) => server.once("request", (_req, res) => resolve(res)));
-}
-
-/** Open handles by type (refed timers, sockets, servers…), as `process.getActiveResourcesInfo()` lists them. */
-function activeResources(): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const type of process.getActiveResourcesInfo()) counts[type] = (counts[type] ?? 0) + 1;
-  return counts;
-}
-
-/** Resource types of which more are open now than in `before` (fewer is fine: the test runner's own come and go). */
-function grownResources(before: Record<string, number>): string[] {
-  return Object.entries(activeResources())
-    .filter(([type, count]) => count > (before[type] ?? 0))
-    .map(([type, count]) => `${type}: ${before[type] ?? 0} -> ${count}`);
-}
-
-/**
- * Timers created while enabled and neither fired nor cleared: unref'd ones too, which
- * getActiveResourcesInfo() omits (auto-extension timers are unref'd).
- */
-function trackTimers() {
-  const alive = new Map<number, string>();
-  let ignoring = false;
-  const hook = createHook({
-    init(asyncId, type) {
-      if (type === "Timeout" && !ignoring) alive.set(asyncId, new Error().stack ?? "");
-    },
-    destroy(asyncId) {
-      alive.delete(asyncId);
-    },
-  }).enable();
-  return {
-    alive: () => [...alive.values()],
-    /** A pause that is not itself tracked. */
-    sleep(ms: number) {
-      ignoring = true;
-      const done = sleep(ms);
-      ignoring = false;
-      return done;
-    },
-    stop: () => hook.disable(),
-  };
 }
 
 const frameworks: Framework[] = ["express", "koa", "fastify", "hono"];

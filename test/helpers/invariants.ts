@@ -1,9 +1,11 @@
 /**
- * The invariants of docs/reliability.md §2, checked after every reliability test:
+ * The leak invariants, in one module. Those of docs/reliability.md §2, checked after every
+ * reliability test by `useInvariants`:
  * I1 no immortal keys, I2 no leaked locks, I3 no leaked handles, I4 no unhandled
  * rejections or uncaught exceptions. Register after `useRedisServers()` so the
  * servers exist when the baseline is taken.
  */
+import { createHook } from "node:async_hooks";
 import type { Redis, RedisOptions } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import { type RedisServer, sleep } from "./redis-servers.js";
@@ -55,6 +57,45 @@ export function excess(now: Map<string, number>, baseline: Map<string, number>):
     if (more > 0) extra[type] = more;
   }
   return extra;
+}
+
+/** Open handles by type (refed timers, sockets, servers…), as `process.getActiveResourcesInfo()` lists them. */
+export const activeResources = (): Map<string, number> => countByType(process.getActiveResourcesInfo());
+
+/** Resource types of which more are open now than in `before` (fewer is fine: the test runner's own come and go). */
+export function grownResources(before: Map<string, number>): string[] {
+  return Object.entries(excess(activeResources(), before)).map(([type, more]) => {
+    const was = before.get(type) ?? 0;
+    return `${type}: ${was} -> ${was + more}`;
+  });
+}
+
+/**
+ * Timers created while enabled and neither fired nor cleared: unref'd ones too, which
+ * getActiveResourcesInfo() omits (auto-extension timers are unref'd).
+ */
+export function trackTimers() {
+  const alive = new Map<number, string>();
+  let ignoring = false;
+  const hook = createHook({
+    init(asyncId, type) {
+      if (type === "Timeout" && !ignoring) alive.set(asyncId, new Error().stack ?? "");
+    },
+    destroy(asyncId) {
+      alive.delete(asyncId);
+    },
+  }).enable();
+  return {
+    alive: () => [...alive.values()],
+    /** A pause that is not itself tracked. */
+    sleep(ms: number) {
+      ignoring = true;
+      const done = sleep(ms);
+      ignoring = false;
+      return done;
+    },
+    stop: () => hook.disable(),
+  };
 }
 
 /** The active resources once they stop changing (a socket that was just destroyed closes a tick later). */

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { type Lock, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { runCli, start, startOnTty } from "./helpers/run-cli.js";
 
 const cluster = useRedisServers(3);

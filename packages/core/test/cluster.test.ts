@@ -1,7 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { RedisServer } from "../../../test/helpers/redis-servers.js";
-import { startCluster, type TestCluster } from "../../../test/helpers/topologies.js";
+import { type RedisServer, startCluster, type TestCluster } from "#test-helpers/redis.js";
 import { LockConfigurationError, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
 let cluster: TestCluster;

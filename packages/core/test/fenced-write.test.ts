@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { fencedGet, fencedSet, Redlock } from "../src/index.js";
 
 const redis = useRedisServers(1);

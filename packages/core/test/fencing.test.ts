@@ -6,7 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { type LockStore, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);

@@ -4,8 +4,8 @@
  */
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { nextRelease } from "../../../test/helpers/lock-events.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { nextRelease } from "#test-helpers/lock-events.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { createHttpLockPolicy, FetchResponseTracker, type Lock, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(1);

@@ -1,7 +1,7 @@
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { sleep, useRedisServers } from "#test-helpers/redis.js";
 import {
   type AcquireMessage,
   type Lock,

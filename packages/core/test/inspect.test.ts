@@ -1,6 +1,6 @@
 import { inspect as utilInspect } from "node:util";
 import { describe, expect, it } from "vitest";
-import { sleep } from "../../../test/helpers/redis-servers.js";
+import { sleep } from "#test-helpers/redis.js";
 import { type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
 import { LiveLocks } from "../src/lock/live-locks.js";
 import { useRedlocks } from "./helpers/redlocks.js";

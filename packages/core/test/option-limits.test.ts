@@ -5,8 +5,8 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type DelayProxy, startDelayProxy } from "../../../test/helpers/delay-proxy.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { checkLockOptions, LockContentionError, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);

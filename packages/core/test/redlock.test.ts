@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { aborted } from "../../../test/helpers/aborted.js";
-import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { aborted } from "#test-helpers/aborted.js";
+import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis-servers.js";
 import {
   Lock,
   LockContentionError,

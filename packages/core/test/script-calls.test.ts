@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { Redlock } from "../src/index.js";
 
 const redis = useRedisServers(1);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { startSentinel, type TestSentinel, until } from "../../../test/helpers/topologies.js";
+import { startSentinel, type TestSentinel, until } from "#test-helpers/redis.js";
 import { LockConfigurationError, MemoryStore, Redlock } from "../src/index.js";
 
 let sentinel: TestSentinel;

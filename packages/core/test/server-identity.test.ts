@@ -4,8 +4,8 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type DelayProxy, startDelayProxy } from "../../../test/helpers/delay-proxy.js";
-import { freePort, type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { LockConfigurationError, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);

@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { sleep, useRedisServers } from "#test-helpers/redis.js";
 import { type LockStore, MemoryStore, RedisStore } from "../src/index.js";
 
 const redis = useRedisServers(1);

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import diagnosticsChannel from "node:diagnostics_channel";
 import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
-import { sleep } from "../../../test/helpers/redis-servers.js";
+import { sleep } from "#test-helpers/redis.js";
 import {
   type Lock,
   LockContentionError,

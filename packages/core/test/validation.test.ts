@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { type Lock, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);

@@ -1,8 +1,7 @@
 import type { Socket } from "node:net";
 import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import type { RedisServer } from "../../../test/helpers/redis-process.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { RedisStore, Redlock } from "../src/index.js";
 import { MAX_BATCH } from "../src/speed/write-batching.js";
 

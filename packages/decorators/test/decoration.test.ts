@@ -2,7 +2,7 @@ import "reflect-metadata";
 import { LockContentionError, LockKeyError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
 
 // Decorators applied by hand, in each mode's call shape, as the compiled code of

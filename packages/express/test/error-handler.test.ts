@@ -3,8 +3,8 @@ import type { AddressInfo } from "node:net";
 import { LockContentionError, LockKeyError, LockLostError, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import express from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { send } from "../../../test/helpers/http-client.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware, redlockErrorHandler } from "../src/index.js";
 
 const cluster = useRedisServers(1);

@@ -1,8 +1,8 @@
 import { type HttpKeySource, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { send } from "../../../test/helpers/http-client.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin, { redlockPlugin as namedPlugin } from "../src/index.js";
 
 const cluster = useRedisServers(1);

@@ -6,8 +6,8 @@ import { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { send } from "../../../test/helpers/http-client.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware, type HonoLockHook } from "../src/index.js";
 import { serveHono } from "./serve.js";
 

@@ -8,9 +8,9 @@ import { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { nextChunk, open, send } from "../../../test/helpers/http-client.js";
-import { countReleases, nextRelease } from "../../../test/helpers/lock-events.js";
-import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { nextChunk, open, send } from "#test-helpers/http-client.js";
+import { countReleases, nextRelease } from "#test-helpers/lock-events.js";
+import { sleep, useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 import { serveHono } from "./serve.js";
 

@@ -28,8 +28,8 @@ import { type AcquireMessage, channels, type Lock, Redlock } from "@redlock-kit/
 import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { open } from "../../../test/helpers/http-client.js";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { open } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
 import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
 

@@ -11,7 +11,7 @@ import { Cron, Interval, ScheduleModule, SchedulerRegistry } from "@nestjs/sched
 import { LockContentionError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { useRedisServers } from "#test-helpers/redis.js";
 import { Locked, RedlockModule } from "../src/index.js";
 import { captureLogs } from "./helpers/nest-app.js";
 

@@ -8,8 +8,8 @@ import { NestFactory } from "@nestjs/core";
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { excess, settledResources } from "../../../test/helpers/invariants.js";
-import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { excess, settledResources } from "#test-helpers/invariants.js";
+import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 
 const cluster = useRedisServers(4);

@@ -19,7 +19,7 @@ import { type Lock, LockUnavailableError, Redlock, tracingChannels } from "@redl
 import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RedisServer, sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
+import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];

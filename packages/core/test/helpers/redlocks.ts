@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll } from "vitest";
-import { type RedisServer, useRedisServers } from "../../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Redlock, type RedlockOptions } from "../../src/index.js";
 
 /**

@@ -1,7 +1,7 @@
 import { LockContentionError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
-import { type RedisServer, useRedisServers } from "../../../../test/helpers/redis-servers.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { setDefaultRedlock } from "../../src/index.js";
 import { compileFixture, type DecoratorMode } from "./compile-fixture.js";
 

@@ -1,6 +1,6 @@
 import { channels, type ExtendMessage, LockKeyError, LockLostError, LockUnavailableError } from "@redlock-kit/core";
 import { describe, expect, it } from "vitest";
-import { sleep } from "../../../../test/helpers/redis-servers.js";
+import { sleep } from "#test-helpers/redis.js";
 import type { DecoratorMode } from "./compile-fixture.js";
 import { contentionOf, expectOneHolder, gate, type LockedContext } from "./locked-context.js";
 import type { FixtureModule, Fixtures, OrderService } from "./services.js";
