@@ -61,8 +61,8 @@ export class RedisStore implements LockStore {
   #plainSet = true;
   /** Set by the first `SET NX GET` answer: until then a refusal of its syntax can still come (see #setNx). */
   #plainSetKnown = false;
-  /** While #plainSetKnown is false: one-key acquires in flight by lock value, which a release waits for. */
-  readonly #unknownSets = new Map<string, Promise<unknown>>();
+  /** While #plainSetKnown is false: the values of one-key acquires in flight, true once released (see #setNx). */
+  readonly #unknownSets = new Map<string, boolean>();
   /** Scripts this store has called once through the defined command, which sent them whole. */
   readonly #sent = new Set<ScriptName>();
   /** The event-loop phase of our last command; the socket we corked, with how many commands it holds. */
@@ -120,9 +120,9 @@ export class RedisStore implements LockStore {
    * value (a SET re-sent after a reconnect, or a key handed to us with a short hold), which gets our
    * ttl by the extend script: a compare-and-PEXPIRE, so that if the lock was released meanwhile
    * (Redlock had its quorum without this answer) this second command cannot set the key again.
-   * Redis 6 refuses NX with GET: the acquire script is used from then on; the acquires sent before
-   * that was known are waited for by a release of their value, which would otherwise overtake the
-   * script sent after the refusal and leave the key set.
+   * Redis 6 refuses NX with GET: the acquire script is used from then on. An acquire refused so
+   * whose value was released meanwhile sends nothing more (the script would land after that
+   * release and set the key again): it answers "not acquired".
    */
   #setNx(key: string, value: string, ttl: number): Promise<AcquireReply> {
     const setGet = (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET") as Promise<string | null>;
@@ -143,11 +143,12 @@ export class RedisStore implements LockStore {
         if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
         this.#plainSet = false;
         this.#plainSetKnown = true;
+        if (this.#unknownSets.get(value) === true) return { acquired: false as const, holderTtl: 0 };
         return this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply);
       },
     );
     if (this.#plainSetKnown) return reply;
-    this.#unknownSets.set(value, reply);
+    this.#unknownSets.set(value, false);
     const settled = () => this.#unknownSets.delete(value);
     reply.then(settled, settled);
     return reply;
@@ -182,11 +183,7 @@ export class RedisStore implements LockStore {
 
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
   release(keys: readonly string[], value: string): Promise<number> {
-    const unknownSet = this.#unknownSets.get(value);
-    if (unknownSet !== undefined) {
-      const release = () => this.release(keys, value);
-      return unknownSet.then(release, release);
-    }
+    if (this.#unknownSets.has(value)) this.#unknownSets.set(value, true);
     this.#beforeSend();
     const queues = this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
