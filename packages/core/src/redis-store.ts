@@ -181,13 +181,15 @@ export class RedisStore implements LockStore {
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
-  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
-  release(keys: readonly string[], value: string): Promise<number> {
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
+  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
     if (this.#unknownSets.has(value)) this.#unknownSets.set(value, true);
     this.#beforeSend();
     const queues = this.#besideOf(keys, QUEUE_SUFFIX);
     if (queues === undefined) return this.#call(COMMANDS.release, [keys.length, ...keys, value], Number);
-    return this.#call(COMMANDS.release, [keys.length * 2, ...keys, ...queues, value, "1"], Number);
+    const args: ScriptArgs = [keys.length * 2, ...keys, ...queues, value, "1"];
+    if (requeue !== undefined) args.push(entryOf(requeue, value), requeue.order, requeue.keepMs);
+    return this.#call(COMMANDS.release, args, Number);
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
