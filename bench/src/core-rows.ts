@@ -69,6 +69,34 @@ function entry(contender: Contender, scores: number[], baseline: number[], metri
   };
 }
 
+/**
+ * One entry per contender from its samples ([contender][round], the first is the baseline): rate
+ * and client CPU as ratios to the baseline in the same round, and latency p50/p99 when the samples
+ * carry latencies (sequential loops).
+ */
+export function throughputEntries(contenders: readonly Contender[], samples: readonly Sample[][]): Entry[] {
+  const base = samples[0] as Sample[];
+  const baseline = base.map((sample) => sample.opsPerSec);
+  return contenders.map((contender, index) => {
+    const mine = samples[index] as Sample[];
+    const metrics: Record<string, number> = {
+      cpuUsPerOp: median(mine.map((sample) => sample.cpuUsPerOp)),
+      cpuRatio: median(mine.map((sample, round) => sample.cpuUsPerOp / (base[round] as Sample).cpuUsPerOp)),
+    };
+    if (mine.some((sample) => sample.latenciesUs !== undefined)) {
+      const all = Float64Array.from(mine.flatMap((sample) => Array.from(sample.latenciesUs ?? [])));
+      metrics.p50Us = quantile(all, 0.5);
+      metrics.p99Us = quantile(all, 0.99);
+    }
+    return entry(
+      contender,
+      mine.map((sample) => sample.opsPerSec),
+      baseline,
+      metrics,
+    );
+  });
+}
+
 export async function runThroughputRows(
   ports: readonly number[],
   plan: RoundPlan,
@@ -92,27 +120,7 @@ export async function runThroughputRows(
         })),
         plan,
       );
-      const baseline = (samples[0] as Sample[]).map((sample) => sample.opsPerSec);
-      const entries = contenders.map((contender, index) => {
-        const mine = samples[index] as Sample[];
-        const metrics: Record<string, number> = {
-          cpuUsPerOp: median(mine.map((sample) => sample.cpuUsPerOp)),
-          cpuRatio: median(
-            mine.map((sample, round) => sample.cpuUsPerOp / ((samples[0] as Sample[])[round] as Sample).cpuUsPerOp),
-          ),
-        };
-        if (row.kind === "sequential") {
-          const all = Float64Array.from(mine.flatMap((sample) => Array.from(sample.latenciesUs ?? [])));
-          metrics.p50Us = quantile(all, 0.5);
-          metrics.p99Us = quantile(all, 0.99);
-        }
-        return entry(
-          contender,
-          mine.map((sample) => sample.opsPerSec),
-          baseline,
-          metrics,
-        );
-      });
+      const entries = throughputEntries(contenders, samples);
       return { id, title, unit: "lock+unlock/s", baseline: FLOOR.name, target: row.target, entries };
     });
     sections.push(section);
