@@ -107,6 +107,9 @@ describe("node-redis clients as Redlock instances", () => {
     const seen = await dlm.inspect("nr:seen");
     expect(seen.state).toBe("held");
     expect(seen.ours).toBe(true);
+    expect(lock.valid).toBe(true);
+    expect(seen.ttlMs).toBeGreaterThan(0);
+    expect(seen.ttlMs).toBeLessThanOrEqual(5000);
     expect(seen.instances.map((instance) => instance.description)).toEqual(
       redis.servers.map((server) => `127.0.0.1:${server.port}/0`),
     );
