@@ -84,12 +84,13 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
 /**
  * host:port/db (or the socket path) of a standalone client, never the password: the same form
  * as an ioredis client's, so that one server given once per client library is still caught.
- * A Cluster is "cluster", a Sentinel "sentinel:<name>".
+ * A Cluster is "cluster", a Sentinel "sentinel".
  */
 export function describeNodeRedis(client: NodeRedisBase, kind: NodeRedisKind): string {
   if (kind === "cluster") return "cluster";
   const options = client.options ?? {};
-  if (kind === "sentinel") return `sentinel:${options.name ?? "?"}`;
+  // a Sentinel client does not say which master name it follows
+  if (kind === "sentinel") return options.name === undefined ? "sentinel" : `sentinel:${options.name}`;
   let host = options.socket?.host;
   let port = options.socket?.port;
   let db = options.database;
