@@ -1,3 +1,6 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -213,4 +216,13 @@ describe("mixed lists of ioredis and node-redis instances", () => {
       `instances[1] (localhost:${port}/0) is the same Redis server as instances[0] (127.0.0.1:${port}/0)`,
     );
   });
+});
+
+it("keeps redis an optional peer: no source of core imports it, at run time or for types", () => {
+  const src = fileURLToPath(new URL("../src", import.meta.url));
+  const files = readdirSync(src, { recursive: true, encoding: "utf8" }).filter((file) => file.endsWith(".ts"));
+  expect(files).toContain(join("stores", "node-redis", "node-redis-store.ts"));
+  const importsRedis =
+    /^\s*(?:import|export)\b[^;]*?from\s*["'](?:redis|@redis\/[^"']+)["']|\b(?:require|import)\(\s*["'](?:redis|@redis\/)/m;
+  expect(files.filter((file) => importsRedis.test(readFileSync(join(src, file), "utf8")))).toEqual([]);
 });
