@@ -35,7 +35,7 @@ afterAll(async () => {
 
 /** The values under `key` once the commands both libraries sent have landed (a quorum may answer first). */
 const valuesOf = async (key: string) => {
-  await Promise.all([...nodeRedis, ...ioredis].map((client) => client.ping()));
+  await Promise.all([...nodeRedis.map((client) => client.ping()), ...ioredis.map((client) => client.ping())]);
   return Promise.all(ioredis.map((client) => client.get(key)));
 };
 

@@ -17,13 +17,24 @@ import { FLOOR, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
 import { runContentionRow, runQueueRows, runThroughputRows } from "./core-rows.js";
 import { httpAvailable, runHttpRows } from "./http.js";
 import { BENCH_DIR, machine } from "./machine.js";
+import { runNodeRedisRows } from "./node-redis-rows.js";
 import { runProcessRows } from "./process-rows.js";
 import { markdown } from "./report.js";
 import type { CommandCount, Results, Section, Soak } from "./results.js";
 import type { RoundPlan } from "./rounds.js";
 import { runSoak } from "./soak.js";
 
-const ROWS = ["sequential", "concurrent", "contention", "queue", "processes", "http", "commands", "soak"] as const;
+const ROWS = [
+  "sequential",
+  "concurrent",
+  "noderedis",
+  "contention",
+  "queue",
+  "processes",
+  "http",
+  "commands",
+  "soak",
+] as const;
 type Row = (typeof ROWS)[number];
 
 interface Plan {
@@ -103,6 +114,7 @@ async function main(): Promise<void> {
       const all = await runThroughputRows(ports, plan.throughput, log);
       sections.push(...all.filter((section) => rows.has(section.id.split("-")[0] as Row)));
     }
+    if (rows.has("noderedis")) sections.push(...(await runNodeRedisRows(ports, plan.throughput, log)));
     if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
     if (rows.has("queue")) sections.push(...(await runQueueRows(ports, plan.queue, log)));
     if (rows.has("processes")) {

@@ -43,7 +43,8 @@ export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis
   let clients: Redis[] = [];
   let nodeRedis: NodeRedisClient[] = [];
   /** Resolves once every command the Redlock's clients sent has been answered. */
-  const settled = () => Promise.all([...clients, ...nodeRedis].map((client) => client.ping()));
+  const settled = () =>
+    Promise.all([...clients.map((client) => client.ping()), ...nodeRedis.map((client) => client.ping())]);
   let dlm: Redlock;
   const rows = matrixRows(n);
   const quorum = Math.floor(n / 2) + 1;

@@ -21,7 +21,6 @@ export interface NodeRedisClientLike {
   readonly isReady: boolean;
   sendCommand(...args: never[]): Promise<unknown>;
   duplicate(...args: never[]): unknown;
-  on(event: string, listener: (...args: never[]) => void): unknown;
 }
 
 /** Which of node-redis's three client shapes a value has. */
