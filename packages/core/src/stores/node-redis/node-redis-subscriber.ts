@@ -23,7 +23,10 @@ export function nodeRedisSubscriber(client: NodeRedisBase): OpenSubscriber {
       },
       unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
       close() {
-        if (connection.isOpen) connection.destroy();
+        connection.destroy();
+        // a TCP connect under way when destroy() ran can still complete: close that socket too
+        const again = () => connection.destroy();
+        connected?.then(again, again);
       },
     };
   };
