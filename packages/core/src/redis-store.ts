@@ -119,16 +119,12 @@ export class RedisStore implements LockStore {
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
-  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
-  release(keys: readonly string[], value: string): Promise<number> {
-    const pending = this.#oneKey.pending(value);
-    if (pending !== undefined) {
-      const release = () => this.release(keys, value);
-      return pending.then(release, release);
-    }
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
+  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
+    this.#oneKey.released(value);
     this.#beforeSend();
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    return this.#call(COMMANDS.release, releaseArgs(keys, value, queues), Number);
+    return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */

@@ -414,11 +414,16 @@ export class Redlock {
           this.#publishAcquire(names, "acquired", attempts, start);
           return lock;
         }
-        // Every key the attempt took is given back, a handed one too (the release script hands it
-        // to the next in line): a waiter never sits on votes another waiter needs.
-        waiter?.keepOnly((index) => isRefused(votes[index]));
-        await this.#releaseAfterFailure(votes, request, timeout);
         failure = unconfirmed ?? classify(tally, votes, value, this.quorum, validity);
+        const last =
+          attempts >= maxAttempts || isMisconfigured(failure) || clock() >= deadline || opts.signal?.aborted === true;
+        // Every key the attempt took is given back, a handed one too (the release script hands it
+        // to the next in line): a waiter never sits on votes another waiter needs. One that tries
+        // again is queued again there first, so that it keeps its place in every queue.
+        waiter?.keepOnly((index) => isRefused(votes[index]));
+        const requeue = !last && request.ticket !== undefined;
+        await this.#releaseAfterFailure(votes, request, timeout, requeue);
+        if (requeue) queuedOn = this.#stores.map((_, index) => index);
         if (opts.signal?.aborted) {
           this.#publishAcquire(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -430,9 +435,9 @@ export class Redlock {
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
         }
-        // queued on too few instances to be handed a quorum (some timed out, or took the keys and
-        // gave them back): no release could wake it, so it tries again after one hold
-        if (waiter !== undefined && request.ticket !== undefined && tally.held < this.quorum) {
+        // queued on too few instances to be handed a quorum (where it was refused, or gave a key
+        // back; some timed out): no release could wake it, so it tries again after one hold
+        if (waiter !== undefined && request.ticket !== undefined && tally.held + tally.yes < this.quorum) {
           delay = Math.min(delay, waiter.ticket.holdMs);
         }
         if (mayWait && waiter === undefined) {
@@ -468,18 +473,19 @@ export class Redlock {
 
   /**
    * Step 4: release wherever our value may have landed: instances that said yes, timed out or
-   * failed.
+   * failed. With `requeue`, the waiter is queued again there before the key is handed on.
    */
   async #releaseAfterFailure(
     votes: readonly Vote<AcquireReply>[],
-    request: LockRequest,
+    request: AcquireRequest,
     timeout: number,
+    requeue: boolean,
   ): Promise<void> {
     const stores = this.#stores.filter((_, i) => {
       const vote = votes[i];
       return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
-    if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
+    if (stores.length > 0) await fanOut(stores, requeue ? giveBackCall : releaseCall, request, timeout);
   }
 
   #checkLock(lock: Lock): void {
@@ -558,6 +564,8 @@ interface AcquireRequest extends LockRequest {
 const acquireCall = (store: LockStore, r: AcquireRequest) => store.acquire(r.keys, r.value, r.ttl, r.ticket);
 const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
+/** A failed attempt's release: a queued waiter keeps its place where it gives keys back. */
+const giveBackCall = (store: LockStore, r: AcquireRequest) => store.release(r.keys, r.value, r.ticket);
 
 function countVotes<T>(votes: readonly Vote<T>[], yes: (value: T) => boolean): number {
   let count = 0;

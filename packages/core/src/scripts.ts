@@ -179,10 +179,13 @@ return 1
  * handed to the oldest waiter in its queue that can still hear of it: the key is set to that
  * waiter's value for the few ms it needs to claim it, and its process is told on its hand-over
  * channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
- * "<channel>:<ms to hold the key>:<value>".
+ * "<channel>:<ms to hold the key>:<value>". ARGV[3..5], when a waiter gives back what a failed
+ * attempt took: its entry, order and queue lifetime, as for the acquire script. It is queued again
+ * before the key is handed on, so it keeps its place in every queue until it acquires (the oldest
+ * waiter then collects a quorum of hand-overs, rather than waiters each holding one instance).
  */
 export const RELEASE_SCRIPT = `
-local value = ARGV[1]
+local value, entry = ARGV[1], ARGV[3]
 local queued = ARGV[2] == '1'
 local n = queued and #KEYS / 2 or #KEYS
 local released = 0
@@ -191,6 +194,14 @@ for i = 1, n do
   if redis.call('get', key) == value then
     redis.call('del', key)
     released = released + 1
+    if queued and entry then
+      local queue = KEYS[n + i]
+      redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
+      local left = redis.pcall('pttl', queue)
+      if type(left) == 'number' and left < tonumber(ARGV[5]) then
+        redis.pcall('pexpire', queue, ARGV[5])
+      end
+    end
     while queued do
       -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
       local popped = redis.pcall('zpopmin', KEYS[n + i])
@@ -221,7 +232,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV4",
+  release: "redlockKitReleaseV5",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",

@@ -96,6 +96,33 @@ describe.each(stores)("%s conformance", (_, create) => {
     for (const stop of stops) stop?.();
   });
 
+  it("a waiter giving back a key queues itself again at its place before the key is handed on", async () => {
+    const heard: string[] = [];
+    const stops = await Promise.all([
+      store.onHandOver?.("old", (key, value) => heard.push(`old:${key}=${value}`)),
+      store.onHandOver?.("young", (key, value) => heard.push(`young:${key}=${value}`)),
+    ]);
+    const ticket = (channel: string, order: number) => ({ channel, order, holdMs: 1000, keepMs: 5000 });
+    await store.acquire(["g"], "holder", 1000);
+    expect((await store.acquire(["g"], "young", 1000, ticket("young", 2))).acquired).toBe(false);
+    await store.release(["g"], "holder");
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young"]);
+    // the old waiter took a free key (its entry left that queue), then its attempt failed elsewhere:
+    // giving the key back, it is queued again ahead of the young one and handed the key itself
+    await store.release(["g"], "young");
+    expect((await store.acquire(["g"], "old", 1000, ticket("old", 1))).acquired).toBe(true);
+    expect((await store.acquire(["g"], "young", 1000, ticket("young", 2))).acquired).toBe(false);
+    expect(await store.release(["g"], "old", ticket("old", 1))).toBe(1);
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young", "old:g=old"]);
+    // given back on its last attempt (no ticket): the next in line gets it
+    expect(await store.release(["g"], "old")).toBe(1);
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young", "old:g=old", "young:g=young"]);
+    for (const stop of stops) stop?.();
+  });
+
   it("fenced acquire counts only where it takes the keys: a refusal or a release leaves the counters alone", async () => {
     expect(await store.acquireFenced?.(["a", "b"], "v1", 1000)).toEqual({ acquired: true, fences: ["1", "1"] });
     // refused by the holder: no counter moves

@@ -19,17 +19,18 @@ export interface OneKeyCommands {
  * value (a SET re-sent after a reconnect, or a key handed to us with a short hold), which gets our
  * ttl by the extend script: a compare-and-PEXPIRE, so that if the lock was released meanwhile
  * (Redlock had its quorum without this answer) this second command cannot set the key again.
- * Redis 6 refuses NX with GET: the acquire script is used from then on; the acquires sent before
- * that was known are waited for by a release of their value (`pending`), which would otherwise
- * overtake the script sent after the refusal and leave the key set. One per store.
+ * Redis 6 refuses NX with GET: the acquire script is used from then on. An acquire refused so
+ * whose value was released meanwhile (`released`) sends nothing more (the script would land after
+ * that release and set the key again): it answers "not acquired". A release is never deferred, so
+ * commands keep their order. One per store.
  */
 export class OneKeySet {
   /** `SET NX GET` works here (Redis >= 7); false once the server refused its syntax. */
   #works = true;
   /** Set by the first `SET NX GET` answer: until then a refusal of its syntax can still come. */
   #known = false;
-  /** While #known is false: one-key acquires in flight by lock value, which a release waits for. */
-  readonly #unknown = new Map<string, Promise<unknown>>();
+  /** While #known is false: the values of one-key acquires in flight, true once released. */
+  readonly #unknown = new Map<string, boolean>();
 
   /** Whether a one-key acquire should use `acquire` rather than the script. */
   get usable(): boolean {
@@ -55,18 +56,19 @@ export class OneKeySet {
         if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
         this.#works = false;
         this.#known = true;
+        if (this.#unknown.get(value) === true) return { acquired: false as const, holderTtl: 0 };
         return commands.script();
       },
     );
     if (this.#known) return reply;
-    this.#unknown.set(value, reply);
+    this.#unknown.set(value, false);
     const settled = () => this.#unknown.delete(value);
     reply.then(settled, settled);
     return reply;
   }
 
-  /** A one-key acquire of `value` whose SET may still be refused, which its release must wait for. */
-  pending(value: string): Promise<unknown> | undefined {
-    return this.#unknown.get(value);
+  /** `value` is being released: a one-key acquire of it whose SET is refused later must not send the script. */
+  released(value: string): void {
+    if (this.#unknown.has(value)) this.#unknown.set(value, true);
   }
 }

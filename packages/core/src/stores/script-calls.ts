@@ -108,8 +108,18 @@ export function acquireArgs(
   return [queued.length, ...queued, value, ttl, entryOf(ticket, value), ticket.order, ticket.keepMs];
 }
 
-/** RELEASE_SCRIPT: with `queues`, each deleted key is handed to the oldest waiter queued on it. */
-export function releaseArgs(keys: readonly string[], value: string, queues: readonly string[] | undefined): ScriptArgs {
+/**
+ * RELEASE_SCRIPT: with `queues`, each deleted key is handed to the oldest waiter queued on it; with
+ * `requeue` too (a waiter giving back what a failed attempt took), that waiter is queued again first.
+ */
+export function releaseArgs(
+  keys: readonly string[],
+  value: string,
+  queues: readonly string[] | undefined,
+  requeue?: QueueTicket,
+): ScriptArgs {
   if (queues === undefined) return [keys.length, ...keys, value];
-  return [keys.length * 2, ...keys, ...queues, value, "1"];
+  const args: ScriptArgs = [keys.length * 2, ...keys, ...queues, value, "1"];
+  if (requeue !== undefined) args.push(entryOf(requeue, value), requeue.order, requeue.keepMs);
+  return args;
 }

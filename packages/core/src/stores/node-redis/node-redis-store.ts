@@ -111,17 +111,11 @@ export class NodeRedisStore implements LockStore {
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
-  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it. */
-  release(keys: readonly string[], value: string): Promise<number> {
-    // a one-key acquire of this value whose SET may yet be refused goes first
-    const pending = this.#oneKey.pending(value);
-    if (pending !== undefined) return pending.then(this.#releaseNow(keys, value), this.#releaseNow(keys, value));
-    return this.#releaseNow(keys, value)();
-  }
-
-  #releaseNow(keys: readonly string[], value: string): () => Promise<number> {
-    return () =>
-      this.#call(COMMANDS.release, releaseArgs(keys, value, besideOf(keys, QUEUE_SUFFIX, this.#cluster)), Number);
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
+  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
+    this.#oneKey.released(value);
+    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
 
   /** Listens on a subscriber connection of its own (a `duplicate()`), opened on first use and closed by `close()`. */
