@@ -141,13 +141,17 @@ function floorOnScripts(): ContenderFactory {
   };
 }
 
-/** A floor-like contender from its two steps; values are a random prefix plus a counter. */
-function floorStyle(
+/**
+ * A floor-like contender from its two steps; values are a random prefix plus a counter. `close`
+ * closes its clients (by default `redisClients`, for contenders on other clients than ioredis).
+ */
+export function floorStyle(
   name: string,
   clients: string,
   redisClients: readonly Redis[],
   take: (key: string, value: string) => Promise<boolean>,
   release: (key: string, value: string) => Promise<unknown>,
+  close: () => Promise<unknown> = () => closeAll(redisClients),
 ): Contender {
   const prefix = randomBytes(8).toString("hex");
   let counter = 0;
@@ -166,7 +170,9 @@ function floorStyle(
       while (!(await take(key, value))) await sleep(floorDelay(poll));
       return () => release(key, value);
     },
-    close: () => closeAll(redisClients),
+    close: async () => {
+      await close();
+    },
   };
 }
 

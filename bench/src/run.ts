@@ -1,5 +1,5 @@
 /**
- * `pnpm bench [--quick] [--only=sequential,concurrent,fencing,tracing,contention,queue,processes,http,hono,commands,soak]`
+ * `pnpm bench [--quick] [--only=sequential,concurrent,fencing,tracing,noderedis,contention,queue,processes,http,hono,commands,soak]`
  * (`http` runs every framework's HTTP row, `hono` the Hono row alone)
  *
  * Starts its own redis-server processes on free loopback ports, measures redlock-kit, the
@@ -19,6 +19,7 @@ import { runContentionRow, runQueueRows, runThroughputRows } from "./core-rows.j
 import { COST_ROWS, runCostRows } from "./cost-rows.js";
 import { FRAMEWORKS, type Framework, httpAvailable, runHttpRows } from "./http.js";
 import { BENCH_DIR, machine } from "./machine.js";
+import { runNodeRedisRows } from "./node-redis-rows.js";
 import { runProcessRows } from "./process-rows.js";
 import { markdown } from "./report.js";
 import type { CommandCount, Results, Section, Soak } from "./results.js";
@@ -29,6 +30,7 @@ const ROWS = [
   "sequential",
   "concurrent",
   ...COST_ROWS,
+  "noderedis",
   "contention",
   "queue",
   "processes",
@@ -118,6 +120,7 @@ async function main(): Promise<void> {
     }
     const costRows = COST_ROWS.filter((row) => rows.has(row));
     if (costRows.length > 0) sections.push(...(await runCostRows(costRows, ports, plan.throughput, log)));
+    if (rows.has("noderedis")) sections.push(...(await runNodeRedisRows(ports, plan.throughput, log)));
     if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
     if (rows.has("queue")) sections.push(...(await runQueueRows(ports, plan.queue, log)));
     if (rows.has("processes")) {

@@ -39,6 +39,8 @@ export { RedisStore } from "./redis-store.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
 export type { TrackedResponse } from "./response-tracker.js";
 export { type AcquireReply, canFence, isLockStore, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
+export type { NodeRedisClientLike } from "./stores/node-redis/client-shape.js";
+export { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 export {
   type AcquireTraceContext,
   type ExtendTraceContext,

@@ -29,6 +29,7 @@ import {
 import { RedisStore } from "./redis-store.js";
 import { ServerIdentityCheck } from "./server-identity.js";
 import { type AcquireReply, canFence, type LockStore, type QueueTicket } from "./store.js";
+import { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 import {
   type AttemptCounter,
   traceAcquire,
@@ -322,7 +323,7 @@ export class Redlock {
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
   async quit(): Promise<void> {
     this.#handOvers.close();
-    for (const store of this.#stores) if (store instanceof RedisStore) store.close();
+    for (const store of this.#stores) if (store instanceof RedisStore || store instanceof NodeRedisStore) store.close();
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
         if (!owned || owned.status === "end") return;

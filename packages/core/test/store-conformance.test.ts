@@ -1,12 +1,19 @@
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "../../../test/helpers/node-redis.js";
 import { sleep, useRedisServers } from "../../../test/helpers/redis-servers.js";
-import { type LockStore, MemoryStore, RedisStore } from "../src/index.js";
+import { type LockStore, MemoryStore, NodeRedisStore, RedisStore } from "../src/index.js";
 
 const redis = useRedisServers(1);
+let nodeRedis: NodeRedisClient[] = [];
+beforeAll(async () => {
+  nodeRedis = await connectedNodeRedis([redis.servers[0]?.port as number]);
+});
+afterAll(() => closeNodeRedis(nodeRedis));
 
-/** One contract, run against every store: MemoryStore must behave exactly as RedisStore. */
+/** One contract, run against every store: NodeRedisStore and MemoryStore must behave exactly as RedisStore. */
 const stores: [string, () => LockStore][] = [
   ["RedisStore", () => new RedisStore(redis.servers[0]?.client() as never)],
+  ["NodeRedisStore", () => new NodeRedisStore(nodeRedis[0] as NodeRedisClient)],
   ["MemoryStore", () => new MemoryStore()],
 ];
 
@@ -14,7 +21,7 @@ describe.each(stores)("%s conformance", (_, create) => {
   let store: LockStore;
   beforeEach(async () => {
     store = create();
-    if (store instanceof RedisStore) await store.client.flushall();
+    if (store instanceof RedisStore || store instanceof NodeRedisStore) await redis.servers[0]?.client().flushall();
   });
 
   it("acquires free keys and refuses them to another value with the holder's remaining ttl", async () => {
