@@ -11,19 +11,24 @@
  * refuses if any key belongs to another owner, reporting that owner's remaining ttl, and queues a
  * waiting caller behind it.
  */
-const REFUSE_IF_HELD = `-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
+const ENQUEUE = `-- queue the caller's entry (ARGV[4] its order; NX keeps an earlier place) and keep the queue ARGV[5] ms
+local function enqueue(queue)
+  redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
+  local left = redis.pcall('pttl', queue)
+  if type(left) == 'number' and left < tonumber(ARGV[5]) then
+    redis.pcall('pexpire', queue, ARGV[5])
+  end
+end
+`;
+
+const REFUSE_IF_HELD = `${ENQUEUE}-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
 for i = 1, n do
   local holder = redis.call('get', KEYS[i])
   -- a key that holds our value is ours: handed to us by a release, or a SET that ioredis re-sent
   if holder and holder ~= value then
     if entry then
       -- queue behind the holder: its release hands the key to the oldest entry (NX keeps our place)
-      local queue = KEYS[n + i]
-      redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
-      local left = redis.pcall('pttl', queue)
-      if type(left) == 'number' and left < tonumber(ARGV[5]) then
-        redis.pcall('pexpire', queue, ARGV[5])
-      end
+      enqueue(KEYS[n + i])
     end
     return redis.call('pttl', KEYS[i])
   end
@@ -186,7 +191,7 @@ return 1
  */
 export const RELEASE_SCRIPT = `
 local value, entry = ARGV[1], ARGV[3]
-local queued = ARGV[2] == '1'
+${ENQUEUE}local queued = ARGV[2] == '1'
 local n = queued and #KEYS / 2 or #KEYS
 local released = 0
 for i = 1, n do
@@ -195,12 +200,7 @@ for i = 1, n do
     redis.call('del', key)
     released = released + 1
     if queued and entry then
-      local queue = KEYS[n + i]
-      redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
-      local left = redis.pcall('pttl', queue)
-      if type(left) == 'number' and left < tonumber(ARGV[5]) then
-        redis.pcall('pexpire', queue, ARGV[5])
-      end
+      enqueue(KEYS[n + i])
     end
     while queued do
       -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
