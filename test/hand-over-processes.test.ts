@@ -106,6 +106,28 @@ describe("waiting between processes", () => {
     for (const client of lockClients) expect(await client.dbsize()).toBe(0);
   }, 60_000);
 
+  it("hands the key along processes that lock through node-redis and ioredis, and their subscribers let them exit", async () => {
+    const iterations = 20;
+    const libraries = ["node-redis", "node-redis", "ioredis"];
+    // every worker queued before the first release: from then on each wait is served by a hand-over
+    const holder = await holderOn(lockClients).acquire("relay-nr", 30_000);
+    const workers = libraries.map((library) =>
+      startWorker({ resource: "relay-nr", iterations, library, options: HAND_OVER_ONLY }),
+    );
+    await untilQueued("relay-nr", libraries.length);
+    await holder.release();
+    const reports = await Promise.all(workers.map((worker) => worker.done));
+    expect(reports.map((r) => r.failures)).toEqual([[], [], []]);
+    expect(reports.reduce((sum, r) => sum + r.acquired, 0)).toBe(libraries.length * iterations);
+    expect(reports.reduce((sum, r) => sum + r.overlaps, 0)).toBe(0);
+    // with every process still running: no queue, and the subscriptions end once nobody waits
+    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+    for (const client of lockClients) await until(async () => (await handOverChannels(client)) === 0, "unsubscribed");
+    const handles = await Promise.all(workers.map((worker) => worker.quit()));
+    for (const left of handles)
+      expect(left.filter((type) => type === "TCPSocketWrap" || type === "Timeout")).toEqual([]);
+  }, 60_000);
+
   it("serves 1,000 waiters spread over 4 processes, the holder in a fifth, and leaves nothing behind", async () => {
     const holder = await holderOn(lockClients).acquire("hot", 30_000);
     const workers = [0, 1, 2, 3].map(() =>

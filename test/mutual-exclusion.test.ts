@@ -2,14 +2,19 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { expect, it } from "vitest";
+import { afterEach, expect, it } from "vitest";
 import { useRedisServers } from "./helpers/redis-servers.js";
 
 const run = promisify(execFile);
 const worker = fileURLToPath(new URL("./fixtures/counter-worker.mjs", import.meta.url));
 const servers = useRedisServers(4);
 
-it("keeps several OS processes one at a time: no lost update on a read-modify-write counter", async () => {
+afterEach(async () => {
+  await Promise.all(servers.servers.map((server) => server.client().flushall()));
+});
+
+/** Runs one counter worker per entry of `libraries`, all on one resource, and checks that no update was lost. */
+async function expectNoLostUpdate(libraries: readonly ("ioredis" | "node-redis")[]): Promise<void> {
   expect(existsSync(new URL("../packages/core/dist/index.js", import.meta.url)), "run `pnpm build` first").toBe(true);
   const [a, b, c, witness] = servers.servers;
   const config = {
@@ -18,16 +23,28 @@ it("keeps several OS processes one at a time: no lost update on a read-modify-wr
     iterations: 25,
     resource: "counter",
   };
-  const processes = 4;
   const results = await Promise.all(
-    Array.from({ length: processes }, () =>
-      run(process.execPath, [worker, JSON.stringify(config)], { timeout: 60_000 }),
+    libraries.map((library) =>
+      run(process.execPath, [worker, JSON.stringify({ ...config, library })], { timeout: 60_000 }),
     ),
   );
   const reports = results.map((result) => JSON.parse(result.stdout) as { acquired: number; overlaps: number });
   const witnessClient = witness?.client();
+  const total = libraries.length * config.iterations;
   expect(reports.reduce((sum, r) => sum + r.overlaps, 0)).toBe(0);
-  expect(reports.reduce((sum, r) => sum + r.acquired, 0)).toBe(processes * config.iterations);
-  expect(Number(await witnessClient?.get("w:counter"))).toBe(processes * config.iterations);
+  expect(reports.reduce((sum, r) => sum + r.acquired, 0)).toBe(total);
+  expect(Number(await witnessClient?.get("w:counter"))).toBe(total);
   for (const server of [a, b, c]) expect(await server?.client().dbsize()).toBe(0);
+}
+
+it("keeps several OS processes one at a time: no lost update on a read-modify-write counter", async () => {
+  await expectNoLostUpdate(["ioredis", "ioredis", "ioredis", "ioredis"]);
+}, 90_000);
+
+it("keeps processes on node-redis one at a time too", async () => {
+  await expectNoLostUpdate(["node-redis", "node-redis", "node-redis", "node-redis"]);
+}, 90_000);
+
+it("keeps processes one at a time when some lock through ioredis and others through node-redis", async () => {
+  await expectNoLostUpdate(["ioredis", "node-redis", "ioredis", "node-redis"]);
 }, 90_000);

@@ -4,7 +4,7 @@
  * clients it runs on, because auto-pipelining changes the numbers as much as the library does.
  */
 import { randomBytes } from "node:crypto";
-import { RedisStore, Redlock } from "@redlock-kit/core";
+import { RedisStore, Redlock, type RedlockOptions } from "@redlock-kit/core";
 import { Redlock as SesameRedlock } from "@sesamecare-oss/redlock";
 import { Redis } from "ioredis";
 import { Mutex, RedlockMutex } from "redis-semaphore";
@@ -141,13 +141,17 @@ function floorOnScripts(): ContenderFactory {
   };
 }
 
-/** A floor-like contender from its two steps; values are a random prefix plus a counter. */
-function floorStyle(
+/**
+ * A floor-like contender from its two steps; values are a random prefix plus a counter. `close`
+ * closes its clients (by default `redisClients`, for contenders on other clients than ioredis).
+ */
+export function floorStyle(
   name: string,
   clients: string,
   redisClients: readonly Redis[],
   take: (key: string, value: string) => Promise<boolean>,
   release: (key: string, value: string) => Promise<unknown>,
+  close: () => Promise<unknown> = () => closeAll(redisClients),
 ): Contender {
   const prefix = randomBytes(8).toString("hex");
   let counter = 0;
@@ -166,21 +170,34 @@ function floorStyle(
       while (!(await take(key, value))) await sleep(floorDelay(poll));
       return () => release(key, value);
     },
-    close: () => closeAll(redisClients),
+    close: async () => {
+      await close();
+    },
   };
 }
 
-/** redlock-kit, either creating its own clients from options (auto-pipelined) or handed plain ones. */
-function redlockKit(owned: boolean): ContenderFactory {
+/** `{ fencing: true }` as `fencing: true`, for the tables. */
+const optionsText = (options: RedlockOptions) =>
+  Object.entries(options)
+    .map(([name, value]) => `${name}: ${String(value)}`)
+    .join(", ");
+
+/**
+ * redlock-kit, either creating its own clients from options (auto-pipelined) or handed plain ones;
+ * `variant` names a row that prices one of its options (e.g. `fencing: true`).
+ */
+function redlockKit(owned: boolean, variant?: { name: string; options: RedlockOptions }): ContenderFactory {
   return {
-    name: owned ? "redlock-kit" : "redlock-kit (handed clients)",
+    name: variant?.name ?? (owned ? "redlock-kit" : "redlock-kit (handed clients)"),
     create(ports) {
       const handed = owned ? [] : ports.map((port) => plainClient(port));
-      const dlm = owned ? new Redlock(ports.map((port) => ({ host: "127.0.0.1", port }))) : new Redlock(handed);
+      const instances = owned ? ports.map((port) => ({ host: "127.0.0.1", port })) : handed;
+      const dlm = new Redlock(instances, variant?.options);
       const redisClients = dlm.stores.map((store) => (store as unknown as { client: Redis }).client);
+      const owner = owned ? "Redlock's own clients, created from { host, port }" : PLAIN;
       return {
         name: this.name,
-        clients: owned ? "Redlock's own clients, created from { host, port }" : PLAIN,
+        clients: variant ? `${owner}; ${optionsText(variant.options)}` : owner,
         redisClients,
         async cycle(key) {
           await dlm.unlock(await dlm.acquire(key, TTL));
@@ -298,6 +315,7 @@ export const FLOOR_PIPELINED = floor(true);
 export const FLOOR_ON_SCRIPTS = floorOnScripts();
 export const REDLOCK_KIT = redlockKit(true);
 export const REDLOCK_KIT_HANDED = redlockKit(false);
+export const REDLOCK_KIT_FENCED = redlockKit(true, { name: "redlock-kit (fencing)", options: { fencing: true } });
 export const PEERS: readonly ContenderFactory[] = [
   nodeRedlockLike("node-redlock 5.0.0-beta.2", NodeRedlock),
   nodeRedlockLike("@sesamecare-oss/redlock", SesameRedlock),

@@ -30,7 +30,7 @@ export const CONTENDING_WORKERS = 8;
 const throughputRows: readonly {
   kind: "sequential" | "concurrent";
   instances: 1 | 3;
-  target: number;
+  target?: number;
   factories: readonly ContenderFactory[];
 }[] = [
   {
@@ -69,55 +69,78 @@ function entry(contender: Contender, scores: number[], baseline: number[], metri
   };
 }
 
+/**
+ * One entry per contender from its samples ([contender][round], the first is the baseline): rate
+ * and client CPU as ratios to the baseline in the same round, and latency p50/p99 when the samples
+ * carry latencies (sequential loops).
+ */
+export function throughputEntries(contenders: readonly Contender[], samples: readonly Sample[][]): Entry[] {
+  const base = samples[0] as Sample[];
+  const baseline = base.map((sample) => sample.opsPerSec);
+  return contenders.map((contender, index) => {
+    const mine = samples[index] as Sample[];
+    const metrics: Record<string, number> = {
+      cpuUsPerOp: median(mine.map((sample) => sample.cpuUsPerOp)),
+      cpuRatio: median(mine.map((sample, round) => sample.cpuUsPerOp / (base[round] as Sample).cpuUsPerOp)),
+    };
+    if (mine.some((sample) => sample.latenciesUs !== undefined)) {
+      const all = Float64Array.from(mine.flatMap((sample) => Array.from(sample.latenciesUs ?? [])));
+      metrics.p50Us = quantile(all, 0.5);
+      metrics.p99Us = quantile(all, 0.99);
+    }
+    return entry(
+      contender,
+      mine.map((sample) => sample.opsPerSec),
+      baseline,
+      metrics,
+    );
+  });
+}
+
+export type ThroughputRow = (typeof throughputRows)[number];
+
 export async function runThroughputRows(
   ports: readonly number[],
   plan: RoundPlan,
   log: (line: string) => void,
 ): Promise<Section[]> {
   const sections: Section[] = [];
-  for (const row of throughputRows) {
-    const id = `${row.kind}-${row.instances}`;
-    const title =
-      row.kind === "sequential"
-        ? `Sequential lock+unlock, distinct keys, ${row.instances} instance${row.instances > 1 ? "s" : ""}`
-        : `Concurrent lock+unlock, ${CONCURRENT_WORKERS} workers on distinct keys, ${row.instances} instance${row.instances > 1 ? "s" : ""}`;
-    log(`${title}…`);
-    const section = await withContenders(row.factories, ports.slice(0, row.instances), async (contenders) => {
-      const samples = await alternate<Sample>(
-        contenders.map((contender) => ({
-          name: contender.name,
-          clients: contender.clients,
-          run: (ms) =>
-            row.kind === "sequential" ? sequential(contender, ms) : concurrent(contender, CONCURRENT_WORKERS, ms),
-        })),
-        plan,
-      );
-      const baseline = (samples[0] as Sample[]).map((sample) => sample.opsPerSec);
-      const entries = contenders.map((contender, index) => {
-        const mine = samples[index] as Sample[];
-        const metrics: Record<string, number> = {
-          cpuUsPerOp: median(mine.map((sample) => sample.cpuUsPerOp)),
-          cpuRatio: median(
-            mine.map((sample, round) => sample.cpuUsPerOp / ((samples[0] as Sample[])[round] as Sample).cpuUsPerOp),
-          ),
-        };
-        if (row.kind === "sequential") {
-          const all = Float64Array.from(mine.flatMap((sample) => Array.from(sample.latenciesUs ?? [])));
-          metrics.p50Us = quantile(all, 0.5);
-          metrics.p99Us = quantile(all, 0.99);
-        }
-        return entry(
-          contender,
-          mine.map((sample) => sample.opsPerSec),
-          baseline,
-          metrics,
-        );
-      });
-      return { id, title, unit: "lock+unlock/s", baseline: FLOOR.name, target: row.target, entries };
-    });
-    sections.push(section);
-  }
+  for (const row of throughputRows) sections.push(await runThroughputRow(row, ports, plan, log));
   return sections;
+}
+
+/**
+ * One throughput row: `row.factories` alternated round by round, each × the first (the floor).
+ * `variant` marks rows of another client library: a prefix of the id and words after the title.
+ */
+export async function runThroughputRow(
+  row: ThroughputRow,
+  ports: readonly number[],
+  plan: RoundPlan,
+  log: (line: string) => void,
+  variant?: { readonly id: string; readonly title: string },
+): Promise<Section> {
+  const id = `${variant ? `${variant.id}-` : ""}${row.kind}-${row.instances}`;
+  const title = `${
+    row.kind === "sequential"
+      ? `Sequential lock+unlock, distinct keys, ${row.instances} instance${row.instances > 1 ? "s" : ""}`
+      : `Concurrent lock+unlock, ${CONCURRENT_WORKERS} workers on distinct keys, ${row.instances} instance${row.instances > 1 ? "s" : ""}`
+  }${variant ? `, ${variant.title}` : ""}`;
+  log(`${title}…`);
+  const baselineName = (row.factories[0] as ContenderFactory).name;
+  return withContenders(row.factories, ports.slice(0, row.instances), async (contenders) => {
+    const samples = await alternate<Sample>(
+      contenders.map((contender) => ({
+        name: contender.name,
+        clients: contender.clients,
+        run: (ms) =>
+          row.kind === "sequential" ? sequential(contender, ms) : concurrent(contender, CONCURRENT_WORKERS, ms),
+      })),
+      plan,
+    );
+    const entries = throughputEntries(contenders, samples);
+    return { id, title, unit: "lock+unlock/s", baseline: baselineName, target: row.target, entries };
+  });
 }
 
 export async function runContentionRow(

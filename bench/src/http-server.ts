@@ -1,6 +1,6 @@
 /**
  * The HTTP server of the HTTP rows, run as a child process by http.ts:
- * `node http-server.js <express|koa|fastify> <redis port>`. Serves the same handler under
+ * `node http-server.js <express|koa|fastify|hono> <redis port>`. Serves the same handler under
  * /open (no lock), /pass (a middleware that does nothing), /locked (redlock-kit's adapter),
  * /floor (the floor's SET NX PX and compare-and-delete around the handler) and, on Express,
  * /node-redlock (a minimal hand-written middleware on node-redlock, which ships none), then
@@ -9,13 +9,16 @@
 import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { type HttpBindings, serve } from "@hono/node-server";
 import Router from "@koa/router";
 import { Redlock } from "@redlock-kit/core";
 import { createRedlockMiddleware as expressRedlock } from "@redlock-kit/express";
 import { redlockPlugin } from "@redlock-kit/fastify";
+import { createRedlockMiddleware as honoRedlock } from "@redlock-kit/hono";
 import { createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
 import express, { type RequestHandler } from "express";
 import Fastify from "fastify";
+import { Hono } from "hono";
 import { Redis } from "ioredis";
 import Koa from "koa";
 import NodeRedlock from "redlock";
@@ -208,8 +211,38 @@ async function listenFastify(): Promise<number> {
   return (app.server.address() as AddressInfo).port;
 }
 
-const listen = { express: listenExpress, koa: listenKoa, fastify: listenFastify }[framework ?? ""];
-if (!listen || !Number.isInteger(port)) throw new Error("usage: http-server <express|koa|fastify> <redis port>");
+async function listenHono(): Promise<number> {
+  // @hono/node-server hands the Node request and response to the app as c.env
+  const app = new Hono<{ Bindings: HttpBindings }>();
+  const redlock = honoRedlock(dlm, { ttl: TTL });
+  app.post("/open/orders/:id/pay", (c) => c.json({ paid: c.req.param("id") }));
+  app.post(
+    "/pass/orders/:id/pay",
+    (_c, next) => next(),
+    (c) => c.json({ paid: c.req.param("id") }),
+  );
+  app.post("/locked/orders/:id/pay", redlock(KEY), (c) => c.json({ paid: c.req.param("id") }));
+  const floor = floorLock();
+  app.post(
+    "/floor/orders/:id/pay",
+    // released once the Node response has closed, as on the other frameworks: Hono returns a
+    // Response that @hono/node-server writes after the middleware chain has resolved
+    async (c, next) => {
+      const outcome = await lockUntilClosed(c.env.outgoing, () => floor(c.req.param("id") as string));
+      if (outcome === "granted") return next();
+      if (outcome === "held") return c.json({ error: "Resource is locked" }, 423);
+      return new Response(null, { status: 499 });
+    },
+    (c) => c.json({ paid: c.req.param("id") }),
+  );
+  return new Promise((resolve) => {
+    const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info) => resolve(info.port));
+    closers.push(() => new Promise((done) => server.close(done)));
+  });
+}
+
+const listen = { express: listenExpress, koa: listenKoa, fastify: listenFastify, hono: listenHono }[framework ?? ""];
+if (!listen || !Number.isInteger(port)) throw new Error("usage: http-server <express|koa|fastify|hono> <redis port>");
 const ready: ServerReady = { port: await listen(), routes };
 process.send?.(ready);
 // the benchmark asks for our CPU time before and after each burst

@@ -13,7 +13,7 @@ import { median } from "./measure.js";
 import type { Entry, Section } from "./results.js";
 import { alternate, type RoundPlan, ratios } from "./rounds.js";
 
-export const FRAMEWORKS = ["express", "koa", "fastify"] as const;
+export const FRAMEWORKS = ["express", "koa", "fastify", "hono"] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
 export const CONNECTIONS = 50;
 export const KEYS = 1000;
@@ -24,11 +24,11 @@ export interface ServerReady {
   readonly routes: readonly { readonly name: string; readonly prefix: string; readonly clients: string }[];
 }
 
-/** Adapter packages that are not built yet (the HTTP rows need them). */
-export function httpAvailable(): string[] {
-  return FRAMEWORKS.filter(
-    (framework) => !existsSync(join(BENCH_DIR, "node_modules", "@redlock-kit", framework, "dist", "index.js")),
-  ).map((framework) => `@redlock-kit/${framework} is not built`);
+/** Adapter packages of `frameworks` that are not built yet (the HTTP rows need them). */
+export function httpAvailable(frameworks: readonly Framework[] = FRAMEWORKS): string[] {
+  return frameworks
+    .filter((framework) => !existsSync(join(BENCH_DIR, "node_modules", "@redlock-kit", framework, "dist", "index.js")))
+    .map((framework) => `@redlock-kit/${framework} is not built`);
 }
 
 function startServer(framework: Framework, redisPort: number): Promise<{ child: ChildProcess; ready: ServerReady }> {
@@ -104,9 +104,10 @@ export async function runHttpRows(
   redisPorts: readonly number[],
   plan: RoundPlan,
   log: (line: string) => void,
+  frameworks: readonly Framework[] = FRAMEWORKS,
 ): Promise<Section[]> {
   const sections: Section[] = [];
-  for (const framework of FRAMEWORKS) {
+  for (const framework of frameworks) {
     const title = `HTTP: ${framework} route, ${CONNECTIONS} connections over ${KEYS.toLocaleString("en-US")} keys`;
     log(`${title}…`);
     const { child, ready } = await startServer(framework, redisPorts[0] as number);

@@ -28,6 +28,8 @@ const LIBRARIES = [
   "express",
   "koa",
   "fastify",
+  "hono",
+  "@hono/node-server",
   "autocannon",
 ];
 

@@ -128,11 +128,15 @@ function sectionTable(section: Section): string {
   if (section.id.startsWith("queue")) return queueTable(section);
   const contention = section.id.startsWith("contention");
   const http = section.id.startsWith("http");
+  // the rows that price a feature: sequential, plus the feature's entry × plain redlock-kit
+  const cost = /^(fencing|tracing)-/.test(section.id);
+  const latencies = cost || section.id.startsWith("sequential");
   const header = ["", "clients", section.unit, `× ${section.baseline} (median, min–max)`];
   if (contention) header.push("gap p50 µs", "gap p99 µs", "fairness min/max", "overlaps", "same holder next");
   else if (http) header.push("latency p50 ms", "latency p99 ms", "server CPU µs/2xx", "non-2xx");
-  else if (section.id.startsWith("sequential")) header.push("p50 µs", "p99 µs", "client CPU µs/op", "CPU × floor");
+  else if (latencies) header.push("p50 µs", "p99 µs", "client CPU µs/op", "CPU × floor");
   else header.push("client CPU µs/op", "CPU × floor");
+  if (cost) header.push(`× ${OURS} (same rounds)`, `CPU × ${OURS}`);
   const rows = section.entries.map((entry) => {
     const m = entry.metrics;
     const cells = [entry.name, entry.clients, int(entry.score), ratio(entry)];
@@ -143,12 +147,14 @@ function sectionTable(section: Section): string {
       cells.push(num(m.p50Ms ?? Number.NaN, 1), num(m.p99Ms ?? Number.NaN, 1));
       cells.push(int(m.serverCpuUs ?? Number.NaN), int(m.non2xx ?? Number.NaN));
     } else {
-      if (section.id.startsWith("sequential")) cells.push(int(m.p50Us ?? Number.NaN), int(m.p99Us ?? Number.NaN));
+      if (latencies) cells.push(int(m.p50Us ?? Number.NaN), int(m.p99Us ?? Number.NaN));
       cells.push(int(m.cpuUsPerOp ?? Number.NaN), x(m.cpuRatio ?? Number.NaN));
     }
+    if (cost) cells.push(x(m.vsOurs ?? Number.NaN), x(m.cpuVsOurs ?? Number.NaN));
     return cells;
   });
-  return `#### ${section.title}\n\n${table(header, rows)}`;
+  const note = section.note === undefined ? "" : `\n\n${section.note}`;
+  return `#### ${section.title}\n\n${table(header, rows)}${note}`;
 }
 
 function commandsTable(counts: readonly CommandCount[]): string {
@@ -252,11 +258,9 @@ export function markdown(results: Results): string {
     `Ratios are the median over ${results.plan.rounds} alternating rounds (contention ${results.plan.contentionRounds}, queue ${results.plan.queueRounds ?? "–"}, HTTP ${results.plan.httpRounds}) of (score ÷ the baseline's score in the same round).`,
     "#### Ratios to the baseline",
     summaryTable(results.sections),
-    "#### Targets (issue 7)",
-    targetLines(results.sections)
-      .map((line) => `- ${line}`)
-      .join("\n"),
   ];
+  const targets = targetLines(results.sections);
+  if (targets.length > 0) parts.push("#### Targets (issue 7)", targets.map((line) => `- ${line}`).join("\n"));
   const queueLines = queueTargetLines(results.sections);
   if (queueLines.length > 0) {
     parts.push("#### Targets (issue 8, queue rows)", queueLines.map((line) => `- ${line}`).join("\n"));

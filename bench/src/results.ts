@@ -23,6 +23,8 @@ export interface Section {
   /** Issue 7's target for redlock-kit in this row, as a ratio to the baseline. */
   readonly target?: number;
   readonly entries: readonly Entry[];
+  /** A sentence printed under the section's table. */
+  readonly note?: string;
 }
 
 export interface CommandCount {

@@ -1,5 +1,6 @@
 /**
- * `pnpm bench [--quick] [--only=sequential,concurrent,contention,queue,http,commands,soak]`
+ * `pnpm bench [--quick] [--only=sequential,concurrent,fencing,tracing,noderedis,contention,queue,processes,http,hono,commands,soak]`
+ * (`http` runs every framework's HTTP row, `hono` the Hono row alone)
  *
  * Starts its own redis-server processes on free loopback ports, measures redlock-kit, the
  * raw-ioredis floor and the peer libraries in this one process (alternating them in rounds),
@@ -15,15 +16,29 @@ import { chart } from "./chart.js";
 import { runCommandCounts } from "./commands.js";
 import { FLOOR, PEERS, REDLOCK_KIT, REDLOCK_KIT_HANDED } from "./contenders.js";
 import { runContentionRow, runQueueRows, runThroughputRows } from "./core-rows.js";
-import { httpAvailable, runHttpRows } from "./http.js";
+import { COST_ROWS, runCostRows } from "./cost-rows.js";
+import { FRAMEWORKS, type Framework, httpAvailable, runHttpRows } from "./http.js";
 import { BENCH_DIR, machine } from "./machine.js";
+import { runNodeRedisRows } from "./node-redis-rows.js";
 import { runProcessRows } from "./process-rows.js";
 import { markdown } from "./report.js";
 import type { CommandCount, Results, Section, Soak } from "./results.js";
 import type { RoundPlan } from "./rounds.js";
 import { runSoak } from "./soak.js";
 
-const ROWS = ["sequential", "concurrent", "contention", "queue", "processes", "http", "commands", "soak"] as const;
+const ROWS = [
+  "sequential",
+  "concurrent",
+  ...COST_ROWS,
+  "noderedis",
+  "contention",
+  "queue",
+  "processes",
+  "http",
+  "hono",
+  "commands",
+  "soak",
+] as const;
 type Row = (typeof ROWS)[number];
 
 interface Plan {
@@ -103,6 +118,9 @@ async function main(): Promise<void> {
       const all = await runThroughputRows(ports, plan.throughput, log);
       sections.push(...all.filter((section) => rows.has(section.id.split("-")[0] as Row)));
     }
+    const costRows = COST_ROWS.filter((row) => rows.has(row));
+    if (costRows.length > 0) sections.push(...(await runCostRows(costRows, ports, plan.throughput, log)));
+    if (rows.has("noderedis")) sections.push(...(await runNodeRedisRows(ports, plan.throughput, log)));
     if (rows.has("contention")) sections.push(await runContentionRow(ports, plan.contention, log));
     if (rows.has("queue")) sections.push(...(await runQueueRows(ports, plan.queue, log)));
     if (rows.has("processes")) {
@@ -110,9 +128,10 @@ async function main(): Promise<void> {
         ...(await runProcessRows(ports, witnessPort, { contention: plan.contention, queue: plan.queue }, log)),
       );
     }
-    if (rows.has("http")) {
-      const missing = httpAvailable();
-      if (missing.length === 0) sections.push(...(await runHttpRows(ports.slice(0, 1), plan.http, log)));
+    if (rows.has("http") || rows.has("hono")) {
+      const frameworks: readonly Framework[] = rows.has("http") ? FRAMEWORKS : ["hono"];
+      const missing = httpAvailable(frameworks);
+      if (missing.length === 0) sections.push(...(await runHttpRows(ports.slice(0, 1), plan.http, log, frameworks)));
       else notes.push(`HTTP rows skipped: ${missing.join("; ")}.`);
     }
     if (rows.has("commands")) {

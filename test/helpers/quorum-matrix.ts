@@ -1,12 +1,15 @@
 /**
  * F3, the quorum matrix (redsync's TestMutexQuorum, extended with "down"), for N instances: every
  * assignment of each node to free / held by another value / down (SIGSTOP), one attempt each,
- * 3^N rows. One Redlock serves every row; a stopped node costs one per-instance timeout.
+ * 3^N rows. One Redlock serves every row; a stopped node costs one per-instance timeout. The
+ * Redlock's instances are ioredis clients, or node-redis clients (the `redis` package); the test
+ * itself reads and writes through ioredis either way.
  */
 import { LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useInvariants } from "./invariants.js";
+import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "./node-redis.js";
 import { useRedisServers } from "./redis-servers.js";
 
 export type NodeState = "free" | "held" | "down";
@@ -31,27 +34,34 @@ export function expectedOutcome(row: readonly NodeState[]): Outcome {
   return "unavailable";
 }
 
-/** Declares the matrix's tests for `n` redis-servers started for the calling test file. */
-export function describeQuorumMatrix(n: number): void {
+/** Declares the matrix's tests for `n` redis-servers started for the calling test file, locked through `library`'s clients. */
+export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis" = "ioredis"): void {
   const TTL = 1000;
   const cluster = useRedisServers(n);
   // checked after every row: no immortal keys, no leaked locks, handles or rejections
   useInvariants(cluster, { maxTtlMs: TTL });
   let clients: Redis[] = [];
+  let nodeRedis: NodeRedisClient[] = [];
+  /** Resolves once every command the Redlock's clients sent has been answered. */
+  const settled = () =>
+    Promise.all([...clients.map((client) => client.ping()), ...nodeRedis.map((client) => client.ping())]);
   let dlm: Redlock;
   const rows = matrixRows(n);
   const quorum = Math.floor(n / 2) + 1;
 
   beforeAll(async () => {
     clients = cluster.servers.map((server) => server.client());
-    dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 50 });
+    if (library === "node-redis") nodeRedis = await connectedNodeRedis(cluster.servers.map((server) => server.port));
+    dlm = new Redlock(library === "node-redis" ? nodeRedis : clients, { retryCount: 0, instanceTimeout: 50 });
     // connected first: a cold connect on a busy machine can take longer than 50 ms
-    await Promise.all(clients.map((client) => client.ping()));
+    await settled();
     // load the scripts on every connection, so a late landing is a single command behind which the release queues
     await (await dlm.acquire("warm-up", TTL)).release();
   });
 
-  describe(`quorum matrix, N = ${n}, Q = ${quorum}, retryCount 0`, () => {
+  afterAll(() => closeNodeRedis(nodeRedis));
+
+  describe(`quorum matrix, N = ${n}, Q = ${quorum}, retryCount 0, ${library} clients`, () => {
     it(`has ${3 ** n} rows`, () => {
       expect(rows).toHaveLength(3 ** n);
       expect(new Set(rows.map((row) => row.join())).size).toBe(3 ** n);
@@ -93,7 +103,7 @@ export function describeQuorumMatrix(n: number): void {
           if (state === "down") cluster.servers[i]?.resume();
         });
         // the late SET of a stopped node lands now; the release was queued behind it on the same connection
-        await Promise.all(clients.map((client) => client.ping()));
+        await settled();
         expect(await Promise.all(clients.map((client) => client.get(key))), "after SIGCONT").toEqual(
           row.map((state) => (state === "held" ? foreign : null)),
         );

@@ -1,9 +1,12 @@
 /**
  * M2, the thundering start (docs/reliability.md §3; python-redis-lock's test_no_overlap2): 50 OS
  * processes, each with its own Redlock and connections, wait at a barrier (a BLPOP on the witness)
- * and call lock(r, 10 s) at once. Without retries exactly one wins and the others are told
- * "contention", never "unavailable"; with `wait` all of them get it in turn, each for a bounded
- * number of script calls. The same 50 processes run both rounds (forking 50 is the slow part here).
+ * and call lock(r, 10 s) at once. Without retries at most one wins and the others are told
+ * "contention", never "unavailable". Exactly one wins when one process reached a majority first;
+ * when the instances saw different processes first (a split vote, which a busy machine makes
+ * likely), nobody wins: Redlock gives no more for one attempt each, and the test says which it saw.
+ * With `wait` all of them get it in turn, each for a bounded number of script calls. The same 50
+ * processes run both rounds (forking 50 is the slow part here).
  */
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -57,12 +60,18 @@ function tally(results: readonly LockResult[]): Record<string, number> {
 }
 
 describe(`${PROCESSES} processes released by a barrier`, () => {
-  it("lock(r, 10 s) with no retries: exactly one wins, 49 are told contention (never unavailable), nothing is left after its release", async () => {
+  it("lock(r, 10 s) with no retries: at most one wins, the others are told contention (never unavailable), nothing is left after its release", async () => {
     const results = await release("start:once");
-    expect(tally(results)).toEqual({ acquired: 1, contention: PROCESSES - 1 });
-    const winner = workers[results.findIndex((result) => result.outcome === "acquired")] as ForkedWorker;
-    winner.send({ kind: "release" });
-    expect((await winner.next<{ released: boolean }>("released")).released).toBe(true);
+    const counts = tally(results);
+    const winners = counts.acquired ?? 0;
+    expect(winners).toBeLessThanOrEqual(1);
+    expect(counts).toEqual(winners === 1 ? { acquired: 1, contention: PROCESSES - 1 } : { contention: PROCESSES });
+    console.info(`M2 without retries: ${winners === 1 ? "one process won" : "a split vote, nobody won"}`);
+    if (winners === 1) {
+      const winner = workers[results.findIndex((result) => result.outcome === "acquired")] as ForkedWorker;
+      winner.send({ kind: "release" });
+      expect((await winner.next<{ released: boolean }>("released")).released).toBe(true);
+    }
     // no retries, so nobody queued: not even a queue key is left
     for (const client of direct) expect(await client.dbsize()).toBe(0);
   });

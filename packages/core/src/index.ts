@@ -51,6 +51,8 @@ export { type AcquireOptions, checkLockOptions, type HoldOptions, type RedlockOp
 export type { RedlockInstance } from "./quorum/instances.js";
 export { Redlock, type UsingOptions } from "./redlock.js";
 export { MemoryStore } from "./stores/memory-store.js";
+export type { NodeRedisClientLike } from "./stores/node-redis/client-shape.js";
+export { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 export { RedisStore } from "./stores/redis-store.js";
 export {
   type AcquireReply,

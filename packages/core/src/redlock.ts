@@ -33,6 +33,7 @@ import type { RedlockInstance, ResolvedInstance } from "./quorum/instances.js";
 import { type QuorumContext, releaseCall } from "./quorum/requests.js";
 import { ServerIdentityCheck } from "./quorum/server-identity.js";
 import { countVotes } from "./quorum/votes.js";
+import { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 import { RedisStore } from "./stores/redis-store.js";
 import { canFence, type LockStore } from "./stores/store.js";
 import { checkFunction, checkMs } from "./validate.js";
@@ -259,7 +260,7 @@ export class Redlock {
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
   async quit(): Promise<void> {
     this.#handOvers.close();
-    for (const store of this.#stores) if (store instanceof RedisStore) store.close();
+    for (const store of this.#stores) if (store instanceof RedisStore || store instanceof NodeRedisStore) store.close();
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
         if (!owned || owned.status === "end") return;

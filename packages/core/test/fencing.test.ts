@@ -128,18 +128,18 @@ describe("the write-back (phase 2)", () => {
   });
 
   it("fails closed when the lock is lost between the phases: no lock, nothing left held", async () => {
-    // phase 1 succeeds everywhere, then the key vanishes on two nodes (an expiry, a restart)
+    // phase 1 succeeds everywhere, then the key vanishes on two nodes (an expiry, a restart) just
+    // before phase 2 reaches them
     const stores = clients.map((client, index): LockStore => {
       const store = new RedisStore(client);
       return {
         acquire: store.acquire.bind(store),
         extend: store.extend.bind(store),
         release: store.release.bind(store),
-        raiseFences: store.raiseFences.bind(store),
-        acquireFenced: async (keys, value, ttl, ticket) => {
-          const reply = await store.acquireFenced(keys, value, ttl, ticket);
+        acquireFenced: store.acquireFenced.bind(store),
+        raiseFences: async (keys, value, fences) => {
           if (index > 0) await client.del(keys[0] as string);
-          return reply;
+          return store.raiseFences(keys, value, fences);
         },
       };
     });

@@ -1,12 +1,19 @@
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { sleep, useRedisServers } from "#test-helpers/redis.js";
-import { type LockStore, MemoryStore, RedisStore } from "../src/index.js";
+import { type LockStore, MemoryStore, NodeRedisStore, RedisStore } from "../src/index.js";
 
 const redis = useRedisServers(1);
+let nodeRedis: NodeRedisClient[] = [];
+beforeAll(async () => {
+  nodeRedis = await connectedNodeRedis([redis.servers[0]?.port as number]);
+});
+afterAll(() => closeNodeRedis(nodeRedis));
 
-/** One contract, run against every store: MemoryStore must behave exactly as RedisStore. */
+/** One contract, run against every store: NodeRedisStore and MemoryStore must behave exactly as RedisStore. */
 const stores: [string, () => LockStore][] = [
   ["RedisStore", () => new RedisStore(redis.servers[0]?.client() as never)],
+  ["NodeRedisStore", () => new NodeRedisStore(nodeRedis[0] as NodeRedisClient)],
   ["MemoryStore", () => new MemoryStore()],
 ];
 
@@ -14,7 +21,7 @@ describe.each(stores)("%s conformance", (_, create) => {
   let store: LockStore;
   beforeEach(async () => {
     store = create();
-    if (store instanceof RedisStore) await store.client.flushall();
+    if (store instanceof RedisStore || store instanceof NodeRedisStore) await redis.servers[0]?.client().flushall();
   });
 
   it("acquires free keys and refuses them to another value with the holder's remaining ttl", async () => {
@@ -86,6 +93,33 @@ describe.each(stores)("%s conformance", (_, create) => {
     await sleep(50);
     expect(heard).toEqual(["early:a=w1"]);
     expect((await store.acquire(["a"], "w3", 1000)).acquired).toBe(true);
+    for (const stop of stops) stop?.();
+  });
+
+  it("a waiter giving back a key queues itself again at its place before the key is handed on", async () => {
+    const heard: string[] = [];
+    const stops = await Promise.all([
+      store.onHandOver?.("old", (key, value) => heard.push(`old:${key}=${value}`)),
+      store.onHandOver?.("young", (key, value) => heard.push(`young:${key}=${value}`)),
+    ]);
+    const ticket = (channel: string, order: number) => ({ channel, order, holdMs: 1000, keepMs: 5000 });
+    await store.acquire(["g"], "holder", 1000);
+    expect((await store.acquire(["g"], "young", 1000, ticket("young", 2))).acquired).toBe(false);
+    await store.release(["g"], "holder");
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young"]);
+    // the old waiter took a free key (its entry left that queue), then its attempt failed elsewhere:
+    // giving the key back, it is queued again ahead of the young one and handed the key itself
+    await store.release(["g"], "young");
+    expect((await store.acquire(["g"], "old", 1000, ticket("old", 1))).acquired).toBe(true);
+    expect((await store.acquire(["g"], "young", 1000, ticket("young", 2))).acquired).toBe(false);
+    expect(await store.release(["g"], "old", ticket("old", 1))).toBe(1);
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young", "old:g=old"]);
+    // given back on its last attempt (no ticket): the next in line gets it
+    expect(await store.release(["g"], "old")).toBe(1);
+    await sleep(50);
+    expect(heard).toEqual(["young:g=young", "old:g=old", "young:g=young"]);
     for (const stop of stops) stop?.();
   });
 

@@ -18,7 +18,7 @@ import { sleep, WaitingCall } from "../waiting/waiting-call.js";
 import { type AcquireFailure, acquireError, isMisconfigured } from "./acquire-failure.js";
 import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
-import { type AcquireRequest, acquireCall, type QuorumContext, releaseCall } from "./requests.js";
+import { type AcquireRequest, acquireCall, giveBackCall, type QuorumContext, releaseCall } from "./requests.js";
 import { classify, tallyAcquire } from "./votes.js";
 
 /** What the loop needs of its Redlock beyond the quorum. */
@@ -125,9 +125,13 @@ export class AcquireLoop {
           this.#publish(names, "acquired", attempts, start);
           return lock;
         }
-        waiting?.settled(votes, false);
-        await this.#releaseAfterFailure(votes, request, timeout);
         failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
+        const last =
+          attempts >= maxAttempts || isMisconfigured(failure) || clock() >= deadline || opts.signal?.aborted === true;
+        // A waiter that tries again is queued again where it gives keys back, keeping its place.
+        const requeue = !last && request.ticket !== undefined;
+        waiting?.settled(votes, false, requeue);
+        await this.#releaseAfterFailure(votes, request, timeout, requeue);
         if (opts.signal?.aborted) {
           this.#publish(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -145,7 +149,7 @@ export class AcquireLoop {
           continue;
         }
         try {
-          await (waiting ? waiting.sleep(delay, tally.held, opts.signal) : sleep(delay, opts.signal));
+          await (waiting ? waiting.sleep(delay, tally.held + tally.yes, opts.signal) : sleep(delay, opts.signal));
         } catch (reason) {
           this.#publish(names, "aborted", attempts, start);
           throw reason;
@@ -159,13 +163,21 @@ export class AcquireLoop {
     throw acquireError(names, failure, ttl);
   }
 
-  /** Step 4: release wherever our value may have landed: instances that said yes, timed out or failed. */
-  async #releaseAfterFailure(votes: readonly Vote<AcquireReply>[], request: AcquireRequest, timeout: number) {
+  /**
+   * Step 4: release wherever our value may have landed: instances that said yes, timed out or
+   * failed. With `requeue`, the waiter is queued again there before the key is handed on.
+   */
+  async #releaseAfterFailure(
+    votes: readonly Vote<AcquireReply>[],
+    request: AcquireRequest,
+    timeout: number,
+    requeue: boolean,
+  ) {
     const stores = this.#ctx.stores.filter((_, i) => {
       const vote = votes[i];
       return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
-    if (stores.length > 0) await fanOut(stores, releaseCall, request, timeout);
+    if (stores.length > 0) await fanOut(stores, requeue ? giveBackCall : releaseCall, request, timeout);
   }
 
   #publish(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {

@@ -1,9 +1,14 @@
 import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { type NodeRedisClientLike, nodeRedisKind } from "../stores/node-redis/client-shape.js";
+import { NodeRedisStore } from "../stores/node-redis/node-redis-store.js";
 import { describeClient, RedisStore } from "../stores/redis-store.js";
 import { isLockStore, type LockStore } from "../stores/store.js";
 
-/** One Redlock instance: an ioredis client or Cluster, ioredis options, a redis:// URL, or any LockStore. */
-export type RedlockInstance = Redis | Cluster | RedisOptions | string | LockStore;
+/**
+ * One Redlock instance: an ioredis client or Cluster, ioredis options, a redis:// URL, a node-redis
+ * client, Cluster or Sentinel (the `redis` package, connected or connecting), or any LockStore.
+ */
+export type RedlockInstance = Redis | Cluster | RedisOptions | string | NodeRedisClientLike | LockStore;
 
 export interface ResolvedInstance {
   readonly store: LockStore;
@@ -39,6 +44,9 @@ function createOwned(client: Redis): ResolvedInstance {
 export function resolveInstance(instance: unknown, index: number): ResolvedInstance {
   const name = `instances[${index}]`;
   if (isIoredisClient(instance)) return { store: new RedisStore(instance), owned: undefined };
+  if (nodeRedisKind(instance) !== undefined) {
+    return { store: new NodeRedisStore(instance as NodeRedisClientLike), owned: undefined };
+  }
   if (isLockStore(instance)) return { store: instance, owned: undefined };
   if (typeof instance === "string") {
     if (!/^rediss?:\/\//.test(instance)) {
@@ -50,16 +58,15 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
     return createOwned(new Redis({ ...OWNED_CLIENT_DEFAULTS, ...(instance as RedisOptions) }));
   }
   throw new TypeError(
-    `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL or a LockStore, got ${instance === null ? "null" : typeof instance}`,
+    `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL, a node-redis client or a LockStore, got ${instance === null ? "null" : typeof instance}`,
   );
 }
 
 /** A string that is equal for two instances that would be the same Redis database, or undefined if unknown. */
 export function instanceIdentity(resolved: ResolvedInstance): string | undefined {
   const store = resolved.store;
-  if (store instanceof RedisStore) {
-    const description = describeClient(store.client);
-    return description === "cluster" ? undefined : description;
-  }
-  return undefined;
+  let description: string | undefined;
+  if (store instanceof RedisStore) description = describeClient(store.client);
+  else if (store instanceof NodeRedisStore && store.kind === "client") description = store.description;
+  return description === "cluster" ? undefined : description;
 }

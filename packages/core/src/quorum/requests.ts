@@ -29,3 +29,5 @@ export interface AcquireRequest extends LockRequest {
 export const acquireCall = (store: LockStore, r: AcquireRequest) => store.acquire(r.keys, r.value, r.ttl, r.ticket);
 export const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 export const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
+/** A failed attempt's release: a queued waiter keeps its place where it gives keys back. */
+export const giveBackCall = (store: LockStore, r: AcquireRequest) => store.release(r.keys, r.value, r.ticket);

@@ -1,4 +1,5 @@
 import { LockConfigurationError } from "../errors.js";
+import { NodeRedisStore } from "../stores/node-redis/node-redis-store.js";
 import { RedisStore } from "../stores/redis-store.js";
 import type { LockStore } from "../stores/store.js";
 import type { ResolvedInstance } from "./instances.js";
@@ -223,8 +224,10 @@ export class ServerIdentityCheck {
     const entries: Entry[] = [];
     instances.forEach(({ store }, index) => {
       // stores that are not Redis servers (MemoryStore, your own) have no server identity to compare
-      if (!(store instanceof RedisStore)) return;
-      const client = store.client as unknown as WatchedClient;
+      let client: WatchedClient;
+      if (store instanceof RedisStore) client = store.client as unknown as WatchedClient;
+      else if (store instanceof NodeRedisStore) client = store.watched;
+      else return;
       entries.push({
         index,
         description: store.description,

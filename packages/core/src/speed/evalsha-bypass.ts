@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type { Cluster, Redis } from "ioredis";
-import { STORE_SCRIPTS, type StoreScript } from "../stores/scripts.js";
+import { type ScriptArgs, SHAS } from "../stores/script-calls.js";
+import type { StoreScript } from "../stores/scripts.js";
 
 /**
  * The EVALSHA bypass, for speed only: once a script has been sent whole, it is called by a plain
@@ -10,14 +10,6 @@ import { STORE_SCRIPTS, type StoreScript } from "../stores/scripts.js";
  * lock+unlock, 3 instances", one A/B run): 1.11x the floor this way, 1.00x through the defined
  * command. Without this module every call goes through the defined command, with the same replies.
  */
-
-export type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
-
-const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
-/** The name Redis knows each script by once it has been sent whole. */
-const SHAS = Object.fromEntries(Object.entries(STORE_SCRIPTS).map(([name, lua]) => [name, sha1(lua)])) as Readonly<
-  Record<StoreScript, string>
->;
 
 /** The commands `defineCommand` adds, called with the key count first (numberOfKeys is left unset). */
 type ScriptedClient = Record<StoreScript, (...args: ScriptArgs) => Promise<unknown>>;

@@ -104,13 +104,14 @@ export class MemoryStore implements LockStore {
     return true;
   }
 
-  /** Deletes the keys that hold `value`, handing each to its oldest waiter that still listens. */
-  async release(keys: readonly string[], value: string): Promise<number> {
+  /** Deletes the keys that hold `value`, handing each to its oldest waiter that still listens (`requeue` first queued again). */
+  async release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
     let released = 0;
     for (const key of keys) {
       if (this.#live(key)?.value === value) {
         this.#entries.delete(key);
         released++;
+        if (requeue !== undefined) this.#enqueue(key, value, requeue);
         this.#handOver(key);
       }
     }

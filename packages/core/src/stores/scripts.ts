@@ -11,19 +11,24 @@
  * refuses if any key belongs to another owner, reporting that owner's remaining ttl, and queues a
  * waiting caller behind it.
  */
-const REFUSE_IF_HELD = `-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
+const ENQUEUE = `-- queue the caller's entry (ARGV[4] its order; NX keeps an earlier place) and keep the queue ARGV[5] ms
+local function enqueue(queue)
+  redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
+  local left = redis.pcall('pttl', queue)
+  if type(left) == 'number' and left < tonumber(ARGV[5]) then
+    redis.pcall('pexpire', queue, ARGV[5])
+  end
+end
+`;
+
+const REFUSE_IF_HELD = `${ENQUEUE}-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
 for i = 1, n do
   local holder = redis.call('get', KEYS[i])
   -- a key that holds our value is ours: handed to us by a release, or a SET that ioredis re-sent
   if holder and holder ~= value then
     if entry then
       -- queue behind the holder: its release hands the key to the oldest entry (NX keeps our place)
-      local queue = KEYS[n + i]
-      redis.pcall('zadd', queue, 'nx', ARGV[4], entry)
-      local left = redis.pcall('pttl', queue)
-      if type(left) == 'number' and left < tonumber(ARGV[5]) then
-        redis.pcall('pexpire', queue, ARGV[5])
-      end
+      enqueue(KEYS[n + i])
     end
     return redis.call('pttl', KEYS[i])
   end
@@ -179,11 +184,14 @@ return 1
  * handed to the oldest waiter in its queue that can still hear of it: the key is set to that
  * waiter's value for the few ms it needs to claim it, and its process is told on its hand-over
  * channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
- * "<channel>:<ms to hold the key>:<value>".
+ * "<channel>:<ms to hold the key>:<value>". ARGV[3..5], when a waiter gives back what a failed
+ * attempt took: its entry, order and queue lifetime, as for the acquire script. It is queued again
+ * before the key is handed on, so it keeps its place in every queue until it acquires (the oldest
+ * waiter then collects a quorum of hand-overs, rather than waiters each holding one instance).
  */
 export const RELEASE_SCRIPT = `
-local value = ARGV[1]
-local queued = ARGV[2] == '1'
+local value, entry = ARGV[1], ARGV[3]
+${ENQUEUE}local queued = ARGV[2] == '1'
 local n = queued and #KEYS / 2 or #KEYS
 local released = 0
 for i = 1, n do
@@ -191,6 +199,9 @@ for i = 1, n do
   if redis.call('get', key) == value then
     redis.call('del', key)
     released = released + 1
+    if queued and entry then
+      enqueue(KEYS[n + i])
+    end
     while queued do
       -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
       local popped = redis.pcall('zpopmin', KEYS[n + i])
@@ -221,7 +232,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV4",
+  release: "redlockKitReleaseV5",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",

@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from "ioredis";
+import { NodeRedisStore } from "./node-redis/node-redis-store.js";
 import { RedisStore } from "./redis-store.js";
 import type { LockStore, StoredKey } from "./store.js";
 
@@ -29,12 +30,13 @@ async function readRedisKey(client: Redis | Cluster, key: string): Promise<Store
 /**
  * Deletes `key` on one instance whatever its value. It is released with the value it holds
  * (compare-and-delete), so that the oldest waiter queued on it is handed the key at once; a key
- * that changed hands between the read and the release is deleted outright on a `RedisStore`.
+ * that changed hands between the read and the release is deleted outright on a Redis store.
  * Resolves to whether a key was deleted.
  */
 export async function deleteKey(store: LockStore, key: string): Promise<boolean> {
   const stored = await readKey(store, key);
   if (stored === null) return false;
   if ((await store.release([key], stored.value)) > 0) return true;
+  if (store instanceof NodeRedisStore) return store.forceDelete(key);
   return store instanceof RedisStore && (await store.client.del(key)) > 0;
 }

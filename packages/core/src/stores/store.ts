@@ -51,9 +51,11 @@ export interface LockStore {
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean>;
   /**
    * Delete the keys that hold `value`, handing each to the oldest waiter queued on it (stores that
-   * offer `onHandOver`). Resolves to how many were deleted.
+   * offer `onHandOver`). Resolves to how many were deleted. With `requeue` (a waiter giving back
+   * what a failed attempt took), that waiter is queued again on each deleted key before it is
+   * handed on, at its ticket's place.
    */
-  release(keys: readonly string[], value: string): Promise<number>;
+  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number>;
   /**
    * Throws `RangeError` when this store cannot lock these keys together (a Redis Cluster with keys in
    * different hash slots), or, with `fencing`, cannot keep their fence counters beside them. Called

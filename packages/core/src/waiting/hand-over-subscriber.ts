@@ -8,6 +8,17 @@ let warned = false;
 
 type Listener = (key: string, value: string) => void;
 
+/** A subscriber connection as `HandOverSubscriber` drives it, whatever the client library. */
+export interface SubscriberConnection {
+  subscribe(channel: string): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+  /** Closes the connection; it must not keep the process alive after this. */
+  close(): void;
+}
+
+/** Opens a subscriber connection (lazily, on the first `subscribe`) that calls `onMessage` for each message. */
+export type OpenSubscriber = (onMessage: (channel: string, message: string) => void) => SubscriberConnection;
+
 /**
  * The subscriber connection of one instance, created on first use and shared by the Redlocks on
  * it: each listens on its own hand-over channel, so one connection per instance serves every key
@@ -15,12 +26,12 @@ type Listener = (key: string, value: string) => void;
  * listens, and never holds the process open by itself.
  */
 export class HandOverSubscriber {
-  readonly #client: Redis | Cluster;
+  readonly #open: OpenSubscriber;
   readonly #listeners = new Map<string, { readonly listener: Listener; readonly ready: Promise<unknown> }>();
-  #connection: Redis | Cluster | undefined;
+  #connection: SubscriberConnection | undefined;
 
-  constructor(client: Redis | Cluster) {
-    this.#client = client;
+  constructor(open: OpenSubscriber) {
+    this.#open = open;
   }
 
   /** Calls `listener(key, value)` for each hand-over announced on `channel`. Resolves once subscribed; returns stop. */
@@ -54,25 +65,34 @@ export class HandOverSubscriber {
 
   close(): void {
     this.#listeners.clear();
-    this.#connection?.disconnect();
+    this.#connection?.close();
     this.#connection = undefined;
   }
 
-  #connect(): Redis | Cluster {
-    if (this.#connection === undefined) {
-      // Redis and Cluster both take no arguments to copy their own options
-      const connection = (this.#client as { duplicate(): Redis | Cluster }).duplicate();
-      connection.on("error", () => {});
-      // a waiter's own timer keeps the process alive while it waits; this socket must not
-      connection.on("connect", () => (connection as Redis).stream?.unref?.());
-      connection.on("message", (name: string, message: string) => {
-        const at = message.indexOf(":");
-        if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at));
-      });
-      this.#connection = connection;
-    }
+  #connect(): SubscriberConnection {
+    this.#connection ??= this.#open((name, message) => {
+      const at = message.indexOf(":");
+      if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at));
+    });
     return this.#connection;
   }
+}
+
+/** The subscriber connection of an ioredis client or Cluster: a `duplicate()` of it. */
+export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
+  return (onMessage) => {
+    // Redis and Cluster both take no arguments to copy their own options
+    const connection = (client as { duplicate(): Redis | Cluster }).duplicate();
+    connection.on("error", () => {});
+    // a waiter's own timer keeps the process alive while it waits; this socket must not
+    connection.on("connect", () => (connection as Redis).stream?.unref?.());
+    connection.on("message", onMessage);
+    return {
+      subscribe: (channel) => connection.subscribe(channel),
+      unsubscribe: (channel) => connection.unsubscribe(channel),
+      close: () => connection.disconnect(),
+    };
+  };
 }
 
 function warnIfRefused(error: unknown): void {

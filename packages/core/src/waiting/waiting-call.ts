@@ -67,14 +67,19 @@ export class WaitingCall {
     return ticket;
   }
 
-  /** An attempt ended: it `acquired` the lock, or it failed and gives back every key it took. */
-  settled(votes: readonly Vote<AcquireReply>[], acquired: boolean): void {
-    if (this.#ticket !== undefined) this.#queuedOn = notTaken(votes);
+  /**
+   * An attempt ended: it `acquired` the lock, or it failed and gives back every key it took
+   * (`requeued`: queued again where it gives them back).
+   */
+  settled(votes: readonly Vote<AcquireReply>[], acquired: boolean, requeued = false): void {
+    if (requeued) this.#queuedOn = this.#stores.map((_, index) => index);
+    else if (this.#ticket !== undefined) this.#queuedOn = notTaken(votes);
     const waiter = this.#waiter;
     if (waiter === undefined) return;
     if (acquired) waiter.acquired = true;
     // Every key the attempt took is given back, a handed one too (the release script hands it
-    // to the next in line): a waiter never sits on votes another waiter needs.
+    // to the next in line): a waiter never sits on votes another waiter needs. One that tries
+    // again is queued again there first, so that it keeps its place in every queue.
     else waiter.keepOnly((index) => isRefused(votes[index]));
   }
 
@@ -92,13 +97,14 @@ export class WaitingCall {
 
   /**
    * Waits for the keys to be handed over, or `ms`, whichever comes first; rejects with the
-   * signal's reason. `held`: how many instances refused the last attempt.
+   * signal's reason. `inLine`: on how many instances the last attempt left it queued (those that
+   * refused it, and those where it gave a key back).
    */
-  sleep(ms: number, held: number, signal: AbortSignal | undefined): Promise<void> {
+  sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<void> {
     const waiter = this.#waiter as Waiter;
-    // queued on too few instances to be handed a quorum (some timed out, or took the keys and
-    // gave them back): no release could wake it, so it tries again after one hold
-    if (this.#ticket !== undefined && held < this.#quorum) ms = Math.min(ms, waiter.ticket.holdMs);
+    // queued on too few instances to be handed a quorum (some timed out): no release could wake
+    // it, so it tries again after one hold
+    if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.ticket.holdMs);
     return waiter.sleep(ms, signal);
   }
 

@@ -1,0 +1,123 @@
+/**
+ * node-redis (the `redis` package, v5 and v6) as core sees it: structural types of its own, so that
+ * core neither imports `redis` at run time nor needs it installed to type-check, and one `send`
+ * over the three shapes of `sendCommand` (client, Cluster, Sentinel).
+ */
+
+/**
+ * A node-redis client (`createClient()`), Cluster (`createCluster()`) or Sentinel
+ * (`createSentinel()`), connected or connecting. Only what redlock-kit calls is named here: any
+ * installed copy of `redis` or `@redis/client` v5 or v6 fits.
+ *
+ * @example
+ * import { createClient } from "redis";
+ * const client = await createClient({ url: "redis://127.0.0.1:6379" }).connect();
+ * const dlm = new Redlock([client]);
+ */
+export interface NodeRedisClientLike {
+  /** True from `connect()` until `close()`/`destroy()`. */
+  readonly isOpen: boolean;
+  /** True while a connection is up and ready for commands. */
+  readonly isReady: boolean;
+  sendCommand(...args: never[]): Promise<unknown>;
+  duplicate(...args: never[]): unknown;
+}
+
+/** Which of node-redis's three client shapes a value has. */
+export type NodeRedisKind = "client" | "cluster" | "sentinel";
+
+/** What core calls on every node-redis shape; `sendCommand` differs and goes through `send`. */
+export interface NodeRedisBase {
+  readonly isOpen: boolean;
+  readonly isReady: boolean;
+  readonly options?: NodeRedisOptions;
+  duplicate(): NodeRedisBase;
+  connect(): Promise<unknown>;
+  SUBSCRIBE(channel: string, listener: (message: string, channel: string) => void): Promise<void>;
+  UNSUBSCRIBE(channel: string): Promise<void>;
+  destroy(): unknown;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
+  off(event: string, listener: (...args: unknown[]) => void): unknown;
+  /** Standalone clients only: the socket no longer keeps the process alive. */
+  unref?(): void;
+}
+
+/** The options a standalone client was created with (read for its description; never the password). */
+interface NodeRedisOptions {
+  readonly url?: string;
+  readonly database?: number;
+  readonly socket?: { readonly host?: string; readonly port?: number; readonly path?: string };
+  readonly name?: string;
+}
+
+/** Sends one command (strings only: numbers are turned into decimal strings by the caller) on any shape. */
+export type Send = (firstKey: string | undefined, args: readonly string[]) => Promise<unknown>;
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null;
+
+/**
+ * The shape of a node-redis client, or undefined when `value` is not one. Called after the ioredis
+ * check: ioredis clients also have `sendCommand` and `duplicate`, but no `isOpen`.
+ */
+export function nodeRedisKind(value: unknown): NodeRedisKind | undefined {
+  if (!isObject(value) || typeof value.sendCommand !== "function" || typeof value.duplicate !== "function") {
+    return undefined;
+  }
+  if (!("isOpen" in value) || typeof value.SUBSCRIBE !== "function") return undefined;
+  if (typeof value.getSlotMaster === "function") return "cluster";
+  if (typeof value.getMasterNode === "function") return "sentinel";
+  return "client";
+}
+
+/** One `send` for the shape: a Cluster routes by the first key, a Sentinel to its master. */
+export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
+  const target = client as unknown as {
+    sendCommand(...args: unknown[]): Promise<unknown>;
+  };
+  if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args);
+  if (kind === "sentinel") return (_, args) => target.sendCommand(false, args);
+  return (_, args) => target.sendCommand(args);
+}
+
+/**
+ * host:port/db (or the socket path) of a standalone client, never the password: the same form
+ * as an ioredis client's, so that one server given once per client library is still caught.
+ * A Cluster is "cluster", a Sentinel "sentinel".
+ */
+export function describeNodeRedis(client: NodeRedisBase, kind: NodeRedisKind): string {
+  if (kind === "cluster") return "cluster";
+  const options = client.options ?? {};
+  // a Sentinel client does not say which master name it follows
+  if (kind === "sentinel") return options.name === undefined ? "sentinel" : `sentinel:${options.name}`;
+  let host = options.socket?.host;
+  let port = options.socket?.port;
+  let db = options.database;
+  if (options.url !== undefined) {
+    try {
+      const url = new URL(options.url);
+      host ??= url.hostname || undefined;
+      port ??= url.port === "" ? undefined : Number(url.port);
+      const path = url.pathname.slice(1);
+      db ??= path === "" ? undefined : Number(path);
+    } catch {
+      // node-redis refuses such a URL itself when it connects
+    }
+  }
+  const where = options.socket?.path ?? `${host ?? "localhost"}:${port ?? 6379}`;
+  return `${where}/${db ?? 0}`;
+}
+
+/**
+ * A reply the server sent as an error (node-redis's ErrorReply and its subclasses), as opposed to
+ * a connection that closed or a client that is not open.
+ */
+export function isServerError(error: unknown): error is Error {
+  if (!(error instanceof Error)) return false;
+  let proto: object | null = Object.getPrototypeOf(error);
+  while (proto !== null && proto !== Error.prototype) {
+    if ((proto as { constructor?: { name?: string } }).constructor?.name === "ErrorReply") return true;
+    proto = Object.getPrototypeOf(proto);
+  }
+  return false;
+}

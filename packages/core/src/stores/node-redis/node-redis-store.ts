@@ -1,0 +1,163 @@
+import { HandOverSubscriber } from "../../waiting/hand-over-subscriber.js";
+import { OneKeySet } from "../one-key-set.js";
+import {
+  acquireArgs,
+  besideOf,
+  checkClusterKeys,
+  entryOf,
+  FENCE_SUFFIX,
+  isOne,
+  QUEUE_SUFFIX,
+  releaseArgs,
+  type ScriptArgs,
+  SHAS,
+  toAcquireReply,
+  toFencedReply,
+} from "../script-calls.js";
+import { COMMANDS, STORE_SCRIPTS, type StoreScript } from "../scripts.js";
+import type { AcquireReply, LockStore, QueueTicket, StoredKey } from "../store.js";
+import {
+  describeNodeRedis,
+  type NodeRedisBase,
+  type NodeRedisClientLike,
+  type NodeRedisKind,
+  nodeRedisKind,
+  type Send,
+  senderOf,
+} from "./client-shape.js";
+import { nodeRedisSubscriber } from "./node-redis-subscriber.js";
+import { type WatchedNodeRedis, watchedNodeRedis } from "./watched-client.js";
+
+/**
+ * One Redlock instance on a node-redis client (the `redis` package): `createClient()`,
+ * `createCluster()` or `createSentinel()`, connected or connecting. It runs the same scripts,
+ * queues and fence counters as `RedisStore`, so both kinds of client lock the same keys together
+ * (mixed lists, two services on two client libraries). `new Redlock([client])` builds it for you;
+ * core never imports `redis` itself.
+ *
+ * Scripts are called by SHA (EVALSHA), and sent whole (EVAL) once when Redis answers NOSCRIPT (a
+ * restart, SCRIPT FLUSH, a failover). A client that is not open (never connected, or closed)
+ * refuses every command at once: its vote counts as unavailable, never as a hang.
+ *
+ * @example
+ * import { createClient } from "redis";
+ * const clients = await Promise.all(
+ *   ["redis://a:6379", "redis://b:6379", "redis://c:6379"].map((url) => createClient({ url }).connect()),
+ * );
+ * const dlm = new Redlock(clients);
+ */
+export class NodeRedisStore implements LockStore {
+  readonly client: NodeRedisClientLike;
+  readonly kind: NodeRedisKind;
+  readonly description: string;
+  /** What server-identity.ts watches to tell one server listed twice. */
+  readonly watched: WatchedNodeRedis;
+  readonly #send: Send;
+  readonly #cluster: boolean;
+  #subscriber: HandOverSubscriber | undefined;
+  readonly #oneKey = new OneKeySet();
+
+  constructor(client: NodeRedisClientLike) {
+    const kind = nodeRedisKind(client);
+    if (kind === undefined) {
+      throw new TypeError("NodeRedisStore needs a node-redis client, Cluster or Sentinel (the redis package)");
+    }
+    const base = client as unknown as NodeRedisBase;
+    this.client = client;
+    this.kind = kind;
+    this.#cluster = kind === "cluster";
+    this.#send = senderOf(base, kind);
+    this.description = describeNodeRedis(base, kind);
+    this.watched = watchedNodeRedis(base, kind, this.#send);
+  }
+
+  /** On a Cluster, the keys of one lock (and their fence counters) must share a hash slot. */
+  checkKeys(keys: readonly string[], fencing?: boolean): void {
+    if (this.#cluster) checkClusterKeys(keys, fencing);
+  }
+
+  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const key = keys[0] as string;
+    if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
+      // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
+      return this.#oneKey.acquire(value, {
+        setGet: () => this.#send(key, ["SET", key, value, "PX", String(ttl), "NX", "GET"]),
+        extend: () => this.#call(COMMANDS.extend, [1, key, value, ttl], isOne),
+        pttl: () => this.#send(key, ["PTTL", key]),
+        script: () => this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
+      });
+    }
+    return this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply);
+  }
+
+  /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
+  acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+    // checkKeys refused keys whose counter has no home: this is defined
+    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
+    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    return this.#call(COMMANDS.acquireFenced, acquireArgs(keys, value, ttl, queues, ticket, counters), toFencedReply);
+  }
+
+  /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
+  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
+    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
+    return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
+  }
+
+  extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
+    return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
+  }
+
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
+  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
+    this.#oneKey.released(value);
+    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
+  }
+
+  /** Listens on a subscriber connection of its own (a `duplicate()`), opened on first use and closed by `close()`. */
+  onHandOver(channel: string, listener: (key: string, value: string) => void): Promise<() => void> {
+    this.#subscriber ??= new HandOverSubscriber(nodeRedisSubscriber(this.client as unknown as NodeRedisBase));
+    return this.#subscriber.listen(channel, listener);
+  }
+
+  async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
+    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    if (queues === undefined) return;
+    const entry = entryOf(ticket, value);
+    await Promise.all(queues.map((queue) => this.#send(queue, ["ZREM", queue, entry])));
+  }
+
+  /** GET and PTTL, sent together (node-redis writes the commands of one tick at once); no script. */
+  async inspect(key: string): Promise<StoredKey | null> {
+    const [value, ttl] = await Promise.all([this.#send(key, ["GET", key]), this.#send(key, ["PTTL", key])]);
+    // The two commands are not atomic: a key that expired between them (PTTL -2) is free.
+    if (value === null || value === undefined || Number(ttl) === -2) return null;
+    return { value: String(value), ttlMs: Number(ttl) };
+  }
+
+  /** Deletes `key` whatever it holds (`Redlock.forceRelease()` only). Resolves to whether it existed. */
+  async forceDelete(key: string): Promise<boolean> {
+    return Number(await this.#send(key, ["DEL", key])) > 0;
+  }
+
+  /** Closes the subscriber connection this store opened; the client it was given stays open. */
+  close(): void {
+    this.#subscriber?.close();
+    this.#subscriber = undefined;
+  }
+
+  /**
+   * EVALSHA, then EVAL once if Redis does not know the script: the script is sent whole only
+   * after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node loads it.
+   */
+  #call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
+    const strings = args.map(String);
+    const firstKey = args[0] > 0 ? strings[1] : undefined;
+    return this.#send(firstKey, ["EVALSHA", SHAS[name], ...strings]).then(parse, (error: unknown) => {
+      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      return this.#send(firstKey, ["EVAL", STORE_SCRIPTS[name], ...strings]).then(parse);
+    });
+  }
+}

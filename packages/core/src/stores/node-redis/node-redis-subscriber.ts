@@ -1,0 +1,50 @@
+import type { OpenSubscriber } from "../../waiting/hand-over-subscriber.js";
+import type { NodeRedisBase } from "./client-shape.js";
+
+/**
+ * The hand-over subscriber connection of a node-redis client, Cluster or Sentinel: a `duplicate()`
+ * of it, connected with the first SUBSCRIBE (the client the user gave is never put in subscriber
+ * mode), destroyed by `close()`. Its sockets are unref'd so that it never holds the process open by
+ * itself: a waiter's own timer does that while it waits.
+ */
+export function nodeRedisSubscriber(client: NodeRedisBase): OpenSubscriber {
+  return (onMessage) => {
+    const connection = client.duplicate();
+    // node-redis throws an 'error' event nobody listens to; a lost subscription makes waiters poll
+    connection.on("error", () => {});
+    let connected: Promise<unknown> | undefined;
+    return {
+      async subscribe(channel) {
+        connected ??= connection.connect();
+        await connected;
+        await connection.SUBSCRIBE(channel, (message) => onMessage(channel, message));
+        // a Cluster opens its subscriber connection with the first SUBSCRIBE
+        unrefSockets(connection);
+      },
+      unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
+      close() {
+        connection.destroy();
+        // a TCP connect under way when destroy() ran can still complete: close that socket too
+        const again = () => connection.destroy();
+        connected?.then(again, again);
+      },
+    };
+  };
+}
+
+/** A standalone client has `unref()`; a Cluster's node clients each have one (a Sentinel has none). */
+function unrefSockets(connection: NodeRedisBase): void {
+  if (typeof connection.unref === "function") {
+    connection.unref();
+    return;
+  }
+  const cluster = connection as unknown as {
+    masters?: readonly { client?: NodeRedisBase; pubSub?: { client?: NodeRedisBase } }[];
+    pubSubNode?: { client?: NodeRedisBase };
+  };
+  for (const node of cluster.masters ?? []) {
+    node.client?.unref?.();
+    node.pubSub?.client?.unref?.();
+  }
+  cluster.pubSubNode?.client?.unref?.();
+}

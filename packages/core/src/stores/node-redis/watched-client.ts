@@ -1,0 +1,70 @@
+import { isServerError, type NodeRedisBase, type NodeRedisKind, type Send } from "./client-shape.js";
+
+/**
+ * A node-redis client seen through the few ioredis-like members that server-identity.ts watches
+ * (`status`, `info`, `call` and the connection events), so that node-redis instances are checked
+ * for being one server listed twice exactly as ioredis ones are.
+ */
+export interface WatchedNodeRedis {
+  readonly status: string;
+  readonly isCluster: boolean;
+  info(section: string): Promise<string>;
+  call(...args: string[]): Promise<unknown>;
+  on(event: string, listener: () => void): unknown;
+  once(event: string, listener: () => void): unknown;
+}
+
+/**
+ * ioredis's event names and node-redis's: a standalone client or Sentinel says 'reconnecting' when
+ * its connection dropped and 'end' when closed; a Cluster says 'connect' once its slots are known
+ * and 'disconnect' when closed. Nodes joining or leaving a Cluster are not announced.
+ */
+const EVENTS: Readonly<Record<"client" | "cluster", Readonly<Record<string, readonly string[]>>>> = {
+  client: { close: ["reconnecting", "end"], ready: ["ready"] },
+  cluster: { close: ["disconnect"], ready: ["connect"] },
+};
+
+/** One view per client, shared by every store on it: server-identity.ts keeps one identity per watched object. */
+const views = new WeakMap<object, WatchedNodeRedis>();
+
+export function watchedNodeRedis(client: NodeRedisBase, kind: NodeRedisKind, send: Send): WatchedNodeRedis {
+  let view = views.get(client);
+  if (view === undefined) {
+    view = createView(client, kind, send);
+    views.set(client, view);
+  }
+  return view;
+}
+
+function createView(client: NodeRedisBase, kind: NodeRedisKind, send: Send): WatchedNodeRedis {
+  const events = EVENTS[kind === "cluster" ? "cluster" : "client"];
+  const namesOf = (event: string) => events[event] ?? [];
+  const call = (...args: string[]) =>
+    send(undefined, args).catch((error: unknown) => {
+      // server-identity.ts tells a refusal (cannot be checked) from a lost connection by this name
+      if (isServerError(error)) Object.defineProperty(error, "name", { value: "ReplyError" });
+      throw error;
+    });
+  return {
+    get status() {
+      if (client.isReady) return "ready";
+      return client.isOpen ? "connecting" : "end";
+    },
+    isCluster: kind === "cluster",
+    info: (section) => call("INFO", section).then(String),
+    call,
+    on(event, listener) {
+      for (const name of namesOf(event)) client.on(name, listener);
+      return this;
+    },
+    once(event, listener) {
+      const names = namesOf(event);
+      const once = () => {
+        for (const name of names) client.off(name, once);
+        listener();
+      };
+      for (const name of names) client.on(name, once);
+      return this;
+    },
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * What a Redis store sends for each script of scripts.ts (its SHA, its KEYS and ARGV) and how it
+ * reads the replies, once for every client library: `RedisStore` (ioredis) and `NodeRedisStore`
+ * (node-redis) run the same scripts on the same keys, so they lock together.
+ */
+import { createHash } from "node:crypto";
+import calculateSlot from "cluster-key-slot";
+import { STORE_SCRIPTS, type StoreScript } from "./scripts.js";
+import { ACQUIRED, type AcquireReply, type QueueTicket } from "./store.js";
+
+/** The key count, then the keys, then the other arguments: what a script call sends after its SHA. */
+export type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
+
+/** A key's queue of waiters sits beside it: the lock key with this suffix (no braces: same hash tag). */
+export const QUEUE_SUFFIX = ":redlock-kit:waiters";
+/** A key's fence counter sits beside it too (docs/fencing.md): never expires, never touched by release. */
+export const FENCE_SUFFIX = ":redlock-kit:fence";
+
+const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
+/** The name Redis knows each script by once it has been sent whole. */
+export const SHAS: Readonly<Record<StoreScript, string>> = Object.fromEntries(
+  Object.entries(STORE_SCRIPTS).map(([name, lua]) => [name, sha1(lua)]),
+) as Record<StoreScript, string>;
+
+/**
+ * A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT.
+ * A fenced lock needs each key's counter in the key's slot too.
+ */
+export function checkClusterKeys(keys: readonly string[], fencing?: boolean): void {
+  if (keys.length > 1 && calculateSlot.generateMulti(keys as string[]) === -1) {
+    throw new RangeError(
+      `resources of one lock must share a hash slot on a Redis Cluster, got ${keys.map((k) => JSON.stringify(k)).join(", ")}: put the common part in braces, e.g. "{order:42}:payment" and "{order:42}:stock"`,
+    );
+  }
+  const homeless = fencing ? keys.find((key) => besideKey(key, FENCE_SUFFIX) === undefined) : undefined;
+  if (homeless !== undefined) {
+    throw new RangeError(
+      `a fence counter cannot share the hash slot of ${JSON.stringify(homeless)} on a Redis Cluster: give the resource a hash tag, e.g. "{order:42}"`,
+    );
+  }
+}
+
+/** A queue entry: the channel to tell, how long to hold the key for the waiter, its value. */
+export const entryOf = (ticket: QueueTicket, value: string) => `${ticket.channel}:${ticket.holdMs}:${value}`;
+
+/** On a Cluster: the key plus the suffix when that hashes like the key itself (a hash-tagged key keeps its tag), else `{key}` plus the suffix. */
+export function besideKey(key: string, suffix: string): string | undefined {
+  const sameTag = key + suffix;
+  if (calculateSlot(sameTag) === calculateSlot(key)) return sameTag;
+  const braced = `{${key}}${suffix}`;
+  return calculateSlot(braced) === calculateSlot(key) ? braced : undefined;
+}
+
+/** The acquire script answers OK, or the holder's PTTL. */
+export function toAcquireReply(reply: unknown): AcquireReply {
+  return reply === "OK" ? ACQUIRED : { acquired: false, holderTtl: Number(reply) };
+}
+
+/** The fenced acquire script answers the counters (an array of decimal strings), or the holder's PTTL. */
+export function toFencedReply(reply: unknown): AcquireReply {
+  if (!Array.isArray(reply)) return { acquired: false, holderTtl: Number(reply) };
+  return { acquired: true, fences: reply.map(String) };
+}
+
+export const isOne = (reply: unknown) => reply === 1;
+
+/**
+ * The keys beside `keys` with `suffix` (queues, fence counters), or undefined where one cannot
+ * sit in its key's hash slot (a Cluster key without a hash tag whose braced form would hash
+ * elsewhere): its waiters poll, and it cannot be fenced.
+ */
+export function besideOf(keys: readonly string[], suffix: string, cluster: boolean): string[] | undefined {
+  const beside = keys.map((key) => (cluster ? besideKey(key, suffix) : key + suffix));
+  return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
+}
+
+/** ACQUIRE_SCRIPT, or FENCED_ACQUIRE_SCRIPT with the fence `counters`: with `queues`, a refused caller queues. */
+export function acquireArgs(
+  keys: readonly string[],
+  value: string,
+  ttl: number,
+  queues: readonly string[] | undefined,
+  ticket: QueueTicket | undefined,
+  counters: readonly string[] = [],
+): ScriptArgs {
+  if (queues === undefined || ticket === undefined) {
+    return [keys.length + counters.length, ...keys, ...counters, value, ttl];
+  }
+  const queued = [...keys, ...queues, ...counters];
+  return [queued.length, ...queued, value, ttl, entryOf(ticket, value), ticket.order, ticket.keepMs];
+}
+
+/**
+ * RELEASE_SCRIPT: with `queues`, each deleted key is handed to the oldest waiter queued on it; with
+ * `requeue` too (a waiter giving back what a failed attempt took), that waiter is queued again first.
+ */
+export function releaseArgs(
+  keys: readonly string[],
+  value: string,
+  queues: readonly string[] | undefined,
+  requeue?: QueueTicket,
+): ScriptArgs {
+  if (queues === undefined) return [keys.length, ...keys, value];
+  const args: ScriptArgs = [keys.length * 2, ...keys, ...queues, value, "1"];
+  if (requeue !== undefined) args.push(entryOf(requeue, value), requeue.order, requeue.keepMs);
+  return args;
+}

@@ -1,0 +1,99 @@
+import { createCluster } from "redis";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { startCluster, type TestCluster } from "#test-helpers/redis.js";
+import { LockConfigurationError, NodeRedisStore, Redlock } from "../src/index.js";
+
+let cluster: TestCluster;
+const opened: { isOpen: boolean; destroy(): unknown }[] = [];
+
+beforeAll(async () => {
+  cluster = await startCluster(3);
+}, 60_000);
+
+afterAll(async () => {
+  for (const client of opened) if (client.isOpen) client.destroy();
+  await cluster?.stop();
+});
+
+/** A node-redis Cluster client of the test cluster, connected. */
+async function nodeRedisCluster() {
+  const client = createCluster({
+    rootNodes: cluster.servers.map((server) => ({ socket: { host: "127.0.0.1", port: server.port } })),
+  });
+  client.on("error", () => {});
+  opened.push(client);
+  await client.connect();
+  return client;
+}
+
+const totalKeys = async () => {
+  let total = 0;
+  for (const server of cluster.servers) total += await server.client().dbsize();
+  return total;
+};
+
+it("locks single keys on every master through a node-redis Cluster", async () => {
+  const client = await nodeRedisCluster();
+  const dlm = new Redlock([client], { retryCount: 0 });
+  expect(dlm.stores[0]).toBeInstanceOf(NodeRedisStore);
+  const owners = new Set<number>();
+  for (const key of ["a", "b", "c", "order:1", "order:2", "order:3", "x", "y", "z"]) {
+    const lock = await dlm.acquire(key, 2000);
+    const owner = await cluster.ownerOf(key);
+    owners.add(owner.port);
+    expect(await owner.client().get(key)).toBe(lock.value);
+    expect(await dlm.lock(key, 2000)).toBeNull();
+    expect(await lock.release()).toBe(true);
+  }
+  expect(owners.size).toBe(3);
+  expect(await totalKeys()).toBe(0);
+  await dlm.quit();
+});
+
+it("refuses resources across hash slots with a RangeError before any command, and locks a {hash tag} all or nothing", async () => {
+  const dlm = new Redlock([await nodeRedisCluster()], { retryCount: 0 });
+  await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(/share a hash slot/);
+  const lock = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
+  expect(await dlm.lock(["{order:42}:stock", "{order:42}:invoice"], 2000)).toBeNull();
+  await lock.release();
+  expect(await totalKeys()).toBe(0);
+  await dlm.quit();
+});
+
+it("issues fences on a Cluster, each counter in its key's slot", async () => {
+  const dlm = new Redlock([await nodeRedisCluster()], { retryCount: 0, fencing: true });
+  const first = await dlm.acquire("{job}:fenced", 2000);
+  await first.release();
+  const second = await dlm.acquire("{job}:fenced", 2000);
+  expect(BigInt(second.fence as string)).toBe(BigInt(first.fence as string) + 1n);
+  await second.release();
+  await dlm.quit();
+  // the counter never expires: it sits beside the key, in its slot
+  const owner = await cluster.ownerOf("{job}:fenced");
+  expect(await owner.client().del("{job}:fenced:redlock-kit:fence")).toBe(1);
+});
+
+it("wakes a waiter on release through a subscriber Cluster connection of its own", async () => {
+  const dlm = new Redlock([await nodeRedisCluster()], { retryDelay: 60_000, retryJitter: 0 });
+  const holder = await dlm.acquire("cluster-job", 10_000);
+  const waiting = dlm.acquire("cluster-job", 1000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
+  const owner = await cluster.ownerOf("cluster-job");
+  for (let i = 0; (await owner.client().zcard("cluster-job:redlock-kit:waiters")) !== 1 && i < 500; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  await holder.release();
+  const lock = await waiting;
+  await lock.release();
+  await dlm.quit();
+  expect(await totalKeys()).toBe(0);
+});
+
+it("refuses two node-redis Cluster clients of one cluster: every master would vote twice", async () => {
+  const dlm = new Redlock([await nodeRedisCluster(), await nodeRedisCluster()], { retryCount: 0 });
+  const error = await dlm.lock("twice", 2000).catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(LockConfigurationError);
+  expect((error as Error).message).toBe(
+    "instances[1] (cluster) shares a Redis server with instances[0] (cluster): it would vote twice",
+  );
+  expect(await totalKeys()).toBe(0);
+});

@@ -1,0 +1,225 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
+import { useRedisServers } from "#test-helpers/redis.js";
+import {
+  LockConfigurationError,
+  LockContentionError,
+  LockUnavailableError,
+  NodeRedisStore,
+  Redlock,
+} from "../src/index.js";
+
+const redis = useRedisServers(3);
+let clients: NodeRedisClient[] = [];
+let admins: Redis[] = [];
+const extra: NodeRedisClient[] = [];
+const redlocks: Redlock[] = [];
+
+beforeAll(async () => {
+  clients = await connectedNodeRedis(redis.servers.map((server) => server.port));
+  admins = redis.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  closeNodeRedis(extra.splice(0));
+  await Promise.all(admins.map((admin) => admin.flushall()));
+});
+
+afterAll(() => closeNodeRedis(clients));
+
+const redlock = (...args: ConstructorParameters<typeof Redlock>) => {
+  const dlm = new Redlock(...args);
+  redlocks.push(dlm);
+  return dlm;
+};
+
+/** A node-redis client of server `index` that the test owns (closed after it). */
+const ownClient = (index: number) => {
+  const client = nodeRedisClient(redis.servers[index]?.port as number);
+  extra.push(client);
+  return client;
+};
+
+/** The values under `key`, once the commands already sent on the node-redis clients have landed. */
+const valuesOf = async (key: string) => {
+  await Promise.all(clients.map((client) => client.ping()));
+  return Promise.all(admins.map((admin) => admin.get(key)));
+};
+
+describe("node-redis clients as Redlock instances", () => {
+  it("locks, refuses another owner with the holder's ttl, extends and releases on every instance", async () => {
+    const dlm = redlock(clients, { retryCount: 0 });
+    expect(dlm.stores.every((store) => store instanceof NodeRedisStore)).toBe(true);
+    const lock = await dlm.acquire("nr:a", 5000);
+    expect(await valuesOf("nr:a")).toEqual([lock.value, lock.value, lock.value]);
+    const refused = await dlm.acquire("nr:a", 1000).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(LockContentionError);
+    expect((refused as LockContentionError).retryAfterMs).toBeGreaterThan(1000);
+    await dlm.extend(lock, 20_000);
+    // a quorum answered; the third extension may still be on its way
+    await Promise.all(clients.map((client) => client.ping()));
+    expect(Math.min(...(await Promise.all(admins.map((admin) => admin.pttl("nr:a")))))).toBeGreaterThan(10_000);
+    expect(await dlm.unlock(lock)).toBe(true);
+    expect(await valuesOf("nr:a")).toEqual([null, null, null]);
+  });
+
+  it("locks several resources all or nothing", async () => {
+    const dlm = redlock(clients, { retryCount: 0 });
+    await admins[0]?.set("nr:b", "other", "PX", 5000);
+    await admins[1]?.set("nr:b", "other", "PX", 5000);
+    expect(await dlm.lock(["nr:a", "nr:b"], 5000)).toBeNull();
+    expect(await valuesOf("nr:a")).toEqual([null, null, null]);
+    const lock = await dlm.acquire(["nr:a", "nr:c"], 5000);
+    expect(await valuesOf("nr:c")).toEqual([lock.value, lock.value, lock.value]);
+    await lock.release();
+  });
+
+  it("recovers from SCRIPT FLUSH: EVALSHA answered NOSCRIPT is sent again whole", async () => {
+    const dlm = redlock(clients, { retryCount: 0 });
+    // multi-resource locks go through the acquire script
+    await (await dlm.acquire(["nr:a", "nr:b"], 5000)).release();
+    await Promise.all(admins.map((admin) => admin.script("FLUSH")));
+    const lock = await dlm.acquire(["nr:a", "nr:b"], 5000);
+    // a quorum answered; the third instance's EVAL may still be on its way
+    expect((await valuesOf("nr:b")).filter((value) => value === lock.value).length).toBeGreaterThanOrEqual(2);
+    expect(await lock.release()).toBe(true);
+    await Promise.all(clients.map((client) => client.ping()));
+    expect(await valuesOf("nr:b")).toEqual([null, null, null]);
+  });
+
+  it("issues increasing fences through node-redis", async () => {
+    const dlm = redlock(clients, { retryCount: 0, fencing: true });
+    const first = await dlm.acquire("nr:fenced", 5000);
+    await first.release();
+    const second = await dlm.acquire("nr:fenced", 5000);
+    expect(BigInt(second.fence as string)).toBeGreaterThan(BigInt(first.fence as string));
+    await second.release();
+  });
+
+  it("inspects and force-releases through GET, PTTL and DEL", async () => {
+    const dlm = redlock(clients, { retryCount: 0 });
+    const lock = await dlm.acquire("nr:seen", 5000);
+    const seen = await dlm.inspect("nr:seen");
+    expect(seen.state).toBe("held");
+    expect(seen.ours).toBe(true);
+    expect(lock.valid).toBe(true);
+    expect(seen.ttlMs).toBeGreaterThan(0);
+    expect(seen.ttlMs).toBeLessThanOrEqual(5000);
+    expect(seen.instances.map((instance) => instance.description)).toEqual(
+      redis.servers.map((server) => `127.0.0.1:${server.port}/0`),
+    );
+    const forced = await dlm.forceRelease("nr:seen");
+    expect(forced.deleted).toBe(3);
+    expect(await valuesOf("nr:seen")).toEqual([null, null, null]);
+  });
+
+  it("wakes a waiter by the release's hand-over, not by its poll interval", async () => {
+    const dlm = redlock(clients, { retryDelay: 60_000, retryJitter: 0 });
+    const holder = await dlm.acquire("nr:job", 10_000);
+    const waiting = dlm.acquire("nr:job", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
+    // queued on every instance before the release
+    for (let i = 0; (await admins[0]?.zcard("nr:job:redlock-kit:waiters")) !== 1 && i < 500; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await holder.release();
+    const lock = await waiting;
+    expect(await valuesOf("nr:job")).toEqual([lock.value, lock.value, lock.value]);
+    await lock.release();
+  });
+
+  it("closes the subscriber connection it opened on quit(), and leaves the clients it was given open", async () => {
+    const connections = async () => Number((await admins[0]?.info("clients"))?.match(/connected_clients:(\d+)/)?.[1]);
+    const before = await connections();
+    const dlm = new Redlock(clients, { retryDelay: 60_000, retryJitter: 0 });
+    const holder = await dlm.acquire("nr:sub", 10_000);
+    const waiting = dlm.acquire("nr:sub", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
+    for (let i = 0; (await connections()) !== before + 1 && i < 500; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(await connections(), "one subscriber connection per instance").toBe(before + 1);
+    await holder.release();
+    await (await waiting).release();
+    await dlm.quit();
+    for (let i = 0; (await connections()) !== before && i < 500; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(await connections()).toBe(before);
+    expect(clients.every((client) => client.isOpen)).toBe(true);
+  });
+});
+
+describe("node-redis clients that are not connected", () => {
+  it("answers LockUnavailableError (503) at once for a client never connected, not a hang", async () => {
+    const dlm = redlock([ownClient(0)], { retryCount: 2, retryDelay: 10 });
+    const error = await dlm.lock("nr:down", 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as LockUnavailableError).status).toBe(503);
+  });
+
+  it("answers LockUnavailableError for a client closed after it was given, and no key is left behind", async () => {
+    const client = ownClient(0);
+    await client.connect();
+    const dlm = redlock([client], { retryCount: 0 });
+    await (await dlm.acquire("nr:closing", 5000)).release();
+    client.destroy();
+    await expect(dlm.lock("nr:closing", 5000)).rejects.toBeInstanceOf(LockUnavailableError);
+    expect(await admins[0]?.get("nr:closing")).toBeNull();
+  });
+
+  it("still locks on a quorum when one of three clients is closed", async () => {
+    const closed = ownClient(2);
+    const dlm = redlock([clients[0] as NodeRedisClient, clients[1] as NodeRedisClient, closed], { retryCount: 0 });
+    const lock = await dlm.acquire("nr:two-of-three", 5000);
+    expect(await valuesOf("nr:two-of-three")).toEqual([lock.value, lock.value, null]);
+    await lock.release();
+  });
+});
+
+describe("mixed lists of ioredis and node-redis instances", () => {
+  it("locks with an ioredis client, a node-redis client and another ioredis client, and both kinds exclude each other", async () => {
+    const [a, c] = [redis.servers[0]?.client() as Redis, redis.servers[2]?.client() as Redis];
+    const mixed = redlock([a, clients[1] as NodeRedisClient, c], { retryCount: 0 });
+    const allNodeRedis = redlock(clients, { retryCount: 0 });
+    const lock = await mixed.acquire("mixed:a", 5000);
+    await Promise.all([a.ping(), c.ping()]);
+    expect(await valuesOf("mixed:a")).toEqual([lock.value, lock.value, lock.value]);
+    await expect(allNodeRedis.acquire("mixed:a", 5000)).rejects.toBeInstanceOf(LockContentionError);
+    expect(await lock.release()).toBe(true);
+    const other = await allNodeRedis.acquire("mixed:a", 5000);
+    await expect(mixed.acquire("mixed:a", 5000)).rejects.toBeInstanceOf(LockContentionError);
+    await other.release();
+  });
+
+  it("refuses one server given once as an ioredis client and once as a node-redis client", async () => {
+    const port = redis.servers[0]?.port as number;
+    // the same address: caught before any command
+    expect(() => new Redlock([redis.servers[0]?.client() as Redis, clients[0] as NodeRedisClient])).toThrow(
+      `instances[1] is the same Redis database as instances[0] (127.0.0.1:${port}/0)`,
+    );
+    // another name for it: caught by the server's run_id before a vote counts
+    const aliased = nodeRedisClient(port, { socket: { host: "localhost", port } });
+    extra.push(aliased);
+    await aliased.connect();
+    const dlm = redlock([redis.servers[0]?.client() as Redis, aliased, clients[1] as NodeRedisClient], {
+      retryCount: 0,
+    });
+    await expect(dlm.lock("mixed:twice", 5000)).rejects.toThrow(LockConfigurationError);
+    await expect(dlm.lock("mixed:twice", 5000)).rejects.toThrow(
+      `instances[1] (localhost:${port}/0) is the same Redis server as instances[0] (127.0.0.1:${port}/0)`,
+    );
+  });
+});
+
+it("keeps redis an optional peer: no source of core imports it, at run time or for types", () => {
+  const src = fileURLToPath(new URL("../src", import.meta.url));
+  const files = readdirSync(src, { recursive: true, encoding: "utf8" }).filter((file) => file.endsWith(".ts"));
+  expect(files).toContain(join("stores", "node-redis", "node-redis-store.ts"));
+  const importsRedis =
+    /^\s*(?:import|export)\b[^;]*?from\s*["'](?:redis|@redis\/[^"']+)["']|\b(?:require|import)\(\s*["'](?:redis|@redis\/)/m;
+  expect(files.filter((file) => importsRedis.test(readFileSync(join(src, file), "utf8")))).toEqual([]);
+});
