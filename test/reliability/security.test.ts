@@ -322,7 +322,7 @@ describe("scripts", () => {
     expect(
       [...inside].filter(
         (name) =>
-          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin", "incr"].includes(
+          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin", "zrange", "incr"].includes(
             name as string,
           ),
       ),

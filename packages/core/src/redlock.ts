@@ -33,6 +33,7 @@ import type { RedlockInstance, ResolvedInstance } from "./quorum/instances.js";
 import { type QuorumContext, releaseCall } from "./quorum/requests.js";
 import { ServerIdentityCheck } from "./quorum/server-identity.js";
 import { countVotes } from "./quorum/votes.js";
+import { Retake, type RetakeWindow } from "./speed/retake.js";
 import { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 import { RedisStore } from "./stores/redis-store.js";
 import { canFence, type LockStore } from "./stores/store.js";
@@ -61,6 +62,7 @@ export class Redlock {
   readonly #quorum: QuorumContext;
   readonly #loop: AcquireLoop;
   readonly #handOvers: HandOvers;
+  readonly #retake: Retake;
   readonly #live = new LiveLocks();
   readonly #inspector: Inspector;
   readonly #defaults: ResolvedAcquireOptions;
@@ -85,9 +87,11 @@ export class Redlock {
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
+    this.#retake = new Retake(this.#handOvers.channel);
     this.#loop = new AcquireLoop(this.#quorum, {
       owner: this,
       handOvers: this.#handOvers,
+      retake: this.#retake,
       live: this.#live,
       prefix: this.#prefix,
       defaults: this.#defaults,
@@ -152,10 +156,24 @@ export class Redlock {
     const state = lock[STATE];
     const start = this.#clock();
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
+    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, quorum, start);
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
       this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),
     );
+  }
+
+  /** A one-key lock while this Redlock waits for hand-overs: the release may be retaken (speed/retake.ts). */
+  #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
+    const state = lock[STATE];
+    const key = state.keys[0] as string;
+    const window = this.#retake.releasing(key, state.streak);
+    const call = Retake.retakes(window) ? retakeCall : releaseCall;
+    const request: RetakeRequest = { keys: state.keys, value: state.value, retake: this.#retake, window };
+    return fanOut(this.#stores, call, request, state.instanceTimeout, quorum).then((votes) => {
+      this.#retake.released(key, window);
+      return this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start);
+    });
   }
 
   #released(lock: Lock, released: boolean, start: number): boolean {
@@ -283,3 +301,13 @@ export class Redlock {
 const isLock = (lock: unknown): lock is Lock => lock instanceof Lock && lock[STATE] instanceof LockState;
 
 const notALock = () => new TypeError("lock must be a Lock returned by this Redlock");
+
+interface RetakeRequest {
+  readonly keys: readonly string[];
+  readonly value: string;
+  readonly retake: Retake;
+  readonly window: RetakeWindow;
+}
+
+const retakeCall = (store: LockStore, r: RetakeRequest) =>
+  r.retake.release(store, r.keys[0] as string, r.value, r.window);

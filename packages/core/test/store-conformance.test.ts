@@ -1,3 +1,4 @@
+import type { Redis } from "ioredis";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { sleep, useRedisServers } from "#test-helpers/redis.js";
@@ -157,3 +158,55 @@ describe.each(stores)("%s conformance", (_, create) => {
     });
   });
 });
+
+/** speed/retake.ts: the Redis stores only (a MemoryStore lives in one process, where a release always hands over). */
+describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_, create) => {
+  let store: LockStore;
+  beforeEach(async () => {
+    store = create();
+    await redis.servers[0]?.client().flushall();
+  });
+
+  it("a retake release leaves the key free while another Redlock's waiter heads the queue; a kick hands it over", async () => {
+    const raw = redis.servers[0]?.client() as Redis;
+    const heard: string[] = [];
+    const stops = await Promise.all([
+      store.onHandOver?.("mine", (key, value) => heard.push(`mine:${key}=${value}`)),
+      store.onHandOver?.("theirs", (key, value) => heard.push(`theirs:${key}=${value}`)),
+    ]);
+    const ticket = (channel: string, order: number) => ({ channel, order, holdMs: 1000, keepMs: 5000 });
+    await store.acquire(["r"], "holder", 1000);
+    expect((await store.acquire(["r"], "w", 1000, ticket("theirs", 1))).acquired).toBe(false);
+    expect(await store.releaseForRetake?.("r", "holder", "mine")).toBe(-1);
+    // deleted, not handed over: the waiter keeps its place and is told nothing
+    expect(await raw.get("r")).toBeNull();
+    expect(await raw.zcard("r:redlock-kit:waiters")).toBe(1);
+    await store.handOverIfFree?.("r");
+    expect(await raw.get("r")).toBe("w");
+    await until(() => heard.length === 1);
+    expect(heard).toEqual(["theirs:r=w"]);
+    // a kick finds the key held: nothing happens
+    await store.handOverIfFree?.("r");
+    expect(await raw.get("r")).toBe("w");
+    // the releasing Redlock's own waiter heads the queue: handed over as by release
+    expect((await store.acquire(["r"], "w", 1000, ticket("theirs", 1))).acquired).toBe(true);
+    expect((await store.acquire(["r"], "own", 1000, ticket("mine", 2))).acquired).toBe(false);
+    expect(await store.releaseForRetake?.("r", "w", "mine")).toBe(1);
+    expect(await raw.get("r")).toBe("own");
+    await until(() => heard.length === 2);
+    expect(heard).toEqual(["theirs:r=w", "mine:r=own"]);
+    // not ours: nothing deleted
+    expect(await store.releaseForRetake?.("r", "w", "mine")).toBe(0);
+    expect(await raw.get("r")).toBe("own");
+    for (const stop of stops) stop?.();
+  });
+});
+
+/** Resolves once `check` holds (a published message arrives a moment after the command's reply). */
+async function until(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition never held");
+    await sleep(5);
+  }
+}

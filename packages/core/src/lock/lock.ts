@@ -16,6 +16,8 @@ export class LockState {
   lost: LockLostError | undefined;
   controller: AbortController | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** Retakes before this lock, when it was asked for right after this Redlock released its key (speed/retake.ts). */
+  streak: number | undefined;
 
   constructor(
     /** Redis keys: the resources with the key prefix. */

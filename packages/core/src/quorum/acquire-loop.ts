@@ -11,6 +11,7 @@ import {
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
 } from "../options.js";
+import type { Retake } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
@@ -30,6 +31,8 @@ export interface AcquireParts {
   readonly defaults: ResolvedAcquireOptions;
   /** Every instance can issue fencing tokens. */
   readonly canFence: boolean;
+  /** Which locks a release may take back first (speed/retake.ts). */
+  readonly retake: Retake;
 }
 
 /**
@@ -73,6 +76,7 @@ export class AcquireLoop {
     const prefix = parts.prefix;
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
+    const retaking = parts.retake.acquiring(keys);
     const value = newLockValue();
     const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const drift = driftFor(ttl, opts.driftFactor);
@@ -85,6 +89,7 @@ export class AcquireLoop {
       ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts)
       : undefined;
     let attempts = 0;
+    let held = false;
     let failure: AcquireFailure;
     try {
       for (;;) {
@@ -112,6 +117,7 @@ export class AcquireLoop {
         }
         if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
           const state = new LockState(keys, value, timeout, clock);
+          state.streak = retaking?.next;
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
           const lock = new Lock(parts.owner, names, value, state, fences);
@@ -121,6 +127,7 @@ export class AcquireLoop {
             this.#publish(names, "aborted", attempts, start);
             throw opts.signal.reason;
           }
+          held = true;
           parts.live.add(lock);
           this.#publish(names, "acquired", attempts, start);
           return lock;
@@ -157,6 +164,8 @@ export class AcquireLoop {
       }
     } finally {
       await waiting?.end();
+      // the retake did not happen: the waiters the release passed over are told now
+      if (retaking !== undefined && !held) parts.retake.failed(keys[0] as string, retaking);
     }
     this.#publish(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;

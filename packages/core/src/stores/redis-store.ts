@@ -12,6 +12,7 @@ import {
   isOne,
   QUEUE_SUFFIX,
   releaseArgs,
+  retakeArgs,
   toAcquireReply,
   toFencedReply,
 } from "./script-calls.js";
@@ -102,6 +103,23 @@ export class RedisStore implements LockStore {
     this.#batcher?.beforeSend();
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
+  }
+
+  /** `release` for one key, leaving it free for the releasing process when another process's waiter heads its queue. */
+  releaseForRetake(key: string, value: string, channel: string): Promise<number> {
+    this.#oneKey.released(value);
+    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    if (queue === undefined) return this.release([key], value);
+    this.#batcher?.beforeSend();
+    return this.#scripts.call(COMMANDS.release, retakeArgs(key, value, queue, channel), Number);
+  }
+
+  /** Hands `key` to the head of its queue if it is free (a retake that did not happen). */
+  async handOverIfFree(key: string): Promise<void> {
+    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    if (queue === undefined) return;
+    this.#batcher?.beforeSend();
+    await this.#scripts.call(COMMANDS.kick, [2, key, queue], Number);
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */

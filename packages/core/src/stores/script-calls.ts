@@ -105,3 +105,8 @@ export function releaseArgs(
   if (requeue !== undefined) args.push(entryOf(requeue, value), requeue.order, requeue.keepMs);
   return args;
 }
+
+/** RELEASE_SCRIPT for one key with retake (speed/retake.ts): `channel` is the releasing Redlock's. */
+export function retakeArgs(key: string, value: string, queue: string, channel: string): ScriptArgs {
+  return [2, key, queue, value, "r", channel];
+}

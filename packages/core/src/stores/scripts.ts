@@ -179,60 +179,98 @@ return 1
 `;
 
 /**
+ * Hands `key`, just deleted, to the oldest waiter in `queue` that can still hear of it: the key is
+ * set to that waiter's value for the few ms it needs to claim it, and its process is told on its
+ * hand-over channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
+ * "<channel>:<ms to hold the key>:<value>".
+ */
+const HAND_OVER = `local function handOver(key, queue)
+  while true do
+    -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
+    local popped = redis.pcall('zpopmin', queue)
+    local head = type(popped) == 'table' and popped[1]
+    if not head then
+      return
+    end
+    local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
+    if waiter then
+      redis.call('set', key, waiter, 'px', hold)
+      -- pcall: a user without PUBLISH permission still releases; the key is not held for anyone then
+      local heard = redis.pcall('publish', 'redlock-kit:hand-over:' .. channel, waiter .. ':' .. key)
+      if type(heard) == 'number' and heard > 0 then
+        return
+      end
+      redis.call('del', key)
+      if type(heard) ~= 'number' then
+        return
+      end
+    end
+  end
+end
+`;
+
+/**
  * Compare-and-delete: returns how many keys held our value and were deleted (never another owner's
- * key). KEYS: the n lock keys, then, when ARGV[2] = '1', their n queue keys. Each deleted key is
- * handed to the oldest waiter in its queue that can still hear of it: the key is set to that
- * waiter's value for the few ms it needs to claim it, and its process is told on its hand-over
- * channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
- * "<channel>:<ms to hold the key>:<value>". ARGV[3..5], when a waiter gives back what a failed
- * attempt took: its entry, order and queue lifetime, as for the acquire script. It is queued again
- * before the key is handed on, so it keeps its place in every queue until it acquires (the oldest
- * waiter then collects a quorum of hand-overs, rather than waiters each holding one instance).
+ * key). KEYS: the n lock keys, then, when ARGV[2] is '1' or 'r', their n queue keys. Each deleted
+ * key is handed to the oldest waiter in its queue (HAND_OVER).
+ * - ARGV[2] = '1' with ARGV[3..5], when a waiter gives back what a failed attempt took: its entry,
+ *   order and queue lifetime, as for the acquire script. It is queued again before the key is
+ *   handed on, so it keeps its place in every queue until it acquires (the oldest waiter then
+ *   collects a quorum of hand-overs, rather than waiters each holding one instance).
+ * - ARGV[2] = 'r' (one key; speed/retake.ts): ARGV[3] is the releasing Redlock's hand-over channel.
+ *   When the queue's head is a waiter of another Redlock, the key is left free and not handed
+ *   over, and the script returns -1: the releasing process, which is about to take the key again,
+ *   comes first, and tells the head itself (KICK_SCRIPT) if it does not.
  */
 export const RELEASE_SCRIPT = `
-local value, entry = ARGV[1], ARGV[3]
-${ENQUEUE}local queued = ARGV[2] == '1'
-local n = queued and #KEYS / 2 or #KEYS
+local value, mode = ARGV[1], ARGV[2]
+local queued = mode == '1' or mode == 'r'
+local entry = mode == '1' and ARGV[3]
+local retake = mode == 'r' and ARGV[3]
+${ENQUEUE}${HAND_OVER}local n = queued and #KEYS / 2 or #KEYS
 local released = 0
 for i = 1, n do
   local key = KEYS[i]
   if redis.call('get', key) == value then
     redis.call('del', key)
     released = released + 1
-    if queued and entry then
+    if entry then
       enqueue(KEYS[n + i])
     end
-    while queued do
-      -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
-      local popped = redis.pcall('zpopmin', KEYS[n + i])
-      local head = type(popped) == 'table' and popped[1]
-      if not head then
-        break
-      end
-      local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
-      if waiter then
-        redis.call('set', key, waiter, 'px', hold)
-        -- pcall: a user without PUBLISH permission still releases; the key is not held for anyone then
-        local heard = redis.pcall('publish', 'redlock-kit:hand-over:' .. channel, waiter .. ':' .. key)
-        if type(heard) == 'number' and heard > 0 then
-          break
-        end
-        redis.call('del', key)
-        if type(heard) ~= 'number' then
-          break
+    if queued then
+      if retake then
+        local first = redis.pcall('zrange', KEYS[n + i], 0, 0)
+        local head = type(first) == 'table' and first[1]
+        if head and string.sub(head, 1, #retake + 1) ~= retake .. ':' then
+          return -1
         end
       end
+      handOver(key, KEYS[n + i])
     end
   end
 end
 return released
 `;
 
+/**
+ * KEYS[1]: a lock key, KEYS[2]: its queue. If the key is free, hands it to the head of the queue
+ * as a release would (HAND_OVER); returns 1 if it was free. Sent by a process whose release left
+ * the key free for itself (RELEASE_SCRIPT, 'r') and that did not take it again.
+ */
+export const KICK_SCRIPT = `
+${HAND_OVER}if redis.call('get', KEYS[1]) then
+  return 0
+end
+handOver(KEYS[1], KEYS[2])
+return 1
+`;
+
 /** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV5",
+  release: "redlockKitReleaseV6",
+  kick: "redlockKitKickV1",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",
@@ -246,6 +284,7 @@ export const STORE_SCRIPTS: Readonly<Record<StoreScript, string>> = {
   [COMMANDS.acquire]: ACQUIRE_SCRIPT,
   [COMMANDS.extend]: EXTEND_SCRIPT,
   [COMMANDS.release]: RELEASE_SCRIPT,
+  [COMMANDS.kick]: KICK_SCRIPT,
   [COMMANDS.acquireFenced]: FENCED_ACQUIRE_SCRIPT,
   [COMMANDS.raiseFences]: RAISE_FENCES_SCRIPT,
 };

@@ -79,6 +79,16 @@ export interface LockStore {
    * instance refuses); the function it resolves to stops listening.
    */
   onHandOver?(channel: string, listener: (key: string, value: string) => void): Promise<() => void>;
+  /**
+   * Optional, with `onHandOver` (speed/retake.ts): `release` for one key, except that when the head
+   * of the key's queue waits in another Redlock than the one listening on `channel`, the key is
+   * deleted but not handed over ("kept": free, for the releasing process to take again first).
+   * Resolves to 1 (released and handed over as `release` does, or nobody waits), 0 (the key did not
+   * hold `value`) or -1 (kept).
+   */
+  releaseForRetake?(key: string, value: string, channel: string): Promise<number>;
+  /** Optional, with `releaseForRetake`: if `key` is free, hands it to the head of its queue as a release would. */
+  handOverIfFree?(key: string): Promise<void>;
   /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
   /**

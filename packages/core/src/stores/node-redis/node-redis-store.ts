@@ -9,6 +9,7 @@ import {
   isOne,
   QUEUE_SUFFIX,
   releaseArgs,
+  retakeArgs,
   type ScriptArgs,
   SHAS,
   toAcquireReply,
@@ -114,6 +115,21 @@ export class NodeRedisStore implements LockStore {
     this.#oneKey.released(value);
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
     return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
+  }
+
+  /** `release` for one key, leaving it free for the releasing process when another process's waiter heads its queue. */
+  releaseForRetake(key: string, value: string, channel: string): Promise<number> {
+    this.#oneKey.released(value);
+    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    if (queue === undefined) return this.release([key], value);
+    return this.#call(COMMANDS.release, retakeArgs(key, value, queue, channel), Number);
+  }
+
+  /** Hands `key` to the head of its queue if it is free (a retake that did not happen). */
+  async handOverIfFree(key: string): Promise<void> {
+    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    if (queue === undefined) return;
+    await this.#call(COMMANDS.kick, [2, key, queue], Number);
   }
 
   /** Listens on a subscriber connection of its own (a `duplicate()`), opened on first use and closed by `close()`. */
