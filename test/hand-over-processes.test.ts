@@ -89,7 +89,7 @@ function holderOn(instances: readonly Redis[]): Redlock {
 }
 
 describe("waiting between processes", () => {
-  it("hands the key along 3 processes on 3 instances: no overlap, every wait served by a hand-over, bounded script calls", async () => {
+  it("hands the key along 3 processes on 3 instances: no overlap, every wait served by a hand-over or a retake (no poll), bounded script calls", async () => {
     const before = await Promise.all(lockClients.map(scriptCalls));
     const iterations = 25;
     const workers = [0, 1, 2].map(() => startWorker({ resource: "relay", iterations, options: HAND_OVER_ONLY }));
