@@ -167,7 +167,7 @@ export class Redlock {
   #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
     const state = lock[STATE];
     const key = state.keys[0] as string;
-    const window = this.#retake.releasing(key, state.streak);
+    const window = this.#retake.releasing(key, state.streak, start - state.acquiredAt);
     const call = Retake.retakes(window) ? retakeCall : releaseCall;
     const request: RetakeRequest = { keys: state.keys, value: state.value, retake: this.#retake, window };
     return fanOut(this.#stores, call, request, state.instanceTimeout, quorum).then((votes) => {

@@ -7,13 +7,19 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
-import { MAX_STREAK } from "../src/speed/retake.js";
+import { MAX_HELD_MS, MAX_STREAK } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const redis = useRedlocks(3);
 
 /** A poll interval so long that only a hand-over can wake a waiter within the test. */
 const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+/**
+ * A monotonic clock 100 times slower than real time: a section held here, however slow the
+ * machine, counts as shorter than MAX_HELD_MS, so that the release may be retaken. The tests that
+ * need a long section use the real clock.
+ */
+const SLOW_CLOCK = { clock: () => performance.now() / 100 };
 /** A wait cut at 15 s: a hand-over that never comes fails the test instead of hanging it. */
 const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
 
@@ -32,8 +38,8 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
   });
   const instances = () => redis.clients().slice(0, count);
-  const redlock = () => {
-    const dlm = new Redlock(instances(), NO_POLLING);
+  const redlock = (clock = SLOW_CLOCK) => {
+    const dlm = new Redlock(instances(), { ...NO_POLLING, ...clock });
     redlocks.push(dlm);
     return dlm;
   };
@@ -89,6 +95,31 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await done();
   });
 
+  it("a looper that held the key MAX_HELD_MS or longer hands it to the other Redlock's waiter at once", async () => {
+    const [a, b] = [redlock({ clock: () => performance.now() }), redlock()];
+    const key = `long:${count}`;
+    const { lock, done } = await looper(a, b, key);
+    const holders = ["a"];
+    const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
+      holders.push("b");
+      return held;
+    });
+    await queued(key, 1);
+    // a long section: retaking it would keep b waiting for whole sections and gain next to nothing
+    await new Promise((resolve) => setTimeout(resolve, MAX_HELD_MS + 5));
+    expect(await a.unlock(lock)).toBe(true);
+    const next = a.acquire(key, 10_000, WAIT()).then((held) => {
+      holders.push("a");
+      return held;
+    });
+    const taken = await waiting;
+    expect(holders).toEqual(["a", "b"]);
+    await b.unlock(taken);
+    expect(await a.unlock(await next)).toBe(true);
+    expect(holders).toEqual(["a", "b", "a"]);
+    await done();
+  });
+
   it("a key left free for a retake that does not come is handed to the waiting Redlock (a kick), which no poll could wake", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `kick:${count}`;
@@ -137,7 +168,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
         leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
       };
     });
-    const a = new Redlock(stores, NO_POLLING);
+    const a = new Redlock(stores, { ...NO_POLLING, ...SLOW_CLOCK });
     redlocks.push(a);
     const b = redlock();
     const key = `failed:${count}`;

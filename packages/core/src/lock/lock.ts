@@ -18,6 +18,8 @@ export class LockState {
   timer: NodeJS.Timeout | undefined;
   /** Retakes before this lock, when it was asked for right after this Redlock released its key (speed/retake.ts). */
   streak: number | undefined;
+  /** Monotonic time (ms) when it was acquired: how long it was held decides whether its release may be retaken. */
+  acquiredAt = 0;
 
   constructor(
     /** Redis keys: the resources with the key prefix. */

@@ -118,6 +118,7 @@ export class AcquireLoop {
         if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
           const state = new LockState(keys, value, timeout, clock);
           state.streak = retaking?.next;
+          state.acquiredAt = clock();
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
           const lock = new Lock(parts.owner, names, value, state, fences);

@@ -14,17 +14,26 @@ import type { LockStore } from "../stores/store.js";
  * - A lock is a "looper" when its acquire call started right after this Redlock released the
  *   same key (before the end of that event-loop turn, `setImmediate`). It carries how many
  *   retakes came before it (`streak`).
- * - The release of a looper with `streak < MAX_STREAK` asks each instance to leave the key free
- *   when the head of its queue waits in another Redlock (RELEASE_SCRIPT, mode 'r').
+ * - The release of a looper with `streak < MAX_STREAK`, held less than `MAX_HELD_MS`, asks each
+ *   instance to leave the key free when the head of its queue waits in another Redlock
+ *   (RELEASE_SCRIPT, mode 'r').
  * - If this Redlock asks for the key again before the end of the turn, it takes it; otherwise every
  *   instance that left the key free is asked to hand it over now (KICK_SCRIPT), one round trip
  *   later than the release would have.
  *
  * Fairness that holds across processes: the head of a queue waits at most `MAX_STREAK` + 1
- * sections of the process ahead of it before the key is handed to it; waiters behind it keep
- * their order. Waiters of the releasing Redlock itself are handed the key as before.
+ * sections of the process ahead of it before the key is handed to it, and the retaken ones are
+ * short (under `MAX_HELD_MS` each); waiters behind it keep their order. Waiters of the releasing
+ * Redlock itself are handed the key as before.
  */
 export const MAX_STREAK = 3;
+
+/**
+ * Only a lock held less than this is retaken. A hand-over to another process costs well under a
+ * millisecond here (docs/waiting.md): a longer section would gain next to nothing by a retake, and
+ * its retakes would keep the head of the queue waiting for whole sections.
+ */
+export const MAX_HELD_MS = 10;
 
 /** One release of a key by this Redlock, until the end of the turn in which it resolved. */
 interface Window {
@@ -66,9 +75,9 @@ export class Retake {
     for (const store of window.kept.splice(0)) kick(store, key);
   }
 
-  /** A release of a one-key lock starts: its window, open once it resolved (`released`). */
-  releasing(key: string, streak: number | undefined): Window {
-    const retake = streak !== undefined && streak < MAX_STREAK;
+  /** A release of a one-key lock held `heldMs` starts: its window, open once it resolved (`released`). */
+  releasing(key: string, streak: number | undefined, heldMs: number): Window {
+    const retake = streak !== undefined && streak < MAX_STREAK && heldMs < MAX_HELD_MS;
     const window: Window = { next: retake ? streak + 1 : 0, open: false, retaken: false, kept: [] };
     const earlier = this.#windows.get(key);
     // a second release of the key in one turn: the first one's kept instances are told now
