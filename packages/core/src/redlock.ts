@@ -33,6 +33,7 @@ import type { RedlockInstance, ResolvedInstance } from "./quorum/instances.js";
 import { type QuorumContext, releaseCall } from "./quorum/requests.js";
 import { ServerIdentityCheck } from "./quorum/server-identity.js";
 import { countVotes } from "./quorum/votes.js";
+import { type Grant, OwnGrants } from "./speed/own-grant.js";
 import { Retake, type RetakeWindow } from "./speed/retake.js";
 import { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 import { RedisStore } from "./stores/redis-store.js";
@@ -63,6 +64,7 @@ export class Redlock {
   readonly #loop: AcquireLoop;
   readonly #handOvers: HandOvers;
   readonly #retake: Retake;
+  readonly #grants: OwnGrants;
   readonly #live = new LiveLocks();
   readonly #inspector: Inspector;
   readonly #defaults: ResolvedAcquireOptions;
@@ -88,6 +90,7 @@ export class Redlock {
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#retake = new Retake(this.#handOvers.channel);
+    this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {
       owner: this,
       handOvers: this.#handOvers,
@@ -163,13 +166,17 @@ export class Redlock {
     );
   }
 
-  /** A one-key lock while this Redlock waits for hand-overs: the release may be retaken (speed/retake.ts). */
+  /**
+   * A one-key lock while this Redlock waits for hand-overs: the release may be retaken
+   * (speed/retake.ts), or grant the key to a waiter of this Redlock (speed/own-grant.ts).
+   */
   #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
     const state = lock[STATE];
     const key = state.keys[0] as string;
     const window = this.#retake.releasing(key, state.streak, start - state.acquiredAt);
-    const call = Retake.retakes(window) ? retakeCall : releaseCall;
-    const request: RetakeRequest = { keys: state.keys, value: state.value, retake: this.#retake, window };
+    const grant = this.#grants.offer(key, start);
+    const call = Retake.retakes(window) || grant !== undefined ? oneKeyCall : releaseCall;
+    const request: OneKeyRequest = { keys: state.keys, value: state.value, retake: this.#retake, window, grant };
     return fanOut(this.#stores, call, request, state.instanceTimeout, quorum).then((votes) => {
       this.#retake.released(key, window);
       return this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start);
@@ -302,12 +309,13 @@ const isLock = (lock: unknown): lock is Lock => lock instanceof Lock && lock[STA
 
 const notALock = () => new TypeError("lock must be a Lock returned by this Redlock");
 
-interface RetakeRequest {
+interface OneKeyRequest {
   readonly keys: readonly string[];
   readonly value: string;
   readonly retake: Retake;
   readonly window: RetakeWindow;
+  readonly grant: Grant | undefined;
 }
 
-const retakeCall = (store: LockStore, r: RetakeRequest) =>
-  r.retake.release(store, r.keys[0] as string, r.value, r.window);
+const oneKeyCall = (store: LockStore, r: OneKeyRequest) =>
+  r.retake.release(store, r.keys[0] as string, r.value, r.window, r.grant);

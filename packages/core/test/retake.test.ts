@@ -162,7 +162,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
           failing ? Promise.reject(new Error("instance down")) : store.acquire(keys, value, ttl, ticket),
         extend: (keys, value, ttl) => store.extend(keys, value, ttl),
         release: (keys, value, requeue) => store.release(keys, value, requeue),
-        releaseForRetake: (key, value, channel) => store.releaseForRetake(key, value, channel),
+        releaseOne: (key, value, channel, how) => store.releaseOne(key, value, channel, how),
         handOverIfFree: (key) => store.handOverIfFree(key),
         onHandOver: (channel, listener) => store.onHandOver(channel, listener),
         leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),

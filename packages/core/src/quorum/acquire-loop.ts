@@ -116,21 +116,13 @@ export class AcquireLoop {
           }
         }
         if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
+          waiting?.settled(votes, true);
           const state = new LockState(keys, value, timeout, clock);
           state.streak = retaking?.next;
-          state.acquiredAt = clock();
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
-          const lock = new Lock(parts.owner, names, value, state, fences);
-          waiting?.settled(votes, true);
-          if (opts.signal?.aborted) {
-            await parts.owner.unlock(lock);
-            this.#publish(names, "aborted", attempts, start);
-            throw opts.signal.reason;
-          }
+          const lock = await this.#acquired(names, state, fences, opts.signal, attempts, start);
           held = true;
-          parts.live.add(lock);
-          this.#publish(names, "acquired", attempts, start);
           return lock;
         }
         failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
@@ -162,6 +154,17 @@ export class AcquireLoop {
           this.#publish(names, "aborted", attempts, start);
           throw reason;
         }
+        // a release of this Redlock granted the key outright (speed/own-grant.ts): no claim needed
+        const grantedAt = waiting?.grantedAt();
+        if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
+          waiting?.tookGrant();
+          const state = new LockState(keys, value, timeout, clock);
+          state.validUntil = grantedAt + ttl - drift;
+          state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
+          const lock = await this.#acquired(names, state, undefined, opts.signal, attempts, start);
+          held = true;
+          return lock;
+        }
       }
     } finally {
       await waiting?.end();
@@ -171,6 +174,28 @@ export class AcquireLoop {
     this.#publish(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;
     throw acquireError(names, failure, ttl);
+  }
+
+  /** The lock is held on a quorum with validity left: hands it out, or releases it if the call was aborted meanwhile. */
+  async #acquired(
+    names: readonly string[],
+    state: LockState,
+    fences: readonly string[] | undefined,
+    signal: AbortSignal | undefined,
+    attempts: number,
+    start: number,
+  ): Promise<Lock> {
+    const parts = this.#parts;
+    state.acquiredAt = this.#ctx.clock();
+    const lock = new Lock(parts.owner, names, state.value, state, fences);
+    if (signal?.aborted) {
+      await parts.owner.unlock(lock);
+      this.#publish(names, "aborted", attempts, start);
+      throw signal.reason;
+    }
+    parts.live.add(lock);
+    this.#publish(names, "acquired", attempts, start);
+    return lock;
   }
 
   /**

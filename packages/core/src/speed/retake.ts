@@ -1,4 +1,5 @@
 import type { LockStore } from "../stores/store.js";
+import type { Grant } from "./own-grant.js";
 
 /**
  * Retake, for speed only: a process that releases a one-key lock and asks for the key again at
@@ -23,8 +24,8 @@ import type { LockStore } from "../stores/store.js";
  *
  * Fairness that holds across processes: the head of a queue waits at most `MAX_STREAK` + 1
  * sections of the process ahead of it before the key is handed to it, and the retaken ones are
- * short (under `MAX_HELD_MS` each); waiters behind it keep their order. Waiters of the releasing
- * Redlock itself are handed the key as before.
+ * short (under `MAX_HELD_MS` each); waiters behind it keep their order. A waiter of the releasing
+ * Redlock itself at the head is served as without retake (granted the key: speed/own-grant.ts).
  */
 export const MAX_STREAK = 3;
 
@@ -91,10 +92,14 @@ export class Retake {
     return window.next > 0;
   }
 
-  /** The release call of one instance for `window`'s key. */
-  release(store: LockStore, key: string, value: string, window: Window): Promise<number> {
-    if (store.releaseForRetake === undefined) return store.release([key], value);
-    return store.releaseForRetake(key, value, this.#channel).then((reply) => {
+  /** The release call of one instance for `window`'s key, which may also `grant` it (speed/own-grant.ts). */
+  release(store: LockStore, key: string, value: string, window: Window, grant: Grant | undefined): Promise<number> {
+    if (store.releaseOne === undefined) return store.release([key], value);
+    return store.releaseOne(key, value, this.#channel, { retake: window.next > 0, grant }).then((reply) => {
+      if (reply === -2) {
+        grant?.granted(store);
+        return 1;
+      }
       if (reply !== -1) return reply;
       // answered after its window closed with no retake: the head must be told now
       if (this.#windows.get(key) !== window && !window.retaken) kick(store, key);

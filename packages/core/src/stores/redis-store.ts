@@ -10,14 +10,14 @@ import {
   entryOf,
   FENCE_SUFFIX,
   isOne,
+  oneKeyReleaseArgs,
   QUEUE_SUFFIX,
   releaseArgs,
-  retakeArgs,
   toAcquireReply,
   toFencedReply,
 } from "./script-calls.js";
 import { COMMANDS, STORE_SCRIPTS } from "./scripts.js";
-import type { AcquireReply, LockStore, QueueTicket } from "./store.js";
+import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket } from "./store.js";
 
 export { FENCE_SUFFIX };
 
@@ -105,13 +105,13 @@ export class RedisStore implements LockStore {
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
 
-  /** `release` for one key, leaving it free for the releasing process when another process's waiter heads its queue. */
-  releaseForRetake(key: string, value: string, channel: string): Promise<number> {
+  /** `release` for one key by the Redlock listening on `channel`: left free for a retake, or granted to its own waiter (`LockStore.releaseOne`). */
+  releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
-    return this.#scripts.call(COMMANDS.release, retakeArgs(key, value, queue, channel), Number);
+    return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
   }
 
   /** Hands `key` to the head of its queue if it is free (a retake that did not happen). */

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import { STORE_SCRIPTS, type StoreScript } from "./scripts.js";
-import { ACQUIRED, type AcquireReply, type QueueTicket } from "./store.js";
+import { ACQUIRED, type AcquireReply, type OneKeyRelease, type QueueTicket } from "./store.js";
 
 /** The key count, then the keys, then the other arguments: what a script call sends after its SHA. */
 export type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
@@ -106,7 +106,19 @@ export function releaseArgs(
   return args;
 }
 
-/** RELEASE_SCRIPT for one key with retake (speed/retake.ts): `channel` is the releasing Redlock's. */
-export function retakeArgs(key: string, value: string, queue: string, channel: string): ScriptArgs {
-  return [2, key, queue, value, "r", channel];
+/**
+ * RELEASE_SCRIPT for one key released by a Redlock that listens on `channel`: the key may be left
+ * free for a retake (speed/retake.ts), or given to `grant`, its own waiter at the head of the
+ * queue (speed/own-grant.ts).
+ */
+export function oneKeyReleaseArgs(
+  key: string,
+  value: string,
+  queue: string,
+  channel: string,
+  { retake, grant }: OneKeyRelease,
+): ScriptArgs {
+  const args: ScriptArgs = [2, key, queue, value, "r", channel, retake ? "1" : "0"];
+  if (grant !== undefined) args.push(grant.value, grant.ttl);
+  return args;
 }

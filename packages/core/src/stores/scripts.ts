@@ -217,16 +217,24 @@ end
  *   order and queue lifetime, as for the acquire script. It is queued again before the key is
  *   handed on, so it keeps its place in every queue until it acquires (the oldest waiter then
  *   collects a quorum of hand-overs, rather than waiters each holding one instance).
- * - ARGV[2] = 'r' (one key; speed/retake.ts): ARGV[3] is the releasing Redlock's hand-over channel.
- *   When the queue's head is a waiter of another Redlock, the key is left free and not handed
- *   over, and the script returns -1: the releasing process, which is about to take the key again,
- *   comes first, and tells the head itself (KICK_SCRIPT) if it does not.
+ * - ARGV[2] = 'r' (one key, released by a Redlock that listens for hand-overs): ARGV[3] is that
+ *   Redlock's hand-over channel.
+ *   - With ARGV[4] = '1' (speed/retake.ts), when the queue's head is a waiter of another Redlock,
+ *     the key is left free and not handed over, and the script returns -1: the releasing process,
+ *     which is about to take the key again, comes first, and tells the head itself (KICK_SCRIPT) if
+ *     it does not.
+ *   - With ARGV[5] (speed/own-grant.ts), when the queue's head is the releasing Redlock's own
+ *     waiter whose value is ARGV[5], the key is set to that value for ARGV[6] ms (the waiter's own
+ *     ttl) and its entry removed, nobody is told, and the script returns -2: the releasing process
+ *     learns it from this reply and gives its waiter the lock without a claim.
  */
 export const RELEASE_SCRIPT = `
 local value, mode = ARGV[1], ARGV[2]
 local queued = mode == '1' or mode == 'r'
 local entry = mode == '1' and ARGV[3]
 local retake = mode == 'r' and ARGV[3]
+local leaveFree = retake and ARGV[4] == '1'
+local grant = retake and ARGV[5]
 ${ENQUEUE}${HAND_OVER}local n = queued and #KEYS / 2 or #KEYS
 local released = 0
 for i = 1, n do
@@ -241,8 +249,16 @@ for i = 1, n do
       if retake then
         local first = redis.pcall('zrange', KEYS[n + i], 0, 0)
         local head = type(first) == 'table' and first[1]
-        if head and string.sub(head, 1, #retake + 1) ~= retake .. ':' then
-          return -1
+        if head then
+          if string.sub(head, 1, #retake + 1) ~= retake .. ':' then
+            if leaveFree then
+              return -1
+            end
+          elseif grant and string.match(head, '^[^:]+:%d+:(.+)$') == grant then
+            redis.call('zrem', KEYS[n + i], head)
+            redis.call('set', key, grant, 'px', ARGV[6])
+            return -2
+          end
         end
       end
       handOver(key, KEYS[n + i])
@@ -269,7 +285,7 @@ return 1
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV6",
+  release: "redlockKitReleaseV7",
   kick: "redlockKitKickV1",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",

@@ -80,14 +80,18 @@ export interface LockStore {
    */
   onHandOver?(channel: string, listener: (key: string, value: string) => void): Promise<() => void>;
   /**
-   * Optional, with `onHandOver` (speed/retake.ts): `release` for one key, except that when the head
-   * of the key's queue waits in another Redlock than the one listening on `channel`, the key is
-   * deleted but not handed over ("kept": free, for the releasing process to take again first).
+   * Optional, with `onHandOver`: `release` for one key by the Redlock listening on `channel`, which
+   * may ask for two exceptions when the key held `value` and was deleted:
+   * - `how.retake` (speed/retake.ts): when the head of the key's queue waits in another Redlock, the
+   *   key is not handed over ("kept": free, for the releasing process to take again first);
+   * - `how.grant` (speed/own-grant.ts): when the head of the queue is that waiter of the releasing
+   *   Redlock, the key is set to its value for its ttl and its entry removed, without telling it.
+   *
    * Resolves to 1 (released and handed over as `release` does, or nobody waits), 0 (the key did not
-   * hold `value`) or -1 (kept).
+   * hold `value`), -1 (kept) or -2 (granted).
    */
-  releaseForRetake?(key: string, value: string, channel: string): Promise<number>;
-  /** Optional, with `releaseForRetake`: if `key` is free, hands it to the head of its queue as a release would. */
+  releaseOne?(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number>;
+  /** Optional, with `releaseOne`: if `key` is free, hands it to the head of its queue as a release would. */
   handOverIfFree?(key: string): Promise<void>;
   /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
@@ -99,6 +103,14 @@ export interface LockStore {
   inspect?(key: string): Promise<StoredKey | null>;
   /** A short description for error messages (never credentials). */
   readonly description?: string;
+}
+
+/** What a one-key release by a listening Redlock asks beyond `release` (`LockStore.releaseOne`). */
+export interface OneKeyRelease {
+  /** Leave the key free when the head of its queue waits in another Redlock. */
+  readonly retake: boolean;
+  /** Give the key to this waiter of the releasing Redlock when it heads the queue. */
+  readonly grant?: { readonly value: string; readonly ttl: number };
 }
 
 /** The store can issue fencing tokens. */

@@ -32,6 +32,8 @@ export class HandOvers {
   /** Indexes of the stores that can hand keys over. */
   readonly #able: readonly number[];
   readonly #waiters = new Map<string, Waiter>();
+  /** The waiters a release of this Redlock may grant their key to (speed/own-grant.ts), by key, oldest first. */
+  readonly #grantable = new Map<string, Set<Waiter>>();
   /** Values of waiters that gave up, with when to forget them. */
   readonly #left = new Map<string, number>();
   #stops: (() => void)[] = [];
@@ -65,8 +67,19 @@ export class HandOvers {
     return this.#waiters.size;
   }
 
-  /** Registers a waiter for `value` on `keys`; its ticket is offered only while a quorum listens (`listen`). */
-  enter(keys: readonly string[], value: string, ttl: number, timeoutMs: number, waitMs: number): Waiter {
+  /**
+   * Registers a waiter for `value` on `keys`; its ticket is offered only while a quorum listens
+   * (`listen`). `grantable`: a release of this Redlock may give it the keys outright (one key, no
+   * fencing: speed/own-grant.ts).
+   */
+  enter(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    timeoutMs: number,
+    waitMs: number,
+    grantable: boolean,
+  ): Waiter {
     clearTimeout(this.#linger);
     this.#linger = undefined;
     const holdMs = Math.min(ttl, Math.max(2 * timeoutMs, 20));
@@ -76,8 +89,14 @@ export class HandOvers {
       holdMs,
       keepMs: Math.ceil(Math.min(waitMs, 86_400_000)) + holdMs,
     };
-    const waiter = new Waiter(this, keys, value, ticket, this.#quorum);
+    const waiter = new Waiter(this, keys, value, ttl, ticket, this.#quorum);
     this.#waiters.set(value, waiter);
+    if (grantable && keys.length === 1) {
+      const key = keys[0] as string;
+      const waiters = this.#grantable.get(key);
+      if (waiters === undefined) this.#grantable.set(key, new Set([waiter]));
+      else waiters.add(waiter);
+    }
     return waiter;
   }
 
@@ -86,10 +105,44 @@ export class HandOvers {
     if (!this.listening) await this.#subscribe(timeoutMs);
   }
 
+  /**
+   * The oldest queued waiter of this Redlock for `key` that a release may grant the key to
+   * (speed/own-grant.ts), if any: a release grants it only if it heads the key's queue there.
+   */
+  grantable(key: string): Waiter | undefined {
+    const waiters = this.#grantable.get(key);
+    if (waiters === undefined) return undefined;
+    for (const waiter of waiters) if (waiter.queued) return waiter;
+    return undefined;
+  }
+
+  /**
+   * A release of this Redlock on instance `index`, started at `start`, gave `key` to `waiter`
+   * (speed/own-grant.ts); `attempts` is how many attempts the waiter had sent when the release was
+   * sent. A grant holds only if the waiter sent nothing since: a later attempt or give-back of its
+   * own ran after the grant there and may have taken the key back, so the grant is then only a
+   * hand-over, which its next attempt verifies. A waiter that gave up meanwhile lets go of the key
+   * at once; for one that acquired (a grant that came after the quorum), the key is one more vote
+   * of its lock.
+   */
+  granted(index: number, key: string, waiter: Waiter, start: number, attempts: number): void {
+    if (this.#waiters.get(waiter.value) === waiter) {
+      if (waiter.attempts === attempts) waiter.granted(index, start);
+      else waiter.handed(index);
+      return;
+    }
+    if (waiter.acquired) return;
+    (this.#stores[index] as LockStore).release([key], waiter.value).catch(() => {
+      // an instance that cannot be told: the key lapses after the waiter's ttl
+    });
+  }
+
   /** @internal A waiter is done: it acquired, or gave up (then it leaves the queues). */
   leave(waiter: Waiter, queuedOn: readonly number[]): void {
     if (this.#waiters.get(waiter.value) !== waiter) return;
     this.#waiters.delete(waiter.value);
+    const grantable = this.#grantable.get(waiter.keys[0] as string);
+    if (grantable?.delete(waiter) && grantable.size === 0) this.#grantable.delete(waiter.keys[0] as string);
     if (queuedOn.length > 0) {
       if (!waiter.acquired) this.#remember(waiter.value);
       for (const index of queuedOn) {
@@ -185,8 +238,14 @@ export class Waiter {
   acquired = false;
   /** An attempt carried its ticket: it is in the queues. */
   queued = false;
+  /** Attempts sent so far (each may be followed by a give-back): a grant counts only if none was sent after it. */
+  attempts = 0;
   /** Instances that handed the keys to this waiter (see `holding`). */
   readonly #handed = new Set<number>();
+  /** Of those, the instances where a release of this Redlock granted it the key with its ttl (speed/own-grant.ts). */
+  readonly #granted = new Set<number>();
+  /** The earliest start of the releases that granted it: the granted keys expire no sooner than `ttl` after it. */
+  #grantedAt = Number.POSITIVE_INFINITY;
   readonly #quorum: number;
   #wake: (() => void) | undefined;
   /** Shortens a sleep to the hold of a first hand-over (see `sleep`). */
@@ -196,6 +255,8 @@ export class Waiter {
     readonly owner: HandOvers,
     readonly keys: readonly string[],
     readonly value: string,
+    /** The ttl the waiting call asked for. */
+    readonly ttl: number,
     readonly ticket: QueueTicket,
     quorum: number,
   ) {
@@ -217,12 +278,32 @@ export class Waiter {
    * on to the next in line); only instances that refused it may since have handed it the keys.
    */
   keepOnly(refused: (index: number) => boolean): void {
-    for (const index of this.#handed) if (!refused(index)) this.#handed.delete(index);
+    for (const index of this.#handed) {
+      if (refused(index)) continue;
+      this.#handed.delete(index);
+      this.#granted.delete(index);
+    }
+    if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * When a quorum of instances granted it the keys (speed/own-grant.ts): the monotonic time from
+   * which the lock's validity counts (the earliest start of the releases that granted them).
+   */
+  get grantedAt(): number | undefined {
+    return this.#granted.size >= this.#quorum ? this.#grantedAt : undefined;
   }
 
   /** Wakes it if it never queued: it can now. */
   nudge(): void {
     if (!this.queued) this.#wake?.();
+  }
+
+  /** @internal A release of this Redlock that started at `start` granted it the key on instance `index`. */
+  granted(index: number, start: number): void {
+    this.#granted.add(index);
+    if (start < this.#grantedAt) this.#grantedAt = start;
+    this.handed(index);
   }
 
   /** @internal */

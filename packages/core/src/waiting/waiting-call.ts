@@ -7,13 +7,14 @@ import type { HandOvers, Waiter } from "./hand-over.js";
 
 /**
  * The waiting of one acquire call that may wait (`wait` > 0 or `retryCount` > 0), as the acquire
- * loop sees it: five calls, and everything about queues and hand-overs stays behind them.
+ * loop sees it: a few calls, and everything about queues and hand-overs stays behind them.
  *
  * - `ticket()` before each attempt: the queue ticket to send with it, if the call can queue now;
  * - `settled(votes, acquired)` after each attempt;
  * - `join(attempts, contention)` after a failed attempt: queues the call if it is not yet, and says
  *   whether to try again at once (refused before it could queue: it is the same attempt, now in line);
- * - `sleep(ms, held, signal)` until the keys are handed over or `ms` pass;
+ * - `sleep(ms, held, signal)` until the keys are handed over or `ms` pass, then `grantedAt()`:
+ *   whether a release of this Redlock granted them outright (`tookGrant()` if the call keeps them);
  * - `end()` in `finally`: leaves the queues and lets go of keys handed over but not claimed.
  *
  * A call that cannot wait, or whose instances cannot hand keys over, gets none: it polls with
@@ -61,8 +62,10 @@ export class WaitingCall {
 
   /** The queue ticket for the next attempt: only while a quorum listens (otherwise nobody could be told). */
   ticket(): QueueTicket | undefined {
-    const ticket = this.#waiter?.offer;
-    if (ticket !== undefined) (this.#waiter as Waiter).queued = true;
+    const waiter = this.#waiter;
+    if (waiter !== undefined) waiter.attempts++;
+    const ticket = waiter?.offer;
+    if (ticket !== undefined) (waiter as Waiter).queued = true;
     this.#ticket = ticket;
     return ticket;
   }
@@ -108,6 +111,22 @@ export class WaitingCall {
     return waiter.sleep(ms, signal);
   }
 
+  /**
+   * After a sleep: when a quorum of instances granted the keys to this call (speed/own-grant.ts),
+   * the monotonic time its validity counts from. The lock is then held without another attempt;
+   * `tookGrant()` records it.
+   */
+  grantedAt(): number | undefined {
+    return this.#waiter?.grantedAt;
+  }
+
+  /** The call holds the keys it was granted: it is still queued only where they were not granted. */
+  tookGrant(): void {
+    const waiter = this.#waiter as Waiter;
+    waiter.acquired = true;
+    this.#queuedOn = this.#stores.flatMap((_, index) => (waiter.holding.has(index) ? [] : [index]));
+  }
+
   /** The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up. */
   async end(): Promise<void> {
     const waiter = this.#waiter;
@@ -119,7 +138,8 @@ export class WaitingCall {
 
   #enter(attempts: number): Waiter {
     const budget = waitBudget(this.#options, attempts);
-    this.#waiter = this.#handOvers.enter(this.#keys, this.#value, this.#ttl, this.#timeoutMs, budget);
+    const grantable = !this.#options.fencing;
+    this.#waiter = this.#handOvers.enter(this.#keys, this.#value, this.#ttl, this.#timeoutMs, budget, grantable);
     return this.#waiter;
   }
 }

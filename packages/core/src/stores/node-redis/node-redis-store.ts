@@ -7,16 +7,16 @@ import {
   entryOf,
   FENCE_SUFFIX,
   isOne,
+  oneKeyReleaseArgs,
   QUEUE_SUFFIX,
   releaseArgs,
-  retakeArgs,
   type ScriptArgs,
   SHAS,
   toAcquireReply,
   toFencedReply,
 } from "../script-calls.js";
 import { COMMANDS, STORE_SCRIPTS, type StoreScript } from "../scripts.js";
-import type { AcquireReply, LockStore, QueueTicket, StoredKey } from "../store.js";
+import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket, StoredKey } from "../store.js";
 import {
   describeNodeRedis,
   type NodeRedisBase,
@@ -117,12 +117,12 @@ export class NodeRedisStore implements LockStore {
     return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
 
-  /** `release` for one key, leaving it free for the releasing process when another process's waiter heads its queue. */
-  releaseForRetake(key: string, value: string, channel: string): Promise<number> {
+  /** `release` for one key by the Redlock listening on `channel`: left free for a retake, or granted to its own waiter (`LockStore.releaseOne`). */
+  releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
-    return this.#call(COMMANDS.release, retakeArgs(key, value, queue, channel), Number);
+    return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
   }
 
   /** Hands `key` to the head of its queue if it is free (a retake that did not happen). */
