@@ -343,6 +343,16 @@ describe("Redlock options and lifecycle", () => {
     await held.release();
   });
 
+  it("rejects with the signal's reason when it aborts while the winning attempt is on its way, and releases what it took", async () => {
+    const dlm = new Redlock(first(3));
+    const controller = new AbortController();
+    const acquiring = dlm.acquire("abort-late", 5000, { signal: controller.signal });
+    // the attempt's commands are already sent: it takes the keys, then finds the call aborted
+    controller.abort(new Error("too late"));
+    await expect(acquiring).rejects.toThrow("too late");
+    await expect.poll(() => values("abort-late", 3)).toEqual([null, null, null]);
+  });
+
   it("supports await using", async () => {
     const dlm = new Redlock(first(3));
     {

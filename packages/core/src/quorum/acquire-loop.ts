@@ -121,7 +121,8 @@ export class AcquireLoop {
           state.streak = retaking?.next;
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
-          const lock = await this.#acquired(names, state, fences, opts.signal, attempts, start);
+          const lock = this.#acquired(names, state, fences, opts.signal, attempts, start);
+          if (lock instanceof Promise) return await lock;
           held = true;
           return lock;
         }
@@ -161,7 +162,8 @@ export class AcquireLoop {
           const state = new LockState(keys, value, timeout, clock);
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
-          const lock = await this.#acquired(names, state, undefined, opts.signal, attempts, start);
+          const lock = this.#acquired(names, state, undefined, opts.signal, attempts, start);
+          if (lock instanceof Promise) return await lock;
           held = true;
           return lock;
         }
@@ -176,22 +178,27 @@ export class AcquireLoop {
     throw acquireError(names, failure, ttl);
   }
 
-  /** The lock is held on a quorum with validity left: hands it out, or releases it if the call was aborted meanwhile. */
-  async #acquired(
+  /**
+   * The lock is held on a quorum with validity left: hands it out, or, if the call was aborted
+   * meanwhile, a promise that releases it and rejects with the signal's reason (no promise on the
+   * common path: this runs once per lock).
+   */
+  #acquired(
     names: readonly string[],
     state: LockState,
     fences: readonly string[] | undefined,
     signal: AbortSignal | undefined,
     attempts: number,
     start: number,
-  ): Promise<Lock> {
+  ): Lock | Promise<never> {
     const parts = this.#parts;
     state.acquiredAt = this.#ctx.clock();
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted) {
-      await parts.owner.unlock(lock);
-      this.#publish(names, "aborted", attempts, start);
-      throw signal.reason;
+      return parts.owner.unlock(lock).then(() => {
+        this.#publish(names, "aborted", attempts, start);
+        throw signal.reason;
+      });
     }
     parts.live.add(lock);
     this.#publish(names, "acquired", attempts, start);
