@@ -74,13 +74,15 @@ describe.each([1, 3, 5])("fences between processes on %i instance(s)", (instance
     const fences = await witnessedFences();
     expect(fences).toHaveLength(34);
     expect(strictlyIncreasing(fences), fences.join(" ")).toBe(true);
-    // the counters never expire and stand at the last fence or above on every instance
+    // the counters never expire, and stand at the last fence or above on a quorum: the last
+    // write-back reached a quorum; a minority may be behind (docs/fencing.md, "behind")
+    let atLastFence = 0;
     for (const client of lockClients.slice(0, instances)) {
       expect(await client.pttl("relay:redlock-kit:fence")).toBe(-1);
-      expect(BigInt((await client.get("relay:redlock-kit:fence")) ?? "0")).toBeGreaterThanOrEqual(
-        fences[fences.length - 1] as bigint,
-      );
+      const counter = BigInt((await client.get("relay:redlock-kit:fence")) ?? "0");
+      if (counter >= (fences[fences.length - 1] as bigint)) atLastFence++;
     }
+    expect(atLastFence).toBeGreaterThanOrEqual(Math.floor(instances / 2) + 1);
   }, 90_000);
 });
 
