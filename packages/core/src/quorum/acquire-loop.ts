@@ -160,6 +160,7 @@ export class AcquireLoop {
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
           waiting?.tookGrant();
           const state = new LockState(keys, value, timeout, clock);
+          state.streak = retaking?.next;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
           const lock = this.#acquired(names, state, undefined, opts.signal, attempts, start);
