@@ -98,8 +98,9 @@ describe("waiting between processes", () => {
     expect(reports.map((r) => r.failures)).toEqual([[], [], []]);
     expect(reports.reduce((sum, r) => sum + r.acquired, 0)).toBe(sections);
     expect(reports.reduce((sum, r) => sum + r.overlaps, 0)).toBe(0);
-    // per section: a refused attempt that queues, the claim of the handed key, the release
-    // (plus one unqueued first attempt per process); a herd or split votes would need many more
+    // per section: a refused attempt that queues and the release, plus a claim where a hand-over
+    // is not a grant (src/speed/message-grant.ts), and one unqueued first attempt per process; a
+    // herd or split votes would need many more
     const after = await Promise.all(lockClients.map(scriptCalls));
     for (const [i, count] of after.entries()) expect(count - (before[i] ?? 0)).toBeLessThanOrEqual(3 * sections + 3);
     await Promise.all(workers.map((worker) => worker.quit()));
@@ -166,11 +167,11 @@ describe("waiting between processes", () => {
     for (const client of lockClients) expect(await client.dbsize()).toBe(0);
   }, 60_000);
 
-  it("a frozen waiter holds a handed key only until its hold lapses; the others then take it", async () => {
+  it("a frozen waiter is handed the key for its ttl (a grant: src/speed/message-grant.ts); the others take it once that lapses", async () => {
     const holder = await holderOn(lockClients).acquire("frozen", 30_000);
     const frozen = startWorker({ resource: "frozen", options: HAND_OVER_ONLY });
     await untilQueued("frozen", 1);
-    // polls every 50–100 ms: it learns that the hold lapsed by polling
+    // polls every 50–100 ms: it learns that the frozen waiter's ttl (1 s) lapsed by polling
     const next = startWorker({ resource: "frozen", options: { wait: 60_000, retryDelay: 50, retryJitter: 50 } });
     await untilQueued("frozen", 2);
     frozen.child.kill("SIGSTOP");

@@ -97,7 +97,7 @@ export class AcquireLoop {
         if (counter !== undefined) counter.attempts = attempts;
         const attemptStart = clock();
         const wallStart = Date.now();
-        request.ticket = waiting?.ticket();
+        request.ticket = waiting?.ticket(attemptStart);
         const voters = identity.current ? stores : await identity.voters(stores, timeout);
         const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
         // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
@@ -155,7 +155,7 @@ export class AcquireLoop {
           this.#publish(names, "aborted", attempts, start);
           throw reason;
         }
-        // a release of this Redlock granted the key outright (speed/own-grant.ts): no claim needed
+        // a quorum granted the key outright (speed/own-grant.ts, speed/message-grant.ts): no claim needed
         const grantedAt = waiting?.grantedAt();
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
           waiting?.tookGrant();

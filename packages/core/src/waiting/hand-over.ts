@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
+import { MessageGrant } from "../speed/message-grant.js";
 import type { LockStore, QueueTicket } from "../stores/store.js";
 
 /** How long a Redlock stays subscribed after its last waiter left, so that the next one need not subscribe again. */
@@ -82,14 +83,17 @@ export class HandOvers {
   ): Waiter {
     clearTimeout(this.#linger);
     this.#linger = undefined;
-    const holdMs = Math.min(ttl, Math.max(2 * timeoutMs, 20));
+    const retryMs = Math.min(ttl, Math.max(2 * timeoutMs, 20));
+    const byMessage = grantable && keys.length === 1 ? new MessageGrant() : undefined;
+    // a waiter a hand-over may grant the lock to asks for the key for its whole ttl (speed/message-grant.ts)
+    const holdMs = byMessage === undefined ? retryMs : ttl;
     const ticket: QueueTicket = {
       channel: this.channel,
       order: performance.timeOrigin + performance.now(),
       holdMs,
       keepMs: Math.ceil(Math.min(waitMs, 86_400_000)) + holdMs,
     };
-    const waiter = new Waiter(this, keys, value, ttl, ticket, this.#quorum);
+    const waiter = new Waiter(this, keys, value, ttl, ticket, retryMs, byMessage, this.#quorum);
     this.#waiters.set(value, waiter);
     if (grantable && keys.length === 1) {
       const key = keys[0] as string;
@@ -168,7 +172,9 @@ export class HandOvers {
   #handed(index: number, key: string, value: string): void {
     const waiter = this.#waiters.get(value);
     if (waiter !== undefined) {
-      waiter.handed(index);
+      const from = waiter.byMessage?.from(index);
+      if (from === undefined) waiter.handed(index);
+      else waiter.granted(index, from);
       return;
     }
     // A waiter that gave up: pass the key on at once rather than let its hold lapse. Any other
@@ -258,6 +264,10 @@ export class Waiter {
     /** The ttl the waiting call asked for. */
     readonly ttl: number,
     readonly ticket: QueueTicket,
+    /** How long it waits for a quorum of hand-overs to follow a first one (a short hold), ms. */
+    readonly retryMs: number,
+    /** Set when a hand-over by message grants it the lock (speed/message-grant.ts). */
+    readonly byMessage: MessageGrant | undefined,
     quorum: number,
   ) {
     this.#quorum = quorum;
@@ -274,14 +284,15 @@ export class Waiter {
   }
 
   /**
-   * After a failed attempt: the keys it took, handed ones included, are given back (and so handed
-   * on to the next in line); only instances that refused it may since have handed it the keys.
+   * After a failed attempt, the instances that did not refuse it: the keys it took there, handed
+   * ones included, are given back (and so handed on to the next in line); only instances that
+   * refused it may since have handed it the keys.
    */
-  keepOnly(refused: (index: number) => boolean): void {
-    for (const index of this.#handed) {
-      if (refused(index)) continue;
+  gaveBack(indexes: readonly number[]): void {
+    for (const index of indexes) {
       this.#handed.delete(index);
       this.#granted.delete(index);
+      this.byMessage?.gaveBack(index);
     }
     if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
   }
@@ -299,7 +310,10 @@ export class Waiter {
     if (!this.queued) this.#wake?.();
   }
 
-  /** @internal A release of this Redlock that started at `start` granted it the key on instance `index`. */
+  /**
+   * @internal Instance `index` granted it the key with its ttl, no sooner than `start`: a release of
+   * this Redlock (speed/own-grant.ts), or a hand-over by message (speed/message-grant.ts).
+   */
   granted(index: number, start: number): void {
     this.#granted.add(index);
     if (start < this.#grantedAt) this.#grantedAt = start;
@@ -341,10 +355,10 @@ export class Waiter {
       let timer = setTimeout(wake, ms);
       this.#wake = wake;
       this.#handedSome = () => {
-        if (shortened || ms <= this.ticket.holdMs) return;
+        if (shortened || ms <= this.retryMs) return;
         shortened = true;
         clearTimeout(timer);
-        timer = setTimeout(wake, this.ticket.holdMs);
+        timer = setTimeout(wake, this.retryMs);
       };
       if (this.#handed.size > 0) this.#handedSome();
       signal?.addEventListener("abort", onAbort, { once: true });

@@ -9,7 +9,7 @@ import type { HandOvers, Waiter } from "./hand-over.js";
  * The waiting of one acquire call that may wait (`wait` > 0 or `retryCount` > 0), as the acquire
  * loop sees it: a few calls, and everything about queues and hand-overs stays behind them.
  *
- * - `ticket()` before each attempt: the queue ticket to send with it, if the call can queue now;
+ * - `ticket(attemptStart)` before each attempt: the queue ticket to send with it, if the call can queue now;
  * - `settled(votes, acquired)` after each attempt;
  * - `join(attempts, contention)` after a failed attempt: queues the call if it is not yet, and says
  *   whether to try again at once (refused before it could queue: it is the same attempt, now in line);
@@ -60,12 +60,15 @@ export class WaitingCall {
     if (handOvers.listening) this.#enter(0);
   }
 
-  /** The queue ticket for the next attempt: only while a quorum listens (otherwise nobody could be told). */
-  ticket(): QueueTicket | undefined {
+  /** The queue ticket for the attempt starting at `attemptStart`: only while a quorum listens (otherwise nobody could be told). */
+  ticket(attemptStart: number): QueueTicket | undefined {
     const waiter = this.#waiter;
     if (waiter !== undefined) waiter.attempts++;
     const ticket = waiter?.offer;
-    if (ticket !== undefined) (waiter as Waiter).queued = true;
+    if (ticket !== undefined) {
+      (waiter as Waiter).queued = true;
+      waiter?.byMessage?.queued(attemptStart);
+    }
     this.#ticket = ticket;
     return ticket;
   }
@@ -83,7 +86,7 @@ export class WaitingCall {
     // Every key the attempt took is given back, a handed one too (the release script hands it
     // to the next in line): a waiter never sits on votes another waiter needs. One that tries
     // again is queued again there first, so that it keeps its place in every queue.
-    else waiter.keepOnly((index) => isRefused(votes[index]));
+    else waiter.gaveBack(this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [] : [index])));
   }
 
   /**
@@ -107,7 +110,7 @@ export class WaitingCall {
     const waiter = this.#waiter as Waiter;
     // queued on too few instances to be handed a quorum (some timed out): no release could wake
     // it, so it tries again after one hold
-    if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.ticket.holdMs);
+    if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.retryMs);
     return waiter.sleep(ms, signal);
   }
 

@@ -1,0 +1,148 @@
+/**
+ * The grant by message (src/speed/message-grant.ts): a waiter for one key asks to be handed the
+ * key for its whole ttl, and a quorum of hand-over messages then gives it the lock without a
+ * claim, its validity counted from its first queued attempt. Two Redlocks stand for two processes
+ * (each has its own hand-over channel). Script calls are counted with INFO commandstats.
+ */
+import type { Redis } from "ioredis";
+import { afterEach, describe, expect, it } from "vitest";
+import { RedisStore, Redlock, type RedlockOptions } from "../src/index.js";
+import { useRedlocks } from "./helpers/redlocks.js";
+
+const redis = useRedlocks(3);
+
+/** A poll interval so long that only a hand-over can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+/** A wait cut at 15 s: a hand-over that never comes fails the test instead of hanging it. */
+const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
+const TTL = 30_000;
+
+/** Script calls an instance has run so far. */
+async function scripts(client: Redis): Promise<number> {
+  const info = await client.info("commandstats");
+  const calls = (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+  return calls("evalsha") + calls("eval");
+}
+
+/** Resolves once `check` holds. */
+async function until(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition never held");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
+  const redlocks: Redlock[] = [];
+  afterEach(async () => {
+    await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+  });
+  const instances = () => redis.clients().slice(0, count);
+  const redlock = (options: RedlockOptions = {}): Redlock => {
+    const dlm = new Redlock(instances(), { ...NO_POLLING, ...options });
+    redlocks.push(dlm);
+    return dlm;
+  };
+  const queued = (key: string, n: number) =>
+    until(async () => (await Promise.all(instances().map((c) => c.zcard(queueOf(key))))).every((q) => q === n));
+  const scriptCounts = () => Promise.all(instances().map(scripts));
+
+  it("a hand-over to another Redlock's waiter is its lock: no claim, the key kept for its ttl", async () => {
+    const key = `granted:${count}`;
+    const holder = await redlock().acquire(key, 10_000);
+    const waiting = redlock().acquire(key, TTL, WAIT());
+    await queued(key, 1);
+    const before = await scriptCounts();
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    const after = await scriptCounts();
+    // the release alone on each instance: the waiter sent no claim
+    expect(after.map((n, i) => n - (before[i] ?? 0))).toEqual(instances().map(() => 1));
+    for (const client of instances()) {
+      expect(await client.get(key)).toBe(lock.value);
+      // the waiter's ttl, not a short hold
+      expect(await client.pttl(key)).toBeGreaterThan(10_000);
+      expect(await client.zcard(queueOf(key))).toBe(0);
+    }
+    await lock.release();
+  });
+
+  it("counts the validity from the waiter's first queued attempt, and claims when that is past its ttl", async () => {
+    let offset = 0;
+    const clock = () => performance.now() + offset;
+    const key = `validity:${count}`;
+    const holder = await redlock().acquire(key, 10_000);
+    const waiting = redlock({ clock }).acquire(key, TTL, WAIT());
+    await queued(key, 1);
+    // 5 s pass for the waiter between its queued attempt and the hand-over
+    offset = 5000;
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.remainingMs).toBeLessThanOrEqual(TTL - 5000);
+    expect(lock.remainingMs).toBeGreaterThan(TTL - 6000);
+    await lock.release();
+
+    const again = await redlock().acquire(key, 10_000);
+    const late = redlock({ clock }).acquire(key, TTL, WAIT());
+    await queued(key, 1);
+    // more than the ttl passes: the hand-over no longer proves anything, the waiter claims
+    offset += TTL + 1000;
+    const before = await scriptCounts();
+    await again.release();
+    const claimed = await late;
+    const after = await scriptCounts();
+    expect(after.map((n, i) => n - (before[i] ?? 0))).toEqual(instances().map(() => 2));
+    expect(claimed.valid).toBe(true);
+    expect(claimed.remainingMs).toBeGreaterThan(TTL - 1000);
+    await claimed.release();
+  });
+
+  it("a fenced waiter is handed a short hold and claims it", async () => {
+    const key = `fenced:${count}`;
+    const holder = await redlock().acquire(key, 10_000);
+    const waiting = redlock().acquire(key, TTL, { ...WAIT(), fencing: true });
+    await queued(key, 1);
+    const before = await scriptCounts();
+    await holder.release();
+    const lock = await waiting;
+    const after = await scriptCounts();
+    // the release, then the claim (the fenced acquire script) and its fence write-back
+    expect(after.map((n, i) => n - (before[i] ?? 0))).toEqual(instances().map(() => 3));
+    expect(lock.fence).toBeDefined();
+    await lock.release();
+  });
+});
+
+describe("grant by message after a give-back", () => {
+  it("a hand-over by an instance the waiter gave a key back to is claimed, not taken as a grant", async () => {
+    const clients = redis.clients();
+    const key = "gave-back";
+    // another owner holds instances 0 and 1; instance 2 is free
+    await Promise.all([0, 1].map((i) => redis.client(i).set(key, "other", "PX", 60_000)));
+    const dlm = new Redlock(clients, { ...NO_POLLING, instanceTimeout: 5000 });
+    try {
+      const waiting = dlm.acquire(key, TTL, WAIT());
+      // its attempt took instance 2, fell short of a quorum and gave the key back there, queued
+      // again; that give-back handed the key straight back to it (it headed the queue there)
+      await until(async () => (await redis.client(2).get(key)) !== null);
+      await until(async () =>
+        (await Promise.all([0, 1].map((i) => redis.client(i).zcard(queueOf(key))))).every((q) => q === 1),
+      );
+      const value = (await redis.client(2).get(key)) as string;
+      const before = await scripts(redis.client(0));
+      // instance 0's owner releases: a hand-over from an instance it never gave a key back to
+      expect(await new RedisStore(redis.client(0)).release([key], "other")).toBe(1);
+      const lock = await waiting;
+      expect(lock.value).toBe(value);
+      // instance 2's hand-over may predate its give-back: only 1 grant of the 2 needed, so it claimed
+      expect((await scripts(redis.client(0))) - before).toBe(2);
+      expect(await dlm.unlock(lock)).toBe(true);
+    } finally {
+      await dlm.quit();
+    }
+  });
+});
