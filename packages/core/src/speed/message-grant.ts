@@ -13,9 +13,10 @@
  * and it is in no queue before the first attempt that carried its ticket, so that key was set after
  * that attempt's start, and expires no sooner than that start plus the ttl: the validity counts
  * from there, as from an attempt's start. Nothing but the waiter itself removes a key that holds
- * its value before it expires; the waiter does so only by giving a key back after a failed attempt,
- * and a hand-over message from an instance it gave a key back to might predate the give-back: such
- * an instance only hands over, and the waiter claims what it was handed there, as without this module.
+ * its value before it expires; the waiter does so only by giving a key back after a failed
+ * attempt, and a hand-over message from an instance it gave a key back to might predate the
+ * give-back: such an instance only hands over, and the waiter claims what it was handed there, as
+ * without this module.
  */
 export class MessageGrant {
   /** Monotonic time of the first attempt that carried the waiter's ticket. */
@@ -33,7 +34,10 @@ export class MessageGrant {
     this.#gaveBack.add(index);
   }
 
-  /** When a hand-over by instance `index` grants the lock: the time its validity counts from; otherwise undefined (a hand-over, claimed). */
+  /**
+   * When a hand-over by instance `index` is a grant: the time its validity counts from; otherwise
+   * undefined (a hand-over, which the waiter claims).
+   */
   from(index: number): number | undefined {
     return this.#gaveBack.has(index) ? undefined : this.#queuedAt;
   }

@@ -7,9 +7,10 @@ import type { Grant } from "./own-grant.js";
  * in a row, instead of handing every section to a waiter in another process. What it buys: a
  * hand-over to another process costs its wake-up (and a claim where speed/message-grant.ts does
  * not apply) on the critical path, and a refused attempt by the releaser; a retake costs one round
- * trip in a process that is already running. Measured in bench/ ("Between processes, contention", 4 processes, 1 and 3
- * instances). Without this module every release hands the key to the head of its queue; the
- * outcome of each lock is the same (mutual exclusion never depends on it).
+ * trip in a process that is already running. Measured in bench/ ("Between processes,
+ * contention", 4 processes, 1 and 3 instances). Without this module every release hands the key to
+ * the head of its queue; the outcome of each lock is the same (mutual exclusion never depends on
+ * it).
  *
  * How:
  * - A lock is a "looper" when its acquire call started right after this Redlock released the

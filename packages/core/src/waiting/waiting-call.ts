@@ -9,7 +9,8 @@ import type { HandOvers, Waiter } from "./hand-over.js";
  * The waiting of one acquire call that may wait (`wait` > 0 or `retryCount` > 0), as the acquire
  * loop sees it: a few calls, and everything about queues and hand-overs stays behind them.
  *
- * - `ticket(attemptStart)` before each attempt: the queue ticket to send with it, if the call can queue now;
+ * - `ticket(attemptStart)` before each attempt: the queue ticket to send with it, if the call can
+ *   queue now;
  * - `settled(votes, acquired)` after each attempt;
  * - `join(attempts, contention)` after a failed attempt: queues the call if it is not yet, and says
  *   whether to try again at once (refused before it could queue: it is the same attempt, now in line);
@@ -60,7 +61,10 @@ export class WaitingCall {
     if (handOvers.listening) this.#enter(0);
   }
 
-  /** The queue ticket for the attempt starting at `attemptStart`: only while a quorum listens (otherwise nobody could be told). */
+  /**
+   * The queue ticket for the attempt starting at `attemptStart`: only while a quorum listens
+   * (otherwise nobody could be told).
+   */
   ticket(attemptStart: number): QueueTicket | undefined {
     const waiter = this.#waiter;
     if (waiter !== undefined) waiter.attempts++;
