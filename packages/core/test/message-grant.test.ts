@@ -113,7 +113,7 @@ describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
     await claimed.release();
   });
 
-  it("a fenced waiter is handed a short hold and claims it", async () => {
+  it("a fenced waiter is not granted by the hand-over: it claims the key", async () => {
     const key = `fenced:${count}`;
     const holder = await redlock().acquire(key, 10_000);
     const waiting = redlock().acquire(key, TTL, { ...WAIT(), fencing: true });
