@@ -150,6 +150,30 @@ describe("waiting between processes", () => {
       expect(left.filter((type) => type === "TCPSocketWrap" || type === "Timeout")).toEqual([]);
   }, 120_000);
 
+  it("a waiter in another process holds the key from the hand-over: no claim on any instance", async () => {
+    const holder = await holderOn(lockClients).acquire("granted", 30_000);
+    const waiter = startWorker({ resource: "granted", options: HAND_OVER_ONLY });
+    await untilQueued("granted", 1);
+    const before = await Promise.all(lockClients.map(scriptCalls));
+    await holder.release();
+    const report = await waiter.done;
+    expect({ acquired: report.acquired, overlaps: report.overlaps, failures: report.failures }).toEqual({
+      acquired: 1,
+      overlaps: 0,
+      failures: [],
+    });
+    // the holder's release and the waiter's own release on each instance (a release resolves at a
+    // quorum, so the last one may land a moment later); a claim would add one more
+    let since: number[] = [];
+    await until(async () => {
+      since = (await Promise.all(lockClients.map(scriptCalls))).map((n, i) => n - (before[i] ?? 0));
+      return since.every((n) => n >= 2);
+    }, "both releases on every instance");
+    expect(since).toEqual([2, 2, 2]);
+    await waiter.quit();
+    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+  }, 60_000);
+
   it("skips a queued waiter whose process was killed: the next one is handed the key", async () => {
     const holder = await holderOn(lockClients).acquire("killed", 30_000);
     const doomed = startWorker({ resource: "killed", options: HAND_OVER_ONLY });

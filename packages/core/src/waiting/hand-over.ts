@@ -84,7 +84,8 @@ export class HandOvers {
     clearTimeout(this.#linger);
     this.#linger = undefined;
     const retryMs = Math.min(ttl, Math.max(2 * timeoutMs, 20));
-    const byMessage = grantable && keys.length === 1 ? new MessageGrant() : undefined;
+    const oneKeyGrantable = grantable && keys.length === 1;
+    const byMessage = oneKeyGrantable ? new MessageGrant() : undefined;
     // a waiter a hand-over may grant the lock to asks for the key for its whole ttl (speed/message-grant.ts)
     const holdMs = byMessage === undefined ? retryMs : ttl;
     const ticket: QueueTicket = {
@@ -95,7 +96,7 @@ export class HandOvers {
     };
     const waiter = new Waiter(this, keys, value, ttl, ticket, retryMs, byMessage, this.#quorum);
     this.#waiters.set(value, waiter);
-    if (grantable && keys.length === 1) {
+    if (oneKeyGrantable) {
       const key = keys[0] as string;
       const waiters = this.#grantable.get(key);
       if (waiters === undefined) this.#grantable.set(key, new Set([waiter]));
