@@ -89,7 +89,7 @@ export class Redlock {
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
-    this.#retake = new Retake(this.#handOvers.channel);
+    this.#retake = new Retake(this.#handOvers.channel, this.quorum);
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {
       owner: this,
@@ -173,7 +173,7 @@ export class Redlock {
   #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
     const state = lock[STATE];
     const key = state.keys[0] as string;
-    const window = this.#retake.releasing(key, state.streak, start - state.acquiredAt);
+    const window = this.#retake.releasing(key, state.streak, start - state.acquiredAt, state.ttl, start);
     const grant = this.#grants.offer(key, start);
     const call = Retake.retakes(window) || grant !== undefined ? oneKeyCall : releaseCall;
     const request: OneKeyRequest = { keys: state.keys, value: state.value, retake: this.#retake, window, grant };
@@ -284,6 +284,8 @@ export class Redlock {
 
   /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
   async quit(): Promise<void> {
+    // a key reserved for a next call that will not come is released while the connections are open
+    await this.#retake.quit(QUIT_BOUND_MS);
     this.#handOvers.close();
     for (const store of this.#stores) if (store instanceof RedisStore || store instanceof NodeRedisStore) store.close();
     await Promise.all(
@@ -291,7 +293,7 @@ export class Redlock {
         if (!owned || owned.status === "end") return;
         const ended = new Promise((resolve) => owned.once("end", resolve));
         // QUIT lets pending replies arrive; a dead instance must not make quit() hang, hence the bound.
-        const bound = new Promise((resolve) => setTimeout(resolve, 1000).unref());
+        const bound = new Promise((resolve) => setTimeout(resolve, QUIT_BOUND_MS).unref());
         await Promise.race([owned.quit().catch(() => {}), bound]);
         owned.disconnect();
         await Promise.race([ended, bound]);
@@ -303,6 +305,9 @@ export class Redlock {
     if (!isLock(lock)) throw notALock();
   }
 }
+
+/** How long quit() waits on an instance that does not answer. */
+const QUIT_BOUND_MS = 1000;
 
 /** A Lock that Redlock made: a forged one (`Object.create(Lock.prototype)`) has no state. */
 const isLock = (lock: unknown): lock is Lock => lock instanceof Lock && lock[STATE] instanceof LockState;

@@ -1,13 +1,15 @@
 /**
  * Retake (src/speed/retake.ts): a Redlock that releases a one-key lock and asks for the key again
  * in the same event-loop turn takes it back first, at most MAX_STREAK times in a row, while a waiter
- * of another Redlock (another process) heads the queue; then the key is handed to that waiter. A
- * release left free for a retake that does not come is handed over by a kick. Each Redlock here has
- * its own hand-over channel, as a process of its own would.
+ * of another Redlock (another process) heads the queue; then the key is handed to that waiter. The
+ * release reserves the key for the next call (sets it to that call's value), which then sends
+ * nothing; a reservation that no call takes is released, which hands the key over. Each Redlock
+ * here has its own hand-over channel, as a process of its own would. Commands are seen with
+ * MONITOR.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
-import { MAX_HELD_MS, MAX_STREAK } from "../src/speed/retake.js";
+import { type Lock, type LockStore, RedisStore, Redlock } from "../src/index.js";
+import { MAX_HELD_MS, MAX_STREAK, RESERVE_HOLD_MS } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const redis = useRedlocks(3);
@@ -53,13 +55,13 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
    * listens for hand-overs for as long as the test runs (a call of its own waits on another key).
    */
-  async function looper(a: Redlock, b: Redlock, key: string) {
+  async function looper(a: Redlock, b: Redlock, key: string, ttl = 10_000) {
     const blocker = await b.acquire(`${key}:blocker`, 10_000);
     const listening = a.acquire(`${key}:blocker`, 10_000, WAIT());
     await queued(`${key}:blocker`, 1);
-    const first = await a.acquire(key, 10_000);
+    const first = await a.acquire(key, ttl);
     await a.unlock(first);
-    const lock = await a.acquire(key, 10_000, WAIT());
+    const lock = await a.acquire(key, ttl, WAIT());
     const done = async () => {
       await b.unlock(blocker);
       await a.unlock(await listening);
@@ -120,70 +122,217 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await done();
   });
 
-  it("a key left free for a retake that does not come is handed to the waiting Redlock (a kick), which no poll could wake", async () => {
+  it("a retaken lock costs its release alone: the release sets the key to the next lock's value for RESERVE_HOLD_MS, and the next call sends nothing", async () => {
     const [a, b] = [redlock(), redlock()];
-    const key = `kick:${count}`;
+    const key = `reserve:${count}`;
     const { lock, done } = await looper(a, b, key);
     const waiting = b.acquire(key, 10_000, WAIT());
     await queued(key, 1);
-    // the release leaves the key free for a, which does not ask for it again
+    // every command the instances run from now on, by connection (a script's own commands say "lua")
+    const seen = instances().map(() => [] as string[]);
+    const monitors = await Promise.all(instances().map((c) => c.monitor()));
+    for (const [i, monitor] of monitors.entries()) {
+      monitor.on("monitor", (_time: string, args: string[], source: string) => {
+        if (source !== "lua") seen[i]?.push(String(args[0]).toLowerCase());
+      });
+    }
+    expect(await a.unlock(lock)).toBe(true);
+    const next = await a.acquire(key, 10_000, WAIT());
+    expect(next.value).not.toBe(lock.value);
+    // a quorum resolved the unlock: the last instance's release may still be on its way
+    await until(async () => seen.every((commands) => commands.includes("evalsha")));
+    for (const monitor of monitors) monitor.disconnect();
+    // the release script alone: no SET, GET, PTTL or second script for the next lock, no PUBLISH
+    expect(seen).toEqual(instances().map(() => ["evalsha"]));
+    const held = await Promise.all(instances().map((c) => c.get(key)));
+    expect(held).toEqual(instances().map(() => next.value));
+    // reserved for RESERVE_HOLD_MS: a process that exits before its next call keeps the key no longer
+    for (const ttl of await Promise.all(instances().map((c) => c.pttl(key)))) {
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+    }
+    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+    // b still heads the queue, told nothing
+    expect(await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)))).toEqual(
+      instances().map(() => 1),
+    );
+    expect(await a.unlock(next)).toBe(true);
+    await b.unlock(await waiting);
+    await done();
+  });
+
+  it("a retaken lock's validity counts from its release's start", async () => {
+    let offset = 0;
+    const clock = () => performance.now() / 100 + offset;
+    const [a, b] = [redlock({ clock }), redlock()];
+    const key = `validity:${count}`;
+    const { lock, done } = await looper(a, b, key);
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    expect(await a.unlock(lock)).toBe(true);
+    // 400 ms pass on a's clock between the release's start and the next call
+    offset = 400;
+    const next = await a.acquire(key, 10_000, WAIT());
+    // RESERVE_HOLD_MS from the release's start, less those 400 ms and the drift (102 ms for 10 s)
+    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS - 400 - 102);
+    expect(next.remainingMs).toBeGreaterThan(RESERVE_HOLD_MS - 400 - 102 - 50);
+    await a.unlock(next);
+    await b.unlock(await waiting);
+    await done();
+  });
+
+  it("a retaken lock still held halfway through its reservation is extended to its ttl", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `renewed:${count}`;
+    const { lock, done } = await looper(a, b, key);
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    expect(await a.unlock(lock)).toBe(true);
+    const next = await a.acquire(key, 10_000, WAIT());
+    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+    // the renewal is due half a hold later on a's (slowed) clock: about RESERVE_HOLD_MS / 2 real ms
+    await until(async () => next.remainingMs > RESERVE_HOLD_MS);
+    expect(next.remainingMs).toBeGreaterThan(9_000);
+    for (const ttl of await Promise.all(instances().map((c) => c.pttl(key))))
+      expect(ttl).toBeGreaterThan(RESERVE_HOLD_MS);
+    expect(next.valid).toBe(true);
+    await a.unlock(next);
+    await b.unlock(await waiting);
+    await done();
+  });
+
+  it("a reservation that no call takes is released at the end of the turn, which hands the key to the waiting Redlock (no poll could wake it)", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `unused:${count}`;
+    // a ttl far beyond the test's waits: a reservation left behind would still be there at the end
+    const { lock, done } = await looper(a, b, key, 60_000);
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
     expect(await a.unlock(lock)).toBe(true);
     const taken = await waiting;
     expect(taken.valid).toBe(true);
-    expect(await Promise.all(instances().map((c) => c.get(key)))).toEqual(instances().map(() => taken.value));
+    // b held the lock once a quorum handed it over. The last instance's reservation is let go too:
+    // handed to b, or left free if its reply came after b held the lock and left that queue
+    await until(async () =>
+      (await Promise.all(instances().map((c) => c.get(key)))).every((v) => v === taken.value || v === null),
+    );
     await b.unlock(taken);
     await done();
   });
 
-  it("a retake whose call fails (aborted) still lets the waiting Redlock have the key", async () => {
+  it("a call that cannot hold the reservation (aborted before it starts) lets the waiting Redlock have the key", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `aborted:${count}`;
     const { lock, done } = await looper(a, b, key);
     const waiting = b.acquire(key, 10_000, WAIT());
     await queued(key, 1);
     expect(await a.unlock(lock)).toBe(true);
-    const controller = new AbortController();
-    const retaking = a.acquire(key, 10_000, { ...WAIT(), signal: controller.signal });
-    controller.abort(new Error("gave up"));
-    await expect(retaking).rejects.toThrow("gave up");
+    await expect(
+      a.acquire(key, 10_000, { ...WAIT(), signal: AbortSignal.abort(new Error("gave up")) }),
+    ).rejects.toThrow("gave up");
     const taken = await waiting;
     expect(taken.valid).toBe(true);
     await b.unlock(taken);
     await done();
   });
 
-  it("a retake whose attempt fails (the instances refuse it with an error) tells the waiting Redlock at once", async () => {
-    // a's instances: real RedisStores whose acquire can be made to fail
-    let failing = false;
+  it.each([
+    ["another ttl", { ttl: 20_000, options: {} }],
+    ["fencing", { ttl: 10_000, options: { fencing: true } }],
+  ])(
+    "a call with %s than the reserved lock lets the reservation go at once: the waiting Redlock gets the key, the call queues behind it",
+    async (_, { ttl, options }) => {
+      const [a, b] = [redlock(), redlock()];
+      const key = `mismatch:${count}:${ttl}:${"fencing" in options}`;
+      const { lock, done } = await looper(a, b, key);
+      const order: string[] = [];
+      const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
+        order.push("b");
+        return held;
+      });
+      await queued(key, 1);
+      expect(await a.unlock(lock)).toBe(true);
+      const again = a.acquire(key, ttl, { ...WAIT(), ...options }).then((held) => {
+        order.push("a");
+        return held;
+      });
+      const taken = await waiting;
+      expect(order).toEqual(["b"]);
+      await b.unlock(taken);
+      const mine = await again;
+      expect(order).toEqual(["b", "a"]);
+      expect(await a.unlock(mine)).toBe(true);
+      await done();
+    },
+  );
+
+  it("a reservation made on fewer than a quorum of instances is let go: the waiting Redlock gets the key, then the call, and nothing is left", async () => {
+    // a's instances: real RedisStores; all but the first ignore the reservation and hand the key over
     const inner = instances().map((client) => new RedisStore(client));
-    const stores: LockStore[] = inner.map((store) => {
-      return {
-        acquire: (keys, value, ttl, ticket) =>
-          failing ? Promise.reject(new Error("instance down")) : store.acquire(keys, value, ttl, ticket),
-        extend: (keys, value, ttl) => store.extend(keys, value, ttl),
-        release: (keys, value, requeue) => store.release(keys, value, requeue),
-        releaseOne: (key, value, channel, how) => store.releaseOne(key, value, channel, how),
-        handOverIfFree: (key) => store.handOverIfFree(key),
-        onHandOver: (channel, listener) => store.onHandOver(channel, listener),
-        leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
-      };
-    });
+    const stores: LockStore[] = inner.map((store, i) => ({
+      acquire: (keys, value, ttl, ticket) => store.acquire(keys, value, ttl, ticket),
+      extend: (keys, value, ttl) => store.extend(keys, value, ttl),
+      release: (keys, value, requeue) => store.release(keys, value, requeue),
+      releaseOne: (key, value, channel, how) =>
+        store.releaseOne(key, value, channel, i === 0 && count > 1 ? how : { grant: how.grant }),
+      onHandOver: (channel, listener) => store.onHandOver(channel, listener),
+      leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
+    }));
     const a = new Redlock(stores, { ...NO_POLLING, ...SLOW_CLOCK });
     redlocks.push(a);
     const b = redlock();
-    const key = `failed:${count}`;
-    const { lock, done } = await looper(a, b, key);
-    const waiting = b.acquire(key, 10_000, WAIT());
+    const key = `minority:${count}`;
+    // a ttl far beyond the test's waits: a reservation left behind would still be there at the end
+    const { lock, done } = await looper(a, b, key, 60_000);
+    const order: string[] = [];
+    const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
+      order.push("b");
+      return held;
+    });
     await queued(key, 1);
     expect(await a.unlock(lock)).toBe(true);
-    failing = true;
-    await expect(a.acquire(key, 10_000, { retryCount: 0 })).rejects.toThrow(LockUnavailableError);
-    failing = false;
+    const again = a.acquire(key, 60_000, WAIT()).then((held) => {
+      order.push("a");
+      return held;
+    });
+    const taken = await waiting;
+    expect(order).toEqual(["b"]);
+    await b.unlock(taken);
+    expect(await a.unlock(await again)).toBe(true);
+    expect(order).toEqual(["b", "a"]);
+    // the one reserved instance was let go: nothing is left under the key once both released
+    await until(async () => (await Promise.all(instances().map((c) => c.get(key)))).every((v) => v === null));
+    await done();
+    for (const store of inner) store.close();
+  });
+
+  it("quit() right after a release lets the reservation go before the connections close: the waiting Redlock gets the key", async () => {
+    // a creates and owns its clients, which quit() closes
+    const ports = Array.from({ length: count }, (_, i) => redis.server(i).port);
+    const a = new Redlock(
+      ports.map((port) => ({ host: "127.0.0.1", port })),
+      { ...NO_POLLING, ...SLOW_CLOCK },
+    );
+    const b = redlock();
+    const key = `quit:${count}`;
+    // a listens for hand-overs while its call on the blocker waits
+    const blocker = await b.acquire(`${key}:blocker`, 10_000);
+    const stop = new AbortController();
+    const listening = a.acquire(`${key}:blocker`, 10_000, { wait: 60_000, signal: stop.signal });
+    await queued(`${key}:blocker`, 1);
+    await a.unlock(await a.acquire(key, 10_000));
+    const lock = await a.acquire(key, 10_000, WAIT());
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    stop.abort(new Error("stopped"));
+    await expect(listening).rejects.toThrow("stopped");
+    expect(await a.unlock(lock)).toBe(true);
+    await a.quit();
+    // without the let-go the key would stay reserved for 10 s, and b, which does not poll, would time out
     const taken = await waiting;
     expect(taken.valid).toBe(true);
     await b.unlock(taken);
-    await done();
-    for (const store of inner) store.close();
+    await b.unlock(blocker);
   });
 
   it("a waiter of the releasing Redlock itself is handed the key before that Redlock's new call", async () => {

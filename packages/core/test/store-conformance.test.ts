@@ -167,7 +167,7 @@ describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_
     await redis.servers[0]?.client().flushall();
   });
 
-  it("a retake release leaves the key free while another Redlock's waiter heads the queue; a kick hands it over", async () => {
+  it("a retake release reserves the key (the next lock's value, its ttl, nobody told) unless a waiter of the releasing Redlock heads the queue", async () => {
     const raw = redis.servers[0]?.client() as Redis;
     const heard: string[] = [];
     const stops = await Promise.all([
@@ -177,38 +177,40 @@ describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_
     const ticket = (channel: string, order: number) => ({ channel, order, holdMs: 1000, keepMs: 5000 });
     await store.acquire(["r"], "holder", 1000);
     expect((await store.acquire(["r"], "w", 1000, ticket("theirs", 1))).acquired).toBe(false);
-    expect(await store.releaseOne?.("r", "holder", "mine", { retake: true })).toBe(-1);
-    // deleted, not handed over: the waiter keeps its place and is told nothing
-    expect(await raw.get("r")).toBeNull();
+    expect(await store.releaseOne?.("r", "holder", "mine", { reserve: { value: "next", ttl: 60_000 } })).toBe(-1);
+    // set to the reserved value for its ttl, not handed over: the waiter keeps its place and is told nothing
+    expect(await raw.get("r")).toBe("next");
+    expect(await raw.pttl("r")).toBeGreaterThan(1000);
     expect(await raw.zcard("r:redlock-kit:waiters")).toBe(1);
-    await store.handOverIfFree?.("r");
+    // releasing the reserved value hands the key over
+    expect(await store.release(["r"], "next")).toBe(1);
     expect(await raw.get("r")).toBe("w");
     await until(() => heard.length === 1);
     expect(heard).toEqual(["theirs:r=w"]);
-    // a kick finds the key held: nothing happens
-    await store.handOverIfFree?.("r");
-    expect(await raw.get("r")).toBe("w");
-    // the releasing Redlock's own waiter heads the queue: handed over as by release
+    // nobody queued: reserved too
     expect((await store.acquire(["r"], "w", 1000, ticket("theirs", 1))).acquired).toBe(true);
+    expect(await store.releaseOne?.("r", "w", "mine", { reserve: { value: "next2", ttl: 60_000 } })).toBe(-1);
+    expect(await raw.get("r")).toBe("next2");
+    // the releasing Redlock's own waiter heads the queue: handed over as by release
     expect((await store.acquire(["r"], "own", 1000, ticket("mine", 2))).acquired).toBe(false);
-    expect(await store.releaseOne?.("r", "w", "mine", { retake: true })).toBe(1);
+    expect(await store.releaseOne?.("r", "next2", "mine", { reserve: { value: "next3", ttl: 60_000 } })).toBe(1);
     expect(await raw.get("r")).toBe("own");
     await until(() => heard.length === 2);
     expect(heard).toEqual(["theirs:r=w", "mine:r=own"]);
-    // not ours: nothing deleted
-    expect(await store.releaseOne?.("r", "w", "mine", { retake: true })).toBe(0);
+    // not ours: nothing deleted, nothing reserved
+    expect(await store.releaseOne?.("r", "w", "mine", { reserve: { value: "next4", ttl: 60_000 } })).toBe(0);
     expect(await raw.get("r")).toBe("own");
     for (const stop of stops) stop?.();
   });
 
-  it("without retake, a release hands the key to another Redlock's waiter at the head", async () => {
+  it("without a reservation, a release hands the key to another Redlock's waiter at the head", async () => {
     const raw = redis.servers[0]?.client() as Redis;
     const heard: string[] = [];
     const stop = await store.onHandOver?.("theirs", (key, value) => heard.push(`${key}=${value}`));
     const ticket = { channel: "theirs", order: 1, holdMs: 1000, keepMs: 5000 };
     await store.acquire(["n"], "holder", 1000);
     expect((await store.acquire(["n"], "w", 1000, ticket)).acquired).toBe(false);
-    expect(await store.releaseOne?.("n", "holder", "mine", { retake: false })).toBe(1);
+    expect(await store.releaseOne?.("n", "holder", "mine", {})).toBe(1);
     expect(await raw.get("n")).toBe("w");
     await until(() => heard.length === 1);
     expect(heard).toEqual(["n=w"]);
@@ -224,23 +226,22 @@ describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_
     expect((await store.acquire(["g"], "first", 60_000, ticket(1))).acquired).toBe(false);
     expect((await store.acquire(["g"], "second", 60_000, ticket(2))).acquired).toBe(false);
     // the grant names a waiter that is not the head: the head is handed the key as by release
-    expect(
-      await store.releaseOne?.("g", "holder", "mine", { retake: false, grant: { value: "second", ttl: 60_000 } }),
-    ).toBe(1);
+    expect(await store.releaseOne?.("g", "holder", "mine", { grant: { value: "second", ttl: 60_000 } })).toBe(1);
     expect(await raw.get("g")).toBe("first");
     expect(await raw.pttl("g")).toBeLessThanOrEqual(50);
     await until(() => heard.length === 1);
     // the head is named: granted for its ttl, its entry gone, nobody told
-    expect(
-      await store.releaseOne?.("g", "first", "mine", { retake: false, grant: { value: "second", ttl: 60_000 } }),
-    ).toBe(-2);
+    expect(await store.releaseOne?.("g", "first", "mine", { grant: { value: "second", ttl: 60_000 } })).toBe(-2);
     expect(await raw.get("g")).toBe("second");
     expect(await raw.pttl("g")).toBeGreaterThan(50);
     expect(await raw.zcard("g:redlock-kit:waiters")).toBe(0);
-    // a retake release grants too, when the own waiter heads the queue
+    // a release that asks for a reservation grants instead, when the own waiter heads the queue
     expect((await store.acquire(["g"], "third", 60_000, ticket(3))).acquired).toBe(false);
     expect(
-      await store.releaseOne?.("g", "second", "mine", { retake: true, grant: { value: "third", ttl: 60_000 } }),
+      await store.releaseOne?.("g", "second", "mine", {
+        reserve: { value: "next", ttl: 60_000 },
+        grant: { value: "third", ttl: 60_000 },
+      }),
     ).toBe(-2);
     expect(await raw.get("g")).toBe("third");
     // a message published now arrives after any the grants would have sent

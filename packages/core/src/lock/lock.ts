@@ -1,4 +1,5 @@
 import { LockLostError } from "../errors.js";
+import { type Deadline, deadlines } from "../speed/shared-timer.js";
 
 /** What a Lock asks of the Redlock that made it. */
 export interface LockOwner {
@@ -20,6 +21,10 @@ export class LockState {
   streak: number | undefined;
   /** Monotonic time (ms) when it was acquired: how long it was held decides whether its release may be retaken. */
   acquiredAt = 0;
+  /** The ttl it was acquired with: a retake reserves the key for the next lock with this ttl. */
+  ttl = 0;
+  /** A lock made from a reservation: its extension to its ttl, pending (speed/retake.ts). */
+  renewal: Deadline | undefined;
 
   constructor(
     /** Redis keys: the resources with the key prefix. */
@@ -177,5 +182,6 @@ export function markReleased(lock: Lock): boolean {
   state.released = true;
   clearTimeout(state.timer);
   state.timer = undefined;
+  if (state.renewal !== undefined) deadlines.cancel(state.renewal);
   return true;
 }

@@ -11,7 +11,7 @@ import {
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
 } from "../options.js";
-import type { Retake } from "../speed/retake.js";
+import { extendReserved, type Retake } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
@@ -76,11 +76,24 @@ export class AcquireLoop {
     const prefix = parts.prefix;
     const keys = prefix === "" ? names : names.map((name) => prefix + name);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
-    const retaking = parts.retake.acquiring(keys);
-    const value = newLockValue();
-    const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const drift = driftFor(ttl, opts.driftFactor);
     const start = clock();
+    const retaking = parts.retake.acquiring(keys, ttl, fencing ? undefined : start + drift);
+    const reserved = retaking?.reservation;
+    if (reserved !== undefined) {
+      // a quorum of instances set the key to this value for this call when this Redlock released it (speed/retake.ts)
+      const state = new LockState(keys, reserved.value, timeout, clock);
+      state.streak = retaking?.next;
+      state.ttl = ttl;
+      state.validUntil = reserved.start + reserved.hold - drift;
+      state.expiresAt = reserved.wallStart + reserved.hold - drift;
+      if (counter !== undefined) counter.attempts = 1;
+      const lock = this.#acquired(names, state, undefined, opts.signal, 1, start);
+      if (reserved.hold < ttl && !(lock instanceof Promise)) extendReserved(parts.owner, lock, ttl);
+      return lock;
+    }
+    const value = newLockValue();
+    const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
     const call = fencing ? fencedAcquireCall : acquireCall;
@@ -89,7 +102,6 @@ export class AcquireLoop {
       ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts)
       : undefined;
     let attempts = 0;
-    let held = false;
     let failure: AcquireFailure;
     try {
       for (;;) {
@@ -119,12 +131,11 @@ export class AcquireLoop {
           waiting?.settled(votes, true);
           const state = new LockState(keys, value, timeout, clock);
           state.streak = retaking?.next;
+          state.ttl = ttl;
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
           const lock = this.#acquired(names, state, fences, opts.signal, attempts, start);
-          if (lock instanceof Promise) return await lock;
-          held = true;
-          return lock;
+          return lock instanceof Promise ? await lock : lock;
         }
         failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
         const last =
@@ -161,18 +172,15 @@ export class AcquireLoop {
           waiting?.tookGrant();
           const state = new LockState(keys, value, timeout, clock);
           state.streak = retaking?.next;
+          state.ttl = ttl;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
           const lock = this.#acquired(names, state, undefined, opts.signal, attempts, start);
-          if (lock instanceof Promise) return await lock;
-          held = true;
-          return lock;
+          return lock instanceof Promise ? await lock : lock;
         }
       }
     } finally {
       await waiting?.end();
-      // the retake did not happen: the waiters the release passed over are told now
-      if (retaking !== undefined && !held) parts.retake.failed(keys[0] as string, retaking);
     }
     this.#publish(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;

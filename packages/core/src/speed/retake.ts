@@ -1,27 +1,32 @@
+import { type Lock, type LockOwner, STATE } from "../lock/lock.js";
+import { newLockValue } from "../lock/lock-value.js";
 import type { LockStore } from "../stores/store.js";
 import type { Grant } from "./own-grant.js";
+import { Deadline, deadlines } from "./shared-timer.js";
 
 /**
  * Retake, for speed only: a process that releases a one-key lock and asks for the key again at
  * once (a worker looping on one resource) takes it back first, for at most `MAX_STREAK` sections
  * in a row, instead of handing every section to a waiter in another process. What it buys: a
- * hand-over to another process costs its wake-up (and a claim where speed/message-grant.ts does
- * not apply) on the critical path, and a refused attempt by the releaser; a retake costs one round
- * trip in a process that is already running. Measured in bench/ ("Between processes,
- * contention", 4 processes, 1 and 3 instances). Without this module every release hands the key to
- * the head of its queue; the outcome of each lock is the same (mutual exclusion never depends on
- * it).
+ * hand-over to another process costs that process's wake-up on the critical path, and a refused
+ * attempt by the releaser; a retake costs nothing beyond the release, whose script sets the key to
+ * the value of the releaser's next lock (a reservation), so that the next call holds the key
+ * without a round trip of its own. Measured in bench/ ("Between processes, contention", 4
+ * processes, 1 and 3 instances). Without this module every release hands the key to the head of
+ * its queue; the outcome of each lock is the same (mutual exclusion never depends on it).
  *
  * How:
  * - A lock is a "looper" when its acquire call started right after this Redlock released the
  *   same key (before the end of that event-loop turn, `setImmediate`). It carries how many
  *   retakes came before it (`streak`).
- * - The release of a looper with `streak < MAX_STREAK`, held less than `MAX_HELD_MS`, asks each
- *   instance to leave the key free when the head of its queue waits in another Redlock
- *   (RELEASE_SCRIPT, mode 'r').
- * - If this Redlock asks for the key again before the end of the turn, it takes it; otherwise every
- *   instance that left the key free is asked to hand it over now (KICK_SCRIPT), one round trip
- *   later than the release would have.
+ * - The release of a looper with `streak < MAX_STREAK`, held less than `MAX_HELD_MS`, draws the
+ *   next lock's value and asks each instance to set the key to it for `RESERVE_HOLD_MS`, unless
+ *   the head of the key's queue waits in this Redlock (RELEASE_SCRIPT, mode 'r').
+ * - The first call of the key with the released lock's ttl, started after the release resolved
+ *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
+ *   from the release's start, and extended to its ttl if still held halfway through. Otherwise
+ *   every instance that reserved the key is released (the release script, which hands it over),
+ *   one round trip later than the release would have; `quit()` does it before closing.
  *
  * Fairness that holds across processes: the head of a queue waits at most `MAX_STREAK` + 1
  * sections of the process ahead of it before the key is handed to it, and the retaken ones are
@@ -37,76 +42,164 @@ export const MAX_STREAK = 3;
  */
 export const MAX_HELD_MS = 10;
 
+/**
+ * How long a release keeps the key reserved (at most the ttl): a process that exits before its next
+ * call leaves the key held no longer than this. The lock made from the reservation is valid this
+ * long from the release's start; if it is still held halfway through, it is extended to its ttl.
+ * Short sections, the only ones retaken, are released long before: they send nothing more.
+ */
+export const RESERVE_HOLD_MS = 1000;
+
+/** Extends a lock made from a reservation to its ttl halfway through the hold, unless it is released or extended first. */
+class ReservedRenewal extends Deadline {
+  constructor(
+    readonly owner: LockOwner,
+    readonly lock: Lock,
+    readonly ttl: number,
+    readonly validUntil: number,
+  ) {
+    super();
+  }
+
+  expire(): void {
+    const state = this.lock[STATE];
+    state.renewal = undefined;
+    // released, lost, or extended by its holder meanwhile: nothing to do
+    if (state.released || state.lost !== undefined || state.validUntil !== this.validUntil) return;
+    this.owner.extend(this.lock, this.ttl).catch(() => {
+      // not extended: the lock keeps the validity it has, and is lost when that ends
+    });
+  }
+}
+
+/** Schedules the extension of `lock`, made from a reservation, to `ttl` (RESERVE_HOLD_MS). */
+export function extendReserved(owner: LockOwner, lock: Lock, ttl: number): void {
+  const state = lock[STATE];
+  const renewal = new ReservedRenewal(owner, lock, ttl, state.validUntil);
+  state.renewal = renewal;
+  deadlines.add(renewal, Math.max(0, (state.validUntil - state.clock()) / 2));
+}
+
+/** The key set to the next lock's value by a release, for this Redlock's next call of the key. */
+export interface Reservation {
+  readonly value: string;
+  /** The released lock's ttl: only a call with the same ttl holds the reservation. */
+  readonly ttl: number;
+  /** How long the instances keep the key reserved: the PX the release script sets. */
+  readonly hold: number;
+  /** Monotonic and wall-clock (epoch ms) time when the release started: the validity counts from there. */
+  readonly start: number;
+  readonly wallStart: number;
+}
+
 /** One release of a key by this Redlock, until the end of the turn in which it resolved. */
 interface Window {
   /** The streak a lock acquired in this window carries. */
   readonly next: number;
+  /** What the release asks the instances to reserve (a retake), or nothing (the release hands over). */
+  readonly reservation: Reservation | undefined;
   /** The release resolved: the window closes at the end of this turn. */
   open: boolean;
-  /** An acquire of the key started in the window: the instances that left it free are kicked only if it fails. */
-  retaken: boolean;
-  /** Instances that left the key free, to kick if it is not retaken. */
-  readonly kept: LockStore[];
+  /** A call took the window, or it closed: no later call may. */
+  taken: boolean;
+  /** The call that took the window holds the reservation: late reservations are that lock's. */
+  held: boolean;
+  /** Instances that reserved the key. */
+  readonly reserved: LockStore[];
 }
 
 export class Retake {
   readonly #channel: string;
+  readonly #quorum: number;
   readonly #windows = new Map<string, Window>();
+  /** Releases that may reserve a key, and releases of reserved values, not yet answered. */
+  readonly #pending = new Set<Promise<unknown>>();
   #armed = false;
 
   /** `channel`: this Redlock's hand-over channel, which its own waiters listen on. */
-  constructor(channel: string) {
+  constructor(channel: string, quorum: number) {
     this.#channel = channel;
+    this.#quorum = quorum;
   }
 
   /**
-   * An acquire call of `keys` starts: the window of this Redlock's release of that key, when the
-   * call follows it in the same turn (the lock it may return carries `window.next` as its streak).
-   * The first call in a window takes the retake: the window's kicks wait on its outcome (`failed`).
+   * An acquire call of `keys` for `ttl` ms starts: the window of this Redlock's release of that key,
+   * when the call follows it in the same turn (the lock it returns carries `next` as its streak),
+   * with the reservation it holds if a quorum reserved the key with that ttl and the validity left
+   * past `validAfter` (now plus the drift; `undefined`: this call cannot hold one, a fenced call).
+   * The first call in a window takes it; a reservation it cannot hold is released at once.
    */
-  acquiring(keys: readonly string[]): Window | undefined {
+  acquiring(
+    keys: readonly string[],
+    ttl: number,
+    validAfter: number | undefined,
+  ): { readonly next: number; readonly reservation: Reservation | undefined } | undefined {
     if (this.#windows.size === 0 || keys.length !== 1) return undefined;
-    const window = this.#windows.get(keys[0] as string);
-    if (window === undefined || window.retaken) return undefined;
-    window.retaken = true;
-    return window;
+    const key = keys[0] as string;
+    const window = this.#windows.get(key);
+    if (window === undefined || !window.open || window.taken) return undefined;
+    window.taken = true;
+    const reservation = window.reservation;
+    if (
+      reservation !== undefined &&
+      validAfter !== undefined &&
+      reservation.ttl === ttl &&
+      reservation.start + reservation.hold > validAfter &&
+      window.reserved.length >= this.#quorum
+    ) {
+      window.held = true;
+      return { next: window.next, reservation };
+    }
+    this.#giveUp(key, window);
+    return { next: window.next, reservation: undefined };
   }
 
-  /** The call that took the retake of `window` ended without the lock: the waiters must be told. */
-  failed(key: string, window: Window): void {
-    for (const store of window.kept.splice(0)) kick(store, key);
-  }
-
-  /** A release of a one-key lock held `heldMs` starts: its window, open once it resolved (`released`). */
-  releasing(key: string, streak: number | undefined, heldMs: number): Window {
+  /** A release of a one-key lock acquired for `ttl` ms and held `heldMs` starts: its window, open once it resolved (`released`). */
+  releasing(key: string, streak: number | undefined, heldMs: number, ttl: number, start: number): Window {
     const retake = streak !== undefined && streak < MAX_STREAK && heldMs < MAX_HELD_MS;
-    const window: Window = { next: retake ? streak + 1 : 0, open: false, retaken: false, kept: [] };
+    const hold = Math.min(ttl, RESERVE_HOLD_MS);
+    const reservation = retake ? { value: newLockValue(), ttl, hold, start, wallStart: Date.now() } : undefined;
+    const window: Window = {
+      next: retake ? streak + 1 : 0,
+      reservation,
+      open: false,
+      taken: false,
+      held: false,
+      reserved: [],
+    };
     const earlier = this.#windows.get(key);
-    // a second release of the key in one turn: the first one's kept instances are told now
-    if (earlier !== undefined && !earlier.retaken) this.failed(key, earlier);
+    // a second release of the key in one turn: the first one's reservations are let go now
+    if (earlier !== undefined && !earlier.taken) this.#giveUp(key, earlier);
     this.#windows.set(key, window);
     return window;
   }
 
-  /** Whether the release that opened `window` asks the instances to leave the key free. */
+  /** Whether the release that opened `window` asks the instances to reserve the key. */
   static retakes(window: Window): boolean {
-    return window.next > 0;
+    return window.reservation !== undefined;
   }
 
   /** The release call of one instance for `window`'s key, which may also `grant` it (speed/own-grant.ts). */
   release(store: LockStore, key: string, value: string, window: Window, grant: Grant | undefined): Promise<number> {
     if (store.releaseOne === undefined) return store.release([key], value);
-    return store.releaseOne(key, value, this.#channel, { retake: window.next > 0, grant }).then((reply) => {
-      if (reply === -2) {
-        grant?.granted(store);
+    const reply = store
+      .releaseOne(key, value, this.#channel, {
+        reserve: window.reservation && { value: window.reservation.value, ttl: window.reservation.hold },
+        grant,
+      })
+      .then((reply) => {
+        if (reply === -2) {
+          grant?.granted(store);
+          return 1;
+        }
+        if (reply !== -1) return reply;
+        window.reserved.push(store);
+        // answered after the window was given up: let it go now
+        if (window.taken && !window.held) this.#letGo(store, key, window);
         return 1;
-      }
-      if (reply !== -1) return reply;
-      // answered after its window closed with no retake: the head must be told now
-      if (this.#windows.get(key) !== window && !window.retaken) kick(store, key);
-      else window.kept.push(store);
-      return 1;
-    });
+      });
+    if (window.reservation !== undefined) this.#track(reply);
+    return reply;
   }
 
   /** The release resolved: the window stays open until the end of this event-loop turn. */
@@ -118,20 +211,55 @@ export class Retake {
     setImmediate(this.#close);
   }
 
+  /**
+   * `Redlock.quit()`: every reservation no call holds is released now, before the connections
+   * close, and so is any that a release still on its way makes; resolves once those releases
+   * answered, or after `boundMs` (a dead instance must not make quit() hang).
+   */
+  async quit(boundMs: number): Promise<void> {
+    for (const [key, window] of this.#windows) if (!window.taken) this.#giveUp(key, window);
+    this.#windows.clear();
+    const deadline = performance.now() + boundMs;
+    while (this.#pending.size > 0 && performance.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise((resolve) => {
+        timer = setTimeout(resolve, deadline - performance.now());
+      });
+      await Promise.race([Promise.allSettled([...this.#pending]), bound]);
+      clearTimeout(timer);
+    }
+  }
+
+  #giveUp(key: string, window: Window): void {
+    window.taken = true;
+    for (const store of window.reserved) this.#letGo(store, key, window);
+  }
+
+  /** Releases the reserved value on `store`: the key is handed over as by any release. */
+  #letGo(store: LockStore, key: string, window: Window): void {
+    const value = window.reservation?.value;
+    if (value === undefined) return;
+    this.#track(
+      store.release([key], value).catch(() => {
+        // an instance that cannot be told: the reservation expires with its ttl, and its waiters poll
+      }),
+    );
+  }
+
+  #track(call: Promise<unknown>): void {
+    const settled = () => this.#pending.delete(tracked);
+    const tracked: Promise<unknown> = call.then(settled, settled);
+    this.#pending.add(tracked);
+  }
+
   readonly #close = (): void => {
     this.#armed = false;
     for (const [key, window] of this.#windows) {
       if (!window.open) continue;
       this.#windows.delete(key);
-      if (!window.retaken) this.failed(key, window);
+      if (!window.taken) this.#giveUp(key, window);
     }
   };
 }
 
 export type { Window as RetakeWindow };
-
-function kick(store: LockStore, key: string): void {
-  store.handOverIfFree?.(key).catch(() => {
-    // an instance that cannot be told: its waiters poll
-  });
-}

@@ -105,21 +105,13 @@ export class RedisStore implements LockStore {
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
 
-  /** `release` for one key by the Redlock listening on `channel`: left free for a retake, or granted to its own waiter (`LockStore.releaseOne`). */
+  /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
     return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
-  }
-
-  /** Hands `key` to the head of its queue if it is free (a retake that did not happen). */
-  async handOverIfFree(key: string): Promise<void> {
-    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
-    if (queue === undefined) return;
-    this.#batcher?.beforeSend();
-    await this.#scripts.call(COMMANDS.kick, [2, key, queue], Number);
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */

@@ -107,18 +107,21 @@ export function releaseArgs(
 }
 
 /**
- * RELEASE_SCRIPT for one key released by a Redlock that listens on `channel`: the key may be left
- * free for a retake (speed/retake.ts), or given to `grant`, its own waiter at the head of the
- * queue (speed/own-grant.ts).
+ * RELEASE_SCRIPT for one key released by a Redlock that listens on `channel`: the key may be
+ * reserved for its next call (speed/retake.ts), or given to `grant`, its own waiter at the head of
+ * the queue (speed/own-grant.ts).
  */
 export function oneKeyReleaseArgs(
   key: string,
   value: string,
   queue: string,
   channel: string,
-  { retake, grant }: OneKeyRelease,
+  { reserve, grant }: OneKeyRelease,
 ): ScriptArgs {
-  const args: ScriptArgs = [2, key, queue, value, "r", channel, retake ? "1" : "0"];
+  const args: ScriptArgs =
+    reserve === undefined
+      ? [2, key, queue, value, "r", channel, "", 0]
+      : [2, key, queue, value, "r", channel, reserve.value, reserve.ttl];
   if (grant !== undefined) args.push(grant.value, grant.ttl);
   return args;
 }

@@ -219,12 +219,13 @@ end
  *   collects a quorum of hand-overs, rather than waiters each holding one instance).
  * - ARGV[2] = 'r' (one key, released by a Redlock that listens for hand-overs): ARGV[3] is that
  *   Redlock's hand-over channel.
- *   - With ARGV[4] = '1' (speed/retake.ts), when the queue's head is a waiter of another Redlock,
- *     the key is left free and not handed over, and the script returns -1: the releasing process,
- *     which is about to take the key again, comes first, and tells the head itself (KICK_SCRIPT) if
- *     it does not.
- *   - With ARGV[5] (speed/own-grant.ts), when the queue's head is the releasing Redlock's own
- *     waiter whose value is ARGV[5], the key is set to that value for ARGV[6] ms (the waiter's own
+ *   - With ARGV[4] a value (speed/retake.ts) and ARGV[5] a ttl, unless the queue's head is a
+ *     waiter of the releasing Redlock, the key is set to that value for that many ms, nobody is
+ *     told, and the script returns -1: the key is reserved for the releasing process's next call
+ *     of the key, which holds it without a round trip; if that call does not come, the process
+ *     releases the reserved value, which hands the key over as any release does.
+ *   - With ARGV[6] (speed/own-grant.ts), when the queue's head is the releasing Redlock's own
+ *     waiter whose value is ARGV[6], the key is set to that value for ARGV[7] ms (the waiter's own
  *     ttl) and its entry removed, nobody is told, and the script returns -2: the releasing process
  *     learns it from this reply and gives its waiter the lock without a claim.
  */
@@ -233,8 +234,8 @@ local value, mode = ARGV[1], ARGV[2]
 local queued = mode == '1' or mode == 'r'
 local entry = mode == '1' and ARGV[3]
 local retake = mode == 'r' and ARGV[3]
-local leaveFree = retake and ARGV[4] == '1'
-local grant = retake and ARGV[5]
+local reserve = retake and ARGV[4] ~= '' and ARGV[4]
+local grant = retake and ARGV[6]
 ${ENQUEUE}${HAND_OVER}local n = queued and #KEYS / 2 or #KEYS
 local released = 0
 for i = 1, n do
@@ -249,16 +250,15 @@ for i = 1, n do
       if retake then
         local first = redis.pcall('zrange', KEYS[n + i], 0, 0)
         local head = type(first) == 'table' and first[1]
-        if head then
-          if string.sub(head, 1, #retake + 1) ~= retake .. ':' then
-            if leaveFree then
-              return -1
-            end
-          elseif grant and string.match(head, '^[^:]+:%d+:(.+)$') == grant then
+        if head and string.sub(head, 1, #retake + 1) == retake .. ':' then
+          if grant and string.match(head, '^[^:]+:%d+:(.+)$') == grant then
             redis.call('zrem', KEYS[n + i], head)
-            redis.call('set', key, grant, 'px', ARGV[6])
+            redis.call('set', key, grant, 'px', ARGV[7])
             return -2
           end
+        elseif reserve then
+          redis.call('set', key, reserve, 'px', ARGV[5])
+          return -1
         end
       end
       handOver(key, KEYS[n + i])
@@ -268,25 +268,11 @@ end
 return released
 `;
 
-/**
- * KEYS[1]: a lock key, KEYS[2]: its queue. If the key is free, hands it to the head of the queue
- * as a release would (HAND_OVER); returns 1 if it was free. Sent by a process whose release left
- * the key free for itself (RELEASE_SCRIPT, 'r') and that did not take it again.
- */
-export const KICK_SCRIPT = `
-${HAND_OVER}if redis.call('get', KEYS[1]) then
-  return 0
-end
-handOver(KEYS[1], KEYS[2])
-return 1
-`;
-
 /** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV7",
-  kick: "redlockKitKickV1",
+  release: "redlockKitReleaseV8",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",
@@ -300,7 +286,6 @@ export const STORE_SCRIPTS: Readonly<Record<StoreScript, string>> = {
   [COMMANDS.acquire]: ACQUIRE_SCRIPT,
   [COMMANDS.extend]: EXTEND_SCRIPT,
   [COMMANDS.release]: RELEASE_SCRIPT,
-  [COMMANDS.kick]: KICK_SCRIPT,
   [COMMANDS.acquireFenced]: FENCED_ACQUIRE_SCRIPT,
   [COMMANDS.raiseFences]: RAISE_FENCES_SCRIPT,
 };

@@ -82,17 +82,16 @@ export interface LockStore {
   /**
    * Optional, with `onHandOver`: `release` for one key by the Redlock listening on `channel`, which
    * may ask for two exceptions when the key held `value` and was deleted:
-   * - `how.retake` (speed/retake.ts): when the head of the key's queue waits in another Redlock, the
-   *   key is not handed over ("kept": free, for the releasing process to take again first);
+   * - `how.reserve` (speed/retake.ts): unless the head of the key's queue is a waiter of the
+   *   releasing Redlock, the key is set to `reserve.value` for `reserve.ttl` ms and nobody is told
+   *   (reserved for the releasing process's next call);
    * - `how.grant` (speed/own-grant.ts): when the head of the queue is that waiter of the releasing
    *   Redlock, the key is set to its value for its ttl and its entry removed, without telling it.
    *
    * Resolves to 1 (released and handed over as `release` does, or nobody waits), 0 (the key did not
-   * hold `value`), -1 (kept) or -2 (granted).
+   * hold `value`), -1 (reserved) or -2 (granted).
    */
   releaseOne?(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number>;
-  /** Optional, with `releaseOne`: if `key` is free, hands it to the head of its queue as a release would. */
-  handOverIfFree?(key: string): Promise<void>;
   /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
   /**
@@ -107,8 +106,8 @@ export interface LockStore {
 
 /** What a one-key release by a listening Redlock asks beyond `release` (`LockStore.releaseOne`). */
 export interface OneKeyRelease {
-  /** Leave the key free when the head of its queue waits in another Redlock. */
-  readonly retake: boolean;
+  /** Set the key to this value for this ttl unless the head of its queue is a waiter of the releasing Redlock. */
+  readonly reserve?: { readonly value: string; readonly ttl: number };
   /** Give the key to this waiter of the releasing Redlock when it heads the queue. */
   readonly grant?: { readonly value: string; readonly ttl: number };
 }
