@@ -173,7 +173,7 @@ export class Redlock {
   #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
     const state = lock[STATE];
     const key = state.keys[0] as string;
-    const window = this.#retake.releasing(key, state.streak, start - state.acquiredAt, state.ttl, start);
+    const window = this.#retake.releasing(key, state.streakStart, start - state.acquiredAt, state.ttl, start);
     const grant = this.#grants.offer(key, start);
     const call = Retake.retakes(window) || grant !== undefined ? oneKeyCall : releaseCall;
     const request: OneKeyRequest = { keys: state.keys, value: state.value, retake: this.#retake, window, grant };

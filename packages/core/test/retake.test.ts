@@ -1,7 +1,8 @@
 /**
  * Retake (src/speed/retake.ts): a Redlock that releases a one-key lock and asks for the key again
- * in the same event-loop turn takes it back first, at most MAX_STREAK times in a row, while a waiter
- * of another Redlock (another process) heads the queue; then the key is handed to that waiter. The
+ * in the same event-loop turn takes it back first, while a waiter of another Redlock (another
+ * process) heads the queue, until its run of such sections is MAX_STREAK_MS old; then the key is
+ * handed to that waiter. The
  * release reserves the key for the next call (sets it to that call's value), which then sends
  * nothing; a reservation that no call takes is released, which hands the key over. Each Redlock
  * here has its own hand-over channel, as a process of its own would. Commands are seen with
@@ -9,7 +10,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { type Lock, type LockStore, RedisStore, Redlock } from "../src/index.js";
-import { MAX_HELD_MS, MAX_STREAK, RESERVE_HOLD_MS } from "../src/speed/retake.js";
+import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const redis = useRedlocks(3);
@@ -69,8 +70,11 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     return { lock, done };
   }
 
-  it("a looping Redlock takes the key back first, at most MAX_STREAK times in a row, then the other Redlock's waiter gets it", async () => {
-    const [a, b] = [redlock(), redlock()];
+  it("a looping Redlock takes the key back first while its run of sections is younger than MAX_STREAK_MS, then the other Redlock's waiter gets it", async () => {
+    // a's clock moves only here: each section lasts a quarter of MAX_STREAK_MS on it
+    let now = 0;
+    const step = MAX_STREAK_MS / 4;
+    const [a, b] = [redlock({ clock: () => now }), redlock()];
     const key = `retake:${count}`;
     let { lock, done } = await looper(a, b, key);
     const holders = ["a"];
@@ -80,16 +84,18 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       return held;
     });
     await queued(key, 1);
+    // the run began when `lock` was acquired; releases at 1, 2 and 3 steps retake, the one at 4 does not
     let next: Promise<Lock> | undefined;
-    for (let section = 0; section <= MAX_STREAK; section++) {
+    for (let section = 1; section <= 4; section++) {
+      now += step;
       expect(await a.unlock(lock)).toBe(true);
       next = a.acquire(key, 10_000, WAIT());
-      if (section === MAX_STREAK) break;
+      if (section === 4) break;
       lock = await next;
       holders.push("a");
     }
     const taken = await waiting;
-    expect(holders).toEqual(["a", ...Array.from({ length: MAX_STREAK }, () => "a"), "b"]);
+    expect(holders).toEqual(["a", "a", "a", "a", "b"]);
     // a's last call queued behind b, and is handed the key by b's release
     await b.unlock(taken);
     lock = await (next as Promise<Lock>);

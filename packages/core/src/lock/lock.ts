@@ -17,8 +17,11 @@ export class LockState {
   lost: LockLostError | undefined;
   controller: AbortController | undefined;
   timer: NodeJS.Timeout | undefined;
-  /** Retakes before this lock, when it was asked for right after this Redlock released its key (speed/retake.ts). */
-  streak: number | undefined;
+  /**
+   * When it was asked for right after this Redlock released its key (speed/retake.ts): the
+   * monotonic time (ms) when the run of such locks it belongs to began.
+   */
+  streakStart: number | undefined;
   /** Monotonic time (ms) when it was acquired: how long it was held decides whether its release may be retaken. */
   acquiredAt = 0;
   /** The ttl it was acquired with: a retake reserves the key for the next lock with this ttl. */

@@ -83,7 +83,7 @@ export class AcquireLoop {
     if (reserved !== undefined) {
       // a quorum of instances set the key to this value for this call when this Redlock released it (speed/retake.ts)
       const state = new LockState(keys, reserved.value, timeout, clock);
-      state.streak = retaking?.next;
+      state.streakStart = retaking && (retaking.streakStart ?? clock());
       state.ttl = ttl;
       state.validUntil = reserved.start + reserved.hold - drift;
       state.expiresAt = reserved.wallStart + reserved.hold - drift;
@@ -130,7 +130,7 @@ export class AcquireLoop {
         if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
           waiting?.settled(votes, true);
           const state = new LockState(keys, value, timeout, clock);
-          state.streak = retaking?.next;
+          state.streakStart = retaking && (retaking.streakStart ?? clock());
           state.ttl = ttl;
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
@@ -171,7 +171,7 @@ export class AcquireLoop {
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
           waiting?.tookGrant();
           const state = new LockState(keys, value, timeout, clock);
-          state.streak = retaking?.next;
+          state.streakStart = retaking && (retaking.streakStart ?? clock());
           state.ttl = ttl;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;

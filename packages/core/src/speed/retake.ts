@@ -6,10 +6,10 @@ import { Deadline, deadlines } from "./shared-timer.js";
 
 /**
  * Retake, for speed only: a process that releases a one-key lock and asks for the key again at
- * once (a worker looping on one resource) takes it back first, for at most `MAX_STREAK` sections
- * in a row, instead of handing every section to a waiter in another process. What it buys: a
- * hand-over to another process costs that process's wake-up on the critical path, and a refused
- * attempt by the releaser; a retake costs nothing beyond the release, whose script sets the key to
+ * once (a worker looping on one resource) takes it back first, for a run of sections at most
+ * `MAX_STREAK_MS` old, instead of handing every section to a waiter in another process. What it
+ * buys: a hand-over to another process costs that process's wake-up on the critical path, and a
+ * refused attempt by the releaser; a retake costs nothing beyond the release, whose script sets the key to
  * the value of the releaser's next lock (a reservation), so that the next call holds the key
  * without a round trip of its own. Measured in bench/ ("Between processes, contention", 4
  * processes, 1 and 3 instances). Without this module every release hands the key to the head of
@@ -17,23 +17,29 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *
  * How:
  * - A lock is a "looper" when its acquire call started right after this Redlock released the
- *   same key (before the end of that event-loop turn, `setImmediate`). It carries how many
- *   retakes came before it (`streak`).
- * - The release of a looper with `streak < MAX_STREAK`, held less than `MAX_HELD_MS`, draws the
- *   next lock's value and asks each instance to set the key to it for `RESERVE_HOLD_MS`, unless
- *   the head of the key's queue waits in this Redlock (RELEASE_SCRIPT, mode 'r').
+ *   same key (before the end of that event-loop turn, `setImmediate`). It carries when its run of
+ *   retakes began (`streakStart`): its own acquisition, unless it is itself a retake.
+ * - The release of a looper whose run began less than `MAX_STREAK_MS` ago, held less than
+ *   `MAX_HELD_MS`, draws the next lock's value and asks each instance to set the key to it for
+ *   `RESERVE_HOLD_MS`, unless the head of the key's queue waits in this Redlock (RELEASE_SCRIPT,
+ *   mode 'r').
  * - The first call of the key with the released lock's ttl, started after the release resolved
  *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
  *   from the release's start, and extended to its ttl if still held halfway through. Otherwise
  *   every instance that reserved the key is released (the release script, which hands it over),
  *   one round trip later than the release would have; `quit()` does it before closing.
  *
- * Fairness that holds across processes: the head of a queue waits at most `MAX_STREAK` + 1
- * sections of the process ahead of it before the key is handed to it, and the retaken ones are
- * short (under `MAX_HELD_MS` each); waiters behind it keep their order. A waiter of the releasing
- * Redlock itself at the head is served as without retake (granted the key: speed/own-grant.ts).
+ * Fairness that holds across processes: the head of a queue waits for the process ahead of it at
+ * most `MAX_STREAK_MS` plus one section shorter than `MAX_HELD_MS` (the last retake), then the key
+ * is handed to it; waiters behind it keep their order. A waiter of the releasing Redlock itself
+ * at the head is served as without retake (granted the key: speed/own-grant.ts).
  */
-export const MAX_STREAK = 3;
+/**
+ * A run of retakes ends once it is this old (ms since its first lock was acquired): its release
+ * hands the key over. At 20 ms a looping process with sections of 1–2 ms keeps the key for about 10
+ * of them; the head of the queue waits no longer than the run plus one section.
+ */
+export const MAX_STREAK_MS = 20;
 
 /**
  * Only a lock held less than this is retaken. A hand-over to another process costs well under a
@@ -94,8 +100,8 @@ export interface Reservation {
 
 /** One release of a key by this Redlock, until the end of the turn in which it resolved. */
 interface Window {
-  /** The streak a lock acquired in this window carries. */
-  readonly next: number;
+  /** When the streak a lock acquired in this window belongs to began (`undefined`: at that lock's acquisition). */
+  readonly streakStart: number | undefined;
   /** What the release asks the instances to reserve (a retake), or nothing (the release hands over). */
   readonly reservation: Reservation | undefined;
   /** The release resolved: the window closes at the end of this turn. */
@@ -124,7 +130,7 @@ export class Retake {
 
   /**
    * An acquire call of `keys` for `ttl` ms starts: the window of this Redlock's release of that key,
-   * when the call follows it in the same turn (the lock it returns carries `next` as its streak),
+   * when the call follows it in the same turn (the lock it returns carries `streakStart`),
    * with the reservation it holds if a quorum reserved the key with that ttl and the validity left
    * past `validAfter` (now plus the drift; `undefined`: this call cannot hold one, a fenced call).
    * The first call in a window takes it; a reservation it cannot hold is released at once.
@@ -133,7 +139,7 @@ export class Retake {
     keys: readonly string[],
     ttl: number,
     validAfter: number | undefined,
-  ): { readonly next: number; readonly reservation: Reservation | undefined } | undefined {
+  ): { readonly streakStart: number | undefined; readonly reservation: Reservation | undefined } | undefined {
     if (this.#windows.size === 0 || keys.length !== 1) return undefined;
     const key = keys[0] as string;
     const window = this.#windows.get(key);
@@ -148,19 +154,19 @@ export class Retake {
       window.reserved.length >= this.#quorum
     ) {
       window.held = true;
-      return { next: window.next, reservation };
+      return { streakStart: window.streakStart, reservation };
     }
     this.#giveUp(key, window);
-    return { next: window.next, reservation: undefined };
+    return { streakStart: window.streakStart, reservation: undefined };
   }
 
   /** A release of a one-key lock acquired for `ttl` ms and held `heldMs` starts: its window, open once it resolved (`released`). */
-  releasing(key: string, streak: number | undefined, heldMs: number, ttl: number, start: number): Window {
-    const retake = streak !== undefined && streak < MAX_STREAK && heldMs < MAX_HELD_MS;
+  releasing(key: string, streakStart: number | undefined, heldMs: number, ttl: number, start: number): Window {
+    const retake = streakStart !== undefined && start - streakStart < MAX_STREAK_MS && heldMs < MAX_HELD_MS;
     const hold = Math.min(ttl, RESERVE_HOLD_MS);
     const reservation = retake ? { value: newLockValue(), ttl, hold, start, wallStart: Date.now() } : undefined;
     const window: Window = {
-      next: retake ? streak + 1 : 0,
+      streakStart: retake ? streakStart : undefined,
       reservation,
       open: false,
       taken: false,
