@@ -100,7 +100,7 @@ export interface Reservation {
 
 /** One release of a key by this Redlock, until the end of the turn in which it resolved. */
 interface Window {
-  /** When the streak a lock acquired in this window belongs to began (`undefined`: at that lock's acquisition). */
+  /** When the run of retakes a lock acquired in this window belongs to began (`undefined`: at that lock's acquisition). */
   readonly streakStart: number | undefined;
   /** What the release asks the instances to reserve (a retake), or nothing (the release hands over). */
   readonly reservation: Reservation | undefined;
@@ -247,7 +247,7 @@ export class Retake {
     if (value === undefined) return;
     this.#track(
       store.release([key], value).catch(() => {
-        // an instance that cannot be told: the reservation expires with its ttl, and its waiters poll
+        // an instance that cannot be told: the reservation expires after its hold, and its waiters poll
       }),
     );
   }
