@@ -8,6 +8,7 @@
  * here has its own hand-over channel, as a process of its own would. Commands are seen with
  * MONITOR.
  */
+import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Lock, type LockStore, RedisStore, Redlock } from "../src/index.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
@@ -25,6 +26,34 @@ const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
 const SLOW_CLOCK = { clock: () => performance.now() / 100 };
 /** A wait cut at 15 s: a hand-over that never comes fails the test instead of hanging it. */
 const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
+
+/**
+ * Watches `clients` with MONITOR: per instance, the values a release asked it to reserve (the
+ * release script's ARGV[4] in retake mode) and the values released (ARGV[1] of any other release).
+ */
+async function watchReservations(clients: readonly Redis[]) {
+  const asked = clients.map(() => new Set<string>());
+  const released = clients.map(() => new Set<string>());
+  const monitors = await Promise.all(clients.map((client) => client.monitor()));
+  for (const [i, monitor] of monitors.entries()) {
+    monitor.on("monitor", (_time: string, args: string[], source: string) => {
+      // EVALSHA sha numkeys key queue value mode ...: retake mode carries channel, reserve, hold
+      if (source === "lua" || String(args[0]).toLowerCase() !== "evalsha") return;
+      if (args[6] === "r") {
+        if (args[8]) asked[i]?.add(args[8]);
+      } else if (args[5] !== undefined) released[i]?.add(args[5]);
+    });
+  }
+  return {
+    asked,
+    /** Resolves once every value asked for on `instance` was released there. */
+    letGo: (instance: number) =>
+      until(async () => [...(asked[instance] ?? [])].every((value) => released[instance]?.has(value))),
+    stop: () => {
+      for (const monitor of monitors) monitor.disconnect();
+    },
+  };
+}
 
 /** Resolves once `check` holds. */
 async function until(check: () => Promise<boolean>): Promise<void> {
@@ -56,13 +85,13 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
    * listens for hand-overs for as long as the test runs (a call of its own waits on another key).
    */
-  async function looper(a: Redlock, b: Redlock, key: string, ttl = 10_000) {
+  async function looper(a: Redlock, b: Redlock, key: string) {
     const blocker = await b.acquire(`${key}:blocker`, 10_000);
     const listening = a.acquire(`${key}:blocker`, 10_000, WAIT());
     await queued(`${key}:blocker`, 1);
-    const first = await a.acquire(key, ttl);
+    const first = await a.acquire(key, 10_000);
     await a.unlock(first);
-    const lock = await a.acquire(key, ttl, WAIT());
+    const lock = await a.acquire(key, 10_000, WAIT());
     const done = async () => {
       await b.unlock(blocker);
       await a.unlock(await listening);
@@ -210,13 +239,21 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
   it("a reservation that no call takes is released at the end of the turn, which hands the key to the waiting Redlock (no poll could wake it)", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `unused:${count}`;
-    // a ttl far beyond the test's waits: a reservation left behind would still be there at the end
-    const { lock, done } = await looper(a, b, key, 60_000);
+    const { lock, done } = await looper(a, b, key);
     const waiting = b.acquire(key, 10_000, WAIT());
     await queued(key, 1);
+    const watch = await watchReservations(instances());
     expect(await a.unlock(lock)).toBe(true);
     const taken = await waiting;
     expect(taken.valid).toBe(true);
+    // every instance was asked to reserve the next value (the last one's release may still be on
+    // its way when b holds the lock), and every one had it released
+    await until(async () => watch.asked.every((values) => values.size > 0));
+    for (const [i, values] of watch.asked.entries()) {
+      expect(values.size).toBe(1);
+      await watch.letGo(i);
+    }
+    watch.stop();
     // b held the lock once a quorum handed it over. The last instance's reservation is let go too:
     // handed to b, or left free if its reply came after b held the lock and left that queue
     await until(async () =>
@@ -288,25 +325,31 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     redlocks.push(a);
     const b = redlock();
     const key = `minority:${count}`;
-    // a ttl far beyond the test's waits: a reservation left behind would still be there at the end
-    const { lock, done } = await looper(a, b, key, 60_000);
+    const { lock, done } = await looper(a, b, key);
     const order: string[] = [];
     const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
       order.push("b");
       return held;
     });
     await queued(key, 1);
+    const watch = await watchReservations(instances());
     expect(await a.unlock(lock)).toBe(true);
-    const again = a.acquire(key, 60_000, WAIT()).then((held) => {
+    const again = a.acquire(key, 10_000, WAIT()).then((held) => {
       order.push("a");
       return held;
     });
     const taken = await waiting;
     expect(order).toEqual(["b"]);
+    // only the first instance (of 3) was asked to reserve, and its reservation was let go
+    const asked = instances().map((_, i) => (i === 0 && count > 1 ? 1 : 0));
+    await until(async () => watch.asked.every((values, i) => values.size >= (asked[i] ?? 0)));
+    expect(watch.asked.map((values) => values.size)).toEqual(asked);
+    await watch.letGo(0);
+    watch.stop();
     await b.unlock(taken);
     expect(await a.unlock(await again)).toBe(true);
     expect(order).toEqual(["b", "a"]);
-    // the one reserved instance was let go: nothing is left under the key once both released
+    // nothing is left under the key once both released
     await until(async () => (await Promise.all(instances().map((c) => c.get(key)))).every((v) => v === null));
     await done();
     for (const store of inner) store.close();
@@ -351,6 +394,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       return held;
     });
     await queued(key, 1);
+    const watch = await watchReservations(instances());
     expect(await a.unlock(lock)).toBe(true);
     const again = a.acquire(key, 10_000, WAIT()).then((held) => {
       order.push("new call");

@@ -118,8 +118,10 @@ export class Retake {
   readonly #channel: string;
   readonly #quorum: number;
   readonly #windows = new Map<string, Window>();
-  /** Releases that may reserve a key, and releases of reserved values, not yet answered. */
-  readonly #pending = new Set<Promise<unknown>>();
+  /** Releases asking for a reservation, not yet answered: a -1 still to come must be let go. */
+  #asking = 0;
+  /** `quit()` waits for the last of them. */
+  #answered: (() => void) | undefined;
   #armed = false;
 
   /** `channel`: this Redlock's hand-over channel, which its own waiters listen on. */
@@ -188,12 +190,12 @@ export class Retake {
   /** The release call of one instance for `window`'s key, which may also `grant` it (speed/own-grant.ts). */
   release(store: LockStore, key: string, value: string, window: Window, grant: Grant | undefined): Promise<number> {
     if (store.releaseOne === undefined) return store.release([key], value);
-    const reply = store
-      .releaseOne(key, value, this.#channel, {
-        reserve: window.reservation && { value: window.reservation.value, ttl: window.reservation.hold },
-        grant,
-      })
-      .then((reply) => {
+    const reservation = window.reservation;
+    if (reservation !== undefined) this.#asking++;
+    const reserve = reservation && { value: reservation.value, ttl: reservation.hold };
+    return store.releaseOne(key, value, this.#channel, { reserve, grant }).then(
+      (reply) => {
+        if (reservation !== undefined) this.#answer();
         if (reply === -2) {
           grant?.granted(store);
           return 1;
@@ -203,9 +205,12 @@ export class Retake {
         // answered after the window was given up: let it go now
         if (window.taken && !window.held) this.#letGo(store, key, window);
         return 1;
-      });
-    if (window.reservation !== undefined) this.#track(reply);
-    return reply;
+      },
+      (error: unknown) => {
+        if (reservation !== undefined) this.#answer();
+        throw error;
+      },
+    );
   }
 
   /** The release resolved: the window stays open until the end of this event-loop turn. */
@@ -219,21 +224,25 @@ export class Retake {
 
   /**
    * `Redlock.quit()`: every reservation no call holds is released now, before the connections
-   * close, and so is any that a release still on its way makes; resolves once those releases
-   * answered, or after `boundMs` (a dead instance must not make quit() hang).
+   * close (the let-go is written ahead of QUIT on each connection), and so is any that a release
+   * still on its way makes: resolves once those releases answered, or after `boundMs` (a dead
+   * instance must not make quit() hang).
    */
   async quit(boundMs: number): Promise<void> {
     for (const [key, window] of this.#windows) if (!window.taken) this.#giveUp(key, window);
     this.#windows.clear();
-    const deadline = performance.now() + boundMs;
-    while (this.#pending.size > 0 && performance.now() < deadline) {
-      let timer: NodeJS.Timeout | undefined;
-      const bound = new Promise((resolve) => {
-        timer = setTimeout(resolve, deadline - performance.now());
-      });
-      await Promise.race([Promise.allSettled([...this.#pending]), bound]);
-      clearTimeout(timer);
-    }
+    if (this.#asking === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.#answered = resolve;
+      timer = setTimeout(resolve, boundMs);
+    });
+    this.#answered = undefined;
+    clearTimeout(timer);
+  }
+
+  #answer(): void {
+    if (--this.#asking === 0) this.#answered?.();
   }
 
   #giveUp(key: string, window: Window): void {
@@ -245,17 +254,9 @@ export class Retake {
   #letGo(store: LockStore, key: string, window: Window): void {
     const value = window.reservation?.value;
     if (value === undefined) return;
-    this.#track(
-      store.release([key], value).catch(() => {
-        // an instance that cannot be told: the reservation expires after its hold, and its waiters poll
-      }),
-    );
-  }
-
-  #track(call: Promise<unknown>): void {
-    const settled = () => this.#pending.delete(tracked);
-    const tracked: Promise<unknown> = call.then(settled, settled);
-    this.#pending.add(tracked);
+    store.release([key], value).catch(() => {
+      // an instance that cannot be told: the reservation expires after its hold, and its waiters poll
+    });
   }
 
   readonly #close = (): void => {
