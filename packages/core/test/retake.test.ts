@@ -100,9 +100,10 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
   }
 
   it("a looping Redlock takes the key back first while its run of sections is younger than MAX_STREAK_MS, then the other Redlock's waiter gets it", async () => {
-    // a's clock moves only here: each section lasts a quarter of MAX_STREAK_MS on it
+    // a's clock moves only here: each section lasts half of MAX_HELD_MS on it (short enough to retake)
     let now = 0;
-    const step = MAX_STREAK_MS / 4;
+    const step = MAX_HELD_MS / 2;
+    const last = Math.ceil(MAX_STREAK_MS / step);
     const [a, b] = [redlock({ clock: () => now }), redlock()];
     const key = `retake:${count}`;
     let { lock, done } = await looper(a, b, key);
@@ -113,18 +114,18 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       return held;
     });
     await queued(key, 1);
-    // the run began when `lock` was acquired; releases at 1, 2 and 3 steps retake, the one at 4 does not
+    // the run began when `lock` was acquired; the releases before MAX_STREAK_MS retake, the one at it does not
     let next: Promise<Lock> | undefined;
-    for (let section = 1; section <= 4; section++) {
+    for (let section = 1; section <= last; section++) {
       now += step;
       expect(await a.unlock(lock)).toBe(true);
       next = a.acquire(key, 10_000, WAIT());
-      if (section === 4) break;
+      if (section === last) break;
       lock = await next;
       holders.push("a");
     }
     const taken = await waiting;
-    expect(holders).toEqual(["a", "a", "a", "a", "b"]);
+    expect(holders).toEqual([...Array(last).fill("a"), "b"]);
     // a's last call queued behind b, and is handed the key by b's release
     await b.unlock(taken);
     lock = await (next as Promise<Lock>);
@@ -394,7 +395,6 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       return held;
     });
     await queued(key, 1);
-    const watch = await watchReservations(instances());
     expect(await a.unlock(lock)).toBe(true);
     const again = a.acquire(key, 10_000, WAIT()).then((held) => {
       order.push("new call");
