@@ -176,7 +176,15 @@ export class Redlock {
     const window = this.#retake.releasing(key, state.streakStart, start - state.acquiredAt, state.ttl, start);
     const grant = this.#grants.offer(key, start);
     const call = Retake.retakes(window) || grant !== undefined ? oneKeyCall : releaseCall;
-    const request: OneKeyRequest = { keys: state.keys, value: state.value, retake: this.#retake, window, grant };
+    const ownQueued = grant !== undefined || this.#handOvers.waitsOn(key);
+    const request: OneKeyRequest = {
+      keys: state.keys,
+      value: state.value,
+      retake: this.#retake,
+      window,
+      grant,
+      ownQueued,
+    };
     return fanOut(this.#stores, call, request, state.instanceTimeout, quorum).then((votes) => {
       this.#retake.released(key, window);
       return this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start);
@@ -320,7 +328,8 @@ interface OneKeyRequest {
   readonly retake: Retake;
   readonly window: RetakeWindow;
   readonly grant: Grant | undefined;
+  readonly ownQueued: boolean;
 }
 
 const oneKeyCall = (store: LockStore, r: OneKeyRequest) =>
-  r.retake.release(store, r.keys[0] as string, r.value, r.window, r.grant);
+  r.retake.release(store, r.keys[0] as string, r.value, r.window, r.grant, r.ownQueued);

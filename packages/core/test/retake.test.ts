@@ -37,9 +37,12 @@ async function watchReservations(clients: readonly Redis[]) {
   const monitors = await Promise.all(clients.map((client) => client.monitor()));
   for (const [i, monitor] of monitors.entries()) {
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
-      // EVALSHA sha numkeys key queue value mode ...: retake mode carries channel, reserve, hold
+      // EVALSHA sha 2 key queue value mode ...: mode 'r' carries channel, reserve, hold;
+      // EVALSHA sha 1 key value 'R' reserve hold: a reservation that reads no queue
       if (source === "lua" || String(args[0]).toLowerCase() !== "evalsha") return;
-      if (args[6] === "r") {
+      if (args[5] === "R") {
+        if (args[6]) asked[i]?.add(args[6]);
+      } else if (args[6] === "r") {
         if (args[8]) asked[i]?.add(args[8]);
       } else if (args[5] !== undefined) released[i]?.add(args[5]);
     });
@@ -164,12 +167,13 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     const { lock, done } = await looper(a, b, key);
     const waiting = b.acquire(key, 10_000, WAIT());
     await queued(key, 1);
-    // every command the instances run from now on, by connection (a script's own commands say "lua")
+    // every command the instances run from now on, by connection, and the script's own (source "lua")
     const seen = instances().map(() => [] as string[]);
+    const inScript = instances().map(() => [] as string[]);
     const monitors = await Promise.all(instances().map((c) => c.monitor()));
     for (const [i, monitor] of monitors.entries()) {
       monitor.on("monitor", (_time: string, args: string[], source: string) => {
-        if (source !== "lua") seen[i]?.push(String(args[0]).toLowerCase());
+        (source === "lua" ? inScript : seen)[i]?.push(String(args[0]).toLowerCase());
       });
     }
     expect(await a.unlock(lock)).toBe(true);
@@ -180,6 +184,9 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     for (const monitor of monitors) monitor.disconnect();
     // the release script alone: no SET, GET, PTTL or second script for the next lock, no PUBLISH
     expect(seen).toEqual(instances().map(() => ["evalsha"]));
+    // none of a's waiters waits for this key: the script compares and sets, and reads no queue
+    await until(async () => inScript.every((commands) => commands.length >= 2));
+    expect(inScript).toEqual(instances().map(() => ["get", "set"]));
     const held = await Promise.all(instances().map((c) => c.get(key)));
     expect(held).toEqual(instances().map(() => next.value));
     // reserved for RESERVE_HOLD_MS: a process that exits before its next call keeps the key no longer
@@ -385,12 +392,17 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await b.unlock(blocker);
   });
 
-  it("a waiter of the releasing Redlock itself is handed the key before that Redlock's new call", async () => {
+  // a fenced waiter is never granted the key by a release: it is handed over by message, so the
+  // release must read the queue even though no grant is offered
+  it.each([
+    ["a waiter", false],
+    ["a fenced waiter", true],
+  ])("%s of the releasing Redlock itself is handed the key before that Redlock's new call", async (_, fencing) => {
     const [a, b] = [redlock(), redlock()];
-    const key = `own:${count}`;
+    const key = `own:${fencing}:${count}`;
     const { lock, done } = await looper(a, b, key);
     const order: string[] = [];
-    const own = a.acquire(key, 10_000, WAIT()).then((held) => {
+    const own = a.acquire(key, 10_000, { ...WAIT(), fencing }).then((held) => {
       order.push("own waiter");
       return held;
     });
@@ -400,7 +412,9 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       order.push("new call");
       return held;
     });
-    await a.unlock(await own);
+    const first = await own;
+    expect(first.fence !== undefined).toBe(fencing);
+    await a.unlock(first);
     await a.unlock(await again);
     expect(order).toEqual(["own waiter", "new call"]);
     await done();

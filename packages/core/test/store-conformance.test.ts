@@ -203,6 +203,31 @@ describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_
     for (const stop of stops) stop?.();
   });
 
+  it("a retake release by a Redlock none of whose waiters is queued (ownQueued: false) reserves the key without reading the queue", async () => {
+    const raw = redis.servers[0]?.client() as Redis;
+    const ticket = (channel: string, order: number) => ({ channel, order, holdMs: 1000, keepMs: 5000 });
+    await store.acquire(["q"], "holder", 1000);
+    // another Redlock's waiter heads the queue: reserved, as with the queue read
+    expect((await store.acquire(["q"], "w", 1000, ticket("theirs", 1))).acquired).toBe(false);
+    const how = (value: string) => ({ reserve: { value, ttl: 60_000 }, ownQueued: false });
+    expect(await store.releaseOne?.("q", "holder", "mine", how("next"))).toBe(-1);
+    expect(await raw.get("q")).toBe("next");
+    expect(await raw.pttl("q")).toBeGreaterThan(1000);
+    expect(await raw.zrange("q:redlock-kit:waiters", "0", "-1")).toEqual(["theirs:1000:w"]);
+    // the queue is not read: an entry of the releasing Redlock left at its head (which the Redlock
+    // says cannot be there) does not stop the reservation, where a release that reads it hands over
+    const stop = await store.onHandOver?.("mine", () => {});
+    await raw.zadd("q:redlock-kit:waiters", "0", "mine:1000:stale");
+    expect(await store.releaseOne?.("q", "next", "mine", how("next2"))).toBe(-1);
+    expect(await raw.get("q")).toBe("next2");
+    expect(await store.releaseOne?.("q", "next2", "mine", { reserve: { value: "next3", ttl: 60_000 } })).toBe(1);
+    expect(await raw.get("q")).toBe("stale");
+    // not ours: nothing set
+    expect(await store.releaseOne?.("q", "next2", "mine", how("next4"))).toBe(0);
+    expect(await raw.get("q")).toBe("stale");
+    stop?.();
+  });
+
   it("without a reservation, a release hands the key to another Redlock's waiter at the head", async () => {
     const raw = redis.servers[0]?.client() as Redis;
     const heard: string[] = [];

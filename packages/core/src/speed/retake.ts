@@ -22,7 +22,8 @@ import { Deadline, deadlines } from "./shared-timer.js";
  * - The release of a looper whose run began less than `MAX_STREAK_MS` ago, held less than
  *   `MAX_HELD_MS`, draws the next lock's value and asks each instance to set the key to it for
  *   `RESERVE_HOLD_MS`, unless the head of the key's queue waits in this Redlock (RELEASE_SCRIPT,
- *   mode 'r').
+ *   mode 'r'). When no waiter of this Redlock waits for the key (`HandOvers.waitsOn`), the script
+ *   reads no queue: it compares and sets (mode 'R'), two commands where mode 'r' runs four.
  * - The first call of the key with the released lock's ttl, started after the release resolved
  *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
  *   from the release's start, and extended to its ttl if still held halfway through. Otherwise
@@ -189,13 +190,23 @@ export class Retake {
     return window.reservation !== undefined;
   }
 
-  /** The release call of one instance for `window`'s key, which may also `grant` it (speed/own-grant.ts). */
-  release(store: LockStore, key: string, value: string, window: Window, grant: Grant | undefined): Promise<number> {
+  /**
+   * The release call of one instance for `window`'s key, which may also `grant` it
+   * (speed/own-grant.ts); `ownQueued`: a waiter of this Redlock may be in the key's queue.
+   */
+  release(
+    store: LockStore,
+    key: string,
+    value: string,
+    window: Window,
+    grant: Grant | undefined,
+    ownQueued: boolean,
+  ): Promise<number> {
     if (store.releaseOne === undefined) return store.release([key], value);
     const reservation = window.reservation;
     if (reservation !== undefined) this.#asking++;
     const reserve = reservation && { value: reservation.value, ttl: reservation.hold };
-    return store.releaseOne(key, value, this.#channel, { reserve, grant }).then(
+    return store.releaseOne(key, value, this.#channel, { reserve, grant, ownQueued }).then(
       (reply) => {
         if (reservation !== undefined) this.#answer();
         if (reply === -2) {

@@ -109,15 +109,19 @@ export function releaseArgs(
 /**
  * RELEASE_SCRIPT for one key released by a Redlock that listens on `channel`: the key may be
  * reserved for its next call (speed/retake.ts), or given to `grant`, its own waiter at the head of
- * the queue (speed/own-grant.ts).
+ * the queue (speed/own-grant.ts). A reservation with none of the Redlock's waiters queued on the
+ * key is mode 'R', which reads no queue.
  */
 export function oneKeyReleaseArgs(
   key: string,
   value: string,
   queue: string,
   channel: string,
-  { reserve, grant }: OneKeyRelease,
+  { reserve, grant, ownQueued }: OneKeyRelease,
 ): ScriptArgs {
+  if (reserve !== undefined && grant === undefined && ownQueued === false) {
+    return [1, key, value, "R", reserve.value, reserve.ttl];
+  }
   const args: ScriptArgs =
     reserve === undefined
       ? [2, key, queue, value, "r", channel, "", 0]

@@ -213,6 +213,10 @@ end
  * Compare-and-delete: returns how many keys held our value and were deleted (never another owner's
  * key). KEYS: the n lock keys, then, when ARGV[2] is '1' or 'r', their n queue keys. Each deleted
  * key is handed to the oldest waiter in its queue (HAND_OVER).
+ * - ARGV[2] = 'R' (speed/retake.ts: one key, no queue key, released by a Redlock none of whose
+ *   waiters is queued on it): if the key holds our value, it is set to ARGV[3] for ARGV[4] ms,
+ *   nobody is told, and the script returns -1, as a reservation in mode 'r' does; the queue is not
+ *   read (a waiter of another process at its head waits, as in mode 'r').
  * - ARGV[2] = '1' with ARGV[3..5], when a waiter gives back what a failed attempt took: its entry,
  *   order and queue lifetime, as for the acquire script. It is queued again before the key is
  *   handed on, so it keeps its place in every queue until it acquires (the oldest waiter then
@@ -231,6 +235,15 @@ end
  */
 export const RELEASE_SCRIPT = `
 local value, mode = ARGV[1], ARGV[2]
+-- mode 'R': one key, reserved for the releasing Redlock's next call; none of its waiters is queued
+-- on the key, so the queue's head need not be read (SET replaces our value and its ttl)
+if mode == 'R' then
+  if redis.call('get', KEYS[1]) ~= value then
+    return 0
+  end
+  redis.call('set', KEYS[1], ARGV[3], 'px', ARGV[4])
+  return -1
+end
 local queued = mode == '1' or mode == 'r'
 local entry = mode == '1' and ARGV[3]
 local retake = mode == 'r' and ARGV[3]
@@ -272,7 +285,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV8",
+  release: "redlockKitReleaseV9",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",

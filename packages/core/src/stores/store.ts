@@ -110,6 +110,11 @@ export interface OneKeyRelease {
   readonly reserve?: { readonly value: string; readonly ttl: number };
   /** Give the key to this waiter of the releasing Redlock when it heads the queue. */
   readonly grant?: { readonly value: string; readonly ttl: number };
+  /**
+   * `false`: no waiter of the releasing Redlock can be in the key's queue, so a reservation needs
+   * no look at the queue's head (a store may skip reading it). Omitted: one may be.
+   */
+  readonly ownQueued?: boolean;
 }
 
 /** The store can issue fencing tokens. */

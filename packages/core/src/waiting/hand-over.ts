@@ -35,6 +35,8 @@ export class HandOvers {
   readonly #waiters = new Map<string, Waiter>();
   /** The waiters a release of this Redlock may grant their key to (speed/own-grant.ts), by key, oldest first. */
   readonly #grantable = new Map<string, Set<Waiter>>();
+  /** How many waiters of this Redlock wait for each key (a waiter may sit in a queue only while counted here). */
+  readonly #waiting = new Map<string, number>();
   /** Values of waiters that gave up, with when to forget them. */
   readonly #left = new Map<string, number>();
   #stops: (() => void)[] = [];
@@ -96,6 +98,7 @@ export class HandOvers {
     };
     const waiter = new Waiter(this, keys, value, ttl, ticket, retryMs, byMessage, this.#quorum);
     this.#waiters.set(value, waiter);
+    for (const key of keys) this.#waiting.set(key, (this.#waiting.get(key) ?? 0) + 1);
     if (oneKeyGrantable) {
       const key = keys[0] as string;
       const waiters = this.#grantable.get(key);
@@ -103,6 +106,15 @@ export class HandOvers {
       else waiters.add(waiter);
     }
     return waiter;
+  }
+
+  /**
+   * Whether a waiter of this Redlock may sit in `key`'s queue: it enters before its first queued
+   * attempt is sent and leaves after its last, so on each connection a release sent while this is
+   * false runs after every queue entry of this Redlock for the key was removed.
+   */
+  waitsOn(key: string): boolean {
+    return this.#waiting.has(key);
   }
 
   /** Subscribes where this Redlock does not listen yet, waiting at most `timeoutMs`. */
@@ -146,6 +158,11 @@ export class HandOvers {
   leave(waiter: Waiter, queuedOn: readonly number[]): void {
     if (this.#waiters.get(waiter.value) !== waiter) return;
     this.#waiters.delete(waiter.value);
+    for (const key of waiter.keys) {
+      const left = (this.#waiting.get(key) ?? 1) - 1;
+      if (left === 0) this.#waiting.delete(key);
+      else this.#waiting.set(key, left);
+    }
     const grantable = this.#grantable.get(waiter.keys[0] as string);
     if (grantable?.delete(waiter) && grantable.size === 0) this.#grantable.delete(waiter.keys[0] as string);
     if (queuedOn.length > 0) {
