@@ -11,7 +11,7 @@ import {
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
 } from "../options.js";
-import { extendReserved, type Retake } from "../speed/retake.js";
+import { extendReserved, type Retake, type RetakeCall } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
@@ -83,12 +83,11 @@ export class AcquireLoop {
     if (reserved !== undefined) {
       // a quorum of instances set the key to this value for this call when this Redlock released it (speed/retake.ts)
       const state = new LockState(keys, reserved.value, timeout, clock);
-      state.streakStart = retaking && (retaking.streakStart ?? clock());
       state.ttl = ttl;
       state.validUntil = reserved.start + reserved.hold - drift;
       state.expiresAt = reserved.wallStart + reserved.hold - drift;
       if (counter !== undefined) counter.attempts = 1;
-      const lock = this.#acquired(names, state, undefined, opts.signal, 1, start);
+      const lock = this.#acquired(names, state, retaking, undefined, opts.signal, 1, start);
       if (reserved.hold < ttl && !(lock instanceof Promise)) extendReserved(parts.owner, lock, ttl);
       return lock;
     }
@@ -130,11 +129,10 @@ export class AcquireLoop {
         if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
           waiting?.settled(votes, true);
           const state = new LockState(keys, value, timeout, clock);
-          state.streakStart = retaking && (retaking.streakStart ?? clock());
           state.ttl = ttl;
           state.validUntil = attemptStart + ttl - drift;
           state.expiresAt = wallStart + ttl - drift;
-          const lock = this.#acquired(names, state, fences, opts.signal, attempts, start);
+          const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start);
           return lock instanceof Promise ? await lock : lock;
         }
         failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
@@ -171,11 +169,10 @@ export class AcquireLoop {
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
           waiting?.tookGrant();
           const state = new LockState(keys, value, timeout, clock);
-          state.streakStart = retaking && (retaking.streakStart ?? clock());
           state.ttl = ttl;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
-          const lock = this.#acquired(names, state, undefined, opts.signal, attempts, start);
+          const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start);
           return lock instanceof Promise ? await lock : lock;
         }
       }
@@ -190,11 +187,13 @@ export class AcquireLoop {
   /**
    * The lock is held on a quorum with validity left: hands it out, or, if the call was aborted
    * meanwhile, a promise that releases it and rejects with the signal's reason (no promise on the
-   * common path: this runs once per lock).
+   * common path: this runs once per lock). A call that followed this Redlock's release of the key
+   * (`retaking`) continues that release's run of retakes, or begins one now (speed/retake.ts).
    */
   #acquired(
     names: readonly string[],
     state: LockState,
+    retaking: RetakeCall | undefined,
     fences: readonly string[] | undefined,
     signal: AbortSignal | undefined,
     attempts: number,
@@ -202,6 +201,7 @@ export class AcquireLoop {
   ): Lock | Promise<never> {
     const parts = this.#parts;
     state.acquiredAt = this.#ctx.clock();
+    state.streakStart = retaking && (retaking.streakStart ?? state.acquiredAt);
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted) {
       return parts.owner.unlock(lock).then(() => {

@@ -101,6 +101,14 @@ export interface Reservation {
   readonly wallStart: number;
 }
 
+/** An acquire call that follows this Redlock's release of its key in the same turn (`Retake.acquiring`). */
+export interface RetakeCall {
+  /** When the run of retakes it continues began (`undefined`: it begins one when it acquires). */
+  readonly streakStart: number | undefined;
+  /** The reservation it holds, if a quorum reserved the key for it. */
+  readonly reservation: Reservation | undefined;
+}
+
 /** One release of a key by this Redlock, until the end of the turn in which it resolved. */
 interface Window {
   /** When the run of retakes a lock acquired in this window belongs to began (`undefined`: at that lock's acquisition). */
@@ -140,11 +148,7 @@ export class Retake {
    * past `validAfter` (now plus the drift; `undefined`: this call cannot hold one, a fenced call).
    * The first call in a window takes it; a reservation it cannot hold is released at once.
    */
-  acquiring(
-    keys: readonly string[],
-    ttl: number,
-    validAfter: number | undefined,
-  ): { readonly streakStart: number | undefined; readonly reservation: Reservation | undefined } | undefined {
+  acquiring(keys: readonly string[], ttl: number, validAfter: number | undefined): RetakeCall | undefined {
     if (this.#windows.size === 0 || keys.length !== 1) return undefined;
     const key = keys[0] as string;
     const window = this.#windows.get(key);
