@@ -10,7 +10,7 @@ import { Redis } from "ioredis";
 import { Mutex, RedlockMutex } from "redis-semaphore";
 import NodeRedlock from "redlock";
 import { createLock, createRedlock, IoredisAdapter } from "redlock-universal";
-import { FLOOR_RELEASE } from "./floor-script.js";
+import { FLOOR_RELEASE, FLOOR_RETAKE } from "./floor-script.js";
 
 /** Lock ttl of every uncontended cycle: long enough that no lock expires while measured. */
 export const TTL = 10_000;
@@ -77,6 +77,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface FloorClient extends Redis {
   benchFloorRelease(key: string, value: string): Promise<number>;
+  benchFloorRetake(key: string, value: string, next: string, holdMs: number): Promise<number>;
 }
 
 /**
@@ -111,6 +112,89 @@ function floor(pipelined: boolean): ContenderFactory {
         else await Promise.all(clients.map((client) => client.benchFloorRelease(key, value)));
       };
       return floorStyle(this.name, pipelined ? PIPELINED : PLAIN, clients, take, release);
+    },
+  };
+}
+
+/** A run of retakes of the floor with retake ends once it is this old, as redlock-kit's does. */
+const RETAKE_RUN_MS = 50;
+/** How long a retake keeps the key for the releaser's next lock (redlock-kit's RESERVE_HOLD_MS). */
+const RETAKE_HOLD_MS = 1000;
+
+/**
+ * A reference for the between-process contention rows, not a peer: the floor, plus the retake
+ * protocol without any library around it. A process that releases a key within 50 ms of taking
+ * it with `SET NX` sets the key to its next value in the release's script (on a quorum), and its
+ * next acquisition of that key, if it comes before the end of the event-loop turn, sends
+ * nothing; otherwise the reserved value is deleted. It never hands the key to a waiter (waiters
+ * poll), so its fairness is whatever polling gives. The gap from here to redlock-kit is the
+ * library's own work per section, not the protocol's.
+ */
+function floorRetake(): ContenderFactory {
+  return {
+    name: "floor + retake (raw ioredis)",
+    create(ports) {
+      const clients = ports.map((port) => {
+        const client = plainClient(port);
+        client.defineCommand("benchFloorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+        client.defineCommand("benchFloorRetake", { numberOfKeys: 1, lua: FLOOR_RETAKE });
+        return client as FloorClient;
+      });
+      const quorum = Math.floor(clients.length / 2) + 1;
+      const prefix = randomBytes(8).toString("hex");
+      let counter = 0;
+      const nextValue = () => prefix + (counter++).toString(36);
+      /** Per key: the value the last release reserved for this process's next lock, and when its run began. */
+      const reserved = new Map<string, string>();
+      const runStart = new Map<string, number>();
+      const release = (key: string, value: string) => Promise.all(clients.map((c) => c.benchFloorRelease(key, value)));
+      const take = async (key: string, value: string): Promise<boolean> => {
+        const replies = await Promise.all(clients.map((client) => client.set(key, value, "PX", TTL, "NX")));
+        if (replies.filter((reply) => reply === "OK").length >= quorum) return true;
+        await release(key, value);
+        return false;
+      };
+      const releaseOrRetake = async (key: string, value: string): Promise<void> => {
+        const began = runStart.get(key);
+        if (began === undefined || performance.now() - began >= RETAKE_RUN_MS) {
+          await release(key, value);
+          return;
+        }
+        const next = nextValue();
+        const replies = await Promise.all(clients.map((c) => c.benchFloorRetake(key, value, next, RETAKE_HOLD_MS)));
+        if (replies.filter((reply) => reply === 1).length < quorum) {
+          await release(key, next);
+          return;
+        }
+        reserved.set(key, next);
+        setImmediate(() => {
+          if (reserved.get(key) !== next) return;
+          reserved.delete(key);
+          void release(key, next);
+        });
+      };
+      return {
+        name: this.name,
+        clients: PLAIN,
+        redisClients: clients,
+        async cycle(key) {
+          const value = nextValue();
+          if (!(await take(key, value))) throw new Error(`${this.name}: ${key} was not free`);
+          await release(key, value);
+        },
+        async acquireWaiting(key, poll = CONTENTION_POLL) {
+          let value = reserved.get(key);
+          if (value !== undefined) reserved.delete(key);
+          else {
+            value = nextValue();
+            while (!(await take(key, value))) await sleep(floorDelay(poll));
+            runStart.set(key, performance.now());
+          }
+          const held = value;
+          return () => releaseOrRetake(key, held);
+        },
+        close: () => closeAll(clients),
+      };
     },
   };
 }
@@ -312,6 +396,7 @@ function redlockUniversal(): ContenderFactory {
 
 export const FLOOR = floor(false);
 export const FLOOR_PIPELINED = floor(true);
+export const FLOOR_RETAKE_REFERENCE = floorRetake();
 export const FLOOR_ON_SCRIPTS = floorOnScripts();
 export const REDLOCK_KIT = redlockKit(true);
 export const REDLOCK_KIT_HANDED = redlockKit(false);

@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { FLOOR, PEERS, type Poll, REDLOCK_KIT } from "./contenders.js";
+import { FLOOR, FLOOR_RETAKE_REFERENCE, PEERS, type Poll, REDLOCK_KIT } from "./contenders.js";
 import { median, quantile } from "./measure.js";
 import {
   machineMs,
@@ -23,8 +23,19 @@ export const PROCESSES = 4;
 /** Every poller waits 5–15 ms (mean 10) between attempts, except redlock-kit at its defaults. */
 const POLL_10: Poll = { minMs: 5, maxMs: 15 };
 
-const contenders: readonly { factory: string; label: string; poll: Poll; how: string }[] = [
+type RowKind = "contention" | "queue";
+
+const contenders: readonly { factory: string; label: string; poll: Poll; how: string; only?: RowKind }[] = [
   { factory: FLOOR.name, label: FLOOR.name, poll: POLL_10, how: "SET NX PX, polls every 5–15 ms" },
+  {
+    // a reference, not a peer: the retake protocol without a library (contenders.ts); in the
+    // queue rows nobody loops, so it would be the floor again
+    factory: FLOOR_RETAKE_REFERENCE.name,
+    label: FLOOR_RETAKE_REFERENCE.name,
+    poll: POLL_10,
+    how: "SET NX PX, polls every 5–15 ms; a release within 50 ms of the SET sets the key to the next value (no library, never hands over)",
+    only: "contention",
+  },
   {
     factory: REDLOCK_KIT.name,
     label: "redlock-kit",
@@ -213,14 +224,15 @@ export async function runProcessRows(
   log: (line: string) => void,
 ): Promise<Section[]> {
   const sections: Section[] = [];
-  for (const kind of ["contention", "queue"] as const) {
+  for (const kind of ["contention", "queue"] satisfies RowKind[]) {
     for (const instances of [1, 3]) {
       const title =
         kind === "contention"
           ? `Between processes, contention: ${PROCESSES} processes loop on one key, ~1 ms section, ${instances} instance${instances > 1 ? "s" : ""}`
           : `Between processes, queue: ${PROCESSES} processes ask for one key at once per round, ~1 ms section, ${instances} instance${instances > 1 ? "s" : ""}`;
       log(`${title}…`);
-      const pools = contenders.map(
+      const row = contenders.filter((c) => c.only === undefined || c.only === kind);
+      const pools = row.map(
         (c) =>
           new Workers({
             contender: c.factory,
@@ -232,7 +244,7 @@ export async function runProcessRows(
       );
       try {
         const samples = await alternate<ProcessSample>(
-          contenders.map((c, i) => ({
+          row.map((c, i) => ({
             name: c.label,
             clients: c.how,
             run: (ms) =>
@@ -247,7 +259,7 @@ export async function runProcessRows(
           unit: "critical sections/s",
           baseline: FLOOR.name,
           target: kind === "contention" ? 1 : 2,
-          entries: contenders.map((c, i) => entry(c.label, c.how, samples[i] as ProcessSample[], baseline)),
+          entries: row.map((c, i) => entry(c.label, c.how, samples[i] as ProcessSample[], baseline)),
         });
       } finally {
         await Promise.all(pools.map((pool) => pool.close()));

@@ -5,7 +5,7 @@
  * processes on one machine. A witness counter in a separate Redis counts overlapping sections.
  */
 import { Redis } from "ioredis";
-import { type Contender, FLOOR, PEERS, REDLOCK_KIT } from "./contenders.js";
+import { type Contender, FLOOR, FLOOR_RETAKE_REFERENCE, PEERS, REDLOCK_KIT } from "./contenders.js";
 import {
   machineMs,
   type SectionTimes,
@@ -14,7 +14,7 @@ import {
   type WorkerSetup,
 } from "./process-protocol.js";
 
-const FACTORIES = [FLOOR, REDLOCK_KIT, ...PEERS];
+const FACTORIES = [FLOOR, FLOOR_RETAKE_REFERENCE, REDLOCK_KIT, ...PEERS];
 /** How long after the end of a contention burst a pending acquisition may still finish it. */
 const GRACE_MS = 2000;
 const send = (report: WorkerReport) => process.send?.(report);
