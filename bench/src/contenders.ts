@@ -91,29 +91,40 @@ function floor(pipelined: boolean): ContenderFactory {
   return {
     name: pipelined ? "floor + auto-pipelining" : "floor (raw ioredis)",
     create(ports) {
-      const clients = ports.map((port) => {
-        const client = plainClient(port, { enableAutoPipelining: pipelined });
-        client.defineCommand("benchFloorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
-        return client as FloorClient;
-      });
-      const quorum = Math.floor(clients.length / 2) + 1;
-      const single = clients.length === 1 ? clients[0] : undefined;
-      const take = async (key: string, value: string): Promise<boolean> => {
-        if (single) return (await single.set(key, value, "PX", TTL, "NX")) === "OK";
-        const replies = await Promise.all(clients.map((client) => client.set(key, value, "PX", TTL, "NX")));
-        let yes = 0;
-        for (const reply of replies) if (reply === "OK") yes++;
-        if (yes >= quorum) return true;
-        await release(key, value);
-        return false;
-      };
-      const release = async (key: string, value: string): Promise<void> => {
-        if (single) await single.benchFloorRelease(key, value);
-        else await Promise.all(clients.map((client) => client.benchFloorRelease(key, value)));
-      };
+      const clients = floorClients(ports, pipelined);
+      const { take, release } = floorSteps(clients);
       return floorStyle(this.name, pipelined ? PIPELINED : PLAIN, clients, take, release);
     },
   };
+}
+
+function floorClients(ports: readonly number[], pipelined: boolean): FloorClient[] {
+  return ports.map((port) => {
+    const client = plainClient(port, { enableAutoPipelining: pipelined });
+    client.defineCommand("benchFloorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
+    client.defineCommand("benchFloorRetake", { numberOfKeys: 1, lua: FLOOR_RETAKE });
+    return client as FloorClient;
+  });
+}
+
+/** The floor's two steps on its clients: `SET NX PX` on a quorum, and compare-and-delete. */
+function floorSteps(clients: readonly FloorClient[]) {
+  const quorum = Math.floor(clients.length / 2) + 1;
+  const single = clients.length === 1 ? clients[0] : undefined;
+  const release = async (key: string, value: string): Promise<void> => {
+    if (single) await single.benchFloorRelease(key, value);
+    else await Promise.all(clients.map((client) => client.benchFloorRelease(key, value)));
+  };
+  const take = async (key: string, value: string): Promise<boolean> => {
+    if (single) return (await single.set(key, value, "PX", TTL, "NX")) === "OK";
+    const replies = await Promise.all(clients.map((client) => client.set(key, value, "PX", TTL, "NX")));
+    let yes = 0;
+    for (const reply of replies) if (reply === "OK") yes++;
+    if (yes >= quorum) return true;
+    await release(key, value);
+    return false;
+  };
+  return { quorum, take, release };
 }
 
 /** A run of retakes of the floor with retake ends once it is this old, as redlock-kit's does. */
@@ -134,26 +145,14 @@ function floorRetake(): ContenderFactory {
   return {
     name: "floor + retake (raw ioredis)",
     create(ports) {
-      const clients = ports.map((port) => {
-        const client = plainClient(port);
-        client.defineCommand("benchFloorRelease", { numberOfKeys: 1, lua: FLOOR_RELEASE });
-        client.defineCommand("benchFloorRetake", { numberOfKeys: 1, lua: FLOOR_RETAKE });
-        return client as FloorClient;
-      });
-      const quorum = Math.floor(clients.length / 2) + 1;
+      const clients = floorClients(ports, false);
+      const { quorum, take, release } = floorSteps(clients);
       const prefix = randomBytes(8).toString("hex");
       let counter = 0;
       const nextValue = () => prefix + (counter++).toString(36);
       /** Per key: the value the last release reserved for this process's next lock, and when its run began. */
       const reserved = new Map<string, string>();
       const runStart = new Map<string, number>();
-      const release = (key: string, value: string) => Promise.all(clients.map((c) => c.benchFloorRelease(key, value)));
-      const take = async (key: string, value: string): Promise<boolean> => {
-        const replies = await Promise.all(clients.map((client) => client.set(key, value, "PX", TTL, "NX")));
-        if (replies.filter((reply) => reply === "OK").length >= quorum) return true;
-        await release(key, value);
-        return false;
-      };
       const releaseOrRetake = async (key: string, value: string): Promise<void> => {
         const began = runStart.get(key);
         if (began === undefined || performance.now() - began >= RETAKE_RUN_MS) {
