@@ -100,6 +100,11 @@ async function majorityRestartUnderHolder(servers: readonly RedisServer[], ttlA:
   const { dlm, clients } = await fencedOn(servers);
   for (let i = 0; i < 3; i++) await (await dlm.acquire("account", 1000)).release();
   const a: Lock = await dlm.acquire("account", ttlA);
+  // acquire() resolved with a quorum: the third SET may still be on its way, and a victim that
+  // died before applying it would come back without A's key whatever its persistence
+  await expect
+    .poll(() => Promise.all(clients.map((client) => client.get("account"))))
+    .toEqual(clients.map(() => a.value));
   await restartEmpty(servers.slice(0, 2), clients);
   const b: Lock = await dlm.acquire("account", 2000, { wait: 5000 });
   return { a, b, clients };
@@ -124,7 +129,9 @@ describe("a majority restarted", () => {
   it("with appendonly yes and appendfsync always: A's key and the counters come back, B waits for A and gets a greater fence", async () => {
     const { a, b, clients } = await majorityRestartUnderHolder(persistent.servers, 500);
     expect(a.fence).toBe("4");
-    expect(b.fence).toBe("5");
+    // 5, or more if an attempt of B reached the instances just as A's key expired and took it on one
+    // of them only: that raised the counter there too
+    expect(BigInt(b.fence as string)).toBeGreaterThan(4n);
     expect(a.valid).toBe(false);
     const resource = clients[2] as Redis;
     expect(await fencedSet(resource, "account:data", "written by B", b.fence)).toBe(true);
