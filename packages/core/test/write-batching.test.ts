@@ -50,8 +50,8 @@ describe("Commands bound for one instance", () => {
     const locks = await Promise.all(Array.from({ length: 50 }, (_, i) => dlm.acquire(`batch:${i}`, 5000)));
     const afterAcquire = writes.count;
     await Promise.all(locks.map((lock) => dlm.unlock(lock)));
-    // the first command of a burst goes out at once, the other 49 in batches of MAX_BATCH
-    const batches = 1 + Math.ceil(49 / MAX_BATCH);
+    // a burst that starts from an idle connection writes its first two commands at once, the other 48 in batches of MAX_BATCH
+    const batches = 2 + Math.ceil(48 / MAX_BATCH);
     expect(afterAcquire).toBeLessThanOrEqual(batches);
     expect(writes.count - afterAcquire).toBeLessThanOrEqual(batches);
     // capped, so that Redis starts on the first batch while the next is built
@@ -67,6 +67,22 @@ describe("Commands bound for one instance", () => {
     for (let i = 0; i < 5; i++) await dlm.unlock(await dlm.acquire(`one-by-one:${i}`, 5000));
     // one SET and one release script per lock: nothing waits for company
     expect(writes.count).toBe(10);
+  });
+
+  it("arm no timer when the connection has nothing in flight: a lone lock and its release cost no setImmediate", async () => {
+    const client = await connectedClient();
+    const dlm = await checkedRedlock(client);
+    await new Promise((resolve) => setImmediate(resolve));
+    const immediates = () => process.getActiveResourcesInfo().filter((kind) => kind === "Immediate").length;
+    const writes = countSocketWrites(client);
+    const acquiring = dlm.acquire("lone", 5000);
+    expect(writes.count).toBe(1);
+    expect(immediates()).toBe(0);
+    const lock = await acquiring;
+    const releasing = dlm.unlock(lock);
+    expect(writes.count).toBe(2);
+    expect(immediates()).toBe(0);
+    expect(await releasing).toBe(true);
   });
 
   it("are written at once when they start a new event-loop phase, however many earlier ones are unanswered", async () => {

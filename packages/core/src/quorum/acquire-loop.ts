@@ -177,7 +177,8 @@ export class AcquireLoop {
         }
       }
     } finally {
-      await waiting?.end();
+      // not `await waiting?.end()`: awaiting undefined would cost every acquisition a turn of the microtask queue
+      if (waiting !== undefined) await waiting.end();
     }
     this.#publish(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;

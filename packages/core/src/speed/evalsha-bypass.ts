@@ -32,15 +32,18 @@ export class ScriptCaller {
   }
 
   call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
-    const defined = (): Promise<T> => (this.#client as unknown as ScriptedClient)[name](...args).then(parse);
     if (this.#cluster || !this.#sent.has(name)) {
       this.#sent.add(name);
-      return defined();
+      return this.#defined(name, args, parse);
     }
     const bySha: Promise<unknown> = (this.#client as Redis).evalsha(SHAS[name], ...args);
     return bySha.then(parse, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      return defined();
+      return this.#defined(name, args, parse);
     });
+  }
+
+  #defined<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
+    return (this.#client as unknown as ScriptedClient)[name](...args).then(parse);
   }
 }

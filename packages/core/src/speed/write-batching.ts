@@ -52,6 +52,12 @@ function endPhase(): void {
  * the end of the phase: one write for a whole burst would leave Redis idle while we build it, and
  * us idle while Redis runs it. Commands still in flight from an earlier phase delay nothing: a
  * third instance that answers after the quorum must not hold back the next lock.
+ *
+ * A command to an instance with none in flight is written at once and tracks no phase: a reply
+ * (almost) never comes back in the phase its command left in, so none went to that instance in this
+ * phase. A lone command (a sequential lock, a release) so costs no `setImmediate`, which would also
+ * make the event loop poll once more before it waits for the reply; a burst that starts from idle
+ * writes its first two commands at once and corks from the third.
  */
 export class WriteBatcher {
   readonly #client: Redis;
@@ -66,13 +72,14 @@ export class WriteBatcher {
 
   /** Call right before a command is sent on the client. */
   beforeSend(): void {
+    if (this.#corked === undefined && inFlight(this.#client) === 0) return;
     const phase = loopPhase();
     if (this.#phase !== phase) {
       this.#phase = phase;
       return;
     }
     if (this.#corked !== undefined) {
-      if (++this.#batched < MAX_BATCH) return;
+      if (++this.#batched <= MAX_BATCH) return;
       this.#uncork();
     }
     const client = this.#client;
@@ -90,4 +97,10 @@ export class WriteBatcher {
     this.#corked = undefined;
     stream?.uncork();
   };
+}
+
+/** Commands written to `client` and not answered yet; unknown (ioredis keeps the count internal) counts as busy. */
+function inFlight(client: Redis): number {
+  const queue = (client as { commandQueue?: { length?: unknown } }).commandQueue;
+  return typeof queue?.length === "number" ? queue.length : 1;
 }

@@ -1,15 +1,15 @@
 import { ACQUIRED, type AcquireReply } from "./store.js";
 
-/** The commands of a one-key acquire, on whichever client library the store speaks. */
+/** The commands of a one-key acquire, on whichever client library the store speaks: one object per store. */
 export interface OneKeyCommands {
   /** `SET key value NX PX ttl GET`: resolves to the old value (null when the key was free). */
-  setGet(): Promise<unknown>;
+  setGet(key: string, value: string, ttl: number): Promise<unknown>;
   /** The extend script on the key: resolves to whether the key still held our value. */
-  extend(): Promise<boolean>;
+  extend(key: string, value: string, ttl: number): Promise<boolean>;
   /** `PTTL key`. */
-  pttl(): Promise<unknown>;
+  pttl(key: string): Promise<unknown>;
   /** The acquire script on the key, for servers that refuse NX with GET. */
-  script(): Promise<AcquireReply>;
+  script(key: string, value: string, ttl: number): Promise<AcquireReply>;
 }
 
 /**
@@ -37,17 +37,17 @@ export class OneKeySet {
     return this.#works;
   }
 
-  acquire(value: string, commands: OneKeyCommands): Promise<AcquireReply> {
-    const reply = commands.setGet().then(
+  acquire(key: string, value: string, ttl: number, commands: OneKeyCommands): Promise<AcquireReply> {
+    const reply = commands.setGet(key, value, ttl).then(
       (old) => {
         this.#known = true;
         if (old === null || old === undefined) return ACQUIRED;
         if (String(old) === value) {
           return commands
-            .extend()
+            .extend(key, value, ttl)
             .then((extended) => (extended ? ACQUIRED : { acquired: false as const, holderTtl: 0 }));
         }
-        return commands.pttl().then((reply) => {
+        return commands.pttl(key).then((reply) => {
           const left = Number(reply);
           return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
         });
@@ -57,7 +57,7 @@ export class OneKeySet {
         this.#works = false;
         this.#known = true;
         if (this.#unknown.get(value) === true) return { acquired: false as const, holderTtl: 0 };
-        return commands.script();
+        return commands.script(key, value, ttl);
       },
     );
     if (this.#known) return reply;

@@ -2,10 +2,11 @@ import type { Cluster, Redis } from "ioredis";
 import { ScriptCaller } from "../speed/evalsha-bypass.js";
 import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber, ioredisSubscriber } from "../waiting/hand-over-subscriber.js";
-import { OneKeySet } from "./one-key-set.js";
+import { type OneKeyCommands, OneKeySet } from "./one-key-set.js";
 import {
   acquireArgs,
   besideOf,
+  besideOne,
   checkClusterKeys,
   entryOf,
   FENCE_SUFFIX,
@@ -38,6 +39,12 @@ export class RedisStore implements LockStore {
   readonly #batcher: WriteBatcher | undefined;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
+  readonly #oneKeyCommands: OneKeyCommands = {
+    setGet: (key, value, ttl) => (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET"),
+    extend: (key, value, ttl) => this.#scripts.call(COMMANDS.extend, [1, key, value, ttl], isOne),
+    pttl: (key) => this.client.pttl(key),
+    script: (key, value, ttl) => this.#scripts.call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
+  };
 
   constructor(client: Redis | Cluster) {
     this.client = client;
@@ -59,15 +66,9 @@ export class RedisStore implements LockStore {
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    const key = keys[0] as string;
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
-      return this.#oneKey.acquire(value, {
-        setGet: () => (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET"),
-        extend: () => this.#scripts.call(COMMANDS.extend, [1, key, value, ttl], isOne),
-        pttl: () => this.client.pttl(key),
-        script: () => this.#scripts.call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
-      });
+      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
     }
     return this.#scripts.call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply);
   }
@@ -108,7 +109,7 @@ export class RedisStore implements LockStore {
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
-    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
     return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);

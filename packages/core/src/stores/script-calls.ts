@@ -70,8 +70,14 @@ export const isOne = (reply: unknown) => reply === 1;
  * elsewhere): its waiters poll, and it cannot be fenced.
  */
 export function besideOf(keys: readonly string[], suffix: string, cluster: boolean): string[] | undefined {
-  const beside = keys.map((key) => (cluster ? besideKey(key, suffix) : key + suffix));
+  if (!cluster) return keys.map((key) => key + suffix);
+  const beside = keys.map((key) => besideKey(key, suffix));
   return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
+}
+
+/** `besideOf` for one key. */
+export function besideOne(key: string, suffix: string, cluster: boolean): string | undefined {
+  return cluster ? besideKey(key, suffix) : key + suffix;
 }
 
 /** ACQUIRE_SCRIPT, or FENCED_ACQUIRE_SCRIPT with the fence `counters`: with `queues`, a refused caller queues. */

@@ -1,8 +1,9 @@
 import { HandOverSubscriber } from "../../waiting/hand-over-subscriber.js";
-import { OneKeySet } from "../one-key-set.js";
+import { type OneKeyCommands, OneKeySet } from "../one-key-set.js";
 import {
   acquireArgs,
   besideOf,
+  besideOne,
   checkClusterKeys,
   entryOf,
   FENCE_SUFFIX,
@@ -57,6 +58,12 @@ export class NodeRedisStore implements LockStore {
   readonly #cluster: boolean;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
+  readonly #oneKeyCommands: OneKeyCommands = {
+    setGet: (key, value, ttl) => this.#send(key, ["SET", key, value, "PX", String(ttl), "NX", "GET"]),
+    extend: (key, value, ttl) => this.#call(COMMANDS.extend, [1, key, value, ttl], isOne),
+    pttl: (key) => this.#send(key, ["PTTL", key]),
+    script: (key, value, ttl) => this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
+  };
 
   constructor(client: NodeRedisClientLike) {
     const kind = nodeRedisKind(client);
@@ -79,15 +86,9 @@ export class NodeRedisStore implements LockStore {
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    const key = keys[0] as string;
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
       // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
-      return this.#oneKey.acquire(value, {
-        setGet: () => this.#send(key, ["SET", key, value, "PX", String(ttl), "NX", "GET"]),
-        extend: () => this.#call(COMMANDS.extend, [1, key, value, ttl], isOne),
-        pttl: () => this.#send(key, ["PTTL", key]),
-        script: () => this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
-      });
+      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
     }
     return this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply);
   }
@@ -120,7 +121,7 @@ export class NodeRedisStore implements LockStore {
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
-    const queue = besideOf([key], QUEUE_SUFFIX, this.#cluster)?.[0];
+    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
     if (queue === undefined) return this.release([key], value);
     return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
   }
