@@ -61,8 +61,6 @@ export class Redlock {
   readonly #instances: readonly ResolvedInstance[];
   readonly #stores: readonly LockStore[];
   readonly #quorum: QuorumContext;
-  /** When the release of a one-key lock counts as a yes: shared, no closure per unlock. */
-  readonly #oneKeyReleased: Quorum<number>;
   readonly #loop: AcquireLoop;
   readonly #handOvers: HandOvers;
   readonly #retake: Retake;
@@ -90,7 +88,6 @@ export class Redlock {
     this.quorum = Math.floor(resolved.length / 2) + 1;
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
-    this.#oneKeyReleased = { need: this.quorum, yes: (deleted) => deleted === 1 };
     this.#handOvers = new HandOvers(this.#stores, this.quorum);
     this.#retake = new Retake(this.#handOvers.channel, this.quorum);
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
@@ -161,10 +158,8 @@ export class Redlock {
     this.#live.delete(lock);
     const state = lock[STATE];
     const start = this.#clock();
-    const count = state.keys.length;
-    const quorum: Quorum<number> =
-      count === 1 ? this.#oneKeyReleased : { need: this.quorum, yes: (deleted) => deleted === count };
-    if (count === 1 && this.#handOvers.listening) return this.#unlockOne(lock, quorum, start);
+    const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
+    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, quorum, start);
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
       this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),

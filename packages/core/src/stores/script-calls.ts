@@ -70,8 +70,7 @@ export const isOne = (reply: unknown) => reply === 1;
  * elsewhere): its waiters poll, and it cannot be fenced.
  */
 export function besideOf(keys: readonly string[], suffix: string, cluster: boolean): string[] | undefined {
-  if (!cluster) return keys.map((key) => key + suffix);
-  const beside = keys.map((key) => besideKey(key, suffix));
+  const beside = keys.map((key) => besideOne(key, suffix, cluster));
   return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
 }
 
