@@ -1,7 +1,7 @@
 /**
  * A TCP proxy for fault injection between a client and one redis-server, on loopback:
  * a delay per direction, a blackhole that swallows bytes while keeping connections open,
- * and a reset of every connection. `tc netem` is not available on this machine kind
+ * replies held back on new connections until released, and a reset of every connection. `tc netem` is not available on this machine kind
  * (see docs/reliability.md §4), so latency is injected in user space.
  */
 import net from "node:net";
@@ -27,11 +27,24 @@ class DelayedPipe {
   #timer: NodeJS.Timeout | undefined;
   #lastDue = 0;
   #ending = false;
+  /** Nothing (bytes or end) is forwarded until release(). */
+  #held: boolean;
 
-  constructor(to: net.Socket, delay: () => number, dropping: () => boolean) {
+  constructor(to: net.Socket, delay: () => number, dropping: () => boolean, held = false) {
     this.#to = to;
     this.#delay = delay;
     this.#dropping = dropping;
+    this.#held = held;
+  }
+
+  /** Bytes waiting while held. */
+  get heldBytes(): number {
+    return this.#held ? this.#queue.reduce((sum, { chunk }) => sum + chunk.length, 0) : 0;
+  }
+
+  release(): void {
+    this.#held = false;
+    this.#drain();
   }
 
   push(chunk: Buffer): void {
@@ -57,6 +70,7 @@ class DelayedPipe {
 
   #drain = (): void => {
     this.#timer = undefined;
+    if (this.#held) return;
     const now = Date.now();
     while (this.#queue.length > 0 && (this.#queue[0] as Queued).dueAt <= now) {
       const { chunk } = this.#queue.shift() as Queued;
@@ -88,6 +102,11 @@ export class DelayProxy {
    * client never hears back (one-way loss). The client's reply stream is then out of step: close it after.
    */
   dropReplies = false;
+  /**
+   * While true, connections accepted from now on hear nothing back: the server's replies, and its
+   * end, wait in the proxy until `releaseReplies()`. Connections already open are not affected.
+   */
+  holdNewReplies = false;
   readonly #server: net.Server;
   readonly #pairs = new Set<Pair>();
 
@@ -117,6 +136,19 @@ export class DelayProxy {
     });
   }
 
+  /** Bytes of replies held back on the connections `holdNewReplies` caught. */
+  get heldReplyBytes(): number {
+    let bytes = 0;
+    for (const pair of this.#pairs) bytes += (pair.pipes[1] as DelayedPipe).heldBytes;
+    return bytes;
+  }
+
+  /** Stops holding replies back, and delivers the held ones (then the ends that followed them). */
+  releaseReplies(): void {
+    this.holdNewReplies = false;
+    for (const pair of this.#pairs) (pair.pipes[1] as DelayedPipe).release();
+  }
+
   /** Sends a TCP RST to every client and closes every upstream connection; new connections are accepted. */
   resetAll(): void {
     for (const pair of this.#pairs) this.#drop(pair, true);
@@ -139,6 +171,7 @@ export class DelayProxy {
       client,
       () => this.downDelayMs,
       () => this.blackhole || this.dropReplies,
+      this.holdNewReplies,
     );
     const pair: Pair = { client, upstream, pipes: [up, down] };
     this.#pairs.add(pair);

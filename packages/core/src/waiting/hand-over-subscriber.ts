@@ -78,19 +78,46 @@ export class HandOverSubscriber {
   }
 }
 
-/** The subscriber connection of an ioredis client or Cluster: a `duplicate()` of it. */
+/**
+ * The subscriber connection of an ioredis client or Cluster: a `duplicate()` of it. A standalone
+ * connection subscribes again itself after a reconnect, with ioredis's `autoResubscribe` off:
+ * ioredis sends that SUBSCRIBE with nobody handling its promise, so a close before Redis answers
+ * it (the last waiter leaving, `quit()`) crashes the process with an unhandled "Connection is
+ * closed." A Cluster's subscriber handles the rejections of its own resubscribes.
+ */
 export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
   return (onMessage) => {
-    // Redis and Cluster both take no arguments to copy their own options
-    const connection = (client as { duplicate(): Redis | Cluster }).duplicate();
+    const cluster = "isCluster" in client && client.isCluster;
+    const connection = cluster
+      ? (client as Cluster).duplicate()
+      : (client as Redis).duplicate({ autoResubscribe: false });
     connection.on("error", () => {});
     // a waiter's own timer keeps the process alive while it waits; this socket must not
     connection.on("connect", () => (connection as Redis).stream?.unref?.());
     connection.on("message", onMessage);
+    const channels = new Set<string>();
+    let closed = false;
+    let readyBefore = false;
+    if (!cluster) {
+      connection.on("ready", () => {
+        // the first connection sends the SUBSCRIBEs queued while it connected; a later one starts empty
+        if (readyBefore && !closed && channels.size > 0) connection.subscribe(...channels).catch(() => {});
+        readyBefore = true;
+      });
+    }
     return {
-      subscribe: (channel) => connection.subscribe(channel),
-      unsubscribe: (channel) => connection.unsubscribe(channel),
-      close: () => connection.disconnect(),
+      subscribe: (channel) => {
+        channels.add(channel);
+        return connection.subscribe(channel);
+      },
+      unsubscribe: (channel) => {
+        channels.delete(channel);
+        return connection.unsubscribe(channel);
+      },
+      close: () => {
+        closed = true;
+        connection.disconnect();
+      },
     };
   };
 }
