@@ -308,3 +308,63 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     await until(async () => (await channels()).length === 0);
   });
 });
+
+describe("waiting behind a lock of its own Redlock", () => {
+  /** Acquire attempts that reached the instances so far: the scripts and the one-key SETs. */
+  const attemptsSent = async () => {
+    let sent = 0;
+    for (const client of clients) {
+      const stats = await client.info("commandstats");
+      for (const command of ["evalsha", "eval", "set"]) {
+        sent += Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      }
+    }
+    return sent;
+  };
+  const POLLING_FAST = { retryDelay: 2, retryJitter: 0 };
+
+  it("sends no poll while that lock holds the key, and the waiters take it in turn on its release", async () => {
+    const dlm = redlock(POLLING_FAST);
+    const holder = await dlm.acquire("own", 10_000);
+    const order: number[] = [];
+    const waiters = [0, 1, 2, 3].map((id) =>
+      dlm.acquire("own", 10_000, WAIT()).then(async (lock) => {
+        order.push(id);
+        await lock.release();
+      }),
+    );
+    await untilQueued("own", 4);
+    const queued = await attemptsSent();
+    // a hundred poll intervals: every poll would be refused by `holder`, and none is sent
+    await sleep(200);
+    expect(await attemptsSent()).toBe(queued);
+    await holder.release();
+    await Promise.all(waiters);
+    expect(order).toEqual([0, 1, 2, 3]);
+    for (const client of clients) expect(await client.exists(queueOf("own"))).toBe(0);
+  });
+
+  it("counts each poll left out as a refused attempt: retryCount still ends the call", async () => {
+    const dlm = redlock(POLLING_FAST);
+    const holder = await dlm.acquire("own-count", 10_000);
+    const attempts = await attemptsOf(
+      "own-count",
+      async () => {
+        await expect(dlm.acquire("own-count", 1000, { retryCount: 5 })).rejects.toBeInstanceOf(LockContentionError);
+      },
+      "contention",
+    );
+    expect(attempts).toEqual([6]);
+    expect(holder.valid).toBe(true);
+    await holder.release();
+  });
+
+  it("polls again once that lock's validity ended unreleased, and takes the expired key", async () => {
+    const dlm = redlock(POLLING_FAST);
+    const holder = await dlm.acquire("own-expired", 300);
+    const lock = await dlm.acquire("own-expired", 1000, WAIT());
+    expect(holder.valid).toBe(false);
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+});

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import type { Lock } from "./lock.js";
+import { type Lock, STATE } from "./lock.js";
 
 interface Entry {
   readonly lock: Lock;
@@ -13,21 +13,32 @@ const MIN_SWEEP_SIZE = 1024;
 /**
  * The locks one Redlock took and has not released, by value: `inspect()` tells "a lock of this
  * process holds the key" from "another owner does", and a release's trace says how long the lock
- * was held. Losing a lock needs no bookkeeping here: `holds()` reads `lock.valid`. A lock dropped
+ * was held, and a waiter of this Redlock sends no poll that one of its valid locks would refuse
+ * (`holdsAnyKey`). Losing a lock needs no bookkeeping here: `holds()` reads `lock.valid`. A lock dropped
  * without a release stays until the registry has doubled in size since the last sweep, so a
  * program that forgets to release cannot grow it without bound.
  */
 export class LiveLocks {
   readonly #entries = new Map<string, Entry>();
+  /** The lock registered last on each key. */
+  readonly #byKey = new Map<string, Lock>();
   #sweepAt = MIN_SWEEP_SIZE;
 
   add(lock: Lock): void {
     this.#entries.set(lock.value, { lock, since: performance.now() });
+    for (const key of lock[STATE].keys) this.#byKey.set(key, lock);
     if (this.#entries.size >= this.#sweepAt) this.#sweep();
   }
 
   delete(lock: Lock): void {
     this.#entries.delete(lock.value);
+    for (const key of lock[STATE].keys) if (this.#byKey.get(key) === lock) this.#byKey.delete(key);
+  }
+
+  /** Whether a valid lock of ours holds one of these Redis keys. */
+  holdsAnyKey(keys: readonly string[]): boolean {
+    for (const key of keys) if (this.#byKey.get(key)?.valid === true) return true;
+    return false;
   }
 
   /** Whether `value` is the value of a lock of ours that is still valid. */
@@ -47,7 +58,7 @@ export class LiveLocks {
   }
 
   #sweep(): void {
-    for (const [value, entry] of this.#entries) if (!entry.lock.valid) this.#entries.delete(value);
+    for (const entry of this.#entries.values()) if (!entry.lock.valid) this.delete(entry.lock);
     this.#sweepAt = Math.max(MIN_SWEEP_SIZE, this.#entries.size * 2);
   }
 }

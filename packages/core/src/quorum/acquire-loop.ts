@@ -101,47 +101,55 @@ export class AcquireLoop {
       ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts)
       : undefined;
     let attempts = 0;
-    let failure: AcquireFailure;
+    // assigned by the first attempt, which is always sent
+    let failure!: AcquireFailure;
+    /** Instances where the last attempt left the call in line: they refused it, or took keys it gave back. */
+    let inLine = 0;
     try {
-      for (;;) {
+      // `skipping`: a poll that a valid lock of this Redlock would refuse is not sent; it counts as
+      // that refusal (WaitingCall.refusedHere)
+      for (let skipping = false; ; ) {
         attempts++;
         if (counter !== undefined) counter.attempts = attempts;
-        const attemptStart = clock();
-        const wallStart = Date.now();
-        request.ticket = waiting?.ticket(attemptStart);
-        const voters = identity.current ? stores : await identity.voters(stores, timeout);
-        const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
-        // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
-        // replies (a pause, a slow instance) is time the other keys were already expiring.
-        let validity = ttl - (clock() - attemptStart) - drift;
-        const tally = tallyAcquire(votes);
-        let fences: readonly string[] | undefined;
-        let unconfirmed: AcquireFailure | undefined;
-        if (fencing && tally.yes >= quorum && validity > 0) {
-          // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
-          const writeBack = await writeBackFences(stores, request, votes, timeout, quorum);
-          validity = ttl - (clock() - attemptStart) - drift;
-          fences = writeBack.fences;
-          if (writeBack.fences === undefined) {
-            unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
+        if (!skipping) {
+          const attemptStart = clock();
+          const wallStart = Date.now();
+          request.ticket = waiting?.ticket(attemptStart);
+          const voters = identity.current ? stores : await identity.voters(stores, timeout);
+          const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
+          // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
+          // replies (a pause, a slow instance) is time the other keys were already expiring.
+          let validity = ttl - (clock() - attemptStart) - drift;
+          const tally = tallyAcquire(votes);
+          inLine = tally.held + tally.yes;
+          let fences: readonly string[] | undefined;
+          let unconfirmed: AcquireFailure | undefined;
+          if (fencing && tally.yes >= quorum && validity > 0) {
+            // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
+            const writeBack = await writeBackFences(stores, request, votes, timeout, quorum);
+            validity = ttl - (clock() - attemptStart) - drift;
+            fences = writeBack.fences;
+            if (writeBack.fences === undefined) {
+              unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
+            }
           }
+          if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
+            waiting?.settled(votes, true);
+            const state = new LockState(keys, value, timeout, clock);
+            state.ttl = ttl;
+            state.validUntil = attemptStart + ttl - drift;
+            state.expiresAt = wallStart + ttl - drift;
+            const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start);
+            return lock instanceof Promise ? await lock : lock;
+          }
+          failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
+          const last =
+            attempts >= maxAttempts || isMisconfigured(failure) || clock() >= deadline || opts.signal?.aborted === true;
+          // A waiter that tries again is queued again where it gives keys back, keeping its place.
+          const requeue = !last && request.ticket !== undefined;
+          waiting?.settled(votes, false, requeue);
+          await this.#releaseAfterFailure(votes, request, timeout, requeue);
         }
-        if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
-          waiting?.settled(votes, true);
-          const state = new LockState(keys, value, timeout, clock);
-          state.ttl = ttl;
-          state.validUntil = attemptStart + ttl - drift;
-          state.expiresAt = wallStart + ttl - drift;
-          const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start);
-          return lock instanceof Promise ? await lock : lock;
-        }
-        failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
-        const last =
-          attempts >= maxAttempts || isMisconfigured(failure) || clock() >= deadline || opts.signal?.aborted === true;
-        // A waiter that tries again is queued again where it gives keys back, keeping its place.
-        const requeue = !last && request.ticket !== undefined;
-        waiting?.settled(votes, false, requeue);
-        await this.#releaseAfterFailure(votes, request, timeout, requeue);
         if (opts.signal?.aborted) {
           this.#publish(names, "aborted", attempts, start);
           throw opts.signal.reason;
@@ -159,7 +167,7 @@ export class AcquireLoop {
           continue;
         }
         try {
-          await (waiting ? waiting.sleep(delay, tally.held + tally.yes, opts.signal) : sleep(delay, opts.signal));
+          await (waiting ? waiting.sleep(delay, inLine, opts.signal) : sleep(delay, opts.signal));
         } catch (reason) {
           this.#publish(names, "aborted", attempts, start);
           throw reason;
@@ -175,6 +183,7 @@ export class AcquireLoop {
           const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start);
           return lock instanceof Promise ? await lock : lock;
         }
+        skipping = waiting?.refusedHere(parts.live, keys, inLine) === true;
       }
     } finally {
       // not `await waiting?.end()`: awaiting undefined would cost every acquisition a turn of the microtask queue

@@ -1,3 +1,4 @@
+import type { LiveLocks } from "../lock/live-locks.js";
 import type { ResolvedAcquireOptions } from "../options.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
 import { releaseCall } from "../quorum/requests.js";
@@ -116,6 +117,20 @@ export class WaitingCall {
     // it, so it tries again after one hold
     if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.retryMs);
     return waiter.sleep(ms, signal);
+  }
+
+  /**
+   * Whether the next poll would be refused by a valid lock of this Redlock on one of the keys, and
+   * can be left out: the call is in line on a quorum of instances (`inLine` of them), so the release
+   * of that lock grants it the keys or hands them on, and no instance handed it keys it must claim
+   * or give back. What it buys: waiters of one process behind a holder of that process send
+   * nothing until the holder releases (bench/: "In one process, contention", where every waiter
+   * polls every 2–6 ms).
+   */
+  refusedHere(live: LiveLocks, keys: readonly string[], inLine: number): boolean {
+    return (
+      this.#ticket !== undefined && inLine >= this.#quorum && this.#waiter?.holding.size === 0 && live.holdsAnyKey(keys)
+    );
   }
 
   /**
