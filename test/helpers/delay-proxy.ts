@@ -1,8 +1,9 @@
 /**
  * A TCP proxy for fault injection between a client and one redis-server, on loopback:
  * a delay per direction, a blackhole that swallows bytes while keeping connections open,
- * replies held back on new connections until released, and a reset of every connection. `tc netem` is not available on this machine kind
- * (see docs/reliability.md §4), so latency is injected in user space.
+ * replies held back on new connections until released, and a reset of every connection.
+ * `tc netem` is not available on this machine kind (see docs/reliability.md §4), so latency is
+ * injected in user space.
  */
 import net from "node:net";
 
