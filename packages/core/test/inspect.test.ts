@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { sleep } from "#test-helpers/redis.js";
 import { type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
 import { LiveLocks } from "../src/lock/live-locks.js";
+import { Lock, LockState } from "../src/lock/lock.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const { server, client, clients, redlock } = useRedlocks(3);
@@ -216,24 +217,74 @@ describe("forceRelease()", () => {
 });
 
 describe("the registry of live locks", () => {
-  it("forgets invalid locks each time it reaches its threshold, and keeps valid ones", async () => {
-    let now = 0;
-    const dlm = new Redlock([new MemoryStore(() => now)], { clock: () => now });
+  let now = 0;
+  const clock = () => now;
+  const owner = { unlock: async () => true, extend: async (lock: Lock) => lock };
+  let serial = 0;
+  /** A lock on `keys` valid for `ttl` ms on the test clock, made without a store. */
+  const lockOn = (keys: readonly string[], ttl: number) => {
+    const value = `v${serial++}`;
+    const state = new LockState(keys, value, 100, clock);
+    state.validUntil = now + ttl;
+    state.acquiredAt = now;
+    return new Lock(owner, keys, value, state);
+  };
+
+  it("forgets invalid locks each time it reaches its threshold, and keeps valid ones", () => {
     const live = new LiveLocks();
-    const kept = await dlm.acquire("kept", 60_000);
+    const kept = lockOn(["kept"], 60_000);
     live.add(kept);
     for (const round of [1, 2]) {
       const expiring = 1024 - live.size - 1;
-      for (let i = 0; i < expiring; i++) live.add(await dlm.acquire(`e${round}:${i}`, 50));
+      for (let i = 0; i < expiring; i++) live.add(lockOn([`e${round}:${i}`], 50));
       expect(live.size).toBe(1023);
       now += 100;
-      live.add(await dlm.acquire(`trigger${round}`, 60_000));
+      live.add(lockOn([`trigger${round}`], 60_000));
       expect(live.size).toBe(round + 1);
     }
     expect(live.holds(kept.value)).toBe(true);
-    expect(live.heldMs(kept)).toBeGreaterThanOrEqual(0);
+    now += 7;
+    expect(live.heldMs(kept)).toBe(207);
     live.delete(kept);
     expect(live.holds(kept.value)).toBe(false);
     expect(live.heldMs(kept)).toBeUndefined();
+    live.delete(kept);
+    expect(live.size).toBe(2);
+  });
+
+  it("counts a lock once however often it is added, and forgets it on delete wherever it sits in the list", () => {
+    const live = new LiveLocks();
+    const locks = [lockOn(["a"], 1000), lockOn(["b"], 1000), lockOn(["c"], 1000)];
+    for (const lock of locks) live.add(lock);
+    live.add(locks[1] as Lock);
+    expect(live.size).toBe(3);
+    live.delete(locks[1] as Lock);
+    expect(live.holds((locks[1] as Lock).value)).toBe(false);
+    expect(live.holds((locks[0] as Lock).value) && live.holds((locks[2] as Lock).value)).toBe(true);
+    live.delete(locks[2] as Lock);
+    live.delete(locks[0] as Lock);
+    expect(live.size).toBe(0);
+    expect(live.holdsAnyKey(["a", "b", "c"])).toBe(false);
+  });
+
+  it("tells whether a valid lock holds one of some keys, and stops looking past 256 live locks", () => {
+    const live = new LiveLocks();
+    const pair = lockOn(["x", "y"], 1000);
+    live.add(pair);
+    expect(live.holdsAnyKey(["y"])).toBe(true);
+    expect(live.holdsAnyKey(["z", "x"])).toBe(true);
+    expect(live.holdsAnyKey(["z"])).toBe(false);
+    const others = Array.from({ length: 255 }, (_, i) => lockOn([`o${i}`], 1000));
+    for (const lock of others) live.add(lock);
+    expect(live.size).toBe(256);
+    expect(live.holdsAnyKey(["x"])).toBe(true);
+    const more = lockOn(["m"], 1000);
+    live.add(more);
+    // a waiter then polls: the answer costs nothing however many locks this Redlock holds
+    expect(live.holdsAnyKey(["x"])).toBe(false);
+    live.delete(more);
+    expect(live.holdsAnyKey(["x"])).toBe(true);
+    now += 1000;
+    expect(live.holdsAnyKey(["x"])).toBe(false);
   });
 });

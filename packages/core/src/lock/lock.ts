@@ -28,6 +28,12 @@ export class LockState {
   ttl = 0;
   /** A lock made from a reservation: its extension to its ttl, pending (speed/retake.ts). */
   renewal: Deadline | undefined;
+  /** @internal links of its Redlock's list of live locks (lock/live-locks.ts), owned by that list */
+  livePrev: LockState | undefined = undefined;
+  /** @internal */
+  liveNext: LockState | undefined = undefined;
+  /** @internal whether it is in that list */
+  live = false;
 
   constructor(
     /** Redis keys: the resources with the key prefix. */
@@ -38,6 +44,11 @@ export class LockState {
     readonly instanceTimeout: number,
     readonly clock: () => number,
   ) {}
+
+  /** True until the drift-adjusted validity ends, the lock is released, or an extension failed. */
+  get valid(): boolean {
+    return !this.released && this.lost === undefined && this.clock() < this.validUntil;
+  }
 }
 
 export const STATE: unique symbol = Symbol("redlock-kit.lock-state");
@@ -101,8 +112,7 @@ export class Lock {
 
   /** True until the drift-adjusted validity ends, the lock is released, or an extension failed. */
   get valid(): boolean {
-    const state = this[STATE];
-    return !state.released && state.lost === undefined && state.clock() < state.validUntil;
+    return this[STATE].valid;
   }
 
   /** Milliseconds of validity left (0 once invalid). */

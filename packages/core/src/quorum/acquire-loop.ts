@@ -97,9 +97,13 @@ export class AcquireLoop {
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
     const call = fencing ? fencedAcquireCall : acquireCall;
     const handOvers = parts.handOvers;
-    const waiting = WaitingCall.mayWait(handOvers, opts)
-      ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts)
-      : undefined;
+    const mayWait = WaitingCall.mayWait(handOvers, opts);
+    // Made before the first attempt only when this Redlock listens (the call then queues from that
+    // attempt on); otherwise once an attempt failed: most calls acquire at once, and need none.
+    let waiting =
+      mayWait && handOvers.listening
+        ? new WaitingCall(handOvers, stores, quorum, request, timeout, opts, true)
+        : undefined;
     let attempts = 0;
     // assigned by the first attempt, which is always sent
     let failure!: AcquireFailure;
@@ -161,6 +165,7 @@ export class AcquireLoop {
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
         }
+        if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
         // Not counted: it is the same attempt, now in line.
         if (waiting !== undefined && (await waiting.join(attempts, failure.kind === "contention"))) {
           attempts--;

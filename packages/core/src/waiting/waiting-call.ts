@@ -49,6 +49,8 @@ export class WaitingCall {
     request: { readonly keys: readonly string[]; readonly value: string; readonly ttl: number },
     timeoutMs: number,
     options: ResolvedAcquireOptions,
+    /** Made before the call's first attempt while this Redlock listens: it queues from that attempt on. */
+    queueNow: boolean,
   ) {
     this.#handOvers = handOvers;
     this.#stores = stores;
@@ -58,8 +60,7 @@ export class WaitingCall {
     this.#ttl = request.ttl;
     this.#timeoutMs = timeoutMs;
     this.#options = options;
-    // a call that may wait queues itself from its first attempt when this Redlock already listens
-    if (handOvers.listening) this.#enter(0);
+    if (queueNow) this.#enter(0);
   }
 
   /**
