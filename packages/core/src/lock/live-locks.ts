@@ -16,9 +16,9 @@ const MAX_KEY_SCAN = 256;
  *
  * A list threaded through the locks' states, not a Map: adding and removing a lock allocate
  * nothing. Two Maps (by value and by key) cost 4–8 µs of CPU per lock+unlock, about 3 % of the
- * throughput of sequential lock+unlock on one instance (bench/ "Sequential lock+unlock" row's
- * loop, A/B in one process): V8 shrinks or rehashes a Map that each release empties in a runtime
- * call, and each lock had an entry object. The lookups walk the list: `inspect()` is an operator's
+ * throughput of sequential lock+unlock on one instance (the loop of bench/'s "Sequential
+ * lock+unlock" row, A/B in one process outside the runner, whose spread hides it): V8 shrinks or
+ * rehashes a Map that each release empties in a runtime call, and each lock had an entry object. The lookups walk the list: `inspect()` is an operator's
  * call, and a poll's check walks at most MAX_KEY_SCAN locks.
  *
  * Losing a lock needs no bookkeeping here: the lookups read its validity. A lock dropped without a
