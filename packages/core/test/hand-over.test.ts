@@ -245,6 +245,36 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     await lock.release();
   });
 
+  it("claims once when one key is handed over while another stays held, then waits without sending", async () => {
+    const scriptCalls = async () => {
+      let calls = 0;
+      for (const client of clients) {
+        for (const match of (await client.info("commandstats")).matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)) {
+          calls += Number(match[1]);
+        }
+      }
+      return calls;
+    };
+    const holderA = await redlock().acquire("part:a", 10_000);
+    const holderB = await redlock().acquire("part:b", 10_000);
+    const waiting = redlock(NO_POLLING).acquire(["part:a", "part:b"], 1000, WAIT());
+    await untilQueued("part:a", 1);
+    await holderA.release();
+    // the hand-over of part:a wakes the waiter; its claim is refused by part:b, where it queues
+    await untilQueued("part:b", 1);
+    const before = await scriptCalls();
+    await sleep(500);
+    // That hand-over is spent: until part:b is released (a minute between polls) at most one more
+    // attempt, sent when an instance's hand-over came while the claim was in flight (it may have
+    // run after the claim there), and none after it. A waiter that kept counting it retried at once.
+    expect((await scriptCalls()) - before).toBeLessThanOrEqual(clients.length);
+    await holderB.release();
+    const lock = await waiting;
+    expect(lock.resources).toEqual(["part:a", "part:b"]);
+    await lock.release();
+    for (const client of clients) expect(await client.keys("*")).toEqual([]);
+  });
+
   it("falls back to polling with one warning, and closes its subscriber connection, when the user may not subscribe", async () => {
     for (const client of clients) {
       await client.call("ACL", "SETUSER", "nopubsub", "on", ">pw", "~*", "resetchannels", "+@all");

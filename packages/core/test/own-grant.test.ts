@@ -7,7 +7,11 @@
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Lock, RedisStore, Redlock } from "../src/index.js";
-import { HandOvers } from "../src/waiting/hand-over.js";
+import { DEFAULT_ACQUIRE, resolveAcquireOptions } from "../src/options.js";
+import type { Vote } from "../src/quorum/ballot.js";
+import type { AcquireReply } from "../src/stores/store.js";
+import { HandOvers, type Waiter } from "../src/waiting/hand-over.js";
+import { WaitingCall } from "../src/waiting/waiting-call.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const redis = useRedlocks(3);
@@ -46,6 +50,42 @@ describe("own-waiter grant: which replies count", () => {
     const fresh = handOvers.enter(["k2"], "v2", 10_000, 50, 60_000, true);
     handOvers.granted(0, "k2", fresh, 5, fresh.attempts);
     expect(fresh.grantedAt).toBe(5);
+    handOvers.close();
+  });
+
+  it("a grant by a release sent before the waiter gave keys back is only a hand-over", async () => {
+    const store = new RedisStore(redis.client(0));
+    const handOvers = new HandOvers([store], 1);
+    await handOvers.listen(1000);
+    const opts = resolveAcquireOptions(DEFAULT_ACQUIRE, { wait: 60_000 });
+    const grantTo = (key: string, giveBack: boolean) => {
+      const call = new WaitingCall(
+        handOvers,
+        [store],
+        1,
+        { keys: [key], value: `${key}-v`, ttl: 10_000 },
+        50,
+        opts,
+        true,
+      );
+      expect(call.ticket(0)).toBeDefined();
+      const waiter = handOvers.grantable(key) as Waiter;
+      const attempts = waiter.attempts; // the release is sent now, after the attempt
+      // the attempt timed out on the instance: the waiter gives back what it may have taken there,
+      // on the same connection, after the release
+      const vote: Vote<AcquireReply> = giveBack
+        ? { ok: false, error: new Error("No answer within 50 ms") }
+        : { ok: true, value: { acquired: false, holderTtl: 100 } };
+      call.settled([vote], false, true);
+      handOvers.granted(0, key, waiter, 5, attempts);
+      return waiter;
+    };
+    const givenBack = grantTo("k3", true);
+    expect(givenBack.grantedAt).toBeUndefined();
+    expect(givenBack.holding.has(0)).toBe(true);
+    // a refused attempt gives nothing back: the release ran after it, and its grant holds
+    const refused = grantTo("k4", false);
+    expect(refused.grantedAt).toBe(5);
     handOvers.close();
   });
 });

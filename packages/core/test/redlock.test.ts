@@ -118,6 +118,33 @@ describe("Redlock with three instances", () => {
     expect(await lock.release()).toBe(true);
   });
 
+  it("ends the validity at the shorter ttl of an extension no quorum confirmed, before another owner can lock", async () => {
+    const servers = cluster.servers.slice(0, 3) as RedisServer[];
+    const dlm = new Redlock(first(3), { instanceTimeout: 100 });
+    const other = new Redlock(first(3), { retryCount: 0 });
+    const lock = await dlm.acquire("shortened", 10_000);
+    const signal = lock.signal;
+    servers[1]?.pause();
+    servers[2]?.pause();
+    // the PEXPIRE may land on the paused instances once they resume: the keys expire after 1 s there
+    const error = await dlm.extend(lock, 1000).catch((e: unknown) => e);
+    servers[1]?.resume();
+    servers[2]?.resume();
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect(lock.remainingMs).toBeLessThanOrEqual(1000);
+    let next: Lock | null = null;
+    while (next === null) {
+      next = await other.lock("shortened", 5000);
+      // whenever another owner holds the key, this lock no longer claims to
+      if (next !== null) expect(lock.valid).toBe(false);
+      else await sleep(20);
+    }
+    // the signal follows at the shortened validity's end
+    await expect.poll(() => signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LockLostError);
+    await next.release();
+  });
+
   it("fails an extension with LockLostError when another owner took the keys", async () => {
     const dlm = new Redlock(first(3));
     const lock = await dlm.acquire("taken", 5000);

@@ -9,7 +9,7 @@ import { countVotes } from "./votes.js";
 /**
  * Resets a held lock's expiry to `ttl` ms from now on a quorum (see `Redlock.extend`). A lock is
  * lost when a quorum no longer holds it; too few answers to tell leave it valid until its current
- * validity ends, and the caller may try again.
+ * validity ends (or `ttl` from the extension's start, if sooner), and the caller may try again.
  */
 export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number, driftFactor: number): Promise<Lock> {
   const { stores, quorum, identity, clock } = ctx;
@@ -44,7 +44,14 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   }
   const causes = failuresOf(votes, lock.value);
   // Too few answers to know: the keys may still be ours on a quorum. The lock stays valid until
-  // its current validity ends, and the caller may try again before then.
+  // its current validity ends, and the caller may try again before then. An extension to less
+  // than the time left may have shortened the keys wherever it landed (an instance that timed out
+  // included): the validity then ends no later than that ttl allows.
+  if (start + ttl - drift < state.validUntil) {
+    state.validUntil = start + ttl - drift;
+    state.expiresAt = Math.min(state.expiresAt, wallStart + ttl - drift);
+    armValidityTimer(lock);
+  }
   if (yes < quorum && stores.length - refused >= quorum && lock.valid) {
     throw new LockUnavailableError(
       lock.resources,

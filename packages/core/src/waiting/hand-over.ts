@@ -135,8 +135,8 @@ export class HandOvers {
 
   /**
    * A release of this Redlock on instance `index`, started at `start`, gave `key` to `waiter`
-   * (speed/own-grant.ts); `attempts` is how many attempts the waiter had sent when the release was
-   * sent. A grant holds only if the waiter sent nothing since: a later attempt or give-back of its
+   * (speed/own-grant.ts); `attempts` is `waiter.attempts` (attempts and give-backs) when the release
+   * was sent. A grant holds only if the waiter sent nothing since: a later attempt or give-back of its
    * own ran after the grant there and may have taken the key back, so the grant is then only a
    * hand-over, which its next attempt verifies. A waiter that gave up meanwhile lets go of the key
    * at once; for one that acquired (a grant that came after the quorum), the key is one more vote
@@ -262,10 +262,19 @@ export class Waiter {
   acquired = false;
   /** An attempt carried its ticket: it is in the queues. */
   queued = false;
-  /** Attempts sent so far (each may be followed by a give-back): a grant counts only if none was sent after it. */
+  /**
+   * Attempts and give-backs sent so far (a give-back follows a failed attempt that took or may have
+   * taken keys): a grant counts only if none was sent after the release that granted it.
+   */
   attempts = 0;
   /** Instances that handed the keys to this waiter (see `holding`). */
   readonly #handed = new Set<number>();
+  /**
+   * Of those, the hand-overs no failed attempt has seen yet, with the attempt count when each came:
+   * only these wake a sleep. An attempt sent after a hand-over and refused there saw it (the key was
+   * lost, or another key of the call is held): trying again at once would be refused again.
+   */
+  readonly #fresh = new Map<number, number>();
   /** Of those, the instances where a release of this Redlock granted it the key with its ttl (speed/own-grant.ts). */
   readonly #granted = new Set<number>();
   /** The earliest start of the releases that granted it: the granted keys expire no sooner than `ttl` after it. */
@@ -309,8 +318,26 @@ export class Waiter {
   gaveBack(indexes: readonly number[]): void {
     for (const index of indexes) {
       this.#handed.delete(index);
+      this.#fresh.delete(index);
       this.#granted.delete(index);
       this.byMessage?.gaveBack(index);
+    }
+    if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
+  }
+
+  /**
+   * After a failed attempt, the instances that refused it: a hand-over that came before the attempt
+   * was sent is spent there (the key is still ours, for its hold, if another key refused us; or no
+   * longer ours), so it neither wakes the next sleep nor grants the lock. The keys stay in `holding`
+   * until given back. One that came while the attempt was in flight may have run after it on the
+   * instance: it stays fresh, for one more attempt at most.
+   */
+  refusedBy(indexes: readonly number[]): void {
+    for (const index of indexes) {
+      const at = this.#fresh.get(index);
+      if (at === undefined || at >= this.attempts) continue;
+      this.#fresh.delete(index);
+      this.#granted.delete(index);
     }
     if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
   }
@@ -341,7 +368,8 @@ export class Waiter {
   /** @internal */
   handed(index: number): void {
     this.#handed.add(index);
-    if (this.#handed.size >= this.#quorum) this.#wake?.();
+    this.#fresh.set(index, this.attempts);
+    if (this.#fresh.size >= this.#quorum) this.#wake?.();
     else this.#handedSome?.();
   }
 
@@ -353,7 +381,7 @@ export class Waiter {
    * for longer than a hold.
    */
   sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#handed.size >= this.#quorum) return Promise.resolve();
+    if (this.#fresh.size >= this.#quorum) return Promise.resolve();
     return new Promise((resolve, reject) => {
       let shortened = false;
       const done = () => {
@@ -378,7 +406,7 @@ export class Waiter {
         clearTimeout(timer);
         timer = setTimeout(wake, this.retryMs);
       };
-      if (this.#handed.size > 0) this.#handedSome();
+      if (this.#fresh.size > 0) this.#handedSome();
       signal?.addEventListener("abort", onAbort, { once: true });
       // an abort that came before the listener was added
       if (signal?.aborted) onAbort();

@@ -92,7 +92,13 @@ export class WaitingCall {
     // Every key the attempt took is given back, a handed one too (the release script hands it
     // to the next in line): a waiter never sits on votes another waiter needs. One that tries
     // again is queued again there first, so that it keeps its place in every queue.
-    else waiter.gaveBack(this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [] : [index])));
+    else {
+      waiter.refusedBy(this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [index] : [])));
+      const givenBack = this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [] : [index]));
+      waiter.gaveBack(givenBack);
+      // the give-back is sent next and may delete a key: a grant by a release sent before it no longer proves anything
+      if (givenBack.length > 0) waiter.attempts++;
+    }
   }
 
   /**
