@@ -124,6 +124,36 @@ describe("late landings", () => {
     for (const client of clients) client.disconnect();
   });
 
+  it("a NOSCRIPT answered after the attempt timed out: the acquire script is not sent again behind its give-back", async () => {
+    const { proxies, clients } = await proxied();
+    const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 50 });
+    // a multi-key lock runs the acquire script: both scripts are sent whole once, then go by SHA
+    await (await dlm.acquire(["late:warm:a", "late:warm:b"], 1000)).release();
+    // a failover empties the script cache; another client loads the release script again
+    await Promise.all(direct.map((client) => client.script("FLUSH")));
+    const other = invariants.track(new Redlock(direct));
+    // a one-key lock: SET, then the release script
+    await (await other.acquire("late:reload", 1000)).release();
+    const evals = async () => {
+      let calls = 0;
+      for (const client of direct)
+        calls += Number(/cmdstat_eval:calls=(\d+)/.exec(await client.info("commandstats"))?.[1] ?? 0);
+      return calls;
+    };
+    const before = await evals();
+    // the acquire's NOSCRIPT comes back after the per-instance timeout, after the give-back was sent
+    for (const proxy of proxies) proxy.downDelayMs = 200;
+    const error = await dlm.lock(["late:noscript:a", "late:noscript:b"], 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    // a script sent whole again would land within a moment of its NOSCRIPT, 200 ms after the attempt
+    const landed = await eventually(
+      async () => [...(await valuesOf("late:noscript:a")), (await evals()) - before],
+      (seen) => seen.some((x) => x !== null && x !== 0),
+      1500,
+    );
+    expect(landed).toEqual([null, null, null, 0]);
+  });
+
   it("a reset after the SET applied: ioredis re-sends it, a plain SET NX answers nil, the library's acquire counts it as ours", async () => {
     const { proxies, clients } = await proxied();
     const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 2000 });

@@ -2,6 +2,7 @@ import type { Cluster, Redis } from "ioredis";
 import { ScriptCaller } from "../speed/evalsha-bypass.js";
 import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber, ioredisSubscriber } from "../waiting/hand-over-subscriber.js";
+import { InFlightAcquires } from "./in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "./one-key-set.js";
 import {
   acquireArgs,
@@ -17,17 +18,16 @@ import {
   toAcquireReply,
   toFencedReply,
 } from "./script-calls.js";
-import { COMMANDS, STORE_SCRIPTS } from "./scripts.js";
+import { COMMANDS } from "./scripts.js";
 import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket } from "./store.js";
 
 export { FENCE_SUFFIX };
 
 /**
  * One Redlock instance on an ioredis client: standalone, Sentinel or Cluster.
- * The scripts are defined once per client (ioredis sends them whole the first
- * time and recovers from NOSCRIPT); after that they are called by SHA. On a
- * Cluster, a multi-resource lock needs its resources in one hash slot (share a
- * `{tag}`), or Redis answers CROSSSLOT.
+ * Each script is sent whole the first time, then called by SHA, and sent whole again
+ * after a NOSCRIPT (speed/evalsha-bypass.ts). On a Cluster, a multi-resource lock needs
+ * its resources in one hash slot (share a `{tag}`), or Redis answers CROSSSLOT.
  */
 export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
@@ -39,19 +39,22 @@ export class RedisStore implements LockStore {
   readonly #batcher: WriteBatcher | undefined;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
+  readonly #inFlight = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
     setGet: (key, value, ttl) => (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET"),
     extend: (key, value, ttl) => this.#scripts.call(COMMANDS.extend, [1, key, value, ttl], isOne),
     pttl: (key) => this.client.pttl(key),
-    script: (key, value, ttl) => this.#scripts.call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
+    script: (key, value, ttl) =>
+      this.#inFlight.send(value, (wanted) =>
+        this.#scripts.call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply, wanted),
+      ),
   };
 
   constructor(client: Redis | Cluster) {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
     this.description = describeClient(client);
-    for (const [name, lua] of Object.entries(STORE_SCRIPTS)) defineOnce(client, name, lua);
-    this.#scripts = new ScriptCaller(client, this.#cluster);
+    this.#scripts = new ScriptCaller(client);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
   }
 
@@ -70,7 +73,9 @@ export class RedisStore implements LockStore {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
     }
-    return this.#scripts.call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply);
+    return this.#inFlight.send(value, (wanted) =>
+      this.#scripts.call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
+    );
   }
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
@@ -79,10 +84,13 @@ export class RedisStore implements LockStore {
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
     const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    return this.#scripts.call(
-      COMMANDS.acquireFenced,
-      acquireArgs(keys, value, ttl, queues, ticket, counters),
-      toFencedReply,
+    return this.#inFlight.send(value, (wanted) =>
+      this.#scripts.call(
+        COMMANDS.acquireFenced,
+        acquireArgs(keys, value, ttl, queues, ticket, counters),
+        toFencedReply,
+        wanted,
+      ),
     );
   }
 
@@ -101,6 +109,7 @@ export class RedisStore implements LockStore {
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
   release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
     this.#oneKey.released(value);
+    this.#inFlight.released(value);
     this.#batcher?.beforeSend();
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
@@ -109,6 +118,7 @@ export class RedisStore implements LockStore {
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
+    this.#inFlight.released(value);
     const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();

@@ -2,8 +2,8 @@
  * The Lua scripts of the algorithm, of fencing, and of the fenced write. Each runs atomically on one instance
  * over every key of a (possibly multi-resource) lock, so a lock is all or
  * nothing per instance. KEYS are the resource keys; ARGV[1] is the lock value.
- * They are registered with ioredis `defineCommand`, which calls them by SHA and
- * falls back to EVAL on NOSCRIPT (after SCRIPT FLUSH or a restart).
+ * The stores send each one whole once, then call it by SHA, and send it whole again when Redis
+ * answers NOSCRIPT (after SCRIPT FLUSH, a restart, a failover): speed/evalsha-bypass.ts.
  */
 
 /**

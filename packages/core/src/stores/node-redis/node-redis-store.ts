@@ -1,4 +1,5 @@
 import { HandOverSubscriber } from "../../waiting/hand-over-subscriber.js";
+import { InFlightAcquires } from "../in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "../one-key-set.js";
 import {
   acquireArgs,
@@ -58,11 +59,15 @@ export class NodeRedisStore implements LockStore {
   readonly #cluster: boolean;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
+  readonly #inFlight = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
     setGet: (key, value, ttl) => this.#send(key, ["SET", key, value, "PX", String(ttl), "NX", "GET"]),
     extend: (key, value, ttl) => this.#call(COMMANDS.extend, [1, key, value, ttl], isOne),
     pttl: (key) => this.#send(key, ["PTTL", key]),
-    script: (key, value, ttl) => this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply),
+    script: (key, value, ttl) =>
+      this.#inFlight.send(value, (wanted) =>
+        this.#call(COMMANDS.acquire, [1, key, value, ttl], toAcquireReply, wanted),
+      ),
   };
 
   constructor(client: NodeRedisClientLike) {
@@ -90,7 +95,9 @@ export class NodeRedisStore implements LockStore {
       // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
     }
-    return this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply);
+    return this.#inFlight.send(value, (wanted) =>
+      this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
+    );
   }
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
@@ -98,7 +105,14 @@ export class NodeRedisStore implements LockStore {
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
     const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    return this.#call(COMMANDS.acquireFenced, acquireArgs(keys, value, ttl, queues, ticket, counters), toFencedReply);
+    return this.#inFlight.send(value, (wanted) =>
+      this.#call(
+        COMMANDS.acquireFenced,
+        acquireArgs(keys, value, ttl, queues, ticket, counters),
+        toFencedReply,
+        wanted,
+      ),
+    );
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
@@ -114,6 +128,7 @@ export class NodeRedisStore implements LockStore {
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
   release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
     this.#oneKey.released(value);
+    this.#inFlight.released(value);
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
     return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
   }
@@ -121,6 +136,7 @@ export class NodeRedisStore implements LockStore {
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
+    this.#inFlight.released(value);
     const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
     if (queue === undefined) return this.release([key], value);
     return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
@@ -160,13 +176,16 @@ export class NodeRedisStore implements LockStore {
 
   /**
    * EVALSHA, then EVAL once if Redis does not know the script: the script is sent whole only
-   * after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node loads it.
+   * after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node loads it; not
+   * when `resend()` says the call is no longer wanted (sent again, it would run after every
+   * command sent meanwhile: in-flight-acquires.ts).
    */
-  #call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T): Promise<T> {
+  #call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T, resend?: () => boolean): Promise<T> {
     const strings = args.map(String);
     const firstKey = args[0] > 0 ? strings[1] : undefined;
     return this.#send(firstKey, ["EVALSHA", SHAS[name], ...strings]).then(parse, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      if (resend !== undefined && !resend()) throw error;
       return this.#send(firstKey, ["EVAL", STORE_SCRIPTS[name], ...strings]).then(parse);
     });
   }

@@ -1,0 +1,28 @@
+/**
+ * The script acquires of one store that Redis has not answered yet, by lock value, and whether each
+ * value was released since. A script call that Redis answers NOSCRIPT (after a restart, a SCRIPT
+ * FLUSH, a failover) is sent whole again, so it runs after every command sent on that connection in
+ * the meantime. An acquire whose value was released meanwhile (its attempt timed out and its
+ * give-back went out) must not be sent again: it would take the keys after that give-back and keep
+ * them for the ttl, with a value nobody releases. One per store.
+ */
+export class InFlightAcquires {
+  /** Lock value → released since its acquire was sent. */
+  readonly #released = new Map<string, boolean>();
+
+  /** Sends an acquire of `value`; `wanted()` answers, at a NOSCRIPT, whether to send the script again. */
+  send<T>(value: string, send: (wanted: () => boolean) => Promise<T>): Promise<T> {
+    this.#released.set(value, false);
+    const reply = send(() => this.#released.get(value) === false);
+    const settled = () => {
+      this.#released.delete(value);
+    };
+    reply.then(settled, settled);
+    return reply;
+  }
+
+  /** `value` is being released: an acquire of it that Redis answers NOSCRIPT later is not sent again. */
+  released(value: string): void {
+    if (this.#released.has(value)) this.#released.set(value, true);
+  }
+}
