@@ -53,7 +53,7 @@ interface Plan {
 const PLANS: Record<"full" | "quick", Plan> = {
   full: {
     throughput: { rounds: 21, burstMs: 200, warmupMs: 300 },
-    contention: { rounds: 5, burstMs: 1500, warmupMs: 300 },
+    contention: { rounds: 9, burstMs: 1500, warmupMs: 300 },
     queue: { rounds: 7, burstMs: 1000, warmupMs: 300 },
     http: { rounds: 11, burstMs: 1000, warmupMs: 1000 },
     soakCycles: 100_000,

@@ -14,29 +14,33 @@ import { STORE_SCRIPTS, type StoreScript } from "../stores/scripts.js";
  */
 
 /**
- * Calls the store's scripts on one client (standalone, Sentinel or Cluster). The first call of each
- * script is sent whole (`EVAL`, which also loads it); later calls go by SHA. A call that Redis
- * answers NOSCRIPT (a restart, SCRIPT FLUSH, a failover, a Cluster node that has not run it yet) is
- * sent whole again, unless the caller's `resend()` says it is no longer wanted.
+ * Calls the store's scripts on one client (standalone, Sentinel or Cluster). Each script is sent
+ * whole (`EVAL`, which also loads it) the first time on each connection, as ioredis's defined
+ * commands do (a reconnect may have reached a restarted or promoted server, whose cache is empty);
+ * later calls go by SHA. A call that Redis answers NOSCRIPT (a SCRIPT FLUSH, a Cluster node that
+ * has not run it yet) is sent whole again, unless the caller's `resend()` says it is no longer
+ * wanted: sent again, it would run after every command sent meanwhile on the connection.
  */
 export class ScriptCaller {
   readonly #client: Redis | Cluster;
-  /** Scripts sent whole once by this caller. */
-  readonly #sent = new Set<StoreScript>();
+  readonly #cluster: boolean;
+  /** The connection each script was last sent whole on (a Cluster: any, once). */
+  readonly #sentOn = new Map<StoreScript, unknown>();
 
-  constructor(client: Redis | Cluster) {
+  constructor(client: Redis | Cluster, cluster: boolean) {
     this.#client = client;
+    this.#cluster = cluster;
   }
 
   call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T, resend?: () => boolean): Promise<T> {
-    if (!this.#sent.has(name)) {
-      this.#sent.add(name);
+    const connection = this.#cluster ? this.#client : (this.#client as Redis).stream;
+    if (connection === undefined || this.#sentOn.get(name) !== connection) {
+      this.#sentOn.set(name, connection);
       return this.#whole(name, args, parse);
     }
     const bySha: Promise<unknown> = this.#client.evalsha(SHAS[name], ...args);
     return bySha.then(parse, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      // sent again, it would run after every command sent meanwhile on the connection
       if (resend !== undefined && !resend()) throw error;
       return this.#whole(name, args, parse);
     });

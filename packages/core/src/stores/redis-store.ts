@@ -54,7 +54,7 @@ export class RedisStore implements LockStore {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
     this.description = describeClient(client);
-    this.#scripts = new ScriptCaller(client);
+    this.#scripts = new ScriptCaller(client, this.#cluster);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
   }
 
