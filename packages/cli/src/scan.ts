@@ -36,7 +36,9 @@ export async function scanResources(
             client.scan(cursor, "MATCH", match, "COUNT", 1000, "TYPE", "string"),
             timeout,
           );
-          for (const key of keys) if (found.size < MAX_RESOURCES) found.add(key.slice(prefix.length));
+          for (const key of keys) {
+            if (found.size < MAX_RESOURCES && !LIBRARY_KEY.test(key)) found.add(key.slice(prefix.length));
+          }
           cursor = next;
         } while (cursor !== "0" && found.size < MAX_RESOURCES);
       } catch (error) {
@@ -47,6 +49,12 @@ export async function scanResources(
   failed.sort((a, b) => a.instance - b.instance);
   return { resources: [...found].sort(), failed, truncated: found.size >= MAX_RESOURCES };
 }
+
+/**
+ * The keys the library keeps beside each lock: a fence counter (a string that never expires) is no
+ * stuck lock, and must never be deleted (fences would go back). Core refuses these names as resources.
+ */
+const LIBRARY_KEY = /:redlock-kit:(?:fence|waiters)$/;
 
 /** The prefix matched literally, whatever glob characters it holds. */
 const escapeGlob = (text: string) => text.replace(/[*?[\]\\]/g, "\\$&");

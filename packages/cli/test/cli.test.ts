@@ -86,6 +86,8 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
     await clients[0]?.set("other-app-key", "x");
     await clients[0]?.hset("lock:not-a-lock", "field", "x");
     await clients[1]?.set("lock:order:42", "someone-else", "PX", 60_000);
+    // a fence counter (a string without expiry) is no stuck lock: not listed, so never offered for deletion
+    await Promise.all(clients.map((client) => client.set("lock:order:42:redlock-kit:fence", "3")));
     await Promise.all(clients.map((client) => client.config("RESETSTAT")));
 
     const { code, stdout, stderr } = await runCli(["list", "--prefix", "lock:"], env);

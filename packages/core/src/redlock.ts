@@ -217,7 +217,7 @@ export class Redlock {
     } catch (error) {
       return Promise.reject(error);
     }
-    return extendOnQuorum(this.#quorum, lock, ttl, this.#defaults.driftFactor);
+    return extendOnQuorum(this.#quorum, lock, ttl, lock[STATE].driftFactor);
   }
 
   /**

@@ -77,6 +77,14 @@ export function checkResources(value: unknown): readonly string[] {
   return Object.freeze(list.length === 1 ? [list[0] as string] : [...new Set(list as string[])]);
 }
 
+/** The suffixes of the keys the library keeps beside a lock's (its queue, its fence counter): no resource may end with one. */
+const RESERVED_SUFFIXES = [":redlock-kit:fence", ":redlock-kit:waiters"] as const;
+
+/** The reserved suffix `name` ends with, if any. */
+export function reservedSuffix(name: string): string | undefined {
+  return RESERVED_SUFFIXES.find((suffix) => name.endsWith(suffix));
+}
+
 export function checkResource(value: unknown): string {
   if (typeof value !== "string" || value.length === 0) {
     throw new TypeError(`resource must be a non-empty string, got ${show(value)}`);
@@ -86,6 +94,11 @@ export function checkResource(value: unknown): string {
   }
   if (!isWellFormed(value)) {
     throw new TypeError(`resource must be well-formed Unicode, got a lone surrogate in ${show(value)}`);
+  }
+  const reserved = reservedSuffix(value);
+  if (reserved !== undefined) {
+    // a lock there would take, or a release delete, the fence counter or the queue of another lock
+    throw new TypeError(`resource must not end in "${reserved}", the library's own keys beside each lock`);
   }
   return value;
 }

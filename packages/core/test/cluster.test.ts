@@ -93,16 +93,38 @@ describe("a Redis Cluster as one Redlock instance", () => {
     expect(await totalKeys()).toBe(0);
   });
 
-  it("wakes a waiter on release through the cluster's pub/sub", async () => {
-    const dlm = new Redlock([cluster.client()], { retryDelay: 60_000, retryJitter: 0 });
-    const holder = await dlm.acquire("cluster-job", 10_000);
-    const waiting = dlm.acquire("cluster-job", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    await holder.release();
-    const lock = await waiting;
-    await lock.release();
-    await dlm.quit();
-    expect(await totalKeys()).toBe(0);
+  it("lets waiters poll, with no hand-over: PUBLISH counts only one node's subscribers, so a release could not tell who heard", async () => {
+    // "x" and "{x}" share a queue slot too: waiters of both, in different Redlocks, take turns
+    const dlms = [0, 1, 2, 3].map(() => new Redlock([cluster.client()], { retryDelay: 20, retryJitter: 10 }));
+    const client = cluster.client();
+    try {
+      const holders = await Promise.all([
+        (dlms[0] as Redlock).acquire("{shared}", 10_000),
+        (dlms[1] as Redlock).acquire("shared", 10_000),
+      ]);
+      const wait = { wait: 60_000, signal: AbortSignal.timeout(20_000) };
+      const seen: string[] = [];
+      const section = async (dlm: Redlock, key: string) => {
+        const lock = await dlm.acquire(key, 5000, wait);
+        // whoever holds the lock finds its own value under the key
+        seen.push(`${key}=${(await client.get(key)) === lock.value}`);
+        await lock.release();
+      };
+      const waiting = [section(dlms[2] as Redlock, "{shared}"), section(dlms[3] as Redlock, "shared")];
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      for (const holder of holders) await holder.release();
+      await Promise.all(waiting);
+      expect(seen.sort()).toEqual(["shared=true", "{shared}=true"]);
+      // nobody queued, nobody subscribed
+      expect(await client.exists("{shared}:redlock-kit:waiters")).toBe(0);
+      for (const server of cluster.servers) {
+        expect(await server.client().pubsub("CHANNELS", "redlock-kit:*")).toEqual([]);
+      }
+      expect(await totalKeys()).toBe(0);
+    } finally {
+      await Promise.all(dlms.map((dlm) => dlm.quit()));
+      client.disconnect();
+    }
   });
 
   it("keeps a key's queue in the key's hash slot, with or without a hash tag", async () => {

@@ -114,6 +114,13 @@ describe("compileKey", () => {
     expect(() => compileKey("k\ud800:{0}")).toThrow(TypeError);
   });
 
+  it("refuses a key that would end in a suffix of the library's own keys (400): a lock there would touch a fence counter", () => {
+    expect(() => compileKey("order:{0}")(["1:redlock-kit:fence"])).toThrow(LockKeyError);
+    expect(() => compileKey("order:{0}")(["1:redlock-kit:waiters"])).toThrow(LockKeyError);
+    expect(() => compileKey(() => "order:1:redlock-kit:fence")({})).toThrow(LockKeyError);
+    expect(compileKey("order:{0}")(["1:redlock-kit:fences"])).toEqual(["order:1:redlock-kit:fences"]);
+  });
+
   it("refuses a value longer than the key cap before building the key", () => {
     expect(() => compileKey("k:{0}")(["x".repeat(1025)])).toThrow('Lock key part "0" is longer than 1024 characters');
   });

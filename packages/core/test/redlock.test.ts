@@ -145,6 +145,16 @@ describe("Redlock with three instances", () => {
     await next.release();
   });
 
+  it("counts an extension's validity with the driftFactor the lock was acquired with", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("drift", 1000, { driftFactor: 0.3 });
+    const drift = Math.floor(1000 * 0.3) + 2;
+    expect(lock.remainingMs).toBeLessThanOrEqual(1000 - drift);
+    await dlm.extend(lock, 1000);
+    expect(lock.remainingMs).toBeLessThanOrEqual(1000 - drift);
+    await lock.release();
+  });
+
   it("fails an extension with LockLostError when another owner took the keys", async () => {
     const dlm = new Redlock(first(3));
     const lock = await dlm.acquire("taken", 5000);

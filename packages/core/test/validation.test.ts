@@ -33,6 +33,8 @@ describe("bad input is refused before any Redis call", () => {
     ["an array with an empty string", ["a", ""]],
     ["an over-long name", "x".repeat(1025)],
     ["a lone surrogate (sent to Redis as U+FFFD, the key of every other one)", "\ud800"],
+    ["the name of a fence counter the library keeps beside a lock", "order:1:redlock-kit:fence"],
+    ["the name of a queue the library keeps beside a lock", "order:1:redlock-kit:waiters"],
   ])("resource: %s", async (_, resource) => {
     await expect(dlm.lock(resource as never, 1000)).rejects.toThrow(/resource/);
     await nothingWritten();

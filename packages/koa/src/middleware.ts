@@ -69,9 +69,13 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // the rest of the chain runs holding the lock: a @Locked method on the same key does not wait for it
           return await holdingLock(dlm, outcome.lock, next);
         } catch (error) {
-          // Koa's onerror writes nothing, not even res.end(), once the client has left: end the
-          // response so that begin() sees it finished and releases now rather than at maxHoldMs.
+          // Koa's onerror writes nothing, not even res.end(), once the client has left or the
+          // headers were sent. Left: end the response so that begin() sees it finished and releases
+          // now rather than at maxHoldMs. Headers sent: close the connection, as Express does (the
+          // client must not take a cut-off body for a whole one); the lock is then no longer
+          // extended and lapses within one ttl.
           if (!ctx.writable) ctx.res.end();
+          else if (ctx.headerSent) ctx.res.destroy();
           throw error;
         }
       }

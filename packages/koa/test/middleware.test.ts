@@ -43,6 +43,33 @@ describe("the Koa middleware", () => {
     }
   });
 
+  it("closes the connection of a handler that throws after the headers were sent, so that its lock lapses within one ttl", async () => {
+    const redlock = createRedlockMiddleware(dlm, { ttl: 500, maxHoldMs: 60_000 });
+    const app = new Koa();
+    app.silent = true;
+    app.use(redlock("koa:streamed"));
+    app.use((ctx) => {
+      ctx.res.writeHead(200, { "content-type": "text/event-stream" });
+      ctx.res.write("data: 1\n\n");
+      throw new Error("failed mid-stream");
+    });
+    const { server, url } = await listen(app);
+    try {
+      // Koa itself ends nothing once the headers are out: without the close, the client would
+      // wait forever and the lock would be extended until maxHoldMs
+      const ended = (error: unknown) => ((error as Error).name === "TimeoutError" ? "never ended" : "cut off");
+      const closed = await fetch(`${url}/`, { signal: AbortSignal.timeout(5000) }).then(
+        (response) => response.text().then(() => "ended", ended),
+        ended,
+      );
+      expect(closed).toBe("cut off");
+      const client = cluster.servers[0]?.client();
+      await expect.poll(() => client?.exists("koa:streamed"), { timeout: 5000 }).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+
   it("refuses a bad option when the route is declared, naming it", () => {
     const redlock = createRedlockMiddleware(dlm, { wait: 100 });
     expect(() => redlock("x", { autoExtend: "yes" as unknown as boolean })).toThrow(

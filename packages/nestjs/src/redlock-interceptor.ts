@@ -1,3 +1,4 @@
+import { AsyncResource } from "node:async_hooks";
 import type { ServerResponse } from "node:http";
 import {
   type CallHandler,
@@ -8,8 +9,8 @@ import {
   type NestInterceptor,
 } from "@nestjs/common";
 import { HttpAdapterHost } from "@nestjs/core";
-import { type HttpKeySource, type Lock, RedlockError, type RouteLock } from "@redlock-kit/core";
-import { catchError, type Observable, throwError } from "rxjs";
+import { type HttpKeySource, holdingLock, type Lock, RedlockError, type RouteLock } from "@redlock-kit/core";
+import { catchError, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 
@@ -23,7 +24,9 @@ const CLIENT_CLOSED = 499;
 
 /**
  * Registered globally by `RedlockModule`, for HTTP requests only:
- * - a route with `@LockedRoute` takes its lock here, after the guards, through core's HTTP policy;
+ * - a route with `@LockedRoute` takes its lock here, after the guards, through core's HTTP policy,
+ *   and runs the rest of the request holding it (`holdingLock`): a `@Locked` method the handler
+ *   calls on the same resource re-enters the route's lock instead of contending with its request;
  * - a redlock-kit error thrown by the handler (a `@Locked` service method's `LockContentionError`,
  *   `LockUnavailableError`, …) becomes the Nest `HttpException` of its status (see `httpExceptionFor`),
  *   so that Nest's exception filters, yours included, handle it;
@@ -44,10 +47,25 @@ export class RedlockInterceptor implements NestInterceptor {
       next.handle().pipe(catchError((error: unknown) => throwError(() => this.#translate(error, response))));
     const route = this.binding.routeFor(context.getHandler() as (...args: unknown[]) => unknown);
     if (route === null) return handle();
-    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then(handle);
+    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then((lock) => this.#holding(lock, handle));
   }
 
-  async #lock(route: RouteLock, request: PlatformRequest, response: unknown): Promise<void> {
+  /**
+   * `handle()` run holding the route's lock, as the other adapters run the rest of the request. The
+   * pipes and the handler run when the Observable is subscribed, later and from elsewhere: Nest runs
+   * them in the context `next.handle()` was called in, but subscribes to what the handler returned
+   * (an `@Sse()` stream, an Observable) in the subscriber's. Both are done here, in the context that
+   * holds the lock.
+   */
+  #holding(lock: Lock, handle: () => Observable<unknown>): Observable<unknown> {
+    return holdingLock(this.binding.redlock, lock, () => {
+      const handled = handle();
+      const scope = new AsyncResource("RedlockRoute");
+      return new Observable<unknown>((subscriber) => scope.runInAsyncScope(() => handled.subscribe(subscriber)));
+    });
+  }
+
+  async #lock(route: RouteLock, request: PlatformRequest, response: unknown): Promise<Lock> {
     const source: HttpKeySource = {
       params: request.params,
       // Express 5 parses the query string on every read of req.query: only when the key uses it
@@ -60,7 +78,7 @@ export class RedlockInterceptor implements NestInterceptor {
     const outcome = await route.begin(source, raw);
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
-      return;
+      return outcome.lock;
     }
     if (outcome.kind === "aborted") throw new HttpException("Client Closed Request", CLIENT_CLOSED);
     throw this.#translate(outcome.error, response);

@@ -128,8 +128,9 @@ export class RouteLock<Hook = never> {
   }
 
   #acquired(lock: Lock, tracker: TrackedResponse): RouteOutcome<Hook> | Promise<RouteOutcome<Hook>> {
-    if (tracker.clientLeft) {
-      // the lock arrived after the client left: nobody will use it
+    if (tracker.clientLeft || tracker.finished === true) {
+      // the lock arrived after the client left, or after another step finished the response (a
+      // timeout's 503): nobody will use it, and the handler must not run without it
       tracker.dispose();
       return this.#redlock.unlock(lock).then(() => ABORTED);
     }

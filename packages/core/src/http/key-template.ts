@@ -1,5 +1,5 @@
 import { LockKeyError } from "../errors.js";
-import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES } from "../validate.js";
+import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES, reservedSuffix } from "../validate.js";
 
 /** A function of the key source returning one resource name or several (a multi-resource lock). */
 export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];
@@ -194,6 +194,9 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
 function checkLength(key: string): string {
   if (key.length > MAX_RESOURCE_LENGTH) {
     throw new LockKeyError(`Lock key is longer than ${MAX_RESOURCE_LENGTH} characters`);
+  }
+  if (reservedSuffix(key) !== undefined) {
+    throw new LockKeyError("Lock key ends in a suffix the library reserves for its own keys");
   }
   return key;
 }

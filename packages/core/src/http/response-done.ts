@@ -11,6 +11,8 @@ export interface TrackedResponse {
   readonly signal: AbortSignal;
   /** True once the client went away before the response was complete. */
   readonly clientLeft: boolean;
+  /** True once the response is complete (a tracker that cannot tell leaves it undefined). */
+  readonly finished?: boolean;
   /** Runs `callback` once, when the handler has finished its response (now, if it already has). */
   whenDone(callback: () => void): void;
   /**
@@ -43,6 +45,16 @@ export class ResponseTracker implements TrackedResponse {
 
   constructor(res: ServerResponse) {
     this.#res = res;
+    // An earlier step of the request may have awaited: the response can be over already, and
+    // its 'finish' or 'close' will not come again.
+    if (res.writableFinished) {
+      this.#done = true;
+      return;
+    }
+    if (res.closed || res.destroyed) {
+      this.#clientLeft = true;
+      return;
+    }
     res.on("finish", this.#onFinish);
     res.on("close", this.#onClose);
   }
@@ -59,6 +71,11 @@ export class ResponseTracker implements TrackedResponse {
   /** True once the client went away before the response was complete. */
   get clientLeft(): boolean {
     return this.#clientLeft;
+  }
+
+  /** True once the response is complete. */
+  get finished(): boolean {
+    return this.#done;
   }
 
   /** Runs `callback` once, when the handler has finished its response (now, if it already has). */

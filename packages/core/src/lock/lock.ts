@@ -26,6 +26,8 @@ export class LockState {
   acquiredAt = 0;
   /** The ttl it was acquired with: a retake reserves the key for the next lock with this ttl. */
   ttl = 0;
+  /** The clock drift allowance it was acquired with: its extensions count validity with it too. */
+  driftFactor = 0.01;
   /** A lock made from a reservation: its extension to its ttl, pending (speed/retake.ts). */
   renewal: Deadline | undefined;
   /** @internal links of its Redlock's list of live locks (lock/live-locks.ts), owned by that list */

@@ -84,6 +84,7 @@ export class AcquireLoop {
       // a quorum of instances set the key to this value for this call when this Redlock released it (speed/retake.ts)
       const state = new LockState(keys, reserved.value, timeout, clock);
       state.ttl = ttl;
+      state.driftFactor = opts.driftFactor;
       state.validUntil = reserved.start + reserved.hold - drift;
       state.expiresAt = reserved.wallStart + reserved.hold - drift;
       if (counter !== undefined) counter.attempts = 1;
@@ -130,7 +131,7 @@ export class AcquireLoop {
           let unconfirmed: AcquireFailure | undefined;
           if (fencing && tally.yes >= quorum && validity > 0) {
             // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
-            const writeBack = await writeBackFences(stores, request, votes, timeout, quorum);
+            const writeBack = await writeBackFences(voters, request, votes, timeout, quorum);
             validity = ttl - (clock() - attemptStart) - drift;
             fences = writeBack.fences;
             if (writeBack.fences === undefined) {
@@ -141,6 +142,7 @@ export class AcquireLoop {
             waiting?.settled(votes, true);
             const state = new LockState(keys, value, timeout, clock);
             state.ttl = ttl;
+            state.driftFactor = opts.driftFactor;
             state.validUntil = attemptStart + ttl - drift;
             state.expiresAt = wallStart + ttl - drift;
             const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start);
@@ -183,6 +185,7 @@ export class AcquireLoop {
           waiting?.tookGrant();
           const state = new LockState(keys, value, timeout, clock);
           state.ttl = ttl;
+          state.driftFactor = opts.driftFactor;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
           const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start);

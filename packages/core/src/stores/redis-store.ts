@@ -33,6 +33,8 @@ export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
   readonly description: string;
   readonly #cluster: boolean;
+  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
+  readonly handsOver: boolean;
   /** Calls the scripts, by EVALSHA once sent (speed/evalsha-bypass.ts). */
   readonly #scripts: ScriptCaller;
   /** Batches the writes of one event-loop phase (speed/write-batching.ts); none on a Cluster. */
@@ -53,6 +55,7 @@ export class RedisStore implements LockStore {
   constructor(client: Redis | Cluster) {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
+    this.handsOver = !this.#cluster;
     this.description = describeClient(client);
     this.#scripts = new ScriptCaller(client, this.#cluster);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);

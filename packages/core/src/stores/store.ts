@@ -74,6 +74,13 @@ export interface LockStore {
    */
   raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean>;
   /**
+   * Optional: false when this instance must not hand keys over, so that its waiters poll. A Redis
+   * Cluster: PUBLISH answers how many clients of the publishing node heard it, while the cluster
+   * delivers the message to subscribers on every node, so the release script cannot tell a waiter
+   * that heard of its key from one that is gone (it would take back a key the waiter then holds).
+   */
+  readonly handsOver?: boolean;
+  /**
    * Optional: calls `listener(key, value)` whenever a release on this instance hands `key` to a
    * waiter of `channel` whose lock value is `value`. Resolves when listening (rejects when the
    * instance refuses); the function it resolves to stops listening.

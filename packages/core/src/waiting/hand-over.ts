@@ -51,7 +51,9 @@ export class HandOvers {
     this.#stores = stores;
     this.#quorum = quorum;
     this.#able = stores.flatMap((store, index) =>
-      typeof store.onHandOver === "function" && typeof store.leaveQueue === "function" ? [index] : [],
+      store.handsOver !== false && typeof store.onHandOver === "function" && typeof store.leaveQueue === "function"
+        ? [index]
+        : [],
     );
   }
 
@@ -189,6 +191,14 @@ export class HandOvers {
   /** A release on instance `index` handed `key` to `value`. */
   #handed(index: number, key: string, value: string): void {
     const waiter = this.#waiters.get(value);
+    if (waiter !== undefined && !waiter.keys.includes(key)) {
+      // Another key whose queue is this waiter's (on a Cluster, "x" and "{x}" share
+      // "{x}:redlock-kit:waiters"): not a key it waits for. Pass it on rather than hold it, and
+      // let the waiter attempt at once, which puts it back in that queue (its entry was popped).
+      (this.#stores[index] as LockStore).release([key], value).catch(() => {});
+      waiter.wake();
+      return;
+    }
     if (waiter !== undefined) {
       const from = waiter.byMessage?.from(index);
       if (from === undefined) waiter.handed(index);
@@ -353,6 +363,11 @@ export class Waiter {
   /** Wakes it if it never queued: it can now. */
   nudge(): void {
     if (!this.queued) this.#wake?.();
+  }
+
+  /** Wakes it for an attempt now (it lost its place in a queue). */
+  wake(): void {
+    this.#wake?.();
   }
 
   /**

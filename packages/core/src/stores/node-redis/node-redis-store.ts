@@ -57,6 +57,8 @@ export class NodeRedisStore implements LockStore {
   readonly watched: WatchedNodeRedis;
   readonly #send: Send;
   readonly #cluster: boolean;
+  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
+  readonly handsOver: boolean;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
@@ -79,6 +81,7 @@ export class NodeRedisStore implements LockStore {
     this.client = client;
     this.kind = kind;
     this.#cluster = kind === "cluster";
+    this.handsOver = !this.#cluster;
     this.#send = senderOf(base, kind);
     this.description = describeNodeRedis(base, kind);
     this.watched = watchedNodeRedis(base, kind, this.#send);

@@ -1,0 +1,99 @@
+/**
+ * The HTTP policy serving a Node `ServerResponse` (ResponseTracker) when the request was already
+ * over before the route asked for its lock, or became so while it waited: an earlier step of the
+ * request awaited (an auth check, a session lookup) and meanwhile the client left or another step
+ * finished the response. The lock must neither outlive the request nor let the handler run.
+ */
+import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import net from "node:net";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { useRedisServers } from "#test-helpers/redis.js";
+import { createHttpLockPolicy, Redlock } from "../src/index.js";
+
+const cluster = useRedisServers(1);
+let redis: Redis;
+let dlm: Redlock;
+let server: http.Server;
+let port: number;
+/** What the test does with the next request, given its response. */
+let onRequest: (res: http.ServerResponse) => void = () => {};
+
+beforeAll(async () => {
+  redis = cluster.servers[0]?.client() as Redis;
+  dlm = new Redlock([redis]);
+  server = http.createServer((_req, res) => onRequest(res)).listen(0, "127.0.0.1");
+  await once(server, "listening");
+  port = (server.address() as AddressInfo).port;
+});
+
+afterEach(async () => {
+  await redis.flushall();
+});
+
+afterAll(async () => {
+  server.close();
+  await dlm?.quit();
+});
+
+const source = { params: {}, query: {}, body: undefined, headers: {} };
+// a lock that would be extended for a minute if the route kept it
+const policy = () => createHttpLockPolicy(dlm, { ttl: 2000, maxHoldMs: 60_000 });
+
+/** Sends a request and hands its response to `handle`; the socket is returned to the test. */
+function request(handle: (res: http.ServerResponse) => void): Promise<net.Socket> {
+  onRequest = handle;
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.write("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+      resolve(socket);
+    });
+    socket.on("error", () => {});
+  });
+}
+
+describe("ResponseTracker: a request that is over before its route's lock", () => {
+  it("a client that left before the route asked: the lock is given back at once and the handler does not run", async () => {
+    let res!: http.ServerResponse;
+    const socket = await request((r) => {
+      res = r;
+    });
+    await expect.poll(() => res !== undefined).toBe(true);
+    socket.destroy();
+    await once(res, "close");
+    const outcome = await policy().route("rt:left").begin(source, res);
+    expect(outcome.kind).toBe("aborted");
+    expect(await redis.exists("rt:left")).toBe(0);
+  });
+
+  it("a response another step finished before the route asked: the lock is given back at once and the handler does not run", async () => {
+    let res!: http.ServerResponse;
+    const socket = await request((r) => {
+      res = r;
+      r.end("answered by a timeout");
+    });
+    await expect.poll(() => res?.writableFinished === true).toBe(true);
+    const outcome = await policy().route("rt:answered").begin(source, res);
+    expect(outcome.kind).toBe("aborted");
+    expect(await redis.exists("rt:answered")).toBe(0);
+    socket.destroy();
+  });
+
+  it("a response another step finished while the route waited: the lock it then gets is given back and the handler does not run", async () => {
+    const holder = await dlm.acquire("rt:waited", 5000);
+    let res!: http.ServerResponse;
+    const socket = await request((r) => {
+      res = r;
+    });
+    await expect.poll(() => res !== undefined).toBe(true);
+    const pending = createHttpLockPolicy(dlm, { ttl: 2000, wait: 5000 }).route("rt:waited").begin(source, res);
+    res.end("answered by a timeout");
+    await once(res, "finish");
+    await holder.release();
+    expect((await pending).kind).toBe("aborted");
+    await expect.poll(() => redis.exists("rt:waited")).toBe(0);
+    socket.destroy();
+  });
+});
