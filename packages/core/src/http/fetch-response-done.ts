@@ -2,19 +2,13 @@ import type { TrackedResponse } from "./response-done.js";
 
 /**
  * Follows one Fetch-API response (Hono, and any server that answers with a `Response`) for the
- * lock that guards it. "Done" means the body the server sends has been read to its end or has
- * failed; a response without a body is done as soon as the handler returns it.
+ * lock that guards it. "Done" means the body the server sends has been read to its end, has
+ * failed, or was cancelled by the server (on `@hono/node-server`, when the client leaves in the
+ * middle of it); a response without a body is done as soon as the handler returns it.
  *
  * The request's `signal` tells when the client went away: a wait for the lock stops, and once the
  * lock is held its auto-extension stops (`whenClientLeaves`), so that a body nobody reads any more
  * cannot pin the lock until the cap.
- *
- * A body the server cancels (on `@hono/node-server`, when the client leaves in the middle of it)
- * is not done: the cancel reaches the handler's stream, but whatever still produces it may go on
- * (Hono's `stream()` and `streamSSE()` settle the cancel at once while their callback keeps
- * running), and nothing tells when it stops. So the client counts as gone: the auto-extension
- * stops and the lock lapses within one ttl (`lock.signal` aborts), but it is never released
- * there, which would let another request in while the handler is still in its critical section.
  *
  * @example
  * const tracker = new FetchResponseTracker(request.signal);
@@ -27,8 +21,6 @@ export class FetchResponseTracker implements TrackedResponse {
   #fallback: AbortController | undefined;
   #clientLeft: boolean;
   #done = false;
-  /** The server cancelled the body: the response never ends, and the lock is left to lapse. */
-  #abandoned = false;
   #onDone: (() => void) | undefined;
   #onLeft: (() => void) | undefined;
 
@@ -51,7 +43,6 @@ export class FetchResponseTracker implements TrackedResponse {
   }
 
   whenDone(callback: () => void): void {
-    if (this.#abandoned) return;
     if (this.#done) callback();
     else this.#onDone = callback;
   }
@@ -70,9 +61,7 @@ export class FetchResponseTracker implements TrackedResponse {
 
   /**
    * The response to send instead of `response`: the same status, headers and bytes, with a body
-   * that ends the response when it has been read to its end or has failed. A cancel is passed on
-   * to `response`'s body and counts as the client leaving: it stops the lock's auto-extension and
-   * never releases the lock (the handler may still be running), which then lapses within its ttl.
+   * that ends the response when it has been read to its end, has failed or was cancelled.
    * `sendsBody: false` (e.g. a HEAD request, whose body the framework drops unread) and a
    * response without a body end it now.
    */
@@ -83,11 +72,7 @@ export class FetchResponseTracker implements TrackedResponse {
       this.end();
       return response;
     }
-    const followed = endsWith(
-      body,
-      () => this.end(),
-      () => this.#cancelled(),
-    );
+    const followed = endsWith(body, () => this.end());
     return new Response(followed, {
       status: response.status,
       statusText: response.statusText,
@@ -104,16 +89,6 @@ export class FetchResponseTracker implements TrackedResponse {
     callback?.();
   }
 
-  /** The server cancelled the body: the client left, but the handler may still be running. */
-  #cancelled(): void {
-    if (this.#done) return;
-    this.#fallback?.abort(new Error("The response body was cancelled"));
-    this.#onAbort();
-    this.#done = true;
-    this.#abandoned = true;
-    this.dispose();
-  }
-
   readonly #onAbort = (): void => {
     if (this.#done) return;
     this.#clientLeft = true;
@@ -123,37 +98,24 @@ export class FetchResponseTracker implements TrackedResponse {
   };
 }
 
-/**
- * `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended or failed, and
- * `onCancel` (then passing the cancel on to `body`) when it is cancelled; never both.
- */
-function endsWith(
-  body: ReadableStream<Uint8Array>,
-  onEnd: () => void,
-  onCancel: () => void,
-): ReadableStream<Uint8Array> {
+/** `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended, failed or was cancelled. */
+function endsWith(body: ReadableStream<Uint8Array>, onEnd: () => void): ReadableStream<Uint8Array> {
   const reader = body.getReader();
-  let cancelled = false;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         try {
           const { done, value } = await reader.read();
-          // a read the cancel ended (done): the handler's stream was stopped, it did not end (the
-          // tracker, already told of the cancel, would ignore onEnd; this stream is closed already)
-          if (cancelled) return;
           if (!done) return controller.enqueue(value);
           controller.close();
         } catch (error) {
-          if (cancelled) return;
           controller.error(error);
         }
         onEnd();
       },
       cancel(reason) {
-        cancelled = true;
-        onCancel();
-        return reader.cancel(reason);
+        // once the handler's own stream has stopped: its cancel may still be cleaning up under the lock
+        return reader.cancel(reason).finally(onEnd);
       },
     },
     { highWaterMark: 0 },
