@@ -192,9 +192,10 @@ export class HandOvers {
   #handed(index: number, key: string, value: string): void {
     const waiter = this.#waiters.get(value);
     if (waiter !== undefined && !waiter.keys.includes(key)) {
-      // Another key whose queue is this waiter's (on a Cluster, "x" and "{x}" share
-      // "{x}:redlock-kit:waiters"): not a key it waits for. Pass it on rather than hold it, and
-      // let the waiter attempt at once, which puts it back in that queue (its entry was popped).
+      // Another key whose queue is this waiter's: not a key it waits for. Only names that share a
+      // queue get here ("x" and "{x}" would on a Cluster, where nothing is handed over; a store of
+      // your own may map keys to queues as it likes). Pass it on rather than hold it, and let the
+      // waiter attempt at once, which puts it back in that queue (its entry was popped).
       (this.#stores[index] as LockStore).release([key], value).catch(() => {});
       waiter.wake();
       return;
