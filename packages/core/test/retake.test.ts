@@ -11,6 +11,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Lock, type LockStore, RedisStore, Redlock } from "../src/index.js";
+import { autoExtend } from "../src/lock/auto-extend.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
@@ -242,6 +243,24 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     expect(next.valid).toBe(true);
     await a.unlock(next);
     await b.unlock(await waiting);
+    await done();
+  });
+
+  it("a retaken lock under auto-extension follows that extension's cap, not the reservation's own renewal", async () => {
+    const real = { clock: () => performance.now() };
+    const a = redlock(real);
+    const key = `capped:${count}`;
+    const { lock, done } = await looper(a, redlock(real), key);
+    expect(await a.unlock(lock)).toBe(true);
+    const next = await a.acquire(key, 10_000);
+    // made from the reservation: valid for the hold, and would be extended to 10 s halfway through
+    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+    // a route's or using()'s auto-extension, capped at 300 ms of holding: it never extends this lock
+    const stop = autoExtend(a, next, 10_000, { extendThreshold: 0.5, maxHoldMs: 300 });
+    await new Promise((resolve) => setTimeout(resolve, RESERVE_HOLD_MS + 300));
+    expect(next.valid).toBe(false);
+    stop();
+    await a.unlock(next);
     await done();
   });
 

@@ -41,6 +41,13 @@ class Renewal extends Deadline {
     // An extension may take up to the per-instance timeout: started with less left, it would end
     // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
     this.#margin = Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout);
+    // A lock made from a retake's reservation would extend itself to its ttl halfway through the
+    // hold (speed/retake.ts): this renewal takes over, so that its cap and stop() hold for it too.
+    const state = lock[STATE];
+    if (state.renewal !== undefined) {
+      deadlines.cancel(state.renewal);
+      state.renewal = undefined;
+    }
     this.#schedule();
   }
 
