@@ -1,13 +1,15 @@
 /**
  * What the HTTP contract suite does not reach on Hono: the JSON body read for a `{body.…}` key and
- * left for the handler, hooks that return no Response, and options refused at declaration.
+ * left for the handler, hooks that return no Response, options refused at declaration, and the Node
+ * response followed on @hono/node-server.
  */
 import { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { nextRelease } from "#test-helpers/lock-events.js";
+import { sleep, useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware, type HonoLockHook } from "../src/index.js";
 import { serveHono } from "./serve.js";
 
@@ -101,6 +103,27 @@ describe("the Hono middleware", () => {
     } finally {
       await holder.release();
     }
+  });
+
+  it("on @hono/node-server, releases once the Node response is sent, whatever an earlier middleware made of the Response", async () => {
+    const app = new Hono();
+    // replaces the route's Response without reading its body: nothing reads the body the
+    // middleware would follow on a runtime without Node's response (README, known limit)
+    app.use(async (c, next) => {
+      await next();
+      c.res = undefined;
+      c.res = new Response("replaced");
+    });
+    app.post("/r/:id", createRedlockMiddleware(dlm)("r:{params.id}"), (c) => c.json({ ok: true }));
+    const url = await serve(app);
+    const released = nextRelease("r:1");
+    const answer = await send(`${url}/r/1`, { method: "POST" });
+    expect(answer.text).toBe("replaced");
+    // maxHoldMs is 60 s: a lock still held after 3 s was not released by the response's end
+    expect(await Promise.race([released.then(({ released }) => released), sleep(3000).then(() => "still held")])).toBe(
+      true,
+    );
+    expect(await redis.get("r:1")).toBeNull();
   });
 
   it("refuses a bad key or option when the route is declared, naming it", () => {

@@ -4,9 +4,14 @@ import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Hono } from "hono";
 
-/** Serves `app` with @hono/node-server on a free loopback port. */
-export async function serveHono(app: Hono) {
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+/**
+ * Serves `app` with @hono/node-server on a free loopback port. `nodeResponse: false` hides the Node
+ * request and response from the app (no `c.env.outgoing`), as on Bun, Deno or a worker: the
+ * middleware then follows the `Response` it returns.
+ */
+export async function serveHono(app: Hono, { nodeResponse = true } = {}) {
+  const fetch = nodeResponse ? app.fetch : (request: Request) => app.fetch(request);
+  const server = createAdaptorServer({ fetch }) as Server;
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return {

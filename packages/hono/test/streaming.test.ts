@@ -1,7 +1,8 @@
 /**
  * A Hono handler that returns a `ReadableStream` body, served by @hono/node-server on a real port:
  * the lock is held while the stream is sent, released once when it ends, and released at once when
- * the client leaves in the middle of it.
+ * the client leaves in the middle of it. Twice: following the Node response (`c.env.outgoing`), and
+ * following the `Response` alone, as on a runtime without Node's objects.
  */
 import { text } from "node:stream/consumers";
 import { Redlock } from "@redlock-kit/core";
@@ -17,7 +18,7 @@ import { serveHono } from "./serve.js";
 const cluster = useRedisServers(1);
 let redis: Redis;
 let dlm: Redlock;
-let server: Awaited<ReturnType<typeof serveHono>>;
+const servers: Record<string, Awaited<ReturnType<typeof serveHono>>> = {};
 
 /** The body the handler returned, driven by the test, and what its consumer did to it. */
 let body: { controller: ReadableStreamDefaultController<Uint8Array>; cancelled: Promise<unknown> };
@@ -54,7 +55,8 @@ beforeAll(async () => {
     // not an Error: Hono's compose rethrows it rather than calling onError
     throw "not an Error";
   });
-  server = await serveHono(app);
+  servers["the Node response"] = await serveHono(app);
+  servers["the Response alone"] = await serveHono(app, { nodeResponse: false });
 });
 
 afterEach(async () => {
@@ -62,11 +64,17 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await server?.close();
+  await Promise.all(Object.values(servers).map((server) => server.close()));
   await dlm?.quit();
 });
 
-describe("a streamed Hono response", () => {
+describe.each(["the Node response", "the Response alone"])("a streamed Hono response, following %s", (followed) => {
+  const server = {
+    get url() {
+      return (servers[followed] as Awaited<ReturnType<typeof serveHono>>).url;
+    },
+  };
+
   it("holds the lock, extended past its ttl, while a ReadableStream body is sent, and releases it after the stream ended", async () => {
     const releases = countReleases("stream:1");
     try {

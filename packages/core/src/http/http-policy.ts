@@ -89,11 +89,15 @@ export class RouteLock<Hook = never> {
   /** Whether the key reads the body: adapters that must parse it themselves (Hono) do so only then. */
   readonly readsBody: boolean;
 
+  /** Whether the key reads the headers: adapters that must build them (Hono) do so only then. */
+  readonly readsHeaders: boolean;
+
   constructor(redlock: Redlock, key: KeySpec<HttpKeySource>, options: ResolvedRouteOptions<Hook>) {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
     this.readsQuery = keyReads(key, "query");
     this.readsBody = keyReads(key, "body");
+    this.readsHeaders = keyReads(key, "headers");
     this.#options = options;
   }
 
