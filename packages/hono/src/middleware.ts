@@ -63,10 +63,15 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       const tracker = outgoing === undefined ? new FetchResponseTracker(c.req.raw.signal) : undefined;
       const body = readsBody ? await jsonBody(c) : undefined;
       const source = keySource(c, route, body);
+      // Set once the route's handler has returned its Response; the server writes a plain body in
+      // the same turn, so a client that leaves after that and before the end left a streamed body,
+      // which the server cancels and then ends while the body's producer (a `stream()` callback)
+      // may still run: that end does not release, the lock expires within one ttl.
+      let returned = false;
       // the Node response's own state tells whether its client left while the body was read
       const outcome = await (tracker
         ? route.beginTracked(source, tracker)
-        : route.begin(source, outgoing as ServerResponse));
+        : route.begin(source, outgoing as ServerResponse, () => !returned));
       // the client left while waiting: nobody reads this
       if (outcome.kind === "aborted") return new Response(null, { status: 499 });
       if (outcome.kind === "rejected") {
@@ -78,7 +83,11 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       c.set("lock", outcome.lock);
       // on @hono/node-server the lock follows the Node response: released when it has been sent,
       // however Hono built it (a thrown value included: the server answers 500)
-      if (tracker === undefined) return next();
+      if (tracker === undefined) {
+        await next();
+        returned = true;
+        return;
+      }
       try {
         await next();
       } catch (error) {
@@ -97,8 +106,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
 
 /**
  * `@hono/node-server`'s Node response (`c.env.outgoing`, HTTP/1), followed like Express's: "done"
- * when the server has sent it (or ended it after its client left: it does so once it has cancelled
- * a streamed body). Reading the `Response` instead costs the server its fast path for plain bodies
+ * when the server has sent it, or ended it after its client left while the handler ran. Reading the `Response` instead costs the server its fast path for plain bodies
  * (a Response and a stream built for a string: bench/, HTTP: hono). Other runtimes have no such
  * object.
  */

@@ -1,12 +1,16 @@
 /**
  * A Hono handler that returns a `ReadableStream` body, served by @hono/node-server on a real port:
- * the lock is held while the stream is sent, released once when it ends, and released at once when
- * the client leaves in the middle of it. Twice: following the Node response (`c.env.outgoing`), and
- * following the `Response` alone, as on a runtime without Node's objects.
+ * the lock is held while the stream is sent and released once when it ends. Twice: following the
+ * Node response (`c.env.outgoing`), and following the `Response` alone, as on a runtime without
+ * Node's objects. A client that leaves in the middle of it: following the Node response, the lock
+ * is no longer extended and expires within one ttl (the stream's producer, e.g. a `stream()`
+ * callback, may still run); following the Response alone, it is released once the cancel settled.
  */
+import { once } from "node:events";
 import { text } from "node:stream/consumers";
-import { Redlock } from "@redlock-kit/core";
+import { type Lock, Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
+import { stream } from "hono/streaming";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { nextChunk, open, send } from "#test-helpers/http-client.js";
@@ -23,6 +27,10 @@ const servers: Record<string, Awaited<ReturnType<typeof serveHono>>> = {};
 /** The body the handler returned, driven by the test, and what its consumer did to it. */
 let body: { controller: ReadableStreamDefaultController<Uint8Array>; cancelled: Promise<unknown> };
 let bodyReady: Promise<void>;
+/** The lock of the last request that took one. */
+let lastLock: Lock;
+/** The last `stream()` callback: told when its stream aborts, kept running until `finish`. */
+let helper: { aborted: Promise<void>; finish: () => void; finished: Promise<void> };
 let resolveBody: () => void;
 beforeEach(() => {
   bodyReady = new Promise((resolve) => {
@@ -37,7 +45,8 @@ beforeAll(async () => {
   dlm = new Redlock([redis]);
   const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
   const app = new Hono();
-  app.get("/stream/:id", redlock("stream:{params.id}"), () => {
+  app.get("/stream/:id", redlock("stream:{params.id}"), (c) => {
+    lastLock = c.var.lock;
     let cancelled!: (reason: unknown) => void;
     const stream = new ReadableStream<Uint8Array>({
       start(controller) {
@@ -50,6 +59,25 @@ beforeAll(async () => {
       },
     });
     return new Response(stream, { headers: { "content-type": "text/plain" } });
+  });
+  app.get("/helper/:id", redlock("helper:{params.id}"), (c) => {
+    lastLock = c.var.lock;
+    return stream(c, async (s) => {
+      let aborted!: () => void;
+      let finish!: () => void;
+      let finished!: () => void;
+      helper = {
+        aborted: new Promise((resolve) => (aborted = resolve)),
+        finish: () => finish(),
+        finished: new Promise((resolve) => (finished = resolve)),
+      };
+      s.onAbort(() => aborted());
+      await s.write("first\n");
+      // a callback that goes on after its client left (its writes now fail silently)
+      await new Promise<void>((resolve) => (finish = resolve));
+      await s.write("last\n");
+      finished();
+    });
   });
   app.get("/throws/:id", redlock("throws:{params.id}"), () => {
     // not an Error: Hono's compose rethrows it rather than calling onError
@@ -95,17 +123,21 @@ describe.each(["the Node response", "the Response alone"])("a streamed Hono resp
     }
   });
 
-  it("cancels the stream and releases the lock at once when the client disconnects in the middle of it", async () => {
+  it("cancels the stream when the client disconnects in the middle of it, and stops extending the lock", async () => {
     const { request, response } = open(`${server.url}/stream/2`);
     request.on("error", () => {});
     expect(await nextChunk(await response)).toBe("first\n");
     expect(await redis.get("stream:2")).not.toBeNull();
-    const released = nextRelease("stream:2");
+    const lock = lastLock;
+    const released = nextRelease("stream:2").then(({ released }) => (released ? "released" : "not held"));
+    const expired = once(lock.signal, "abort").then(() => "expired");
     request.destroy();
     await body.cancelled;
-    // the lock was still valid (auto-extended): this release deleted it
-    expect((await released).released).toBe(true);
-    expect(await redis.get("stream:2")).toBeNull();
+    // following the Node response the stream's producer may still run: the lock is no longer
+    // extended and expires (ttl 1000 ms, auto-extended until now); following the Response alone
+    // the cancel has settled: released at once while it was still valid
+    expect(await Promise.race([released, expired])).toBe(followed === "the Node response" ? "expired" : "released");
+    await expect.poll(() => redis.get("stream:2"), { timeout: 5000 }).toBeNull();
   });
 
   it("releases at once on a HEAD request, whose body Hono drops unread", async () => {
@@ -123,5 +155,25 @@ describe.each(["the Node response", "the Response alone"])("a streamed Hono resp
     expect(answer.status).toBe(500);
     expect((await released).released).toBe(true);
     expect(await redis.get("throws:1")).toBeNull();
+  });
+});
+
+describe("Hono's stream() helper on @hono/node-server", () => {
+  it("keeps the lock of a callback still running after its client left: not released, it expires within one ttl", async () => {
+    const { request, response } = open(`${servers["the Node response"]?.url}/helper/1`);
+    request.on("error", () => {});
+    expect(await nextChunk(await response)).toBe("first\n");
+    const lock = lastLock;
+    const running = helper;
+    const released = nextRelease("helper:1").then(({ released }) => (released ? "released" : "not held"));
+    const expired = once(lock.signal, "abort").then(() => "expired");
+    request.destroy();
+    await running.aborted;
+    // Hono settles the server's cancel at once while the callback runs on: a release now would let
+    // another request in under it (before: "released")
+    expect(await Promise.race([released, expired])).toBe("expired");
+    running.finish();
+    await running.finished;
+    await expect.poll(() => redis.get("helper:1"), { timeout: 5000 }).toBeNull();
   });
 });

@@ -105,10 +105,11 @@ export class RouteLock<Hook = never> {
    * Call before the first `await` of the request: resolves the key, acquires (giving up if the
    * client leaves while waiting), keeps the lock alive while the client waits for the response
    * (not after it left: the lock then expires within one ttl), and releases it exactly once when
-   * the handler has finished the response (or failed).
+   * the handler has finished the response (or failed). `handlerEndsLater`: whether an `end()` after
+   * the client left still means the handler finished, asked when it leaves (yes when not given).
    */
-  begin(source: HttpKeySource, res: ServerResponse): Promise<RouteOutcome<Hook>> {
-    return this.beginTracked(source, new ResponseTracker(res));
+  begin(source: HttpKeySource, res: ServerResponse, handlerEndsLater?: () => boolean): Promise<RouteOutcome<Hook>> {
+    return this.beginTracked(source, new ResponseTracker(res, handlerEndsLater));
   }
 
   /** `begin` for a response followed by the adapter's own tracker (e.g. a `FetchResponseTracker`). */

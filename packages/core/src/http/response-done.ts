@@ -42,9 +42,17 @@ export class ResponseTracker implements TrackedResponse {
   #done = false;
   #callback: (() => void) | undefined;
   #onLeave: (() => void) | undefined;
+  readonly #handlerEndsLater: (() => boolean) | undefined;
 
-  constructor(res: ServerResponse) {
+  /**
+   * @param handlerEndsLater asked when the client leaves before the response is complete: whether an
+   * `end()` that comes after that still means the handler finished (the default). A server that ends
+   * the response itself once it has cancelled a streamed body (`@hono/node-server`) says no while
+   * that body's producer may still run: the lock then expires within one ttl.
+   */
+  constructor(res: ServerResponse, handlerEndsLater?: () => boolean) {
     this.#res = res;
+    this.#handlerEndsLater = handlerEndsLater;
     // An earlier step of the request may have awaited: the response can be over already, and
     // its 'finish' or 'close' will not come again.
     if (res.writableFinished) {
@@ -130,6 +138,7 @@ export class ResponseTracker implements TrackedResponse {
     const onLeave = this.#onLeave;
     this.#onLeave = undefined;
     onLeave?.();
+    if (this.#handlerEndsLater?.() === false) return;
     const end = res.end;
     const tracker = this;
     res.end = function endAfterClientLeft(this: ServerResponse, ...args: Parameters<ServerResponse["end"]>) {
