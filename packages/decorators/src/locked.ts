@@ -145,7 +145,9 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
       // An extension failed or maxHoldMs ran out while the body ran: it may have run without
       // exclusivity, which its caller must hear about rather than receive a result as if it had not.
       if (!lock.valid) {
-        throw new LockLostError(lock.resources, `${call.where}: the lock was lost before the method finished`);
+        // no method name in the message: with expose: true Koa and Fastify send it to the client
+        const cause: unknown = lock.signal.reason;
+        throw new LockLostError(lock.resources, "Lock was lost before the method finished", { cause });
       }
       return result;
     },

@@ -259,6 +259,8 @@ export function describeLockedContract(mode: DecoratorMode, context: LockedConte
       expect(error).toBeInstanceOf(LockLostError);
       expect((error as LockLostError).status).toBe(409);
       expect((error as LockLostError).resources).toEqual(["order:1"]);
+      // with expose: true Koa and Fastify send the message to the client: no class or method name
+      expect((error as LockLostError).message).toBe("Lock was lost before the method finished");
     });
 
     it("returns a Promise from a decorated synchronous method, running its body only once the lock is held", async () => {
