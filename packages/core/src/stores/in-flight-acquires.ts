@@ -4,7 +4,8 @@
  * FLUSH, a failover) is sent whole again, so it runs after every command sent on that connection in
  * the meantime. An acquire whose value was released meanwhile (its attempt timed out and its
  * give-back went out) must not be sent again: it would take the keys after that give-back and keep
- * them for the ttl, with a value nobody releases. One per store.
+ * them for the ttl, with a value nobody releases. One per store, and one in its `OneKeySet`, whose
+ * `SET NX GET` a Redis 6 refuses (then the acquire script would be sent the same way).
  */
 export class InFlightAcquires {
   /** Lock value → released since its acquire was sent. */

@@ -1,3 +1,4 @@
+import { InFlightAcquires } from "./in-flight-acquires.js";
 import { ACQUIRED, type AcquireReply } from "./store.js";
 
 /** The commands of a one-key acquire, on whichever client library the store speaks: one object per store. */
@@ -29,8 +30,8 @@ export class OneKeySet {
   #works = true;
   /** Set by the first `SET NX GET` answer: until then a refusal of its syntax can still come. */
   #known = false;
-  /** While #known is false: the values of one-key acquires in flight, true once released. */
-  readonly #unknown = new Map<string, boolean>();
+  /** While #known is false: the one-key acquires in flight, whose SET may still be refused. */
+  readonly #unknown = new InFlightAcquires();
 
   /** Whether a one-key acquire should use `acquire` rather than the script. */
   get usable(): boolean {
@@ -38,37 +39,37 @@ export class OneKeySet {
   }
 
   acquire(key: string, value: string, ttl: number, commands: OneKeyCommands): Promise<AcquireReply> {
-    const reply = commands.setGet(key, value, ttl).then(
-      (old) => {
-        this.#known = true;
-        if (old === null || old === undefined) return ACQUIRED;
-        if (String(old) === value) {
-          return commands
-            .extend(key, value, ttl)
-            .then((extended) => (extended ? ACQUIRED : { acquired: false as const, holderTtl: 0 }));
-        }
-        return commands.pttl(key).then((reply) => {
-          const left = Number(reply);
-          return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
-        });
-      },
-      (error: unknown) => {
-        if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
-        this.#works = false;
-        this.#known = true;
-        if (this.#unknown.get(value) === true) return { acquired: false as const, holderTtl: 0 };
-        return commands.script(key, value, ttl);
-      },
-    );
-    if (this.#known) return reply;
-    this.#unknown.set(value, false);
-    const settled = () => this.#unknown.delete(value);
-    reply.then(settled, settled);
-    return reply;
+    const attempt = (wanted: () => boolean) =>
+      commands.setGet(key, value, ttl).then(
+        (old) => {
+          this.#known = true;
+          if (old === null || old === undefined) return ACQUIRED;
+          if (String(old) === value) {
+            return commands
+              .extend(key, value, ttl)
+              .then((extended) => (extended ? ACQUIRED : { acquired: false as const, holderTtl: 0 }));
+          }
+          return commands.pttl(key).then((reply) => {
+            const left = Number(reply);
+            return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
+          });
+        },
+        (error: unknown) => {
+          if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
+          this.#works = false;
+          this.#known = true;
+          if (!wanted()) return { acquired: false as const, holderTtl: 0 };
+          return commands.script(key, value, ttl);
+        },
+      );
+    // once a SET NX GET has worked, the server's syntax is known: nothing to follow
+    return this.#known ? attempt(always) : this.#unknown.send(value, attempt);
   }
 
   /** `value` is being released: a one-key acquire of it whose SET is refused later must not send the script. */
   released(value: string): void {
-    if (this.#unknown.has(value)) this.#unknown.set(value, true);
+    this.#unknown.released(value);
   }
 }
+
+const always = () => true;
