@@ -106,9 +106,9 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
 
 /**
  * `@hono/node-server`'s Node response (`c.env.outgoing`, HTTP/1), followed like Express's: "done"
- * when the server has sent it, or ended it after its client left while the handler ran. Reading the `Response` instead costs the server its fast path for plain bodies
- * (a Response and a stream built for a string: bench/, HTTP: hono). Other runtimes have no such
- * object.
+ * when the server has sent it, or ended it after its client left while the handler ran. Reading
+ * the `Response` instead costs the server its fast path for plain bodies (a Response and a stream
+ * built for a string: bench/, "HTTP: hono"). Other runtimes have no such object.
  */
 function nodeResponse(c: Context): ServerResponse | undefined {
   const outgoing = (c.env as { outgoing?: Partial<ServerResponse> } | undefined)?.outgoing;
