@@ -1,14 +1,15 @@
 import type { TrackedResponse } from "./response-done.js";
 
 /**
- * Follows one Fetch-API response (Hono, and any server that answers with a `Response`) for the
- * lock that guards it. "Done" means the body the server sends has been read to its end, has
- * failed, or was cancelled by the server (on `@hono/node-server`, when the client leaves in the
- * middle of it); a response without a body is done as soon as the handler returns it.
+ * Follows one Fetch-API response (Hono off `@hono/node-server`, and any server that answers with a
+ * `Response`) for the lock that guards it. "Done" means the body the server sends has been read to
+ * its end or has failed; a response without a body is done as soon as the handler returns it.
  *
  * The request's `signal` tells when the client went away: a wait for the lock stops, and once the
  * lock is held its auto-extension stops (`whenClientLeaves`), so that a body nobody reads any more
- * cannot pin the lock until the cap.
+ * cannot pin the lock until the cap. A body the server cancels (its client left) counts the same:
+ * it does not end the response, since its producer may still run (Hono's `stream()` settles the
+ * cancel at once while its callback goes on), so the lock expires within one ttl.
  *
  * @example
  * const tracker = new FetchResponseTracker(request.signal);
@@ -61,7 +62,7 @@ export class FetchResponseTracker implements TrackedResponse {
 
   /**
    * The response to send instead of `response`: the same status, headers and bytes, with a body
-   * that ends the response when it has been read to its end, has failed or was cancelled.
+   * that ends the response when it has been read to its end or has failed (a cancel: the client left).
    * `sendsBody: false` (e.g. a HEAD request, whose body the framework drops unread) and a
    * response without a body end it now.
    */
@@ -72,7 +73,11 @@ export class FetchResponseTracker implements TrackedResponse {
       this.end();
       return response;
     }
-    const followed = endsWith(body, () => this.end());
+    const followed = endsWith(
+      body,
+      () => this.end(),
+      () => this.#onAbort(),
+    );
     return new Response(followed, {
       status: response.status,
       statusText: response.statusText,
@@ -98,24 +103,36 @@ export class FetchResponseTracker implements TrackedResponse {
   };
 }
 
-/** `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended, failed or was cancelled. */
-function endsWith(body: ReadableStream<Uint8Array>, onEnd: () => void): ReadableStream<Uint8Array> {
+/**
+ * `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended or failed, and
+ * `onCancel` if the server cancels it.
+ */
+function endsWith(
+  body: ReadableStream<Uint8Array>,
+  onEnd: () => void,
+  onCancel: () => void,
+): ReadableStream<Uint8Array> {
   const reader = body.getReader();
+  let cancelled = false;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         try {
           const { done, value } = await reader.read();
+          // a read pending at the cancel ends as done: that is the cancel, not the body's end
+          if (cancelled) return;
           if (!done) return controller.enqueue(value);
           controller.close();
         } catch (error) {
+          if (cancelled) return;
           controller.error(error);
         }
         onEnd();
       },
       cancel(reason) {
-        // once the handler's own stream has stopped: its cancel may still be cleaning up under the lock
-        return reader.cancel(reason).finally(onEnd);
+        cancelled = true;
+        onCancel();
+        return reader.cancel(reason);
       },
     },
     { highWaterMark: 0 },
