@@ -1,8 +1,8 @@
 /**
  * A route locked by an adapter that calls a `@Locked` method on the same resource: the method runs
  * under the request's lock instead of contending with it (DESIGN.md: `@Locked` is re-entrant within
- * one async call chain, and the request's handling is that chain). Run on Express, Koa and Fastify,
- * against three real redis-server processes.
+ * one async call chain, and the request's handling is that chain). Run on Express, Koa, Fastify and
+ * Hono, against three real redis-server processes.
  */
 import diagnosticsChannel from "node:diagnostics_channel";
 import { type AcquireMessage, type Lock, LockContentionError, Redlock } from "@redlock-kit/core";
@@ -48,7 +48,7 @@ function countAcquisitions(resource: string) {
   return { outcomes, stop: () => diagnosticsChannel.unsubscribe("redlock-kit:acquire", listen) };
 }
 
-const frameworks: Framework[] = ["express", "koa", "fastify"];
+const frameworks: Framework[] = ["express", "koa", "fastify", "hono"];
 
 describe.each(frameworks)("a route lock and @Locked on the same key through %s", (framework) => {
   it("the method called while handling the request runs under the request's lock, without a second acquisition", async () => {

@@ -3,6 +3,7 @@ import {
   createHttpLockPolicy,
   FetchResponseTracker,
   type HttpKeySource,
+  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -80,16 +81,19 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         const { status, headers, body } = outcome.response;
         return c.json(body, status as ContentfulStatusCode, headers);
       }
-      c.set("lock", outcome.lock);
+      const lock = outcome.lock;
+      c.set("lock", lock);
+      // the rest of the request holds the lock: a @Locked method on the same resource runs under it
+      const handle = () => holdingLock(dlm, lock, next);
       // on @hono/node-server the lock follows the Node response: released when it has been sent,
       // however Hono built it (a thrown value included: the server answers 500)
       if (tracker === undefined) {
-        await next();
+        await handle();
         returned = true;
         return;
       }
       try {
-        await next();
+        await handle();
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
         tracker.end();

@@ -62,7 +62,8 @@ export class FetchResponseTracker implements TrackedResponse {
 
   /**
    * The response to send instead of `response`: the same status, headers and bytes, with a body
-   * that ends the response when it has been read to its end or has failed (a cancel: the client left).
+   * that ends the response when it has been read to its end or has failed; a cancel by the server
+   * only tells that the client left.
    * `sendsBody: false` (e.g. a HEAD request, whose body the framework drops unread) and a
    * response without a body end it now.
    */
