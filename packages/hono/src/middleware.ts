@@ -83,17 +83,16 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       }
       const lock = outcome.lock;
       c.set("lock", lock);
-      // the rest of the request holds the lock: a @Locked method on the same resource runs under it
-      const handle = () => holdingLock(dlm, lock, next);
       // on @hono/node-server the lock follows the Node response: released when it has been sent,
-      // however Hono built it (a thrown value included: the server answers 500)
+      // however Hono built it (a thrown value included: the server answers 500). The rest of the
+      // request holds the lock (holdingLock): a @Locked method on the same resource runs under it.
       if (tracker === undefined) {
-        await handle();
+        await holdingLock(dlm, lock, next);
         returned = true;
         return;
       }
       try {
-        await handle();
+        await holdingLock(dlm, lock, next);
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
         tracker.end();

@@ -39,6 +39,13 @@ beforeEach(() => {
 
 const encode = (chunk: string) => new TextEncoder().encode(chunk);
 
+/** Whichever comes first from now on: a release of `resource`, or the end of `lock`'s validity. */
+const releasedOrExpired = (resource: string, lock: Lock) =>
+  Promise.race([
+    nextRelease(resource).then(({ released }) => (released ? "released" : "not held")),
+    once(lock.signal, "abort").then(() => "expired"),
+  ]);
+
 beforeAll(async () => {
   redis = cluster.servers[0]?.client() as Redis;
   dlm = new Redlock([redis]);
@@ -127,14 +134,12 @@ describe.each(["the Node response", "the Response alone"])("a streamed Hono resp
     request.on("error", () => {});
     expect(await nextChunk(await response)).toBe("first\n");
     expect(await redis.get("stream:2")).not.toBeNull();
-    const lock = lastLock;
-    const released = nextRelease("stream:2").then(({ released }) => (released ? "released" : "not held"));
-    const expired = once(lock.signal, "abort").then(() => "expired");
+    const ended = releasedOrExpired("stream:2", lastLock);
     request.destroy();
     await body.cancelled;
     // the stream's producer may still run: the lock is no longer extended and expires (ttl 1000 ms,
     // auto-extended until now)
-    expect(await Promise.race([released, expired])).toBe("expired");
+    expect(await ended).toBe("expired");
     await expect.poll(() => redis.get("stream:2"), { timeout: 5000 }).toBeNull();
   });
 
@@ -161,15 +166,13 @@ describe.each(["the Node response", "the Response alone"])("Hono's stream() help
     const { request, response } = open(`${servers[followed]?.url}/helper/1`);
     request.on("error", () => {});
     expect(await nextChunk(await response)).toBe("first\n");
-    const lock = lastLock;
     const running = helper;
-    const released = nextRelease("helper:1").then(({ released }) => (released ? "released" : "not held"));
-    const expired = once(lock.signal, "abort").then(() => "expired");
+    const ended = releasedOrExpired("helper:1", lastLock);
     request.destroy();
     await running.aborted;
     // Hono settles the server's cancel at once while the callback runs on: a release now would let
     // another request in under it (before: "released")
-    expect(await Promise.race([released, expired])).toBe("expired");
+    expect(await ended).toBe("expired");
     running.finish();
     await running.finished;
     await expect.poll(() => redis.get("helper:1"), { timeout: 5000 }).toBeNull();

@@ -39,31 +39,41 @@ export class OneKeySet {
   }
 
   acquire(key: string, value: string, ttl: number, commands: OneKeyCommands): Promise<AcquireReply> {
-    const attempt = (wanted: () => boolean) =>
-      commands.setGet(key, value, ttl).then(
-        (old) => {
-          this.#known = true;
-          if (old === null || old === undefined) return ACQUIRED;
-          if (String(old) === value) {
-            return commands
-              .extend(key, value, ttl)
-              .then((extended) => (extended ? ACQUIRED : { acquired: false as const, holderTtl: 0 }));
-          }
-          return commands.pttl(key).then((reply) => {
-            const left = Number(reply);
-            return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
-          });
-        },
-        (error: unknown) => {
-          if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
-          this.#works = false;
-          this.#known = true;
-          if (!wanted()) return { acquired: false as const, holderTtl: 0 };
-          return commands.script(key, value, ttl);
-        },
-      );
     // once a SET NX GET has worked, the server's syntax is known: nothing to follow
-    return this.#known ? attempt(always) : this.#unknown.send(value, attempt);
+    if (this.#known) return this.#attempt(key, value, ttl, commands, always);
+    return this.#unknown.send(value, (wanted) => this.#attempt(key, value, ttl, commands, wanted));
+  }
+
+  /** `wanted()`, at a refusal of the syntax: whether the acquire script should still be sent. */
+  #attempt(
+    key: string,
+    value: string,
+    ttl: number,
+    commands: OneKeyCommands,
+    wanted: () => boolean,
+  ): Promise<AcquireReply> {
+    return commands.setGet(key, value, ttl).then(
+      (old) => {
+        this.#known = true;
+        if (old === null || old === undefined) return ACQUIRED;
+        if (String(old) === value) {
+          return commands
+            .extend(key, value, ttl)
+            .then((extended) => (extended ? ACQUIRED : { acquired: false as const, holderTtl: 0 }));
+        }
+        return commands.pttl(key).then((reply) => {
+          const left = Number(reply);
+          return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
+        });
+      },
+      (error: unknown) => {
+        if (!(error instanceof Error) || !/syntax error/i.test(error.message)) throw error;
+        this.#works = false;
+        this.#known = true;
+        if (!wanted()) return { acquired: false as const, holderTtl: 0 };
+        return commands.script(key, value, ttl);
+      },
+    );
   }
 
   /** `value` is being released: a one-key acquire of it whose SET is refused later must not send the script. */
