@@ -184,8 +184,9 @@ describe("compare-and-set on the exact value", () => {
       await monitor.caughtUp();
       const calls = sentByClientsWith(monitor.seen, stale.value);
       // each script ran on every node with the stale value, and stopped at its GET: no PEXPIRE, no DEL
+      // (the release looks whether anyone waits for the key first: EXISTS on its queue)
       expect(calls.map(scriptOf)).toEqual(["extend", "release"]);
-      expect(insideScripts(monitor.seen, calls)).toEqual(["get", "get"]);
+      expect(insideScripts(monitor.seen, calls)).toEqual(["get", "exists", "get"]);
     }
     expect(await valuesOf("cas:r")).toEqual([current.value, current.value, current.value]);
     const after = await Promise.all(direct.map((client) => client.pttl("cas:r")));
@@ -322,9 +323,20 @@ describe("scripts", () => {
     expect(
       [...inside].filter(
         (name) =>
-          !["get", "set", "pttl", "pexpire", "del", "publish", "zadd", "zrem", "zpopmin", "zrange", "incr"].includes(
-            name as string,
-          ),
+          ![
+            "get",
+            "set",
+            "pttl",
+            "pexpire",
+            "del",
+            "exists",
+            "publish",
+            "zadd",
+            "zrem",
+            "zpopmin",
+            "zrange",
+            "incr",
+          ].includes(name as string),
       ),
     ).toEqual([]);
     for (const name of ["get", "set", "pexpire", "del", "publish", "zadd", "zpopmin", "incr"])
