@@ -45,9 +45,10 @@ import { Deadline, deadlines } from "./shared-timer.js";
 export const MAX_STREAK_MS = 50;
 
 /**
- * Only a lock held less than this is retaken. A hand-over to another process costs well under a
- * millisecond here (docs/waiting.md): a longer section would gain next to nothing by a retake, and
- * its retakes would keep the head of the queue waiting for whole sections.
+ * Only a lock held less than this is retaken. A hand-over to another process costs about a
+ * millisecond more than a retake on the benchmark machine (docs/waiting.md): against a longer
+ * section a retake gains little, and its retakes would keep the head of the queue waiting for
+ * whole sections.
  */
 export const MAX_HELD_MS = 10;
 
