@@ -51,6 +51,9 @@ declare module "fastify" {
   }
 }
 
+/** Marks the config of a route this plugin locks (Fastify copies `route.config` after the `onRoute` hooks). */
+const LOCKED = Symbol("redlock-kit.locked");
+
 const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlockPlugin(fastify, options) {
   const { redlock, ...defaults } = options;
   const policy = createHttpLockPolicy<FastifyLockHook>(redlock, defaults);
@@ -63,8 +66,24 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     const handler = lockingPreHandler(redlock, declareRoute(policy, config, `${route.method} ${route.url}`));
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
+    // A new object too: the caller's config may be shared with a route declared before the plugin.
+    route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
+  });
+  // `onRoute` does not see the routes declared before this plugin, but the hooks added here run for
+  // them: such a route with config.redlock would run its handler without the lock, so it fails.
+  fastify.addHook("onRequest", function refuseUnlocked(request, _reply, done) {
+    const config = request.routeOptions.config as { redlock?: unknown; [LOCKED]?: true };
+    if (config.redlock === undefined || config[LOCKED] === true) done();
+    else done(declaredTooEarly(request.routeOptions.method, request.routeOptions.url));
   });
 };
+
+/** A 500 that names the mistake: the route cannot be locked, and must not run unlocked. */
+function declaredTooEarly(method: unknown, url: unknown): Error {
+  return new Error(
+    `config.redlock of ${String(method)} ${String(url)}: the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first`,
+  );
+}
 
 function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, where: string) {
   try {
@@ -120,7 +139,8 @@ function kindOf(value: unknown): string {
  * Fastify plugin: routes with `config: { redlock: "order:{params.id}" }` (or `{ key, ttl, wait, … }`)
  * take the lock in a preHandler, after body parsing; `request.lock` holds it, and it is released
  * once the reply has been sent, streams included. Contention answers 423 with `Retry-After`,
- * unavailable Redis 503, an unresolvable key 400, all as JSON. Register it before the routes.
+ * unavailable Redis 503, an unresolvable key 400, all as JSON. Register it before the routes: a
+ * route with `config.redlock` declared earlier cannot be locked, and answers 500 instead of running.
  *
  * @example
  * await app.register(redlockPlugin, { redlock: dlm, ttl: 1000 });

@@ -108,4 +108,34 @@ describe("the Fastify plugin", () => {
     expect(JSON.parse((await send(`${url}/docs/7`)).text)).toEqual({ resources: ["doc:7"] });
     expect(preHandler).toHaveLength(1);
   });
+
+  it("answers 500 for a route declared before the plugin, whose handler would otherwise run unlocked", async () => {
+    const app = Fastify();
+    apps.push(app);
+    const ran: string[] = [];
+    // one config object for a route declared before the plugin and one declared after
+    const shared = { redlock: "shared" };
+    app.post("/early", { config: { redlock: "early:{params.id}" } }, async () => ran.push("early"));
+    app.post("/early-shared", { config: shared }, async () => ran.push("early-shared"));
+    app.get("/early-free", async () => ran.push("early-free"));
+    await app.register(redlockPlugin, { redlock: dlm, ttl: 2000 });
+    app.post("/late-shared", { config: shared }, async (request) => {
+      ran.push("late-shared");
+      return { resources: request.lock?.resources };
+    });
+
+    const early = await app.inject({ method: "POST", url: "/early" });
+    expect(early.statusCode).toBe(500);
+    expect(early.json().message).toBe(
+      "config.redlock of POST /early: the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first",
+    );
+    expect((await app.inject({ method: "POST", url: "/early-shared" })).statusCode).toBe(500);
+    expect((await app.inject({ url: "/early-free" })).statusCode).toBe(200);
+    const late = await app.inject({ method: "POST", url: "/late-shared" });
+    expect(late.json()).toEqual({ resources: ["shared"] });
+    expect(ran).toEqual(["early-free", "late-shared"]);
+    // the caller's object is left as it was
+    expect(Object.getOwnPropertySymbols(shared)).toEqual([]);
+    expect(await cluster.servers[0]?.client().keys("early*")).toEqual([]);
+  });
 });
