@@ -1,5 +1,16 @@
-import { createParamDecorator, type ExecutionContext, SetMetadata } from "@nestjs/common";
+import {
+  applyDecorators,
+  type CallHandler,
+  createParamDecorator,
+  type ExecutionContext,
+  InternalServerErrorException,
+  type NestInterceptor,
+  SetMetadata,
+  UseInterceptors,
+} from "@nestjs/common";
 import { compileKey, type HttpKeySource, type KeySpec, type Lock, type RouteLockOptions } from "@redlock-kit/core";
+import type { Observable } from "rxjs";
+import { lockedByInterceptor } from "./locked-requests.js";
 
 /** The reflect-metadata key under which `@LockedRoute` records its declaration, on the handler. */
 export const LOCKED_ROUTE_METADATA = "redlock-kit:locked-route";
@@ -35,8 +46,27 @@ export function LockedRoute(key: KeySpec<HttpKeySource>, options?: LockedRouteOp
   // a malformed template is a TypeError here, where the route is declared
   compileKey(key);
   const declaration: LockedRouteDeclaration = Object.freeze({ key, options });
-  return SetMetadata(LOCKED_ROUTE_METADATA, declaration);
+  return applyDecorators(SetMetadata(LOCKED_ROUTE_METADATA, declaration), UseInterceptors(LOCKED_ROUTE_CHECK));
 }
+
+/**
+ * Runs after the global interceptors, on `@LockedRoute` routes only: a request that reaches it
+ * without its lock was never seen by `RedlockInterceptor` (RedlockModule is not imported in this
+ * app), and fails with a 500 rather than run the handler unlocked.
+ */
+class LockedRouteCheck implements NestInterceptor {
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== "http" || lockedByInterceptor(context.switchToHttp().getRequest<object>())) {
+      return next.handle();
+    }
+    const where = `${context.getClass().name}.${context.getHandler().name}`;
+    throw new InternalServerErrorException(
+      `${where} is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked`,
+    );
+  }
+}
+
+const LOCKED_ROUTE_CHECK = new LockedRouteCheck();
 
 /**
  * Injects the lock a `@LockedRoute` holds for this request (`undefined` on a route without one);

@@ -173,6 +173,22 @@ function appModule(instances: () => readonly Redis[]) {
   return AppModule;
 }
 
+/** The same kind of controller in an app that forgot RedlockModule: nothing can take its route's lock. */
+@Controller("forgotten")
+class ForgottenController {
+  ran = 0;
+
+  @Post(":id")
+  @LockedRoute("forgotten:{params.id}")
+  pay() {
+    this.ran++;
+    return { paid: true };
+  }
+}
+
+@Module({ controllers: [ForgottenController] })
+class AppWithoutRedlockModule {}
+
 const LOCKED_BODY = {
   statusCode: 423,
   message: "Resource is locked",
@@ -295,6 +311,22 @@ describe.each(platforms)("on platform-%s", (platform) => {
       expect(response.body.retryAfter).toBeGreaterThanOrEqual(1);
     } finally {
       await held.release();
+    }
+  });
+
+  it("@LockedRoute in an app without RedlockModule answers 500 naming the route, and never runs the handler unlocked", async () => {
+    const forgotten = await startNestApp(AppWithoutRedlockModule, platform);
+    try {
+      const response = await request(forgotten.url).post("/forgotten/1").expect(500);
+      expect(response.body).toEqual({
+        statusCode: 500,
+        message:
+          "ForgottenController.pay is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked",
+        error: "Internal Server Error",
+      });
+      expect(forgotten.app.get(ForgottenController).ran).toBe(0);
+    } finally {
+      await forgotten.close();
     }
   });
 
