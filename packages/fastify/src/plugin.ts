@@ -1,10 +1,12 @@
 import {
   createHttpLockPolicy,
+  errorResponse,
   type HttpKeySource,
   type HttpLockPolicy,
   holdingLock,
   type KeySpec,
   type Lock,
+  LockConfigurationError,
   type Redlock,
   type RedlockError,
   type RouteLock,
@@ -70,20 +72,20 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
   // `onRoute` does not see the routes declared before this plugin, but the hooks added here run for
-  // them: such a route with config.redlock would run its handler without the lock, so it fails.
-  fastify.addHook("onRequest", function refuseUnlocked(request, _reply, done) {
+  // them: such a route with config.redlock would run its handler without the lock, so it answers
+  // core's configuration error instead (500, fixed body; the message, for the operator, is logged).
+  fastify.addHook("onRequest", function refuseUnlocked(request, reply, done) {
     const config = request.routeOptions.config as { redlock?: unknown; [LOCKED]?: true };
-    if (config.redlock === undefined || config[LOCKED] === true) done();
-    else done(declaredTooEarly(request.routeOptions.method, request.routeOptions.url));
+    if (config.redlock === undefined || config[LOCKED] === true) return done();
+    const error = new LockConfigurationError(
+      `config.redlock of ${request.routeOptions.method} ${request.routeOptions.url}: the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first`,
+      [],
+    );
+    request.log.error({ err: error }, error.message);
+    const { status, headers, body } = errorResponse(error);
+    reply.code(status).headers(headers).send(body);
   });
 };
-
-/** A 500 that names the mistake: the route cannot be locked, and must not run unlocked. */
-function declaredTooEarly(method: unknown, url: unknown): Error {
-  return new Error(
-    `config.redlock of ${String(method)} ${String(url)}: the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first`,
-  );
-}
 
 function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, where: string) {
   try {
@@ -140,7 +142,8 @@ function kindOf(value: unknown): string {
  * take the lock in a preHandler, after body parsing; `request.lock` holds it, and it is released
  * once the reply has been sent, streams included. Contention answers 423 with `Retry-After`,
  * unavailable Redis 503, an unresolvable key 400, all as JSON. Register it before the routes: a
- * route with `config.redlock` declared earlier cannot be locked, and answers 500 instead of running.
+ * route with `config.redlock` declared earlier cannot be locked, and answers 500 (a
+ * `LockConfigurationError`) instead of running.
  *
  * @example
  * await app.register(redlockPlugin, { redlock: dlm, ttl: 1000 });

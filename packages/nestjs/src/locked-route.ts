@@ -3,13 +3,21 @@ import {
   type CallHandler,
   createParamDecorator,
   type ExecutionContext,
-  InternalServerErrorException,
+  Logger,
   type NestInterceptor,
   SetMetadata,
   UseInterceptors,
 } from "@nestjs/common";
-import { compileKey, type HttpKeySource, type KeySpec, type Lock, type RouteLockOptions } from "@redlock-kit/core";
+import {
+  compileKey,
+  type HttpKeySource,
+  type KeySpec,
+  type Lock,
+  LockConfigurationError,
+  type RouteLockOptions,
+} from "@redlock-kit/core";
 import type { Observable } from "rxjs";
+import { httpExceptionFor } from "./locked-exception.js";
 import { lockedByInterceptor } from "./locked-requests.js";
 
 /** The reflect-metadata key under which `@LockedRoute` records its declaration, on the handler. */
@@ -49,10 +57,13 @@ export function LockedRoute(key: KeySpec<HttpKeySource>, options?: LockedRouteOp
   return applyDecorators(SetMetadata(LOCKED_ROUTE_METADATA, declaration), UseInterceptors(LOCKED_ROUTE_CHECK));
 }
 
+const logger = new Logger("Redlock");
+
 /**
  * Runs after the global interceptors, on `@LockedRoute` routes only: a request that reaches it
  * without its lock was never seen by `RedlockInterceptor` (RedlockModule is not imported in this
- * app), and fails with a 500 rather than run the handler unlocked.
+ * app). It answers core's configuration error (500, fixed body; the message, for the operator,
+ * is logged) rather than run the handler unlocked.
  */
 class LockedRouteCheck implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -60,9 +71,12 @@ class LockedRouteCheck implements NestInterceptor {
       return next.handle();
     }
     const where = `${context.getClass().name}.${context.getHandler().name}`;
-    throw new InternalServerErrorException(
+    const error = new LockConfigurationError(
       `${where} is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked`,
+      [],
     );
+    logger.error(error.message);
+    throw httpExceptionFor(error);
   }
 }
 

@@ -31,7 +31,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { open } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
-import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
+import { captureLogs, platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(3);
 /** Killed by the "Redis is down" tests; kept apart so that no reconnecting client disturbs the others. */
@@ -315,15 +315,20 @@ describe.each(platforms)("on platform-%s", (platform) => {
   });
 
   it("@LockedRoute in an app without RedlockModule answers 500 naming the route, and never runs the handler unlocked", async () => {
-    const forgotten = await startNestApp(AppWithoutRedlockModule, platform);
+    const logs = captureLogs();
+    const forgotten = await startNestApp(AppWithoutRedlockModule, platform, logs.logger);
     try {
       const response = await request(forgotten.url).post("/forgotten/1").expect(500);
+      // core's configuration error: a fixed body for the client, the message (route and fix) in the log
       expect(response.body).toEqual({
         statusCode: 500,
-        message:
-          "ForgottenController.pay is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked",
+        message: "Lock service misconfigured",
         error: "Internal Server Error",
+        errorCode: "ERR_REDLOCK_CONFIG",
       });
+      expect(logs.error).toContain(
+        "ForgottenController.pay is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked",
+      );
       expect(forgotten.app.get(ForgottenController).ran).toBe(0);
     } finally {
       await forgotten.close();
