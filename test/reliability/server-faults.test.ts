@@ -89,6 +89,38 @@ describe("OOM (maxmemory 1, noeviction)", () => {
     }
     await expect.poll(() => valuesOf("oom:held")).toEqual([null, null, null]);
   });
+
+  it("on every node: a looper's release, which reserves the key for its next call (mode 'R'), still releases it", async () => {
+    // `a`'s clock runs 100 times slow: however long the steps below take on a loaded machine, its
+    // section counts as shorter than MAX_HELD_MS, so that its release is a retake
+    const a = new Redlock(direct, { retryCount: 0, clock: () => performance.now() / 100 });
+    const b = new Redlock(direct, { retryCount: 0 });
+    // `a` listens for hand-overs (a call of its own waits on another key), so its releases may retake
+    const blocker = await b.acquire("oom:blocker", 10_000);
+    const listening = a.acquire("oom:blocker", 10_000, { wait: 30_000, signal: AbortSignal.timeout(15_000) });
+    await expect.poll(() => direct[0]?.zcard("oom:blocker:redlock-kit:waiters")).toBe(1);
+    const monitors = await startMonitors(cluster.servers, invariants);
+    await a.unlock(await a.acquire("oom:looper", 10_000));
+    // acquired in the turn its own release of the key resolved: a looper, whose release reserves
+    const lock = await a.acquire("oom:looper", 10_000);
+    await withOom([0, 1, 2], async () => {
+      await expect(direct[0]?.set("oom:probe", "1")).rejects.toThrow(/OOM/);
+      expect(await a.unlock(lock)).toBe(true);
+      // the lock's value is gone everywhere, replaced by the reservation (let go at the turn's end)
+      for (const value of await valuesOf("oom:looper")) expect(value).not.toBe(lock.value);
+    });
+    for (const monitor of monitors) {
+      await monitor.caughtUp();
+      const calls = sentByClientsWith(monitor.seen, lock.value);
+      expect(calls.map(scriptOf)).toEqual(["acquire", "release"]);
+      // in the release: the compare, DEL (the write Redis checks against maxmemory), then the reservation's SET
+      expect(insideScripts(monitor.seen, calls.slice(1))).toEqual(["get", "del", "set"]);
+    }
+    await expect.poll(() => valuesOf("oom:looper")).toEqual([null, null, null]);
+    await b.unlock(blocker);
+    await a.unlock(await listening);
+    await Promise.all([a.quit(), b.quit()]);
+  });
 });
 
 describe("BUSY (a script spinning past busy-reply-threshold)", () => {

@@ -23,7 +23,7 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *   `MAX_HELD_MS`, draws the next lock's value and asks each instance to set the key to it for
  *   `RESERVE_HOLD_MS`, unless the head of the key's queue waits in this Redlock (RELEASE_SCRIPT,
  *   mode 'r'). When no waiter of this Redlock waits for the key (`HandOvers.waitsOn`), the script
- *   reads no queue: it compares and sets (mode 'R'), two commands where mode 'r' runs four.
+ *   reads no queue: it compares, deletes and sets (mode 'R'), three commands where mode 'r' runs four.
  * - The first call of the key with the released lock's ttl, started after the release resolved
  *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
  *   from the release's start, and extended to its ttl if still held halfway through. Otherwise

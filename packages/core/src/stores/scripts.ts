@@ -215,7 +215,7 @@ end
  * key is handed to the oldest waiter in its queue (HAND_OVER). One key in mode '1' whose queue does
  * not exist (nobody waits, the common case) is compared and deleted and nothing else.
  * - ARGV[2] = 'R' (speed/retake.ts: one key, no queue key, released by a Redlock none of whose
- *   waiters is queued on it): if the key holds our value, it is set to ARGV[3] for ARGV[4] ms,
+ *   waiters is queued on it): if the key holds our value, it is deleted and set to ARGV[3] for ARGV[4] ms,
  *   nobody is told, and the script returns -1, as a reservation in mode 'r' does; the queue is not
  *   read (a waiter of another process at its head waits, as in mode 'r').
  * - ARGV[2] = '1' with ARGV[3..5], when a waiter gives back what a failed attempt took: its entry,
@@ -242,6 +242,9 @@ if mode == 'R' then
   if redis.call('get', KEYS[1]) ~= value then
     return 0
   end
+  -- DEL first: under maxmemory Redis refuses a script's first write if it adds memory, not the
+  -- ones after, so the key is released even when the reservation's SET could not be alone (F9)
+  redis.call('del', KEYS[1])
   redis.call('set', KEYS[1], ARGV[3], 'px', ARGV[4])
   return -1
 end
@@ -294,7 +297,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV10",
+  release: "redlockKitReleaseV11",
   acquireFenced: "redlockKitAcquireFencedV1",
   raiseFences: "redlockKitRaiseFencesV1",
   fencedSet: "redlockKitFencedSetV1",
