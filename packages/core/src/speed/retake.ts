@@ -73,6 +73,9 @@ class ReservedRenewal extends Deadline {
 
   expire(): void {
     const state = this.lock[STATE];
+    // an auto-extension took over after the shared timer picked this deadline (it runs it a
+    // setImmediate later, when cancelling no longer helps): that renewal and its cap decide
+    if (state.renewal !== this) return;
     state.renewal = undefined;
     // released, lost, or extended by its holder meanwhile: nothing to do
     if (state.released || state.lost !== undefined || state.validUntil !== this.validUntil) return;
