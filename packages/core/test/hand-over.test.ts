@@ -339,6 +339,31 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   });
 });
 
+describe("waiting across quit()", () => {
+  /** Subscriber connections on each server. */
+  const pubsubClients = () =>
+    Promise.all(
+      clients.map(
+        async (client) =>
+          String(await client.call("CLIENT", "LIST", "TYPE", "pubsub"))
+            .trim()
+            .split("\n")
+            .filter(Boolean).length,
+      ),
+    );
+
+  it("a call still in its first attempt at quit() subscribes nowhere: no subscriber connection outlives quit()", async () => {
+    const holder = await redlock().acquire("quit-mid-call", 10_000);
+    const dlm = new Redlock(clients, { retryDelay: 100, retryJitter: 0 });
+    const call = dlm.acquire("quit-mid-call", 2000, { wait: 600 });
+    await dlm.quit();
+    await expect(call).rejects.toBeInstanceOf(LockContentionError);
+    await holder.release();
+    // a subscriber opened after quit() is never closed: this would time out
+    await until(async () => (await pubsubClients()).every((count) => count === 0));
+  });
+});
+
 describe("waiting behind a lock of its own Redlock", () => {
   /** Acquire attempts that reached the instances so far: the scripts and the one-key SETs. */
   const attemptsSent = async () => {

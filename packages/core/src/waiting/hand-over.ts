@@ -119,9 +119,12 @@ export class HandOvers {
     return this.#waiting.has(key);
   }
 
-  /** Subscribes where this Redlock does not listen yet, waiting at most `timeoutMs`. */
+  /**
+   * Subscribes where this Redlock does not listen yet, waiting at most `timeoutMs`. Not after
+   * `close()`: a call still running then polls, and no connection outlives `quit()`.
+   */
   async listen(timeoutMs: number): Promise<void> {
-    if (!this.listening) await this.#subscribe(timeoutMs);
+    if (!this.listening && !this.#closed) await this.#subscribe(timeoutMs);
   }
 
   /**
