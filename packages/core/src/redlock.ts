@@ -294,8 +294,11 @@ export class Redlock {
   async quit(): Promise<void> {
     // a key reserved for a next call that will not come is released while the connections are open
     await this.#retake.quit(QUIT_BOUND_MS);
+    // ends this Redlock's subscriptions; a handed store's connection closes once nobody else listens on it
     this.#handOvers.close();
-    for (const store of this.#stores) if (store instanceof RedisStore || store instanceof NodeRedisStore) store.close();
+    for (const { store, ownStore } of this.#instances) {
+      if (ownStore && (store instanceof RedisStore || store instanceof NodeRedisStore)) store.close();
+    }
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
         if (!owned || owned.status === "end") return;

@@ -362,6 +362,28 @@ describe("waiting across quit()", () => {
     // a subscriber opened after quit() is never closed: this would time out
     await until(async () => (await pubsubClients()).every((count) => count === 0));
   });
+
+  it("quit() of one Redlock leaves the hand-overs of another on the stores they share; the last quit() closes the connection", async () => {
+    const stores = clients.map((client) => new RedisStore(client));
+    const a = redlock(NO_POLLING, stores);
+    const b = redlock(NO_POLLING, stores);
+    const holder = redlock();
+    // a waited first: it still listens (the linger) when it quits
+    let lock = await holder.acquire("shared", 10_000);
+    const first = a.acquire("shared", 1000, WAIT());
+    await untilQueued("shared", 1);
+    await lock.release();
+    await (await first).release();
+    lock = await holder.acquire("shared", 10_000);
+    const waiting = b.acquire("shared", 1000, WAIT());
+    await untilQueued("shared", 1);
+    await a.quit();
+    await lock.release();
+    // no polling: only a hand-over wakes it before WAIT's signal aborts
+    await (await waiting).release();
+    await b.quit();
+    await until(async () => (await pubsubClients()).every((count) => count === 0));
+  });
 });
 
 describe("waiting behind a lock of its own Redlock", () => {

@@ -14,6 +14,11 @@ export interface ResolvedInstance {
   readonly store: LockStore;
   /** A client Redlock created and must close in `quit()`. */
   readonly owned: Redis | undefined;
+  /**
+   * Redlock made the store (for a client, options or a URL): `quit()` closes it. A store it was
+   * handed may serve other Redlocks too: `quit()` only ends this one's subscriptions there.
+   */
+  readonly ownStore: boolean;
 }
 
 /**
@@ -38,16 +43,16 @@ function isIoredisClient(value: unknown): value is Redis | Cluster {
 function createOwned(client: Redis): ResolvedInstance {
   // Without a listener ioredis prints every connection error; failures reach callers as LockUnavailableError.
   client.on("error", () => {});
-  return { store: new RedisStore(client), owned: client };
+  return { store: new RedisStore(client), owned: client, ownStore: true };
 }
 
 export function resolveInstance(instance: unknown, index: number): ResolvedInstance {
   const name = `instances[${index}]`;
-  if (isIoredisClient(instance)) return { store: new RedisStore(instance), owned: undefined };
+  if (isIoredisClient(instance)) return { store: new RedisStore(instance), owned: undefined, ownStore: true };
   if (nodeRedisKind(instance) !== undefined) {
-    return { store: new NodeRedisStore(instance as NodeRedisClientLike), owned: undefined };
+    return { store: new NodeRedisStore(instance as NodeRedisClientLike), owned: undefined, ownStore: true };
   }
-  if (isLockStore(instance)) return { store: instance, owned: undefined };
+  if (isLockStore(instance)) return { store: instance, owned: undefined, ownStore: false };
   if (typeof instance === "string") {
     if (!/^rediss?:\/\//.test(instance)) {
       throw new TypeError(`${name} must be a redis:// or rediss:// URL when given as a string`);
