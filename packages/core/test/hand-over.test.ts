@@ -339,6 +339,28 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   });
 });
 
+describe("waiting with an instance stopped", () => {
+  it("a wait with one of three instances stopped (SIGSTOP) settles within wait plus two per-instance timeouts", async () => {
+    const instanceTimeout = 2000;
+    const waiter = redlock({ retryDelay: 200, retryJitter: 0, instanceTimeout });
+    await waiter.unlock(await waiter.acquire("warm", 20_000)); // the servers' identities are known
+    await redlock().acquire("stopped", 60_000);
+    const stopped = cluster.servers[2];
+    stopped?.pause();
+    try {
+      // the first attempt and its give-back each wait one timeout for the stopped instance; the
+      // call then joins the queue with time left
+      const wait = 2.5 * instanceTimeout;
+      const started = performance.now();
+      await expect(waiter.acquire("stopped", 20_000, { wait })).rejects.toBeInstanceOf(LockContentionError);
+      // no attempt starts past the deadline: at most one more attempt and its give-back
+      expect(performance.now() - started).toBeLessThan(wait + 2 * instanceTimeout);
+    } finally {
+      stopped?.resume();
+    }
+  });
+});
+
 describe("waiting across quit()", () => {
   /** Subscriber connections on each server. */
   const pubsubClients = () =>

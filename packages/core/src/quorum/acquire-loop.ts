@@ -161,15 +161,18 @@ export class AcquireLoop {
           throw opts.signal.reason;
         }
         if (attempts >= maxAttempts || isMisconfigured(failure)) break;
+        if (deadline !== Number.POSITIVE_INFINITY && clock() >= deadline) break;
+        if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
+        const again = waiting !== undefined && (await waiting.join(attempts, failure.kind === "contention"));
         let delay = pollDelay(opts);
         if (deadline !== Number.POSITIVE_INFINITY) {
+          // checked again: joining waits for SUBSCRIBE replies, up to the per-instance timeout
           const left = deadline - clock();
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
         }
-        if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
         // Not counted: it is the same attempt, now in line.
-        if (waiting !== undefined && (await waiting.join(attempts, failure.kind === "contention"))) {
+        if (again) {
           attempts--;
           continue;
         }

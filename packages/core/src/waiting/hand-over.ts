@@ -227,38 +227,51 @@ export class HandOvers {
     this.#left.set(value, now + LEFT_MEMORY_MS);
   }
 
+  /**
+   * Resolves once a quorum listens, every SUBSCRIBE settled, or `timeoutMs` passed: a stopped
+   * instance must not hold a waiter back from queuing on the others. The rest still count once
+   * they land; until then their releases skip this Redlock's waiters (nobody hears the channel).
+   */
   #subscribe(timeoutMs: number): Promise<void> {
+    if (this.#subscribing !== undefined) return this.#subscribing;
     const epoch = this.#epoch;
-    this.#subscribing ??= Promise.all(
-      this.#able.map(async (index) => {
-        const store = this.#stores[index] as LockStore;
-        const subscribed = (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(
-          store,
-          this.channel,
-          (key, value) => this.#handed(index, key, value),
-        );
-        // A late subscription still counts once it lands; waiters poll meanwhile.
-        subscribed.then(
+    let settled = 0;
+    let done!: () => void;
+    this.#subscribing = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const timer = setTimeout(done, timeoutMs);
+    this.#subscribing.then(() => clearTimeout(timer));
+    for (const index of this.#able) {
+      const store = this.#stores[index] as LockStore;
+      // a store of your own that throws counts as one that refused
+      const subscribed = new Promise<() => void>((resolve) =>
+        resolve(
+          (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(store, this.channel, (key, value) =>
+            this.#handed(index, key, value),
+          ),
+        ),
+      );
+      // A late subscription still counts once it lands; waiters poll meanwhile.
+      subscribed
+        .then(
           (stop) => {
             if (epoch !== this.#epoch) stop();
             else {
               this.#stops.push(stop);
               // a waiter that could not queue while too few instances listened may queue now
-              if (++this.#listening === this.#quorum) for (const waiter of this.#waiters.values()) waiter.nudge();
+              if (++this.#listening === this.#quorum) {
+                for (const waiter of this.#waiters.values()) waiter.nudge();
+                done();
+              }
             }
           },
           () => {},
-        );
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
-          subscribed.catch(() => {}),
-          new Promise((resolve) => {
-            timer = setTimeout(resolve, timeoutMs);
-          }),
-        ]);
-        clearTimeout(timer);
-      }),
-    ).then(() => {});
+        )
+        .finally(() => {
+          if (++settled === this.#able.length) done();
+        });
+    }
     return this.#subscribing;
   }
 
