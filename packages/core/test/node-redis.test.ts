@@ -153,6 +153,56 @@ describe("node-redis clients as Redlock instances", () => {
   });
 });
 
+/**
+ * `client`, whose duplicates' `destroy()` throws `ClientClosedError` once closed, as @redis/client
+ * 5.x and 6.0 do (6.3 returns quietly; the peer range is `>=5.0.0 <7`).
+ */
+function destroyThrowsOnceClosed(client: NodeRedisClient): NodeRedisClient {
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = ((...args: Parameters<typeof duplicate>) => {
+    const connection = duplicate(...args);
+    const destroy = connection.destroy.bind(connection);
+    connection.destroy = () => {
+      if (!connection.isOpen) throw new Error("The client is closed");
+      destroy();
+    };
+    return connection;
+  }) as typeof client.duplicate;
+  return client;
+}
+
+describe("node-redis subscriber connections", () => {
+  it("closes them without an unhandled rejection on a client whose destroy() throws once closed (5.x, 6.0)", async () => {
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on("unhandledRejection", onRejection);
+    try {
+      const strict = await Promise.all(
+        redis.servers.map(async (_, index) => destroyThrowsOnceClosed(await ownClient(index).connect())),
+      );
+      const pubsubClients = async () =>
+        Promise.all(admins.map(async (admin) => String(await admin.call("CLIENT", "LIST", "TYPE", "pubsub")).trim()));
+      const dlm = redlock(strict, { retryDelay: 60_000, retryJitter: 0 });
+      const holder = await redlock(clients).acquire("nr:strict", 10_000);
+      const waiting = dlm.acquire("nr:strict", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
+      for (let i = 0; (await admins[0]?.zcard("nr:strict:redlock-kit:waiters")) !== 1 && i < 500; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await holder.release();
+      await (await waiting).release();
+      await dlm.quit();
+      for (let i = 0; (await pubsubClients()).some((list) => list !== "") && i < 500; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(await pubsubClients()).toEqual(["", "", ""]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(rejections).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onRejection);
+    }
+  });
+});
+
 describe("node-redis clients that are not connected", () => {
   it("answers LockUnavailableError (503) at once for a client never connected, not a hang", async () => {
     const dlm = redlock([ownClient(0)], { retryCount: 2, retryDelay: 10 });

@@ -23,10 +23,13 @@ export function nodeRedisSubscriber(client: NodeRedisBase): OpenSubscriber {
       },
       unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
       close() {
-        connection.destroy();
+        // destroy() of a closed client throws ClientClosedError (@redis/client 5.x and 6.0)
+        const destroy = () => {
+          if (connection.isOpen) connection.destroy();
+        };
+        destroy();
         // a TCP connect under way when destroy() ran can still complete: close that socket too
-        const again = () => connection.destroy();
-        connected?.then(again, again);
+        connected?.then(destroy, destroy).catch(() => {});
       },
     };
   };
