@@ -14,6 +14,7 @@ export { FetchResponseTracker } from "./http/fetch-response-done.js";
 export {
   createHttpLockPolicy,
   errorResponse,
+  HeldRoute,
   type HttpKeySource,
   type HttpLockPolicy,
   type HttpResponse,

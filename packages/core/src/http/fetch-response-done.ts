@@ -68,8 +68,8 @@ export class FetchResponseTracker implements TrackedResponse {
    * response without a body end it now.
    */
   respond(response: Response, sendsBody = true): Response {
-    const body = response.body;
-    // a body that something else already reads cannot be followed: that reader sends it
+    const body = sentBody(response);
+    // a body that something else reads or has read cannot be followed: that reader sends it
     if (!sendsBody || body === null || body.locked) {
       this.end();
       return response;
@@ -102,6 +102,19 @@ export class FetchResponseTracker implements TrackedResponse {
     this.#onLeft = undefined;
     callback?.();
   };
+}
+
+/**
+ * The body of `response`, or `null` when it has none or it was read already: someone else sent it
+ * (an outer middleware answered first and the server has read it). `@hono/node-server`'s Response
+ * throws on `body` once the stream it was built from has been read.
+ */
+function sentBody(response: Response): ReadableStream<Uint8Array> | null {
+  try {
+    return response.bodyUsed ? null : response.body;
+  } catch {
+    return null;
+  }
 }
 
 /**

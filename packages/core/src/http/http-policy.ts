@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import { LockKeyError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
 import { type DeclaredLockOptions, type ResolvedDeclaredLock, resolveDeclaredLock } from "../lock/declared-lock.js";
+import { holdingLock } from "../lock/held-locks.js";
 import type { Lock } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
@@ -50,7 +51,8 @@ export interface HttpResponse {
 }
 
 export type RouteOutcome<Hook> =
-  | { readonly kind: "acquired"; readonly lock: Lock }
+  /** `held.run()`/`held.follow()` the handler where the adapter can see it settle: the lock then waits for it too. */
+  | { readonly kind: "acquired"; readonly lock: Lock; readonly held: HeldRoute }
   /** Contention (423), unavailability (503) or an unresolvable key (400): write `response`, or call `hook`. */
   | { readonly kind: "rejected"; readonly error: RedlockError; readonly response: HttpResponse; readonly hook?: Hook }
   /** The client left while waiting for the lock; nothing is held and nobody is listening. */
@@ -142,15 +144,12 @@ export class RouteLock<Hook = never> {
     const redlock = this.#redlock;
     const options = this.#options;
     const stop = options.autoExtend ? autoExtend(redlock, lock, options.ttl, options.hold) : undefined;
-    tracker.whenDone(() => {
-      stop?.();
-      void redlock.unlock(lock);
-    });
+    const held = new HeldRoute(redlock, lock, stop, tracker);
     // Nobody reads the response any more: the lock stays held (the handler may still be running)
     // but is not extended, so it expires within one ttl; lock.signal aborts when it does. A
     // streaming handler that stops writing without ending the response cannot pin it until the cap.
     if (stop !== undefined) tracker.whenClientLeaves(stop);
-    return { kind: "acquired", lock };
+    return { kind: "acquired", lock, held };
   }
 
   #failed(error: unknown, tracker: TrackedResponse): RouteOutcome<Hook> {
@@ -164,6 +163,53 @@ export class RouteLock<Hook = never> {
 }
 
 const ABORTED = Object.freeze({ kind: "aborted" as const });
+
+/**
+ * A route's lock once acquired: released exactly once, when the response is done and every handler
+ * run followed here has settled. A timeout that answers for the handler (Fastify's `handlerTimeout`,
+ * Hono's `timeout()`, a Nest interceptor) finishes the response while the handler goes on: releasing
+ * then would let the next request run the critical section alongside it. Until then the lock is
+ * extended as for any running handler (up to `maxHoldMs`, and not once the client has left).
+ * A handler that is never followed (Express, which cannot see its handler settle) is not waited for.
+ */
+export class HeldRoute {
+  readonly lock: Lock;
+  readonly #redlock: Redlock;
+  readonly #stop: (() => void) | undefined;
+  /** The response, until done, and each followed handler run that has not settled. */
+  #pending = 1;
+
+  constructor(redlock: Redlock, lock: Lock, stop: (() => void) | undefined, response: TrackedResponse) {
+    this.#redlock = redlock;
+    this.lock = lock;
+    this.#stop = stop;
+    response.whenDone(this.#settle);
+  }
+
+  /** `fn` (the rest of the request) run holding the lock, followed: the lock waits for what it returns to settle. */
+  run<T>(fn: () => T): T {
+    return this.follow(holdingLock(this.#redlock, this.lock, fn));
+  }
+
+  /**
+   * Follows a handler run: when `result` is a promise, the lock is not released before it settles.
+   * A run that starts once the lock is released (the response was done first) is not waited for.
+   */
+  follow<T>(result: T): T {
+    const pending = result as { then?: unknown } | null | undefined;
+    if (this.#pending === 0 || typeof pending?.then !== "function") return result;
+    this.#pending++;
+    (result as PromiseLike<unknown>).then(this.#settle, this.#settle);
+    return result;
+  }
+
+  /** One of the awaited things is over (the response, or a followed run): releases after the last. */
+  readonly #settle = (): void => {
+    if (this.#pending === 0 || --this.#pending > 0) return;
+    this.#stop?.();
+    void this.#redlock.unlock(this.lock);
+  };
+}
 
 /**
  * Several resources from a key function must be lockable together (one hash slot on a Cluster):
