@@ -1,7 +1,6 @@
 import {
   createHttpLockPolicy,
   type HttpKeySource,
-  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -39,7 +38,8 @@ interface RoutedContext {
  * Creates `redlock(key, options?)`, a middleware factory for Koa and `@koa/router`: each request
  * resolves the key from `{ params, query, body, headers }` (`body` as set by a body parser), takes
  * the lock (423, 503 or 400 JSON when it cannot), puts it on `ctx.state.lock`, and releases it once
- * the response has finished: after Koa has written the body, streams included.
+ * the response has finished (after Koa has written the body, streams included) and the rest of the
+ * chain (`await next()`) has settled.
  *
  * @example
  * const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
@@ -66,8 +66,10 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       if (outcome.kind === "acquired") {
         ctx.state.lock = outcome.lock;
         try {
-          // the rest of the chain runs holding the lock: a @Locked method on the same key does not wait for it
-          return await holdingLock(dlm, outcome.lock, next);
+          // The rest of the chain runs holding the lock (a @Locked method on the same key does not wait
+          // for it), and the lock waits for it to settle: a timeout middleware that answered for it
+          // ends the response while the handler still runs.
+          return await outcome.held.run(next);
         } catch (error) {
           // Koa's onerror writes nothing, not even res.end(), once the client has left or the
           // headers were sent. Left: end the response so that begin() sees it finished and releases
