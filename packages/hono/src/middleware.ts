@@ -3,7 +3,6 @@ import {
   createHttpLockPolicy,
   FetchResponseTracker,
   type HttpKeySource,
-  holdingLock,
   type KeySpec,
   type Lock,
   type Redlock,
@@ -45,7 +44,7 @@ export type RedlockRouteMiddleware = (
  * Creates `redlock(key, options?)`, a route middleware factory for Hono: each request resolves the
  * key from `{ params, query, body, headers }` (`body`: the JSON body, parsed only when the key reads
  * it), takes the lock (423, 503 or 400 JSON when it cannot), puts it on `c.var.lock`, and releases
- * it once the response body has been sent, a streamed one included.
+ * it once the response body has been sent, a streamed one included, and the handler has settled.
  *
  * @example
  * const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
@@ -86,20 +85,32 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // on @hono/node-server the lock follows the Node response: released when it has been sent,
       // however Hono built it (a thrown value included: the server answers 500). The rest of the
       // request holds the lock (holdingLock): a @Locked method on the same resource runs under it.
+      // The lock also waits for the handler to settle (held.run): a timeout() that answered for it
+      // sends the response while the handler still runs.
       if (tracker === undefined) {
-        await holdingLock(dlm, lock, next);
+        await outcome.held.run(next);
         returned = true;
         return;
       }
+      // HEAD: Hono answers with the GET route's headers and drops its body unread
+      const sendsBody = c.req.method !== "HEAD";
+      let followed: Response | undefined;
+      const unfollow = followResponses(c, (response) => {
+        followed = tracker.respond(response, sendsBody);
+        return followed;
+      });
+      let response: Response;
       try {
-        await holdingLock(dlm, lock, next);
+        await outcome.held.run(next);
+        response = c.res === followed ? followed : tracker.respond(c.res, sendsBody);
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
         tracker.end();
         throw error;
+      } finally {
+        unfollow();
       }
-      // HEAD: Hono answers with the GET route's headers and drops its body unread
-      const response = tracker.respond(c.res, c.req.method !== "HEAD");
+      if (response === c.res) return;
       // cleared first, so that Hono's setter does not merge the old response's headers back in
       c.res = undefined;
       c.res = response;
@@ -119,6 +130,30 @@ function nodeResponse(c: Context): ServerResponse | undefined {
   return typeof outgoing?.writableFinished === "boolean" && typeof outgoing.destroyed === "boolean"
     ? (outgoing as ServerResponse)
     : undefined;
+}
+
+/**
+ * Follows (`follow`) every Response set on `c.res` until the returned function is called, not only
+ * the one there when the route's chain returns: a `timeout()` that answers for the handler sets its
+ * own, which the server sends while the handler still runs; the handler's, set later or never, is
+ * not read. A context without Hono's `res` accessor is left alone (the last one is followed).
+ */
+function followResponses(c: Context, follow: (response: Response) => Response): () => void {
+  let accessor: PropertyDescriptor | undefined;
+  for (let owner = Object.getPrototypeOf(c); owner !== null && accessor === undefined; ) {
+    accessor = Object.getOwnPropertyDescriptor(owner, "res");
+    owner = Object.getPrototypeOf(owner);
+  }
+  const { get, set } = accessor ?? {};
+  if (get === undefined || set === undefined) return () => {};
+  Object.defineProperty(c, "res", {
+    configurable: true,
+    get: () => get.call(c),
+    set: (response: Response | undefined) => set.call(c, response === undefined ? response : follow(response)),
+  });
+  return () => {
+    delete (c as { res?: unknown }).res;
+  };
 }
 
 /**

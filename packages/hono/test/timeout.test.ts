@@ -1,0 +1,87 @@
+import { Redlock } from "@redlock-kit/core";
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { timeout } from "hono/timeout";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
+import { createRedlockMiddleware } from "../src/index.js";
+import { serveHono } from "./serve.js";
+
+const cluster = useRedisServers(1);
+let redis: Redis;
+let dlm: Redlock;
+const servers: Awaited<ReturnType<typeof serveHono>>[] = [];
+beforeAll(() => {
+  redis = cluster.servers[0]?.client() as Redis;
+  dlm = new Redlock([redis]);
+});
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+  await redis.flushall();
+});
+afterAll(async () => {
+  await dlm.quit();
+});
+
+/** A route behind Hono's timeout(50) whose handler waits for `release()`; `fail` makes it throw then. */
+function timedOutRoute({ fail = false } = {}) {
+  const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+  const app = new Hono();
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const state = { runs: 0, inside: 0, maxInside: 0 };
+  app.use("/x/*", timeout(50));
+  app.post("/x/:id", redlock("hono-timeout:{params.id}"), async (c) => {
+    state.runs++;
+    state.maxInside = Math.max(state.maxInside, ++state.inside);
+    await gate;
+    state.inside--;
+    if (fail) throw new Error("failed after its timeout");
+    return c.json({ ran: true });
+  });
+  app.onError((error, c) => (error instanceof HTTPException ? error.getResponse() : c.json({ error: "failed" }, 500)));
+  return { app, state, release };
+}
+
+describe("a handler that Hono's timeout() answered for", () => {
+  for (const nodeResponse of [true, false]) {
+    it(`keeps the lock until it settles, then releases it (${nodeResponse ? "Node response" : "Fetch path"})`, async () => {
+      const { app, state, release } = timedOutRoute();
+      const server = await serveHono(app, { nodeResponse });
+      servers.push(server);
+      try {
+        expect((await send(`${server.url}/x/1`, { method: "POST" })).status).toBe(504);
+        // the timed-out handler still runs: the key is held and the next request does not enter
+        expect(state.inside).toBe(1);
+        expect((await send(`${server.url}/x/1`, { method: "POST" })).status).toBe(423);
+        expect(await redis.exists("hono-timeout:1")).toBe(1);
+        release();
+        // released by the handler's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+        await expect.poll(() => redis.exists("hono-timeout:1")).toBe(0);
+        expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+      } finally {
+        release();
+      }
+    });
+  }
+
+  it("on the Fetch path (app.fetch), follows the timeout's response, not the handler's unsent one, and releases once the handler fails", async () => {
+    const { app, state, release } = timedOutRoute({ fail: true });
+    try {
+      const first = await app.fetch(new Request("http://x/x/1", { method: "POST" }));
+      expect(first.status).toBe(504);
+      await first.text();
+      const second = await app.fetch(new Request("http://x/x/1", { method: "POST" }));
+      expect(second.status).toBe(423);
+      release();
+      await expect.poll(() => redis.exists("hono-timeout:1")).toBe(0);
+      expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+    } finally {
+      release();
+    }
+  });
+});
