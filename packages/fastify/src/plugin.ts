@@ -1,6 +1,7 @@
 import {
   createHttpLockPolicy,
   errorResponse,
+  type HeldRoute,
   type HttpKeySource,
   type HttpLockPolicy,
   holdingLock,
@@ -12,7 +13,14 @@ import {
   type RouteLock,
   type RouteLockOptions,
 } from "@redlock-kit/core";
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest, preHandlerHookHandler } from "fastify";
+import type {
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  preHandlerHookHandler,
+  RouteHandlerMethod,
+} from "fastify";
 import fp from "fastify-plugin";
 
 /**
@@ -68,6 +76,7 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     const handler = lockingPreHandler(redlock, declareRoute(policy, config, `${route.method} ${route.url}`));
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
+    route.handler = followedHandler(route.handler);
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -104,6 +113,23 @@ function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, 
   }
 }
 
+/** The held route lock of each request that got one, for its handler to be followed. */
+const heldRoutes = new WeakMap<FastifyRequest, HeldRoute>();
+
+/**
+ * The route's handler, followed: the lock is released once the reply is sent and the promise the
+ * handler returned has settled. A `handlerTimeout` (or a hook that answers for the handler) sends
+ * the reply while the handler still runs: the next request must not enter beside it. A handler
+ * that returns no promise is done once its reply is sent.
+ */
+function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
+  return function lockedHandler(this: FastifyInstance, request, reply) {
+    const result = handler.call(this, request, reply);
+    const held = heldRoutes.get(request);
+    return held === undefined ? result : held.follow(result);
+  };
+}
+
 function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>): preHandlerHookHandler {
   // Runs after body parsing and validation, as the route's last preHandler: auth hooks go first.
   // Callback style: Fastify runs the handler inside done(), so the handler (and a @Locked method it
@@ -116,6 +142,7 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
         async (outcome) => {
           if (outcome.kind === "acquired") {
             request.lock = outcome.lock;
+            heldRoutes.set(request, outcome.held);
             holdingLock(redlock, outcome.lock, done);
             return;
           }
@@ -140,7 +167,7 @@ function kindOf(value: unknown): string {
 /**
  * Fastify plugin: routes with `config: { redlock: "order:{params.id}" }` (or `{ key, ttl, wait, … }`)
  * take the lock in a preHandler, after body parsing; `request.lock` holds it, and it is released
- * once the reply has been sent, streams included. Contention answers 423 with `Retry-After`,
+ * once the reply has been sent, streams included, and the promise the handler returned has settled. Contention answers 423 with `Retry-After`,
  * unavailable Redis 503, an unresolvable key 400, all as JSON. Register it before the routes: a
  * route with `config.redlock` declared earlier cannot be locked, and answers 500 (a
  * `LockConfigurationError`) instead of running.
