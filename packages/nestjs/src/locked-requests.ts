@@ -1,3 +1,5 @@
+import type { HeldRoute, Lock } from "@redlock-kit/core";
+
 /** Requests whose `@LockedRoute` lock `RedlockInterceptor` took: what `@LockedRoute`'s own check looks for. */
 const lockedRequests = new WeakSet<object>();
 
@@ -8,3 +10,22 @@ export function markLocked(request: object): void {
 
 /** Whether `RedlockInterceptor` took the `@LockedRoute` lock of `request`. */
 export const lockedByInterceptor = (request: object): boolean => lockedRequests.has(request);
+
+/** The held route of each `@LockedRoute` lock whose handler has not been called yet. */
+const unfollowed = new WeakMap<Lock, HeldRoute>();
+
+/** `RedlockInterceptor` holds `lock` for a route whose handler it cannot see settle. */
+export function awaitHandler(lock: Lock, held: HeldRoute): void {
+  unfollowed.set(lock, held);
+}
+
+/**
+ * The held route whose handler this call is, once (a nested call to another `@LockedRoute`
+ * method is not): the route lock is the innermost lock of the call's context.
+ */
+export function handlerOf(lock: Lock | undefined): HeldRoute | undefined {
+  if (lock === undefined) return undefined;
+  const held = unfollowed.get(lock);
+  unfollowed.delete(lock);
+  return held;
+}

@@ -1,3 +1,4 @@
+import "reflect-metadata";
 import {
   applyDecorators,
   type CallHandler,
@@ -10,15 +11,17 @@ import {
 } from "@nestjs/common";
 import {
   compileKey,
+  currentLock,
   type HttpKeySource,
   type KeySpec,
   type Lock,
   LockConfigurationError,
   type RouteLockOptions,
+  trackHeldLocks,
 } from "@redlock-kit/core";
 import type { Observable } from "rxjs";
 import { httpExceptionFor } from "./locked-exception.js";
-import { lockedByInterceptor } from "./locked-requests.js";
+import { handlerOf, lockedByInterceptor } from "./locked-requests.js";
 
 /** The reflect-metadata key under which `@LockedRoute` records its declaration, on the handler. */
 export const LOCKED_ROUTE_METADATA = "redlock-kit:locked-route";
@@ -54,7 +57,36 @@ export function LockedRoute(key: KeySpec<HttpKeySource>, options?: LockedRouteOp
   // a malformed template is a TypeError here, where the route is declared
   compileKey(key);
   const declaration: LockedRouteDeclaration = Object.freeze({ key, options });
-  return applyDecorators(SetMetadata(LOCKED_ROUTE_METADATA, declaration), UseInterceptors(LOCKED_ROUTE_CHECK));
+  // the handler finds its route lock in its async context
+  trackHeldLocks();
+  // followed first: the metadata below goes on the wrapper Nest calls
+  return applyDecorators(
+    followHandler,
+    SetMetadata(LOCKED_ROUTE_METADATA, declaration),
+    UseInterceptors(LOCKED_ROUTE_CHECK),
+  );
+}
+
+/**
+ * Wraps the route's method so that its lock waits for what it returns to settle, not only for the
+ * response: an interceptor inside `RedlockInterceptor` (a `timeout()` one) can answer while the
+ * method still runs, and from then on nothing Nest passes on tells when it ends. A method that
+ * returns an Observable is done with it: unsubscribing stops its work.
+ */
+function followHandler(_target: object, _name: string | symbol, descriptor: PropertyDescriptor): void {
+  const method = descriptor.value as (...args: unknown[]) => unknown;
+  const wrapper = {
+    [method.name](this: unknown, ...args: unknown[]): unknown {
+      const held = handlerOf(currentLock());
+      const result = method.apply(this, args);
+      return held === undefined ? result : held.follow(result);
+    },
+  }[method.name] as (...args: unknown[]) => unknown;
+  // what the decorators below this one put on the method (Nest's route metadata among them)
+  for (const key of Reflect.getOwnMetadataKeys(method)) {
+    Reflect.defineMetadata(key, Reflect.getOwnMetadata(key, method), wrapper);
+  }
+  descriptor.value = wrapper;
 }
 
 const logger = new Logger("Redlock");

@@ -13,7 +13,7 @@ import { type HttpKeySource, holdingLock, type Lock, RedlockError, type RouteLoc
 import { catchError, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
-import { markLocked } from "./locked-requests.js";
+import { awaitHandler, markLocked } from "./locked-requests.js";
 
 /** What the interceptor reads from Express's and Fastify's request objects alike. */
 interface PlatformRequest extends HttpKeySource {
@@ -80,6 +80,7 @@ export class RedlockInterceptor implements NestInterceptor {
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
       markLocked(request);
+      awaitHandler(outcome.lock, outcome.held);
       return outcome.lock;
     }
     if (outcome.kind === "aborted") throw new HttpException("Client Closed Request", CLIENT_CLOSED);

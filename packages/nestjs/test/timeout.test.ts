@@ -1,0 +1,93 @@
+import {
+  type CallHandler,
+  Controller,
+  type ExecutionContext,
+  Injectable,
+  Module,
+  type NestInterceptor,
+  Param,
+  Post,
+  RequestTimeoutException,
+  UseInterceptors,
+} from "@nestjs/common";
+import type { Redis } from "ioredis";
+import { catchError, type Observable, TimeoutError, throwError, timeout } from "rxjs";
+import { beforeAll, describe, expect, it } from "vitest";
+import { send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
+import { LockedRoute, RedlockModule } from "../src/index.js";
+import { platforms, startNestApp } from "./helpers/nest-app.js";
+
+const cluster = useRedisServers(1);
+let redis: Redis;
+beforeAll(() => {
+  redis = cluster.servers[0]?.client() as Redis;
+});
+
+/** The TimeoutInterceptor of docs.nestjs.com/interceptors, at 50 ms. */
+@Injectable()
+class TimeoutInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      timeout(50),
+      catchError((error) => throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error))),
+    );
+  }
+}
+
+const state = { runs: 0, inside: 0, maxInside: 0 };
+let gate: Promise<void> = Promise.resolve();
+
+@Controller("x")
+@UseInterceptors(TimeoutInterceptor)
+class TimedOutController {
+  @Post(":id")
+  @LockedRoute("nest-timeout:{params.id}", { ttl: 10_000 })
+  async pay(@Param("id") id: string) {
+    state.runs++;
+    state.maxInside = Math.max(state.maxInside, ++state.inside);
+    await gate;
+    state.inside--;
+    return { id };
+  }
+}
+
+@Module({
+  imports: [
+    RedlockModule.forRootAsync({
+      useFactory: () => ({
+        instances: [{ host: "127.0.0.1", port: cluster.servers[0]?.port ?? 0 }],
+        options: { retryCount: 0 },
+      }),
+    }),
+  ],
+  controllers: [TimedOutController],
+})
+class AppModule {}
+
+describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for", () => {
+  for (const platform of platforms) {
+    it(`keeps the lock until the method settles, then releases it (${platform})`, async () => {
+      let release!: () => void;
+      gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      Object.assign(state, { runs: 0, inside: 0, maxInside: 0 });
+      const app = await startNestApp(AppModule, platform);
+      try {
+        expect((await send(`${app.url}/x/1`, { method: "POST" })).status).toBe(408);
+        // the timed-out method still runs: the key is held and the next request does not enter
+        expect(state.inside).toBe(1);
+        expect((await send(`${app.url}/x/1`, { method: "POST" })).status).toBe(423);
+        expect(await redis.exists("nest-timeout:1")).toBe(1);
+        release();
+        // released by the method's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+        await expect.poll(() => redis.exists("nest-timeout:1")).toBe(0);
+        expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+      } finally {
+        release();
+        await app.close();
+      }
+    });
+  }
+});
