@@ -107,7 +107,8 @@ export class RouteLock<Hook = never> {
    * Call before the first `await` of the request: resolves the key, acquires (giving up if the
    * client leaves while waiting), keeps the lock alive while the client waits for the response
    * (not after it left: the lock then expires within one ttl), and releases it exactly once when
-   * the handler has finished the response (or failed). `handlerEndsLater`: whether an `end()` after
+   * the handler has finished the response (or failed) and every run followed with the outcome's
+   * `held` has settled. `handlerEndsLater`: whether an `end()` after
    * the client left still means the handler finished, asked when it leaves (yes when not given).
    */
   begin(source: HttpKeySource, res: ServerResponse, handlerEndsLater?: () => boolean): Promise<RouteOutcome<Hook>> {
