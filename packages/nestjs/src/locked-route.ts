@@ -94,21 +94,21 @@ const logger = new Logger("Redlock");
 /**
  * Runs after the global interceptors, on `@LockedRoute` routes only: a request that reaches it
  * without its lock was never seen by `RedlockInterceptor` (RedlockModule is not imported in this
- * app). It answers core's configuration error (500, fixed body; the message, for the operator,
- * is logged) rather than run the handler unlocked.
+ * app), and a call that is no HTTP request (a GraphQL resolver, a message or WebSocket handler)
+ * is one it never locks. Either answers core's configuration error (over HTTP a 500 with a fixed
+ * body; the message, for the operator, is logged) rather than run the handler unlocked.
  */
 class LockedRouteCheck implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== "http" || lockedByInterceptor(context.switchToHttp().getRequest<object>())) {
-      return next.handle();
-    }
+    const http = context.getType() === "http";
+    if (http && lockedByInterceptor(context.switchToHttp().getRequest<object>())) return next.handle();
     const where = `${context.getClass().name}.${context.getHandler().name}`;
-    const error = new LockConfigurationError(
-      `${where} is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked`,
-      [],
-    );
+    const why = http
+      ? "RedlockModule is not imported in this app"
+      : `it runs in a ${context.getType()} context, and @LockedRoute locks HTTP routes only (use @Locked)`;
+    const error = new LockConfigurationError(`${where} is a @LockedRoute, but ${why}: the route cannot be locked`, []);
     logger.error(error.message);
-    throw httpExceptionFor(error);
+    throw http ? httpExceptionFor(error) : error;
   }
 }
 

@@ -23,8 +23,8 @@ import {
   UseFilters,
   UseGuards,
 } from "@nestjs/common";
-import { Reflector } from "@nestjs/core";
-import { type AcquireMessage, channels, type Lock, Redlock } from "@redlock-kit/core";
+import { ExternalContextCreator, Reflector } from "@nestjs/core";
+import { type AcquireMessage, channels, type Lock, LockConfigurationError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -188,6 +188,18 @@ class ForgottenController {
 
 @Module({ controllers: [ForgottenController] })
 class AppWithoutRedlockModule {}
+
+/** A handler Nest calls outside HTTP: what a GraphQL resolver is, called through ExternalContextCreator. */
+@Injectable()
+class PaymentsResolver {
+  ran = 0;
+
+  @LockedRoute("resolver:{params.id}")
+  pay() {
+    this.ran++;
+    return { paid: true };
+  }
+}
 
 const LOCKED_BODY = {
   statusCode: 423,
@@ -357,6 +369,42 @@ describe.each(platforms)("on platform-%s", (platform) => {
     } finally {
       await down.close();
       for (const client of doomedClients) client.disconnect();
+    }
+  });
+});
+
+describe("@LockedRoute outside HTTP", () => {
+  it("on a handler Nest calls in a GraphQL context (ExternalContextCreator, as @nestjs/graphql does) fails with the configuration error and never runs unlocked", async () => {
+    @Module({
+      imports: [RedlockModule.forRoot({ instances: clients, options: { retryCount: 0 } })],
+      providers: [PaymentsResolver],
+    })
+    class ResolverModule {}
+    const logs = captureLogs();
+    const nest = await startNestApp(ResolverModule, "express", logs.logger);
+    try {
+      const resolver = nest.app.get(PaymentsResolver);
+      // the global RedlockInterceptor and the route's own interceptors apply, as for a resolver
+      const call = nest.app
+        .get(ExternalContextCreator)
+        .create(
+          resolver,
+          resolver.pay,
+          "pay",
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          { interceptors: true },
+          "graphql",
+        );
+      await expect(call({}, { id: "1" })).rejects.toBeInstanceOf(LockConfigurationError);
+      expect(resolver.ran).toBe(0);
+      expect(logs.error).toContain(
+        "PaymentsResolver.pay is a @LockedRoute, but it runs in a graphql context, and @LockedRoute locks HTTP routes only (use @Locked): the route cannot be locked",
+      );
+    } finally {
+      await nest.close();
     }
   });
 });
