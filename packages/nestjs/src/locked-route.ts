@@ -16,6 +16,7 @@ import {
   type KeySpec,
   type Lock,
   LockConfigurationError,
+  LockLostError,
   type RouteLockOptions,
   trackHeldLocks,
 } from "@redlock-kit/core";
@@ -78,6 +79,8 @@ function followHandler(_target: object, _name: string | symbol, descriptor: Prop
   const wrapper = {
     [method.name](this: unknown, ...args: unknown[]): unknown {
       const held = handlerOf(currentLock());
+      // an interceptor answered while a pipe still ran: the response is done and the lock released
+      if (held?.released) throw startedUnlocked(this, method, held.lock);
       const result = method.apply(this, args);
       return held === undefined ? result : held.follow(result);
     },
@@ -90,6 +93,15 @@ function followHandler(_target: object, _name: string | symbol, descriptor: Prop
 }
 
 const logger = new Logger("Redlock");
+
+function startedUnlocked(target: unknown, method: { name: string }, lock: Lock): LockLostError {
+  const where = `${(target as object | undefined)?.constructor.name}.${method.name}`;
+  const error = new LockLostError(lock.resources, "The route's lock was released before its method started");
+  logger.error(
+    `${where} did not run: its response was sent (an interceptor answered while a pipe ran) and its lock released`,
+  );
+  return error;
+}
 
 /**
  * Runs after the global interceptors, on `@LockedRoute` routes only: a request that reaches it

@@ -6,6 +6,7 @@ import {
   Module,
   type NestInterceptor,
   Param,
+  type PipeTransform,
   Post,
   RequestTimeoutException,
   UseInterceptors,
@@ -16,7 +17,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
-import { platforms, startNestApp } from "./helpers/nest-app.js";
+import { captureLogs, platforms, startNestApp } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(1);
 let redis: Redis;
@@ -52,6 +53,30 @@ class TimedOutController {
   }
 }
 
+const piped = { done: 0 };
+let pipeGate: Promise<void> = Promise.resolve();
+
+/** A pipe that finishes only when the test says so: the method starts after it. */
+@Injectable()
+class SlowPipe implements PipeTransform {
+  async transform(value: unknown) {
+    await pipeGate;
+    piped.done++;
+    return value;
+  }
+}
+
+@Controller("piped")
+@UseInterceptors(TimeoutInterceptor)
+class PipedController {
+  @Post(":id")
+  @LockedRoute("nest-timeout-pipe:{params.id}", { ttl: 10_000 })
+  pay(@Param("id", SlowPipe) id: string) {
+    state.runs++;
+    return { id };
+  }
+}
+
 @Module({
   imports: [
     RedlockModule.forRootAsync({
@@ -61,7 +86,7 @@ class TimedOutController {
       }),
     }),
   ],
-  controllers: [TimedOutController],
+  controllers: [TimedOutController, PipedController],
 })
 class AppModule {}
 
@@ -84,6 +109,34 @@ describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for",
         // released by the method's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
         await expect.poll(() => redis.exists("nest-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+      } finally {
+        release();
+        await app.close();
+      }
+    });
+  }
+
+  for (const platform of platforms) {
+    it(`does not run a method whose pipe was still running when the interceptor answered: its lock is released by then (${platform})`, async () => {
+      let release!: () => void;
+      pipeGate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      Object.assign(state, { runs: 0, inside: 0, maxInside: 0 });
+      piped.done = 0;
+      const logs = captureLogs();
+      const app = await startNestApp(AppModule, platform, logs.logger);
+      try {
+        expect((await send(`${app.url}/piped/1`, { method: "POST" })).status).toBe(408);
+        // the response is done and no method runs yet: the lock is released
+        await expect.poll(() => redis.exists("nest-timeout-pipe:1")).toBe(0);
+        release();
+        await expect.poll(() => logs.error.length).toBeGreaterThan(0);
+        expect(logs.error).toEqual([
+          "PipedController.pay did not run: its response was sent (an interceptor answered while a pipe ran) and its lock released",
+        ]);
+        expect(piped.done).toBe(1);
+        expect(state.runs).toBe(0);
       } finally {
         release();
         await app.close();

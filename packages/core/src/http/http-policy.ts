@@ -187,6 +187,11 @@ export class HeldRoute {
     response.whenDone(this.#settle);
   }
 
+  /** Whether the lock was released (the response is done, every followed run settled): code starting now runs unlocked. */
+  get released(): boolean {
+    return this.#pending === 0;
+  }
+
   /** `fn` (the rest of the request) run holding the lock, followed: the lock waits for what it returns to settle. */
   run<T>(fn: () => T): T {
     return this.follow(holdingLock(this.#redlock, this.lock, fn));
