@@ -25,12 +25,12 @@ beforeAll(() => {
   redis = cluster.servers[0]?.client() as Redis;
 });
 
-/** The TimeoutInterceptor of docs.nestjs.com/interceptors, at 50 ms. */
+/** The TimeoutInterceptor of docs.nestjs.com/interceptors, at 1 s. */
 @Injectable()
 class TimeoutInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(
-      timeout(50),
+      timeout(1000),
       catchError((error) => throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error))),
     );
   }
