@@ -1,3 +1,4 @@
+import { responseBody } from "./dropped-body.js";
 import type { TrackedResponse } from "./response-done.js";
 
 /**
@@ -65,10 +66,11 @@ export class FetchResponseTracker implements TrackedResponse {
    * that ends the response when it has been read to its end or has failed; a cancel by the server
    * only tells that the client left.
    * `sendsBody: false` (e.g. a HEAD request, whose body the framework drops unread) and a
-   * response without a body end it now.
+   * response without a body end it now; a dropped streamed body is followed apart, by
+   * `HeldRoute.followDropped`.
    */
   respond(response: Response, sendsBody = true): Response {
-    const body = sentBody(response);
+    const body = responseBody(response);
     // a body that something else reads or has read cannot be followed: that reader sends it
     if (!sendsBody || body === null || body.locked) {
       this.end();
@@ -102,19 +104,6 @@ export class FetchResponseTracker implements TrackedResponse {
     this.#onLeft = undefined;
     callback?.();
   };
-}
-
-/**
- * The body of `response`, or `null` when it has none or it was read already: someone else sent it
- * (an outer middleware answered first and the server has read it). `@hono/node-server`'s Response
- * throws on `body` once the stream it was built from has been read.
- */
-function sentBody(response: Response): ReadableStream<Uint8Array> | null {
-  try {
-    return response.bodyUsed ? null : response.body;
-  } catch {
-    return null;
-  }
 }
 
 /**

@@ -7,6 +7,7 @@ import type { Lock } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { checkFunction } from "../validate.js";
+import { drainDroppedBody } from "./dropped-body.js";
 import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
@@ -207,6 +208,16 @@ export class HeldRoute {
     this.#pending++;
     (result as PromiseLike<unknown>).then(this.#settle, this.#settle);
     return result;
+  }
+
+  /**
+   * A body the framework drops unsent (a HEAD request's), read to its end with the data discarded,
+   * and followed: the lock is not released before it has ended, failed or been destroyed. A
+   * streamed body's producer goes on after the HEAD response as after a GET's, and may be the
+   * critical section's work. Plain bodies (not a stream) are not waited for. Resolves at that end.
+   */
+  followDropped(body: unknown): Promise<void> | undefined {
+    return this.follow(drainDroppedBody(body));
   }
 
   /** One of the awaited things is over (the response, or a followed run): releases after the last. */

@@ -1,0 +1,72 @@
+import { finished } from "node:stream";
+
+/**
+ * A response body the framework drops unsent (a HEAD request's: it answers with the GET route's
+ * headers only), read to its end with the data discarded, or `undefined` when there is nothing to
+ * wait for (not a stream, or one already over or read by someone else). The promise settles, never
+ * rejects, once the stream has ended, failed or been destroyed. A streamed body's producer is the
+ * handler's work going on after the response, as for a GET: the lock must wait for it, and it must
+ * be read to make progress (a push-based producer blocks on backpressure otherwise).
+ *
+ * Takes a Node `Readable`, a web `ReadableStream`, or a `Response` (its body). A body built from a
+ * string or buffer ends at once.
+ */
+export function drainDroppedBody(body: unknown): Promise<void> | undefined {
+  if (body === null || typeof body !== "object") return undefined;
+  if (isNodeReadable(body)) return drainNode(body);
+  const stream = isResponse(body) ? responseBody(body) : body;
+  return isWebStream(stream) ? drainWeb(stream) : undefined;
+}
+
+interface NodeReadable extends NodeJS.ReadableStream {
+  readonly readableEnded?: boolean;
+  readonly destroyed?: boolean;
+}
+
+function isNodeReadable(body: object): body is NodeReadable {
+  const candidate = body as Partial<NodeReadable>;
+  return (
+    typeof candidate.pipe === "function" && typeof candidate.resume === "function" && typeof candidate.on === "function"
+  );
+}
+
+function drainNode(body: NodeReadable): Promise<void> | undefined {
+  if (body.readableEnded === true || body.destroyed === true) return undefined;
+  // the readable side only: that is what is read; an error or a destroy settles it too
+  const over = new Promise<void>((resolve) => finished(body, { writable: false }, () => resolve()));
+  body.resume();
+  return over;
+}
+
+function isResponse(body: object): body is Response {
+  return typeof (body as Partial<Response>).bodyUsed === "boolean" && "body" in body;
+}
+
+/**
+ * The body of `response`, or `null` when it has none or it was read already (`@hono/node-server`'s
+ * Response throws on `body` once the stream it was built from has been read).
+ */
+export function responseBody(response: Response): ReadableStream<Uint8Array> | null {
+  try {
+    return response.bodyUsed ? null : response.body;
+  } catch {
+    return null;
+  }
+}
+
+function isWebStream(body: unknown): body is ReadableStream<unknown> {
+  return typeof (body as Partial<ReadableStream> | null)?.getReader === "function";
+}
+
+function drainWeb(body: ReadableStream<unknown>): Promise<void> | undefined {
+  // someone else reads it: that reader sends or drops it
+  return body.locked ? undefined : readToEnd(body.getReader());
+}
+
+async function readToEnd(reader: ReadableStreamDefaultReader<unknown>): Promise<void> {
+  try {
+    while (!(await reader.read()).done) {}
+  } catch {
+    // failed: over all the same
+  }
+}
