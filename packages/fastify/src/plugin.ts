@@ -1,3 +1,5 @@
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import {
   createHttpLockPolicy,
   errorResponse,
@@ -77,6 +79,8 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
+    // First of the route's onSend hooks: the HEAD twin's own, last, drops the payload.
+    if (route.method === "HEAD") route.onSend = [followHeadPayload, ...[route.onSend ?? []].flat()];
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -129,6 +133,26 @@ function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
     return held === undefined ? result : held.follow(result);
   };
 }
+
+/**
+ * A HEAD route's payload, which Fastify's HEAD twin of a GET route drops: a streamed one's producer
+ * goes on after the response (as after a GET's), so the lock waits for the stream's end. The twin
+ * resumes a Node stream to its end but cancels a web one, whose producer may go on unseen: that one
+ * is handed on as a Node stream, drained the same way.
+ */
+function followHeadPayload(request: FastifyRequest, _reply: FastifyReply, payload: unknown, done: OnSendDone) {
+  const held = heldRoutes.get(request);
+  if (held === undefined) return done(null, payload);
+  const body = isWebStream(payload) ? Readable.fromWeb(payload) : payload;
+  held.followDropped(body);
+  done(null, body);
+}
+
+function isWebStream(payload: unknown): payload is WebReadableStream {
+  return typeof (payload as Partial<WebReadableStream> | null)?.getReader === "function";
+}
+
+type OnSendDone = (error: Error | null, payload: unknown) => void;
 
 function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>): preHandlerHookHandler {
   // Runs after body parsing and validation, as the route's last preHandler: auth hooks go first.
