@@ -68,5 +68,8 @@ async function readToEnd(reader: ReadableStreamDefaultReader<unknown>): Promise<
     while (!(await reader.read()).done) {}
   } catch {
     // failed: over all the same
+  } finally {
+    // a middleware that cancels it once it has read its own copy (Hono's etag() on a 304) may
+    reader.releaseLock();
   }
 }
