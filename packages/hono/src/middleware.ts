@@ -1,7 +1,10 @@
 import type { ServerResponse } from "node:http";
+import { finished } from "node:stream";
 import {
   createHttpLockPolicy,
+  drainDroppedBody,
   FetchResponseTracker,
+  type HeldRoute,
   type HttpKeySource,
   type KeySpec,
   type Lock,
@@ -87,13 +90,20 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // request holds the lock (holdingLock): a @Locked method on the same resource runs under it.
       // The lock also waits for the handler to settle (held.run): a timeout() that answered for it
       // sends the response while the handler still runs.
+      const sendsBody = c.req.method !== "HEAD";
+      // HEAD: Hono answers with the GET route's headers and drops the body unread, while a streamed
+      // body's producer (a `stream()` callback) goes on as for a GET: the lock waits for that body,
+      // drained once the rest of the request is done with it (an outer etag() clones it).
+      const drain = sendsBody ? undefined : followDropped(c, outcome.held);
       if (tracker === undefined) {
-        await outcome.held.run(next);
-        returned = true;
+        try {
+          await outcome.held.run(next);
+          returned = true;
+        } finally {
+          if (drain) finished(outgoing as ServerResponse, drain);
+        }
         return;
       }
-      // HEAD: Hono answers with the GET route's headers and drops its body unread
-      const sendsBody = c.req.method !== "HEAD";
       let followed: Response | undefined;
       const unfollow = followResponses(c, (response) => {
         followed = tracker.respond(response, sendsBody);
@@ -109,6 +119,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         throw error;
       } finally {
         unfollow();
+        // no sign of when the server has the response: a turn later, the outer middleware have run
+        if (drain) setImmediate(drain);
       }
       if (response === c.res) return;
       // cleared first, so that Hono's setter does not merge the old response's headers back in
@@ -116,6 +128,19 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       c.res = response;
     });
   };
+}
+
+/**
+ * Follows the body `c.res` will have when the returned function is called (on a HEAD request, whose
+ * body Hono drops): drained to its end, and the lock not released before. Call it in any case.
+ */
+function followDropped(c: Context, held: HeldRoute): () => void {
+  let start!: () => void;
+  const started = new Promise<void>((resolve) => {
+    start = resolve;
+  });
+  held.follow(started.then(() => drainDroppedBody(c.res)));
+  return () => start();
 }
 
 /**
