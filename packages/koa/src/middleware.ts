@@ -69,7 +69,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // The rest of the chain runs holding the lock (a @Locked method on the same key does not wait
           // for it), and the lock waits for it to settle: a timeout middleware that answered for it
           // ends the response while the handler still runs.
-          return await outcome.held.run(next);
+          await outcome.held.run(next);
+          // HEAD: Koa ends the response without reading a streamed body, and destroys the stream at
+          // that end while its producer goes on as for a GET: drained here, the lock waits for its
+          // end, and so does the response (as a GET's does).
+          if (ctx.method === "HEAD") await outcome.held.followDropped(ctx.body);
+          return;
         } catch (error) {
           // Koa's onerror writes nothing, not even res.end(), once the client has left or the
           // headers were sent. Left: end the response so that begin() sees it finished and releases
