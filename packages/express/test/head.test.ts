@@ -1,0 +1,100 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { PassThrough } from "node:stream";
+import { Redlock } from "@redlock-kit/core";
+import express from "express";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { open, send } from "#test-helpers/http-client.js";
+import { useRedisServers } from "#test-helpers/redis.js";
+import { createRedlockMiddleware } from "../src/index.js";
+
+const cluster = useRedisServers(1);
+let redis: Redis;
+let dlm: Redlock;
+const servers: http.Server[] = [];
+beforeAll(() => {
+  redis = cluster.servers[0]?.client() as Redis;
+  dlm = new Redlock([redis]);
+});
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    server.close();
+    server.closeAllConnections();
+  }
+  await redis.flushall();
+});
+afterAll(async () => {
+  await dlm.quit();
+});
+
+async function listen(app: express.Express) {
+  const server = http.createServer(app).listen(0, "127.0.0.1");
+  servers.push(server);
+  await new Promise((resolve) => server.once("listening", resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** A gate the test opens: the streamed body's producer (the critical section) ends only then. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { open, opened };
+}
+
+describe("HEAD on a locked GET route", () => {
+  // Express pipes the stream into a HEAD response as into a GET's (Node drops the writes): the
+  // response, and with it the lock, ends at the stream's end. Nothing in the adapter for it.
+  it("keeps the lock while the piped stream's producer runs, and releases it at the stream's end", async () => {
+    const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+    const app = express();
+    const producer = gate();
+    const state = { runs: 0, inside: 0, maxInside: 0 };
+    app.get("/export/:id", redlock("express-head:{params.id}"), (_req, res) => {
+      state.runs++;
+      state.maxInside = Math.max(state.maxInside, ++state.inside);
+      const out = new PassThrough();
+      out.write("first\n");
+      void producer.opened.then(() => {
+        state.inside--;
+        out.end("last\n");
+      });
+      res.type("text/plain");
+      out.pipe(res);
+    });
+    const url = `${await listen(app)}/export/1`;
+    try {
+      const head = send(url, { method: "HEAD" });
+      await expect.poll(() => state.inside).toBe(1);
+      // the producer still runs: the next request for the key is refused and never enters
+      const get = open(url);
+      get.request.on("error", () => {});
+      const status = (await get.response).statusCode;
+      get.request.destroy();
+      expect(status).toBe(423);
+      expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
+      expect(await redis.exists("express-head:1")).toBe(1);
+      producer.open();
+      expect((await head).status).toBe(200);
+      // released by the stream's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+      await expect.poll(() => redis.exists("express-head:1")).toBe(0);
+      expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+    } finally {
+      producer.open();
+    }
+  });
+
+  it("releases the lock of a JSON body at once", async () => {
+    const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+    const app = express();
+    app.get("/order/:id", redlock("express-head-json:{params.id}"), (_req, res) => {
+      res.json({ id: 1 });
+    });
+    const head = await send(`${await listen(app)}/order/1`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers["content-type"]).toMatch(/json/);
+    await expect.poll(() => redis.exists("express-head-json:1")).toBe(0);
+  });
+});
