@@ -1,3 +1,4 @@
+import { finished } from "node:stream";
 import {
   createHttpLockPolicy,
   type HttpKeySource,
@@ -74,6 +75,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // that end while its producer goes on as for a GET: drained here, the lock waits for its
           // end, and so does the response (as a GET's does).
           if (ctx.method === "HEAD") await outcome.held.followDropped(ctx.body);
+          else closeOnStreamError(ctx);
           return;
         } catch (error) {
           // Koa's onerror writes nothing, not even res.end(), once the client has left or the
@@ -96,4 +98,18 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       ctx.body = outcome.response.body;
     };
   };
+}
+
+/**
+ * Koa 2 pipes a stream body into the response and, once the headers are out, leaves the response
+ * open when that stream fails (Koa 3 destroys it): its client would wait for ever, and the lock be
+ * extended until `maxHoldMs`. The response is closed as Koa 3 does; the lock then lapses within one
+ * ttl, as for any failure after the headers.
+ */
+function closeOnStreamError(ctx: ParameterizedContext): void {
+  const body = ctx.body as { pipe?: unknown } | null | undefined;
+  if (typeof body?.pipe !== "function") return;
+  finished(body as NodeJS.ReadableStream, { writable: false }, (error) => {
+    if (error && !ctx.res.destroyed) ctx.res.destroy();
+  });
 }
