@@ -3,6 +3,7 @@ import { Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
@@ -26,15 +27,6 @@ afterAll(async () => {
 async function listen(app: FastifyInstance) {
   await app.listen({ port: 0, host: "127.0.0.1" });
   return `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
-}
-
-/** A gate the test opens: the streamed body's producer (the critical section) ends only then. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
 }
 
 describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {

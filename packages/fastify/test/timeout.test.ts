@@ -2,6 +2,7 @@ import { Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -25,15 +26,12 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
   const app = Fastify({ handlerTimeout: 1000 });
   apps.push(app);
   await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000 });
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
   app.post("/x/:id", { config: { redlock: "fastify-timeout:{params.id}" } }, async () => {
     state.runs++;
     state.maxInside = Math.max(state.maxInside, ++state.inside);
-    await gate;
+    await opened;
     state.inside--;
     return { ran: true };
   });

@@ -9,6 +9,7 @@ import { etag } from "hono/etag";
 import { stream } from "hono/streaming";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
@@ -29,15 +30,6 @@ afterEach(async () => {
 afterAll(async () => {
   await dlm?.quit();
 });
-
-/** A gate the test opens: the streamed body's producer (the critical section) ends only then. */
-function gate() {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
-}
 
 /** A locked GET route whose body a `stream()` callback writes until the gate opens. */
 function streamedApp(withEtag: boolean) {

@@ -4,6 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { timeout } from "hono/timeout";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
@@ -29,17 +30,14 @@ afterAll(async () => {
 function timedOutRoute({ fail = false } = {}) {
   const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
   const app = new Hono();
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
   // 1 s: the lock is taken well before it on a loaded machine (a timeout before the lock is H9: the handler never runs)
   app.use("/x/*", timeout(1000));
   app.post("/x/:id", redlock("hono-timeout:{params.id}"), async (c) => {
     state.runs++;
     state.maxInside = Math.max(state.maxInside, ++state.inside);
-    await gate;
+    await opened;
     state.inside--;
     if (fail) throw new Error("failed after its timeout");
     return c.json({ ran: true });

@@ -4,6 +4,7 @@ import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import Koa from "koa";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
@@ -37,10 +38,7 @@ function timeout(ms: number): Koa.Middleware {
 it("keeps the lock while a handler that a timeout answered for still runs, and releases it once the handler settles", async () => {
   const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
   const app = new Koa();
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => {
-    release = resolve;
-  });
+  const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
   // 1 s: the lock is taken well before it on a loaded machine (a timeout before the lock is H9: the handler never runs)
   app.use(timeout(1000));
@@ -48,7 +46,7 @@ it("keeps the lock while a handler that a timeout answered for still runs, and r
   app.use(async (ctx) => {
     state.runs++;
     state.maxInside = Math.max(state.maxInside, ++state.inside);
-    await gate;
+    await opened;
     state.inside--;
     ctx.body = { ran: true };
   });
