@@ -1,7 +1,7 @@
 /**
  * A TCP proxy for fault injection between a client and one redis-server, on loopback:
  * a delay per direction, a blackhole that swallows bytes while keeping connections open,
- * replies held back on new connections until released, and a reset of every connection.
+ * replies held back (on open or on new connections) until released, and a reset of every connection.
  * `tc netem` is not available on this machine kind (see docs/reliability.md §4), so latency is
  * injected in user space.
  */
@@ -46,6 +46,11 @@ class DelayedPipe {
   release(): void {
     this.#held = false;
     this.#drain();
+  }
+
+  /** Forwards nothing more until release(). */
+  hold(): void {
+    this.#held = true;
   }
 
   push(chunk: Buffer): void {
@@ -137,11 +142,16 @@ export class DelayProxy {
     });
   }
 
-  /** Bytes of replies held back on the connections `holdNewReplies` caught. */
+  /** Bytes of replies held back (`holdNewReplies`, `holdReplies`). */
   get heldReplyBytes(): number {
     let bytes = 0;
     for (const pair of this.#pairs) bytes += (pair.pipes[1] as DelayedPipe).heldBytes;
     return bytes;
+  }
+
+  /** Holds back the replies of the connections open now (commands still arrive and run), until `releaseReplies()`. */
+  holdReplies(): void {
+    for (const pair of this.#pairs) (pair.pipes[1] as DelayedPipe).hold();
   }
 
   /** Stops holding replies back, and delivers the held ones (then the ends that followed them). */

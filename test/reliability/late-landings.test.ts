@@ -9,6 +9,7 @@ import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.js";
 import { useInvariants } from "../helpers/invariants.js";
+import { scriptOf, startMonitors } from "../helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -152,6 +153,41 @@ describe("late landings", () => {
       1500,
     );
     expect(landed).toEqual([null, null, null, 0]);
+  });
+
+  it("a give-back answered NOSCRIPT after the call's next attempt was sent: not sent again behind that attempt", async () => {
+    const proxy = invariants.track(await startDelayProxy(server(0).port));
+    const client = invariants.track(server(0).client({ port: proxy.port }));
+    const admin = direct[0] as Redis;
+    const dlm = new Redlock([client], { retryCount: 1, retryDelay: 0, retryJitter: 0, instanceTimeout: 1000 });
+    // the release script is sent whole once on this connection, then goes by SHA
+    await (await dlm.acquire("late:giveback:warm", 5000)).release();
+    // a failover empties the script cache
+    await admin.script("FLUSH");
+    const [monitor] = await startMonitors([server(0)], invariants);
+    const ran = () =>
+      (monitor?.seen ?? [])
+        .filter((executed) => executed.source !== "lua" && executed.args.includes("late:giveback"))
+        .flatMap((executed) => scriptOf(executed) ?? []);
+    // The lock connection hears nothing back: the first attempt (SET NX) times out, so does its
+    // give-back (the release script by SHA, answered NOSCRIPT), and the second attempt, queued now
+    // (the subscriber connection opens later and is not held), runs the acquire script, sent whole
+    // (its first use on this connection), which finds the key holding the call's own value.
+    proxy.holdReplies();
+    const pending = dlm.acquire("late:giveback", 5000);
+    await expect.poll(ran, { timeout: 10_000 }).toEqual(["acquire", "release", "acquire"]);
+    // the three replies come in order: SET applied, NOSCRIPT, acquired (the key held our value)
+    proxy.releaseReplies();
+    const lock = await pending;
+    // the give-back, sent whole again, would land right behind the attempt and delete the key it took
+    const value = await eventually(
+      () => admin.get("late:giveback"),
+      (v) => v !== lock.value,
+      1000,
+    );
+    expect(value).toBe(lock.value);
+    expect(ran()).toEqual(["acquire", "release", "acquire"]);
+    expect(await lock.release()).toBe(true);
   });
 
   it("a reset after the SET applied: ioredis re-sends it, a plain SET NX answers nil, the library's acquire counts it as ours", async () => {

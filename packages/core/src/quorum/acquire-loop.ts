@@ -19,7 +19,7 @@ import { sleep, WaitingCall } from "../waiting/waiting-call.js";
 import { type AcquireFailure, acquireError, isMisconfigured } from "./acquire-failure.js";
 import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
-import { type AcquireRequest, acquireCall, giveBackCall, type QuorumContext, releaseCall } from "./requests.js";
+import { type AcquireRequest, acquireCall, giveBackCall, type QuorumContext, requeueCall } from "./requests.js";
 import { classify, tallyAcquire } from "./votes.js";
 
 /** What the loop needs of its Redlock beyond the quorum. */
@@ -93,7 +93,7 @@ export class AcquireLoop {
       return lock;
     }
     const value = newLockValue();
-    const request: AcquireRequest = { keys, value, ttl, ticket: undefined };
+    const request: AcquireRequest = { keys, value, ttl, ticket: undefined, sent: 0 };
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
     const call = fencing ? fencedAcquireCall : acquireCall;
@@ -121,6 +121,7 @@ export class AcquireLoop {
           const wallStart = Date.now();
           request.ticket = waiting?.ticket(attemptStart);
           const voters = identity.current ? stores : await identity.voters(stores, timeout);
+          request.sent++;
           const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
           // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
           // replies (a pause, a slow instance) is time the other keys were already expiring.
@@ -249,7 +250,7 @@ export class AcquireLoop {
       const vote = votes[i];
       return vote !== undefined && (!vote.ok || vote.value.acquired);
     });
-    if (stores.length > 0) await fanOut(stores, requeue ? giveBackCall : releaseCall, request, timeout);
+    if (stores.length > 0) await fanOut(stores, requeue ? requeueCall : giveBackCall, request, timeout);
   }
 
   #publish(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {

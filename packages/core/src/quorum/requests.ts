@@ -23,11 +23,26 @@ export interface LockRequest {
 /** An acquisition's request; a waiter's attempts carry its queue ticket. */
 export interface AcquireRequest extends LockRequest {
   ticket: QueueTicket | undefined;
+  /** Attempts sent so far with this value. */
+  sent: number;
 }
 
 // One function each, given the request as fanOut's argument: no closure per call.
 export const acquireCall = (store: LockStore, r: AcquireRequest) => store.acquire(r.keys, r.value, r.ttl, r.ticket);
 export const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 export const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
-/** A failed attempt's release: a queued waiter keeps its place where it gives keys back. */
-export const giveBackCall = (store: LockStore, r: AcquireRequest) => store.release(r.keys, r.value, r.ticket);
+/**
+ * A failed attempt's release. Answered NOSCRIPT (a lost script cache), it is sent whole again only
+ * while the call has sent no attempt since: sent again, it would run behind that attempt on the
+ * connection and delete the key the attempt took (docs/reliability.md, F8).
+ */
+export const giveBackCall = (store: LockStore, r: AcquireRequest) =>
+  store.release(r.keys, r.value, undefined, noAttemptSince(r));
+/** `giveBackCall` by a waiter that tries again: it is queued again where it gives keys back, keeping its place. */
+export const requeueCall = (store: LockStore, r: AcquireRequest) =>
+  store.release(r.keys, r.value, r.ticket, noAttemptSince(r));
+
+function noAttemptSince(r: AcquireRequest): () => boolean {
+  const sent = r.sent;
+  return () => r.sent === sent;
+}

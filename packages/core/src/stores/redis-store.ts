@@ -110,12 +110,12 @@ export class RedisStore implements LockStore {
   }
 
   /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
-  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
+  release(keys: readonly string[], value: string, requeue?: QueueTicket, resend?: () => boolean): Promise<number> {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     this.#batcher?.beforeSend();
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
-    return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number);
+    return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
   }
 
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */

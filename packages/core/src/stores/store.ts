@@ -53,9 +53,10 @@ export interface LockStore {
    * Delete the keys that hold `value`, handing each to the oldest waiter queued on it (stores that
    * offer `onHandOver`). Resolves to how many were deleted. With `requeue` (a waiter giving back
    * what a failed attempt took), that waiter is queued again on each deleted key before it is
-   * handed on, at its ticket's place.
+   * handed on, at its ticket's place. `resend`, for a store that may have to send a script again
+   * (a lost script cache): whether that is still wanted; without it, it always is.
    */
-  release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number>;
+  release(keys: readonly string[], value: string, requeue?: QueueTicket, resend?: () => boolean): Promise<number>;
   /**
    * Throws `RangeError` when this store cannot lock these keys together (a Redis Cluster with keys in
    * different hash slots), or, with `fencing`, cannot keep their fence counters beside them. Called
