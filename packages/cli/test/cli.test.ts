@@ -140,6 +140,21 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
     expect(await clients[0]?.info("commandstats")).toMatch(/^cmdstat_get:calls=1,/m);
   });
 
+  it("skips keys whose name cannot be a resource (empty, over 1024 characters) instead of refusing the command line", async () => {
+    const lock = await dlm.acquire("order:42", 60_000);
+    await clients[0]?.set("lock:", "x", "PX", 60_000);
+    await clients[1]?.set(`lock:${"x".repeat(1025)}`, "x", "PX", 60_000);
+    const listed = await runCli(["list", "--prefix", "lock:", "--json"], env);
+    expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(JSON.parse(listed.stdout).locks.map((view: { resource: string }) => view.resource)).toEqual(["order:42"]);
+    const watched = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
+    await Promise.race([watched.waitFor("\n"), watched.exited]);
+    watched.child.kill("SIGINT");
+    expect(await watched.exited).toBe(0);
+    expect(JSON.parse(watched.stdout.split("\n")[0] as string).locks[0]).toMatchObject({ resource: "order:42" });
+    await lock.release();
+  });
+
   it("lists what it can reach with one instance down, and exits 3 when too few answer", async () => {
     await dlm.acquire("order:42", 60_000);
     const dead = `redis://127.0.0.1:${await freePort()}`;

@@ -17,8 +17,15 @@ const CONCURRENCY = 32;
 
 export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
   const scan = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
-  const views = await mapLimit(scan.resources, CONCURRENCY, (resource) => instances.dlm.inspect(resource));
-  return { scan, locks: views.filter((view) => view.held > 0 || view.unknown > 0) };
+  const views = await mapLimit(scan.resources, CONCURRENCY, (resource) =>
+    // a key whose name core refuses as a resource (empty, over 1024 characters) is no lock: skipped
+    instances.dlm.inspect(resource).catch((error: unknown) => {
+      if (error instanceof TypeError || error instanceof RangeError) return undefined;
+      throw error;
+    }),
+  );
+  const locks = views.filter((view): view is LockInspection => view !== undefined);
+  return { scan, locks: locks.filter((view) => view.held > 0 || view.unknown > 0) };
 }
 
 export function listingJson(listing: Listing, instances: Instances) {
