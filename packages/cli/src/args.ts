@@ -150,6 +150,23 @@ function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[
     if (!/^rediss?:\/\/./.test(url)) {
       throw new UsageError(`${from}: entry ${index + 1} is not a redis:// or rediss:// URL`);
     }
+    // ioredis reads a database that is not a number as NaN, never selects it, and runs on db 0
+    const db = databaseOf(url);
+    if (db !== undefined && !/^\d+$/.test(db)) {
+      throw new UsageError(`${from}: entry ${index + 1} names database ${JSON.stringify(db)}, not a number`);
+    }
   });
   return urls;
+}
+
+/** The database a URL names, as ioredis reads it: its path, else `?db=`. */
+function databaseOf(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined; // ioredis refuses it by itself, with a message that does not echo it
+  }
+  const path = parsed.pathname.slice(1);
+  return path === "" ? (parsed.searchParams.get("db") ?? undefined) : path;
 }

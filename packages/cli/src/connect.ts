@@ -23,7 +23,11 @@ export function connect(urls: readonly string[], prefix: string, timeout: number
       retryStrategy: reconnect ? (times) => Math.min(times * 200, 2000) : () => null,
     });
     // Failures reach the output as "unknown" instances; ioredis would also print each one.
-    client.on("error", () => {});
+    client.on("error", (error: Error & { command?: { name?: string } }) => {
+      // the server refused the URL's database (out of range): ioredis would go on in db 0, where a
+      // release would delete another database's key; closed here, the instance answers nothing
+      if (error.command?.name === "select") client.disconnect();
+    });
     return client;
   });
   const close = () => {

@@ -236,6 +236,25 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     expect(stderr).toContain("did not answer (No answer within 200 ms): the key may remain there.");
   });
 
+  it("never deletes in db 0 for a URL naming a database the server refuses or that is not a number", async () => {
+    await dlm.acquire("stuck", 60_000);
+    const urls = (db: string) =>
+      env.REDIS_URL.split(",")
+        .map((url) => url.replace("redis://", "redis://:hunter2@") + db)
+        .join(",");
+    // 99: out of range on a server with 16 databases
+    const refused = await runCli(["release", "--force", "stuck", "--prefix", "lock:", "--yes", "--redis", urls("/99")]);
+    expect(refused.code).toBe(3);
+    expect(await exists("lock:stuck")).toEqual([1, 1, 1]);
+    for (const db of ["/abc", "/?db=abc"]) {
+      const bad = await runCli(["release", "--force", "stuck", "--prefix", "lock:", "--yes", "--redis", urls(db)]);
+      expect({ code: bad.code, stdout: bad.stdout }).toEqual({ code: 2, stdout: "" });
+      expect(bad.stderr).toContain('--redis: entry 1 names database "abc", not a number');
+      expect(bad.stderr).not.toContain("hunter2");
+    }
+    expect(await exists("lock:stuck")).toEqual([1, 1, 1]);
+  });
+
   it("asks on a terminal and deletes only on yes", async () => {
     const lock = await dlm.acquire("stuck", 60_000);
     const no = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
