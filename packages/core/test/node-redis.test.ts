@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
+import { RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { useRedisServers } from "#test-helpers/redis.js";
@@ -39,8 +40,8 @@ const redlock = (...args: ConstructorParameters<typeof Redlock>) => {
 };
 
 /** A node-redis client of server `index` that the test owns (closed after it). */
-const ownClient = (index: number) => {
-  const client = nodeRedisClient(redis.servers[index]?.port as number);
+const ownClient = (index: number, options?: Parameters<typeof nodeRedisClient>[1]) => {
+  const client = nodeRedisClient(redis.servers[index]?.port as number, options);
   extra.push(client);
   return client;
 };
@@ -150,6 +151,24 @@ describe("node-redis clients as Redlock instances", () => {
     }
     expect(await connections()).toBe(before);
     expect(clients.every((client) => client.isOpen)).toBe(true);
+  });
+});
+
+describe("node-redis clients with a type mapping", () => {
+  it("reads replies in the default types: a script's OK mapped to a Buffer is no refusal, a 1 mapped to a string no lost extension", async () => {
+    const typeMapping = { [RESP_TYPES.SIMPLE_STRING]: Buffer, [RESP_TYPES.NUMBER]: String };
+    const mapped = await Promise.all(
+      redis.servers.map((_, index) => ownClient(index, { commandOptions: { typeMapping } }).connect()),
+    );
+    const dlm = redlock(mapped, { retryCount: 0 });
+    // several resources: the acquire script, which answers OK
+    const lock = await dlm.acquire(["nr:a", "nr:b"], 5000);
+    expect(await valuesOf("nr:b")).toEqual([lock.value, lock.value, lock.value]);
+    // the extend script answers 1
+    await dlm.extend(lock, 20_000);
+    expect(await lock.release()).toBe(true);
+    await Promise.all(mapped.map((client) => client.ping()));
+    expect(await valuesOf("nr:a")).toEqual([null, null, null]);
   });
 });
 

@@ -75,10 +75,17 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
   const target = client as unknown as {
     sendCommand(...args: unknown[]): Promise<unknown>;
   };
-  if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args);
-  if (kind === "sentinel") return (_, args) => target.sendCommand(false, args);
-  return (_, args) => target.sendCommand(args);
+  if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args, DEFAULT_TYPES);
+  if (kind === "sentinel") return (_, args) => target.sendCommand(false, args, DEFAULT_TYPES);
+  return (_, args) => target.sendCommand(args, DEFAULT_TYPES);
 }
+
+/**
+ * Replies in node-redis's default types (strings, numbers, arrays), whatever type mapping the
+ * client was given (`commandOptions.typeMapping`, `withTypeMapping()`): mapped, a script's "OK"
+ * read as a Buffer was a refusal that left the keys set, a 1 read as "1" a lost extension.
+ */
+const DEFAULT_TYPES = { typeMapping: {} };
 
 /**
  * host:port/db (or the socket path) of a standalone client, never the password: the same form
