@@ -31,7 +31,14 @@ export {
   type ResolvedDeclaredLock,
   resolveDeclaredLock,
 } from "./lock/declared-lock.js";
-export { currentFence, currentLock, holdingLock, resourcesNotHeld, trackHeldLocks } from "./lock/held-locks.js";
+export {
+  currentFence,
+  currentLock,
+  holdingLock,
+  locksHolding,
+  resourcesNotHeld,
+  trackHeldLocks,
+} from "./lock/held-locks.js";
 export { Lock } from "./lock/lock.js";
 export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./observe/diagnostics.js";
 export type {

@@ -2,8 +2,10 @@ import {
   ErrorCodes,
   holdingLock,
   type KeyResolver,
+  type Lock,
   type LockContentionError,
   LockLostError,
+  locksHolding,
   RedlockError,
   resourcesNotHeld,
   trackHeldLocks,
@@ -134,7 +136,9 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const resources = call.resolve(args);
   // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
   const pending = resourcesNotHeld(redlock, resources);
-  if (pending.length === 0) return Reflect.apply(original, thisArg, args);
+  // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
+  const enclosing = locksHolding(redlock, resources);
+  if (pending.length === 0) return checkHeld(enclosing, await Reflect.apply(original, thisArg, args));
   let entered = false;
   const run = redlock.using(
     pending,
@@ -142,14 +146,7 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     async (_signal, lock) => {
       entered = true;
       const result = await holdingLock(redlock, lock, () => Reflect.apply(original, thisArg, args));
-      // An extension failed or maxHoldMs ran out while the body ran: it may have run without
-      // exclusivity, which its caller must hear about rather than receive a result as if it had not.
-      if (!lock.valid) {
-        // no method name in the message: with expose: true Koa and Fastify send it to the client
-        const cause: unknown = lock.signal.reason;
-        throw new LockLostError(lock.resources, "Lock was lost before the method finished", { cause });
-      }
-      return result;
+      return checkHeld([lock, ...enclosing], result);
     },
     call.options.using,
   );
@@ -160,6 +157,19 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     if (entered || !RedlockError.isRedlockError(error) || error.code !== ErrorCodes.contention) throw error;
     return onContention === "skip" ? undefined : onContention(error as LockContentionError, call.where);
   });
+}
+
+/**
+ * `result`, unless a lock the body ran under is no longer valid: an extension failed, maxHoldMs ran
+ * out, or the enclosing call released it. The body may then have run without exclusivity, which its
+ * caller must hear about rather than receive a result as if it had not.
+ */
+function checkHeld<T>(locks: readonly Lock[], result: T): T {
+  const lost = locks.find((lock) => !lock.valid);
+  if (lost === undefined) return result;
+  // no method name in the message: with expose: true Koa and Fastify send it to the client
+  const cause: unknown = lost.signal.reason;
+  throw new LockLostError(lost.resources, "Lock was lost before the method finished", { cause });
 }
 
 function isDecoratorContext(value: unknown): value is { kind: string; name: string | symbol } {

@@ -1,5 +1,5 @@
 import "reflect-metadata";
-import { LockContentionError, LockKeyError, Redlock } from "@redlock-kit/core";
+import { LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
@@ -280,6 +280,53 @@ describe("the wrapper @Locked installs", () => {
     } finally {
       process.off("unhandledRejection", onUnhandled);
     }
+  });
+});
+
+describe("a re-entered @Locked call", () => {
+  it("that outlives the lock it re-entered rejects with LockLostError instead of its result", async () => {
+    setDefaultRedlock(dlm);
+    let enter = () => {};
+    let open = () => {};
+    const entered = new Promise<void>((resolve) => {
+      enter = resolve;
+    });
+    const opened = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const order: string[] = [];
+    const inner = decorateStandard(
+      async () => {
+        enter();
+        await opened;
+        order.push("inner body done");
+        return "inner result";
+      },
+      "inner",
+      Locked("order:{0}"),
+    );
+    let detached: Promise<unknown> = Promise.resolve();
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        detached = inner(id) as Promise<unknown>; // started, not awaited: it re-enters the outer call's lock
+        await entered;
+      },
+      "outer",
+      Locked("order:{0}"),
+    );
+    await outer("1");
+    // the outer call released order:1 while the inner body still runs: another owner takes it
+    const other = await dlm.acquire("order:1", 5000);
+    order.push("other owner holds order:1");
+    open();
+    const outcome = await detached.then(
+      (value) => value,
+      (error: unknown) => error,
+    );
+    await other.release();
+    expect(order).toEqual(["other owner holds order:1", "inner body done"]);
+    expect(outcome).toBeInstanceOf(LockLostError);
+    expect((outcome as LockLostError).resources).toEqual(["order:1"]);
   });
 });
 

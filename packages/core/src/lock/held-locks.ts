@@ -54,6 +54,16 @@ export function resourcesNotHeld(redlock: Redlock, resources: readonly string[])
 }
 
 /**
+ * The valid locks through which this call chain holds any of `resources` via `redlock`: what a call
+ * that does not lock those resources again runs under, and must still hold when it finishes.
+ */
+export function locksHolding(redlock: Redlock, resources: readonly string[]): readonly Lock[] {
+  const locks = shared[SHARED]?.getStore()?.byRedlock.get(redlock);
+  if (locks === undefined) return [];
+  return locks.filter((lock) => lock.valid && resources.some((resource) => lock.resources.includes(resource)));
+}
+
+/**
  * The lock taken by the innermost enclosing call that holds one (a `@Locked` method, or the route
  * whose request this is), or `undefined` outside any, or while nothing tracks held locks.
  *
