@@ -344,6 +344,28 @@ describe("Redlock.using", () => {
     expect(Math.max(...requests.map(({ at, ttl }) => at + ttl)) - (started + 500)).toBeLessThanOrEqual(20);
   });
 
+  it("near maxHoldMs, extends once up to the cap rather than again and again by the drift", async () => {
+    // every extension sent, with the ttl it asked for
+    const requests: number[] = [];
+    const stores = first(3).map((client) => {
+      const store = new RedisStore(client);
+      return {
+        acquire: store.acquire.bind(store),
+        release: store.release.bind(store),
+        extend(keys: readonly string[], value: string, ttl: number) {
+          requests.push(ttl);
+          return store.extend(keys, value, ttl);
+        },
+      };
+    });
+    const dlm = new Redlock(stores);
+    await dlm.using("capped-tail", 1000, (signal) => aborted(signal), { maxHoldMs: 1500 });
+    // one renewal to the ttl, one to the cap, each sent to the 3 instances; an extension up to the
+    // cap ends a drift (12 ms here) short of it, which must not start another
+    expect(requests).toHaveLength(6);
+    expect(requests.slice(0, 3)).toEqual([1000, 1000, 1000]);
+  });
+
   it("releases when fn throws and rethrows fn's error unchanged", async () => {
     const dlm = new Redlock(first(3));
     const boom = new Error("boom");

@@ -77,7 +77,9 @@ class Renewal extends Deadline {
     if (next <= lock.remainingMs) return;
     try {
       await this.#owner.extend(lock, next);
-      if (!this.#stopped) this.#schedule();
+      // An extension cut short by the cap was the last: the next would gain only the drift each
+      // extension loses, and would start at once, again and again, until the cap.
+      if (!this.#stopped && next === this.#ttl) this.#schedule();
     } catch (error) {
       // LockLostError: extend() marked the lock lost and aborted its signal. Anything else means too
       // few instances answered: try again while validity is left (the signal aborts when it ends).
