@@ -1,5 +1,5 @@
 import { LockLostError } from "../errors.js";
-import type { ResolvedHoldOptions } from "../options.js";
+import { driftFor, type ResolvedHoldOptions } from "../options.js";
 import { Deadline, deadlines } from "../speed/shared-timer.js";
 import { type Lock, markLost, STATE } from "./lock.js";
 
@@ -9,7 +9,8 @@ interface Extender {
 
 /**
  * Keeps `lock` alive while its holder works: renews it to `ttl` whenever less than
- * `extendThreshold × ttl` (at least one per-instance timeout) is left, and never past `maxHoldMs` from now. An extension that finds
+ * `extendThreshold × ttl` (at least one per-instance timeout, at most half the ttl) is left, and never
+ * past `maxHoldMs` from now. An extension that finds
  * the lock lost stops (its signal aborts); one that could not reach enough instances is retried
  * while validity is left. Returns `stop`.
  */
@@ -40,7 +41,10 @@ class Renewal extends Deadline {
     this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
     // An extension may take up to the per-instance timeout: started with less left, it would end
     // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
-    this.#margin = Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout);
+    // But never more than half of what an extension gives: with a per-instance timeout close to the
+    // ttl, every extension would leave less than the margin, and the next would start at once.
+    const half = Math.floor((ttl - driftFor(ttl, lock[STATE].driftFactor)) / 2);
+    this.#margin = Math.min(Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout), half);
     // A lock made from a retake's reservation would extend itself to its ttl halfway through the
     // hold (speed/retake.ts): this renewal takes over, so that its cap and stop() hold for it too.
     const state = lock[STATE];
