@@ -5,8 +5,9 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { scriptOf, startMonitor } from "#test-helpers/monitor.js";
 import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
-import { LockConfigurationError, Redlock } from "../src/index.js";
+import { Lock, LockConfigurationError, LockContentionError, LockUnavailableError, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
 /** Long enough that its per-instance timeout (1 s) covers a busy machine: timing is not the subject here. */
@@ -176,5 +177,110 @@ describe("one server listed twice", () => {
       // DELUSER closes the user's connections: its clients end here, not in afterEach
       for (const client of direct) await client.acl("DELUSER", "noinfo");
     }
+  });
+});
+
+describe("a command in flight while its connection moves", () => {
+  /**
+   * [a, proxy to b, c], every server known. The command `send()` sends to b is swallowed; then the
+   * proxy leads its next connection to a (a failover, a DNS change), where ioredis sends it again.
+   */
+  async function resentToA(key: string, send: () => Promise<unknown>) {
+    const [a, b, c] = servers();
+    const proxy = await proxyTo(b.port);
+    const dlm = track(new Redlock([clientOf(a), clientOf(b, { port: proxy.port }), clientOf(c)], { retryCount: 0 }));
+    await (await dlm.acquire("warm", TTL)).release();
+    await expect.poll(dbsizes).toEqual([0, 0, 0]);
+    // another owner holds the key on c: a lock needs a and b
+    await direct[2]?.set(key, "other-owner", "PX", 60_000);
+    return {
+      dlm,
+      /** `landed`: true once the command reached a directly. */
+      async run(landed = async () => (await direct[0]?.exists(key)) === 1): Promise<unknown> {
+        proxy.blackhole = true;
+        const outcome = send().catch((error: unknown) => error);
+        await expect.poll(landed).toBe(true);
+        proxy.blackhole = false;
+        proxy.targetPort = a.port;
+        proxy.resetAll();
+        return outcome;
+      },
+    };
+  }
+
+  it("an acquire answered by a server already listed is not its second vote: no second holder", async () => {
+    const sent = await resentToA("inflight", () => sent.dlm.acquire("inflight", TTL));
+    const first = await sent.run();
+    // the other owner is gone: a correct list [a, b, c] takes b and c
+    await direct[2]?.del("inflight");
+    const other = track(new Redlock([clientOf(servers()[0]), clientOf(servers()[1]), clientOf(servers()[2])]));
+    const second = await other.acquire("inflight", TTL, { retryCount: 0 });
+    // before: a counted twice made `first` a lock held on a alone, and `second` held it too
+    expect([first, second].filter((lock) => lock instanceof Lock && lock.valid)).toHaveLength(1);
+    expect(first).toBeInstanceOf(LockContentionError);
+    expect(second.valid).toBe(true);
+    // what `first` took on a was given back
+    expect(await Promise.all(direct.map((client) => client.get("inflight")))).toEqual(Array(3).fill(second.value));
+  });
+
+  it("an extension answered by a server already listed is not its second vote", async () => {
+    let lock: Lock | undefined;
+    const sent = await resentToA("extended", () => (lock as Lock).extend(3 * TTL));
+    // taken on a and b (another owner holds c)
+    lock = await sent.dlm.acquire("extended", TTL);
+    const outcome = await sent.run(async () => ((await direct[0]?.pttl("extended")) ?? 0) > TTL);
+    const ours = await Promise.all(
+      direct.map(
+        async (client) => (await client.get("extended")) === lock?.value && (await client.pttl("extended")) > TTL,
+      ),
+    );
+    // only a has the new expiry (b's key keeps its old one): one server of three
+    expect(ours).toEqual([true, false, false]);
+    // before: the extension resolved, a counted twice
+    expect(outcome).toBeInstanceOf(LockUnavailableError);
+    await lock.release();
+  });
+
+  it("a fence write-back answered by a server already listed is not its second confirmation: fences keep growing", async () => {
+    const [a, b, c] = servers();
+    const proxy = await proxyTo(b.port);
+    const dlm = track(
+      new Redlock([clientOf(a), clientOf(b, { port: proxy.port }), clientOf(c)], { retryCount: 0, fencing: true }),
+    );
+    await (await dlm.acquire("warm", TTL)).release();
+    await expect.poll(() => Promise.all(direct.map((client) => client.exists("warm")))).toEqual([0, 0, 0]);
+    // counters 100, 5, 5 (docs/fencing.md, "Why both phases are needed"); another owner holds c
+    const key = "raised";
+    await direct[0]?.set(`${key}:redlock-kit:fence`, "100");
+    await direct[1]?.set(`${key}:redlock-kit:fence`, "5");
+    await direct[2]?.set(`${key}:redlock-kit:fence`, "5");
+    await direct[2]?.set(key, "other-owner", "PX", 60_000);
+    const monitor = await startMonitor(track(a.client()));
+    track({ quit: async () => monitor.connection.disconnect() });
+
+    // phase 1 runs on b, whose answer is held until b's connection swallows what is sent next: phase 2
+    proxy.holdReplies();
+    const acquiring = dlm.acquire(key, TTL).catch((error: unknown) => error);
+    await expect.poll(() => direct[1]?.exists(key)).toBe(1);
+    proxy.blackhole = true;
+    proxy.releaseReplies();
+    await expect.poll(() => monitor.seen.some((executed) => scriptOf(executed) === "raise-fences")).toBe(true);
+    // ioredis sends b's write-back again on the next connection, which now reaches a
+    proxy.blackhole = false;
+    proxy.targetPort = a.port;
+    proxy.resetAll();
+    const first = await acquiring;
+    if (first instanceof Lock) await first.release();
+
+    // the first holder's keys are gone (b's expired); another owner holds a: the next lock is taken on b and c
+    await Promise.all(direct.map((client) => client.del(key)));
+    await direct[0]?.set(key, "third-owner", "PX", 60_000);
+    const other = track(new Redlock([clientOf(a), clientOf(b), clientOf(c)], { retryCount: 0, fencing: true }));
+    const second = await other.acquire(key, TTL);
+    // before: b's counter was never raised, so the later holder got 7 after the earlier one's 101
+    const fences = [first, second].flatMap((lock) => (lock instanceof Lock ? [BigInt(lock.fence as string)] : []));
+    expect(fences).toEqual([...fences].sort((x, y) => (x < y ? -1 : 1)));
+    expect(first).toBeInstanceOf(LockUnavailableError);
+    expect(second.fence).toBe("7");
   });
 });

@@ -72,7 +72,8 @@ const raiseCall = (store: LockStore, r: RaiseRequest) =>
 /**
  * Phase 2: writes the fences back on every instance, resolving once a quorum confirmed that it
  * still held the keys and raised their counters (the others' commands are on their way). Fewer
- * than a quorum: the lock must not be returned (fail closed).
+ * than a quorum: the lock must not be returned (fail closed). `voided` drops the confirmations of
+ * instances whose connection changed meanwhile (quorum/server-identity.ts).
  */
 export async function writeBackFences(
   stores: readonly LockStore[],
@@ -80,10 +81,12 @@ export async function writeBackFences(
   votes: readonly Vote<AcquireReply>[],
   timeoutMs: number,
   quorum: number,
+  voided: (confirmations: Vote<boolean>[]) => Vote<boolean>[],
 ): Promise<WriteBack> {
   const fences = largestFences(votes, request.keys.length);
   const raise: RaiseRequest = { keys: request.keys, value: request.value, fences };
-  const confirmations = await fanOut(stores, raiseCall, raise, timeoutMs, { need: quorum, yes: (held) => held });
+  const quorumOf = { need: quorum, yes: (held: boolean) => held };
+  const confirmations = voided(await fanOut(stores, raiseCall, raise, timeoutMs, quorumOf));
   let confirmed = 0;
   for (const vote of confirmations) if (vote.ok && vote.value) confirmed++;
   if (confirmed >= quorum) return { fences };

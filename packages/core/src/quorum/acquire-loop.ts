@@ -120,9 +120,10 @@ export class AcquireLoop {
           const attemptStart = clock();
           const wallStart = Date.now();
           request.ticket = waiting?.ticket(attemptStart);
+          const stamp = identity.stamp;
           const voters = identity.current ? stores : await identity.voters(stores, timeout);
           request.sent++;
-          const votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
+          const votes = identity.voided(await fanOut(voters, call, request, timeout, this.#acquiredQuorum), stamp);
           // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
           // replies (a pause, a slow instance) is time the other keys were already expiring.
           let validity = ttl - (clock() - attemptStart) - drift;
@@ -132,7 +133,9 @@ export class AcquireLoop {
           let unconfirmed: AcquireFailure | undefined;
           if (fencing && tally.yes >= quorum && validity > 0) {
             // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
-            const writeBack = await writeBackFences(voters, request, votes, timeout, quorum);
+            const writeBack = await writeBackFences(voters, request, votes, timeout, quorum, (confirmations) =>
+              identity.voided(confirmations, stamp),
+            );
             validity = ttl - (clock() - attemptStart) - drift;
             fences = writeBack.fences;
             if (writeBack.fences === undefined) {

@@ -24,11 +24,10 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   const start = clock();
   const wallStart = Date.now();
   const request: LockRequest = { keys: state.keys, value: lock.value, ttl };
+  const stamp = identity.stamp;
   const voters = identity.current ? stores : await identity.voters(stores, state.instanceTimeout);
-  const votes = await fanOut(voters, extendCall, request, state.instanceTimeout, {
-    need: quorum,
-    yes: (extended) => extended,
-  });
+  const quorumOf = { need: quorum, yes: (extended: boolean) => extended };
+  const votes = identity.voided(await fanOut(voters, extendCall, request, state.instanceTimeout, quorumOf), stamp);
   const elapsed = clock() - start;
   const yes = countVotes(votes, (extended) => extended);
   const refused = countVotes(votes, (extended) => !extended);

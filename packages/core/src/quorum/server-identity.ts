@@ -2,6 +2,7 @@ import { LockConfigurationError } from "../errors.js";
 import { NodeRedisStore } from "../stores/node-redis/node-redis-store.js";
 import { RedisStore } from "../stores/redis-store.js";
 import type { LockStore } from "../stores/store.js";
+import type { Vote } from "./ballot.js";
 import type { ResolvedInstance } from "./instances.js";
 
 /**
@@ -58,6 +59,8 @@ class ClientIdentity {
   #waitedOut = false;
   /** Until its first connection was asked: a client still connecting then is worth waiting for. */
   #fresh = true;
+  /** The generation its last connection closed at. */
+  #closedAt = -1;
 
   constructor(client: WatchedClient) {
     this.#client = client;
@@ -72,6 +75,7 @@ class ClientIdentity {
     client.on("close", () => {
       this.#fresh = false;
       replaced();
+      this.#closedAt = generation;
     });
     // A new connection may reach another server: ask it now, unless a question asked since the old
     // one closed is already queued (ioredis sends its offline queue on the new connection first).
@@ -93,6 +97,11 @@ class ClientIdentity {
 
   get facts(): ServerFacts | undefined {
     return this.#facts;
+  }
+
+  /** Whether a connection closed after generation `stamp`. */
+  closedSince(stamp: number): boolean {
+    return this.#closedAt > stamp;
   }
 
   /** True once this connection's identity is known or known to be unknowable: it may vote. */
@@ -199,6 +208,10 @@ function warnUnknowable(): void {
 const notAsked = () =>
   Promise.reject(new Error("Not asked: this server has not yet said who it is on its current connection"));
 
+const RECONNECTED = new Error(
+  "Not counted: the connection closed while the command was in flight, and may now reach another server",
+);
+
 /** Stands for an instance whose identity is not known yet: its vote fails at once. */
 const UNCHECKED: LockStore = Object.freeze({ acquire: notAsked, extend: notAsked, release: notAsked });
 
@@ -248,6 +261,25 @@ export class ServerIdentityCheck {
     if (!this.#entries.every(({ identity }) => identity.settled) || this.#problem() !== undefined) return false;
     this.#checkedAt = generation;
     return true;
+  }
+
+  /** Taken before a call picks its voters: `voided` then drops the votes that cannot be trusted. */
+  get stamp(): number {
+    return generation;
+  }
+
+  /**
+   * `votes`, with the answer of each instance whose connection closed since `stamp` replaced by a
+   * failure. ioredis sends a command that was in flight again on the next connection, which may
+   * reach another server (a failover, a DNS change), one that already votes under another entry,
+   * before that connection says who it is: its answer would be a second vote of that server.
+   */
+  voided<T>(votes: Vote<T>[], stamp: number): Vote<T>[] {
+    if (generation === stamp) return votes;
+    for (const { index, identity } of this.#entries) {
+      if (identity.closedSince(stamp) && votes[index]?.ok) votes[index] = { ok: false, error: RECONNECTED };
+    }
+    return votes;
   }
 
   /**
