@@ -81,12 +81,12 @@ export async function writeBackFences(
   votes: readonly Vote<AcquireReply>[],
   timeoutMs: number,
   quorum: number,
-  voided: (confirmations: Vote<boolean>[]) => Vote<boolean>[],
+  voided: (confirmations: Vote<boolean>[]) => Vote<boolean>[] | Promise<Vote<boolean>[]>,
 ): Promise<WriteBack> {
   const fences = largestFences(votes, request.keys.length);
   const raise: RaiseRequest = { keys: request.keys, value: request.value, fences };
   const quorumOf = { need: quorum, yes: (held: boolean) => held };
-  const confirmations = voided(await fanOut(stores, raiseCall, raise, timeoutMs, quorumOf));
+  const confirmations = await voided(await fanOut(stores, raiseCall, raise, timeoutMs, quorumOf));
   let confirmed = 0;
   for (const vote of confirmations) if (vote.ok && vote.value) confirmed++;
   if (confirmed >= quorum) return { fences };

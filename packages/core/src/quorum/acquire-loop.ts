@@ -123,7 +123,8 @@ export class AcquireLoop {
           const stamp = identity.stamp;
           const voters = identity.current ? stores : await identity.voters(stores, timeout);
           request.sent++;
-          const votes = identity.voided(await fanOut(voters, call, request, timeout, this.#acquiredQuorum), stamp);
+          let votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
+          if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, timeout);
           // Validity counts from this attempt's start on a monotonic clock: time spent waiting for
           // replies (a pause, a slow instance) is time the other keys were already expiring.
           let validity = ttl - (clock() - attemptStart) - drift;
@@ -134,7 +135,7 @@ export class AcquireLoop {
           if (fencing && tally.yes >= quorum && validity > 0) {
             // phase 2 (docs/fencing.md): no lock unless a quorum still held it and raised its counters
             const writeBack = await writeBackFences(voters, request, votes, timeout, quorum, (confirmations) =>
-              identity.voided(confirmations, stamp),
+              identity.changedSince(stamp) ? identity.voided(confirmations, stamp, timeout) : confirmations,
             );
             validity = ttl - (clock() - attemptStart) - drift;
             fences = writeBack.fences;

@@ -27,7 +27,8 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   const stamp = identity.stamp;
   const voters = identity.current ? stores : await identity.voters(stores, state.instanceTimeout);
   const quorumOf = { need: quorum, yes: (extended: boolean) => extended };
-  const votes = identity.voided(await fanOut(voters, extendCall, request, state.instanceTimeout, quorumOf), stamp);
+  let votes = await fanOut(voters, extendCall, request, state.instanceTimeout, quorumOf);
+  if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, state.instanceTimeout);
   const elapsed = clock() - start;
   const yes = countVotes(votes, (extended) => extended);
   const refused = countVotes(votes, (extended) => !extended);

@@ -59,8 +59,11 @@ class ClientIdentity {
   #waitedOut = false;
   /** Until its first connection was asked: a client still connecting then is worth waiting for. */
   #fresh = true;
-  /** The generation its last connection closed at. */
+  /** The generations its last two connections closed at. */
   #closedAt = -1;
+  #closedBefore = -1;
+  /** Who the last connection that closed had said it reached. */
+  #closedFacts: ServerFacts | undefined;
 
   constructor(client: WatchedClient) {
     this.#client = client;
@@ -74,7 +77,9 @@ class ClientIdentity {
     };
     client.on("close", () => {
       this.#fresh = false;
+      this.#closedFacts = this.#facts;
       replaced();
+      this.#closedBefore = this.#closedAt;
       this.#closedAt = generation;
     });
     // A new connection may reach another server: ask it now, unless a question asked since the old
@@ -102,6 +107,19 @@ class ClientIdentity {
   /** Whether a connection closed after generation `stamp`. */
   closedSince(stamp: number): boolean {
     return this.#closedAt > stamp;
+  }
+
+  /**
+   * After `closedSince(stamp)`: whether the one connection opened since `stamp` said it reaches
+   * the server the closed one did (a re-sent command then ran there), waiting at most `timeoutMs`.
+   */
+  async reachesSameServer(stamp: number, timeoutMs: number): Promise<boolean> {
+    const closedAt = this.#closedAt;
+    const before = this.#closedFacts;
+    if (this.#closedBefore > stamp || before === undefined) return false;
+    if (!(await withinMs(this.read(), timeoutMs)) || this.#closedAt !== closedAt) return false;
+    const now = this.#facts;
+    return now !== undefined && now.ids.join(",") === before.ids.join(",") && now.mode === before.mode;
   }
 
   /** True once this connection's identity is known or known to be unknowable: it may vote. */
@@ -273,13 +291,22 @@ export class ServerIdentityCheck {
    * failure. ioredis sends a command that was in flight again on the next connection, which may
    * reach another server (a failover, a DNS change), one that already votes under another entry,
    * before that connection says who it is: its answer would be a second vote of that server.
+   * An answer is kept when the new connection says it reaches the server the closed one did.
    */
-  voided<T>(votes: Vote<T>[], stamp: number): Vote<T>[] {
-    if (generation === stamp) return votes;
-    for (const { index, identity } of this.#entries) {
-      if (identity.closedSince(stamp) && votes[index]?.ok) votes[index] = { ok: false, error: RECONNECTED };
-    }
+  async voided<T>(votes: Vote<T>[], stamp: number, timeoutMs: number): Promise<Vote<T>[]> {
+    await Promise.all(
+      this.#entries.map(async ({ index, identity }) => {
+        if (!identity.closedSince(stamp) || !votes[index]?.ok) return;
+        // a reconnect to the same server (a blip): its answer is that server's, as before
+        if (!(await identity.reachesSameServer(stamp, timeoutMs))) votes[index] = { ok: false, error: RECONNECTED };
+      }),
+    );
     return votes;
+  }
+
+  /** Whether `voided` may have votes to drop: some connection changed since `stamp`. */
+  changedSince(stamp: number): boolean {
+    return generation !== stamp;
   }
 
   /**
