@@ -142,6 +142,22 @@ describe("one server listed twice", () => {
     expect(await dbsizes()).toEqual([0, 0, 0]);
   });
 
+  it("an instance that has not said who it is fails a fenced vote with that reason, not a TypeError", async () => {
+    const [a] = servers();
+    const unreachable = await Promise.all([proxyTo(await freePort()), proxyTo(await freePort())]);
+    const dlm = new Redlock([clientOf(a), ...unreachable.map((proxy) => clientOf(a, { port: proxy.port }))], {
+      retryCount: 0,
+      fencing: true,
+    });
+    const error = await dlm.acquire("unasked", TTL).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    const causes = (error as LockUnavailableError).causes.map(({ instance, error }) => [instance, error.message]);
+    expect(causes).toEqual([
+      [1, "Not asked: this server has not yet said who it is on its current connection"],
+      [2, "Not asked: this server has not yet said who it is on its current connection"],
+    ]);
+  });
+
   it("an extension is refused too once a reconnect made two entries one server", async () => {
     const [a, b, c] = servers();
     const proxy = await proxyTo(b.port);

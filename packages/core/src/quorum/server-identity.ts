@@ -230,8 +230,14 @@ const RECONNECTED = new Error(
   "Not counted: the connection closed while the command was in flight, and may now reach another server",
 );
 
-/** Stands for an instance whose identity is not known yet: its vote fails at once. */
-const UNCHECKED: LockStore = Object.freeze({ acquire: notAsked, extend: notAsked, release: notAsked });
+/** Stands for an instance whose identity is not known yet: its vote fails at once (a fenced one too). */
+const UNCHECKED: LockStore = Object.freeze({
+  acquire: notAsked,
+  extend: notAsked,
+  release: notAsked,
+  acquireFenced: notAsked,
+  raiseFences: notAsked,
+});
 
 interface Entry {
   readonly index: number;
