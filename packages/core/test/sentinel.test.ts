@@ -1,3 +1,4 @@
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startSentinel, type TestSentinel, until } from "#test-helpers/redis.js";
 import { LockConfigurationError, MemoryStore, Redlock } from "../src/index.js";
@@ -30,6 +31,40 @@ it("locks through ioredis Sentinel options before and after a failover to the re
   expect(await after.release()).toBe(true);
   await dlm.quit();
 }, 40_000);
+
+it("accepts two Sentinel deployments that both name their master mymaster: their sentinels tell them apart", async () => {
+  // the same sentinels and name twice are still refused at once
+  const mine = {
+    sentinels: [{ host: "127.0.0.1", port: sentinel.sentinelPort }],
+    name: sentinel.name,
+    lazyConnect: true,
+  };
+  expect(() => new Redlock([mine, { ...mine }])).toThrow(TypeError);
+  const other = await startSentinel(sentinel.name);
+  try {
+    const dlm = new Redlock([
+      { sentinels: [{ host: "127.0.0.1", port: sentinel.sentinelPort }], name: sentinel.name },
+      { sentinels: [{ host: "127.0.0.1", port: other.sentinelPort }], name: other.name },
+    ]);
+    const lock = await dlm.acquire("sentinel:same-name", 10_000);
+    const masters = [await sentinel.masterPort(), await other.masterPort()];
+    const values = await Promise.all(
+      masters.map(async (port) => {
+        const client = new Redis({ host: "127.0.0.1", port });
+        try {
+          return await client.get("sentinel:same-name");
+        } finally {
+          client.disconnect();
+        }
+      }),
+    );
+    expect(values).toEqual([lock.value, lock.value]);
+    await lock.release();
+    await dlm.quit();
+  } finally {
+    await other.stop();
+  }
+}, 60_000);
 
 it("accepts two Sentinel-managed masters as two distinct instances", () => {
   const sentinels = [{ host: "127.0.0.1", port: sentinel.sentinelPort }];

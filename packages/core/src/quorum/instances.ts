@@ -71,7 +71,21 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
 export function instanceIdentity(resolved: ResolvedInstance): string | undefined {
   const store = resolved.store;
   let description: string | undefined;
-  if (store instanceof RedisStore) description = describeClient(store.client);
+  if (store instanceof RedisStore) description = describeClient(store.client) + sentinelsOf(store.client);
   else if (store instanceof NodeRedisStore && store.kind === "client") description = store.description;
   return description === "cluster" ? undefined : description;
+}
+
+/**
+ * A master name is only unique within its sentinels: two deployments may both call theirs
+ * "mymaster". The same deployment reached through other sentinels is left to the run_id check
+ * (quorum/server-identity.ts).
+ */
+function sentinelsOf(client: Redis | Cluster): string {
+  const sentinels = (client as Redis).options?.sentinels;
+  if (!sentinels) return "";
+  return ` via ${sentinels
+    .map((s) => `${s.host ?? "localhost"}:${s.port ?? 26379}`)
+    .sort()
+    .join(",")}`;
 }
