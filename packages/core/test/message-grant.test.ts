@@ -83,6 +83,34 @@ describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
     await lock.release();
   });
 
+  it("on clients that prefix their keys (ioredis keyPrefix): still a grant, no claim", async () => {
+    const key = `prefixed:${count}`;
+    const prefixed = instances().map((_, i) => redis.server(i).client({ keyPrefix: "app:" }));
+    try {
+      const make = () => {
+        const dlm = new Redlock(prefixed, NO_POLLING);
+        redlocks.push(dlm);
+        return dlm;
+      };
+      const holder = await make().acquire(key, 10_000);
+      const waiting = make().acquire(key, TTL, WAIT());
+      await queued(`app:${key}`, 1);
+      const before = await scriptCounts();
+      await holder.release();
+      const lock = await waiting;
+      await until(async () =>
+        (await Promise.all(instances().map((c) => c.get(`app:${key}`)))).every((v) => v === lock.value),
+      );
+      // the release alone: the message names the key as the script saw it ("app:…"), which is still
+      // the waiter's key (before: taken for another key, passed on, then claimed: 3 script calls)
+      expect(await scriptsSince(before, 1)).toEqual(instances().map(() => 1));
+      await lock.release();
+    } finally {
+      await Promise.all(redlocks.splice(0).map((dlm) => dlm.quit()));
+      for (const client of prefixed) client.disconnect();
+    }
+  });
+
   it("counts the validity from the waiter's first queued attempt, and claims when that is past its ttl", async () => {
     let offset = 0;
     const clock = () => performance.now() + offset;

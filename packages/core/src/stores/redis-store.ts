@@ -131,7 +131,13 @@ export class RedisStore implements LockStore {
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
   onHandOver(channel: string, listener: (key: string, value: string) => void): Promise<() => void> {
     this.#subscriber ??= new HandOverSubscriber(ioredisSubscriber(this.client));
-    return this.#subscriber.listen(channel, listener);
+    // A client with a keyPrefix sends prefixed keys, so the script names the key with its prefix;
+    // the waiter knows it without.
+    const prefix = this.client.options.keyPrefix;
+    if (prefix === undefined || prefix === "") return this.#subscriber.listen(channel, listener);
+    return this.#subscriber.listen(channel, (key, value) =>
+      listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value),
+    );
   }
 
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
