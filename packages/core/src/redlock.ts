@@ -88,7 +88,7 @@ export class Redlock {
     this.quorum = Math.floor(resolved.length / 2) + 1;
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
-    this.#handOvers = new HandOvers(this.#stores, this.quorum);
+    this.#handOvers = new HandOvers(this.#stores, this.quorum, (index, server) => identity.grantsFrom(index, server));
     this.#retake = new Retake(this.#handOvers.channel, this.quorum);
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {

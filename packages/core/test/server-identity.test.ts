@@ -300,3 +300,82 @@ describe("a command in flight while its connection moves", () => {
     expect(second.fence).toBe("7");
   });
 });
+
+describe("a hand-over heard on a subscriber connection that reaches another entry's server", () => {
+  /** A poll interval so long that only a hand-over can wake the waiter within the test. */
+  const WAITING = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
+  const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+  /** How many subscriptions to hand-over channels `client`'s server has. */
+  async function handOverListeners(client: Redis): Promise<number> {
+    const channels = (await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[];
+    if (channels.length === 0) return 0;
+    const counts = (await client.pubsub("NUMSUB", ...channels)) as (string | number)[];
+    return counts.filter((_, i) => i % 2 === 1).reduce<number>((sum, n) => sum + Number(n), 0);
+  }
+
+  /**
+   * A holder on [a, b, c] holds `key`; a waiter on [a, proxy to b, c] is queued on all three, and
+   * `move` leads its subscriber connection of entry b to a (`queued`: after the waiter queued,
+   * else before it subscribed), so that a's one hand-over message reaches it twice. The holder's
+   * key on c is gone (expired there): c hands nothing over, so the waiter is granted the key by a
+   * alone, and b's release finds nobody listening on b.
+   */
+  async function heardTwice(key: string, queued: boolean, move: (proxy: DelayProxy, moving: Redis) => Promise<void>) {
+    const [a, b, c] = servers();
+    const proxy = await proxyTo(b.port);
+    const moving = clientOf(b, { port: proxy.port });
+    const waiter = track(new Redlock([clientOf(a), moving, clientOf(c)], { retryDelay: 60_000, retryJitter: 0 }));
+    const holder = track(new Redlock([clientOf(a), clientOf(b), clientOf(c)]));
+    // every entry has said who it is: a, b, c
+    await (await waiter.acquire(`${key}:warm`, TTL)).release();
+    const held = await holder.acquire(key, TTL);
+    if (!queued) await move(proxy, moving);
+    const waiting = waiter.acquire(key, TTL, WAITING()).catch((error: unknown) => error);
+    await expect.poll(() => Promise.all(direct.map((client) => client.zcard(queueOf(key))))).toEqual([1, 1, 1]);
+    if (queued) await move(proxy, moving);
+    // a has both of the waiter's subscriber connections, b none
+    await expect.poll(() => Promise.all(direct.map(handOverListeners))).toEqual([2, 0, 1]);
+    await direct[2]?.del(key);
+    await held.release();
+    const first = await waiting;
+    // a correct list [a, b, c] finds b and c free
+    const other = track(new Redlock([clientOf(a), clientOf(b), clientOf(c)]));
+    const second = await other.acquire(key, TTL, { retryCount: 0 }).catch((error: unknown) => error);
+    return { first, second };
+  }
+
+  it("entry b's address leads to a after a reconnect: a's one message is not two grants, the list is refused", async () => {
+    const [a] = servers();
+    const { first, second } = await heardTwice("moved-both", true, async (proxy, moving) => {
+      // a failover or DNS change: both connections of entry b (data and subscriber) now reach a
+      proxy.targetPort = a.port;
+      const reconnected = nextReady(moving);
+      proxy.resetAll();
+      await reconnected;
+    });
+    // before: a's message counted for entries a and b, a quorum from one server; the waiter held
+    // the lock with its key on a alone, and `second` took b and c
+    expect([first, second].filter((lock) => lock instanceof Lock && lock.valid)).toHaveLength(1);
+    // the waiter claims instead, and its claim meets the identity check
+    expect(first).toBeInstanceOf(LockConfigurationError);
+    expect((second as Lock).valid).toBe(true);
+  });
+
+  it("entry b's subscriber connection, opened later, reaches a while its data connection stays on b: the waiter claims", async () => {
+    const [a] = servers();
+    const { first, second } = await heardTwice("moved-subscriber", false, async (proxy) => {
+      // new connections to b's address reach a; the data connection, open already, stays on b
+      proxy.targetPort = a.port;
+    });
+    // before: two grants from a, the waiter held with its key on a alone, and `second` took b and c
+    expect([first, second].filter((lock) => lock instanceof Lock && lock.valid)).toHaveLength(1);
+    expect(first).toBeInstanceOf(Lock);
+    expect(second).toBeInstanceOf(LockContentionError);
+    // its claim took the key on every server
+    expect(await Promise.all(direct.map((client) => client.get("moved-subscriber")))).toEqual(
+      Array(3).fill((first as Lock).value),
+    );
+    await (first as Lock).release();
+  });
+});

@@ -253,6 +253,8 @@ interface Entry {
  */
 export class ServerIdentityCheck {
   readonly #entries: readonly Entry[];
+  /** The entry of each instance index (undefined: not a Redis server this check watches). */
+  readonly #byIndex: (Entry | undefined)[] = [];
   #checkedAt = -1;
   #voters: readonly LockStore[] = [];
   #votersAt = -1;
@@ -273,6 +275,7 @@ export class ServerIdentityCheck {
       });
     });
     this.#entries = entries;
+    for (const entry of entries) this.#byIndex[entry.index] = entry;
     if (entries.length === 0) this.#checkedAt = Number.POSITIVE_INFINITY;
   }
 
@@ -285,6 +288,22 @@ export class ServerIdentityCheck {
     if (!this.#entries.every(({ identity }) => identity.settled) || this.#problem() !== undefined) return false;
     this.#checkedAt = generation;
     return true;
+  }
+
+  /**
+   * Whether a hand-over message that instance `index`'s subscriber connection heard from the server
+   * with run_id `server` may count as that instance's grant (speed/message-grant.ts): the subscriber
+   * reaches the server its data connection does, and every entry is a distinct known server. A
+   * subscriber that moved onto another entry's server (a failover, a DNS change) would otherwise hear
+   * that server's one message twice: two grants from one server. Otherwise the waiter claims, and its
+   * claim meets `voters`. Synchronous, no round trip: one comparison while nothing changed.
+   */
+  grantsFrom(index: number, server: string | undefined): boolean {
+    const entry = this.#byIndex[index];
+    // not a Redis server (MemoryStore, a store of your own): nothing to compare, as for its votes
+    if (entry === undefined) return true;
+    const ids = entry.identity.facts?.ids;
+    return server !== undefined && ids?.length === 1 && ids[0] === server && this.current;
   }
 
   /** Taken before a call picks its voters: `voided` then drops the votes that cannot be trusted. */

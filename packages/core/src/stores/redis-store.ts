@@ -129,14 +129,17 @@ export class RedisStore implements LockStore {
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
-  onHandOver(channel: string, listener: (key: string, value: string) => void): Promise<() => void> {
+  onHandOver(
+    channel: string,
+    listener: (key: string, value: string, server: string | undefined) => void,
+  ): Promise<() => void> {
     this.#subscriber ??= new HandOverSubscriber(ioredisSubscriber(this.client));
     // A client with a keyPrefix sends prefixed keys, so the script names the key with its prefix;
     // the waiter knows it without.
     const prefix = this.client.options.keyPrefix;
     if (prefix === undefined || prefix === "") return this.#subscriber.listen(channel, listener);
-    return this.#subscriber.listen(channel, (key, value) =>
-      listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value),
+    return this.#subscriber.listen(channel, (key, value, server) =>
+      listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value, server),
     );
   }
 

@@ -82,11 +82,13 @@ export interface LockStore {
    */
   readonly handsOver?: boolean;
   /**
-   * Optional: calls `listener(key, value)` whenever a release on this instance hands `key` to a
-   * waiter of `channel` whose lock value is `value`. Resolves when listening (rejects when the
-   * instance refuses); the function it resolves to stops listening.
+   * Optional: calls `listener(key, value, server)` whenever a release on this instance hands `key`
+   * to a waiter of `channel` whose lock value is `value`. Resolves when listening (rejects when the
+   * instance refuses); the function it resolves to stops listening. `server`, from the Redis stores:
+   * the run_id of the server the message came from, when its connection said; without it, a
+   * hand-over by a Redis store is no grant (speed/message-grant.ts), and the waiter claims.
    */
-  onHandOver?(channel: string, listener: (key: string, value: string) => void): Promise<() => void>;
+  onHandOver?(channel: string, listener: (key: string, value: string, server?: string) => void): Promise<() => void>;
   /**
    * Optional, with `onHandOver`: `release` for one key by the Redlock listening on `channel`, which
    * may ask for two exceptions when the key held `value` and was deleted:

@@ -3,10 +3,14 @@ import type { Cluster, Redis } from "ioredis";
 /** Where a release announces that it handed a key to a waiter of the Redlock named `channel`. */
 export const handOverChannel = (channel: string): string => `redlock-kit:hand-over:${channel}`;
 
+/** The run_id in the text of `INFO server`, if any (quorum/server-identity.ts reads the data connections' the same way). */
+export const runIdOf = (info: string): string | undefined => /^run_id:(.*)$/m.exec(info)?.[1]?.trim() || undefined;
+
 /** One warning per process is enough to tell an operator; more would be noise. */
 let warned = false;
 
-type Listener = (key: string, value: string) => void;
+/** `server`: the run_id of the server the message came from, when its connection said (see `OpenSubscriber`). */
+type Listener = (key: string, value: string, server: string | undefined) => void;
 
 /** A subscriber connection as `HandOverSubscriber` drives it, whatever the client library. */
 export interface SubscriberConnection {
@@ -16,8 +20,16 @@ export interface SubscriberConnection {
   close(): void;
 }
 
-/** Opens a subscriber connection (lazily, on the first `subscribe`) that calls `onMessage` for each message. */
-export type OpenSubscriber = (onMessage: (channel: string, message: string) => void) => SubscriberConnection;
+/**
+ * Opens a subscriber connection (lazily, on the first `subscribe`) that calls `onMessage` for each
+ * message, with `server`: the run_id the connection's server gave (INFO, before its SUBSCRIBEs) on
+ * the connection the message came on, or undefined when it has not (yet) said. A reconnect may reach
+ * another server than the instance's data connection (a failover, a DNS change): one message heard
+ * there twice must not count as two instances' grants (speed/message-grant.ts).
+ */
+export type OpenSubscriber = (
+  onMessage: (channel: string, message: string, server: string | undefined) => void,
+) => SubscriberConnection;
 
 /**
  * The subscriber connection of one instance, created on first use and shared by the Redlocks on
@@ -34,7 +46,7 @@ export class HandOverSubscriber {
     this.#open = open;
   }
 
-  /** Calls `listener(key, value)` for each hand-over announced on `channel`. Resolves once subscribed; returns stop. */
+  /** Calls `listener(key, value, server)` for each hand-over announced on `channel`. Resolves once subscribed; returns stop. */
   async listen(channel: string, listener: Listener): Promise<() => void> {
     const name = handOverChannel(channel);
     // listening again before an earlier stop: the SUBSCRIBE already sent serves
@@ -70,9 +82,9 @@ export class HandOverSubscriber {
   }
 
   #connect(): SubscriberConnection {
-    this.#connection ??= this.#open((name, message) => {
+    this.#connection ??= this.#open((name, message, server) => {
       const at = message.indexOf(":");
-      if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at));
+      if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at), server);
     });
     return this.#connection;
   }
@@ -92,9 +104,28 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
       ? (client as Cluster).duplicate()
       : (client as Redis).duplicate({ autoResubscribe: false });
     connection.on("error", () => {});
-    // a waiter's own timer keeps the process alive while it waits; this socket must not
-    connection.on("connect", () => (connection as Redis).stream?.unref?.());
-    connection.on("message", onMessage);
+    /** The run_id of the server this connection reaches, once it said; bumped `connections` drop a late answer. */
+    let server: string | undefined;
+    let connections = 0;
+    connection.on("close", () => {
+      connections++;
+      server = undefined;
+    });
+    connection.on("connect", () => {
+      // a waiter's own timer keeps the process alive while it waits; this socket must not
+      (connection as Redis).stream?.unref?.();
+      if (cluster) return;
+      // Asked on each connection, before its SUBSCRIBEs (INFO is sent during the handshake; once
+      // subscribed, Redis would refuse it): no round trip per hand-over. A refusal leaves it unknown.
+      const at = connections;
+      (connection as Redis).info("server").then(
+        (info) => {
+          if (at === connections) server = runIdOf(info);
+        },
+        () => {},
+      );
+    });
+    connection.on("message", (channel: string, message: string) => onMessage(channel, message, server));
     const channels = new Set<string>();
     let closed = false;
     let readyBefore = false;

@@ -30,6 +30,8 @@ export class HandOvers {
   readonly channel = randomBytes(12).toString("base64url");
   readonly #stores: readonly LockStore[];
   readonly #quorum: number;
+  /** Whether a message heard on instance `index`'s subscriber, from server `server`, may be its grant (quorum/server-identity.ts). */
+  readonly #grantsFrom: (index: number, server: string | undefined) => boolean;
   /** Indexes of the stores that can hand keys over. */
   readonly #able: readonly number[];
   readonly #waiters = new Map<string, Waiter>();
@@ -47,9 +49,14 @@ export class HandOvers {
   #linger: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(stores: readonly LockStore[], quorum: number) {
+  constructor(
+    stores: readonly LockStore[],
+    quorum: number,
+    grantsFrom: (index: number, server: string | undefined) => boolean = () => true,
+  ) {
     this.#stores = stores;
     this.#quorum = quorum;
+    this.#grantsFrom = grantsFrom;
     this.#able = stores.flatMap((store, index) =>
       store.handsOver !== false && typeof store.onHandOver === "function" && typeof store.leaveQueue === "function"
         ? [index]
@@ -191,8 +198,8 @@ export class HandOvers {
     this.#unsubscribe();
   }
 
-  /** A release on instance `index` handed `key` to `value`. */
-  #handed(index: number, key: string, value: string): void {
+  /** A release on instance `index` handed `key` to `value`; the message came from `server` (its run_id, if known). */
+  #handed(index: number, key: string, value: string, server: string | undefined): void {
     const waiter = this.#waiters.get(value);
     if (waiter !== undefined && !waiter.keys.includes(key)) {
       // Another key whose queue is this waiter's: not a key it waits for. Only names that share a
@@ -205,7 +212,8 @@ export class HandOvers {
     }
     if (waiter !== undefined) {
       const from = waiter.byMessage?.from(index);
-      if (from === undefined) waiter.handed(index);
+      // a grant only from a subscriber known to reach this instance's own server, distinct from the others'
+      if (from === undefined || !this.#grantsFrom(index, server)) waiter.handed(index);
       else waiter.granted(index, from);
       return;
     }
@@ -247,8 +255,8 @@ export class HandOvers {
       // a store of your own that throws counts as one that refused
       const subscribed = new Promise<() => void>((resolve) =>
         resolve(
-          (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(store, this.channel, (key, value) =>
-            this.#handed(index, key, value),
+          (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(store, this.channel, (key, value, server) =>
+            this.#handed(index, key, value, server),
           ),
         ),
       );

@@ -146,8 +146,13 @@ export class NodeRedisStore implements LockStore {
   }
 
   /** Listens on a subscriber connection of its own (a `duplicate()`), opened on first use and closed by `close()`. */
-  onHandOver(channel: string, listener: (key: string, value: string) => void): Promise<() => void> {
-    this.#subscriber ??= new HandOverSubscriber(nodeRedisSubscriber(this.client as unknown as NodeRedisBase));
+  onHandOver(
+    channel: string,
+    listener: (key: string, value: string, server: string | undefined) => void,
+  ): Promise<() => void> {
+    this.#subscriber ??= new HandOverSubscriber(
+      nodeRedisSubscriber(this.client as unknown as NodeRedisBase, this.kind),
+    );
     return this.#subscriber.listen(channel, listener);
   }
 
