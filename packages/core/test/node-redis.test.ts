@@ -5,7 +5,7 @@ import type { Redis } from "ioredis";
 import { RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { startServer, useRedisServers } from "#test-helpers/redis.js";
 import {
   LockConfigurationError,
   LockContentionError,
@@ -218,6 +218,38 @@ describe("node-redis subscriber connections", () => {
       expect(rejections).toEqual([]);
     } finally {
       process.off("unhandledRejection", onRejection);
+    }
+  });
+
+  it("subscribes on an instance that comes up while a call waits: the first connect is retried (on an unref'd timer)", async () => {
+    const late = await startServer();
+    const admin = late.client();
+    try {
+      await late.kill();
+      const client = ownClient(0, { socket: { port: late.port, reconnectStrategy: () => 20 } });
+      client.connect().catch(() => {});
+      const dlm = redlock([clients[0] as NodeRedisClient, clients[1] as NodeRedisClient, client], {
+        retryDelay: 60_000,
+        retryJitter: 0,
+      });
+      const holder = await redlock(clients).acquire("nr:late", 10_000);
+      const stop = new AbortController();
+      const waiting = dlm.acquire("nr:late", 5000, { wait: 60_000, signal: stop.signal }).catch((e: unknown) => e);
+      // queued: it subscribed on the two live instances, and the third is being retried
+      await expect.poll(() => admins[0]?.zcard("nr:late:redlock-kit:waiters"), { timeout: 10_000 }).toBe(1);
+      await late.start();
+      await expect
+        .poll(async () => ((await admin.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[]).length, {
+          timeout: 10_000,
+        })
+        .toBe(1);
+      await holder.release();
+      const lock = await waiting;
+      expect(lock).not.toBeInstanceOf(Error);
+      await (lock as Awaited<ReturnType<Redlock["acquire"]>>).release();
+      stop.abort();
+    } finally {
+      await late.stop();
     }
   });
 });

@@ -31,7 +31,7 @@ export interface NodeRedisBase {
   readonly isOpen: boolean;
   readonly isReady: boolean;
   readonly options?: NodeRedisOptions;
-  duplicate(): NodeRedisBase;
+  duplicate(overrides?: { socket?: NodeRedisSocketOptions }): NodeRedisBase;
   connect(): Promise<unknown>;
   SUBSCRIBE(channel: string, listener: (message: string, channel: string) => void): Promise<void>;
   UNSUBSCRIBE(channel: string): Promise<void>;
@@ -47,9 +47,20 @@ export interface NodeRedisBase {
 interface NodeRedisOptions {
   readonly url?: string;
   readonly database?: number;
-  readonly socket?: { readonly host?: string; readonly port?: number; readonly path?: string };
+  readonly socket?: NodeRedisSocketOptions;
   readonly name?: string;
 }
+
+/** A standalone client's socket options, as far as core reads them (a duplicate is given a copy). */
+interface NodeRedisSocketOptions {
+  readonly host?: string;
+  readonly port?: number;
+  readonly path?: string;
+  readonly reconnectStrategy?: false | number | ReconnectStrategy;
+}
+
+/** node-redis's `socket.reconnectStrategy` as a function: the delay before the next attempt, or give up. */
+export type ReconnectStrategy = (retries: number, cause: Error) => number | false | Error;
 
 /** Sends one command (strings only: numbers are turned into decimal strings by the caller) on any shape. */
 export type Send = (firstKey: string | undefined, args: readonly string[]) => Promise<unknown>;

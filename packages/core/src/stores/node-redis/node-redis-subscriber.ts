@@ -1,5 +1,5 @@
 import { type OpenSubscriber, runIdOf } from "../../waiting/hand-over-subscriber.js";
-import { type NodeRedisBase, type NodeRedisKind, senderOf } from "./client-shape.js";
+import { type NodeRedisBase, type NodeRedisKind, type ReconnectStrategy, senderOf } from "./client-shape.js";
 
 /**
  * The hand-over subscriber connection of a node-redis client, Cluster or Sentinel: a `duplicate()`
@@ -9,7 +9,8 @@ import { type NodeRedisBase, type NodeRedisKind, senderOf } from "./client-shape
  */
 export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind): OpenSubscriber {
   return (onMessage) => {
-    const connection = client.duplicate();
+    const retrying = retryingDuplicate(client);
+    const connection = retrying.connection;
     // node-redis throws an 'error' event nobody listens to; a lost subscription makes waiters poll
     connection.on("error", () => {});
     /**
@@ -38,7 +39,7 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
     let connected: Promise<unknown> | undefined;
     return {
       async subscribe(channel) {
-        connected ??= connection.connect().then(kind === "client" ? ask : undefined);
+        connected ??= retrying.connect().then(kind === "client" ? ask : undefined);
         await connected;
         await connection.SUBSCRIBE(channel, (message) => onMessage(channel, message, server));
         // a Cluster opens its subscriber connection with the first SUBSCRIBE
@@ -46,6 +47,7 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
       },
       unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
       close() {
+        retrying.stop();
         // destroy() of a closed client throws ClientClosedError (@redis/client 5.x and 6.0)
         const destroy = () => {
           if (connection.isOpen) connection.destroy();
@@ -55,6 +57,88 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
         connected?.then(destroy, destroy).catch(() => {});
       },
     };
+  };
+}
+
+/**
+ * node-redis waits between connection attempts on a timer of its own, which keeps the process
+ * alive: a subscriber whose instance is down would hold a process whose work is done until
+ * `quit()`. So a standalone client's duplicate gives up each failed first connect at once, and is
+ * connected again after the delay the client's own strategy asks for, on an unref'd timer. Once
+ * connected it reconnects as the client does (its subscription is then closed with its last
+ * listener). A Sentinel's duplicate connects as the Sentinel does.
+ */
+function retryingDuplicate(client: NodeRedisBase): {
+  readonly connection: NodeRedisBase;
+  connect(): Promise<unknown>;
+  stop(): void;
+} {
+  const socket = client.options?.socket ?? {};
+  if (typeof client.unref !== "function") {
+    const connection = client.duplicate();
+    return { connection, connect: () => connection.connect(), stop: () => {} };
+  }
+  // node-redis's default: none after a socket timeout, else exponential back-off to 2 s plus jitter
+  const byDefault: ReconnectStrategy = (retries, cause) =>
+    cause?.constructor.name === "SocketTimeoutError"
+      ? false
+      : Math.min(2 ** retries * 50, 2000) + Math.floor(Math.random() * 200);
+  const own = socket.reconnectStrategy;
+  // as node-redis does, a strategy that throws gets the default
+  const strategy: ReconnectStrategy =
+    typeof own === "function"
+      ? (retries, cause) => {
+          try {
+            return own(retries, cause);
+          } catch {
+            return byDefault(retries, cause);
+          }
+        }
+      : own === false || typeof own === "number"
+        ? () => own
+        : byDefault;
+  let ready = false;
+  let retries = 0;
+  let wanted: number | false | Error = false;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  const connection = client.duplicate({
+    socket: {
+      ...socket,
+      reconnectStrategy: (after: number, cause: Error) => {
+        if (ready) return strategy(after, cause);
+        wanted = strategy(retries++, cause);
+        return new Error("redlock-kit retries a subscriber's first connect itself");
+      },
+    },
+  });
+  connection.once("ready", () => {
+    ready = true;
+  });
+  return {
+    connection,
+    async connect() {
+      for (;;) {
+        wanted = false;
+        try {
+          return await connection.connect();
+        } catch (error) {
+          if (stopped || typeof wanted !== "number") throw error;
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          timer = setTimeout(resolve, wanted as number);
+          timer.unref();
+        });
+        if (stopped) throw new Error("The subscriber connection was closed");
+      }
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      wake?.();
+    },
   };
 }
 
