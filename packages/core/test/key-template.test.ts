@@ -86,6 +86,38 @@ describe("compileKey", () => {
     expect(() => compileKey(() => Promise.reject(new Error("async")) as never)({})).toThrow(/synchronously/);
   });
 
+  it("wraps a template value whose getter or Proxy trap throws as LockKeyError naming the part, like a key function's throw", () => {
+    const secret = new Error("secret internal detail");
+    const getter = {
+      get id(): string {
+        throw secret;
+      },
+    };
+    const trap = new Proxy(
+      { id: "1" },
+      {
+        getOwnPropertyDescriptor: () => {
+          throw secret;
+        },
+      },
+    );
+    const revoked = Proxy.revocable({}, {});
+    revoked.revoke();
+    for (const params of [getter, trap, revoked.proxy]) {
+      const error = (() => {
+        try {
+          return compileKey("order:{params.id}")(http({ params }));
+        } catch (e) {
+          return e;
+        }
+      })() as LockKeyError;
+      expect(error).toBeInstanceOf(LockKeyError);
+      expect(error.status).toBe(400);
+      expect(error.path).toBe("params.id");
+      expect(error.body).toEqual({ error: 'Lock key part "params.id" could not be resolved' });
+    }
+  });
+
   it("escapes values so that different values never make one key", () => {
     const resolve = compileKey("t:{headers.x-tenant}:o:{params.id}");
     const a = resolve(http({ headers: { "x-tenant": "a:o:1" }, params: { id: "2" } }));

@@ -258,6 +258,28 @@ describe("the wrapper @Locked installs", () => {
     await expect(wrapped.call(self, "1", 2)).resolves.toEqual({ self, args: ["1", 2] });
   });
 
+  it("turns a key template value whose getter throws into LockKeyError, without running the method", async () => {
+    setDefaultRedlock(dlm);
+    let runs = 0;
+    const wrapped = decorateStandard(
+      async () => {
+        runs++;
+      },
+      "pay",
+      Locked("order:{0.id}"),
+    );
+    const order = {
+      get id(): string {
+        throw new Error("secret internal detail");
+      },
+    };
+    const error = await (wrapped(order) as Promise<unknown>).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect((error as LockKeyError).path).toBe("0.id");
+    expect(runs).toBe(0);
+    expect(await client.dbsize()).toBe(0);
+  });
+
   it("turns a key function that returns a promise into LockKeyError, leaving no unhandled rejection", async () => {
     setDefaultRedlock(dlm);
     const unhandled: unknown[] = [];

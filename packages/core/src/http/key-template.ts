@@ -134,10 +134,10 @@ function parseTemplate(template: string): Part[] {
 function scalarAt(source: unknown, part: { path: readonly string[]; name: string }): string {
   let value: unknown = source;
   for (const segment of part.path) {
-    if (typeof value !== "object" || value === null || segment === "__proto__" || !Object.hasOwn(value, segment)) {
+    if (typeof value !== "object" || value === null || segment === "__proto__") {
       throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
     }
-    value = (value as Record<string, unknown>)[segment];
+    value = ownValue(value, segment, part.name);
   }
   switch (typeof value) {
     case "string":
@@ -163,6 +163,19 @@ function scalarAt(source: unknown, part: { path: readonly string[]; name: string
     throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
   }
   throw new LockKeyError(`Lock key part "${part.name}" must be a string or a number`, part.name);
+}
+
+/**
+ * The own property `segment` of `object`, undefined when it has none. A getter or Proxy trap that
+ * throws is a key that could not be resolved, as a key function's throw is (400, not 500).
+ */
+function ownValue(object: object, segment: string, name: string): unknown {
+  try {
+    return Object.hasOwn(object, segment) ? (object as Record<string, unknown>)[segment] : undefined;
+  } catch (error) {
+    // The error's own message may hold internal detail: keep it as the cause only.
+    throw new LockKeyError(`Lock key part "${name}" could not be resolved`, name, { cause: error });
+  }
 }
 
 function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
