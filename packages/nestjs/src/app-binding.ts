@@ -17,7 +17,6 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
   readonly #policy: HttpLockPolicy;
   /** Compiled route locks by handler; `null` for a handler without `@LockedRoute`. */
   readonly #routes = new WeakMap<Handler, RouteLock | null>();
-  readonly #bound: object[] = [];
 
   constructor(
     @Inject(Redlock) readonly redlock: Redlock,
@@ -33,7 +32,6 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
       const instance: unknown = wrapper.instance;
       if (wrapper.isDependencyTreeStatic() && typeof instance === "object" && instance !== null) {
         bindInstance(instance, this.redlock);
-        this.#bound.push(instance);
       }
     }
     // A bad key or option fails the app's start, naming the route, rather than its first request.
@@ -48,7 +46,8 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
-    stopRedlock(this.redlock, this.#bound.splice(0));
+    // before quit(): a @Locked call from here on is refused (its instance stays bound to this Redlock)
+    stopRedlock(this.redlock);
     await this.redlock.quit();
   }
 

@@ -1,4 +1,4 @@
-import type { Redlock } from "@redlock-kit/core";
+import { LockUnavailableError, type Redlock } from "@redlock-kit/core";
 
 /**
  * Which Redlock a `@Locked` call uses: the one of the app its `this` belongs to. Decorators run
@@ -9,14 +9,20 @@ import type { Redlock } from "@redlock-kit/core";
 const byInstance = new WeakMap<object, Redlock>();
 /** The Redlocks of the RedlockModules that are running, in the order they were created. */
 const running = new Set<Redlock>();
+/**
+ * The Redlocks of apps that shut down. Their instances stay bound to them: a job still running
+ * during or after shutdown must get a typed error, never another running app's Redlock.
+ */
+const stopped = new WeakSet<Redlock>();
 
 export function startRedlock(redlock: Redlock): void {
+  stopped.delete(redlock);
   running.add(redlock);
 }
 
-export function stopRedlock(redlock: Redlock, instances: Iterable<object>): void {
+export function stopRedlock(redlock: Redlock): void {
   running.delete(redlock);
-  for (const instance of instances) if (byInstance.get(instance) === redlock) byInstance.delete(instance);
+  stopped.add(redlock);
 }
 
 export function bindInstance(instance: object, redlock: Redlock): void {
@@ -24,11 +30,19 @@ export function bindInstance(instance: object, redlock: Redlock): void {
 }
 
 /**
- * The Redlock of `self`'s app; for an object no app created (a class instantiated by hand, a
- * request-scoped provider), the one running RedlockModule's.
+ * The Redlock of `self`'s app (`LockUnavailableError`, 503, once that app shut down); for an
+ * object no app created (a class instantiated by hand, a request-scoped provider), the one
+ * running RedlockModule's.
  */
 export function redlockOf(self: unknown): Redlock {
   const bound = typeof self === "object" && self !== null ? byInstance.get(self) : undefined;
+  if (bound !== undefined && stopped.has(bound)) {
+    throw new LockUnavailableError(
+      [],
+      [],
+      "@Locked from @redlock-kit/nestjs was called on a provider of an app whose RedlockModule has shut down",
+    );
+  }
   if (bound !== undefined) return bound;
   const [only, ...others] = running;
   if (only !== undefined && others.length === 0) return only;

@@ -5,7 +5,7 @@
  */
 import { Controller, Global, Inject, Injectable, Module, Post, type Type } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
-import { Redlock } from "@redlock-kit/core";
+import { LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
@@ -201,6 +201,29 @@ describe("the Redlock a @Locked method uses", () => {
       await Promise.all([three.close(), one.close()]);
     }
     await expect(new Ledger().post("7")).rejects.toThrow(/found no running RedlockModule/);
+  });
+});
+
+describe("a @Locked call on a provider of an app that has shut down", () => {
+  it("rejects with LockUnavailableError (503), never locking with another running app's Redlock", async () => {
+    Ledger.seen = [];
+    const three = await start(withRedlock(RedlockModule.forRoot({ instances: trio().map(url) })));
+    const one = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
+    );
+    // a job of the first app that is still running while, and after, that app closes
+    const ledger = three.get(Ledger);
+    try {
+      await three.close();
+      const error = await ledger.post("8").catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockUnavailableError);
+      expect((error as LockUnavailableError).status).toBe(503);
+      expect(Ledger.seen).toEqual([]);
+      expect(await holders("ledger:8")).toBe("neither (0,0,0,0)");
+    } finally {
+      await one.close();
+    }
+    await expect(ledger.post("9")).rejects.toBeInstanceOf(LockUnavailableError);
   });
 });
 
