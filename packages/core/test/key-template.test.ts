@@ -2,6 +2,16 @@ import { describe, expect, it } from "vitest";
 import { keyReads } from "../src/http/key-template.js";
 import { compileKey, LockKeyError } from "../src/index.js";
 
+/** What `run` throws (undefined if it returns). */
+function thrownBy(run: () => unknown): unknown {
+  try {
+    run();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
 const http = (over: Record<string, unknown> = {}) => ({
   params: { id: "42" },
   query: { page: 2 },
@@ -43,13 +53,7 @@ describe("compileKey", () => {
     ["empty string", http({ params: { id: "" } })],
     ["no params at all", { query: {}, body: {}, headers: {} }],
   ])("throws LockKeyError (400) naming the part when the value is %s", (_, source) => {
-    const error = (() => {
-      try {
-        compileKey("order:{params.id}")(source);
-      } catch (e) {
-        return e;
-      }
-    })() as LockKeyError;
+    const error = thrownBy(() => compileKey("order:{params.id}")(source)) as LockKeyError;
     expect(error).toBeInstanceOf(LockKeyError);
     expect(error.status).toBe(400);
     expect(error.path).toBe("params.id");
@@ -104,13 +108,7 @@ describe("compileKey", () => {
     const revoked = Proxy.revocable({}, {});
     revoked.revoke();
     for (const params of [getter, trap, revoked.proxy]) {
-      const error = (() => {
-        try {
-          return compileKey("order:{params.id}")(http({ params }));
-        } catch (e) {
-          return e;
-        }
-      })() as LockKeyError;
+      const error = thrownBy(() => compileKey("order:{params.id}")(http({ params }))) as LockKeyError;
       expect(error).toBeInstanceOf(LockKeyError);
       expect(error.status).toBe(400);
       expect(error.path).toBe("params.id");

@@ -283,6 +283,20 @@ describe("Redlock quorum with five instances", () => {
   });
 });
 
+/** Stores on `clients` that tell `extended(ttl)` of every extension they send. */
+const extensionsTold = (clients: readonly Redis[], extended: (ttl: number) => void) =>
+  clients.map((client) => {
+    const store = new RedisStore(client);
+    return {
+      acquire: store.acquire.bind(store),
+      release: store.release.bind(store),
+      extend(keys: readonly string[], value: string, ttl: number) {
+        extended(ttl);
+        return store.extend(keys, value, ttl);
+      },
+    };
+  });
+
 describe("Redlock.using", () => {
   it("extends automatically while fn runs and releases afterwards", async () => {
     const dlm = new Redlock(first(3));
@@ -313,18 +327,7 @@ describe("Redlock.using", () => {
   it("stops extending at maxHoldMs and aborts when the validity ends", async () => {
     // every extension sent: when (after the library read its clock) and for how long
     const requests: { at: number; ttl: number }[] = [];
-    const stores = first(3).map((client) => {
-      const store = new RedisStore(client);
-      return {
-        acquire: store.acquire.bind(store),
-        release: store.release.bind(store),
-        extend(keys: readonly string[], value: string, ttl: number) {
-          requests.push({ at: performance.now(), ttl });
-          return store.extend(keys, value, ttl);
-        },
-      };
-    });
-    const dlm = new Redlock(stores);
+    const dlm = new Redlock(extensionsTold(first(3), (ttl) => requests.push({ at: performance.now(), ttl })));
     let started = 0;
     let abortedAfter = 0;
     await dlm.using(
@@ -347,18 +350,7 @@ describe("Redlock.using", () => {
   it("near maxHoldMs, extends once up to the cap rather than again and again by the drift", async () => {
     // every extension sent, with the ttl it asked for
     const requests: number[] = [];
-    const stores = first(3).map((client) => {
-      const store = new RedisStore(client);
-      return {
-        acquire: store.acquire.bind(store),
-        release: store.release.bind(store),
-        extend(keys: readonly string[], value: string, ttl: number) {
-          requests.push(ttl);
-          return store.extend(keys, value, ttl);
-        },
-      };
-    });
-    const dlm = new Redlock(stores);
+    const dlm = new Redlock(extensionsTold(first(3), (ttl) => requests.push(ttl)));
     await dlm.using("capped-tail", 1000, (signal) => aborted(signal), { maxHoldMs: 1500 });
     // one renewal to the ttl, one to the cap, each sent to the 3 instances; an extension up to the
     // cap ends a drift (12 ms here) short of it, which must not start another. (A first renewal
@@ -370,16 +362,7 @@ describe("Redlock.using", () => {
 
   it("with a per-instance timeout close to the ttl, renews about once per half ttl rather than back to back", async () => {
     let requests = 0;
-    const store = new RedisStore(first(1)[0] as Redis);
-    const counting = {
-      acquire: store.acquire.bind(store),
-      release: store.release.bind(store),
-      extend(keys: readonly string[], value: string, ttl: number) {
-        requests++;
-        return store.extend(keys, value, ttl);
-      },
-    };
-    const dlm = new Redlock([counting]);
+    const dlm = new Redlock(extensionsTold(first(1), () => requests++));
     let held = 0;
     await dlm.using(
       "timeout-near-ttl",

@@ -4,6 +4,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
+import { gate } from "./helpers/locked-context.js";
 
 // Decorators applied by hand, in each mode's call shape, as the compiled code of
 // experimental-decorators.test.ts and standard-decorators.test.ts applies them.
@@ -308,19 +309,11 @@ describe("the wrapper @Locked installs", () => {
 describe("a re-entered @Locked call", () => {
   it("that outlives the lock it re-entered rejects with LockLostError instead of its result", async () => {
     setDefaultRedlock(dlm);
-    let enter = () => {};
-    let open = () => {};
-    const entered = new Promise<void>((resolve) => {
-      enter = resolve;
-    });
-    const opened = new Promise<void>((resolve) => {
-      open = resolve;
-    });
+    const body = gate();
     const order: string[] = [];
     const inner = decorateStandard(
       async () => {
-        enter();
-        await opened;
+        await body.inside();
         order.push("inner body done");
         return "inner result";
       },
@@ -331,7 +324,7 @@ describe("a re-entered @Locked call", () => {
     const outer = decorateStandard(
       async (id: unknown) => {
         detached = inner(id) as Promise<unknown>; // started, not awaited: it re-enters the outer call's lock
-        await entered;
+        await body.enteredBy(detached);
       },
       "outer",
       Locked("order:{0}"),
@@ -340,7 +333,7 @@ describe("a re-entered @Locked call", () => {
     // the outer call released order:1 while the inner body still runs: another owner takes it
     const other = await dlm.acquire("order:1", 5000);
     order.push("other owner holds order:1");
-    open();
+    body.open();
     const outcome = await detached.then(
       (value) => value,
       (error: unknown) => error,
