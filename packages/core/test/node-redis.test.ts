@@ -155,21 +155,29 @@ describe("node-redis clients as Redlock instances", () => {
 });
 
 describe("node-redis clients with a type mapping", () => {
-  it("reads replies in the default types: a script's OK mapped to a Buffer is no refusal, a 1 mapped to a string no lost extension", async () => {
-    const typeMapping = { [RESP_TYPES.SIMPLE_STRING]: Buffer, [RESP_TYPES.NUMBER]: String };
-    const mapped = await Promise.all(
-      redis.servers.map((_, index) => ownClient(index, { commandOptions: { typeMapping } }).connect()),
-    );
-    const dlm = redlock(mapped, { retryCount: 0 });
-    // several resources: the acquire script, which answers OK
-    const lock = await dlm.acquire(["nr:a", "nr:b"], 5000);
-    expect(await valuesOf("nr:b")).toEqual([lock.value, lock.value, lock.value]);
-    // the extend script answers 1
-    await dlm.extend(lock, 20_000);
-    expect(await lock.release()).toBe(true);
-    await Promise.all(mapped.map((client) => client.ping()));
-    expect(await valuesOf("nr:a")).toEqual([null, null, null]);
-  });
+  const typeMapping = { [RESP_TYPES.SIMPLE_STRING]: Buffer, [RESP_TYPES.NUMBER]: String };
+  it.each([
+    ["commandOptions.typeMapping", (index: number) => ownClient(index, { commandOptions: { typeMapping } }).connect()],
+    [
+      "withTypeMapping()",
+      async (index: number) =>
+        (await ownClient(index).connect()).withTypeMapping(typeMapping) as unknown as NodeRedisClient,
+    ],
+  ])(
+    "reads replies in the default types (%s): a script's OK mapped to a Buffer is no refusal, a 1 mapped to a string no lost extension",
+    async (_, open) => {
+      const mapped = await Promise.all(redis.servers.map((_, index) => open(index)));
+      const dlm = redlock(mapped, { retryCount: 0 });
+      // several resources: the acquire script, which answers OK
+      const lock = await dlm.acquire(["nr:a", "nr:b"], 5000);
+      expect(await valuesOf("nr:b")).toEqual([lock.value, lock.value, lock.value]);
+      // the extend script answers 1
+      await dlm.extend(lock, 20_000);
+      expect(await lock.release()).toBe(true);
+      await Promise.all(mapped.map((client) => client.ping()));
+      expect(await valuesOf("nr:a")).toEqual([null, null, null]);
+    },
+  );
 });
 
 /**
