@@ -90,6 +90,31 @@ describe("compileKey", () => {
     expect(() => compileKey(() => Promise.reject(new Error("async")) as never)({})).toThrow(/synchronously/);
   });
 
+  it("wraps a key function's result whose `then` getter or Proxy trap throws as LockKeyError, like the function's throw", () => {
+    const secret = new Error("secret internal detail");
+    // biome-ignore lint/suspicious/noThenProperty: a thenable whose `then` throws is what is tested
+    const thenGetter = Object.defineProperty({}, "then", {
+      get() {
+        throw secret;
+      },
+    });
+    const trappedList = new Proxy(["a"], {
+      get(target, property) {
+        if (property === "length") return target.length;
+        throw secret;
+      },
+    });
+    const revoked = Proxy.revocable([], {});
+    revoked.revoke();
+    for (const result of [thenGetter, trappedList, revoked.proxy]) {
+      const error = thrownBy(() => compileKey(() => result as never)({})) as LockKeyError;
+      expect(error).toBeInstanceOf(LockKeyError);
+      expect(error.status).toBe(400);
+      expect(error.body).toEqual({ error: "Lock key could not be resolved" });
+      expect(error.cause).toBeDefined();
+    }
+  });
+
   it("wraps a template value whose getter or Proxy trap throws as LockKeyError naming the part, like a key function's throw", () => {
     const secret = new Error("secret internal detail");
     const getter = {

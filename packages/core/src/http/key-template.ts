@@ -186,15 +186,13 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
     // The function's own message may hold internal detail: keep it as the cause only.
     throw new LockKeyError("Lock key could not be resolved", undefined, { cause: error });
   }
-  if (typeof (result as PromiseLike<unknown> | null)?.then === "function") {
-    // Key functions are synchronous; a promise would be a lock on "[object Promise]". Observe its
-    // rejection so that it cannot surface as an unhandled rejection.
-    Promise.resolve(result).catch(() => {});
-    throw new LockKeyError("Lock key function must return synchronously, not a promise");
-  }
-  const list: unknown[] = Array.isArray(result) ? result : [result];
-  if (list.length === 0 || list.length > MAX_RESOURCES || !list.every((r) => typeof r === "string" && r.length > 0)) {
-    throw new LockKeyError("Lock key function must return a non-empty string or a non-empty array of them");
+  let list: unknown[];
+  try {
+    list = keysOf(result);
+  } catch (error) {
+    if (error instanceof LockKeyError) throw error;
+    // a `then` getter or a Proxy trap of the result that throws: as the function's own throw
+    throw new LockKeyError("Lock key could not be resolved", undefined, { cause: error });
   }
   for (const key of list) {
     checkLength(key as string);
@@ -202,6 +200,22 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
       throw new LockKeyError("Lock key function returned a name that is not well-formed Unicode");
   }
   return list as string[];
+}
+
+/** A key function's result as a list of non-empty strings, or a LockKeyError saying what is wrong. */
+function keysOf(result: unknown): unknown[] {
+  if (typeof (result as PromiseLike<unknown> | null)?.then === "function") {
+    // Key functions are synchronous; a promise would be a lock on "[object Promise]". Observe its
+    // rejection so that it cannot surface as an unhandled rejection.
+    Promise.resolve(result).catch(() => {});
+    throw new LockKeyError("Lock key function must return synchronously, not a promise");
+  }
+  // a copy (read once: a Proxy could answer differently later), none past the limit
+  const list: unknown[] = Array.isArray(result) ? (result.length > MAX_RESOURCES ? [] : [...result]) : [result];
+  if (list.length === 0 || list.length > MAX_RESOURCES || !list.every((r) => typeof r === "string" && r.length > 0)) {
+    throw new LockKeyError("Lock key function must return a non-empty string or a non-empty array of them");
+  }
+  return list;
 }
 
 function checkLength(key: string): string {
