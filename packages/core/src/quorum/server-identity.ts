@@ -4,6 +4,7 @@ import { RedisStore } from "../stores/redis-store.js";
 import type { LockStore } from "../stores/store.js";
 import type { Vote } from "./ballot.js";
 import type { ResolvedInstance } from "./instances.js";
+import { infoField } from "./server-info.js";
 
 /**
  * Two entries of the instance list that reach one Redis server (`localhost` and `127.0.0.1`, a DNS
@@ -207,7 +208,7 @@ async function readFacts(client: WatchedClient): Promise<ServerFacts> {
 }
 
 function parseInfo(info: string): ServerFacts {
-  const field = (name: string) => new RegExp(`^${name}:(.*)$`, "m").exec(info)?.[1]?.trim();
+  const field = (name: string) => infoField(info, name);
   const runId = field("run_id");
   // a server that hides its run_id cannot be told apart: the same as one that refuses INFO
   if (!runId) throw Object.assign(new Error("INFO server has no run_id"), { name: "ReplyError" });

@@ -1,10 +1,8 @@
 import type { Cluster, Redis } from "ioredis";
+import { infoField } from "../quorum/server-info.js";
 
 /** Where a release announces that it handed a key to a waiter of the Redlock named `channel`. */
 export const handOverChannel = (channel: string): string => `redlock-kit:hand-over:${channel}`;
-
-/** The run_id in the text of `INFO server`, if any (quorum/server-identity.ts reads the data connections' the same way). */
-export const runIdOf = (info: string): string | undefined => /^run_id:(.*)$/m.exec(info)?.[1]?.trim() || undefined;
 
 /** One warning per process is enough to tell an operator; more would be noise. */
 let warned = false;
@@ -120,7 +118,7 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
       const at = connections;
       (connection as Redis).info("server").then(
         (info) => {
-          if (at === connections) server = runIdOf(info);
+          if (at === connections) server = infoField(info, "run_id");
         },
         () => {},
       );

@@ -1,4 +1,5 @@
-import { type OpenSubscriber, runIdOf } from "../../waiting/hand-over-subscriber.js";
+import { infoField } from "../../quorum/server-info.js";
+import type { OpenSubscriber } from "../../waiting/hand-over-subscriber.js";
 import { type NodeRedisBase, type NodeRedisKind, type ReconnectStrategy, senderOf } from "./client-shape.js";
 
 /**
@@ -31,7 +32,7 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
       const at = dropped;
       return senderOf(connection, "client")(undefined, ["INFO", "server"]).then(
         (info) => {
-          if (at === dropped) server = runIdOf(String(info));
+          if (at === dropped) server = infoField(String(info), "run_id");
         },
         () => {},
       );
