@@ -46,7 +46,14 @@ const OPERATIONS: readonly Operation[] = ["acquire", "extend", "release", "using
 /** Outcomes that mean the lock service or the lock failed, not "someone else has it". */
 const FAILED = new Set(["unavailable", "lost", "error"]);
 
+/**
+ * The `lock.outcome` of a call still in progress when the instrumentation was removed: its span
+ * ends then, and what the call did afterwards is unknown.
+ */
+const UNOBSERVED = "unobserved";
+
 interface Call {
+  readonly operation: Operation;
   readonly span: Span;
   readonly start: number;
 }
@@ -70,6 +77,8 @@ export function instrumentRedlock(options: RedlockTelemetryOptions = {}): () => 
   const undo = OPERATIONS.map((operation) => telemetry.subscribe(operation));
   return () => {
     for (const unsubscribe of undo) unsubscribe();
+    // their asyncEnd will not be heard any more
+    telemetry.endOpenCalls();
   };
 }
 
@@ -77,7 +86,8 @@ class Telemetry {
   readonly #tracer: Tracer;
   readonly #metrics: LockMetrics;
   readonly #resourceNames: boolean;
-  readonly #calls = new WeakMap<object, Call>();
+  /** The calls in progress, by their trace context; each is removed when it settles. */
+  readonly #calls = new Map<LockTraceContext, Call>();
   /**
    * The OTel context of the `using` call in progress: its acquisition, extensions and release are
    * its children. Bound to the channel's `start` (`runStores`), since OTel's own context manager
@@ -133,7 +143,7 @@ class Telemetry {
       { kind: SpanKind.INTERNAL, attributes },
       this.#activeContext(),
     );
-    this.#calls.set(context, { span, start: performance.now() });
+    this.#calls.set(context, { operation, span, start: performance.now() });
     if (operation === "acquire") this.#metrics.waiters.add(1, this.#resourceAttributes(context));
     return span;
   }
@@ -166,6 +176,19 @@ class Telemetry {
       span.addEvent("lock lost while fn ran");
     }
     span.end();
+  }
+
+  /**
+   * Ends the span of every call still in progress with `lock.outcome` "unobserved", and takes the
+   * acquisitions among them off `lock.waiters`. No duration is recorded: the call has not ended.
+   */
+  endOpenCalls(): void {
+    for (const [context, { operation, span }] of this.#calls) {
+      this.#calls.delete(context);
+      span.setAttribute("lock.outcome", UNOBSERVED);
+      if (operation === "acquire") this.#metrics.waiters.add(-1, this.#resourceAttributes(context));
+      span.end();
+    }
   }
 
   #resourceAttributes(context: LockTraceContext): Attributes {

@@ -1,5 +1,5 @@
 import { inspect } from "node:util";
-import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, type Span, SpanStatusCode, type Tracer, type TracerProvider, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import {
   AggregationTemporality,
@@ -66,6 +66,38 @@ function redlock(options = {}): Redlock {
   const dlm = new Redlock(clients, options);
   redlocks.push(dlm);
   return dlm;
+}
+
+/** A tracer provider whose tracer starts spans with `startSpan`, given the tracer of `instrument()`. */
+function tracerProviderWith(
+  startSpan: (tracer: Tracer, ...args: Parameters<Tracer["startSpan"]>) => Span,
+): TracerProvider {
+  return {
+    getTracer: (...args) => {
+      const tracer = tracerProvider.getTracer(...args);
+      return {
+        startSpan: (...span: Parameters<Tracer["startSpan"]>) => startSpan(tracer, ...span),
+        startActiveSpan: tracer.startActiveSpan.bind(tracer),
+      } as Tracer;
+    },
+  };
+}
+
+/**
+ * Runs `run` with the uncaught exceptions captured instead of failing the test file, as
+ * diagnostics_channel reports a subscriber that threw (on the next tick), and returns them.
+ */
+async function uncaught(run: () => Promise<void>): Promise<unknown[]> {
+  const errors: unknown[] = [];
+  process.setUncaughtExceptionCaptureCallback((error) => errors.push(error));
+  try {
+    await run();
+    // every tick queued while `run` ran has run before an immediate scheduled now
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.setUncaughtExceptionCaptureCallback(null);
+  }
+  return errors;
 }
 
 const finished = (name?: string): ReadableSpan[] =>
@@ -197,6 +229,124 @@ describe("@redlock-kit/opentelemetry", () => {
     const shown = finished().map((span) => inspect({ attributes: span.attributes, events: span.events }, { depth: 6 }));
     expect(shown.length).toBeGreaterThan(5);
     for (const { value } of locks) for (const text of shown) expect(text).not.toContain(value);
+  });
+
+  it("uninstrumenting while a call waits ends its span and takes it off lock.waiters", async () => {
+    instrument();
+    const holder = await redlock().acquire("busy", 10_000);
+    const waiting = redlock().lock("busy", 1000, { wait: 10_000 });
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([1]);
+    uninstrument?.();
+    uninstrument = undefined;
+    await holder.release();
+    const lock = await waiting;
+    expect(lock).not.toBeNull();
+    await lock?.release();
+
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+    const [held, unobserved] = finished("lock.acquire");
+    expect(held?.attributes["lock.outcome"]).toBe("acquired");
+    expect(unobserved?.attributes["lock.outcome"]).toBe("unobserved");
+    expect(unobserved?.attributes["lock.attempts"]).toBeUndefined();
+    expect(unobserved?.status.code).toBe(SpanStatusCode.UNSET);
+    // no duration for a call whose end nobody saw
+    const durations = await points<Histogram>("lock.acquire.duration");
+    expect(durations.map((point) => [point.attributes, point.value.count])).toEqual([
+      [{ "lock.outcome": "acquired" }, 1],
+    ]);
+  });
+
+  it("uninstrumenting while using() runs its fn ends the using span; its children ended on their own", async () => {
+    instrument();
+    const dlm = redlock();
+    const result = await dlm.using("job", 5000, () => {
+      uninstrument?.();
+      uninstrument = undefined;
+      return "done";
+    });
+    expect(result).toBe("done");
+    expect(finished().map((span) => [span.name, span.attributes["lock.outcome"]])).toEqual([
+      ["lock.acquire", "acquired"],
+      ["lock.using", "unobserved"],
+    ]);
+    const [acquire, using] = finished();
+    expect(acquire?.parentSpanContext?.spanId).toBe(using?.spanContext().spanId);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+    expect(await dlm.isLocked("job")).toBe(false);
+  });
+
+  it("forgets each call when it settles: uninstrumenting afterwards ends no span a second time", async () => {
+    let started = 0;
+    let ended = 0;
+    instrument({
+      tracerProvider: tracerProviderWith((tracer, ...args) => {
+        started++;
+        const span = tracer.startSpan(...args);
+        const end = span.end.bind(span);
+        span.end = (time) => {
+          ended++;
+          end(time);
+        };
+        return span;
+      }),
+    });
+    const dlm = redlock({ retryCount: 0 });
+    const lock = await dlm.acquire("settled", 5000);
+    await lock.extend(5000);
+    expect(await dlm.lock("settled", 1000)).toBeNull();
+    await lock.release();
+    await dlm.using("settled", 5000, () => {});
+    expect([started, ended]).toEqual([7, 7]);
+    uninstrument?.();
+    uninstrument = undefined;
+    expect([started, ended]).toEqual([7, 7]);
+    expect(finished().filter((span) => span.attributes["lock.outcome"] === "unobserved")).toEqual([]);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+  });
+
+  it("a tracer that throws when starting a span costs no lock: using() still holds it around fn and releases", async () => {
+    const failure = new Error("tracer down");
+    instrument({
+      tracerProvider: tracerProviderWith(() => {
+        throw failure;
+      }),
+    });
+    const dlm = redlock();
+    let result: unknown;
+    const errors = await uncaught(async () => {
+      result = await dlm.using("job", 5000, () => dlm.isLocked("job"));
+    });
+    expect(result).toBe(true); // fn ran, and the lock was held while it did
+    expect(await dlm.isLocked("job")).toBe(false); // and released
+    // one per call: the using() span (bindStore's transform), its acquisition's and its release's
+    expect(errors).toEqual([failure, failure, failure]);
+    expect(finished()).toEqual([]);
+  });
+
+  it("a span that throws when it ends costs no lock: each call settles as it would, and using() releases", async () => {
+    const failure = new Error("exporter down");
+    instrument({
+      tracerProvider: tracerProviderWith((tracer, ...args) => {
+        const span = tracer.startSpan(...args);
+        span.end = () => {
+          throw failure;
+        };
+        return span;
+      }),
+    });
+    const dlm = redlock();
+    let result: unknown;
+    let released: unknown;
+    const errors = await uncaught(async () => {
+      result = await dlm.using("job", 5000, () => dlm.isLocked("job"));
+      const lock = await dlm.acquire("job", 5000);
+      released = await lock.release();
+    });
+    expect([result, released]).toEqual([true, true]);
+    expect(await dlm.isLocked("job")).toBe(false);
+    // asyncEnd of the using(), its acquisition and release, then of the acquisition and release after it
+    expect(errors).toEqual([failure, failure, failure, failure, failure]);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
   });
 
   it("unsubscribes: no spans afterwards, and core's channels are idle again", async () => {
