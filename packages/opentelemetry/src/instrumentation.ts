@@ -107,7 +107,10 @@ class Telemetry {
       start: (context: LockTraceContext): void => {
         this.#start(operation, context);
       },
-      end: () => {},
+      // a call that threw synchronously publishes `end` with its outcome and no `asyncEnd`
+      end: (context: LockTraceContext) => {
+        if (context.outcome !== undefined) this.#end(operation, context);
+      },
       asyncStart: () => {},
       asyncEnd: (context: LockTraceContext) => this.#end(operation, context),
       error: () => {},

@@ -15,7 +15,7 @@ import {
   type ReadableSpan,
   SimpleSpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
-import { type Lock, LockUnavailableError, Redlock, tracingChannels } from "@redlock-kit/core";
+import { type AcquireTraceContext, type Lock, LockUnavailableError, Redlock, tracingChannels } from "@redlock-kit/core";
 import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -302,6 +302,24 @@ describe("@redlock-kit/opentelemetry", () => {
     expect([started, ended]).toEqual([7, 7]);
     expect(finished().filter((span) => span.attributes["lock.outcome"] === "unobserved")).toEqual([]);
     expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+  });
+
+  it("ends the span of a call that threw synchronously (no asyncEnd): nothing stays open", async () => {
+    instrument();
+    // what core's traced() publishes when its call throws before returning a promise
+    const context = { resources: ["sync"], instances: 3, ttl: 1000, attempts: 0 } as unknown as AcquireTraceContext;
+    const { start, end, error } = tracingChannels.acquire;
+    start.runStores(context, () => {
+      context.outcome = "error";
+      context.error = new TypeError("thrown at once");
+      error.publish(context);
+      end.publish(context);
+    });
+    expect(finished("lock.acquire").map((span) => span.attributes["lock.outcome"])).toEqual(["error"]);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+    uninstrument?.();
+    uninstrument = undefined;
+    expect(finished("lock.acquire")).toHaveLength(1);
   });
 
   it("a tracer that throws when starting a span costs no lock: using() still holds it around fn and releases", async () => {
