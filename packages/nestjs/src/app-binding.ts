@@ -2,7 +2,7 @@ import "reflect-metadata";
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from "@nestjs/common";
 import { DiscoveryService, MetadataScanner } from "@nestjs/core";
 import { createHttpLockPolicy, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
-import { bindInstance, startRedlock, stopRedlock } from "./bound-redlocks.js";
+import { bindInstance, callsSettled, startRedlock, stopRedlock } from "./bound-redlocks.js";
 import { LOCKED_ROUTE_METADATA, type LockedRouteDeclaration } from "./locked-route.js";
 
 type Handler = (...args: unknown[]) => unknown;
@@ -48,6 +48,9 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     // before quit(): a @Locked call from here on is refused (its instance stays bound to this Redlock)
     stopRedlock(this.redlock);
+    // A @Locked call still running (a job) renews and releases its lock through this Redlock's
+    // clients: closed now, its lock would lapse while its body goes on, and another owner take it.
+    await callsSettled(this.redlock);
     await this.redlock.quit();
   }
 

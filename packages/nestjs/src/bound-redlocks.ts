@@ -15,6 +15,12 @@ const running = new Set<Redlock>();
  */
 const stopped = new WeakSet<Redlock>();
 
+/**
+ * The `@Locked` calls still running, per Redlock: at shutdown the module waits for them before it
+ * closes the clients their locks are extended and released through.
+ */
+const inFlight = new Map<Redlock, Set<Promise<unknown>>>();
+
 export function startRedlock(redlock: Redlock): void {
   stopped.delete(redlock);
   running.add(redlock);
@@ -27,6 +33,37 @@ export function stopRedlock(redlock: Redlock): void {
 
 export function bindInstance(instance: object, redlock: Redlock): void {
   byInstance.set(instance, redlock);
+}
+
+/**
+ * Follows a `@Locked` call made on `self` until it settles, under the Redlock it locks with (when
+ * one can be told; a call that cannot tell rejects without locking). Returns what the caller gets:
+ * a promise that settles as `call` does, so that a rejection nobody handles is still reported.
+ */
+export function followCall(self: unknown, call: Promise<unknown>): Promise<unknown> {
+  let redlock: Redlock | undefined;
+  try {
+    redlock = redlockOf(self);
+  } catch {
+    return call;
+  }
+  let calls = inFlight.get(redlock);
+  if (calls === undefined) {
+    calls = new Set();
+    inFlight.set(redlock, calls);
+  }
+  const followed = calls;
+  followed.add(call);
+  return call.finally(() => {
+    followed.delete(call);
+    if (followed.size === 0 && inFlight.get(redlock) === followed) inFlight.delete(redlock);
+  });
+}
+
+/** Resolves once every `@Locked` call made so far through `redlock` has settled. */
+export async function callsSettled(redlock: Redlock): Promise<void> {
+  const calls = inFlight.get(redlock);
+  if (calls !== undefined) await Promise.allSettled([...calls]);
 }
 
 /**

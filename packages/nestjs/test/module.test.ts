@@ -5,7 +5,7 @@
  */
 import { Controller, Global, Inject, Injectable, Module, Post, type Type } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
-import { LockUnavailableError, Redlock } from "@redlock-kit/core";
+import { channels, type ExtendMessage, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
@@ -224,6 +224,82 @@ describe("a @Locked call on a provider of an app that has shut down", () => {
       await one.close();
     }
     await expect(ledger.post("9")).rejects.toBeInstanceOf(LockUnavailableError);
+  });
+});
+
+/** A provider whose locked job runs until the test lets it finish. */
+@Injectable()
+class LongJob {
+  static entered = () => {};
+  static finish: Promise<void> = Promise.resolve();
+  @Locked("long-job", { ttl: 1000 })
+  async run() {
+    LongJob.entered();
+    await LongJob.finish;
+    return "finished";
+  }
+}
+
+describe("shutdown while a @Locked call of the app is still running", () => {
+  it("waits for the call to finish under its lock, released, before closing the clients it created", async () => {
+    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], providers: [LongJob] })
+    class JobApp {}
+    const context = await start(JobApp);
+    const entered = new Promise<void>((resolve) => {
+      LongJob.entered = resolve;
+    });
+    let finish = () => {};
+    LongJob.finish = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const order: string[] = [];
+    const job = context.get(LongJob).run();
+    const jobOutcome = job.then(
+      (value) => {
+        order.push(`job ${value}`);
+        return value;
+      },
+      (error: unknown) => {
+        order.push(`job rejected with ${(error as Error).name}`);
+        return error;
+      },
+    );
+    await entered;
+    // the extensions of the job's lock (ttl 1000) that succeed while the app closes
+    let extended = () => {};
+    const twice = new Promise<void>((resolve) => {
+      extended = resolve;
+    });
+    let extensions = 0;
+    const onExtend = (message: unknown) => {
+      const { resources, extended: ok } = message as ExtendMessage;
+      if (ok && resources.includes("long-job") && ++extensions === 2) extended();
+    };
+    channels.extend.subscribe(onExtend);
+    const closed = context.close().then(() => order.push("closed"));
+    // another owner waits for the key: it may take it only once the job released it
+    const other = new Redlock(inspectors.slice(0, 3));
+    const taken = other.acquire("long-job", 1000, { wait: 20_000 }).then((lock) => {
+      order.push("other owner acquired");
+      return lock;
+    });
+    try {
+      // the job's lock outlives two extensions while the app closes (before: its clients were closed, it
+      // lapsed and the other owner took the key while the job still ran)
+      await Promise.race([twice, taken]);
+      order.push("job still holds its lock");
+      finish();
+      expect(await jobOutcome).toBe("finished");
+      await closed;
+      await (await taken).release();
+    } finally {
+      channels.extend.unsubscribe(onExtend);
+      finish();
+      await other.quit();
+    }
+    expect(order.slice(0, 2)).toEqual(["job still holds its lock", "job finished"]);
+    expect(order).toContain("closed");
+    expect(order.indexOf("other owner acquired")).toBeGreaterThan(order.indexOf("job finished"));
   });
 });
 
