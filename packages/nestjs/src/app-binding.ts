@@ -26,7 +26,8 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
     this.#policy = createHttpLockPolicy(redlock);
   }
 
-  onModuleInit(): void {
+  async onModuleInit(): Promise<void> {
+    await this.#refuseOthers();
     startRedlock(this.redlock);
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       const instance: unknown = wrapper.instance;
@@ -43,6 +44,24 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
         if (typeof handler === "function") this.routeFor(handler as Handler, `${wrapper.name}.${name}`);
       }
     }
+  }
+
+  /**
+   * Fails the start when the app has another RedlockModule: the app's providers would all be bound
+   * to one module's Redlock while a `@LockedRoute` was locked by both modules' interceptors, each
+   * through its own Redlock, so that every request contended with itself (423). The Redlocks the
+   * modules made are closed first: the app will not run.
+   */
+  async #refuseOthers(): Promise<void> {
+    const bindings = this.discovery
+      .getProviders()
+      .map((wrapper) => wrapper.instance as unknown)
+      .filter((instance): instance is RedlockAppBinding => instance instanceof RedlockAppBinding);
+    if (bindings.length <= 1) return;
+    await Promise.all(bindings.map((binding) => binding.redlock.quit()));
+    throw new TypeError(
+      `RedlockModule is imported ${bindings.length} times in this app: import it once (isGlobal: true makes its Redlock injectable in every module)`,
+    );
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -303,6 +303,30 @@ describe("shutdown while a @Locked call of the app is still running", () => {
   });
 });
 
+describe("RedlockModule imported twice in one app", () => {
+  it("fails the app's start, saying to import it once: its two Redlocks would contend with each other (a @LockedRoute answered 423 to every request)", async () => {
+    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], providers: [NeedsRedlock] })
+    class FeatureModule {}
+    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) }), FeatureModule], providers: [Ledger] })
+    class TwiceApp {}
+    const before = await connections();
+    const outcome = await start(TwiceApp).then(
+      async (context) => {
+        await context.close();
+        return "started";
+      },
+      (error: unknown) => error,
+    );
+    expect(outcome).toEqual(
+      new TypeError(
+        "RedlockModule is imported 2 times in this app: import it once (isGlobal: true makes its Redlock injectable in every module)",
+      ),
+    );
+    // the clients the two modules created are closed
+    await expect.poll(connections).toEqual(before);
+  });
+});
+
 describe("@LockedRoute declarations", () => {
   it("are checked when the app starts: a bad option fails it, naming the controller and method", async () => {
     @Controller()
