@@ -28,6 +28,14 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
 
   async onModuleInit(): Promise<void> {
     await this.#refuseOthers();
+    // A bad key or option fails the app's start, naming the route, rather than its first request;
+    // checked before the app counts as running, and the Redlock closed: the app will not run.
+    try {
+      this.#checkRoutes();
+    } catch (error) {
+      await this.redlock.quit();
+      throw error;
+    }
     startRedlock(this.redlock);
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       const instance: unknown = wrapper.instance;
@@ -35,7 +43,9 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
         bindInstance(instance, this.redlock);
       }
     }
-    // A bad key or option fails the app's start, naming the route, rather than its first request.
+  }
+
+  #checkRoutes(): void {
     for (const wrapper of this.discovery.getControllers()) {
       const prototype = (wrapper.metatype as { prototype?: object } | null)?.prototype;
       if (!prototype) continue;

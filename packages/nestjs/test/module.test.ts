@@ -327,18 +327,50 @@ describe("RedlockModule imported twice in one app", () => {
   });
 });
 
+/** An app whose controller declares a @LockedRoute with a bad ttl. */
+function badRouteApp(): Type<unknown> {
+  @Controller()
+  class BadController {
+    @Post("go")
+    @LockedRoute("go", { ttl: 0 })
+    go() {}
+  }
+  @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], controllers: [BadController] })
+  class BadApp {}
+  return BadApp;
+}
+
 describe("@LockedRoute declarations", () => {
   it("are checked when the app starts: a bad option fails it, naming the controller and method", async () => {
-    @Controller()
-    class BadController {
-      @Post("go")
-      @LockedRoute("go", { ttl: 0 })
-      go() {}
-    }
-    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], controllers: [BadController] })
-    class BadApp {}
+    const BadApp = badRouteApp();
     await expect(start(BadApp)).rejects.toThrow(
       /^@LockedRoute of BadController\.go: options\.ttl must be a positive integer/,
     );
+  });
+});
+
+describe("an app whose start fails on a bad @LockedRoute declaration", () => {
+  it("leaves no running RedlockModule behind: a hand-made object's @Locked call uses the one app that does run", async () => {
+    const BadApp = badRouteApp();
+    const failed = await start(BadApp).then(
+      async (context) => {
+        await context.close();
+        return "started";
+      },
+      (error: unknown) => error,
+    );
+    expect(failed).toBeInstanceOf(RangeError);
+
+    Ledger.seen = [];
+    const one = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
+    );
+    try {
+      const outcome = await new Ledger().post("10").catch((error: unknown) => String(error));
+      expect(outcome).toBe("10");
+      expect(Ledger.seen).toEqual(["fourth"]);
+    } finally {
+      await one.close();
+    }
   });
 });
