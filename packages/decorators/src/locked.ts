@@ -138,14 +138,17 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
   const enclosing = locksHolding(redlock, resources);
-  if (pending.length === 0) return checkHeld(enclosing, await Reflect.apply(original, thisArg, args));
+  if (pending.length === 0)
+    return checkHeld(enclosing, await notAGenerator(Reflect.apply(original, thisArg, args), call));
   let entered = false;
   const run = redlock.using(
     pending,
     call.options.ttl,
     async (_signal, lock) => {
       entered = true;
-      const result = await holdingLock(redlock, lock, () => Reflect.apply(original, thisArg, args));
+      const result = await holdingLock(redlock, lock, () =>
+        notAGenerator(Reflect.apply(original, thisArg, args), call),
+      );
       return checkHeld([lock, ...enclosing], result);
     },
     call.options.using,
@@ -157,6 +160,20 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     if (entered || !RedlockError.isRedlockError(error) || error.code !== ErrorCodes.contention) throw error;
     return onContention === "skip" ? undefined : onContention(error as LockContentionError, call.where);
   });
+}
+
+/**
+ * What the method returned, unless it is a generator object (a generator method wrapped by a plain
+ * function, which the check at decoration cannot see): its body would run only as it is iterated,
+ * after the lock is released. Not started yet, it is ended without running any of it.
+ */
+function notAGenerator(value: unknown, call: LockedCall): unknown {
+  const kind = Object.prototype.toString.call(value);
+  if (kind !== "[object Generator]" && kind !== "[object AsyncGenerator]") return value;
+  Promise.resolve((value as Generator | AsyncGenerator).return(undefined)).catch(() => {});
+  throw new TypeError(
+    `@Locked method ${call.where} returned a generator object: its body would run after the lock is released`,
+  );
 }
 
 /**

@@ -113,6 +113,44 @@ describe("what @Locked checks when the class is defined", () => {
   });
 });
 
+describe("a @Locked method that hands back a generator object", () => {
+  it("rejects with a TypeError naming it, never running the generator's body, and releases the lock (a generator method wrapped by a plain function, in JavaScript)", async () => {
+    setDefaultRedlock(dlm);
+    const ran: string[] = [];
+    async function* pages(id: unknown) {
+      ran.push(`async body of ${id}`);
+      yield await client.get("feed:1");
+    }
+    function* items(id: unknown) {
+      ran.push(`body of ${id}`);
+      yield 1;
+    }
+    // what another decorator below @Locked leaves: a plain function that returns the generator object
+    const asyncFeed = decorateStandard((id: unknown) => pages(id), "pages", Locked("feed:{0}"));
+    const feed = decorateStandard((id: unknown) => items(id), "items", Locked("feed:{0}"));
+    for (const [call, name] of [
+      [asyncFeed, "pages"],
+      [feed, "items"],
+    ] as const) {
+      const outcome = await (call("1") as Promise<unknown>).then(
+        async (value) => {
+          // before: the lock was already released when the caller got the generator and ran its body
+          for await (const item of value as AsyncIterable<unknown>) ran.push(`item ${String(item)}`);
+          return "resolved";
+        },
+        (error: unknown) => error,
+      );
+      expect(outcome).toEqual(
+        new TypeError(
+          `@Locked method ${name} returned a generator object: its body would run after the lock is released`,
+        ),
+      );
+    }
+    expect(ran).toEqual([]);
+    expect(await client.dbsize()).toBe(0);
+  });
+});
+
 describe("the Redlock a @Locked method uses", () => {
   it("without a default or a redlock option, rejects the call with an error naming the method and the fix, and runs nothing", async () => {
     let runs = 0;
