@@ -38,9 +38,13 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
     }
     startRedlock(this.redlock);
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
-      const instance: unknown = wrapper.instance;
-      if (wrapper.isDependencyTreeStatic() && typeof instance === "object" && instance !== null) {
-        bindInstance(instance, this.redlock);
+      if (!wrapper.isDependencyTreeStatic()) continue;
+      // a transient provider's instances are one per consumer, none of them `wrapper.instance`
+      const instances: unknown[] = wrapper.isTransient
+        ? wrapper.getStaticTransientInstances().map((each) => each?.instance)
+        : [wrapper.instance];
+      for (const instance of instances) {
+        if (typeof instance === "object" && instance !== null) bindInstance(instance, this.redlock);
       }
     }
   }

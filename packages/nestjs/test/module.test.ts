@@ -3,7 +3,7 @@
  * forRootAsync, instances given as URLs, options, clients or injection tokens, isGlobal, the Redlock
  * each app's @Locked methods use, and what shutdown closes (only what the module opened).
  */
-import { Controller, Global, Inject, Injectable, Module, Post, type Type } from "@nestjs/common";
+import { Controller, Global, Inject, Injectable, Module, Post, Scope, type Type } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
 import { channels, type ExtendMessage, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -201,6 +201,38 @@ describe("the Redlock a @Locked method uses", () => {
       await Promise.all([three.close(), one.close()]);
     }
     await expect(new Ledger().post("7")).rejects.toThrow(/found no running RedlockModule/);
+  });
+});
+
+describe("a transient provider's @Locked method", () => {
+  it("locks with the Redlock of the app that created the instance, with two apps running at once", async () => {
+    @Injectable()
+    class Office {
+      constructor(@Inject(Ledger) readonly ledger: Ledger) {}
+    }
+    const app = (redlockModule: ReturnType<typeof RedlockModule.forRoot>) => {
+      @Module({
+        imports: [redlockModule],
+        providers: [{ provide: Ledger, useClass: Ledger, scope: Scope.TRANSIENT }, Office],
+      })
+      class TransientApp {}
+      return TransientApp;
+    };
+    Ledger.seen = [];
+    const three = await start(app(RedlockModule.forRoot({ instances: trio().map(url) })));
+    const one = await start(app(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })));
+    try {
+      const post = (context: typeof three, id: string) =>
+        context
+          .get(Office)
+          .ledger.post(id)
+          .catch((error: unknown) => String(error));
+      expect(await post(three, "11")).toBe("11");
+      expect(await post(one, "12")).toBe("12");
+      expect(Ledger.seen).toEqual(["trio", "fourth"]);
+    } finally {
+      await Promise.all([three.close(), one.close()]);
+    }
   });
 });
 
