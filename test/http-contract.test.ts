@@ -6,15 +6,16 @@
 import diagnosticsChannel from "node:diagnostics_channel";
 import { once } from "node:events";
 import type http from "node:http";
+import net from "node:net";
 import { PassThrough } from "node:stream";
 import { text } from "node:stream/consumers";
-import { type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
+import { type AcquireMessage, type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
-import { nextAbortedAcquire, nextRelease } from "./helpers/lock-events.js";
+import { nextAbortedAcquire, nextMessage, nextRelease } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -238,6 +239,32 @@ function nextServerResponse(server: http.Server): Promise<http.ServerResponse> {
   return new Promise((resolve) => server.once("request", (_req, res) => resolve(res)));
 }
 
+/** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */
+function nextAcquireStart(resource: string): Promise<void> {
+  const channel = "tracing:redlock-kit:acquire:start";
+  return new Promise((resolve) => {
+    const onStart = (context: unknown) => {
+      if (!(context as { resources: readonly string[] }).resources.includes(resource)) return;
+      diagnosticsChannel.unsubscribe(channel, onStart);
+      resolve();
+    };
+    diagnosticsChannel.subscribe(channel, onStart);
+  });
+}
+
+/**
+ * Sends the POSTs to `paths` pipelined on one keep-alive connection: Node queues each response behind
+ * the one before, with no socket of its own until that one has finished.
+ */
+async function pipelined(url: string, paths: readonly string[]): Promise<net.Socket> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect(Number(port), hostname);
+  socket.on("error", () => {});
+  await once(socket, "connect");
+  socket.write(paths.map((path) => `POST ${path} HTTP/1.1\r\nHost: ${hostname}\r\nContent-Length: 0\r\n\r\n`).join(""));
+  return socket;
+}
+
 const frameworks: Framework[] = ["express", "koa", "fastify", "hono"];
 
 describe.each(frameworks)("the %s adapter", (framework) => {
@@ -440,6 +467,38 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await holder.release();
     await expect.poll(() => values("wait:1")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
+  });
+
+  it("stops waiting for a held lock when the client of a pipelined request, queued behind another, disconnects", async () => {
+    const holder = await dlm.acquire("wait:pipelined", 10_000);
+    const started = nextAcquireStart("wait:pipelined");
+    const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("wait:pipelined"));
+    const socket = await pipelined(url, ["/gated/pipelined", "/wait/pipelined"]);
+    await probe.entered;
+    await started;
+    socket.destroy();
+    // before: the queued response saw no 'close', and the wait went on to its end (contention)
+    expect((await ended).outcome).toBe("aborted");
+    const released = nextRelease("gated:pipelined");
+    probe.gate.resolve();
+    expect((await released).released).toBe(true);
+    await holder.release();
+    expect(probe.calls).toBe(1);
+    await expect.poll(() => values("wait:pipelined")).toEqual([null, null, null]);
+  });
+
+  it("releases the lock of a pipelined response whose connection closed before it could be sent", async () => {
+    const released = nextRelease("order:pipelined");
+    const socket = await pipelined(url, ["/gated/pipelined-2", "/orders/pipelined/pay"]);
+    // both handlers ran: the second answered, its response waits behind the first, which is gated
+    await expect.poll(() => probe.calls).toBe(2);
+    socket.destroy();
+    // before: that response never finishes nor closes, and its lock was extended until maxHoldMs
+    expect(await Promise.race([released, sleep(5000).then(() => "still held")])).toMatchObject({ released: true });
+    await expect.poll(() => values("order:pipelined")).toEqual([null, null, null]);
+    const gated = nextRelease("gated:pipelined-2");
+    probe.gate.resolve();
+    expect((await gated).released).toBe(true);
   });
 
   it("releases at once a lock that arrives after the client disconnected", async () => {

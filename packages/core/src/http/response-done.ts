@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 
 const clientClosed = () => new Error("Client closed the connection");
 
@@ -43,6 +44,8 @@ export class ResponseTracker implements TrackedResponse {
   #callback: (() => void) | undefined;
   #onLeave: (() => void) | undefined;
   readonly #handlerEndsLater: (() => boolean) | undefined;
+  /** The connection of a response queued behind another, followed until it has its socket's events. */
+  #connection: Socket | undefined;
 
   /**
    * @param handlerEndsLater asked when the client leaves before the response is complete: whether an
@@ -65,6 +68,25 @@ export class ResponseTracker implements TrackedResponse {
     }
     res.on("finish", this.#onFinish);
     res.on("close", this.#onClose);
+    // Queued behind an earlier response on its connection (pipelined requests): Node assigns the
+    // socket once that one has finished, and a connection that closes before then gives this
+    // response neither 'finish' nor 'close'. The connection's own 'close' tells it then.
+    if (res.socket === null && res.req?.socket) this.#followConnection(res.req.socket);
+  }
+
+  #followConnection(connection: Socket): void {
+    if (connection.destroyed) {
+      this.#onClose();
+      return;
+    }
+    this.#connection = connection;
+    onConnectionClose(connection, this.#onClose);
+  }
+
+  #unfollowConnection(): void {
+    if (this.#connection === undefined) return;
+    offConnectionClose(this.#connection, this.#onClose);
+    this.#connection = undefined;
   }
 
   /** Aborts when the client goes away before the response is complete (created on first read). */
@@ -102,6 +124,7 @@ export class ResponseTracker implements TrackedResponse {
   dispose(): void {
     this.#res.off("finish", this.#onFinish);
     this.#res.off("close", this.#onClose);
+    this.#unfollowConnection();
     this.#callback = undefined;
     this.#onLeave = undefined;
   }
@@ -117,13 +140,17 @@ export class ResponseTracker implements TrackedResponse {
 
   readonly #onFinish = (): void => {
     this.#res.off("close", this.#onClose);
+    this.#unfollowConnection();
     this.#finish();
   };
 
-  // A ServerResponse emits 'close' after 'finish', or alone when the connection closed first.
+  // A ServerResponse emits 'close' after 'finish', or alone when the connection closed first; a
+  // queued one's connection may close first, and then the response too once it had its socket.
   readonly #onClose = (): void => {
+    if (this.#clientLeft || this.#done) return;
     const res = this.#res;
     res.off("finish", this.#onFinish);
+    this.#unfollowConnection();
     if (res.writableFinished) {
       this.#finish();
       return;
@@ -148,4 +175,28 @@ export class ResponseTracker implements TrackedResponse {
       return result;
     } as ServerResponse["end"];
   };
+}
+
+/**
+ * The responses queued on each connection that follow its 'close': one listener per connection,
+ * however many requests a client pipelines on it.
+ */
+const queuedOn = new WeakMap<Socket, Set<() => void>>();
+
+function onConnectionClose(connection: Socket, callback: () => void): void {
+  let callbacks = queuedOn.get(connection);
+  if (callbacks === undefined) {
+    const waiting = new Set<() => void>();
+    callbacks = waiting;
+    queuedOn.set(connection, waiting);
+    connection.once("close", () => {
+      queuedOn.delete(connection);
+      for (const queued of waiting) queued();
+    });
+  }
+  callbacks.add(callback);
+}
+
+function offConnectionClose(connection: Socket, callback: () => void): void {
+  queuedOn.get(connection)?.delete(callback);
 }
