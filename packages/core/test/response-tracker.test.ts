@@ -97,3 +97,51 @@ describe("ResponseTracker: a request that is over before its route's lock", () =
     socket.destroy();
   });
 });
+
+/**
+ * Sends two requests pipelined on one connection and resolves with both responses once the server
+ * has them: the second is queued behind the first (no socket of its own until the first finished).
+ */
+async function pipelinedPair(): Promise<{
+  socket: net.Socket;
+  first: http.ServerResponse;
+  second: http.ServerResponse;
+}> {
+  const responses: http.ServerResponse[] = [];
+  onRequest = (res) => responses.push(res);
+  const socket = net.connect(port, "127.0.0.1");
+  socket.on("error", () => {});
+  await once(socket, "connect");
+  socket.write("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".repeat(2));
+  await expect.poll(() => responses.length).toBe(2);
+  const [first, second] = responses as [http.ServerResponse, http.ServerResponse];
+  return { socket, first, second };
+}
+
+describe("ResponseTracker: a response another step ended that is not sent yet", () => {
+  it("ended while the route waited, queued behind an earlier response: the lock it then gets is given back and the handler does not run", async () => {
+    const holder = await dlm.acquire("rt:queued", 5000);
+    const { socket, first, second } = await pipelinedPair();
+    expect(second.socket).toBeNull();
+    const pending = createHttpLockPolicy(dlm, { ttl: 2000, wait: 5000 }).route("rt:queued").begin(source, second);
+    // a timeout's answer: ended, but it cannot be sent before the first response has finished
+    second.end("answered by a timeout");
+    expect(second.writableFinished).toBe(false);
+    await holder.release();
+    expect((await pending).kind).toBe("aborted");
+    await expect.poll(() => redis.exists("rt:queued")).toBe(0);
+    first.end();
+    socket.destroy();
+  });
+
+  it("ended before the route asked, queued behind an earlier response: the lock is given back at once and the handler does not run", async () => {
+    const { socket, first, second } = await pipelinedPair();
+    second.end("answered by a timeout");
+    expect(second.writableFinished).toBe(false);
+    const outcome = await policy().route("rt:queued-early").begin(source, second);
+    expect(outcome.kind).toBe("aborted");
+    expect(await redis.exists("rt:queued-early")).toBe(0);
+    first.end();
+    socket.destroy();
+  });
+});

@@ -12,7 +12,10 @@ export interface TrackedResponse {
   readonly signal: AbortSignal;
   /** True once the client went away before the response was complete. */
   readonly clientLeft: boolean;
-  /** True once the response is complete (a tracker that cannot tell leaves it undefined). */
+  /**
+   * True once the response is answered: complete, or ended and not all sent yet (a tracker that
+   * cannot tell leaves it undefined).
+   */
   readonly finished?: boolean;
   /** Runs `callback` once, when the handler has finished its response (now, if it already has). */
   whenDone(callback: () => void): void;
@@ -57,8 +60,9 @@ export class ResponseTracker implements TrackedResponse {
     this.#res = res;
     this.#handlerEndsLater = handlerEndsLater;
     // An earlier step of the request may have awaited: the response can be over already, and
-    // its 'finish' or 'close' will not come again.
-    if (res.writableFinished) {
+    // its 'finish' or 'close' will not come again. Or answered (ended) and not sent yet: behind a
+    // slow reader, or queued behind an earlier response on its connection.
+    if (res.writableEnded) {
       this.#done = true;
       return;
     }
@@ -103,9 +107,12 @@ export class ResponseTracker implements TrackedResponse {
     return this.#clientLeft;
   }
 
-  /** True once the response is complete. */
+  /**
+   * True once the response is answered: complete, or ended by another step while the route waited
+   * and not all sent yet ('finish' only comes once it is).
+   */
   get finished(): boolean {
-    return this.#done;
+    return this.#done || this.#res.writableEnded;
   }
 
   /** Runs `callback` once, when the handler has finished its response (now, if it already has). */
