@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
-import { nextAbortedAcquire, nextMessage, nextRelease } from "./helpers/lock-events.js";
+import { nextAbortedAcquire, nextAcquireStart, nextMessage, nextRelease } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -237,19 +237,6 @@ const keyCounts = () => Promise.all(clients.map((client) => client.dbsize()));
 /** The server side of the next request, to see when it notices a client that left. */
 function nextServerResponse(server: http.Server): Promise<http.ServerResponse> {
   return new Promise((resolve) => server.once("request", (_req, res) => resolve(res)));
-}
-
-/** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */
-function nextAcquireStart(resource: string): Promise<void> {
-  const channel = "tracing:redlock-kit:acquire:start";
-  return new Promise((resolve) => {
-    const onStart = (context: unknown) => {
-      if (!(context as { resources: readonly string[] }).resources.includes(resource)) return;
-      diagnosticsChannel.unsubscribe(channel, onStart);
-      resolve();
-    };
-    diagnosticsChannel.subscribe(channel, onStart);
-  });
 }
 
 /**

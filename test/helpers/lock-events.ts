@@ -37,3 +37,16 @@ export function countReleases(resource: string) {
   diagnosticsChannel.subscribe("redlock-kit:release", onMessage);
   return counter;
 }
+
+/** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */
+export function nextAcquireStart(resource: string): Promise<void> {
+  const channel = "tracing:redlock-kit:acquire:start";
+  return new Promise((resolve) => {
+    const onStart = (context: unknown) => {
+      if (!(context as { resources: readonly string[] }).resources.includes(resource)) return;
+      diagnosticsChannel.unsubscribe(channel, onStart);
+      resolve();
+    };
+    diagnosticsChannel.subscribe(channel, onStart);
+  });
+}

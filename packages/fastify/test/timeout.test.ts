@@ -1,8 +1,9 @@
-import { Redlock } from "@redlock-kit/core";
+import { type AcquireMessage, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
+import { nextMessage } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -48,5 +49,36 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {
     release();
+  }
+});
+
+it("writes nothing over the 503 of a handlerTimeout that fired while the route waited for a lock it then did not get", async () => {
+  const logged: string[] = [];
+  // the timeout fires long before the route's wait (2 s) ends in contention
+  const app = Fastify({
+    handlerTimeout: 100,
+    logger: { level: "warn", stream: { write: (line) => logged.push(line) } },
+  });
+  apps.push(app);
+  await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000, wait: 2000 });
+  let runs = 0;
+  app.post("/x/:id", { config: { redlock: "fastify-waited:{params.id}" } }, async () => {
+    runs++;
+    return { ran: true };
+  });
+  await app.ready();
+  const holder = await dlm.acquire("fastify-waited:1", 10_000);
+  try {
+    const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("fastify-waited:1"));
+    const answered = await app.inject({ method: "POST", url: "/x/1" });
+    expect(answered.statusCode).toBe(503);
+    expect((await ended).outcome).toBe("contention");
+    // the route's answer runs a few promise turns after the acquisition's end
+    await new Promise((resolve) => setImmediate(resolve));
+    // before: FST_ERR_REP_ALREADY_SENT, from sending the 423 over the timeout's 503
+    expect(logged.filter((line) => line.includes("FST_ERR_REP_ALREADY_SENT"))).toEqual([]);
+    expect(runs).toBe(0);
+  } finally {
+    await holder.release();
   }
 });

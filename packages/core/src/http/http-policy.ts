@@ -56,7 +56,7 @@ export type RouteOutcome<Hook> =
   | { readonly kind: "acquired"; readonly lock: Lock; readonly held: HeldRoute }
   /** Contention (423), unavailability (503) or an unresolvable key (400): write `response`, or call `hook`. */
   | { readonly kind: "rejected"; readonly error: RedlockError; readonly response: HttpResponse; readonly hook?: Hook }
-  /** The client left while waiting for the lock; nothing is held and nobody is listening. */
+  /** The client left, or another step answered, while waiting for the lock; nothing is held and nobody is listening. */
   | { readonly kind: "aborted" };
 
 /** The response that belongs to a `RedlockError` (423 with Retry-After, 503, 409 or 400); fixed bodies, no internals. */
@@ -158,6 +158,8 @@ export class RouteLock<Hook = never> {
     tracker.dispose();
     if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return ABORTED;
     if (!RedlockError.isRedlockError(error)) throw error;
+    // another step answered while the route waited (a timeout's 503): writing over it would throw
+    if (tracker.finished === true) return ABORTED;
     const options = this.#options;
     const hook = error.status === 423 ? options.onLocked : error.status === 503 ? options.onUnavailable : undefined;
     return { kind: "rejected", error, response: errorResponse(error), hook };
