@@ -157,6 +157,19 @@ const routes: RouteSpec[] = [
     },
   },
   {
+    // a feed whose first event comes after a slow start: its producer goes on once it has returned
+    method: "get",
+    path: "/late-feed/:id",
+    key: "late-feed:{params.id}",
+    options: { ttl: 1000 },
+    handler: async (lock) => {
+      probe.enter(lock);
+      await probe.gate.promise;
+      probe.stream.write("event\n");
+      return { stream: probe.stream };
+    },
+  },
+  {
     method: "post",
     path: "/throw/:id",
     key: "throw:{params.id}",
@@ -409,6 +422,26 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const ended = await Promise.race([aborted, released, sleep(5000).then(() => "still held")]);
     expect(ended).toBe("aborted");
     await expect.poll(() => values("feed:1"), { timeout: 5000 }).toEqual([null, null, null]);
+    probe.stream.destroy();
+  });
+
+  it("does not release the lock of a streamed body returned after its client left while its producer still runs", async () => {
+    const serverResponse = nextServerResponse(app.server);
+    const { request } = open(`${url}/late-feed/1`);
+    request.on("error", () => {});
+    await probe.entered;
+    const closed = once(await serverResponse, "close");
+    request.destroy();
+    await closed;
+    const lock = probe.lock as Lock;
+    const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve("aborted")));
+    const released = nextRelease("late-feed:1").then(() => "released");
+    // the handler returns its stream now, and goes on writing to it: that is still the critical section
+    probe.gate.resolve();
+    // the lock expires within one ttl (its signal aborts), as for a reader that leaves mid-stream;
+    // before, the end the framework (or server) gave the unsent body released it at once
+    expect(await Promise.race([aborted, released, sleep(5000).then(() => "still held")])).toBe("aborted");
+    await expect.poll(() => values("late-feed:1"), { timeout: 5000 }).toEqual([null, null, null]);
     probe.stream.destroy();
   });
 

@@ -75,7 +75,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // that end while its producer goes on as for a GET: drained here, the lock waits for its
           // end, and so does the response (as a GET's does).
           if (ctx.method === "HEAD") await outcome.held.followDropped(ctx.body);
-          else closeOnStreamError(ctx);
+          else if (isStream(ctx.body)) followStream(ctx);
           return;
         } catch (error) {
           // Koa's onerror writes nothing, not even res.end(), once the client has left or the
@@ -100,16 +100,30 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
   };
 }
 
+function isStream(body: unknown): body is NodeJS.ReadableStream {
+  return typeof (body as { pipe?: unknown } | null | undefined)?.pipe === "function";
+}
+
 /**
- * Koa 2 pipes a stream body into the response and, once the headers are out, leaves the response
- * open when that stream fails (Koa 3 destroys it): its client would wait for ever, and the lock be
- * extended until `maxHoldMs`. The response is closed as Koa 3 does; the lock then lapses within one
- * ttl, as for any failure after the headers.
+ * A stream body, as Koa is about to send it.
+ *
+ * Its client already left: Koa 3 does not send it but ends the response at once (and destroys the
+ * stream) while the stream's producer may still run, as after a reader that leaves mid-stream. That
+ * end is not the handler's: Koa is told not to respond, and the lock, no longer extended since the
+ * client left, lapses within one ttl (Koa 2 ended nothing there either).
+ *
+ * Koa 2 pipes it into the response and, once the headers are out, leaves the response open when
+ * that stream fails (Koa 3 destroys it): its client would wait for ever, and the lock be extended
+ * until `maxHoldMs`. The response is closed as Koa 3 does; the lock then lapses within one ttl, as
+ * for any failure after the headers.
  */
-function closeOnStreamError(ctx: ParameterizedContext): void {
-  const body = ctx.body as { pipe?: unknown } | null | undefined;
-  if (typeof body?.pipe !== "function") return;
-  finished(body as NodeJS.ReadableStream, { writable: false }, (error) => {
-    if (error && !ctx.res.destroyed) ctx.res.destroy();
+function followStream(ctx: ParameterizedContext): void {
+  const res = ctx.res;
+  if (res.destroyed && !res.writableEnded) {
+    ctx.respond = false;
+    return;
+  }
+  finished(ctx.body as NodeJS.ReadableStream, { writable: false }, (error) => {
+    if (error && !res.destroyed) res.destroy();
   });
 }
