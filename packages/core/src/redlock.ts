@@ -1,7 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { autoExtend } from "./lock/auto-extend.js";
 import { LiveLocks } from "./lock/live-locks.js";
-import { Lock, LockState, markReleased, STATE } from "./lock/lock.js";
+import { Lock, LockState, markReleased, ownerOf, STATE } from "./lock/lock.js";
 import { channels } from "./observe/diagnostics.js";
 import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./observe/inspect.js";
 import {
@@ -153,7 +153,7 @@ export class Redlock {
   }
 
   #unlock(lock: Lock): Promise<boolean> {
-    if (!isLock(lock)) return Promise.reject(notALock());
+    if (!this.#isOwn(lock)) return Promise.reject(notALock());
     if (!markReleased(lock)) return Promise.resolve(false);
     this.#live.delete(lock);
     const state = lock[STATE];
@@ -313,7 +313,16 @@ export class Redlock {
   }
 
   #checkLock(lock: Lock): void {
-    if (!isLock(lock)) throw notALock();
+    if (!this.#isOwn(lock)) throw notALock();
+  }
+
+  /**
+   * A Lock this Redlock made. Another Redlock's lock is refused: its release would go to that
+   * Redlock's instances, mark the lock released (its own release then sends nothing, and its keys
+   * stay until they expire) and unlink it from the wrong list of live locks.
+   */
+  #isOwn(lock: Lock): boolean {
+    return isLock(lock) && ownerOf(lock) === this;
   }
 }
 

@@ -166,6 +166,24 @@ describe("Redlock with three instances", () => {
     expect(await values("taken", 3)).toEqual(["someone-else", "someone-else", "someone-else"]);
   });
 
+  it("refuses a lock of another Redlock in unlock() and extend(): its keys stay held, and both Redlocks keep their live locks", async () => {
+    const a = new Redlock(first(3));
+    const b = new Redlock(clients.slice(3, 5));
+    const other = await a.acquire("other", 5000);
+    const theirs = await b.acquire("theirs", 5000);
+    const lock = await a.acquire("mine", 5000);
+    await expect(b.unlock(lock)).rejects.toThrow("lock must be a Lock returned by this Redlock");
+    await expect(b.extend(lock, 5000)).rejects.toThrow("lock must be a Lock returned by this Redlock");
+    expect(lock.valid).toBe(true);
+    expect(await values("mine", 3)).toEqual([lock.value, lock.value, lock.value]);
+    expect((await a.inspect("other")).ours).toBe(true);
+    expect((await b.inspect("theirs")).ours).toBe(true);
+    expect(await lock.release()).toBe(true);
+    expect(await values("mine", 3)).toEqual([null, null, null]);
+    expect(await other.release()).toBe(true);
+    expect(await theirs.release()).toBe(true);
+  });
+
   it("locks several resources all or nothing", async () => {
     const dlm = new Redlock(first(3), { retryCount: 0 });
     const ab = await dlm.acquire(["a", "b", "a"], 5000);

@@ -53,6 +53,9 @@ export class LockState {
   }
 }
 
+/** Set by Lock's static block: reads a lock's owner (ownerOf). */
+let readOwner: (lock: Lock) => LockOwner | undefined;
+
 export const STATE: unique symbol = Symbol("redlock-kit.lock-state");
 
 /**
@@ -156,7 +159,15 @@ export class Lock {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#owner.unlock(this);
   }
+
+  static {
+    // a forged object with a real lock's state has no owner
+    readOwner = (lock) => (#owner in lock ? lock.#owner : undefined);
+  }
 }
+
+/** The Redlock that made `lock`: only it may release or extend it (another one's instances, retake and live locks are not the lock's). */
+export const ownerOf = (lock: Lock): LockOwner | undefined => readOwner(lock);
 
 /** (Re)arms the timer that aborts `signal` when the validity ends; only once someone has read `signal`. */
 export function armValidityTimer(lock: Lock): void {
