@@ -68,13 +68,18 @@ export function checkFunction<T extends (...args: never[]) => unknown>(name: str
  * for itself.
  */
 export function checkResources(value: unknown): readonly string[] {
-  const list = Array.isArray(value) ? value : [value];
-  if (list.length === 0) throw new TypeError("resources must not be an empty array");
-  if (list.length > MAX_RESOURCES) {
-    throw new RangeError(`resources must hold at most ${MAX_RESOURCES} names, got ${list.length}`);
-  }
-  for (const resource of list) checkResource(resource);
-  return Object.freeze(list.length === 1 ? [list[0] as string] : [...new Set(list as string[])]);
+  checkCount(Array.isArray(value) ? value.length : 1);
+  // each element read once, by index (not by an iterator of the caller's): a getter answering
+  // something else on a second read would otherwise lock a name that was never checked
+  const list: unknown[] = Array.isArray(value) ? Array.prototype.slice.call(value) : [value];
+  checkCount(list.length);
+  for (let i = 0; i < list.length; i++) checkResource(list[i]);
+  return Object.freeze(list.length === 1 ? (list as string[]) : [...new Set(list as string[])]);
+}
+
+function checkCount(count: number): void {
+  if (count === 0) throw new TypeError("resources must not be an empty array");
+  if (count > MAX_RESOURCES) throw new RangeError(`resources must hold at most ${MAX_RESOURCES} names, got ${count}`);
 }
 
 /** The suffixes of the keys the library keeps beside a lock's (its queue, its fence counter): no resource may end with one. */

@@ -116,6 +116,31 @@ describe("bad input is refused before any Redis call", () => {
     await releasedEverywhere();
   });
 
+  it("reads a resources array once: the names it checked are the ones it locks", async () => {
+    // an element whose getter answers a name when checked and something else when read again
+    let reads = 0;
+    const shifting: unknown[] = ["order:0"];
+    Object.defineProperty(shifting, 1, { get: () => (reads++ === 0 ? "order:1" : undefined), enumerable: true });
+    const lock = await dlm.acquire(shifting as never, 1000);
+    expect(reads).toBe(1);
+    expect(lock.resources).toEqual(["order:0", "order:1"]);
+    expect(await clients[0]?.get("order:1")).toBe(lock.value);
+    expect(await lock.release()).toBe(true);
+    await releasedEverywhere();
+    let once = 0;
+    const single: unknown[] = [];
+    Object.defineProperty(single, 0, { get: () => (once++ === 0 ? "order:2" : 42), enumerable: true });
+    const one = await dlm.acquire(single as never, 1000);
+    expect(one.resources).toEqual(["order:2"]);
+    expect(await one.release()).toBe(true);
+    await releasedEverywhere();
+    // an own iterator that yields a name while the element is a number
+    const disguised: unknown[] = [42];
+    Object.defineProperty(disguised, Symbol.iterator, { value: [""][Symbol.iterator].bind(["order:3"]) });
+    await expect(dlm.lock(disguised as never, 1000)).rejects.toThrow(TypeError);
+    await nothingWritten();
+  });
+
   it("extend and unlock refuse things that are not locks, and bad ttls", async () => {
     await expect(dlm.unlock({} as never)).rejects.toThrow(TypeError);
     await expect(dlm.extend({ value: "x" } as never, 1000)).rejects.toThrow(TypeError);
