@@ -18,6 +18,7 @@ import {
   DEFAULT_ACQUIRE,
   DEFAULT_HOLD,
   type HoldOptions,
+  instanceTimeoutFor,
   type RedlockOptions,
   type ResolvedAcquireOptions,
   type ResolvedHoldOptions,
@@ -214,6 +215,9 @@ export class Redlock {
     try {
       this.#checkLock(lock);
       checkMs("ttl", ttl);
+      // a ttl the drift uses up, refused as acquire refuses it: sent, it would cut the keys to a few
+      // ms and report the lock lost
+      instanceTimeoutFor(ttl, { instanceTimeout: undefined, driftFactor: lock[STATE].driftFactor });
     } catch (error) {
       return Promise.reject(error);
     }

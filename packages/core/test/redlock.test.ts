@@ -102,6 +102,21 @@ describe("Redlock with three instances", () => {
     await expect.poll(() => values("ext2", 3)).toEqual([null, null, null]);
   });
 
+  it("refuses an extension to a ttl the drift uses up with RangeError, as acquire does, writing nothing", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("tiny", 5000);
+    for (const ttl of [2, 4]) {
+      const error = await dlm.extend(lock, ttl).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RangeError);
+      expect((error as Error).message).toMatch(new RegExp(`^ttl of ${ttl} ms can never give a valid lock`));
+    }
+    expect(lock.valid).toBe(true);
+    expect(lock.signal.aborted).toBe(false);
+    // the keys kept their expiry: no PEXPIRE of 2 or 4 ms reached them
+    for (const client of first(3)) expect(await client.pttl("tiny")).toBeGreaterThan(4);
+    expect(await lock.release()).toBe(true);
+  });
+
   it("answers an extension no quorum could confirm with LockUnavailableError and keeps the lock valid", async () => {
     const servers = cluster.servers.slice(0, 3) as RedisServer[];
     const dlm = new Redlock(first(3), { instanceTimeout: 100 });
