@@ -1,7 +1,7 @@
 import { inspect as utilInspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import { sleep } from "#test-helpers/redis.js";
-import { type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
+import { LockConfigurationError, type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
 import { LiveLocks } from "../src/lock/live-locks.js";
 import { Lock, LockState } from "../src/lock/lock.js";
 import { useRedlocks } from "./helpers/redlocks.js";
@@ -116,6 +116,22 @@ describe("inspect()", () => {
     // free on the two that answered: no holder can have a quorum
     await Promise.all([client(0).del("maybe"), client(2).del("maybe")]);
     expect((await dlm.inspect("maybe", { instanceTimeout: 50 })).state).toBe("free");
+  });
+
+  it("isLocked() on data of another type (a hash) at the key is a LockConfigurationError, as for acquire(), not an outage", async () => {
+    const dlm = redlock();
+    await Promise.all(clients().map((c) => c.hset("profile:7", "name", "someone else's data")));
+    const error = await dlm.isLocked("profile:7").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockConfigurationError);
+    expect((error as Error).message).toMatch(/WRONGTYPE/);
+    expect((error as LockConfigurationError).instances).toEqual([0, 1, 2]);
+    for (const c of clients()) expect(await c.hget("profile:7", "name")).toBe("someone else's data");
+    // on a minority, the instances that hold strings decide, as an acquisition's votes would
+    await client(0).del("profile:7");
+    await client(0).set("profile:7", "a", "PX", 9000);
+    await client(1).del("profile:7");
+    await client(1).set("profile:7", "a", "PX", 9000);
+    expect(await dlm.isLocked("profile:7")).toBe(true);
   });
 
   it("sends only GET and PTTL, one pipeline per instance", async () => {

@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { type InstanceFailure, LockUnavailableError } from "../errors.js";
+import type { InstanceFailure } from "../errors.js";
 import type { LiveLocks } from "../lock/live-locks.js";
 import { checkOptionsObject } from "../options.js";
+import { acquireError } from "../quorum/acquire-failure.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
 import type { LockStore, StoredKey } from "../stores/store.js";
 import { deleteKey, readKey } from "../stores/store-reads.js";
@@ -121,11 +122,9 @@ export class Inspector {
     if (inspection.state !== "unknown") return inspection.state === "held";
     const causes: InstanceFailure[] = [];
     for (const { instance, error } of inspection.instances) if (error) causes.push({ instance, error });
-    throw new LockUnavailableError(
-      [inspection.resource],
-      causes,
-      `Lock state unknown: ${inspection.unknown} of ${this.#stores.length} instances did not answer`,
-    );
+    const message = `Lock state unknown: ${inspection.unknown} of ${this.#stores.length} instances did not answer`;
+    // data of another type at the key (WRONGTYPE) is a wrong deployment, as for an acquisition: no outage
+    throw acquireError([inspection.resource], { kind: "unavailable", causes, message }, 0);
   }
 
   async forceRelease(resource: string, options?: InspectOptions): Promise<ForcedRelease> {
