@@ -1,3 +1,4 @@
+import { ErrorCodes, RedlockError } from "@redlock-kit/core";
 import { type CliArgs, type Command, HELP, readArgs, UsageError } from "./args.js";
 import type { Instances } from "./connect.js";
 import { type CliIo, EXIT, type Verb } from "./io.js";
@@ -38,10 +39,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const verb = await VERBS[args.command]();
     return await verb(args, instances, io);
   } catch (error) {
-    // A resource the core refuses (empty, longer than 1024 characters) is a usage error too.
+    // A resource the core refuses (empty, longer than 1024 characters) is a usage error too, and
+    // so are URLs that name one server twice (a host alias: its key would count twice).
     if (error instanceof UsageError || error instanceof TypeError || error instanceof RangeError) {
       return usage(io, error);
     }
+    if (RedlockError.isRedlockError(error) && error.code === ErrorCodes.config) return usage(io, error);
     io.stderr.write(`redlock-kit: ${(error as Error).message}\n`);
     return EXIT.unavailable;
   } finally {

@@ -236,6 +236,23 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     expect(stderr).toContain("did not answer (No answer within 200 ms): the key may remain there.");
   });
 
+  it("refuses URLs that name one server twice through a host alias (exit 2), never counting its key twice", async () => {
+    await clients[0]?.set("lock:aliased", "someone", "PX", 60_000);
+    const port = server(0).port;
+    const urls = `redis://localhost:${port},redis://127.0.0.1:${port},redis://127.0.0.1:${server(1).port}`;
+    for (const command of [
+      ["inspect", "aliased"],
+      ["release", "--force", "aliased", "--yes"],
+    ]) {
+      const run = await runCli([...command, "--prefix", "lock:", "--redis", urls]);
+      expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 2, stdout: "" });
+      expect(run.stderr).toContain(
+        `is the same Redis server as instances[0] (localhost:${port}/0): it would vote twice`,
+      );
+    }
+    expect(await clients[0]?.get("lock:aliased")).toBe("someone");
+  });
+
   it("never deletes in db 0 for a URL naming a database the server refuses or that is not a number", async () => {
     await dlm.acquire("stuck", 60_000);
     const urls = (db: string) =>

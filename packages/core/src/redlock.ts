@@ -104,6 +104,7 @@ export class Redlock {
     this.#inspector = new Inspector(
       this.#stores,
       this.quorum,
+      identity,
       this.#prefix,
       this.#live,
       this.#defaults.instanceTimeout,

@@ -134,6 +134,27 @@ describe("inspect()", () => {
     expect(await dlm.isLocked("profile:7")).toBe(true);
   });
 
+  it("refuses one server listed twice (a host alias), as an acquisition does, rather than count its key twice", async () => {
+    const alias = server(0).client({ host: "localhost" });
+    const dlm = new Redlock([client(0), alias, client(1)]);
+    try {
+      // held on one server of the two: no quorum, whatever the list says
+      await client(0).set("twice", "someone", "PX", 9000);
+      const error = await dlm.isLocked("twice").catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(LockConfigurationError);
+      expect((error as Error).message).toMatch(
+        /^instances\[1\] \(localhost:\d+\/0\) is the same Redis server as instances\[0\]/,
+      );
+      await expect(dlm.inspect("twice")).rejects.toBeInstanceOf(LockConfigurationError);
+      await expect(dlm.forceRelease("twice")).rejects.toBeInstanceOf(LockConfigurationError);
+      expect(await client(0).get("twice")).toBe("someone");
+      await expect(dlm.acquire("other", 1000)).rejects.toBeInstanceOf(LockConfigurationError);
+    } finally {
+      await dlm.quit();
+      alias.disconnect();
+    }
+  });
+
   it("sends only GET and PTTL, one pipeline per instance", async () => {
     const dlm = redlock();
     await dlm.acquire("read-only", 5000);
