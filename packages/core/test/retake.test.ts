@@ -338,6 +338,38 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     },
   );
 
+  it("a call on several keys, the reserved one among them, lets the reservation go before its attempt: a try-lock takes the free keys", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `several:${count}`;
+    const { lock, done } = await looper(a, b, key);
+    expect(await a.unlock(lock)).toBe(true);
+    // nobody else holds or waits for either key: only a's own reservation could refuse it
+    const both = await a.lock([key, `${key}:other`], 10_000, { retryCount: 0 });
+    expect(both).not.toBeNull();
+    expect(await a.unlock(both as Lock)).toBe(true);
+    // the same call while b waits for the key: b is handed it at once, the call queues behind b
+    const again = await a.acquire(key, 10_000);
+    await a.unlock(again);
+    const looped = await a.acquire(key, 10_000);
+    const order: string[] = [];
+    const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
+      order.push("b");
+      return held;
+    });
+    await queued(key, 1);
+    expect(await a.unlock(looped)).toBe(true);
+    const mine = a.acquire([key, `${key}:other`], 10_000, WAIT()).then((held) => {
+      order.push("a");
+      return held;
+    });
+    const taken = await waiting;
+    expect(order).toEqual(["b"]);
+    await b.unlock(taken);
+    expect(await a.unlock(await mine)).toBe(true);
+    expect(order).toEqual(["b", "a"]);
+    await done();
+  });
+
   it("a reservation made on fewer than a quorum of instances is let go: the waiting Redlock gets the key, then the call, and nothing is left", async () => {
     // a's instances: real RedisStores; all but the first ignore the reservation and hand the key over
     const inner = instances().map((client) => new RedisStore(client));

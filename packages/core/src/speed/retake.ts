@@ -28,7 +28,8 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
  *   from the release's start, and extended to its ttl if still held halfway through. Otherwise
  *   every instance that reserved the key is released (the release script, which hands it over),
- *   one round trip later than the release would have; `quit()` does it before closing.
+ *   one round trip later than the release would have; `quit()` does it before closing. A call on
+ *   several keys, this one among them, releases it before its own attempt is sent.
  *
  * Fairness that holds across processes: the head of a queue waits for the process ahead of it at
  * most `MAX_STREAK_MS` plus one section shorter than `MAX_HELD_MS` (the last retake), then the key
@@ -153,7 +154,16 @@ export class Retake {
    * The first call in a window takes it; a reservation it cannot hold is released at once.
    */
   acquiring(keys: readonly string[], ttl: number, validAfter: number | undefined): RetakeCall | undefined {
-    if (this.#windows.size === 0 || keys.length !== 1) return undefined;
+    if (this.#windows.size === 0) return undefined;
+    if (keys.length !== 1) {
+      // a call on several keys cannot hold a reservation: let go of its keys' reservations now, before
+      // its attempt is sent (it would be refused by this Redlock's own reservation)
+      for (const key of keys) {
+        const window = this.#windows.get(key);
+        if (window?.open && !window.taken) this.#giveUp(key, window);
+      }
+      return undefined;
+    }
     const key = keys[0] as string;
     const window = this.#windows.get(key);
     if (window === undefined || !window.open || window.taken) return undefined;
