@@ -33,6 +33,23 @@ async function commandCalls(client: Redis): Promise<Record<string, number>> {
   return calls;
 }
 
+/** Stores on the three servers whose key vanishes (an expiry, a restart) on the nodes `loses` picks, just before phase 2 reaches them. */
+function losingKeyBeforeWriteBack(loses: (index: number) => boolean): LockStore[] {
+  return clients.map((client, index): LockStore => {
+    const store = new RedisStore(client);
+    return {
+      acquire: store.acquire.bind(store),
+      extend: store.extend.bind(store),
+      release: store.release.bind(store),
+      acquireFenced: store.acquireFenced.bind(store),
+      raiseFences: async (keys, value, fences) => {
+        if (loses(index)) await client.del(keys[0] as string);
+        return store.raiseFences(keys, value, fences);
+      },
+    };
+  });
+}
+
 describe("lock.fence and lock.fences", () => {
   it("carry one decimal fence per resource; lock.fence only for a lock on one resource", async () => {
     const dlm = new Redlock(clients, { fencing: true });
@@ -130,19 +147,7 @@ describe("the write-back (phase 2)", () => {
   it("fails closed when the lock is lost between the phases: no lock, nothing left held", async () => {
     // phase 1 succeeds everywhere, then the key vanishes on two nodes (an expiry, a restart) just
     // before phase 2 reaches them
-    const stores = clients.map((client, index): LockStore => {
-      const store = new RedisStore(client);
-      return {
-        acquire: store.acquire.bind(store),
-        extend: store.extend.bind(store),
-        release: store.release.bind(store),
-        acquireFenced: store.acquireFenced.bind(store),
-        raiseFences: async (keys, value, fences) => {
-          if (index > 0) await client.del(keys[0] as string);
-          return store.raiseFences(keys, value, fences);
-        },
-      };
-    });
+    const stores = losingKeyBeforeWriteBack((index) => index > 0);
     const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
     const error = await dlm.acquire("lost", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockUnavailableError);
@@ -150,6 +155,29 @@ describe("the write-back (phase 2)", () => {
     await expect.poll(() => values("lost")).toEqual([null, null, null]);
     // only node 0 still held the key: only its counter was raised (to its own value, 1)
     expect(await counters("lost")).toEqual(["1", "1", "1"]);
+  });
+
+  it("fails closed when an instance holds the key but its counter is not a counter it can raise: no confirmation", async () => {
+    // node 2's counter was written by something else: a negative integer INCR accepts. Its phase-1
+    // vote is no vote (-999 is no fence), but it took the key; its write-back must not count as a
+    // confirmation while its counter stays below the fence (compared as text, "-999" looked greater than "101")
+    await clients[0]?.set(counter("bent"), "100");
+    await clients[1]?.set(counter("bent"), "5");
+    await clients[2]?.set(counter("bent"), "-1000");
+    // node 1 loses the key between the phases (it expired there)
+    const stores = losingKeyBeforeWriteBack((index) => index === 1);
+    const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
+    const error = await dlm.acquire("bent", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockUnavailableError);
+    expect((error as Error).message).toMatch(/written back on a quorum \(1 of 3/);
+    const causes = (error as LockUnavailableError).causes;
+    expect(causes.map((cause) => [cause.instance, cause.error.message])).toContainEqual([
+      2,
+      expect.stringMatching(/not a fence counter/),
+    ]);
+    await expect.poll(() => values("bent")).toEqual([null, null, null]);
+    // nothing was raised on node 2: its counter is left for the operator to see
+    expect(await counters("bent")).toEqual(["101", "6", "-999"]);
   });
 
   it("refuses a fenced acquisition without touching a counter when another owner holds the key", async () => {

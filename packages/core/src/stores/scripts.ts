@@ -125,7 +125,10 @@ end
  * counters; ARGV[1]: value, ARGV[1 + i]: the fence of key i (the largest counter a quorum
  * returned). If every key still holds our value, raises each counter to its fence (never lowers
  * one) and returns 1; otherwise changes nothing and returns 0: a lock lost between the phases gets
- * no fence.
+ * no fence. A counter that is not a decimal integer from 0 to 2^63 - 1 (something else wrote it: a
+ * negative number, text) cannot be compared with a fence, so it cannot be raised: the script
+ * changes nothing and answers an error, which is no confirmation. (Compared as text, "-999"
+ * looked greater than "101": the instance confirmed a fence its counter was below.)
  */
 export const RAISE_FENCES_SCRIPT = [
   GREATER,
@@ -136,11 +139,19 @@ for i = 1, n do
     return 0
   end
 end
+local currents = {}
 for i = 1, n do
-  local fence, counter = ARGV[i + 1], KEYS[n + i]
-  local current = redis.call('get', counter)
+  local current = redis.call('get', KEYS[n + i])
+  if current and not (current == '0' or (string.match(current, '^[1-9]%d*$') and
+      (#current < 19 or (#current == 19 and not greater(current, '9223372036854775807'))))) then
+    return redis.error_reply('ERR not a fence counter: something else wrote a value other than a decimal integer from 0 to 2^63 - 1 beside a lock key')
+  end
+  currents[i] = current
+end
+for i = 1, n do
+  local fence, current = ARGV[i + 1], currents[i]
   if not current or greater(fence, current) then
-    redis.call('set', counter, fence)
+    redis.call('set', KEYS[n + i], fence)
   end
 end
 return 1
@@ -299,7 +310,7 @@ export const COMMANDS = {
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV11",
   acquireFenced: "redlockKitAcquireFencedV1",
-  raiseFences: "redlockKitRaiseFencesV1",
+  raiseFences: "redlockKitRaiseFencesV2",
   fencedSet: "redlockKitFencedSetV1",
 } as const;
 
