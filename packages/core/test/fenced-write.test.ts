@@ -47,6 +47,26 @@ describe("fencedSet", () => {
     expect((await fencedGet(client, "res:data"))?.value).toBe("newer");
   });
 
+  it("never lets two keys share one hash: a key with a lone surrogate is refused, as a resource is", async () => {
+    // Redis receives UTF-8, where every lone surrogate becomes the same U+FFFD: "doc:\ud800" and
+    // "doc:\udfff" would be one hash, and a fence of one resource would be compared with another's
+    expect(await fencedSet(client, "doc:ok", "kept", "5")).toBe(true);
+    for (const key of ["doc:\ud800", "doc:\udfff", "\udc00x"]) {
+      await expect(fencedSet(client, key, "v", "9"), key).rejects.toThrow(/well-formed Unicode/);
+      await expect(fencedSet(client, key, "v", "9"), key).rejects.toBeInstanceOf(TypeError);
+      await expect(fencedGet(client, key), key).rejects.toBeInstanceOf(TypeError);
+    }
+    // nor a value that would not read back as written
+    await expect(fencedSet(client, "doc:ok", "half \ud83d", "6")).rejects.toBeInstanceOf(TypeError);
+    expect(await client.keys("*")).toEqual(["doc:ok"]);
+    expect(await fencedGet(client, "doc:ok")).toEqual({ value: "kept", fence: "5" });
+    // a well-formed key of any characters is its own hash
+    for (const key of ["doc:😀", "doc:{x} y\n\u0000", "doc:\u00e9", "doc:e\u0301"]) {
+      expect(await fencedSet(client, key, key, "1"), key).toBe(true);
+      expect(await fencedGet(client, key), key).toEqual({ value: key, fence: "1" });
+    }
+  });
+
   it("refuses bad input with a typed error before sending anything", async () => {
     const dlm = new Redlock([client]);
     const unfenced = await dlm.acquire("plain", 1000);

@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from "ioredis";
 import { defineOnce } from "../stores/redis-store.js";
 import { COMMANDS, FENCED_SET_SCRIPT } from "../stores/scripts.js";
-import { checkString, describeValue } from "../validate.js";
+import { checkString, describeValue, isWellFormed } from "../validate.js";
 import { isFence } from "./quorum-fences.js";
 
 /** A resource written by `fencedSet`: its value and the fence of the write that stored it. */
@@ -23,8 +23,20 @@ function checkFence(fence: unknown): string {
   throw typeof fence === "string" || typeof fence === "bigint" ? new RangeError(problem) : new TypeError(problem);
 }
 
+/**
+ * A string Redis stores as given. Redis receives UTF-8, where every lone UTF-16 surrogate becomes
+ * the same U+FFFD: two keys would be one hash (one resource's fence compared with another's), and a
+ * value would read back as something else.
+ */
+function checkWellFormed(name: string, value: unknown): string {
+  if (!isWellFormed(checkString(name, value))) {
+    throw new TypeError(`${name} must be well-formed Unicode, got a lone surrogate in ${describeValue(value)}`);
+  }
+  return value as string;
+}
+
 function checkKey(key: unknown): string {
-  if (checkString("key", key).length === 0) throw new TypeError("key must be a non-empty string");
+  if (checkWellFormed("key", key).length === 0) throw new TypeError("key must be a non-empty string");
   return key as string;
 }
 
@@ -37,7 +49,8 @@ function checkKey(key: unknown): string {
  *
  * The client is the one of the Redis that holds the resource (not necessarily a lock instance).
  * Resolves to `true` when written, `false` when refused (stop: someone newer wrote); rejects with
- * `TypeError`/`RangeError` for a bad key, value or fence.
+ * `TypeError`/`RangeError` for a bad key, value or fence (a key or value with a lone UTF-16
+ * surrogate included: Redis would store another string).
  *
  * @example
  * const lock = await dlm.acquire("report:7", 5000, { fencing: true });
@@ -55,7 +68,7 @@ export async function fencedSet(
   fence: string | bigint | undefined,
 ): Promise<boolean> {
   checkKey(key);
-  checkString("value", value);
+  checkWellFormed("value", value);
   const checked = checkFence(fence);
   defineOnce(client, COMMANDS.fencedSet, FENCED_SET_SCRIPT);
   const written = await (client as unknown as FencedSetClient)[COMMANDS.fencedSet](1, key, value, checked);
