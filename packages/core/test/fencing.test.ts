@@ -7,7 +7,14 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
-import { type LockStore, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
+import {
+  LockConfigurationError,
+  type LockStore,
+  LockUnavailableError,
+  MemoryStore,
+  RedisStore,
+  Redlock,
+} from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -178,6 +185,28 @@ describe("the write-back (phase 2)", () => {
     await expect.poll(() => values("bent")).toEqual([null, null, null]);
     // nothing was raised on node 2: its counter is left for the operator to see
     expect(await counters("bent")).toEqual(["101", "6", "-999"]);
+  });
+
+  it("names the fence counter, not the lock key, when the counter holds data of another type (WRONGTYPE)", async () => {
+    await Promise.all(clients.map((client) => client.hset(counter("typed"), "field", "1")));
+    const dlm = new Redlock(clients, { fencing: true, retryCount: 2, retryDelay: 10 });
+    const error = await dlm.acquire("typed", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockConfigurationError);
+    expect((error as Error).message).toBe(
+      'A fence counter (the key with ":redlock-kit:fence" appended) holds data of another type on instances[0], instances[1], instances[2] (WRONGTYPE): something else wrote the library\'s key; leave those keys to it, or give Redlock a keyPrefix that keeps its keys apart',
+    );
+    // the lock key itself was never taken
+    expect(await values("typed")).toEqual([null, null, null]);
+    // the write-back says the same where the key holds our value (handed over) but the counter another type
+    const client = clients[0] as Redis;
+    await client.set("typed", "ours", "PX", 5000);
+    await expect(new RedisStore(client).raiseFences(["typed"], "ours", ["5"])).rejects.toThrow(
+      /^WRONGTYPE a fence counter holds data of another type/,
+    );
+    // a lock key of another type is still named as such
+    await Promise.all(clients.map((client) => client.hset("typed-key", "field", "1")));
+    const keyError = await dlm.acquire("typed-key", 1000).catch((e: unknown) => e);
+    expect((keyError as Error).message).toMatch(/^A lock key holds data of another type/);
   });
 
   it("refuses a fenced acquisition without touching a counter when another owner holds the key", async () => {

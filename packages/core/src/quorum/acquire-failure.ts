@@ -5,6 +5,8 @@ import {
   LockUnavailableError,
   type RedlockError,
 } from "../errors.js";
+import { FENCE_SUFFIX } from "../stores/script-calls.js";
+import { COUNTER_WRONGTYPE } from "../stores/scripts.js";
 
 /** Why an acquisition failed, as the quorum loop tallied its last attempt. */
 export type AcquireFailure =
@@ -43,8 +45,12 @@ export function acquireError(resources: readonly string[], failure: AcquireFailu
   if (wrong.length === 0) return unavailable;
   const instances = wrong.map((cause) => cause.instance);
   const named = instances.map((index) => `instances[${index}]`).join(", ");
-  const message = wrong.some((cause) => cause.error.message.startsWith("WRONGTYPE"))
-    ? `A lock key holds data of another type on ${named} (WRONGTYPE): another application uses the name; give Redlock a keyPrefix that keeps lock keys apart`
-    : `${named} answered as a Redis Cluster node (${wrong[0]?.error.message.split(" ")[0]}): give Redlock an ioredis Cluster for it`;
+  const wrongType = wrong.filter((cause) => cause.error.message.startsWith("WRONGTYPE"));
+  const message =
+    wrongType.length === 0
+      ? `${named} answered as a Redis Cluster node (${wrong[0]?.error.message.split(" ")[0]}): give Redlock an ioredis Cluster for it`
+      : wrongType.every((cause) => cause.error.message.startsWith(COUNTER_WRONGTYPE))
+        ? `A fence counter (the key with "${FENCE_SUFFIX}" appended) holds data of another type on ${named} (WRONGTYPE): something else wrote the library's key; leave those keys to it, or give Redlock a keyPrefix that keeps its keys apart`
+        : `A lock key holds data of another type on ${named} (WRONGTYPE): another application uses the name; give Redlock a keyPrefix that keeps lock keys apart`;
   return new LockConfigurationError(message, instances, resources, { cause: unavailable });
 }

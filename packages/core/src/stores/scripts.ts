@@ -68,12 +68,16 @@ return redis.status_reply('OK')
 `,
 ].join("");
 
+/** The error the fenced acquire script answers when a fence counter holds data of another type. */
+export const COUNTER_WRONGTYPE = "WRONGTYPE a fence counter holds data of another type";
+
 /**
  * Phase 1 of a fenced acquisition (docs/fencing.md). KEYS: the n lock keys, then (when ARGV[3] is
  * given) their n queue keys, then their n fence counters; ARGV as for ACQUIRE_SCRIPT. Refuses as
  * ACQUIRE_SCRIPT does (the holder's PTTL) without touching a counter; otherwise increments each
  * key's counter and takes the keys. Returns the counters' new values as decimal strings, one per
- * key, in order.
+ * key, in order. A counter of another type is the error COUNTER_WRONGTYPE, not Redis's WRONGTYPE,
+ * which would read as the lock key's.
  */
 export const FENCED_ACQUIRE_SCRIPT = [
   `
@@ -86,7 +90,14 @@ local n = #KEYS / (entry and 3 or 2)
 local fences = {}
 for i = 1, n do
   local counter = KEYS[#KEYS - n + i]
-  redis.call('incr', counter)
+  local counted = redis.pcall('incr', counter)
+  if type(counted) == 'table' and counted.err then
+    -- say that it is the counter, not the lock key, that holds another type
+    if string.sub(counted.err, 1, 9) == 'WRONGTYPE' then
+      return redis.error_reply('${COUNTER_WRONGTYPE}')
+    end
+    return redis.error_reply(counted.err)
+  end
   -- read back as a string: INCR's integer reply becomes a Lua double, inexact past 2^53
   fences[i] = redis.call('get', counter)
 end
@@ -141,7 +152,10 @@ for i = 1, n do
 end
 local currents = {}
 for i = 1, n do
-  local current = redis.call('get', KEYS[n + i])
+  local current = redis.pcall('get', KEYS[n + i])
+  if type(current) == 'table' and current.err then
+    return redis.error_reply(string.sub(current.err, 1, 9) == 'WRONGTYPE' and '${COUNTER_WRONGTYPE}' or current.err)
+  end
   if current and not (current == '0' or (string.match(current, '^[1-9]%d*$') and
       (#current < 19 or (#current == 19 and not greater(current, '9223372036854775807'))))) then
     return redis.error_reply('ERR not a fence counter: something else wrote a value other than a decimal integer from 0 to 2^63 - 1 beside a lock key')
@@ -309,7 +323,7 @@ export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV11",
-  acquireFenced: "redlockKitAcquireFencedV1",
+  acquireFenced: "redlockKitAcquireFencedV2",
   raiseFences: "redlockKitRaiseFencesV2",
   fencedSet: "redlockKitFencedSetV1",
 } as const;
