@@ -8,12 +8,15 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import {
+  currentFence,
+  holdingLock,
   LockConfigurationError,
   type LockStore,
   LockUnavailableError,
   MemoryStore,
   RedisStore,
   Redlock,
+  trackHeldLocks,
 } from "../src/index.js";
 
 const cluster = useRedisServers(3);
@@ -246,5 +249,30 @@ describe("fencing off costs nothing", () => {
       expect(await c.keys("*redlock-kit:fence*")).toEqual([]);
       expect((await commandCalls(c)).incr).toBeUndefined();
     }
+  });
+});
+
+describe("currentFence(resource)", () => {
+  it("is the fence of the innermost enclosing lock that holds the resource, whichever Redlock took it", async () => {
+    trackHeldLocks();
+    // two Redlocks whose "r" are two keys, with two counters: the inner one's is further on
+    const outerDlm = new Redlock(clients, { fencing: true, keyPrefix: "outer:" });
+    const innerDlm = new Redlock(clients, { fencing: true, keyPrefix: "inner:" });
+    await (await innerDlm.acquire("r", 1000)).release();
+    const outer = await outerDlm.acquire("r", 1000);
+    const inner = await innerDlm.acquire("r", 1000);
+    const innermost = await innerDlm.acquire("other", 1000);
+    expect([outer.fence, inner.fence]).toEqual(["1", "2"]);
+    const seen = holdingLock(outerDlm, outer, () =>
+      holdingLock(innerDlm, inner, () => holdingLock(innerDlm, innermost, () => currentFence("r"))),
+    );
+    expect(seen).toBe("2");
+    // and from the other side: an outer lock of the second Redlock, an inner one of the first
+    const reversed = holdingLock(innerDlm, inner, () =>
+      holdingLock(outerDlm, outer, () => holdingLock(innerDlm, innermost, () => currentFence("r"))),
+    );
+    expect(reversed).toBe("1");
+    await Promise.all([outer.release(), inner.release(), innermost.release()]);
+    await Promise.all([outerDlm.quit(), innerDlm.quit()]);
   });
 });

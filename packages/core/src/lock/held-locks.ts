@@ -2,9 +2,14 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { Redlock } from "../redlock.js";
 import type { Lock } from "./lock.js";
 
-/** The locks held by the enclosing calls of the current async call chain, per Redlock, and the innermost one. */
+/** The locks held by the enclosing calls of the current async call chain, per Redlock, and all of them, outermost first. */
 interface HeldLocks {
   readonly byRedlock: ReadonlyMap<Redlock, readonly Lock[]>;
+  /**
+   * Every Redlock's, in the order they were entered: the last is the innermost. Absent in a context
+   * an older copy of core made (the store is shared): `chainOf` rebuilds it.
+   */
+  readonly chain?: readonly Lock[];
   readonly innermost: Lock;
 }
 
@@ -37,10 +42,15 @@ export function trackHeldLocks(): void {
 export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T): T {
   const chain = shared[SHARED];
   if (chain === undefined) return fn();
-  const byRedlock = new Map(chain.getStore()?.byRedlock);
+  const held = chain.getStore();
+  const byRedlock = new Map(held?.byRedlock);
   byRedlock.set(redlock, [...(byRedlock.get(redlock) ?? []), lock]);
-  return chain.run({ byRedlock, innermost: lock }, fn);
+  return chain.run({ byRedlock, chain: [...chainOf(held), lock], innermost: lock }, fn);
 }
+
+/** The held locks outermost first; for a context without `chain`, each Redlock's in turn (the best order it knows). */
+const chainOf = (held: HeldLocks | undefined): readonly Lock[] =>
+  held === undefined ? [] : (held.chain ?? [...held.byRedlock.values()].flat());
 
 /**
  * The resources this call chain does not hold yet through `redlock`. A lock counts only while it is
@@ -95,13 +105,13 @@ export function currentFence(resource?: string): string | undefined {
   const held = shared[SHARED]?.getStore();
   if (held === undefined) return undefined;
   if (resource === undefined) return held.innermost.fence;
-  if (held.innermost.resources.includes(resource)) return held.innermost.fences?.[resource];
-  // the others, innermost first: a later lock in a Redlock's list was taken deeper in the chain
-  for (const locks of held.byRedlock.values()) {
-    for (let i = locks.length - 1; i >= 0; i--) {
-      const lock = locks[i] as Lock;
-      if (lock.resources.includes(resource)) return lock.fences?.[resource];
-    }
+  // innermost first, across Redlocks: two Redlocks (other key prefixes, other instances) may each
+  // hold a resource of that name, with counters of their own; the innermost is the one this code
+  // runs under
+  const locks = chainOf(held);
+  for (let i = locks.length - 1; i >= 0; i--) {
+    const lock = locks[i] as Lock;
+    if (lock.resources.includes(resource)) return lock.fences?.[resource];
   }
   return undefined;
 }
