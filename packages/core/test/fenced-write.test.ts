@@ -36,6 +36,21 @@ describe("fencedSet", () => {
     expect(await fencedGet(client, "num")).toEqual({ value: "f", fence: "9223372036854775807" });
   });
 
+  it("refuses to compare with a stored fence that is not one (something else wrote the hash): rejects, writes nothing", async () => {
+    // as text "1e10" is shorter than "2000000000", so the stale write was taken, though 10^10 is greater:
+    // a fence is compared only with a fence
+    for (const stored of ["1e10", "0x99999999", "-5", "5.0", " 7", "+3", "007", "", "abc", "9223372036854775808"]) {
+      await client.hset("odd", "value", "theirs", "fence", stored);
+      await expect(fencedSet(client, "odd", "stale", "2000000000"), stored).rejects.toThrow(/not a fence/);
+      expect(await client.hgetall("odd"), stored).toEqual({ value: "theirs", fence: stored });
+    }
+    // a hash with a value but no fence is not fenced yet: the first fenced write takes it
+    await client.del("odd");
+    await client.hset("odd", "value", "unfenced");
+    expect(await fencedSet(client, "odd", "fenced", "1")).toBe(true);
+    expect(await fencedGet(client, "odd")).toEqual({ value: "fenced", fence: "1" });
+  });
+
   it("takes the fence of a lock: the holder after a stale one wins, the stale one is refused", async () => {
     const dlm = new Redlock([client], { fencing: true });
     const older = await dlm.acquire("res", 1000);

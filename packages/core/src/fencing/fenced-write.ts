@@ -50,7 +50,8 @@ function checkKey(key: unknown): string {
  * The client is the one of the Redis that holds the resource (not necessarily a lock instance).
  * Resolves to `true` when written, `false` when refused (stop: someone newer wrote); rejects with
  * `TypeError`/`RangeError` for a bad key, value or fence (a key or value with a lone UTF-16
- * surrogate included: Redis would store another string).
+ * surrogate included: Redis would store another string), and with Redis's error ("not a fence"),
+ * writing nothing, when the hash's stored fence is not a decimal integer (something else wrote it).
  *
  * @example
  * const lock = await dlm.acquire("report:7", 5000, { fencing: true });

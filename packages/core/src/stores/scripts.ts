@@ -131,6 +131,19 @@ local function greater(a, b)
 end
 `;
 
+/** `isCounter(s)`: a decimal integer from 0 to 2^63 - 1 without sign or leading zeros, what INCR writes (uses GREATER). */
+const IS_COUNTER = `
+local function isCounter(s)
+  if s == '0' then
+    return true
+  end
+  if not string.match(s, '^[1-9]%d*$') or #s > 19 then
+    return false
+  end
+  return #s < 19 or not greater(s, '9223372036854775807')
+end
+`;
+
 /**
  * Phase 2 of a fenced acquisition: the write-back. KEYS: the n lock keys, then their n fence
  * counters; ARGV[1]: value, ARGV[1 + i]: the fence of key i (the largest counter a quorum
@@ -143,6 +156,7 @@ end
  */
 export const RAISE_FENCES_SCRIPT = [
   GREATER,
+  IS_COUNTER,
   `local value = ARGV[1]
 local n = #KEYS / 2
 for i = 1, n do
@@ -156,8 +170,7 @@ for i = 1, n do
   if type(current) == 'table' and current.err then
     return redis.error_reply(string.sub(current.err, 1, 9) == 'WRONGTYPE' and '${COUNTER_WRONGTYPE}' or current.err)
   end
-  if current and not (current == '0' or (string.match(current, '^[1-9]%d*$') and
-      (#current < 19 or (#current == 19 and not greater(current, '9223372036854775807'))))) then
+  if current and not isCounter(current) then
     return redis.error_reply('ERR not a fence counter: something else wrote a value other than a decimal integer from 0 to 2^63 - 1 beside a lock key')
   end
   currents[i] = current
@@ -175,11 +188,17 @@ return 1
 /**
  * The fenced write of `fencedSet()`: KEYS[1] a hash with fields "value" and "fence"; ARGV[1] the
  * value, ARGV[2] the writer's fence. Writes both and returns 1 only when the fence is greater than
- * the stored one (or none is stored); otherwise returns 0 and changes nothing.
+ * the stored one (or none is stored); otherwise returns 0 and changes nothing. A stored fence that
+ * is not a decimal integer from 0 to 2^63 - 1 (something else wrote the field) cannot be compared:
+ * an error, nothing written (as text, "1e10" was shorter than "2000000000" and lost to it).
  */
 export const FENCED_SET_SCRIPT = [
   GREATER,
+  IS_COUNTER,
   `local stored = redis.call('hget', KEYS[1], 'fence')
+if stored and not isCounter(stored) then
+  return redis.error_reply('ERR not a fence: the stored fence is not a decimal integer from 0 to 2^63 - 1 (something else wrote it)')
+end
 if stored and not greater(ARGV[2], stored) then
   return 0
 end
@@ -325,7 +344,7 @@ export const COMMANDS = {
   release: "redlockKitReleaseV11",
   acquireFenced: "redlockKitAcquireFencedV2",
   raiseFences: "redlockKitRaiseFencesV2",
-  fencedSet: "redlockKitFencedSetV1",
+  fencedSet: "redlockKitFencedSetV2",
 } as const;
 
 /** The scripts a store calls (the fenced write is the user's, on the resource's client: fencing/fenced-write.ts). */
