@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
-import { RESP_TYPES } from "redis";
+import { createClientPool, RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { startServer, useRedisServers } from "#test-helpers/redis.js";
@@ -286,6 +286,37 @@ describe("node-redis clients that are not connected", () => {
     const lock = await dlm.acquire("nr:two-of-three", 5000);
     expect(await valuesOf("nr:two-of-three")).toEqual([lock.value, lock.value, null]);
     await lock.release();
+  });
+});
+
+describe("node-redis objects that are not a client, Cluster or Sentinel", () => {
+  it("refuses a client pool (createClientPool) and a legacy-mode client with a TypeError, instead of taking them for ioredis options (an ioredis client of localhost:6379)", async () => {
+    const pool = createClientPool({ socket: { host: "127.0.0.1", port: redis.servers[0]?.port as number } });
+    pool.on("error", () => {});
+    await pool.connect();
+    const legacy = (clients[0] as unknown as { legacy(): object }).legacy();
+    try {
+      for (const [given, named] of [
+        [pool, "a node-redis client pool"],
+        [legacy, "a node-redis legacy-mode client"],
+      ] as const) {
+        const outcome = await (async () => {
+          try {
+            const built = new Redlock([given as never]);
+            // before: a Redlock whose one instance was an ioredis client of localhost:6379/0
+            const described = built.stores.map((store) => store.description);
+            await built.quit();
+            return described;
+          } catch (error) {
+            return error;
+          }
+        })();
+        expect(outcome).toBeInstanceOf(TypeError);
+        expect((outcome as TypeError).message).toContain(`instances[0] is ${named}`);
+      }
+    } finally {
+      pool.destroy();
+    }
   });
 });
 

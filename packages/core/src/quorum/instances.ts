@@ -53,6 +53,8 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
     return { store: new NodeRedisStore(instance as NodeRedisClientLike), owned: undefined, ownStore: true };
   }
   if (isLockStore(instance)) return { store: instance, owned: undefined, ownStore: false };
+  const client = unknownClient(instance);
+  if (client !== undefined) throw new TypeError(`${name} is ${client}`);
   if (typeof instance === "string") {
     if (!/^rediss?:\/\//.test(instance)) {
       throw new TypeError(`${name} must be a redis:// or rediss:// URL when given as a string`);
@@ -65,6 +67,23 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
   throw new TypeError(
     `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL, a node-redis client or a LockStore, got ${instance === null ? "null" : typeof instance}`,
   );
+}
+
+/**
+ * What an object with a `sendCommand()` is when it is no client Redlock can use, or undefined. Such
+ * an object must not be read as ioredis options: `new Redis(it)` would be a client of
+ * localhost:6379, a vote on another server than the one the caller meant.
+ */
+function unknownClient(value: unknown): string | undefined {
+  const v = value as { sendCommand?: unknown; execute?: unknown } | null;
+  if (typeof v !== "object" || v === null || typeof v.sendCommand !== "function") return undefined;
+  if (typeof v.execute === "function" && "isOpen" in v) {
+    return "a node-redis client pool (createClientPool): each command may run on another of its connections, so a give-back could overtake the acquire it undoes; give a client (createClient()), Cluster or Sentinel";
+  }
+  if (!("isOpen" in v)) {
+    return "a node-redis legacy-mode client (.legacy()) or a client of another library: give the node-redis client (createClient()), Cluster or Sentinel itself, or an ioredis client";
+  }
+  return "a client Redlock does not know: give an ioredis client or Cluster, or a node-redis (v5, v6) client, Cluster or Sentinel";
 }
 
 /** A string that is equal for two instances that would be the same Redis database, or undefined if unknown. */
