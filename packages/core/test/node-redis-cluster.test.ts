@@ -1,7 +1,7 @@
 import { createCluster } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
-import { LockConfigurationError, NodeRedisStore, Redlock } from "../src/index.js";
+import { LockConfigurationError, LockUnavailableError, NodeRedisStore, Redlock } from "../src/index.js";
 
 let cluster: TestCluster;
 const opened: { isOpen: boolean; destroy(): unknown }[] = [];
@@ -15,13 +15,19 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-/** A node-redis Cluster client of the test cluster, connected. */
-async function nodeRedisCluster() {
+/** A node-redis Cluster client of the test cluster, not connected yet. */
+function unconnectedCluster() {
   const client = createCluster({
     rootNodes: cluster.servers.map((server) => ({ socket: { host: "127.0.0.1", port: server.port } })),
   });
   client.on("error", () => {});
   opened.push(client);
+  return client;
+}
+
+/** A node-redis Cluster client of the test cluster, connected. */
+async function nodeRedisCluster() {
+  const client = unconnectedCluster();
   await client.connect();
   return client;
 }
@@ -94,5 +100,28 @@ it("refuses two node-redis Cluster clients of one cluster: every master would vo
   expect((error as Error).message).toBe(
     "instances[1] (cluster) shares a Redis server with instances[0] (cluster): it would vote twice",
   );
+  expect(await totalKeys()).toBe(0);
+});
+
+it("votes once a Cluster handed in before it was connected, or while it connects, is connected (a call made before waited for a 'ready' that had come)", async () => {
+  // never connected when the first call is made: that call is unavailable (503)
+  const later = unconnectedCluster();
+  const dlm = new Redlock([later], { retryCount: 0 });
+  await expect(dlm.lock("early", 2000)).rejects.toBeInstanceOf(LockUnavailableError);
+  await later.connect();
+  const lock = await dlm.acquire("early", 2000);
+  expect(await lock.release()).toBe(true);
+  await dlm.quit();
+
+  // a call made while it connects
+  const connectingClient = unconnectedCluster();
+  const connecting = connectingClient.connect();
+  const other = new Redlock([connectingClient], { retryCount: 0 });
+  const during = await other.lock("during", 2000);
+  await during?.release();
+  await connecting;
+  const after = await other.acquire("during", 2000);
+  expect(await after.release()).toBe(true);
+  await other.quit();
   expect(await totalKeys()).toBe(0);
 });

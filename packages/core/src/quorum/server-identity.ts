@@ -155,8 +155,15 @@ class ClientIdentity {
   }
 
   #afterReady(): Promise<void> {
-    // our own 'ready' listener runs first and starts the read that this one then joins
-    return new Promise<void>((resolve) => this.#client.once("ready", resolve)).then(() => this.read());
+    // Our own 'ready' listener runs first and finds this wait as the read under way: once ready,
+    // the wait is over and a read is started in its place (returning it from here as the read
+    // would resolve this promise with itself, a rejection, and the Cluster would never vote). An
+    // ioredis Cluster hid this: its '+node' events replace the wait with a read before 'ready'.
+    const waiting: Promise<void> = new Promise<void>((resolve) => this.#client.once("ready", resolve)).then(() => {
+      if (this.#reading === waiting) this.#reading = undefined;
+      return this.read();
+    });
+    return waiting;
   }
 
   #ask(): Promise<void> {
