@@ -1,4 +1,4 @@
-import { createCluster } from "redis";
+import { createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
 import { LockConfigurationError, LockUnavailableError, NodeRedisStore, Redlock } from "../src/index.js";
@@ -16,9 +16,10 @@ afterAll(async () => {
 });
 
 /** A node-redis Cluster client of the test cluster, not connected yet. */
-function unconnectedCluster() {
+function unconnectedCluster(defaults?: Parameters<typeof createCluster>[0]["defaults"]) {
   const client = createCluster({
     rootNodes: cluster.servers.map((server) => ({ socket: { host: "127.0.0.1", port: server.port } })),
+    defaults,
   });
   client.on("error", () => {});
   opened.push(client);
@@ -123,5 +124,28 @@ it("votes once a Cluster handed in before it was connected, or while it connects
   const after = await other.acquire("during", 2000);
   expect(await after.release()).toBe(true);
   await other.quit();
+  expect(await totalKeys()).toBe(0);
+});
+
+it("reads replies in the default types on a Cluster whose node clients map types (defaults.commandOptions.typeMapping): a script's OK as a Buffer is no refusal", async () => {
+  const typeMapping = { [RESP_TYPES.SIMPLE_STRING]: Buffer, [RESP_TYPES.NUMBER]: String };
+  // typed without commandOptions in `defaults`, yet node-redis gives them to every node client
+  const client = unconnectedCluster({ commandOptions: { typeMapping } } as Parameters<typeof unconnectedCluster>[0]);
+  await client.connect();
+  const dlm = new Redlock([client], { retryCount: 0 });
+  // several resources: the acquire script, which answers OK
+  const lock = await dlm.acquire(["{mapped}:a", "{mapped}:b"], 5000);
+  const owner = await cluster.ownerOf("{mapped}:a");
+  expect(await owner.client().mget("{mapped}:a", "{mapped}:b")).toEqual([lock.value, lock.value]);
+  // the extend script answers 1
+  await dlm.extend(lock, 20_000);
+  expect(await owner.client().pttl("{mapped}:b")).toBeGreaterThan(10_000);
+  expect(await lock.release()).toBe(true);
+  // the fenced acquire and the write-back (1)
+  const fencing = new Redlock([client], { retryCount: 0, fencing: true });
+  const fenced = await fencing.acquire("{mapped}:c", 5000);
+  expect(await fenced.release()).toBe(true);
+  await owner.client().del("{mapped}:c:redlock-kit:fence");
+  await Promise.all([dlm.quit(), fencing.quit()]);
   expect(await totalKeys()).toBe(0);
 });

@@ -93,14 +93,21 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
 }
 
 /**
- * Whether `client` may map reply types: its command options carry a type mapping, or it keeps
- * them where we cannot see. Only then is DEFAULT_TYPES passed: with it on every command, the
+ * Whether `client` may map reply types: its command options carry a type mapping, a Cluster's
+ * node clients were given one (`defaults.commandOptions`, which its own options do not show), or
+ * it keeps them where we cannot see. Only then is DEFAULT_TYPES passed: with it on every command, the
  * concurrent node-redis rows of bench/ made 0.76x–0.84x of the floor against 0.82x–1.01x without
  * (two alternated runs of `pnpm bench --only=noderedis` each).
  */
 function mapsTypes(client: NodeRedisBase): boolean {
-  const own = (client as unknown as { _commandOptions?: { typeMapping?: unknown } })._commandOptions;
-  return own === undefined || own.typeMapping !== undefined;
+  const { _commandOptions: own, _options: created } = client as unknown as {
+    _commandOptions?: { typeMapping?: unknown };
+    /** A Cluster's options: `defaults` go to every node client, a type mapping in them too. */
+    _options?: { defaults?: { commandOptions?: { typeMapping?: unknown } } };
+  };
+  return (
+    own === undefined || own.typeMapping !== undefined || created?.defaults?.commandOptions?.typeMapping !== undefined
+  );
 }
 
 /**
