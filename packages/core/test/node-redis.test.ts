@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import type { Redis } from "ioredis";
 import { createClientPool, RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { startServer, useRedisServers } from "#test-helpers/redis.js";
 import {
@@ -352,6 +353,35 @@ describe("mixed lists of ioredis and node-redis instances", () => {
     await expect(dlm.lock("mixed:twice", 5000)).rejects.toThrow(
       `instances[1] (localhost:${port}/0) is the same Redis server as instances[0] (127.0.0.1:${port}/0)`,
     );
+  });
+});
+
+describe("a node-redis client whose reconnect strategy gave up", () => {
+  it("connected again, to the server another instance reaches, is that server listed twice, not a second vote (it said 'terminated', not 'end')", async () => {
+    const [first, second] = redis.servers as [(typeof redis.servers)[0], (typeof redis.servers)[0]];
+    const proxy = await startDelayProxy(first.port);
+    try {
+      // no reconnection: a dropped connection ends the client until connect() is called again
+      const moving = ownClient(0, { socket: { host: "127.0.0.1", port: proxy.port, reconnectStrategy: false } });
+      const third = ownClient(2);
+      await Promise.all([moving.connect(), third.connect()]);
+      const dlm = redlock([moving, clients[1] as NodeRedisClient, third], { retryCount: 0 });
+      await (await dlm.acquire("nr:moved:warm", 5000)).release();
+      // the address now leads to the second instance's server (a DNS change, a failover)
+      proxy.targetPort = second.port;
+      proxy.resetAll();
+      await expect.poll(() => moving.isOpen).toBe(false);
+      await moving.connect();
+      // without the third instance, only that one server voting twice could make a quorum
+      third.destroy();
+      const outcome = await dlm.acquire("nr:moved", 5000).catch((error: unknown) => error);
+      expect(outcome).toBeInstanceOf(LockConfigurationError);
+      expect((outcome as Error).message).toContain("is the same Redis server as instances[0]");
+      await Promise.all(clients.map((client) => client.ping()));
+      expect(await admins[1]?.get("nr:moved")).toBeNull();
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

@@ -16,11 +16,13 @@ export interface WatchedNodeRedis {
 
 /**
  * ioredis's event names and node-redis's: a standalone client or Sentinel says 'reconnecting' when
- * its connection dropped and 'end' when closed; a Cluster says 'connect' once its slots are known
- * and 'disconnect' when closed. Nodes joining or leaving a Cluster are not announced.
+ * its connection dropped, 'end' when closed, and 'terminated' (@redis/client 6.x) when its
+ * reconnect strategy gave up: no 'end' then, yet a later connect() may reach another server; a
+ * Cluster says 'connect' once its slots are known and 'disconnect' when closed. Nodes joining or
+ * leaving a Cluster are not announced.
  */
 const EVENTS: Readonly<Record<"client" | "cluster", Readonly<Record<string, readonly string[]>>>> = {
-  client: { close: ["reconnecting", "end"], ready: ["ready"] },
+  client: { close: ["reconnecting", "end", "terminated"], ready: ["ready"] },
   cluster: { close: ["disconnect"], ready: ["connect"] },
 };
 
