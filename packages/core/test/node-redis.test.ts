@@ -291,6 +291,27 @@ describe("node-redis clients that are not connected", () => {
 });
 
 describe("node-redis objects that are not a client, Cluster or Sentinel", () => {
+  /** The error building a Redlock on `given` throws, or the descriptions of the instances it built (then quit). */
+  const builtOrError = async (given: unknown) => {
+    try {
+      const built = new Redlock([given as never]);
+      // before: a Redlock whose one instance was an ioredis client of localhost:6379/0
+      const described = built.stores.map((store) => store.description);
+      await built.quit();
+      return described;
+    } catch (error) {
+      return error;
+    }
+  };
+
+  it("refuses a Promise (a node-redis connect() not awaited) with a TypeError, instead of taking it for ioredis options (an ioredis client of localhost:6379)", async () => {
+    const connecting = ownClient(0).connect();
+    const outcome = await builtOrError(connecting);
+    expect(outcome).toBeInstanceOf(TypeError);
+    expect((outcome as TypeError).message).toContain("instances[0] is a Promise");
+    await connecting;
+  });
+
   it("refuses a client pool (createClientPool) and a legacy-mode client with a TypeError, instead of taking them for ioredis options (an ioredis client of localhost:6379)", async () => {
     const pool = createClientPool({ socket: { host: "127.0.0.1", port: redis.servers[0]?.port as number } });
     pool.on("error", () => {});
@@ -301,17 +322,7 @@ describe("node-redis objects that are not a client, Cluster or Sentinel", () => 
         [pool, "a node-redis client pool"],
         [legacy, "a node-redis legacy-mode client"],
       ] as const) {
-        const outcome = await (async () => {
-          try {
-            const built = new Redlock([given as never]);
-            // before: a Redlock whose one instance was an ioredis client of localhost:6379/0
-            const described = built.stores.map((store) => store.description);
-            await built.quit();
-            return described;
-          } catch (error) {
-            return error;
-          }
-        })();
+        const outcome = await builtOrError(given);
         expect(outcome).toBeInstanceOf(TypeError);
         expect((outcome as TypeError).message).toContain(`instances[0] is ${named}`);
       }

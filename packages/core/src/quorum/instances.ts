@@ -70,13 +70,17 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
 }
 
 /**
- * What an object with a `sendCommand()` is when it is no client Redlock can use, or undefined. Such
- * an object must not be read as ioredis options: `new Redis(it)` would be a client of
+ * What an object with a `sendCommand()` (or a Promise) is when it is no client Redlock can use, or
+ * undefined. Such an object must not be read as ioredis options: `new Redis(it)` would be a client of
  * localhost:6379, a vote on another server than the one the caller meant.
  */
 function unknownClient(value: unknown): string | undefined {
-  const v = value as { sendCommand?: unknown; execute?: unknown } | null;
-  if (typeof v !== "object" || v === null || typeof v.sendCommand !== "function") return undefined;
+  const v = value as { sendCommand?: unknown; execute?: unknown; then?: unknown } | null;
+  if (typeof v !== "object" || v === null) return undefined;
+  if (typeof v.then === "function") {
+    return "a Promise (a node-redis connect() not awaited?): give the client itself, e.g. await client.connect() first";
+  }
+  if (typeof v.sendCommand !== "function") return undefined;
   if (typeof v.execute === "function" && "isOpen" in v) {
     return "a node-redis client pool (createClientPool): each command may run on another of its connections, so a give-back could overtake the acquire it undoes; give a client (createClient()), Cluster or Sentinel";
   }
