@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { keyReads } from "../src/http/key-template.js";
-import { compileKey, LockKeyError } from "../src/index.js";
+import { compileKey, createHttpLockPolicy, LockKeyError, MemoryStore, Redlock } from "../src/index.js";
 
 /** What `run` throws (undefined if it returns). */
 function thrownBy(run: () => unknown): unknown {
@@ -187,6 +187,18 @@ describe("compileKey", () => {
     expect(() => compileKey("q:{body.__proto__}")(http({ body: JSON.parse('{"__proto__": "x"}') }))).toThrow(
       LockKeyError,
     );
+  });
+
+  it("refuses a route key that reads a header by a name with capitals, which no request has (TypeError at declaration)", async () => {
+    const dlm = new Redlock([new MemoryStore()]);
+    const policy = createHttpLockPolicy(dlm);
+    expect(() => policy.route("t:{headers.X-Tenant}:o:{params.id}")).toThrow(
+      "reads {headers.X-Tenant}: request header names are lower case, write {headers.x-tenant}",
+    );
+    expect(() => policy.route("t:{headers.x-tenant}:o:{params.id}")).not.toThrow();
+    // a header value's own paths may have capitals, and other roots are not headers
+    expect(() => policy.route("t:{headers.x-json.Tenant}:{params.Id}")).not.toThrow();
+    await dlm.quit();
   });
 
   it("rejects malformed templates at compile time with TypeError", () => {

@@ -8,7 +8,7 @@ import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } fro
 import type { Redlock } from "../redlock.js";
 import { checkFunction } from "../validate.js";
 import { drainDroppedBody } from "./dropped-body.js";
-import { compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
+import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -98,6 +98,7 @@ export class RouteLock<Hook = never> {
   constructor(redlock: Redlock, key: KeySpec<HttpKeySource>, options: ResolvedRouteOptions<Hook>) {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
+    checkHeaderNames(key);
     this.readsQuery = keyReads(key, "query");
     this.readsBody = keyReads(key, "body");
     this.readsHeaders = keyReads(key, "headers");

@@ -93,6 +93,23 @@ export function keyReads(spec: KeySpec<never>, root: string): boolean {
   return parseTemplate(spec).some((part) => "path" in part && part.path[0] === root);
 }
 
+/**
+ * Refuses a template that reads a header by a name with capitals: Node's requests and Fetch's
+ * `Headers` name every header in lower case, so `{headers.X-Tenant}` would never resolve and each
+ * request would answer 400. A key function may read anything.
+ */
+export function checkHeaderNames(spec: KeySpec<never>): void {
+  if (typeof spec !== "string") return;
+  for (const part of parseTemplate(spec)) {
+    if (!("path" in part) || part.path[0] !== "headers") continue;
+    const name = part.path[1];
+    if (name === undefined || name === name.toLowerCase()) continue;
+    throw new TypeError(
+      `key template ${JSON.stringify(spec)} reads {${part.name}}: request header names are lower case, write {headers.${name.toLowerCase()}}`,
+    );
+  }
+}
+
 function parseTemplate(template: string): Part[] {
   const parts: Part[] = [];
   let text = "";
