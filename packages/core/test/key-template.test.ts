@@ -62,11 +62,68 @@ describe("compileKey", () => {
 
   it.each([
     ["an object", { id: { a: 1 } }],
-    ["an array", { id: ["1"] }],
+    ["an array of numbers", { id: [1, 2] }],
+    ["an array with a non-string", { id: ["a", null] }],
     ["NaN", { id: Number.NaN }],
     ["a function", { id: () => "1" }],
   ])("refuses a non-scalar value: %s", (_, params) => {
     expect(() => compileKey("order:{params.id}")(http({ params }))).toThrow(LockKeyError);
+  });
+
+  it("joins a wildcard param given as a list of segments (Express 5's /files/*path) into its path", () => {
+    const resolve = compileKey("file:{params.path}");
+    expect(resolve(http({ params: { path: ["a", "b", "c"] } }))).toEqual(["file:a/b/c"]);
+    expect(resolve(http({ params: { path: ["a"] } }))).toEqual(["file:a"]);
+    // a segment holding "/" (from %2F) gives the key of the same path split there: a coarser lock, never two keys
+    expect(resolve(http({ params: { path: ["a/b", "c"] } }))).toEqual(["file:a/b/c"]);
+    // the joined path is escaped as one value: a "/" after the placeholder escapes the inner ones
+    expect(compileKey("file:{params.path}/meta")(http({ params: { path: ["a", "b"] } }))).toEqual(["file:a%2Fb/meta"]);
+    expect(resolve(http({ params: { path: ["50%", "{x}"] } }))).toEqual(["file:50%25/%7Bx%7D"]);
+    // dots among other characters are names like any other
+    expect(resolve(http({ params: { path: ["...", ".a", "b.."] } }))).toEqual(["file:.../.a/b.."]);
+  });
+
+  it.each([
+    ["an empty list", [], "is missing"],
+    ["an empty segment (/files/a//b)", ["a", "", "b"], 'has an empty, "." or ".." path segment'],
+    ["a trailing empty segment (/files/a/)", ["a", ""], 'has an empty, "." or ".." path segment'],
+    ["one empty segment", [""], 'has an empty, "." or ".." path segment'],
+    ["an empty segment inside one (a%2F/b)", ["a/", "b"], 'has an empty, "." or ".." path segment'],
+    ["a . segment", ["a", ".", "b"], 'has an empty, "." or ".." path segment'],
+    ["a .. segment", ["a", "..", "b"], 'has an empty, "." or ".." path segment'],
+    ["a .. inside one (a%2F..)", ["a/..", "b"], 'has an empty, "." or ".." path segment'],
+    // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
+    ["a hole", [, "a"], 'has an empty, "." or ".." path segment'],
+    ["a non-string segment", ["a", 1], "must be a string, a number or a list of path segments"],
+    ["a lone surrogate", ["a", "\ud800"], "is not well-formed Unicode"],
+    ["a path longer than the cap", ["x".repeat(600), "y".repeat(600)], "is longer than 1024 characters"],
+    ["more segments than fit", Array.from({ length: 5000 }, () => "x"), "is longer than 1024 characters"],
+  ])("refuses a wildcard param list with %s (400 naming the part)", (_, path, message) => {
+    const error = thrownBy(() => compileKey("file:{params.path}")(http({ params: { path } }))) as LockKeyError;
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect(error.status).toBe(400);
+    expect(error.message).toBe(`Lock key part "params.path" ${message}`);
+  });
+
+  it("refuses lists outside params: a repeated query value, a body's list or header names no one value", () => {
+    const source = http({ query: { id: ["1", "2"] }, body: { ids: ["1", "2"] }, headers: { "x-id": ["1", "2"] } });
+    for (const key of ["q:{query.id}", "b:{body.ids}", "h:{headers.x-id}"]) {
+      expect(() => compileKey(key)(source)).toThrow("must be a string or a number");
+    }
+    expect(() => compileKey("order:{0}")([["1", "2"]])).toThrow('Lock key part "0" must be a string or a number');
+  });
+
+  it("wraps a wildcard list whose Proxy trap throws as LockKeyError naming the part", () => {
+    const trapped = new Proxy(["a", "b"], {
+      get(target, property) {
+        if (property === "0") throw new Error("secret internal detail");
+        return Reflect.get(target, property);
+      },
+    });
+    const error = thrownBy(() => compileKey("f:{params.p}")(http({ params: { p: trapped } }))) as LockKeyError;
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect(error.body).toEqual({ error: 'Lock key part "params.p" could not be resolved' });
+    expect(error.cause).toBeDefined();
   });
 
   it("never walks the prototype chain", () => {

@@ -156,6 +156,7 @@ function scalarAt(source: unknown, part: { path: readonly string[]; name: string
     }
     value = ownValue(value, segment, part.name);
   }
+  if (Array.isArray(value) && part.path[0] === "params") value = joinedPath(value, part.name);
   switch (typeof value) {
     case "string":
       if (value.length > MAX_RESOURCE_LENGTH) {
@@ -181,6 +182,35 @@ function scalarAt(source: unknown, part: { path: readonly string[]; name: string
   }
   throw new LockKeyError(`Lock key part "${part.name}" must be a string or a number`, part.name);
 }
+
+/**
+ * A wildcard route param as Express 5 gives it (`/files/*path` matching `/files/a/b/c`:
+ * `["a", "b", "c"]`), joined into the path it came from, `"a/b/c"`: the string Koa, Fastify and
+ * Hono give for that URL. Joining can only merge keys, never split one: `/files/a%2Fb/c`
+ * (`["a/b", "c"]`) locks `"a/b/c"` too, and a coarser lock only adds exclusion, while escaping the
+ * inner `/` would give one path, as a handler joins it, two keys. For the same reason empty, `.`
+ * and `..` segments are refused: `a//b`, `a/./b` and `a/` name the path `a/b` or `a` would, under
+ * another key. Other arrays (`?id=1&id=2`, a body's list) stay refused: which value is meant?
+ */
+function joinedPath(value: readonly unknown[], name: string): string {
+  let segments: unknown[];
+  try {
+    // a copy, read once; one segment past what fits in a key is enough to find it too long
+    segments = Array.prototype.slice.call(value, 0, MAX_RESOURCE_LENGTH + 1);
+  } catch (error) {
+    throw new LockKeyError(`Lock key part "${name}" could not be resolved`, name, { cause: error });
+  }
+  if (!segments.every((segment) => typeof segment === "string")) {
+    throw new LockKeyError(`Lock key part "${name}" must be a string, a number or a list of path segments`, name);
+  }
+  const path = segments.join("/");
+  if (segments.length > 0 && DOT_OR_EMPTY_SEGMENT.test(path)) {
+    throw new LockKeyError(`Lock key part "${name}" has an empty, "." or ".." path segment`, name);
+  }
+  return path;
+}
+
+const DOT_OR_EMPTY_SEGMENT = /(?:^|\/)\.{0,2}(?:\/|$)/;
 
 /**
  * The own property `segment` of `object`, undefined when it has none. A getter or Proxy trap that
