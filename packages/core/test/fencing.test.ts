@@ -8,9 +8,11 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import {
+  type AcquireReply,
   currentFence,
   holdingLock,
   LockConfigurationError,
+  LockContentionError,
   type LockStore,
   LockUnavailableError,
   MemoryStore,
@@ -43,22 +45,38 @@ async function commandCalls(client: Redis): Promise<Record<string, number>> {
   return calls;
 }
 
-/** Stores on the three servers whose key vanishes (an expiry, a restart) on the nodes `loses` picks, just before phase 2 reaches them. */
-function losingKeyBeforeWriteBack(loses: (index: number) => boolean): LockStore[] {
+/**
+ * Stores on the three servers that run `act` on a node's real server after phase 1's reply and just
+ * before phase 2 reaches that node; `replied` sees every phase-1 reply.
+ */
+function beforeWriteBack(
+  act: (client: Redis, index: number, key: string) => Promise<unknown> | undefined,
+  replied?: (reply: AcquireReply) => void,
+): LockStore[] {
   return clients.map((client, index): LockStore => {
     const store = new RedisStore(client);
     return {
       acquire: store.acquire.bind(store),
       extend: store.extend.bind(store),
       release: store.release.bind(store),
-      acquireFenced: store.acquireFenced.bind(store),
+      onHandOver: store.onHandOver.bind(store),
+      leaveQueue: store.leaveQueue.bind(store),
+      acquireFenced: async (keys, value, ttl, ticket) => {
+        const reply = await store.acquireFenced(keys, value, ttl, ticket);
+        replied?.(reply);
+        return reply;
+      },
       raiseFences: async (keys, value, fences) => {
-        if (loses(index)) await client.del(keys[0] as string);
+        await act(client, index, keys[0] as string);
         return store.raiseFences(keys, value, fences);
       },
     };
   });
 }
+
+/** Stores whose key vanishes (an expiry, a restart) on the nodes `loses` picks, just before phase 2 reaches them. */
+const losingKeyBeforeWriteBack = (loses: (index: number) => boolean) =>
+  beforeWriteBack((client, index, key) => (loses(index) ? client.del(key) : undefined));
 
 describe("lock.fence and lock.fences", () => {
   it("carry one decimal fence per resource; lock.fence only for a lock on one resource", async () => {
@@ -156,15 +174,79 @@ describe("the write-back (phase 2)", () => {
 
   it("fails closed when the lock is lost between the phases: no lock, nothing left held", async () => {
     // phase 1 succeeds everywhere, then the key vanishes on two nodes (an expiry, a restart) just
-    // before phase 2 reaches them
+    // before phase 2 reaches them: they answer that the key no longer holds our value, a refusal
+    // (every instance answered: no outage)
     const stores = losingKeyBeforeWriteBack((index) => index > 0);
     const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
     const error = await dlm.acquire("lost", 1000).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(LockUnavailableError);
-    expect((error as Error).message).toMatch(/written back on a quorum \(1 of 3/);
+    expect(error).toBeInstanceOf(LockContentionError);
     await expect.poll(() => values("lost")).toEqual([null, null, null]);
     // only node 0 still held the key: only its counter was raised (to its own value, 1)
     expect(await counters("lost")).toEqual(["1", "1", "1"]);
+  });
+
+  it("fails as contention when another owner took the keys between the phases: 423, not 503; its keys untouched, none of ours left", async () => {
+    // phase 1 takes the key on all three nodes; before phase 2 reaches nodes 1 and 2, another owner
+    // holds it there (ours expired during a pause and was taken, or was force-released and taken)
+    const stores = beforeWriteBack((client, index, key) =>
+      index > 0 ? client.set(key, "other-owner", "PX", 60_000) : undefined,
+    );
+    const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
+    const error = await dlm.acquire("taken", 1000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockContentionError);
+    // the write-back does not read the holder's ttl: the lock's own ttl is suggested
+    expect((error as LockContentionError).retryAfterMs).toBe(1000);
+    const left = async () => {
+      // node 0's key, still ours, was given back; the other owner's keys are untouched; no queue left
+      expect(await values("taken")).toEqual([null, "other-owner", "other-owner"]);
+      for (const client of clients.slice(1)) expect(await client.pttl("taken")).toBeGreaterThan(0);
+      const keys = await Promise.all(clients.map((client) => client.keys("*")));
+      expect(keys.map((names) => names.sort())).toEqual([
+        [counter("taken")],
+        ["taken", counter("taken")],
+        ["taken", counter("taken")],
+      ]);
+    };
+    await left();
+    // lock() resolves null, as for any refusal
+    await Promise.all(clients.map((client) => client.del("taken")));
+    expect(await dlm.lock("taken", 1000)).toBeNull();
+    await left();
+    // only node 0, which still held the key, had its counter raised (to its own value)
+    expect(await counters("taken")).toEqual(["2", "2", "2"]);
+  });
+
+  it("a waiting call queues behind the owner its write-back found, as after a refusal, and is handed the lock by its release", async () => {
+    let swaps = 0;
+    let refused!: () => void;
+    const wasRefused = new Promise<void>((resolve) => {
+      refused = resolve;
+    });
+    // the first phase 2 finds another owner on nodes 1 and 2
+    const stores = beforeWriteBack(
+      (client, index, key) => (index > 0 && swaps++ < 2 ? client.set(key, "other-owner", "PX", 60_000) : undefined),
+      (reply) => {
+        if (!reply.acquired) refused();
+      },
+    );
+    // polls 60 s apart: within the test only a hand-over can give the call the lock
+    const dlm = new Redlock(stores, { fencing: true, retryDelay: 60_000, retryJitter: 0 });
+    try {
+      const acquiring = dlm.acquire("awaited", 1000, { wait: 60_000, signal: AbortSignal.timeout(15_000) });
+      // tried again at once and refused by the owner, which queues it (before: a poll 60 s later)
+      await Promise.race([wasRefused, acquiring]);
+      // the owner releases: the release script hands the key to the queued call
+      await Promise.all(clients.slice(1).map((client) => new RedisStore(client).release(["awaited"], "other-owner")));
+      const lock = await acquiring;
+      const held = await values("awaited");
+      expect(held[0]).not.toBeNull();
+      expect(new Set(held).size).toBe(1);
+      expect(BigInt(lock.fence as string)).toBeGreaterThanOrEqual(2n);
+      await lock.release();
+      expect(await values("awaited")).toEqual([null, null, null]);
+    } finally {
+      await dlm.quit();
+    }
   });
 
   it("fails closed when an instance holds the key but its counter is not a counter it can raise: no confirmation", async () => {

@@ -5,7 +5,7 @@
  * atomically, "if I still hold the keys, raise each counter to its fence". Any later acquisition's
  * quorum overlaps the write-back's, so its increment starts at or above this fence.
  */
-import type { InstanceFailure } from "../errors.js";
+import type { AcquireFailure } from "../quorum/acquire-failure.js";
 import { failuresOf, fanOut, type Vote } from "../quorum/ballot.js";
 import type { AcquireReply, LockStore, QueueTicket } from "../stores/store.js";
 
@@ -25,7 +25,7 @@ interface FencedRequest {
 /** Phase 2's outcome: the fences, or why a quorum could not confirm them. */
 export type WriteBack =
   | { readonly fences: readonly string[] }
-  | { readonly fences: undefined; readonly causes: InstanceFailure[]; readonly message: string };
+  | { readonly fences: undefined; readonly failure: AcquireFailure };
 
 /** Whether `fence` is a fence this library can have issued: a canonical decimal integer from 1 to 2^63 − 1. */
 export function isFence(fence: unknown): fence is string {
@@ -88,11 +88,22 @@ export async function writeBackFences(
   const quorumOf = { need: quorum, yes: (held: boolean) => held };
   const confirmations = await voided(await fanOut(stores, raiseCall, raise, timeoutMs, quorumOf));
   let confirmed = 0;
-  for (const vote of confirmations) if (vote.ok && vote.value) confirmed++;
+  let lost = 0;
+  for (const vote of confirmations) if (vote.ok) vote.value ? confirmed++ : lost++;
   if (confirmed >= quorum) return { fences };
+  // An answer 0: our value was no longer on the keys there (another owner took them, or they
+  // expired). That is a refusal, not an outage, when those answers alone cost the quorum: had every
+  // instance that erred or was silent confirmed, there would still be none. Otherwise the errors
+  // (a counter that is not one, a connection that moved) are reported as unavailability, with
+  // their causes. The holder's ttl is not read here: the retry-after is the lock's own ttl.
+  const failed = confirmations.length - confirmed - lost;
+  if (confirmed + failed < quorum) return { fences: undefined, failure: { kind: "contention", retryAfterMs: 0 } };
   return {
     fences: undefined,
-    causes: failuresOf(confirmations, request.value),
-    message: `Fences could not be written back on a quorum (${confirmed} of ${stores.length} instances still held the lock, ${quorum} needed)`,
+    failure: {
+      kind: "unavailable",
+      causes: failuresOf(confirmations, request.value),
+      message: `Fences could not be written back on a quorum (${confirmed} of ${stores.length} instances still held the lock, ${quorum} needed)`,
+    },
   };
 }

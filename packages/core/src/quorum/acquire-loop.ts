@@ -139,9 +139,7 @@ export class AcquireLoop {
             );
             validity = ttl - (clock() - attemptStart) - drift;
             fences = writeBack.fences;
-            if (writeBack.fences === undefined) {
-              unconfirmed = { kind: "unavailable", causes: writeBack.causes, message: writeBack.message };
-            }
+            if (writeBack.fences === undefined) unconfirmed = writeBack.failure;
           }
           if (tally.yes >= quorum && validity > 0 && unconfirmed === undefined) {
             waiting?.settled(votes, true);
