@@ -295,8 +295,14 @@ export class Redlock {
     return this.#inspector.forceRelease(resource, options);
   }
 
-  /** Closes the clients this Redlock created from options or URLs; clients and stores it was handed stay open. */
+  /**
+   * Closes the clients this Redlock created from options or URLs; clients and stores it was handed
+   * stay open. Acquisitions still running end first, rejecting with `LockUnavailableError`, and
+   * later ones are refused with it; locks already held are left as they are.
+   */
   async quit(): Promise<void> {
+    // whatever a running acquisition took is given back while the connections are open
+    await this.#loop.quit(QUIT_BOUND_MS);
     // a key reserved for a next call that will not come is released while the connections are open
     await this.#retake.quit(QUIT_BOUND_MS);
     // ends this Redlock's subscriptions; a handed store's connection closes once nobody else listens on it

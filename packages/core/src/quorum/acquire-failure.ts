@@ -55,3 +55,11 @@ export function acquireError(resources: readonly string[], failure: AcquireFailu
         : `A lock key holds data of another type on ${named} (WRONGTYPE): another application uses the name; give Redlock a keyPrefix that keeps lock keys apart`;
   return new LockConfigurationError(message, instances, resources, { cause: unavailable });
 }
+
+/** What an acquisition rejects with when `Redlock.quit()` ended it, or came before it. */
+export const quitError = (resources: readonly string[]): LockUnavailableError =>
+  new LockUnavailableError(
+    resources,
+    [],
+    "Lock service unavailable: Redlock.quit() was called, no more locks are taken",
+  );

@@ -16,7 +16,7 @@ import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
 import { sleep, WaitingCall } from "../waiting/waiting-call.js";
-import { type AcquireFailure, acquireError, isMisconfigured } from "./acquire-failure.js";
+import { type AcquireFailure, acquireError, isMisconfigured, quitError } from "./acquire-failure.js";
 import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
 import { type AcquireRequest, acquireCall, giveBackCall, type QuorumContext, requeueCall } from "./requests.js";
@@ -47,6 +47,14 @@ export class AcquireLoop {
   readonly #keyCheckers: readonly LockStore[];
   /** An acquisition needs no more answers once a quorum said yes. */
   readonly #acquiredQuorum: Quorum<AcquireReply>;
+  /** Calls past their argument checks and not yet over: quit() waits for them. */
+  #running = 0;
+  /** Set by quit(): running calls end, new ones are refused. */
+  #quit: Promise<void> | undefined;
+  /** Called when the last running call is over, while quit() waits for it. */
+  #idle: (() => void) | undefined;
+  /** One per running call that has slept: aborted at quit(), it cuts the call's sleep short. */
+  readonly #sleeps = new Set<AbortController>();
 
   constructor(ctx: QuorumContext, parts: AcquireParts) {
     this.#ctx = ctx;
@@ -70,6 +78,8 @@ export class AcquireLoop {
     const opts = resolveAcquireOptions(parts.defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
+    // refused rather than sent: a Redlock's own clients are closed, a handed Redlock no longer listens
+    if (this.#quit !== undefined) throw quitError(names);
     const fencing = opts.fencing;
     if (fencing && !parts.canFence) checkFencing(stores);
 
@@ -110,6 +120,9 @@ export class AcquireLoop {
     let failure!: AcquireFailure;
     /** Instances where the last attempt left the call in line: they refused it, or took keys it gave back. */
     let inLine = 0;
+    /** The call's sleeps' signal: its own signal or quit() aborts it (`#sleepSignal`). */
+    let cut: AbortController | undefined;
+    this.#running++;
     try {
       // `skipping`: a poll that a valid lock of this Redlock would refuse is not sent; it counts as
       // that refusal (WaitingCall.refusedHere)
@@ -122,6 +135,8 @@ export class AcquireLoop {
           request.ticket = waiting?.ticket(attemptStart);
           const stamp = identity.stamp;
           const voters = identity.current ? stores : await identity.voters(stores, timeout);
+          // quit() came during the identity check, or as a sleep ended: nothing more is sent
+          if (this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
           request.sent++;
           let votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
           if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, timeout);
@@ -153,16 +168,17 @@ export class AcquireLoop {
           }
           failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
           const last =
-            attempts >= maxAttempts || isMisconfigured(failure) || clock() >= deadline || opts.signal?.aborted === true;
+            attempts >= maxAttempts ||
+            isMisconfigured(failure) ||
+            clock() >= deadline ||
+            opts.signal?.aborted === true ||
+            this.#quit !== undefined;
           // A waiter that tries again is queued again where it gives keys back, keeping its place.
           const requeue = !last && request.ticket !== undefined;
           waiting?.settled(votes, false, requeue);
           await this.#releaseAfterFailure(votes, request, timeout, requeue);
         }
-        if (opts.signal?.aborted) {
-          this.#publish(names, "aborted", attempts, start);
-          throw opts.signal.reason;
-        }
+        if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
         if (attempts >= maxAttempts || isMisconfigured(failure)) break;
         if (deadline !== Number.POSITIVE_INFINITY && clock() >= deadline) break;
         if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
@@ -174,16 +190,18 @@ export class AcquireLoop {
           if (left <= 0) break;
           delay = Math.min(delay, Math.ceil(left));
         }
+        // joining waits for SUBSCRIBE replies, up to the per-instance timeout
+        if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
         // Not counted: it is the same attempt, now in line.
         if (again) {
           attempts--;
           continue;
         }
+        cut ??= this.#sleepSignal(opts.signal);
         try {
-          await (waiting ? waiting.sleep(delay, inLine, opts.signal) : sleep(delay, opts.signal));
-        } catch (reason) {
-          this.#publish(names, "aborted", attempts, start);
-          throw reason;
+          await (waiting ? waiting.sleep(delay, inLine, cut.signal) : sleep(delay, cut.signal));
+        } catch {
+          throw this.#stopped(names, opts.signal, attempts, start);
         }
         // a quorum granted the key outright (speed/own-grant.ts, speed/message-grant.ts): no claim needed
         const grantedAt = waiting?.grantedAt();
@@ -202,6 +220,12 @@ export class AcquireLoop {
     } finally {
       // not `await waiting?.end()`: awaiting undefined would cost every acquisition a turn of the microtask queue
       if (waiting !== undefined) await waiting.end();
+      if (cut !== undefined) {
+        this.#sleeps.delete(cut);
+        // removes its listener on the call's signal
+        cut.abort();
+      }
+      if (--this.#running === 0) this.#idle?.();
     }
     this.#publish(names, failure.kind, attempts, start);
     if (failure.kind === "contention" && nullOnContention) return null;
@@ -209,8 +233,48 @@ export class AcquireLoop {
   }
 
   /**
-   * The lock is held on a quorum with validity left: hands it out, or, if the call was aborted
-   * meanwhile, a promise that releases it and rejects with the signal's reason (no promise on the
+   * `Redlock.quit()`: refuses new calls and ends the running ones, which give back what they took
+   * while the connections are still open (an attempt in flight is released once it answered) and
+   * reject with `quitError`. Resolves once no call runs, or after `boundMs` (a dead instance must
+   * not make quit() hang).
+   */
+  quit(boundMs: number): Promise<void> {
+    if (this.#quit !== undefined) return this.#quit;
+    for (const cut of this.#sleeps) cut.abort();
+    this.#quit =
+      this.#running === 0
+        ? Promise.resolve()
+        : new Promise((resolve) => {
+            const timer = setTimeout(resolve, boundMs);
+            this.#idle = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+    return this.#quit;
+  }
+
+  /** A signal for a call's sleeps that aborts with the call's own `signal` or at quit(); made at its first sleep. */
+  #sleepSignal(signal: AbortSignal | undefined): AbortController {
+    const cut = new AbortController();
+    signal?.addEventListener("abort", () => cut.abort(), { once: true, signal: cut.signal });
+    this.#sleeps.add(cut);
+    return cut;
+  }
+
+  /** The call ends without a lock: what it rejects with, its signal's reason or, after quit(), `quitError`. */
+  #stopped(names: readonly string[], signal: AbortSignal | undefined, attempts: number, start: number): unknown {
+    if (signal?.aborted) {
+      this.#publish(names, "aborted", attempts, start);
+      return signal.reason;
+    }
+    this.#publish(names, "unavailable", attempts, start);
+    return quitError(names);
+  }
+
+  /**
+   * The lock is held on a quorum with validity left: hands it out, or, if the call was aborted or
+   * quit() came meanwhile, a promise that releases it and rejects (no promise on the
    * common path: this runs once per lock). A call that followed this Redlock's release of the key
    * (`retaking`) continues that release's run of retakes, or begins one now (speed/retake.ts).
    */
@@ -227,10 +291,9 @@ export class AcquireLoop {
     state.acquiredAt = this.#ctx.clock();
     state.streakStart = retaking && (retaking.streakStart ?? state.acquiredAt);
     const lock = new Lock(parts.owner, names, state.value, state, fences);
-    if (signal?.aborted) {
+    if (signal?.aborted || this.#quit !== undefined) {
       return parts.owner.unlock(lock).then(() => {
-        this.#publish(names, "aborted", attempts, start);
-        throw signal.reason;
+        throw this.#stopped(names, signal, attempts, start);
       });
     }
     parts.live.add(lock);

@@ -128,7 +128,8 @@ export class HandOvers {
 
   /**
    * Subscribes where this Redlock does not listen yet, waiting at most `timeoutMs`. Not after
-   * `close()`: a call still running then polls, and no connection outlives `quit()`.
+   * `close()`: a call that quit() stopped waiting for (an instance did not answer) ends without
+   * subscribing, and no connection outlives `quit()`.
    */
   async listen(timeoutMs: number): Promise<void> {
     if (!this.listening && !this.#closed) await this.#subscribe(timeoutMs);

@@ -1,0 +1,140 @@
+import type { Redis } from "ioredis";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { until, useRedisServers } from "#test-helpers/redis.js";
+import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
+
+const cluster = useRedisServers(3);
+/** Clients a Redlock may be handed. */
+let clients: Redis[] = [];
+/** The test's own connections: one that a paused command holds back must not be the one that unpauses. */
+let admins: Redis[] = [];
+/** Ends a call that outlives its test (a call quit() failed to end): it must not run into the next test. */
+let stop = new AbortController();
+
+beforeAll(() => {
+  clients = cluster.servers.map((server) => server.client());
+  admins = cluster.servers.map((server) => server.client());
+});
+
+afterEach(async () => {
+  stop.abort();
+  stop = new AbortController();
+  await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+  await Promise.all(admins.map((admin) => admin.flushall()));
+});
+
+const QUIT = /quit\(\)/;
+const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+/** Instances Redlock creates itself (and closes in quit()), or the test's own clients (never closed). */
+const instances = (kind: "owned" | "handed"): RedlockInstance[] =>
+  kind === "handed" ? clients : cluster.servers.map((server) => ({ host: "127.0.0.1", port: server.port }));
+
+/** Whether `promise` has settled, read after `await`ing something that should have settled it. */
+function settled(promise: Promise<unknown>): () => boolean {
+  let done = false;
+  promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  return () => done;
+}
+
+/** One turn of the event loop: every reaction to what already settled has run. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** What each server holds: its keys (lock keys and queues), and the hand-over channels anyone listens on. */
+const leftovers = () =>
+  Promise.all(
+    admins.map(async (admin) => ({
+      keys: (await admin.keys("*")).sort(),
+      channels: (await admin.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[],
+    })),
+  );
+
+describe("quit() and the acquisitions still running", () => {
+  it.each([
+    ["owned", { retryCount: 0 }],
+    ["owned", { wait: 60_000 }],
+    ["handed", { retryCount: 0 }],
+  ] as const)(
+    "an attempt in flight at quit() (%s clients, %o) rejects, and its keys are given back before the connections close",
+    async (kind, options) => {
+      // the attempt waits for its paused replies rather than time out
+      const dlm = new Redlock(instances(kind), { instanceTimeout: 10_000 });
+      // connected and identified: the attempt below is the only command left to send
+      await (await dlm.acquire("warm-up", 30_000)).release();
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "PAUSE", 60_000, "WRITE")));
+      const call = dlm.acquire(["in-flight", "in-flight:2"], 30_000, { ...options, signal: stop.signal });
+      const ended = settled(call);
+      // the attempt reached every server, which holds it back
+      await until("the attempt is blocked everywhere", async () =>
+        (await Promise.all(admins.map((admin) => admin.info("clients")))).every((info) =>
+          /blocked_clients:1\b/.test(info),
+        ),
+      );
+      const quitting = dlm.quit();
+      // the attempt runs now and takes the keys: its reply arrives after quit() was called
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+      await quitting;
+      await turn();
+      expect(ended()).toBe(true);
+      const error = await call.then(
+        () => undefined,
+        (reason: unknown) => reason,
+      );
+      expect(error).toBeInstanceOf(LockUnavailableError);
+      expect((error as Error).message).toMatch(QUIT);
+      expect(await leftovers()).toEqual(admins.map(() => ({ keys: [], channels: [] })));
+    },
+  );
+
+  it.each(["owned", "handed"] as const)(
+    "a call waiting behind a held key at quit() (%s clients) ends at once: no key, queue entry or subscription left",
+    async (kind) => {
+      const holder = new Redlock(clients);
+      const held: Lock = await holder.acquire("held", 30_000);
+      const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
+      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
+      const ended = settled(call);
+      await until("the call is queued everywhere", async () =>
+        (await Promise.all(admins.map((admin) => admin.zcard(queueOf("held"))))).every((size) => size === 1),
+      );
+      await dlm.quit();
+      await turn();
+      expect(ended()).toBe(true);
+      await expect(call).rejects.toThrow(QUIT);
+      await expect(call).rejects.toBeInstanceOf(LockUnavailableError);
+      // the holder's key alone; the subscriber connections close a moment after quit()
+      await until("no hand-over channel is listened to", async () =>
+        (await leftovers()).every((left) => left.channels.length === 0),
+      );
+      expect(await leftovers()).toEqual(admins.map(() => ({ keys: ["held"], channels: [] })));
+      expect(await Promise.all(admins.map((admin) => admin.get("held")))).toEqual(admins.map(() => held.value));
+      await held.release();
+      await holder.quit();
+    },
+  );
+
+  it.each(["owned", "handed"] as const)(
+    "a call made after quit() (%s clients) rejects at once with the same error, sending nothing",
+    async (kind) => {
+      const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
+      await (await dlm.acquire("before", 1000)).release();
+      await dlm.quit();
+      const calls = [
+        dlm.acquire("after", 1000, { wait: 60_000, signal: stop.signal }),
+        dlm.lock("after", 1000, { signal: stop.signal }),
+        dlm.using("after", 1000, () => "ran", { signal: stop.signal }),
+      ];
+      const ended = calls.map(settled);
+      await turn();
+      expect(ended.map((done) => done())).toEqual([true, true, true]);
+      for (const call of calls) {
+        await expect(call).rejects.toBeInstanceOf(LockUnavailableError);
+        await expect(call).rejects.toThrow(QUIT);
+      }
+      expect(await leftovers()).toEqual(admins.map(() => ({ keys: [], channels: [] })));
+    },
+  );
+});
