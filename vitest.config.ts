@@ -26,5 +26,9 @@ export default defineConfig({
     pool: "forks",
     testTimeout: 20_000,
     hookTimeout: 30_000,
+    // expect.poll waits for a state (a subscription, a queue entry, a key gone), never times
+    // anything: its 1 s default is a race on a loaded 2-vCPU machine (a server-identity test lost
+    // it once while other suites ran beside it)
+    expect: { poll: { timeout: 10_000 } },
   },
 });
