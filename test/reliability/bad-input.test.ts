@@ -169,7 +169,10 @@ describe("key templates and key functions (core)", () => {
   it.each([
     ["a missing part", "order:{params.id}", { params: {} }],
     ["an object", "order:{params.id}", { params: { id: { toString: () => "1" } } }],
-    ["an array", "order:{params.id}", { params: { id: ["1"] } }],
+    // a route param list is a wildcard's path segments (Express 5), joined; other lists are refused
+    ["a query value given twice", "order:{query.id}", { query: { id: ["1", "2"] } }],
+    ["a param list that is not all strings", "order:{params.id}", { params: { id: ["1", 2] } }],
+    ["a param list with a dot segment", "file:{params.path}", { params: { path: ["a", "..", "b"] } }],
     ["NaN", "order:{params.id}", { params: { id: Number.NaN } }],
     ["an inherited property", "order:{params.id}", { params: Object.create({ id: "1" }) }],
     ["__proto__", "order:{params.__proto__}", { params: {} }],
