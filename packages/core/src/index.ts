@@ -13,18 +13,20 @@ export { type FencedValue, fencedGet, fencedSet } from "./fencing/fenced-write.j
 export { drainDroppedBody } from "./http/dropped-body.js";
 export { FetchResponseTracker } from "./http/fetch-response-done.js";
 export {
+  answerRejected,
   createHttpLockPolicy,
   errorResponse,
   HeldRoute,
   type HttpKeySource,
   type HttpLockPolicy,
   type HttpResponse,
+  type RejectedOutcome,
   RouteLock,
   type RouteLockOptions,
   type RouteOutcome,
 } from "./http/http-policy.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./http/key-template.js";
-export type { TrackedResponse } from "./http/response-done.js";
+export { responseAnswered, type TrackedResponse } from "./http/response-done.js";
 export {
   DECLARED_LOCK_KEYS,
   type DeclaredLockOptions,

@@ -1,4 +1,5 @@
 import {
+  answerRejected,
   createHttpLockPolicy,
   type HttpKeySource,
   holdingLock,
@@ -8,6 +9,7 @@ import {
   type RedlockError,
   type RouteLockOptions,
   type RouteOutcome,
+  responseAnswered,
 } from "@redlock-kit/core";
 import type { Request, RequestHandler, Response } from "express";
 
@@ -21,8 +23,10 @@ declare global {
 }
 
 /**
- * Writes a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON. The route
- * handler does not run, so the hook must answer the request.
+ * Writes a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route
+ * handler does not run. Answer before returning, or return a promise that settles once answered: a
+ * request still unanswered then (headers not sent) gets the default JSON. A throw or rejection goes
+ * to `next(error)`.
  */
 export type ExpressLockHook = (req: Request, res: Response, error: RedlockError) => unknown;
 
@@ -71,16 +75,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
 }
 
 /** A request that gets no lock: the hook's response or the JSON one, or nothing if the client left. */
-async function answer(
-  outcome: Exclude<RouteOutcome<ExpressLockHook>, { kind: "acquired" }>,
-  req: Request,
-  res: Response,
-) {
+function answer(outcome: Exclude<RouteOutcome<ExpressLockHook>, { kind: "acquired" }>, req: Request, res: Response) {
   if (outcome.kind === "aborted") return;
-  if (outcome.hook) {
-    await outcome.hook(req, res, outcome.error);
-    return;
-  }
-  const { status, headers, body } = outcome.response;
-  res.status(status).set(headers).json(body);
+  return answerRejected(
+    outcome,
+    (hook) => hook(req, res, outcome.error),
+    () => responseAnswered(res),
+    ({ status, headers, body }) => res.status(status).set(headers).json(body),
+  );
 }

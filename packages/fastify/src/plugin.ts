@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import {
+  answerRejected,
   createHttpLockPolicy,
   errorResponse,
   type HeldRoute,
@@ -14,6 +15,7 @@ import {
   type RedlockError,
   type RouteLock,
   type RouteLockOptions,
+  responseAnswered,
 } from "@redlock-kit/core";
 import type {
   FastifyInstance,
@@ -26,8 +28,11 @@ import type {
 import fp from "fastify-plugin";
 
 /**
- * Sends a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON. The route
- * handler does not run, so the hook must send the reply.
+ * Sends a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route
+ * handler does not run. Send before returning, or return a promise that settles once sent (or
+ * `reply`, as a handler that sends later does): a hook that has not called `reply.send()` (nor
+ * hijacked the reply) by then gets the default JSON. A throw or rejection goes to Fastify's error
+ * handler.
  */
 export type FastifyLockHook = (request: FastifyRequest, reply: FastifyReply, error: RedlockError) => unknown;
 
@@ -175,13 +180,35 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
             reply.hijack();
             return;
           }
-          if (outcome.hook) await outcome.hook(request, reply, outcome.error);
-          else reply.code(outcome.response.status).headers(outcome.response.headers).send(outcome.response.body);
+          await answerRejected(
+            outcome,
+            (hook) => callHook(hook, request, reply, outcome.error),
+            () => sendCalled.has(reply) || reply.sent || responseAnswered(reply.raw),
+            ({ status, headers, body }) => reply.code(status).headers(headers).send(body),
+          );
         },
         (error: unknown) => done(error as Error),
       )
       .catch((error: unknown) => done(error as Error));
   };
+}
+
+/** Replies whose `send()` a hook called: Fastify may write the reply some turns later. */
+const sendCalled = new WeakSet<FastifyReply>();
+
+/**
+ * Runs a hook, noting whether it called `reply.send()`: async `onSend` hooks, or a stream's first
+ * chunk, delay the headers past the hook's end, and the default reply must not be sent beside it.
+ * A hook that returns `reply` says it sends it, maybe later, as a Fastify handler does: awaited,
+ * the reply settles once sent.
+ */
+function callHook(hook: FastifyLockHook, request: FastifyRequest, reply: FastifyReply, error: RedlockError) {
+  const send = reply.send;
+  reply.send = function sendFromHook(this: FastifyReply, payload?: unknown) {
+    sendCalled.add(reply);
+    return send.call(this, payload);
+  };
+  return hook(request, reply, error);
 }
 
 function kindOf(value: unknown): string {

@@ -1,5 +1,6 @@
 import { finished } from "node:stream";
 import {
+  answerRejected,
   createHttpLockPolicy,
   type HttpKeySource,
   type KeySpec,
@@ -7,6 +8,7 @@ import {
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
+  responseAnswered,
 } from "@redlock-kit/core";
 import type { Middleware, ParameterizedContext } from "koa";
 
@@ -19,7 +21,9 @@ declare module "koa" {
 
 /**
  * Writes a custom response (sets `ctx.status` and `ctx.body`) instead of the 423 (`onLocked`) or
- * 503 (`onUnavailable`) JSON. The rest of the middleware chain does not run.
+ * 503 (`onUnavailable`) JSON; the rest of the middleware chain does not run. A hook that has set
+ * neither once it returned (or its promise settled) gets the default JSON, not Koa's 404. A throw
+ * or rejection goes to Koa's error handling.
  */
 export type KoaLockHook = (ctx: ParameterizedContext, error: RedlockError) => unknown;
 
@@ -89,13 +93,17 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
         }
       }
       if (outcome.kind === "aborted") return;
-      if (outcome.hook) {
-        await outcome.hook(ctx, outcome.error);
-        return;
-      }
-      ctx.status = outcome.response.status;
-      ctx.set(outcome.response.headers);
-      ctx.body = outcome.response.body;
+      await answerRejected(
+        outcome,
+        (hook) => hook(ctx, outcome.error),
+        // Koa's own "nothing answered" (its 404 Not Found): no body and the default status
+        () => ctx.body !== undefined || ctx.status !== 404 || ctx.respond === false || responseAnswered(ctx.res),
+        ({ status, headers, body }) => {
+          ctx.status = status;
+          ctx.set(headers);
+          ctx.body = body;
+        },
+      );
     };
   };
 }

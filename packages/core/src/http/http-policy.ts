@@ -59,6 +59,29 @@ export type RouteOutcome<Hook> =
   /** The client left, or another step answered, while waiting for the lock; nothing is held and nobody is listening. */
   | { readonly kind: "aborted" };
 
+/** A request the route refused the lock: contention (423), unavailability (503) or a bad key (400). */
+export type RejectedOutcome<Hook> = Extract<RouteOutcome<Hook>, { kind: "rejected" }>;
+
+/**
+ * Answers a `rejected` outcome: with its hook, or its default response (`write`). The hook runs
+ * first and the promise it returns is awaited; a request still not `answered()` then (the hook only
+ * logged, or resolved without answering) gets the default response, so that a hook never leaves
+ * it hanging. A hook that throws or rejects rejects here, as a handler would, for the framework's
+ * error handling: nothing is written over what it may have started.
+ */
+export async function answerRejected<Hook>(
+  outcome: RejectedOutcome<Hook>,
+  callHook: (hook: Hook) => unknown,
+  answered: () => boolean,
+  write: (response: HttpResponse) => void,
+): Promise<void> {
+  if (outcome.hook !== undefined) {
+    await callHook(outcome.hook);
+    if (answered()) return;
+  }
+  write(outcome.response);
+}
+
 /** The response that belongs to a `RedlockError` (423 with Retry-After, 503, 409 or 400); fixed bodies, no internals. */
 export function errorResponse(error: RedlockError): HttpResponse {
   return { status: error.status, headers: error.headers, body: error.body };

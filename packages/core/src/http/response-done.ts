@@ -185,6 +185,14 @@ export class ResponseTracker implements TrackedResponse {
 }
 
 /**
+ * Whether a Node response needs no answer from the route any more: its headers are out (a streamed
+ * answer has started), it has ended, or its client is gone. What a hook left unanswered is not.
+ */
+export function responseAnswered(res: ServerResponse): boolean {
+  return res.headersSent || res.writableEnded || res.destroyed;
+}
+
+/**
  * The responses queued on each connection that follow its 'close': one listener per connection,
  * however many requests a client pipelines on it.
  */

@@ -1,0 +1,91 @@
+/**
+ * onLocked / onUnavailable hooks that set no answer (they only log, or resolve without answering)
+ * get the default 423 or 503 JSON instead of Koa's 404; a hook that answers, even later, with a
+ * status alone or with a response it took over and has only started, keeps its answer.
+ */
+import http from "node:http";
+import Koa from "koa";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { gate } from "#test-helpers/gate.js";
+import {
+  hookRoutes,
+  itSendsTheDefaultForSilentHooks,
+  listenOnLoopback,
+  REFUSAL_HOOKS,
+  SILENT_HOOKS,
+  useRefusingRedlocks,
+} from "#test-helpers/refused-routes.js";
+import { createRedlockMiddleware, type KoaLockHook } from "../src/index.js";
+
+const { redlocks, refused } = useRefusingRedlocks();
+let server: Awaited<ReturnType<typeof listenOnLoopback>> | undefined;
+const { post, started } = hookRoutes(refused, () => server?.url ?? "");
+/** Opened by the test once it has the streaming hook's status: the hook then ends its response. */
+let streamEnd = gate();
+
+const hooks: Record<string, KoaLockHook> = {
+  ...SILENT_HOOKS,
+  "answers-later": async (ctx) => {
+    await Promise.resolve();
+    ctx.status = 429;
+    ctx.body = { hook: true };
+  },
+  "status-only": (ctx) => {
+    ctx.status = 429;
+  },
+  streams: (ctx) => {
+    ctx.respond = false;
+    ctx.res.writeHead(429).write("busy ");
+    void streamEnd.opened.then(() => ctx.res.end("over"));
+  },
+  throws: () => {
+    throw new Error("hook failed");
+  },
+};
+
+beforeAll(async () => {
+  const app = new Koa();
+  app.silent = true;
+  const live = createRedlockMiddleware(redlocks.live);
+  const down = createRedlockMiddleware(redlocks.down);
+  // no router: the path picks the middleware
+  const routes = new Map<string, Koa.Middleware>();
+  for (const [name, hook] of Object.entries(hooks)) {
+    routes.set(`/onLocked/${name}`, live(`hooks:${name}`, { onLocked: hook }));
+    routes.set(`/onUnavailable/${name}`, down(`hooks:${name}`, { onUnavailable: hook }));
+  }
+  app.use((ctx, next) => {
+    const route = routes.get(ctx.path);
+    return route ? route(ctx, next) : next();
+  });
+  app.use((ctx) => {
+    ctx.body = { ran: true };
+  });
+  server = await listenOnLoopback(http.createServer(app.callback()));
+});
+
+afterAll(() => server?.close());
+
+itSendsTheDefaultForSilentHooks(post, "Koa's 404");
+
+it.each(
+  REFUSAL_HOOKS.flatMap((hook) => [
+    [hook, "answers-later", '{"hook":true}'] as const,
+    [hook, "status-only", "Too Many Requests"] as const,
+  ]),
+)("an %s hook that answers (%s) keeps its answer", async (hook, name, body) => {
+  const answer = await post(hook, name);
+  expect(answer.status).toBe(429);
+  expect(answer.text).toBe(body);
+});
+
+it.each(REFUSAL_HOOKS)("an %s hook's response, taken over and started, is not written over", async (hook) => {
+  streamEnd = gate();
+  expect(await started(hook, "streams", streamEnd.open)).toEqual({ status: 429, body: "busy over" });
+});
+
+it.each(REFUSAL_HOOKS)("an %s hook that throws goes to Koa's error handling (500)", async (hook) => {
+  const answer = await post(hook, "throws");
+  expect(answer.status).toBe(500);
+  expect(answer.text).toBe("Internal Server Error");
+});
