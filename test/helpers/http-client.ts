@@ -11,6 +11,8 @@ export interface RequestInit {
   headers?: Record<string, string>;
   /** Sent as JSON. */
   body?: unknown;
+  /** The path sent as written, instead of the url's: a url has its dot segments resolved first. */
+  path?: string;
 }
 
 export interface Answer {
@@ -27,6 +29,7 @@ export function open(url: string, init: RequestInit = {}) {
     method: init.method ?? "GET",
     agent: false,
     headers: { ...headers, ...init.headers },
+    ...(init.path === undefined ? {} : { path: init.path }),
   });
   const response = new Promise<http.IncomingMessage>((resolve, reject) => {
     request.once("response", resolve);

@@ -105,6 +105,45 @@ describe("compileKey", () => {
     expect(error.message).toBe(`Lock key part "params.path" ${message}`);
   });
 
+  it("reads Fastify's wildcard param ({params.*}, /files/*) as any string param", () => {
+    const resolve = compileKey("file:{params.*}");
+    expect(resolve(http({ params: { "*": "a/b/c" } }))).toEqual(["file:a/b/c"]);
+    expect(resolve(http({ params: { "*": "a" } }))).toEqual(["file:a"]);
+    // the same escaping: a "/" after the placeholder escapes the inner ones
+    expect(compileKey("file:{params.*}/meta")(http({ params: { "*": "a/b" } }))).toEqual(["file:a%2Fb/meta"]);
+    expect(resolve(http({ params: { "*": "50%/{x}" } }))).toEqual(["file:50%25/%7Bx%7D"]);
+    expect(resolve(http({ params: { "*": ".../.a/b.." } }))).toEqual(["file:.../.a/b.."]);
+    // a list (were a router to give one) is joined as Express's is
+    expect(resolve(http({ params: { "*": ["a", "b"] } }))).toEqual(["file:a/b"]);
+    expect(keyReads("file:{params.*}", "params")).toBe(true);
+  });
+
+  it.each([
+    ["missing", {}, "is missing"],
+    ["empty (/files/)", { "*": "" }, "is missing"],
+    ["an empty segment (/files/a//b)", { "*": "a//b" }, 'has an empty, "." or ".." path segment'],
+    ["a trailing empty segment (/files/a/)", { "*": "a/" }, 'has an empty, "." or ".." path segment'],
+    ["a leading empty segment (/files//a)", { "*": "/a" }, 'has an empty, "." or ".." path segment'],
+    ["a . segment (/files/a/./b)", { "*": "a/./b" }, 'has an empty, "." or ".." path segment'],
+    ["a .. segment (/files/a/../b)", { "*": "a/../b" }, 'has an empty, "." or ".." path segment'],
+    ["only . (/files/%2E)", { "*": "." }, 'has an empty, "." or ".." path segment'],
+    ["only ..", { "*": ".." }, 'has an empty, "." or ".." path segment'],
+    ["a lone surrogate", { "*": "a/\ud800" }, "is not well-formed Unicode"],
+    ["a path longer than the cap", { "*": "x".repeat(1025) }, "is longer than 1024 characters"],
+    ["an object", { "*": { a: "b" } }, "must be a string or a number"],
+  ])("refuses Fastify's wildcard param when %s (400 naming the part)", (_, params, message) => {
+    const error = thrownBy(() => compileKey("file:{params.*}")(http({ params }))) as LockKeyError;
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect(error.status).toBe(400);
+    expect(error.path).toBe("params.*");
+    expect(error.message).toBe(`Lock key part "params.*" ${message}`);
+  });
+
+  it("applies the segment rule to the wildcard only: a named param is an opaque value, read as it comes", () => {
+    expect(compileKey("tag:{params.id}")(http({ params: { id: ".." } }))).toEqual(["tag:.."]);
+    expect(compileKey("tag:{params.id}")(http({ params: { id: "a//b" } }))).toEqual(["tag:a//b"]);
+  });
+
   it("refuses lists outside params: a repeated query value, a body's list or header names no one value", () => {
     const source = http({ query: { id: ["1", "2"] }, body: { ids: ["1", "2"] }, headers: { "x-id": ["1", "2"] } });
     for (const key of ["q:{query.id}", "b:{body.ids}", "h:{headers.x-id}"]) {
@@ -258,9 +297,21 @@ describe("compileKey", () => {
     await dlm.quit();
   });
 
+  it("declares a route reading {params.*} and refuses one reading {query.*} (TypeError at declaration)", async () => {
+    const dlm = new Redlock([new MemoryStore()]);
+    const policy = createHttpLockPolicy(dlm);
+    expect(() => policy.route("f:{params.*}")).not.toThrow();
+    expect(() => policy.route("f:{query.*}")).toThrow('key template "f:{query.*}" has a malformed placeholder at 2');
+    await dlm.quit();
+  });
+
   it("rejects malformed templates at compile time with TypeError", () => {
     for (const bad of ["", "a{", "a}", "{}", "{a..b}", "{a b}", 42, null, undefined]) {
       expect(() => compileKey(bad as never)).toThrow(TypeError);
+    }
+    // "*" is a name in {params.*} (Fastify's wildcard) and nowhere else
+    for (const bad of ["{query.*}", "{params.a*}", "{params.*.x}", "{*}", "{params*}", "{0.*}", "{body.params.*}"]) {
+      expect(() => compileKey(bad)).toThrow(`key template ${JSON.stringify(bad)} has a malformed placeholder at 0`);
     }
   });
 });

@@ -16,6 +16,8 @@ export type KeyResolver<S = unknown> = (source: S) => readonly string[];
 type Part = { readonly text: string } | { readonly path: readonly string[]; readonly name: string };
 
 const SEGMENT = /^[A-Za-z0-9_$-]+$/;
+/** Fastify's wildcard param (`/files/*` sets `params["*"]`): the one name `*` is allowed in. */
+const WILDCARD = "params.*";
 
 /**
  * Compiles a key template or wraps a key function, once, at route or decorator definition.
@@ -123,7 +125,7 @@ function parseTemplate(template: string): Part[] {
       const end = template.indexOf("}", i);
       const name = end === -1 ? "" : template.slice(i + 1, end);
       const path = name.split(".");
-      if (end === -1 || !path.every((segment) => SEGMENT.test(segment))) {
+      if (end === -1 || (name !== WILDCARD && !path.every((segment) => SEGMENT.test(segment)))) {
         throw new TypeError(
           `key template ${JSON.stringify(template)} has a malformed placeholder at ${i}: write {a.b.c}, and {{ or }} for a literal brace`,
         );
@@ -156,7 +158,12 @@ function scalarAt(source: unknown, part: { path: readonly string[]; name: string
     }
     value = ownValue(value, segment, part.name);
   }
+  // Fastify's wildcard string is the rest of the URL path by definition, so it gets the segment
+  // rule joinedPath applies to Express's list. A named param's string does not: it may be an id
+  // ("..", "a//b" from %2F) rather than a path, and refusing it would turn routes that answer today
+  // into 400s.
   if (Array.isArray(value) && part.path[0] === "params") value = joinedPath(value, part.name);
+  else if (part.name === WILDCARD && typeof value === "string" && value !== "") value = wholePath(value, part.name);
   switch (typeof value) {
     case "string":
       if (value.length > MAX_RESOURCE_LENGTH) {
@@ -204,7 +211,12 @@ function joinedPath(value: readonly unknown[], name: string): string {
     throw new LockKeyError(`Lock key part "${name}" must be a string, a number or a list of path segments`, name);
   }
   const path = segments.join("/");
-  if (segments.length > 0 && DOT_OR_EMPTY_SEGMENT.test(path)) {
+  return segments.length > 0 ? wholePath(path, name) : path;
+}
+
+/** `path`, refused if it has an empty, `.` or `..` segment (why: see `joinedPath`). */
+function wholePath(path: string, name: string): string {
+  if (DOT_OR_EMPTY_SEGMENT.test(path)) {
     throw new LockKeyError(`Lock key part "${name}" has an empty, "." or ".." path segment`, name);
   }
   return path;
