@@ -1,7 +1,9 @@
 import type { Redis } from "ioredis";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createClientPool, RESP_TYPES } from "redis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { closeNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
-import { fencedGet, fencedSet, Redlock } from "../src/index.js";
+import { fencedGet, fencedSet, MemoryStore, Redlock } from "../src/index.js";
 
 const redis = useRedisServers(1);
 let client: Redis;
@@ -13,6 +15,19 @@ beforeAll(() => {
 afterEach(async () => {
   await client.flushall();
 });
+
+/** Two holders of "res" in turn, locked and writing through `c`: the newer one's write wins, the stale one's is refused. */
+async function expectStaleHolderRefused(c: Parameters<typeof fencedSet>[0]) {
+  const dlm = new Redlock([c], { fencing: true });
+  const older = await dlm.acquire("res", 1000);
+  await older.release();
+  const newer = await dlm.acquire("res", 1000);
+  expect(await fencedSet(c, "res:data", "newer", newer.fence)).toBe(true);
+  expect(await fencedSet(c, "res:data", "older", older.fence)).toBe(false);
+  await newer.release();
+  expect(await fencedGet(c, "res:data")).toEqual({ value: "newer", fence: newer.fence });
+  await dlm.quit();
+}
 
 describe("fencedSet", () => {
   it("writes when the fence is greater than the stored one and refuses an equal or smaller one", async () => {
@@ -52,14 +67,7 @@ describe("fencedSet", () => {
   });
 
   it("takes the fence of a lock: the holder after a stale one wins, the stale one is refused", async () => {
-    const dlm = new Redlock([client], { fencing: true });
-    const older = await dlm.acquire("res", 1000);
-    await older.release();
-    const newer = await dlm.acquire("res", 1000);
-    expect(await fencedSet(client, "res:data", "newer", newer.fence)).toBe(true);
-    expect(await fencedSet(client, "res:data", "older", older.fence)).toBe(false);
-    await newer.release();
-    expect((await fencedGet(client, "res:data"))?.value).toBe("newer");
+    await expectStaleHolderRefused(client);
   });
 
   it("never lets two keys share one hash: a key with a lone surrogate is refused, as a resource is", async () => {
@@ -97,5 +105,144 @@ describe("fencedSet", () => {
     await expect(fencedSet(client, "k", 5 as never, "1")).rejects.toBeInstanceOf(TypeError);
     await expect(fencedGet(client, undefined as never)).rejects.toBeInstanceOf(TypeError);
     expect(await client.dbsize()).toBe(0);
+  });
+});
+
+describe("fencedSet and fencedGet on a node-redis client", () => {
+  const opened: NodeRedisClient[] = [];
+  /** A connected node-redis client of the test server (closed after the suite). */
+  const nodeRedis = async (options?: Parameters<typeof nodeRedisClient>[1]) => {
+    const opening = nodeRedisClient((redis.servers[0] as RedisServer).port, options);
+    opened.push(opening);
+    return (await opening.connect()) as NodeRedisClient;
+  };
+  afterAll(() => closeNodeRedis(opened));
+
+  type Client = Parameters<typeof fencedSet>[0];
+  /** What a call came to: its result, or the kind and message of its rejection. */
+  const outcome = (call: () => Promise<unknown>) =>
+    call().then(
+      (result) => ({ result }),
+      (error: Error) => ({
+        rejected: error instanceof RangeError ? "RangeError" : error instanceof TypeError ? "TypeError" : "server",
+        message: error.message,
+      }),
+    );
+
+  /** One sequence of fenced writes and reads on `c`, with a SCRIPT FLUSH and a hash something else wrote. */
+  const sequence = async (c: Client) => {
+    const steps = [
+      () => fencedGet(c, "doc"),
+      () => fencedSet(c, "doc", "first", "5"),
+      () => fencedSet(c, "doc", "stale", "4"),
+      () => fencedSet(c, "doc", "same", "5"),
+      () => fencedGet(c, "doc"),
+      () => client.script("FLUSH"),
+      // the script is no longer known: EVALSHA answers NOSCRIPT
+      () => fencedSet(c, "doc", "second", 6n),
+      () => fencedGet(c, "doc"),
+      () => fencedSet(c, "num", "a", "9007199254740993"),
+      () => fencedSet(c, "num", "b", "9007199254740992"),
+      () => fencedGet(c, "num"),
+      () => client.hset("odd", "value", "theirs", "fence", "1e10"),
+      () => fencedSet(c, "odd", "stale", "2000000000"),
+      () => client.hgetall("odd"),
+      () => fencedSet(c, "", "v", "7"),
+      () => fencedSet(c, "doc:\ud800", "v", "7"),
+      () => fencedSet(c, "doc", "half \ud83d", "7"),
+      () => fencedSet(c, "doc", 5 as never, "7"),
+      () => fencedSet(c, "doc", "v", "007"),
+      () => fencedSet(c, "doc", "v", 7 as never),
+      () => fencedSet(c, "doc", "v", undefined),
+      () => fencedGet(c, undefined as never),
+      () => fencedGet(c, "doc"),
+      () => client.keys("*").then((keys) => keys.sort()),
+    ];
+    const outcomes = [];
+    for (const step of steps) outcomes.push(await outcome(step));
+    await client.flushall();
+    return outcomes;
+  };
+
+  it("writes a greater fence, refuses an equal or smaller one, reads back, survives SCRIPT FLUSH and refuses a stored non-fence, as on ioredis", async () => {
+    const onNodeRedis = await sequence(await nodeRedis());
+    const results = onNodeRedis.map((step) => ("result" in step ? step.result : step.rejected));
+    expect(results).toEqual([
+      null,
+      true,
+      false,
+      false,
+      { value: "first", fence: "5" },
+      "OK",
+      true,
+      { value: "second", fence: "6" },
+      true,
+      false,
+      { value: "a", fence: "9007199254740993" },
+      2,
+      "server",
+      { value: "theirs", fence: "1e10" },
+      "TypeError",
+      "TypeError",
+      "TypeError",
+      "TypeError",
+      "RangeError",
+      "TypeError",
+      "TypeError",
+      "TypeError",
+      { value: "second", fence: "6" },
+      ["doc", "num", "odd"],
+    ]);
+    expect(onNodeRedis[12]).toMatchObject({ message: expect.stringMatching(/not a fence/) });
+    // the same replies and the same messages, a rejection by Redis included
+    expect(onNodeRedis).toEqual(await sequence(client));
+  });
+
+  it("reads replies in the default types on a RESP3 client and on clients that map types", async () => {
+    const expected = await sequence(client);
+    const typeMapping = { [RESP_TYPES.BLOB_STRING]: Buffer, [RESP_TYPES.NUMBER]: String };
+    for (const given of [
+      await nodeRedis({ RESP: 3 }),
+      await nodeRedis({ commandOptions: { typeMapping } }),
+      (await nodeRedis()).withTypeMapping(typeMapping) as unknown as NodeRedisClient,
+    ]) {
+      expect(await sequence(given)).toEqual(expected);
+    }
+  });
+
+  it("takes the fence of a lock taken through node-redis", async () => {
+    await expectStaleHolderRefused(await nodeRedis());
+  });
+
+  it("refuses what is not a client (a pool, a legacy-mode client, a Promise, a store) with a TypeError that says what it is", async () => {
+    const pool = createClientPool({ socket: { host: "127.0.0.1", port: (redis.servers[0] as RedisServer).port } });
+    pool.on("error", () => {});
+    await pool.connect();
+    const connecting = nodeRedisClient((redis.servers[0] as RedisServer).port);
+    opened.push(connecting);
+    const promise = connecting.connect();
+    try {
+      for (const [given, named] of [
+        [pool, /client is a node-redis client pool/],
+        [
+          ((await nodeRedis()) as unknown as { legacy(): object }).legacy(),
+          /client is a node-redis legacy-mode client/,
+        ],
+        [promise, /client is a Promise/],
+        [new MemoryStore(), /client must be an ioredis client or Cluster, or a node-redis client/],
+        [{ host: "127.0.0.1" }, /client must be an ioredis client/],
+        [null, /client must be an ioredis client/],
+      ] as const) {
+        for (const call of [() => fencedSet(given as never, "k", "v", "1"), () => fencedGet(given as never, "k")]) {
+          const error = await call().catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(TypeError);
+          expect((error as TypeError).message).toMatch(named);
+        }
+      }
+      expect(await client.dbsize()).toBe(0);
+    } finally {
+      pool.destroy();
+      await promise;
+    }
   });
 });

@@ -1,7 +1,14 @@
 import { createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
-import { LockConfigurationError, LockUnavailableError, NodeRedisStore, Redlock } from "../src/index.js";
+import {
+  fencedGet,
+  fencedSet,
+  LockConfigurationError,
+  LockUnavailableError,
+  NodeRedisStore,
+  Redlock,
+} from "../src/index.js";
 
 let cluster: TestCluster;
 const opened: { isOpen: boolean; destroy(): unknown }[] = [];
@@ -147,5 +154,33 @@ it("reads replies in the default types on a Cluster whose node clients map types
   expect(await fenced.release()).toBe(true);
   await owner.client().del("{mapped}:c:redlock-kit:fence");
   await Promise.all([dlm.quit(), fencing.quit()]);
+  expect(await totalKeys()).toBe(0);
+});
+
+it("writes with a fence through a node-redis Cluster, each key on its slot's master, as through an ioredis Cluster", async () => {
+  const client = await nodeRedisCluster();
+  const ioredis = cluster.client();
+  const keys = ["fenced:a", "fenced:b", "fenced:c", "{fenced}:d"];
+  // on distinct masters: the script is routed by its key
+  const owners = await Promise.all(keys.map(async (key) => (await cluster.ownerOf(key)).port));
+  expect(new Set(owners).size).toBeGreaterThan(1);
+  const sequence = async (c: Parameters<typeof fencedSet>[0]) => {
+    const results: unknown[] = [];
+    for (const key of keys) {
+      results.push(await fencedSet(c, key, "first", "5"), await fencedSet(c, key, "stale", "5"));
+    }
+    // every node forgets the script: EVALSHA answers NOSCRIPT on each
+    await Promise.all(cluster.servers.map((server) => server.client().script("FLUSH")));
+    for (const key of keys) {
+      results.push(await fencedSet(c, key, "second", 6n), await fencedGet(c, key));
+      results.push(await (await cluster.ownerOf(key)).client().hgetall(key));
+    }
+    await Promise.all(keys.map(async (key) => (await cluster.ownerOf(key)).client().del(key)));
+    return results;
+  };
+  const onNodeRedis = await sequence(client);
+  expect(onNodeRedis.slice(0, 8)).toEqual([true, false, true, false, true, false, true, false]);
+  expect(onNodeRedis.slice(8, 11)).toEqual([true, { value: "second", fence: "6" }, { value: "second", fence: "6" }]);
+  expect(onNodeRedis).toEqual(await sequence(ioredis));
   expect(await totalKeys()).toBe(0);
 });

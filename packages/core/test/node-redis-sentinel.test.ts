@@ -1,7 +1,7 @@
 import { createSentinel } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startSentinel, type TestSentinel } from "#test-helpers/redis.js";
-import { LockConfigurationError, NodeRedisStore, Redlock } from "../src/index.js";
+import { fencedGet, fencedSet, LockConfigurationError, NodeRedisStore, Redlock } from "../src/index.js";
 
 let sentinel: TestSentinel;
 
@@ -48,6 +48,19 @@ it("refuses the Sentinel's master listed again as a plain ioredis client", async
     expect(error).toBeInstanceOf(LockConfigurationError);
     expect((error as Error).message).toMatch(/is the same Redis server as instances\[0\] \(sentinel\)/);
     await dlm.quit();
+  } finally {
+    await client.close();
+  }
+});
+
+it("writes with a fence on the master a node-redis Sentinel client points at", async () => {
+  const client = await nodeRedisSentinel();
+  try {
+    expect(await fencedSet(client, "nr-sentinel:doc", "first", "5")).toBe(true);
+    expect(await fencedSet(client, "nr-sentinel:doc", "stale", "4")).toBe(false);
+    expect(await fencedGet(client, "nr-sentinel:doc")).toEqual({ value: "first", fence: "5" });
+    expect(await sentinel.master.client().hgetall("nr-sentinel:doc")).toEqual({ value: "first", fence: "5" });
+    await sentinel.master.client().del("nr-sentinel:doc");
   } finally {
     await client.close();
   }

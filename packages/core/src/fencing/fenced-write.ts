@@ -1,5 +1,8 @@
 import type { Cluster, Redis } from "ioredis";
+import { type KnownClient, knownClient, notAClient } from "../stores/client-library.js";
+import { callScript, type NodeRedisClientLike, senderOf } from "../stores/node-redis/client-shape.js";
 import { defineOnce } from "../stores/redis-store.js";
+import { FENCED_SET_SHA, isOne } from "../stores/script-calls.js";
 import { COMMANDS, FENCED_SET_SCRIPT } from "../stores/scripts.js";
 import { checkString, describeValue, isWellFormed } from "../validate.js";
 import { isFence } from "./quorum-fences.js";
@@ -40,6 +43,17 @@ function checkKey(key: unknown): string {
   return key as string;
 }
 
+/** The client, told apart as ioredis or node-redis; anything else (a pool, a Promise, a store) is a TypeError. */
+function checkClient(client: unknown): KnownClient {
+  const known = knownClient(client);
+  if (known !== undefined) return known;
+  const what = notAClient(client);
+  if (what !== undefined) throw new TypeError(`client is ${what}`);
+  throw new TypeError(
+    `client must be an ioredis client or Cluster, or a node-redis client, Cluster or Sentinel, got ${describeValue(client)}`,
+  );
+}
+
 /**
  * The fenced write for a resource kept in Redis: stores `value` with `fence` in the hash `key`
  * (fields `value` and `fence`), atomically, only if `fence` is greater than the fence stored there.
@@ -47,7 +61,8 @@ function checkKey(key: unknown): string {
  * so its late write is refused instead of overwriting the newer one (docs/fencing.md). Each
  * acquisition's fence admits one write: write the section's result once, at its end.
  *
- * The client is the one of the Redis that holds the resource (not necessarily a lock instance).
+ * The client is the one of the Redis that holds the resource (not necessarily a lock instance): an
+ * ioredis client or Cluster, or a node-redis client, Cluster or Sentinel (by SHA, NOSCRIPT handled).
  * Resolves to `true` when written, `false` when refused (stop: someone newer wrote); rejects with
  * `TypeError`/`RangeError` for a bad key, value or fence (a key or value with a lone UTF-16
  * surrogate included: Redis would store another string), and with Redis's error ("not a fence"),
@@ -63,7 +78,7 @@ function checkKey(key: unknown): string {
  * }
  */
 export async function fencedSet(
-  client: Redis | Cluster,
+  client: Redis | Cluster | NodeRedisClientLike,
   key: string,
   value: string,
   fence: string | bigint | undefined,
@@ -71,14 +86,32 @@ export async function fencedSet(
   checkKey(key);
   checkWellFormed("value", value);
   const checked = checkFence(fence);
-  defineOnce(client, COMMANDS.fencedSet, FENCED_SET_SCRIPT);
-  const written = await (client as unknown as FencedSetClient)[COMMANDS.fencedSet](1, key, value, checked);
+  const known = checkClient(client);
+  if (known.library === "node-redis") {
+    return callScript(
+      senderOf(known.client, known.kind),
+      FENCED_SET_SHA,
+      FENCED_SET_SCRIPT,
+      [1, key, value, checked],
+      isOne,
+    );
+  }
+  defineOnce(known.client, COMMANDS.fencedSet, FENCED_SET_SCRIPT);
+  const written = await (known.client as unknown as FencedSetClient)[COMMANDS.fencedSet](1, key, value, checked);
   return written === 1;
 }
 
 /** Reads what `fencedSet` stored at `key`: its value and fence, or `null` when nothing was written. */
-export async function fencedGet(client: Redis | Cluster, key: string): Promise<FencedValue | null> {
+export async function fencedGet(
+  client: Redis | Cluster | NodeRedisClientLike,
+  key: string,
+): Promise<FencedValue | null> {
   checkKey(key);
-  const [value, fence] = await client.hmget(key, "value", "fence");
+  const known = checkClient(client);
+  const [value, fence] = (
+    known.library === "node-redis"
+      ? await senderOf(known.client, known.kind)(key, ["HMGET", key, "value", "fence"])
+      : await known.client.hmget(key, "value", "fence")
+  ) as (string | null)[];
   return value == null || fence == null ? null : { value, fence };
 }

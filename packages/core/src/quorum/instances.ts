@@ -1,5 +1,6 @@
-import { Cluster, Redis, type RedisOptions } from "ioredis";
-import { type NodeRedisClientLike, nodeRedisKind } from "../stores/node-redis/client-shape.js";
+import { type Cluster, Redis, type RedisOptions } from "ioredis";
+import { knownClient, notAClient } from "../stores/client-library.js";
+import type { NodeRedisClientLike } from "../stores/node-redis/client-shape.js";
 import { NodeRedisStore } from "../stores/node-redis/node-redis-store.js";
 import { describeClient, RedisStore } from "../stores/redis-store.js";
 import { isLockStore, type LockStore } from "../stores/store.js";
@@ -31,15 +32,6 @@ const OWNED_CLIENT_DEFAULTS: RedisOptions = {
   maxRetriesPerRequest: 1,
 };
 
-function isIoredisClient(value: unknown): value is Redis | Cluster {
-  if (value instanceof Redis || value instanceof Cluster) return true;
-  // another installed copy of ioredis
-  const v = value as { defineCommand?: unknown; evalsha?: unknown } | null;
-  return (
-    typeof v === "object" && v !== null && typeof v.defineCommand === "function" && typeof v.evalsha === "function"
-  );
-}
-
 function createOwned(client: Redis): ResolvedInstance {
   // Without a listener ioredis prints every connection error; failures reach callers as LockUnavailableError.
   client.on("error", () => {});
@@ -48,12 +40,13 @@ function createOwned(client: Redis): ResolvedInstance {
 
 export function resolveInstance(instance: unknown, index: number): ResolvedInstance {
   const name = `instances[${index}]`;
-  if (isIoredisClient(instance)) return { store: new RedisStore(instance), owned: undefined, ownStore: true };
-  if (nodeRedisKind(instance) !== undefined) {
+  const known = knownClient(instance);
+  if (known?.library === "ioredis") return { store: new RedisStore(known.client), owned: undefined, ownStore: true };
+  if (known?.library === "node-redis") {
     return { store: new NodeRedisStore(instance as NodeRedisClientLike), owned: undefined, ownStore: true };
   }
   if (isLockStore(instance)) return { store: instance, owned: undefined, ownStore: false };
-  const client = unknownClient(instance);
+  const client = notAClient(instance);
   if (client !== undefined) throw new TypeError(`${name} is ${client}`);
   if (typeof instance === "string") {
     if (!/^rediss?:\/\//.test(instance)) {
@@ -67,27 +60,6 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
   throw new TypeError(
     `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL, a node-redis client or a LockStore, got ${instance === null ? "null" : typeof instance}`,
   );
-}
-
-/**
- * What an object with a `sendCommand()` (or a Promise) is when it is no client Redlock can use, or
- * undefined. Such an object must not be read as ioredis options: `new Redis(it)` would be a client of
- * localhost:6379, a vote on another server than the one the caller meant.
- */
-function unknownClient(value: unknown): string | undefined {
-  const v = value as { sendCommand?: unknown; execute?: unknown; then?: unknown } | null;
-  if (typeof v !== "object" || v === null) return undefined;
-  if (typeof v.then === "function") {
-    return "a Promise (a node-redis connect() not awaited?): give the client itself, e.g. await client.connect() first";
-  }
-  if (typeof v.sendCommand !== "function") return undefined;
-  if (typeof v.execute === "function" && "isOpen" in v) {
-    return "a node-redis client pool (createClientPool): each command may run on another of its connections, so a give-back could overtake the acquire it undoes; give a client (createClient()), Cluster or Sentinel";
-  }
-  if (!("isOpen" in v)) {
-    return "a node-redis legacy-mode client (.legacy()) or a client of another library: give the node-redis client (createClient()), Cluster or Sentinel itself, or an ioredis client";
-  }
-  return "a client Redlock does not know: give an ioredis client or Cluster, or a node-redis (v5, v6) client, Cluster or Sentinel";
 }
 
 /** A string that is equal for two instances that would be the same Redis database, or undefined if unknown. */

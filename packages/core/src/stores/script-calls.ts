@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
-import { STORE_SCRIPTS, type StoreScript } from "./scripts.js";
+import { FENCED_SET_SCRIPT, STORE_SCRIPTS, type StoreScript } from "./scripts.js";
 import { ACQUIRED, type AcquireReply, type OneKeyRelease, type QueueTicket } from "./store.js";
 
 /** The key count, then the keys, then the other arguments: what a script call sends after its SHA. */
@@ -21,6 +21,8 @@ const sha1 = (lua: string) => createHash("sha1").update(lua).digest("hex");
 export const SHAS: Readonly<Record<StoreScript, string>> = Object.fromEntries(
   Object.entries(STORE_SCRIPTS).map(([name, lua]) => [name, sha1(lua)]),
 ) as Record<StoreScript, string>;
+/** The SHA of `fencedSet`'s script, called by SHA on node-redis clients (ioredis's defineCommand has its own). */
+export const FENCED_SET_SHA = sha1(FENCED_SET_SCRIPT);
 
 /**
  * A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT.

@@ -3,6 +3,7 @@
  * core neither imports `redis` at run time nor needs it installed to type-check, and one `send`
  * over the three shapes of `sendCommand` (client, Cluster, Sentinel).
  */
+import type { ScriptArgs } from "../script-calls.js";
 
 /**
  * A node-redis client (`createClient()`), Cluster (`createCluster()`) or Sentinel
@@ -90,6 +91,29 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
   if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args, options);
   if (kind === "sentinel") return (_, args) => target.sendCommand(false, args, options);
   return (_, args) => target.sendCommand(args, options);
+}
+
+/**
+ * A script call by SHA (EVALSHA), then sent whole (EVAL) once if Redis does not know it: the script
+ * goes whole only after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node
+ * loads it; not when `resend()` says the call is no longer wanted (sent again, it would run after
+ * every command sent meanwhile: in-flight-acquires.ts). `args` are those after the SHA.
+ */
+export function callScript<T>(
+  send: Send,
+  sha: string,
+  lua: string,
+  args: ScriptArgs,
+  parse: (reply: unknown) => T,
+  resend?: () => boolean,
+): Promise<T> {
+  const strings = args.map(String);
+  const firstKey = args[0] > 0 ? strings[1] : undefined;
+  return send(firstKey, ["EVALSHA", sha, ...strings]).then(parse, (error: unknown) => {
+    if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+    if (resend !== undefined && !resend()) throw error;
+    return send(firstKey, ["EVAL", lua, ...strings]).then(parse);
+  });
 }
 
 /**

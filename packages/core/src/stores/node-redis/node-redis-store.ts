@@ -20,6 +20,7 @@ import {
 import { COMMANDS, STORE_SCRIPTS, type StoreScript } from "../scripts.js";
 import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket, StoredKey } from "../store.js";
 import {
+  callScript,
   describeNodeRedis,
   type NodeRedisBase,
   type NodeRedisClientLike,
@@ -182,19 +183,8 @@ export class NodeRedisStore implements LockStore {
     this.#subscriber = undefined;
   }
 
-  /**
-   * EVALSHA, then EVAL once if Redis does not know the script: the script is sent whole only
-   * after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node loads it; not
-   * when `resend()` says the call is no longer wanted (sent again, it would run after every
-   * command sent meanwhile: in-flight-acquires.ts).
-   */
+  /** Scripts by SHA, NOSCRIPT handled (`callScript`). */
   #call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T, resend?: () => boolean): Promise<T> {
-    const strings = args.map(String);
-    const firstKey = args[0] > 0 ? strings[1] : undefined;
-    return this.#send(firstKey, ["EVALSHA", SHAS[name], ...strings]).then(parse, (error: unknown) => {
-      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      if (resend !== undefined && !resend()) throw error;
-      return this.#send(firstKey, ["EVAL", STORE_SCRIPTS[name], ...strings]).then(parse);
-    });
+    return callScript(this.#send, SHAS[name], STORE_SCRIPTS[name], args, parse, resend);
   }
 }
