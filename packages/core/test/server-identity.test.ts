@@ -235,8 +235,10 @@ describe("a command in flight while its connection moves", () => {
     expect([first, second].filter((lock) => lock instanceof Lock && lock.valid)).toHaveLength(1);
     expect(first).toBeInstanceOf(LockContentionError);
     expect(second.valid).toBe(true);
-    // what `first` took on a was given back
-    expect(await Promise.all(direct.map((client) => client.get("inflight")))).toEqual(Array(3).fill(second.value));
+    // what `first` took on a was given back (polled: acquire resolves at a quorum, the third SET may land later)
+    await expect
+      .poll(() => Promise.all(direct.map((client) => client.get("inflight"))))
+      .toEqual(Array(3).fill(second.value));
   });
 
   it("an extension answered by a server already listed is not its second vote", async () => {
@@ -330,6 +332,8 @@ describe("a hand-over heard on a subscriber connection that reaches another entr
     // every entry has said who it is: a, b, c
     await (await waiter.acquire(`${key}:warm`, TTL)).release();
     const held = await holder.acquire(key, TTL);
+    // acquire resolves at a quorum: the waiter must find the holder's key on all three, c included
+    await expect.poll(() => Promise.all(direct.map((client) => client.get(key)))).toEqual(Array(3).fill(held.value));
     if (!queued) await move(proxy, moving);
     const waiting = waiter.acquire(key, TTL, WAITING()).catch((error: unknown) => error);
     await expect.poll(() => Promise.all(direct.map((client) => client.zcard(queueOf(key))))).toEqual([1, 1, 1]);
@@ -372,10 +376,10 @@ describe("a hand-over heard on a subscriber connection that reaches another entr
     expect([first, second].filter((lock) => lock instanceof Lock && lock.valid)).toHaveLength(1);
     expect(first).toBeInstanceOf(Lock);
     expect(second).toBeInstanceOf(LockContentionError);
-    // its claim took the key on every server
-    expect(await Promise.all(direct.map((client) => client.get("moved-subscriber")))).toEqual(
-      Array(3).fill((first as Lock).value),
-    );
+    // its claim took the key on every server (polled: the claim resolves at a quorum)
+    await expect
+      .poll(() => Promise.all(direct.map((client) => client.get("moved-subscriber"))))
+      .toEqual(Array(3).fill((first as Lock).value));
     await (first as Lock).release();
   });
 });
