@@ -94,6 +94,11 @@ describe("quit() and the acquisitions still running", () => {
     async (kind) => {
       const holder = new Redlock(clients);
       const held: Lock = await holder.acquire("held", 30_000);
+      // acquire resolves at a quorum: the call must find the holder's key on every server, or its
+      // attempt may reach the last one first, take it, give it back and stay unqueued there
+      await expect
+        .poll(() => Promise.all(admins.map((admin) => admin.get("held"))))
+        .toEqual(admins.map(() => held.value));
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
       const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
       const ended = settled(call);
@@ -121,6 +126,9 @@ describe("quit() and the acquisitions still running", () => {
     async (kind) => {
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
       await (await dlm.acquire("before", 1000)).release();
+      // the release resolves at a quorum and handed clients stay open at quit(): the last server's
+      // delete must land before the check below that nothing was sent after quit()
+      await expect.poll(leftovers).toEqual(admins.map(() => ({ keys: [], channels: [] })));
       await dlm.quit();
       const calls = [
         dlm.acquire("after", 1000, { wait: 60_000, signal: stop.signal }),
