@@ -41,6 +41,9 @@ const valuesOf = async (key: string) => {
 
 it("refuses a key node-redlock holds, with its remaining ttl, and takes it once node-redlock released it", async () => {
   const theirs = await other.acquire(["interop:a"], 10_000);
+  // node-redlock's acquire resolves on a quorum: the key is theirs everywhere once the rest landed,
+  // before kit tries (kit's attempt could otherwise take the last instance first, and theirs miss it)
+  expect(await valuesOf("interop:a")).toEqual([theirs.value, theirs.value, theirs.value]);
   const refused = await kit.acquire("interop:a", 5000).catch((error: unknown) => error);
   expect(refused).toBeInstanceOf(LockContentionError);
   expect((refused as LockContentionError).retryAfterMs).toBeGreaterThan(5000);
@@ -55,6 +58,8 @@ it("refuses a key node-redlock holds, with its remaining ttl, and takes it once 
 
 it("holds a key node-redlock cannot take, and node-redlock's release of another value leaves it alone", async () => {
   const ours = await kit.acquire("interop:b", 10_000);
+  // kit's acquire resolves at a quorum: ours everywhere before node-redlock tries
+  expect(await valuesOf("interop:b")).toEqual([ours.value, ours.value, ours.value]);
   await expect(other.acquire(["interop:b"], 5000)).rejects.toThrow(/quorum/);
   // a node-redlock lock object on the same key with its own value: its compare-and-delete refuses
   await other.release({ resources: ["interop:b"], value: "not-ours" } as never).catch(() => {});
@@ -73,10 +78,15 @@ it("excludes node-redlock from a multi-resource lock on any of its keys", async 
 
 it("a waiter on node-redis takes the key by polling after node-redlock releases it", async () => {
   const theirs = await other.acquire(["interop:wait"], 10_000);
+  expect(await valuesOf("interop:wait")).toEqual([theirs.value, theirs.value, theirs.value]);
   const waiting = kit.acquire("interop:wait", 5000, { wait: 10_000, retryDelay: 20, retryJitter: 20 });
   await new Promise((resolve) => setTimeout(resolve, 100));
   await theirs.release();
   const ours = await waiting;
-  expect(await valuesOf("interop:wait")).toEqual([ours.value, ours.value, ours.value]);
+  // ours on a quorum, nobody else's anywhere: node-redlock's release resolves on a quorum, so the
+  // poll may reach the last instance before that release and be refused there (a lock held on 2 of 3)
+  const values = await valuesOf("interop:wait");
+  expect(values.filter((value) => value === ours.value).length).toBeGreaterThanOrEqual(2);
+  expect(values.filter((value) => value !== ours.value)).toEqual(values.filter((value) => value === null));
   await ours.release();
 });

@@ -88,8 +88,12 @@ export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis
         );
         expect(result.outcome).toBe(outcome);
 
-        const reachable = async () =>
-          Promise.all(row.map((state, i) => (state === "down" ? "(down)" : clients[i]?.get(key))));
+        // The lock and its release resolve at a quorum; on node-redis clients the last free node's
+        // command is on another connection than the reads below: answered first, it has landed.
+        const reachable = async () => {
+          await Promise.all(row.map((state, i) => (state === "down" ? undefined : nodeRedis[i]?.ping())));
+          return Promise.all(row.map((state, i) => (state === "down" ? "(down)" : clients[i]?.get(key))));
+        };
         const foreignOnly = row.map((state) => (state === "held" ? foreign : state === "down" ? "(down)" : null));
         if (result.lock) {
           expect(result.lock.valid).toBe(true);
