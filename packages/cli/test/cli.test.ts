@@ -27,6 +27,8 @@ const PROCESS_TIMEOUT = { timeout: 90_000 };
 const server = (index: number) => cluster.servers[index] as RedisServer;
 const fingerprint = (lock: Lock) => createHash("sha256").update(lock.value).digest("hex").slice(0, 8);
 const exists = (key: string) => Promise.all(clients.map((client) => client.exists(key)));
+/** `dlm`'s acquire resolves at a quorum: a CLI run (another process) that reads every instance waits for the last SET. */
+const heldEverywhere = (key: string) => expect.poll(() => exists(key)).toEqual([1, 1, 1]);
 
 describe("redlock-kit usage", PROCESS_TIMEOUT, () => {
   it("prints help with the commands and exit codes", async () => {
@@ -112,6 +114,7 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
   it("filters by a pattern on the resource name and prints JSON with --json", async () => {
     const order = await dlm.acquire("order:42", 60_000);
     await dlm.acquire("report", 60_000);
+    await heldEverywhere("lock:order:42");
     const { code, stdout } = await runCli(["list", "order:*", "--prefix", "lock:", "--json"], env);
     expect(code).toBe(0);
     const listing = JSON.parse(stdout);
@@ -157,6 +160,7 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
 
   it("lists what it can reach with one instance down, and exits 3 when too few answer", async () => {
     await dlm.acquire("order:42", 60_000);
+    await heldEverywhere("lock:order:42");
     const dead = `redis://127.0.0.1:${await freePort()}`;
     const urls = env.REDIS_URL.split(",");
     const oneDown = await runCli(["list", "--prefix", "lock:", "--redis", [urls[0], urls[1], dead].join(",")]);
@@ -176,6 +180,7 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
 describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
   it("shows each instance and the verdict: exit 0 held, 1 free, 3 unknown", async () => {
     const lock = await dlm.acquire("order:42", 60_000);
+    await heldEverywhere("lock:order:42");
     const held = await runCli(["inspect", "order:42", "--prefix", "lock:"], env);
     expect(held.code).toBe(0);
     expect(held.stdout).toMatch(
@@ -225,6 +230,7 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
 
   it("exits 3 when too few instances answered to be sure the lock is gone", async () => {
     await dlm.acquire("stuck", 60_000);
+    await heldEverywhere("lock:stuck");
     server(0).pause();
     server(1).pause();
     const { code, stdout, stderr } = await runCli(
@@ -274,6 +280,7 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
 
   it("asks on a terminal and deletes only on yes", async () => {
     const lock = await dlm.acquire("stuck", 60_000);
+    await heldEverywhere("lock:stuck");
     const no = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
     await no.waitFor("[y/N]");
     expect(no.stdout).toContain(`is held by ${fingerprint(lock)} on 3 of 3 instances`);
@@ -317,6 +324,7 @@ describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
 
   it("redraws the table on a terminal until Ctrl-C", async () => {
     await dlm.acquire("job", 60_000);
+    await heldEverywhere("lock:job");
     const run = startOnTty(["watch", "--prefix", "lock:", "--interval", "100"], env);
     await run.waitFor("\x1b[H\x1b[2J", 3);
     run.child.stdin?.write("\x03");
