@@ -34,7 +34,11 @@ export interface Invariants {
 const SLACK_MS = 500;
 /** Fence counters never expire and outlive every lock, by design (docs/fencing.md): neither I1 nor I2 counts them. */
 const DURABLE_KEY = /:redlock-kit:fence$/;
-/** How long a release that resolved at a quorum may take to reach the remaining instances. */
+/**
+ * How long a release that resolved at a quorum may take to reach the remaining instances, for a
+ * connection the test did not track: tracked ones are closed before I2 (QUIT is answered after
+ * every command sent before it), so their releases have landed when I2 looks.
+ */
 const RELEASE_LAG_MS = 200;
 
 function countByType(resources: readonly string[]): Map<string, number> {
@@ -203,6 +207,9 @@ export function useInvariants(cluster: { servers: RedisServer[] }, options: Inva
   afterEach(async (context) => {
     await heal(cluster.servers);
     const servers = lockServers();
+    // Closed first (last opened, first closed: a client goes before the proxy it talks through):
+    // a release resolves at a quorum, and QUIT waits for the last instance's command to land.
+    for (const thing of tracked.splice(0).reverse()) await close(thing);
     // Soft assertions: every invariant is reported, and the cleanup below always runs.
     try {
       // I1: every key the library (or a test's foreign holder) wrote expires by itself.
@@ -230,9 +237,7 @@ export function useInvariants(cluster: { servers: RedisServer[] }, options: Inva
       // a leak must fail this test only, not the next one
       await Promise.all(servers.map((server) => inspector(server).flushall()));
     }
-    // I3: every handle the test opened is gone once its clients and proxies are closed.
-    // last opened, first closed: a client goes before the proxy it talks through
-    for (const thing of tracked.splice(0).reverse()) await close(thing);
+    // I3: every handle the test opened is gone once its clients and proxies are closed (above).
     let leaked = excess(await settledResources(), baseline);
     for (let i = 0; i < 60 && Object.keys(leaked).length > 0; i++) {
       await sleep(40);
