@@ -72,6 +72,8 @@ export class Redlock {
   readonly #hold: ResolvedHoldOptions;
   readonly #prefix: string;
   readonly #clock: () => number;
+  /** A one-key release is done once a quorum deleted its key: made once, not per release. */
+  readonly #oneKeyQuorum: Quorum<number>;
 
   constructor(instances: readonly RedlockInstance[], options?: RedlockOptions) {
     if (!Array.isArray(instances) || instances.length === 0) {
@@ -87,6 +89,7 @@ export class Redlock {
     this.#instances = resolved;
     this.#stores = resolved.map((instance) => instance.store);
     this.quorum = Math.floor(resolved.length / 2) + 1;
+    this.#oneKeyQuorum = { need: this.quorum, yes: (deleted) => deleted === 1 };
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
     this.#handOvers = new HandOvers(this.#stores, this.quorum, (index, server) => identity.grantsFrom(index, server));
@@ -160,8 +163,8 @@ export class Redlock {
     this.#live.delete(lock);
     const state = lock[STATE];
     const start = this.#clock();
+    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, start);
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
-    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, quorum, start);
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
       this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),
@@ -172,7 +175,8 @@ export class Redlock {
    * A one-key lock while this Redlock waits for hand-overs: the release may be retaken
    * (speed/retake.ts), or grant the key to a waiter of this Redlock (speed/own-grant.ts).
    */
-  #unlockOne(lock: Lock, quorum: Quorum<number>, start: number): Promise<boolean> {
+  #unlockOne(lock: Lock, start: number): Promise<boolean> {
+    const quorum = this.#oneKeyQuorum;
     const state = lock[STATE];
     const key = state.keys[0] as string;
     const window = this.#retake.releasing(key, state.streakStart, start - state.acquiredAt, state.ttl, start);
