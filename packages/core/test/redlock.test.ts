@@ -1,3 +1,4 @@
+import { getEventListeners } from "node:events";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
@@ -447,6 +448,21 @@ describe("Redlock options and lifecycle", () => {
     setTimeout(() => controller.abort(new Error("gave up")), 100);
     await expect(dlm.acquire("abort", 1000, { wait: 5000, signal: controller.signal })).rejects.toThrow("gave up");
     await held.release();
+  });
+
+  it("leaves no listener on a signal that outlives the waiting calls it was given", async () => {
+    const dlm = new Redlock(first(3));
+    const held = await dlm.acquire("shared-signal", 5000);
+    const { signal } = new AbortController();
+    const calls = Array.from({ length: 3 }, () =>
+      dlm.acquire("shared-signal", 1000, { wait: 10_000, signal }).then((lock) => lock.release()),
+    );
+    // each call listens to the signal from its first sleep until it ends
+    await expect.poll(() => getEventListeners(signal, "abort").length).toBe(3);
+    await held.release();
+    await Promise.all(calls);
+    expect(getEventListeners(signal, "abort")).toEqual([]);
+    expect(signal.aborted).toBe(false);
   });
 
   it("rejects with the signal's reason when it aborts while the winning attempt is on its way, and releases what it took", async () => {
