@@ -287,8 +287,12 @@ describe("scripts", () => {
     // a waiter: queued by the script, handed the key by the release (SUBSCRIBE on a connection of
     // its own to its Redlock's hand-over channel, PUBLISH in the script)
     const busy = await dlm.acquire(["sent:w", "sent:x"], 1000);
-    setTimeout(() => void busy.release(), 50);
-    await (await dlm.acquire("sent:w", 1000, { wait: 3000, retryDelay: 1000 })).release();
+    const waiting = dlm.acquire("sent:w", 1000, { wait: 3000, retryDelay: 1000 });
+    // only a queued waiter is handed the key: release once it is queued everywhere
+    const queues = cluster.servers.map((server) => invariants.client(server));
+    await expect.poll(() => Promise.all(queues.map((q) => q.zcard("sent:w:redlock-kit:waiters")))).toEqual([1, 1, 1]);
+    await busy.release();
+    await (await waiting).release();
     // fencing: the counter's INCR inside the acquire script, the raise of it inside the write-back
     await dlm.using("sent:r", 300, () => sleep(10), { fencing: true });
     await monitor.caughtUp();
