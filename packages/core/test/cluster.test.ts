@@ -140,7 +140,8 @@ describe("a Redis Cluster as one Redlock instance", () => {
         expect((await store.acquire([key], "waiter", 2000, ticket)).acquired).toBe(true);
         expect(await store.release([key], "waiter")).toBe(1);
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // each message comes on the subscriber's connection, a moment after the release's reply
+      await expect.poll(() => heard.length).toBe(2);
       expect(heard).toEqual(["plain-key=waiter", "{tagged}:key=waiter"]);
       stop();
     } finally {
