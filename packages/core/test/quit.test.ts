@@ -1,5 +1,6 @@
-import type { Redis } from "ioredis";
+import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
 import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
 
@@ -145,4 +146,47 @@ describe("quit() and the acquisitions still running", () => {
       expect(await leftovers()).toEqual(admins.map(() => ({ keys: [], channels: [] })));
     },
   );
+
+  it("a key handed to a waiting call whose message it has not heard at quit() is passed on, not held for its ttl", async () => {
+    const admin = admins[0] as Redis;
+    const holder = new Redlock([clients[0] as Redis]);
+    const held: Lock = await holder.acquire("handed", 30_000);
+    // the waiting Redlock reaches the server through a proxy that can hold its replies back: its
+    // subscriber will not hear the hand-over before quit() closes it
+    const proxy = await startDelayProxy(cluster.servers[0]?.port as number);
+    const client = new Redis({ host: "127.0.0.1", port: proxy.port });
+    client.on("error", () => {});
+    try {
+      const dlm = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
+      // one key, no fencing: a hand-over holds the key for the waiter's whole ttl (speed/message-grant.ts)
+      const call = dlm.acquire("handed", 60_000, { wait: 60_000, signal: stop.signal });
+      const ended = settled(call);
+      await until("the call is queued and subscribed", async () => {
+        const [queued, channels] = await Promise.all([
+          admin.zcard(queueOf("handed")),
+          admin.pubsub("CHANNELS", "redlock-kit:hand-over:*") as Promise<string[]>,
+        ]);
+        return queued === 1 && channels.length === 1;
+      });
+      proxy.holdReplies();
+      // the release hands the key to the waiter, and tells its subscriber, which does not hear it yet
+      await held.release();
+      const handedTo = await admin.get("handed");
+      expect(handedTo).not.toBeNull();
+      expect(handedTo).not.toBe(held.value);
+      const quitting = dlm.quit();
+      proxy.releaseReplies();
+      await quitting;
+      await turn();
+      expect(ended()).toBe(true);
+      await expect(call).rejects.toThrow(QUIT);
+      // the key is free again (nobody else waits), not held for the 60 s the waiter asked for
+      await expect.poll(() => admin.get("handed")).toBeNull();
+      expect(await admin.keys("*")).toEqual([]);
+      await holder.quit();
+    } finally {
+      client.disconnect();
+      await proxy.close();
+    }
+  });
 });

@@ -156,12 +156,21 @@ export class WaitingCall {
     this.#queuedOn = this.#stores.flatMap((_, index) => (waiter.holding.has(index) ? [] : [index]));
   }
 
-  /** The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up. */
-  async end(): Promise<void> {
+  /**
+   * The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up.
+   * `closing`: quit() ended it and closes the subscription next, so a hand-over whose message has
+   * not come yet would hold the key for the waiter's hold (its ttl, for a grant) with nobody to pass
+   * it on (HandOvers.#handed). It lets go of its value wherever it was queued too, after the
+   * ZREM on the same connection: no hand-over to it can follow.
+   */
+  async end(closing = false): Promise<void> {
     const waiter = this.#waiter;
     if (waiter === undefined) return;
-    this.#handOvers.leave(waiter, this.#queuedOn);
-    const holding = waiter.acquired ? [] : this.#stores.filter((_, i) => waiter.holding.has(i));
+    const queuedOn = this.#queuedOn;
+    this.#handOvers.leave(waiter, queuedOn);
+    const holding = waiter.acquired
+      ? []
+      : this.#stores.filter((_, i) => waiter.holding.has(i) || (closing && queuedOn.includes(i)));
     if (holding.length > 0) await fanOut(holding, releaseCall, waiter, this.#timeoutMs);
   }
 
