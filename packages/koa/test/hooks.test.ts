@@ -33,6 +33,11 @@ const hooks: Record<string, KoaLockHook> = {
   "status-only": (ctx) => {
     ctx.status = 429;
   },
+  // a bare 404 is Koa's own "nothing answered"; with a body it is the hook's (packages/koa/README.md)
+  "not-found": (ctx) => {
+    ctx.status = 404;
+    ctx.body = "Not Found";
+  },
   streams: (ctx) => {
     ctx.respond = false;
     ctx.res.writeHead(429).write("busy ");
@@ -70,12 +75,13 @@ itSendsTheDefaultForSilentHooks(post, "Koa's 404");
 
 it.each(
   REFUSAL_HOOKS.flatMap((hook) => [
-    [hook, "answers-later", '{"hook":true}'] as const,
-    [hook, "status-only", "Too Many Requests"] as const,
+    [hook, "answers-later", 429, '{"hook":true}'] as const,
+    [hook, "status-only", 429, "Too Many Requests"] as const,
+    [hook, "not-found", 404, "Not Found"] as const,
   ]),
-)("an %s hook that answers (%s) keeps its answer", async (hook, name, body) => {
+)("an %s hook that answers (%s) keeps its answer", async (hook, name, status, body) => {
   const answer = await post(hook, name);
-  expect(answer.status).toBe(429);
+  expect(answer.status).toBe(status);
   expect(answer.text).toBe(body);
 });
 
