@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
-import { nextMessage } from "#test-helpers/lock-events.js";
+import { nextMessage, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -26,7 +26,7 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
   // 1 s: the lock is taken well before it on a loaded machine (a timeout before the lock is H9: the handler never runs)
   const app = Fastify({ handlerTimeout: 1000 });
   apps.push(app);
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000 });
+  await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
   const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
   app.post("/x/:id", { config: { redlock: "fastify-timeout:{params.id}" } }, async () => {
@@ -43,9 +43,12 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
     expect(state.inside).toBe(1);
     expect((await app.inject({ method: "POST", url: "/x/1" })).statusCode).toBe(423);
     expect(await redis.exists("fastify-timeout:1")).toBe(1);
+    const released = nextRelease("fastify-timeout:1");
     release();
-    // released by the handler's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
-    await expect.poll(() => redis.exists("fastify-timeout:1")).toBe(0);
+    // released by the handler's end, not expired: the release found the key still ours (the ttl,
+    // 60 s, outlasts the test) and deleted it
+    expect((await released).released).toBe(true);
+    expect(await redis.exists("fastify-timeout:1")).toBe(0);
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {
     release();

@@ -6,6 +6,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
+import { nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 import { serveHono } from "./serve.js";
@@ -28,7 +29,7 @@ afterAll(async () => {
 
 /** A route behind Hono's timeout(1000) whose handler waits for `release()`; `fail` makes it throw then. */
 function timedOutRoute({ fail = false } = {}) {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
   const app = new Hono();
   const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -58,9 +59,12 @@ describe("a handler that Hono's timeout() answered for", () => {
         expect(state.inside).toBe(1);
         expect((await send(`${server.url}/x/1`, { method: "POST" })).status).toBe(423);
         expect(await redis.exists("hono-timeout:1")).toBe(1);
+        const released = nextRelease("hono-timeout:1");
         release();
-        // released by the handler's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
-        await expect.poll(() => redis.exists("hono-timeout:1")).toBe(0);
+        // released by the handler's end, not expired: the release found the key still ours (the
+        // ttl, 60 s, outlasts the test) and deleted it
+        expect((await released).released).toBe(true);
+        expect(await redis.exists("hono-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
         release();
@@ -76,8 +80,11 @@ describe("a handler that Hono's timeout() answered for", () => {
       await first.text();
       const second = await app.fetch(new Request("http://x/x/1", { method: "POST" }));
       expect(second.status).toBe(423);
+      const released = nextRelease("hono-timeout:1");
       release();
-      await expect.poll(() => redis.exists("hono-timeout:1")).toBe(0);
+      // released by the handler's failure, not expired
+      expect((await released).released).toBe(true);
+      expect(await redis.exists("hono-timeout:1")).toBe(0);
       expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
     } finally {
       release();

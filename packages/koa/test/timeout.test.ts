@@ -6,6 +6,7 @@ import Koa from "koa";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
+import { nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
@@ -36,7 +37,7 @@ function timeout(ms: number): Koa.Middleware {
 }
 
 it("keeps the lock while a handler that a timeout answered for still runs, and releases it once the handler settles", async () => {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
   const app = new Koa();
   const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -59,9 +60,12 @@ it("keeps the lock while a handler that a timeout answered for still runs, and r
     expect(state.inside).toBe(1);
     expect((await send(url)).status).toBe(423);
     expect(await redis.exists("koa-timeout:1")).toBe(1);
+    const released = nextRelease("koa-timeout:1");
     release();
-    // released by the handler's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
-    await expect.poll(() => redis.exists("koa-timeout:1")).toBe(0);
+    // released by the handler's end, not expired: the release found the key still ours (the ttl,
+    // 60 s, outlasts the test) and deleted it
+    expect((await released).released).toBe(true);
+    expect(await redis.exists("koa-timeout:1")).toBe(0);
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {
     release();

@@ -15,6 +15,7 @@ import type { Redis } from "ioredis";
 import { catchError, type Observable, TimeoutError, throwError, timeout } from "rxjs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
+import { nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
 import { captureLogs, platforms, startNestApp } from "./helpers/nest-app.js";
@@ -43,7 +44,7 @@ let gate: Promise<void> = Promise.resolve();
 @UseInterceptors(TimeoutInterceptor)
 class TimedOutController {
   @Post(":id")
-  @LockedRoute("nest-timeout:{params.id}", { ttl: 10_000 })
+  @LockedRoute("nest-timeout:{params.id}", { ttl: 60_000 })
   async pay(@Param("id") id: string) {
     state.runs++;
     state.maxInside = Math.max(state.maxInside, ++state.inside);
@@ -70,7 +71,7 @@ class SlowPipe implements PipeTransform {
 @UseInterceptors(TimeoutInterceptor)
 class PipedController {
   @Post(":id")
-  @LockedRoute("nest-timeout-pipe:{params.id}", { ttl: 10_000 })
+  @LockedRoute("nest-timeout-pipe:{params.id}", { ttl: 60_000 })
   pay(@Param("id", SlowPipe) id: string) {
     state.runs++;
     return { id };
@@ -105,9 +106,12 @@ describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for",
         expect(state.inside).toBe(1);
         expect((await send(`${app.url}/x/1`, { method: "POST" })).status).toBe(423);
         expect(await redis.exists("nest-timeout:1")).toBe(1);
+        const released = nextRelease("nest-timeout:1");
         release();
-        // released by the method's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
-        await expect.poll(() => redis.exists("nest-timeout:1")).toBe(0);
+        // released by the method's end, not expired: the release found the key still ours (the
+        // ttl, 60 s, outlasts the test) and deleted it
+        expect((await released).released).toBe(true);
+        expect(await redis.exists("nest-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
         release();
@@ -127,9 +131,12 @@ describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for",
       const logs = captureLogs();
       const app = await startNestApp(AppModule, platform, logs.logger);
       try {
+        const released = nextRelease("nest-timeout-pipe:1");
         expect((await send(`${app.url}/piped/1`, { method: "POST" })).status).toBe(408);
-        // the response is done and no method runs yet: the lock is released
-        await expect.poll(() => redis.exists("nest-timeout-pipe:1")).toBe(0);
+        // the response is done and no method runs yet: the lock is released (not expired: its ttl,
+        // 60 s, outlasts the test)
+        expect((await released).released).toBe(true);
+        expect(await redis.exists("nest-timeout-pipe:1")).toBe(0);
         release();
         await expect.poll(() => logs.error.length).toBeGreaterThan(0);
         expect(logs.error).toEqual([
