@@ -25,8 +25,11 @@ beforeAll(async () => {
 const server = (i: number) => cluster.servers[i] as RedisServer;
 const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
 
-/** Polls until `check` holds or `ms` pass; resolves to its last answer. */
-async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms = 2000): Promise<T> {
+/**
+ * Polls until `check` holds or `ms` pass; resolves to its last answer. Only for a negative check
+ * (something must NOT happen within the window); a state that must come is awaited with expect.poll.
+ */
+async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, ms: number): Promise<T> {
   const deadline = performance.now() + ms;
   let value = await read();
   while (!check(value) && performance.now() < deadline) {
@@ -116,11 +119,7 @@ describe("late landings", () => {
     const error = await dlm.lock("late:oneway", 5000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockUnavailableError);
     // the SET and then the release reached nodes 1 and 2; only their answers were lost
-    const values = await eventually(
-      () => valuesOf("late:oneway"),
-      (v) => v.every((x) => x === null),
-    );
-    expect(values).toEqual([null, null, null]);
+    await expect.poll(() => valuesOf("late:oneway")).toEqual([null, null, null]);
     // the clients' reply streams are out of step now: close them rather than reuse them
     for (const client of clients) client.disconnect();
   });
@@ -196,10 +195,7 @@ describe("late landings", () => {
     await (await dlm.acquire("warm-up", 5000)).release();
     const resetOnceApplied = async (key: string) => {
       // replies are held back until every node has applied the command; then every connection is reset
-      await eventually(
-        () => valuesOf(key),
-        (v) => v.every((x) => x !== null),
-      );
+      await expect.poll(async () => (await valuesOf(key)).every((x) => x !== null)).toBe(true);
       for (const proxy of proxies) {
         proxy.downDelayMs = 0;
         proxy.resetAll();
@@ -210,10 +206,7 @@ describe("late landings", () => {
     const [first] = proxies as [DelayProxy];
     first.downDelayMs = 60_000;
     const plain = clients[0]?.set("late:reset:plain", "MYVALUE", "PX", 5000, "NX");
-    await eventually(
-      () => direct[0]?.get("late:reset:plain") ?? Promise.resolve(null),
-      (v) => v === "MYVALUE",
-    );
+    await expect.poll(() => direct[0]?.get("late:reset:plain")).toBe("MYVALUE");
     first.downDelayMs = 0;
     first.resetAll();
     expect(await plain).toBeNull();
@@ -251,11 +244,7 @@ describe("a slow node (150 ms each way through the proxy)", () => {
     // which waiting on the slow node exceeds six times over: the quorum came from the fast nodes.
     expect(elapsed).toBeLessThan(10 * 2 * instanceTimeout);
     // the SET reached the slow node 150 ms after it was sent, and the release right behind it
-    const values = await eventually(
-      () => valuesOf("slow:one"),
-      (v) => v.every((x) => x === null),
-    );
-    expect(values).toEqual([null, null, null]);
+    await expect.poll(() => valuesOf("slow:one")).toEqual([null, null, null]);
     // nothing comes back through this proxy for 60 s: rather than wait for QUIT's answer, or for
     // the proxy to end a connection it still owes replies, drop both now
     slow.disconnect();
@@ -301,10 +290,7 @@ describe("a late answer to a one-key acquire", () => {
       // node 0 applies the SET but its answer is held, as when Redlock had its quorum from the others
       first.downDelayMs = 60_000;
       const acquiring = store.acquire(["late:again"], "ours", 5000);
-      await eventually(
-        () => direct[0]?.get("late:again") ?? Promise.resolve(null),
-        (v) => v === "ours",
-      );
+      await expect.poll(() => direct[0]?.get("late:again")).toBe("ours");
       // the holder releases, then the connection resets: ioredis re-sends what was unanswered, and the
       // SET finds our own value. A second command sent on that answer must not set the key again.
       const releasing = store.release(["late:again"], "ours");
