@@ -224,8 +224,14 @@ describe("forceRelease()", () => {
 
   it("wakes a waiter at once, as a release does", async () => {
     const holder = await redlock().acquire("crashed", 60_000);
+    // the holder's acquire resolves at a quorum: the waiter starts once every instance holds the key,
+    // and the key is forced free once the waiter is queued on every instance (else its first attempt
+    // could simply find the key free, and nothing would be handed over)
+    await expect.poll(() => Promise.all(clients().map((c) => c.exists("crashed")))).toEqual([1, 1, 1]);
     const waiting = redlock(NO_POLLING).acquire("crashed", 1000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
-    await sleep(100);
+    await expect
+      .poll(() => Promise.all(clients().map((c) => c.zcard("crashed:redlock-kit:waiters"))))
+      .toEqual([1, 1, 1]);
     await redlock().forceRelease("crashed");
     const lock = await waiting;
     expect(lock.valid).toBe(true);
