@@ -298,14 +298,12 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
       redlocks.push(dlm);
       const holder = await dlm.acquire("acl", 10_000);
       const waiting = dlm.acquire("acl", 1000, { wait: 5000 });
-      await sleep(100);
+      // the waiter's SUBSCRIBE was refused while the key was held: it waits by polling from here
+      const refused = () => warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_PUBSUB");
+      await until(async () => refused().length > 0);
       expect(await holder.release()).toBe(true);
       const lock = await waiting;
       await lock.release();
-      // the refusal comes on the subscriber's own connection, maybe after the waiter polled its way
-      // to the lock (joining waits for it only up to the per-instance timeout)
-      const refused = () => warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_PUBSUB");
-      await until(async () => refused().length > 0);
       // no subscriber connection outlives the refused SUBSCRIBE
       await until(async () => (await connections()) === before);
       expect(refused()).toHaveLength(1);
