@@ -9,7 +9,7 @@ import { channels, type ExtendMessage, LockUnavailableError, Redlock } from "@re
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
-import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 
 const cluster = useRedisServers(4);
@@ -86,8 +86,14 @@ describe("RedlockModule.forRoot", () => {
     // another owner holds the key first, so that the call waits (and subscribes for the release)
     const other = new Redlock([url(a), url(b), url(c)]);
     const held = await other.acquire("ledger:1", 5000);
+    // that acquire resolves at a quorum: the call starts once every server holds the key, and the key
+    // is released once the call is queued on every server (else it could find the key free at once)
+    const trioInspectors = inspectors.slice(0, 3);
+    await expect.poll(() => Promise.all(trioInspectors.map((c) => c.exists("ledger:1")))).toEqual([1, 1, 1]);
     const posted = context.get(Ledger).post("1");
-    await sleep(100);
+    await expect
+      .poll(() => Promise.all(trioInspectors.map((c) => c.zcard("ledger:1:redlock-kit:waiters"))))
+      .toEqual([1, 1, 1]);
     await held.release();
     await expect(posted).resolves.toBe("1");
     await other.quit();
