@@ -80,7 +80,11 @@ it("a waiter on node-redis takes the key by polling after node-redlock releases 
   const theirs = await other.acquire(["interop:wait"], 10_000);
   expect(await valuesOf("interop:wait")).toEqual([theirs.value, theirs.value, theirs.value]);
   const waiting = kit.acquire("interop:wait", 5000, { wait: 10_000, retryDelay: 20, retryJitter: 20 });
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // the waiter was refused everywhere and queued (node-redlock will not hand the key over): it takes
+  // the key by polling once node-redlock released it, not by finding it free at its first attempt
+  await expect
+    .poll(() => Promise.all(ioredis.map((client) => client.zcard("interop:wait:redlock-kit:waiters"))))
+    .toEqual([1, 1, 1]);
   await theirs.release();
   const ours = await waiting;
   // ours on a quorum, nobody else's anywhere: node-redlock's release resolves on a quorum, so the
