@@ -88,7 +88,7 @@ describe("ResponseTracker: a request that is over before its route's lock", () =
       res = r;
     });
     await expect.poll(() => res !== undefined).toBe(true);
-    const pending = createHttpLockPolicy(dlm, { ttl: 2000, wait: 5000 }).route("rt:waited").begin(source, res);
+    const pending = createHttpLockPolicy(dlm, { ttl: 60_000, wait: 5000 }).route("rt:waited").begin(source, res);
     res.end("answered by a timeout");
     await once(res, "finish");
     await holder.release();
@@ -123,7 +123,7 @@ describe("ResponseTracker: a response another step ended that is not sent yet", 
     const holder = await dlm.acquire("rt:queued", 5000);
     const { socket, first, second } = await pipelinedPair();
     expect(second.socket).toBeNull();
-    const pending = createHttpLockPolicy(dlm, { ttl: 2000, wait: 5000 }).route("rt:queued").begin(source, second);
+    const pending = createHttpLockPolicy(dlm, { ttl: 60_000, wait: 5000 }).route("rt:queued").begin(source, second);
     // a timeout's answer: ended, but it cannot be sent before the first response has finished
     second.end("answered by a timeout");
     expect(second.writableFinished).toBe(false);

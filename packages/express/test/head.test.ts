@@ -40,7 +40,7 @@ describe("HEAD on a locked GET route", () => {
   // Express pipes the stream into a HEAD response as into a GET's (Node drops the writes): the
   // response, and with it the lock, ends at the stream's end. Nothing in the adapter for it.
   it("keeps the lock while the piped stream's producer runs, and releases it at the stream's end", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
     const app = express();
     const producer = gate();
     const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -70,7 +70,7 @@ describe("HEAD on a locked GET route", () => {
       expect(await redis.exists("express-head:1")).toBe(1);
       producer.open();
       expect((await head).status).toBe(200);
-      // released by the stream's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+      // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
       await expect.poll(() => redis.exists("express-head:1")).toBe(0);
       expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
     } finally {
@@ -79,7 +79,7 @@ describe("HEAD on a locked GET route", () => {
   });
 
   it("releases the lock of a JSON body at once", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
     const app = express();
     app.get("/order/:id", redlock("express-head-json:{params.id}"), (_req, res) => {
       res.json({ id: 1 });

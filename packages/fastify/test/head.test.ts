@@ -34,7 +34,7 @@ describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {
     it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
       const app = Fastify();
       apps.push(app);
-      await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000 });
+      await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
       const producer = gate();
       const state = { runs: 0, inside: 0, maxInside: 0 };
       app.get("/export/:id", { config: { redlock: "fastify-head:{params.id}" } }, async (_request, reply) => {
@@ -61,7 +61,7 @@ describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {
         expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
         expect(await redis.exists("fastify-head:1")).toBe(1);
         producer.open();
-        // released by the stream's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+        // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
         await expect.poll(() => redis.exists("fastify-head:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
@@ -74,7 +74,7 @@ describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {
   it("releases the lock of a JSON body at once", async () => {
     const app = Fastify();
     apps.push(app);
-    await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000 });
+    await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
     app.get("/order/:id", { config: { redlock: "fastify-head-json:{params.id}" } }, async () => ({ id: 1 }));
     const url = await listen(app);
     const head = await send(`${url}/order/1`, { method: "HEAD" });

@@ -33,7 +33,7 @@ afterAll(async () => {
 
 /** A locked GET route whose body a `stream()` callback writes until the gate opens. */
 function streamedApp(withEtag: boolean) {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
   const app = new Hono();
   const producer = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -69,7 +69,7 @@ for (const nodeResponse of [true, false]) {
         expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
         expect(await redis.exists("hono-head:1")).toBe(1);
         producer.open();
-        // released by the stream's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+        // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
         await expect.poll(() => redis.exists("hono-head:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
@@ -106,7 +106,7 @@ for (const nodeResponse of [true, false]) {
     });
 
     it("releases the lock of a JSON body at once", async () => {
-      const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+      const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
       const app = new Hono();
       app.get("/order/:id", redlock("hono-head-json:{params.id}"), (c) => c.json({ id: c.req.param("id") }));
       const server = await serveHono(app, { nodeResponse });

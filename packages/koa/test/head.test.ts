@@ -39,7 +39,7 @@ async function listen(app: Koa) {
 describe("HEAD on a locked route", () => {
   for (const kind of ["Node stream", "web stream"] as const) {
     it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
-      const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+      const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
       const app = new Koa();
       const producer = gate();
       const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -72,7 +72,7 @@ describe("HEAD on a locked route", () => {
         expect(await redis.exists("koa-head:1")).toBe(1);
         producer.open();
         expect((await head).status).toBe(200);
-        // released by the stream's end, not expired: the ttl (10 s) is far beyond the poll's 1 s
+        // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
         await expect.poll(() => redis.exists("koa-head:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
@@ -82,7 +82,7 @@ describe("HEAD on a locked route", () => {
   }
 
   it("releases the lock of a JSON body at once", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
     const app = new Koa();
     app.use(redlock("koa-head-json:1"));
     app.use((ctx) => {

@@ -64,7 +64,7 @@ describe("the Koa middleware", () => {
       );
       expect(closed).toBe("cut off");
       const client = cluster.servers[0]?.client();
-      await expect.poll(() => client?.exists("koa:streamed"), { timeout: 5000 }).toBe(0);
+      await expect.poll(() => client?.exists("koa:streamed")).toBe(0);
     } finally {
       server.close();
     }
