@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMonitor } from "#test-helpers/monitor.js";
 import { type RedisServer, startCluster, type TestCluster } from "#test-helpers/redis.js";
 import { LockConfigurationError, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
@@ -97,11 +98,17 @@ describe("a Redis Cluster as one Redlock instance", () => {
     // "x" and "{x}" share a queue slot too: waiters of both, in different Redlocks, take turns
     const dlms = [0, 1, 2, 3].map(() => new Redlock([cluster.client()], { retryDelay: 20, retryJitter: 10 }));
     const client = cluster.client();
+    // "{shared}" hashes "shared": one slot, one node
+    const owner = (await cluster.ownerOf("shared")).client();
     try {
       const holders = await Promise.all([
         (dlms[0] as Redlock).acquire("{shared}", 10_000),
         (dlms[1] as Redlock).acquire("shared", 10_000),
       ]);
+      // from here on, an acquire naming a key on its node is a waiter's attempt
+      const monitor = await startMonitor(owner);
+      const attempted = (key: string) =>
+        monitor.seen.some(({ args }) => (args[0] === "set" || args[0] === "evalsha") && args.includes(key));
       const wait = { wait: 60_000, signal: AbortSignal.timeout(20_000) };
       const seen: string[] = [];
       const section = async (dlm: Redlock, key: string) => {
@@ -111,7 +118,9 @@ describe("a Redis Cluster as one Redlock instance", () => {
         await lock.release();
       };
       const waiting = [section(dlms[2] as Redlock, "{shared}"), section(dlms[3] as Redlock, "shared")];
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // both were refused while the holders held: they poll
+      await expect.poll(() => attempted("{shared}") && attempted("shared")).toBe(true);
+      monitor.connection.disconnect();
       for (const holder of holders) await holder.release();
       await Promise.all(waiting);
       expect(seen.sort()).toEqual(["shared=true", "{shared}=true"]);
@@ -124,6 +133,7 @@ describe("a Redis Cluster as one Redlock instance", () => {
     } finally {
       await Promise.all(dlms.map((dlm) => dlm.quit()));
       client.disconnect();
+      owner.disconnect();
     }
   });
 

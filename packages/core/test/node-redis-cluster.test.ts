@@ -1,5 +1,6 @@
 import { createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
 import {
   fencedGet,
@@ -90,8 +91,18 @@ it("issues fences on a Cluster, each counter in its key's slot", async () => {
 it("lets a waiter poll, with no subscriber connection: a Cluster's PUBLISH counts only one node's subscribers", async () => {
   const dlm = new Redlock([await nodeRedisCluster()], { retryDelay: 20, retryJitter: 10 });
   const holder = await dlm.acquire("cluster-job", 10_000);
+  // from here on, an acquire naming the key on its node is the waiter's attempt
+  const admin = (await cluster.ownerOf("cluster-job")).client();
+  const monitor = await startMonitor(admin);
   const waiting = dlm.acquire("cluster-job", 1000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // refused while the holder held: it polls
+  await expect
+    .poll(() =>
+      monitor.seen.some(({ args }) => (args[0] === "set" || args[0] === "evalsha") && args.includes("cluster-job")),
+    )
+    .toBe(true);
+  monitor.connection.disconnect();
+  admin.disconnect();
   await holder.release();
   const lock = await waiting;
   await lock.release();
