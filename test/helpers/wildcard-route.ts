@@ -1,5 +1,5 @@
 /**
- * The checks of a wildcard route locked on `file:{…}` (Express's `/files/*path`, Fastify's
+ * The checks of a wildcard route locked on `file:{…}` (Express's and Koa's `/files/*path`, Fastify's
  * `/files/*`), shared by the adapters' tests: the app's handler awaits `handle(path)` and answers
  * `{ path, resources }`, then `defineTests` declares the tests against the running app.
  */

@@ -11,6 +11,7 @@ import {
   responseAnswered,
 } from "@redlock-kit/core";
 import type { Middleware, ParameterizedContext } from "koa";
+import { withWildcardLists } from "./wildcard-params.js";
 
 declare module "koa" {
   interface DefaultState {
@@ -36,6 +37,8 @@ export type RedlockRouteMiddleware = (key: KeySpec<HttpKeySource>, options?: Koa
 /** What routers and body parsers add to the context; Koa itself has neither. */
 interface RoutedContext {
   params?: unknown;
+  /** The matched route's path (`/files/*path`), set by @koa/router. */
+  routerPath?: unknown;
   request: { body?: unknown };
 }
 
@@ -60,7 +63,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
     return async function redlockMiddleware(ctx, next) {
       const routed = ctx as ParameterizedContext & RoutedContext;
       const source: HttpKeySource = {
-        params: routed.params,
+        params: withWildcardLists(routed.params, routed.routerPath),
         // ctx.query parses the query string on first read: only when the key uses it
         query: readsQuery ? ctx.query : undefined,
         body: routed.request.body,
