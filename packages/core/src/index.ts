@@ -71,5 +71,6 @@ export {
   isLockStore,
   type LockStore,
   type QueueTicket,
+  type RaiseReply,
   type StoredKey,
 } from "./stores/store.js";

@@ -9,7 +9,9 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import {
   type AcquireReply,
+  createHttpLockPolicy,
   currentFence,
+  FetchResponseTracker,
   holdingLock,
   LockConfigurationError,
   LockContentionError,
@@ -180,6 +182,8 @@ describe("the write-back (phase 2)", () => {
     const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
     const error = await dlm.acquire("lost", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockContentionError);
+    // nobody holds the keys there: no holder's ttl to suggest, so the lock's own
+    expect((error as LockContentionError).retryAfterMs).toBe(1000);
     await expect.poll(() => values("lost")).toEqual([null, null, null]);
     // only node 0 still held the key: only its counter was raised (to its own value, 1)
     expect(await counters("lost")).toEqual(["1", "1", "1"]);
@@ -194,8 +198,9 @@ describe("the write-back (phase 2)", () => {
     const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
     const error = await dlm.acquire("taken", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockContentionError);
-    // the write-back does not read the holder's ttl: the lock's own ttl is suggested
-    expect((error as LockContentionError).retryAfterMs).toBe(1000);
+    // the other owner's remaining ttl (read by the write-back), not the lock's own 1 s
+    expect((error as LockContentionError).retryAfterMs).toBeGreaterThan(1000);
+    expect((error as LockContentionError).retryAfterMs).toBeLessThanOrEqual(60_000);
     const left = async () => {
       // node 0's key, still ours, was given back; the other owner's keys are untouched; no queue left
       expect(await values("taken")).toEqual([null, "other-owner", "other-owner"]);
@@ -214,6 +219,32 @@ describe("the write-back (phase 2)", () => {
     await left();
     // only node 0, which still held the key, had its counter raised (to its own value)
     expect(await counters("taken")).toEqual(["2", "2", "2"]);
+  });
+
+  it("suggests the new holder's remaining ttl, not the lock's own, when the write-back's refusals cost the quorum (error, Retry-After, HTTP 423)", async () => {
+    // our ttl is 60 s; the owner that takes the keys between the phases holds them for 5 s
+    const stores = beforeWriteBack((client, index, key) =>
+      index > 0 ? client.set(key, "short-owner", "PX", 5000) : undefined,
+    );
+    const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
+    const error = await dlm.acquire("short", 60_000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockContentionError);
+    const { retryAfterMs, headers } = error as LockContentionError;
+    expect(retryAfterMs).toBeGreaterThan(0);
+    expect(retryAfterMs).toBeLessThanOrEqual(5000);
+    expect(headers["Retry-After"]).toMatch(/^[1-5]$/);
+    // an HTTP route answers 423 with the same Retry-After
+    await Promise.all(clients.map((client) => client.del("short")));
+    const outcome = await createHttpLockPolicy(dlm, { ttl: 60_000 })
+      .route("short", { fencing: true })
+      .beginTracked(
+        { params: {}, query: {}, body: undefined, headers: {} },
+        new FetchResponseTracker(new AbortController().signal),
+      );
+    expect(outcome.kind).toBe("rejected");
+    const { response } = outcome as Extract<typeof outcome, { kind: "rejected" }>;
+    expect(response.status).toBe(423);
+    expect(response.headers["Retry-After"]).toMatch(/^[1-5]$/);
   });
 
   it("a waiting call queues behind the owner its write-back found, as after a refusal, and is handed the lock by its release", async () => {

@@ -138,9 +138,12 @@ describe.each(stores)("%s conformance", (_, create) => {
   });
 
   it("raises fence counters only while the keys hold the value, and never lowers one", async () => {
-    await store.acquireFenced?.(["a", "b"], "v1", 1000);
-    // another value: compare-and-set refuses, nothing raised
-    expect(await store.raiseFences?.(["a", "b"], "v2", ["50", "50"])).toBe(false);
+    await store.acquireFenced?.(["a", "b"], "v1", 60_000);
+    // another value: compare-and-set refuses, nothing raised, and says how long the holder still has
+    const refused = await store.raiseFences?.(["a", "b"], "v2", ["50", "50"]);
+    expect(refused).toEqual({ raised: false, holderTtl: expect.any(Number) });
+    expect((refused as { holderTtl: number }).holderTtl).toBeGreaterThan(0);
+    expect((refused as { holderTtl: number }).holderTtl).toBeLessThanOrEqual(60_000);
     expect(await store.acquireFenced?.(["a"], "v1", 1000)).toEqual({ acquired: true, fences: ["2"] });
     // past 2^53, exactly: counters are decimal strings end to end
     expect(await store.raiseFences?.(["a", "b"], "v1", ["9007199254740993", "1"])).toBe(true);
@@ -151,11 +154,21 @@ describe.each(stores)("%s conformance", (_, create) => {
     // lower fences (a slower acquisition's write-back) leave the counters where they are
     expect(await store.raiseFences?.(["a", "b"], "v1", ["10", "1"])).toBe(true);
     await store.release(["a", "b"], "v1");
-    expect(await store.raiseFences?.(["a", "b"], "v1", ["99999999999999999999", "99"])).toBe(false);
-    expect(await store.acquireFenced?.(["a", "b"], "v4", 1000)).toEqual({
+    // the keys are gone: a refusal with no holder
+    expect(await store.raiseFences?.(["a", "b"], "v1", ["99999999999999999999", "99"])).toEqual({
+      raised: false,
+      holderTtl: -2,
+    });
+    expect(await store.acquireFenced?.(["a", "b"], "v4", 60_000)).toEqual({
       acquired: true,
       fences: ["9007199254740995", "3"],
     });
+    // one key of several taken by another owner (ttl 1000 < ours): its holder's ttl is the one answered
+    await store.release(["b"], "v4");
+    await store.acquire(["b"], "v5", 1000);
+    const taken = await store.raiseFences?.(["a", "b"], "v4", ["1", "1"]);
+    expect(taken).toEqual({ raised: false, holderTtl: expect.any(Number) });
+    expect((taken as { holderTtl: number }).holderTtl).toBeLessThanOrEqual(1000);
   });
 });
 

@@ -7,7 +7,7 @@
  */
 import type { AcquireFailure } from "../quorum/acquire-failure.js";
 import { failuresOf, fanOut, type Vote } from "../quorum/ballot.js";
-import type { AcquireReply, LockStore, QueueTicket } from "../stores/store.js";
+import type { AcquireReply, LockStore, QueueTicket, RaiseReply } from "../stores/store.js";
 
 /** A counter or fence: a positive decimal integer of at most 19 digits (Redis counters are 64-bit signed). */
 const FENCE = /^[1-9][0-9]{0,18}$/;
@@ -81,23 +81,34 @@ export async function writeBackFences(
   votes: readonly Vote<AcquireReply>[],
   timeoutMs: number,
   quorum: number,
-  voided: (confirmations: Vote<boolean>[]) => Vote<boolean>[] | Promise<Vote<boolean>[]>,
+  voided: (confirmations: Vote<RaiseReply>[]) => Vote<RaiseReply>[] | Promise<Vote<RaiseReply>[]>,
 ): Promise<WriteBack> {
   const fences = largestFences(votes, request.keys.length);
   const raise: RaiseRequest = { keys: request.keys, value: request.value, fences };
-  const quorumOf = { need: quorum, yes: (held: boolean) => held };
+  const quorumOf = { need: quorum, yes: (held: RaiseReply) => held === true };
   const confirmations = await voided(await fanOut(stores, raiseCall, raise, timeoutMs, quorumOf));
   let confirmed = 0;
   let lost = 0;
-  for (const vote of confirmations) if (vote.ok) vote.value ? confirmed++ : lost++;
+  // the longest remaining ttl among the refusals' new holders, as an acquire refusal reports it
+  let retryAfterMs = 0;
+  for (const vote of confirmations) {
+    if (!vote.ok) continue;
+    const reply = vote.value;
+    if (reply === true) confirmed++;
+    else {
+      lost++;
+      if (reply !== false) retryAfterMs = Math.max(retryAfterMs, reply.holderTtl);
+    }
+  }
   if (confirmed >= quorum) return { fences };
-  // An answer 0: our value was no longer on the keys there (another owner took them, or they
-  // expired). That is a refusal, not an outage, when those answers alone cost the quorum: had every
-  // instance that erred or was silent confirmed, there would still be none. Otherwise the errors
-  // (a counter that is not one, a connection that moved) are reported as unavailability, with
-  // their causes. The holder's ttl is not read here: the retry-after is the lock's own ttl.
+  // A refusal: our value was no longer on the keys there (another owner took them, or they
+  // expired). That is contention, not an outage, when those answers alone cost the quorum: had
+  // every instance that erred or was silent confirmed, there would still be none. Otherwise the
+  // errors (a counter that is not one, a connection that moved) are reported as unavailability,
+  // with their causes. No holder's ttl (keys gone, or a store that does not say) leaves
+  // retryAfterMs 0: the lock's own ttl is suggested (acquireError).
   const failed = confirmations.length - confirmed - lost;
-  if (confirmed + failed < quorum) return { fences: undefined, failure: { kind: "contention", retryAfterMs: 0 } };
+  if (confirmed + failed < quorum) return { fences: undefined, failure: { kind: "contention", retryAfterMs } };
   return {
     fences: undefined,
     failure: {

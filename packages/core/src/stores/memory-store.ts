@@ -1,5 +1,12 @@
 import { performance } from "node:perf_hooks";
-import { ACQUIRED, type AcquireReply, type LockStore, type QueueTicket, type StoredKey } from "./store.js";
+import {
+  ACQUIRED,
+  type AcquireReply,
+  type LockStore,
+  type QueueTicket,
+  type RaiseReply,
+  type StoredKey,
+} from "./store.js";
 
 interface Entry {
   value: string;
@@ -64,9 +71,15 @@ export class MemoryStore implements LockStore {
     return { acquired: true, fences };
   }
 
-  /** If every key still holds `value`, raises each key's fence counter to its fence (never lowers one). */
-  async raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
-    if (!keys.every((key) => this.#live(key)?.value === value)) return false;
+  /**
+   * If every key still holds `value`, raises each key's fence counter to its fence (never lowers
+   * one); otherwise refuses with the remaining ttl of the first key no longer ours (-2: gone).
+   */
+  async raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
+    for (const key of keys) {
+      const entry = this.#live(key);
+      if (entry?.value !== value) return { raised: false, holderTtl: entry ? this.#left(entry) : -2 };
+    }
     keys.forEach((key, i) => {
       const fence = BigInt(fences[i] as string);
       if (fence > (this.#fences.get(key) ?? 0n)) this.#fences.set(key, fence);
@@ -74,12 +87,17 @@ export class MemoryStore implements LockStore {
     return true;
   }
 
+  /** An entry's remaining ttl in whole ms, as PTTL reports it. */
+  #left(entry: Entry): number {
+    return Math.max(0, Math.ceil(entry.expiresAt - this.#now()));
+  }
+
   #acquire(keys: readonly string[], value: string, ttl: number, ticket: QueueTicket | undefined): AcquireReply {
     for (const key of keys) {
       const entry = this.#live(key);
       if (entry && entry.value !== value) {
         if (ticket !== undefined) this.#enqueue(key, value, ticket);
-        return { acquired: false, holderTtl: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) };
+        return { acquired: false, holderTtl: this.#left(entry) };
       }
     }
     const expiresAt = this.#now() + ttl;
@@ -120,7 +138,7 @@ export class MemoryStore implements LockStore {
 
   async inspect(key: string): Promise<StoredKey | null> {
     const entry = this.#live(key);
-    return entry ? { value: entry.value, ttlMs: Math.max(0, Math.ceil(entry.expiresAt - this.#now())) } : null;
+    return entry ? { value: entry.value, ttlMs: this.#left(entry) } : null;
   }
 
   async onHandOver(channel: string, listener: HandOverListener): Promise<() => void> {

@@ -17,9 +17,10 @@ import {
   releaseArgs,
   toAcquireReply,
   toFencedReply,
+  toRaiseReply,
 } from "./script-calls.js";
 import { COMMANDS } from "./scripts.js";
-import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket } from "./store.js";
+import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket, RaiseReply } from "./store.js";
 
 export { FENCE_SUFFIX };
 
@@ -98,10 +99,14 @@ export class RedisStore implements LockStore {
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
-  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
+  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
     this.#batcher?.beforeSend();
     const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
-    return this.#scripts.call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
+    return this.#scripts.call(
+      COMMANDS.raiseFences,
+      [keys.length * 2, ...keys, ...counters, value, ...fences],
+      toRaiseReply,
+    );
   }
 
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {

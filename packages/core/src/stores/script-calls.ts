@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import { FENCED_SET_SCRIPT, STORE_SCRIPTS, type StoreScript } from "./scripts.js";
-import { ACQUIRED, type AcquireReply, type OneKeyRelease, type QueueTicket } from "./store.js";
+import { ACQUIRED, type AcquireReply, type OneKeyRelease, type QueueTicket, type RaiseReply } from "./store.js";
 
 /** The key count, then the keys, then the other arguments: what a script call sends after its SHA. */
 export type ScriptArgs = [numKeys: number, ...rest: (string | number)[]];
@@ -65,6 +65,12 @@ export function toFencedReply(reply: unknown): AcquireReply {
 }
 
 export const isOne = (reply: unknown) => reply === 1;
+
+/** The raise script answers OK, or the PTTL of the first key no longer ours (anything else: a refusal that says nothing). */
+export function toRaiseReply(reply: unknown): RaiseReply {
+  if (reply === "OK") return true;
+  return typeof reply === "number" ? { raised: false, holderTtl: reply } : false;
+}
 
 /**
  * The keys beside `keys` with `suffix` (queues, fence counters), or undefined where one cannot

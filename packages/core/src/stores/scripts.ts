@@ -148,8 +148,10 @@ end
  * Phase 2 of a fenced acquisition: the write-back. KEYS: the n lock keys, then their n fence
  * counters; ARGV[1]: value, ARGV[1 + i]: the fence of key i (the largest counter a quorum
  * returned). If every key still holds our value, raises each counter to its fence (never lowers
- * one) and returns 1; otherwise changes nothing and returns 0: a lock lost between the phases gets
- * no fence. A counter that is not a decimal integer from 0 to 2^63 - 1 (something else wrote it: a
+ * one) and returns the status reply OK; otherwise changes nothing and returns the PTTL of the first
+ * key that is no longer ours (its new holder's remaining ttl; -2 when nobody holds it), as the
+ * acquire scripts report a holder: a lock lost between the phases gets no fence, and the caller
+ * learns how long the new holder may keep it without another round trip. A counter that is not a decimal integer from 0 to 2^63 - 1 (something else wrote it: a
  * negative number, text) cannot be compared with a fence, so it cannot be raised: the script
  * changes nothing and answers an error, which is no confirmation. (Compared as text, "-999"
  * looked greater than "101": the instance confirmed a fence its counter was below.)
@@ -161,7 +163,7 @@ export const RAISE_FENCES_SCRIPT = [
 local n = #KEYS / 2
 for i = 1, n do
   if redis.call('get', KEYS[i]) ~= value then
-    return 0
+    return redis.call('pttl', KEYS[i])
   end
 end
 local currents = {}
@@ -181,7 +183,7 @@ for i = 1, n do
     redis.call('set', KEYS[n + i], fence)
   end
 end
-return 1
+return redis.status_reply('OK')
 `,
 ].join("");
 
@@ -343,7 +345,7 @@ export const COMMANDS = {
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV11",
   acquireFenced: "redlockKitAcquireFencedV2",
-  raiseFences: "redlockKitRaiseFencesV2",
+  raiseFences: "redlockKitRaiseFencesV3",
   fencedSet: "redlockKitFencedSetV2",
 } as const;
 

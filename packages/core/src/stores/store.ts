@@ -14,6 +14,20 @@ export type AcquireReply =
 export const ACQUIRED: AcquireReply = Object.freeze({ acquired: true });
 
 /**
+ * What one instance answered to a fence write-back (`raiseFences`): `true` when every key still held
+ * the lock's value (their counters are raised); otherwise a refusal, either with the remaining ttl
+ * of the key's new holder (so that contention can say how long to wait, as an acquire refusal does),
+ * or a bare `false` from a store that did not read it.
+ */
+export type RaiseReply =
+  | boolean
+  | {
+      readonly raised: false;
+      /** The key's new holder's remaining ttl in ms (-1 when its key has no expiry, -2 when nobody holds it). */
+      readonly holderTtl: number;
+    };
+
+/**
  * A waiter's place in the queues of the keys it waits for (one queue per key, on each instance):
  * the release of a key hands it to the oldest entry whose process still listens.
  */
@@ -71,9 +85,11 @@ export interface LockStore {
   acquireFenced?(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply>;
   /**
    * Optional, with `acquireFenced`, phase 2: if every key still holds `value`, raises each key's
-   * fence counter to `fences[i]` (never lowers one). Resolves to whether the keys held `value`.
+   * fence counter to `fences[i]` (never lowers one) and resolves to `true`; otherwise changes
+   * nothing and resolves to a refusal, best with the remaining ttl of the key that is no longer
+   * `value`'s (`RaiseReply`).
    */
-  raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean>;
+  raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply>;
   /**
    * Optional: false when this instance must not hand keys over, so that its waiters poll. A Redis
    * Cluster: PUBLISH answers how many clients of the publishing node heard it, while the cluster

@@ -16,9 +16,10 @@ import {
   SHAS,
   toAcquireReply,
   toFencedReply,
+  toRaiseReply,
 } from "../script-calls.js";
 import { COMMANDS, STORE_SCRIPTS, type StoreScript } from "../scripts.js";
-import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket, StoredKey } from "../store.js";
+import type { AcquireReply, LockStore, OneKeyRelease, QueueTicket, RaiseReply, StoredKey } from "../store.js";
 import {
   callScript,
   describeNodeRedis,
@@ -120,9 +121,9 @@ export class NodeRedisStore implements LockStore {
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
-  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<boolean> {
+  raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
     const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
-    return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], isOne);
+    return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], toRaiseReply);
   }
 
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean> {
