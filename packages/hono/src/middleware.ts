@@ -15,6 +15,7 @@ import {
 import type { Context, MiddlewareHandler } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { withPathLists } from "./path-params.js";
 
 /**
  * The variables `redlock(...)` sets: `c.var.lock` (and `c.get("lock")`) in the route's handler.
@@ -60,12 +61,15 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
   return function redlock(key, options) {
     const route = policy.route(key, options);
     const readsBody = route.readsBody;
+    // a template reads a path parameter as its segments (core's rule for paths); a key function
+    // gets `c.req.param()` as the handler does, strings
+    const pathLists = typeof key === "string";
     return createMiddleware<RedlockEnv>(async function redlockMiddleware(c, next) {
       const outgoing = nodeResponse(c);
       // before the first await: a client that leaves while the body is read is still seen
       const tracker = outgoing === undefined ? new FetchResponseTracker(c.req.raw.signal) : undefined;
       const body = readsBody ? await jsonBody(c) : undefined;
-      const source = keySource(c, route, body);
+      const source = keySource(c, route, body, pathLists);
       // Set once the route's handler has returned its Response; the server writes a plain body in
       // the same turn, so a client that leaves after that and before the end left a streamed body,
       // which the server cancels and then ends while the body's producer (a `stream()` callback)
@@ -187,9 +191,15 @@ function followResponses(c: Context, follow: (response: Response) => Response): 
  * about 2.5 MB per scavenge and the garbage collector took a fifth of the server's CPU (bench/,
  * "HTTP: hono").
  */
-function keySource(c: Context, route: { readsQuery: boolean; readsHeaders: boolean }, body: unknown): HttpKeySource {
+function keySource(
+  c: Context,
+  route: { readsQuery: boolean; readsHeaders: boolean },
+  body: unknown,
+  pathLists: boolean,
+): HttpKeySource {
+  const params = c.req.param();
   return {
-    params: c.req.param(),
+    params: pathLists ? withPathLists(params, c.req) : params,
     query: route.readsQuery ? queryOf(c) : undefined,
     body,
     headers: route.readsHeaders ? c.req.header() : undefined,

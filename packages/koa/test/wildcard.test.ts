@@ -7,42 +7,21 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Router } from "@koa/router";
-import { Redlock } from "@redlock-kit/core";
-import type { Redis } from "ioredis";
 import Koa from "koa";
-import { afterAll, beforeAll } from "vitest";
-import { useRedisServers } from "#test-helpers/redis.js";
-import { wildcardRoute } from "#test-helpers/wildcard-route.js";
+import { useWildcardApp } from "#test-helpers/wildcard-route.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
-const cluster = useRedisServers(1);
-const wildcard = wildcardRoute();
-let redis: Redis;
-let dlm: Redlock;
-let server: http.Server;
-let url: string;
-
-beforeAll(async () => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
+useWildcardApp("params.path", async (dlm, handle) => {
   const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
   const app = new Koa();
   const router = new Router();
   router.get("/files/*path", redlock("file:{params.path}"), async (ctx) => {
     const path = ctx.params.path as string;
-    await wildcard.handle(path);
+    await handle(path);
     ctx.body = { path, resources: ctx.state.lock?.resources };
   });
   app.use(router.routes());
-  server = http.createServer(app.callback());
+  const server = http.createServer(app.callback());
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
 });
-
-afterAll(async () => {
-  wildcard.release.open();
-  server?.close();
-  await dlm?.quit();
-});
-
-wildcard.defineTests("params.path", () => ({ url, redis }));
