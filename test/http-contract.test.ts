@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
-import { nextAbortedAcquire, nextAcquireStart, nextMessage, nextRelease } from "./helpers/lock-events.js";
+import { arrival, nextAbortedAcquire, nextAcquireStart, nextMessage, nextRelease } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -322,7 +322,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
       expect(Number(answer.headers["retry-after"])).toBeGreaterThanOrEqual(1);
     }
     expect(probe.calls).toBe(1);
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("resource_name")).toEqual([null, null, null]);
   });
 
@@ -391,7 +391,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(releasedEarly).toBe(false);
     probe.stream.end("last\n");
     expect(await text(response)).toBe("last\n");
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("stream:1")).toEqual([null, null, null]);
   });
 
@@ -400,15 +400,15 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const lock = probe.lock as Lock;
     const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason)));
     // the handler still runs and may still stop: its signal says when the lock is gone (within its
-    // 1000 ms ttl; auto-extension would have kept it for 60 s, past the test's timeout)
-    expect(await aborted).toBeInstanceOf(LockLostError);
+    // 1000 ms ttl; auto-extension would have kept it for 60 s)
+    expect(await arrival(aborted, "the lock's abort")).toBeInstanceOf(LockLostError);
     expect(lock.valid).toBe(false);
     // auto-extension would have kept the 1000 ms lock until maxHoldMs (60 s): it expires instead
     await expect.poll(() => values("slow:1")).toEqual([null, null, null]);
     const released = nextRelease("slow:1");
     probe.gate.resolve();
     // the handler's late end releases nothing: the lock had expired
-    expect((await released).released).toBe(false);
+    expect((await arrival(released, "the lock's release")).released).toBe(false);
   });
 
   it("does not pin the lock of a streamed response whose client left and which never ends", async () => {
@@ -421,8 +421,8 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     // the lock is no longer extended and expires (its signal aborts): Node servers keep the stream
     // open, and Hono's server, which cancels the body and ends the response, cannot tell whether the
     // body's producer still runs
-    // a lock still extended (maxHoldMs 60 s) fails by the test's timeout
-    const ended = await Promise.race([aborted, released]);
+    // a lock still extended (maxHoldMs 60 s) fails as never ended
+    const ended = await arrival(Promise.race([aborted, released]), "the lock's end (abort or release)");
     expect(ended).toBe("aborted");
     await expect.poll(() => values("feed:1")).toEqual([null, null, null]);
     probe.stream.destroy();
@@ -443,7 +443,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     probe.gate.resolve();
     // the lock expires within one ttl (its signal aborts), as for a reader that leaves mid-stream;
     // before, the end the framework (or server) gave the unsent body released it at once
-    expect(await Promise.race([aborted, released])).toBe("aborted");
+    expect(await arrival(Promise.race([aborted, released]), "the lock's end (abort or release)")).toBe("aborted");
     await expect.poll(() => values("late-feed:1")).toEqual([null, null, null]);
     probe.stream.destroy();
   });
@@ -452,7 +452,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await disconnectInHandler("/slow/2");
     const released = nextRelease("slow:2");
     probe.gate.resolve();
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("slow:2")).toEqual([null, null, null]);
   });
 
@@ -464,7 +464,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const { status, text: body } = await answer;
     expect(status).toBe(500);
     expect(body).not.toContain("secret");
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("throw:1")).toEqual([null, null, null]);
   });
 
@@ -472,7 +472,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await disconnectInHandler("/throw/2");
     const released = nextRelease("throw:2");
     probe.gate.resolve();
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("throw:2")).toEqual([null, null, null]);
   });
 
@@ -484,7 +484,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     request.on("error", () => {});
     await serverResponse;
     request.destroy();
-    const message = await aborted;
+    const message = await arrival(aborted, "the aborted wait");
     // well before the route's 5000 ms wait ran out
     expect(message.elapsedMs).toBeLessThan(5000);
     await holder.release();
@@ -501,10 +501,10 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await started;
     socket.destroy();
     // before: the queued response saw no 'close', and the wait went on to its end (contention)
-    expect((await ended).outcome).toBe("aborted");
+    expect((await arrival(ended, "the wait's end")).outcome).toBe("aborted");
     const released = nextRelease("gated:pipelined");
     probe.gate.resolve();
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await holder.release();
     expect(probe.calls).toBe(1);
     await expect.poll(() => values("wait:pipelined")).toEqual([null, null, null]);
@@ -516,19 +516,18 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     // both handlers ran: the second answered, its response waits behind the first, which is gated
     await expect.poll(() => probe.calls).toBe(2);
     socket.destroy();
-    // before: that response never finishes nor closes, and its lock was extended until maxHoldMs
-    // (60 s, past the test's timeout)
-    expect(await released).toMatchObject({ released: true });
+    // before: that response never finishes nor closes, and its lock was extended until maxHoldMs (60 s)
+    expect(await arrival(released, "the lock's release")).toMatchObject({ released: true });
     await expect.poll(() => values("order:pipelined")).toEqual([null, null, null]);
     const gated = nextRelease("gated:pipelined-2");
     probe.gate.resolve();
-    expect((await gated).released).toBe(true);
+    expect((await arrival(gated, "the lock's release")).released).toBe(true);
   });
 
   it("releases at once a lock that arrives after the client disconnected", async () => {
     const aborted = nextAbortedAcquire("wait:2");
     await disconnectWhileRedisPaused("/wait/2");
-    await aborted;
+    await arrival(aborted, "the aborted wait");
     await expect.poll(() => values("wait:2")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
   });
@@ -537,7 +536,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const released = nextRelease("order:late");
     await disconnectWhileRedisPaused("/orders/late/pay");
     // the route does not wait (wait 0): the attempt was already sent, and its lock is given back
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("order:late")).toEqual([null, null, null]);
     expect(probe.calls).toBe(0);
   });
@@ -553,7 +552,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(JSON.parse(second.text)).toEqual({ error: "Resource is locked" });
     probe.gate.resolve();
     expect((await first).status).toBe(200);
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("extend:1")).toEqual([null, null, null]);
   });
 

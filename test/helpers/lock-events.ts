@@ -4,6 +4,7 @@
  */
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { AcquireMessage, ReleaseMessage } from "@redlock-kit/core";
+import { expect } from "vitest";
 
 /** Resolves with the first message on `channel` that matches; subscribe before the event. */
 export function nextMessage<T>(channel: string, match: (message: T) => boolean): Promise<T> {
@@ -49,4 +50,25 @@ export function nextAcquireStart(resource: string): Promise<void> {
     };
     diagnosticsChannel.subscribe(channel, onStart);
   });
+}
+
+/**
+ * What `event` resolves to, waited for as long as expect.poll waits for a state that must come (the
+ * suite's 10 s, where the event takes a ttl at most): one that never comes (a lock left held, or
+ * extended until its maxHoldMs) fails here as "<what> never came", not by the test's timeout.
+ */
+export async function arrival<T>(event: Promise<T>, what: string): Promise<T> {
+  const seen: { outcome?: { value: T } | { error: unknown } } = {};
+  event.then(
+    (value) => {
+      seen.outcome = { value };
+    },
+    (error: unknown) => {
+      seen.outcome = { error };
+    },
+  );
+  await expect.poll(() => seen.outcome !== undefined, { message: `${what} never came` }).toBe(true);
+  const outcome = seen.outcome as { value: T } | { error: unknown };
+  if ("error" in outcome) throw outcome.error;
+  return outcome.value;
 }
