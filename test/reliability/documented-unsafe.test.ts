@@ -11,7 +11,8 @@ import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
-import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+import { arrival } from "../helpers/lock-events.js";
+import { type RedisServer, useRedisServers } from "../helpers/redis-servers.js";
 import { startUntilStopped } from "../helpers/stopped-child.js";
 
 const cluster = useRedisServers(4);
@@ -70,16 +71,18 @@ describe("what no Redlock client can prevent, reproduced", () => {
     await direct[2]?.set("unsafe:clock", "clog", "PX", 5000);
     let lockBValue = "";
     let bothValid = false;
-    const reason = await a.using("unsafe:clock", 1000, async (signal, lockA) => {
+    // 10 s: B must get in before A's first auto-extension (half the ttl), which would see the loss
+    // first; a loaded machine does not outlast that
+    const reason = await a.using("unsafe:clock", 10_000, async (signal, lockA) => {
       expect(await valuesOf("unsafe:clock")).toEqual([lockA.value, lockA.value, "clog"]);
       await direct[2]?.del("unsafe:clock");
       // node 1's clock "steps forward" past A's expiry: its key is gone early
       await direct[1]?.pexpire("unsafe:clock", 1);
-      await sleep(5);
-      const lockB = await b.acquire("unsafe:clock", 1000);
+      await expect.poll(() => direct[1]?.pttl("unsafe:clock"), { message: "node 1's key never expired" }).toBe(-2);
+      const lockB = await b.acquire("unsafe:clock", 10_000);
       lockBValue = lockB.value;
       bothValid = lockA.valid && lockB.valid;
-      await aborted(signal);
+      await arrival(aborted(signal), "A's loss");
       expect(lockA.valid).toBe(false);
       await lockB.release();
       return signal.reason;
@@ -105,7 +108,8 @@ describe("what no Redlock client can prevent, reproduced", () => {
       expect(await witness.get("w:inflight")).toBe("1");
 
       const b = invariants.track(new Redlock(direct));
-      const lockB = await b.acquire("unsafe:paused", 5000, { wait: 3000, retryDelay: 20 });
+      // waits for the paused holder's 500 ms key to expire: the bound only says it never did
+      const lockB = await b.acquire("unsafe:paused", 10_000, { wait: 10_000, retryDelay: 20 });
       // the reproduction: B is in the critical section while the paused holder never left it
       expect(await witness.incr("w:inflight")).toBe(2);
 
@@ -132,15 +136,18 @@ describe("the mitigation the README recommends", () => {
   it("a crashed node kept down for longer than the ttl means B gets nothing while A is valid", async () => {
     const a = new Redlock(direct, { retryCount: 0 });
     const b = new Redlock(direct, { retryCount: 0, instanceTimeout: 50 });
-    const lockA = await holdOnZeroAndOne(a, "unsafe:delayed", 600);
+    // the file's longest ttl: the kill and B's attempt come well within it
+    const lockA = await holdOnZeroAndOne(a, "unsafe:delayed", 3000);
     invariants.faultInjected();
     await node(1).kill();
     // while A is valid: node 0 refuses, node 1 is down, node 2 alone is no quorum
-    expect(await b.lock("unsafe:delayed", 600)).toBeNull();
-    await sleep(700);
+    expect(await b.lock("unsafe:delayed", 3000)).toBeNull();
+    expect(lockA.valid).toBe(true);
+    // node 1 stays down for longer than the ttl: until A's key has expired (its validity ends before)
+    await expect.poll(() => direct[0]?.pttl("unsafe:delayed"), { message: "A's key never expired" }).toBe(-2);
     expect(lockA.valid).toBe(false);
     await node(1).start();
-    const lockB = await b.acquire("unsafe:delayed", 600);
+    const lockB = await b.acquire("unsafe:delayed", 3000);
     expect(await lockB.release()).toBe(true);
   });
 });

@@ -49,15 +49,20 @@ describe.each(stores)("%s conformance", (_, create) => {
 
   it("expires keys after the ttl", async () => {
     await store.acquire(["k"], "v1", 50);
-    await sleep(80);
-    expect((await store.acquire(["k"], "v2", 1000)).acquired).toBe(true);
+    expect((await store.acquire(["k"], "v2", 1000)).acquired).toBe(false);
+    // waits for the expiry itself (a refused attempt changes nothing): a key that never expires fails
+    await until(async () => (await store.acquire(["k"], "v2", 1000)).acquired, "the key's expiry");
   });
 
   it("extends only keys that all still hold the value", async () => {
-    await store.acquire(["a", "b"], "v1", 100);
-    expect(await store.extend(["a", "b"], "v1", 1000)).toBe(true);
-    await sleep(150);
-    expect((await store.acquire(["a"], "v2", 1000)).acquired).toBe(false);
+    await store.acquire(["a", "b"], "v1", 10_000);
+    expect(await store.extend(["a", "b"], "v1", 60_000)).toBe(true);
+    // more left than the acquire gave: both keys were extended (a count, not a wait past the ttl)
+    for (const key of ["a", "b"]) {
+      const refused = await store.acquire([key], "v2", 1000);
+      expect(refused.acquired).toBe(false);
+      if (!refused.acquired) expect(refused.holderTtl).toBeGreaterThan(10_000);
+    }
     expect(await store.extend(["a", "b"], "v2", 1000)).toBe(false);
     expect(await store.extend(["missing"], "v1", 1000)).toBe(false);
   });
@@ -292,10 +297,10 @@ describe.each(stores.filter(([name]) => name !== "MemoryStore"))("%s retake", (_
 });
 
 /** Resolves once `check` holds (a published message arrives a moment after the command's reply). */
-async function until(check: () => boolean): Promise<void> {
+async function until(check: () => boolean | Promise<boolean>, what = "condition"): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition never held");
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} never held`);
     await sleep(5);
   }
 }

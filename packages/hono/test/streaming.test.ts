@@ -140,7 +140,7 @@ describe.each(["the Node response", "the Response alone"])("a streamed Hono resp
     // the stream's producer may still run: the lock is no longer extended and expires (ttl 1000 ms,
     // auto-extended until now)
     expect(await ended).toBe("expired");
-    await expect.poll(() => redis.get("stream:2"), { timeout: 5000 }).toBeNull();
+    await expect.poll(() => redis.get("stream:2")).toBeNull();
   });
 
   it("keeps the lock of a HEAD request, whose body Hono drops, until that body (drained) has ended", async () => {
@@ -177,6 +177,6 @@ describe.each(["the Node response", "the Response alone"])("Hono's stream() help
     expect(await ended).toBe("expired");
     running.finish();
     await running.finished;
-    await expect.poll(() => redis.get("helper:1"), { timeout: 5000 }).toBeNull();
+    await expect.poll(() => redis.get("helper:1")).toBeNull();
   });
 });

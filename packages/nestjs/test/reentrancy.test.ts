@@ -274,7 +274,7 @@ describe.each(platforms)("on platform-%s", (platform) => {
       client.destroy();
     }
     // no longer extended once the client left: gone within about one ttl (1000 ms)
-    await expect.poll(() => heldOn("order:7"), { timeout: 5000 }).toBe(0);
+    await expect.poll(() => heldOn("order:7")).toBe(0);
     await sleep(100);
     expect(releases.filter((resources) => resources[0] === "order:7").length).toBeLessThanOrEqual(1);
   });
