@@ -184,6 +184,27 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(finished("lock.acquire").at(-1)?.parentSpanContext).toBeUndefined();
   });
 
+  it("parents each using()'s auto-extensions to its own span when two run at once", async () => {
+    instrument({ resourceNames: true });
+    const dlm = redlock();
+    // fn returns once its lock has been auto-extended
+    const untilExtended = async (_: AbortSignal, lock: Lock) => {
+      const first = lock.expiresAt;
+      await expect.poll(() => lock.expiresAt).toBeGreaterThan(first);
+    };
+    await Promise.all([dlm.using("a", 300, untilExtended), dlm.using("b", 300, untilExtended)]);
+    const parents = new Map(finished("lock.using").map((span) => [span.spanContext().spanId, span]));
+    const extensions = finished("lock.extend");
+    expect(new Set(extensions.map((span) => String(span.attributes["lock.resources"])))).toEqual(new Set(["a", "b"]));
+    for (const extension of extensions) {
+      const parent = parents.get(extension.parentSpanContext?.spanId ?? "");
+      expect([extension.attributes["lock.resources"], parent?.attributes["lock.resources"]]).toEqual([
+        extension.attributes["lock.resources"],
+        extension.attributes["lock.resources"],
+      ]);
+    }
+  });
+
   it("counts locks found lost at their release, and their time held", async () => {
     instrument();
     const dlm = redlock();

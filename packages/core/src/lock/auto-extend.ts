@@ -1,4 +1,6 @@
+import { AsyncResource } from "node:async_hooks";
 import { LockLostError } from "../errors.js";
+import { tracingChannels } from "../observe/tracing.js";
 import { driftFor, type ResolvedHoldOptions } from "../options.js";
 import { Deadline, deadlines } from "../speed/shared-timer.js";
 import { type Lock, markLost, STATE } from "./lock.js";
@@ -32,6 +34,12 @@ class Renewal extends Deadline {
   readonly #holdEnd: number;
   readonly #margin: number;
   #stopped = false;
+  /**
+   * The async context of the call that took the lock, kept only while someone traces extensions:
+   * the shared timer fires in the context of whichever call armed it, and an extension run there
+   * would be traced as a child of another lock's `using()`.
+   */
+  readonly #scope: AsyncResource | undefined;
 
   constructor(owner: Extender, lock: Lock, ttl: number, hold: ResolvedHoldOptions) {
     super();
@@ -39,6 +47,7 @@ class Renewal extends Deadline {
     this.#lock = lock;
     this.#ttl = ttl;
     this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
+    this.#scope = tracingChannels.extend.hasSubscribers ? new AsyncResource("redlock-kit:auto-extend") : undefined;
     // An extension may take up to the per-instance timeout: started with less left, it would end
     // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
     // But never more than half of what an extension gives: with a per-instance timeout close to the
@@ -70,7 +79,8 @@ class Renewal extends Deadline {
   }
 
   expire(): void {
-    void this.#run();
+    if (this.#scope === undefined) void this.#run();
+    else void this.#scope.runInAsyncScope(() => this.#run());
   }
 
   async #run(): Promise<void> {
