@@ -259,6 +259,20 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     expect(await clients[0]?.get("lock:aliased")).toBe("someone");
   });
 
+  it("list and watch refuse URLs that name one server twice (exit 2) when no key matches too", async () => {
+    const port = server(0).port;
+    const urls = `redis://localhost:${port},redis://127.0.0.1:${port},redis://127.0.0.1:${server(1).port}`;
+    const listed = await runCli(["list", "--prefix", "lock:", "--redis", urls]);
+    expect({ code: listed.code, stdout: listed.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(listed.stderr).toContain("it would vote twice");
+    // a watch that runs stops at its first frame: it should not have drawn one
+    const watched = start(["watch", "--prefix", "lock:", "--json", "--redis", urls]);
+    await Promise.race([watched.waitFor("\n"), watched.exited]);
+    watched.child.kill("SIGINT");
+    expect({ code: await watched.exited, stdout: watched.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(watched.stderr).toContain("it would vote twice");
+  });
+
   it("never deletes in db 0 for a URL naming a database the server refuses or that is not a number", async () => {
     await dlm.acquire("stuck", 60_000);
     const urls = (db: string) =>

@@ -12,11 +12,17 @@ export interface Listing {
   readonly locks: LockInspection[];
 }
 
+/** A resource read only for the instance check that comes with it; what it holds is ignored. */
+const UNUSED_RESOURCE = "redlock-kit:cli:instance-check";
+
 /** How many resources are inspected at once. */
 const CONCURRENCY = 32;
 
 export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
   const scan = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
+  // inspect() checks the instances first (one server listed twice rejects: its key would count
+  // twice); with nothing to inspect, one read of a name nobody locks does that check
+  if (scan.resources.length === 0) await instances.dlm.inspect(UNUSED_RESOURCE);
   const views = await mapLimit(scan.resources, CONCURRENCY, (resource) =>
     // a key whose name core refuses as a resource (empty, over 1024 characters) is no lock: skipped
     instances.dlm.inspect(resource).catch((error: unknown) => {
