@@ -4,6 +4,12 @@ import { runCli } from "./run.js";
 // The first Ctrl-C ends `watch` (or answers a question) cleanly; a second one kills as usual.
 const interrupted = new AbortController();
 process.once("SIGINT", () => interrupted.abort());
+// A reader that went away (`watch --json | head -1`) ends the run as Ctrl-C does: without a
+// listener the write's EPIPE would crash the process with a stack trace
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error;
+  interrupted.abort();
+});
 
 process.exitCode = await runCli(process.argv.slice(2), {
   stdin: process.stdin,

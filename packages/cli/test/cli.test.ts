@@ -336,6 +336,14 @@ describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
     expect(frames.every((frame) => typeof frame.at === "string")).toBe(true);
   });
 
+  it("stops when the reader of its pipe goes away (watch --json | head -1): exit 0, no stack trace", async () => {
+    await dlm.acquire("job", 60_000);
+    const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
+    await run.waitFor("\n");
+    run.child.stdout?.destroy(); // the next refresh is written into a closed pipe: EPIPE
+    expect({ code: await run.exited, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+  });
+
   it("redraws the table on a terminal until Ctrl-C", async () => {
     await dlm.acquire("job", 60_000);
     await heldEverywhere("lock:job");
