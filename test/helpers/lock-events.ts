@@ -3,7 +3,7 @@
  * is seen where it happens, not guessed from a sleep.
  */
 import diagnosticsChannel from "node:diagnostics_channel";
-import type { AcquireMessage, ReleaseMessage } from "@redlock-kit/core";
+import type { AcquireMessage, ExtendMessage, ReleaseMessage } from "@redlock-kit/core";
 import { expect } from "vitest";
 
 /** Resolves with the first message on `channel` that matches; subscribe before the event. */
@@ -37,6 +37,21 @@ export function countReleases(resource: string) {
   };
   diagnosticsChannel.subscribe("redlock-kit:release", onMessage);
   return counter;
+}
+
+/** Resolves after `count` successful extensions of a lock on `resource` from now on; `stop()` unsubscribes. */
+export function extensions(resource: string, count: number): { done: Promise<void>; stop: () => void } {
+  let seen = 0;
+  let resolve = () => {};
+  const done = new Promise<void>((r) => {
+    resolve = r;
+  });
+  const onExtend = (message: unknown) => {
+    const { resources, extended } = message as ExtendMessage;
+    if (extended && resources.includes(resource) && ++seen === count) resolve();
+  };
+  diagnosticsChannel.subscribe("redlock-kit:extend", onExtend);
+  return { done, stop: () => diagnosticsChannel.unsubscribe("redlock-kit:extend", onExtend) };
 }
 
 /** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */

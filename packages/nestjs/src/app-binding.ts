@@ -1,7 +1,7 @@
 import "reflect-metadata";
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from "@nestjs/common";
 import { DiscoveryService, MetadataScanner } from "@nestjs/core";
-import { createHttpLockPolicy, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
+import { createHttpLockPolicy, type HeldRoute, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
 import { bindInstance, callsSettled, startRedlock, stopRedlock } from "./bound-redlocks.js";
 import { LOCKED_ROUTE_METADATA, type LockedRouteDeclaration } from "./locked-route.js";
 
@@ -17,6 +17,8 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
   readonly #policy: HttpLockPolicy;
   /** Compiled route locks by handler; `null` for a handler without `@LockedRoute`. */
   readonly #routes = new WeakMap<Handler, RouteLock | null>();
+  /** The releases of the `@LockedRoute` locks held now: shutdown waits for them. */
+  readonly #heldRoutes = new Set<Promise<void>>();
 
   constructor(
     @Inject(Redlock) readonly redlock: Redlock,
@@ -81,10 +83,18 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     // before quit(): a @Locked call from here on is refused (its instance stays bound to this Redlock)
     stopRedlock(this.redlock);
-    // A @Locked call still running (a job) renews and releases its lock through this Redlock's
-    // clients: closed now, its lock would lapse while its body goes on, and another owner take it.
-    await callsSettled(this.redlock);
+    // A @Locked call still running (a job), or a @LockedRoute method a timeout answered for, renews
+    // and releases its lock through this Redlock's clients: closed now, its lock would lapse while
+    // its body goes on, and another owner take it.
+    await Promise.all([callsSettled(this.redlock), ...this.#heldRoutes]);
     await this.redlock.quit();
+  }
+
+  /** Follows a `@LockedRoute` lock until it is released, for the shutdown to wait for. */
+  followRoute(held: HeldRoute): void {
+    const released = held.whenReleased();
+    this.#heldRoutes.add(released);
+    void released.then(() => this.#heldRoutes.delete(released));
   }
 
   /** The route lock declared on `handler` with `@LockedRoute`, compiled once; `null` if none. */

@@ -81,6 +81,7 @@ export class RedlockInterceptor implements NestInterceptor {
       request.lock = outcome.lock;
       markLocked(request);
       awaitHandler(outcome.lock, outcome.held);
+      this.binding.followRoute(outcome.held);
       return outcome.lock;
     }
     if (outcome.kind === "aborted") throw new HttpException("Client Closed Request", CLIENT_CLOSED);

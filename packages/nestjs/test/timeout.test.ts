@@ -1,24 +1,11 @@
-import {
-  type CallHandler,
-  Controller,
-  type ExecutionContext,
-  Injectable,
-  Module,
-  type NestInterceptor,
-  Param,
-  type PipeTransform,
-  Post,
-  RequestTimeoutException,
-  UseInterceptors,
-} from "@nestjs/common";
+import { Controller, Injectable, Module, Param, type PipeTransform, Post, UseInterceptors } from "@nestjs/common";
 import type { Redis } from "ioredis";
-import { catchError, type Observable, TimeoutError, throwError, timeout } from "rxjs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
-import { captureLogs, platforms, startNestApp } from "./helpers/nest-app.js";
+import { captureLogs, platforms, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(1);
 let redis: Redis;
@@ -26,22 +13,11 @@ beforeAll(() => {
   redis = cluster.servers[0]?.client() as Redis;
 });
 
-/** The TimeoutInterceptor of docs.nestjs.com/interceptors, at 1 s. */
-@Injectable()
-class TimeoutInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(
-      timeout(1000),
-      catchError((error) => throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error))),
-    );
-  }
-}
-
 const state = { runs: 0, inside: 0, maxInside: 0 };
 let gate: Promise<void> = Promise.resolve();
 
 @Controller("x")
-@UseInterceptors(TimeoutInterceptor)
+@UseInterceptors(new TimeoutInterceptor(1000))
 class TimedOutController {
   @Post(":id")
   @LockedRoute("nest-timeout:{params.id}", { ttl: 60_000 })
@@ -68,7 +44,7 @@ class SlowPipe implements PipeTransform {
 }
 
 @Controller("piped")
-@UseInterceptors(TimeoutInterceptor)
+@UseInterceptors(new TimeoutInterceptor(1000))
 class PipedController {
   @Post(":id")
   @LockedRoute("nest-timeout-pipe:{params.id}", { ttl: 60_000 })

@@ -206,6 +206,10 @@ export class HeldRoute {
   readonly #stop: (() => void) | undefined;
   /** The response, until done, and each followed handler run that has not settled. */
   #pending = 1;
+  /** The unlock, once started; what `whenReleased()` returned before it, and how to resolve it. */
+  #unlocking: Promise<boolean> | undefined;
+  #whenReleased: Promise<void> | undefined;
+  #onReleased: (() => void) | undefined;
 
   constructor(redlock: Redlock, lock: Lock, stop: (() => void) | undefined, response: TrackedResponse) {
     this.#redlock = redlock;
@@ -237,6 +241,18 @@ export class HeldRoute {
   }
 
   /**
+   * Resolves once the lock has been released (the unlock settled, whatever it found): what an app's
+   * shutdown waits for before closing the clients that extend and release it.
+   */
+  whenReleased(): Promise<void> {
+    if (this.#unlocking !== undefined) return this.#unlocking.then(noop, noop);
+    this.#whenReleased ??= new Promise((resolve) => {
+      this.#onReleased = resolve;
+    });
+    return this.#whenReleased;
+  }
+
+  /**
    * A body the framework drops unsent (a HEAD request's), read to its end with the data discarded,
    * and followed: the lock is not released before it has ended, failed or been destroyed. A
    * streamed body's producer goes on after the HEAD response as after a GET's, and may be the
@@ -250,9 +266,12 @@ export class HeldRoute {
   readonly #settle = (): void => {
     if (this.#pending === 0 || --this.#pending > 0) return;
     this.#stop?.();
-    void this.#redlock.unlock(this.lock);
+    this.#unlocking = this.#redlock.unlock(this.lock);
+    if (this.#onReleased !== undefined) this.#unlocking.then(this.#onReleased, this.#onReleased);
   };
 }
+
+const noop = (): void => {};
 
 /**
  * Several resources from a key function must be lockable together (one hash slot on a Cluster):

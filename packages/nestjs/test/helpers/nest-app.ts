@@ -1,6 +1,15 @@
-import type { INestApplication, LoggerService, Type } from "@nestjs/common";
+import {
+  type CallHandler,
+  type ExecutionContext,
+  type INestApplication,
+  type LoggerService,
+  type NestInterceptor,
+  RequestTimeoutException,
+  type Type,
+} from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
 import { FastifyAdapter } from "@nestjs/platform-fastify";
+import { catchError, type Observable, TimeoutError, throwError, timeout } from "rxjs";
 
 export type Platform = "express" | "fastify";
 export const platforms: readonly Platform[] = ["express", "fastify"];
@@ -43,4 +52,15 @@ export async function startNestApp(
   await app.listen(0, "127.0.0.1");
   const url = (await app.getUrl()).replace("[::1]", "127.0.0.1").replace("localhost", "127.0.0.1");
   return { app, url, close: () => app.close() };
+}
+
+/** The TimeoutInterceptor of docs.nestjs.com/interceptors: answers 408 after `ms` while the method goes on. */
+export class TimeoutInterceptor implements NestInterceptor {
+  constructor(private readonly ms: number) {}
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      timeout(this.ms),
+      catchError((error) => throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error))),
+    );
+  }
 }
