@@ -72,7 +72,7 @@ beforeAll(async () => {
     cluster.servers.push(await startServer({ args: certificates.serverArgs(port) }));
   }
   direct = cluster.servers.map((server) => server.client());
-  // The least the library needs: its three scripts and the commands they call, on its own keys.
+  // The least the library needs: its scripts (by SHA, or sent once) and the commands they call, on its own keys.
   for (const client of direct) {
     await client.call(
       "ACL",

@@ -62,7 +62,7 @@ export function buildApp(dlm: Redlock, { workMs = 500, counterGapMs = 5 }: AppOp
     res.json({ name: req.params.name, value: counters.get(req.params.name) ?? 0 });
   });
 
-  // Maps a RedlockError thrown outside the route middleware (e.g. by a @Locked service) to 423/503/400 JSON.
+  // Maps a RedlockError thrown outside the route middleware (e.g. by a @Locked service) to its JSON answer (423, 503, 409, 400 or 500).
   app.use(redlockErrorHandler());
   return app;
 }
