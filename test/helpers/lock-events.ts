@@ -26,6 +26,16 @@ export const nextRelease = (resource: string) =>
 export const nextAbortedAcquire = (resource: string) =>
   nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "aborted");
 
+/**
+ * The next `count` extensions of `resource` (auto-extension's included), whatever their outcome: a
+ * test that needs a lock kept past its ttl waits for its renewals rather than sleeping past it.
+ */
+export function nextExtensions(resource: string, count: number): Promise<ExtendMessage[]> {
+  const seen: ExtendMessage[] = [];
+  const counted = (message: ExtendMessage) => message.resources.includes(resource) && seen.push(message) === count;
+  return nextMessage<ExtendMessage>("redlock-kit:extend", counted).then(() => seen);
+}
+
 /** Counts the releases of `resource` from now on; `stop()` unsubscribes. */
 export function countReleases(resource: string) {
   const counter = {

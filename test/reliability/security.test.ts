@@ -27,6 +27,7 @@ import {
   RELEASE_SCRIPT,
 } from "../../packages/core/src/stores/scripts.js";
 import { useInvariants } from "../helpers/invariants.js";
+import { arrival, nextExtensions } from "../helpers/lock-events.js";
 import {
   connectionsOf,
   insideScripts,
@@ -368,11 +369,14 @@ describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +s
       setTimeout(() => void lock.release(), 100);
       const waited = await dlm.acquire("a", 1000, { wait: 3000 });
       await waited.release();
-      const result = await dlm.using("c", 300, async (signal) => {
-        await sleep(700);
-        return signal.aborted;
+      // auto-extension: 2 s, renewed at half of it (a renewal up to ~1 s late still comes in time);
+      // the section lasts until that renewal came
+      const result = await dlm.using("c", 2000, async (signal, lock) => {
+        const taken = lock.expiresAt;
+        const [renewal] = await arrival(nextExtensions("c", 1), "the lock's renewal");
+        return { extended: renewal?.extended, later: lock.expiresAt > taken, aborted: signal.aborted };
       });
-      expect(result).toBe(false);
+      expect(result).toEqual({ extended: true, later: true, aborted: false });
       for (const warning of warnings) expect(warning).not.toContain("lockpw");
     } finally {
       process.off("warning", onWarning);

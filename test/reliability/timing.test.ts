@@ -17,6 +17,7 @@ import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { aborted } from "../helpers/aborted.js";
 import { startDelayProxy } from "../helpers/delay-proxy.js";
 import { useInvariants } from "../helpers/invariants.js";
+import { arrival, nextExtensions } from "../helpers/lock-events.js";
 import { scriptOf, sentByClientsWith, startMonitors } from "../helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
@@ -234,42 +235,54 @@ describe("an acquisition slower than the ttl fails", () => {
 });
 
 describe("auto-extension", () => {
-  it("keeps the lock: a quorum holds our value with a ttl at every sample over 6 ttls", async () => {
+  it("keeps the lock: a quorum holds our value with a ttl at every sample through 3 renewals, past its ttl", async () => {
     const extensions: ExtendMessage[] = [];
-    const onExtend = (message: unknown) => extensions.push(message as ExtendMessage);
+    const onExtend = (message: unknown) => {
+      if ((message as ExtendMessage).resources.includes("auto:keep")) extensions.push(message as ExtendMessage);
+    };
     diagnosticsChannel.subscribe("redlock-kit:extend", onExtend);
     try {
       const dlm = new Redlock(direct);
-      // a generous per-instance timeout: one slow round on this shared machine would lose the lock
-      const samples = await dlm.using(
-        "auto:keep",
-        400,
-        async (signal, lock) => {
-          const seen: number[] = [];
-          const end = performance.now() + 2400;
-          while (performance.now() < end) {
+      // 2 s: renewed at half of it, so a renewal the loaded machine runs up to ~1 s late still comes
+      // in time; the section lasts until the third renewal (~3 s), whenever that comes
+      const ttl = 2000;
+      const { samples, heldMs } = await dlm.using("auto:keep", ttl, async (signal, lock) => {
+        const started = performance.now();
+        const renewed = nextExtensions("auto:keep", 3);
+        // how many instances hold our value with a ttl, and after how many renewals
+        const seen: { renewals: number; holding: number }[] = [];
+        let sampling = true;
+        const sampled = (async () => {
+          while (sampling) {
+            const renewals = extensions.length;
             const held = await Promise.all(
               direct.map(
                 async (client) =>
                   (await client.get("auto:keep")) === lock.value && (await client.pttl("auto:keep")) > 0,
               ),
             );
-            seen.push(held.filter(Boolean).length);
+            seen.push({ renewals, holding: held.filter(Boolean).length });
             await sleep(25);
           }
-          expect(signal.aborted).toBe(false);
-          expect(lock.valid).toBe(true);
-          return seen;
-        },
-        { instanceTimeout: 150 },
-      );
-      expect(samples.length).toBeGreaterThan(10);
-      expect(Math.min(...samples)).toBeGreaterThanOrEqual(2);
-      const done = extensions.filter((m) => m.resources.includes("auto:keep"));
-      expect(done.every((m) => m.extended)).toBe(true);
-      // renewed at half the ttl: about 12 times in 2.4 s; a handful at least, never a storm
-      expect(done.length).toBeGreaterThanOrEqual(4);
-      expect(done.length).toBeLessThanOrEqual(60);
+        })();
+        try {
+          // a lock left unrenewed fails here as "its 3 renewals never came"
+          await arrival(renewed, "its 3 renewals");
+        } finally {
+          sampling = false;
+          await sampled;
+        }
+        expect(signal.aborted).toBe(false);
+        expect(lock.valid).toBe(true);
+        return { samples: seen, heldMs: performance.now() - started };
+      });
+      // sampled before the first renewal and between each two (each ~1 s apart)
+      expect([...new Set(samples.map((sample) => sample.renewals))]).toEqual(expect.arrayContaining([0, 1, 2]));
+      expect(Math.min(...samples.map((sample) => sample.holding))).toBeGreaterThanOrEqual(2);
+      expect(extensions.every((m) => m.extended)).toBe(true);
+      // held past its ttl, which renewals half a ttl apart take (late ones only make it longer): a
+      // storm of renewals back to back would have made three long before
+      expect(heldMs).toBeGreaterThan(ttl);
       await expect.poll(() => valuesOf("auto:keep")).toEqual([null, null, null]);
     } finally {
       diagnosticsChannel.unsubscribe("redlock-kit:extend", onExtend);
@@ -301,7 +314,10 @@ describe("auto-extension", () => {
   });
 
   it("stops at maxHoldMs: a holder that never returns blocks others only until then, and knows it lost the lock", async () => {
-    const maxHoldMs = 900;
+    // a 2 s ttl renewed at half of it (a renewal up to ~1 s late still comes in time) and a cap the
+    // one renewal reaches: the key outlives its ttl only by that renewal, and ends at the cap
+    const ttl = 2000;
+    const maxHoldMs = 2200;
     // every extension the holder sends: when, and for how long
     const requests: { at: number; ttl: number }[] = [];
     const stores = direct.map((client) =>
@@ -319,7 +335,7 @@ describe("auto-extension", () => {
     });
     const holding = holder.using(
       "auto:cap",
-      300,
+      ttl,
       async (signal, lock) => {
         // read after the cap was set: the cap ends at sectionStart + maxHoldMs at the latest
         sectionStart = performance.now();
@@ -331,9 +347,10 @@ describe("auto-extension", () => {
       { maxHoldMs },
     );
     await inSection;
-    const next = await other.acquire("auto:cap", 2000, { wait: 5000, retryDelay: 20, retryJitter: 10 });
+    // a wait no loaded machine outlasts before the cap (a holder past the cap fails as contention)
+    const next = await other.acquire("auto:cap", 2000, { wait: 15_000, retryDelay: 20, retryJitter: 10 });
     const waited = performance.now() - sectionStart;
-    // the key outlived several ttls...
+    // the key outlived its ttl, up to the cap...
     expect(waited).toBeGreaterThanOrEqual(maxHoldMs - 50);
     expect(requests.length).toBeGreaterThanOrEqual(3);
     // ...and no extension asked for an expiry past the cap (each request is timed after the

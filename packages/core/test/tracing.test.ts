@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import diagnosticsChannel from "node:diagnostics_channel";
 import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
+import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { sleep } from "#test-helpers/redis.js";
 import {
   type Lock,
@@ -185,15 +186,17 @@ describe("tracing channels", () => {
     });
     try {
       const events = await record(async () => {
-        const result = await dlm.using("job", 300, async () => {
-          await sleep(400); // long enough for at least one auto-extension
+        // 2 s, renewed at half of it (a renewal up to ~1 s late still comes in time): fn lasts until
+        // that auto-extension came
+        const result = await dlm.using("job", 2000, async () => {
+          await arrival(nextExtensions("job", 1), "the lock's renewal");
           return 42;
         });
         expect(result).toBe(42);
       });
       const [start, , , asyncEnd] = on(events, "using");
       expect(sequence(events, "using")).toEqual(["start", "end", "asyncStart", "asyncEnd"]);
-      expect(asyncEnd?.snapshot).toEqual({ resources: ["job"], instances: 3, ttl: 300, outcome: "completed" });
+      expect(asyncEnd?.snapshot).toEqual({ resources: ["job"], instances: 3, ttl: 2000, outcome: "completed" });
       expect(parents.map(([name]) => name)).toContain("extend");
       expect(parents[0]).toEqual(["acquire", start?.context]);
       expect(parents.every(([, parent]) => parent === start?.context)).toBe(true);

@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
-import { nextMessage, nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextMessage, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -47,7 +47,7 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
     release();
     // released by the handler's end, not expired: the release found the key still ours (the ttl,
     // 60 s, outlasts the test) and deleted it
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     expect(await redis.exists("fastify-timeout:1")).toBe(0);
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {
@@ -75,7 +75,7 @@ it("writes nothing over the 503 of a handlerTimeout that fired while the route w
     const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("fastify-waited:1"));
     const answered = await app.inject({ method: "POST", url: "/x/1" });
     expect(answered.statusCode).toBe(503);
-    expect((await ended).outcome).toBe("contention");
+    expect((await arrival(ended, "the wait's end")).outcome).toBe("contention");
     // the route's answer runs a few promise turns after the acquisition's end
     await new Promise((resolve) => setImmediate(resolve));
     // before: FST_ERR_REP_ALREADY_SENT, from sending the 423 over the timeout's 503

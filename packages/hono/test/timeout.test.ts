@@ -6,7 +6,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
-import { nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 import { serveHono } from "./serve.js";
@@ -63,7 +63,7 @@ describe("a handler that Hono's timeout() answered for", () => {
         release();
         // released by the handler's end, not expired: the release found the key still ours (the
         // ttl, 60 s, outlasts the test) and deleted it
-        expect((await released).released).toBe(true);
+        expect((await arrival(released, "the lock's release")).released).toBe(true);
         expect(await redis.exists("hono-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
@@ -83,7 +83,7 @@ describe("a handler that Hono's timeout() answered for", () => {
       const released = nextRelease("hono-timeout:1");
       release();
       // released by the handler's failure, not expired
-      expect((await released).released).toBe(true);
+      expect((await arrival(released, "the lock's release")).released).toBe(true);
       expect(await redis.exists("hono-timeout:1")).toBe(0);
       expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
     } finally {

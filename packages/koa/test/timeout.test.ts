@@ -6,7 +6,7 @@ import Koa from "koa";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
-import { nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
@@ -64,7 +64,7 @@ it("keeps the lock while a handler that a timeout answered for still runs, and r
     release();
     // released by the handler's end, not expired: the release found the key still ours (the ttl,
     // 60 s, outlasts the test) and deleted it
-    expect((await released).released).toBe(true);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
     expect(await redis.exists("koa-timeout:1")).toBe(0);
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {

@@ -2,7 +2,7 @@ import { Controller, Injectable, Module, Param, type PipeTransform, Post, UseInt
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
-import { nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
 import { captureLogs, platforms, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
@@ -86,7 +86,7 @@ describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for",
         release();
         // released by the method's end, not expired: the release found the key still ours (the
         // ttl, 60 s, outlasts the test) and deleted it
-        expect((await released).released).toBe(true);
+        expect((await arrival(released, "the lock's release")).released).toBe(true);
         expect(await redis.exists("nest-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
@@ -111,7 +111,7 @@ describe("a @LockedRoute handler that an inner TimeoutInterceptor answered for",
         expect((await send(`${app.url}/piped/1`, { method: "POST" })).status).toBe(408);
         // the response is done and no method runs yet: the lock is released (not expired: its ttl,
         // 60 s, outlasts the test)
-        expect((await released).released).toBe(true);
+        expect((await arrival(released, "the lock's release")).released).toBe(true);
         expect(await redis.exists("nest-timeout-pipe:1")).toBe(0);
         release();
         await expect.poll(() => logs.error.length).toBeGreaterThan(0);

@@ -19,6 +19,7 @@ import { type AcquireTraceContext, type Lock, LockUnavailableError, Redlock, tra
 import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 
 const cluster = useRedisServers(3);
@@ -167,7 +168,9 @@ describe("@redlock-kit/opentelemetry", () => {
     const dlm = redlock();
     const tracer = tracerProvider.getTracer("app");
     await tracer.startActiveSpan("request", async (request) => {
-      await dlm.using("job", 300, () => sleep(400)); // long enough for an auto-extension
+      // 2 s, renewed at half of it (a renewal up to ~1 s late still comes in time): fn lasts until
+      // that auto-extension came
+      await dlm.using("job", 2000, () => arrival(nextExtensions("job", 1), "the lock's renewal"));
       request.end();
     });
     const [using] = finished("lock.using");
@@ -192,7 +195,9 @@ describe("@redlock-kit/opentelemetry", () => {
       const first = lock.expiresAt;
       await expect.poll(() => lock.expiresAt).toBeGreaterThan(first);
     };
-    await Promise.all([dlm.using("a", 300, untilExtended), dlm.using("b", 300, untilExtended)]);
+    // 2 s, renewed at half of it: a renewal up to ~1 s late still comes in time (300 ms ones were
+    // lost when their renewal ran 150 ms late)
+    await Promise.all([dlm.using("a", 2000, untilExtended), dlm.using("b", 2000, untilExtended)]);
     const parents = new Map(finished("lock.using").map((span) => [span.spanContext().spanId, span]));
     const extensions = finished("lock.extend");
     expect(new Set(extensions.map((span) => String(span.attributes["lock.resources"])))).toEqual(new Set(["a", "b"]));
