@@ -186,6 +186,36 @@ describe("a Redis Cluster as one Redlock instance", () => {
     client.disconnect();
   });
 
+  it("keeps queues and fence counters in the slot of the key as sent, on a Cluster client with a keyPrefix: releases, fences and checks slots of prefixed keys", async () => {
+    const client = cluster.client({ keyPrefix: "app:" });
+    const dlm = new Redlock([client], { retryCount: 0 });
+    const fencing = new Redlock([client], { retryCount: 0, fencing: true });
+    try {
+      // the release's queue of an untagged key (ioredis sends "app:job") was beside "job": CROSSSLOT
+      const lock = await dlm.acquire("job", 60_000);
+      expect(await lock.release()).toBe(true);
+      expect(await (await cluster.ownerOf("app:job")).client().exists("app:job")).toBe(0);
+      // its fence counter too: every fenced acquisition was refused as a configuration error
+      const first = await fencing.acquire("job", 60_000);
+      expect(await first.release()).toBe(true);
+      const second = await fencing.acquire("job", 60_000);
+      expect(BigInt(second.fence as string)).toBe(BigInt(first.fence as string) + 1n);
+      expect(await second.release()).toBe(true);
+      // slots are those of the keys as sent: "app:order:1" and "app:order:2" are in different slots
+      await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(/share a hash slot/);
+      // a prefix with a hash tag puts every key in its slot: any resources lock together
+      const tagged = new Redlock([cluster.client({ keyPrefix: "{app}:" })], { retryCount: 0 });
+      const both = await tagged.acquire(["order:1", "order:2"], 60_000);
+      expect(await both.release()).toBe(true);
+      const counters: string[] = [];
+      for (const server of cluster.servers) counters.push(...(await server.client().keys("*redlock-kit:fence")));
+      expect(counters).toEqual(["app:{app:job}:redlock-kit:fence"]);
+      await Promise.all(cluster.servers.map((server) => server.client().flushall()));
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it("keeps locking on surviving masters when one master dies, and reports the dead slots as unavailable", async () => {
     const client = cluster.client();
     const dlm = new Redlock([client], { retryCount: 0, instanceTimeout: 200 });

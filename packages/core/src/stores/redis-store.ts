@@ -34,6 +34,8 @@ export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
   readonly description: string;
   readonly #cluster: boolean;
+  /** The client's keyPrefix, which ioredis puts before every key and Redis hashes with it (Cluster slots). */
+  readonly #prefix: string;
   /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
   readonly handsOver: boolean;
   /** Calls the scripts, by EVALSHA once sent (speed/evalsha-bypass.ts). */
@@ -57,6 +59,7 @@ export class RedisStore implements LockStore {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
     this.handsOver = !this.#cluster;
+    this.#prefix = String(client.options.keyPrefix ?? "");
     this.description = describeClient(client);
     this.#scripts = new ScriptCaller(client, this.#cluster);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
@@ -67,12 +70,12 @@ export class RedisStore implements LockStore {
    * A fenced lock needs each key's counter in the key's slot too.
    */
   checkKeys(keys: readonly string[], fencing?: boolean): void {
-    if (this.#cluster) checkClusterKeys(keys, fencing);
+    if (this.#cluster) checkClusterKeys(keys, fencing, this.#prefix);
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
@@ -86,8 +89,8 @@ export class RedisStore implements LockStore {
   acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     // checkKeys refused keys whose counter has no home: this is defined
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster, this.#prefix) as string[];
+    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     return this.#inFlight.send(value, (wanted) =>
       this.#scripts.call(
         COMMANDS.acquireFenced,
@@ -101,7 +104,7 @@ export class RedisStore implements LockStore {
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
   raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
     this.#batcher?.beforeSend();
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
+    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster, this.#prefix) as string[];
     return this.#scripts.call(
       COMMANDS.raiseFences,
       [keys.length * 2, ...keys, ...counters, value, ...fences],
@@ -119,7 +122,7 @@ export class RedisStore implements LockStore {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     this.#batcher?.beforeSend();
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
   }
 
@@ -127,7 +130,7 @@ export class RedisStore implements LockStore {
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
-    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
+    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
     return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
@@ -149,7 +152,7 @@ export class RedisStore implements LockStore {
   }
 
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
     await Promise.all(queues.map((queue) => this.client.zrem(queue, entry)));

@@ -26,15 +26,16 @@ export const FENCED_SET_SHA = sha1(FENCED_SET_SCRIPT);
 
 /**
  * A multi-key script on a Cluster must stay in one slot; say so before Redis answers CROSSSLOT.
- * A fenced lock needs each key's counter in the key's slot too.
+ * A fenced lock needs each key's counter in the key's slot too. `prefix`: the client's own
+ * keyPrefix (ioredis), which Redis sees before every key and so hashes too.
  */
-export function checkClusterKeys(keys: readonly string[], fencing?: boolean): void {
-  if (keys.length > 1 && calculateSlot.generateMulti(keys as string[]) === -1) {
+export function checkClusterKeys(keys: readonly string[], fencing?: boolean, prefix = ""): void {
+  if (keys.length > 1 && calculateSlot.generateMulti(keys.map((key) => prefix + key)) === -1) {
     throw new RangeError(
       `resources of one lock must share a hash slot on a Redis Cluster, got ${keys.map((k) => JSON.stringify(k)).join(", ")}: put the common part in braces, e.g. "{order:42}:payment" and "{order:42}:stock"`,
     );
   }
-  const homeless = fencing ? keys.find((key) => besideKey(key, FENCE_SUFFIX) === undefined) : undefined;
+  const homeless = fencing ? keys.find((key) => besideKey(key, FENCE_SUFFIX, prefix) === undefined) : undefined;
   if (homeless !== undefined) {
     throw new RangeError(
       `a fence counter cannot share the hash slot of ${JSON.stringify(homeless)} on a Redis Cluster: give the resource a hash tag, e.g. "{order:42}"`,
@@ -45,12 +46,17 @@ export function checkClusterKeys(keys: readonly string[], fencing?: boolean): vo
 /** A queue entry: the channel to tell, how long to hold the key for the waiter, its value. */
 export const entryOf = (ticket: QueueTicket, value: string) => `${ticket.channel}:${ticket.holdMs}:${value}`;
 
-/** On a Cluster: the key plus the suffix when that hashes like the key itself (a hash-tagged key keeps its tag), else `{key}` plus the suffix. */
-export function besideKey(key: string, suffix: string): string | undefined {
+/**
+ * On a Cluster: the key plus the suffix when that hashes like the key itself (a hash-tagged key
+ * keeps its tag), else `{key}` plus the suffix. With the client's `prefix` (ioredis puts it before
+ * every key it sends) the slots are those of the keys as sent, and the braces take the prefix in.
+ */
+export function besideKey(key: string, suffix: string, prefix = ""): string | undefined {
+  const slot = calculateSlot(prefix + key);
   const sameTag = key + suffix;
-  if (calculateSlot(sameTag) === calculateSlot(key)) return sameTag;
-  const braced = `{${key}}${suffix}`;
-  return calculateSlot(braced) === calculateSlot(key) ? braced : undefined;
+  if (calculateSlot(prefix + sameTag) === slot) return sameTag;
+  const braced = `{${prefix}${key}}${suffix}`;
+  return calculateSlot(prefix + braced) === slot ? braced : undefined;
 }
 
 /** The acquire script answers OK, or the holder's PTTL. */
@@ -75,16 +81,16 @@ export function toRaiseReply(reply: unknown): RaiseReply {
 /**
  * The keys beside `keys` with `suffix` (queues, fence counters), or undefined where one cannot
  * sit in its key's hash slot (a Cluster key without a hash tag whose braced form would hash
- * elsewhere): its waiters poll, and it cannot be fenced.
+ * elsewhere): its waiters poll, and it cannot be fenced. `prefix` as for `besideKey`.
  */
-export function besideOf(keys: readonly string[], suffix: string, cluster: boolean): string[] | undefined {
-  const beside = keys.map((key) => besideOne(key, suffix, cluster));
+export function besideOf(keys: readonly string[], suffix: string, cluster: boolean, prefix = ""): string[] | undefined {
+  const beside = keys.map((key) => besideOne(key, suffix, cluster, prefix));
   return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
 }
 
 /** `besideOf` for one key. */
-export function besideOne(key: string, suffix: string, cluster: boolean): string | undefined {
-  return cluster ? besideKey(key, suffix) : key + suffix;
+export function besideOne(key: string, suffix: string, cluster: boolean, prefix = ""): string | undefined {
+  return cluster ? besideKey(key, suffix, prefix) : key + suffix;
 }
 
 /** ACQUIRE_SCRIPT, or FENCED_ACQUIRE_SCRIPT with the fence `counters`: with `queues`, a refused caller queues. */
