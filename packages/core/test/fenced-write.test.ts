@@ -210,6 +210,12 @@ describe("fencedSet and fencedGet on a node-redis client", () => {
     }
   });
 
+  it("reads integer replies as strings on an ioredis client with stringNumbers: a write is no refusal", async () => {
+    expect(await sequence((redis.servers[0] as RedisServer).client({ stringNumbers: true }))).toEqual(
+      await sequence(client),
+    );
+  });
+
   it("takes the fence of a lock taken through node-redis", async () => {
     await expectStaleHolderRefused(await nodeRedis());
   });

@@ -14,6 +14,8 @@ afterAll(() => closeNodeRedis(nodeRedis));
 /** One contract, run against every store: NodeRedisStore and MemoryStore must behave exactly as RedisStore. */
 const stores: [string, () => LockStore][] = [
   ["RedisStore", () => new RedisStore(redis.servers[0]?.client() as never)],
+  // integer replies as strings: an extension that worked read as "1" was a lost lock
+  ["RedisStore (stringNumbers)", () => new RedisStore(redis.servers[0]?.client({ stringNumbers: true }) as never)],
   ["NodeRedisStore", () => new NodeRedisStore(nodeRedis[0] as NodeRedisClient)],
   ["MemoryStore", () => new MemoryStore()],
 ];

@@ -98,7 +98,7 @@ export async function fencedSet(
   }
   defineOnce(known.client, COMMANDS.fencedSet, FENCED_SET_SCRIPT);
   const written = await (known.client as unknown as FencedSetClient)[COMMANDS.fencedSet](1, key, value, checked);
-  return written === 1;
+  return isOne(written);
 }
 
 /** Reads what `fencedSet` stored at `key`: its value and fence, or `null` when nothing was written. */

@@ -70,12 +70,15 @@ export function toFencedReply(reply: unknown): AcquireReply {
   return { acquired: true, fences: reply.map(String) };
 }
 
-export const isOne = (reply: unknown) => reply === 1;
+/** A script's integer 1: a number, or "1" from an ioredis client with `stringNumbers` (every integer reply a string). */
+export const isOne = (reply: unknown) => reply === 1 || reply === "1";
 
 /** The raise script answers OK, or the PTTL of the first key no longer ours (anything else: a refusal that says nothing). */
 export function toRaiseReply(reply: unknown): RaiseReply {
   if (reply === "OK") return true;
-  return typeof reply === "number" ? { raised: false, holderTtl: reply } : false;
+  // the PTTL is a decimal string on an ioredis client with `stringNumbers`
+  const ttl = typeof reply === "number" || typeof reply === "string" ? Number(reply) : Number.NaN;
+  return Number.isInteger(ttl) ? { raised: false, holderTtl: ttl } : false;
 }
 
 /**
