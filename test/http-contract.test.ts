@@ -15,7 +15,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
-import { arrival, nextAbortedAcquire, nextAcquireStart, nextMessage, nextRelease } from "./helpers/lock-events.js";
+import {
+  arrival,
+  nextAbortedAcquire,
+  nextAcquireStart,
+  nextExtensions,
+  nextMessage,
+  nextRelease,
+} from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
 const cluster = useRedisServers(3);
@@ -84,6 +91,8 @@ let probe = newProbe();
 beforeEach(() => {
   probe = newProbe();
 });
+// a test that failed before opening its gate lets its handlers end: closing the app would wait for them
+afterEach(() => probe.gate.resolve());
 
 const echo = async (lock: Lock | undefined) => {
   probe.enter();
@@ -193,11 +202,15 @@ const routes: RouteSpec[] = [
     method: "post",
     path: "/extend/:id",
     key: "extend:{params.id}",
-    options: { ttl: 300 },
-    handler: async () => {
-      probe.enter();
-      // until the test has sent its second request: only auto-extension keeps the lock that long
-      await probe.gate.promise;
+    // renewed at half of it: a renewal up to ~1 s late still comes in time (before: 300 ms, lost
+    // when a renewal ran 150 ms late)
+    options: { ttl: 2000 },
+    handler: async (lock) => {
+      probe.enter(lock);
+      // the first request runs until the test has its second answer: only auto-extension keeps the
+      // lock that long. A second one that got the lock (the first's was lost) answers at once, so
+      // that the test fails on its status rather than by its timeout
+      if (probe.calls === 1) await probe.gate.promise;
       return { json: { done: true } };
     },
   },
@@ -541,12 +554,21 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(0);
   });
 
-  it("extends a 300 ms lock while its handler runs past 650 ms, so a request then still gets 423, and frees it after", async () => {
+  it("keeps a 2 s lock through three renewals while its handler runs past its ttl, so a request then still gets 423, and frees it after", async () => {
     const released = nextRelease("extend:1");
     const first = send(`${url}/extend/1`, { method: "POST" });
     await probe.entered;
-    // more than two ttls (a late timer only makes it more): the lock lives on its extensions
-    await sleep(650);
+    const lock = probe.lock as Lock;
+    // its expiry now, and its next three renewals: half a ttl (~1 s) apart, late ones only later
+    const taken = lock.expiresAt;
+    const renewals = nextExtensions("extend:1", 3);
+    // a lock left unrenewed fails here as "its 3 renewals never came", a lost one as not extended
+    const renewed = await arrival(renewals, "its 3 renewals");
+    expect(renewed.map((message) => message.extended)).toEqual([true, true, true]);
+    expect(lock.valid, "the lock is still held").toBe(true);
+    // held past the expiry it had: the third renewal starts about half a ttl after it
+    expect(Date.now(), "held past the expiry it had").toBeGreaterThan(taken);
+    expect(lock.expiresAt).toBeGreaterThan(taken);
     const second = await send(`${url}/extend/1`, { method: "POST" });
     expect(second.status).toBe(423);
     expect(JSON.parse(second.text)).toEqual({ error: "Resource is locked" });
@@ -554,6 +576,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect((await first).status).toBe(200);
     expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("extend:1")).toEqual([null, null, null]);
+    expect(probe.calls).toBe(1);
   });
 
   it("answers 503 with no internal detail when every Redis instance is down", async () => {

@@ -425,9 +425,16 @@ describe("AUTH + TLS passthrough", () => {
     );
 
   it("works with the user's own TLS clients authenticated as the ACL user", async () => {
-    const dlm = invariants.track(
-      new Redlock(overTls({ username: "locker", password: "lockpw" }), { keyPrefix: "lock:" }),
+    const clients = overTls({ username: "locker", password: "lockpw" });
+    // connected first: until its TLS handshake and AUTH are done an instance cannot vote, and on a loaded
+    // machine the handshakes can outlast every attempt of the acquisition (each waits a per-instance
+    // timeout, 100 ms here), which would then fail as unavailable. Not once(): a connection error
+    // that ioredis retries would reject it
+    const ready = clients.map((client) =>
+      client.status === "ready" ? undefined : new Promise((resolve) => client.once("ready", resolve)),
     );
+    await arrival(Promise.all(ready), "the TLS connections");
+    const dlm = invariants.track(new Redlock(clients, { keyPrefix: "lock:" }));
     const lock = await dlm.acquire("tls", 1000);
     await expect.poll(() => valuesOf("lock:tls")).toEqual([lock.value, lock.value, lock.value]);
     await lock.extend(1000);
