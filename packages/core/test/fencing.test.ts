@@ -182,8 +182,9 @@ describe("the write-back (phase 2)", () => {
     const dlm = new Redlock(stores, { fencing: true, retryCount: 0 });
     const error = await dlm.acquire("lost", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockContentionError);
-    // nobody holds the keys there: no holder's ttl to suggest, so the lock's own
-    expect((error as LockContentionError).retryAfterMs).toBe(1000);
+    // nobody holds the keys there: free now, so try again at once (Retry-After's 1 s floor), not after the lock's own ttl
+    expect((error as LockContentionError).retryAfterMs).toBe(1);
+    expect((error as LockContentionError).headers["Retry-After"]).toBe("1");
     await expect.poll(() => values("lost")).toEqual([null, null, null]);
     // only node 0 still held the key: only its counter was raised (to its own value, 1)
     expect(await counters("lost")).toEqual(["1", "1", "1"]);

@@ -97,7 +97,8 @@ export async function writeBackFences(
     if (reply === true) confirmed++;
     else {
       lost++;
-      if (reply !== false) retryAfterMs = Math.max(retryAfterMs, reply.holderTtl);
+      // a key gone (-2) is free now: 1 ms, so that the caller is told to try again at once (Retry-After 1)
+      if (reply !== false) retryAfterMs = Math.max(retryAfterMs, reply.holderTtl === -2 ? 1 : reply.holderTtl);
     }
   }
   if (confirmed >= quorum) return { fences };
@@ -105,7 +106,7 @@ export async function writeBackFences(
   // expired). That is contention, not an outage, when those answers alone cost the quorum: had
   // every instance that erred or was silent confirmed, there would still be none. Otherwise the
   // errors (a counter that is not one, a connection that moved) are reported as unavailability,
-  // with their causes. No holder's ttl (keys gone, or a store that does not say) leaves
+  // with their causes. No holder's ttl (a key without expiry, or a store that does not say) leaves
   // retryAfterMs 0: the lock's own ttl is suggested (acquireError).
   const failed = confirmations.length - confirmed - lost;
   if (confirmed + failed < quorum) return { fences: undefined, failure: { kind: "contention", retryAfterMs } };
