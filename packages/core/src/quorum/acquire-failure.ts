@@ -33,8 +33,8 @@ export function isMisconfigured(failure: AcquireFailure): boolean {
 
 /**
  * The error a failed acquisition rejects with. A holder whose key has no expiry (another tool's key
- * at the lock's name: PTTL -1, reported as 0), or whose ttl is not known (a fence write-back that
- * found the key gone, or a custom store that did not read it), gives no remaining time to wait for:
+ * at the lock's name: PTTL -1, reported as 0), or whose ttl is not known (a custom store's fence
+ * write-back that did not read it), gives no remaining time to wait for:
  * the lock's own `ttl` is suggested instead, so that `Retry-After` is not the 1 s floor for a key
  * that may never go.
  */
