@@ -1,7 +1,7 @@
 /**
- * Test topologies beyond N independent masters: a Redis Cluster (three masters joined with
- * `redis-cli --cluster create`) and a Sentinel set (master, replica, one sentinel). Every
- * process is started by the harness and stopped by its PID.
+ * Test topologies beyond N independent masters: a Redis Cluster (masters joined with
+ * `redis-cli --cluster create`, optionally with replicas) and a Sentinel set (master, replica,
+ * one sentinel). Every process is started by the harness and stopped by its PID.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -38,16 +38,27 @@ async function ask<T>(port: number, call: (client: Redis) => Promise<T>): Promis
 }
 
 export interface TestCluster {
+  /** Every node: masters and replicas. */
   readonly servers: RedisServer[];
   /** An ioredis Cluster client; closed by stop(). */
   client(options?: ClusterOptions): Cluster;
   /** The server that owns `key`'s slot. */
   ownerOf(key: string): Promise<RedisServer>;
+  /** The replicas of `master`. */
+  replicasOf(master: RedisServer): Promise<RedisServer[]>;
   stop(): Promise<void>;
 }
 
-export async function startCluster(masters = 3): Promise<TestCluster> {
-  const servers = await startServers(masters, {
+/** CLUSTER SLOTS: [first slot, last slot, master, ...replicas], each node [host, port, id]. */
+type SlotRange = [number, number, ...[string, number, string][]];
+
+/**
+ * `masters` masters with `replicas` replicas each. Ready once every node answers cluster_state:ok
+ * and lists every replica in CLUSTER SLOTS (where an ioredis Cluster learns of them), and every
+ * replica's link to its master is up. A failed start stops what it started.
+ */
+export async function startCluster(masters = 3, replicas = 0): Promise<TestCluster> {
+  const servers = await startServers(masters * (1 + replicas), {
     args: [
       "--cluster-enabled",
       "yes",
@@ -60,23 +71,23 @@ export async function startCluster(masters = 3): Promise<TestCluster> {
       "no",
     ],
   });
-  await run("redis-cli", [
-    "--cluster",
-    "create",
-    ...servers.map((server) => `127.0.0.1:${server.port}`),
-    "--cluster-replicas",
-    "0",
-    "--cluster-yes",
-  ]);
-  for (const server of servers) {
-    await until(`cluster_state:ok on ${server.port}`, async () =>
-      (await ask(server.port, (c) => c.cluster("INFO"))).includes("cluster_state:ok"),
-    );
+  try {
+    await formCluster(servers, replicas);
+  } catch (error) {
+    await Promise.all(servers.map((server) => server.stop()));
+    throw error;
   }
   const clients = new Set<Cluster>();
-  /** CLUSTER SLOTS: [first slot, last slot, [host, port, id], ...replicas] */
-  type SlotRange = [number, number, [string, number, string]];
   let slots: SlotRange[] | undefined;
+  const slotRanges = async () => {
+    slots ??= (await ask((servers[0] as RedisServer).port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
+    return slots;
+  };
+  const serverAt = (port: unknown) => {
+    const server = servers.find((s) => s.port === Number(port));
+    if (!server) throw new Error(`no server on port ${String(port)}`);
+    return server;
+  };
   return {
     servers,
     client(options = {}) {
@@ -89,19 +100,46 @@ export async function startCluster(masters = 3): Promise<TestCluster> {
       return client;
     },
     async ownerOf(key) {
-      const first = servers[0] as RedisServer;
-      slots ??= (await ask(first.port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
-      const slot = await ask(first.port, (c) => c.cluster("KEYSLOT", key));
-      const range = slots.find(([from, to]) => slot >= from && slot <= to);
-      const owner = servers.find((server) => server.port === Number(range?.[2][1]));
-      if (!owner) throw new Error(`no owner for slot ${slot}`);
-      return owner;
+      const slot = await ask((servers[0] as RedisServer).port, (c) => c.cluster("KEYSLOT", key));
+      const range = (await slotRanges()).find(([from, to]) => slot >= from && slot <= to);
+      if (!range) throw new Error(`no owner for slot ${slot}`);
+      return serverAt(range[2]?.[1]);
+    },
+    async replicasOf(master) {
+      const range = (await slotRanges()).find((r) => Number(r[2]?.[1]) === master.port);
+      if (!range) throw new Error(`${master.port} is no master`);
+      return (range.slice(3) as [string, number, string][]).map((node) => serverAt(node[1]));
     },
     async stop() {
       for (const client of clients) client.disconnect();
       await Promise.all(servers.map((server) => server.stop()));
     },
   };
+}
+
+async function formCluster(servers: readonly RedisServer[], replicas: number): Promise<void> {
+  await run("redis-cli", [
+    "--cluster",
+    "create",
+    ...servers.map((server) => `127.0.0.1:${server.port}`),
+    "--cluster-replicas",
+    String(replicas),
+    "--cluster-yes",
+  ]);
+  const nodesPerRange = 1 + replicas;
+  for (const server of servers) {
+    await until(`cluster_state:ok on ${server.port}`, async () =>
+      (await ask(server.port, (c) => c.cluster("INFO"))).includes("cluster_state:ok"),
+    );
+    await until(`every replica in CLUSTER SLOTS on ${server.port}`, async () => {
+      const ranges = (await ask(server.port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
+      return ranges.length > 0 && ranges.every((range) => range.length === 2 + nodesPerRange);
+    });
+    await until(`${server.port} a master, or a replica in sync`, async () => {
+      const info = await ask(server.port, (c) => c.info("replication"));
+      return info.includes("role:master") || info.includes("master_link_status:up");
+    });
+  }
 }
 
 export interface TestSentinel {

@@ -34,6 +34,12 @@ export class RedisStore implements LockStore {
   readonly client: Redis | Cluster;
   readonly description: string;
   readonly #cluster: boolean;
+  /**
+   * A Cluster that reads from replicas: a refused SET NX GET's PTTL, read-only, would ask a replica
+   * for the holder's ttl. One-key acquisitions run the acquire script, whose refusal carries the
+   * PTTL read on the master, in the same step.
+   */
+  readonly #replicaReads: boolean;
   /** The client's keyPrefix, which ioredis puts before every key and Redis hashes with it (Cluster slots). */
   readonly #prefix: string;
   /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
@@ -58,6 +64,7 @@ export class RedisStore implements LockStore {
   constructor(client: Redis | Cluster) {
     this.client = client;
     this.#cluster = "isCluster" in client && client.isCluster;
+    this.#replicaReads = readsFromReplicas(client);
     this.handsOver = !this.#cluster;
     this.#prefix = String(client.options.keyPrefix ?? "");
     this.description = describeClient(client);
@@ -76,7 +83,7 @@ export class RedisStore implements LockStore {
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
-    if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
+    if (queues === undefined && keys.length === 1 && this.#oneKey.usable && !this.#replicaReads) {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
     }
@@ -163,6 +170,16 @@ export class RedisStore implements LockStore {
     this.#subscriber?.close();
     this.#subscriber = undefined;
   }
+}
+
+/**
+ * Whether `client` is a Cluster whose `scaleReads` is not "master": ioredis then sends read-only
+ * commands (GET, PTTL, and pipelines of nothing else) to replicas, which replicate asynchronously
+ * and may not have a lock taken a moment ago. Scripts and MULTI are not read-only: they go to the
+ * slot's master whatever `scaleReads` says.
+ */
+export function readsFromReplicas(client: Redis | Cluster): boolean {
+  return "isCluster" in client && client.isCluster && (client as Cluster).options.scaleReads !== "master";
 }
 
 /** Adds `name` to the client unless it has it (a shared client may already carry it). */

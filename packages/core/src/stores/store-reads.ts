@@ -1,12 +1,13 @@
 import type { Cluster, Redis } from "ioredis";
 import { NodeRedisStore } from "./node-redis/node-redis-store.js";
-import { RedisStore } from "./redis-store.js";
+import { RedisStore, readsFromReplicas } from "./redis-store.js";
 import type { LockStore, StoredKey } from "./store.js";
 
 /**
  * Reads what one instance holds under `key`, without changing it. A `RedisStore` is asked GET and
  * PTTL in one pipeline (one round trip, no script: a read-only ACL user with `+get +pttl` can
- * inspect); any other store through its optional `inspect`.
+ * inspect), in MULTI/EXEC on a Cluster that reads from replicas (`readsFromReplicas`): the lock is
+ * read where it is taken, on the slot's master. Any other store through its optional `inspect`.
  */
 export function readKey(store: LockStore, key: string): Promise<StoredKey | null> {
   if (typeof store.inspect === "function") return store.inspect(key);
@@ -15,7 +16,9 @@ export function readKey(store: LockStore, key: string): Promise<StoredKey | null
 }
 
 async function readRedisKey(client: Redis | Cluster, key: string): Promise<StoredKey | null> {
-  const replies = await client.pipeline().get(key).pttl(key).exec();
+  // MULTI is not read-only, so ioredis sends the transaction to the master (a pipeline goes where its first command does)
+  const batch = readsFromReplicas(client) ? client.multi() : client.pipeline();
+  const replies = await batch.get(key).pttl(key).exec();
   const [get, pttl] = replies ?? [];
   if (!get || !pttl) throw new Error("No reply to GET and PTTL");
   if (get[0]) throw get[0];
