@@ -74,6 +74,8 @@ export class Redlock {
   readonly #clock: () => number;
   /** A one-key release is done once a quorum deleted its key: made once, not per release. */
   readonly #oneKeyQuorum: Quorum<number>;
+  /** Set by stopAcquiring() (or quit()): resolves once the acquisitions ended. */
+  #stopping: Promise<void> | undefined;
 
   constructor(instances: readonly RedlockInstance[], options?: RedlockOptions) {
     if (!Array.isArray(instances) || instances.length === 0) {
@@ -300,15 +302,32 @@ export class Redlock {
   }
 
   /**
-   * Closes the clients this Redlock created from options or URLs; clients and stores it was handed
-   * stay open. Acquisitions still running end first, rejecting with `LockUnavailableError`, and
-   * later ones are refused with it; locks already held are left as they are.
+   * The first step of `quit()`, leaving the clients open: acquisitions still running end (a waiting
+   * one stops waiting; what they took is given back) and reject with `LockUnavailableError`, later
+   * ones are refused with it, and a key a release reserved for a next call is released. Locks
+   * already held still extend and release as usual: a graceful shutdown calls this, waits for the
+   * work that holds locks, then calls `quit()`. Resolves once the acquisitions ended (at most 1 s:
+   * an instance that does not answer); calling it again, or `quit()`, does not repeat it.
    */
-  async quit(): Promise<void> {
+  stopAcquiring(): Promise<void> {
+    this.#stopping ??= this.#stopAcquiring();
+    return this.#stopping;
+  }
+
+  async #stopAcquiring(): Promise<void> {
     // whatever a running acquisition took is given back while the connections are open
     await this.#loop.quit(QUIT_BOUND_MS);
     // a key reserved for a next call that will not come is released while the connections are open
     await this.#retake.quit(QUIT_BOUND_MS);
+  }
+
+  /**
+   * Closes the clients this Redlock created from options or URLs; clients and stores it was handed
+   * stay open. Acquisitions still running end first, rejecting with `LockUnavailableError`, and
+   * later ones are refused with it (`stopAcquiring()`); locks already held are left as they are.
+   */
+  async quit(): Promise<void> {
+    await this.stopAcquiring();
     // ends this Redlock's subscriptions; a handed store's connection closes once nobody else listens on it
     this.#handOvers.close();
     for (const { store, ownStore } of this.#instances) {

@@ -41,6 +41,21 @@ function settled(promise: Promise<unknown>): () => boolean {
   return () => done;
 }
 
+/** Another Redlock holds `key` for 30 s, on every server. */
+async function heldElsewhere(key: string): Promise<{ holder: Redlock; held: Lock }> {
+  const holder = new Redlock(clients);
+  const held = await holder.acquire(key, 30_000);
+  // acquire resolves at a quorum: a call must find the holder's key on every server, or its
+  // attempt may reach the last one first, take it, give it back and stay unqueued there
+  await expect.poll(() => Promise.all(admins.map((admin) => admin.get(key)))).toEqual(admins.map(() => held.value));
+  return { holder, held };
+}
+
+const queuedEverywhere = (key: string) =>
+  until("the call is queued everywhere", async () =>
+    (await Promise.all(admins.map((admin) => admin.zcard(queueOf(key))))).every((size) => size === 1),
+  );
+
 /** One turn of the event loop: every reaction to what already settled has run. */
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -93,19 +108,11 @@ describe("quit() and the acquisitions still running", () => {
   it.each(["owned", "handed"] as const)(
     "a call waiting behind a held key at quit() (%s clients) ends at once: no key, queue entry or subscription left",
     async (kind) => {
-      const holder = new Redlock(clients);
-      const held: Lock = await holder.acquire("held", 30_000);
-      // acquire resolves at a quorum: the call must find the holder's key on every server, or its
-      // attempt may reach the last one first, take it, give it back and stay unqueued there
-      await expect
-        .poll(() => Promise.all(admins.map((admin) => admin.get("held"))))
-        .toEqual(admins.map(() => held.value));
+      const { holder, held } = await heldElsewhere("held");
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
       const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
       const ended = settled(call);
-      await until("the call is queued everywhere", async () =>
-        (await Promise.all(admins.map((admin) => admin.zcard(queueOf("held"))))).every((size) => size === 1),
-      );
+      await queuedEverywhere("held");
       await dlm.quit();
       await turn();
       expect(ended()).toBe(true);
@@ -189,4 +196,39 @@ describe("quit() and the acquisitions still running", () => {
       await proxy.close();
     }
   });
+});
+
+describe("stopAcquiring(): quit()'s first step, the clients left open", () => {
+  it.each(["owned", "handed"] as const)(
+    "ends a call waiting behind a held key and refuses new ones (%s clients), while a lock already held still extends and releases",
+    async (kind) => {
+      const { holder, held } = await heldElsewhere("held");
+      const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
+      const mine = await dlm.acquire("mine", 30_000);
+      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
+      const ended = settled(call);
+      await queuedEverywhere("held");
+      await dlm.stopAcquiring();
+      await turn();
+      expect(ended()).toBe(true);
+      await expect(call).rejects.toBeInstanceOf(LockUnavailableError);
+      await expect(call).rejects.toThrow(/stopAcquiring\(\)/);
+      await expect(dlm.acquire("later", 1000)).rejects.toBeInstanceOf(LockUnavailableError);
+      await dlm.stopAcquiring();
+      // the lock held before goes on through the clients, still open
+      const extendedFrom = mine.expiresAt;
+      expect(await dlm.extend(mine, 60_000)).toBe(mine);
+      expect(mine.expiresAt).toBeGreaterThan(extendedFrom);
+      expect(await dlm.unlock(mine)).toBe(true);
+      // the holder's key alone: no queue entry of the ended call, nothing of the released lock
+      await expect.poll(async () => (await leftovers()).map((left) => left.keys)).toEqual(admins.map(() => ["held"]));
+      expect(await Promise.all(admins.map((admin) => admin.get("held")))).toEqual(admins.map(() => held.value));
+      await dlm.quit();
+      await until("no hand-over channel is listened to", async () =>
+        (await leftovers()).every((left) => left.channels.length === 0),
+      );
+      await held.release();
+      await holder.quit();
+    },
+  );
 });

@@ -10,7 +10,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Lock, type LockStore, RedisStore, Redlock } from "../src/index.js";
+import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
 import { autoExtend } from "../src/lock/auto-extend.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
@@ -35,12 +35,15 @@ const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
 async function watchReservations(clients: readonly Redis[]) {
   const asked = clients.map(() => new Set<string>());
   const released = clients.map(() => new Set<string>());
+  /** Every argument of the scripts each instance ran: a release of a value is seen there once it is among them. */
+  const scriptArgs = clients.map(() => new Set<string>());
   const monitors = await Promise.all(clients.map((client) => client.monitor()));
   for (const [i, monitor] of monitors.entries()) {
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       // EVALSHA sha 2 key queue value mode ...: mode 'r' carries channel, reserve, hold;
       // EVALSHA sha 1 key value 'R' reserve hold: a reservation that reads no queue
       if (source === "lua" || String(args[0]).toLowerCase() !== "evalsha") return;
+      for (const arg of args) scriptArgs[i]?.add(String(arg));
       if (args[5] === "R") {
         if (args[6]) asked[i]?.add(args[6]);
       } else if (args[6] === "r") {
@@ -50,6 +53,8 @@ async function watchReservations(clients: readonly Redis[]) {
   }
   return {
     asked,
+    /** Resolves once every instance ran a script with `value` (the release of a lock, `lock.value`). */
+    ran: (value: string) => until(async () => scriptArgs.every((seen) => seen.has(value))),
     /** Resolves once every value asked for on `instance` was released there. */
     letGo: (instance: number) =>
       until(async () => [...(asked[instance] ?? [])].every((value) => released[instance]?.has(value))),
@@ -442,6 +447,32 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     const taken = await waiting;
     expect(taken.valid).toBe(true);
     await b.unlock(taken);
+    await b.unlock(blocker);
+  });
+
+  it("a looper's release after stopAcquiring() reserves nothing (no call of its Redlock will come): the key goes to the other Redlock's waiter", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `stopped:${count}`;
+    // a listens for hand-overs while its call on the blocker waits
+    const blocker = await b.acquire(`${key}:blocker`, 10_000);
+    const listening = a.acquire(`${key}:blocker`, 10_000, WAIT());
+    await queued(`${key}:blocker`, 1);
+    await a.unlock(await a.acquire(key, 10_000));
+    const lock = await a.acquire(key, 10_000, WAIT());
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    const watch = await watchReservations(instances());
+    try {
+      await a.stopAcquiring();
+      await expect(listening).rejects.toBeInstanceOf(LockUnavailableError);
+      expect(await a.unlock(lock)).toBe(true);
+      const taken = await waiting;
+      await watch.ran(lock.value);
+      expect(watch.asked).toEqual(instances().map(() => new Set()));
+      await b.unlock(taken);
+    } finally {
+      watch.stop();
+    }
     await b.unlock(blocker);
   });
 

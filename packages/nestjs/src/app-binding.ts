@@ -1,5 +1,11 @@
 import "reflect-metadata";
-import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from "@nestjs/common";
+import {
+  type BeforeApplicationShutdown,
+  Inject,
+  Injectable,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from "@nestjs/common";
 import { DiscoveryService, MetadataScanner } from "@nestjs/core";
 import { createHttpLockPolicy, type HeldRoute, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
 import { bindInstance, callsSettled, startRedlock, stopRedlock } from "./bound-redlocks.js";
@@ -9,11 +15,12 @@ type Handler = (...args: unknown[]) => unknown;
 
 /**
  * What one app's RedlockModule does at start and at shutdown: binds the app's providers and
- * controllers to its Redlock (for `@Locked`), checks every `@LockedRoute` declaration, and closes
- * the Redlock, which closes the clients it created and none it was handed.
+ * controllers to its Redlock (for `@Locked`), checks every `@LockedRoute` declaration, and at
+ * shutdown stops taking locks, waits for those held, and closes the Redlock, which closes the
+ * clients it created and none it was handed.
  */
 @Injectable()
-export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
+export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
   readonly #policy: HttpLockPolicy;
   /** Compiled route locks by handler; `null` for a handler without `@LockedRoute`. */
   readonly #routes = new WeakMap<Handler, RouteLock | null>();
@@ -80,9 +87,21 @@ export class RedlockAppBinding implements OnModuleInit, OnApplicationShutdown {
     );
   }
 
-  async onApplicationShutdown(): Promise<void> {
-    // before quit(): a @Locked call from here on is refused (its instance stays bound to this Redlock)
+  /**
+   * The app takes no more locks: a `@Locked` call from here on is refused (its instance stays bound
+   * to this Redlock), and the calls and requests still waiting for their lock end now with
+   * `LockUnavailableError` (503), their bodies not run. Before Nest closes the HTTP server, which
+   * waits for the requests in progress: a `@LockedRoute` request waiting for its lock would hold it
+   * up for its whole `wait`.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
     stopRedlock(this.redlock);
+    await this.redlock.stopAcquiring();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    // nothing more after beforeApplicationShutdown, which Nest calls first (both steps happen once)
+    await this.beforeApplicationShutdown();
     // A @Locked call still running (a job), or a @LockedRoute method a timeout answered for, renews
     // and releases its lock through this Redlock's clients: closed now, its lock would lapse while
     // its body goes on, and another owner take it.

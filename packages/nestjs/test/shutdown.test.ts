@@ -3,17 +3,20 @@
  * method is still running, on platform-express and platform-fastify, against real redis-servers.
  * Nest closes the HTTP server (waiting for the responses in progress) before the shutdown hooks;
  * a method an inner TimeoutInterceptor answered for has its response sent but still runs then,
- * under its route's lock, which is renewed and released through the module's clients.
+ * under its route's lock, which is renewed and released through the module's clients. A @Locked
+ * call or a @LockedRoute request still waiting for its lock (held by another owner) ends at once
+ * with LockUnavailableError (503) instead of holding the shutdown up for its whole wait.
  */
-import { Controller, Module, Param, Post, UseInterceptors } from "@nestjs/common";
-import { Redlock } from "@redlock-kit/core";
+import { text } from "node:stream/consumers";
+import { Controller, Injectable, Module, Param, Post, UseInterceptors } from "@nestjs/common";
+import { type Lock, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
-import { send } from "#test-helpers/http-client.js";
-import { extensions, nextRelease } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
-import { LockedRoute, RedlockModule } from "../src/index.js";
+import { open, send } from "#test-helpers/http-client.js";
+import { arrival, extensions, nextRelease } from "#test-helpers/lock-events.js";
+import { until, useRedisServers } from "#test-helpers/redis.js";
+import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 import { platforms, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(3);
@@ -102,3 +105,104 @@ describe.each(platforms)(
     });
   },
 );
+
+/** The module, on the test's redis-servers through URLs: clients it creates and closes. */
+const redlockModule = () =>
+  RedlockModule.forRoot({ instances: cluster.servers.map((s) => `redis://127.0.0.1:${s.port}`) });
+
+/** Calls whose method body ran: none may, for a call still waiting for its lock at shutdown. */
+let bodiesRun: string[] = [];
+
+@Injectable()
+class ReportJob {
+  @Locked("report:{0}", { ttl: 5000, wait: 60_000 })
+  async run(name: string) {
+    bodiesRun.push(`job ${name}`);
+  }
+}
+
+@Controller("reports")
+class ReportController {
+  @Post(":name")
+  @LockedRoute("report:{params.name}", { ttl: 5000, wait: 60_000 })
+  async make(@Param("name") name: string) {
+    bodiesRun.push(`route ${name}`);
+    return { made: name };
+  }
+}
+
+/** The other owner takes `key` and holds it (ttl 60 s) on every server, where a waiter must find it. */
+async function holdElsewhere(key: string): Promise<Lock> {
+  const held = await other.acquire(key, 60_000);
+  await expect.poll(() => Promise.all(clients.map((client) => client.get(key)))).toEqual(clients.map(() => held.value));
+  return held;
+}
+
+/** Resolves once a call waits in `key`'s queue on every server. */
+const queuedEverywhere = (key: string) =>
+  until(`a call is queued for ${key} everywhere`, async () =>
+    (await Promise.all(clients.map((client) => client.zcard(`${key}:redlock-kit:waiters`)))).every((n) => n === 1),
+  );
+
+/** The closed app left nothing: each server has the other owner's key alone (no queue entry), with its value. */
+async function expectOnlyHeld(held: Lock): Promise<void> {
+  const key = held.resources[0] as string;
+  expect(await Promise.all(clients.map((client) => client.keys("*")))).toEqual(clients.map(() => [key]));
+  expect(await Promise.all(clients.map((client) => client.get(key)))).toEqual(clients.map(() => held.value));
+}
+
+describe("shutdown while a @Locked call waits for its lock, held by another owner", () => {
+  it("ends the call at once with LockUnavailableError, its body not run, and closes without waiting for the holder", async () => {
+    bodiesRun = [];
+    const held = await holdElsewhere("report:daily");
+    @Module({ imports: [redlockModule()], providers: [ReportJob] })
+    class JobApp {}
+    const running = await startNestApp(JobApp, "express");
+    const call = running.app
+      .get(ReportJob)
+      .run("daily")
+      .catch((error: unknown) => error);
+    try {
+      await queuedEverywhere("report:daily");
+      // before: close() waited for the call, which waited for the holder (60 s)
+      await arrival(running.close(), "the app's close, the holder still holding the key");
+      const error = await call;
+      expect(error).toBeInstanceOf(LockUnavailableError);
+      expect((error as LockUnavailableError).status).toBe(503);
+      expect(bodiesRun).toEqual([]);
+      await expectOnlyHeld(held);
+    } finally {
+      await held.release();
+    }
+    // the call is over: the released key does not make its body run
+    expect(await call).toBeInstanceOf(LockUnavailableError);
+    expect(bodiesRun).toEqual([]);
+  });
+});
+
+describe.each(platforms)("shutdown while a @LockedRoute request waits for its lock (%s)", (platform) => {
+  it("answers the request 503 at once, its handler not run, and closes without waiting for the holder", async () => {
+    bodiesRun = [];
+    const key = `report:${platform}`;
+    const held = await holdElsewhere(key);
+    @Module({ imports: [redlockModule()], controllers: [ReportController] })
+    class RouteApp {}
+    const running = await startNestApp(RouteApp, platform);
+    const answered = open(`${running.url}/reports/${platform}`, { method: "POST" }).response;
+    try {
+      await queuedEverywhere(key);
+      // before: Nest closed the HTTP server first, which waited for the request, which waited for the holder
+      await arrival(running.close(), "the app's close, the holder still holding the key");
+      const response = await answered;
+      // the route's own answer, not the framework's refusal of a request that came while closing
+      expect({ status: response.statusCode, body: JSON.parse(await text(response)) }).toMatchObject({
+        status: 503,
+        body: { statusCode: 503, errorCode: "ERR_REDLOCK_UNAVAILABLE" },
+      });
+      expect(bodiesRun).toEqual([]);
+      await expectOnlyHeld(held);
+    } finally {
+      await held.release();
+    }
+  });
+});

@@ -57,10 +57,10 @@ export function acquireError(resources: readonly string[], failure: AcquireFailu
   return new LockConfigurationError(message, instances, resources, { cause: unavailable });
 }
 
-/** What an acquisition rejects with when `Redlock.quit()` ended it, or came before it. */
+/** What an acquisition rejects with when `Redlock.stopAcquiring()` (or `quit()`) ended it, or came before it. */
 export const quitError = (resources: readonly string[]): LockUnavailableError =>
   new LockUnavailableError(
     resources,
     [],
-    "Lock service unavailable: Redlock.quit() was called, no more locks are taken",
+    "Lock service unavailable: Redlock.stopAcquiring() or quit() was called, no more locks are taken",
   );

@@ -237,10 +237,10 @@ export class AcquireLoop {
   }
 
   /**
-   * `Redlock.quit()`: refuses new calls and ends the running ones, which give back what they took
-   * while the connections are still open (an attempt in flight is released once it answered) and
-   * reject with `quitError`. Resolves once no call runs, or after `boundMs` (a dead instance must
-   * not make quit() hang).
+   * `Redlock.stopAcquiring()`, the first step of `quit()`: refuses new calls and ends the running
+   * ones, which give back what they took while the connections are still open (an attempt in
+   * flight is released once it answered) and reject with `quitError`. Resolves once no call runs,
+   * or after `boundMs` (a dead instance must not make quit() hang).
    */
   quit(boundMs: number): Promise<void> {
     if (this.#quit !== undefined) return this.#quit;

@@ -139,6 +139,8 @@ export class Retake {
   /** `quit()` waits for the last of them. */
   #answered: (() => void) | undefined;
   #armed = false;
+  /** Set by `quit()` (`Redlock.stopAcquiring()`): no call will take a reservation, so releases make none. */
+  #stopped = false;
 
   /** `channel`: this Redlock's hand-over channel, which its own waiters listen on. */
   constructor(channel: string, quorum: number) {
@@ -185,7 +187,8 @@ export class Retake {
 
   /** A release of a one-key lock acquired for `ttl` ms and held `heldMs` starts: its window, open once it resolved (`released`). */
   releasing(key: string, streakStart: number | undefined, heldMs: number, ttl: number, start: number): Window {
-    const retake = streakStart !== undefined && start - streakStart < MAX_STREAK_MS && heldMs < MAX_HELD_MS;
+    const retake =
+      !this.#stopped && streakStart !== undefined && start - streakStart < MAX_STREAK_MS && heldMs < MAX_HELD_MS;
     const hold = Math.min(ttl, RESERVE_HOLD_MS);
     const reservation = retake ? { value: newLockValue(), ttl, hold, start, wallStart: Date.now() } : undefined;
     const window: Window = {
@@ -254,12 +257,14 @@ export class Retake {
   }
 
   /**
-   * `Redlock.quit()`: every reservation no call holds is released now, before the connections
-   * close (the let-go is written ahead of QUIT on each connection), and so is any that a release
-   * still on its way makes: resolves once those releases answered, or after `boundMs` (a dead
-   * instance must not make quit() hang).
+   * `Redlock.stopAcquiring()` (and so `quit()`): every reservation no call holds is released now,
+   * before the connections close (the let-go is written ahead of QUIT on each connection), and so
+   * is any that a release still on its way makes: resolves once those releases answered, or after
+   * `boundMs` (a dead instance must not make quit() hang). Later releases (of locks still held)
+   * reserve nothing: no acquisition follows them.
    */
   async quit(boundMs: number): Promise<void> {
+    this.#stopped = true;
     for (const [key, window] of this.#windows) if (!window.taken) this.#giveUp(key, window);
     this.#windows.clear();
     if (this.#asking === 0) return;
