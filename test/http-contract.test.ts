@@ -505,6 +505,34 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(0);
   });
 
+  it("answers 503 at once, without running the handler, to a request still waiting for its lock when its Redlock stops acquiring (a graceful shutdown)", async () => {
+    const stopping = new Redlock(clients);
+    const stoppingApp = await buildApp[framework](stopping, routes);
+    try {
+      const holder = await dlm.acquire("wait:stop", 10_000);
+      const answer = send(`${stoppingApp.url}/wait/stop`, { method: "POST" });
+      // queued on every instance: the request waits for the holder (its route's wait is 5 s)
+      await expect
+        .poll(() => Promise.all(clients.map((c) => c.zcard("wait:stop:redlock-kit:waiters"))))
+        .toEqual([1, 1, 1]);
+      await stopping.stopAcquiring();
+      // before stopAcquiring() existed the request waited out its 5 s and got 423
+      const response = await answer;
+      expect(response.status).toBe(503);
+      expect(response.text).toBe('{"error":"Lock service unavailable"}');
+      expect(probe.calls).toBe(0);
+      expect(await values("wait:stop")).toEqual([holder.value, holder.value, holder.value]);
+      expect(await Promise.all(clients.map((c) => c.exists("wait:stop:redlock-kit:waiters")))).toEqual([0, 0, 0]);
+      // the app's other routes answer 503 too, sending nothing
+      expect((await send(`${stoppingApp.url}/orders/1/pay`, { method: "POST" })).status).toBe(503);
+      expect(await values("order:1")).toEqual([null, null, null]);
+      await holder.release();
+    } finally {
+      await stoppingApp.close();
+      await stopping.quit();
+    }
+  });
+
   it("stops waiting for a held lock when the client of a pipelined request, queued behind another, disconnects", async () => {
     const holder = await dlm.acquire("wait:pipelined", 10_000);
     const started = nextAcquireStart("wait:pipelined");
