@@ -88,11 +88,11 @@ export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdow
   }
 
   /**
-   * The app takes no more locks: a `@Locked` call from here on is refused (its instance stays bound
-   * to this Redlock), and the calls and requests still waiting for their lock end now with
-   * `LockUnavailableError` (503), their bodies not run. Before Nest closes the HTTP server, which
-   * waits for the requests in progress: a `@LockedRoute` request waiting for its lock would hold it
-   * up for its whole `wait`.
+   * The app takes no more locks: a `@Locked` call from here on that needs a lock is refused (its
+   * instance stays bound to this Redlock; one that only re-enters its caller's locks runs), and
+   * the calls and requests still waiting for their lock end now with `LockUnavailableError` (503),
+   * their bodies not run. Before Nest closes the HTTP server, which waits for the requests in
+   * progress: a `@LockedRoute` request waiting for its lock would hold it up for its whole `wait`.
    */
   async beforeApplicationShutdown(): Promise<void> {
     stopRedlock(this.redlock);

@@ -1,4 +1,4 @@
-import { LockUnavailableError, type Redlock } from "@redlock-kit/core";
+import type { Redlock } from "@redlock-kit/core";
 
 /**
  * Which Redlock a `@Locked` call uses: the one of the app its `this` belongs to. Decorators run
@@ -7,13 +7,14 @@ import { LockUnavailableError, type Redlock } from "@redlock-kit/core";
  * read at each call. Several apps in one process (end-to-end tests) each keep their own.
  */
 const byInstance = new WeakMap<object, Redlock>();
-/** The Redlocks of the RedlockModules that are running, in the order they were created. */
-const running = new Set<Redlock>();
 /**
- * The Redlocks of apps that shut down. Their instances stay bound to them: a job still running
- * during or after shutdown must get a typed error, never another running app's Redlock.
+ * The Redlocks of the RedlockModules that are running, in the order they were created. An app's
+ * instances stay bound to its Redlock once it shuts down: a job still running during or after the
+ * shutdown gets that Redlock's refusal (`stopAcquiring()`, then `quit()`: `LockUnavailableError`),
+ * never another running app's Redlock, and a nested call that only re-enters the locks its caller
+ * holds still runs.
  */
-const stopped = new WeakSet<Redlock>();
+const running = new Set<Redlock>();
 
 /**
  * The `@Locked` calls still running, per Redlock: at shutdown the module waits for them before it
@@ -22,13 +23,11 @@ const stopped = new WeakSet<Redlock>();
 const inFlight = new Map<Redlock, Set<Promise<unknown>>>();
 
 export function startRedlock(redlock: Redlock): void {
-  stopped.delete(redlock);
   running.add(redlock);
 }
 
 export function stopRedlock(redlock: Redlock): void {
   running.delete(redlock);
-  stopped.add(redlock);
 }
 
 export function bindInstance(instance: object, redlock: Redlock): void {
@@ -67,19 +66,12 @@ export async function callsSettled(redlock: Redlock): Promise<void> {
 }
 
 /**
- * The Redlock of `self`'s app (`LockUnavailableError`, 503, once that app shut down); for an
- * object no app created (a class instantiated by hand, a request-scoped provider), the one
- * running RedlockModule's.
+ * The Redlock of `self`'s app, even once that app shut down (its Redlock then refuses to acquire:
+ * `LockUnavailableError`, 503); for an object no app created (a class instantiated by hand, a
+ * request-scoped provider), the one running RedlockModule's.
  */
 export function redlockOf(self: unknown): Redlock {
   const bound = typeof self === "object" && self !== null ? byInstance.get(self) : undefined;
-  if (bound !== undefined && stopped.has(bound)) {
-    throw new LockUnavailableError(
-      [],
-      [],
-      "@Locked from @redlock-kit/nestjs was called on a provider of an app whose RedlockModule has shut down",
-    );
-  }
   if (bound !== undefined) return bound;
   const [only, ...others] = running;
   if (only !== undefined && others.length === 0) return only;

@@ -341,6 +341,79 @@ describe("shutdown while a @Locked call of the app is still running", () => {
   });
 });
 
+/** A job that, once the app's shutdown has begun, calls a nested @Locked method on its own key and one on another key. */
+@Injectable()
+class NestingJob {
+  static entered = () => {};
+  static go: Promise<void> = Promise.resolve();
+  @Locked("nesting:{0}", { ttl: 5000 })
+  async run(id: string): Promise<string[]> {
+    NestingJob.entered();
+    await NestingJob.go;
+    const outcome = (call: Promise<string>) => call.catch((error: unknown) => (error as Error).name);
+    return [await outcome(this.again(id)), await outcome(this.elsewhere(id))];
+  }
+  @Locked("nesting:{0}")
+  async again(_id: string) {
+    return "re-entered";
+  }
+  @Locked("elsewhere:{0}")
+  async elsewhere(_id: string) {
+    return "locked elsewhere";
+  }
+}
+
+/**
+ * In a global module, whose shutdown hooks Nest runs last (a module's run before those of the
+ * modules it imports): its beforeApplicationShutdown comes after RedlockModule's.
+ */
+@Injectable()
+class ShutdownProbe {
+  static began = () => {};
+  beforeApplicationShutdown() {
+    ShutdownProbe.began();
+  }
+}
+
+@Global()
+@Module({ providers: [ShutdownProbe] })
+class ShutdownProbeModule {}
+
+describe("shutdown while a @Locked job of the app runs and calls nested @Locked methods", () => {
+  it("lets a nested call that only re-enters the job's own lock run, and refuses one that needs another lock (503)", async () => {
+    @Module({
+      imports: [RedlockModule.forRoot({ instances: trio().map(url) }), ShutdownProbeModule],
+      providers: [NestingJob],
+    })
+    class NestingApp {}
+    const context = await start(NestingApp);
+    const entered = new Promise<void>((resolve) => {
+      NestingJob.entered = resolve;
+    });
+    const began = new Promise<void>((resolve) => {
+      ShutdownProbe.began = resolve;
+    });
+    let go = () => {};
+    NestingJob.go = new Promise<void>((resolve) => {
+      go = resolve;
+    });
+    const job = context.get(NestingJob).run("1");
+    await entered;
+    const closed = context.close();
+    try {
+      // the module has stopped taking locks: the job's nested calls come after that
+      await began;
+    } finally {
+      go();
+    }
+    // before: [ 'LockUnavailableError', 'LockUnavailableError' ] (the re-entering call was refused too, failing the job)
+    expect(await job).toEqual(["re-entered", "LockUnavailableError"]);
+    await closed;
+    expect(await holders("nesting:1")).toBe("neither (0,0,0,0)");
+    expect(await holders("elsewhere:1")).toBe("neither (0,0,0,0)");
+  });
+});
+
 describe("RedlockModule imported twice in one app", () => {
   it("fails the app's start, saying to import it once: its two Redlocks would contend with each other (a @LockedRoute answered 423 to every request)", async () => {
     @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], providers: [NeedsRedlock] })
