@@ -315,10 +315,11 @@ export class Redlock {
   }
 
   async #stopAcquiring(): Promise<void> {
-    // whatever a running acquisition took is given back while the connections are open
-    await this.#loop.quit(QUIT_BOUND_MS);
-    // a key reserved for a next call that will not come is released while the connections are open
-    await this.#retake.quit(QUIT_BOUND_MS);
+    // Both at once, within one bound, while the connections are open: whatever a running
+    // acquisition took is given back, and a key reserved for a next call that will not come is
+    // released. Retake stops now, not after the acquisitions ended: a release meanwhile (a held
+    // lock's, or that of a call that acquired as it was stopped) must reserve nothing either.
+    await Promise.all([this.#loop.quit(QUIT_BOUND_MS), this.#retake.quit(QUIT_BOUND_MS)]);
   }
 
   /**

@@ -9,7 +9,7 @@
  * MONITOR.
  */
 import type { Redis } from "ioredis";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
 import { autoExtend } from "../src/lock/auto-extend.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
@@ -92,7 +92,8 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
 
   /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
-   * listens for hand-overs for as long as the test runs (a call of its own waits on another key).
+   * listens for hand-overs for as long as the test runs: a call of its own waits on `b`'s `blocker`
+   * (`ended`: what that call settled with, once `stopAcquiring()` ended it).
    */
   async function looper(a: Redlock, b: Redlock, key: string) {
     const blocker = await b.acquire(`${key}:blocker`, 10_000);
@@ -105,7 +106,8 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       await b.unlock(blocker);
       await a.unlock(await listening);
     };
-    return { lock, done };
+    const ended = listening.catch((error: unknown) => error);
+    return { lock, done, ended, blocker };
   }
 
   it("a looping Redlock takes the key back first while its run of sections is younger than MAX_STREAK_MS, then the other Redlock's waiter gets it", async () => {
@@ -453,18 +455,13 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
   it("a looper's release after stopAcquiring() reserves nothing (no call of its Redlock will come): the key goes to the other Redlock's waiter", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `stopped:${count}`;
-    // a listens for hand-overs while its call on the blocker waits
-    const blocker = await b.acquire(`${key}:blocker`, 10_000);
-    const listening = a.acquire(`${key}:blocker`, 10_000, WAIT());
-    await queued(`${key}:blocker`, 1);
-    await a.unlock(await a.acquire(key, 10_000));
-    const lock = await a.acquire(key, 10_000, WAIT());
+    const { lock, ended, blocker } = await looper(a, b, key);
     const waiting = b.acquire(key, 10_000, WAIT());
     await queued(key, 1);
     const watch = await watchReservations(instances());
     try {
       await a.stopAcquiring();
-      await expect(listening).rejects.toBeInstanceOf(LockUnavailableError);
+      expect(await ended).toBeInstanceOf(LockUnavailableError);
       expect(await a.unlock(lock)).toBe(true);
       const taken = await waiting;
       await watch.ran(lock.value);
@@ -473,6 +470,98 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     } finally {
       watch.stop();
     }
+    await b.unlock(blocker);
+  });
+
+  /**
+   * Holds every instance's writes back (CLIENT PAUSE WRITE, sent on connections of the test's own:
+   * the paused ones are shared by every Redlock here) until `unpause()`.
+   */
+  async function pauseWrites() {
+    const admins = instances().map((_, i) => redis.server(i).client());
+    await Promise.all(admins.map((admin) => admin.call("CLIENT", "PAUSE", 60_000, "WRITE")));
+    return {
+      /** Resolves once a command waits on every instance. */
+      blocked: () =>
+        until(async () =>
+          (await Promise.all(admins.map((admin) => admin.info("clients")))).every((info) =>
+            /blocked_clients:1\b/.test(info),
+          ),
+        ),
+      /** Lets the instances run the held-back writes (again after the test, whatever failed). */
+      unpause: async () => {
+        if (admins.length === 0) return;
+        await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+        for (const admin of admins.splice(0)) admin.disconnect();
+      },
+    };
+  }
+
+  /** A Redlock whose attempts wait for an answer rather than time out while the instances are paused. */
+  const patient = () => {
+    const dlm = new Redlock(instances(), { ...NO_POLLING, ...SLOW_CLOCK, instanceTimeout: 5000 });
+    redlocks.push(dlm);
+    return dlm;
+  };
+
+  it("a looper's release while stopAcquiring() still waits for an attempt in flight reserves nothing either", async () => {
+    const [a, b] = [patient(), redlock()];
+    const key = `stopping:${count}`;
+    const { lock, ended, blocker } = await looper(a, b, key);
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    const watch = await watchReservations(instances());
+    const paused = await pauseWrites();
+    try {
+      const inFlight = a.acquire(`${key}:in-flight`, 10_000, { retryCount: 0 }).catch((error: unknown) => error);
+      await paused.blocked();
+      // stopAcquiring() waits for that attempt's answer; the release comes meanwhile
+      const stopping = a.stopAcquiring();
+      const released = a.unlock(lock);
+      await paused.unpause();
+      expect(await inFlight).toBeInstanceOf(LockUnavailableError);
+      expect(await ended).toBeInstanceOf(LockUnavailableError);
+      expect(await released).toBe(true);
+      await stopping;
+      await watch.ran(lock.value);
+      expect(watch.asked).toEqual(instances().map(() => new Set()));
+      await b.unlock(await waiting);
+    } finally {
+      watch.stop();
+      await paused.unpause();
+    }
+    await b.unlock(blocker);
+  });
+
+  it("stopAcquiring() waits for an unanswered attempt and an unanswered reservation at once: 1 s at most, not one bound after the other", async () => {
+    const [a, b] = [patient(), redlock()];
+    const key = `bound:${count}`;
+    const { lock, ended, blocker } = await looper(a, b, key);
+    const paused = await pauseWrites();
+    try {
+      // the release asks the instances to reserve the key, and gets no answer; nor does the attempt
+      const released = a.unlock(lock);
+      const inFlight = a.acquire(`${key}:in-flight`, 10_000, { retryCount: 0 }).catch((error: unknown) => error);
+      await paused.blocked();
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"], shouldClearNativeTimers: true });
+      let stopped = false;
+      const stopping = a.stopAcquiring().then(() => {
+        stopped = true;
+      });
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(stopped).toBe(true);
+      vi.useRealTimers();
+      await paused.unpause();
+      await stopping;
+      expect(await inFlight).toBeInstanceOf(LockUnavailableError);
+      expect(await ended).toBeInstanceOf(LockUnavailableError);
+      expect(await released).toBe(true);
+    } finally {
+      vi.useRealTimers();
+      await paused.unpause();
+    }
+    // the reservation answered after stopAcquiring() is let go: nothing is left under the key
+    await until(async () => (await Promise.all(instances().map((c) => c.get(key)))).every((v) => v === null));
     await b.unlock(blocker);
   });
 
