@@ -1,4 +1,4 @@
-import { type HttpKeySource, Redlock } from "@redlock-kit/core";
+import { type HttpKeySource, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
@@ -140,5 +140,45 @@ describe("the Fastify plugin", () => {
     // the caller's object is left as it was
     expect(Object.getOwnPropertySymbols(shared)).toEqual([]);
     expect(await cluster.servers[0]?.client().keys("early*")).toEqual([]);
+  });
+});
+
+describe("the README's shutdown hooks (preClose: stopAcquiring(), onClose: quit())", () => {
+  it("make app.close() answer a request still waiting for its lock 503 at once, its handler not run, and then close the Redlock", async () => {
+    const server = cluster.servers[0];
+    if (!server) throw new Error("no redis-server");
+    const admin = server.client();
+    const own = new Redlock([server.client()]);
+    const app = Fastify();
+    await app.register(redlockPlugin, { redlock: own });
+    app.addHook("preClose", async () => {
+      await app.redlock.stopAcquiring();
+    });
+    app.addHook("onClose", async () => {
+      await app.redlock.quit();
+    });
+    let ran = 0;
+    app.post("/wait", { config: { redlock: { key: "shutdown:wait", wait: 5000 } } }, async () => {
+      ran++;
+      return { ok: true };
+    });
+    const address = await app.listen({ port: 0, host: "127.0.0.1" });
+    const holder = await dlm.acquire("shutdown:wait", 60_000);
+    try {
+      const answer = send(`${address}/wait`, { method: "POST" });
+      await expect.poll(() => admin.zcard("shutdown:wait:redlock-kit:waiters")).toBe(1);
+      await app.close();
+      // without the preClose hook the close waited for the request, which got 423 after its 5 s wait
+      const response = await answer;
+      expect(response.status).toBe(503);
+      expect(JSON.parse(response.text)).toEqual({ error: "Lock service unavailable" });
+      expect(ran).toBe(0);
+      expect(await admin.get("shutdown:wait")).toBe(holder.value);
+      expect(await admin.exists("shutdown:wait:redlock-kit:waiters")).toBe(0);
+      await expect(own.acquire("shutdown:later", 1000)).rejects.toBeInstanceOf(LockUnavailableError);
+    } finally {
+      await holder.release();
+      admin.disconnect();
+    }
   });
 });
