@@ -5,10 +5,11 @@
  */
 import { Controller, Global, Inject, Injectable, Module, Post, Scope, type Type } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
-import { channels, type ExtendMessage, LockUnavailableError, Redlock } from "@redlock-kit/core";
+import { LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
+import { extensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 
@@ -304,16 +305,7 @@ describe("shutdown while a @Locked call of the app is still running", () => {
     );
     await entered;
     // the extensions of the job's lock (ttl 1000) that succeed while the app closes
-    let extended = () => {};
-    const twice = new Promise<void>((resolve) => {
-      extended = resolve;
-    });
-    let extensions = 0;
-    const onExtend = (message: unknown) => {
-      const { resources, extended: ok } = message as ExtendMessage;
-      if (ok && resources.includes("long-job") && ++extensions === 2) extended();
-    };
-    channels.extend.subscribe(onExtend);
+    const twice = extensions("long-job", 2);
     const closed = context.close().then(() => order.push("closed"));
     // another owner waits for the key: it may take it only once the job released it
     const other = new Redlock(inspectors.slice(0, 3));
@@ -324,14 +316,14 @@ describe("shutdown while a @Locked call of the app is still running", () => {
     try {
       // the job's lock outlives two extensions while the app closes (before: its clients were closed, it
       // lapsed and the other owner took the key while the job still ran)
-      await Promise.race([twice, taken]);
+      await Promise.race([twice.done, taken]);
       order.push("job still holds its lock");
       finish();
       expect(await jobOutcome).toBe("finished");
       await closed;
       await (await taken).release();
     } finally {
-      channels.extend.unsubscribe(onExtend);
+      twice.stop();
       finish();
       await other.quit();
     }
