@@ -27,13 +27,30 @@ export const nextAbortedAcquire = (resource: string) =>
   nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "aborted");
 
 /**
- * The next `count` extensions of `resource` (auto-extension's included), whatever their outcome: a
- * test that needs a lock kept past its ttl waits for its renewals rather than sleeping past it.
+ * The next `count` extensions of `resource` (auto-extension's included), whatever their outcome or,
+ * with `succeeded`, only those that extended it: a test that needs a lock kept past its ttl waits
+ * for its renewals rather than sleeping past it. `stop()` unsubscribes before then (a race lost).
  */
-export function nextExtensions(resource: string, count: number): Promise<ExtendMessage[]> {
+export function nextExtensions(
+  resource: string,
+  count: number,
+  { succeeded = false } = {},
+): Promise<ExtendMessage[]> & { stop: () => void } {
   const seen: ExtendMessage[] = [];
-  const counted = (message: ExtendMessage) => message.resources.includes(resource) && seen.push(message) === count;
-  return nextMessage<ExtendMessage>("redlock-kit:extend", counted).then(() => seen);
+  const onExtend = (message: unknown) => {
+    const extension = message as ExtendMessage;
+    if (!extension.resources.includes(resource) || (succeeded && !extension.extended)) return;
+    if (seen.push(extension) < count) return;
+    stop();
+    done(seen);
+  };
+  const stop = () => diagnosticsChannel.unsubscribe("redlock-kit:extend", onExtend);
+  let done: (messages: ExtendMessage[]) => void = () => {};
+  const renewed = new Promise<ExtendMessage[]>((resolve) => {
+    done = resolve;
+  });
+  diagnosticsChannel.subscribe("redlock-kit:extend", onExtend);
+  return Object.assign(renewed, { stop });
 }
 
 /** Counts the releases of `resource` from now on; `stop()` unsubscribes. */
@@ -47,21 +64,6 @@ export function countReleases(resource: string) {
   };
   diagnosticsChannel.subscribe("redlock-kit:release", onMessage);
   return counter;
-}
-
-/** Resolves after `count` successful extensions of a lock on `resource` from now on; `stop()` unsubscribes. */
-export function extensions(resource: string, count: number): { done: Promise<void>; stop: () => void } {
-  let seen = 0;
-  let resolve = () => {};
-  const done = new Promise<void>((r) => {
-    resolve = r;
-  });
-  const onExtend = (message: unknown) => {
-    const { resources, extended } = message as ExtendMessage;
-    if (extended && resources.includes(resource) && ++seen === count) resolve();
-  };
-  diagnosticsChannel.subscribe("redlock-kit:extend", onExtend);
-  return { done, stop: () => diagnosticsChannel.unsubscribe("redlock-kit:extend", onExtend) };
 }
 
 /** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */

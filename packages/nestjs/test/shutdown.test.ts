@@ -14,7 +14,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
-import { arrival, extensions, nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextExtensions, nextRelease } from "#test-helpers/lock-events.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 import { platforms, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
@@ -75,7 +75,7 @@ describe.each(platforms)(
       });
       // the timeout answered; the method still runs, holding the key
       expect((await send(`${running.url}/stock/${platform}/count`, { method: "POST" })).status).toBe(408);
-      const twice = extensions(resource, 2);
+      const twice = nextExtensions(resource, 2, { succeeded: true });
       const closed = running.close().then(() => order.push("closed"));
       // another owner waits for the key: it may take it only once the request released it
       const taken = other.acquire(resource, 1000, { wait: 20_000 }).then((lock) => {
@@ -85,7 +85,7 @@ describe.each(platforms)(
       try {
         // before: the module closed its clients at once, the lock lapsed and the other owner took
         // the key while the method still ran
-        await Promise.race([twice.done, taken]);
+        await Promise.race([twice, taken]);
         order.push("method still holds its lock");
         const released = nextRelease(resource);
         release.open();
