@@ -48,7 +48,10 @@ export class LockContentionError extends RedlockError {
   readonly body = { error: "Resource is locked" };
   /** The resources asked for. */
   readonly resources: readonly string[];
-  /** The holder's remaining TTL in ms, as read by the acquire script (0 when unknown). */
+  /**
+   * The holder's remaining TTL in ms, as read with the refusal: 1 when its key went meanwhile (try
+   * again at once), the lock's own ttl when unknown or when the holder's key has no expiry.
+   */
   readonly retryAfterMs: number;
 
   constructor(resources: readonly string[], retryAfterMs: number) {

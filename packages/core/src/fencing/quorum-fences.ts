@@ -7,6 +7,7 @@
  */
 import type { AcquireFailure } from "../quorum/acquire-failure.js";
 import { failuresOf, fanOut, type Vote } from "../quorum/ballot.js";
+import { waitFor } from "../quorum/votes.js";
 import type { AcquireReply, LockStore, QueueTicket, RaiseReply } from "../stores/store.js";
 
 /** A counter or fence: a positive decimal integer of at most 19 digits (Redis counters are 64-bit signed). */
@@ -97,8 +98,7 @@ export async function writeBackFences(
     if (reply === true) confirmed++;
     else {
       lost++;
-      // a key gone (-2) is free now: 1 ms, so that the caller is told to try again at once (Retry-After 1)
-      if (reply !== false) retryAfterMs = Math.max(retryAfterMs, reply.holderTtl === -2 ? 1 : reply.holderTtl);
+      if (reply !== false) retryAfterMs = Math.max(retryAfterMs, waitFor(reply.holderTtl));
     }
   }
   if (confirmed >= quorum) return { fences };

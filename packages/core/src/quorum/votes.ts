@@ -23,11 +23,14 @@ export function tallyAcquire(votes: readonly Vote<AcquireReply>[]): AcquireTally
     if (vote.value.acquired) tally.yes++;
     else {
       tally.held++;
-      tally.retryAfterMs = Math.max(tally.retryAfterMs, vote.value.holderTtl);
+      tally.retryAfterMs = Math.max(tally.retryAfterMs, waitFor(vote.value.holderTtl));
     }
   }
   return tally;
 }
+
+/** How long a refusal says to wait: the holder's ttl; a key gone (-2) is free now, so 1 ms (Retry-After 1, try again at once). */
+export const waitFor = (holderTtl: number): number => (holderTtl === -2 ? 1 : holderTtl);
 
 /**
  * Contention when another owner refused and the instances that answered could have formed a

@@ -63,7 +63,8 @@ export class OneKeySet {
         }
         return commands.pttl(key).then((reply) => {
           const left = Number(reply);
-          return { acquired: false as const, holderTtl: left === -1 ? -1 : Math.max(0, left) };
+          // -1: the holder's key has no expiry; -2: it went (released, expired) since the SET
+          return { acquired: false as const, holderTtl: left === -1 || left === -2 ? left : Math.max(0, left) };
         });
       },
       (error: unknown) => {

@@ -7,7 +7,10 @@ export type AcquireReply =
     }
   | {
       readonly acquired: false;
-      /** The holder's remaining ttl in ms (-1 when its key has no expiry). */
+      /**
+       * The holder's remaining ttl in ms (-1 when its key has no expiry, -2 when it was gone by the
+       * time its ttl was read: the caller is told to try again at once).
+       */
       readonly holderTtl: number;
     };
 
