@@ -99,3 +99,23 @@ export async function arrival<T>(event: Promise<T>, what: string): Promise<T> {
   if ("error" in outcome) throw outcome.error;
   return outcome.value;
 }
+
+/** Attempts of each call on `resource` that ended with `outcome` while `run` ran, in the order they ended. */
+export async function attemptsOf(
+  resource: string,
+  run: () => Promise<unknown>,
+  outcome: AcquireMessage["outcome"] = "acquired",
+): Promise<number[]> {
+  const attempts: number[] = [];
+  const record = (message: unknown) => {
+    const { resources, outcome: ended, attempts: count } = message as AcquireMessage;
+    if (resources[0] === resource && ended === outcome) attempts.push(count);
+  };
+  diagnosticsChannel.subscribe("redlock-kit:acquire", record);
+  try {
+    await run();
+  } finally {
+    diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
+  }
+  return attempts;
+}

@@ -1,16 +1,8 @@
-import diagnosticsChannel from "node:diagnostics_channel";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { attemptsOf } from "#test-helpers/lock-events.js";
 import { sleep, useRedisServers } from "#test-helpers/redis.js";
-import {
-  type AcquireMessage,
-  type Lock,
-  LockContentionError,
-  type LockStore,
-  MemoryStore,
-  RedisStore,
-  Redlock,
-} from "../src/index.js";
+import { type Lock, LockContentionError, type LockStore, MemoryStore, RedisStore, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -69,22 +61,6 @@ async function untilQueued(key: string, count: number): Promise<void> {
     if (Date.now() > deadline) throw new Error(`queue sizes ${sizes}, expected ${count}`);
     await sleep(5);
   }
-}
-
-/** Attempts of each call on `resource` that ended with `outcome`, in the order they ended. */
-async function attemptsOf(resource: string, run: () => Promise<void>, outcome: AcquireMessage["outcome"] = "acquired") {
-  const attempts: number[] = [];
-  const record = (message: unknown) => {
-    const { resources, outcome: ended, attempts: count } = message as AcquireMessage;
-    if (resources[0] === resource && ended === outcome) attempts.push(count);
-  };
-  diagnosticsChannel.subscribe("redlock-kit:acquire", record);
-  try {
-    await run();
-  } finally {
-    diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
-  }
-  return attempts;
 }
 
 /** Starts one waiter per Redlock on `resource`, each only once the previous one is queued everywhere. */

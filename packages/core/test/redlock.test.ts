@@ -2,6 +2,7 @@ import { getEventListeners } from "node:events";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
+import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis-servers.js";
 import {
@@ -482,6 +483,22 @@ describe("Redlock options and lifecycle", () => {
     controller.abort(new Error("too late"));
     await expect(acquiring).rejects.toThrow("too late");
     await expect.poll(() => values("abort-late", 3)).toEqual([null, null, null]);
+  });
+
+  it("arms no validity timer for a lock until its signal is read", async () => {
+    // a minute's lock: only a timer for the end of its validity is this long
+    const { delays: armed, restore } = recordTimeouts((ms) => ms > 30_000);
+    try {
+      const dlm = new Redlock(first(3));
+      const lock = await dlm.acquire("unwatched", 60_000);
+      expect(lock.valid && lock.remainingMs > 30_000).toBe(true);
+      expect(armed).toEqual([]);
+      expect(lock.signal.aborted).toBe(false);
+      expect(armed).toHaveLength(1);
+      await lock.release();
+    } finally {
+      restore();
+    }
   });
 
   it("supports await using", async () => {
