@@ -190,6 +190,8 @@ const routes: RouteSpec[] = [
       throw new Error("secret handler detail");
     },
   },
+  // the same key as /throw/:id, a handler that answers: the request right after a 500
+  { method: "post", path: "/after-throw/:id", key: "throw:{params.id}", handler: echo },
   {
     method: "post",
     path: "/wait/:id",
@@ -233,10 +235,12 @@ const routes: RouteSpec[] = [
     options: { ttl: 1000 },
     handler: async (lock) => {
       probe.enter();
-      // a handler that stops when its lock is lost, as the README tells
-      if (lock && !lock.signal.aborted) await once(lock.signal, "abort");
+      probe.lock = lock;
+      // a handler that stops when its lock is lost, as the README tells: it throws the reason
+      // (or once the test opens the gate: a lock never lost fails the test, not the app's close)
+      if (lock && !lock.signal.aborted) await Promise.race([once(lock.signal, "abort"), probe.gate.promise]);
       probe.lost.resolve(lock?.signal.reason);
-      await probe.gate.promise;
+      lock?.signal.throwIfAborted();
       return { json: { done: true } };
     },
   },
@@ -477,6 +481,10 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const { status, text: body } = await answer;
     expect(status).toBe(500);
     expect(body).not.toContain("secret");
+    // released before the 500 went out: a request for the key sent at once runs (H1), not 423
+    const next = await send(`${url}/after-throw/1`, { method: "POST" });
+    expect(next.status).toBe(200);
+    expect(probe.calls).toBe(2);
     expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("throw:1")).toEqual([null, null, null]);
   });
@@ -605,6 +613,59 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("extend:1")).toEqual([null, null, null]);
     expect(probe.calls).toBe(1);
+  });
+
+  it("runs requests for different keys at once while one key's request holds its lock", async () => {
+    const answers = [send(`${url}/slow/a`, { method: "POST" }), send(`${url}/slow/b`, { method: "POST" })];
+    // both handlers are inside their critical sections before either may end (H2)
+    await expect.poll(() => probe.calls).toBe(2);
+    probe.gate.resolve();
+    expect((await Promise.all(answers)).map((answer) => answer.status)).toEqual([200, 200]);
+    await expect
+      .poll(() => Promise.all([values("slow:a"), values("slow:b")]))
+      .toEqual([
+        [null, null, null],
+        [null, null, null],
+      ]);
+  });
+
+  it("answers 503, never 423, without running the handler, with two of three instances stopped (SIGSTOP); nothing of it is left after SIGCONT", async () => {
+    // the scripts loaded on every connection first: a late script call is then a single command
+    // (not a NOSCRIPT, which the store does not send again) that lands on SIGCONT
+    expect((await send(`${url}/orders/h3/pay`, { method: "POST" })).status).toBe(200);
+    await expect.poll(() => values("order:h3")).toEqual([null, null, null]);
+    probe.calls = 0;
+    const [, second, third] = cluster.servers;
+    second?.pause();
+    third?.pause();
+    const answer = await send(`${url}/orders/h3/pay`, { method: "POST" });
+    expect(answer.status).toBe(503);
+    expect(answer.text).toBe('{"error":"Lock service unavailable"}');
+    expect(probe.calls).toBe(0);
+    second?.resume();
+    third?.resume();
+    // the SETs the stopped instances never answered land now, each with the release queued behind it
+    await Promise.all(clients.map((client) => client.ping()));
+    expect(await values("order:h3")).toEqual([null, null, null]);
+  });
+
+  it("aborts a running handler's signal with LockLostError when its renewals fail (a majority stopped); a handler that stops on it answers 409, not 200", async () => {
+    const answer = send(`${url}/abandoned/1`, { method: "POST" });
+    await probe.entered;
+    const lock = probe.lock as Lock;
+    const [, second, third] = cluster.servers;
+    second?.pause();
+    third?.pause();
+    // the renewal at half the 1 s ttl gets no quorum: the signal aborts by the validity's end
+    expect(await arrival(probe.lost.promise, "the lock's abort")).toBeInstanceOf(LockLostError);
+    expect(lock.valid).toBe(false);
+    // the framework's error path answers the thrown LockLostError: its 409 on Express
+    // (redlockErrorHandler), Koa and Fastify; the Hono app's onError answers every error 500
+    expect((await answer).status).toBe(framework === "hono" ? 500 : 409);
+    second?.resume();
+    third?.resume();
+    await Promise.all(clients.map((client) => client.ping()));
+    await expect.poll(() => values("abandoned:1")).toEqual([null, null, null]);
   });
 
   it("answers 503 with no internal detail when every Redis instance is down", async () => {

@@ -115,11 +115,21 @@ describe("late landings", () => {
     const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 100 });
     await (await dlm.acquire("warm-up", 1000)).release();
     for (const proxy of proxies.slice(1)) proxy.dropReplies = true;
+    const monitors = await startMonitors(cluster.servers.slice(1), invariants);
 
     const error = await dlm.lock("late:oneway", 5000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockUnavailableError);
-    // the SET and then the release reached nodes 1 and 2; only their answers were lost
+    // within a poll, far inside the 5 s ttl: deleted, not left to expire
     await expect.poll(() => valuesOf("late:oneway")).toEqual([null, null, null]);
+    for (const monitor of monitors) {
+      await monitor.caughtUp();
+      // the acquire ran on nodes 1 and 2 (only its answer was lost), then the failure path's release
+      const calls = monitor.seen.filter(
+        // the test's own reads (GET) aside
+        (executed) => executed.source !== "lua" && executed.args[0] !== "get" && executed.args.includes("late:oneway"),
+      );
+      expect(calls.map(scriptOf)).toEqual(["acquire", "release"]);
+    }
     // the clients' reply streams are out of step now: close them rather than reuse them
     for (const client of clients) client.disconnect();
   });

@@ -3,7 +3,9 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
 import { recordTimeouts } from "#test-helpers/armed-timers.js";
+import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
+import { scriptOf, startMonitor } from "#test-helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis-servers.js";
 import {
   Lock,
@@ -252,6 +254,49 @@ describe("Redlock with three instances", () => {
     const winner = winners[0] as Lock;
     await expect.poll(() => values("hot", 3)).toEqual([winner.value, winner.value, winner.value]);
     await winner.release();
+  });
+
+  it("gives 100 concurrent contenders of two Redlocks distinct values, and no loser's partial key is left once they return (M7)", async () => {
+    // instance 2 held by another owner; A reaches instance 0 first, B instance 1 (the other way
+    // through a 100 ms proxy): a split vote, in which the first of each takes one key and loses
+    await clients[2]?.set("fan-out", "other", "PX", 10_000);
+    const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
+    const opened: Redis[] = [];
+    const through = (i: number, delayed: boolean) => {
+      const proxy = proxies[i] as DelayProxy;
+      const client = (cluster.servers[i] as RedisServer).client(delayed ? { port: proxy.port } : {});
+      opened.push(client);
+      return client;
+    };
+    try {
+      for (const proxy of proxies.slice(0, 2)) proxy.upDelayMs = 100;
+      const a = new Redlock([through(0, false), through(1, true), through(2, false)], { retryCount: 0 });
+      const b = new Redlock([through(0, true), through(1, false), through(2, false)], { retryCount: 0 });
+      await Promise.all(opened.map((client) => client.ping()));
+      const monitors = await Promise.all(
+        first(2).map((client) => startMonitor(client.duplicate().on("error", () => {}))),
+      );
+      const calls = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? a : b).lock("fan-out", 5000));
+      expect(await Promise.all(calls)).toEqual(Array.from({ length: 100 }, () => null));
+      // read at once, not polled: what the losers took was deleted before their calls returned
+      expect(await values("fan-out", 3)).toEqual([null, null, "other"]);
+      // the split really happened: each of instances 0 and 1 granted its key to one call first
+      for (const monitor of monitors) {
+        await monitor.caughtUp();
+        const acquires = monitor.seen.filter((executed) => scriptOf(executed) === "acquire");
+        const valuesSent = acquires.map((executed) => executed.args[2]);
+        // one attempt per call, each with a value of its own
+        expect(new Set(valuesSent).size).toBe(100);
+        const givenBack = monitor.seen.filter((executed) => scriptOf(executed) === "release");
+        // the release script's ARGV[1], after its keys: the first call here took the key and gave it back
+        const releasedValue = (executed: { args: readonly string[] }) => executed.args[3 + Number(executed.args[2])];
+        expect(givenBack.map(releasedValue)).toContain(valuesSent[0]);
+        monitor.connection.disconnect();
+      }
+    } finally {
+      for (const client of opened) client.disconnect();
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    }
   });
 
   it("returns null when a majority is held by others and leaves none of its keys behind", async () => {
