@@ -1,7 +1,7 @@
 /**
  * The HTTP contract of DESIGN.md ("HTTP policy"), run unchanged against the Express, Koa,
- * Fastify and Hono adapters (glue in helpers/http-apps.ts), on real loopback ports and three real
- * redis-server processes.
+ * Fastify and Hono adapters, Hono both on its Node response and on the `Response` alone (glue in
+ * helpers/http-apps.ts), on real loopback ports and three real redis-server processes.
  */
 import diagnosticsChannel from "node:diagnostics_channel";
 import { once } from "node:events";
@@ -284,7 +284,7 @@ async function pipelined(url: string, paths: readonly string[]): Promise<net.Soc
   return socket;
 }
 
-const frameworks: Framework[] = ["express", "koa", "fastify", "hono"];
+const frameworks: Framework[] = ["express", "koa", "fastify", "hono", "hono-fetch"];
 
 describe.each(frameworks)("the %s adapter", (framework) => {
   let app: RunningApp;
@@ -541,23 +541,27 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     }
   });
 
-  it("stops waiting for a held lock when the client of a pipelined request, queued behind another, disconnects", async () => {
-    const holder = await dlm.acquire("wait:pipelined", 10_000);
-    const started = nextAcquireStart("wait:pipelined");
-    const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("wait:pipelined"));
-    const socket = await pipelined(url, ["/gated/pipelined", "/wait/pipelined"]);
-    await probe.entered;
-    await started;
-    socket.destroy();
-    // before: the queued response saw no 'close', and the wait went on to its end (contention)
-    expect((await arrival(ended, "the wait's end")).outcome).toBe("aborted");
-    const released = nextRelease("gated:pipelined");
-    probe.gate.resolve();
-    expect((await arrival(released, "the lock's release")).released).toBe(true);
-    await holder.release();
-    expect(probe.calls).toBe(1);
-    await expect.poll(() => values("wait:pipelined")).toEqual([null, null, null]);
-  });
+  // Off a Node response only the request's signal tells that the client left, and @hono/node-server
+  // never aborts that of a request queued behind another (its response gets no 'close'): a known
+  // limit of that path (packages/hono/README.md), so not asked of hono-fetch
+  if (framework !== "hono-fetch")
+    it("stops waiting for a held lock when the client of a pipelined request, queued behind another, disconnects", async () => {
+      const holder = await dlm.acquire("wait:pipelined", 10_000);
+      const started = nextAcquireStart("wait:pipelined");
+      const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("wait:pipelined"));
+      const socket = await pipelined(url, ["/gated/pipelined", "/wait/pipelined"]);
+      await probe.entered;
+      await started;
+      socket.destroy();
+      // before: the queued response saw no 'close', and the wait went on to its end (contention)
+      expect((await arrival(ended, "the wait's end")).outcome).toBe("aborted");
+      const released = nextRelease("gated:pipelined");
+      probe.gate.resolve();
+      expect((await arrival(released, "the lock's release")).released).toBe(true);
+      await holder.release();
+      expect(probe.calls).toBe(1);
+      await expect.poll(() => values("wait:pipelined")).toEqual([null, null, null]);
+    });
 
   it("releases the lock of a pipelined response whose connection closed before it could be sent", async () => {
     const released = nextRelease("order:pipelined");

@@ -48,7 +48,11 @@ export interface RunningApp {
   close(): Promise<void>;
 }
 
-export type Framework = "express" | "koa" | "fastify" | "hono";
+/**
+ * `hono-fetch`: the Hono app served with the Node request and response hidden from it (no
+ * `c.env.outgoing`), as on Bun, Deno or a worker: the middleware follows the `Response` it returns.
+ */
+export type Framework = "express" | "koa" | "fastify" | "hono" | "hono-fetch";
 export type AppBuilder = (dlm: Redlock, routes: readonly RouteSpec[]) => Promise<RunningApp>;
 
 async function listen(server: http.Server): Promise<RunningApp> {
@@ -158,7 +162,7 @@ const buildFastify: AppBuilder = async (dlm, routes) => {
   return { url: `http://127.0.0.1:${port}`, server: app.server, close: () => app.close() };
 };
 
-const buildHono: AppBuilder = async (dlm, routes) => {
+async function buildHono(dlm: Redlock, routes: readonly RouteSpec[], nodeResponse: boolean): Promise<RunningApp> {
   const app = new Hono();
   // Hono's default error handler logs the error; a deployed app answers a plain 500
   app.onError((_error, c) => c.json({ error: "Internal Server Error" }, 500));
@@ -175,12 +179,15 @@ const buildHono: AppBuilder = async (dlm, routes) => {
       return c.json(reply.json as object, (reply.status ?? 200) as 200);
     });
   }
-  return listen(createAdaptorServer({ fetch: app.fetch }) as http.Server);
-};
+  // a fetch that passes the request alone: Hono's `c.env` then holds no Node objects
+  const fetch = nodeResponse ? app.fetch : (request: Request) => app.fetch(request);
+  return listen(createAdaptorServer({ fetch }) as http.Server);
+}
 
 export const buildApp: Record<Framework, AppBuilder> = {
   express: buildExpress,
   koa: buildKoa,
   fastify: buildFastify,
-  hono: buildHono,
+  hono: (dlm, routes) => buildHono(dlm, routes, true),
+  "hono-fetch": (dlm, routes) => buildHono(dlm, routes, false),
 };

@@ -127,6 +127,34 @@ describe("FetchResponseTracker", () => {
     expect((await arrival(released, "the lock's release")).released).toBe(true);
   });
 
+  it("given a response once the client has left, releases at once for a plain body and lets the lock expire under a body still produced, which it cancels", async () => {
+    const plain = new AbortController();
+    const first = await acquire("fetch:8", plain);
+    plain.abort();
+    const released = nextRelease("fetch:8");
+    const sent = first.tracker.respond(new Response('{"done":true}', { status: 201, headers: { "x-a": "1" } }));
+    // nobody reads it: the server gets the status and headers alone
+    expect([sent.status, sent.headers.get("x-a"), sent.body]).toEqual([201, "1", null]);
+    // before: a body the server cancelled unread released nothing, and the lock lapsed a ttl later
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
+
+    const streaming = new AbortController();
+    const second = await acquire("fetch:9", streaming);
+    streaming.abort();
+    let cancelled!: () => void;
+    const cancel = new Promise<void>((resolve) => (cancelled = resolve));
+    // a producer that has not written yet (a stream() callback still at work)
+    const producing = new ReadableStream<Uint8Array>({
+      pull: () => new Promise<void>(() => {}),
+      cancel: () => cancelled(),
+    });
+    const releasedToo = nextRelease("fetch:9").then(() => "released");
+    const expired = lostReason(second.lock).then(() => "expired");
+    second.tracker.respond(new Response(producing));
+    await arrival(cancel, "the body's cancel");
+    expect(await arrival(Promise.race([releasedToo, expired]), "the lock's end (expiry or release)")).toBe("expired");
+  });
+
   it("releases at once a response without a body, or one whose body will not be sent", async () => {
     const first = await acquire("fetch:5", new AbortController());
     const released = nextRelease("fetch:5");

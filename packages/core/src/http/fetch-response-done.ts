@@ -76,6 +76,7 @@ export class FetchResponseTracker implements TrackedResponse {
       this.end();
       return response;
     }
+    if (this.#clientLeft) return this.#unread(response, body);
     const followed = endsWith(
       body,
       () => this.end(),
@@ -86,6 +87,20 @@ export class FetchResponseTracker implements TrackedResponse {
       statusText: response.statusText,
       headers: response.headers,
     });
+  }
+
+  /**
+   * A response the handler gave once its client had left: nobody reads it, and a server may cancel
+   * it unread (`@hono/node-server` does), which says nothing of the handler. A plain body (text,
+   * JSON, bytes) is whole at once: the handler is done, and the response ends now (the lock is
+   * released). A body still being produced (a `stream()` callback) is cancelled, and the lock, no
+   * longer extended, lapses within one ttl, as for a reader that leaves mid-stream.
+   */
+  #unread(response: Response, body: ReadableStream<Uint8Array>): Response {
+    endsAtOnce(body).then((whole) => {
+      if (whole) this.end();
+    });
+    return new Response(null, { status: response.status, statusText: response.statusText, headers: response.headers });
   }
 
   /** Ends the response now: the handler failed, or the body was sent another way. */
@@ -140,4 +155,25 @@ function endsWith(
     },
     { highWaterMark: 0 },
   );
+}
+
+/**
+ * Whether `body` ends within one event-loop turn, read with the data discarded: a body built from
+ * a string or bytes does (a failed one is over too). One that is still being produced is
+ * cancelled then, so that its producer learns that nobody reads it.
+ */
+async function endsAtOnce(body: ReadableStream<Uint8Array>): Promise<boolean> {
+  const reader = body.getReader();
+  const turnOver = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 0));
+  try {
+    for (;;) {
+      const read = await Promise.race([reader.read(), turnOver]);
+      if (read === undefined) break;
+      if (read.done) return true;
+    }
+  } catch {
+    return true;
+  }
+  await reader.cancel().catch(() => {});
+  return false;
 }
