@@ -9,7 +9,14 @@ import type http from "node:http";
 import net from "node:net";
 import { PassThrough } from "node:stream";
 import { text } from "node:stream/consumers";
-import { type AcquireMessage, type Lock, LockLostError, Redlock, type ReleaseMessage } from "@redlock-kit/core";
+import {
+  type AcquireMessage,
+  type AcquireTraceContext,
+  type Lock,
+  LockLostError,
+  Redlock,
+  type ReleaseMessage,
+} from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
@@ -216,6 +223,19 @@ const routes: RouteSpec[] = [
       return { json: { done: true } };
     },
   },
+  {
+    // a handler that hangs while its client waits: only the cap ends its lock
+    method: "post",
+    path: "/hung/:id",
+    key: "hung:{params.id}",
+    // renewed at half of its 2 s ttl (a renewal up to ~1 s late still comes in time), capped at 3 s
+    options: { ttl: 2000, maxHoldMs: 3000 },
+    handler: async (lock) => {
+      probe.enter(lock);
+      await probe.gate.promise;
+      return { json: { done: true } };
+    },
+  },
   { method: "post", path: "/hooked/:id", key: "hooked:{params.id}", options: { hooks: true }, handler: echo },
   {
     method: "post",
@@ -264,6 +284,19 @@ const loadRoute: RouteSpec = {
 };
 
 const values = (key: string) => Promise.all(clients.map((client) => client.get(key)));
+const pttls = (key: string) => Promise.all(clients.map((client) => client.pttl(key)));
+const waiters = (key: string) => Promise.all(clients.map((client) => client.zcard(`${key}:redlock-kit:waiters`)));
+
+/** The ttl each acquisition of the resources asked for, from core's acquire tracing channel; `stop()` unsubscribes. */
+function acquireTtls() {
+  const ttls = new Map<string, number[]>();
+  const onStart = (context: unknown) => {
+    const { resources, ttl } = context as AcquireTraceContext;
+    for (const resource of resources) ttls.set(resource, [...(ttls.get(resource) ?? []), ttl]);
+  };
+  diagnosticsChannel.subscribe("tracing:redlock-kit:acquire:start", onStart);
+  return { ttls, stop: () => diagnosticsChannel.unsubscribe("tracing:redlock-kit:acquire:start", onStart) };
+}
 const keyCounts = () => Promise.all(clients.map((client) => client.dbsize()));
 
 /** The server side of the next request, to see when it notices a client that left. */
@@ -341,6 +374,21 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(1);
     expect((await arrival(released, "the lock's release")).released).toBe(true);
     await expect.poll(() => values("resource_name")).toEqual([null, null, null]);
+  });
+
+  it("answers 423 with Retry-After the holder's remaining ttl in seconds, rounded up, not the route's own ttl", async () => {
+    const holder = await dlm.acquire("order:busy", 60_000);
+    const before = await pttls("order:busy");
+    const answer = await send(`${url}/orders/busy/pay`, { method: "POST" });
+    const after = await pttls("order:busy");
+    expect(answer.status).toBe(423);
+    // what the instances answered the route lies between what they answer before and after it
+    const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
+    const retryAfter = Number(answer.headers["retry-after"]);
+    expect(retryAfter).toBeGreaterThanOrEqual(seconds(Math.min(...after)));
+    expect(retryAfter).toBeLessThanOrEqual(seconds(Math.max(...before)));
+    expect(probe.calls).toBe(0);
+    await holder.release();
   });
 
   it("resolves keys from params, body, query and headers and puts the lock on the request", async () => {
@@ -513,6 +561,20 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(0);
   });
 
+  it("with wait, queues a request for a held lock and runs its handler once the holder releases it", async () => {
+    const holder = await dlm.acquire("wait:3", 10_000);
+    const answer = send(`${url}/wait/3`, { method: "POST" });
+    // queued on every instance, its handler not run: it waits for the holder
+    await expect.poll(() => waiters("wait:3")).toEqual([1, 1, 1]);
+    expect(probe.calls).toBe(0);
+    await holder.release();
+    const response = await answer;
+    expect(response.status).toBe(200);
+    expect(JSON.parse(response.text)).toEqual({ resources: ["wait:3"], valid: true });
+    expect(probe.calls).toBe(1);
+    await expect.poll(() => values("wait:3")).toEqual([null, null, null]);
+  });
+
   it("answers 503 at once, without running the handler, to a request still waiting for its lock when its Redlock stops acquiring (a graceful shutdown)", async () => {
     const stopping = new Redlock(clients);
     const stoppingApp = await buildApp[framework](stopping, routes);
@@ -665,11 +727,66 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(lock.valid).toBe(false);
     // the framework's error path answers the thrown LockLostError: its 409 on Express
     // (redlockErrorHandler), Koa and Fastify; the Hono app's onError answers every error 500
-    expect((await answer).status).toBe(framework === "hono" ? 500 : 409);
+    expect((await answer).status).toBe(framework.startsWith("hono") ? 500 : 409);
     second?.resume();
     third?.resume();
     await Promise.all(clients.map((client) => client.ping()));
     await expect.poll(() => values("abandoned:1")).toEqual([null, null, null]);
+  });
+
+  it("stops extending at the route's maxHoldMs: the lock of a handler that hangs, its client still waiting, lapses and its signal aborts", async () => {
+    const renewed = nextExtensions("hung:1", 1, { succeeded: true });
+    const answer = send(`${url}/hung/1`, { method: "POST" });
+    await probe.entered;
+    const lock = probe.lock as Lock;
+    const aborted = new Promise((resolve) => lock.signal.addEventListener("abort", () => resolve(lock.signal.reason)));
+    // auto-extended like any running handler…
+    await arrival(renewed, "its renewal");
+    // …up to the 3 s cap, not the default 60 s: a cap not applied fails as "never came"
+    expect(await arrival(aborted, "the lock's abort")).toBeInstanceOf(LockLostError);
+    await expect.poll(() => values("hung:1")).toEqual([null, null, null]);
+    // the key is free for others while the handler still hangs
+    const next = await dlm.acquire("hung:1", 1000);
+    await next.release();
+    expect(probe.calls).toBe(1);
+    const released = nextRelease("hung:1");
+    probe.gate.resolve();
+    expect((await answer).status).toBe(200);
+    expect((await arrival(released, "the handler's late release")).released).toBe(false);
+  });
+
+  it("applies the adapter's defaults to a route without options, and a route's own options over them", async () => {
+    const seen = acquireTtls();
+    const withDefaults = await buildApp[framework](
+      dlm,
+      [
+        { method: "post", path: "/defaulted/:id", key: "defaulted:{params.id}", handler: echo },
+        { method: "post", path: "/own/:id", key: "own:{params.id}", options: { ttl: 2000, wait: 0 }, handler: echo },
+      ],
+      { ttl: 60_000, wait: 5000 },
+    );
+    try {
+      expect((await send(`${withDefaults.url}/defaulted/1`, { method: "POST" })).status).toBe(200);
+      expect((await send(`${withDefaults.url}/own/1`, { method: "POST" })).status).toBe(200);
+      expect(seen.ttls.get("defaulted:1")).toEqual([60_000]);
+      expect(seen.ttls.get("own:1")).toEqual([2000]);
+      // the default wait: queued behind the holder, run once it releases
+      const holder = await dlm.acquire("defaulted:2", 10_000);
+      const waited = send(`${withDefaults.url}/defaulted/2`, { method: "POST" });
+      await expect.poll(() => waiters("defaulted:2")).toEqual([1, 1, 1]);
+      await holder.release();
+      expect((await waited).status).toBe(200);
+      // the route's own wait 0: one attempt, then 423
+      const other = await dlm.acquire("own:2", 10_000);
+      const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("own:2"));
+      expect((await send(`${withDefaults.url}/own/2`, { method: "POST" })).status).toBe(423);
+      expect((await arrival(ended, "the acquisition's end")).attempts).toBe(1);
+      await other.release();
+      expect(probe.calls).toBe(3);
+    } finally {
+      seen.stop();
+      await withDefaults.close();
+    }
   });
 
   it("answers 503 with no internal detail when every Redis instance is down", async () => {

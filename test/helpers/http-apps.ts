@@ -33,7 +33,7 @@ export interface RouteSpec {
   path: string;
   key: KeySpec<HttpKeySource>;
   /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
-  options?: Omit<RouteLockOptions, "onLocked" | "onUnavailable"> & { hooks?: boolean };
+  options?: RouteDefaults & { hooks?: boolean };
   /** Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock, c.var.lock). */
   handler: (lock: Lock | undefined) => Promise<Reply>;
 }
@@ -53,7 +53,9 @@ export interface RunningApp {
  * `c.env.outgoing`), as on Bun, Deno or a worker: the middleware follows the `Response` it returns.
  */
 export type Framework = "express" | "koa" | "fastify" | "hono" | "hono-fetch";
-export type AppBuilder = (dlm: Redlock, routes: readonly RouteSpec[]) => Promise<RunningApp>;
+/** The adapter's defaults (`createRedlockMiddleware(dlm, defaults)`, the Fastify plugin's options), without hooks. */
+export type RouteDefaults = Omit<RouteLockOptions, "onLocked" | "onUnavailable">;
+export type AppBuilder = (dlm: Redlock, routes: readonly RouteSpec[], defaults?: RouteDefaults) => Promise<RunningApp>;
 
 async function listen(server: http.Server): Promise<RunningApp> {
   server.listen(0, "127.0.0.1");
@@ -75,12 +77,12 @@ function withHooks<Hook>(spec: RouteSpec, onLocked: Hook, onUnavailable: Hook): 
   return hooks ? { ...options, onLocked, onUnavailable } : options;
 }
 
-const buildExpress: AppBuilder = async (dlm, routes) => {
+const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
   const app = express();
   // what a deployed app runs with: the default error page then carries no error text
   app.set("env", "production");
   app.use(express.json());
-  const redlock = expressRedlock(dlm);
+  const redlock = expressRedlock(dlm, defaults);
   for (const spec of routes) {
     const options = withHooks<ExpressLockHook>(
       spec,
@@ -97,12 +99,12 @@ const buildExpress: AppBuilder = async (dlm, routes) => {
   return listen(http.createServer(app));
 };
 
-const buildKoa: AppBuilder = async (dlm, routes) => {
+const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
   const app = new Koa();
   // Koa logs every 5xx to stderr unless silent; its default error body is the status text
   app.silent = true;
   const router = new Router();
-  const redlock = koaRedlock(dlm);
+  const redlock = koaRedlock(dlm, defaults);
   for (const spec of routes) {
     const options = withHooks<KoaLockHook>(
       spec,
@@ -129,11 +131,11 @@ const buildKoa: AppBuilder = async (dlm, routes) => {
   return listen(http.createServer(app.callback()));
 };
 
-const buildFastify: AppBuilder = async (dlm, routes) => {
+const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
   // Fastify answers 404 itself for a path parameter over 100 characters; raised so that long
   // parameters reach the lock's key, as they do on Express and Koa
   const app = Fastify({ routerOptions: { maxParamLength: 4096 } });
-  await app.register(redlockPlugin, { redlock: dlm });
+  await app.register(redlockPlugin, { redlock: dlm, ...defaults });
   // Fastify's default error handler sends error.message even for a 500; a deployed app hides it
   app.setErrorHandler((error, _request, reply) => {
     const status = (error as { statusCode?: number }).statusCode ?? 500;
@@ -162,11 +164,16 @@ const buildFastify: AppBuilder = async (dlm, routes) => {
   return { url: `http://127.0.0.1:${port}`, server: app.server, close: () => app.close() };
 };
 
-async function buildHono(dlm: Redlock, routes: readonly RouteSpec[], nodeResponse: boolean): Promise<RunningApp> {
+async function buildHono(
+  dlm: Redlock,
+  routes: readonly RouteSpec[],
+  defaults: RouteDefaults | undefined,
+  nodeResponse: boolean,
+): Promise<RunningApp> {
   const app = new Hono();
   // Hono's default error handler logs the error; a deployed app answers a plain 500
   app.onError((_error, c) => c.json({ error: "Internal Server Error" }, 500));
-  const redlock = honoRedlock(dlm);
+  const redlock = honoRedlock(dlm, defaults);
   for (const spec of routes) {
     const options = withHooks<HonoLockHook>(
       spec,
@@ -188,6 +195,6 @@ export const buildApp: Record<Framework, AppBuilder> = {
   express: buildExpress,
   koa: buildKoa,
   fastify: buildFastify,
-  hono: (dlm, routes) => buildHono(dlm, routes, true),
-  "hono-fetch": (dlm, routes) => buildHono(dlm, routes, false),
+  hono: (dlm, routes, defaults) => buildHono(dlm, routes, defaults, true),
+  "hono-fetch": (dlm, routes, defaults) => buildHono(dlm, routes, defaults, false),
 };
