@@ -75,6 +75,19 @@ describe("redlock-kit usage", PROCESS_TIMEOUT, () => {
   });
 });
 
+describe("redlock-kit instances", PROCESS_TIMEOUT, () => {
+  it("come from --redis when it is given, from REDIS_URL only when it is absent", async () => {
+    await dlm.acquire("order:42", 60_000);
+    await heldEverywhere("lock:order:42");
+    // REDIS_URL names an instance nobody listens on: read, it would make the verdict unknown (exit 3)
+    const elsewhere = { REDIS_URL: `redis://127.0.0.1:${await freePort()}` };
+    const flag = await runCli(["inspect", "order:42", "--prefix", "lock:", "--redis", env.REDIS_URL], elsewhere);
+    expect({ code: flag.code, stderr: flag.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(flag.stdout).toContain("on 3 of 3 instances");
+    expect((await runCli(["inspect", "order:42", "--prefix", "lock:", "--timeout", "200"], elsewhere)).code).toBe(3);
+  });
+});
+
 describe("redlock-kit list", PROCESS_TIMEOUT, () => {
   it("finds nothing with exit 1", async () => {
     const { code, stdout } = await runCli(["list"], env);
