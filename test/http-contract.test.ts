@@ -24,6 +24,7 @@ import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
 import {
   arrival,
+  countReleases,
   nextAbortedAcquire,
   nextAcquireStart,
   nextExtensions,
@@ -513,12 +514,41 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     probe.stream.destroy();
   });
 
-  it("releases at once the lock of a response that ends after its client left", async () => {
-    await disconnectInHandler("/slow/2");
-    const released = nextRelease("slow:2");
-    probe.gate.resolve();
-    expect((await arrival(released, "the lock's release")).released).toBe(true);
-    await expect.poll(() => values("slow:2")).toEqual([null, null, null]);
+  it("releases the lock of a response that ends after its client left exactly once, when the handler settles, with nothing written after the end (H4)", async () => {
+    const releases = countReleases("slow:2");
+    const trapped: unknown[] = [];
+    const trap = (error: unknown) => trapped.push(error);
+    process.on("uncaughtException", trap);
+    process.on("unhandledRejection", trap);
+    try {
+      await disconnectInHandler("/slow/2");
+      // the client left (the server saw its 'close'), the handler still runs: nothing released yet
+      expect(releases.calls).toBe(0);
+      expect((await values("slow:2")).filter((value) => value !== null).length).toBeGreaterThanOrEqual(2);
+      const released = nextRelease("slow:2");
+      probe.gate.resolve();
+      expect((await arrival(released, "the lock's release")).released).toBe(true);
+      await expect.poll(() => values("slow:2")).toEqual([null, null, null]);
+      // more requests after it, on another key and on this one: a second release of the first lock
+      // would have come by the time theirs did
+      const other = nextRelease("order:2");
+      expect((await send(`${url}/orders/2/pay`, { method: "POST" })).status).toBe(200);
+      await arrival(other, "the other key's release");
+      expect(releases.calls).toBe(1);
+      expect(releases.count).toBe(1);
+      const again = nextRelease("slow:2");
+      const next = send(`${url}/slow/2`, { method: "POST" });
+      probe.gate.resolve();
+      expect((await next).status).toBe(200);
+      await arrival(again, "the next lock's release");
+      expect(releases.calls).toBe(2);
+      expect(releases.count).toBe(2);
+      expect(trapped.map(String)).toEqual([]);
+    } finally {
+      releases.stop();
+      process.off("uncaughtException", trap);
+      process.off("unhandledRejection", trap);
+    }
   });
 
   it("releases the lock when the handler throws, and keeps the error text out of the response", async () => {

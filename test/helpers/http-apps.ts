@@ -7,7 +7,7 @@ import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
-import { createAdaptorServer } from "@hono/node-server";
+import { createAdaptorServer, type HttpBindings } from "@hono/node-server";
 import { bodyParser } from "@koa/bodyparser";
 import { Router } from "@koa/router";
 import type { HttpKeySource, KeySpec, Lock, Redlock, RedlockError, RouteLockOptions } from "@redlock-kit/core";
@@ -34,8 +34,17 @@ export interface RouteSpec {
   key: KeySpec<HttpKeySource>;
   /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
   options?: RouteDefaults & { hooks?: boolean };
-  /** Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock, c.var.lock). */
-  handler: (lock: Lock | undefined) => Promise<Reply>;
+  /**
+   * Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock, c.var.lock), and the
+   * Node request and response under the framework's (to read the url, or see the client leave);
+   * `hono-fetch` hides them (undefined there).
+   */
+  handler: (lock: Lock | undefined, node: NodeExchange) => Promise<Reply>;
+}
+
+export interface NodeExchange {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
 }
 
 /** What the custom hooks answer, so that a test can tell them from the built-in JSON. */
@@ -90,7 +99,7 @@ const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
       (_req, res, error) => res.status(HOOK_STATUS.onUnavailable).json(hookBody("onUnavailable", error)),
     );
     app[spec.method](spec.path, redlock(spec.key, options), async (req, res) => {
-      const reply = await spec.handler(req.lock);
+      const reply = await spec.handler(req.lock, { req, res });
       if ("stream" in reply) reply.stream.pipe(res);
       else res.status(reply.status ?? 200).json(reply.json);
     });
@@ -118,7 +127,7 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
       },
     );
     router[spec.method](spec.path, redlock(spec.key, options), async (ctx) => {
-      const reply = await spec.handler(ctx.state.lock);
+      const reply = await spec.handler(ctx.state.lock, { req: ctx.req, res: ctx.res });
       if ("stream" in reply) ctx.body = reply.stream;
       else {
         ctx.status = reply.status ?? 200;
@@ -153,7 +162,7 @@ const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
       url: spec.path,
       config: { redlock: { key: spec.key, ...options } },
       handler: async (request, reply) => {
-        const answer = await spec.handler(request.lock ?? undefined);
+        const answer = await spec.handler(request.lock ?? undefined, { req: request.raw, res: reply.raw });
         if ("stream" in answer) return reply.send(answer.stream);
         return reply.code(answer.status ?? 200).send(answer.json);
       },
@@ -170,7 +179,7 @@ async function buildHono(
   defaults: RouteDefaults | undefined,
   nodeResponse: boolean,
 ): Promise<RunningApp> {
-  const app = new Hono();
+  const app = new Hono<{ Bindings: Partial<HttpBindings> }>();
   // Hono's default error handler logs the error; a deployed app answers a plain 500
   app.onError((_error, c) => c.json({ error: "Internal Server Error" }, 500));
   const redlock = honoRedlock(dlm, defaults);
@@ -181,7 +190,7 @@ async function buildHono(
       (c, error) => c.json(hookBody("onUnavailable", error), HOOK_STATUS.onUnavailable),
     );
     app[spec.method](spec.path, redlock(spec.key, options), async (c) => {
-      const reply = await spec.handler(c.var.lock);
+      const reply = await spec.handler(c.var.lock, { req: c.env?.incoming, res: c.env?.outgoing } as NodeExchange);
       if ("stream" in reply) return new Response(Readable.toWeb(reply.stream) as ReadableStream<Uint8Array>);
       return c.json(reply.json as object, (reply.status ?? 200) as 200);
     });

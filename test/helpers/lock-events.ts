@@ -53,16 +53,27 @@ export function nextExtensions(
   return Object.assign(renewed, { stop });
 }
 
-/** Counts the releases of `resource` from now on; `stop()` unsubscribes. */
+/**
+ * Counts the releases of `resource` from now on (`count`), and the release calls (`calls`: a repeated
+ * call, which releases nothing, included); `stop()` unsubscribes.
+ */
 export function countReleases(resource: string) {
   const counter = {
     count: 0,
-    stop: () => diagnosticsChannel.unsubscribe("redlock-kit:release", onMessage),
+    calls: 0,
+    stop: () => {
+      diagnosticsChannel.unsubscribe("redlock-kit:release", onMessage);
+      diagnosticsChannel.unsubscribe("tracing:redlock-kit:release:start", onCall);
+    },
   };
   const onMessage = (message: unknown) => {
     if ((message as ReleaseMessage).resources.includes(resource)) counter.count++;
   };
+  const onCall = (context: unknown) => {
+    if ((context as { resources: readonly string[] }).resources.includes(resource)) counter.calls++;
+  };
   diagnosticsChannel.subscribe("redlock-kit:release", onMessage);
+  diagnosticsChannel.subscribe("tracing:redlock-kit:release:start", onCall);
   return counter;
 }
 

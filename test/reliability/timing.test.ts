@@ -75,33 +75,63 @@ function hooked(
   };
 }
 
+describe("a lock never released (T1)", () => {
+  it("its keys outlive its validity on every instance, by at most the ttl, and expire: another client gets it only once the validity has ended", async () => {
+    const dlm = new Redlock(direct);
+    const lock = await dlm.acquire("expiry:never-released", 300);
+    // PTTL read first, the validity after: the keys last longer than the holder believes it holds them
+    const pttls = await Promise.all(direct.map((client) => client.pttl("expiry:never-released")));
+    const remaining = lock.remainingMs;
+    for (const pttl of pttls) {
+      expect(pttl).toBeLessThanOrEqual(300);
+      expect(pttl).toBeGreaterThan(remaining);
+    }
+    // a waiter polls until the keys have expired by themselves
+    const other = new Redlock(direct);
+    const next = await other.acquire("expiry:never-released", 1000, { wait: 5000, retryDelay: 20, retryJitter: 10 });
+    expect(lock.valid).toBe(false);
+    expect(lock.remainingMs).toBe(0);
+    expect(await valuesOf("expiry:never-released")).toEqual([next.value, next.value, next.value]);
+    expect(await lock.release()).toBe(false);
+    await next.release();
+    await other.quit();
+    await dlm.quit();
+  });
+});
+
 describe("validity arithmetic against an injected clock", () => {
-  it.each([100, 1000, 30_000])(
+  // [ttl, ms an acquire takes, ms an extension takes] (a 10 ms lock leaves room for little)
+  it.each([
+    [10, 3, 1],
+    [100, 37, 11],
+    [1000, 37, 11],
+    [30_000, 37, 11],
+  ])(
     "ttl %i: validity = ttl − elapsed − (⌊ttl × 0.01⌋ + 2), for acquire and extend",
-    async (ttl) => {
+    async (ttl, acquireMs, extendMs) => {
       const clock = injectedClock();
       const store = hooked(
         direct[0] as Redis,
         {
           acquire: () => {
-            clock.now += 37;
+            clock.now += acquireMs;
           },
         },
         () => {
-          clock.now += 11;
+          clock.now += extendMs;
         },
       );
       const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
         clock: clock.read,
         retryCount: 0,
-        instanceTimeout: Math.min(ttl - 1, 1000),
+        instanceTimeout: Math.min(Math.floor(ttl / 2), 1000),
       });
       const lock = await dlm.acquire(`arith:${ttl}`, ttl);
-      expect(lock.remainingMs).toBe(ttl - 37 - drift(ttl));
-      clock.now += 5;
-      expect(lock.remainingMs).toBe(ttl - 42 - drift(ttl));
+      expect(lock.remainingMs).toBe(ttl - acquireMs - drift(ttl));
+      clock.now += 1;
+      expect(lock.remainingMs).toBe(ttl - acquireMs - 1 - drift(ttl));
       await dlm.extend(lock, ttl);
-      expect(lock.remainingMs).toBe(ttl - 11 - drift(ttl));
+      expect(lock.remainingMs).toBe(ttl - extendMs - drift(ttl));
       clock.now += ttl;
       expect(lock.valid).toBe(false);
       expect(lock.remainingMs).toBe(0);

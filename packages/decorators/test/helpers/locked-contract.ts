@@ -82,6 +82,20 @@ export function describeLockedContract(mode: DecoratorMode, context: LockedConte
       await expect.poll(() => context.values("order:1")).toEqual([null, null, null]);
     });
 
+    it("leaves none of its keys when it is refused: the instance it did lock is released before it rejects", async () => {
+      // another owner holds a majority; the third instance is free and takes this call's SET
+      await context.clients[0]?.set("order:9", "other", "PX", 10_000);
+      await context.clients[1]?.set("order:9", "other", "PX", 10_000);
+      let runs = 0;
+      await contentionOf(
+        service().pay("9", () => {
+          runs++;
+        }),
+      );
+      expect(runs).toBe(0);
+      expect(await context.values("order:9")).toEqual(["other", "other", null]);
+    });
+
     it("locks different keys independently", async () => {
       const holder = gate();
       const first = service().pay("1", holder.inside);
