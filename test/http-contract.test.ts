@@ -19,7 +19,14 @@ import {
 } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { buildApp, type Framework, HOOK_STATUS, type RouteSpec, type RunningApp } from "./helpers/http-apps.js";
+import {
+  buildApp,
+  type Framework,
+  HOOK_STATUS,
+  type Reply,
+  type RouteSpec,
+  type RunningApp,
+} from "./helpers/http-apps.js";
 import { nextChunk, open, send } from "./helpers/http-client.js";
 import { activeResources, grownResources, trackTimers } from "./helpers/invariants.js";
 import {
@@ -30,6 +37,7 @@ import {
   nextExtensions,
   nextMessage,
   nextRelease,
+  untilInvalid,
 } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 
@@ -88,6 +96,8 @@ function newProbe() {
     stream: new PassThrough(),
     /** The lock the last handler ran under. */
     lock: undefined as Lock | undefined,
+    /** What /ignores and /outlived answer. */
+    answer: { json: { done: true } } as Reply,
     enter(lock?: Lock) {
       this.calls++;
       this.lock = lock;
@@ -263,6 +273,30 @@ const routes: RouteSpec[] = [
       probe.lost.resolve(lock?.signal.reason);
       lock?.signal.throwIfAborted();
       return { json: { done: true } };
+    },
+  },
+  {
+    // a handler that ignores its lock's signal: it answers when the test lets it, lock lost or not
+    method: "post",
+    path: "/ignores/:id",
+    key: "ignores:{params.id}",
+    options: { ttl: 1000 },
+    handler: async (lock) => {
+      probe.enter(lock);
+      await probe.gate.promise;
+      return probe.answer;
+    },
+  },
+  {
+    // a lock not renewed (autoExtend off): the handler answers once its validity has ended
+    method: "post",
+    path: "/outlived/:id",
+    key: "outlived:{params.id}",
+    options: { ttl: 500, autoExtend: false },
+    handler: async (lock) => {
+      probe.enter(lock);
+      await untilInvalid(lock as Lock);
+      return probe.answer;
     },
   },
   {
@@ -781,7 +815,8 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     expect(probe.calls).toBe(1);
     const released = nextRelease("hung:1");
     probe.gate.resolve();
-    expect((await answer).status).toBe(200);
+    // the handler's success after its lock lapsed goes out as 409, not as if it had run alone
+    expect((await answer).status).toBe(409);
     expect((await arrival(released, "the handler's late release")).released).toBe(false);
   });
 
@@ -817,6 +852,65 @@ describe.each(frameworks)("the %s adapter", (framework) => {
       seen.stop();
       await withDefaults.close();
     }
+  });
+
+  it('answers 409 {"error":"Lock was lost"}, not 200, to a handler that ignores its signal and answers after its renewals failed (a majority stopped); the lock is released once, no key left', async () => {
+    const releases = countReleases("ignores:1");
+    const answer = send(`${url}/ignores/1`, { method: "POST" });
+    await probe.entered;
+    const lock = probe.lock as Lock;
+    const [, second, third] = cluster.servers;
+    second?.pause();
+    third?.pause();
+    // neither the handler nor the test reads lock.signal: the answer is decided on lock.valid alone
+    await expect.poll(() => lock.valid).toBe(false);
+    probe.gate.resolve();
+    const { status, text: body, headers } = await answer;
+    expect(status).toBe(409);
+    expect(body).toBe('{"error":"Lock was lost"}');
+    expect(headers["content-type"]).toMatch(/^application\/json/);
+    second?.resume();
+    third?.resume();
+    await Promise.all(clients.map((client) => client.ping()));
+    await expect.poll(() => values("ignores:1")).toEqual([null, null, null]);
+    await expect.poll(() => releases.count).toBe(1);
+    releases.stop();
+  });
+
+  it("answers 409, not 200, to a handler that answers once its lock's validity ended unrenewed (autoExtend: false); the lock is released once", async () => {
+    const releases = countReleases("outlived:1");
+    const answer = await send(`${url}/outlived/1`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([409, '{"error":"Lock was lost"}']);
+    expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+    await expect.poll(() => values("outlived:1")).toEqual([null, null, null]);
+    await expect.poll(() => releases.count).toBe(1);
+    releases.stop();
+  });
+
+  it("keeps a handler's own 4xx answered after its lock was lost", async () => {
+    probe.answer = { status: 422, json: { own: true } };
+    const answer = await send(`${url}/outlived/2`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([422, '{"own":true}']);
+    await expect.poll(() => values("outlived:2")).toEqual([null, null, null]);
+  });
+
+  it("answers 409 instead of a streamed body returned after the lock was lost, and stops its producer (Express: unpipes it)", async () => {
+    const releases = countReleases("outlived:3");
+    // a chunk waiting in the stream: Express, Koa and Fastify send the headers with the first one.
+    // (Not on Hono, which sends them at once: Node 20's Readable.toWeb enqueues a chunk buffered at
+    // its cancel into the closed web stream, an uncaught ERR_INVALID_STATE.)
+    if (!framework.startsWith("hono")) probe.stream.write("secret chunk\n");
+    probe.answer = { stream: probe.stream };
+    // opened, not sent: a 200 streamed body that never ends fails on its status, not by the timeout
+    const response = await open(`${url}/outlived/3`, { method: "POST" }).response;
+    expect(response.statusCode).toBe(409);
+    expect(await text(response)).toBe('{"error":"Lock was lost"}');
+    // Express pipes it into a response it cannot replace, only refuse: the stream is unpiped there
+    await expect.poll(() => probe.stream.destroyed).toBe(framework !== "express");
+    await expect.poll(() => values("outlived:3")).toEqual([null, null, null]);
+    await expect.poll(() => releases.count).toBe(1);
+    releases.stop();
+    probe.stream.destroy();
   });
 
   it("answers 503 with no internal detail when every Redis instance is down", async () => {

@@ -3,8 +3,9 @@
  * is seen where it happens, not guessed from a sleep.
  */
 import diagnosticsChannel from "node:diagnostics_channel";
-import type { AcquireMessage, ExtendMessage, ReleaseMessage } from "@redlock-kit/core";
+import type { AcquireMessage, ExtendMessage, Lock, ReleaseMessage } from "@redlock-kit/core";
 import { expect } from "vitest";
+import { sleep } from "./redis-servers.js";
 
 /** Resolves with the first message on `channel` that matches; subscribe before the event. */
 export function nextMessage<T>(channel: string, match: (message: T) => boolean): Promise<T> {
@@ -129,4 +130,12 @@ export async function attemptsOf(
     diagnosticsChannel.unsubscribe("redlock-kit:acquire", record);
   }
   return attempts;
+}
+
+/**
+ * Resolves once `lock` is no longer valid, by polling `lock.valid` (as a handler that ignores
+ * `lock.signal` would see it), never reading the signal, which would arm its timer.
+ */
+export async function untilInvalid(lock: Lock): Promise<void> {
+  while (lock.valid) await sleep(10);
 }

@@ -20,12 +20,14 @@ export {
   type HttpKeySource,
   type HttpLockPolicy,
   type HttpResponse,
+  REPLACED_ANSWER_HEADERS,
   type RejectedOutcome,
   RouteLock,
   type RouteLockOptions,
   type RouteOutcome,
 } from "./http/http-policy.js";
 export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./http/key-template.js";
+export { guardLostAnswer } from "./http/lost-answer.js";
 export { responseAnswered, type TrackedResponse } from "./http/response-done.js";
 export {
   DECLARED_LOCK_KEYS,

@@ -1,6 +1,7 @@
 import {
   answerRejected,
   createHttpLockPolicy,
+  guardLostAnswer,
   type HttpKeySource,
   holdingLock,
   type KeySpec,
@@ -66,6 +67,9 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
         .then((outcome) => {
           if (outcome.kind !== "acquired") return answer(outcome, req, res);
           req.lock = outcome.lock;
+          // Express has no point where a middleware sees the handler's answer before it is written:
+          // the response's first write decides, and a success after the lock was lost goes out as 409
+          guardLostAnswer(res, outcome.held);
           // the rest of the request runs holding the lock: a @Locked method on the same key does not wait for it
           holdingLock(dlm, outcome.lock, next);
         })

@@ -11,6 +11,7 @@ import {
   type KeySpec,
   type Lock,
   LockConfigurationError,
+  REPLACED_ANSWER_HEADERS,
   type Redlock,
   type RedlockError,
   type RouteLock,
@@ -84,8 +85,10 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
-    // First of the route's onSend hooks: the HEAD twin's own, last, drops the payload.
-    if (route.method === "HEAD") route.onSend = [followHeadPayload, ...[route.onSend ?? []].flat()];
+    // First of the route's onSend hooks (the HEAD twin's own, last, drops the payload): the answer
+    // goes out as 409 when the lock was lost under a success, then a HEAD's dropped body is followed.
+    const onSend = route.method === "HEAD" ? [replaceLostAnswer, followHeadPayload] : [replaceLostAnswer];
+    route.onSend = [...onSend, ...[route.onSend ?? []].flat()];
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -137,6 +140,21 @@ function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
     const held = heldRoutes.get(request);
     return held === undefined ? result : held.follow(result);
   };
+}
+
+/**
+ * The reply about to be sent, replaced by `held.lostAnswer()` when the lock was lost under a success
+ * or redirect that the handler sent after ignoring `request.lock.signal`: 409 JSON, the payload's
+ * own headers removed; a stream payload is destroyed (a web one cancelled), its producer told.
+ */
+function replaceLostAnswer(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
+  const answer = heldRoutes.get(request)?.lostAnswer(reply.statusCode);
+  if (answer === undefined) return done(null, payload);
+  if (isWebStream(payload)) payload.cancel().catch(() => {});
+  else (payload as Partial<Readable> | null)?.destroy?.();
+  for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
+  reply.code(answer.status).headers(answer.headers).type("application/json; charset=utf-8");
+  done(null, JSON.stringify(answer.body));
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   type HttpKeySource,
   type KeySpec,
   type Lock,
+  REPLACED_ANSWER_HEADERS,
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
@@ -103,6 +104,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         try {
           await outcome.held.run(next);
           returned = true;
+          replaceLostAnswer(c, outcome.held);
         } finally {
           if (drain) finished(outgoing as ServerResponse, drain);
         }
@@ -116,6 +118,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       let response: Response;
       try {
         await outcome.held.run(next);
+        // set while still followed: the 409 that replaces it is then the response the tracker ends with
+        replaceLostAnswer(c, outcome.held);
         response = c.res === followed ? followed : tracker.respond(c.res, sendsBody);
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
@@ -132,6 +136,26 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       c.res = response;
     });
   };
+}
+
+/**
+ * The response `held.lostAnswer()` puts in place of the handler's when the lock was lost under a
+ * success or redirect (a handler that ignored `c.var.lock.signal`): its 409 JSON, the old body
+ * cancelled (its producer told), the old response's headers kept but those describing its body.
+ * The status is read from Hono's own response: on `@hono/node-server` a plain body keeps its fast path.
+ */
+function replaceLostAnswer(c: Context, held: HeldRoute): void {
+  const old = c.res;
+  const answer = held.lostAnswer(old.status);
+  if (answer === undefined) return;
+  old.body?.cancel().catch(() => {});
+  const headers = new Headers(old.headers);
+  for (const name of REPLACED_ANSWER_HEADERS) headers.delete(name);
+  for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
+  headers.set("content-type", "application/json");
+  // cleared first, so that Hono's setter does not merge the old response's headers back in
+  c.res = undefined;
+  c.res = new Response(JSON.stringify(answer.body), { status: answer.status, headers });
 }
 
 /**

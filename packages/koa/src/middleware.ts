@@ -2,9 +2,11 @@ import { finished } from "node:stream";
 import {
   answerRejected,
   createHttpLockPolicy,
+  type HeldRoute,
   type HttpKeySource,
   type KeySpec,
   type Lock,
+  REPLACED_ANSWER_HEADERS,
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
@@ -78,6 +80,9 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // for it), and the lock waits for it to settle: a timeout middleware that answered for it
           // ends the response while the handler still runs.
           await outcome.held.run(next);
+          // Koa responds once the chain has settled: a success whose lock was lost meanwhile goes
+          // out as 409, not as if the critical section had run alone
+          if (!ctx.headerSent && ctx.respond !== false) replaceLostAnswer(ctx, outcome.held);
           // HEAD: Koa ends the response without reading a streamed body, and destroys the stream at
           // that end while its producer goes on as for a GET: drained here, the lock waits for its
           // end, and so does the response (as a GET's does).
@@ -109,6 +114,21 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       );
     };
   };
+}
+
+/** The answer `held.lostAnswer()` puts in place of the handler's: a stream body is destroyed, its producer told. */
+function replaceLostAnswer(ctx: ParameterizedContext, held: HeldRoute): void {
+  const answer = held.lostAnswer(ctx.status);
+  if (answer === undefined) return;
+  const replaced: unknown = ctx.body;
+  // Koa 3 destroys a replaced Node stream itself, Koa 2 does not; a web body (Koa 3) is cancelled
+  if (isStream(replaced)) (replaced as NodeJS.ReadableStream & { destroy(): void }).destroy();
+  const web = replaced instanceof Response ? replaced.body : replaced;
+  if (web instanceof ReadableStream) web.cancel().catch(() => {});
+  for (const name of REPLACED_ANSWER_HEADERS) ctx.remove(name);
+  ctx.body = answer.body;
+  ctx.status = answer.status;
+  ctx.set(answer.headers);
 }
 
 function isStream(body: unknown): body is NodeJS.ReadableStream {

@@ -4,13 +4,23 @@ import {
   type CallHandler,
   type ExecutionContext,
   HttpException,
+  HttpStatus,
   Inject,
   Injectable,
   type NestInterceptor,
 } from "@nestjs/common";
+import { HTTP_CODE_METADATA } from "@nestjs/common/constants.js";
 import { HttpAdapterHost } from "@nestjs/core";
-import { type HttpKeySource, holdingLock, type Lock, RedlockError, type RouteLock } from "@redlock-kit/core";
-import { catchError, Observable, throwError } from "rxjs";
+import {
+  guardLostAnswer,
+  type HeldRoute,
+  type HttpKeySource,
+  holdingLock,
+  type Lock,
+  RedlockError,
+  type RouteLock,
+} from "@redlock-kit/core";
+import { catchError, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
@@ -44,11 +54,26 @@ export class RedlockInterceptor implements NestInterceptor {
     if (context.getType() !== "http") return next.handle();
     const http = context.switchToHttp();
     const response: unknown = http.getResponse();
-    const handle = () =>
-      next.handle().pipe(catchError((error: unknown) => throwError(() => this.#translate(error, response))));
-    const route = this.binding.routeFor(context.getHandler() as (...args: unknown[]) => unknown);
-    if (route === null) return handle();
-    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then((lock) => this.#holding(lock, handle));
+    const translate = catchError((error: unknown) => throwError(() => this.#translate(error, response)));
+    const handler = context.getHandler() as (...args: unknown[]) => unknown;
+    const route = this.binding.routeFor(handler);
+    if (route === null) return next.handle().pipe(translate);
+    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then((held) =>
+      this.#holding(held.lock, () => next.handle().pipe(map(this.#refuseLost(held, handler, response)), translate)),
+    );
+  }
+
+  /**
+   * A value the handler answers once its lock was lost (it ignored `lock.signal`) becomes the lock's
+   * `LockLostError`, answered 409, rather than a success as if the critical section had run alone.
+   * The route's own error status (`@HttpCode(4xx)`) stays, and so does a stream whose headers are out.
+   */
+  #refuseLost(held: HeldRoute, handler: object, response: unknown): (value: unknown) => unknown {
+    const status = (Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined) ?? HttpStatus.OK;
+    return (value) => {
+      if (held.lostAnswer(status) === undefined || this.adapterHost.httpAdapter.isHeadersSent(response)) return value;
+      throw held.lostError();
+    };
   }
 
   /**
@@ -66,7 +91,7 @@ export class RedlockInterceptor implements NestInterceptor {
     });
   }
 
-  async #lock(route: RouteLock, request: PlatformRequest, response: unknown): Promise<Lock> {
+  async #lock(route: RouteLock, request: PlatformRequest, response: unknown): Promise<HeldRoute> {
     const source: HttpKeySource = {
       params: request.params,
       // Express 5 parses the query string on every read of req.query: only when the key uses it
@@ -82,7 +107,9 @@ export class RedlockInterceptor implements NestInterceptor {
       markLocked(request);
       awaitHandler(outcome.lock, outcome.held);
       this.binding.followRoute(outcome.held);
-      return outcome.lock;
+      // a handler writing through @Res() answers past the interceptor: its response's first write decides
+      guardLostAnswer(raw, outcome.held);
+      return outcome.held;
     }
     if (outcome.kind === "aborted") throw new HttpException("Client Closed Request", CLIENT_CLOSED);
     throw this.#translate(outcome.error, response);

@@ -14,11 +14,13 @@ import {
   Controller,
   type ExceptionFilter,
   type ExecutionContext,
+  HttpCode,
   Inject,
   Injectable,
   Module,
   Param,
   Post,
+  Res,
   SetMetadata,
   UseFilters,
   UseGuards,
@@ -29,6 +31,7 @@ import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { open } from "#test-helpers/http-client.js";
+import { untilInvalid } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
 import { captureLogs, platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
@@ -61,6 +64,12 @@ const seen: Record<string, number> = {};
 async function heldOn(key: string): Promise<number> {
   const values = await Promise.all(clients.map((client) => client.exists(key)));
   return values.reduce((sum, count) => sum + count, 0);
+}
+
+/** What a handler writing through `@Res()` calls on Express's response or Fastify's reply. */
+interface RawReply {
+  json?(body: unknown): void;
+  send?(body: unknown): void;
 }
 
 const ROLES = "roles";
@@ -132,6 +141,32 @@ class OrdersController {
   @Post(":id/hold")
   hold() {
     throw new LockedException("Order is being paid", { retryAfter: 7 });
+  }
+
+  // handlers that ignore their lock's signal and answer once its validity ended (500 ms, not renewed)
+  @Post(":id/late")
+  @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
+  async late(@RequestLock() lock: Lock) {
+    await untilInvalid(lock);
+    return { done: true };
+  }
+
+  @Post(":id/late-refused")
+  @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
+  @HttpCode(422)
+  async lateRefused(@RequestLock() lock: Lock) {
+    await untilInvalid(lock);
+    return { own: true };
+  }
+
+  // writes through the platform's own response (Express's res, Fastify's reply), past the interceptor
+  @Post(":id/late-raw")
+  @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
+  async lateRaw(@RequestLock() lock: Lock, @Res() response: { status(code: number): RawReply }) {
+    await untilInvalid(lock);
+    const reply = response.status(200);
+    if (typeof reply.json === "function") reply.json({ done: true });
+    else reply.send?.({ done: true });
   }
 
   @Post("stock")
@@ -245,6 +280,28 @@ describe.each(platforms)("on platform-%s", (platform) => {
       await held.release();
     }
     await request(running.url).post("/orders/8/ship").expect(201);
+  });
+
+  it("@LockedRoute answers 409 (ConflictException), not 201, to a handler that ignores its signal and returns after its lock's validity ended; no key is left", async () => {
+    const response = await request(running.url).post("/orders/1/late").expect(409);
+    expect(response.body).toEqual({
+      statusCode: 409,
+      message: "Lock was lost",
+      error: "Conflict",
+      errorCode: "ERR_REDLOCK_LOST",
+    });
+    await expect.poll(() => heldOn("late:1")).toBe(0);
+  });
+
+  it("@LockedRoute keeps a route's own 4xx status (@HttpCode(422)) answered after the loss", async () => {
+    await request(running.url).post("/orders/2/late-refused").expect(422, { own: true });
+  });
+
+  it('@LockedRoute answers 409 {"error":"Lock was lost"}, not 200, to a handler writing through @Res() after its lock\'s validity ended', async () => {
+    const response = await request(running.url).post("/orders/3/late-raw").expect(409);
+    expect(response.text).toBe('{"error":"Lock was lost"}');
+    expect(response.headers["content-type"]).toMatch(/^application\/json/);
+    await expect.poll(() => heldOn("late:3")).toBe(0);
   });
 
   it("@LockedRoute answers 400 naming the missing part when the key cannot be resolved, and locks nothing", async () => {

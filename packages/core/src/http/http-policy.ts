@@ -1,9 +1,9 @@
 import type { ServerResponse } from "node:http";
-import { LockKeyError, RedlockError } from "../errors.js";
+import { LockKeyError, LockLostError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
 import { type DeclaredLockOptions, type ResolvedDeclaredLock, resolveDeclaredLock } from "../lock/declared-lock.js";
 import { holdingLock } from "../lock/held-locks.js";
-import type { Lock } from "../lock/lock.js";
+import { type Lock, STATE } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { checkFunction } from "../validate.js";
@@ -86,6 +86,23 @@ export async function answerRejected<Hook>(
 export function errorResponse(error: RedlockError): HttpResponse {
   return { status: error.status, headers: error.headers, body: error.body };
 }
+
+/**
+ * The headers of an answer replaced by `HeldRoute.lostAnswer()` that describe its body (or point
+ * elsewhere, for a redirect): removed with it, lower case. The answer's other headers stay.
+ */
+export const REPLACED_ANSWER_HEADERS: readonly string[] = Object.freeze([
+  "content-disposition",
+  "content-encoding",
+  "content-language",
+  "content-length",
+  "content-location",
+  "content-range",
+  "content-type",
+  "etag",
+  "last-modified",
+  "location",
+]);
 
 interface ResolvedRouteOptions<Hook> {
   /** The options every declared lock shares, resolved once: the base of a route's own. */
@@ -221,6 +238,33 @@ export class HeldRoute {
   /** Whether the lock was released (the response is done, every followed run settled): code starting now runs unlocked. */
   get released(): boolean {
     return this.#pending === 0;
+  }
+
+  /**
+   * The lock's `LockLostError` when it is no longer valid (its renewals failed, or its validity
+   * ended: `autoExtend` off, `maxHoldMs` reached, the client gone) while the route still holds it:
+   * not released, by the route or by the handler itself. One clock read: unlike `lock.signal`,
+   * it arms no timer.
+   */
+  lostError(): LockLostError | undefined {
+    const lock = this.lock;
+    if (lock.valid) return undefined;
+    const state = lock[STATE];
+    if (state.released) return undefined;
+    return state.lost ?? new LockLostError(lock.resources, "Lock validity ended before the response was sent");
+  }
+
+  /**
+   * What must go out instead of an answer of `status` about to be committed (its headers not sent
+   * yet): the 409 `{"error":"Lock was lost"}` of `lostError()` for a success or redirect whose
+   * lock was lost, so that a handler that ignored `lock.signal` does not report a critical section
+   * that may not have run alone as done. `undefined` otherwise: the lock is intact, or the answer
+   * is the handler's own error (4xx/5xx), which stays.
+   */
+  lostAnswer(status: number): HttpResponse | undefined {
+    if (status >= 400) return undefined;
+    const error = this.lostError();
+    return error === undefined ? undefined : errorResponse(error);
   }
 
   /** `fn` (the rest of the request) run holding the lock, followed: the lock waits for what it returns to settle. */
