@@ -104,7 +104,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         try {
           await outcome.held.run(next);
           returned = true;
-          replaceLostAnswer(c, outcome.held);
+          replaceLostAnswer(c, outcome.held, cancelBody);
         } finally {
           if (drain) finished(outgoing as ServerResponse, drain);
         }
@@ -119,7 +119,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       try {
         await outcome.held.run(next);
         // set while still followed: the 409 that replaces it is then the response the tracker ends with
-        replaceLostAnswer(c, outcome.held);
+        replaceLostAnswer(c, outcome.held, (old) => tracker.discard(old));
         response = c.res === followed ? followed : tracker.respond(c.res, sendsBody);
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
@@ -144,11 +144,11 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
  * cancelled (its producer told), the old response's headers kept but those describing its body.
  * The status is read from Hono's own response: on `@hono/node-server` a plain body keeps its fast path.
  */
-function replaceLostAnswer(c: Context, held: HeldRoute): void {
+function replaceLostAnswer(c: Context, held: HeldRoute, discard: (old: Response) => void): void {
   const old = c.res;
   const answer = held.lostAnswer(old.status);
   if (answer === undefined) return;
-  old.body?.cancel().catch(() => {});
+  discard(old);
   const headers = new Headers(old.headers);
   for (const name of REPLACED_ANSWER_HEADERS) headers.delete(name);
   for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
@@ -157,6 +157,10 @@ function replaceLostAnswer(c: Context, held: HeldRoute): void {
   c.res = undefined;
   c.res = new Response(JSON.stringify(answer.body), { status: answer.status, headers });
 }
+
+const cancelBody = (response: Response): void => {
+  response.body?.cancel().catch(() => {});
+};
 
 /**
  * Follows the body `c.res` will have when the returned function is called (on a HEAD request, whose

@@ -23,6 +23,8 @@ export class FetchResponseTracker implements TrackedResponse {
   #fallback: AbortController | undefined;
   #clientLeft: boolean;
   #done = false;
+  /** Set while `discard()` cancels a body: that cancel is not the client's. */
+  #discarding = false;
   #onDone: (() => void) | undefined;
   #onLeft: (() => void) | undefined;
 
@@ -80,13 +82,30 @@ export class FetchResponseTracker implements TrackedResponse {
     const followed = endsWith(
       body,
       () => this.end(),
-      () => this.#onAbort(),
+      () => {
+        if (!this.#discarding) this.#onAbort();
+      },
     );
     return new Response(followed, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,
     });
+  }
+
+  /**
+   * Cancels the body of a response `respond()` returned that will not be sent (replaced by another,
+   * which is followed in its turn): its producer is told, and the cancel, ours, does not count as
+   * the client leaving.
+   */
+  discard(response: Response): void {
+    this.#discarding = true;
+    try {
+      // a stream's cancel runs its source's cancel at once: the flag is read there
+      response.body?.cancel().catch(() => {});
+    } finally {
+      this.#discarding = false;
+    }
   }
 
   /**
