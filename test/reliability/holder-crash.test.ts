@@ -2,8 +2,8 @@
  * M6, the holder crashes (docs/reliability.md §3): the process holding a lock is killed with SIGKILL,
  * so nothing releases it. A waiter in another process gets it once the keys expire, never while
  * the dead holder's validity lasted, with auto-extension off and on. No release means no
- * hand-over: the waiter learns of the expiry by polling (docs/waiting.md, "Fallbacks"), and the
- * test measures how long after the expiry it got the lock.
+ * hand-over: the waiter learns of the expiry by polling (docs/waiting.md, "Fallbacks"); the test
+ * prints how long after the expiry it got the lock, and asserts no time.
  */
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -15,8 +15,6 @@ const TTL = 1000;
 const DRIFT = Math.floor(TTL * 0.01) + 2;
 /** The waiter's poll: the only way it can learn that the keys expired. */
 const POLL = { retryDelay: 100, retryJitter: 50 };
-/** Scheduling on a loaded two-core machine; a waiter that did not poll would miss by its whole wait (10 s). */
-const SLACK_MS = 1000;
 
 const cluster = useRedisServers(4);
 const invariants = useInvariants(cluster, { maxTtlMs: TTL, lockServers: (servers) => servers.slice(0, 3) });
@@ -75,14 +73,16 @@ describe("the holder's process is killed (SIGKILL)", () => {
       }
       const killedAt = machineNow();
       await holder.kill();
+      // no extension outlived the process: what the keys have left is one ttl at most (-2: gone)
+      for (const client of direct) expect(await client.pttl("crash")).toBeLessThanOrEqual(TTL);
 
       const got = await waiter.next<LockResult>("result");
       expect(got.outcome).toBe("acquired");
       // safety: not while the dead holder's validity (ttl − drift from its last acquire or extension) lasted
       expect(got.at).toBeGreaterThanOrEqual(validUntil);
-      // liveness: within one ttl and one poll interval of the crash; no extension outlived the process
-      expect(got.at - killedAt).toBeLessThan(TTL + POLL.retryDelay + POLL.retryJitter + SLACK_MS);
-      // it polled: the first attempt was refused, a later one found the keys gone
+      // liveness: it polled (the first attempt was refused, a later one found the keys gone) and got
+      // the lock within its wait; a waiter that did not poll would have waited it out (contention).
+      // The poll's interval is retries.test.ts's, read from the timers armed
       expect(got.attempts).toBeGreaterThan(1);
       // the keys expired about ttl after the holder's last attempt started, i.e. validUntil + drift
       const afterExpiry = Math.max(0, got.at - (validUntil + DRIFT));
