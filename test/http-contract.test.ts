@@ -904,6 +904,21 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await expect.poll(() => values("outlived:2")).toEqual([null, null, null]);
   });
 
+  it("answers 409 without the caching headers of the answer it replaces (a shared cache would keep a `public, max-age` 409 and serve it to everyone); the answer's other headers stay", async () => {
+    probe.answer = {
+      json: { done: true },
+      headers: {
+        "cache-control": "public, max-age=3600",
+        expires: "Thu, 01 Jan 2099 00:00:00 GMT",
+        "x-kept": "yes",
+      },
+    };
+    const answer = await send(`${url}/outlived/4`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([409, '{"error":"Lock was lost"}']);
+    const { "cache-control": cacheControl, expires, "x-kept": kept } = answer.headers;
+    expect({ cacheControl, expires, kept }).toEqual({ cacheControl: undefined, expires: undefined, kept: "yes" });
+  });
+
   it("answers 409 instead of a streamed body returned after the lock was lost, and stops its producer (Express: unpipes it)", async () => {
     const releases = countReleases("outlived:3");
     // a chunk waiting in the stream: Express, Koa and Fastify send the headers with the first one.

@@ -24,8 +24,10 @@ import Fastify from "fastify";
 import { Hono } from "hono";
 import Koa from "koa";
 
-/** What a handler answers: JSON (status 200 unless given) or a streamed body. */
-export type Reply = { status?: number; json: unknown } | { stream: Readable };
+/** What a handler answers: JSON (status 200 unless given, with `headers` if any) or a streamed body. */
+export type Reply = { status?: number; json: unknown; headers?: Record<string, string> } | { stream: Readable };
+
+const answerHeaders = (reply: { headers?: Record<string, string> }) => reply.headers ?? {};
 
 export interface RouteSpec {
   method: "get" | "post";
@@ -101,7 +103,11 @@ const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
     app[spec.method](spec.path, redlock(spec.key, options), async (req, res) => {
       const reply = await spec.handler(req.lock, { req, res });
       if ("stream" in reply) reply.stream.pipe(res);
-      else res.status(reply.status ?? 200).json(reply.json);
+      else
+        res
+          .status(reply.status ?? 200)
+          .set(answerHeaders(reply))
+          .json(reply.json);
     });
   }
   app.use(redlockErrorHandler());
@@ -131,6 +137,7 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
       if ("stream" in reply) ctx.body = reply.stream;
       else {
         ctx.status = reply.status ?? 200;
+        ctx.set(answerHeaders(reply));
         ctx.body = reply.json;
       }
     });
@@ -164,7 +171,10 @@ const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
       handler: async (request, reply) => {
         const answer = await spec.handler(request.lock ?? undefined, { req: request.raw, res: reply.raw });
         if ("stream" in answer) return reply.send(answer.stream);
-        return reply.code(answer.status ?? 200).send(answer.json);
+        return reply
+          .code(answer.status ?? 200)
+          .headers(answerHeaders(answer))
+          .send(answer.json);
       },
     });
   }
@@ -192,7 +202,7 @@ async function buildHono(
     app[spec.method](spec.path, redlock(spec.key, options), async (c) => {
       const reply = await spec.handler(c.var.lock, { req: c.env?.incoming, res: c.env?.outgoing } as NodeExchange);
       if ("stream" in reply) return new Response(Readable.toWeb(reply.stream) as ReadableStream<Uint8Array>);
-      return c.json(reply.json as object, (reply.status ?? 200) as 200);
+      return c.json(reply.json as object, (reply.status ?? 200) as 200, answerHeaders(reply));
     });
   }
   // a fetch that passes the request alone: Hono's `c.env` then holds no Node objects

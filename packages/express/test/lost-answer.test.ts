@@ -4,8 +4,11 @@
  * was lost goes out as 409 JSON however the handler writes it; what it writes after is discarded.
  */
 import { once } from "node:events";
+import { readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Lock, LockLostError, Redlock } from "@redlock-kit/core";
 import express from "express";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -20,6 +23,18 @@ let url: string;
 let dlm: Redlock;
 /** What the write callbacks of /written got. */
 const callbacks: unknown[] = [];
+/** What /file sends: larger than one read of the file stream. */
+const file = join(tmpdir(), `redlock-kit-lost-answer-${process.pid}.txt`);
+
+/** How many of this process's file descriptors are open on `file`. */
+const openOnFile = () =>
+  readdirSync("/proc/self/fd").filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === file;
+    } catch {
+      return false; // closed since the listing
+    }
+  }).length;
 
 beforeAll(async () => {
   dlm = new Redlock(cluster.servers.map((redis) => redis.client()));
@@ -39,6 +54,46 @@ beforeAll(async () => {
     for (const chunk of ["a", "b"]) res.write(chunk, (error) => callbacks.push(error));
     res.end("c", () => callbacks.push("ended"));
   });
+  // as compression (or a session's end) on the route does: a wrapper installed after the guard
+  const upperCase: express.RequestHandler = (_req, res, next) => {
+    const { write, end } = res;
+    res.write = function upperWrite(this: http.ServerResponse, chunk: string, ...rest: unknown[]) {
+      return Reflect.apply(write, this, [chunk.toUpperCase(), ...rest]);
+    } as typeof res.write;
+    res.end = function upperEnd(this: http.ServerResponse, chunk?: string, ...rest: unknown[]) {
+      return Reflect.apply(end, this, [chunk?.toUpperCase(), ...rest]);
+    } as typeof res.end;
+    next();
+  };
+  const writeThree: express.RequestHandler = (_req, res) => {
+    res.write("a");
+    res.write("b");
+    res.end("c");
+  };
+  const intact = createRedlockMiddleware(dlm, { ttl: 60_000 });
+  app.get("/wrapped-intact/:id", intact("lost:{params.id}"), upperCase, writeThree);
+  app.get("/wrapped/:id", redlock("lost:{params.id}"), upperCase, async (req, res, next) => {
+    await untilInvalid(req.lock as Lock);
+    writeThree(req, res, next);
+  });
+  // framing of a streamed body: chunked, with a trailer announced
+  const framed: express.RequestHandler = (req, res) => {
+    if (req.query.te !== undefined) res.setHeader("transfer-encoding", "chunked");
+    res.setHeader("trailer", "x-sum");
+    res.write("a");
+    res.addTrailers({ "x-sum": "1" });
+    res.end("b");
+  };
+  app.get("/framed-intact/:id", intact("lost:{params.id}"), framed);
+  app.get("/framed/:id", redlock("lost:{params.id}"), async (req, res, next) => {
+    await untilInvalid(req.lock as Lock);
+    framed(req, res, next);
+  });
+  writeFileSync(file, "x".repeat(1 << 20));
+  app.get("/file/:id", redlock("lost:{params.id}"), async (req, res) => {
+    await untilInvalid(req.lock as Lock);
+    res.download(file);
+  });
   server = http.createServer(app).listen(0, "127.0.0.1");
   await once(server, "listening");
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -48,6 +103,7 @@ afterAll(async () => {
   server.closeAllConnections();
   server.close();
   await dlm.quit();
+  rmSync(file, { force: true });
 });
 
 it("answers 409 instead of an explicit writeHead(200) and its body; the headers set on the response stay, those of the writeHead call do not; released once", async () => {
@@ -72,4 +128,28 @@ it("discards what a handler writes after the 409, telling each write's callback 
   await expect.poll(() => callbacks.length).toBe(3);
   expect(callbacks.slice(0, 2).map((error) => error instanceof LockLostError)).toEqual([true, true]);
   expect(callbacks[2]).toBe("ended");
+});
+
+it("leaves in place a wrapper installed on the response after the route's middleware (compression on the route): with the lock intact it transforms every chunk; lost, the 409 goes out unchanged below it", async () => {
+  const intact = await send(`${url}/wrapped-intact/4`);
+  expect([intact.status, intact.text]).toEqual([200, "ABC"]);
+  const lost = await send(`${url}/wrapped/5`);
+  expect([lost.status, lost.text]).toEqual([409, '{"error":"Lock was lost"}']);
+});
+
+it("answers a well-formed 409 instead of a chunked body announcing a trailer: the replaced body's Transfer-Encoding and Trailer go with it", async () => {
+  for (const query of ["", "?te"]) {
+    const intact = await send(`${url}/framed-intact/6${query}`);
+    expect([intact.status, intact.text, intact.headers["transfer-encoding"]]).toEqual([200, "ab", "chunked"]);
+    const lost = await send(`${url}/framed/7${query}`);
+    expect([lost.status, lost.text]).toEqual([409, '{"error":"Lock was lost"}']);
+    expect([lost.headers["transfer-encoding"], lost.headers.trailer]).toEqual([undefined, undefined]);
+  }
+});
+
+it("answers 409 instead of res.download()'s file, without its Content-Disposition, and the file is closed", async () => {
+  const answer = await send(`${url}/file/8`);
+  expect([answer.status, answer.text]).toEqual([409, '{"error":"Lock was lost"}']);
+  expect(answer.headers["content-disposition"]).toBeUndefined();
+  await expect.poll(openOnFile).toBe(0);
 });

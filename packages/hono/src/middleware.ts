@@ -117,9 +117,14 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       });
       let response: Response;
       try {
-        await outcome.held.run(next);
-        // set while still followed: the 409 that replaces it is then the response the tracker ends with
-        replaceLostAnswer(c, outcome.held, (old) => tracker.discard(old));
+        // Asked within the followed run: a Response without a body (a redirect, a 204) ended the
+        // tracker when it was set, and the lock, released once the run settles, would then read
+        // as released rather than lost. Set while still followed: the 409 that replaces it is then
+        // the response the tracker ends with.
+        await outcome.held.run(async () => {
+          await next();
+          replaceLostAnswer(c, outcome.held, (old) => tracker.discard(old));
+        });
         response = c.res === followed ? followed : tracker.respond(c.res, sendsBody);
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here

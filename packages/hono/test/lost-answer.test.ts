@@ -38,6 +38,14 @@ function lostLockApp() {
     await untilInvalid(c.var.lock);
     return c.json({ own: true }, 422);
   });
+  app.post("/redirect/:id", redlock("lost:{params.id}"), async (c) => {
+    await untilInvalid(c.var.lock);
+    return c.redirect("/done", 303);
+  });
+  app.post("/empty/:id", redlock("lost:{params.id}"), async (c) => {
+    await untilInvalid(c.var.lock);
+    return c.body(null, 204);
+  });
   app.post("/stream/:id", redlock("lost:{params.id}"), async (c) => {
     await untilInvalid(c.var.lock);
     const stream = new ReadableStream<Uint8Array>({
@@ -66,6 +74,27 @@ describe("a handler that ignores its signal and answers after its lock was lost"
       await expect.poll(() => releases.count).toBe(1);
       releases.stop();
       expect(await redis.exists("lost:1")).toBe(0);
+    });
+
+    // a Response without a body is done as soon as it is set on the Fetch path: the lock must be
+    // asked whether it was lost before that end releases it
+    it(`answers 409 instead of a redirect or a 204, which have no body, without their Location (${path}); released once each`, async () => {
+      const server = await serveHono(lostLockApp().app, { nodeResponse });
+      servers.push(server);
+      for (const [route, resource] of [
+        ["redirect/4", "lost:4"],
+        ["empty/5", "lost:5"],
+      ] as const) {
+        const releases = countReleases(resource);
+        const answer = await send(`${server.url}/${route}`, { method: "POST" });
+        expect([answer.status, answer.text, answer.headers.location]).toEqual([
+          409,
+          '{"error":"Lock was lost"}',
+          undefined,
+        ]);
+        await expect.poll(() => releases.count).toBe(1);
+        releases.stop();
+      }
     });
 
     it(`keeps its own 422 (${path})`, async () => {

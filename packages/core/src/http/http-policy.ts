@@ -88,10 +88,15 @@ export function errorResponse(error: RedlockError): HttpResponse {
 }
 
 /**
- * The headers of an answer replaced by `HeldRoute.lostAnswer()` that describe its body (or point
- * elsewhere, for a redirect): removed with it, lower case. The answer's other headers stay.
+ * The headers of an answer replaced by `HeldRoute.lostAnswer()` that describe its body, how it is
+ * framed (Transfer-Encoding beside the 409's Content-Length is a malformed response; a Trailer
+ * without chunked framing makes Node throw) or how long it may be cached (a `public, max-age` left on
+ * the 409 lets a shared cache serve it to everyone), or point elsewhere (a redirect's Location):
+ * removed with it, lower case. The answer's other headers stay.
  */
 export const REPLACED_ANSWER_HEADERS: readonly string[] = Object.freeze([
+  "cache-control",
+  "content-digest",
   "content-disposition",
   "content-encoding",
   "content-language",
@@ -100,8 +105,11 @@ export const REPLACED_ANSWER_HEADERS: readonly string[] = Object.freeze([
   "content-range",
   "content-type",
   "etag",
+  "expires",
   "last-modified",
   "location",
+  "trailer",
+  "transfer-encoding",
 ]);
 
 interface ResolvedRouteOptions<Hook> {

@@ -11,8 +11,9 @@ type Callback = (error?: Error | null) => void;
  * lock was lost under a success or redirect, its 409 JSON is sent instead and what the handler
  * writes after is discarded: `write` returns false (a pipe stops at once and is unpiped when the
  * response finishes; no `drain` follows) and each callback gets the `LockLostError`. Otherwise the
- * response's own methods are put back: nothing is paid per chunk. Headers already sent (a stream
- * that lost its lock midway) are out of reach: `lock.signal` tells the handler.
+ * response's own methods are put back: nothing is paid per chunk (but through a wrapper installed
+ * after the guard, which is left in place). Headers already sent (a stream that lost its lock
+ * midway) are out of reach: `lock.signal` tells the handler.
  */
 export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
   // the methods in place now: the prototype's, or a wrapper installed earlier (compression)
@@ -22,17 +23,19 @@ export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
   const decide = (status: number): boolean => {
     if (decided) return lost !== undefined;
     decided = true;
-    res.writeHead = writeHead;
-    res.write = write;
-    res.end = end;
     const answer = res.headersSent ? undefined : held.lostAnswer(status);
-    if (answer === undefined) return false;
-    lost = held.lostError();
-    sendInstead(res, answer);
-    res.writeHead = discardHead;
-    res.write = discardWrite;
-    res.end = discardEnd;
-    return true;
+    if (answer !== undefined) {
+      const error = held.lostError();
+      // through the methods the guard wrapped: a wrapper re-entering the guard meanwhile passes through
+      sendInstead(res, answer, writeHead, end);
+      lost = error;
+    }
+    // Only the guard's own methods are replaced: a wrapper installed after it (compression or a
+    // session's end on the route) stays, and reaches the original through the guard as before.
+    if (res.writeHead === guardedWriteHead) res.writeHead = lost ? discardHead : writeHead;
+    if (res.write === guardedWrite) res.write = lost ? discardWrite : write;
+    if (res.end === guardedEnd) res.end = lost ? discardEnd : end;
+    return lost !== undefined;
   };
   const discardHead = function discardHead(this: ServerResponse) {
     return this;
@@ -47,25 +50,33 @@ export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
     if (callback !== undefined) finished(this, () => callback());
     return this;
   } as ServerResponse["end"];
-  res.writeHead = function guardedWriteHead(this: ServerResponse, status: number, ...rest: unknown[]) {
+  const guardedWriteHead = function guardedWriteHead(this: ServerResponse, status: number, ...rest: unknown[]) {
     return decide(status) ? this : Reflect.apply(writeHead, this, [status, ...rest]);
   } as ServerResponse["writeHead"];
-  res.write = function guardedWrite(this: ServerResponse, ...args: unknown[]) {
+  const guardedWrite = function guardedWrite(this: ServerResponse, ...args: unknown[]) {
     return decide(this.statusCode) ? Reflect.apply(discardWrite, this, args) : Reflect.apply(write, this, args);
   } as ServerResponse["write"];
-  res.end = function guardedEnd(this: ServerResponse, ...args: unknown[]) {
+  const guardedEnd = function guardedEnd(this: ServerResponse, ...args: unknown[]) {
     return decide(this.statusCode) ? Reflect.apply(discardEnd, this, args) : Reflect.apply(end, this, args);
   } as ServerResponse["end"];
+  res.writeHead = guardedWriteHead;
+  res.write = guardedWrite;
+  res.end = guardedEnd;
 }
 
-/** The 409 JSON in place of the handler's answer, through the response's own methods (put back before). */
-function sendInstead(res: ServerResponse, { status, headers, body }: HttpResponse): void {
+/** The 409 JSON in place of the handler's answer, through the response's methods the guard wrapped. */
+function sendInstead(
+  res: ServerResponse,
+  { status, headers, body }: HttpResponse,
+  writeHead: ServerResponse["writeHead"],
+  end: ServerResponse["end"],
+): void {
   for (const name of REPLACED_ANSWER_HEADERS) res.removeHeader(name);
   const json = JSON.stringify(body);
-  res.writeHead(status, STATUS_CODES[status], {
-    ...headers,
-    "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(json),
-  });
-  res.end(json);
+  Reflect.apply(writeHead, res, [
+    status,
+    STATUS_CODES[status],
+    { ...headers, "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(json) },
+  ]);
+  Reflect.apply(end, res, [json]);
 }
