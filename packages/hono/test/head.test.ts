@@ -1,39 +1,17 @@
-/**
- * HEAD on a locked GET route: Hono answers with the GET route's headers and drops the body unread,
- * while a `stream()` callback (the critical section's work) goes on. The lock waits for it, on the
- * Node response and on the Fetch path; a plain body releases at once.
- */
-import { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import { etag } from "hono/etag";
 import { stream } from "hono/streaming";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
-import { serveHono } from "./serve.js";
+import { useServedRedlock } from "./serve.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const servers: Awaited<ReturnType<typeof serveHono>>[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm?.quit();
-});
+const bed = useServedRedlock();
 
 /** A locked GET route whose body a `stream()` callback writes until the gate opens. */
 function streamedApp(withEtag: boolean) {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+  const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
   const app = new Hono();
   const producer = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -56,8 +34,7 @@ for (const nodeResponse of [true, false]) {
   describe(`HEAD on a locked GET route (${nodeResponse ? "Node response" : "Fetch path"})`, () => {
     it("keeps the lock while the dropped stream() body's producer runs, and releases it at the stream's end", async () => {
       const { app, producer, state } = streamedApp(false);
-      const server = await serveHono(app, { nodeResponse });
-      servers.push(server);
+      const server = await bed.serve(app, { nodeResponse });
       let get: ReturnType<typeof open> | undefined;
       try {
         const head = await send(`${server.url}/export/1`, { method: "HEAD" });
@@ -67,10 +44,10 @@ for (const nodeResponse of [true, false]) {
         get = open(`${server.url}/export/1`);
         expect((await get.response).statusCode).toBe(423);
         expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
-        expect(await redis.exists("hono-head:1")).toBe(1);
+        expect(await bed.redis.exists("hono-head:1")).toBe(1);
         producer.open();
         // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
-        await expect.poll(() => redis.exists("hono-head:1")).toBe(0);
+        await expect.poll(() => bed.redis.exists("hono-head:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
         producer.open();
@@ -80,8 +57,7 @@ for (const nodeResponse of [true, false]) {
 
     it("leaves the body to an outer etag(), which hashes it, and still releases at the stream's end", async () => {
       const { app, producer, state } = streamedApp(true);
-      const server = await serveHono(app, { nodeResponse });
-      servers.push(server);
+      const server = await bed.serve(app, { nodeResponse });
       try {
         // etag() reads the whole body before answering: the HEAD response waits for the producer
         const head = send(`${server.url}/export/1`, { method: "HEAD" });
@@ -91,14 +67,14 @@ for (const nodeResponse of [true, false]) {
         const answer = await head;
         expect(answer.status).toBe(200);
         expect(answer.headers.etag).toBeDefined();
-        await expect.poll(() => redis.exists("hono-head:1")).toBe(0);
+        await expect.poll(() => bed.redis.exists("hono-head:1")).toBe(0);
         // a conditional HEAD: etag() cancels the body it has hashed, answering 304
         const again = await send(`${server.url}/export/1`, {
           method: "HEAD",
           headers: { "if-none-match": answer.headers.etag as string },
         });
         expect(again.status).toBe(304);
-        await expect.poll(() => redis.exists("hono-head:1")).toBe(0);
+        await expect.poll(() => bed.redis.exists("hono-head:1")).toBe(0);
         expect(state).toEqual({ runs: 2, inside: 0, maxInside: 1 });
       } finally {
         producer.open();
@@ -106,15 +82,14 @@ for (const nodeResponse of [true, false]) {
     });
 
     it("releases the lock of a JSON body at once", async () => {
-      const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+      const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
       const app = new Hono();
       app.get("/order/:id", redlock("hono-head-json:{params.id}"), (c) => c.json({ id: c.req.param("id") }));
-      const server = await serveHono(app, { nodeResponse });
-      servers.push(server);
+      const server = await bed.serve(app, { nodeResponse });
       const head = await send(`${server.url}/order/1`, { method: "HEAD" });
       expect(head.status).toBe(200);
       expect(head.headers["content-type"]).toMatch(/json/);
-      await expect.poll(() => redis.exists("hono-head-json:1")).toBe(0);
+      await expect.poll(() => bed.redis.exists("hono-head-json:1")).toBe(0);
     });
   });
 }

@@ -3,45 +3,25 @@
  * left for the handler, hooks that return no Response, options refused at declaration, and the Node
  * response followed on @hono/node-server.
  */
-import { Redlock } from "@redlock-kit/core";
+import type { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { arrival, nextRelease } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware, type HonoLockHook } from "../src/index.js";
-import { serveHono } from "./serve.js";
+import { useServedRedlock } from "./serve.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const servers: Awaited<ReturnType<typeof serveHono>>[] = [];
-
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await redis.flushall();
-});
-
-afterAll(async () => {
-  await dlm?.quit();
-});
+const bed = useServedRedlock();
 
 async function serve(app: Hono) {
-  const server = await serveHono(app);
-  servers.push(server);
+  const server = await bed.serve(app);
   return server.url;
 }
 
 describe("the Hono middleware", () => {
   it("reads a JSON body for a {body.…} key and leaves it readable by the handler, as JSON and as text", async () => {
     const app = new Hono();
-    const redlock = createRedlockMiddleware(dlm);
+    const redlock = createRedlockMiddleware(bed.dlm);
     app.post("/json", redlock("sku:{body.sku}"), async (c) =>
       c.json({ body: await c.req.json(), key: c.var.lock.resources }),
     );
@@ -57,7 +37,7 @@ describe("the Hono middleware", () => {
   it("answers 400 for a {body.…} key when the body is not JSON or does not parse, without locking", async () => {
     const app = new Hono();
     let ran = 0;
-    app.post("/pay", createRedlockMiddleware(dlm)("sku:{body.sku}"), (c) => {
+    app.post("/pay", createRedlockMiddleware(bed.dlm)("sku:{body.sku}"), (c) => {
       ran++;
       return c.json({ ok: true });
     });
@@ -72,12 +52,12 @@ describe("the Hono middleware", () => {
       expect(JSON.parse(answer.text)).toEqual({ error: 'Lock key part "body.sku" is missing' });
     }
     expect(ran).toBe(0);
-    expect(await redis.dbsize()).toBe(0);
+    expect(await bed.redis.dbsize()).toBe(0);
   });
 
   it("gives key functions a query object whose prototype a ?__proto__=… part cannot change", async () => {
     const app = new Hono();
-    const redlock = createRedlockMiddleware(dlm);
+    const redlock = createRedlockMiddleware(bed.dlm);
     const key = (source: { query: unknown }) => `proto:${Object.getPrototypeOf(source.query) === Object.prototype}`;
     app.get("/q", redlock(key), (c) => c.json(c.var.lock.resources));
     const url = await serve(app);
@@ -91,9 +71,9 @@ describe("the Hono middleware", () => {
     const onLocked = (() => {
       called++;
     }) as unknown as HonoLockHook;
-    app.post("/x", createRedlockMiddleware(dlm, { onLocked })("x"), (c) => c.json({ ok: true }));
+    app.post("/x", createRedlockMiddleware(bed.dlm, { onLocked })("x"), (c) => c.json({ ok: true }));
     const url = await serve(app);
-    const holder = await dlm.acquire("x", 10_000);
+    const holder = await bed.dlm.acquire("x", 10_000);
     try {
       const answer = await send(`${url}/x`, { method: "POST" });
       expect(answer.status).toBe(423);
@@ -114,23 +94,23 @@ describe("the Hono middleware", () => {
       c.res = undefined;
       c.res = new Response("replaced");
     });
-    app.post("/r/:id", createRedlockMiddleware(dlm)("r:{params.id}"), (c) => c.json({ ok: true }));
+    app.post("/r/:id", createRedlockMiddleware(bed.dlm)("r:{params.id}"), (c) => c.json({ ok: true }));
     const url = await serve(app);
     const released = nextRelease("r:1");
     const answer = await send(`${url}/r/1`, { method: "POST" });
     expect(answer.text).toBe("replaced");
     // released by the response's end; a lock left held (maxHoldMs is 60 s) fails as never released
     expect((await arrival(released, "the lock's release")).released).toBe(true);
-    expect(await redis.get("r:1")).toBeNull();
+    expect(await bed.redis.get("r:1")).toBeNull();
   });
 
   it("refuses a bad key or option when the route is declared, naming it", () => {
-    const redlock = createRedlockMiddleware(dlm, { wait: 100 });
+    const redlock = createRedlockMiddleware(bed.dlm, { wait: 100 });
     expect(() => redlock("x", { autoExtend: "yes" as unknown as boolean })).toThrow(
       new TypeError("options.autoExtend must be a boolean, got string"),
     );
     expect(() => redlock("x:{")).toThrow(TypeError);
-    expect(() => createRedlockMiddleware(dlm, { ttl: -1 })).toThrow(RangeError);
+    expect(() => createRedlockMiddleware(bed.dlm, { ttl: -1 })).toThrow(RangeError);
     expect(() => createRedlockMiddleware(undefined as unknown as Redlock)).toThrow(
       new TypeError("redlock must be a Redlock instance, got undefined"),
     );

@@ -1,35 +1,18 @@
-import { Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timeout } from "hono/timeout";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
 import { arrival, nextRelease } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
-import { serveHono } from "./serve.js";
+import { useServedRedlock } from "./serve.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const servers: Awaited<ReturnType<typeof serveHono>>[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
+const bed = useServedRedlock();
 
 /** A route behind Hono's timeout(1000) whose handler waits for `release()`; `fail` makes it throw then. */
 function timedOutRoute({ fail = false } = {}) {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+  const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
   const app = new Hono();
   const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
@@ -51,20 +34,19 @@ describe("a handler that Hono's timeout() answered for", () => {
   for (const nodeResponse of [true, false]) {
     it(`keeps the lock until it settles, then releases it (${nodeResponse ? "Node response" : "Fetch path"})`, async () => {
       const { app, state, release } = timedOutRoute();
-      const server = await serveHono(app, { nodeResponse });
-      servers.push(server);
+      const server = await bed.serve(app, { nodeResponse });
       try {
         expect((await send(`${server.url}/x/1`, { method: "POST" })).status).toBe(504);
         // the timed-out handler still runs: the key is held and the next request does not enter
         expect(state.inside).toBe(1);
         expect((await send(`${server.url}/x/1`, { method: "POST" })).status).toBe(423);
-        expect(await redis.exists("hono-timeout:1")).toBe(1);
+        expect(await bed.redis.exists("hono-timeout:1")).toBe(1);
         const released = nextRelease("hono-timeout:1");
         release();
         // released by the handler's end, not expired: the release found the key still ours (the
         // ttl, 60 s, outlasts the test) and deleted it
         expect((await arrival(released, "the lock's release")).released).toBe(true);
-        expect(await redis.exists("hono-timeout:1")).toBe(0);
+        expect(await bed.redis.exists("hono-timeout:1")).toBe(0);
         expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
       } finally {
         release();
@@ -84,7 +66,7 @@ describe("a handler that Hono's timeout() answered for", () => {
       release();
       // released by the handler's failure, not expired
       expect((await arrival(released, "the lock's release")).released).toBe(true);
-      expect(await redis.exists("hono-timeout:1")).toBe(0);
+      expect(await bed.redis.exists("hono-timeout:1")).toBe(0);
       expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
     } finally {
       release();
