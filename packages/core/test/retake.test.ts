@@ -84,11 +84,17 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     redlocks.push(dlm);
     return dlm;
   };
-  /** Resolves once `n` waiters are queued on `key` on every instance. */
+  /**
+   * Resolves once `n` waiters are queued on `key` on a quorum of the instances: in line there, a
+   * waiter is served by the holder's release. Not on every instance: on a loaded machine a retaken
+   * lock's reservation can miss one instance (its call timed out there; the lock holds the quorum),
+   * and a waiter then takes the key free on that instance instead of queuing there.
+   */
   const queued = (key: string, n: number) =>
-    until(async () =>
-      (await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)))).every((q) => q === n),
-    );
+    until(async () => {
+      const queues = await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)));
+      return queues.filter((q) => q === n).length >= Math.floor(count / 2) + 1;
+    });
 
   /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
@@ -119,7 +125,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     const key = `retake:${count}`;
     let { lock, done } = await looper(a, b, key);
     const holders = ["a"];
-    // b heads the queue on every instance
+    // b heads the queue on a quorum of the instances
     const waiting = b.acquire(key, 10_000, WAIT()).then((held) => {
       holders.push("b");
       return held;
