@@ -1,5 +1,5 @@
 /**
- * Leak soak (RELIABILITY.md H7, docs/reliability.md "leak soak"): on each adapter, 1,000 sequential
+ * Leak soak (docs/reliability.md, L4): on each adapter, 1,000 sequential
  * requests on distinct keys, then 1,000 at concurrency 100 on 100 keys (three requests in a row on
  * one key, so that many meet a holder), of which every tenth (by
  * index: reproducible) has a handler that throws and every twentieth a client that leaves while its

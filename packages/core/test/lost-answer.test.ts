@@ -3,29 +3,16 @@
  * route's lock was lost under it. Decided on `lock.valid` (one clock read), never on `lock.signal`,
  * which arms a timer per lock.
  */
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { recordTimeouts } from "#test-helpers/armed-timers.js";
-import { sleep, useRedisServers } from "#test-helpers/redis.js";
-import { createHttpLockPolicy, FetchResponseTracker, type HeldRoute, Redlock } from "../src/index.js";
+import { sleep } from "#test-helpers/redis.js";
+import { createHttpLockPolicy, FetchResponseTracker, type HeldRoute } from "../src/index.js";
+import { useRedlocks } from "./helpers/redlocks.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
+const { redlock } = useRedlocks(1);
 
 async function held(key: string, ttl: number): Promise<HeldRoute> {
-  const route = createHttpLockPolicy(dlm, { ttl, autoExtend: false }).route(key);
+  const route = createHttpLockPolicy(redlock(), { ttl, autoExtend: false }).route(key);
   const outcome = await route.beginTracked(
     { params: {}, query: {}, body: {}, headers: {} },
     new FetchResponseTracker(),
