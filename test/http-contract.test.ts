@@ -13,6 +13,7 @@ import {
   type AcquireMessage,
   type AcquireTraceContext,
   type Lock,
+  LockContentionError,
   LockLostError,
   Redlock,
   type ReleaseMessage,
@@ -61,14 +62,14 @@ afterEach(async () => {
  * Runs `test` against a fresh app whose three Redis instances were up when it started and are
  * all killed now. Its clients are disconnected afterwards, so no reconnect loop outlives it.
  */
-async function withRedisDown(framework: Framework, test: (url: string) => Promise<void>) {
+async function withRedisDown<T>(framework: Framework, test: (url: string) => Promise<T>): Promise<T> {
   for (const server of doomed.servers) if (!server.running) await server.start();
   const doomedClients = doomed.servers.map((server) => server.client());
   await Promise.all(doomedClients.map((client) => client.ping()));
   const app = await buildApp[framework](new Redlock(doomedClients), routes);
   try {
     await Promise.all(doomed.servers.map((server) => server.kill()));
-    await test(app.url);
+    return await test(app.url);
   } finally {
     await app.close();
     for (const client of doomedClients) client.disconnect();
@@ -116,6 +117,9 @@ const echo = async (lock: Lock | undefined) => {
   probe.enter();
   return { json: { resources: lock?.resources ?? null, valid: lock?.valid ?? false } };
 };
+
+/** What an app may set on every answer: a shared cache keeps such a 423 or 503 (RFC 9111) and serves it to everyone. */
+const PUBLIC = { "Cache-Control": "public, max-age=300" };
 
 const routes: RouteSpec[] = [
   {
@@ -305,6 +309,18 @@ const routes: RouteSpec[] = [
       probe.enter(lock);
       await untilInvalid(lock as Lock);
       return probe.answer;
+    },
+  },
+  // an app that makes its answers storable before the lock's middleware runs
+  { method: "post", path: "/cached", key: "cached:{body.sku}", headersBefore: PUBLIC, handler: echo },
+  {
+    // a @Locked method's contention, thrown from the handler to the framework's error handling
+    method: "post",
+    path: "/cached-throws",
+    key: "cached-throws",
+    headersBefore: PUBLIC,
+    handler: async () => {
+      throw new LockContentionError(["order:1"], 3000);
     },
   },
   {
@@ -904,7 +920,7 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     await expect.poll(() => values("outlived:2")).toEqual([null, null, null]);
   });
 
-  it("answers 409 without the caching headers of the answer it replaces (a shared cache would keep a `public, max-age` 409 and serve it to everyone); the answer's other headers stay", async () => {
+  it("answers 409 without the caching headers of the answer it replaces, with its own Cache-Control: no-store (a shared cache would keep a `public, max-age` 409 and serve it to everyone); the answer's other headers stay", async () => {
     probe.answer = {
       json: { done: true },
       headers: {
@@ -916,8 +932,36 @@ describe.each(frameworks)("the %s adapter", (framework) => {
     const answer = await send(`${url}/outlived/4`, { method: "POST" });
     expect([answer.status, answer.text]).toEqual([409, '{"error":"Lock was lost"}']);
     const { "cache-control": cacheControl, expires, "x-kept": kept } = answer.headers;
-    expect({ cacheControl, expires, kept }).toEqual({ cacheControl: undefined, expires: undefined, kept: "yes" });
+    expect({ cacheControl, expires, kept }).toEqual({ cacheControl: "no-store", expires: undefined, kept: "yes" });
   });
+
+  // Node joins repeated Cache-Control fields with ", ": "no-store" alone is one value
+  it("answers its 423, 503 and 400 with Cache-Control: no-store alone, over the `public, max-age=300` the app set before", async () => {
+    const holder = await dlm.acquire("cached:A-1", 10_000);
+    const locked = await send(`${url}/cached`, { method: "POST", body: { sku: "A-1" } });
+    await holder.release();
+    const badKey = await send(`${url}/cached`, { method: "POST", body: {} });
+    const unavailable = await withRedisDown(framework, (downUrl) =>
+      send(`${downUrl}/cached`, { method: "POST", body: { sku: "A-1" } }),
+    );
+    expect([locked, unavailable, badKey].map((answer) => [answer.status, answer.headers["cache-control"]])).toEqual([
+      [423, "no-store"],
+      [503, "no-store"],
+      [400, "no-store"],
+    ]);
+    expect(probe.calls).toBe(0);
+  });
+
+  // Hono's error handling is the app's own (onError): it does not read the error's headers
+  if (!framework.startsWith("hono"))
+    it("answers a LockContentionError the handler throws with Cache-Control: no-store alone, through the framework's error handling", async () => {
+      const answer = await send(`${url}/cached-throws`, { method: "POST" });
+      expect([answer.status, answer.headers["cache-control"], answer.headers["retry-after"]]).toEqual([
+        423,
+        "no-store",
+        "3",
+      ]);
+    });
 
   it("answers 409 instead of a streamed body returned after the lock was lost, and stops its producer (Express: unpipes it)", async () => {
     const releases = countReleases("outlived:3");

@@ -21,7 +21,7 @@ import { type HonoLockHook, createRedlockMiddleware as honoRedlock } from "@redl
 import { type KoaLockHook, createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
 import express from "express";
 import Fastify from "fastify";
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import Koa from "koa";
 
 /** What a handler answers: JSON (status 200 unless given, with `headers` if any) or a streamed body. */
@@ -36,6 +36,8 @@ export interface RouteSpec {
   key: KeySpec<HttpKeySource>;
   /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
   options?: RouteDefaults & { hooks?: boolean };
+  /** Response headers a middleware (Fastify: an onRequest hook) of the route sets before the lock's. */
+  headersBefore?: Record<string, string>;
   /**
    * Gets the lock the adapter attached (req.lock, ctx.state.lock, request.lock, c.var.lock), and the
    * Node request and response under the framework's (to read the url, or see the client leave);
@@ -100,7 +102,11 @@ const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
       (_req, res, error) => res.status(HOOK_STATUS.onLocked).json(hookBody("onLocked", error)),
       (_req, res, error) => res.status(HOOK_STATUS.onUnavailable).json(hookBody("onUnavailable", error)),
     );
-    app[spec.method](spec.path, redlock(spec.key, options), async (req, res) => {
+    const before: express.RequestHandler = (_req, res, next) => {
+      res.set(spec.headersBefore ?? {});
+      next();
+    };
+    app[spec.method](spec.path, before, redlock(spec.key, options), async (req, res) => {
       const reply = await spec.handler(req.lock, { req, res });
       if ("stream" in reply) reply.stream.pipe(res);
       else
@@ -132,7 +138,11 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
         ctx.body = hookBody("onUnavailable", error);
       },
     );
-    router[spec.method](spec.path, redlock(spec.key, options), async (ctx) => {
+    const before: Koa.Middleware = (ctx, next) => {
+      ctx.set(spec.headersBefore ?? {});
+      return next();
+    };
+    router[spec.method](spec.path, before, redlock(spec.key, options), async (ctx) => {
       const reply = await spec.handler(ctx.state.lock, { req: ctx.req, res: ctx.res });
       if ("stream" in reply) ctx.body = reply.stream;
       else {
@@ -168,6 +178,10 @@ const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
       method: spec.method.toUpperCase() as "GET" | "POST",
       url: spec.path,
       config: { redlock: { key: spec.key, ...options } },
+      onRequest: (_request, reply, done) => {
+        reply.headers(spec.headersBefore ?? {});
+        done();
+      },
       handler: async (request, reply) => {
         const answer = await spec.handler(request.lock ?? undefined, { req: request.raw, res: reply.raw });
         if ("stream" in answer) return reply.send(answer.stream);
@@ -199,7 +213,12 @@ async function buildHono(
       (c, error) => c.json(hookBody("onLocked", error), HOOK_STATUS.onLocked),
       (c, error) => c.json(hookBody("onUnavailable", error), HOOK_STATUS.onUnavailable),
     );
-    app[spec.method](spec.path, redlock(spec.key, options), async (c) => {
+    // on c.res, as cors() sets its headers: Hono's setter merges them over a response set after
+    const before: MiddlewareHandler = async (c, next) => {
+      for (const [name, value] of Object.entries(spec.headersBefore ?? {})) c.res.headers.set(name, value);
+      await next();
+    };
+    app[spec.method](spec.path, before, redlock(spec.key, options), async (c) => {
       const reply = await spec.handler(c.var.lock, { req: c.env?.incoming, res: c.env?.outgoing } as NodeExchange);
       if ("stream" in reply) return new Response(Readable.toWeb(reply.stream) as ReadableStream<Uint8Array>);
       return c.json(reply.json as object, (reply.status ?? 200) as 200, answerHeaders(reply));

@@ -125,7 +125,7 @@ describe("a foreign key without expiry at the lock's name", () => {
     const error = await dlm.acquire("report", 5000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockContentionError);
     expect((error as LockContentionError).retryAfterMs).toBe(5000);
-    expect((error as LockContentionError).headers).toEqual({ "Retry-After": "5" });
+    expect((error as LockContentionError).headers).toEqual({ "Cache-Control": "no-store", "Retry-After": "5" });
     expect(await valuesOf("report")).toEqual(["another-tool", "another-tool", "another-tool"]);
     expect(await Promise.all(direct.map((client) => client.pttl("report")))).toEqual([-1, -1, -1]);
     await Promise.all(direct.map((client) => client.del("report")));

@@ -9,6 +9,14 @@ export const ErrorCodes = {
 
 export type RedlockErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
+/**
+ * Headers every error answer an HTTP adapter writes carries (each `RedlockError`'s `headers`):
+ * `Cache-Control: no-store`, set over one the app put on the response before. A 423 or 503 with an
+ * explicit `public` or `max-age` is storable (RFC 9111): a shared cache would serve it to everyone
+ * long after the lock is free or Redis is back.
+ */
+export const ERROR_ANSWER_HEADERS: Readonly<Record<string, string>> = Object.freeze({ "Cache-Control": "no-store" });
+
 /** Brand that survives two installed copies of this package (instanceof would not). */
 const BRAND = Symbol.for("redlock-kit.error");
 
@@ -22,9 +30,9 @@ export abstract class RedlockError extends Error {
   abstract readonly status: number;
   /** The JSON body an HTTP adapter answers with. Never contains internal detail. */
   abstract readonly body: { error: string };
-  /** Response headers that belong to this outcome (e.g. `Retry-After`). */
+  /** Response headers that belong to this outcome: `ERROR_ANSWER_HEADERS`, and a 423's `Retry-After`. */
   get headers(): Record<string, string> {
-    return {};
+    return { ...ERROR_ANSWER_HEADERS };
   }
   /** Same as `status`, for frameworks that read `statusCode` (Fastify). */
   get statusCode(): number {
@@ -63,7 +71,7 @@ export class LockContentionError extends RedlockError {
   }
 
   override get headers(): Record<string, string> {
-    return { "Retry-After": String(Math.max(1, Math.ceil(this.retryAfterMs / 1000))) };
+    return { ...super.headers, "Retry-After": String(Math.max(1, Math.ceil(this.retryAfterMs / 1000))) };
   }
 }
 

@@ -1,4 +1,5 @@
 export {
+  ERROR_ANSWER_HEADERS,
   ErrorCodes,
   type InstanceFailure,
   LockConfigurationError,

@@ -1,7 +1,7 @@
 /**
  * The error table of the public contract: each error a lock call rejects with extends RedlockError
- * and carries `status`, `statusCode` and `expose: true`, so that Koa, Fastify and Express error
- * handlers map it without glue; and its own fields.
+ * and carries `status`, `statusCode`, `expose: true` and `headers` (`Cache-Control: no-store`), so
+ * that Koa, Fastify and Express error handlers map it without glue; and its own fields.
  */
 import { createServer, type Server, type Socket } from "node:net";
 import type { Redis } from "ioredis";
@@ -42,8 +42,13 @@ function expectMapped(error: unknown, type: abstract new (...args: never[]) => R
   expect(error).toBeInstanceOf(type);
   expect(error).toBeInstanceOf(RedlockError);
   expect(RedlockError.isRedlockError(error)).toBe(true);
-  const { status: own, statusCode, expose } = error as RedlockError;
-  expect({ status: own, statusCode, expose }).toEqual({ status, statusCode: status, expose: true });
+  const { status: own, statusCode, expose, headers } = error as RedlockError;
+  expect({ status: own, statusCode, expose, cache: headers["Cache-Control"] }).toEqual({
+    status,
+    statusCode: status,
+    expose: true,
+    cache: "no-store",
+  });
 }
 
 describe("the errors of a lock call", () => {

@@ -33,7 +33,7 @@ describe("a one-key acquisition refused by SET NX GET", () => {
     const error = await acquiring;
     expect(error).toBeInstanceOf(LockContentionError);
     expect((error as LockContentionError).retryAfterMs).toBe(1);
-    expect((error as LockContentionError).headers).toEqual({ "Retry-After": "1" });
+    expect((error as LockContentionError).headers).toEqual({ "Cache-Control": "no-store", "Retry-After": "1" });
     client.disconnect();
   });
 });

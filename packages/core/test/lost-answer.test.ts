@@ -37,7 +37,7 @@ it("answers 409 {error: 'Lock was lost'} for a success or redirect once the vali
   const route = await held("outlived", 300);
   // core's own Lock (src), not the helpers' (dist): test/helpers/lock-events.ts untilInvalid does this
   while (route.lock.valid) await sleep(10);
-  const lost = { status: 409, headers: {}, body: { error: "Lock was lost" } };
+  const lost = { status: 409, headers: { "Cache-Control": "no-store" }, body: { error: "Lock was lost" } };
   expect([route.lostAnswer(200), route.lostAnswer(302), route.lostAnswer(399)]).toEqual([lost, lost, lost]);
   expect([route.lostAnswer(400), route.lostAnswer(422), route.lostAnswer(500)]).toEqual([
     undefined,

@@ -86,7 +86,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         const custom = await outcome.hook?.(c, outcome.error);
         if (custom instanceof Response) return custom;
         const { status, headers, body } = outcome.response;
-        return c.json(body, status as ContentfulStatusCode, headers);
+        // the headers set before (cors()) are in it, under the answer's own (Cache-Control: no-store)
+        return setResponse(c, c.json(body, status as ContentfulStatusCode, headers));
       }
       const lock = outcome.lock;
       c.set("lock", lock);
@@ -135,10 +136,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         // no sign of when the server has the response: a turn later, the outer middleware have run
         if (drain) setImmediate(drain);
       }
-      if (response === c.res) return;
-      // cleared first, so that Hono's setter does not merge the old response's headers back in
-      c.res = undefined;
-      c.res = response;
+      if (response !== c.res) setResponse(c, response);
     });
   };
 }
@@ -158,9 +156,17 @@ function replaceLostAnswer(c: Context, held: HeldRoute, discard: (old: Response)
   for (const name of REPLACED_ANSWER_HEADERS) headers.delete(name);
   for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
   headers.set("content-type", "application/json");
-  // cleared first, so that Hono's setter does not merge the old response's headers back in
+  setResponse(c, new Response(JSON.stringify(answer.body), { status: answer.status, headers }));
+}
+
+/**
+ * `c.res = response`, cleared first: Hono's setter would merge the old response's headers back in,
+ * over the new one's (a `Cache-Control` a middleware set on `c.res` before, as `cors()` sets its own).
+ */
+function setResponse(c: Context, response: Response): Response {
   c.res = undefined;
-  c.res = new Response(JSON.stringify(answer.body), { status: answer.status, headers });
+  c.res = response;
+  return response;
 }
 
 const cancelBody = (response: Response): void => {

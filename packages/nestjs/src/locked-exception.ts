@@ -7,7 +7,7 @@ import {
   HttpStatus,
   ServiceUnavailableException,
 } from "@nestjs/common";
-import type { RedlockError } from "@redlock-kit/core";
+import { ERROR_ANSWER_HEADERS, type RedlockError } from "@redlock-kit/core";
 
 export interface LockedExceptionOptions extends HttpExceptionOptions {
   /**
@@ -21,7 +21,8 @@ export interface LockedExceptionOptions extends HttpExceptionOptions {
  * 423 Locked: another owner holds the lock. Thrown for contention on a `@LockedRoute` and for a
  * `LockContentionError` from a `@Locked` method called by a route; catch it in an exception filter
  * to answer otherwise. The module's interceptor sends `Retry-After` with it (`retryAfter` seconds:
- * the holder's remaining ttl, rounded up, at least 1), also when your own code throws one.
+ * the holder's remaining ttl, rounded up, at least 1) and `Cache-Control: no-store`, also when your
+ * own code throws one.
  * Body: `{"statusCode":423,"message":"Resource is locked","error":"Locked","errorCode":...}`.
  *
  * @example
@@ -41,9 +42,9 @@ export class LockedException extends HttpException {
     this.retryAfter = retryAfter;
   }
 
-  /** The response headers that go with this exception. */
+  /** The response headers that go with this exception: `Cache-Control: no-store` and `Retry-After`. */
   get headers(): Readonly<Record<string, string>> {
-    return { "Retry-After": String(this.retryAfter) };
+    return { ...ERROR_ANSWER_HEADERS, "Retry-After": String(this.retryAfter) };
   }
 }
 

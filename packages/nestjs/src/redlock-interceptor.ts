@@ -41,7 +41,8 @@ const CLIENT_CLOSED = 499;
  * - a redlock-kit error thrown by the handler (a `@Locked` service method's `LockContentionError`,
  *   `LockUnavailableError`, …) becomes the Nest `HttpException` of its status (see `httpExceptionFor`),
  *   so that Nest's exception filters, yours included, handle it;
- * - a `LockedException` gets its `Retry-After` header.
+ * - the answer gets the headers that belong to it, set over those set before (`@Header()`): a
+ *   redlock-kit error's (`Cache-Control: no-store`, a 423's `Retry-After`), a `LockedException`'s.
  */
 @Injectable()
 export class RedlockInterceptor implements NestInterceptor {
@@ -117,12 +118,13 @@ export class RedlockInterceptor implements NestInterceptor {
 
   /** The exception Nest's filters should see, with the headers that belong to it set on the response. */
   #translate(error: unknown, response: unknown): unknown {
-    const exception = RedlockError.isRedlockError(error) ? httpExceptionFor(error) : error;
-    if (exception instanceof LockedException) {
-      const adapter = this.adapterHost.httpAdapter;
-      if (!adapter.isHeadersSent(response)) {
-        for (const [name, value] of Object.entries(exception.headers)) adapter.setHeader(response, name, value);
-      }
+    const redlockError = RedlockError.isRedlockError(error);
+    const exception = redlockError ? httpExceptionFor(error) : error;
+    // a 423's LockedException carries the RedlockError's headers; one the app throws, its own
+    const headers = exception instanceof LockedException ? exception.headers : redlockError ? error.headers : undefined;
+    const adapter = this.adapterHost.httpAdapter;
+    if (headers !== undefined && !adapter.isHeadersSent(response)) {
+      for (const [name, value] of Object.entries(headers)) adapter.setHeader(response, name, value);
     }
     return exception;
   }

@@ -14,6 +14,7 @@ import {
   Controller,
   type ExceptionFilter,
   type ExecutionContext,
+  Header,
   HttpCode,
   Inject,
   Injectable,
@@ -71,6 +72,9 @@ interface RawReply {
   json?(body: unknown): void;
   send?(body: unknown): void;
 }
+
+/** What an app may set on every answer: a shared cache keeps such a 423 (RFC 9111) and serves it to everyone. */
+const PUBLIC = "public, max-age=300";
 
 const ROLES = "roles";
 const Roles = (...roles: string[]) => SetMetadata(ROLES, roles);
@@ -141,6 +145,26 @@ class OrdersController {
   @Post(":id/hold")
   hold() {
     throw new LockedException("Order is being paid", { retryAfter: 7 });
+  }
+
+  // routes whose answers the app makes storable (@Header is set before the interceptors run)
+  @Post(":id/cached-ship")
+  @Header("Cache-Control", PUBLIC)
+  @LockedRoute("ship:{params.id}")
+  cachedShip(@Param("id") id: string) {
+    return { shipped: id };
+  }
+
+  @Post(":id/cached-pay")
+  @Header("Cache-Control", PUBLIC)
+  cachedPay(@Param("id") id: string) {
+    return this.orders.pay(id);
+  }
+
+  @Post(":id/cached-hold")
+  @Header("Cache-Control", PUBLIC)
+  cachedHold() {
+    throw new LockedException("Order is being paid");
   }
 
   // handlers that ignore their lock's signal and answer once its validity ended (500 ms, not renewed)
@@ -370,6 +394,19 @@ describe.each(platforms)("on platform-%s", (platform) => {
     const response = await request(running.url).post("/orders/1/hold").expect(423);
     expect(response.body).toEqual({ statusCode: 423, message: "Order is being paid", error: "Locked" });
     expect(response.headers["retry-after"]).toBe("7");
+  });
+
+  // Node joins repeated Cache-Control fields with ", ": "no-store" alone is one value
+  it("answers 423 with Cache-Control: no-store alone over the route's @Header `public, max-age=300`: from @LockedRoute, from a @Locked method, for a LockedException the app throws", async () => {
+    const held = await Promise.all([other.acquire("ship:9", 4000), other.acquire("order:9", 4000)]);
+    try {
+      for (const path of ["/orders/9/cached-ship", "/orders/9/cached-pay", "/orders/9/cached-hold"]) {
+        const response = await request(running.url).post(path).expect(423);
+        expect(response.headers["cache-control"], path).toBe("no-store");
+      }
+    } finally {
+      await Promise.all(held.map((lock) => lock.release()));
+    }
   });
 
   it("an exception filter catches LockedException like any HttpException and answers its own way", async () => {

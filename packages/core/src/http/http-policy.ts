@@ -82,7 +82,11 @@ export async function answerRejected<Hook>(
   write(outcome.response);
 }
 
-/** The response that belongs to a `RedlockError` (423 with Retry-After, 503, 409 or 400); fixed bodies, no internals. */
+/**
+ * The response that belongs to a `RedlockError` (423 with Retry-After, 503, 409, 400 or 500), with
+ * `Cache-Control: no-store` (`ERROR_ANSWER_HEADERS`) to set over one the app set before; fixed
+ * bodies, no internals.
+ */
 export function errorResponse(error: RedlockError): HttpResponse {
   return { status: error.status, headers: error.headers, body: error.body };
 }
@@ -90,9 +94,9 @@ export function errorResponse(error: RedlockError): HttpResponse {
 /**
  * The headers of an answer replaced by `HeldRoute.lostAnswer()` that describe its body, how it is
  * framed (Transfer-Encoding beside the 409's Content-Length is a malformed response; a Trailer
- * without chunked framing makes Node throw) or how long it may be cached (a `public, max-age` left on
- * the 409 lets a shared cache serve it to everyone), or point elsewhere (a redirect's Location):
- * removed with it, lower case. The answer's other headers stay.
+ * without chunked framing makes Node throw) or how long it may be cached (the 409 carries its own
+ * `Cache-Control: no-store`), or point elsewhere (a redirect's Location): removed with it, lower
+ * case. The answer's other headers stay.
  */
 export const REPLACED_ANSWER_HEADERS: readonly string[] = Object.freeze([
   "cache-control",
