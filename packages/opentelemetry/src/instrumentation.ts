@@ -4,6 +4,7 @@ import { performance } from "node:perf_hooks";
 import {
   type Attributes,
   type Context,
+  type Exception,
   type MeterProvider,
   metrics,
   context as otelContext,
@@ -160,7 +161,7 @@ class Telemetry {
     span.setAttribute("lock.outcome", outcome);
     if (FAILED.has(outcome)) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
-      if (context.error instanceof Error) span.recordException(context.error);
+      if (context.error instanceof Error) span.recordException(this.#exception(context.error, context));
     }
     const resources = this.#resourceAttributes(context);
     if (operation === "acquire") {
@@ -194,7 +195,33 @@ class Telemetry {
     }
   }
 
+  /**
+   * The error as the span records it. Without `resourceNames`, one whose message names a resource
+   * (a bad argument is shown in the TypeError or RangeError that refuses it) is recorded by its type
+   * alone: its message and stack would put the name on the span.
+   */
+  #exception(error: Error, context: LockTraceContext): Exception {
+    if (this.#resourceNames || !context.resources.some((name) => namesIn(error.message, name))) return error;
+    const { code } = error as { code?: unknown };
+    return {
+      name: error.name,
+      ...(typeof code === "string" || typeof code === "number" ? { code } : {}),
+      message: "(withheld: it names a resource; instrumentRedlock({ resourceNames: true }) records it)",
+    };
+  }
+
   #resourceAttributes(context: LockTraceContext): Attributes {
     return this.#resourceNames ? { "lock.resources": [...context.resources] } : {};
   }
+}
+
+/**
+ * Whether `text` shows `name`: as it is, JSON-escaped (core quotes a bad value with
+ * JSON.stringify), or by its first 40 characters (how core shows a long one).
+ */
+function namesIn(text: string, name: unknown): boolean {
+  if (typeof name !== "string" || name === "") return false;
+  return [name, name.slice(0, 40)].some(
+    (shown) => text.includes(shown) || text.includes(JSON.stringify(shown).slice(1, -1)),
+  );
 }

@@ -163,6 +163,26 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(span?.events[0]?.attributes?.["exception.type"]).toBe("ERR_REDLOCK_UNAVAILABLE"); // OTel reports the error's code as its type
   });
 
+  it("records no resource name in an exception unless resourceNames is on: a bad argument's message names it", async () => {
+    // a lone surrogate (hostile input) is refused with a TypeError that shows the name
+    const resource = "user:alice@example.com\ud800";
+    const exceptionOf = async (options: RedlockTelemetryOptions) => {
+      instrument(options);
+      await expect(redlock().acquire(resource, 1000)).rejects.toThrow(TypeError);
+      const [span] = finished("lock.acquire");
+      expect(span?.status.code).toBe(SpanStatusCode.ERROR);
+      const [event] = span?.events ?? [];
+      uninstrument?.();
+      uninstrument = undefined;
+      return event?.attributes ?? {};
+    };
+    const withheld = await exceptionOf({});
+    expect(withheld["exception.type"]).toBe("TypeError");
+    expect(inspect(withheld)).not.toContain("alice");
+    // asked for, the names are recorded, the exception's message included
+    expect(String((await exceptionOf({ resourceNames: true }))["exception.message"])).toContain("alice");
+  });
+
   it("nests the acquisition, extensions and release of using() under its span, itself under the caller's", async () => {
     instrument();
     const dlm = redlock();
