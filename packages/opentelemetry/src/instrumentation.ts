@@ -53,6 +53,14 @@ const FAILED = new Set(["unavailable", "lost", "error"]);
  */
 const UNOBSERVED = "unobserved";
 
+/** A `using()` call in progress, as the calls made while it runs see it. */
+interface UsingCall {
+  /** The OTel context with its span. */
+  readonly span: Context;
+  /** The OTel context active where it was called (contexts are immutable: compared by identity). */
+  readonly caller: Context;
+}
+
 interface Call {
   readonly operation: Operation;
   readonly span: Span;
@@ -90,11 +98,13 @@ class Telemetry {
   /** The calls in progress, by their trace context; each is removed when it settles. */
   readonly #calls = new Map<LockTraceContext, Call>();
   /**
-   * The OTel context of the `using` call in progress: its acquisition, extensions and release are
-   * its children. Bound to the channel's `start` (`runStores`), since OTel's own context manager
-   * cannot be entered from a subscriber.
+   * The `using` call in progress: the OTel context of its span, and the context that was active
+   * where it was called. Bound to the channel's `start` (`runStores`), since OTel's own context
+   * manager cannot be entered from a subscriber. Its acquisition, extensions and release run in the
+   * caller's context, and are its span's children; a call made inside `fn` under a context the app
+   * entered there (its own span) is a child of that.
    */
-  readonly #parent = new AsyncLocalStorage<Context>();
+  readonly #parent = new AsyncLocalStorage<UsingCall>();
 
   constructor(tracer: Tracer, lockMetrics: LockMetrics, resourceNames: boolean) {
     this.#tracer = tracer;
@@ -118,9 +128,11 @@ class Telemetry {
     };
     if (operation === "using") {
       // Started while entering the store, so that the calls inside using() see it as their parent.
-      channel.start.bindStore(this.#parent as AsyncLocalStorage<unknown>, (context) =>
-        trace.setSpan(this.#activeContext(), this.#start(operation, context as LockTraceContext)),
-      );
+      channel.start.bindStore(this.#parent as AsyncLocalStorage<unknown>, (context): UsingCall => {
+        const caller = otelContext.active();
+        const parent = this.#activeContext();
+        return { span: trace.setSpan(parent, this.#start(operation, context as LockTraceContext)), caller };
+      });
       handlers.start = () => {};
     }
     channel.subscribe(handlers);
@@ -130,8 +142,11 @@ class Telemetry {
     };
   }
 
+  /** The parent of a span starting now: the `using()` call's span, unless the app entered a context of its own inside it. */
   #activeContext(): Context {
-    return this.#parent.getStore() ?? otelContext.active();
+    const using = this.#parent.getStore();
+    const active = otelContext.active();
+    return using !== undefined && active === using.caller ? using.span : active;
   }
 
   #start(operation: Operation, context: LockTraceContext): Span {

@@ -207,6 +207,30 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(finished("lock.acquire").at(-1)?.parentSpanContext).toBeUndefined();
   });
 
+  it("parents a call made inside using()'s fn under a span of the app's to that span, not to lock.using", async () => {
+    instrument({ resourceNames: true });
+    const dlm = redlock();
+    const tracer = tracerProvider.getTracer("app");
+    await dlm.using("outer", 5000, () =>
+      tracer.startActiveSpan("work", async (work) => {
+        await (await dlm.acquire("inner", 1000)).release();
+        await dlm.using("nested", 1000, () => {});
+        work.end();
+      }),
+    );
+    const span = (name: string, resource?: string) =>
+      finished(name).find((one) => resource === undefined || String(one.attributes["lock.resources"]) === resource);
+    const parentOf = (name: string, resource: string) => span(name, resource)?.parentSpanContext?.spanId;
+    const id = (name: string, resource?: string) => span(name, resource)?.spanContext().spanId;
+    // using()'s own acquisitions under their using span; the app's calls under its span
+    expect([
+      parentOf("lock.acquire", "outer"),
+      parentOf("lock.acquire", "inner"),
+      parentOf("lock.using", "nested"),
+      parentOf("lock.acquire", "nested"),
+    ]).toEqual([id("lock.using", "outer"), id("work"), id("work"), id("lock.using", "nested")]);
+  });
+
   it("parents each using()'s auto-extensions to its own span when two run at once", async () => {
     instrument({ resourceNames: true });
     const dlm = redlock();
