@@ -8,6 +8,7 @@
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { useInvariants } from "../helpers/invariants.js";
+import { queuedOnQuorum } from "../helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 import { type ForkedWorker, forkWorker, type LockResult, machineNow } from "../helpers/workers.js";
 
@@ -38,11 +39,16 @@ function start(rounds: object[]): ForkedWorker {
   return worker;
 }
 
-/** The waiter sits in the queue of every instance: it waits, and only polling can tell it of the expiry. */
+/**
+ * The waiter sits in the queue of a quorum of the instances: it waits, and only polling can tell it
+ * of the expiry. Not every instance: the holder's keys last 1 s, and where one is gone when the
+ * waiter's attempt lands (it expired there first, or an extension reached it too late) the waiter
+ * takes it instead of queuing there.
+ */
 async function untilQueued(): Promise<void> {
   const queued = () => Promise.all(direct.map((client) => client.zcard("crash:redlock-kit:waiters")));
-  for (let i = 0; i < 500 && (await queued()).some((size) => size !== 1); i++) await sleep(10);
-  expect(await queued()).toEqual([1, 1, 1]);
+  for (let i = 0; i < 500 && !queuedOnQuorum(await queued(), 1); i++) await sleep(10);
+  expect(queuedOnQuorum(await queued(), 1)).toBe(true);
 }
 
 describe("the holder's process is killed (SIGKILL)", () => {

@@ -6,6 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
+import { heldByQuorum } from "#test-helpers/quorum.js";
 import { type Lock, RedisStore, Redlock } from "../src/index.js";
 import { DEFAULT_ACQUIRE, resolveAcquireOptions } from "../src/options.js";
 import type { Vote } from "../src/quorum/ballot.js";
@@ -115,11 +116,7 @@ describe.each([1, 3])("own-waiter grant on %i instance(s)", (count) => {
    * refused, and the lock holds on the others (the let-go then finds nobody in line and frees it).
    */
   const heldOnlyBy = (key: string, value: string) =>
-    until(async () => {
-      const held = await Promise.all(instances().map((c) => c.get(key)));
-      const ours = held.filter((holder) => holder === value).length;
-      return ours > count / 2 && held.every((holder) => holder === value || holder === null);
-    });
+    until(async () => heldByQuorum(await Promise.all(instances().map((c) => c.get(key))), value));
 
   it("a release gives the key to the same Redlock's waiter: held with its ttl, no message, no claim", async () => {
     const dlm = redlock();

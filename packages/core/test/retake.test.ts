@@ -10,6 +10,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
+import { queuedOnQuorum } from "#test-helpers/quorum.js";
 import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
 import { autoExtend } from "../src/lock/auto-extend.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
@@ -91,10 +92,9 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
    * and a waiter then takes the key free on that instance instead of queuing there.
    */
   const queued = (key: string, n: number) =>
-    until(async () => {
-      const queues = await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)));
-      return queues.filter((q) => q === n).length >= Math.floor(count / 2) + 1;
-    });
+    until(async () =>
+      queuedOnQuorum(await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`))), n),
+    );
 
   /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
