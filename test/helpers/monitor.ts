@@ -4,6 +4,8 @@
  * that a script really ran (and what it did inside), rather than a refusal made in the client.
  */
 import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { connect } from "node:net";
 import type { Redis } from "ioredis";
 import {
   ACQUIRE_SCRIPT,
@@ -29,8 +31,8 @@ export interface Monitor {
   readonly seen: Executed[];
   /** Resolves once every command the server executed before this call is in `seen`. */
   caughtUp(): Promise<void>;
-  /** The monitoring connection, to be closed after the test. */
-  readonly connection: Redis;
+  /** Closes the monitoring connection (a test tracks the monitor, or calls this once done). */
+  close(): Promise<void>;
 }
 
 const sha1 = (text: string) => createHash("sha1").update(text).digest("hex");
@@ -44,30 +46,45 @@ export const SCRIPT_SHAS = {
   "raise-fences": sha1(RAISE_FENCES_SCRIPT),
 } as const;
 
-/** Undoes MONITOR's quoting of an argument (ioredis already turned `\"` back into `"`). */
+/** Undoes MONITOR's quoting of an argument (Redis's `sdscatrepr`: printable ASCII, the rest escaped). */
 function unquote(arg: string): string {
-  const escapes: Record<string, string> = { n: "\n", r: "\r", t: "\t", a: "\x07", b: "\b", "\\": "\\" };
-  return arg.replace(/\\(x[0-9a-f]{2}|[nrtab\\])/g, (_, code: string) =>
+  const escapes: Record<string, string> = { n: "\n", r: "\r", t: "\t", a: "\x07", b: "\b", "\\": "\\", '"': '"' };
+  return arg.replace(/\\(x[0-9a-f]{2}|[nrtab\\"])/g, (_, code: string) =>
     code.startsWith("x") ? String.fromCharCode(Number.parseInt(code.slice(1), 16)) : (escapes[code] as string),
   );
+}
+
+/** One MONITOR line, `<time> [<db> <source>] "arg" "arg" …`: who sent it and its arguments, unquoted. */
+function parseLine(line: string): { source: string; args: string[] } | undefined {
+  const header = /^\S+ \[\d+ ([^\]]+)\] /.exec(line);
+  if (header === null) return undefined;
+  const args = [...line.slice(header[0].length).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((match) =>
+    unquote(match[1] ?? ""),
+  );
+  return { source: header[1] ?? "", args };
 }
 
 let marks = 0;
 
 /**
- * Starts MONITOR on `server` through a new connection of `client` (any client of that server).
- * `caughtUp()` sends an ECHO through `client` and waits for MONITOR to report it: Redis runs one
- * command at a time, so everything executed before it has been reported by then.
+ * Starts MONITOR on the server `client` talks to, through a plain socket of its own: ioredis's
+ * `monitor()` switches to monitoring a turn after MONITOR's `OK`, so a line that arrives with the
+ * `OK` (any other client's command) is taken for a reply and fails the connection ("Command queue
+ * state error"). `caughtUp()` sends an ECHO through `client` and waits for MONITOR to report it:
+ * Redis runs one command at a time, so everything executed before it has been reported by then.
  */
 export async function startMonitor(client: Redis): Promise<Monitor> {
-  const connection = await client.monitor();
-  connection.on("error", () => {});
+  const { host, port, path } = client.options;
+  const socket = path ? connect(path) : connect(port ?? 6379, host ?? "127.0.0.1");
+  socket.setEncoding("latin1");
   const seen: Executed[] = [];
   const waiting = new Map<string, () => void>();
   // scripts run atomically: the commands MONITOR reports from "lua" belong to the last script call
   let script: Executed | undefined;
-  connection.on("monitor", (_time: string, args: string[], source: string) => {
-    const [name = "", ...rest] = args.map(unquote);
+  const report = (line: string) => {
+    const parsed = parseLine(line);
+    if (parsed === undefined) return;
+    const [name = "", ...rest] = parsed.args;
     const command = name.toLowerCase();
     const mark = rest[0] ?? "";
     if (command === "echo" && waiting.has(mark)) {
@@ -75,19 +92,50 @@ export async function startMonitor(client: Redis): Promise<Monitor> {
       waiting.delete(mark);
       return;
     }
+    const { source } = parsed;
     const executed: Executed =
       source === "lua" ? { source, args: [command, ...rest], script } : { source, args: [command, ...rest] };
     if (source !== "lua") script = command.startsWith("eval") || command.startsWith("fcall") ? executed : undefined;
     seen.push(executed);
+  };
+  // every reply on a monitoring connection is a simple string: `+OK`, then one line per command
+  const started = new Promise<void>((resolve, reject) => {
+    let buffered = "";
+    let ok = false;
+    socket.on("data", (chunk: string) => {
+      const lines = (buffered + chunk).split("\r\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        if (ok) report(line.slice(1));
+        else if (line === "+OK") {
+          ok = true;
+          resolve();
+        } else reject(new Error(`MONITOR was refused: ${line}`));
+      }
+    });
+    socket.once("error", reject);
   });
+  socket.write("MONITOR\r\n");
+  try {
+    await started;
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  socket.on("error", () => {});
   return {
     seen,
-    connection,
     async caughtUp() {
       const mark = `monitor-mark-${process.pid}-${++marks}`;
       const reported = new Promise<void>((resolve) => waiting.set(mark, resolve));
       await client.echo(mark);
       await reported;
+    },
+    async close() {
+      if (socket.destroyed) return;
+      const closed = once(socket, "close");
+      socket.destroy();
+      await closed;
     },
   };
 }
@@ -100,7 +148,7 @@ export function startMonitors(
   return Promise.all(
     servers.map(async (server) => {
       const monitor = await startMonitor(invariants.client(server));
-      invariants.track(monitor.connection);
+      invariants.track(monitor);
       return monitor;
     }),
   );

@@ -120,7 +120,7 @@ describe("a Redis Cluster as one Redlock instance", () => {
       const waiting = [section(dlms[2] as Redlock, "{shared}"), section(dlms[3] as Redlock, "shared")];
       // both were refused while the holders held: they poll
       await expect.poll(() => attempted("{shared}") && attempted("shared")).toBe(true);
-      monitor.connection.disconnect();
+      await monitor.close();
       for (const holder of holders) await holder.release();
       await Promise.all(waiting);
       expect(seen.sort()).toEqual(["shared=true", "{shared}=true"]);

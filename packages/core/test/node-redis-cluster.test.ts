@@ -101,7 +101,7 @@ it("lets a waiter poll, with no subscriber connection: a Cluster's PUBLISH count
       monitor.seen.some(({ args }) => (args[0] === "set" || args[0] === "evalsha") && args.includes("cluster-job")),
     )
     .toBe(true);
-  monitor.connection.disconnect();
+  await monitor.close();
   admin.disconnect();
   await holder.release();
   const lock = await waiting;

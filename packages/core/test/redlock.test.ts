@@ -293,7 +293,7 @@ describe("Redlock with three instances", () => {
         // the release script's ARGV[1], after its keys: the first call here took the key and gave it back
         const releasedValue = (executed: { args: readonly string[] }) => executed.args[3 + Number(executed.args[2])];
         expect(givenBack.map(releasedValue)).toContain(valuesSent[0]);
-        monitor.connection.disconnect();
+        await monitor.close();
       }
     } finally {
       for (const client of opened) client.disconnect();

@@ -274,7 +274,7 @@ describe("a command in flight while its connection moves", () => {
     await direct[2]?.set(`${key}:redlock-kit:fence`, "5");
     await direct[2]?.set(key, "other-owner", "PX", 60_000);
     const monitor = await startMonitor(track(a.client()));
-    track({ quit: async () => monitor.connection.disconnect() });
+    track({ quit: () => monitor.close() });
 
     // phase 1 runs on b, whose answer is held until b's connection swallows what is sent next: phase 2
     proxy.holdReplies();
