@@ -224,6 +224,9 @@ describe("the tarballs", { timeout: RUNS }, () => {
           `# ${pkg.name}`,
         );
       }
+      // pnpm pack leaves out a CHANGELOG.md that `files` does not name: the first one `pnpm
+      // version-packages` writes for a new package would not ship
+      expect(published.get(pkg.name)?.files, `${pkg.name}: files`).toContain("CHANGELOG.md");
       expect(published.get(pkg.name), pkg.name).toMatchObject({
         license: "MIT",
         repository: { type: "git", url: root.repository.url, directory: `packages/${pkg.dir}` },
@@ -250,6 +253,22 @@ describe("the tarballs", { timeout: RUNS }, () => {
         }
       }
     }
+  });
+
+  it("name no peer range wider than a @redlock-kit package they depend on accepts (npm stops with ERESOLVE)", () => {
+    const wider: string[] = [];
+    for (const pkg of packages) {
+      for (const dependency of workspaceDependencies(pkg)) {
+        const theirs = published.get(dependency)?.peerDependencies ?? {};
+        for (const [peer, range] of Object.entries(published.get(pkg.name)?.peerDependencies ?? {})) {
+          const accepted = theirs[peer];
+          if (accepted && !semver.subset(range, accepted)) {
+            wider.push(`${pkg.name}: peer ${peer} "${range}", ${dependency}: "${accepted}"`);
+          }
+        }
+      }
+    }
+    expect(wider).toEqual([]);
   });
 
   it("are clean for publint, and for arethetypeswrong but for the ESM-only finding the README explains", async () => {
@@ -297,6 +316,14 @@ describe("installed with npm from the README's install lines, in a project outsi
       expect(named(required[name]), name).toEqual(named(imported[name]));
     }
     expect(required["@redlock-kit/core"]).toContain("Redlock");
+    // a decorator the description names (npm shows it on the package's page) is one the package exports
+    for (const name of names) {
+      const described = [...String(published.get(name)?.description).matchAll(/@([A-Z]\w*)/g)].map((m) => m[1]);
+      expect(
+        described.filter((decorator) => !imported[name]?.includes(decorator)),
+        `${name}: description`,
+      ).toEqual([]);
+    }
 
     // a package's bin (the CLI) is linked and starts: exit 0 for help, or 2 for a usage answer
     for (const pkg of packages) {
