@@ -188,6 +188,17 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
     expect(twoDown.stdout).toMatch(/^order:42 +unknown \(2\/3 silent\)/m);
     expect(twoDown.stderr).toContain("could not be scanned: No answer within 200 ms");
   });
+
+  it("does not say that no lock matches when too few instances could be scanned to tell", async () => {
+    server(1).pause();
+    server(2).pause();
+    const twoDown = await runCli(["list", "never:*", "--prefix", "lock:", "--timeout", "200"], env);
+    expect(twoDown.code).toBe(3);
+    expect(twoDown.stdout).toBe(
+      'Cannot tell which locks match "never:*": fewer than a quorum of instances could be scanned.\n',
+    );
+    expect(twoDown.stderr).toContain("could not be scanned: No answer within 200 ms");
+  });
 });
 
 describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {

@@ -44,9 +44,13 @@ export function listingJson(listing: Listing, instances: Instances) {
   };
 }
 
-/** The table, or a line saying that nothing matched. */
+/** The table, or a line saying that nothing matched (or that too few instances answered to tell). */
 export function renderListing(listing: Listing, instances: Instances, pattern: string): string {
-  if (listing.locks.length === 0) return `No locks match ${JSON.stringify(pattern)}.`;
+  if (listing.locks.length === 0) {
+    return scannedTooFew(listing, instances)
+      ? `Cannot tell which locks match ${JSON.stringify(pattern)}: fewer than a quorum of instances could be scanned.`
+      : `No locks match ${JSON.stringify(pattern)}.`;
+  }
   const rows = listing.locks.map((view) => [
     view.resource,
     quorumCell(view),
@@ -74,9 +78,13 @@ export const list: Verb = async (args, instances, io) => {
   if (args.json) io.stdout.write(`${JSON.stringify(listingJson(listing, instances))}\n`);
   else io.stdout.write(`${renderListing(listing, instances, pattern)}\n`);
   for (const line of listingWarnings(listing, instances)) io.stderr.write(`redlock-kit: ${line}\n`);
-  if (tooFew(instances.clients.length - listing.scan.failed.length, instances)) return EXIT.unavailable;
+  if (scannedTooFew(listing, instances)) return EXIT.unavailable;
   return listing.locks.length > 0 ? EXIT.done : EXIT.nothing;
 };
+
+/** Whether fewer than a quorum of instances could be scanned: a lock may be held where nobody looked. */
+const scannedTooFew = (listing: Listing, instances: Instances) =>
+  tooFew(instances.clients.length - listing.scan.failed.length, instances);
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, map: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
