@@ -6,6 +6,7 @@ import { createClientPool, RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
+import { heldByQuorum, queuedOnQuorum } from "#test-helpers/quorum.js";
 import { startServer, useRedisServers } from "#test-helpers/redis.js";
 import {
   LockConfigurationError,
@@ -46,6 +47,11 @@ const ownClient = (index: number, options?: Parameters<typeof nodeRedisClient>[1
   extra.push(client);
   return client;
 };
+
+/** The size of `key`'s queue of waiters on each instance. */
+const queuesOf = (key: string) => Promise.all(admins.map((admin) => admin.zcard(`${key}:redlock-kit:waiters`)));
+/** One waiter in line on a quorum of instances: what a release hands the key over by. */
+const waiterInLine = (sizes: number[]) => queuedOnQuorum(sizes, 1);
 
 /** The values under `key`, once the commands already sent on the node-redis clients have landed. */
 const valuesOf = async (key: string) => {
@@ -124,13 +130,13 @@ describe("node-redis clients as Redlock instances", () => {
     const dlm = redlock(clients, { retryDelay: 60_000, retryJitter: 0 });
     const holder = await dlm.acquire("nr:job", 10_000);
     const waiting = dlm.acquire("nr:job", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
-    // queued on every instance before the release
-    for (let i = 0; (await admins[0]?.zcard("nr:job:redlock-kit:waiters")) !== 1 && i < 500; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    // queued on a quorum before the release, which then hands the key over (a waiter not yet in
+    // line would find the key free and prove nothing)
+    await expect.poll(() => queuesOf("nr:job")).toSatisfy(waiterInLine);
     await holder.release();
     const lock = await waiting;
-    expect(await valuesOf("nr:job")).toEqual([lock.value, lock.value, lock.value]);
+    // a hand-over, like any lock, is promised on a quorum: ours there, nobody else's anywhere
+    expect(await valuesOf("nr:job")).toSatisfy((values: (string | null)[]) => heldByQuorum(values, lock.value));
     await lock.release();
   });
 
@@ -140,17 +146,11 @@ describe("node-redis clients as Redlock instances", () => {
     const dlm = new Redlock(clients, { retryDelay: 60_000, retryJitter: 0 });
     const holder = await dlm.acquire("nr:sub", 10_000);
     const waiting = dlm.acquire("nr:sub", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
-    for (let i = 0; (await connections()) !== before + 1 && i < 500; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    expect(await connections(), "one subscriber connection per instance").toBe(before + 1);
+    await expect.poll(connections, { message: "one subscriber connection per instance" }).toBe(before + 1);
     await holder.release();
     await (await waiting).release();
     await dlm.quit();
-    for (let i = 0; (await connections()) !== before && i < 500; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    expect(await connections()).toBe(before);
+    await expect.poll(connections).toBe(before);
     expect(clients.every((client) => client.isOpen)).toBe(true);
   });
 });
@@ -213,16 +213,12 @@ describe("node-redis subscriber connections", () => {
       const dlm = redlock(strict, { retryDelay: 60_000, retryJitter: 0 });
       const holder = await redlock(clients).acquire("nr:strict", 10_000);
       const waiting = dlm.acquire("nr:strict", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
-      for (let i = 0; (await admins[0]?.zcard("nr:strict:redlock-kit:waiters")) !== 1 && i < 500; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+      // in line (so subscribed) before the release: the subscriber connections are what quit() closes
+      await expect.poll(() => queuesOf("nr:strict")).toSatisfy(waiterInLine);
       await holder.release();
       await (await waiting).release();
       await dlm.quit();
-      for (let i = 0; (await pubsubClients()).some((list) => list !== "") && i < 500; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      expect(await pubsubClients()).toEqual(["", "", ""]);
+      await expect.poll(pubsubClients).toEqual(["", "", ""]);
       await new Promise((resolve) => setImmediate(resolve));
       expect(rejections).toEqual([]);
     } finally {

@@ -5,7 +5,7 @@ import { aborted } from "#test-helpers/aborted.js";
 import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { arrival, attemptsOf, nextExtensions } from "#test-helpers/lock-events.js";
-import { scriptOf, startMonitor } from "#test-helpers/monitor.js";
+import { type Monitor, scriptOf, startMonitor } from "#test-helpers/monitor.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis-servers.js";
 import { turnClock } from "#test-helpers/turn-clock.js";
 import { unanswered } from "#test-helpers/unanswered.js";
@@ -264,6 +264,7 @@ describe("Redlock with three instances", () => {
     await clients[2]?.set("fan-out", "other", "PX", 10_000);
     const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
     const opened: Redis[] = [];
+    const monitors: Monitor[] = [];
     const through = (i: number, delayed: boolean) => {
       const proxy = proxies[i] as DelayProxy;
       const client = (cluster.servers[i] as RedisServer).client(delayed ? { port: proxy.port } : {});
@@ -275,9 +276,8 @@ describe("Redlock with three instances", () => {
       const a = new Redlock([through(0, false), through(1, true), through(2, false)], { retryCount: 0 });
       const b = new Redlock([through(0, true), through(1, false), through(2, false)], { retryCount: 0 });
       await Promise.all(opened.map((client) => client.ping()));
-      const monitors = await Promise.all(
-        first(2).map((client) => startMonitor(client.duplicate().on("error", () => {}))),
-      );
+      // the monitors send their marks (ECHO) on the test's own clients: no connection of their own to close
+      monitors.push(...(await Promise.all(first(2).map((client) => startMonitor(client)))));
       const calls = Array.from({ length: 100 }, (_, i) => (i % 2 === 0 ? a : b).lock("fan-out", 5000));
       expect(await Promise.all(calls)).toEqual(Array.from({ length: 100 }, () => null));
       // read at once, not polled: what the losers took was deleted before their calls returned
@@ -293,9 +293,9 @@ describe("Redlock with three instances", () => {
         // the release script's ARGV[1], after its keys: the first call here took the key and gave it back
         const releasedValue = (executed: { args: readonly string[] }) => executed.args[3 + Number(executed.args[2])];
         expect(givenBack.map(releasedValue)).toContain(valuesSent[0]);
-        await monitor.close();
       }
     } finally {
+      await Promise.all(monitors.map((monitor) => monitor.close()));
       for (const client of opened) client.disconnect();
       await Promise.all(proxies.map((proxy) => proxy.close()));
     }
