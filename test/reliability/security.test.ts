@@ -300,8 +300,10 @@ describe("scripts", () => {
     await dlm.using("sent:r", 300, () => sleep(400));
     // a waiter: queued by the script, handed the key by the release (SUBSCRIBE on a connection of
     // its own to its Redlock's hand-over channel, PUBLISH in the script)
-    const busy = await dlm.acquire(["sent:w", "sent:x"], 1000);
-    const waiting = dlm.acquire("sent:w", 1000, { wait: 3000, retryDelay: 1000 });
+    // held until released below, however slow the machine: a key that expired before the waiter
+    // queued everywhere would be taken free, and nothing handed over
+    const busy = await dlm.acquire(["sent:w", "sent:x"], 30_000);
+    const waiting = dlm.acquire("sent:w", 1000, { wait: 30_000, retryDelay: 1000 });
     // only a queued waiter is handed the key: release once it is queued everywhere
     const queues = cluster.servers.map((server) => invariants.client(server));
     await expect.poll(() => Promise.all(queues.map((q) => q.zcard("sent:w:redlock-kit:waiters")))).toEqual([1, 1, 1]);
