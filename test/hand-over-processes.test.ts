@@ -4,7 +4,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Redlock } from "../packages/core/src/index.js";
+import { type Lock, Redlock } from "../packages/core/src/index.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 import { type ForkedWorker, forkWorker, requireBuiltCore, scriptCalls } from "./helpers/workers.js";
 
@@ -87,6 +87,20 @@ function holderOn(instances: readonly Redis[]): Redlock {
   redlocks.push(dlm);
   return dlm;
 }
+/**
+ * A holder of `key` for 30 s whose key is on every instance before a waiter starts: acquire
+ * resolves at a quorum, and a waiter's attempt that reached the last instance first would take the
+ * key there, give it back and never queue there.
+ */
+async function holdEverywhere(key: string): Promise<Lock> {
+  const held = await holderOn(lockClients).acquire(key, 30_000);
+  await until(
+    async () =>
+      (await Promise.all(lockClients.map((client) => client.get(key)))).every((value) => value === held.value),
+    `${key} held on every instance`,
+  );
+  return held;
+}
 
 describe("waiting between processes", () => {
   it("hands the key along 3 processes on 3 instances: no overlap, every wait served by a hand-over or a retake (no poll), bounded script calls", async () => {
@@ -111,7 +125,7 @@ describe("waiting between processes", () => {
     const iterations = 20;
     const libraries = ["node-redis", "node-redis", "ioredis"];
     // every worker queued before the first release: from then on each wait is served by a hand-over
-    const holder = await holderOn(lockClients).acquire("relay-nr", 30_000);
+    const holder = await holdEverywhere("relay-nr");
     const workers = libraries.map((library) =>
       startWorker({ resource: "relay-nr", iterations, library, options: HAND_OVER_ONLY }),
     );
@@ -131,7 +145,7 @@ describe("waiting between processes", () => {
   }, 60_000);
 
   it("serves 1,000 waiters spread over 4 processes, the holder in a fifth, and leaves nothing behind", async () => {
-    const holder = await holderOn(lockClients).acquire("hot", 30_000);
+    const holder = await holdEverywhere("hot");
     const workers = [0, 1, 2, 3].map(() =>
       startWorker({ resource: "hot", waiters: 250, options: HAND_OVER_ONLY, ttl: 5000 }),
     );
@@ -152,7 +166,7 @@ describe("waiting between processes", () => {
   }, 120_000);
 
   it("a waiter in another process holds the key from the hand-over: no claim on any instance", async () => {
-    const holder = await holderOn(lockClients).acquire("granted", 30_000);
+    const holder = await holdEverywhere("granted");
     const waiter = startWorker({ resource: "granted", options: HAND_OVER_ONLY });
     await untilQueued("granted", 1);
     const before = await Promise.all(lockClients.map(scriptCalls));
@@ -176,7 +190,7 @@ describe("waiting between processes", () => {
   }, 60_000);
 
   it("skips a queued waiter whose process was killed: the next one is handed the key", async () => {
-    const holder = await holderOn(lockClients).acquire("killed", 30_000);
+    const holder = await holdEverywhere("killed");
     const doomed = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
     await untilQueued("killed", 1);
     const next = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
@@ -193,7 +207,7 @@ describe("waiting between processes", () => {
   }, 60_000);
 
   it("a frozen waiter is handed the key for its ttl (a grant: src/speed/message-grant.ts); the others take it once that lapses", async () => {
-    const holder = await holderOn(lockClients).acquire("frozen", 30_000);
+    const holder = await holdEverywhere("frozen");
     const frozen = startWorker({ resource: "frozen", options: HAND_OVER_ONLY });
     await untilQueued("frozen", 1);
     // polls every 50–100 ms: it learns that the frozen waiter's ttl (1 s) lapsed by polling
