@@ -4,9 +4,9 @@
  * quorum, and a keep-alive client loop that fires GETs at a fixed concurrency.
  */
 import http from "node:http";
+import { setImmediate as endOfTurn } from "node:timers/promises";
 import type { Redis } from "ioredis";
 import type { RouteSpec } from "./http-apps.js";
-import { sleep } from "./redis-servers.js";
 
 export interface Tally {
   statuses: Map<number, number>;
@@ -74,16 +74,19 @@ export async function load(
   }
 }
 
-/** Keys left on the lock servers once releases had `ms` to land (each runs when its response has finished). */
-export async function keysLeftAfter(clients: readonly Redis[], ms: number): Promise<number> {
-  const count = async () => (await Promise.all(clients.map((client) => client.dbsize()))).reduce((a, b) => a + b, 0);
-  const deadline = performance.now() + ms;
-  let left = await count();
-  while (left > 0 && performance.now() < deadline) {
-    await sleep(20);
-    left = await count();
-  }
-  return left;
+/**
+ * The keys on the lock servers (`key@instance`), read through `clients`, the connections the
+ * Redlock sends on. Redis answers a connection's commands in order, so a command is answered after
+ * every one sent before it has run (as QUIT is): once every release has resolved (at a quorum, the
+ * other instances' commands already sent), no time is needed for them to land. A release's answer
+ * may still send one more, and so may the end of its turn: the let-go of a key it reserved for a
+ * retake (speed/retake.ts). The keys are read behind those, after a PING's answer and that turn.
+ */
+export async function keysLeft(clients: readonly Redis[]): Promise<string[]> {
+  await Promise.all(clients.map((client) => client.ping()));
+  await endOfTurn();
+  const keys = await Promise.all(clients.map((client) => client.keys("*")));
+  return keys.flatMap((names, i) => names.map((name) => `${name}@${i}`));
 }
 
 /** Statuses outside `allowed`, for an assertion that prints what was seen. */

@@ -102,16 +102,43 @@ export function trackTimers() {
   };
 }
 
-/** The active resources once they stop changing (a socket that was just destroyed closes a tick later). */
+/**
+ * How many readings (20 ms apart at least) the resource checks take before they give up: 10 s or
+ * more, as long as expect.poll waits for a state that must come (vitest.config.ts).
+ */
+const READINGS = 500;
+
+const describeCounts = (counts: Map<string, number>) =>
+  [...counts].map(([type, count]) => `${type}: ${count}`).join(", ");
+
+/**
+ * The active resources once two readings a pause apart agree: a socket just destroyed closes in
+ * the close phase of the loop's next turn, which the pause spans however loaded the machine. Counts
+ * that never agree fail loudly, rather than being returned still moving: as a baseline, one that
+ * caught a handle on its way out would hide a leak of that type.
+ */
 export async function settledResources(): Promise<Map<string, number>> {
-  let previous = countByType(process.getActiveResourcesInfo());
-  for (let i = 0; i < 50; i++) {
+  let previous = activeResources();
+  for (let i = 0; i < READINGS; i++) {
     await sleep(20);
-    const current = countByType(process.getActiveResourcesInfo());
+    const current = activeResources();
     if (sameCounts(previous, current)) return current;
     previous = current;
   }
-  return previous;
+  throw new Error(`active resources never settled in ${READINGS} readings: last ${describeCounts(previous)}`);
+}
+
+/**
+ * What the active resources hold beyond `baseline`, read until that is nothing (a handle closes
+ * once its peer has answered, as late as a loaded machine makes it) or for READINGS settled
+ * readings: what is left then is a leak.
+ */
+export async function leakedResources(baseline: Map<string, number>): Promise<Record<string, number>> {
+  let leaked = excess(await settledResources(), baseline);
+  for (let i = 0; i < READINGS && Object.keys(leaked).length > 0; i++) {
+    leaked = excess(await settledResources(), baseline);
+  }
+  return leaked;
 }
 
 /** Waits for `promise` at most `ms`, leaving no timer behind (I3 counts timers). */
@@ -238,12 +265,7 @@ export function useInvariants(cluster: { servers: RedisServer[] }, options: Inva
       await Promise.all(servers.map((server) => inspector(server).flushall()));
     }
     // I3: every handle the test opened is gone once its clients and proxies are closed (above).
-    let leaked = excess(await settledResources(), baseline);
-    for (let i = 0; i < 60 && Object.keys(leaked).length > 0; i++) {
-      await sleep(40);
-      leaked = excess(await settledResources(), baseline);
-    }
-    expect.soft(leaked, "I3 no leaked handles").toEqual({});
+    expect.soft(await leakedResources(baseline), "I3 no leaked handles").toEqual({});
     // I4: nothing escaped as an unhandled rejection or an uncaught exception.
     expect.soft(trapped.map(String), `I4 no unhandled rejections (${context.task.name})`).toEqual([]);
   });

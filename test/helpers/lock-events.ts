@@ -78,6 +78,40 @@ export function countReleases(resource: string) {
   return counter;
 }
 
+/**
+ * Lock events on resources whose first one `match` accepts, from now on: acquisitions, release calls
+ * (a repeated call, which releases nothing, included), releases done, and those that found the lock
+ * no longer held. A test waits for `released` to reach `acquired` rather than for time to pass;
+ * `stop()` unsubscribes.
+ */
+export function countLockEvents(match: (resource: string) => boolean) {
+  const counts = { acquired: 0, releaseCalls: 0, released: 0, notHeld: 0 };
+  const ours = (resources: readonly string[]) => match(resources[0] ?? "");
+  const onAcquire = (message: unknown) => {
+    const { resources, outcome } = message as AcquireMessage;
+    if (ours(resources) && outcome === "acquired") counts.acquired++;
+  };
+  const onReleaseCall = (context: unknown) => {
+    if (ours((context as { resources: readonly string[] }).resources)) counts.releaseCalls++;
+  };
+  const onRelease = (message: unknown) => {
+    const { resources, released } = message as ReleaseMessage;
+    if (!ours(resources)) return;
+    counts.released++;
+    if (!released) counts.notHeld++;
+  };
+  diagnosticsChannel.subscribe("redlock-kit:acquire", onAcquire);
+  diagnosticsChannel.subscribe("tracing:redlock-kit:release:start", onReleaseCall);
+  diagnosticsChannel.subscribe("redlock-kit:release", onRelease);
+  return Object.assign(counts, {
+    stop() {
+      diagnosticsChannel.unsubscribe("redlock-kit:acquire", onAcquire);
+      diagnosticsChannel.unsubscribe("tracing:redlock-kit:release:start", onReleaseCall);
+      diagnosticsChannel.unsubscribe("redlock-kit:release", onRelease);
+    },
+  });
+}
+
 /** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */
 export function nextAcquireStart(resource: string): Promise<void> {
   const channel = "tracing:redlock-kit:acquire:start";

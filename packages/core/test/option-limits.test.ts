@@ -6,6 +6,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { checkLockOptions, LockContentionError, Redlock } from "../src/index.js";
 
@@ -80,26 +81,23 @@ describe("an extension threshold shorter than the per-instance timeout", () => {
     );
     const far = proxies.map((proxy) => cluster.servers[0]?.client({ port: proxy.port }) as Redis);
     const dlm = new Redlock([clients[0] as Redis, ...far], { instanceTimeout: 400 });
-    let extensions = 0;
-    const aborted = await dlm.using(
-      "far",
-      1000,
-      async (signal, lock) => {
-        // 0.05 × 1000 = 50 ms left would be too late to start a 200 ms extension; 400 ms is not
-        const validUntil = () => lock.expiresAt;
-        let last = validUntil();
-        const end = Date.now() + 2500;
-        while (Date.now() < end && !signal.aborted) {
-          await new Promise((resolve) => setTimeout(resolve, 50));
-          if (validUntil() !== last) extensions++;
-          last = validUntil();
-        }
-        return signal.aborted;
-      },
-      { extendThreshold: 0.05 },
-    );
-    expect(aborted).toBe(false);
-    expect(extensions).toBeGreaterThanOrEqual(2);
+    // Three renewals in a row, each one that extended the lock, before its signal could abort: the
+    // events themselves, not how many fit in a window of time. Started with 50 ms left, a 200 ms
+    // extension lands after the validity ended, and the signal aborts first.
+    const renewals = nextExtensions("far", 3);
+    const outcome = await dlm
+      .using(
+        "far",
+        1000,
+        async (signal) => {
+          const lost = new Promise<"lost">((resolve) => signal.addEventListener("abort", () => resolve("lost")));
+          const first = await arrival(Promise.race([renewals, lost]), "three extensions or the lock's loss");
+          return first === "lost" ? `lost: ${String(signal.reason)}` : first.map((renewal) => renewal.extended);
+        },
+        { extendThreshold: 0.05 },
+      )
+      .finally(renewals.stop);
+    expect(outcome).toEqual([true, true, true]);
     for (const client of far) client.disconnect();
   }, 20_000);
 });
