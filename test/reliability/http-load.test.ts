@@ -122,7 +122,7 @@ describe.each(frameworks)("%s under load", (framework) => {
 });
 
 describe.each(frameworks)("%s soak under faults", (framework) => {
-  it("while nodes are stopped, crashed, restarted after the ttl and a majority lost: 200/423/503 only, never two holders", async () => {
+  it("while nodes are stopped, crashed, restarted after the ttl and a majority lost: 200/423/503 (409 for a lock lost under its handler) only, never two holders", async () => {
     await witness.flushall();
     invariants.faultInjected();
     const dlm = new Redlock(direct, { instanceTimeout: 50 });
@@ -167,10 +167,11 @@ describe.each(frameworks)("%s soak under faults", (framework) => {
       await app.close();
       await dlm.quit();
     }
-    expect(unexpectedStatuses(tally, [200, 423, 503])).toEqual([]);
+    // 409: a handler whose lock was lost (its validity ended under the faults) before it answered (H6)
+    expect(unexpectedStatuses(tally, [200, 409, 423, 503])).toEqual([]);
     expect(tally.statuses.get(200) ?? 0).toBeGreaterThan(0);
     expect(tally.statuses.get(503) ?? 0).toBeGreaterThan(0);
-    expect(tally.sections).toBe(tally.statuses.get(200));
+    expect(tally.sections).toBe((tally.statuses.get(200) ?? 0) + (tally.statuses.get(409) ?? 0));
     expect(tally.overlaps).toBe(0);
   }, 120_000);
 });

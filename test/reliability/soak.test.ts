@@ -23,7 +23,7 @@ beforeAll(() => {
 
 describe("soak under faults", () => {
   it(
-    `${SECONDS} s of load on Express, Koa and Fastify while nodes are killed and stopped in turn: 200/423/503 only, never two holders, every key with a TTL, nothing left one ttl after`,
+    `${SECONDS} s of load on Express, Koa and Fastify while nodes are killed and stopped in turn: 200/423/503 (409 for a lock lost under its handler) only, never two holders, every key with a TTL, nothing left one ttl after`,
     async () => {
       invariants.faultInjected();
       const report = await soak({
@@ -37,9 +37,11 @@ describe("soak under faults", () => {
       expect(report.cycles).toBeGreaterThanOrEqual(Math.ceil(SECONDS / 5));
       for (const framework of FRAMEWORKS) {
         const tally = report.tallies[framework] as Tally;
-        expect(unexpectedStatuses(tally, [200, 423, 503]), framework).toEqual([]);
+        // 409: the handler ran its section, then its lock was lost before it answered (the renewal
+        // found a node restarted empty and another stopped), so its 200 went out as 409 (H6)
+        expect(unexpectedStatuses(tally, [200, 409, 423, 503]), framework).toEqual([]);
         expect(tally.statuses.get(200) ?? 0, framework).toBeGreaterThan(0);
-        expect(tally.sections, framework).toBe(tally.statuses.get(200));
+        expect(tally.sections, framework).toBe((tally.statuses.get(200) ?? 0) + (tally.statuses.get(409) ?? 0));
         expect(tally.overlaps, framework).toBe(0);
       }
       expect(report.samples).toBeGreaterThan(0);
