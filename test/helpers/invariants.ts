@@ -66,13 +66,11 @@ export function excess(now: Map<string, number>, baseline: Map<string, number>):
 /** Open handles by type (refed timers, sockets, servers…), as `process.getActiveResourcesInfo()` lists them. */
 export const activeResources = (): Map<string, number> => countByType(process.getActiveResourcesInfo());
 
-/** Resource types of which more are open now than in `before` (fewer is fine: the test runner's own come and go). */
-export function grownResources(before: Map<string, number>): string[] {
-  return Object.entries(excess(activeResources(), before)).map(([type, more]) => {
-    const was = before.get(type) ?? 0;
-    return `${type}: ${was} -> ${was + more}`;
-  });
-}
+/**
+ * How many readings (20 ms apart at least) the resource checks take before they give up: 10 s or
+ * more, as long as expect.poll waits for a state that must come (vitest.config.ts).
+ */
+const READINGS = 500;
 
 /**
  * Timers created while enabled and neither fired nor cleared: unref'd ones too, which
@@ -90,23 +88,22 @@ export function trackTimers() {
     },
   }).enable();
   return {
-    alive: () => [...alive.values()],
-    /** A pause that is not itself tracked. */
-    sleep(ms: number) {
-      ignoring = true;
-      const done = sleep(ms);
-      ignoring = false;
-      return done;
+    /**
+     * The timers still alive once none is, or after READINGS readings (untracked pauses): one that
+     * is due fires within them however loaded the machine; one that stays or re-arms is a leak.
+     */
+    async left(): Promise<string[]> {
+      for (let i = 0; i < READINGS && alive.size > 0; i++) {
+        ignoring = true;
+        const pause = sleep(20);
+        ignoring = false;
+        await pause;
+      }
+      return [...alive.values()];
     },
     stop: () => hook.disable(),
   };
 }
-
-/**
- * How many readings (20 ms apart at least) the resource checks take before they give up: 10 s or
- * more, as long as expect.poll waits for a state that must come (vitest.config.ts).
- */
-const READINGS = 500;
 
 const describeCounts = (counts: Map<string, number>) =>
   [...counts].map(([type, count]) => `${type}: ${count}`).join(", ");

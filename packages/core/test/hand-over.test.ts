@@ -2,7 +2,16 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { attemptsOf } from "#test-helpers/lock-events.js";
 import { sleep, useRedisServers } from "#test-helpers/redis.js";
-import { type Lock, LockContentionError, type LockStore, MemoryStore, RedisStore, Redlock } from "../src/index.js";
+import {
+  type AcquireReply,
+  type Lock,
+  LockContentionError,
+  type LockStore,
+  MemoryStore,
+  type QueueTicket,
+  RedisStore,
+  Redlock,
+} from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -291,7 +300,16 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   });
 
   it("works with the in-process MemoryStore, oldest waiter first", async () => {
-    const store = new MemoryStore();
+    /** The waiters in line: a ticketed attempt refused is queued (in the same synchronous step). */
+    class QueueWatchingStore extends MemoryStore {
+      readonly queued = new Set<string>();
+      override async acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket) {
+        const reply: AcquireReply = await super.acquire(keys, value, ttl, ticket);
+        if (ticket !== undefined && !reply.acquired) this.queued.add(value);
+        return reply;
+      }
+    }
+    const store = new QueueWatchingStore();
     const holder = await redlock({}, [store]).acquire("mem", 10_000);
     const order: number[] = [];
     const waiters = [0, 1, 2].map((id) =>
@@ -302,7 +320,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
           await lock.release();
         }),
     );
-    await sleep(20);
+    await expect.poll(() => store.queued.size).toBe(3);
     await holder.release();
     await Promise.all(waiters);
     expect(order).toEqual([0, 1, 2]);
