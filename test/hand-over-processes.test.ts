@@ -5,6 +5,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Lock, Redlock } from "../packages/core/src/index.js";
+import { queueSizes } from "./helpers/quorum.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 import { type ForkedWorker, forkWorker, requireBuiltCore, scriptCalls } from "./helpers/workers.js";
 
@@ -76,8 +77,7 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20
   }
 }
 
-const queued = (key: string, instances = lockClients) =>
-  Promise.all(instances.map((client) => client.zcard(`${key}:redlock-kit:waiters`)));
+const queued = (key: string, instances = lockClients) => queueSizes(instances, key);
 const untilQueued = (key: string, count: number, instances = lockClients) =>
   until(async () => (await queued(key, instances)).every((size) => size === count), `${count} queued on ${key}`);
 const handOverChannels = async (client: Redis) =>

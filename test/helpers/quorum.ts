@@ -1,3 +1,5 @@
+import type { Redis } from "ioredis";
+
 /**
  * What the protocol promises, read on each instance: a quorum, not every instance. A lock, a
  * release or a hand-over resolves once a majority answered, and on a loaded machine the rest can
@@ -6,6 +8,10 @@
  * takes that free key instead of queuing there. A test that waits for every instance where only a
  * quorum is promised hangs until its timeout; these are the conditions to wait for instead.
  */
+
+/** The size of `key`'s queue of waiters on each instance, read through `clients`. */
+export const queueSizes = (clients: readonly Redis[], key: string): Promise<number[]> =>
+  Promise.all(clients.map((client) => client.zcard(`${key}:redlock-kit:waiters`)));
 
 /** How many of `count` instances make a quorum. */
 export const quorumOf = (count: number): number => Math.floor(count / 2) + 1;

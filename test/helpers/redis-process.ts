@@ -204,3 +204,12 @@ export async function keysWithTtl(client: Redis, pattern = "*"): Promise<Map<str
 }
 
 export { sleep };
+
+/**
+ * Resolves once `ms` have passed on the wall clock, the clock Redis expires keys by: a timer on
+ * Node's monotonic clock may fire a little early on it.
+ */
+export async function pastOnWallClock(ms: number): Promise<void> {
+  const from = Date.now();
+  while (Date.now() <= from + ms) await sleep(from + ms + 1 - Date.now());
+}

@@ -10,7 +10,7 @@ import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { buildApp, type Framework, type RunningApp } from "./http-apps.js";
 import { keysLeft, load, lockedRoutes, newTally, type Tally } from "./http-load.js";
-import { type RedisServer, sleep } from "./redis-servers.js";
+import { pastOnWallClock, type RedisServer, sleep } from "./redis-servers.js";
 
 export interface SoakOptions {
   /** Three lock servers: the fault loop kills and stops them in turn. */
@@ -125,8 +125,7 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
     // then has expired a ttl later on the clock Redis expires keys by (a timer may fire early),
     // and KEYS leaves out an expired key Redis has not removed yet: no slack for its expiry cycle.
     await Promise.all(direct.map((client) => client.ping()));
-    const landed = Date.now();
-    while (Date.now() <= landed + ttl) await sleep(landed + ttl + 1 - Date.now());
+    await pastOnWallClock(ttl);
     const left = await keysLeft(direct);
     return { seconds: elapsed, cycles, tallies, ...report, keysLeft: left.length };
   } finally {

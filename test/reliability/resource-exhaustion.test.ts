@@ -15,7 +15,7 @@ import { buildApp } from "../helpers/http-apps.js";
 import { send } from "../helpers/http-client.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { sentBy, startMonitors } from "../helpers/monitor.js";
-import { sleep, useRedisServers } from "../helpers/redis-servers.js";
+import { pastOnWallClock, sleep, useRedisServers } from "../helpers/redis-servers.js";
 
 const RESOURCES = 100_000;
 const TTL = 3000;
@@ -77,8 +77,7 @@ describe("100,000 distinct resources", () => {
     // Never released: they go by their TTL alone. Every SET was answered, so ran, by now; a TTL
     // later on the clock Redis expires keys by, a full SCAN deletes every key it visits that is
     // past its TTL (what it cannot miss: a key there all along), with no wait for Redis's expiry cycle.
-    const landed = Date.now();
-    while (Date.now() <= landed + TTL) await sleep(landed + TTL + 1 - Date.now());
+    await pastOnWallClock(TTL);
     for (const client of inspectors) {
       let cursor = "0";
       do [cursor] = await client.scan(cursor, "COUNT", 10_000);

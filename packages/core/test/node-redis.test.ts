@@ -6,7 +6,7 @@ import { createClientPool, RESP_TYPES } from "redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
-import { heldByQuorum, queuedOnQuorum } from "#test-helpers/quorum.js";
+import { heldByQuorum, queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { startServer, useRedisServers } from "#test-helpers/redis.js";
 import {
   LockConfigurationError,
@@ -48,8 +48,7 @@ const ownClient = (index: number, options?: Parameters<typeof nodeRedisClient>[1
   return client;
 };
 
-/** The size of `key`'s queue of waiters on each instance. */
-const queuesOf = (key: string) => Promise.all(admins.map((admin) => admin.zcard(`${key}:redlock-kit:waiters`)));
+const queuesOf = (key: string) => queueSizes(admins, key);
 /** One waiter in line on a quorum of instances: what a release hands the key over by. */
 const waiterInLine = (sizes: number[]) => queuedOnQuorum(sizes, 1);
 

@@ -6,7 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
-import { heldByQuorum } from "#test-helpers/quorum.js";
+import { heldByQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { type Lock, RedisStore, Redlock } from "../src/index.js";
 import { DEFAULT_ACQUIRE, resolveAcquireOptions } from "../src/options.js";
 import type { Vote } from "../src/quorum/ballot.js";
@@ -104,9 +104,7 @@ describe.each([1, 3])("own-waiter grant on %i instance(s)", (count) => {
   };
   /** Resolves once `n` waiters are queued on `key` on each of this test's instances. */
   const queued = (key: string, n: number) =>
-    until(async () =>
-      (await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)))).every((q) => q === n),
-    );
+    until(async () => (await queueSizes(instances(), key)).every((q) => q === n));
   /** Resolves once every instance holds `key` for `value` (a lock resolves once a quorum answered). */
   const heldEverywhere = (key: string, value: string) =>
     until(async () => (await Promise.all(instances().map((c) => c.get(key)))).every((held) => held === value));

@@ -10,7 +10,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
-import { queuedOnQuorum } from "#test-helpers/quorum.js";
+import { queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
 import { autoExtend } from "../src/lock/auto-extend.js";
 import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
@@ -91,10 +91,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
    * lock's reservation can miss one instance (its call timed out there; the lock holds the quorum),
    * and a waiter then takes the key free on that instance instead of queuing there.
    */
-  const queued = (key: string, n: number) =>
-    until(async () =>
-      queuedOnQuorum(await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`))), n),
-    );
+  const queued = (key: string, n: number) => until(async () => queuedOnQuorum(await queueSizes(instances(), key), n));
 
   /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
@@ -212,9 +209,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     }
     expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
     // b still heads the queue, told nothing
-    expect(await Promise.all(instances().map((c) => c.zcard(`${key}:redlock-kit:waiters`)))).toEqual(
-      instances().map(() => 1),
-    );
+    expect(await queueSizes(instances(), key)).toEqual(instances().map(() => 1));
     expect(await a.unlock(next)).toBe(true);
     await b.unlock(await waiting);
     await done();
