@@ -238,6 +238,7 @@ class ForgottenController {
   ran = 0;
 
   @Post(":id")
+  @Header("Cache-Control", PUBLIC)
   @LockedRoute("forgotten:{params.id}")
   pay() {
     this.ran++;
@@ -420,7 +421,7 @@ describe.each(platforms)("on platform-%s", (platform) => {
     }
   });
 
-  it("@LockedRoute in an app without RedlockModule answers 500 naming the route, and never runs the handler unlocked", async () => {
+  it("@LockedRoute in an app without RedlockModule answers 500 naming the route, with Cache-Control: no-store over the route's @Header, and never runs the handler unlocked", async () => {
     const logs = captureLogs();
     const forgotten = await startNestApp(AppWithoutRedlockModule, platform, logs.logger);
     try {
@@ -432,6 +433,8 @@ describe.each(platforms)("on platform-%s", (platform) => {
         error: "Internal Server Error",
         errorCode: "ERR_REDLOCK_CONFIG",
       });
+      // a refusal like the others: a shared cache must not keep it over the route's @Header
+      expect(response.headers["cache-control"]).toBe("no-store");
       expect(logs.error).toContain(
         "ForgottenController.pay is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked",
       );
