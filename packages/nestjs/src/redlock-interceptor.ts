@@ -20,13 +20,15 @@ import {
   RedlockError,
   type RouteLock,
 } from "@redlock-kit/core";
-import { catchError, map, Observable, throwError } from "rxjs";
+import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
+import { afterDroppedBody } from "./dropped-body.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
 
 /** What the interceptor reads from Express's and Fastify's request objects alike. */
 interface PlatformRequest extends HttpKeySource {
+  method: string;
   lock?: Lock;
 }
 
@@ -59,8 +61,14 @@ export class RedlockInterceptor implements NestInterceptor {
     const handler = context.getHandler() as (...args: unknown[]) => unknown;
     const route = this.binding.routeFor(handler);
     if (route === null) return next.handle().pipe(translate);
-    return this.#lock(route, http.getRequest<PlatformRequest>(), response).then((held) =>
-      this.#holding(held.lock, () => next.handle().pipe(map(this.#refuseLost(held, handler, response)), translate)),
+    const request = http.getRequest<PlatformRequest>();
+    return this.#lock(route, request, response).then((held) =>
+      this.#holding(held.lock, () => {
+        const answer = next.handle().pipe(map(this.#refuseLost(held, handler, response)));
+        const sent =
+          request.method === "HEAD" ? answer.pipe(concatMap((value) => afterDroppedBody(held, value))) : answer;
+        return sent.pipe(translate);
+      }),
     );
   }
 

@@ -1,0 +1,30 @@
+import { Readable } from "node:stream";
+import { StreamableFile } from "@nestjs/common";
+import type { HeldRoute } from "@redlock-kit/core";
+
+/**
+ * What a HEAD request's handler returned, passed on once the streamed body the response drops has
+ * ended: a `StreamableFile`'s stream, or a Node or web stream or a `Response` sent as it is. Nest
+ * answers a HEAD request without reading such a body and destroys or cancels it (Fastify's HEAD
+ * route drains a stream payload and ends the response at once), while the stream's producer goes on
+ * as for a GET and may be the critical section's work. Drained here, the lock waits for its end,
+ * and so does the response, as a GET's does.
+ */
+export async function afterDroppedBody(held: HeldRoute, value: unknown): Promise<unknown> {
+  const file = value instanceof StreamableFile;
+  const drained = held.followDropped(file ? value.getStream() : value);
+  if (drained === undefined) return value;
+  await drained;
+  // Nest refuses to send a body read already: an empty one in its place, as it sends for HEAD anyway
+  return file ? value : emptyLike(value);
+}
+
+function emptyLike(body: unknown): unknown {
+  if (Object.prototype.toString.call(body) === "[object Response]") {
+    const { status, statusText, headers } = body as Response;
+    return new Response(emptyWebStream(), { status, statusText, headers });
+  }
+  return typeof (body as Partial<ReadableStream>).getReader === "function" ? emptyWebStream() : Readable.from([]);
+}
+
+const emptyWebStream = () => new ReadableStream({ start: (controller) => controller.close() });
