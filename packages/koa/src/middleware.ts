@@ -90,30 +90,42 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           else if (isStream(ctx.body)) followStream(ctx);
           return;
         } catch (error) {
-          // Koa's onerror writes nothing, not even res.end(), once the client has left or the
-          // headers were sent. Left: end the response so that begin() sees it finished and releases
-          // now rather than at maxHoldMs. Headers sent: close the connection, as Express does (the
-          // client must not take a cut-off body for a whole one); the lock is then no longer
-          // extended and lapses within one ttl.
-          if (!ctx.writable) ctx.res.end();
-          else if (ctx.headerSent) ctx.res.destroy();
+          // the lock is released once the response ends, or lapses within one ttl once it is closed
+          closeAfterThrow(ctx);
           throw error;
         }
       }
       if (outcome.kind === "aborted") return;
-      await answerRejected(
-        outcome,
-        (hook) => hook(ctx, outcome.error),
-        // Koa's own "nothing answered" (its 404 Not Found): no body and the default status
-        () => ctx.body !== undefined || ctx.status !== 404 || ctx.respond === false || responseAnswered(ctx.res),
-        ({ status, headers, body }) => {
-          ctx.status = status;
-          ctx.set(headers);
-          ctx.body = body;
-        },
-      );
+      try {
+        await answerRejected(
+          outcome,
+          (hook) => hook(ctx, outcome.error),
+          // Koa's own "nothing answered" (its 404 Not Found): no body and the default status
+          () => ctx.body !== undefined || ctx.status !== 404 || ctx.respond === false || responseAnswered(ctx.res),
+          ({ status, headers, body }) => {
+            ctx.status = status;
+            ctx.set(headers);
+            ctx.body = body;
+          },
+        );
+      } catch (error) {
+        // a hook that threw once its own answer had started
+        closeAfterThrow(ctx);
+        throw error;
+      }
     };
   };
+}
+
+/**
+ * What Koa's onerror does not do: it writes nothing, not even res.end(), once the client has left
+ * or the headers were sent. Left: the response is ended, so that a lock that follows it sees it
+ * finished and is released now rather than at maxHoldMs. Headers sent: the connection is closed,
+ * as Express does (the client must not wait for ever, nor take a cut-off body for a whole one).
+ */
+function closeAfterThrow(ctx: ParameterizedContext): void {
+  if (!ctx.writable) ctx.res.end();
+  else if (ctx.headerSent) ctx.res.destroy();
 }
 
 /** The answer `held.lostAnswer()` puts in place of the handler's: a stream body is destroyed, its producer told. */

@@ -3,10 +3,12 @@
  * get the default 423 or 503 JSON instead of Koa's 404; a hook that answers, even later, with a
  * status alone or with a response it took over and has only started, keeps its answer.
  */
+import { once } from "node:events";
 import http from "node:http";
 import Koa from "koa";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
+import { open } from "#test-helpers/http-client.js";
 import {
   hookRoutes,
   itSendsTheDefaultForSilentHooks,
@@ -46,7 +48,15 @@ const hooks: Record<string, KoaLockHook> = {
   throws: () => {
     throw new Error("hook failed");
   },
+  "starts-then-throws": (ctx) => {
+    ctx.respond = false;
+    ctx.res.writeHead(429).write("busy ");
+    throw new Error("hook failed");
+  },
 };
+
+/** Whether the response was still open when Koa's error handling had a hook's error, by path. */
+const leftOpen = new Map<string, boolean>();
 
 beforeAll(async () => {
   const app = new Koa();
@@ -59,6 +69,7 @@ beforeAll(async () => {
     routes.set(`/onLocked/${name}`, live(`hooks:${name}`, { onLocked: hook }));
     routes.set(`/onUnavailable/${name}`, down(`hooks:${name}`, { onUnavailable: hook }));
   }
+  app.on("error", (_error, ctx: Koa.Context) => leftOpen.set(ctx.path, !ctx.res.destroyed));
   app.use((ctx, next) => {
     const route = routes.get(ctx.path);
     return route ? route(ctx, next) : next();
@@ -95,3 +106,25 @@ it.each(REFUSAL_HOOKS)("an %s hook that throws goes to Koa's error handling (500
   expect(answer.status).toBe(500);
   expect(answer.text).toBe("Internal Server Error");
 });
+
+it.each(REFUSAL_HOOKS)(
+  "an %s hook that throws once its answer has started gets its connection closed, not left open",
+  async (hook) => {
+    const path = `/${hook}/starts-then-throws`;
+    await refused(hook, "hooks:starts-then-throws", async () => {
+      // the status line may or may not reach the client before the connection closes
+      const over = open(`${server?.url}${path}`, { method: "POST" }).response.then(
+        async (response) => {
+          response.on("error", () => {});
+          await once(response, "close");
+          return response.complete ? "ended" : "cut off";
+        },
+        () => "cut off",
+      );
+      // Koa's error handling writes nothing once the headers are out: the client would wait for ever
+      await expect.poll(() => leftOpen.has(path)).toBe(true);
+      expect(leftOpen.get(path)).toBe(false);
+      expect(await over).toBe("cut off");
+    });
+  },
+);
