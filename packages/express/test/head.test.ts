@@ -1,11 +1,10 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { PassThrough } from "node:stream";
 import { Redlock } from "@redlock-kit/core";
 import express from "express";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gate } from "#test-helpers/gate.js";
+import { gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
@@ -42,19 +41,11 @@ describe("HEAD on a locked GET route", () => {
   it("keeps the lock while the piped stream's producer runs, and releases it at the stream's end", async () => {
     const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
     const app = express();
-    const producer = gate();
-    const state = { runs: 0, inside: 0, maxInside: 0 };
+    const producer = gatedProducer();
+    const { state } = producer;
     app.get("/export/:id", redlock("express-head:{params.id}"), (_req, res) => {
-      state.runs++;
-      state.maxInside = Math.max(state.maxInside, ++state.inside);
-      const out = new PassThrough();
-      out.write("first\n");
-      void producer.opened.then(() => {
-        state.inside--;
-        out.end("last\n");
-      });
       res.type("text/plain");
-      out.pipe(res);
+      producer.produce().pipe(res);
     });
     const url = `${await listen(app)}/export/1`;
     try {

@@ -1,9 +1,9 @@
-import { PassThrough, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gate } from "#test-helpers/gate.js";
+import { gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
@@ -35,18 +35,10 @@ describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {
       const app = Fastify();
       apps.push(app);
       await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
-      const producer = gate();
-      const state = { runs: 0, inside: 0, maxInside: 0 };
+      const producer = gatedProducer();
+      const { state } = producer;
       app.get("/export/:id", { config: { redlock: "fastify-head:{params.id}" } }, async (_request, reply) => {
-        state.runs++;
-        state.maxInside = Math.max(state.maxInside, ++state.inside);
-        const out = new PassThrough();
-        // a push-based producer: writes whether or not anyone reads, and ends when its work is done
-        out.write("first\n");
-        void producer.opened.then(() => {
-          state.inside--;
-          out.end("last\n");
-        });
+        const out = producer.produce();
         return reply.type("text/plain").send(kind === "Node stream" ? out : Readable.toWeb(out));
       });
       const url = await listen(app);

@@ -1,11 +1,11 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { PassThrough, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import Koa from "koa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gate } from "#test-helpers/gate.js";
+import { gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
@@ -41,19 +41,11 @@ describe("HEAD on a locked route", () => {
     it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
       const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
       const app = new Koa();
-      const producer = gate();
-      const state = { runs: 0, inside: 0, maxInside: 0 };
+      const producer = gatedProducer();
+      const { state } = producer;
       app.use(redlock("koa-head:1"));
       app.use((ctx) => {
-        state.runs++;
-        state.maxInside = Math.max(state.maxInside, ++state.inside);
-        const out = new PassThrough();
-        // a push-based producer: writes whether or not anyone reads, and ends when its work is done
-        out.write("first\n");
-        void producer.opened.then(() => {
-          state.inside--;
-          out.end("last\n");
-        });
+        const out = producer.produce();
         ctx.type = "text/plain";
         ctx.body = kind === "Node stream" ? out : Readable.toWeb(out);
       });

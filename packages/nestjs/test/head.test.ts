@@ -4,11 +4,11 @@
  * handler's work going on, as for a GET, and the lock waits for its end.
  */
 
-import { PassThrough, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { Controller, Get, Module, StreamableFile } from "@nestjs/common";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gate } from "#test-helpers/gate.js";
+import { gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
@@ -23,22 +23,9 @@ afterEach(async () => {
   await redis.flushall();
 });
 
-/** The producer of the last stream a handler returned: it ends the stream once the test opens it. */
-let producer = gate();
-const state = { runs: 0, inside: 0, maxInside: 0 };
-
-/** A push-based producer: writes whether or not anyone reads, and ends when its work is done. */
-function produce(): PassThrough {
-  state.runs++;
-  state.maxInside = Math.max(state.maxInside, ++state.inside);
-  const out = new PassThrough();
-  out.write("first\n");
-  void producer.opened.then(() => {
-    state.inside--;
-    out.end("last\n");
-  });
-  return out;
-}
+/** The producer of the streams the handlers return, a new one per test. */
+let producer = gatedProducer();
+const produce = () => producer.produce();
 
 // ttl 60 s: a lock released by the stream's end, not expired, within the polls' 10 s
 @Controller("export")
@@ -100,8 +87,8 @@ describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (pl
 
   for (const kind of Object.keys(contentTypes)) {
     it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
-      producer = gate();
-      Object.assign(state, { runs: 0, inside: 0, maxInside: 0 });
+      producer = gatedProducer();
+      const { state } = producer;
       const key = `head-${kind}:1`;
       const head = send(`${running.url}/export/${kind}/1`, { method: "HEAD" });
       let get: ReturnType<typeof open> | undefined;
