@@ -1,4 +1,5 @@
 import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { StreamableFile } from "@nestjs/common";
 import type { HeldRoute } from "@redlock-kit/core";
 
@@ -24,7 +25,31 @@ function emptyLike(body: unknown): unknown {
     const { status, statusText, headers } = body as Response;
     return new Response(emptyWebStream(), { status, statusText, headers });
   }
-  return typeof (body as Partial<ReadableStream>).getReader === "function" ? emptyWebStream() : Readable.from([]);
+  return isWebStream(body) ? emptyWebStream() : Readable.from([]);
 }
 
 const emptyWebStream = () => new ReadableStream({ start: (controller) => controller.close() });
+
+/** What `followHeadReply` wraps of Fastify's reply. */
+interface SendingReply {
+  send(payload: unknown): unknown;
+}
+
+/**
+ * Fastify's reply to a HEAD request, whose payloads are followed as `@redlock-kit/fastify` follows
+ * them: the one a handler sends itself through `@Res()` reaches Fastify's HEAD route past the
+ * interceptor, which resumes a Node stream only once the response has ended and cancels a web one,
+ * whose producer may go on unseen (handed on as a Node stream, drained the same way).
+ */
+export function followHeadReply(held: HeldRoute, reply: SendingReply): void {
+  const send = reply.send;
+  reply.send = function followedSend(this: SendingReply, payload: unknown) {
+    const body = isWebStream(payload) ? Readable.fromWeb(payload) : payload;
+    held.followDropped(body);
+    return send.call(this, body);
+  };
+}
+
+function isWebStream(body: unknown): body is WebReadableStream {
+  return typeof (body as Partial<WebReadableStream> | null)?.getReader === "function";
+}

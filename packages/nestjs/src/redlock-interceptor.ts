@@ -22,7 +22,7 @@ import {
 } from "@redlock-kit/core";
 import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
-import { afterDroppedBody } from "./dropped-body.js";
+import { afterDroppedBody, followHeadReply } from "./dropped-body.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
 
@@ -109,11 +109,14 @@ export class RedlockInterceptor implements NestInterceptor {
       headers: request.headers,
     };
     // Fastify's reply wraps the Node response; Express's response is one
-    const raw = ((response as { raw?: ServerResponse }).raw ?? response) as ServerResponse;
+    const reply = response as { raw?: ServerResponse; send(payload: unknown): unknown };
+    const raw = (reply.raw ?? response) as ServerResponse;
     const outcome = await route.begin(source, raw);
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
       markLocked(request);
+      // Express's response discards a HEAD body piped into it and ends with it: followed as it is
+      if (request.method === "HEAD" && reply.raw !== undefined) followHeadReply(outcome.held, reply);
       awaitHandler(outcome.lock, outcome.held);
       this.binding.followRoute(outcome.held);
       // a handler writing through @Res() answers past the interceptor: its response's first write decides

@@ -5,11 +5,11 @@
  */
 
 import { Readable } from "node:stream";
-import { Controller, Get, Module, StreamableFile } from "@nestjs/common";
+import { Controller, Get, Module, Res, StreamableFile } from "@nestjs/common";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gatedProducer } from "#test-helpers/gate.js";
-import { open, send } from "#test-helpers/http-client.js";
+import { type Answer, open, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
 import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
@@ -61,9 +61,43 @@ class ExportController {
   }
 }
 
+/** Express's response or Fastify's reply, as a handler with `@Res()` gets it. */
+interface PlatformResponse {
+  /** Fastify's reply wraps the Node response; Express's response is one. */
+  raw?: unknown;
+  send(payload: unknown): unknown;
+}
+
+/** Sends a streamed body through the platform's own response, past the interceptor: Fastify's reply.send(), Express's pipe. */
+function sendItself(response: PlatformResponse, body: Readable | ReadableStream): void {
+  if (response.raw === undefined) (body as Readable).pipe(response as unknown as NodeJS.WritableStream);
+  else response.send(body);
+}
+
+@Controller("sent")
+class SentController {
+  @Get("stream/:id")
+  @LockedRoute("sent-stream:{params.id}", { ttl: 60_000 })
+  stream(@Res() response: PlatformResponse) {
+    sendItself(response, produce());
+  }
+
+  @Get("web/:id")
+  @LockedRoute("sent-web:{params.id}", { ttl: 60_000 })
+  web(@Res() response: PlatformResponse) {
+    sendItself(response, Readable.toWeb(produce()) as ReadableStream);
+  }
+
+  @Get("passthrough/:id")
+  @LockedRoute("sent-passthrough:{params.id}", { ttl: 60_000 })
+  passthrough(@Res({ passthrough: true }) response: PlatformResponse) {
+    sendItself(response, produce());
+  }
+}
+
 @Module({
   imports: [RedlockModule.forRootAsync({ useFactory: () => ({ instances: [redis] }) })],
-  controllers: [ExportController],
+  controllers: [ExportController, SentController],
 })
 class AppModule {}
 
@@ -74,6 +108,33 @@ const contentTypes: Record<string, RegExp> = {
   web: /^application\/octet-stream/,
   response: /^text\/plain/,
 };
+
+/**
+ * A HEAD request to `url`, whose route locks `key`, checked while the producer of its body runs: the
+ * next request for the key is refused and never enters; once the producer ends, the lock is
+ * released. Returns the HEAD's answer.
+ */
+async function headWhileProducing(url: string, key: string): Promise<Answer> {
+  producer = gatedProducer();
+  const { state } = producer;
+  const head = send(url, { method: "HEAD" });
+  let get: ReturnType<typeof open> | undefined;
+  try {
+    await expect.poll(() => state.runs).toBe(1);
+    get = open(url);
+    expect((await get.response).statusCode).toBe(423);
+    expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
+    expect(await redis.exists(key)).toBe(1);
+    producer.open();
+    const answered = await head;
+    await expect.poll(() => redis.exists(key)).toBe(0);
+    expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+    return answered;
+  } finally {
+    producer.open();
+    get?.request.destroy();
+  }
+}
 
 describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (platform) => {
   let running: RunningNestApp;
@@ -87,29 +148,20 @@ describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (pl
 
   for (const kind of Object.keys(contentTypes)) {
     it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
-      producer = gatedProducer();
-      const { state } = producer;
-      const key = `head-${kind}:1`;
-      const head = send(`${running.url}/export/${kind}/1`, { method: "HEAD" });
-      let get: ReturnType<typeof open> | undefined;
-      try {
-        await expect.poll(() => state.runs).toBe(1);
-        // the producer still runs: the next request for the key is refused and never enters
-        get = open(`${running.url}/export/${kind}/1`);
-        expect((await get.response).statusCode).toBe(423);
-        expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
-        expect(await redis.exists(key)).toBe(1);
-        producer.open();
-        const answered = await head;
-        // answered once the body has ended, with the headers Nest gives that body
-        expect(answered.status).toBe(200);
-        expect(answered.headers["content-type"]).toMatch(contentTypes[kind] as RegExp);
-        await expect.poll(() => redis.exists(key)).toBe(0);
-        expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
-      } finally {
-        producer.open();
-        get?.request.destroy();
-      }
+      const answered = await headWhileProducing(`${running.url}/export/${kind}/1`, `head-${kind}:1`);
+      // answered with the headers Nest gives that body
+      expect(answered.status).toBe(200);
+      expect(answered.headers["content-type"]).toMatch(contentTypes[kind] as RegExp);
+    });
+  }
+
+  // Express's response discards a HEAD body piped into it and ends with it. A web stream is Fastify's
+  // to send, and so is a stream from a passthrough handler: Nest ends Express's response under its pipe.
+  const sentKinds = platform === "fastify" ? ["stream", "web", "passthrough"] : ["stream"];
+  for (const kind of sentKinds) {
+    it(`keeps the lock while the producer of a ${kind} body the handler sent itself through @Res() runs`, async () => {
+      const answered = await headWhileProducing(`${running.url}/sent/${kind}/1`, `sent-${kind}:1`);
+      expect(answered.status).toBe(200);
     });
   }
 
