@@ -36,7 +36,8 @@ Commands:
   watch [pattern]             the list, refreshed every second until Ctrl-C
 
 Options:
-  --redis <url,url,...>  the instances, redis:// or rediss:// URLs (default: $REDIS_URL)
+  --redis <url,url,...>  the instances, redis:// or rediss:// URLs (default: $REDIS_URL);
+                         the URL of a Redis Cluster node stands for the whole Cluster
   --prefix <prefix>      the Redlock's keyPrefix (default: none)
   --json                 print JSON (watch: one line per refresh)
   --timeout <ms>         longest wait for one instance's answer (default: 1000)

@@ -1,47 +1,108 @@
-import { Redlock } from "@redlock-kit/core";
-import { Redis } from "ioredis";
+import { type ForcedRelease, type LockInspection, Redlock } from "@redlock-kit/core";
+import { Cluster, Redis } from "ioredis";
+import { bounded } from "./bounded.js";
 
 /** The instances of one run: a Redlock over clients this CLI owns and closes. */
 export interface Instances {
   readonly dlm: Redlock;
-  readonly clients: readonly Redis[];
-  /** host:port/db of each instance, never a password. */
+  /** One per URL: a plain client, or a Cluster (one instance) when the URL's server runs in cluster mode. */
+  readonly clients: readonly (Redis | Cluster)[];
+  /** host:port/db of each instance (cluster@host:port of its URL for a Cluster), never a password. */
   readonly names: readonly string[];
+  /** `dlm.inspect()` and `dlm.forceRelease()`, each instance described by its name. */
+  inspect(resource: string): Promise<LockInspection>;
+  forceRelease(resource: string): Promise<ForcedRelease>;
   close(): void;
 }
 
 /**
- * One client per URL. A one-shot command gives up on an instance that refuses the connection at
- * once (no reconnection: its commands fail instead of waiting for the timeout); `watch` keeps
- * reconnecting, so an instance that comes back shows up again.
+ * One client per URL. A one-shot command gives up on a server that refuses the connection at once
+ * (no reconnection: its commands fail instead of waiting for the timeout); `watch` keeps
+ * reconnecting, so an instance that comes back shows up again. A Cluster always reconnects (see open()).
  */
-export function connect(urls: readonly string[], prefix: string, timeout: number, reconnect: boolean): Instances {
-  const clients = urls.map((url) => {
-    const client = new Redis(url, {
-      connectTimeout: timeout,
-      maxRetriesPerRequest: 1,
-      retryStrategy: reconnect ? (times) => Math.min(times * 200, 2000) : () => null,
-    });
-    // Failures reach the output as "unknown" instances; ioredis would also print each one.
-    client.on("error", (error: Error & { command?: { name?: string } }) => {
-      // the server refused the URL's database (out of range): ioredis would go on in db 0, where a
-      // release would delete another database's key; closed here, the instance answers nothing
-      if (error.command?.name === "select") client.disconnect();
-    });
-    return client;
-  });
+export async function connect(
+  urls: readonly string[],
+  prefix: string,
+  timeout: number,
+  reconnect: boolean,
+): Promise<Instances> {
+  const opened = await Promise.all(urls.map((url) => open(url, timeout, reconnect)));
+  const clients = opened.map(({ client }) => client);
   const close = () => {
     for (const client of clients) {
+      const sockets = client instanceof Cluster ? client.nodes() : [client];
       client.disconnect();
       // disconnect() half-closes; a stopped server never answers the FIN, and the socket would keep us alive
-      client.stream?.destroy();
+      for (const socket of sockets) socket.stream?.destroy();
     }
   };
   try {
     const dlm = new Redlock(clients, { keyPrefix: prefix, instanceTimeout: timeout });
-    return { dlm, clients, names: dlm.stores.map((store, index) => store.description ?? `#${index + 1}`), close };
+    const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
+    // core describes every Cluster as "cluster": the output names it as the listing does
+    const named = <R extends { readonly instances: readonly { readonly instance: number }[] }>(result: R): R => ({
+      ...result,
+      instances: result.instances.map((entry) => ({ ...entry, description: names[entry.instance] })),
+    });
+    return {
+      dlm,
+      clients,
+      names,
+      inspect: async (resource) => named(await dlm.inspect(resource)),
+      forceRelease: async (resource) => named(await dlm.forceRelease(resource)),
+      close,
+    };
   } catch (error) {
     close();
     throw error;
   }
 }
+
+/**
+ * A plain client for `url`, or a Cluster seeded by it when its server answers CLUSTER SLOTS, which
+ * only a server in cluster mode does: a plain client there would see one master's keys, and get
+ * MOVED for the others'. CLUSTER SLOTS is what an ioredis Cluster needs anyway, and is asked even
+ * of an ACL user without INFO. A server that does not answer within `timeout` is taken as plain.
+ */
+async function open(
+  url: string,
+  timeout: number,
+  reconnect: boolean,
+): Promise<{ client: Redis | Cluster; name?: string }> {
+  const client = new Redis(url, {
+    connectTimeout: timeout,
+    maxRetriesPerRequest: 1,
+    retryStrategy: reconnect ? backOff : () => null,
+  });
+  // Failures reach the output as "unknown" instances; ioredis would also print each one.
+  client.on("error", (error: Error & { command?: { name?: string } }) => {
+    // the server refused the URL's database (out of range, or any but 0 in cluster mode): ioredis
+    // would go on in db 0, where a release would delete another database's key; closed here, the
+    // instance answers nothing
+    if (error.command?.name === "select") client.disconnect();
+  });
+  const clusterMode = await bounded(client.cluster("SLOTS"), timeout).then(
+    () => true,
+    () => false,
+  );
+  if (!clusterMode) return { client };
+  client.disconnect();
+  // every master gets the URL's credentials and TLS, not only the seed
+  const { host, port, username, password, tls } = client.options;
+  const cluster = new Cluster([{ host, port }], {
+    redisOptions: { username, password, tls, connectTimeout: timeout, maxRetriesPerRequest: 1 },
+    // ioredis's ready check asks CLUSTER INFO of any node: a stopped master would fail it for the
+    // whole Cluster. Without it the Cluster is ready once the seed listed the slots (the keys of a
+    // failed Cluster are then answered CLUSTERDOWN, shown as unknown).
+    enableReadyCheck: false,
+    // never ended, even for a one-shot command: a command to an ended Cluster waits for a "ready"
+    // that never comes, and core's bound on each answer holds no process open (Node would exit)
+    clusterRetryStrategy: backOff,
+  });
+  cluster.on("error", () => {});
+  // its masters are known once it is ready; one that is not by then is scanned as unavailable
+  await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
+  return { client: cluster, name: `cluster@${host}:${port}` };
+}
+
+const backOff = (times: number) => Math.min(times * 200, 2000);

@@ -31,7 +31,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return EXIT.done;
     }
     const { connect } = await import("./connect.js");
-    instances = connect(args.urls, args.prefix, args.timeout, args.command === "watch");
+    instances = await connect(args.urls, args.prefix, args.timeout, args.command === "watch");
   } catch (error) {
     return usage(io, error);
   }

@@ -1,4 +1,5 @@
-import type { Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
+import { bounded } from "./bounded.js";
 
 /** More keys than this and `list` stops scanning and says so: narrow the pattern. */
 export const MAX_RESOURCES = 10_000;
@@ -15,11 +16,11 @@ export interface ScanResult {
 
 /**
  * SCANs every instance (never KEYS, which blocks Redis for the whole key space) for string keys
- * matching the prefix and `pattern`, a Redis glob on the resource name. Each SCAN call is bounded
- * by `timeout`.
+ * matching the prefix and `pattern`, a Redis glob on the resource name; a Cluster on every master,
+ * and it counts as scanned only when each of them answered. Each SCAN call is bounded by `timeout`.
  */
 export async function scanResources(
-  clients: readonly Redis[],
+  clients: readonly (Redis | Cluster)[],
   prefix: string,
   pattern: string,
   timeout: number,
@@ -27,20 +28,26 @@ export async function scanResources(
   const found = new Set<string>();
   const failed: ScanResult["failed"] = [];
   const match = escapeGlob(prefix) + pattern;
+  const scan = async (server: Redis) => {
+    let cursor = "0";
+    do {
+      const [next, keys] = await bounded(server.scan(cursor, "MATCH", match, "COUNT", 1000, "TYPE", "string"), timeout);
+      for (const key of keys) {
+        if (found.size < MAX_RESOURCES && !LIBRARY_KEY.test(key)) found.add(key.slice(prefix.length));
+      }
+      cursor = next;
+    } while (cursor !== "0" && found.size < MAX_RESOURCES);
+  };
   await Promise.all(
     clients.map(async (client, instance) => {
       try {
-        let cursor = "0";
-        do {
-          const [next, keys] = await bounded(
-            client.scan(cursor, "MATCH", match, "COUNT", 1000, "TYPE", "string"),
-            timeout,
-          );
-          for (const key of keys) {
-            if (found.size < MAX_RESOURCES && !LIBRARY_KEY.test(key)) found.add(key.slice(prefix.length));
-          }
-          cursor = next;
-        } while (cursor !== "0" && found.size < MAX_RESOURCES);
+        if (!(client instanceof Cluster)) return await scan(client);
+        // every master is scanned to the end (what the others hold is listed), then one failure fails the instance
+        const masters = mastersOf(client);
+        const scans = await Promise.allSettled(masters.map(([, master]) => scan(master)));
+        for (const [index, result] of scans.entries()) {
+          if (result.status === "rejected") throw new Error(`master ${masters[index]?.[0]}: ${result.reason.message}`);
+        }
       } catch (error) {
         failed.push({ instance, error: (error as Error).message });
       }
@@ -48,6 +55,26 @@ export async function scanResources(
   );
   failed.sort((a, b) => a.instance - b.instance);
   return { resources: [...found].sort(), failed, truncated: found.size >= MAX_RESOURCES };
+}
+
+const SLOTS = 16_384;
+
+/**
+ * The master of every hash slot, as host:port and its client: a master whose connection the
+ * Cluster dropped (stopped) or a slot without one throws, since its keys cannot be read.
+ */
+function mastersOf(cluster: Cluster): [string, Redis][] {
+  if (cluster.status !== "ready") throw new Error(`the Cluster is not connected (${cluster.status})`);
+  const clients = new Map(cluster.nodes("master").map((node) => [`${node.options.host}:${node.options.port}`, node]));
+  const masters = new Map<string, Redis>();
+  for (let slot = 0; slot < SLOTS; slot++) {
+    const where = cluster.slots[slot]?.[0];
+    if (where === undefined) throw new Error(`no master serves hash slot ${slot}`);
+    const master = clients.get(where);
+    if (master === undefined) throw new Error(`master ${where} is not connected`);
+    masters.set(where, master);
+  }
+  return [...masters];
 }
 
 /**
@@ -58,19 +85,3 @@ const LIBRARY_KEY = /:redlock-kit:(?:fence|waiters)$/;
 
 /** The prefix matched literally, whatever glob characters it holds. */
 const escapeGlob = (text: string) => text.replace(/[*?[\]\\]/g, "\\$&");
-
-function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`No answer within ${ms} ms`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}

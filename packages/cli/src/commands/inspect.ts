@@ -28,7 +28,7 @@ export function instanceTable(view: LockInspection): string {
 }
 
 export const inspect: Verb = async (args, instances, io) => {
-  const view = await instances.dlm.inspect(args.target as string);
+  const view = await instances.inspect(args.target as string);
   if (args.json) io.stdout.write(`${JSON.stringify(inspectionJson(view))}\n`);
   else io.stdout.write(`${verdict(view)}\n\n${instanceTable(view)}\n`);
   if (view.state === "unknown") return EXIT.unavailable;

@@ -25,7 +25,7 @@ export async function collect(args: CliArgs, instances: Instances): Promise<List
   if (scan.resources.length === 0) await instances.dlm.inspect(UNUSED_RESOURCE);
   const views = await mapLimit(scan.resources, CONCURRENCY, (resource) =>
     // a key whose name core refuses as a resource (empty, over 1024 characters) is no lock: skipped
-    instances.dlm.inspect(resource).catch((error: unknown) => {
+    instances.inspect(resource).catch((error: unknown) => {
       if (error instanceof TypeError || error instanceof RangeError) return undefined;
       throw error;
     }),

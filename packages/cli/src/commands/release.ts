@@ -10,7 +10,7 @@ import { verdict } from "./inspect.js";
  */
 export const release: Verb = async (args, instances, io) => {
   const resource = args.target as string;
-  const before = await instances.dlm.inspect(resource);
+  const before = await instances.inspect(resource);
   if (before.held === 0 && before.unknown === 0) {
     if (args.json) io.stdout.write(`${JSON.stringify({ ...notHeld(before), deleted: 0 })}\n`);
     else io.stdout.write(`${verdict(before)} Nothing to delete.\n`);
@@ -30,7 +30,7 @@ export const release: Verb = async (args, instances, io) => {
       return EXIT.nothing;
     }
   }
-  const result = await instances.dlm.forceRelease(resource);
+  const result = await instances.forceRelease(resource);
   const total = result.instances.length;
   if (args.json) io.stdout.write(`${JSON.stringify(releaseJson(result))}\n`);
   else io.stdout.write(`Deleted ${result.key} on ${result.deleted} of ${total} instances.\n`);
