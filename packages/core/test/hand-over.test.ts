@@ -1,7 +1,8 @@
-import type { Redis } from "ioredis";
+import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { attemptsOf } from "#test-helpers/lock-events.js";
-import { sleep, useRedisServers } from "#test-helpers/redis.js";
+import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import {
   type AcquireReply,
   type Lock,
@@ -475,4 +476,70 @@ describe("waiting behind a lock of its own Redlock", () => {
     expect(lock.valid).toBe(true);
     await lock.release();
   });
+});
+
+describe("a waiting call that wins just as it ends", () => {
+  it.each([
+    ["its signal aborts", ["won"]],
+    ["its signal aborts", ["won", "won:2"]],
+    ["stopAcquiring() comes", ["won"]],
+    ["stopAcquiring() comes", ["won", "won:2"]],
+  ] as const)(
+    "when %s (%o), it leaves the queues before it gives the lock back: a minority holder's later release does not hand it the key",
+    async (ending, resources) => {
+      const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+      // another owner holds the key on the third instance only
+      const held = await redlock({}, [clients[2] as Redis]).acquire("won", 30_000);
+      // the waiting Redlock reaches the first two instances through proxies that can hold their replies back
+      const proxies = await Promise.all([a, b].map((server) => startDelayProxy(server.port)));
+      const own = [...proxies.map((proxy) => new Redis({ host: "127.0.0.1", port: proxy.port })), c.client()];
+      for (const client of own) client.on("error", () => {});
+      // the held replies are waited for, not timed out
+      const dlm = new Redlock(own, { ...NO_POLLING, instanceTimeout: 10_000 });
+      const stop = new AbortController();
+      try {
+        // it listens, and is connected: the call below queues from its first attempt, its only command
+        await redlock().acquire("other", 30_000);
+        const listening = dlm.acquire("other", 20_000, { wait: 60_000, signal: stop.signal }).catch(() => {});
+        await untilQueued("other", 1);
+        for (const proxy of proxies) proxy.holdReplies();
+        const controller = new AbortController();
+        const call = dlm.acquire(resources, 20_000, { wait: 60_000, signal: controller.signal });
+        // its attempt took the keys on the first two instances and queued it behind the holder on the third
+        const [first, second, third] = clients as [Redis, Redis, Redis];
+        await until(
+          async () =>
+            (await first.exists(...resources)) === resources.length &&
+            (await second.exists(...resources)) === resources.length &&
+            (await third.zcard(queueOf("won"))) === 1,
+        );
+        const value = await first.get("won");
+        // it ends before it hears that it won
+        const stopping = ending === "stopAcquiring() comes" ? dlm.stopAcquiring() : controller.abort(new Error("left"));
+        // the attempt's replies come: it won, and gives the lock back; the replies to that release are held
+        for (const proxy of proxies) {
+          proxy.releaseReplies();
+          proxy.holdReplies();
+        }
+        await until(async () => (await first.get("won")) !== value && (await second.get("won")) !== value);
+        // that release was sent on every connection at once: behind it on the third instance's
+        await (own[2] as Redis).ping();
+        // the holder releases there before the call has settled
+        expect(await held.release()).toBe(true);
+        for (const proxy of proxies) proxy.releaseReplies();
+        await expect(call).rejects.toThrow(ending === "stopAcquiring() comes" ? /stopAcquiring\(\)/ : "left");
+        await stopping;
+        // nobody else waits for the key: it is free everywhere, not held for the call that left
+        expect(await third.get("won")).not.toBe(value);
+        expect(await Promise.all(clients.map((client) => client.get("won")))).toEqual([null, null, null]);
+        stop.abort();
+        await listening;
+      } finally {
+        stop.abort();
+        await dlm.quit();
+        for (const client of own) client.disconnect();
+        await Promise.all(proxies.map((proxy) => proxy.close()));
+      }
+    },
+  );
 });

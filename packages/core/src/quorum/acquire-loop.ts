@@ -102,7 +102,7 @@ export class AcquireLoop {
       state.validUntil = reserved.start + reserved.hold - drift;
       state.expiresAt = reserved.wallStart + reserved.hold - drift;
       if (counter !== undefined) counter.attempts = 1;
-      const lock = this.#acquired(names, state, retaking, undefined, opts.signal, 1, start);
+      const lock = this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
       if (reserved.hold < ttl && !(lock instanceof Promise)) extendReserved(parts.owner, lock, ttl);
       return lock;
     }
@@ -167,7 +167,7 @@ export class AcquireLoop {
             state.driftFactor = opts.driftFactor;
             state.validUntil = attemptStart + ttl - drift;
             state.expiresAt = wallStart + ttl - drift;
-            const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start);
+            const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start, waiting);
             return lock instanceof Promise ? await lock : lock;
           }
           failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
@@ -216,7 +216,7 @@ export class AcquireLoop {
           state.driftFactor = opts.driftFactor;
           state.validUntil = grantedAt + ttl - drift;
           state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
-          const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start);
+          const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start, waiting);
           return lock instanceof Promise ? await lock : lock;
         }
         skipping = waiting?.refusedHere(parts.live, keys, inLine) === true;
@@ -280,7 +280,8 @@ export class AcquireLoop {
   /**
    * The lock is held on a quorum with validity left: hands it out, or, if the call was aborted or
    * quit() came meanwhile, a promise that releases it and rejects (no promise on the
-   * common path: this runs once per lock). A call that followed this Redlock's release of the key
+   * common path: this runs once per lock); a `waiting` call leaves its queues before that release
+   * (WaitingCall.givesBack). A call that followed this Redlock's release of the key
    * (`retaking`) continues that release's run of retakes, or begins one now (speed/retake.ts).
    */
   #acquired(
@@ -291,12 +292,14 @@ export class AcquireLoop {
     signal: AbortSignal | undefined,
     attempts: number,
     start: number,
+    waiting: WaitingCall | undefined,
   ): Lock | Promise<never> {
     const parts = this.#parts;
     state.acquiredAt = this.#ctx.clock();
     state.streakStart = retaking && (retaking.streakStart ?? state.acquiredAt);
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted || this.#quit !== undefined) {
+      waiting?.givesBack();
       return parts.owner.unlock(lock).then(() => {
         throw this.#stopped(names, signal, attempts, start);
       });

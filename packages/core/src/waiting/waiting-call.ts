@@ -157,6 +157,21 @@ export class WaitingCall {
   }
 
   /**
+   * The call won but gives the lock back (aborted, or stopped, as it won): it leaves the queues now,
+   * before its release is sent on the same connections, so that no instance can hand it a key after
+   * that release (a minority holder's release would hold the key for it, with nobody to pass it on),
+   * and it counts as a waiter that gave up. The release covers every key handed to it before: `end()`
+   * has nothing left to do.
+   */
+  givesBack(): void {
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    waiter.acquired = false;
+    this.#handOvers.leave(waiter, this.#queuedOn);
+    this.#waiter = undefined;
+  }
+
+  /**
    * The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up.
    * `closing`: quit() ended it and closes the subscription next, so a hand-over whose message has
    * not come yet would hold the key for the waiter's hold (its ttl, for a grant) with nobody to pass
