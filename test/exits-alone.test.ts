@@ -1,7 +1,8 @@
 /**
  * A process that waited for a lock while one instance was down, and closed its own clients but not
  * its Redlock, exits by itself: the hand-over subscriber connection never holds it (docs/waiting.md,
- * "Leaks"). The child (fixtures/exits-alone.mjs) imports the BUILT core.
+ * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts. The
+ * children (fixtures/exits-alone.mjs, fixtures/quit-reconnecting.mjs) import the BUILT core.
  */
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -12,6 +13,7 @@ import { requireBuiltCore } from "./helpers/workers.js";
 
 const run = promisify(execFile);
 const script = fileURLToPath(new URL("./fixtures/exits-alone.mjs", import.meta.url));
+const quitReconnecting = fileURLToPath(new URL("./fixtures/quit-reconnecting.mjs", import.meta.url));
 const servers = useRedisServers(2);
 
 beforeAll(() => requireBuiltCore());
@@ -38,4 +40,23 @@ describe("a process that waited while an instance was down, without quit()", () 
       expect(await runChild({ library, wait: true })).toEqual([{ done: true }]);
     }, 60_000);
   }
+});
+
+describe("quit() while an ioredis hand-over subscriber is between two connection attempts", () => {
+  // ioredis's disconnect() armed its 2 s disconnect timer (not unref'd) on the socket that had
+  // already closed, so nothing ever cleared it: the process lived on after quit()
+  const leftAfterQuit = async (config: { ports: number[]; down?: boolean }) => {
+    const { stdout } = await run(process.execPath, [quitReconnecting, JSON.stringify(config)], { timeout: 60_000 });
+    return JSON.parse(stdout) as { waiter: string; left: string[] };
+  };
+
+  it("leaves nothing alive once the server killed the subscriber's connection", async () => {
+    const port = servers.servers[0]?.port as number;
+    expect(await leftAfterQuit({ ports: [port] })).toEqual({ waiter: "LockUnavailableError", left: [] });
+  }, 60_000);
+
+  it("leaves nothing alive while the subscriber's first connection is refused (instance down)", async () => {
+    const ports = [...servers.servers.map((server) => server.port), await freePort()];
+    expect(await leftAfterQuit({ ports, down: true })).toEqual({ waiter: "LockUnavailableError", left: [] });
+  }, 60_000);
 });

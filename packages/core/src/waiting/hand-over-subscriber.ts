@@ -100,7 +100,10 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
     const cluster = "isCluster" in client && client.isCluster;
     const connection = cluster
       ? (client as Cluster).duplicate()
-      : (client as Redis).duplicate({ autoResubscribe: false });
+      : // disconnectTimeout 0: ioredis's disconnect() arms a timer (2 s by default, not unref'd) on
+        // the last socket, cleared only by that socket's 'close'; between two connection attempts
+        // that socket has closed already, and the timer held a process whose work was done
+        (client as Redis).duplicate({ autoResubscribe: false, disconnectTimeout: 0 });
     connection.on("error", () => {});
     /** The run_id of the server this connection reaches, once it said; bumped `connections` drop a late answer. */
     let server: string | undefined;
