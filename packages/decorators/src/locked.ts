@@ -138,8 +138,14 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
   const enclosing = locksHolding(redlock, resources);
-  if (pending.length === 0)
-    return checkHeld(enclosing, await notAGenerator(Reflect.apply(original, thisArg, args), call));
+  if (pending.length === 0) {
+    const body = () => notAGenerator(Reflect.apply(original, thisArg, args), call);
+    // Re-entered: the body runs under the innermost enclosing lock that holds all its resources, not
+    // under a lock on another resource taken in between, whose fence counts another resource's
+    // acquisitions (a write with it could pass this resource's later fences): currentFence() is its own.
+    const own = enclosing.findLast((lock) => resources.every((resource) => lock.resources.includes(resource)));
+    return checkHeld(enclosing, await (own === undefined ? body() : holdingLock(redlock, own, body)));
+  }
   let entered = false;
   const run = redlock.using(
     pending,

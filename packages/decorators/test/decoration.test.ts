@@ -1,5 +1,5 @@
 import "reflect-metadata";
-import { LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
+import { fencedSet, LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
@@ -422,6 +422,40 @@ describe("the fence of the lock a @Locked method runs under", () => {
     expect(currentFence("account:7")).toBeUndefined();
     const plain = decorateStandard(async () => [currentFence(), currentLock()?.resources], "plain", Locked("plain"));
     expect(await plain()).toEqual([undefined, ["plain"]]);
+  });
+
+  it("is the fence of the method's own resource when it is re-entered under a lock on another resource", async () => {
+    setDefaultRedlock(dlm);
+    // the ledger's counter runs ahead of the account's, as two resources' counters do
+    await client.set("ledger:redlock-kit:fence", "100");
+    const seen: unknown[] = [];
+    const deposit = decorateStandard(
+      async (id: unknown) => {
+        const fence = currentFence();
+        seen.push(["deposit", fence, currentLock()?.resources]);
+        return fencedSet(client, `balance:${id}`, "deposited", fence);
+      },
+      "deposit",
+      Locked("account:{0}", { fencing: true }),
+    );
+    const ledger = decorateStandard(async (id: unknown) => deposit(id), "ledger", Locked("ledger", { fencing: true }));
+    const transfer = decorateStandard(
+      async (id: unknown) => {
+        seen.push(["transfer", currentFence()]);
+        return ledger(id);
+      },
+      "transfer",
+      Locked("account:{0}", { fencing: true }),
+    );
+    // deposit re-enters account:7 (held by transfer) from inside ledger's lock
+    expect(await transfer("7")).toBe(true);
+    expect(seen).toEqual([
+      ["transfer", "1"],
+      ["deposit", "1", ["account:7"]],
+    ]);
+    // the next holder of account:7 carries a greater fence of account:7's, and its write is taken
+    expect(await deposit("7")).toBe(true);
+    expect(seen[2]).toEqual(["deposit", "2", ["account:7"]]);
   });
 
   it("refuses a non-boolean fencing option when the class is defined", () => {
