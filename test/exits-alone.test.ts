@@ -1,8 +1,9 @@
 /**
  * A process that waited for a lock while one instance was down, and closed its own clients but not
  * its Redlock, exits by itself: the hand-over subscriber connection never holds it (docs/waiting.md,
- * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts. The
- * children (fixtures/exits-alone.mjs, fixtures/quit-reconnecting.mjs) import the BUILT core.
+ * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts, nor a
+ * client Redlock created itself. The children (fixtures/exits-alone.mjs, quit-reconnecting.mjs,
+ * quit-owned.mjs) import the BUILT core.
  */
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -14,6 +15,7 @@ import { requireBuiltCore } from "./helpers/workers.js";
 const run = promisify(execFile);
 const script = fileURLToPath(new URL("./fixtures/exits-alone.mjs", import.meta.url));
 const quitReconnecting = fileURLToPath(new URL("./fixtures/quit-reconnecting.mjs", import.meta.url));
+const quitOwned = fileURLToPath(new URL("./fixtures/quit-owned.mjs", import.meta.url));
 const servers = useRedisServers(2);
 
 beforeAll(() => requireBuiltCore());
@@ -58,5 +60,28 @@ describe("quit() while an ioredis hand-over subscriber is between two connection
   it("leaves nothing alive while the subscriber's first connection is refused (instance down)", async () => {
     const ports = [...servers.servers.map((server) => server.port), await freePort()];
     expect(await leftAfterQuit({ ports, down: true })).toEqual({ waiter: "LockUnavailableError", left: [] });
+  }, 60_000);
+});
+
+describe("quit() while a client Redlock created is between two connection attempts", () => {
+  // ioredis's disconnect() armed its 2 s disconnect timer on the socket that had already closed;
+  // and such a client never emits 'end', which quit() must not wait for (nothing else may be
+  // keeping the process alive: an unsettled top-level await exits it with code 13)
+  const leftAfterQuit = async (config: { ports: number[]; down?: boolean }) => {
+    const child = run(process.execPath, [quitOwned, JSON.stringify(config)], { timeout: 60_000 });
+    const { stdout } = await child.catch((error: { stdout?: string; code?: number }) => ({
+      stdout: JSON.stringify({ code: error.code, stdout: error.stdout }),
+    }));
+    return JSON.parse(stdout) as Record<string, unknown>;
+  };
+
+  it("resolves and leaves nothing alive once the server killed its connection", async () => {
+    const ports = servers.servers.map((server) => server.port);
+    expect(await leftAfterQuit({ ports })).toEqual({ quit: "resolved", left: [] });
+  }, 60_000);
+
+  it("resolves and leaves nothing alive while its instance refuses the connection (instance down)", async () => {
+    const ports = [...servers.servers.map((server) => server.port), await freePort()];
+    expect(await leftAfterQuit({ ports, down: true })).toEqual({ quit: "resolved", left: [] });
   }, 60_000);
 });

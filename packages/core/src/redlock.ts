@@ -342,7 +342,10 @@ export class Redlock {
         const bound = new Promise((resolve) => setTimeout(resolve, QUIT_BOUND_MS).unref());
         await Promise.race([owned.quit().catch(() => {}), bound]);
         owned.disconnect();
-        await Promise.race([ended, bound]);
+        // Between two connection attempts there is no socket left to close: ioredis leaves the
+        // client "reconnecting" and never emits 'end'. Waiting for it would hold quit() for the
+        // bound, whose timer is unref'd: a process with nothing else alive would exit with quit() unsettled.
+        if (owned.status !== "reconnecting") await Promise.race([ended, bound]);
       }),
     );
   }

@@ -30,6 +30,11 @@ export interface ResolvedInstance {
 const OWNED_CLIENT_DEFAULTS: RedisOptions = {
   // Redlock bounds every call itself; a dead instance should fail queued commands soon, not after 20 retries
   maxRetriesPerRequest: 1,
+  // ioredis's disconnect() arms this timer (2 s by default, not unref'd) on the last socket and
+  // clears it only on that socket's 'close': between two connection attempts that socket has
+  // closed already, and quit() left a timer holding a process whose work was done. quit() sends
+  // QUIT first, so nothing is left to wait for once it disconnects.
+  disconnectTimeout: 0,
 };
 
 function createOwned(client: Redis): ResolvedInstance {
