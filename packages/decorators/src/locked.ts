@@ -138,8 +138,10 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
   const enclosing = locksHolding(redlock, resources);
+  // A thenable the method returns (a lazy query) is resolved inside the lock's context, where its
+  // `then` runs: awaited outside, its work would not count as holding the lock.
+  const body = () => Promise.resolve(notAGenerator(Reflect.apply(original, thisArg, args), call));
   if (pending.length === 0) {
-    const body = () => notAGenerator(Reflect.apply(original, thisArg, args), call);
     // Re-entered: the body runs under the innermost enclosing lock that holds all its resources, not
     // under a lock on another resource taken in between, whose fence counts another resource's
     // acquisitions (a write with it could pass this resource's later fences): currentFence() is its own.
@@ -152,10 +154,9 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     call.options.ttl,
     async (_signal, lock) => {
       entered = true;
-      const result = await holdingLock(redlock, lock, () =>
-        notAGenerator(Reflect.apply(original, thisArg, args), call),
-      );
-      return checkHeld([lock, ...enclosing], result);
+      // The caller's locks ended while this one was acquired (a call it did not await): never run without them.
+      checkHeld(enclosing, undefined, "before the method started");
+      return checkHeld([lock, ...enclosing], await holdingLock(redlock, lock, body));
     },
     call.options.using,
   );
@@ -187,12 +188,12 @@ function notAGenerator(value: unknown, call: LockedCall): unknown {
  * out, or the enclosing call released it. The body may then have run without exclusivity, which its
  * caller must hear about rather than receive a result as if it had not.
  */
-function checkHeld<T>(locks: readonly Lock[], result: T): T {
+function checkHeld<T>(locks: readonly Lock[], result: T, when = "before the method finished"): T {
   const lost = locks.find((lock) => !lock.valid);
   if (lost === undefined) return result;
   // no method name in the message: with expose: true Koa and Fastify send it to the client
   const cause: unknown = lost.signal.reason;
-  throw new LockLostError(lost.resources, "Lock was lost before the method finished", { cause });
+  throw new LockLostError(lost.resources, `Lock was lost ${when}`, { cause });
 }
 
 function isDecoratorContext(value: unknown): value is { kind: string; name: string | symbol } {

@@ -1,5 +1,5 @@
 import "reflect-metadata";
-import { fencedSet, LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
+import { fencedSet, Lock, LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
@@ -382,6 +382,78 @@ describe("a re-entered @Locked call", () => {
     expect(order).toEqual(["other owner holds order:1", "inner body done"]);
     expect(outcome).toBeInstanceOf(LockLostError);
     expect((outcome as LockLostError).resources).toEqual(["order:1"]);
+  });
+  it("whose caller's lock ends while it locks the rest of its resources does not run without it: LockLostError, body not run", async () => {
+    setDefaultRedlock(dlm);
+    const ran: unknown[] = [];
+    const both = decorateStandard(
+      async (id: unknown) => {
+        // another owner could take order:{id}, which this call counted its caller's lock for
+        const other = await dlm.acquire(`order:${id}`, 5000).catch((error: unknown) => error);
+        if (other instanceof Lock) await other.release();
+        ran.push(other instanceof Lock ? "another owner took order:1 while both ran" : other);
+      },
+      "both",
+      Locked(([id]) => [`order:${id}`, `stock:${id}`]),
+    );
+    let detached: Promise<unknown> = Promise.resolve();
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        // started, not awaited: it re-enters order:1 and locks stock:1, while outer returns and releases order:1
+        detached = both(id) as Promise<unknown>;
+      },
+      "outer",
+      Locked("order:{0}"),
+    );
+    await outer("1");
+    const outcome = await detached.then(
+      (value) => value,
+      (error: unknown) => error,
+    );
+    expect(ran).toEqual([]);
+    expect(outcome).toBeInstanceOf(LockLostError);
+    expect((outcome as LockLostError).resources).toEqual(["order:1"]);
+    expect(await client.dbsize()).toBe(0);
+  });
+});
+
+describe("a @Locked method that returns a thenable (a lazy query, run when awaited)", () => {
+  it("runs the thenable's work under its lock: a @Locked call there re-enters it, and currentFence() is the method's", async () => {
+    setDefaultRedlock(dlm);
+    const seen: unknown[] = [];
+    const audit = decorateStandard(
+      async () => {
+        seen.push(["audit", currentFence(), currentLock()?.resources]);
+        return "audited";
+      },
+      "audit",
+      Locked("order:{0}", { fencing: true }),
+    );
+    // not async: what it returns starts its work only when awaited, as a query builder does
+    const pay = decorateStandard(
+      (id: unknown) => ({
+        // biome-ignore lint/suspicious/noThenProperty: a thenable is what this test is about
+        then(resolve: (value: unknown) => void, reject: (reason: unknown) => void) {
+          seen.push(["pay's query", currentFence(), currentLock()?.resources]);
+          (audit(id) as Promise<unknown>).then(resolve, reject);
+        },
+      }),
+      "pay",
+      Locked("order:{0}", { fencing: true }),
+    );
+    const log = decorateStandard(async (id: unknown) => pay(id), "log", Locked("log", { fencing: true }));
+    const ship = decorateStandard(async (id: unknown) => log(id), "ship", Locked("order:{0}", { fencing: true }));
+    expect(await pay("1")).toBe("audited");
+    // re-entered on order:1 from inside a lock on log
+    expect(await ship("1")).toBe("audited");
+    expect(seen).toEqual([
+      ["pay's query", "1", ["order:1"]],
+      ["audit", "1", ["order:1"]],
+      ["pay's query", "2", ["order:1"]],
+      ["audit", "2", ["order:1"]],
+    ]);
+    // the fence counters alone are left
+    expect((await client.keys("*")).sort()).toEqual(["log:redlock-kit:fence", "order:1:redlock-kit:fence"]);
   });
 });
 
