@@ -417,6 +417,49 @@ describe("a re-entered @Locked call", () => {
   });
 });
 
+describe("a @Locked call made by a listener of a lock's signal", () => {
+  it("does not re-enter a lock that another call chain holds: the loss is reported outside any chain's locks", async () => {
+    setDefaultRedlock(dlm);
+    const report = decorateStandard(async () => "report ran", "report", Locked("report"));
+    // a job whose lock is lost: its listener calls @Locked("report")
+    const heard = new Promise<unknown[]>((resolve) => {
+      void dlm.using("job:1", 1000, async (signal) => {
+        await new Promise<void>((lost) => {
+          signal.addEventListener("abort", () => {
+            const lockThere = currentLock()?.resources;
+            void (report() as Promise<unknown>)
+              .catch((error: unknown) => error)
+              .then((outcome) => resolve([lockThere, outcome]));
+            lost();
+          });
+        });
+      });
+    });
+    const holder = gate();
+    // another chain holds report; a call it makes there arms the process's shared timer (a short
+    // per-instance bound), which then fires the job's renewal, and the loss, in this chain's context
+    const x = decorateStandard(
+      async () => {
+        await dlm.acquire("audit", 500, { instanceTimeout: 1 }).then(
+          (lock) => lock.release(),
+          () => {},
+        );
+        await client.del("job:1"); // another owner took it
+        await holder.inside();
+      },
+      "x",
+      Locked("report"),
+    );
+    const running = x() as Promise<unknown>;
+    await holder.enteredBy(running);
+    const [lockThere, outcome] = await heard;
+    holder.open();
+    await running;
+    expect(lockThere).toBeUndefined();
+    expect(outcome).toBeInstanceOf(LockContentionError);
+  });
+});
+
 describe("a @Locked method that returns a thenable (a lazy query, run when awaited)", () => {
   it("runs the thenable's work under its lock: a @Locked call there re-enters it, and currentFence() is the method's", async () => {
     setDefaultRedlock(dlm);

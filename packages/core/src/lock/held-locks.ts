@@ -48,6 +48,17 @@ export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T): T {
   return chain.run({ byRedlock, chain: [...chainOf(held), lock], innermost: lock }, fn);
 }
 
+/**
+ * Runs `fn` outside every held lock, where a `@Locked` call locks afresh. For what core calls back
+ * on its own (a lock's signal aborting): it may run in the context of any call chain, the one that
+ * armed the process's shared timer, and must not count as holding that chain's locks.
+ */
+export function outsideHeldLocks(fn: () => void): void {
+  const chain = shared[SHARED];
+  if (chain === undefined) fn();
+  else chain.exit(fn);
+}
+
 /** The held locks outermost first; for a context without `chain`, each Redlock's in turn (the best order it knows). */
 const chainOf = (held: HeldLocks | undefined): readonly Lock[] =>
   held === undefined ? [] : (held.chain ?? [...held.byRedlock.values()].flat());

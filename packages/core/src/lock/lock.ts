@@ -1,5 +1,6 @@
 import { LockLostError } from "../errors.js";
 import { type Deadline, deadlines } from "../speed/shared-timer.js";
+import { outsideHeldLocks } from "./held-locks.js";
 
 /** What a Lock asks of the Redlock that made it. */
 export interface LockOwner {
@@ -198,7 +199,9 @@ export function markLost(lock: Lock, error: LockLostError): void {
   state.lost = error;
   clearTimeout(state.timer);
   state.timer = undefined;
-  state.controller?.abort(error);
+  // its listeners are not the chain's that happened to detect the loss (a renewal on the shared timer)
+  const controller = state.controller;
+  if (controller !== undefined) outsideHeldLocks(() => controller.abort(error));
 }
 
 /** Records the release: the lock is no longer valid and its signal timer stops. */
