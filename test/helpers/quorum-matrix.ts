@@ -52,8 +52,13 @@ export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis
   beforeAll(async () => {
     clients = cluster.servers.map((server) => server.client());
     if (library === "node-redis") nodeRedis = await connectedNodeRedis(cluster.servers.map((server) => server.port));
-    dlm = new Redlock(library === "node-redis" ? nodeRedis : clients, { retryCount: 0, instanceTimeout: 50 });
-    // connected first: a cold connect on a busy machine can take longer than 50 ms
+    // A live node's answer must come within the per-instance timeout, or it counts as down and the
+    // row's outcome changes: at 50 ms a "held" node's answer missed it once beside other test runs
+    // (load average about 10; 'expected unavailable to be contention'). Each row with a stopped node
+    // waits it out twice (the attempt, then giving back what it took): 100 ms costs about 20 s more
+    // over the 5-node matrix than 50 ms did.
+    dlm = new Redlock(library === "node-redis" ? nodeRedis : clients, { retryCount: 0, instanceTimeout: 100 });
+    // connected first: a cold connect on a busy machine can take longer than the timeout
     await settled();
     // load the scripts on every connection, so a late landing is a single command behind which the release queues
     await (await dlm.acquire("warm-up", TTL)).release();
