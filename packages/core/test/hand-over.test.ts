@@ -2,6 +2,8 @@ import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { attemptsOf } from "#test-helpers/lock-events.js";
+import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
+import { queueSizes } from "#test-helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import {
   type AcquireReply,
@@ -478,6 +480,18 @@ describe("waiting behind a lock of its own Redlock", () => {
   });
 });
 
+/**
+ * Makes `dlm` listen for hand-overs: a call of it waits in line (until `signal` aborts) for "other",
+ * which another Redlock holds, queued on every instance. `listening`: that call, settled quietly
+ * (in an object: an async function's result would wait for it).
+ */
+async function waitInLine(dlm: Redlock, signal: AbortSignal): Promise<{ listening: Promise<unknown> }> {
+  await redlock().acquire("other", 30_000);
+  const listening = dlm.acquire("other", 20_000, { wait: 60_000, signal }).catch(() => {});
+  await untilQueued("other", 1);
+  return { listening };
+}
+
 describe("a waiting call that wins just as it ends", () => {
   it.each([
     ["its signal aborts", ["won"]],
@@ -499,9 +513,7 @@ describe("a waiting call that wins just as it ends", () => {
       const stop = new AbortController();
       try {
         // it listens, and is connected: the call below queues from its first attempt, its only command
-        await redlock().acquire("other", 30_000);
-        const listening = dlm.acquire("other", 20_000, { wait: 60_000, signal: stop.signal }).catch(() => {});
-        await untilQueued("other", 1);
+        const { listening } = await waitInLine(dlm, stop.signal);
         for (const proxy of proxies) proxy.holdReplies();
         const controller = new AbortController();
         const call = dlm.acquire(resources, 20_000, { wait: 60_000, signal: controller.signal });
@@ -539,6 +551,68 @@ describe("a waiting call that wins just as it ends", () => {
         await dlm.quit();
         for (const client of own) client.disconnect();
         await Promise.all(proxies.map((proxy) => proxy.close()));
+      }
+    },
+  );
+});
+
+describe("a waiting call's attempt answered NOSCRIPT after the call won", () => {
+  it.each(["ioredis", "node-redis"] as const)(
+    "%s: it is not sent again behind the call's leaving of the queues: a minority holder's later release does not hand it the key",
+    async (library) => {
+      const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+      const third = clients[2] as Redis;
+      // another owner holds the key on the third instance only
+      const held = await redlock({}, [third]).acquire("flushed", 30_000);
+      // the waiting Redlock reaches the third instance through a proxy that can hold its replies back
+      const proxy = await startDelayProxy(c.port);
+      const ports = [a.port, b.port, proxy.port];
+      const own =
+        library === "ioredis"
+          ? ports.map((port) => new Redis({ host: "127.0.0.1", port }))
+          : await connectedNodeRedis(ports);
+      for (const client of own) client.on("error", () => {});
+      const ping = () => (own[2] as { ping(): Promise<unknown> }).ping();
+      /** Resolves once what the library sent on the third connection in answer to the replies due there has run. */
+      const behindAnswers = async () => {
+        await ping();
+        await new Promise(setImmediate);
+        await ping();
+      };
+      // the held replies are waited for, not timed out
+      const dlm = new Redlock(own, { ...NO_POLLING, instanceTimeout: 10_000 });
+      const stop = new AbortController();
+      try {
+        // it listens, and each connection has run the acquire script (ioredis sent it whole): the
+        // call below queues from its first attempt, by SHA
+        const { listening } = await waitInLine(dlm, stop.signal);
+        // and it listens on the third instance: a hand-over there is heard (its channel heads its queue entry)
+        const [entry] = await third.zrange(queueOf("other"), "0", "0");
+        const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
+        await until(async () => ((await third.pubsub("NUMSUB", channel)) as unknown[])[1] === 1);
+        // the third instance's script cache is emptied (SCRIPT FLUSH, a restart), and its replies held back
+        await third.script("FLUSH");
+        proxy.holdReplies();
+        // it wins on the first two; the third ran its attempt (NOSCRIPT), then its ZREM as it left the queues
+        const lock = await dlm.acquire("flushed", 20_000, { wait: 60_000 });
+        proxy.releaseReplies();
+        // a script sent whole again on the NOSCRIPT is sent before the second PING, and runs before it
+        await behindAnswers();
+        // its release has a quorum without the third instance, where it is sent whole again (NOSCRIPT)
+        expect(await lock.release()).toBe(true);
+        await behindAnswers();
+        // the holder releases there after the call left: nobody else waits for the key
+        expect(await held.release()).toBe(true);
+        expect(await third.get("flushed")).not.toBe(lock.value);
+        expect([await third.get("flushed"), ...(await queueSizes(clients, "flushed"))]).toEqual([null, 0, 0, 0]);
+        stop.abort();
+        await listening;
+      } finally {
+        stop.abort();
+        await dlm.quit();
+        if (library === "ioredis") for (const client of own as Redis[]) client.disconnect();
+        else closeNodeRedis(own as NodeRedisClient[]);
+        await proxy.close();
       }
     },
   );

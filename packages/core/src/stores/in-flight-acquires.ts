@@ -4,8 +4,11 @@
  * FLUSH, a failover) is sent whole again, so it runs after every command sent on that connection in
  * the meantime. An acquire whose value was released meanwhile (its attempt timed out and its
  * give-back went out) must not be sent again: it would take the keys after that give-back and keep
- * them for the ttl, with a value nobody releases. One per store, and one in its `OneKeySet`, whose
- * `SET NX GET` a Redis 6 refuses (then the acquire script would be sent the same way).
+ * them for the ttl, with a value nobody releases. Nor one whose waiting call left the queues (it won,
+ * or gave up): sent again behind that ZREM, it would queue the call again where another owner holds
+ * the key, and that owner's release would hold the key for a call that is over. One per store, and
+ * one in its `OneKeySet`, whose `SET NX GET` a Redis 6 refuses (then the acquire script would be
+ * sent the same way).
  */
 export class InFlightAcquires {
   /** Lock value → released since its acquire was sent. */
@@ -22,7 +25,10 @@ export class InFlightAcquires {
     return reply;
   }
 
-  /** `value` is being released: an acquire of it that Redis answers NOSCRIPT later is not sent again. */
+  /**
+   * `value` is being released, or its call left the queues: an acquire of it that Redis answers
+   * NOSCRIPT later is not sent again.
+   */
   released(value: string): void {
     if (this.#released.has(value)) this.#released.set(value, true);
   }

@@ -158,7 +158,9 @@ export class RedisStore implements LockStore {
     );
   }
 
+  /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
+    this.#inFlight.released(value);
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);

@@ -121,7 +121,11 @@ export interface LockStore {
    * hold `value`), -1 (reserved) or -2 (granted).
    */
   releaseOne?(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number>;
-  /** Optional, with `onHandOver`: removes a waiter that stopped waiting from the queues of `keys`. */
+  /**
+   * Optional, with `onHandOver`: removes a waiter that stopped waiting (it acquired, or gave up) from
+   * the queues of `keys`. An attempt of `value` sent before must not queue it again after this (a
+   * script re-sent on NOSCRIPT would run behind the removal).
+   */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
   /**
    * Optional, read-only: the value held under `key` and its remaining ttl, or `null` when the key

@@ -158,7 +158,9 @@ export class NodeRedisStore implements LockStore {
     return this.#subscriber.listen(channel, listener);
   }
 
+  /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
+    this.#inFlight.released(value);
     const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
