@@ -1,7 +1,15 @@
 import { createSentinel } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { SCRIPT_SHAS, startMonitor } from "#test-helpers/monitor.js";
 import { startSentinel, type TestSentinel } from "#test-helpers/redis.js";
-import { fencedGet, fencedSet, LockConfigurationError, NodeRedisStore, Redlock } from "../src/index.js";
+import {
+  fencedGet,
+  fencedSet,
+  LockConfigurationError,
+  LockUnavailableError,
+  NodeRedisStore,
+  Redlock,
+} from "../src/index.js";
 
 let sentinel: TestSentinel;
 
@@ -62,6 +70,45 @@ it("writes with a fence on the master a node-redis Sentinel client points at", a
     expect(await sentinel.master.client().hgetall("nr-sentinel:doc")).toEqual({ value: "first", fence: "5" });
     await sentinel.master.client().del("nr-sentinel:doc");
   } finally {
+    await client.close();
+  }
+});
+
+it("gives back an acquire its master had not answered after that acquire, never before it (a Sentinel runs a command that waited for its master connection after the ones sent meanwhile)", async () => {
+  const client = await nodeRedisSentinel();
+  const admin = sentinel.master.client();
+  const dlm = new Redlock([client], { retryCount: 0 });
+  try {
+    // connected, and the server's identity known: what follows is the locks' own commands
+    await (await dlm.acquire("nr-sentinel:warm", 5000)).release();
+    const monitor = await startMonitor(admin);
+    // the writes wait on the server: both attempts time out, and their give-backs follow them
+    await admin.client("PAUSE", 60_000, "WRITE");
+    let outcomes: unknown[];
+    try {
+      // two locks in one turn: the second's acquire waits for the master connection the first holds
+      outcomes = await Promise.all(
+        ["nr-sentinel:a", "nr-sentinel:b"].map((key) => dlm.lock(key, 5000).catch((error: unknown) => error)),
+      );
+    } finally {
+      await admin.client("UNPAUSE");
+    }
+    expect(outcomes.map((outcome) => outcome instanceof LockUnavailableError)).toEqual([true, true]);
+    /** What ran on `key`, in the server's order: "acquire" (SET NX GET) or "release" (the release script). */
+    const ranOn = (key: string) =>
+      monitor.seen.flatMap(({ source, args }) => {
+        if (source === "lua" || !args.includes(key)) return [];
+        if (args[0] === "set") return ["acquire"];
+        return args[0] === "evalsha" && args[1] === SCRIPT_SHAS.release ? ["release"] : [];
+      });
+    await expect.poll(() => ranOn("nr-sentinel:b").length).toBe(2);
+    await monitor.close();
+    // before: ["release", "acquire"], and the key kept by nobody for its ttl
+    expect(ranOn("nr-sentinel:a")).toEqual(["acquire", "release"]);
+    expect(ranOn("nr-sentinel:b")).toEqual(["acquire", "release"]);
+    expect(await admin.exists("nr-sentinel:a", "nr-sentinel:b")).toBe(0);
+  } finally {
+    await dlm.quit();
     await client.close();
   }
 });

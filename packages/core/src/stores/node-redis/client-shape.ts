@@ -82,15 +82,32 @@ export function nodeRedisKind(value: unknown): NodeRedisKind | undefined {
   return "client";
 }
 
-/** One `send` for the shape: a Cluster routes by the first key, a Sentinel to its master. */
+/** One `send` for the shape: a Cluster routes by the first key, a Sentinel to its master, in order. */
 export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
   const target = client as unknown as {
     sendCommand(...args: unknown[]): Promise<unknown>;
   };
   const options = mapsTypes(client) ? DEFAULT_TYPES : undefined;
   if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args, options);
-  if (kind === "sentinel") return (_, args) => target.sendCommand(false, args, options);
+  if (kind === "sentinel") return oneAtATime((_, args) => target.sendCommand(false, args, options));
   return (_, args) => target.sendCommand(args, options);
+}
+
+/**
+ * `send`, each command passed on once the one before it is answered. A node-redis Sentinel runs a
+ * command on a master connection leased from its pool: one that finds the lease out (sent in the
+ * same turn as another, or while a `use()` holds it) waits until every command on it is answered,
+ * and the commands sent meanwhile overtake it: a give-back ran before the acquire it undid, whose
+ * key then stayed set for its ttl with nobody's value. The cost: one command in flight per Sentinel
+ * (64 concurrent lock+unlock loops on loopback: about 3,300/s, 20,600/s before).
+ */
+function oneAtATime(send: Send): Send {
+  let last: Promise<unknown> = Promise.resolve();
+  return (firstKey, args) => {
+    const reply = last.then(() => send(firstKey, args));
+    last = reply.catch(() => {});
+    return reply;
+  };
 }
 
 /**
