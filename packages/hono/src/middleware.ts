@@ -68,7 +68,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
     return createMiddleware<RedlockEnv>(async function redlockMiddleware(c, next) {
       const outgoing = nodeResponse(c);
       // before the first await: a client that leaves while the body is read is still seen
-      const tracker = outgoing === undefined ? new FetchResponseTracker(c.req.raw.signal) : undefined;
+      const tracker = outgoing === undefined ? new FetchResponseTracker(c.req.raw.signal, answeredLater(c)) : undefined;
       const body = readsBody ? await jsonBody(c) : undefined;
       const source = keySource(c, route, body, pathLists);
       // Set once the route's handler has returned its Response; the server writes a plain body in
@@ -184,6 +184,16 @@ function followDropped(c: Context, held: HeldRoute): () => void {
   });
   held.follow(started.then(() => drainDroppedBody(c.res)));
   return () => start();
+}
+
+/**
+ * Whether a step around the route has answered since now: an outer `timeout()` that fired while the
+ * route waited for its lock set its 504 on `c.res` (`finalized`), and the server sent it. Off the
+ * Node response nothing else says so; a context answered already (an odd middleware that set `c.res`
+ * and then called `next()`) is not told apart.
+ */
+function answeredLater(c: Context): (() => boolean) | undefined {
+  return c.finalized ? undefined : () => c.finalized;
 }
 
 /**

@@ -1,14 +1,19 @@
-import { Hono } from "hono";
+import type { AcquireMessage } from "@redlock-kit/core";
+import { type ErrorHandler, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { timeout } from "hono/timeout";
 import { describe, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { send } from "#test-helpers/http-client.js";
-import { arrival, nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextAcquireStart, nextMessage, nextRelease } from "#test-helpers/lock-events.js";
 import { createRedlockMiddleware } from "../src/index.js";
 import { useServedRedlock } from "./serve.js";
 
 const bed = useServedRedlock();
+
+/** The app's onError: a timeout's HTTPException as its 504, anything else a plain 500. */
+const answerErrors: ErrorHandler = (error, c) =>
+  error instanceof HTTPException ? error.getResponse() : c.json({ error: "failed" }, 500);
 
 /** A route behind Hono's timeout(1000) whose handler waits for `release()`; `fail` makes it throw then. */
 function timedOutRoute({ fail = false } = {}) {
@@ -26,7 +31,7 @@ function timedOutRoute({ fail = false } = {}) {
     if (fail) throw new Error("failed after its timeout");
     return c.json({ ran: true });
   });
-  app.onError((error, c) => (error instanceof HTTPException ? error.getResponse() : c.json({ error: "failed" }, 500)));
+  app.onError(answerErrors);
   return { app, state, release };
 }
 
@@ -72,4 +77,40 @@ describe("a handler that Hono's timeout() answered for", () => {
       release();
     }
   });
+});
+
+describe("a timeout() that answered while the route waited for its lock", () => {
+  for (const nodeResponse of [true, false]) {
+    it(`gives the lock back once it arrives, and the handler does not run (${nodeResponse ? "Node response" : "Fetch path"})`, async () => {
+      const redlock = createRedlockMiddleware(bed.dlm, { ttl: 10_000, wait: 60_000 });
+      const app = new Hono();
+      let ran!: () => void;
+      const handlerRan = new Promise<string>((resolve) => {
+        ran = () => resolve("the handler ran");
+      });
+      app.use("/w/*", timeout(200));
+      app.post("/w/:id", redlock("hono-waited:{params.id}"), (c) => {
+        ran();
+        return c.json({ ran: true });
+      });
+      app.onError(answerErrors);
+      const server = await bed.serve(app, { nodeResponse });
+      const holder = await bed.dlm.acquire("hono-waited:1", 10_000);
+      const waiting = nextAcquireStart("hono-waited:1");
+      const answer = send(`${server.url}/w/1`, { method: "POST" });
+      await waiting;
+      // the holder keeps the key until the timeout's answer is out: the route is still waiting then
+      expect((await answer).status).toBe(504);
+      const acquired = nextMessage<AcquireMessage>(
+        "redlock-kit:acquire",
+        (m) => m.resources.includes("hono-waited:1") && m.outcome === "acquired",
+      );
+      await holder.release();
+      await arrival(acquired, "the route's lock");
+      const givenBack = nextRelease("hono-waited:1").then(() => "given back");
+      // before, on the Fetch path: the handler ran, under the lock, for a request already answered 504
+      expect(await arrival(Promise.race([givenBack, handlerRan]), "the lock's end or the handler")).toBe("given back");
+      expect(await bed.redis.exists("hono-waited:1")).toBe(0);
+    });
+  }
 });

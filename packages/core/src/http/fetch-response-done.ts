@@ -12,6 +12,9 @@ import type { TrackedResponse } from "./response-done.js";
  * it does not end the response, since its producer may still run (Hono's `stream()` settles the
  * cancel at once while its callback goes on), so the lock expires within one ttl.
  *
+ * `answered` tells when another step answered the request while the route waited for its lock (an
+ * outer timeout's 504): the lock is then given back at once and the handler does not run.
+ *
  * @example
  * const tracker = new FetchResponseTracker(request.signal);
  * const outcome = await route.beginTracked(source, tracker);
@@ -20,6 +23,7 @@ import type { TrackedResponse } from "./response-done.js";
  */
 export class FetchResponseTracker implements TrackedResponse {
   readonly #request: AbortSignal | undefined;
+  readonly #answered: (() => boolean) | undefined;
   #fallback: AbortController | undefined;
   #clientLeft: boolean;
   #done = false;
@@ -28,9 +32,14 @@ export class FetchResponseTracker implements TrackedResponse {
   #onDone: (() => void) | undefined;
   #onLeft: (() => void) | undefined;
 
-  /** @param requestSignal the request's `signal`, aborted when the client disconnects (when the server says so) */
-  constructor(requestSignal?: AbortSignal) {
+  /**
+   * @param requestSignal the request's `signal`, aborted when the client disconnects (when the server says so)
+   * @param answered whether another step has answered the request (the framework's own state), asked
+   * when the wait for the lock ends
+   */
+  constructor(requestSignal?: AbortSignal, answered?: () => boolean) {
     this.#request = requestSignal;
+    this.#answered = answered;
     this.#clientLeft = requestSignal?.aborted === true;
     if (!this.#clientLeft) requestSignal?.addEventListener("abort", this.#onAbort, { once: true });
   }
@@ -44,6 +53,11 @@ export class FetchResponseTracker implements TrackedResponse {
 
   get clientLeft(): boolean {
     return this.#clientLeft;
+  }
+
+  /** True once the response is over, or another step answered the request (`answered`). */
+  get finished(): boolean {
+    return this.#done || this.#answered?.() === true;
   }
 
   whenDone(callback: () => void): void {
