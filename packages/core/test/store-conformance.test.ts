@@ -134,6 +134,29 @@ describe.each(stores)("%s conformance", (_, create) => {
     for (const stop of stops) stop?.();
   });
 
+  it("a queue lives keepMs past its latest entry's queuing, the longest of them, then nobody in it is handed the key", async () => {
+    const heard: string[] = [];
+    const stop = await store.onHandOver?.("w", (key, value) => heard.push(`${key}=${value}`));
+    const ticket = (order: number, keepMs: number) => ({ channel: "w", order, holdMs: 60_000, keepMs });
+    await store.acquire(["kept"], "holder", 60_000);
+    await store.acquire(["lapsed"], "holder", 60_000);
+    // a later entry's shorter keepMs does not shorten its queue's life
+    expect((await store.acquire(["kept"], "long", 1000, ticket(2, 60_000))).acquired).toBe(false);
+    expect((await store.acquire(["kept"], "short", 1000, ticket(1, 50))).acquired).toBe(false);
+    expect((await store.acquire(["lapsed"], "short", 1000, ticket(1, 50))).acquired).toBe(false);
+    // the store's own clock: a key set after those queues with a ttl of 50 ms expires no sooner than they may
+    await store.acquire(["clock"], "tick", 50);
+    await until(async () => (await store.acquire(["clock"], "tock", 1000)).acquired, "the clock key's expiry");
+    expect(await store.release(["lapsed"], "holder")).toBe(1);
+    // its queue expired: the key is free, not held for the waiter
+    expect((await store.acquire(["lapsed"], "other", 1000)).acquired).toBe(true);
+    expect(await store.release(["kept"], "holder")).toBe(1);
+    expect((await store.acquire(["kept"], "other", 1000)).acquired).toBe(false);
+    await until(() => heard.length === 1);
+    expect(heard).toEqual(["kept=short"]);
+    stop?.();
+  });
+
   it("fenced acquire counts only where it takes the keys: a refusal or a release leaves the counters alone", async () => {
     expect(await store.acquireFenced?.(["a", "b"], "v1", 1000)).toEqual({ acquired: true, fences: ["1", "1"] });
     // refused by the holder: no counter moves

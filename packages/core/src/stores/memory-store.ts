@@ -19,6 +19,12 @@ interface Queued {
   readonly ticket: QueueTicket;
 }
 
+/** A key's waiters, oldest first; the queue expires as the Redis one does (each queuing keeps it at least its `keepMs`). */
+interface Queue {
+  readonly waiters: Queued[];
+  expiresAt: number;
+}
+
 type HandOverListener = (key: string, value: string) => void;
 
 /**
@@ -31,8 +37,7 @@ type HandOverListener = (key: string, value: string) => void;
 export class MemoryStore implements LockStore {
   readonly description = "memory";
   readonly #entries = new Map<string, Entry>();
-  /** Waiters per key, oldest first. */
-  readonly #queues = new Map<string, Queued[]>();
+  readonly #queues = new Map<string, Queue>();
   readonly #channels = new Map<string, HandOverListener>();
   /** Fence counters per key: never expire, never touched by release. */
   readonly #fences = new Map<string, bigint>();
@@ -153,28 +158,31 @@ export class MemoryStore implements LockStore {
   }
 
   #enqueue(key: string, value: string, ticket: QueueTicket): void {
-    let queue = this.#queues.get(key);
+    let queue = this.#liveQueue(key);
     if (queue === undefined) {
-      queue = [];
+      queue = { waiters: [], expiresAt: 0 };
       this.#queues.set(key, queue);
     }
-    if (queue.some((queued) => queued.value === value)) return;
+    // as the script's PEXPIRE: the queue lives at least keepMs more, never less than it had
+    queue.expiresAt = Math.max(queue.expiresAt, this.#now() + ticket.keepMs);
+    const waiters = queue.waiters;
+    if (waiters.some((queued) => queued.value === value)) return;
     // in order, as the Redis queue's score sorts it
-    let at = queue.length;
-    while (at > 0 && (queue[at - 1] as Queued).ticket.order > ticket.order) at--;
-    queue.splice(at, 0, { value, ticket });
+    let at = waiters.length;
+    while (at > 0 && (waiters[at - 1] as Queued).ticket.order > ticket.order) at--;
+    waiters.splice(at, 0, { value, ticket });
   }
 
   #dequeue(key: string, value: string): void {
-    const queue = this.#queues.get(key);
+    const queue = this.#liveQueue(key);
     if (queue === undefined) return;
-    const at = queue.findIndex((queued) => queued.value === value);
-    if (at !== -1) queue.splice(at, 1);
-    if (queue.length === 0) this.#queues.delete(key);
+    const at = queue.waiters.findIndex((queued) => queued.value === value);
+    if (at !== -1) queue.waiters.splice(at, 1);
+    if (queue.waiters.length === 0) this.#queues.delete(key);
   }
 
   #handOver(key: string): void {
-    const queue = this.#queues.get(key);
+    const queue = this.#liveQueue(key)?.waiters;
     if (queue === undefined) return;
     for (let head = queue.shift(); head !== undefined; head = queue.shift()) {
       const listener = this.#channels.get(head.ticket.channel);
@@ -188,17 +196,29 @@ export class MemoryStore implements LockStore {
   }
 
   #live(key: string): Entry | undefined {
-    const entry = this.#entries.get(key);
-    if (entry && entry.expiresAt <= this.#now()) {
-      this.#entries.delete(key);
+    return this.#unexpired(this.#entries, key);
+  }
+
+  /** A key's queue, unless it expired (a waiter that never left the queue leaves nothing behind). */
+  #liveQueue(key: string): Queue | undefined {
+    return this.#unexpired(this.#queues, key);
+  }
+
+  /** What `map` holds under `key`, dropped once expired, as Redis drops an expired key when read. */
+  #unexpired<T extends { expiresAt: number }>(map: Map<string, T>, key: string): T | undefined {
+    const held = map.get(key);
+    if (held && held.expiresAt <= this.#now()) {
+      map.delete(key);
       return undefined;
     }
-    return entry;
+    return held;
   }
 
   #sweep(): void {
     this.#writesSinceSweep = 0;
     const now = this.#now();
-    for (const [key, entry] of this.#entries) if (entry.expiresAt <= now) this.#entries.delete(key);
+    for (const map of [this.#entries, this.#queues]) {
+      for (const [key, held] of map) if (held.expiresAt <= now) map.delete(key);
+    }
   }
 }
