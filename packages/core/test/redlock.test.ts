@@ -111,6 +111,50 @@ describe("Redlock with three instances", () => {
     await expect.poll(() => values("ext2", 3)).toEqual([null, null, null]);
   });
 
+  it.each([
+    ["its signal unread", false],
+    ["its signal aborted meanwhile", true],
+  ])(
+    "rejects an extension a quorum confirms only after the lock's validity ended (%s): the lock stays lost",
+    async (_, readSignal) => {
+      // the replies of every instance held in proxies while the injected clock passes the validity
+      const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
+      const through = proxies.map((proxy, i) => (cluster.servers[i] as RedisServer).client({ port: proxy.port }));
+      let now = 1_000_000;
+      try {
+        // a per-instance bound no held reply reaches: every instance answers, each one yes
+        const dlm = new Redlock(through, { clock: () => now, instanceTimeout: 5000 });
+        const lock = await dlm.acquire("lapsed", 10_000);
+        now += 5000;
+        for (const proxy of proxies) proxy.holdReplies();
+        const extension = dlm.extend(lock, 10_000).then(
+          () => "extended",
+          (error: unknown) => error,
+        );
+        await expect.poll(() => proxies.every((proxy) => proxy.heldReplyBytes > 0)).toBe(true);
+        // past the validity the acquisition gave, within the one the extension would give
+        now += 5000;
+        expect(lock.valid).toBe(false);
+        const signal = readSignal ? lock.signal : undefined;
+        if (signal) await aborted(signal);
+        for (const proxy of proxies) proxy.releaseReplies();
+        const outcome = await extension;
+        // before: 'extended', the lock valid again (or, its signal aborted, resolved for a lost lock)
+        expect(outcome).toBeInstanceOf(LockLostError);
+        if (signal) expect(outcome).toBe(signal.reason);
+        expect(lock.valid).toBe(false);
+        expect(lock.remainingMs).toBe(0);
+        expect(lock.signal.aborted).toBe(true);
+        // the keys it extended are still its own: its release deletes them
+        expect(await lock.release()).toBe(true);
+        expect(await values("lapsed", 3)).toEqual([null, null, null]);
+      } finally {
+        for (const client of through) client.disconnect();
+        await Promise.all(proxies.map((proxy) => proxy.close()));
+      }
+    },
+  );
+
   it("refuses an extension to a ttl the drift uses up with RangeError, as acquire does, writing nothing", async () => {
     const dlm = new Redlock(first(3));
     const lock = await dlm.acquire("tiny", 5000);
@@ -403,6 +447,25 @@ describe("Redlock.using", () => {
     });
     expect(result).toBe(42);
     await expect.poll(() => values("long", 3)).toEqual([null, null, null]);
+  });
+
+  it.each([
+    ["twice its own ttl", 4000],
+    ["a shorter ttl than its renewal margin", 1000],
+  ])("keeps renewing the lock after a manual extend() to %s", async (_, manualTtl) => {
+    const dlm = new Redlock(first(3));
+    // 2 s, renewed at half of it: a renewal up to ~1 s late still comes in time
+    const outcome = await dlm.using("manual-extend", 2000, async (signal, lock) => {
+      await lock.extend(manualTtl);
+      // before: the renewal, due when the first validity ran low, found the longer one and never
+      // came again, or came after the shorter one had ended; the lock lapsed while fn ran
+      const renewal = nextExtensions("manual-extend", 1, { succeeded: true });
+      const came = await Promise.race([renewal.then(() => "renewed"), aborted(signal).then(() => "lost")]);
+      renewal.stop();
+      return { came, valid: lock.valid };
+    });
+    expect(outcome).toEqual({ came: "renewed", valid: true });
+    await expect.poll(() => values("manual-extend", 3)).toEqual([null, null, null]);
   });
 
   it("aborts the signal with LockLostError when an extension fails, and still releases", async () => {

@@ -34,6 +34,8 @@ class Renewal extends Deadline {
   readonly #holdEnd: number;
   readonly #margin: number;
   #stopped = false;
+  /** An extension was cut short by the cap: it was the last. */
+  #capped = false;
   /**
    * The async context of the call that took the lock, kept only while someone traces extensions:
    * the shared timer fires in the context of whichever call armed it, and an extension run there
@@ -61,12 +63,23 @@ class Renewal extends Deadline {
       deadlines.cancel(state.renewal);
       state.renewal = undefined;
     }
+    // Every extension of the lock, its own or a manual `extend()`, times the next renewal: one to a
+    // longer ttl than this renewal's must not end it, nor one to a shorter ttl leave it due too late.
+    state.onValidityChange = this.#extended;
     this.#schedule();
   }
 
   readonly stop = (): void => {
     this.#stopped = true;
     deadlines.cancel(this);
+    const state = this.#lock[STATE];
+    if (state.onValidityChange === this.#extended) state.onValidityChange = undefined;
+  };
+
+  // An extension cut short by the cap was the last: the next would gain only the drift each
+  // extension loses, and would start at once, again and again, until the cap.
+  readonly #extended = (): void => {
+    if (!this.#stopped && !this.#capped) this.#schedule();
   };
 
   #schedule(): void {
@@ -89,11 +102,10 @@ class Renewal extends Deadline {
     // Past the cap the lock is left to expire: its signal aborts when the validity ends.
     const next = Math.min(this.#ttl, Math.floor(this.#holdEnd - lock[STATE].clock()));
     if (next <= lock.remainingMs) return;
+    if (next < this.#ttl) this.#capped = true;
     try {
+      // once confirmed, it times the next renewal (#extended)
       await this.#owner.extend(lock, next);
-      // An extension cut short by the cap was the last: the next would gain only the drift each
-      // extension loses, and would start at once, again and again, until the cap.
-      if (!this.#stopped && next === this.#ttl) this.#schedule();
     } catch (error) {
       // LockLostError: extend() marked the lock lost and aborted its signal. Anything else means too
       // few instances answered: try again while validity is left (the signal aborts when it ends).

@@ -31,6 +31,8 @@ export class LockState {
   driftFactor = 0.01;
   /** A lock made from a reservation: its extension to its ttl, pending (speed/retake.ts). */
   renewal: Deadline | undefined;
+  /** Its auto-extension's: times the next renewal from the validity an extension left (lock/auto-extend.ts). */
+  onValidityChange: (() => void) | undefined;
   /** @internal links of its Redlock's list of live locks (lock/live-locks.ts), owned by that list */
   livePrev: LockState | undefined = undefined;
   /** @internal */
@@ -178,6 +180,15 @@ export function armValidityTimer(lock: Lock): void {
   const delay = Math.max(0, Math.ceil(state.validUntil - state.clock()));
   state.timer = setTimeout(onValidityTimer, delay, lock);
   state.timer.unref();
+}
+
+/**
+ * An extension changed the validity: what waits on it is timed again, the signal's timer and an
+ * auto-extension's next renewal (a manual `extend()` to another ttl moves when that is due).
+ */
+export function validityChanged(lock: Lock): void {
+  armValidityTimer(lock);
+  lock[STATE].onValidityChange?.();
 }
 
 function onValidityTimer(lock: Lock): void {

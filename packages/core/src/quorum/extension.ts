@@ -1,5 +1,5 @@
 import { LockLostError, LockUnavailableError } from "../errors.js";
-import { armValidityTimer, type Lock, markLost, STATE } from "../lock/lock.js";
+import { type Lock, markLost, STATE, validityChanged } from "../lock/lock.js";
 import { channels } from "../observe/diagnostics.js";
 import { driftFor } from "../options.js";
 import { failuresOf, fanOut } from "./ballot.js";
@@ -8,7 +8,7 @@ import { countVotes } from "./votes.js";
 
 /**
  * Resets a held lock's expiry to `ttl` ms from now on a quorum (see `Redlock.extend`). A lock is
- * lost when a quorum no longer holds it; too few answers to tell leave it valid until its current
+ * lost when a quorum no longer holds it, or its validity ended before a quorum confirmed; too few answers to tell leave it valid until its current
  * validity ends (or `ttl` from the extension's start, if sooner), and the caller may try again.
  */
 export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number, driftFactor: number): Promise<Lock> {
@@ -32,15 +32,30 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   const elapsed = clock() - start;
   const yes = countVotes(votes, (extended) => extended);
   const refused = countVotes(votes, (extended) => !extended);
-  const extended = yes >= quorum && ttl - elapsed - drift > 0 && !state.released;
+  // Released, lost or lapsed while the extension was in flight: a confirmation arriving now does not
+  // bring it back (`valid` never turns true again, and a signal that aborted stays the answer).
+  const lapsed = !lock.valid;
+  const extended = yes >= quorum && ttl - elapsed - drift > 0 && !lapsed;
   if (channels.extend.hasSubscribers) {
     channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
   }
   if (extended) {
     state.validUntil = start + ttl - drift;
     state.expiresAt = wallStart + ttl - drift;
-    armValidityTimer(lock);
+    validityChanged(lock);
     return lock;
+  }
+  if (lapsed && yes >= quorum) {
+    const error =
+      state.lost ??
+      new LockLostError(
+        lock.resources,
+        state.released
+          ? "Lock was released during the extension"
+          : "Lock validity ended before the extension was confirmed",
+      );
+    markLost(lock, error);
+    throw error;
   }
   const causes = failuresOf(votes, lock.value);
   // Too few answers to know: the keys may still be ours on a quorum. The lock stays valid until
@@ -50,7 +65,7 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   if (start + ttl - drift < state.validUntil) {
     state.validUntil = start + ttl - drift;
     state.expiresAt = Math.min(state.expiresAt, wallStart + ttl - drift);
-    armValidityTimer(lock);
+    validityChanged(lock);
   }
   if (yes < quorum && stores.length - refused >= quorum && lock.valid) {
     throw new LockUnavailableError(
