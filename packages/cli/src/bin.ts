@@ -10,6 +10,11 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code !== "EPIPE") throw error;
   interrupted.abort();
 });
+// A warning nobody can read any more (`list 2>&1 | head -1`) is dropped: the crash it caused
+// replaced the run's exit code (3: too few instances answered) with 1, "nothing found"
+process.stderr.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error;
+});
 
 process.exitCode = await runCli(process.argv.slice(2), {
   stdin: process.stdin,

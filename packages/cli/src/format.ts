@@ -15,6 +15,26 @@ export function table(header: readonly string[], rows: readonly (readonly string
     .join("\n");
 }
 
+/**
+ * Control, format and line-separator characters. Anyone who can name a lock (a resource built from
+ * request data) chooses its key's name: printed raw, it would drive the operator's terminal (clear
+ * it, move the cursor, draw a fake row).
+ */
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, "gu");
+
+/**
+ * A name as text output shows it: as it is, or as a JSON string when it holds a character a
+ * terminal would act on, escaped (JSON.stringify escapes C0 only: DEL, C1 and bidi controls too).
+ */
+export function printable(name: string): string {
+  if (!UNSAFE.test(name)) return name;
+  return JSON.stringify(name).replace(UNSAFE_ALL, (char) => char.split("").map(jsonEscape).join(""));
+}
+
+/** One UTF-16 code unit as a JSON escape. */
+const jsonEscape = (unit: string) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`;
+
 /** 850ms, 4.2s, 58s, 12m05s; "no ttl" for a key without expiry. */
 export function duration(ms: number | undefined): string {
   if (ms === undefined) return "-";

@@ -189,6 +189,35 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
     expect(twoDown.stderr).toContain("could not be scanned: No answer within 200 ms");
   });
 
+  it("shows a key's name with terminal control characters escaped, never raw", async () => {
+    // anyone who can name a lock chooses its key: raw, this one clears the screen and draws a fake row
+    const name = "evil\x1b[2J\nfake  held 3/3\u009b\u202e";
+    await Promise.all(clients.map((client) => client.set(`lock:${name}`, "v", "PX", 60_000)));
+    const shown = String.raw`"evil\u001b[2J\nfake  held 3/3\u009b\u202e"`;
+    const listed = await runCli(["list", "--prefix", "lock:"], env);
+    const inspected = await runCli(["inspect", name, "--prefix", "lock:"], env);
+    const released = await runCli(["release", "--force", name, "--prefix", "lock:", "--yes"], env);
+    expect([listed.code, inspected.code, released.code]).toEqual([0, 0, 0]);
+    for (const { stdout } of [listed, inspected, released]) {
+      for (const raw of ["\x1b", "\nfake", "\u009b", "\u202e"]) expect(stdout).not.toContain(raw);
+    }
+    const row = listed.stdout.split("\n")[1] as string;
+    expect(row.startsWith(`${shown}  `) && row.slice(shown.length).trimStart().startsWith("held 3/3 ")).toBe(true);
+    expect(inspected.stdout).toContain(`${shown} (key "lock:${shown.slice(1)}) is held by`);
+    expect(released.stdout).toBe(`Deleted "lock:${shown.slice(1)} on 3 of 3 instances.\n`);
+    // --json keeps the exact name
+    await clients[0]?.set(`lock:${name}`, "v", "PX", 60_000);
+    const json = await runCli(["list", "--prefix", "lock:", "--json"], env);
+    expect(JSON.parse(json.stdout).locks[0].resource).toBe(name);
+  });
+
+  it("keeps its exit code when the reader of its stderr is gone (list 2>&1 | head -1)", async () => {
+    const dead = `redis://127.0.0.1:${await freePort()}`;
+    const run = start(["list", "--prefix", "lock:", "--redis", `${env.REDIS_URL.split(",")[0]},${dead}`]);
+    run.child.stderr?.destroy(); // its warning about the dead instance is written into a closed pipe: EPIPE
+    expect(await run.exited).toBe(3);
+  });
+
   it("does not say that no lock matches when too few instances could be scanned to tell", async () => {
     server(1).pause();
     server(2).pause();
@@ -232,6 +261,15 @@ describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
     expect(unknown.stdout).toMatch(/ unknown +- +- +No answer within 200 ms$/m);
   });
 });
+
+/** `release --force stuck` on a terminal, once it asks about `lock` (held on every instance). */
+async function askedToRelease(lock: Lock) {
+  await heldEverywhere("lock:stuck");
+  const run = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
+  await run.waitFor("[y/N]");
+  expect(run.stdout).toContain(`is held by ${fingerprint(lock)} on 3 of 3 instances`);
+  return run;
+}
 
 describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
   it("refuses without --yes when stdin is not a terminal, and deletes with it", async () => {
@@ -317,11 +355,7 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
   });
 
   it("asks on a terminal and deletes only on yes", async () => {
-    const lock = await dlm.acquire("stuck", 60_000);
-    await heldEverywhere("lock:stuck");
-    const no = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
-    await no.waitFor("[y/N]");
-    expect(no.stdout).toContain(`is held by ${fingerprint(lock)} on 3 of 3 instances`);
+    const no = await askedToRelease(await dlm.acquire("stuck", 60_000));
     no.child.stdin?.write("n\r");
     expect(await no.exited).toBe(1);
     expect(no.stdout).toContain("Nothing deleted.");
@@ -339,6 +373,24 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     expect(await yes.exited).toBe(0);
     expect(yes.stdout).toContain("Deleted lock:stuck on 3 of 3 instances.");
     expect(await exists("lock:stuck")).toEqual([0, 0, 0]);
+  });
+
+  it("deletes nothing when the lock changed hands while the question waited for its answer", async () => {
+    const crashed = await dlm.acquire("stuck", 60_000);
+    const run = await askedToRelease(crashed);
+    // meanwhile the holder shown released, and a live owner took the lock: the yes is not for it
+    await crashed.release();
+    const live = await dlm.acquire("stuck", 60_000);
+    await heldEverywhere("lock:stuck");
+    run.child.stdin?.write("y\r");
+    expect(await run.exited).toBe(1);
+    expect(run.stdout).toContain(`is held by ${fingerprint(live)} on 3 of 3 instances`);
+    expect(run.stdout).toContain("It changed hands since you were asked: nothing deleted.");
+    expect(await Promise.all(clients.map((client) => client.get("lock:stuck")))).toEqual([
+      live.value,
+      live.value,
+      live.value,
+    ]);
   });
 });
 

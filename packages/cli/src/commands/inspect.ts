@@ -1,11 +1,12 @@
 import type { LockInspection } from "@redlock-kit/core";
-import { duration, holderCount, inspectionJson, table } from "../format.js";
+import { duration, holderCount, inspectionJson, printable, table } from "../format.js";
 import { EXIT, type Verb } from "../io.js";
 
 /** One sentence: the quorum's verdict. */
 export function verdict(view: LockInspection): string {
   const total = view.instances.length;
-  const name = view.key === view.resource ? view.resource : `${view.resource} (key ${view.key})`;
+  const resource = printable(view.resource);
+  const name = view.key === view.resource ? resource : `${resource} (key ${printable(view.key)})`;
   if (view.state === "held") {
     return `${name} is held by ${view.holder} on ${holderCount(view)} of ${total} instances (quorum ${view.quorum}) for ${duration(view.ttlMs)} more.`;
   }

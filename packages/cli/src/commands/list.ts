@@ -1,7 +1,7 @@
 import type { LockInspection } from "@redlock-kit/core";
 import type { CliArgs } from "../args.js";
 import type { Instances } from "../connect.js";
-import { duration, inspectionJson, instanceCell, quorumCell, table } from "../format.js";
+import { duration, inspectionJson, instanceCell, printable, quorumCell, table } from "../format.js";
 import { EXIT, tooFew, type Verb } from "../io.js";
 import { MAX_RESOURCES, type ScanResult, scanResources } from "../scan.js";
 
@@ -52,7 +52,7 @@ export function renderListing(listing: Listing, instances: Instances, pattern: s
       : `No locks match ${JSON.stringify(pattern)}.`;
   }
   const rows = listing.locks.map((view) => [
-    view.resource,
+    printable(view.resource),
     quorumCell(view),
     duration(view.ttlMs),
     view.holder ?? "-",

@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline/promises";
 import type { LockInspection } from "@redlock-kit/core";
-import { releaseJson } from "../format.js";
+import { printable, releaseJson } from "../format.js";
 import { type CliIo, EXIT, tooFew, type Verb } from "../io.js";
 import { verdict } from "./inspect.js";
 
@@ -19,7 +19,7 @@ export const release: Verb = async (args, instances, io) => {
   if (!args.yes) {
     if (io.stdin.isTTY !== true) {
       io.stderr.write(
-        `redlock-kit: not deleting ${resource} without confirmation: stdin is not a terminal. Add --yes to delete it anyway.\n`,
+        `redlock-kit: not deleting ${printable(resource)} without confirmation: stdin is not a terminal. Add --yes to delete it anyway.\n`,
       );
       return EXIT.usage;
     }
@@ -29,11 +29,18 @@ export const release: Verb = async (args, instances, io) => {
       io.stderr.write("Nothing deleted.\n");
       return EXIT.nothing;
     }
+    // the answer may come long after the question: a holder the operator was not shown (the one
+    // shown released, another took the key) is not deleted on a yes meant for someone else
+    const now = await instances.inspect(resource);
+    if (newHolder(before, now)) {
+      io.stderr.write(`${verdict(now)}\nIt changed hands since you were asked: nothing deleted. Run release again.\n`);
+      return EXIT.nothing;
+    }
   }
   const result = await instances.forceRelease(resource);
   const total = result.instances.length;
   if (args.json) io.stdout.write(`${JSON.stringify(releaseJson(result))}\n`);
-  else io.stdout.write(`Deleted ${result.key} on ${result.deleted} of ${total} instances.\n`);
+  else io.stdout.write(`Deleted ${printable(result.key)} on ${result.deleted} of ${total} instances.\n`);
   for (const { description, error } of result.instances) {
     if (error)
       io.stderr.write(`redlock-kit: ${description} did not answer (${error.message}): the key may remain there.\n`);
@@ -41,6 +48,14 @@ export const release: Verb = async (args, instances, io) => {
   if (tooFew(total - result.unknown, instances)) return EXIT.unavailable;
   return result.deleted > 0 ? EXIT.done : EXIT.nothing;
 };
+
+/** Whether an instance now holds a key that is neither the holder named in the question nor the one it had then. */
+function newHolder(before: LockInspection, now: LockInspection): boolean {
+  return now.instances.some(
+    ({ instance, holder }) =>
+      holder !== undefined && holder !== before.holder && holder !== before.instances[instance]?.holder,
+  );
+}
 
 function notHeld(view: LockInspection) {
   return {
