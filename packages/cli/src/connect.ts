@@ -9,7 +9,14 @@ export interface Instances {
   readonly clients: readonly (Redis | Cluster)[];
   /** host:port/db of each instance (cluster@host:port of its URL for a Cluster), never a password. */
   readonly names: readonly string[];
-  /** `dlm.inspect()` and `dlm.forceRelease()`, each instance described by its name. */
+  /**
+   * What to show for an instance whose command failed with `message`: the last error ioredis
+   * reported on its connection when it has not been ready since (a wrong password, a refused
+   * connection, a TLS or DNS failure), else `message`. ioredis fails the commands themselves with
+   * a bare "Connection is closed.", the same for every cause.
+   */
+  reason(instance: number, message: string): string;
+  /** `dlm.inspect()` and `dlm.forceRelease()`, each instance described by its name and failures by their reason. */
   inspect(resource: string): Promise<LockInspection>;
   forceRelease(resource: string): Promise<ForcedRelease>;
   close(): void;
@@ -39,15 +46,24 @@ export async function connect(
   try {
     const dlm = new Redlock(clients, { keyPrefix: prefix, instanceTimeout: timeout });
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
+    const reason = (instance: number, message: string) => opened[instance]?.lastError() ?? message;
     // core describes every Cluster as "cluster": the output names it as the listing does
-    const named = <R extends { readonly instances: readonly { readonly instance: number }[] }>(result: R): R => ({
+    const named = <R extends { readonly instances: readonly { readonly instance: number; readonly error?: Error }[] }>(
+      result: R,
+    ): R => ({
       ...result,
-      instances: result.instances.map((entry) => ({ ...entry, description: names[entry.instance] })),
+      instances: result.instances.map(({ instance, error, ...entry }) => ({
+        ...entry,
+        instance,
+        description: names[instance],
+        ...(error === undefined ? {} : { error: new Error(reason(instance, error.message), { cause: error }) }),
+      })),
     });
     return {
       dlm,
       clients,
       names,
+      reason,
       inspect: async (resource) => named(await dlm.inspect(resource)),
       forceRelease: async (resource) => named(await dlm.forceRelease(resource)),
       close,
@@ -68,13 +84,15 @@ async function open(
   url: string,
   timeout: number,
   reconnect: boolean,
-): Promise<{ client: Redis | Cluster; name?: string }> {
+): Promise<{ client: Redis | Cluster; name?: string; lastError: () => string | undefined }> {
   const client = new Redis(url, {
     connectTimeout: timeout,
     maxRetriesPerRequest: 1,
     retryStrategy: reconnect ? backOff : () => null,
   });
-  // Failures reach the output as "unknown" instances; ioredis would also print each one.
+  // Failures reach the output as "unknown" instances, with this as their reason; ioredis would
+  // also print each one.
+  const lastError = keepLastError(client, client.options.password);
   client.on("error", (error: Error & { command?: { name?: string } }) => {
     // the server refused the URL's database (out of range, or any but 0 in cluster mode): ioredis
     // would go on in db 0, where a release would delete another database's key; closed here, the
@@ -85,7 +103,7 @@ async function open(
     () => true,
     () => false,
   );
-  if (!clusterMode) return { client };
+  if (!clusterMode) return { client, lastError };
   client.disconnect();
   // every master gets the URL's credentials and TLS, not only the seed
   const { host, port, username, password, tls } = client.options;
@@ -99,10 +117,31 @@ async function open(
     // that never comes, and core's bound on each answer holds no process open (Node would exit)
     clusterRetryStrategy: backOff,
   });
-  cluster.on("error", () => {});
+  const clusterError = keepLastError(cluster, password);
   // its masters are known once it is ready; one that is not by then is scanned as unavailable
   await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
-  return { client: cluster, name: `cluster@${host}:${port}` };
+  return { client: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
+}
+
+/** The last error `client` reported, until it is ready again; never with the password in it. */
+function keepLastError(client: Redis | Cluster, password: string | undefined): () => string | undefined {
+  let last: string | undefined;
+  client.on("error", (error: Error) => {
+    last = redact(error.message.trim(), password);
+  });
+  client.on("ready", () => {
+    last = undefined;
+  });
+  return () => last;
+}
+
+/**
+ * `message` without `password` (a server that does not know AUTH echoes it: "unknown command
+ * 'auth', with args beginning with: 'secret'") or a URL's `user:password@`.
+ */
+function redact(message: string, password: string | undefined): string {
+  const hidden = password ? message.replaceAll(password, "***") : message;
+  return hidden.replace(/\b([a-z][a-z\d+.-]*:\/\/)[^\s/@]*@/gi, "$1");
 }
 
 const backOff = (times: number) => Math.min(times * 200, 2000);

@@ -19,7 +19,9 @@ const UNUSED_RESOURCE = "redlock-kit:cli:instance-check";
 const CONCURRENCY = 32;
 
 export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
-  const scan = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
+  const scanned = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
+  const failed = scanned.failed.map(({ instance, error }) => ({ instance, error: instances.reason(instance, error) }));
+  const scan = { ...scanned, failed };
   // inspect() checks the instances first (one server listed twice rejects: its key would count
   // twice); with nothing to inspect, one read of a name nobody locks does that check
   if (scan.resources.length === 0) await instances.dlm.inspect(UNUSED_RESOURCE);

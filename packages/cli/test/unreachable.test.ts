@@ -1,0 +1,127 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { runCli, start } from "./helpers/run-cli.js";
+
+const SECRET = "s3cret-hunter2";
+const WRONG = "wr0ng-guess";
+
+/**
+ * A server with a password; one with a password that knows neither AUTH nor HELLO (its error
+ * echoes the AUTH it was sent); a plain one. The passwords are set once they run: the harness
+ * waits for a PING that a password would refuse.
+ */
+const secured = useRedisServers(1);
+const forgetful = useRedisServers(1, { args: ["--rename-command", "AUTH", "", "--rename-command", "HELLO", ""] });
+const plain = useRedisServers(1);
+
+const server = (holder: { servers: RedisServer[] }) => holder.servers[0] as RedisServer;
+const at = (holder: { servers: RedisServer[] }) => `127.0.0.1:${server(holder).port}`;
+
+/** Each instance that cannot be reached, with the cause it must be shown with. */
+let instances: { url: string; name: string; cause: RegExp }[];
+let redis: string;
+
+beforeAll(async () => {
+  await Promise.all([secured, forgetful].map((holder) => server(holder).client().config("SET", "requirepass", SECRET)));
+  const closed = await freePort();
+  instances = [
+    { url: `redis://${at(secured)}`, name: `${at(secured)}/0`, cause: /^NOAUTH / },
+    // core refuses one database named twice: each URL of the same server names another
+    {
+      url: `redis://:${WRONG}@${at(secured)}/1`,
+      name: `${at(secured)}/1`,
+      cause: /^WRONGPASS invalid username-password pair/,
+    },
+    {
+      url: `redis://ghost:${SECRET}@${at(secured)}/2`,
+      name: `${at(secured)}/2`,
+      cause: /^WRONGPASS invalid username-password pair/,
+    },
+    {
+      url: `redis://127.0.0.1:${closed}`,
+      name: `127.0.0.1:${closed}/0`,
+      cause: new RegExp(`^connect ECONNREFUSED 127\\.0\\.0\\.1:${closed}$`),
+    },
+    // no DNS server to ask gives EAI_AGAIN: a DNS failure all the same
+    {
+      url: "redis://redis-a.invalid:6379",
+      name: "redis-a.invalid:6379/0",
+      cause: /^getaddrinfo (ENOTFOUND|EAI_AGAIN) redis-a\.invalid$/,
+    },
+    // the server waits for a line the TLS hello may never hold (connect timeout), or answers it with an error
+    { url: `rediss://${at(plain)}`, name: `${at(plain)}/0`, cause: /^connect ETIMEDOUT$|SSL|TLS|ECONNRESET/ },
+    {
+      url: `redis://:${SECRET}@${at(forgetful)}`,
+      name: `${at(forgetful)}/0`,
+      cause: /^ERR unknown command 'auth', with args beginning with: '\*\*\*'$/,
+    },
+  ];
+  redis = instances.map(({ url }) => url).join(",");
+});
+
+/** Every test starts the binary, a whole Node process each time: slow on a busy machine, never a hang. */
+const PROCESS_TIMEOUT = { timeout: 90_000 };
+
+/** Neither password, nor ioredis's generic failure in place of a cause. */
+function expectNoSecretNorGeneric(...outputs: string[]) {
+  for (const output of outputs) {
+    for (const hidden of [SECRET, WRONG, "Connection is closed."]) expect(output).not.toContain(hidden);
+  }
+}
+
+/** What `line` holds between `before` and `after`; undefined when it does not start and end with them. */
+function between(line: string | undefined, before: string, after = ""): string | undefined {
+  if (!line?.startsWith(before) || !line.endsWith(after)) return undefined;
+  return line.slice(before.length, line.length - after.length);
+}
+
+describe("redlock-kit with instances it cannot reach", PROCESS_TIMEOUT, () => {
+  it("inspect shows each one's cause (wrong password, unknown user, refused, DNS, TLS), never a password", async () => {
+    const [text, json] = await Promise.all([
+      runCli(["inspect", "order:42", "--redis", redis]),
+      runCli(["inspect", "order:42", "--redis", redis, "--json"]),
+    ]);
+    expect([text.code, json.code]).toEqual([3, 3]);
+    const rows = text.stdout.trimEnd().split("\n").slice(3);
+    expect(rows).toHaveLength(instances.length);
+    const errors = JSON.parse(json.stdout).instances.map((instance: { error: string }) => instance.error);
+    instances.forEach(({ name, cause }, index) => {
+      const [shown, message] = (rows[index] as string).split(/ +unknown +- +- +/);
+      expect({ shown, message }).toEqual({ shown: name, message: expect.stringMatching(cause) });
+      expect(errors[index]).toMatch(cause);
+    });
+    expectNoSecretNorGeneric(text.stdout, text.stderr, json.stdout, json.stderr);
+  });
+
+  it("list, watch and release --force say why each one could not be scanned or did not answer", async () => {
+    const watched = start(["watch", "--redis", redis, "--json"]);
+    const [text, json, released, releasedJson] = await Promise.all([
+      runCli(["list", "--redis", redis]),
+      runCli(["list", "--redis", redis, "--json"]),
+      runCli(["release", "--force", "order:42", "--yes", "--redis", redis]),
+      runCli(["release", "--force", "order:42", "--yes", "--redis", redis, "--json"]),
+      watched.waitFor("\n"),
+    ]);
+    watched.child.kill("SIGINT");
+    expect([text.code, json.code, released.code, releasedJson.code, await watched.exited]).toEqual([3, 3, 3, 3, 0]);
+    const scanned = text.stderr.trimEnd().split("\n");
+    const unscanned = JSON.parse(json.stdout).unavailable;
+    const frame = JSON.parse(watched.stdout.split("\n")[0] as string).unavailable;
+    const unanswered = released.stderr.trimEnd().split("\n");
+    const deleted = JSON.parse(releasedJson.stdout).instances;
+    instances.forEach(({ name, cause }, index) => {
+      expect(between(scanned[index], `redlock-kit: ${name} could not be scanned: `)).toMatch(cause);
+      expect(unscanned[index]).toEqual({ instance: name, error: expect.stringMatching(cause) });
+      expect(frame[index]).toEqual({ instance: name, error: expect.stringMatching(cause) });
+      const answered = between(
+        unanswered[index],
+        `redlock-kit: ${name} did not answer (`,
+        "): the key may remain there.",
+      );
+      expect(answered).toMatch(cause);
+      expect(deleted[index].error).toMatch(cause);
+    });
+    expectNoSecretNorGeneric(text.stdout, text.stderr, json.stdout, json.stderr, released.stdout, released.stderr);
+    expectNoSecretNorGeneric(releasedJson.stdout, releasedJson.stderr, watched.stdout, watched.stderr);
+  });
+});
