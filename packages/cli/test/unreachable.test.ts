@@ -42,12 +42,7 @@ beforeAll(async () => {
       name: `127.0.0.1:${closed}/0`,
       cause: new RegExp(`^connect ECONNREFUSED 127\\.0\\.0\\.1:${closed}$`),
     },
-    // no DNS server to ask gives EAI_AGAIN: a DNS failure all the same
-    {
-      url: "redis://redis-a.invalid:6379",
-      name: "redis-a.invalid:6379/0",
-      cause: /^getaddrinfo (ENOTFOUND|EAI_AGAIN) redis-a\.invalid$/,
-    },
+    // no hostname to resolve: a DNS lookup would leave 127.0.0.1 (and wait for a resolver on CI)
     // the server waits for a line the TLS hello may never hold (connect timeout), or answers it with an error
     { url: `rediss://${at(plain)}`, name: `${at(plain)}/0`, cause: /^connect ETIMEDOUT$|SSL|TLS|ECONNRESET/ },
     {
