@@ -152,8 +152,11 @@ export interface TestSentinel {
   stop(): Promise<void>;
 }
 
-/** A master, one replica and one sentinel (quorum 1) that fails over 300 ms after the master stops answering. */
-export async function startSentinel(name = "mymaster"): Promise<TestSentinel> {
+/**
+ * A master, one replica and one sentinel (quorum 1) that fails over `downAfterMs` (300 ms) after the
+ * master stops answering: its PINGs, and whatever the sentinel's own connection sent before them.
+ */
+export async function startSentinel(name = "mymaster", { downAfterMs = 300 } = {}): Promise<TestSentinel> {
   const [master, replica] = (await startServers(2)) as [RedisServer, RedisServer];
   await ask(replica.port, (c) => c.replicaof("127.0.0.1", master.port));
   await until("replication link up", async () =>
@@ -169,7 +172,7 @@ export async function startSentinel(name = "mymaster"): Promise<TestSentinel> {
       "bind 127.0.0.1",
       `dir ${dir}`,
       `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`,
-      `sentinel down-after-milliseconds ${name} 300`,
+      `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
       `sentinel failover-timeout ${name} 2000`,
       "",
     ].join("\n"),
