@@ -1,4 +1,4 @@
-import { Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import {
   answerRejected,
@@ -165,10 +165,7 @@ function replaceLostAnswer(request: FastifyRequest, reply: FastifyReply, payload
  */
 function followHeadPayload(request: FastifyRequest, _reply: FastifyReply, payload: unknown, done: OnSendDone) {
   const held = heldRoutes.get(request);
-  if (held === undefined) return done(null, payload);
-  const body = isWebStream(payload) ? Readable.fromWeb(payload) : payload;
-  held.followDropped(body);
-  done(null, body);
+  done(null, held === undefined ? payload : held.followHandedOn(payload));
 }
 
 function isWebStream(payload: unknown): payload is WebReadableStream {

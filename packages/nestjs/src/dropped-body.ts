@@ -44,9 +44,7 @@ interface SendingReply {
 export function followHeadReply(held: HeldRoute, reply: SendingReply): void {
   const send = reply.send;
   reply.send = function followedSend(this: SendingReply, payload: unknown) {
-    const body = isWebStream(payload) ? Readable.fromWeb(payload) : payload;
-    held.followDropped(body);
-    return send.call(this, body);
+    return send.call(this, held.followHandedOn(payload));
   };
 }
 

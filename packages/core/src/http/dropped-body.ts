@@ -1,4 +1,5 @@
-import { finished } from "node:stream";
+import { finished, Readable } from "node:stream";
+import type { ReadableStream as NodeWebStream } from "node:stream/web";
 
 /**
  * A response body the framework drops unsent (a HEAD request's: it answers with the GET route's
@@ -52,6 +53,15 @@ export function responseBody(response: Response): ReadableStream<Uint8Array> | n
   } catch {
     return null;
   }
+}
+
+/**
+ * A payload the framework still takes and drops itself (Fastify's HEAD route), as it should be
+ * handed on: a web stream as a Node stream, which such a framework drains rather than cancels (a
+ * cancel would stop reading while its producer goes on unseen); anything else as it is.
+ */
+export function droppedPayload(payload: unknown): unknown {
+  return isWebStream(payload) ? Readable.fromWeb(payload as NodeWebStream) : payload;
 }
 
 function isWebStream(body: unknown): body is ReadableStream<unknown> {

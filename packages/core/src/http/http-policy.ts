@@ -7,7 +7,7 @@ import { type Lock, STATE } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { checkFunction } from "../validate.js";
-import { drainDroppedBody } from "./dropped-body.js";
+import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
@@ -316,6 +316,17 @@ export class HeldRoute {
    */
   followDropped(body: unknown): Promise<void> | undefined {
     return this.follow(drainDroppedBody(body));
+  }
+
+  /**
+   * `followDropped` for a payload the framework is still handed and drops itself (Fastify's HEAD
+   * route): returns what to hand it, a web stream turned into a Node stream (`droppedPayload`),
+   * followed to its end.
+   */
+  followHandedOn(payload: unknown): unknown {
+    const body = droppedPayload(payload);
+    this.followDropped(body);
+    return body;
   }
 
   /** One of the awaited things is over (the response, or a followed run): releases after the last. */
