@@ -1,21 +1,24 @@
 /**
  * A process that waited for a lock while one instance was down, and closed its own clients but not
  * its Redlock, exits by itself: the hand-over subscriber connection never holds it (docs/waiting.md,
- * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts, nor a
- * client Redlock created itself. The children (fixtures/exits-alone.mjs, quit-reconnecting.mjs,
- * quit-owned.mjs) import the BUILT core.
+ * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts (ioredis,
+ * node-redis), nor a client Redlock created itself. The children (fixtures/exits-alone.mjs,
+ * quit-reconnecting.mjs, quit-reconnecting-node-redis.mjs, quit-owned.mjs) import the BUILT core.
  */
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
-import { freePort, useRedisServers } from "./helpers/redis-servers.js";
+import { freePort, startServer, useRedisServers } from "./helpers/redis-servers.js";
 import { requireBuiltCore } from "./helpers/workers.js";
 
 const run = promisify(execFile);
 const script = fileURLToPath(new URL("./fixtures/exits-alone.mjs", import.meta.url));
 const quitReconnecting = fileURLToPath(new URL("./fixtures/quit-reconnecting.mjs", import.meta.url));
 const quitOwned = fileURLToPath(new URL("./fixtures/quit-owned.mjs", import.meta.url));
+const quitReconnectingNodeRedis = fileURLToPath(
+  new URL("./fixtures/quit-reconnecting-node-redis.mjs", import.meta.url),
+);
 const servers = useRedisServers(2);
 
 beforeAll(() => requireBuiltCore());
@@ -61,6 +64,25 @@ describe("quit() while an ioredis hand-over subscriber is between two connection
     const ports = [...servers.servers.map((server) => server.port), await freePort()];
     expect(await leftAfterQuit({ ports, down: true })).toEqual({ waiter: "LockUnavailableError", left: [] });
   }, 60_000);
+});
+
+describe("quit() while a node-redis hand-over subscriber is between two connection attempts", () => {
+  // node-redis waits for its next attempt on a timer of its own (not unref'd) that destroy() does
+  // not clear: the process lived on after quit() for as long as the reconnectStrategy asked
+  it("leaves nothing alive, and exits, once the server dropped its connection and refused a reconnect", async () => {
+    const server = await startServer();
+    try {
+      const child = run(process.execPath, [quitReconnectingNodeRedis, JSON.stringify({ port: server.port })], {
+        timeout: 90_000,
+      });
+      const { stdout } = await child.catch((error: { stdout?: string; signal?: string }) => ({
+        stdout: JSON.stringify({ signal: error.signal, stdout: error.stdout }),
+      }));
+      expect(JSON.parse(stdout)).toEqual({ waiter: "LockUnavailableError", left: [] });
+    } finally {
+      await server.stop();
+    }
+  }, 120_000);
 });
 
 describe("quit() while a client Redlock created is between two connection attempts", () => {

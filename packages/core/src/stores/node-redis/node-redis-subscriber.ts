@@ -10,7 +10,13 @@ import { type NodeRedisBase, type NodeRedisKind, type ReconnectStrategy, senderO
  */
 export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind): OpenSubscriber {
   return (onMessage) => {
-    const retrying = retryingDuplicate(client);
+    /** The connection's latest opening: the first, or the one after it was lost. */
+    let connected: Promise<unknown> | undefined;
+    const retrying = retryingDuplicate(client, (reconnected) => {
+      connected = reconnected;
+      // a close() ends it; a SUBSCRIBE waiting for it hears that
+      reconnected.catch(() => {});
+    });
     const connection = retrying.connection;
     // node-redis throws an 'error' event nobody listens to; a lost subscription makes waiters poll
     connection.on("error", () => {});
@@ -37,11 +43,15 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
         () => {},
       );
     };
-    let connected: Promise<unknown> | undefined;
     return {
       async subscribe(channel) {
         connected ??= retrying.connect().then(kind === "client" ? ask : undefined);
-        await connected;
+        // lost while it opened (INFO unanswered): the SUBSCRIBE goes on the connection opened next
+        let opening: Promise<unknown>;
+        do {
+          opening = connected;
+          await opening;
+        } while (opening !== connected);
         await connection.SUBSCRIBE(channel, (message) => onMessage(channel, message, server));
         // a Cluster opens its subscriber connection with the first SUBSCRIBE
         unrefSockets(connection);
@@ -63,13 +73,20 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
 
 /**
  * node-redis waits between connection attempts on a timer of its own, which keeps the process
- * alive: a subscriber whose instance is down would hold a process whose work is done until
- * `quit()`. So a standalone client's duplicate gives up each failed first connect at once, and is
- * connected again after the delay the client's own strategy asks for, on an unref'd timer. Once
- * connected it reconnects as the client does (its subscription is then closed with its last
- * listener). A Sentinel's duplicate connects as the Sentinel does.
+ * alive and which neither `destroy()` nor `close()` clears: a subscriber whose instance is down
+ * would hold a process whose work is done until `quit()`, and one between two reconnect attempts
+ * would hold it after `quit()` for as long as the strategy asked. So a standalone client's
+ * duplicate never lets node-redis wait: each failed attempt, and a lost connection, end the
+ * duplicate, which is connected again after the delay the client's own strategy asks for, on an
+ * unref'd timer (at once after a lost connection, as node-redis does). node-redis keeps the
+ * channels' listeners when a connection ends and subscribes to them again on the next `connect()`.
+ * `lost` is given the opening that follows a lost connection (rejected when the strategy gives
+ * up). A Sentinel's duplicate connects as the Sentinel does.
  */
-function retryingDuplicate(client: NodeRedisBase): {
+function retryingDuplicate(
+  client: NodeRedisBase,
+  lost: (reconnected: Promise<unknown>) => void,
+): {
   readonly connection: NodeRedisBase;
   connect(): Promise<unknown>;
   stop(): void;
@@ -104,37 +121,44 @@ function retryingDuplicate(client: NodeRedisBase): {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
+  const connect = async () => {
+    for (;;) {
+      if (stopped) throw new Error("The subscriber connection was closed");
+      wanted = false;
+      try {
+        return await connection.connect();
+      } catch (error) {
+        if (stopped || typeof wanted !== "number") throw error;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, wanted as number);
+        timer.unref();
+      });
+    }
+  };
   const connection = client.duplicate({
     socket: {
       ...socket,
-      reconnectStrategy: (after: number, cause: Error) => {
-        if (ready) return strategy(after, cause);
+      reconnectStrategy: (_: number, cause: Error) => {
         wanted = strategy(retries++, cause);
-        return new Error("redlock-kit retries a subscriber's first connect itself");
+        if (ready) {
+          // lost: node-redis ends it once this returns; it is opened again at once, as node-redis
+          // would, unless the strategy gives up (a SUBSCRIBE would then wait for nothing)
+          ready = false;
+          lost(typeof wanted === "number" ? Promise.resolve().then(connect) : Promise.reject(cause));
+        }
+        return new Error("redlock-kit retries a subscriber's connection itself");
       },
     },
   });
-  connection.once("ready", () => {
+  connection.on("ready", () => {
     ready = true;
+    retries = 0;
   });
   return {
     connection,
-    async connect() {
-      for (;;) {
-        wanted = false;
-        try {
-          return await connection.connect();
-        } catch (error) {
-          if (stopped || typeof wanted !== "number") throw error;
-        }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          timer = setTimeout(resolve, wanted as number);
-          timer.unref();
-        });
-        if (stopped) throw new Error("The subscriber connection was closed");
-      }
-    },
+    connect,
     stop() {
       stopped = true;
       clearTimeout(timer);
