@@ -109,6 +109,8 @@ describe("validity arithmetic against an injected clock", () => {
   it.each([
     [10, 3, 1],
     [100, 37, 11],
+    // ⌊1.99⌋ + 2 = 3 ms of drift: rounding (Math.round, as node-redlock does) would give 4
+    [199, 37, 11],
     [1000, 37, 11],
     [30_000, 37, 11],
   ])(
@@ -212,6 +214,76 @@ describe("validity arithmetic against an injected clock", () => {
     expect(calls).toBeGreaterThan(0);
     vi.restoreAllMocks();
     expect(await lock.release()).toBe(true);
+  });
+});
+
+describe("the validity threshold: held only with validity left after the drift (T2)", () => {
+  // ttl 1000: drift 12, so the last acquisition that counts takes 987 ms and leaves 1 ms
+  const ttl = 1000;
+  const lastMs = ttl - drift(ttl) - 1;
+
+  /** Node 0's RedisStore; the injected clock moves by `fencedMs` when its fence write-back is sent. */
+  class WriteBackTakes extends RedisStore {
+    constructor(
+      client: Redis,
+      readonly clock: { now: number },
+      readonly fencedMs: number,
+    ) {
+      super(client);
+    }
+
+    override raiseFences(keys: readonly string[], value: string, fences: readonly string[]) {
+      this.clock.now += this.fencedMs;
+      return super.raiseFences(keys, value, fences);
+    }
+  }
+
+  it.each([
+    ["1 ms left: held, valid for that 1 ms", lastMs, 1],
+    ["0 ms left: refused, released everywhere", lastMs + 1, 0],
+  ])("an acquisition with %s", async (_, elapsedMs, left) => {
+    const clock = injectedClock();
+    const store = hooked(direct[0] as Redis, {
+      acquire: () => {
+        clock.now += elapsedMs;
+      },
+    });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const outcome = await dlm.acquire("threshold:acquire", ttl).catch((e: unknown) => e);
+    if (left > 0) {
+      expect(outcome).toMatchObject({ valid: true, remainingMs: left });
+      clock.now += left;
+      expect((outcome as { valid: boolean }).valid).toBe(false);
+      await (outcome as { release(): Promise<boolean> }).release();
+    } else {
+      expect(outcome).toBeInstanceOf(LockUnavailableError);
+      expect((outcome as Error).message).toMatch(/no validity left/);
+    }
+    await expect.poll(() => valuesOf("threshold:acquire")).toEqual([null, null, null]);
+  });
+
+  it.each([
+    ["1 ms left: held, valid for that 1 ms", lastMs, 1],
+    ["0 ms left: refused, released everywhere", lastMs + 1, 0],
+  ])("a fenced acquisition whose write-back leaves %s", async (_, elapsedMs, left) => {
+    const clock = injectedClock();
+    const store = new WriteBackTakes(direct[0] as Redis, clock, elapsedMs);
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
+      clock: clock.read,
+      retryCount: 0,
+      fencing: true,
+    });
+    const outcome = await dlm.acquire("threshold:fenced", ttl).catch((e: unknown) => e);
+    if (left > 0) {
+      expect(outcome).toMatchObject({ valid: true, remainingMs: left });
+      await (outcome as { release(): Promise<boolean> }).release();
+    } else {
+      // the write-back's time counts: phase 1 alone left the whole ttl
+      expect(outcome).toBeInstanceOf(LockUnavailableError);
+      expect((outcome as Error).message).toMatch(/no validity left/);
+    }
+    await expect.poll(() => valuesOf("threshold:fenced")).toEqual([null, null, null]);
+    await Promise.all(direct.map((client) => client.del("threshold:fenced:redlock-kit:fence")));
   });
 });
 
