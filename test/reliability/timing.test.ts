@@ -285,6 +285,35 @@ describe("the validity threshold: held only with validity left after the drift (
     await expect.poll(() => valuesOf("threshold:fenced")).toEqual([null, null, null]);
     await Promise.all(direct.map((client) => client.del("threshold:fenced:redlock-kit:fence")));
   });
+
+  it.each([
+    ["1 ms left: extended, valid for that 1 ms", lastMs, 1],
+    ["0 ms left: the lock is lost, its signal aborted", lastMs + 1, 0],
+  ])("an extension confirmed by every instance with %s", async (_, elapsedMs, left) => {
+    const clock = injectedClock();
+    const store = hooked(direct[0] as Redis, {}, () => {
+      clock.now += elapsedMs;
+    });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    // a 30 s lock: still valid when the extension's replies come, so only the extension's own time decides
+    const lock = await dlm.acquire("threshold:extend", 30_000);
+    const signal = lock.signal;
+    const outcome = await dlm.extend(lock, ttl).catch((e: unknown) => e);
+    if (left > 0) {
+      expect(outcome).toBe(lock);
+      expect(lock.remainingMs).toBe(left);
+      expect(signal.aborted).toBe(false);
+    } else {
+      expect(outcome).toBeInstanceOf(LockLostError);
+      expect((outcome as Error).message).toMatch(/no validity left/);
+      expect(lock.valid).toBe(false);
+      await aborted(signal);
+      expect(signal.reason).toBe(outcome);
+    }
+    // the keys are still ours until Redis expires them: the release deletes them
+    expect(await lock.release()).toBe(true);
+    expect(await valuesOf("threshold:extend")).toEqual([null, null, null]);
+  });
 });
 
 describe("an acquisition slower than the ttl fails", () => {

@@ -45,14 +45,18 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
     validityChanged(lock);
     return lock;
   }
-  if (lapsed && yes >= quorum) {
+  // A quorum confirmed, too late: the lock lapsed or was released meanwhile, or the extension took
+  // the whole ttl it asked for (the keys it shortened may expire at any moment). Not "too few".
+  if (yes >= quorum) {
     const error =
       state.lost ??
       new LockLostError(
         lock.resources,
-        state.released
-          ? "Lock was released during the extension"
-          : "Lock validity ended before the extension was confirmed",
+        !lapsed
+          ? "Lock extension took longer than its ttl: no validity left"
+          : state.released
+            ? "Lock was released during the extension"
+            : "Lock validity ended before the extension was confirmed",
       );
     markLost(lock, error);
     throw error;
