@@ -1,6 +1,6 @@
 import { getEventListeners } from "node:events";
 import type { Redis } from "ioredis";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
 import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
@@ -154,6 +154,72 @@ describe("Redlock with three instances", () => {
       }
     },
   );
+
+  describe("a release sent while an extension is in flight (the extension's replies held in proxies)", () => {
+    let proxies: DelayProxy[] = [];
+    let through: Redis[] = [];
+
+    beforeEach(async () => {
+      proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
+      through = proxies.map((proxy, i) => (cluster.servers[i] as RedisServer).client({ port: proxy.port }));
+    });
+
+    afterEach(async () => {
+      for (const client of through) client.disconnect();
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    });
+
+    /** Holds every reply from now on; the function it gives waits until each instance has answered (ran) a command since. */
+    const holdUntilSent = async () => {
+      for (const proxy of proxies) proxy.holdReplies();
+      return () => expect.poll(() => proxies.every((proxy) => proxy.heldReplyBytes > 0)).toBe(true);
+    };
+
+    it("extend(): the release wins, the extension rejects with LockLostError, its signal stays quiet", async () => {
+      // a per-instance bound no held reply reaches: every instance answers, each one yes
+      const dlm = new Redlock(through, { instanceTimeout: 5000 });
+      const lock = await dlm.acquire("released-during", 10_000);
+      const signal = lock.signal;
+      const sent = await holdUntilSent();
+      const extension = dlm.extend(lock, 10_000).then(
+        () => "extended",
+        (error: unknown) => error,
+      );
+      await sent();
+      // behind the extension on each connection: its DEL runs after the PEXPIRE
+      const released = lock.release();
+      await expect.poll(() => values("released-during", 3)).toEqual([null, null, null]);
+      for (const proxy of proxies) proxy.releaseReplies();
+      expect(await released).toBe(true);
+      const outcome = await extension;
+      // before: 'extended', for a lock already released
+      expect(outcome).toBeInstanceOf(LockLostError);
+      expect((outcome as Error).message).toMatch(/released during the extension/);
+      expect(lock.valid).toBe(false);
+      // the holder let go: nothing was lost, so nothing tells its listeners it was
+      expect(signal.aborted).toBe(false);
+      expect(await values("released-during", 3)).toEqual([null, null, null]);
+    });
+
+    it("using(): fn returns while its renewal is in flight; using() resolves to fn's result and the signal stays quiet", async () => {
+      const dlm = new Redlock(through, { instanceTimeout: 1000 });
+      let seen: AbortSignal | undefined;
+      const renewed = nextExtensions("renewed-during", 1);
+      const using = dlm.using("renewed-during", 2000, async (signal) => {
+        seen = signal;
+        // the renewal comes at half the ttl: its replies, and the release's behind them, held
+        const sent = await holdUntilSent();
+        await sent();
+        return "done";
+      });
+      await expect.poll(() => values("renewed-during", 3)).toEqual([null, null, null]);
+      for (const proxy of proxies) proxy.releaseReplies();
+      expect(await using).toBe("done");
+      // the renewal's outcome came: a loss the holder did not ask for would have aborted the signal by now
+      await arrival(renewed, "the renewal's outcome");
+      expect(seen?.aborted).toBe(false);
+    });
+  });
 
   it("refuses an extension to a ttl the drift uses up with RangeError, as acquire does, writing nothing", async () => {
     const dlm = new Redlock(first(3));
