@@ -8,6 +8,7 @@ import { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
+import { nextRelease } from "../helpers/lock-events.js";
 import { insideScripts, scriptOf, sentByClientsWith, startMonitors } from "../helpers/monitor.js";
 import { heldByQuorum } from "../helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
@@ -214,18 +215,26 @@ describe("script cache and keys lost to a restart", () => {
     expect(await next.release()).toBe(true);
   });
 
-  it("a restart during auto-extension aborts the signal with LockLostError and using() still settles", async () => {
+  it("a restart during auto-extension: the renewal finds the keys gone and aborts the signal with LockLostError, using() settles, its release says false", async () => {
     const dlm = new Redlock(direct, { instanceTimeout: 50 });
     invariants.faultInjected();
     let reason: unknown;
-    const result = await dlm.using("restart:auto", 600, async (signal) => {
+    const released = nextRelease("restart:auto");
+    // 4 s: renewed at half of it, so a renewal up to ~2 s late still comes before the validity
+    // timer, which would abort the signal too, without any extension (its own message)
+    const result = await dlm.using("restart:auto", 4000, async (signal) => {
       await Promise.all(cluster.servers.map((s) => s.restart()));
+      // reconnected (the Redlock's clients), so that the renewal reaches the empty servers
+      await Promise.all(direct.map((client) => client.ping()));
       await aborted(signal);
       reason = signal.reason;
       return "settled";
     });
     expect(result).toBe("settled");
     expect(reason).toBeInstanceOf(LockLostError);
+    // the renewal reported it, not the validity's end: before, a using() that never renewed passed
+    expect((reason as Error).message).toMatch(/could not be extended on a quorum \(0 of 3/);
+    expect((await released).released).toBe(false);
     const next = await dlm.acquire("restart:auto", 1000);
     await next.release();
   });
