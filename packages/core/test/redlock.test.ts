@@ -537,12 +537,16 @@ describe("Redlock.using", () => {
   it("aborts the signal with LockLostError when an extension fails, and still releases", async () => {
     const dlm = new Redlock(first(3));
     let reason: unknown;
-    await dlm.using("lost", 300, async (signal) => {
+    // 2 s, renewed at half of it: a renewal up to ~1 s late still comes before the validity timer,
+    // which would abort the signal too, without any extension (its own message)
+    await dlm.using("lost", 2000, async (signal) => {
       await Promise.all(first(3).map((client) => client.set("lost", "thief", "PX", 5000)));
       await aborted(signal);
       reason = signal.reason;
     });
     expect(reason).toBeInstanceOf(LockLostError);
+    // the failed renewal reported it (before, with a 300 ms ttl, a using() that never renewed passed)
+    expect((reason as Error).message).toMatch(/could not be extended on a quorum \(0 of 3/);
     expect(await values("lost", 3)).toEqual(["thief", "thief", "thief"]);
   });
 
