@@ -69,6 +69,8 @@ interface Report {
   causes?: [number, string][];
   /** Whether a PING sent to each cut node before the call had been answered when the call returned. */
   cutAnswered?: boolean[];
+  /** The lock's signal's reason, "name: message", when it aborted. */
+  reason?: string;
 }
 
 async function scenario(name: string): Promise<Report> {
@@ -118,6 +120,22 @@ describe("partitions inside a network namespace (nftables)", () => {
     expect(report.valuesAfter).toEqual([null, null, null]);
     expect(report.unhandled).toEqual([]);
   });
+
+  it("a holder cut off from a majority (silent drop) while it holds the lock: its renewal reports the loss before the validity ends; nothing is left after healing", async (context) => {
+    requirePartitions(context);
+    const report = await scenario("majority-drop-held");
+    expect(report.outcome).toBe("lost");
+    // the failed renewal (at half the ttl, its retry too) reported it while validity was left: not
+    // the validity timer ("Lock validity ended before it was extended or released")
+    expect(report.reason).toBe("LockLostError: Lock could not be extended before its validity ended");
+    // using()'s release reached node 0 alone while the partition lasted
+    expect(report.released).toBe(false);
+    expect(report.cutAnswered).toEqual([false, false]);
+    // the renewal and the release behind it land once TCP retransmits them: a key the renewal
+    // extended is deleted at once (if it lands after the first ttl, there is nothing to extend)
+    expect(report.valuesAfter).toEqual([null, null, null]);
+    expect(report.unhandled).toEqual([]);
+  }, 40_000);
 
   it("a majority answering with TCP resets: unavailable at once, and the lock works again after healing", async (context) => {
     requirePartitions(context);
