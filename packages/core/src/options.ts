@@ -165,6 +165,13 @@ export function resolveAcquireOptions(
       `${at(name, "retryDelay")} and ${at(name, "retryJitter")} are both 0 with a wait of ${resolved.wait} ms: the attempts would follow each other without a pause; set retryDelay to at least 1`,
     );
   }
+  const longestPause = resolved.retryDelay + resolved.retryJitter;
+  if (longestPause > MAX_MS) {
+    // a timer set past 2^31 - 1 ms fires after 1 ms: the retries would come at once, not after the pause
+    throw new RangeError(
+      `${at(name, "retryDelay")} + ${at(name, "retryJitter")} must be at most ${MAX_MS} ms, the longest a timer can wait, got ${resolved.retryDelay} + ${resolved.retryJitter}`,
+    );
+  }
   return resolved;
 }
 

@@ -73,6 +73,35 @@ describe("retryDelay 0 with retryJitter 0", () => {
   });
 });
 
+describe("retryDelay and retryJitter that add up past 2^31 - 1 ms", () => {
+  const longest = 2 ** 31 - 1;
+
+  it("are a RangeError naming both, per call, in the constructor and where a lock is declared, with nothing written", async () => {
+    const holder = await new Redlock(clients).acquire("far-off", 5000);
+    const dlm = new Redlock(clients, { retryCount: 2 });
+    // each passes its own check; with the default jitter (100 ms) the pause is past what a timer can
+    // wait, and Node fires such a timer after 1 ms: the retries would come at once
+    const error = await dlm.lock("far-off", 1000, { retryDelay: longest }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(
+      /^options\.retryDelay \+ options\.retryJitter must be at most 2147483647 ms/,
+    );
+    expect(() => new Redlock(clients, { retryDelay: longest - 50, retryJitter: 100 })).toThrow(RangeError);
+    expect(() => checkLockOptions({ ttl: 1000, retryJitter: longest })).toThrow(
+      /^options\.retryDelay \+ options\.retryJitter/,
+    );
+    expect(await Promise.all(clients.map((client) => client.get("far-off")))).toEqual([
+      holder.value,
+      holder.value,
+      holder.value,
+    ]);
+    expect(await dbsizes()).toEqual([1, 1, 1]);
+    // the longest pause a timer can wait is accepted
+    expect(() => new Redlock(clients, { retryDelay: longest - 100, retryJitter: 100 })).not.toThrow();
+    await holder.release();
+  });
+});
+
 describe("an extension threshold shorter than the per-instance timeout", () => {
   it("is raised to it: a lock whose quorum answers in 200 ms stays valid with extendThreshold 0.05", async () => {
     // two of three instances 100 ms away each way: every quorum needs one of them (about 200 ms)
