@@ -241,6 +241,31 @@ describe.each(frameworks)("HTTP bad input through %s", (framework) => {
       ),
     ).rejects.toThrow(TypeError);
   });
+
+  it("route options that cannot work with the Redlock's own fail when the route is declared, not as a 500 per request", async () => {
+    const timed = new Redlock(direct, { instanceTimeout: 1000 });
+    let ran = 0;
+    const handler = async () => {
+      ran++;
+      return { json: {} };
+    };
+    const declared = await buildApp[framework](timed, [
+      { method: "get", path: "/short", key: "short", options: { ttl: 500 }, handler },
+    ]).then(
+      async (app) => {
+        const answer = await send(`${app.url}/short`);
+        await app.close();
+        return `declared; the request answered ${answer.status}`;
+      },
+      (error: unknown) => error,
+    );
+    expect(declared).toBeInstanceOf(RangeError);
+    expect((declared as Error).message).toMatch(
+      /options cannot be used with this Redlock: instanceTimeout must be shorter than the ttl, got 1000 for a ttl of 500$/,
+    );
+    expect(ran).toBe(0);
+    await nothingInRedis();
+  });
 });
 
 describe("@Locked bad input", () => {

@@ -29,7 +29,7 @@ import {
 import { AcquireLoop } from "./quorum/acquire-loop.js";
 import { fanOut, type Quorum } from "./quorum/ballot.js";
 import { extendOnQuorum } from "./quorum/extension.js";
-import { resolveInstances } from "./quorum/instance-checks.js";
+import { checkFencing, resolveInstances } from "./quorum/instance-checks.js";
 import type { RedlockInstance, ResolvedInstance } from "./quorum/instances.js";
 import { type QuorumContext, releaseCall } from "./quorum/requests.js";
 import { ServerIdentityCheck } from "./quorum/server-identity.js";
@@ -268,6 +268,19 @@ export class Redlock {
       stop();
       await this.unlock(lock);
     }
+  }
+
+  /**
+   * Throws the `TypeError`/`RangeError` that a lock of `ttl` with `options` would get from
+   * `lock()`, this Redlock's own options filling in the rest, without sending anything: for a lock
+   * declared ahead of time (a route), where options that cannot work with this Redlock's (its
+   * `instanceTimeout` not shorter than the ttl) fail at the declaration, not at every call.
+   */
+  checkOptions(ttl: number, options?: AcquireOptions): void {
+    checkMs("ttl", ttl);
+    const resolved = resolveAcquireOptions(this.#defaults, options);
+    instanceTimeoutFor(ttl, resolved);
+    if (resolved.fencing && !this.#stores.every(canFence)) checkFencing(this.#stores);
   }
 
   /** The hold options (extendThreshold, maxHoldMs) this Redlock was built with, merged with `options`. */

@@ -8,7 +8,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
-import { checkLockOptions, LockContentionError, Redlock } from "../src/index.js";
+import { checkLockOptions, createHttpLockPolicy, LockContentionError, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[];
@@ -99,6 +99,40 @@ describe("retryDelay and retryJitter that add up past 2^31 - 1 ms", () => {
     // the longest pause a timer can wait is accepted
     expect(() => new Redlock(clients, { retryDelay: longest - 100, retryJitter: 100 })).not.toThrow();
     await holder.release();
+  });
+});
+
+describe("a route's options that cannot work with its Redlock's own", () => {
+  it.each([
+    [
+      "the Redlock's instanceTimeout 1000 with a route's ttl 500",
+      { instanceTimeout: 1000 },
+      { ttl: 500 },
+      /instanceTimeout must be shorter than the ttl, got 1000 for a ttl of 500/,
+    ],
+    [
+      "the Redlock's driftFactor 0.49 with a route's ttl 100",
+      { driftFactor: 0.49 },
+      { ttl: 100 },
+      /ttl of 100 ms can never give a valid lock/,
+    ],
+    [
+      "the Redlock's retryDelay and retryJitter 0 with a route's wait",
+      { retryDelay: 0, retryJitter: 0 },
+      { wait: 100 },
+      /retryDelay and options\.retryJitter are both 0/,
+    ],
+  ])("%s is a RangeError where the route is declared, not at each request", (_, own, route, message) => {
+    const dlm = new Redlock(clients, own);
+    // alone, each passes: the conflict is with the Redlock the route locks with
+    expect(() => checkLockOptions(route)).not.toThrow();
+    const policy = createHttpLockPolicy(dlm);
+    const declared = (() => policy.route("declared", route)) as () => unknown;
+    expect(declared).toThrow(RangeError);
+    expect(declared).toThrow(/^options cannot be used with this Redlock: /);
+    expect(declared).toThrow(message);
+    // the defaults alone are not refused: every route may set a ttl of its own
+    expect(() => createHttpLockPolicy(dlm, route)).not.toThrow();
   });
 });
 

@@ -456,6 +456,31 @@ describe("@LockedRoute declarations", () => {
       /^@LockedRoute of BadController\.go: options\.ttl must be a positive integer/,
     );
   });
+
+  it("are checked against the module's Redlock: options that cannot work with its own fail the start, not each request (500)", async () => {
+    @Controller()
+    class ShortController {
+      @Post("go")
+      @LockedRoute("go", { ttl: 500 })
+      go() {}
+    }
+    @Module({
+      imports: [RedlockModule.forRoot({ instances: trio().map(url), options: { instanceTimeout: 1000 } })],
+      controllers: [ShortController],
+    })
+    class ShortApp {}
+    const failed = await start(ShortApp).then(
+      async (context) => {
+        await context.close();
+        return "started";
+      },
+      (error: unknown) => error,
+    );
+    expect(failed).toBeInstanceOf(RangeError);
+    expect((failed as Error).message).toMatch(
+      /^@LockedRoute of ShortController\.go: options cannot be used with this Redlock: instanceTimeout must be shorter than the ttl/,
+    );
+  });
 });
 
 describe("an app whose start fails on a bad @LockedRoute declaration", () => {
