@@ -242,6 +242,32 @@ describe.each(frameworks)("HTTP bad input through %s", (framework) => {
     ).rejects.toThrow(TypeError);
   });
 
+  it("an option a route does not take (retryCount, a misspelt wait) fails when the route is declared, rather than be ignored", async () => {
+    const dlm = new Redlock([new MemoryStore()]);
+    const declare = (options: object, defaults?: object) =>
+      buildApp[framework](
+        dlm,
+        [{ method: "get", path: "/x", key: "x", options: options as never, handler: async () => ({ json: {} }) }],
+        defaults as never,
+      ).then(
+        async (app) => {
+          await app.close();
+          return "declared";
+        },
+        (error: unknown) => error,
+      );
+    const retries = await declare({ retryCount: 5 });
+    expect(retries).toBeInstanceOf(TypeError);
+    expect((retries as Error).message).toMatch(
+      /options\.retryCount is not a route lock option \(use wait: the total ms to keep trying\)$/,
+    );
+    const misspelt = await declare({ ttl: 1000, wiat: 2000 });
+    expect((misspelt as Error).message).toMatch(/options\.wiat is not a route lock option$/);
+    const defaults = await declare({}, { wiat: 2000 });
+    expect((defaults as Error).message).toMatch(/defaults\.wiat is not a route lock option$/);
+    expect(await declare({ ttl: 1000, wait: 0, autoExtend: false, maxHoldMs: 5000, fencing: false })).toBe("declared");
+  });
+
   it("route options that cannot work with the Redlock's own fail when the route is declared, not as a 500 per request", async () => {
     const timed = new Redlock(direct, { instanceTimeout: 1000 });
     let ran = 0;

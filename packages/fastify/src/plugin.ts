@@ -69,11 +69,16 @@ declare module "fastify" {
   }
 }
 
+/** What `app.register(plugin, options)` lets Fastify read from the options it also hands the plugin. */
+const REGISTER_OPTIONS = ["prefix", "logLevel", "logSerializers"] as const;
+
 /** Marks the config of a route this plugin locks (Fastify copies `route.config` after the `onRoute` hooks). */
 const LOCKED = Symbol("redlock-kit.locked");
 
 const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlockPlugin(fastify, options) {
   const { redlock, ...defaults } = options;
+  // Fastify hands a plugin its own register options too: they are not route defaults
+  for (const name of REGISTER_OPTIONS) delete (defaults as Record<string, unknown>)[name];
   const policy = createHttpLockPolicy<FastifyLockHook>(redlock, defaults);
   fastify.decorate("redlock", redlock);
   fastify.decorateRequest("lock", null);

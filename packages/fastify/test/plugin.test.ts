@@ -69,6 +69,30 @@ describe("the Fastify plugin", () => {
     await expect(app.ready()).rejects.toThrow(new TypeError("redlock must be a Redlock instance, got undefined"));
   });
 
+  it("takes Fastify's own register options (prefix, logLevel, logSerializers) beside its defaults, and refuses an option no route takes", async () => {
+    const app = Fastify();
+    apps.push(app);
+    // Fastify hands these to every plugin it registers: they are not route defaults
+    await app.register(redlockPlugin, {
+      redlock: dlm,
+      ttl: 2000,
+      prefix: "/api",
+      logLevel: "warn",
+      logSerializers: {},
+    });
+    app.get("/locked", { config: { redlock: "locked" } }, async (request) => ({ resources: request.lock?.resources }));
+    expect((await app.inject({ url: "/locked" })).json()).toEqual({ resources: ["locked"] });
+
+    const misspelt = Fastify();
+    apps.push(misspelt);
+    misspelt.register(redlockPlugin, { redlock: dlm, wiat: 2000 } as never);
+    const ready = await misspelt.ready().then(
+      () => "ready",
+      (error: unknown) => error,
+    );
+    expect(ready).toEqual(new TypeError("defaults.wiat is not a route lock option"));
+  });
+
   it("takes the lock after the route's own preHandlers, so a request they refuse locks nothing", async () => {
     const app = await appWithPlugin();
     let handled = 0;

@@ -1,7 +1,12 @@
 import type { ServerResponse } from "node:http";
 import { LockKeyError, LockLostError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
-import { type DeclaredLockOptions, type ResolvedDeclaredLock, resolveDeclaredLock } from "../lock/declared-lock.js";
+import {
+  DECLARED_LOCK_KEYS,
+  type DeclaredLockOptions,
+  type ResolvedDeclaredLock,
+  resolveDeclaredLock,
+} from "../lock/declared-lock.js";
 import { holdingLock } from "../lock/held-locks.js";
 import { type Lock, STATE } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
@@ -402,6 +407,22 @@ function checkWithRedlock(redlock: Redlock, route: ResolvedRouteOptions<unknown>
   }
 }
 
+/** The options a route takes: a declared lock's and the adapters' own. */
+const ROUTE_KEYS: ReadonlySet<string> = new Set([...DECLARED_LOCK_KEYS, "autoExtend", "onLocked", "onUnavailable"]);
+
+/**
+ * Refuses an option a route does not take, as `@Locked` does: ignored, a misspelt `wait` or a
+ * `retryCount` (routes wait by time) would answer 423 at once with no sign of why.
+ */
+function checkRouteKeys(options: object | undefined, name: string): void {
+  if (options === undefined) return;
+  for (const key of Object.keys(options)) {
+    if (ROUTE_KEYS.has(key)) continue;
+    const hint = key === "retryCount" ? " (use wait: the total ms to keep trying)" : "";
+    throw new TypeError(`${name}.${key} is not a route lock option${hint}`);
+  }
+}
+
 function resolveRouteOptions<Hook>(
   redlock: Redlock,
   base: ResolvedRouteOptions<Hook> | undefined,
@@ -409,6 +430,7 @@ function resolveRouteOptions<Hook>(
   name: string,
 ): ResolvedRouteOptions<Hook> {
   checkOptionsObject(name, options);
+  checkRouteKeys(options, name);
   const get = <K extends keyof RouteLockOptions<Hook>>(key: K) =>
     options && Object.hasOwn(options, key) && options[key] !== undefined ? options[key] : undefined;
   const extend = get("autoExtend");
