@@ -7,8 +7,17 @@ import {
   type OnModuleInit,
 } from "@nestjs/common";
 import { DiscoveryService, MetadataScanner } from "@nestjs/core";
+import { STATIC_CONTEXT } from "@nestjs/core/injector/constants.js";
 import { createHttpLockPolicy, type HeldRoute, type HttpLockPolicy, Redlock, type RouteLock } from "@redlock-kit/core";
-import { bindInstance, callsSettled, startRedlock, stopRedlock } from "./bound-redlocks.js";
+import {
+  appInitialised,
+  appStarting,
+  bindInstance,
+  callsSettled,
+  type StartingApp,
+  startRedlock,
+  stopRedlock,
+} from "./bound-redlocks.js";
 import { LOCKED_ROUTE_METADATA, type LockedRouteDeclaration } from "./locked-route.js";
 
 type Handler = (...args: unknown[]) => unknown;
@@ -20,7 +29,7 @@ type Handler = (...args: unknown[]) => unknown;
  * clients it created and none it was handed.
  */
 @Injectable()
-export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
+export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown, StartingApp {
   readonly #policy: HttpLockPolicy;
   /** Compiled route locks by handler; `null` for a handler without `@LockedRoute`. */
   readonly #routes = new WeakMap<Handler, RouteLock | null>();
@@ -33,26 +42,38 @@ export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdow
     @Inject(MetadataScanner) private readonly scanner: MetadataScanner,
   ) {
     this.#policy = createHttpLockPolicy(redlock);
+    appStarting(this);
   }
 
   async onModuleInit(): Promise<void> {
-    await this.#refuseOthers();
-    // A bad key or option fails the app's start, naming the route, rather than its first request;
-    // checked before the app counts as running, and the Redlock closed: the app will not run.
     try {
-      this.#checkRoutes();
-    } catch (error) {
-      await this.redlock.quit();
-      throw error;
+      await this.#refuseOthers();
+      // A bad key or option fails the app's start, naming the route, rather than its first request;
+      // checked before the app counts as running, and the Redlock closed: the app will not run.
+      try {
+        this.#checkRoutes();
+      } catch (error) {
+        await this.redlock.quit();
+        throw error;
+      }
+      startRedlock(this.redlock);
+      this.bindInstances();
+    } finally {
+      appInitialised(this);
     }
-    startRedlock(this.redlock);
+  }
+
+  /** Binds the app's provider and controller instances created so far (all of them by now) to its Redlock. */
+  bindInstances(): void {
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       if (!wrapper.isDependencyTreeStatic()) continue;
       // a transient provider's instances are one per consumer, none of them `wrapper.instance`
-      const instances: unknown[] = wrapper.isTransient
-        ? wrapper.getStaticTransientInstances().map((each) => each?.instance)
-        : [wrapper.instance];
-      for (const instance of instances) {
+      const hosts = wrapper.isTransient
+        ? wrapper.getStaticTransientInstances()
+        : [wrapper.getInstanceByContextId(STATIC_CONTEXT)];
+      for (const host of hosts) {
+        // before it is resolved, an instance may be a stand-in its constructor's result replaces
+        const instance: unknown = host?.isResolved ? host.instance : undefined;
         if (typeof instance === "object" && instance !== null) bindInstance(instance, this.redlock);
       }
     }
@@ -95,6 +116,7 @@ export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdow
    * progress: a `@LockedRoute` request waiting for its lock would hold it up for its whole `wait`.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    appInitialised(this);
     stopRedlock(this.redlock);
     await this.redlock.stopAcquiring();
   }

@@ -16,11 +16,33 @@ const byInstance = new WeakMap<object, Redlock>();
  */
 const running = new Set<Redlock>();
 
+/** An app whose RedlockModule exists but has not run its onModuleInit yet. */
+export interface StartingApp {
+  /** Binds the instances the app has created so far to its Redlock. */
+  bindInstances(): void;
+}
+
+/**
+ * The apps whose RedlockModule was built and is not initialised yet. Nest runs the onModuleInit of
+ * a module imported deeper, or listed before RedlockModule, first: a @Locked call made there binds
+ * the app's instances then. Weak: an app whose start failed before its onModuleInit is not kept.
+ */
+const starting = new Set<WeakRef<StartingApp>>();
+
 /**
  * The `@Locked` calls still running, per Redlock: at shutdown the module waits for them before it
  * closes the clients their locks are extended and released through.
  */
 const inFlight = new Map<Redlock, Set<Promise<unknown>>>();
+
+export function appStarting(app: StartingApp): void {
+  starting.add(new WeakRef(app));
+}
+
+/** The app has run its onModuleInit (or will not run): its instances are bound, or never will be. */
+export function appInitialised(app: StartingApp): void {
+  for (const ref of starting) if (ref.deref() === app) starting.delete(ref);
+}
 
 export function startRedlock(redlock: Redlock): void {
   running.add(redlock);
@@ -71,13 +93,23 @@ export async function callsSettled(redlock: Redlock): Promise<void> {
  * request-scoped provider), the one running RedlockModule's.
  */
 export function redlockOf(self: unknown): Redlock {
-  const bound = typeof self === "object" && self !== null ? byInstance.get(self) : undefined;
+  const bound = typeof self === "object" && self !== null ? (byInstance.get(self) ?? bindStarting(self)) : undefined;
   if (bound !== undefined) return bound;
   const [only, ...others] = running;
   if (only !== undefined && others.length === 0) return only;
   throw new Error(
     only === undefined
-      ? "@Locked from @redlock-kit/nestjs found no running RedlockModule: import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked"
+      ? "@Locked from @redlock-kit/nestjs found no running RedlockModule for this call: one made from a constructor comes before its app has the instance (make it in onModuleInit or later); else import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked"
       : `@Locked from @redlock-kit/nestjs was called on an object of none of the ${running.size} running apps with a RedlockModule: pass { redlock } to @Locked`,
   );
+}
+
+/** The Redlock of `self`'s app when that app is still starting, its instances bound now. */
+function bindStarting(self: object): Redlock | undefined {
+  for (const ref of starting) {
+    const app = ref.deref();
+    if (app === undefined) starting.delete(ref);
+    else app.bindInstances();
+  }
+  return byInstance.get(self);
 }

@@ -3,7 +3,17 @@
  * forRootAsync, instances given as URLs, options, clients or injection tokens, isGlobal, the Redlock
  * each app's @Locked methods use, and what shutdown closes (only what the module opened).
  */
-import { Controller, Global, Inject, Injectable, Module, Post, Scope, type Type } from "@nestjs/common";
+import {
+  Controller,
+  type DynamicModule,
+  Global,
+  Inject,
+  Injectable,
+  Module,
+  Post,
+  Scope,
+  type Type,
+} from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
 import { LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -208,6 +218,71 @@ describe("the Redlock a @Locked method uses", () => {
       await Promise.all([three.close(), one.close()]);
     }
     await expect(new Ledger().post("7")).rejects.toThrow(/found no running RedlockModule/);
+  });
+});
+
+/** Takes a lock as it is initialised, as a one-off start-up job does: which Redlock held its key. */
+@Injectable()
+class WarmUp {
+  static seen: string[] = [];
+  @Locked("warm-up:{0}")
+  async run(id: string) {
+    return holders(`warm-up:${id}`);
+  }
+  async onModuleInit() {
+    WarmUp.seen.push(await this.run("1"));
+  }
+}
+
+@Module({ providers: [WarmUp] })
+class WarmUpModule {}
+
+/** Imports WarmUpModule: one level deeper than a RedlockModule its app imports, so initialised before it. */
+@Module({ imports: [WarmUpModule] })
+class DeeperModule {}
+
+describe("a @Locked call from the onModuleInit of a provider Nest initialises before RedlockModule", () => {
+  it("locks with its app's Redlock, from a module imported deeper or listed before RedlockModule, also beside another running app", async () => {
+    WarmUp.seen = [];
+    const startWarmUp = async (imports: (Type<unknown> | DynamicModule)[]) => {
+      @Module({ imports })
+      class WarmUpApp {}
+      await (await start(WarmUpApp)).close();
+    };
+    const trioModule = () => RedlockModule.forRoot({ instances: trio().map(url) });
+    // before: 'found no running RedlockModule: import RedlockModule.forRoot(...)', though it is imported
+    await startWarmUp([trioModule(), DeeperModule]);
+    await startWarmUp([WarmUpModule, trioModule()]);
+    const one = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
+    );
+    try {
+      // before: the call locked with the other app's Redlock, the one running then ('fourth')
+      await startWarmUp([trioModule(), DeeperModule]);
+    } finally {
+      await one.close();
+    }
+    expect(WarmUp.seen).toEqual(["trio", "trio", "trio"]);
+  });
+
+  it("made from a constructor, which runs before any app has its instance, rejects saying where to make it", async () => {
+    const attempts: Promise<unknown>[] = [];
+    @Injectable()
+    class EagerWarmUp extends WarmUp {
+      constructor() {
+        super();
+        attempts.push(this.run("2").catch((error: unknown) => error));
+      }
+    }
+    @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], providers: [EagerWarmUp] })
+    class EagerApp {}
+    const context = await start(EagerApp);
+    await context.close();
+    expect(await Promise.all(attempts)).toEqual([
+      new Error(
+        "@Locked from @redlock-kit/nestjs found no running RedlockModule for this call: one made from a constructor comes before its app has the instance (make it in onModuleInit or later); else import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked",
+      ),
+    ]);
   });
 });
 
