@@ -14,6 +14,7 @@ import {
   appStarting,
   bindInstance,
   callsSettled,
+  closedRedlock,
   type StartingApp,
   startRedlock,
   stopRedlock,
@@ -128,7 +129,11 @@ export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdow
     // and releases its lock through this Redlock's clients: closed now, its lock would lapse while
     // its body goes on, and another owner take it.
     await Promise.all([callsSettled(this.redlock), ...this.#heldRoutes]);
-    await this.redlock.quit();
+    try {
+      await this.redlock.quit();
+    } finally {
+      closedRedlock(this.redlock);
+    }
   }
 
   /** Follows a `@LockedRoute` lock until it is released, for the shutdown to wait for. */

@@ -15,6 +15,12 @@ const byInstance = new WeakMap<object, Redlock>();
  * holds still runs.
  */
 const running = new Set<Redlock>();
+/**
+ * The Redlocks of the modules shutting down: taking no more locks, their clients not closed yet.
+ * With none running, an object no app bound (a request-scoped provider of a request still in
+ * flight) uses the one of these, and gets its refusal (503) as the app's other providers do.
+ */
+const stopping = new Set<Redlock>();
 
 /** An app whose RedlockModule exists but has not run its onModuleInit yet. */
 export interface StartingApp {
@@ -49,7 +55,12 @@ export function startRedlock(redlock: Redlock): void {
 }
 
 export function stopRedlock(redlock: Redlock): void {
-  running.delete(redlock);
+  if (running.delete(redlock)) stopping.add(redlock);
+}
+
+/** The module closed its Redlock: nothing unbound uses it any more. */
+export function closedRedlock(redlock: Redlock): void {
+  stopping.delete(redlock);
 }
 
 export function bindInstance(instance: object, redlock: Redlock): void {
@@ -90,17 +101,19 @@ export async function callsSettled(redlock: Redlock): Promise<void> {
 /**
  * The Redlock of `self`'s app, even once that app shut down (its Redlock then refuses to acquire:
  * `LockUnavailableError`, 503); for an object no app created (a class instantiated by hand, a
- * request-scoped provider), the one running RedlockModule's.
+ * request-scoped provider), the one running RedlockModule's, or with none running, the one
+ * shutting down.
  */
 export function redlockOf(self: unknown): Redlock {
   const bound = typeof self === "object" && self !== null ? (byInstance.get(self) ?? bindStarting(self)) : undefined;
   if (bound !== undefined) return bound;
-  const [only, ...others] = running;
+  const apps = running.size > 0 ? running : stopping;
+  const [only, ...others] = apps;
   if (only !== undefined && others.length === 0) return only;
   throw new Error(
     only === undefined
       ? "@Locked from @redlock-kit/nestjs found no running RedlockModule for this call: one made from a constructor comes before its app has the instance (make it in onModuleInit or later); else import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked"
-      : `@Locked from @redlock-kit/nestjs was called on an object of none of the ${running.size} running apps with a RedlockModule: pass { redlock } to @Locked`,
+      : `@Locked from @redlock-kit/nestjs was called on an object of none of the ${apps.size} running apps with a RedlockModule: pass { redlock } to @Locked`,
   );
 }
 

@@ -22,6 +22,7 @@ import { excess, settledResources } from "#test-helpers/invariants.js";
 import { nextExtensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
+import { ShutdownProbe, ShutdownProbeModule } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(4);
 /** One inspecting client per server; handed clients are made per test. */
@@ -435,22 +436,6 @@ class NestingJob {
     return "locked elsewhere";
   }
 }
-
-/**
- * In a global module, whose shutdown hooks Nest runs last (a module's run before those of the
- * modules it imports): its beforeApplicationShutdown comes after RedlockModule's.
- */
-@Injectable()
-class ShutdownProbe {
-  static began = () => {};
-  beforeApplicationShutdown() {
-    ShutdownProbe.began();
-  }
-}
-
-@Global()
-@Module({ providers: [ShutdownProbe] })
-class ShutdownProbeModule {}
 
 describe("shutdown while a @Locked job of the app runs and calls nested @Locked methods", () => {
   it("lets a nested call that only re-enters the job's own lock run, and refuses one that needs another lock (503)", async () => {

@@ -8,7 +8,7 @@
  * with LockUnavailableError (503) instead of holding the shutdown up for its whole wait.
  */
 import { text } from "node:stream/consumers";
-import { Controller, Injectable, Module, Param, Post, UseInterceptors } from "@nestjs/common";
+import { Controller, Inject, Injectable, Module, Param, Post, Scope, UseInterceptors } from "@nestjs/common";
 import { type Lock, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ import { open, send } from "#test-helpers/http-client.js";
 import { arrival, nextExtensions, nextRelease } from "#test-helpers/lock-events.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
-import { platforms, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
+import { platforms, ShutdownProbe, ShutdownProbeModule, startNestApp, TimeoutInterceptor } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -206,3 +206,70 @@ describe.each(platforms)("shutdown while a @LockedRoute request waits for its lo
     }
   });
 });
+
+/** A request-scoped provider: one instance per request, which no app binds at its start. */
+@Injectable({ scope: Scope.REQUEST })
+class Receipts {
+  @Locked("receipt:{0}", { ttl: 5000 })
+  async print(id: string) {
+    bodiesRun.push(`receipt ${id}`);
+    return { printed: id };
+  }
+}
+
+/** The handler waits for `receipts.opened` before its locked call: the test opens it once the shutdown began. */
+let receipts = gate();
+let handlerEntered = gate();
+
+@Controller("receipts")
+class ReceiptsController {
+  constructor(@Inject(Receipts) private readonly receipts: Receipts) {}
+  @Post(":id")
+  async print(@Param("id") id: string) {
+    handlerEntered.open();
+    await receipts.opened;
+    return this.receipts.print(id);
+  }
+}
+
+describe.each(platforms)(
+  "shutdown while a request calls a request-scoped provider's @Locked method (%s)",
+  (platform) => {
+    it("answers 503 as for any provider of the app, the method not run", async () => {
+      bodiesRun = [];
+      receipts = gate();
+      const began = new Promise<void>((resolve) => {
+        ShutdownProbe.began = resolve;
+      });
+      @Module({
+        imports: [redlockModule(), ShutdownProbeModule],
+        controllers: [ReceiptsController],
+        providers: [Receipts],
+      })
+      class ReceiptsApp {}
+      const running = await startNestApp(ReceiptsApp, platform);
+      let closed: Promise<void> | undefined;
+      try {
+        receipts.open();
+        expect((await send(`${running.url}/receipts/1`, { method: "POST" })).status).toBe(201);
+        receipts = gate();
+        handlerEntered = gate();
+        const answered = send(`${running.url}/receipts/2`, { method: "POST" });
+        await handlerEntered.opened;
+        closed = running.close();
+        await began;
+        receipts.open();
+        const answer = await answered;
+        // before: 500 (the call found no running RedlockModule: "import RedlockModule.forRoot(...)")
+        expect({ status: answer.status, body: JSON.parse(answer.text) }).toMatchObject({
+          status: 503,
+          body: { statusCode: 503, errorCode: "ERR_REDLOCK_UNAVAILABLE" },
+        });
+        expect(bodiesRun).toEqual(["receipt 1"]);
+      } finally {
+        receipts.open();
+        await (closed ?? running.close());
+      }
+    });
+  },
+);

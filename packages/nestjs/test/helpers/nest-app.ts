@@ -1,8 +1,11 @@
 import {
   type CallHandler,
   type ExecutionContext,
+  Global,
   type INestApplication,
+  Injectable,
   type LoggerService,
+  Module,
   type NestInterceptor,
   RequestTimeoutException,
   type Type,
@@ -64,3 +67,20 @@ export class TimeoutInterceptor implements NestInterceptor {
     );
   }
 }
+
+/**
+ * In a global module, whose shutdown hooks Nest runs last (a module's run before those of the
+ * modules it imports): its beforeApplicationShutdown comes after RedlockModule's, which has then
+ * stopped taking locks.
+ */
+@Injectable()
+export class ShutdownProbe {
+  static began = () => {};
+  beforeApplicationShutdown() {
+    ShutdownProbe.began();
+  }
+}
+
+@Global()
+@Module({ providers: [ShutdownProbe] })
+export class ShutdownProbeModule {}
