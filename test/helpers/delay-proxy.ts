@@ -1,7 +1,8 @@
 /**
  * A TCP proxy for fault injection between a client and one redis-server, on loopback:
  * a delay per direction, a blackhole that swallows bytes while keeping connections open,
- * replies held back (on open or on new connections) until released, and a reset of every connection.
+ * replies held back (on open or on new connections) until released, commands held back from the
+ * first one a test picks, and a reset of every connection.
  * `tc netem` is not available on this machine kind (see docs/reliability.md §4), so latency is
  * injected in user space.
  */
@@ -113,6 +114,11 @@ export class DelayProxy {
    * end, wait in the proxy until `releaseReplies()`. Connections already open are not affected.
    */
   holdNewReplies = false;
+  /**
+   * While set, a chunk of commands it matches, and all its connection sends after it, wait in the
+   * proxy until `releaseCommands()`; what was sent before runs.
+   */
+  holdCommandsWhen: ((chunk: Buffer) => boolean) | undefined;
   readonly #server: net.Server;
   readonly #pairs = new Set<Pair>();
 
@@ -160,6 +166,19 @@ export class DelayProxy {
     for (const pair of this.#pairs) (pair.pipes[1] as DelayedPipe).release();
   }
 
+  /** Bytes of commands held back (`holdCommandsWhen`). */
+  get heldCommandBytes(): number {
+    let bytes = 0;
+    for (const pair of this.#pairs) bytes += (pair.pipes[0] as DelayedPipe).heldBytes;
+    return bytes;
+  }
+
+  /** Stops holding commands back, and sends the held ones. */
+  releaseCommands(): void {
+    this.holdCommandsWhen = undefined;
+    for (const pair of this.#pairs) (pair.pipes[0] as DelayedPipe).release();
+  }
+
   /** Sends a TCP RST to every client and closes every upstream connection; new connections are accepted. */
   resetAll(): void {
     for (const pair of this.#pairs) this.#drop(pair, true);
@@ -186,7 +205,10 @@ export class DelayProxy {
     );
     const pair: Pair = { client, upstream, pipes: [up, down] };
     this.#pairs.add(pair);
-    client.on("data", (chunk) => up.push(chunk));
+    client.on("data", (chunk: Buffer) => {
+      if (this.holdCommandsWhen?.(chunk)) up.hold();
+      up.push(chunk);
+    });
     upstream.on("data", (chunk) => down.push(chunk));
     client.on("end", () => up.end());
     upstream.on("end", () => down.end());

@@ -1,4 +1,4 @@
-import { type ForcedRelease, type LockInspection, Redlock } from "@redlock-kit/core";
+import { type ForcedRelease, type ForceReleaseOptions, type LockInspection, Redlock } from "@redlock-kit/core";
 import { Cluster, Redis } from "ioredis";
 import { bounded } from "./bounded.js";
 
@@ -18,7 +18,7 @@ export interface Instances {
   reason(instance: number, message: string): string;
   /** `dlm.inspect()` and `dlm.forceRelease()`, each instance described by its name and failures by their reason. */
   inspect(resource: string): Promise<LockInspection>;
-  forceRelease(resource: string): Promise<ForcedRelease>;
+  forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease>;
   close(): void;
 }
 
@@ -65,7 +65,7 @@ export async function connect(
       names,
       reason,
       inspect: async (resource) => named(await dlm.inspect(resource)),
-      forceRelease: async (resource) => named(await dlm.forceRelease(resource)),
+      forceRelease: async (resource, options) => named(await dlm.forceRelease(resource, options)),
       close,
     };
   } catch (error) {

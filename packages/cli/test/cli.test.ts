@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { type Lock, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { runCli, start, startOnTty } from "./helpers/run-cli.js";
 
@@ -27,6 +28,7 @@ const PROCESS_TIMEOUT = { timeout: 90_000 };
 const server = (index: number) => cluster.servers[index] as RedisServer;
 const fingerprint = (lock: Lock) => createHash("sha256").update(lock.value).digest("hex").slice(0, 8);
 const exists = (key: string) => Promise.all(clients.map((client) => client.exists(key)));
+const values = (key: string) => Promise.all(clients.map((client) => client.get(key)));
 /** `dlm`'s acquire resolves at a quorum: a CLI run (another process) that reads every instance waits for the last SET. */
 const heldEverywhere = (key: string) => expect.poll(() => exists(key)).toEqual([1, 1, 1]);
 
@@ -263,9 +265,9 @@ describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
 });
 
 /** `release --force stuck` on a terminal, once it asks about `lock` (held on every instance). */
-async function askedToRelease(lock: Lock) {
+async function askedToRelease(lock: Lock, instances = env) {
   await heldEverywhere("lock:stuck");
-  const run = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], env);
+  const run = startOnTty(["release", "--force", "stuck", "--prefix", "lock:"], instances);
   await run.waitFor("[y/N]");
   expect(run.stdout).toContain(`is held by ${fingerprint(lock)} on 3 of 3 instances`);
   return run;
@@ -384,13 +386,38 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     await heldEverywhere("lock:stuck");
     run.child.stdin?.write("y\r");
     expect(await run.exited).toBe(1);
-    expect(run.stdout).toContain(`is held by ${fingerprint(live)} on 3 of 3 instances`);
-    expect(run.stdout).toContain("It changed hands since you were asked: nothing deleted.");
-    expect(await Promise.all(clients.map((client) => client.get("lock:stuck")))).toEqual([
-      live.value,
-      live.value,
-      live.value,
-    ]);
+    expect(run.stdout).toContain(
+      `It changed hands since you were asked: held by ${fingerprint(live)} on 3 of 3 instances, kept there. Nothing deleted.`,
+    );
+    expect(await values("lock:stuck")).toEqual([live.value, live.value, live.value]);
+  });
+
+  it("deletes nothing when the lock changed hands between its last read and the delete", async () => {
+    const proxies = await Promise.all(cluster.servers.map((redis) => startDelayProxy(redis.port)));
+    try {
+      const viaProxies = { REDIS_URL: proxies.map((proxy) => `redis://127.0.0.1:${proxy.port}`).join(",") };
+      const crashed = await dlm.acquire("stuck", 60_000);
+      const run = await askedToRelease(crashed, viaProxies);
+      // after the yes, every read runs; the first script (the delete) waits on each instance
+      for (const proxy of proxies) proxy.holdCommandsWhen = (chunk) => /\r\neval(sha)?\r\n/i.test(chunk.toString());
+      run.child.stdin?.write("y\r");
+      await expect
+        .poll(() => proxies.map((proxy) => proxy.heldCommandBytes > 0), { timeout: 30_000 })
+        .toEqual([true, true, true]);
+      // meanwhile the holder shown released, and a live owner took the lock: the yes is not for it
+      await crashed.release();
+      const live = await dlm.acquire("stuck", 60_000);
+      await heldEverywhere("lock:stuck");
+      for (const proxy of proxies) proxy.releaseCommands();
+      const code = await run.exited;
+      expect(await values("lock:stuck")).toEqual([live.value, live.value, live.value]);
+      expect(code).toBe(1);
+      expect(run.stdout).toContain(
+        `It changed hands since you were asked: held by ${fingerprint(live)} on 3 of 3 instances, kept there. Nothing deleted.`,
+      );
+    } finally {
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    }
   });
 });
 

@@ -48,6 +48,7 @@ export { Lock } from "./lock/lock.js";
 export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./observe/diagnostics.js";
 export type {
   ForcedRelease,
+  ForceReleaseOptions,
   InspectOptions,
   InstanceInspection,
   LockInspection,

@@ -3,7 +3,13 @@ import { autoExtend } from "./lock/auto-extend.js";
 import { LiveLocks } from "./lock/live-locks.js";
 import { Lock, LockState, markReleased, ownerOf, STATE } from "./lock/lock.js";
 import { channels } from "./observe/diagnostics.js";
-import { type ForcedRelease, type InspectOptions, Inspector, type LockInspection } from "./observe/inspect.js";
+import {
+  type ForcedRelease,
+  type ForceReleaseOptions,
+  type InspectOptions,
+  Inspector,
+  type LockInspection,
+} from "./observe/inspect.js";
 import {
   type AttemptCounter,
   traceAcquire,
@@ -309,8 +315,10 @@ export class Redlock {
    * **Unsafe, for operators.** Deletes `resource`'s key on every instance whatever its value: a
    * holder that is still running keeps writing without the lock while a new owner takes it. Meant
    * for a lock left by a crashed process that you cannot wait out. The library never calls it.
+   * With `holder` (what `inspect()` showed), an instance deletes the key only if that holder still
+   * has it, in one step: a lock that changed hands since is kept.
    */
-  forceRelease(resource: string, options?: InspectOptions): Promise<ForcedRelease> {
+  forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease> {
     return this.#inspector.forceRelease(resource, options);
   }
 

@@ -118,3 +118,34 @@ export function isWellFormed(value: string): boolean {
 }
 
 export { show as describeValue };
+
+/** A holder as `inspect()` shows it: the first 8 hex digits of the SHA-256 of its value. */
+const FINGERPRINT = /^[0-9a-f]{8}$/;
+
+function checkFingerprint(name: string, value: unknown, or = ""): string {
+  if (typeof value !== "string" || !FINGERPRINT.test(value)) {
+    const expected = "a holder as inspect() shows it (8 lowercase hex digits)";
+    throw new TypeError(`${name} must be ${expected}${or}, got ${show(value)}`);
+  }
+  return value;
+}
+
+/**
+ * `forceRelease()`'s `holder`: one fingerprint for every instance, or an array of one entry per
+ * instance (`undefined`: nothing there may be deleted). Returns the entry of each instance.
+ */
+export function checkHolders(name: string, value: unknown, count: number): readonly (string | undefined)[] {
+  if (!Array.isArray(value)) {
+    return new Array<string>(count).fill(checkFingerprint(name, value, " or an array of one per instance"));
+  }
+  // read once, by index, as checkResources does: what is checked is what is compared
+  const list: unknown[] = Array.prototype.slice.call(value);
+  if (list.length !== count) {
+    throw new RangeError(`${name} must have one entry per instance (${count}), got ${list.length}`);
+  }
+  const holders: (string | undefined)[] = [];
+  for (let i = 0; i < count; i++) {
+    holders.push(list[i] === undefined ? undefined : checkFingerprint(`${name}[${i}]`, list[i]));
+  }
+  return holders;
+}

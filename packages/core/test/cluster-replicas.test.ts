@@ -59,7 +59,7 @@ const toReplicas: [string, ClusterOptions["scaleReads"]][] = [
 
 describe("an ioredis Cluster whose scaleReads sends reads to replicas", () => {
   it.each(toReplicas)(
-    "scaleReads %s: inspect(), isLocked(), forceRelease() and a refused acquisition read the lock on its master, not on a stale replica",
+    "scaleReads %s: inspect(), isLocked(), forceRelease() (with holder too) and a refused acquisition read the lock on its master, not on a stale replica",
     async (name, scaleReads) => {
       const key = `stale:${name}`;
       const master = await cluster.ownerOf(key);
@@ -83,6 +83,10 @@ describe("an ioredis Cluster whose scaleReads sends reads to replicas", () => {
 
         expect((await lock.extend(60_000)).value).toBe(lock.value);
 
+        // another holder than the one given: kept, as the master says (the replica would say free)
+        const other = await dlm.forceRelease(key, { holder: "00000000" });
+        expect(other).toMatchObject({ deleted: 0, kept: 1, unknown: 0 });
+        expect(other.instances[0]?.holder).toBe((await dlm.inspect(key)).holder);
         expect(await dlm.forceRelease(key)).toMatchObject({ deleted: 1, unknown: 0 });
         expect(await master.client().exists(key)).toBe(0);
         expect(await lock.release()).toBe(false);

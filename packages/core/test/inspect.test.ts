@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { LockConfigurationError, type LockStore, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
 import { LiveLocks } from "../src/lock/live-locks.js";
 import { Lock, LockState } from "../src/lock/lock.js";
+import { fingerprint } from "../src/observe/inspect.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const { server, client, clients, redlock } = useRedlocks(3);
@@ -203,6 +204,23 @@ describe("inspect()", () => {
       "options.instanceTimeout must be a positive integer",
     );
     await expect(dlm.forceRelease("x", [] as never)).rejects.toThrow("options must be an object");
+    const holder = "0123abcd";
+    const refused: [unknown, ErrorConstructor, string][] = [
+      [
+        undefined,
+        TypeError,
+        "options.holder must be a holder as inspect() shows it (8 lowercase hex digits) or an array",
+      ],
+      ["0123ABCD", TypeError, 'got "0123ABCD"'],
+      [42, TypeError, "got 42"],
+      [[holder, holder], RangeError, "options.holder must have one entry per instance (3), got 2"],
+      [[holder, null, holder], TypeError, "options.holder[1] must be a holder as inspect() shows it"],
+    ];
+    for (const [value, type, message] of refused) {
+      const error = await dlm.forceRelease("x", { holder: value as never }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(type);
+      expect((error as Error).message).toContain(message);
+    }
   });
 });
 
@@ -221,7 +239,10 @@ describe("forceRelease()", () => {
     expect((await dlm.forceRelease("stuck")).deleted).toBe(0);
   });
 
-  it("wakes a waiter at once, as a release does", async () => {
+  it.each([
+    ["whatever holds the key", (_: string) => undefined],
+    ["the holder shown", (holder: string) => ({ holder })],
+  ])("wakes a waiter at once, as a release does: %s", async (_, options) => {
     const holder = await redlock().acquire("crashed", 60_000);
     // the holder's acquire resolves at a quorum: the waiter starts once every instance holds the key,
     // and the key is forced free once the waiter is queued on every instance (else its first attempt
@@ -231,7 +252,7 @@ describe("forceRelease()", () => {
     await expect
       .poll(() => Promise.all(clients().map((c) => c.zcard("crashed:redlock-kit:waiters"))))
       .toEqual([1, 1, 1]);
-    await redlock().forceRelease("crashed");
+    expect((await redlock().forceRelease("crashed", options(fingerprint(holder.value)))).deleted).toBe(3);
     const lock = await waiting;
     expect(lock.valid).toBe(true);
     expect(holder.valid).toBe(true); // it does not know yet: that is why this is unsafe
@@ -247,6 +268,27 @@ describe("forceRelease()", () => {
     expect(result.unknown).toBe(1);
     expect(result.instances[0]?.deleted).toBeUndefined();
     expect(result.instances[0]?.error?.message).toBe("No answer within 100 ms");
+  });
+
+  it("with holder, deletes on each instance only the holder given for it", async () => {
+    const dlm = redlock();
+    const shown = await redlock().acquire("seen", 60_000);
+    await client(2).set("seen", "someone-else", "PX", 60_000);
+    const holder = fingerprint(shown.value);
+    // one holder for every instance: the other holder's key is kept
+    const everywhere = await dlm.forceRelease("seen", { holder });
+    expect(everywhere).toMatchObject({ deleted: 2, kept: 1, unknown: 0 });
+    expect(everywhere.instances.map(({ deleted, holder }) => [deleted, holder])).toEqual([
+      [true, undefined],
+      [true, undefined],
+      [false, fingerprint("someone-else")],
+    ]);
+    // one per instance: nothing is deleted where none is given
+    await Promise.all(clients().map((c) => c.set("seen", shown.value, "PX", 60_000)));
+    const each = await dlm.forceRelease("seen", { holder: [holder, undefined, fingerprint("nobody")] });
+    expect(each).toMatchObject({ deleted: 1, kept: 2 });
+    expect(await Promise.all(clients().map((c) => c.get("seen")))).toEqual([null, shown.value, shown.value]);
+    expect((await dlm.forceRelease("seen")).kept).toBe(0);
   });
 
   it("works on MemoryStore through its inspect()", async () => {

@@ -93,3 +93,19 @@ it("refuses a Sentinel-managed master listed again as a plain client of that ser
   await expect(wrong.lock("sentinel:wrong", 5000)).rejects.toThrow(/is a sentinel \(redis_mode:sentinel\)/);
   await Promise.all([twice.quit(), wrong.quit()]);
 });
+
+it("force-releases through Sentinel options only the holder given", async () => {
+  const dlm = new Redlock([{ sentinels: [{ host: "127.0.0.1", port: sentinel.sentinelPort }], name: sentinel.name }]);
+  try {
+    await dlm.acquire("sentinel:forced", 60_000);
+    const { holder } = await dlm.inspect("sentinel:forced");
+    expect(await dlm.forceRelease("sentinel:forced", { holder: "00000000" })).toMatchObject({ deleted: 0, kept: 1 });
+    expect(await dlm.forceRelease("sentinel:forced", { holder: holder as string })).toMatchObject({
+      deleted: 1,
+      kept: 0,
+    });
+    expect((await dlm.inspect("sentinel:forced")).state).toBe("free");
+  } finally {
+    await dlm.quit();
+  }
+}, 40_000);

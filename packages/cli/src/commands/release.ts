@@ -1,5 +1,5 @@
 import { createInterface } from "node:readline/promises";
-import type { LockInspection } from "@redlock-kit/core";
+import type { ForcedRelease, LockInspection } from "@redlock-kit/core";
 import { printable, releaseJson } from "../format.js";
 import { type CliIo, EXIT, tooFew, type Verb } from "../io.js";
 import { verdict } from "./inspect.js";
@@ -7,6 +7,7 @@ import { verdict } from "./inspect.js";
 /**
  * Deletes the lock's key on every instance, whoever holds it. Shows what it is about to delete and
  * asks first, unless --yes; when stdin is not a terminal nobody can answer, so it refuses instead.
+ * After a yes each instance deletes only the holder shown.
  */
 export const release: Verb = async (args, instances, io) => {
   const resource = args.target as string;
@@ -29,18 +30,17 @@ export const release: Verb = async (args, instances, io) => {
       io.stderr.write("Nothing deleted.\n");
       return EXIT.nothing;
     }
-    // the answer may come long after the question: a holder the operator was not shown (the one
-    // shown released, another took the key) is not deleted on a yes meant for someone else
-    const now = await instances.inspect(resource);
-    if (newHolder(before, now)) {
-      io.stderr.write(`${verdict(now)}\nIt changed hands since you were asked: nothing deleted. Run release again.\n`);
-      return EXIT.nothing;
-    }
   }
-  const result = await instances.forceRelease(resource);
+  // the answer may come long after the question: a holder the operator was not shown (the one
+  // shown released, another took the key) is not deleted on a yes meant for someone else. Core
+  // compares and deletes in one step on each instance, so not even one that took the key a moment
+  // before the delete is.
+  const result = await instances.forceRelease(resource, args.yes ? undefined : { holder: shown(before) });
   const total = result.instances.length;
   if (args.json) io.stdout.write(`${JSON.stringify(releaseJson(result))}\n`);
-  else io.stdout.write(`Deleted ${printable(result.key)} on ${result.deleted} of ${total} instances.\n`);
+  else if (result.deleted > 0 || result.kept === 0)
+    io.stdout.write(`Deleted ${printable(result.key)} on ${result.deleted} of ${total} instances.\n`);
+  if (result.kept > 0) io.stderr.write(`${changedHands(result)}\n`);
   for (const { description, error } of result.instances) {
     if (error)
       io.stderr.write(`redlock-kit: ${description} did not answer (${error.message}): the key may remain there.\n`);
@@ -49,12 +49,20 @@ export const release: Verb = async (args, instances, io) => {
   return result.deleted > 0 ? EXIT.done : EXIT.nothing;
 };
 
-/** Whether an instance now holds a key that is neither the holder named in the question nor the one it had then. */
-function newHolder(before: LockInspection, now: LockInspection): boolean {
-  return now.instances.some(
-    ({ instance, holder }) =>
-      holder !== undefined && holder !== before.holder && holder !== before.instances[instance]?.holder,
-  );
+/**
+ * The holder the question showed on each instance: the one found there, else the one named (an
+ * instance that was free or did not answer may hold the named lock's key by now). Undefined when
+ * none was: nothing there is deleted.
+ */
+function shown(view: LockInspection): (string | undefined)[] {
+  return view.instances.map(({ holder }) => holder ?? view.holder);
+}
+
+function changedHands(result: ForcedRelease): string {
+  const holders = new Set(result.instances.flatMap(({ holder }) => (holder === undefined ? [] : [holder])));
+  const kept = `held by ${[...holders].join(", ")} on ${result.kept} of ${result.instances.length} instances, kept there.`;
+  const none = result.deleted === 0 ? " Nothing deleted. Run release again." : "";
+  return `It changed hands since you were asked: ${kept}${none}`;
 }
 
 function notHeld(view: LockInspection) {
@@ -62,6 +70,7 @@ function notHeld(view: LockInspection) {
     resource: view.resource,
     key: view.key,
     unknown: 0,
+    kept: 0,
     instances: view.instances.map(({ instance, description }) => ({ instance, description, deleted: false })),
   };
 }

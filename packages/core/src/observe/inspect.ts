@@ -6,8 +6,8 @@ import { acquireError } from "../quorum/acquire-failure.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
 import type { ServerIdentityCheck } from "../quorum/server-identity.js";
 import type { LockStore, StoredKey } from "../stores/store.js";
-import { deleteKey, readKey } from "../stores/store-reads.js";
-import { checkMs, checkResource } from "../validate.js";
+import { deleteKey, deleteKeyIf, readKey } from "../stores/store-reads.js";
+import { checkHolders, checkMs, checkResource } from "../validate.js";
 
 /** Options of `inspect()`, `isLocked()` and `forceRelease()`. */
 export interface InspectOptions {
@@ -17,6 +17,18 @@ export interface InspectOptions {
    * @default the Redlock's `instanceTimeout`, else 1000
    */
   instanceTimeout?: number;
+}
+
+/** Options of `forceRelease()`. */
+export interface ForceReleaseOptions extends InspectOptions {
+  /**
+   * Delete only a holder the caller was shown, named as `inspect()` names it (`holder`, 8 hex
+   * digits): one holder for every instance, or one entry per instance, in the order given to
+   * `new Redlock()` (`undefined`: delete nothing there). Each instance compares the whole value
+   * and deletes it in one step, so a key that changed hands since is kept (counted in `kept`).
+   * Without it the key is deleted whatever it holds.
+   */
+  holder?: string | readonly (string | undefined)[];
 }
 
 /** held: one holder has a quorum; free: nobody has or could have one; unknown: too few instances answered to tell. */
@@ -74,11 +86,15 @@ export interface ForcedRelease {
   readonly deleted: number;
   /** Instances that did not answer: the key may still be there. */
   readonly unknown: number;
+  /** With the `holder` option: instances on which another holder had the key, kept. */
+  readonly kept: number;
   readonly instances: readonly {
     readonly instance: number;
     readonly description: string;
     /** Undefined when the instance did not answer. */
     readonly deleted?: boolean;
+    /** When kept: the holder that has the key there (its fingerprint, as `inspect()` shows it). */
+    readonly holder?: string;
     readonly error?: Error;
   }[];
 }
@@ -132,22 +148,39 @@ export class Inspector {
     throw acquireError([inspection.resource], { kind: "unavailable", causes, message }, 0);
   }
 
-  async forceRelease(resource: string, options?: InspectOptions): Promise<ForcedRelease> {
+  async forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease> {
     const { name, key, timeout } = this.#target(resource, options);
+    const holders =
+      options !== undefined && Object.hasOwn(options, "holder")
+        ? checkHolders("options.holder", options.holder, this.#stores.length)
+        : undefined;
     await this.#checked(timeout);
-    const votes = await fanOut(this.#stores, deleteKey, key, timeout);
+    // with holders, nothing but the value read is deleted: a compare-and-delete, never a DEL
+    const heldBy = (store: LockStore, key: string, index: number) =>
+      deleteKeyIf(store, key, (value) => fingerprint(value) === holders?.[index]);
+    const votes = await fanOut<boolean | string | null, string>(
+      this.#stores,
+      holders ? heldBy : deleteKey,
+      key,
+      timeout,
+    );
     let deleted = 0;
     let unknown = 0;
+    let kept = 0;
     const instances = votes.map((vote, instance) => {
       const description = this.#describe(instance);
       if (!vote.ok) {
         unknown++;
         return { instance, description, error: plainError(vote.error) };
       }
-      if (vote.value) deleted++;
-      return { instance, description, deleted: vote.value };
+      if (typeof vote.value === "string") {
+        kept++;
+        return { instance, description, deleted: false, holder: fingerprint(vote.value) };
+      }
+      if (vote.value === true) deleted++;
+      return { instance, description, deleted: vote.value === true };
     });
-    return { resource: name, key, deleted, unknown, instances };
+    return { resource: name, key, deleted, unknown, kept, instances };
   }
 
   #target(resource: string, options: InspectOptions | undefined) {

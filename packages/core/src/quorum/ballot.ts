@@ -15,7 +15,7 @@ export interface Quorum<T> {
 const PENDING: Vote<never> = Object.freeze({ ok: false, error: new Error("Not awaited: a quorum had answered") });
 
 /**
- * Calls `call(store, arg)` for every store at once (a shared function and its argument rather
+ * Calls `call(store, arg, index)` for every store at once (a shared function and its argument rather
  * than a closure per call) and waits at most `timeoutMs` for each (one shared deadline), or
  * until `quorum` is reached.
  * A late answer is ignored here; the command may still land, which is why failure paths
@@ -23,7 +23,7 @@ const PENDING: Vote<never> = Object.freeze({ ok: false, error: new Error("Not aw
  */
 export function fanOut<T, A>(
   stores: readonly LockStore[],
-  call: (store: LockStore, arg: A) => Promise<T>,
+  call: (store: LockStore, arg: A, index: number) => Promise<T>,
   arg: A,
   timeoutMs: number,
   quorum?: Quorum<T>,
@@ -32,7 +32,7 @@ export function fanOut<T, A>(
     const ballot = new Ballot(stores.length, timeoutMs, quorum, resolve);
     for (let index = 0; index < stores.length; index++) {
       try {
-        call(stores[index] as LockStore, arg).then(
+        call(stores[index] as LockStore, arg, index).then(
           (value) => ballot.settle(index, { ok: true, value }),
           (error: unknown) => ballot.settle(index, { ok: false, error }),
         );

@@ -43,3 +43,22 @@ export async function deleteKey(store: LockStore, key: string): Promise<boolean>
   if (store instanceof NodeRedisStore) return store.forceDelete(key);
   return store instanceof RedisStore && (await store.client.del(key)) > 0;
 }
+
+/**
+ * Deletes `key` on one instance only if the value it holds is one `wanted` accepts. That value is
+ * released as `deleteKey` releases it (compare-and-delete in one step, the oldest waiter handed
+ * the key), and nothing else is tried: a key that changed hands after the read is kept. Resolves
+ * to `true` when deleted, else to the value kept there (read again after a release that found
+ * another), `null` when there is none.
+ */
+export async function deleteKeyIf(
+  store: LockStore,
+  key: string,
+  wanted: (value: string) => boolean,
+): Promise<true | string | null> {
+  const stored = await readKey(store, key);
+  if (stored === null) return null;
+  if (!wanted(stored.value)) return stored.value;
+  if ((await store.release([key], stored.value)) > 0) return true;
+  return (await readKey(store, key))?.value ?? null;
+}
