@@ -2,14 +2,16 @@
  * A process that waited for a lock while one instance was down, and closed its own clients but not
  * its Redlock, exits by itself: the hand-over subscriber connection never holds it (docs/waiting.md,
  * "Leaks"). Nor does it once `quit()` closed that connection between two of its attempts (ioredis,
- * node-redis), nor a client Redlock created itself. The children (fixtures/exits-alone.mjs,
- * quit-reconnecting.mjs, quit-reconnecting-node-redis.mjs, quit-owned.mjs) import the BUILT core.
+ * node-redis) or while a node-redis Sentinel's could not connect, nor a client Redlock created
+ * itself. The children (fixtures/exits-alone.mjs, quit-reconnecting.mjs,
+ * quit-reconnecting-node-redis.mjs, quit-connecting-node-redis-sentinel.mjs, quit-owned.mjs) import
+ * the BUILT core.
  */
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
-import { freePort, startServer, useRedisServers } from "./helpers/redis-servers.js";
+import { freePort, startSentinel, startServer, useRedisServers } from "./helpers/redis.js";
 import { requireBuiltCore } from "./helpers/workers.js";
 
 const run = promisify(execFile);
@@ -18,6 +20,9 @@ const quitReconnecting = fileURLToPath(new URL("./fixtures/quit-reconnecting.mjs
 const quitOwned = fileURLToPath(new URL("./fixtures/quit-owned.mjs", import.meta.url));
 const quitReconnectingNodeRedis = fileURLToPath(
   new URL("./fixtures/quit-reconnecting-node-redis.mjs", import.meta.url),
+);
+const quitConnectingNodeRedisSentinel = fileURLToPath(
+  new URL("./fixtures/quit-connecting-node-redis-sentinel.mjs", import.meta.url),
 );
 const servers = useRedisServers(2);
 
@@ -83,6 +88,28 @@ describe("quit() while a node-redis hand-over subscriber is between two connecti
       await server.stop();
     }
   }, 120_000);
+});
+
+describe("quit() while a node-redis Sentinel's hand-over subscriber cannot connect", () => {
+  // its connect() resolved once quit() had destroyed it, and the SUBSCRIBE then sent made the
+  // Sentinel open a new pub/sub connection that nobody closed: it retried (or stayed subscribed)
+  // for good
+  it("opens nothing after quit(): the process exits once it closed its own Sentinel", async () => {
+    // no failover: the master only refuses new connections
+    const sentinel = await startSentinel("mymaster", { downAfterMs: 60_000 });
+    try {
+      const config = { sentinelPort: sentinel.sentinelPort, name: sentinel.name, masterPort: sentinel.master.port };
+      const child = run(process.execPath, [quitConnectingNodeRedisSentinel, JSON.stringify(config)], {
+        timeout: 60_000,
+      });
+      const { stdout } = await child.catch((error: { stdout?: string; signal?: string }) => ({
+        stdout: JSON.stringify({ signal: error.signal, stdout: error.stdout }),
+      }));
+      expect(JSON.parse(stdout)).toEqual({ waiter: "LockUnavailableError" });
+    } finally {
+      await sentinel.stop();
+    }
+  }, 90_000);
 });
 
 describe("quit() while a client Redlock created is between two connection attempts", () => {

@@ -27,6 +27,7 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
      * good (hand-overs heard there are claimed); a Sentinel's INFO would not go to this connection.
      */
     let server: string | undefined;
+    let closed = false;
     let dropped = 0;
     for (const event of ["error", "reconnecting", "end"]) {
       connection.on(event, () => {
@@ -52,12 +53,16 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
           opening = connected;
           await opening;
         } while (opening !== connected);
+        // a Sentinel's connect() under way when close() destroyed it resolves, and its SUBSCRIBE
+        // would open a new pub/sub connection that nobody closes
+        if (closed) throw new Error("The subscriber connection was closed");
         await connection.SUBSCRIBE(channel, (message) => onMessage(channel, message, server));
         // a Cluster opens its subscriber connection with the first SUBSCRIBE
         unrefSockets(connection);
       },
       unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
       close() {
+        closed = true;
         retrying.stop();
         // destroy() of a closed client throws ClientClosedError (@redis/client 5.x and 6.0)
         const destroy = () => {
