@@ -206,6 +206,7 @@ export class Redlock {
   }
 
   #released(lock: Lock, released: boolean, start: number): boolean {
+    lock[STATE].heldAtRelease = released;
     if (channels.release.hasSubscribers) {
       channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
     }

@@ -230,6 +230,26 @@ describe("tracing channels", () => {
     expect(ends[1]?.snapshot.error).toBe(failure);
   });
 
+  it("report a using() as lost when its release finds a quorum no longer held the lock, though no renewal came", async () => {
+    const dlm = redlock();
+    const events = await record(async () => {
+      // 10 s: no renewal comes while fn runs, so only the release can tell
+      await dlm.using("deleted", 10_000, () => Promise.all(clients().map((client) => client.del("deleted"))));
+      // fn's own release of a lock still held is not a loss
+      await dlm.using("released-by-fn", 10_000, (_, lock) => lock.release());
+    });
+    const ends = (name: Name) => on(events, name).filter((event) => event.event === "asyncEnd");
+    expect(ends("release").map((event) => [event.snapshot.resources, event.snapshot.outcome])).toEqual([
+      [["deleted"], "lost"],
+      [["released-by-fn"], "released"],
+      [["released-by-fn"], "already-released"],
+    ]);
+    expect(ends("using").map((event) => [event.snapshot.resources, event.snapshot.outcome])).toEqual([
+      [["deleted"], "lost"],
+      [["released-by-fn"], "completed"],
+    ]);
+  });
+
   it("never carry the lock's value", async () => {
     const dlm = redlock({ instanceTimeout: 100 });
     const values: string[] = [];

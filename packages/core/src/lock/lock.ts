@@ -15,6 +15,8 @@ export class LockState {
   /** Wall-clock time (epoch ms) matching `validUntil`, for display. */
   expiresAt = 0;
   released = false;
+  /** Whether a quorum still held it when its release answered; `undefined` until then. */
+  heldAtRelease: boolean | undefined;
   lost: LockLostError | undefined;
   controller: AbortController | undefined;
   timer: NodeJS.Timeout | undefined;

@@ -44,7 +44,8 @@ export interface UsingTraceContext extends LockTraceContext {
   readonly ttl: number;
   /**
    * `completed`: `fn` ran and the lock was held throughout (`fn` may still have thrown: see
-   * `error`); `lost`: the lock was lost while `fn` ran; the others are the acquisition's outcomes.
+   * `error`); `lost`: the lock was lost while `fn` ran (its signal aborted, or its release found
+   * that a quorum no longer held it); the others are the acquisition's outcomes.
    */
   outcome?: "completed" | "lost" | "contention" | "unavailable" | "aborted" | "error";
 }
@@ -222,7 +223,8 @@ export function traceUsing<T, F extends (signal: AbortSignal, lock: Lock) => T |
     (_, error, failed) => {
       if (held === undefined) return failed ? failedAcquisition(error, signalOf(options)) : "error";
       // fn received the signal, so it exists; it aborted only if the lock was lost before the release.
-      return held.signal.aborted ? "lost" : "completed";
+      // A loss nothing noticed while fn ran (no renewal came) shows at the release.
+      return held.signal.aborted || held[STATE].heldAtRelease === false ? "lost" : "completed";
     },
   );
 }
