@@ -20,6 +20,7 @@ import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/op
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
+import { queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 
 const cluster = useRedisServers(3);
@@ -252,6 +253,44 @@ describe("@redlock-kit/opentelemetry", () => {
         extension.attributes["lock.resources"],
       ]);
     }
+  });
+
+  it("parents the renewal of a retaken lock to the span where it was asked for, not to whichever call armed the shared timer", async () => {
+    instrument({ resourceNames: true });
+    // a clock 100 times slower: however slow the machine, the loop below counts as a run of short
+    // sections, so the release reserves the key for the next call (core's speed/retake.ts)
+    const dlm = redlock({ clock: () => performance.now() / 100 });
+    const other = redlock();
+    // a Redlock retakes only while it listens for hand-overs: one of its calls waits
+    const blocker = await other.acquire("blocker", 10_000);
+    const listening = dlm.acquire("blocker", 10_000, { wait: 60_000 });
+    listening.catch(() => {}); // ended by quit() after the test if it fails first
+    await expect.poll(async () => queuedOnQuorum(await queueSizes(clients, "blocker"), 1)).toBe(true);
+    const tracer = tracerProvider.getTracer("app");
+    const retaken = await tracer.startActiveSpan("loop", async (loop) => {
+      await (await dlm.acquire("job", 10_000)).release();
+      let lock = await dlm.acquire("job", 10_000);
+      // held for the reservation's second (the renewal extends it to 10 s halfway through)
+      for (let i = 0; i < 20 && lock.remainingMs > 1000; i++) {
+        await lock.release();
+        lock = await dlm.acquire("job", 10_000);
+      }
+      loop.end();
+      return lock;
+    });
+    expect(retaken.remainingMs).toBeLessThanOrEqual(1000);
+    // another request's call re-arms the shared timer, before the renewal is due
+    await tracer.startActiveSpan("another request", async (request) => {
+      await (await other.acquire("elsewhere", 1000)).release();
+      request.end();
+    });
+    await expect.poll(() => finished("lock.extend").length).toBe(1);
+    const [renewal] = finished("lock.extend");
+    const parent = finished().find((span) => span.spanContext().spanId === renewal?.parentSpanContext?.spanId);
+    expect([renewal?.attributes["lock.resources"], parent?.name]).toEqual([["job"], "loop"]);
+    await retaken.release();
+    await blocker.release();
+    await (await listening).release();
   });
 
   it("counts locks found lost at their release, and their time held", async () => {

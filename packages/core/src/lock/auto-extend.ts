@@ -1,6 +1,5 @@
-import { AsyncResource } from "node:async_hooks";
 import { LockLostError } from "../errors.js";
-import { tracingChannels } from "../observe/tracing.js";
+import { extensionScope, inScope } from "../observe/tracing.js";
 import { driftFor, type ResolvedHoldOptions } from "../options.js";
 import { Deadline, deadlines } from "../speed/shared-timer.js";
 import { type Lock, markLost, STATE } from "./lock.js";
@@ -36,12 +35,8 @@ class Renewal extends Deadline {
   #stopped = false;
   /** An extension was cut short by the cap: it was the last. */
   #capped = false;
-  /**
-   * The async context of the call that took the lock, kept only while someone traces extensions:
-   * the shared timer fires in the context of whichever call armed it, and an extension run there
-   * would be traced as a child of another lock's `using()`.
-   */
-  readonly #scope: AsyncResource | undefined;
+  /** The async context of the call that took the lock, while someone traces extensions (extensionScope). */
+  readonly #scope = extensionScope();
 
   constructor(owner: Extender, lock: Lock, ttl: number, hold: ResolvedHoldOptions) {
     super();
@@ -49,7 +44,6 @@ class Renewal extends Deadline {
     this.#lock = lock;
     this.#ttl = ttl;
     this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
-    this.#scope = tracingChannels.extend.hasSubscribers ? new AsyncResource("redlock-kit:auto-extend") : undefined;
     // An extension may take up to the per-instance timeout: started with less left, it would end
     // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
     // But never more than half of what an extension gives: with a per-instance timeout close to the
@@ -92,8 +86,7 @@ class Renewal extends Deadline {
   }
 
   expire(): void {
-    if (this.#scope === undefined) void this.#run();
-    else void this.#scope.runInAsyncScope(() => this.#run());
+    void inScope(this.#scope, () => this.#run());
   }
 
   async #run(): Promise<void> {

@@ -1,3 +1,4 @@
+import { AsyncResource } from "node:async_hooks";
 import diagnosticsChannel, { type TracingChannel } from "node:diagnostics_channel";
 import { ErrorCodes, RedlockError } from "../errors.js";
 import type { LiveLocks } from "../lock/live-locks.js";
@@ -72,6 +73,20 @@ export const tracingChannels = {
   release: diagnosticsChannel.tracingChannel<unknown, ReleaseTraceContext>("redlock-kit:release"),
   using: diagnosticsChannel.tracingChannel<unknown, UsingTraceContext>("redlock-kit:using"),
 } as const;
+
+/**
+ * The async context of the call that took a lock, for the extensions core makes later on its own
+ * (auto-extension, a retaken lock's renewal): the shared timer fires in the context of whichever
+ * call armed it, and an extension run there would be traced as a child of another call (another
+ * request's span). Kept only while someone traces extensions; run the extension with `inScope`.
+ */
+export function extensionScope(): AsyncResource | undefined {
+  return tracingChannels.extend.hasSubscribers ? new AsyncResource("redlock-kit:extension") : undefined;
+}
+
+export function inScope<T>(scope: AsyncResource | undefined, fn: () => T): T {
+  return scope === undefined ? fn() : scope.runInAsyncScope(fn);
+}
 
 /**
  * `tracePromise`, except that the context gets an `outcome` instead of the result: a `Lock` in the

@@ -1,5 +1,6 @@
 import { type Lock, type LockOwner, STATE } from "../lock/lock.js";
 import { newLockValue } from "../lock/lock-value.js";
+import { extensionScope, inScope } from "../observe/tracing.js";
 import type { LockStore } from "../stores/store.js";
 import type { Grant } from "./own-grant.js";
 import { Deadline, deadlines } from "./shared-timer.js";
@@ -63,6 +64,9 @@ export const RESERVE_HOLD_MS = 1000;
 
 /** Extends a lock made from a reservation to its ttl halfway through the hold, unless it is released or extended first. */
 class ReservedRenewal extends Deadline {
+  /** The context of the call that took the lock, while someone traces extensions (extensionScope). */
+  readonly #scope = extensionScope();
+
   constructor(
     readonly owner: LockOwner,
     readonly lock: Lock,
@@ -80,7 +84,7 @@ class ReservedRenewal extends Deadline {
     state.renewal = undefined;
     // released, lost, or extended by its holder meanwhile: nothing to do
     if (state.released || state.lost !== undefined || state.validUntil !== this.validUntil) return;
-    this.owner.extend(this.lock, this.ttl).catch(() => {
+    inScope(this.#scope, () => this.owner.extend(this.lock, this.ttl)).catch(() => {
       // not extended: the lock keeps the validity it has, and is lost when that ends
     });
   }
