@@ -138,7 +138,11 @@ class Telemetry {
     channel.subscribe(handlers);
     return () => {
       channel.unsubscribe(handlers);
-      if (operation === "using") channel.start.unbindStore(this.#parent as AsyncLocalStorage<unknown>);
+      if (operation === "using") {
+        channel.start.unbindStore(this.#parent as AsyncLocalStorage<unknown>);
+        // an enabled store costs every promise of the process on Node 20, even unbound
+        this.#parent.disable();
+      }
     };
   }
 

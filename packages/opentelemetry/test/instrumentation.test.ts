@@ -1,3 +1,5 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import diagnosticsChannel, { type Channel } from "node:diagnostics_channel";
 import { inspect } from "node:util";
 import { context, type Span, SpanStatusCode, type Tracer, type TracerProvider, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
@@ -487,5 +489,33 @@ describe("@redlock-kit/opentelemetry", () => {
     await redlock().using("quiet", 1000, () => 1);
     expect(finished()).toEqual([]);
     expect(trace.getActiveSpan()).toBeUndefined();
+  });
+
+  it("uninstrumenting disables the AsyncLocalStorage it bound to core's channels, which would slow every promise of the process", async () => {
+    // on Node 20 every enabled AsyncLocalStorage is copied onto each new promise and resource, for
+    // good: one more per install/uninstall cycle left enabled
+    const bound = new Set<unknown>();
+    const disabled = new Set<unknown>();
+    const { bindStore } = diagnosticsChannel.Channel.prototype;
+    const { disable } = AsyncLocalStorage.prototype;
+    diagnosticsChannel.Channel.prototype.bindStore = function (this: Channel, store, transform) {
+      bound.add(store);
+      return bindStore.call(this, store, transform);
+    } as typeof bindStore;
+    AsyncLocalStorage.prototype.disable = function (this: AsyncLocalStorage<unknown>) {
+      disabled.add(this);
+      return disable.call(this);
+    };
+    try {
+      instrument();
+      await redlock().using("job", 1000, () => {}); // its store is entered, so enabled
+      uninstrument?.();
+      uninstrument = undefined;
+    } finally {
+      diagnosticsChannel.Channel.prototype.bindStore = bindStore;
+      AsyncLocalStorage.prototype.disable = disable;
+    }
+    expect(bound.size).toBe(1);
+    expect([...bound].filter((store) => !disabled.has(store))).toEqual([]);
   });
 });
