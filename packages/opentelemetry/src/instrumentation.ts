@@ -41,6 +41,13 @@ export interface RedlockTelemetryOptions {
 /** The instrumentation scope's name, on every span and metric. */
 export const INSTRUMENTATION_NAME = "@redlock-kit/opentelemetry";
 
+/**
+ * The function that removes the instrumentation installed in the process, by any copy of this
+ * package: two installed would make every span and every count twice.
+ */
+const INSTALLED = Symbol.for("@redlock-kit/opentelemetry.installed");
+const installed = globalThis as { [INSTALLED]?: () => void };
+
 type Operation = "acquire" | "extend" | "release" | "using";
 const OPERATIONS: readonly Operation[] = ["acquire", "extend", "release", "using"];
 
@@ -71,7 +78,7 @@ interface Call {
  * Subscribes to redlock-kit's tracing channels (`redlock-kit:acquire`, `:extend`, `:release`,
  * `:using`) and turns every call into a span and metrics through `@opentelemetry/api`; your SDK
  * exports them. Works for every Redlock in the process, whichever copy of core made it. Returns
- * the function that unsubscribes.
+ * the function that unsubscribes. A second call replaces the instrumentation installed before.
  *
  * @example
  * import { instrumentRedlock } from "@redlock-kit/opentelemetry";
@@ -82,13 +89,17 @@ export function instrumentRedlock(options: RedlockTelemetryOptions = {}): () => 
   const lockMetrics = createLockMetrics(
     (options.meterProvider ?? metrics.getMeterProvider()).getMeter(INSTRUMENTATION_NAME),
   );
+  installed[INSTALLED]?.();
   const telemetry = new Telemetry(tracer, lockMetrics, options.resourceNames === true);
   const undo = OPERATIONS.map((operation) => telemetry.subscribe(operation));
-  return () => {
+  const uninstrument = () => {
+    if (installed[INSTALLED] === uninstrument) installed[INSTALLED] = undefined;
     for (const unsubscribe of undo) unsubscribe();
     // their asyncEnd will not be heard any more
     telemetry.endOpenCalls();
   };
+  installed[INSTALLED] = uninstrument;
+  return uninstrument;
 }
 
 class Telemetry {

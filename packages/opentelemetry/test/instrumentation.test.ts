@@ -491,6 +491,23 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(trace.getActiveSpan()).toBeUndefined();
   });
 
+  it("a second instrumentRedlock() replaces the first: one span and one count per call", async () => {
+    instrument();
+    const first = uninstrument;
+    uninstrument = instrumentRedlock({ tracerProvider, meterProvider });
+    const dlm = redlock();
+    await (await dlm.acquire("twice", 1000)).release();
+    const durations = await points<Histogram>("lock.acquire.duration");
+    expect([finished().map((span) => span.name), durations.map((point) => point.value.count)]).toEqual([
+      ["lock.acquire", "lock.release"],
+      [1],
+    ]);
+    // the first one's function, called now, leaves the second installed
+    first?.();
+    await (await dlm.acquire("twice", 1000)).release();
+    expect(finished()).toHaveLength(4);
+  });
+
   it("uninstrumenting disables the AsyncLocalStorage it bound to core's channels, which would slow every promise of the process", async () => {
     // on Node 20 every enabled AsyncLocalStorage is copied onto each new promise and resource, for
     // good: one more per install/uninstall cycle left enabled
