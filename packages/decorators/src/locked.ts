@@ -12,6 +12,7 @@ import {
 } from "@redlock-kit/core";
 import { copyOwnMetadata } from "./copy-metadata.js";
 import { checkRedlock, defaultRedlock } from "./default-redlock.js";
+import { refuseLazyResult } from "./lazy-result.js";
 import { lockKeyParameters } from "./lock-key.js";
 import { type LockedOptions, type ResolvedLockedOptions, resolveLockedOptions } from "./locked-options.js";
 import { compileLockedKey, type LockedArgs, type LockedKey, withKeyParameters } from "./method-key.js";
@@ -140,7 +141,8 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const enclosing = locksHolding(redlock, resources);
   // A thenable the method returns (a lazy query) is resolved inside the lock's context, where its
   // `then` runs: awaited outside, its work would not count as holding the lock.
-  const body = () => Promise.resolve(notAGenerator(Reflect.apply(original, thisArg, args), call));
+  const body = () =>
+    Promise.resolve(Reflect.apply(original, thisArg, args)).then((value) => refuseLazyResult(value, call.where));
   if (pending.length === 0) {
     // Re-entered: the body runs under the innermost enclosing lock that holds all its resources, not
     // under a lock on another resource taken in between, whose fence counts another resource's
@@ -167,20 +169,6 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     if (entered || !RedlockError.isRedlockError(error) || error.code !== ErrorCodes.contention) throw error;
     return onContention === "skip" ? undefined : onContention(error as LockContentionError, call.where);
   });
-}
-
-/**
- * What the method returned, unless it is a generator object (a generator method wrapped by a plain
- * function, which the check at decoration cannot see): its body would run only as it is iterated,
- * after the lock is released. Not started yet, it is ended without running any of it.
- */
-function notAGenerator(value: unknown, call: LockedCall): unknown {
-  const kind = Object.prototype.toString.call(value);
-  if (kind !== "[object Generator]" && kind !== "[object AsyncGenerator]") return value;
-  Promise.resolve((value as Generator | AsyncGenerator).return(undefined)).catch(() => {});
-  throw new TypeError(
-    `@Locked method ${call.where} returned a generator object: its body would run after the lock is released`,
-  );
 }
 
 /**

@@ -149,6 +149,39 @@ describe("a @Locked method that hands back a generator object", () => {
     expect(ran).toEqual([]);
     expect(await client.dbsize()).toBe(0);
   });
+
+  it("rejects the same way a generator object an async method resolves to (async rows() { return this.#rows(); })", async () => {
+    setDefaultRedlock(dlm);
+    const ran: string[] = [];
+    async function* pages() {
+      ran.push("body");
+      yield await client.get("feed:1");
+    }
+    const feed = decorateStandard(async () => pages(), "pages", Locked("feed:{0}"));
+    const outcome = await (feed("1") as Promise<AsyncIterable<unknown>>).then(
+      async (value) => {
+        // before: resolved once the lock was released, and the body ran as the caller read it
+        for await (const item of value) ran.push(`item ${String(item)}`);
+        return "resolved";
+      },
+      (error: unknown) => error,
+    );
+    expect(outcome).toEqual(
+      new TypeError("@Locked method pages returned a generator object: its body would run after the lock is released"),
+    );
+    expect(ran).toEqual([]);
+    expect(await client.dbsize()).toBe(0);
+  });
+
+  it("passes through an iterator that is not a generator, and a Proxy with a function for every name (an RPC stub)", async () => {
+    setDefaultRedlock(dlm);
+    const values = [1, 2].values();
+    // not a thenable, which would be awaited
+    const stub = new Proxy({}, { get: (_target, name) => (name === "then" ? undefined : () => "called") });
+    const pass = decorateStandard(async (value: unknown) => value, "pass", Locked("pass"));
+    await expect(pass(values)).resolves.toBe(values);
+    await expect(pass(stub)).resolves.toBe(stub);
+  });
 });
 
 describe("the Redlock a @Locked method uses", () => {

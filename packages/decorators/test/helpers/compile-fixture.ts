@@ -11,7 +11,9 @@ const packageDir = join(root, "packages/decorators");
 
 /**
  * Type-checks and compiles a fixture with `tsc` (the TypeScript compiler API) under the repo's
- * base tsconfig and the given decorator mode, then imports the emitted JavaScript. vitest's own
+ * base tsconfig and the given decorator mode, then imports the emitted JavaScript. With `target`
+ * the fixture is emitted for it (type-checked still under the base target, which the packages'
+ * sources need, as a user's build checks against their declarations). vitest's own
  * transform cannot stand in for this: it lowers only experimentalDecorators, without
  * emitDecoratorMetadata, and lets standard decorators through to Node 20, which cannot parse them.
  *
@@ -22,6 +24,7 @@ const packageDir = join(root, "packages/decorators");
 export async function compileFixture<T>(
   fixture: URL,
   mode: DecoratorMode,
+  target?: ts.ScriptTarget,
 ): Promise<{ module: T; emitted: string; cleanup(): void }> {
   const fileName = fileURLToPath(fixture);
   const base = ts.getParsedCommandLineOfConfigFile(
@@ -69,7 +72,8 @@ export async function compileFixture<T>(
   const source = program.getSourceFile(fileName);
   if (!source) throw new Error(`${fileName} is not in the program`);
   let output: string | undefined;
-  const result = program.emit(source, (name, text) => {
+  const emitter = target === undefined ? program : ts.createProgram([fileName, ...ambient], { ...options, target });
+  const result = emitter.emit(emitter.getSourceFile(fileName), (name, text) => {
     if (name.endsWith(".js")) output = text;
   });
   if (result.emitSkipped || output === undefined) throw new Error(`${basename(fileName)} was not emitted`);
