@@ -1,6 +1,7 @@
 import "reflect-metadata";
 import { fencedSet, Lock, LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
+import { defer, lastValueFrom, type Observable } from "rxjs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
@@ -181,6 +182,39 @@ describe("a @Locked method that hands back a generator object", () => {
     const pass = decorateStandard(async (value: unknown) => value, "pass", Locked("pass"));
     await expect(pass(values)).resolves.toBe(values);
     await expect(pass(stub)).resolves.toBe(stub);
+  });
+});
+
+describe("a @Locked method that returns an Observable", () => {
+  it("rejects with a TypeError naming it, never subscribing, and releases the lock (its work would run when subscribed)", async () => {
+    setDefaultRedlock(dlm);
+    const ran: unknown[] = [];
+    // cold, as HttpService's and ClientProxy.send's are: the work runs at each subscription
+    const report = (id: unknown) =>
+      defer(async () => {
+        ran.push(["work", await client.get(`report:${id}`)]);
+        return "rows";
+      });
+    const methods = [
+      // plain JavaScript, or a cast past the type that refuses it
+      [decorateStandard((id: unknown) => report(id), "report", Locked("report:{0}")), "report"],
+      // TypeScript takes this one: Promise<Observable<string>>
+      [decorateStandard(async (id: unknown) => report(id), "reportLater", Locked("report:{0}")), "reportLater"],
+    ] as const;
+    for (const [call, name] of methods) {
+      const outcome = await (call("1") as Promise<Observable<unknown>>).then(
+        // before: resolved once the lock was released, and the work ran when the caller subscribed
+        (value) => lastValueFrom(value),
+        (error: unknown) => error,
+      );
+      expect(outcome).toEqual(
+        new TypeError(
+          `@Locked method ${name} returned an Observable: its work would run when it is subscribed, after the lock is released (return await lastValueFrom(...) instead)`,
+        ),
+      );
+    }
+    expect(ran).toEqual([]);
+    expect(await client.dbsize()).toBe(0);
   });
 });
 
