@@ -9,6 +9,7 @@ import {
   LockContentionError,
   type LockTraceContext,
   LockUnavailableError,
+  reenteringLocks,
   tracingChannels,
 } from "../src/index.js";
 import { useRedlocks } from "./helpers/redlocks.js";
@@ -248,6 +249,25 @@ describe("tracing channels", () => {
       [["deleted"], "lost"],
       [["released-by-fn"], "completed"],
     ]);
+  });
+
+  it("report as completed a using() released while a call that re-entered its lock still ran: its signal aborts, no loss", async () => {
+    const dlm = redlock();
+    let signal: AbortSignal | undefined;
+    let finish = () => {};
+    let reentered: Promise<unknown> = Promise.resolve();
+    const events = await record(async () => {
+      await dlm.using("job", 10_000, (fnSignal, lock) => {
+        signal = fnSignal;
+        // started and not awaited, as a @Locked call that fn does not await
+        reentered = reenteringLocks([lock], () => new Promise<void>((resolve) => (finish = resolve)));
+      });
+    });
+    expect(signal?.aborted).toBe(true);
+    finish();
+    await reentered;
+    const ends = on(events, "using").filter((event) => event.event === "asyncEnd");
+    expect(ends.map((event) => event.snapshot.outcome)).toEqual(["completed"]);
   });
 
   it("never carry the lock's value", async () => {

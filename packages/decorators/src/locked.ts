@@ -7,6 +7,7 @@ import {
   LockLostError,
   locksHolding,
   RedlockError,
+  reenteringLocks,
   resourcesNotHeld,
   trackHeldLocks,
 } from "@redlock-kit/core";
@@ -148,7 +149,9 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     // under a lock on another resource taken in between, whose fence counts another resource's
     // acquisitions (a write with it could pass this resource's later fences): currentFence() is its own.
     const own = enclosing.findLast((lock) => resources.every((resource) => lock.resources.includes(resource)));
-    return checkHeld(enclosing, await (own === undefined ? body() : holdingLock(redlock, own, body)));
+    const run = own === undefined ? body : () => holdingLock(redlock, own, body);
+    // released while the body runs (its caller did not await it), a lock it re-entered aborts its signal
+    return checkHeld(enclosing, await reenteringLocks(enclosing, run));
   }
   let entered = false;
   const run = redlock.using(
@@ -158,7 +161,7 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
       entered = true;
       // The caller's locks ended while this one was acquired (a call it did not await): never run without them.
       checkHeld(enclosing, undefined, "before the method started");
-      return checkHeld([lock, ...enclosing], await holdingLock(redlock, lock, body));
+      return checkHeld([lock, ...enclosing], await reenteringLocks(enclosing, () => holdingLock(redlock, lock, body)));
     },
     call.options.using,
   );

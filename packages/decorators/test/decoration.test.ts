@@ -450,6 +450,56 @@ describe("a re-entered @Locked call", () => {
     expect(outcome).toBeInstanceOf(LockLostError);
     expect((outcome as LockLostError).resources).toEqual(["order:1"]);
   });
+  it("reads the release of the lock it re-entered in currentLock().signal, while it still runs", async () => {
+    setDefaultRedlock(dlm);
+    const body = gate();
+    let signal: AbortSignal | undefined;
+    const inner = decorateStandard(
+      async () => {
+        signal = currentLock()?.signal;
+        await body.inside();
+        return "inner result";
+      },
+      "inner",
+      Locked("order:{0}"),
+    );
+    let detached: Promise<unknown> = Promise.resolve();
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        detached = inner(id) as Promise<unknown>; // started, not awaited: it re-enters the outer call's lock
+        await body.enteredBy(detached);
+      },
+      "outer",
+      Locked("order:{0}"),
+    );
+    await outer("1");
+    // the outer call released order:1 while the inner body runs: that body can stop now, not at its end
+    expect([signal?.aborted, signal?.reason]).toEqual([
+      true,
+      new LockLostError(["order:1"], "Lock was released while a call that re-entered it still ran"),
+    ]);
+    body.open();
+    const outcome = await detached.catch((error: unknown) => error);
+    expect(outcome).toBeInstanceOf(LockLostError);
+    expect((outcome as LockLostError).cause).toBe(signal?.reason);
+  });
+
+  it("that ended before the lock it re-entered leaves that lock's signal alone at its release", async () => {
+    setDefaultRedlock(dlm);
+    const inner = decorateStandard(async () => currentLock()?.signal, "inner", Locked("order:{0}"));
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        const own = currentLock()?.signal;
+        expect(await inner(id)).toBe(own); // re-entered, and awaited
+        return own;
+      },
+      "outer",
+      Locked("order:{0}"),
+    );
+    const signal = (await outer("1")) as AbortSignal;
+    expect(signal.aborted).toBe(false);
+  });
+
   it("whose caller's lock ends while it locks the rest of its resources does not run without it: LockLostError, body not run", async () => {
     setDefaultRedlock(dlm);
     const ran: unknown[] = [];

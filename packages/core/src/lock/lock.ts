@@ -18,6 +18,10 @@ export class LockState {
   /** Whether a quorum still held it when its release answered; `undefined` until then. */
   heldAtRelease: boolean | undefined;
   lost: LockLostError | undefined;
+  /** Calls running under it that did not take it (lock/reentries.ts): released while one runs, it aborts its signal. */
+  reentries = 0;
+  /** Why its signal aborted when it was released while re-entered calls still ran: they go on without it. */
+  releasedUnder: LockLostError | undefined;
   controller: AbortController | undefined;
   timer: NodeJS.Timeout | undefined;
   /**
@@ -139,13 +143,16 @@ export class Lock {
 
   /**
    * Aborts with a `LockLostError` when the lock is known lost: an extension failed, or the validity
-   * ended without an extension. No timer is armed until this is first read.
+   * ended without an extension; and when it is released while a call that re-entered it (a
+   * `@Locked` call its holder started without awaiting it) still runs. No timer is armed until this
+   * is first read.
    */
   get signal(): AbortSignal {
     const state = this[STATE];
     if (state.controller === undefined) {
       state.controller = new AbortController();
-      if (state.lost) state.controller.abort(state.lost);
+      const ended = state.lost ?? state.releasedUnder;
+      if (ended) state.controller.abort(ended);
       else if (!state.released) armValidityTimer(this);
     }
     return state.controller.signal;
@@ -217,7 +224,10 @@ export function markLost(lock: Lock, error: LockLostError): void {
   if (controller !== undefined) outsideHeldLocks(() => controller.abort(error));
 }
 
-/** Records the release: the lock is no longer valid and its signal timer stops. */
+/**
+ * Records the release: the lock is no longer valid and its signal timer stops. The calls that
+ * re-entered it and still run go on without it: its signal tells them, as a loss would.
+ */
 export function markReleased(lock: Lock): boolean {
   const state = lock[STATE];
   if (state.released) return false;
@@ -225,5 +235,11 @@ export function markReleased(lock: Lock): boolean {
   clearTimeout(state.timer);
   state.timer = undefined;
   if (state.renewal !== undefined) deadlines.cancel(state.renewal);
+  if (state.reentries > 0 && state.lost === undefined) {
+    const error = new LockLostError(lock.resources, "Lock was released while a call that re-entered it still ran");
+    state.releasedUnder = error;
+    const controller = state.controller;
+    if (controller !== undefined) outsideHeldLocks(() => controller.abort(error));
+  }
   return true;
 }

@@ -237,9 +237,9 @@ export function traceUsing<T, F extends (signal: AbortSignal, lock: Lock) => T |
     () => call(observed),
     (_, error, failed) => {
       if (held === undefined) return failed ? failedAcquisition(error, signalOf(options)) : "error";
-      // fn received the signal, so it exists; it aborted only if the lock was lost before the release.
-      // A loss nothing noticed while fn ran (no renewal came) shows at the release.
-      return held.signal.aborted || held[STATE].heldAtRelease === false ? "lost" : "completed";
+      // Lost before the release (its signal aborted then; a release while re-entered calls still ran
+      // aborts it too, and is no loss). A loss nothing noticed while fn ran (no renewal came) shows at the release.
+      return held[STATE].lost !== undefined || held[STATE].heldAtRelease === false ? "lost" : "completed";
     },
   );
 }
