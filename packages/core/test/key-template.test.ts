@@ -186,6 +186,22 @@ describe("compileKey", () => {
     expect(() => compileKey(() => Promise.reject(new Error("async")) as never)({})).toThrow(/synchronously/);
   });
 
+  it("refuses a name into which a key function turned an object ([object Promise]: an await left out), and says a template value is a promise", () => {
+    const id = Promise.resolve("7");
+    const objectInName = new LockKeyError(
+      'Lock key function returned a name with "[object" in it: it turned an object into text (a promise not awaited?)',
+    );
+    expect(thrownBy(() => compileKey(([orderId]: [unknown]) => `order:${orderId}`)([id]))).toEqual(objectInName);
+    expect(thrownBy(() => compileKey((s: { user: unknown }) => ["a", `t:${s.user}`])({ user: {} }))).toEqual(
+      objectInName,
+    );
+    expect(thrownBy(() => compileKey("order:{0}")([id]))).toEqual(
+      new LockKeyError('Lock key part "0" is a promise: await it before the call', "0"),
+    );
+    // text that only looks alike is a name like any other
+    expect(compileKey(() => "order:[objection]")({})).toEqual(["order:[objection]"]);
+  });
+
   it("wraps a key function's result whose `then` getter or Proxy trap throws as LockKeyError, like the function's throw", () => {
     const secret = new Error("secret internal detail");
     // biome-ignore lint/suspicious/noThenProperty: a thenable whose `then` throws is what is tested

@@ -386,6 +386,32 @@ describe("the wrapper @Locked installs", () => {
     expect(await client.dbsize()).toBe(0);
   });
 
+  it("rejects an argument left a promise (an await forgotten) with LockKeyError, never locking order:[object Promise]", async () => {
+    setDefaultRedlock(dlm);
+    let runs = 0;
+    const method = async () => {
+      runs++;
+    };
+    const byTemplate = decorateStandard(method, "pay", Locked("order:{0}"));
+    const byFunction = decorateStandard(
+      method,
+      "pay",
+      Locked(([id]) => `order:${id}`),
+    );
+    const id = Promise.resolve("7");
+    // before: it ran, locking "order:[object Promise]", which every call with a promise shares
+    await expect(byFunction(id)).rejects.toEqual(
+      new LockKeyError(
+        'Lock key function returned a name with "[object" in it: it turned an object into text (a promise not awaited?)',
+      ),
+    );
+    await expect(byTemplate(id)).rejects.toEqual(
+      new LockKeyError('Lock key part "0" is a promise: await it before the call', "0"),
+    );
+    expect(runs).toBe(0);
+    expect(await client.dbsize()).toBe(0);
+  });
+
   it("turns a key function that returns a promise into LockKeyError, leaving no unhandled rejection", async () => {
     setDefaultRedlock(dlm);
     const unhandled: unknown[] = [];

@@ -187,6 +187,9 @@ function scalarAt(source: unknown, part: { path: readonly string[]; name: string
   if (value === undefined || value === null || value === "") {
     throw new LockKeyError(`Lock key part "${part.name}" is missing`, part.name);
   }
+  if (value instanceof Promise) {
+    throw new LockKeyError(`Lock key part "${part.name}" is a promise: await it before the call`, part.name);
+  }
   throw new LockKeyError(`Lock key part "${part.name}" must be a string or a number`, part.name);
 }
 
@@ -257,6 +260,13 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
     checkLength(key as string);
     if (!isWellFormed(key as string))
       throw new LockKeyError("Lock key function returned a name that is not well-formed Unicode");
+    // `order:${id}` with id a promise (an await left out) or an object: every such call would share
+    // the one lock on "order:[object Promise]"
+    if ((key as string).includes("[object ")) {
+      throw new LockKeyError(
+        'Lock key function returned a name with "[object" in it: it turned an object into text (a promise not awaited?)',
+      );
+    }
   }
   return list as string[];
 }
