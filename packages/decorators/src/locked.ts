@@ -78,20 +78,23 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
     if (decoratorArgs.length === 2 && isDecoratorContext(second)) {
       const name = String(second.name);
       if (second.kind !== "method" || typeof first !== "function") {
-        throw new TypeError(`@Locked decorates methods; ${name} is a ${second.kind}`);
+        const article = second.kind === "accessor" ? "an" : "a";
+        throw new TypeError(`@Locked decorates methods; ${name} is ${article} ${second.kind}`);
       }
       return lockedMethod(first as AnyMethod, { where: name, resolve, options });
     }
     if (
-      decoratorArgs.length === 3 &&
+      (decoratorArgs.length === 2 || decoratorArgs.length === 3) &&
       (typeof first === "object" || typeof first === "function") &&
       first !== null &&
-      (typeof second === "string" || typeof second === "symbol") &&
-      typeof third === "object" &&
-      third !== null
+      (typeof second === "string" || typeof second === "symbol")
     ) {
-      const descriptor = third as PropertyDescriptor;
       const where = `${ownerName(first)}.${String(second)}`;
+      // experimentalDecorators gives a field (an arrow function's included) no descriptor
+      if (third === undefined) throw new TypeError(`@Locked decorates methods; ${where} is a field`);
+      if (typeof third !== "object" || third === null)
+        throw new TypeError(`@Locked decorates methods; ${where} is not one`);
+      const descriptor = third as PropertyDescriptor;
       if (typeof descriptor.value !== "function") {
         const what = descriptor.get || descriptor.set ? "an accessor" : "not a method";
         throw new TypeError(`@Locked decorates methods; ${where} is ${what}`);
