@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
 import { gate } from "./helpers/locked-context.js";
+import { generatorRefused, readResult } from "./helpers/read-result.js";
 
 // Decorators applied by hand, in each mode's call shape, as the compiled code of
 // experimental-decorators.test.ts and standard-decorators.test.ts applies them.
@@ -145,19 +146,8 @@ describe("a @Locked method that hands back a generator object", () => {
       [asyncFeed, "pages"],
       [feed, "items"],
     ] as const) {
-      const outcome = await (call("1") as Promise<unknown>).then(
-        async (value) => {
-          // before: the lock was already released when the caller got the generator and ran its body
-          for await (const item of value as AsyncIterable<unknown>) ran.push(`item ${String(item)}`);
-          return "resolved";
-        },
-        (error: unknown) => error,
-      );
-      expect(outcome).toEqual(
-        new TypeError(
-          `@Locked method ${name} returned a generator object: its body would run after the lock is released`,
-        ),
-      );
+      // before: the lock was already released when the caller got the generator and ran its body
+      expect(await readResult(call("1"), ran)).toEqual(generatorRefused(name));
     }
     expect(ran).toEqual([]);
     expect(await client.dbsize()).toBe(0);
@@ -171,17 +161,8 @@ describe("a @Locked method that hands back a generator object", () => {
       yield await client.get("feed:1");
     }
     const feed = decorateStandard(async () => pages(), "pages", Locked("feed:{0}"));
-    const outcome = await (feed("1") as Promise<AsyncIterable<unknown>>).then(
-      async (value) => {
-        // before: resolved once the lock was released, and the body ran as the caller read it
-        for await (const item of value) ran.push(`item ${String(item)}`);
-        return "resolved";
-      },
-      (error: unknown) => error,
-    );
-    expect(outcome).toEqual(
-      new TypeError("@Locked method pages returned a generator object: its body would run after the lock is released"),
-    );
+    // before: resolved once the lock was released, and the body ran as the caller read it
+    expect(await readResult(feed("1"), ran)).toEqual(generatorRefused("pages"));
     expect(ran).toEqual([]);
     expect(await client.dbsize()).toBe(0);
   });
@@ -452,14 +433,18 @@ describe("the wrapper @Locked installs", () => {
 });
 
 describe("a re-entered @Locked call", () => {
-  it("that outlives the lock it re-entered rejects with LockLostError instead of its result", async () => {
-    setDefaultRedlock(dlm);
+  /**
+   * Calls an outer `@Locked("order:{0}")` method that starts an inner one on the same key (which
+   * re-enters its lock) without awaiting it, and resolves once the outer call has released the lock
+   * while the inner body waits, past `entered`; `open()` lets it go on to `done`.
+   */
+  async function releasedUnderDetachedCall(entered: () => void, done: () => void) {
     const body = gate();
-    const order: string[] = [];
     const inner = decorateStandard(
       async () => {
+        entered();
         await body.inside();
-        order.push("inner body done");
+        done();
         return "inner result";
       },
       "inner",
@@ -475,49 +460,43 @@ describe("a re-entered @Locked call", () => {
       Locked("order:{0}"),
     );
     await outer("1");
+    return { open: body.open, outcome: () => detached.catch((error: unknown) => error) };
+  }
+
+  it("that outlives the lock it re-entered rejects with LockLostError instead of its result", async () => {
+    setDefaultRedlock(dlm);
+    const order: string[] = [];
+    const inner = await releasedUnderDetachedCall(
+      () => {},
+      () => order.push("inner body done"),
+    );
     // the outer call released order:1 while the inner body still runs: another owner takes it
     const other = await dlm.acquire("order:1", 5000);
     order.push("other owner holds order:1");
-    body.open();
-    const outcome = await detached.then(
-      (value) => value,
-      (error: unknown) => error,
-    );
+    inner.open();
+    const outcome = await inner.outcome();
     await other.release();
     expect(order).toEqual(["other owner holds order:1", "inner body done"]);
     expect(outcome).toBeInstanceOf(LockLostError);
     expect((outcome as LockLostError).resources).toEqual(["order:1"]);
   });
+
   it("reads the release of the lock it re-entered in currentLock().signal, while it still runs", async () => {
     setDefaultRedlock(dlm);
-    const body = gate();
     let signal: AbortSignal | undefined;
-    const inner = decorateStandard(
-      async () => {
+    const inner = await releasedUnderDetachedCall(
+      () => {
         signal = currentLock()?.signal;
-        await body.inside();
-        return "inner result";
       },
-      "inner",
-      Locked("order:{0}"),
+      () => {},
     );
-    let detached: Promise<unknown> = Promise.resolve();
-    const outer = decorateStandard(
-      async (id: unknown) => {
-        detached = inner(id) as Promise<unknown>; // started, not awaited: it re-enters the outer call's lock
-        await body.enteredBy(detached);
-      },
-      "outer",
-      Locked("order:{0}"),
-    );
-    await outer("1");
     // the outer call released order:1 while the inner body runs: that body can stop now, not at its end
     expect([signal?.aborted, signal?.reason]).toEqual([
       true,
       new LockLostError(["order:1"], "Lock was released while a call that re-entered it still ran"),
     ]);
-    body.open();
-    const outcome = await detached.catch((error: unknown) => error);
+    inner.open();
+    const outcome = await inner.outcome();
     expect(outcome).toBeInstanceOf(LockLostError);
     expect((outcome as LockLostError).cause).toBe(signal?.reason);
   });

@@ -1,5 +1,6 @@
 import { LockContentionError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
+import type ts from "typescript";
 import { afterAll, afterEach, beforeAll, expect } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { setDefaultRedlock } from "../../src/index.js";
@@ -22,8 +23,8 @@ export interface LockedContext<M> {
   sizes(): Promise<number[]>;
 }
 
-/** Starts the servers, sets the default Redlock and compiles `fixture` under `mode`; flushes Redis after each test. */
-export function useLockedContext<M>(fixture: URL, mode: DecoratorMode): LockedContext<M> {
+/** Starts the servers, sets the default Redlock and compiles `fixture` under `mode` (for `target`); flushes Redis after each test. */
+export function useLockedContext<M>(fixture: URL, mode: DecoratorMode, target?: ts.ScriptTarget): LockedContext<M> {
   const cluster = useRedisServers(3);
   const context = {
     values: (key: string) => Promise.all(context.clients.map((client) => client.get(key))),
@@ -37,7 +38,7 @@ export function useLockedContext<M>(fixture: URL, mode: DecoratorMode): LockedCo
     context.dlm = new Redlock(context.clients, { retryDelay: 50, retryJitter: 20 });
     context.alt = new Redlock(context.clients);
     setDefaultRedlock(context.dlm);
-    const compiled = await compileFixture<M>(fixture, mode);
+    const compiled = await compileFixture<M>(fixture, mode, target);
     context.module = compiled.module;
     context.emitted = compiled.emitted;
     cleanup = compiled.cleanup;
