@@ -1,4 +1,6 @@
+import type { ClientRequest, IncomingMessage } from "node:http";
 import { PassThrough } from "node:stream";
+import { expect } from "vitest";
 
 /** A gate the test opens: a critical section (a handler, a stream's producer) that waits on `opened` ends only then. */
 export function gate(): { open: () => void; opened: Promise<void> } {
@@ -32,4 +34,39 @@ export function gatedProducer() {
       return out;
     },
   };
+}
+
+/**
+ * What the adapters' tests of a dropped body (a HEAD request's, a 204's) check once `answer` was
+ * asked for: while `producer` runs, the next request for the key (`next()`, disconnected after) is
+ * refused with 423 and never enters, and the key is held (`held()`: 1 while Redis has it); once the
+ * producer ends, `answer` arrives and the key is released by that end (the routes' ttl is far beyond
+ * the poll). Returns the answer; the producer is let go whatever fails.
+ */
+export async function heldUntilProduced<T>(
+  producer: ReturnType<typeof gatedProducer>,
+  answer: Promise<T>,
+  next: () => { request: ClientRequest; response: Promise<IncomingMessage> },
+  held: () => Promise<number>,
+): Promise<T> {
+  const { state } = producer;
+  try {
+    await expect.poll(() => state.runs).toBe(1);
+    const refused = next();
+    refused.request.on("error", () => {});
+    try {
+      expect((await refused.response).statusCode).toBe(423);
+    } finally {
+      refused.request.destroy();
+    }
+    expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
+    expect(await held()).toBe(1);
+    producer.open();
+    const answered = await answer;
+    await expect.poll(held).toBe(0);
+    expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
+    return answered;
+  } finally {
+    producer.open();
+  }
 }

@@ -1,7 +1,7 @@
-/** A body the framework drops unsent (HEAD): read to its end, and its end awaited. */
+/** A body the framework drops unsent (HEAD, 204): read to its end, and its end awaited. */
 import { PassThrough, Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { drainDroppedBody } from "../src/http/dropped-body.js";
+import { drainDroppedBody, sendsNoBody } from "../src/http/dropped-body.js";
 
 const over = (promise: Promise<void> | undefined) => {
   let settled = false;
@@ -61,5 +61,26 @@ describe("drainDroppedBody", () => {
     const locked = new ReadableStream();
     locked.getReader();
     expect(drainDroppedBody(locked)).toBeUndefined();
+  });
+});
+
+describe("sendsNoBody", () => {
+  it("says which answers carry no body: a HEAD request's, and a 204, 205 or 304 (RFC 9110)", () => {
+    const none = [
+      ["HEAD", 200],
+      ["GET", 204],
+      ["POST", 205],
+      ["GET", 304],
+    ] as const;
+    for (const [method, status] of none) expect(sendsNoBody(method, status)).toBe(true);
+    for (const [method, status] of [
+      ["GET", 200],
+      ["POST", 201],
+      ["GET", 206],
+      ["GET", 302],
+      ["DELETE", 404],
+    ] as const) {
+      expect(sendsNoBody(method, status)).toBe(false);
+    }
   });
 });

@@ -17,6 +17,7 @@ import {
   type RouteLock,
   type RouteLockOptions,
   responseAnswered,
+  sendsNoBody,
 } from "@redlock-kit/core";
 import type {
   FastifyInstance,
@@ -91,9 +92,8 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
     // First of the route's onSend hooks (the HEAD twin's own, last, drops the payload): the answer
-    // goes out as 409 when the lock was lost under a success, then a HEAD's dropped body is followed.
-    const onSend = route.method === "HEAD" ? [replaceLostAnswer, followHeadPayload] : [replaceLostAnswer];
-    route.onSend = [...onSend, ...[route.onSend ?? []].flat()];
+    // goes out as 409 when the lock was lost under a success, then a dropped body is followed.
+    route.onSend = [replaceLostAnswer, followDroppedPayload, ...[route.onSend ?? []].flat()];
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -163,14 +163,16 @@ function replaceLostAnswer(request: FastifyRequest, reply: FastifyReply, payload
 }
 
 /**
- * A HEAD route's payload, which Fastify's HEAD twin of a GET route drops: a streamed one's producer
- * goes on after the response (as after a GET's), so the lock waits for the stream's end. The twin
- * resumes a Node stream to its end but cancels a web one, whose producer may go on unseen: that one
- * is handed on as a Node stream, drained the same way.
+ * A payload Fastify drops: a HEAD route's (the HEAD twin of a GET route), and a 204's, which Fastify
+ * ends at once. A streamed one's producer goes on after the response (as after a 200's), so the
+ * lock waits for the stream's end. Fastify resumes a Node stream to its end but cancels a web one
+ * (HEAD) or leaves it unread (204), whose producer may go on unseen: that one is handed on as a
+ * Node stream, drained the same way.
  */
-function followHeadPayload(request: FastifyRequest, _reply: FastifyReply, payload: unknown, done: OnSendDone) {
+function followDroppedPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
   const held = heldRoutes.get(request);
-  done(null, held === undefined ? payload : held.followHandedOn(payload));
+  const dropped = held !== undefined && sendsNoBody(request.method, reply.statusCode);
+  done(null, dropped ? held.followHandedOn(payload) : payload);
 }
 
 function isWebStream(payload: unknown): payload is WebReadableStream {

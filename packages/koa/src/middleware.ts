@@ -11,6 +11,7 @@ import {
   type RedlockError,
   type RouteLockOptions,
   responseAnswered,
+  sendsNoBody,
 } from "@redlock-kit/core";
 import type { Middleware, ParameterizedContext } from "koa";
 import { withWildcardLists } from "./wildcard-params.js";
@@ -83,10 +84,10 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // Koa responds once the chain has settled: a success whose lock was lost meanwhile goes
           // out as 409, not as if the critical section had run alone
           if (!ctx.headerSent && ctx.respond !== false) replaceLostAnswer(ctx, outcome.held);
-          // HEAD: Koa ends the response without reading a streamed body, and destroys the stream at
-          // that end while its producer goes on as for a GET: drained here, the lock waits for its
-          // end, and so does the response (as a GET's does).
-          if (ctx.method === "HEAD") await outcome.held.followDropped(ctx.body);
+          // HEAD, 204, 304: Koa ends the response without reading a streamed body, and destroys the
+          // stream while its producer goes on as for a 200: drained here, the lock waits for its
+          // end, and so does the response (as a 200's does).
+          if (sendsNoBody(ctx.method, ctx.status)) await outcome.held.followDropped(ctx.body);
           else if (isStream(ctx.body)) followStream(ctx);
           return;
         } catch (error) {

@@ -1,15 +1,15 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { StreamableFile } from "@nestjs/common";
-import type { HeldRoute } from "@redlock-kit/core";
+import { type HeldRoute, sendsNoBody } from "@redlock-kit/core";
 
 /**
- * What a HEAD request's handler returned, passed on once the streamed body the response drops has
- * ended: a `StreamableFile`'s stream, or a Node or web stream or a `Response` sent as it is. Nest
- * answers a HEAD request without reading such a body and destroys or cancels it (Fastify's HEAD
- * route drains a stream payload and ends the response at once), while the stream's producer goes on
- * as for a GET and may be the critical section's work. Drained here, the lock waits for its end,
- * and so does the response, as a GET's does.
+ * What a handler returned for a response that drops its body (a HEAD request's, an `@HttpCode(204)`
+ * route's), passed on once that streamed body has ended: a `StreamableFile`'s stream, or a Node or
+ * web stream or a `Response` sent as it is. Nest answers without reading such a body and destroys
+ * or cancels it (Fastify's HEAD route drains a stream payload and ends the response at once; its
+ * 204 ends it at once), while the stream's producer goes on as for a 200 and may be the critical
+ * section's work. Drained here, the lock waits for its end, and so does the response, as a 200's does.
  */
 export async function afterDroppedBody(held: HeldRoute, value: unknown): Promise<unknown> {
   const file = value instanceof StreamableFile;
@@ -30,21 +30,23 @@ function emptyLike(body: unknown): unknown {
 
 const emptyWebStream = () => new ReadableStream({ start: (controller) => controller.close() });
 
-/** What `followHeadReply` wraps of Fastify's reply. */
+/** What `followDroppedReply` wraps of Fastify's reply. */
 interface SendingReply {
+  readonly statusCode: number;
   send(payload: unknown): unknown;
 }
 
 /**
- * Fastify's reply to a HEAD request, whose payloads are followed as `@redlock-kit/fastify` follows
- * them: the one a handler sends itself through `@Res()` reaches Fastify's HEAD route past the
- * interceptor, which resumes a Node stream only once the response has ended and cancels a web one,
- * whose producer may go on unseen (handed on as a Node stream, drained the same way).
+ * Fastify's reply, whose payloads are followed as `@redlock-kit/fastify` follows them when the
+ * response drops them (a HEAD request's, a 204's): the one a handler sends itself through `@Res()`
+ * reaches Fastify past the interceptor, which resumes a Node stream only once the response has
+ * ended and cancels (HEAD) or leaves unread (204) a web one, whose producer may go on unseen
+ * (handed on as a Node stream, drained the same way).
  */
-export function followHeadReply(held: HeldRoute, reply: SendingReply): void {
+export function followDroppedReply(held: HeldRoute, reply: SendingReply, method: string): void {
   const send = reply.send;
   reply.send = function followedSend(this: SendingReply, payload: unknown) {
-    return send.call(this, held.followHandedOn(payload));
+    return send.call(this, sendsNoBody(method, this.statusCode) ? held.followHandedOn(payload) : payload);
   };
 }
 

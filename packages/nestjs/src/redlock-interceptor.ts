@@ -19,10 +19,11 @@ import {
   type Lock,
   RedlockError,
   type RouteLock,
+  sendsNoBody,
 } from "@redlock-kit/core";
 import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
-import { afterDroppedBody, followHeadReply } from "./dropped-body.js";
+import { afterDroppedBody, followDroppedReply } from "./dropped-body.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
 
@@ -62,11 +63,14 @@ export class RedlockInterceptor implements NestInterceptor {
     const route = this.binding.routeFor(handler);
     if (route === null) return next.handle().pipe(translate);
     const request = http.getRequest<PlatformRequest>();
+    const status = (Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined) ?? HttpStatus.OK;
     return this.#lock(route, request, response).then((held) =>
       this.#holding(held.lock, () => {
-        const answer = next.handle().pipe(map(this.#refuseLost(held, handler, response)));
-        const sent =
-          request.method === "HEAD" ? answer.pipe(concatMap((value) => afterDroppedBody(held, value))) : answer;
+        const answer = next.handle().pipe(map(this.#refuseLost(held, status, response)));
+        // HEAD, @HttpCode(204): the body is dropped, its producer followed
+        const sent = sendsNoBody(request.method, status)
+          ? answer.pipe(concatMap((value) => afterDroppedBody(held, value)))
+          : answer;
         return sent.pipe(translate);
       }),
     );
@@ -77,8 +81,7 @@ export class RedlockInterceptor implements NestInterceptor {
    * `LockLostError`, answered 409, rather than a success as if the critical section had run alone.
    * The route's own error status (`@HttpCode(4xx)`) stays, and so does a stream whose headers are out.
    */
-  #refuseLost(held: HeldRoute, handler: object, response: unknown): (value: unknown) => unknown {
-    const status = (Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined) ?? HttpStatus.OK;
+  #refuseLost(held: HeldRoute, status: number, response: unknown): (value: unknown) => unknown {
     return (value) => {
       if (held.lostAnswer(status) === undefined || this.adapterHost.httpAdapter.isHeadersSent(response)) return value;
       throw held.lostError();
@@ -109,14 +112,14 @@ export class RedlockInterceptor implements NestInterceptor {
       headers: request.headers,
     };
     // Fastify's reply wraps the Node response; Express's response is one
-    const reply = response as { raw?: ServerResponse; send(payload: unknown): unknown };
+    const reply = response as { raw?: ServerResponse; readonly statusCode: number; send(payload: unknown): unknown };
     const raw = (reply.raw ?? response) as ServerResponse;
     const outcome = await route.begin(source, raw);
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
       markLocked(request);
-      // Express's response discards a HEAD body piped into it and ends with it: followed as it is
-      if (request.method === "HEAD" && reply.raw !== undefined) followHeadReply(outcome.held, reply);
+      // Express's response discards a HEAD or 204 body piped into it and ends with it: followed as it is
+      if (reply.raw !== undefined) followDroppedReply(outcome.held, reply, request.method);
       awaitHandler(outcome.lock, outcome.held);
       this.binding.followRoute(outcome.held);
       // a handler writing through @Res() answers past the interceptor: its response's first write decides

@@ -2,8 +2,18 @@ import { finished, Readable } from "node:stream";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
 
 /**
+ * Whether the answer to a `method` request with `status` carries no body, whatever the handler gave
+ * it: a HEAD request's, and a 204, 205 or 304 (RFC 9110). A framework drops such a body unsent
+ * (Koa, Fastify's 204, Nest on Fastify) while a streamed body's producer goes on as for a 200: the
+ * adapter follows it (`HeldRoute.followDropped`, `followHandedOn`).
+ */
+export function sendsNoBody(method: string, status: number): boolean {
+  return method === "HEAD" || status === 204 || status === 205 || status === 304;
+}
+
+/**
  * A response body the framework drops unsent (a HEAD request's: it answers with the GET route's
- * headers only), read to its end with the data discarded, or `undefined` when there is nothing to
+ * headers only; a 204's), read to its end with the data discarded, or `undefined` when there is nothing to
  * wait for (not a stream, or one already over or read by someone else). The promise settles, never
  * rejects, once the stream has ended, failed or been destroyed. A streamed body's producer is the
  * handler's work going on after the response, as for a GET: the lock must wait for it, and it must

@@ -1,15 +1,16 @@
 /**
- * HEAD requests to a `@LockedRoute` GET route, in real Nest apps on platform-express and
- * platform-fastify against a real redis-server: the streamed body the response drops is the
- * handler's work going on, as for a GET, and the lock waits for its end.
+ * Streamed bodies a `@LockedRoute`'s response drops, in real Nest apps on platform-express and
+ * platform-fastify against a real redis-server: a HEAD request's to a GET route, and a 204's (Fastify
+ * ends it at once). The body's producer is the handler's work going on, as for a 200, and the lock
+ * waits for its end.
  */
 
 import { Readable } from "node:stream";
-import { Controller, Get, Module, Res, StreamableFile } from "@nestjs/common";
+import { Controller, Get, HttpCode, Module, Post, Res, StreamableFile } from "@nestjs/common";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatedProducer } from "#test-helpers/gate.js";
-import { type Answer, open, send } from "#test-helpers/http-client.js";
+import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
+import { type Answer, open, type RequestInit, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
 import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
@@ -65,6 +66,8 @@ class ExportController {
 interface PlatformResponse {
   /** Fastify's reply wraps the Node response; Express's response is one. */
   raw?: unknown;
+  /** Both set the status so. */
+  status(code: number): unknown;
   send(payload: unknown): unknown;
 }
 
@@ -95,9 +98,34 @@ class SentController {
   }
 }
 
+// the same bodies, answered 204
+@Controller("import")
+class ImportController {
+  @Post("file/:id")
+  @HttpCode(204)
+  @LockedRoute("no-content-file:{params.id}", { ttl: 60_000 })
+  file() {
+    return new StreamableFile(produce());
+  }
+
+  @Post("web/:id")
+  @HttpCode(204)
+  @LockedRoute("no-content-web:{params.id}", { ttl: 60_000 })
+  web() {
+    return Readable.toWeb(produce());
+  }
+
+  @Post("sent/:id")
+  @LockedRoute("no-content-sent:{params.id}", { ttl: 60_000 })
+  sent(@Res() response: PlatformResponse) {
+    response.status(204);
+    sendItself(response, produce());
+  }
+}
+
 @Module({
   imports: [RedlockModule.forRootAsync({ useFactory: () => ({ instances: [redis] }) })],
-  controllers: [ExportController, SentController],
+  controllers: [ExportController, SentController, ImportController],
 })
 class AppModule {}
 
@@ -110,33 +138,21 @@ const contentTypes: Record<string, RegExp> = {
 };
 
 /**
- * A HEAD request to `url`, whose route locks `key`, checked while the producer of its body runs: the
- * next request for the key is refused and never enters; once the producer ends, the lock is
- * released. Returns the HEAD's answer.
+ * A request to `url` (`method`), whose route locks `key`, checked while the producer of its body
+ * runs: the next request for the key is refused and never enters; once the producer ends, the lock
+ * is released. Returns the answer.
  */
-async function headWhileProducing(url: string, key: string): Promise<Answer> {
+function whileProducing(url: string, key: string, method: RequestInit["method"]): Promise<Answer> {
   producer = gatedProducer();
-  const { state } = producer;
-  const head = send(url, { method: "HEAD" });
-  let get: ReturnType<typeof open> | undefined;
-  try {
-    await expect.poll(() => state.runs).toBe(1);
-    get = open(url);
-    expect((await get.response).statusCode).toBe(423);
-    expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
-    expect(await redis.exists(key)).toBe(1);
-    producer.open();
-    const answered = await head;
-    await expect.poll(() => redis.exists(key)).toBe(0);
-    expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
-    return answered;
-  } finally {
-    producer.open();
-    get?.request.destroy();
-  }
+  return heldUntilProduced(
+    producer,
+    send(url, { method }),
+    () => open(url, { method }),
+    () => redis.exists(key),
+  );
 }
 
-describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (platform) => {
+describe.each(platforms)("a dropped streamed body on a @LockedRoute, on platform-%s", (platform) => {
   let running: RunningNestApp;
   beforeAll(async () => {
     running = await startNestApp(AppModule, platform);
@@ -147,8 +163,8 @@ describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (pl
   });
 
   for (const kind of Object.keys(contentTypes)) {
-    it(`keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
-      const answered = await headWhileProducing(`${running.url}/export/${kind}/1`, `head-${kind}:1`);
+    it(`HEAD: keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
+      const answered = await whileProducing(`${running.url}/export/${kind}/1`, `head-${kind}:1`, "HEAD");
       // answered with the headers Nest gives that body
       expect(answered.status).toBe(200);
       expect(answered.headers["content-type"]).toMatch(contentTypes[kind] as RegExp);
@@ -159,16 +175,25 @@ describe.each(platforms)("HEAD on a @LockedRoute GET route, on platform-%s", (pl
   // to send, and so is a stream from a passthrough handler: Nest ends Express's response under its pipe.
   const sentKinds = platform === "fastify" ? ["stream", "web", "passthrough"] : ["stream"];
   for (const kind of sentKinds) {
-    it(`keeps the lock while the producer of a ${kind} body the handler sent itself through @Res() runs`, async () => {
-      const answered = await headWhileProducing(`${running.url}/sent/${kind}/1`, `sent-${kind}:1`);
+    it(`HEAD: keeps the lock while the producer of a ${kind} body the handler sent itself through @Res() runs`, async () => {
+      const answered = await whileProducing(`${running.url}/sent/${kind}/1`, `sent-${kind}:1`, "HEAD");
       expect(answered.status).toBe(200);
     });
   }
 
-  it("releases the lock of a JSON body at once", async () => {
+  it("HEAD: releases the lock of a JSON body at once", async () => {
     const head = await send(`${running.url}/export/json/1`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(head.headers["content-type"]).toMatch(/json/);
     await expect.poll(() => redis.exists("head-json:1")).toBe(0);
   });
+
+  // Express pipes each into the response, which discards a 204 body and ends with it; Fastify ends
+  // a 204 at once and drops the payload, and Nest destroys a StreamableFile's stream then
+  for (const kind of ["file", "web", "sent"]) {
+    it(`204: keeps the lock while the dropped ${kind} body's producer runs, and releases it at the stream's end`, async () => {
+      const answered = await whileProducing(`${running.url}/import/${kind}/1`, `no-content-${kind}:1`, "POST");
+      expect(answered.status).toBe(204);
+    });
+  }
 });
