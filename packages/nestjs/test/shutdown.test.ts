@@ -8,12 +8,23 @@
  * with LockUnavailableError (503) instead of holding the shutdown up for its whole wait.
  */
 import { text } from "node:stream/consumers";
-import { Controller, Inject, Injectable, Module, Param, Post, Scope, UseInterceptors } from "@nestjs/common";
-import { type Lock, LockUnavailableError, Redlock } from "@redlock-kit/core";
+import {
+  Controller,
+  Get,
+  Inject,
+  Injectable,
+  Module,
+  Param,
+  Post,
+  Scope,
+  StreamableFile,
+  UseInterceptors,
+} from "@nestjs/common";
+import { currentLock, type Lock, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gate } from "#test-helpers/gate.js";
-import { open, send } from "#test-helpers/http-client.js";
+import { gate, gatedProducer } from "#test-helpers/gate.js";
+import { nextChunk, open, send } from "#test-helpers/http-client.js";
 import { arrival, nextExtensions, nextRelease } from "#test-helpers/lock-events.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
@@ -273,3 +284,42 @@ describe.each(platforms)(
     });
   },
 );
+
+/** The producer of the exports' streamed bodies, and the lock of the last export. */
+let exporting = gatedProducer();
+let exportLock: Lock | undefined;
+
+@Controller("exports")
+class ExportController {
+  @Get(":id")
+  @LockedRoute("export:{params.id}", { ttl: 1000 })
+  export() {
+    exportLock = currentLock();
+    return new StreamableFile(exporting.produce());
+  }
+}
+
+describe.each(platforms)("shutdown after the client of a @LockedRoute streamed body left mid-body (%s)", (platform) => {
+  it("waits for the lock to lapse, not for a response the platform never ends", async () => {
+    exporting = gatedProducer();
+    @Module({ imports: [redlockModule()], controllers: [ExportController] })
+    class ExportApp {}
+    const running = await startNestApp(ExportApp, platform);
+    try {
+      const { request, response } = open(`${running.url}/exports/${platform}`);
+      request.on("error", () => {});
+      expect(await nextChunk(await response)).toBe("first\n");
+      const lock = exportLock as Lock;
+      request.destroy();
+      // before: close() never returned, the shutdown waiting for a release that could not come
+      await arrival(running.close(), "the app's close");
+      // it waited for the lock, no longer extended once its client left, to lapse (ttl 1 s); the
+      // producer still runs
+      expect(lock.valid).toBe(false);
+      expect(exporting.state.inside).toBe(1);
+      expect(await Promise.all(clients.map((client) => client.exists(`export:${platform}`)))).toEqual([0, 0, 0]);
+    } finally {
+      exporting.open();
+    }
+  });
+});

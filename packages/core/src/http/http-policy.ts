@@ -204,12 +204,7 @@ export class RouteLock<Hook = never> {
     const redlock = this.#redlock;
     const options = this.#options;
     const stop = options.autoExtend ? autoExtend(redlock, lock, options.ttl, options.hold) : undefined;
-    const held = new HeldRoute(redlock, lock, stop, tracker);
-    // Nobody reads the response any more: the lock stays held (the handler may still be running)
-    // but is not extended, so it expires within one ttl; lock.signal aborts when it does. A
-    // streaming handler that stops writing without ending the response cannot pin it until the cap.
-    if (stop !== undefined) tracker.whenClientLeaves(stop);
-    return { kind: "acquired", lock, held };
+    return { kind: "acquired", lock, held: new HeldRoute(redlock, lock, stop, tracker) };
   }
 
   #failed(error: unknown, tracker: TrackedResponse): RouteOutcome<Hook> {
@@ -244,12 +239,15 @@ export class HeldRoute {
   #unlocking: Promise<boolean> | undefined;
   #whenReleased: Promise<void> | undefined;
   #onReleased: (() => void) | undefined;
+  /** The client left before the response was done. */
+  #clientLeft = false;
 
   constructor(redlock: Redlock, lock: Lock, stop: (() => void) | undefined, response: TrackedResponse) {
     this.#redlock = redlock;
     this.lock = lock;
     this.#stop = stop;
     response.whenDone(this.#settle);
+    response.whenClientLeaves(this.#onClientLeft);
   }
 
   /** Whether the lock was released (the response is done, every followed run settled): code starting now runs unlocked. */
@@ -302,14 +300,21 @@ export class HeldRoute {
   }
 
   /**
-   * Resolves once the lock has been released (the unlock settled, whatever it found): what an app's
-   * shutdown waits for before closing the clients that extend and release it.
+   * Resolves once the lock has been released (the unlock settled, whatever it found), or once its
+   * client left and its validity then ended unrenewed: what an app's shutdown waits for before
+   * closing the clients that extend and release it. A streamed response whose client left may
+   * never end (the framework destroys or unpipes its stream and ends nothing): waiting for its
+   * release would hold the shutdown up for good, while nothing but a release that finds the key
+   * gone can still go through the clients.
    */
   whenReleased(): Promise<void> {
     if (this.#unlocking !== undefined) return this.#unlocking.then(noop, noop);
-    this.#whenReleased ??= new Promise((resolve) => {
-      this.#onReleased = resolve;
-    });
+    if (this.#whenReleased === undefined) {
+      this.#whenReleased = new Promise((resolve) => {
+        this.#onReleased = resolve;
+      });
+      if (this.#clientLeft) this.#untilLapsed();
+    }
     return this.#whenReleased;
   }
 
@@ -332,6 +337,25 @@ export class HeldRoute {
     const body = droppedPayload(payload);
     this.followDropped(body);
     return body;
+  }
+
+  /**
+   * Nobody reads the response any more: the lock stays held (the handler may still be running) but
+   * is not extended, so it expires within one ttl; lock.signal aborts when it does. A streaming
+   * handler that stops writing without ending the response cannot pin it until the cap.
+   */
+  readonly #onClientLeft = (): void => {
+    this.#stop?.();
+    this.#clientLeft = true;
+    if (this.#onReleased !== undefined) this.#untilLapsed();
+  };
+
+  /** Resolves `whenReleased()` once the lock's validity has ended (its signal aborts), if it is not released before. */
+  #untilLapsed(): void {
+    const lapsed = this.#onReleased as () => void;
+    const signal = this.lock.signal;
+    if (signal.aborted) lapsed();
+    else signal.addEventListener("abort", () => lapsed(), { once: true });
   }
 
   /** One of the awaited things is over (the response, or a followed run): releases after the last. */
