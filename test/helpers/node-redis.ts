@@ -3,7 +3,7 @@
  * with an 'error' listener (node-redis throws an unheard 'error' event, and the fault tests stop
  * servers under the clients' feet), closed by `closeNodeRedis`.
  */
-import { createClient, type RedisClientType } from "redis";
+import { createClient, createCluster, type RedisClientType } from "redis";
 
 export type NodeRedisClient = RedisClientType;
 
@@ -23,3 +23,15 @@ export function connectedNodeRedis(ports: readonly number[]): Promise<NodeRedisC
 export function closeNodeRedis(clients: readonly { isOpen: boolean; destroy(): unknown }[]): void {
   for (const client of clients) if (client.isOpen) client.destroy();
 }
+
+/** A Cluster client of the nodes on `ports` (a test cluster's servers), not yet connected. */
+export function nodeRedisClusterOf(
+  ports: readonly number[],
+  defaults?: Parameters<typeof createCluster>[0]["defaults"],
+) {
+  const client = createCluster({ rootNodes: ports.map((port) => ({ socket: { host: "127.0.0.1", port } })), defaults });
+  client.on("error", () => {});
+  return client;
+}
+
+export type NodeRedisCluster = ReturnType<typeof nodeRedisClusterOf>;

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Cluster, type ClusterOptions, Redis } from "ioredis";
+import { type NodeRedisCluster, nodeRedisClusterOf } from "./node-redis.js";
 import { freePort, type RedisServer, sleep, startServers } from "./redis-servers.js";
 
 const run = promisify(execFile);
@@ -42,11 +43,28 @@ export interface TestCluster {
   readonly servers: RedisServer[];
   /** An ioredis Cluster client; closed by stop(). */
   client(options?: ClusterOptions): Cluster;
+  /** A node-redis Cluster client, not connected yet; closed by stop(). */
+  nodeRedis(defaults?: Parameters<typeof nodeRedisClusterOf>[1]): NodeRedisCluster;
   /** The server that owns `key`'s slot. */
   ownerOf(key: string): Promise<RedisServer>;
   /** The replicas of `master`. */
   replicasOf(master: RedisServer): Promise<RedisServer[]>;
+  /** Opens the migration of `key`'s slot from its master to another one (`CLUSTER SETSLOT … IMPORTING/MIGRATING`). */
+  migrateSlotOf(key: string): Promise<SlotMigration>;
   stop(): Promise<void>;
+}
+
+/** A slot half moved, as `redis-cli --cluster reshard` leaves it between its steps. */
+export interface SlotMigration {
+  readonly slot: number;
+  readonly source: RedisServer;
+  readonly target: RedisServer;
+  /** MIGRATEs these keys of the slot to the target, in one command. */
+  move(...keys: string[]): Promise<void>;
+  /** Gives the slot to the target on every master (`SETSLOT … NODE`), which ends the migration. */
+  finish(): Promise<void>;
+  /** The keys of the slot that the source and the target hold (`CLUSTER GETKEYSINSLOT`, which no migration redirects). */
+  keys(): Promise<{ source: string[]; target: string[] }>;
 }
 
 /** CLUSTER SLOTS: [first slot, last slot, master, ...replicas], each node [host, port, id]. */
@@ -78,6 +96,7 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
     throw error;
   }
   const clients = new Set<Cluster>();
+  const nodeRedisClients = new Set<NodeRedisCluster>();
   let slots: SlotRange[] | undefined;
   const slotRanges = async () => {
     slots ??= (await ask((servers[0] as RedisServer).port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
@@ -87,6 +106,12 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
     const server = servers.find((s) => s.port === Number(port));
     if (!server) throw new Error(`no server on port ${String(port)}`);
     return server;
+  };
+  const ownerOf = async (key: string) => {
+    const slot = await ask((servers[0] as RedisServer).port, (c) => c.cluster("KEYSLOT", key));
+    const range = (await slotRanges()).find(([from, to]) => slot >= from && slot <= to);
+    if (!range) throw new Error(`no owner for slot ${slot}`);
+    return serverAt(range[2]?.[1]);
   };
   return {
     servers,
@@ -99,11 +124,45 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
       clients.add(client);
       return client;
     },
-    async ownerOf(key) {
-      const slot = await ask((servers[0] as RedisServer).port, (c) => c.cluster("KEYSLOT", key));
-      const range = (await slotRanges()).find(([from, to]) => slot >= from && slot <= to);
-      if (!range) throw new Error(`no owner for slot ${slot}`);
-      return serverAt(range[2]?.[1]);
+    nodeRedis(defaults) {
+      const client = nodeRedisClusterOf(
+        servers.map((server) => server.port),
+        defaults,
+      );
+      nodeRedisClients.add(client);
+      return client;
+    },
+    ownerOf,
+    async migrateSlotOf(key) {
+      const source = await ownerOf(key);
+      const masters = new Set((await slotRanges()).map((range) => Number(range[2]?.[1])));
+      const target = servers.find((server) => server !== source && masters.has(server.port)) as RedisServer;
+      const slot = await ask(source.port, (c) => c.cluster("KEYSLOT", key));
+      const idOf = (server: RedisServer) => ask(server.port, (c) => c.cluster("MYID") as Promise<string>);
+      const [sourceId, targetId] = await Promise.all([idOf(source), idOf(target)]);
+      // the order redis-cli follows: importing first, so that no ASK points at a node that refuses it
+      await ask(target.port, (c) => c.cluster("SETSLOT", slot, "IMPORTING", sourceId));
+      await ask(source.port, (c) => c.cluster("SETSLOT", slot, "MIGRATING", targetId));
+      return {
+        slot,
+        source,
+        target,
+        async move(...keys) {
+          await ask(source.port, (c) => c.migrate("127.0.0.1", target.port, "", 0, 5000, "KEYS", ...keys));
+        },
+        async finish() {
+          for (const server of [target, source, ...servers.filter((s) => s !== target && s !== source)]) {
+            await ask(server.port, (c) => c.cluster("SETSLOT", slot, "NODE", targetId));
+          }
+          slots = undefined;
+        },
+        async keys() {
+          const [onSource, onTarget] = await Promise.all(
+            [source, target].map((s) => ask(s.port, (c) => c.cluster("GETKEYSINSLOT", slot, 100))),
+          );
+          return { source: (onSource as string[]).sort(), target: (onTarget as string[]).sort() };
+        },
+      };
     },
     async replicasOf(master) {
       const range = (await slotRanges()).find((r) => Number(r[2]?.[1]) === master.port);
@@ -112,6 +171,7 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
     },
     async stop() {
       for (const client of clients) client.disconnect();
+      for (const client of nodeRedisClients) if (client.isOpen) client.destroy();
       await Promise.all(servers.map((server) => server.stop()));
     },
   };

@@ -1,4 +1,4 @@
-import { createCluster, RESP_TYPES } from "redis";
+import { type createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
@@ -12,27 +12,17 @@ import {
 } from "../src/index.js";
 
 let cluster: TestCluster;
-const opened: { isOpen: boolean; destroy(): unknown }[] = [];
 
 beforeAll(async () => {
   cluster = await startCluster(3);
 }, 60_000);
 
 afterAll(async () => {
-  for (const client of opened) if (client.isOpen) client.destroy();
   await cluster?.stop();
 });
 
-/** A node-redis Cluster client of the test cluster, not connected yet. */
-function unconnectedCluster(defaults?: Parameters<typeof createCluster>[0]["defaults"]) {
-  const client = createCluster({
-    rootNodes: cluster.servers.map((server) => ({ socket: { host: "127.0.0.1", port: server.port } })),
-    defaults,
-  });
-  client.on("error", () => {});
-  opened.push(client);
-  return client;
-}
+/** A node-redis Cluster client of the test cluster, not connected yet (closed by `cluster.stop()`). */
+const unconnectedCluster = (defaults?: Parameters<typeof createCluster>[0]["defaults"]) => cluster.nodeRedis(defaults);
 
 /** A node-redis Cluster client of the test cluster, connected. */
 async function nodeRedisCluster() {

@@ -6,14 +6,13 @@ import { InFlightAcquires } from "./in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "./one-key-set.js";
 import {
   acquireArgs,
-  besideOf,
-  besideOne,
   checkClusterKeys,
+  countersOf,
   entryOf,
   FENCE_SUFFIX,
   isOne,
   oneKeyReleaseArgs,
-  QUEUE_SUFFIX,
+  queuesOf,
   releaseArgs,
   toAcquireReply,
   toFencedReply,
@@ -42,7 +41,7 @@ export class RedisStore implements LockStore {
   readonly #replicaReads: boolean;
   /** The client's keyPrefix, which ioredis puts before every key and Redis hashes with it (Cluster slots). */
   readonly #prefix: string;
-  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
+  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there, queued nowhere. */
   readonly handsOver: boolean;
   /** Calls the scripts, by EVALSHA once sent (speed/evalsha-bypass.ts). */
   readonly #scripts: ScriptCaller;
@@ -82,7 +81,7 @@ export class RedisStore implements LockStore {
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
+    const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable && !this.#replicaReads) {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
@@ -96,8 +95,8 @@ export class RedisStore implements LockStore {
   acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     // checkKeys refused keys whose counter has no home: this is defined
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster, this.#prefix) as string[];
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
+    const counters = countersOf(keys, this.#cluster, this.#prefix) as string[];
+    const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     return this.#inFlight.send(value, (wanted) =>
       this.#scripts.call(
         COMMANDS.acquireFenced,
@@ -111,7 +110,7 @@ export class RedisStore implements LockStore {
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
   raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
     this.#batcher?.beforeSend();
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster, this.#prefix) as string[];
+    const counters = countersOf(keys, this.#cluster, this.#prefix) as string[];
     return this.#scripts.call(
       COMMANDS.raiseFences,
       [keys.length * 2, ...keys, ...counters, value, ...fences],
@@ -129,7 +128,7 @@ export class RedisStore implements LockStore {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     this.#batcher?.beforeSend();
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
+    const queues = queuesOf(keys, this.#cluster);
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
   }
 
@@ -137,7 +136,7 @@ export class RedisStore implements LockStore {
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
-    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster, this.#prefix);
+    const queue = queuesOf([key], this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
     return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
@@ -161,7 +160,7 @@ export class RedisStore implements LockStore {
   /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
     this.#inFlight.released(value);
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster, this.#prefix);
+    const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
     await Promise.all(queues.map((queue) => this.client.zrem(queue, entry)));

@@ -82,18 +82,23 @@ export function toRaiseReply(reply: unknown): RaiseReply {
 }
 
 /**
- * The keys beside `keys` with `suffix` (queues, fence counters), or undefined where one cannot
- * sit in its key's hash slot (a Cluster key without a hash tag whose braced form would hash
- * elsewhere): its waiters poll, and it cannot be fenced. `prefix` as for `besideKey`.
+ * The fence counters beside `keys`, or undefined where one cannot sit in its key's hash slot (a
+ * Cluster key without a hash tag whose braced form would hash elsewhere): it cannot be fenced.
+ * `prefix` as for `besideKey`.
  */
-export function besideOf(keys: readonly string[], suffix: string, cluster: boolean, prefix = ""): string[] | undefined {
-  const beside = keys.map((key) => besideOne(key, suffix, cluster, prefix));
+export function countersOf(keys: readonly string[], cluster: boolean, prefix = ""): string[] | undefined {
+  const beside = keys.map((key) => (cluster ? besideKey(key, FENCE_SUFFIX, prefix) : key + FENCE_SUFFIX));
   return beside.every((key) => key !== undefined) ? (beside as string[]) : undefined;
 }
 
-/** `besideOf` for one key. */
-export function besideOne(key: string, suffix: string, cluster: boolean, prefix = ""): string | undefined {
-  return cluster ? besideKey(key, suffix, prefix) : key + suffix;
+/**
+ * The waiters' queues beside `keys`, or undefined on a Cluster: it hands nothing over
+ * (`LockStore.handsOver`), so nobody queues there and its scripts name the lock's keys alone. A
+ * queue named too, which no node has, made a one-key release a script on two keys, which a node
+ * answers TRYAGAIN while the slot migrates: the release failed and the key stayed until its ttl.
+ */
+export function queuesOf(keys: readonly string[], cluster: boolean): string[] | undefined {
+  return cluster ? undefined : keys.map((key) => key + QUEUE_SUFFIX);
 }
 
 /** ACQUIRE_SCRIPT, or FENCED_ACQUIRE_SCRIPT with the fence `counters`: with `queues`, a refused caller queues. */

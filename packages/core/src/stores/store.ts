@@ -94,7 +94,8 @@ export interface LockStore {
    */
   raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply>;
   /**
-   * Optional: false when this instance must not hand keys over, so that its waiters poll. A Redis
+   * Optional: false when this instance must not hand keys over, so that its waiters poll (it may
+   * then ignore tickets: nobody needs a place in its queues). A Redis
    * Cluster: PUBLISH answers how many clients of the publishing node heard it, while the cluster
    * delivers the message to subscribers on every node, so the release script cannot tell a waiter
    * that heard of its key from one that is gone (it would take back a key the waiter then holds).

@@ -3,14 +3,12 @@ import { InFlightAcquires } from "../in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "../one-key-set.js";
 import {
   acquireArgs,
-  besideOf,
-  besideOne,
   checkClusterKeys,
+  countersOf,
   entryOf,
-  FENCE_SUFFIX,
   isOne,
   oneKeyReleaseArgs,
-  QUEUE_SUFFIX,
+  queuesOf,
   releaseArgs,
   type ScriptArgs,
   SHAS,
@@ -59,7 +57,7 @@ export class NodeRedisStore implements LockStore {
   readonly watched: WatchedNodeRedis;
   readonly #send: Send;
   readonly #cluster: boolean;
-  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there. */
+  /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there, queued nowhere. */
   readonly handsOver: boolean;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
@@ -95,7 +93,7 @@ export class NodeRedisStore implements LockStore {
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
       // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
@@ -108,8 +106,8 @@ export class NodeRedisStore implements LockStore {
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
   acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     // checkKeys refused keys whose counter has no home: this is defined
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
-    const queues = ticket === undefined ? undefined : besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const counters = countersOf(keys, this.#cluster) as string[];
+    const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     return this.#inFlight.send(value, (wanted) =>
       this.#call(
         COMMANDS.acquireFenced,
@@ -122,7 +120,7 @@ export class NodeRedisStore implements LockStore {
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
   raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
-    const counters = besideOf(keys, FENCE_SUFFIX, this.#cluster) as string[];
+    const counters = countersOf(keys, this.#cluster) as string[];
     return this.#call(COMMANDS.raiseFences, [keys.length * 2, ...keys, ...counters, value, ...fences], toRaiseReply);
   }
 
@@ -134,7 +132,7 @@ export class NodeRedisStore implements LockStore {
   release(keys: readonly string[], value: string, requeue?: QueueTicket, resend?: () => boolean): Promise<number> {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = queuesOf(keys, this.#cluster);
     return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
   }
 
@@ -142,7 +140,7 @@ export class NodeRedisStore implements LockStore {
   releaseOne(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number> {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
-    const queue = besideOne(key, QUEUE_SUFFIX, this.#cluster);
+    const queue = queuesOf([key], this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
     return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
   }
@@ -161,7 +159,7 @@ export class NodeRedisStore implements LockStore {
   /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
     this.#inFlight.released(value);
-    const queues = besideOf(keys, QUEUE_SUFFIX, this.#cluster);
+    const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
     await Promise.all(queues.map((queue) => this.#send(queue, ["ZREM", queue, entry])));
