@@ -1,7 +1,8 @@
-import type { ClusterOptions } from "ioredis";
+import type { Cluster, ClusterOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
-import { Redlock, type RedlockInstance } from "../src/index.js";
+import { LockUnavailableError, RedisStore, Redlock, type RedlockInstance } from "../src/index.js";
 
 /**
  * A slot being resharded (`CLUSTER SETSLOT … MIGRATING/IMPORTING`, then `MIGRATE` key by key): the
@@ -64,5 +65,66 @@ describe.each(clients)("%s while a slot migrates", (name, connect) => {
       await migration.finish();
       await Promise.all([dlm.quit(), rival.quit()]);
     }
+  });
+
+  it("refuses a two-key and a fenced acquisition as unavailable (TRYAGAIN), not contention", async () => {
+    const dlm = new Redlock([await connect()], { retryCount: 0 });
+    const migration = await cluster.migrateSlotOf(tag);
+    try {
+      // neither node has every key of the command: the target answers TRYAGAIN
+      await expect(dlm.lock([a, b], 30_000)).rejects.toBeInstanceOf(LockUnavailableError);
+      await expect(dlm.lock(c, 30_000, { fencing: true })).rejects.toBeInstanceOf(LockUnavailableError);
+    } finally {
+      await migration.finish();
+      await dlm.quit();
+    }
+  });
+});
+
+describe("an ioredis Cluster, which sends a command answered TRYAGAIN again by itself", () => {
+  const cases: [string, string[], boolean][] = [
+    // its give-back names one key: no TRYAGAIN, it ran on the target at once (ASK)
+    ["a fenced one-key lock", ["{tryagain-fenced}:job"], true],
+    ["a two-key lock", ["{tryagain}:a", "{tryagain}:b"], false],
+  ];
+  it.each(cases)(
+    "%s refused while its slot migrated is given back after its acquisition landed, once the migration ended",
+    async (_, keys, fencing) => {
+      const key = keys[0] as string;
+      // ioredis sends it again every retryDelayOnTryAgain (100 ms), to a random node that redirects
+      // it; enough redirections that it outlives the migration
+      const dlm = new Redlock([cluster.client({ maxRedirections: 10_000 })], { retryCount: 0, fencing });
+      const migration = await cluster.migrateSlotOf(key);
+      const monitor = await startMonitor(migration.target.client());
+      try {
+        await expect(dlm.lock(keys, 30_000)).rejects.toBeInstanceOf(LockUnavailableError);
+        await migration.finish();
+        // the acquisition and its give-back both ran on the slot's new master
+        const scripts = () => monitor.seen.filter(({ args }) => args[0]?.startsWith("eval") && args.includes(key));
+        await expect.poll(() => scripts().length).toBe(2);
+        // not in that order, the key stayed for its 30 s with nobody to release it
+        const left = await migration.keys();
+        expect(left.target.filter((name) => !name.endsWith(":redlock-kit:fence"))).toEqual([]);
+        expect(left.source).toEqual([]);
+      } finally {
+        await monitor.close();
+        await dlm.quit();
+      }
+    },
+  );
+
+  it("sends no give-back whose call sent another attempt since: that attempt, with the same value, may hold the keys", async () => {
+    const keys = ["{resent}:a", "{resent}:b"];
+    const store = new RedisStore(cluster.client({ maxRedirections: 10_000 }));
+    const migration = await cluster.migrateSlotOf(keys[0] as string);
+    const acquired = store.acquire(keys, "value", 30_000);
+    // a give-back told, once the acquisition it waited for was answered, that an attempt followed
+    const skipped = store.release(keys, "value", undefined, () => false);
+    await migration.finish();
+    expect(await acquired).toEqual({ acquired: true });
+    expect(await skipped).toBe(0);
+    expect(await migration.keys()).toEqual({ source: [], target: keys });
+    expect(await store.release(keys, "value")).toBe(2);
+    (store.client as Cluster).disconnect();
   });
 });

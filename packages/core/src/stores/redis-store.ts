@@ -2,6 +2,7 @@ import type { Cluster, Redis } from "ioredis";
 import { ScriptCaller } from "../speed/evalsha-bypass.js";
 import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber, ioredisSubscriber } from "../waiting/hand-over-subscriber.js";
+import { AcquiresFirst } from "./acquires-first.js";
 import { InFlightAcquires } from "./in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "./one-key-set.js";
 import {
@@ -47,6 +48,8 @@ export class RedisStore implements LockStore {
   readonly #scripts: ScriptCaller;
   /** Batches the writes of one event-loop phase (speed/write-batching.ts); none on a Cluster. */
   readonly #batcher: WriteBatcher | undefined;
+  /** On a Cluster, whose client may send an acquire again after its give-back: releases wait for it (acquires-first.ts). */
+  readonly #acquiresFirst: AcquiresFirst | undefined;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
@@ -69,6 +72,7 @@ export class RedisStore implements LockStore {
     this.description = describeClient(client);
     this.#scripts = new ScriptCaller(client, this.#cluster);
     this.#batcher = this.#cluster ? undefined : new WriteBatcher(client as Redis);
+    this.#acquiresFirst = this.#cluster ? new AcquiresFirst() : undefined;
   }
 
   /**
@@ -80,6 +84,11 @@ export class RedisStore implements LockStore {
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+    const reply = this.#acquire(keys, value, ttl, ticket);
+    return this.#acquiresFirst === undefined ? reply : this.#acquiresFirst.track(value, reply);
+  }
+
+  #acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable && !this.#replicaReads) {
@@ -97,7 +106,7 @@ export class RedisStore implements LockStore {
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = countersOf(keys, this.#cluster, this.#prefix) as string[];
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
-    return this.#inFlight.send(value, (wanted) =>
+    const reply = this.#inFlight.send(value, (wanted) =>
       this.#scripts.call(
         COMMANDS.acquireFenced,
         acquireArgs(keys, value, ttl, queues, ticket, counters),
@@ -105,6 +114,7 @@ export class RedisStore implements LockStore {
         wanted,
       ),
     );
+    return this.#acquiresFirst === undefined ? reply : this.#acquiresFirst.track(value, reply);
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
@@ -129,6 +139,11 @@ export class RedisStore implements LockStore {
     this.#inFlight.released(value);
     this.#batcher?.beforeSend();
     const queues = queuesOf(keys, this.#cluster);
+    if (this.#acquiresFirst !== undefined) {
+      const send = () =>
+        this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
+      return this.#acquiresFirst.release(value, send, resend);
+    }
     return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
   }
 
