@@ -209,6 +209,12 @@ export interface TestSentinel {
   readonly name: string;
   /** Port of the master the sentinel currently announces. */
   masterPort(): Promise<number>;
+  /**
+   * A manual failover (`SENTINEL FAILOVER`): resolves once the sentinel announces the replica as
+   * master. The old master stays a master, taking writes from the clients still connected to it,
+   * until the sentinel turns it into a replica (some seconds later).
+   */
+  failover(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -267,6 +273,15 @@ export async function startSentinel(name = "mymaster", { downAfterMs = 300 } = {
     sentinelPort,
     name,
     masterPort,
+    async failover() {
+      const before = await masterPort();
+      // refused (NOGOODSLAVE) until the sentinel has read the replica's state
+      await until("the sentinel to start a failover", async () => {
+        await ask(sentinelPort, (c) => c.call("SENTINEL", "FAILOVER", name));
+        return true;
+      });
+      await until("the sentinel to announce the promoted replica", async () => (await masterPort()) !== before);
+    },
     async stop() {
       await stopSentinel();
       await Promise.all([master.stop(), replica.stop()]);

@@ -35,6 +35,11 @@ const OWNED_CLIENT_DEFAULTS: RedisOptions = {
   // closed already, and quit() left a timer holding a process whose work was done. quit() sends
   // QUIT first, so nothing is left to wait for once it disconnects.
   disconnectTimeout: 0,
+  // With Sentinel options: reconnect as soon as a sentinel announces a new master (+switch-master).
+  // After a manual failover (SENTINEL FAILOVER) the old master stays a master, taking writes, until
+  // the sentinel demotes it seconds later: a client still connected there locked there while
+  // clients that connected since lock on the new master, two holders of one lock.
+  failoverDetector: true,
 };
 
 function createOwned(client: Redis): ResolvedInstance {
