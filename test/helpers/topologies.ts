@@ -49,6 +49,12 @@ export interface TestCluster {
   ownerOf(key: string): Promise<RedisServer>;
   /** The replicas of `master`. */
   replicasOf(master: RedisServer): Promise<RedisServer[]>;
+  /**
+   * Promotes `replica` (`CLUSTER FAILOVER`, or `FAILOVER TAKEOVER`, which asks nobody and so
+   * works with the replica cut off from its master); resolves once it is a master and its old
+   * master a replica.
+   */
+  failover(replica: RedisServer, how?: "TAKEOVER"): Promise<void>;
   /** Opens the migration of `key`'s slot from its master to another one (`CLUSTER SETSLOT … IMPORTING/MIGRATING`). */
   migrateSlotOf(key: string): Promise<SlotMigration>;
   stop(): Promise<void>;
@@ -87,6 +93,9 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
       // slots of a dead master fail; the other masters keep serving theirs
       "--cluster-require-full-coverage",
       "no",
+      // a replica's full sync (a failover's old master, a replica cut off) starts at once, not after 5 s
+      "--repl-diskless-sync-delay",
+      "0",
     ],
   });
   try {
@@ -97,6 +106,7 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
   }
   const clients = new Set<Cluster>();
   const nodeRedisClients = new Set<NodeRedisCluster>();
+  const replicasPer = replicas;
   let slots: SlotRange[] | undefined;
   const slotRanges = async () => {
     slots ??= (await ask((servers[0] as RedisServer).port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
@@ -133,6 +143,24 @@ export async function startCluster(masters = 3, replicas = 0): Promise<TestClust
       return client;
     },
     ownerOf,
+    async failover(replica, how) {
+      const role = (server: RedisServer) => ask(server.port, (c) => c.call("ROLE") as Promise<[string]>);
+      const [, host, port] = (await role(replica)) as unknown as [string, string, number];
+      const master = serverAt(port);
+      await ask(replica.port, (c) => (how ? c.cluster("FAILOVER", how) : c.cluster("FAILOVER")));
+      await until(
+        `${replica.port} a master, ${host}:${port} its replica`,
+        async () => (await role(replica))[0] === "master" && (await role(master))[0] === "slave",
+      );
+      // where clients and ownerOf/replicasOf learn of it
+      for (const server of servers) {
+        await until(`${server.port} to list ${replica.port} as a master`, async () => {
+          const ranges = (await ask(server.port, (c) => c.cluster("SLOTS"))) as unknown as SlotRange[];
+          return ranges.some((range) => Number(range[2]?.[1]) === replica.port && range.length === 2 + 1 + replicasPer);
+        });
+      }
+      slots = undefined;
+    },
     async migrateSlotOf(key) {
       const source = await ownerOf(key);
       const masters = new Set((await slotRanges()).map((range) => Number(range[2]?.[1])));

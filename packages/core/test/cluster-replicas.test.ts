@@ -1,7 +1,7 @@
 import type { ClusterOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, startCluster, type TestCluster, until } from "#test-helpers/redis.js";
-import { LockContentionError, Redlock } from "../src/index.js";
+import { LockContentionError, LockLostError, Redlock, type RedlockInstance } from "../src/index.js";
 
 let cluster: TestCluster;
 
@@ -33,7 +33,13 @@ async function cutOff(replica: RedisServer, master: RedisServer): Promise<() => 
   return async () => {
     await admin.config("SET", "masterauth", "");
     await admin.config("SET", "masteruser", "");
-    await until("the replica in sync again", async () => (await infoField(replica, "master_link_status")) === "up");
+    // promoted since (FAILOVER TAKEOVER), the master is the replica now
+    await until(
+      "the replica in sync again",
+      async () =>
+        (await infoField(replica, "master_link_status")) === "up" ||
+        (await infoField(master, "master_link_status")) === "up",
+    );
   };
 }
 
@@ -134,4 +140,50 @@ describe("inspecting a Cluster as a read-only ACL user", () => {
       await lock.release();
     }
   });
+});
+
+describe("a replica promoted while locks are held", () => {
+  const clients: [string, () => Promise<RedlockInstance>][] = [
+    ["ioredis", async () => cluster.client()],
+    [
+      "node-redis",
+      async () => {
+        return (await cluster.nodeRedis().connect()) as unknown as RedlockInstance;
+      },
+    ],
+  ];
+
+  it.each(clients)(
+    "%s: after CLUSTER FAILOVER the lock goes on (extend, release true); after a FAILOVER TAKEOVER by a replica that never had the key, its extension rejects with LockLostError, its release resolves false, and a rival takes it",
+    async (name, connect) => {
+      const dlm = new Redlock([await connect()], { retryCount: 0 });
+      const rival = new Redlock([await connect()], { retryCount: 0 });
+      const [kept, lost] = [`{promoted-${name}}:kept`, `{promoted-${name}}:lost`];
+      try {
+        // a coordinated failover: the replica takes over once it has everything the master wrote
+        const held = await dlm.acquire(kept, 60_000);
+        await cluster.failover((await cluster.replicasOf(await cluster.ownerOf(kept)))[0] as RedisServer);
+        expect((await held.extend(60_000)).valid).toBe(true);
+        expect(await rival.lock(kept, 1000)).toBeNull();
+        expect(await held.release()).toBe(true);
+
+        // the replica cut off before the lock is taken: promoted without its key
+        const master = await cluster.ownerOf(lost);
+        const [replica] = await cluster.replicasOf(master);
+        const reconnect = await cutOff(replica as RedisServer, master);
+        const gone = await dlm.acquire(lost, 60_000);
+        expect(await onReplica(replica as RedisServer, lost)).toBe(0);
+        await cluster.failover(replica as RedisServer, "TAKEOVER");
+        await reconnect();
+        const extended = await gone.extend(60_000).catch((error: unknown) => error);
+        expect(extended).toBeInstanceOf(LockLostError);
+        expect(await gone.release()).toBe(false);
+        // the documented caveat: replication is asynchronous, a second holder takes it
+        const second = await rival.acquire(lost, 60_000);
+        expect(await second.release()).toBe(true);
+      } finally {
+        await Promise.all([dlm.quit(), rival.quit()]);
+      }
+    },
+  );
 });
