@@ -1,8 +1,15 @@
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMonitor } from "#test-helpers/monitor.js";
-import { type RedisServer, startCluster, type TestCluster } from "#test-helpers/redis.js";
-import { LockConfigurationError, LockUnavailableError, MemoryStore, RedisStore, Redlock } from "../src/index.js";
+import { type RedisServer, startCluster, type TestCluster, until } from "#test-helpers/redis.js";
+import {
+  LockConfigurationError,
+  LockUnavailableError,
+  MemoryStore,
+  RedisStore,
+  Redlock,
+  type RedlockInstance,
+} from "../src/index.js";
 
 let cluster: TestCluster;
 
@@ -209,6 +216,70 @@ describe("a Redis Cluster as one Redlock instance", () => {
       await Promise.all(cluster.servers.map((server) => server.client().flushall()));
     } finally {
       client.disconnect();
+    }
+  });
+
+  it("a master paused (SIGSTOP): its slots are unavailable on ioredis and node-redis, and nothing is left once it resumes; with full coverage required, every slot is (CLUSTERDOWN)", async () => {
+    const nodeRedis = cluster.nodeRedis();
+    const dlms = [cluster.client(), (await nodeRedis.connect()) as unknown as RedlockInstance].map(
+      // every call here fails: a short bound only makes the test shorter
+      (client) => new Redlock([client], { retryCount: 0, instanceTimeout: 300 }),
+    );
+    const victim = cluster.servers[0] as RedisServer;
+    const others = cluster.servers.slice(1);
+    const keys = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    const owners = await Promise.all(keys.map((key) => cluster.ownerOf(key)));
+    const paused = keys.filter((_, i) => owners[i] === victim).slice(0, 1);
+    const served = keys.filter((_, i) => owners[i] !== victim);
+    expect([paused.length, served.length > 0]).toEqual([1, true]);
+    // every master's connection open and asked who it is
+    for (const dlm of dlms) {
+      for (const key of keys)
+        await until("a master that answers", async () => (await dlm.inspect(key)).state === "free");
+    }
+    const state = async (server: RedisServer) => /cluster_state:(\w+)/.exec(await server.client().cluster("INFO"))?.[1];
+    const fullCoverage = (value: "yes" | "no") =>
+      Promise.all(others.map((server) => server.client().config("SET", "cluster-require-full-coverage", value)));
+    /** Whether `server` flags the victim as failing (`fail` or `pfail` in CLUSTER NODES). */
+    const flagsVictim = async (server: RedisServer) =>
+      ((await server.client().cluster("NODES")) as string)
+        .split("\n")
+        .some((line) => line.includes(`:${victim.port}@`) && line.split(" ")[2]?.includes("fail"));
+    /**
+     * Resumes the victim; resolves once every node says ok and no node flags it any more (a node
+     * reads the coverage rule again only when a node's state changes), and it ran what it was sent.
+     */
+    const resume = async () => {
+      victim.resume();
+      await until("cluster_state:ok, the victim failing nowhere", async () =>
+        (
+          await Promise.all(cluster.servers.map(async (s) => (await state(s)) === "ok" && !(await flagsVictim(s))))
+        ).every(Boolean),
+      );
+      // on each connection to it, the acquisitions it held ran, then their give-backs, then this read
+      for (const dlm of dlms) for (const key of paused) expect((await dlm.inspect(key)).state).toBe("free");
+    };
+    try {
+      // its connections take the commands and answer nothing
+      victim.pause();
+      for (const dlm of dlms) {
+        for (const key of paused) await expect(dlm.lock(key, 30_000)).rejects.toBeInstanceOf(LockUnavailableError);
+      }
+      await resume();
+      // the default in production: once the paused master is failed, the whole cluster stops
+      // (set before the pause, for the same reason)
+      await fullCoverage("yes");
+      victim.pause();
+      await until("the others in cluster_state:fail", async () =>
+        (await Promise.all(others.map(state))).every((s) => s === "fail"),
+      );
+      for (const dlm of dlms) {
+        await expect(dlm.lock(served[0] as string, 30_000)).rejects.toBeInstanceOf(LockUnavailableError);
+      }
+    } finally {
+      await fullCoverage("no");
+      await resume();
+      await Promise.all(dlms.map((dlm) => dlm.quit()));
     }
   });
 
