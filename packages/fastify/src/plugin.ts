@@ -91,9 +91,9 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
-    // First of the route's onSend hooks (the HEAD twin's own, last, drops the payload): the answer
-    // goes out as 409 when the lock was lost under a success, then a dropped body is followed.
-    route.onSend = [replaceLostAnswer, followDroppedPayload, ...[route.onSend ?? []].flat()];
+    // First of the route's onSend hooks (the HEAD twin's own, last, drops the payload). One hook:
+    // it runs on every locked response (bench/, "HTTP: fastify").
+    route.onSend = [lockedPayload, ...[route.onSend ?? []].flat()];
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -148,31 +148,27 @@ function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
 }
 
 /**
- * The reply about to be sent, replaced by `held.lostAnswer()` when the lock was lost under a success
- * or redirect that the handler sent after ignoring `request.lock.signal`: 409 JSON, the payload's
- * own headers removed; a stream payload is destroyed (a web one cancelled), its producer told.
+ * The payload as the lock needs it. Replaced by `held.lostAnswer()` when the lock was lost under a
+ * success or redirect that the handler sent after ignoring `request.lock.signal`: 409 JSON, the
+ * payload's own headers removed; a stream payload is destroyed (a web one cancelled), its producer
+ * told. Otherwise a payload Fastify drops (a HEAD route's, the HEAD twin of a GET route; a 204's,
+ * which Fastify ends at once) is followed: a streamed one's producer goes on after the response (as
+ * after a 200's), so the lock waits for the stream's end. Fastify resumes a Node stream to its end
+ * but cancels a web one (HEAD) or leaves it unread (204), whose producer may go on unseen: that one
+ * is handed on as a Node stream, drained the same way.
  */
-function replaceLostAnswer(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
-  const answer = heldRoutes.get(request)?.lostAnswer(reply.statusCode);
-  if (answer === undefined) return done(null, payload);
+function lockedPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
+  const held = heldRoutes.get(request);
+  if (held === undefined) return done(null, payload);
+  const answer = held.lostAnswer(reply.statusCode);
+  if (answer === undefined) {
+    return done(null, sendsNoBody(request.method, reply.statusCode) ? held.followHandedOn(payload) : payload);
+  }
   if (isWebStream(payload)) payload.cancel().catch(() => {});
   else (payload as Partial<Readable> | null)?.destroy?.();
   for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
   reply.code(answer.status).headers(answer.headers).type("application/json; charset=utf-8");
   done(null, JSON.stringify(answer.body));
-}
-
-/**
- * A payload Fastify drops: a HEAD route's (the HEAD twin of a GET route), and a 204's, which Fastify
- * ends at once. A streamed one's producer goes on after the response (as after a 200's), so the
- * lock waits for the stream's end. Fastify resumes a Node stream to its end but cancels a web one
- * (HEAD) or leaves it unread (204), whose producer may go on unseen: that one is handed on as a
- * Node stream, drained the same way.
- */
-function followDroppedPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
-  const held = heldRoutes.get(request);
-  const dropped = held !== undefined && sendsNoBody(request.method, reply.statusCode);
-  done(null, dropped ? held.followHandedOn(payload) : payload);
 }
 
 function isWebStream(payload: unknown): payload is WebReadableStream {
