@@ -14,24 +14,47 @@ export function gate(): { open: () => void; opened: Promise<void> } {
 /**
  * A push-based producer of streamed bodies, the critical section of a HEAD test: `produce()` starts
  * one (counted in `state`), which writes whether or not anyone reads, and ends its stream once the
- * test calls `open()`.
+ * test calls `open()`. `produceWeb()` is the same producer behind a web `ReadableStream`; a cancel
+ * stops its writes, not its work, which goes on until `open()`; `produceWeb(false)` writes nothing
+ * before that (a producer still preparing its first chunk).
  */
 export function gatedProducer() {
   const done = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
+  /** Counts one run in, and out once the test opens the gate, when `end` is called. */
+  const run = (end: () => void) => {
+    state.runs++;
+    state.maxInside = Math.max(state.maxInside, ++state.inside);
+    void done.opened.then(() => {
+      state.inside--;
+      end();
+    });
+  };
   return {
     state,
     open: done.open,
     produce(): PassThrough {
-      state.runs++;
-      state.maxInside = Math.max(state.maxInside, ++state.inside);
       const out = new PassThrough();
       out.write("first\n");
-      void done.opened.then(() => {
-        state.inside--;
-        out.end("last\n");
-      });
+      run(() => out.end("last\n"));
       return out;
+    },
+    produceWeb(writesFirst = true): ReadableStream<Uint8Array> {
+      const encoder = new TextEncoder();
+      let cancelled = false;
+      return new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (writesFirst) controller.enqueue(encoder.encode("first\n"));
+          run(() => {
+            if (cancelled) return;
+            controller.enqueue(encoder.encode(writesFirst ? "last\n" : "first\nlast\n"));
+            controller.close();
+          });
+        },
+        cancel() {
+          cancelled = true;
+        },
+      });
     },
   };
 }

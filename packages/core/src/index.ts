@@ -11,7 +11,7 @@ export {
   type RedlockErrorCode,
 } from "./errors.js";
 export { type FencedValue, fencedGet, fencedSet } from "./fencing/fenced-write.js";
-export { drainDroppedBody, sendsNoBody } from "./http/dropped-body.js";
+export { drainDroppedBody, isWebBody, sendsNoBody } from "./http/dropped-body.js";
 export { FetchResponseTracker } from "./http/fetch-response-done.js";
 export {
   answerRejected,

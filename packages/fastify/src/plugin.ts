@@ -8,6 +8,7 @@ import {
   type HttpKeySource,
   type HttpLockPolicy,
   holdingLock,
+  isWebBody,
   type KeySpec,
   type Lock,
   LockConfigurationError,
@@ -134,6 +135,14 @@ function declareRoute(policy: HttpLockPolicy<FastifyLockHook>, config: unknown, 
 const heldRoutes = new WeakMap<FastifyRequest, HeldRoute>();
 
 /**
+ * Requests answered with a web body (a ReadableStream, a Response with one). Once the client has
+ * left, Fastify cancels such a body and ends the response itself, while the body's producer may
+ * still run: that end is not the handler's, and the lock expires within one ttl, as for a Node
+ * stream Fastify destroys.
+ */
+const webBodies = new WeakSet<FastifyRequest>();
+
+/**
  * The route's handler, followed: the lock is released once the reply is sent and the promise the
  * handler returned has settled. A `handlerTimeout` (or a hook that answers for the handler) sends
  * the reply while the handler still runs: the next request must not enter beside it. A handler
@@ -155,14 +164,16 @@ function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
  * which Fastify ends at once) is followed: a streamed one's producer goes on after the response (as
  * after a 200's), so the lock waits for the stream's end. Fastify resumes a Node stream to its end
  * but cancels a web one (HEAD) or leaves it unread (204), whose producer may go on unseen: that one
- * is handed on as a Node stream, drained the same way.
+ * is handed on as a Node stream, drained the same way. A web body sent is noted (`webBodies`).
  */
 function lockedPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
   const held = heldRoutes.get(request);
   if (held === undefined) return done(null, payload);
   const answer = held.lostAnswer(reply.statusCode);
   if (answer === undefined) {
-    return done(null, sendsNoBody(request.method, reply.statusCode) ? held.followHandedOn(payload) : payload);
+    if (sendsNoBody(request.method, reply.statusCode)) return done(null, held.followHandedOn(payload));
+    if (isWebBody(payload)) webBodies.add(request);
+    return done(null, payload);
   }
   if (isWebStream(payload)) payload.cancel().catch(() => {});
   else (payload as Partial<Readable> | null)?.destroy?.();
@@ -184,7 +195,7 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
   return function redlockPreHandler(request, reply, done) {
     const source = { params: request.params, query: request.query, body: request.body, headers: request.headers };
     route
-      .begin(source, reply.raw)
+      .begin(source, reply.raw, () => !webBodies.has(request))
       .then(
         async (outcome) => {
           if (outcome.kind === "acquired") {

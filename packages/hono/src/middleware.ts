@@ -76,10 +76,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // which the server cancels and then ends while the body's producer (a `stream()` callback)
       // may still run: that end does not release, the lock expires within one ttl.
       let returned = false;
+      // asked when the client leaves and again at the server's end: the first answer holds
+      let endsLater: boolean | undefined;
       // the Node response's own state tells whether its client left while the body was read
       const outcome = await (tracker
         ? route.beginTracked(source, tracker)
-        : route.begin(source, outgoing as ServerResponse, () => !returned));
+        : route.begin(source, outgoing as ServerResponse, () => (endsLater ??= !returned)));
       // the client left while waiting: nobody reads this
       if (outcome.kind === "aborted") return new Response(null, { status: 499 });
       if (outcome.kind === "rejected") {

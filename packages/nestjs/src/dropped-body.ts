@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { StreamableFile } from "@nestjs/common";
-import { type HeldRoute, sendsNoBody } from "@redlock-kit/core";
+import { type HeldRoute, isWebBody, sendsNoBody } from "@redlock-kit/core";
 
 /**
  * What a handler returned for a response that drops its body (a HEAD request's, an `@HttpCode(204)`
@@ -30,23 +30,26 @@ function emptyLike(body: unknown): unknown {
 
 const emptyWebStream = () => new ReadableStream({ start: (controller) => controller.close() });
 
-/** What `followDroppedReply` wraps of Fastify's reply. */
+/** What `followReplyPayloads` wraps of Fastify's reply. */
 interface SendingReply {
   readonly statusCode: number;
   send(payload: unknown): unknown;
 }
 
 /**
- * Fastify's reply, whose payloads are followed as `@redlock-kit/fastify` follows them when the
- * response drops them (a HEAD request's, a 204's): the one a handler sends itself through `@Res()`
- * reaches Fastify past the interceptor, which resumes a Node stream only once the response has
- * ended and cancels (HEAD) or leaves unread (204) a web one, whose producer may go on unseen
- * (handed on as a Node stream, drained the same way).
+ * Fastify's reply, whose payloads are followed as `@redlock-kit/fastify` follows them (the one a
+ * handler sends itself through `@Res()` reaches Fastify past the interceptor). A payload the
+ * response drops (a HEAD request's, a 204's): Fastify resumes a Node stream only once the response
+ * has ended and cancels (HEAD) or leaves unread (204) a web one, whose producer may go on unseen
+ * (handed on as a Node stream, drained the same way). A web body sent: `onWebBody()` is told, as
+ * Fastify cancels it when its client leaves and then ends the response itself.
  */
-export function followDroppedReply(held: HeldRoute, reply: SendingReply, method: string): void {
+export function followReplyPayloads(held: HeldRoute, reply: SendingReply, method: string, onWebBody: () => void): void {
   const send = reply.send;
   reply.send = function followedSend(this: SendingReply, payload: unknown) {
-    return send.call(this, sendsNoBody(method, this.statusCode) ? held.followHandedOn(payload) : payload);
+    if (sendsNoBody(method, this.statusCode)) return send.call(this, held.followHandedOn(payload));
+    if (isWebBody(payload)) onWebBody();
+    return send.call(this, payload);
   };
 }
 

@@ -23,7 +23,7 @@ import {
 } from "@redlock-kit/core";
 import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
-import { afterDroppedBody, followDroppedReply } from "./dropped-body.js";
+import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
 
@@ -114,12 +114,19 @@ export class RedlockInterceptor implements NestInterceptor {
     // Fastify's reply wraps the Node response; Express's response is one
     const reply = response as { raw?: ServerResponse; readonly statusCode: number; send(payload: unknown): unknown };
     const raw = (reply.raw ?? response) as ServerResponse;
-    const outcome = await route.begin(source, raw);
+    // Fastify ends the response itself once it has cancelled a web body whose client left, while
+    // the body's producer may still run: that end is not the handler's (the lock expires instead)
+    let webBody = false;
+    const outcome = await route.begin(source, raw, reply.raw === undefined ? undefined : () => !webBody);
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
       markLocked(request);
       // Express's response discards a HEAD or 204 body piped into it and ends with it: followed as it is
-      if (reply.raw !== undefined) followDroppedReply(outcome.held, reply, request.method);
+      if (reply.raw !== undefined) {
+        followReplyPayloads(outcome.held, reply, request.method, () => {
+          webBody = true;
+        });
+      }
       awaitHandler(outcome.lock, outcome.held);
       this.binding.followRoute(outcome.held);
       // a handler writing through @Res() answers past the interceptor: its response's first write decides

@@ -13,7 +13,7 @@ import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { type Answer, open, type RequestInit, send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
-import { platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
+import { type PlatformResponse, platforms, type RunningNestApp, sendItself, startNestApp } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(1);
 let redis: Redis;
@@ -60,21 +60,6 @@ class ExportController {
   json() {
     return { id: 1 };
   }
-}
-
-/** Express's response or Fastify's reply, as a handler with `@Res()` gets it. */
-interface PlatformResponse {
-  /** Fastify's reply wraps the Node response; Express's response is one. */
-  raw?: unknown;
-  /** Both set the status so. */
-  status(code: number): unknown;
-  send(payload: unknown): unknown;
-}
-
-/** Sends a streamed body through the platform's own response, past the interceptor: Fastify's reply.send(), Express's pipe. */
-function sendItself(response: PlatformResponse, body: Readable | ReadableStream): void {
-  if (response.raw === undefined) (body as Readable).pipe(response as unknown as NodeJS.WritableStream);
-  else response.send(body);
 }
 
 @Controller("sent")

@@ -74,6 +74,17 @@ export function droppedPayload(payload: unknown): unknown {
   return isWebStream(payload) ? Readable.fromWeb(payload as NodeWebStream) : payload;
 }
 
+/**
+ * Whether a payload handed to a Node framework is a web body: a `ReadableStream`, or a `Response`
+ * with one. Fastify cancels such a body when its client leaves and then ends the response itself,
+ * while the body's producer may run on: that end is not the handler's (`ResponseTracker`'s
+ * `handlerEndsLater`).
+ */
+export function isWebBody(payload: unknown): boolean {
+  if (payload === null || typeof payload !== "object") return false;
+  return isWebStream(isResponse(payload) ? responseBody(payload) : payload);
+}
+
 function isWebStream(body: unknown): body is ReadableStream<unknown> {
   return typeof (body as Partial<ReadableStream> | null)?.getReader === "function";
 }

@@ -167,8 +167,8 @@ export class RouteLock<Hook = never> {
    * client leaves while waiting), keeps the lock alive while the client waits for the response
    * (not after it left: the lock then expires within one ttl), and releases it exactly once when
    * the handler has finished the response (or failed) and every run followed with the outcome's
-   * `held` has settled. `handlerEndsLater`: whether an `end()` after
-   * the client left still means the handler finished, asked when it leaves (yes when not given).
+   * `held` has settled. `handlerEndsLater`: whether an `end()` after the client left still means
+   * the handler finished, asked when it leaves and again at that end (yes when not given).
    */
   begin(source: HttpKeySource, res: ServerResponse, handlerEndsLater?: () => boolean): Promise<RouteOutcome<Hook>> {
     return this.beginTracked(source, new ResponseTracker(res, handlerEndsLater));

@@ -51,10 +51,12 @@ export class ResponseTracker implements TrackedResponse {
   #connection: Socket | undefined;
 
   /**
-   * @param handlerEndsLater asked when the client leaves before the response is complete: whether an
-   * `end()` that comes after that still means the handler finished (the default). A server that ends
-   * the response itself once it has cancelled a streamed body (`@hono/node-server`) says no while
-   * that body's producer may still run: the lock then expires within one ttl.
+   * @param handlerEndsLater whether an `end()` that comes after the client left still means the
+   * handler finished (the default): asked when the client leaves before the response is complete,
+   * and again at that `end()`; both must say yes. A server that ends the response itself once it has
+   * cancelled a streamed body (`@hono/node-server`; Fastify for a web body, which may also be handed
+   * to it after the client left) says no while that body's producer may still run: the lock then
+   * expires within one ttl.
    */
   constructor(res: ServerResponse, handlerEndsLater?: () => boolean) {
     this.#res = res;
@@ -178,7 +180,7 @@ export class ResponseTracker implements TrackedResponse {
     res.end = function endAfterClientLeft(this: ServerResponse, ...args: Parameters<ServerResponse["end"]>) {
       res.end = end;
       const result = end.apply(this, args);
-      tracker.#finish();
+      if (tracker.#handlerEndsLater?.() !== false) tracker.#finish();
       return result;
     } as ServerResponse["end"];
   };

@@ -1,3 +1,5 @@
+import { Readable } from "node:stream";
+import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import {
   type CallHandler,
   type ExecutionContext,
@@ -84,3 +86,24 @@ export class ShutdownProbe {
 @Global()
 @Module({ providers: [ShutdownProbe] })
 export class ShutdownProbeModule {}
+
+/** Express's response or Fastify's reply, as a handler with `@Res()` gets it. */
+export interface PlatformResponse {
+  /** Fastify's reply wraps the Node response; Express's response is one. */
+  raw?: unknown;
+  /** Both set the status so. */
+  status(code: number): unknown;
+  send(payload: unknown): unknown;
+}
+
+/**
+ * Sends a streamed body through the platform's own response, past the interceptor: Fastify's
+ * reply.send(), Express's pipe (a web stream as a Node one).
+ */
+export function sendItself(response: PlatformResponse, body: Readable | ReadableStream): void {
+  if (response.raw !== undefined) response.send(body);
+  else {
+    const node = body instanceof ReadableStream ? Readable.fromWeb(body as NodeWebStream) : body;
+    node.pipe(response as unknown as NodeJS.WritableStream);
+  }
+}
