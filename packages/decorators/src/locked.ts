@@ -152,7 +152,8 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     // under a lock on another resource taken in between, whose fence counts another resource's
     // acquisitions (a write with it could pass this resource's later fences): currentFence() is its own.
     const own = enclosing.findLast((lock) => resources.every((resource) => lock.resources.includes(resource)));
-    const run = own === undefined ? body : () => holdingLock(redlock, own, body);
+    // The call's own resources, when fewer than that lock's: currentFence() is its one resource's.
+    const run = own === undefined ? body : () => holdingLock(redlock, own, body, resources);
     // released while the body runs (its caller did not await it), a lock it re-entered aborts its signal
     return checkHeld(enclosing, await reenteringLocks(enclosing, run));
   }

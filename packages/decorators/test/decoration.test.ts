@@ -634,6 +634,22 @@ describe("a @Locked method that returns a thenable (a lazy query, run when await
   });
 });
 
+/** A @Locked deposit (default Redlock) that writes balance:{id} with currentFence(), recording the fence and its lock's resources. */
+function fencedDeposit() {
+  setDefaultRedlock(dlm);
+  const seen: unknown[] = [];
+  const deposit = decorateStandard(
+    async (id: unknown) => {
+      const fence = currentFence();
+      seen.push(["deposit", fence, currentLock()?.resources]);
+      return fencedSet(client, `balance:${id}`, "deposited", fence);
+    },
+    "deposit",
+    Locked("account:{0}", { fencing: true }),
+  );
+  return { seen, deposit };
+}
+
 describe("the fence of the lock a @Locked method runs under", () => {
   it("is currentFence() with fencing: true, currentLock() is the lock, and a re-entered call sees its caller's", async () => {
     setDefaultRedlock(dlm);
@@ -674,19 +690,9 @@ describe("the fence of the lock a @Locked method runs under", () => {
   });
 
   it("is the fence of the method's own resource when it is re-entered under a lock on another resource", async () => {
-    setDefaultRedlock(dlm);
     // the ledger's counter runs ahead of the account's, as two resources' counters do
     await client.set("ledger:redlock-kit:fence", "100");
-    const seen: unknown[] = [];
-    const deposit = decorateStandard(
-      async (id: unknown) => {
-        const fence = currentFence();
-        seen.push(["deposit", fence, currentLock()?.resources]);
-        return fencedSet(client, `balance:${id}`, "deposited", fence);
-      },
-      "deposit",
-      Locked("account:{0}", { fencing: true }),
-    );
+    const { seen, deposit } = fencedDeposit();
     const ledger = decorateStandard(async (id: unknown) => deposit(id), "ledger", Locked("ledger", { fencing: true }));
     const transfer = decorateStandard(
       async (id: unknown) => {
@@ -705,6 +711,23 @@ describe("the fence of the lock a @Locked method runs under", () => {
     // the next holder of account:7 carries a greater fence of account:7's, and its write is taken
     expect(await deposit("7")).toBe(true);
     expect(seen[2]).toEqual(["deposit", "2", ["account:7"]]);
+  });
+
+  it("is the fence of the method's own resource when it is re-entered under a lock on several resources", async () => {
+    // account:8's counter runs ahead of account:7's, as two resources' counters do
+    await client.set("account:8:redlock-kit:fence", "100");
+    const { seen, deposit } = fencedDeposit();
+    const transfer = decorateStandard(
+      async (_from: unknown, to: unknown) => deposit(to),
+      "transfer",
+      Locked(([from, to]) => [`account:${from}`, `account:${to}`], { fencing: true }),
+    );
+    // deposit re-enters account:7, held by transfer's lock on account:8 and account:7
+    expect(await transfer("8", "7")).toBe(true);
+    expect(seen).toEqual([["deposit", "1", ["account:8", "account:7"]]]);
+    // the next holder of account:7 alone carries a greater fence of account:7's: its write is taken
+    expect(await deposit("7")).toBe(true);
+    expect(seen[1]).toEqual(["deposit", "2", ["account:7"]]);
   });
 
   it("refuses a non-boolean fencing option when the class is defined", () => {

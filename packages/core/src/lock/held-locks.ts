@@ -11,6 +11,11 @@ interface HeldLocks {
    */
   readonly chain?: readonly Lock[];
   readonly innermost: Lock;
+  /**
+   * The resources the innermost call holds `innermost` for, when it re-entered a lock on more:
+   * `currentFence()` is then the fence of its one resource, not that of the whole lock (none).
+   */
+  readonly resources?: readonly string[];
 }
 
 /**
@@ -33,19 +38,20 @@ export function trackHeldLocks(): void {
 
 /**
  * Runs `fn` with `lock` added to the locks its async call chain holds through `redlock`. Without
- * tracking (nothing reads the context), it just calls `fn`.
+ * tracking (nothing reads the context), it just calls `fn`. `resources`: those of `lock` that `fn`
+ * holds it for, when fewer (a call that re-entered it), whose fence `currentFence()` reads.
  *
  * @example
  * // in an adapter, once the route's lock is acquired
  * holdingLock(dlm, lock, next);
  */
-export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T): T {
+export function holdingLock<T>(redlock: Redlock, lock: Lock, fn: () => T, resources?: readonly string[]): T {
   const chain = shared[SHARED];
   if (chain === undefined) return fn();
   const held = chain.getStore();
   const byRedlock = new Map(held?.byRedlock);
   byRedlock.set(redlock, [...(byRedlock.get(redlock) ?? []), lock]);
-  return chain.run({ byRedlock, chain: [...chainOf(held), lock], innermost: lock }, fn);
+  return chain.run({ byRedlock, chain: [...chainOf(held), lock], innermost: lock, resources }, fn);
 }
 
 /**
@@ -103,8 +109,9 @@ export function currentLock(): Lock | undefined {
 /**
  * The fencing token under which this code runs: with `resource`, the fence of that resource in the
  * innermost enclosing lock that holds it (through any Redlock); without, the fence of the innermost
- * lock when it holds one resource. `undefined` outside a held lock, for a resource the chain does
- * not hold, or when the lock was taken without `fencing: true`.
+ * lock when it holds one resource, or of the one resource a call re-entered it for (`holdingLock`'s
+ * `resources`). `undefined` outside a held lock, for a resource the chain does not hold, or when
+ * the lock was taken without `fencing: true`.
  *
  * @example
  * @Locked("account:{0}", { fencing: true })
@@ -115,7 +122,11 @@ export function currentLock(): Lock | undefined {
 export function currentFence(resource?: string): string | undefined {
   const held = shared[SHARED]?.getStore();
   if (held === undefined) return undefined;
-  if (resource === undefined) return held.innermost.fence;
+  if (resource === undefined) {
+    // a call re-entered on one resource of a lock on several writes with that resource's fence
+    const only = held.resources?.length === 1 ? held.resources[0] : undefined;
+    return only === undefined ? held.innermost.fence : held.innermost.fences?.[only];
+  }
   // innermost first, across Redlocks: two Redlocks (other key prefixes, other instances) may each
   // hold a resource of that name, with counters of their own; the innermost is the one this code
   // runs under
