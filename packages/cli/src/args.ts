@@ -37,7 +37,8 @@ Commands:
 
 Options:
   --redis <url,url,...>  the instances, redis:// or rediss:// URLs (default: $REDIS_URL);
-                         the URL of a Redis Cluster node stands for the whole Cluster
+                         may be repeated; the URL of a Redis Cluster node stands for
+                         the whole Cluster
   --prefix <prefix>      the Redlock's keyPrefix (default: none)
   --json                 print JSON (watch: one line per refresh)
   --timeout <ms>         longest wait for one instance's answer (default: 1000)
@@ -59,12 +60,13 @@ Examples:
   redlock-kit release --force order:42 --yes --json
 `;
 
+// String options are read as lists: parseArgs would keep the last of a repeated one without a word
 const OPTIONS = {
-  redis: { type: "string" },
-  prefix: { type: "string" },
+  redis: { type: "string", multiple: true },
+  prefix: { type: "string", multiple: true },
   json: { type: "boolean" },
-  timeout: { type: "string" },
-  interval: { type: "string" },
+  timeout: { type: "string", multiple: true },
+  interval: { type: "string", multiple: true },
   force: { type: "boolean" },
   yes: { type: "boolean", short: "y" },
   help: { type: "boolean", short: "h" },
@@ -78,7 +80,15 @@ export function readArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliAr
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const { values, positionals } = parsed;
+  const { values: lists, positionals } = parsed;
+  // --redis may be repeated, its URLs added up; the others mean one value
+  const values = {
+    ...lists,
+    redis: lists.redis?.join(","),
+    prefix: once("--prefix", lists.prefix),
+    timeout: once("--timeout", lists.timeout),
+    interval: once("--interval", lists.interval),
+  };
   const [verb, target, ...extra] = positionals;
   const base = {
     target: undefined,
@@ -124,6 +134,11 @@ function parseWith(argv: readonly string[]) {
   return parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
 }
 
+function once(flag: string, values: readonly string[] | undefined): string | undefined {
+  if (values !== undefined && values.length > 1) throw new UsageError(`${flag} is given more than once`);
+  return values?.[0];
+}
+
 const isCommand = (value: string): value is Command => (COMMANDS as readonly string[]).includes(value);
 
 function onlyFor(verb: Command, allowed: Command, value: unknown, flag: string): void {
@@ -156,18 +171,31 @@ function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[
     if (db !== undefined && !/^\d+$/.test(db)) {
       throw new UsageError(`${from}: entry ${index + 1} names database ${JSON.stringify(db)}, not a number`);
     }
+    // ioredis would put it before every key but not in SCAN's pattern: list would find each lock
+    // under the prefix and read it under the prefix twice, free, and show nothing
+    if (queryOf(url)?.has("keyPrefix")) {
+      throw new UsageError(
+        `${from}: entry ${index + 1} sets keyPrefix: drop it, and pass it as --prefix (with the Redlock's keyPrefix after it)`,
+      );
+    }
   });
   return urls;
 }
 
 /** The database a URL names, as ioredis reads it: its path, else `?db=`. */
 function databaseOf(url: string): string | undefined {
-  let parsed: URL;
+  const parsed = parsedUrl(url);
+  const path = parsed?.pathname.slice(1);
+  return path === "" ? (parsed?.searchParams.get("db") ?? undefined) : path;
+}
+
+/** The options a URL's query string sets: ioredis takes each one as a client option. */
+const queryOf = (url: string) => parsedUrl(url)?.searchParams;
+
+function parsedUrl(url: string): URL | undefined {
   try {
-    parsed = new URL(url);
+    return new URL(url);
   } catch {
-    return undefined; // ioredis refuses it by itself, with a message that does not echo it
+    return undefined; // connect() refuses it, with ioredis's message, which does not echo it
   }
-  const path = parsed.pathname.slice(1);
-  return path === "" ? (parsed.searchParams.get("db") ?? undefined) : path;
 }

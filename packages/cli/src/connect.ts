@@ -1,5 +1,6 @@
 import { type ForcedRelease, type ForceReleaseOptions, type LockInspection, Redlock } from "@redlock-kit/core";
 import { Cluster, Redis } from "ioredis";
+import { UsageError } from "./args.js";
 import { bounded } from "./bounded.js";
 
 /** The instances of one run: a Redlock over clients this CLI owns and closes. */
@@ -33,16 +34,9 @@ export async function connect(
   timeout: number,
   reconnect: boolean,
 ): Promise<Instances> {
-  const opened = await Promise.all(urls.map((url) => open(url, timeout, reconnect)));
+  const opened = await openAll(urls, timeout, reconnect);
   const clients = opened.map(({ client }) => client);
-  const close = () => {
-    for (const client of clients) {
-      const sockets = client instanceof Cluster ? client.nodes() : [client];
-      client.disconnect();
-      // disconnect() half-closes; a stopped server never answers the FIN, and the socket would keep us alive
-      for (const socket of sockets) socket.stream?.destroy();
-    }
-  };
+  const close = () => closeClients(clients);
   try {
     const dlm = new Redlock(clients, { keyPrefix: prefix, instanceTimeout: timeout });
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
@@ -71,6 +65,31 @@ export async function connect(
   } catch (error) {
     close();
     throw error;
+  }
+}
+
+type Opened = Awaited<ReturnType<typeof open>>;
+
+/**
+ * A client for each URL, or a `UsageError` naming the first URL that ioredis refuses (a port out of
+ * range, a bad % escape in the password), once the others' clients, already connecting, are closed:
+ * left open, they would keep the process alive after the message.
+ */
+async function openAll(urls: readonly string[], timeout: number, reconnect: boolean): Promise<Opened[]> {
+  const settled = await Promise.allSettled(urls.map((url) => open(url, timeout, reconnect)));
+  const refused = settled.findIndex((result) => result.status === "rejected");
+  if (refused === -1) return settled.map((result) => (result as PromiseFulfilledResult<Opened>).value);
+  closeClients(settled.flatMap((result) => (result.status === "fulfilled" ? [result.value.client] : [])));
+  const { reason } = settled[refused] as PromiseRejectedResult;
+  throw new UsageError(`entry ${refused + 1} of the Redis URLs cannot be used: ${(reason as Error).message}`);
+}
+
+function closeClients(clients: readonly (Redis | Cluster)[]): void {
+  for (const client of clients) {
+    const sockets = client instanceof Cluster ? client.nodes() : [client];
+    client.disconnect();
+    // disconnect() half-closes; a stopped server never answers the FIN, and the socket would keep us alive
+    for (const socket of sockets) socket.stream?.destroy();
   }
 }
 

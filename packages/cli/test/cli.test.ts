@@ -55,6 +55,8 @@ describe("redlock-kit usage", PROCESS_TIMEOUT, () => {
       [["list", "a", "b"], 'list takes one argument, got also "b"'],
       [["list", "--redis", "localhost:6379"], "--redis: entry 1 is not a redis:// or rediss:// URL"],
       [["inspect", ""], "resource must be a non-empty string"],
+      // given twice, the last one silently won: a lock read under a prefix the operator did not mean
+      [["list", "--prefix", "lock:", "--prefix", "app:"], "--prefix is given more than once"],
     ];
     // at once: each run is a process start, slow on a busy machine
     const runs = await Promise.all(cases.map(([args]) => runCli(args, env)));
@@ -87,6 +89,58 @@ describe("redlock-kit instances", PROCESS_TIMEOUT, () => {
     expect({ code: flag.code, stderr: flag.stderr }).toEqual({ code: 0, stderr: "" });
     expect(flag.stdout).toContain("on 3 of 3 instances");
     expect((await runCli(["inspect", "order:42", "--prefix", "lock:", "--timeout", "200"], elsewhere)).code).toBe(3);
+  });
+
+  it("come from every --redis given, each a URL or a comma-separated list", async () => {
+    await dlm.acquire("stuck", 60_000);
+    await heldEverywhere("lock:stuck");
+    // the last --redis alone used to count: "Deleted on 1 of 1 instances", exit 0, with the lock
+    // still held on the other two, a quorum
+    const [first, ...rest] = env.REDIS_URL.split(",");
+    const run = await runCli([
+      "release",
+      "--force",
+      "stuck",
+      "--prefix",
+      "lock:",
+      "--yes",
+      "--redis",
+      first as string,
+      "--redis",
+      rest.join(","),
+    ]);
+    expect({ code: run.code, stdout: run.stdout }).toEqual({
+      code: 0,
+      stdout: "Deleted lock:stuck on 3 of 3 instances.\n",
+    });
+    expect(await exists("lock:stuck")).toEqual([0, 0, 0]);
+  });
+
+  it("refuses a URL that sets the client's keyPrefix, which list could not see locks under (exit 2)", async () => {
+    await dlm.acquire("order:42", 60_000);
+    await heldEverywhere("lock:order:42");
+    const urls = env.REDIS_URL.split(",")
+      .map((url) => `${url}?keyPrefix=lock:`)
+      .join(",");
+    // list found lock:order:42 and read it as the key lock:lock:order:42: "No locks match", exit 1
+    const listed = await runCli(["list", "--redis", urls]);
+    expect({ code: listed.code, stdout: listed.stdout }).toEqual({ code: 2, stdout: "" });
+    expect(listed.stderr).toContain(
+      "--redis: entry 1 sets keyPrefix: drop it, and pass it as --prefix (with the Redlock's keyPrefix after it)",
+    );
+  });
+
+  it("exits 2 naming the entry of a URL ioredis cannot use, after one it can, leaving no connection open", async () => {
+    const port = server(0).port;
+    const good = `redis://127.0.0.1:${server(1).port}`;
+    // a port out of range, and a password with a bare % (ioredis: "URI malformed"): both thrown
+    // once the first URL's client was connecting, which nothing closed, so the process never exited
+    for (const bad of ["redis://127.0.0.1:99999", `redis://:50%off@127.0.0.1:${port}`]) {
+      const run = await runCli(["inspect", "order:42", "--redis", `${good},${bad}`]);
+      expect({ bad, code: run.code, stdout: run.stdout }).toEqual({ bad, code: 2, stdout: "" });
+      expect(run.stderr).toContain("entry 2 of the Redis URLs cannot be used: ");
+      expect(run.stderr).not.toContain("50%off");
+    }
   });
 });
 
