@@ -202,6 +202,21 @@ describe("compileKey", () => {
     expect(compileKey(() => "order:[objection]")({})).toEqual(["order:[objection]"]);
   });
 
+  it("refuses a name in which a key function wrote a missing value (undefined) or a failed number (NaN)", () => {
+    const missing = new LockKeyError(
+      'Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing',
+    );
+    const byBody = compileKey((s: { body: { id?: unknown } }) => `order:${s.body.id}`);
+    expect(thrownBy(() => byBody({ body: {} }))).toEqual(missing);
+    expect(thrownBy(() => compileKey((s: { n: string }) => ["a", `n:${Number(s.n)}:x`])({ n: "x7" }))).toEqual(
+      missing,
+    );
+    expect(thrownBy(() => compileKey(() => "undefined")({}))).toEqual(missing);
+    // a word that only contains the text is a name like any other
+    expect(byBody({ body: { id: "undefinedness" } })).toEqual(["order:undefinedness"]);
+    expect(compileKey(() => "user_undefined:NaNa")({})).toEqual(["user_undefined:NaNa"]);
+  });
+
   it("wraps a key function's result whose `then` getter or Proxy trap throws as LockKeyError, like the function's throw", () => {
     const secret = new Error("secret internal detail");
     // biome-ignore lint/suspicious/noThenProperty: a thenable whose `then` throws is what is tested

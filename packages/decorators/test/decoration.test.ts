@@ -405,6 +405,26 @@ describe("the wrapper @Locked installs", () => {
     expect(await client.dbsize()).toBe(0);
   });
 
+  it("rejects a key function that wrote a missing argument into the name with LockKeyError, never locking order:undefined", async () => {
+    setDefaultRedlock(dlm);
+    let runs = 0;
+    const byFunction = decorateStandard(
+      async () => {
+        runs++;
+      },
+      "pay",
+      Locked(([order]) => `order:${(order as { id?: string }).id}`),
+    );
+    // before: it ran, locking "order:undefined", which every call without an id shares
+    await expect(byFunction({})).rejects.toEqual(
+      new LockKeyError('Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing'),
+    );
+    expect(runs).toBe(0);
+    expect(await client.dbsize()).toBe(0);
+    await byFunction({ id: "7" });
+    expect(runs).toBe(1);
+  });
+
   it("turns a key function that returns a promise into LockKeyError, leaving no unhandled rejection", async () => {
     setDefaultRedlock(dlm);
     const unhandled: unknown[] = [];

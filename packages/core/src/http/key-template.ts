@@ -240,6 +240,9 @@ function ownValue(object: object, segment: string, name: string): unknown {
   }
 }
 
+/** What a template literal writes for a value that is missing or not a number, as a word of its own. */
+const MISSING_VALUE = /\b(?:undefined|NaN)\b/;
+
 function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
   let result: unknown;
   try {
@@ -266,6 +269,11 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
       throw new LockKeyError(
         'Lock key function returned a name with "[object" in it: it turned an object into text (a promise not awaited?)',
       );
+    }
+    // `order:${body.id}` with no id, or `n:${Number(text)}` of text that is no number: every such
+    // call would share the one lock on "order:undefined"
+    if (MISSING_VALUE.test(key as string)) {
+      throw new LockKeyError('Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing');
     }
   }
   return list as string[];
