@@ -208,9 +208,7 @@ describe("compileKey", () => {
     );
     const byBody = compileKey((s: { body: { id?: unknown } }) => `order:${s.body.id}`);
     expect(thrownBy(() => byBody({ body: {} }))).toEqual(missing);
-    expect(thrownBy(() => compileKey((s: { n: string }) => ["a", `n:${Number(s.n)}:x`])({ n: "x7" }))).toEqual(
-      missing,
-    );
+    expect(thrownBy(() => compileKey((s: { n: string }) => ["a", `n:${Number(s.n)}:x`])({ n: "x7" }))).toEqual(missing);
     expect(thrownBy(() => compileKey(() => "undefined")({}))).toEqual(missing);
     // a word that only contains the text is a name like any other
     expect(byBody({ body: { id: "undefinedness" } })).toEqual(["order:undefinedness"]);

@@ -417,7 +417,9 @@ describe("the wrapper @Locked installs", () => {
     );
     // before: it ran, locking "order:undefined", which every call without an id shares
     await expect(byFunction({})).rejects.toEqual(
-      new LockKeyError('Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing'),
+      new LockKeyError(
+        'Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing',
+      ),
     );
     expect(runs).toBe(0);
     expect(await client.dbsize()).toBe(0);

@@ -273,7 +273,9 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
     // `order:${body.id}` with no id, or `n:${Number(text)}` of text that is no number: every such
     // call would share the one lock on "order:undefined"
     if (MISSING_VALUE.test(key as string)) {
-      throw new LockKeyError('Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing');
+      throw new LockKeyError(
+        'Lock key function returned a name with "undefined" or "NaN" in it: a value it read was missing',
+      );
     }
   }
   return list as string[];
