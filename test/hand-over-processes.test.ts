@@ -102,6 +102,32 @@ async function holdEverywhere(key: string): Promise<Lock> {
   return held;
 }
 
+/**
+ * Two waiters queued on `resource` in two processes, the first killed: the holder's release hands
+ * the key to the second, never to the dead one, whose ttl outlasts the test (held for it, the key
+ * would keep the second out).
+ */
+async function skipsKilledWaiter(resource: string): Promise<void> {
+  const holder = await holdEverywhere(resource);
+  const doomed = startWorker({ resource, ttl: 120_000, options: HAND_OVER_ONLY });
+  await untilQueued(resource, 1);
+  const [entry] = await (lockClients[0] as Redis).zrange(`${resource}:redlock-kit:waiters`, "0", "0");
+  const doomedValue = (entry as string).split(":").slice(2).join(":");
+  const next = startWorker({ resource, options: HAND_OVER_ONLY });
+  await untilQueued(resource, 2);
+  const channels = await handOverChannels(lockClients[0] as Redis);
+  doomed.child.kill("SIGKILL");
+  for (const client of lockClients) await until(async () => (await handOverChannels(client)) === channels - 1, "gone");
+  await holder.release();
+  const values = () => Promise.all(lockClients.map((client) => client.get(resource)));
+  await until(async () => !(await values()).includes(holder.value), "released on every instance");
+  expect(await values()).not.toContain(doomedValue);
+  const report = await next.done;
+  expect({ acquired: report.acquired, failures: report.failures }).toEqual({ acquired: 1, failures: [] });
+  await next.quit();
+  for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+}
+
 describe("waiting between processes", () => {
   it("hands the key along 3 processes on 3 instances: no overlap, every wait served by a hand-over or a retake (no poll), bounded script calls", async () => {
     const before = await Promise.all(lockClients.map(scriptCalls));
@@ -190,20 +216,17 @@ describe("waiting between processes", () => {
   }, 60_000);
 
   it("skips a queued waiter whose process was killed: the next one is handed the key", async () => {
-    const holder = await holdEverywhere("killed");
-    const doomed = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
-    await untilQueued("killed", 1);
-    const next = startWorker({ resource: "killed", options: HAND_OVER_ONLY });
-    await untilQueued("killed", 2);
-    const channels = await handOverChannels(lockClients[0] as Redis);
-    doomed.child.kill("SIGKILL");
-    for (const client of lockClients)
-      await until(async () => (await handOverChannels(client)) === channels - 1, "gone");
-    await holder.release();
-    const report = await next.done;
-    expect({ acquired: report.acquired, failures: report.failures }).toEqual({ acquired: 1, failures: [] });
-    await next.quit();
-    for (const client of lockClients) expect(await client.dbsize()).toBe(0);
+    await skipsKilledWaiter("killed");
+  }, 60_000);
+
+  it("skips a killed waiter while a client listens on a pattern (a monitoring tool's PSUBSCRIBE *), which PUBLISH counts too", async () => {
+    const watchers = lockClients.map((client) => client.duplicate());
+    try {
+      await Promise.all(watchers.map((watcher) => watcher.psubscribe("*")));
+      await skipsKilledWaiter("watched");
+    } finally {
+      for (const watcher of watchers) watcher.disconnect();
+    }
   }, 60_000);
 
   it("a frozen waiter is handed the key for its ttl (a grant: src/speed/message-grant.ts); the others take it once that lapses", async () => {

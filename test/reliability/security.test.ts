@@ -351,6 +351,7 @@ describe("scripts", () => {
             "del",
             "exists",
             "publish",
+            "pubsub",
             "zadd",
             "zrem",
             "zpopmin",
@@ -359,7 +360,7 @@ describe("scripts", () => {
           ].includes(name as string),
       ),
     ).toEqual([]);
-    for (const name of ["get", "set", "pexpire", "del", "publish", "zadd", "zpopmin", "incr"])
+    for (const name of ["get", "set", "pexpire", "del", "publish", "pubsub", "zadd", "zpopmin", "incr"])
       expect(inside, name).toContain(name);
   });
 });

@@ -227,8 +227,8 @@ return 1
 /**
  * Hands `key`, just deleted, to the oldest waiter in `queue` that can still hear of it: the key is
  * set to that waiter's value for the few ms it needs to claim it, and its process is told on its
- * hand-over channel. A waiter whose process is gone (nobody subscribed) is skipped. Entries are
- * "<channel>:<ms to hold the key>:<value>".
+ * hand-over channel. A waiter whose process is gone (nobody subscribed to its channel) is skipped.
+ * Entries are "<channel>:<ms to hold the key>:<value>".
  */
 const HAND_OVER = `local function handOver(key, queue)
   while true do
@@ -239,10 +239,15 @@ const HAND_OVER = `local function handOver(key, queue)
       return
     end
     local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
-    if waiter then
+    local name = waiter and 'redlock-kit:hand-over:' .. channel
+    -- PUBLISH also counts pattern subscribers (a monitoring tool's PSUBSCRIBE *): a dead waiter
+    -- would be heard, and the key held for it. NUMSUB counts the waiter's own subscriber alone
+    -- (pcall: a user not allowed it goes by PUBLISH's count).
+    local subscribed = name and redis.pcall('pubsub', 'numsub', name)
+    if name and not (type(subscribed) == 'table' and subscribed[2] == 0) then
       redis.call('set', key, waiter, 'px', hold)
       -- pcall: a user without PUBLISH permission still releases; the key is not held for anyone then
-      local heard = redis.pcall('publish', 'redlock-kit:hand-over:' .. channel, waiter .. ':' .. key)
+      local heard = redis.pcall('publish', name, waiter .. ':' .. key)
       if type(heard) == 'number' and heard > 0 then
         return
       end
@@ -343,7 +348,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV3",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV11",
+  release: "redlockKitReleaseV12",
   acquireFenced: "redlockKitAcquireFencedV2",
   raiseFences: "redlockKitRaiseFencesV3",
   fencedSet: "redlockKitFencedSetV2",
