@@ -682,6 +682,40 @@ describe("Redlock options and lifecycle", () => {
     await expect.poll(() => values("abort-late", 3)).toEqual([null, null, null]);
   });
 
+  it("sends no attempt when the signal aborts while it waits to learn which servers its new connections reach", async () => {
+    // the servers' replies held: the connections Redlock creates cannot say who they reach yet
+    const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
+    for (const proxy of proxies) proxy.holdNewReplies = true;
+    const monitors = await Promise.all(first(3).map((client) => startMonitor(client)));
+    const dlm = new Redlock(
+      proxies.map((proxy) => ({ host: "127.0.0.1", port: proxy.port })),
+      { instanceTimeout: 10_000, retryCount: 0 },
+    );
+    try {
+      const controller = new AbortController();
+      const acquiring = dlm.acquire("abort-unidentified", 30_000, { signal: controller.signal });
+      acquiring.catch(() => {});
+      // every server answered something (the connection's own checks) that the call waits for
+      await expect.poll(() => proxies.every((proxy) => proxy.heldReplyBytes > 0)).toBe(true);
+      controller.abort(new Error("client left"));
+      for (const proxy of proxies) proxy.releaseReplies();
+      await expect(acquiring).rejects.toThrow("client left");
+      for (const monitor of monitors) await monitor.caughtUp();
+      // before: an attempt was sent once the servers answered, took the key everywhere (a rival
+      // meanwhile refused) and was given back
+      expect(monitors.map((monitor) => monitor.seen.filter((executed) => scriptOf(executed) === "acquire"))).toEqual([
+        [],
+        [],
+        [],
+      ]);
+      expect(await values("abort-unidentified", 3)).toEqual([null, null, null]);
+    } finally {
+      await dlm.quit();
+      await Promise.all(monitors.map((monitor) => monitor.close()));
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    }
+  });
+
   it("arms no validity timer for a lock until its signal is read", async () => {
     // a minute's lock: only a timer for the end of its validity is this long
     const { delays: armed, restore } = recordTimeouts((ms) => ms > 30_000);

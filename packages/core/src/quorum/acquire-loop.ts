@@ -139,8 +139,10 @@ export class AcquireLoop {
           request.ticket = waiting?.ticket(attemptStart);
           const stamp = identity.stamp;
           const voters = identity.current ? stores : await identity.voters(stores, timeout);
-          // quit() came during the identity check, or as a sleep ended: nothing more is sent
-          if (this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
+          // aborted or quit() during the identity check (new connections, a reconnect), or quit() as a
+          // sleep ended: nothing more is sent, or the keys would be held, refusing others, until given back
+          if (opts.signal?.aborted || this.#quit !== undefined)
+            throw this.#stopped(names, opts.signal, attempts, start);
           request.sent++;
           let votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
           if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, timeout);
