@@ -5,6 +5,7 @@
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { AcquireMessage, ExtendMessage, Lock, ReleaseMessage } from "@redlock-kit/core";
 import { expect } from "vitest";
+import { aborted } from "./aborted.js";
 import { sleep } from "./redis-servers.js";
 
 /** Resolves with the first message on `channel` that matches; subscribe before the event. */
@@ -22,6 +23,17 @@ export function nextMessage<T>(channel: string, match: (message: T) => boolean):
 /** The next release of a lock on `resource` (`released`: whether a quorum still held it). */
 export const nextRelease = (resource: string) =>
   nextMessage<ReleaseMessage>("redlock-kit:release", (m) => m.resources.includes(resource));
+
+/**
+ * Whichever comes first from now on: a release of `resource` ("released", or "not held" when no
+ * quorum held it any more), or the end of `lock`'s validity ("expired"). A lock whose client left
+ * while the body's producer still runs must come to "expired".
+ */
+export const releasedOrExpired = (resource: string, lock: Lock) =>
+  Promise.race([
+    nextRelease(resource).then(({ released }) => (released ? "released" : "not held")),
+    aborted(lock.signal).then(() => "expired"),
+  ]);
 
 /** The next acquisition of `resource` that stopped because its signal aborted (the client left). */
 export const nextAbortedAcquire = (resource: string) =>

@@ -11,10 +11,9 @@ import { type Lock, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { aborted } from "#test-helpers/aborted.js";
 import { gate, gatedProducer } from "#test-helpers/gate.js";
 import { nextChunk, open } from "#test-helpers/http-client.js";
-import { arrival, nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, nextRelease, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -69,13 +68,6 @@ afterAll(async () => {
 });
 
 const path = (kind: Kind, id: string) => `${url}/${Object.keys(kinds).indexOf(kind)}/${id}`;
-
-/** Whichever comes first from now on: a release of `resource`, or the end of `lock`'s validity. */
-const releasedOrExpired = (resource: string, lock: Lock) =>
-  Promise.race([
-    nextRelease(resource).then(({ released }) => (released ? "released" : "not held")),
-    aborted(lock.signal).then(() => "expired"),
-  ]);
 
 describe.each(Object.keys(kinds) as Kind[])("%s", (kind) => {
   it("is sent as Fastify sends it, and the lock released once it has ended", async () => {

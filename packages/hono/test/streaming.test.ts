@@ -5,7 +5,6 @@
  * Node's objects. A client that leaves in the middle of it: the lock is no longer extended and
  * expires within one ttl, on both (the stream's producer, e.g. a `stream()` callback, may still run).
  */
-import { once } from "node:events";
 import { text } from "node:stream/consumers";
 import { type Lock, Redlock } from "@redlock-kit/core";
 import { type Context, Hono } from "hono";
@@ -13,7 +12,7 @@ import { stream } from "hono/streaming";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { nextChunk, open, send } from "#test-helpers/http-client.js";
-import { arrival, countReleases, nextExtensions, nextRelease } from "#test-helpers/lock-events.js";
+import { arrival, countReleases, nextExtensions, nextRelease, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware, type RedlockEnv } from "../src/index.js";
 import { serveHono } from "./serve.js";
@@ -38,13 +37,6 @@ beforeEach(() => {
 });
 
 const encode = (chunk: string) => new TextEncoder().encode(chunk);
-
-/** Whichever comes first from now on: a release of `resource`, or the end of `lock`'s validity. */
-const releasedOrExpired = (resource: string, lock: Lock) =>
-  Promise.race([
-    nextRelease(resource).then(({ released }) => (released ? "released" : "not held")),
-    once(lock.signal, "abort").then(() => "expired"),
-  ]);
 
 beforeAll(async () => {
   redis = cluster.servers[0]?.client() as Redis;

@@ -4,6 +4,7 @@ import {
   createHttpLockPolicy,
   type HeldRoute,
   type HttpKeySource,
+  isWebBody,
   type KeySpec,
   type Lock,
   REPLACED_ANSWER_HEADERS,
@@ -73,7 +74,10 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
         headers: ctx.headers,
       };
       // No release after next(): Koa writes the body after the chain resolves; begin() watches the response.
-      const outcome = await route.begin(source, ctx.res);
+      // A web body (Koa 3: a ReadableStream, a Response with one) set once its client had left is
+      // not read: Koa ends the response at once while the body's producer may still run, and that
+      // end is not the handler's (the lock expires within one ttl).
+      const outcome = await route.begin(source, ctx.res, () => !isWebBody(ctx.body));
       if (outcome.kind === "acquired") {
         ctx.state.lock = outcome.lock;
         try {
