@@ -82,7 +82,13 @@ export function droppedPayload(payload: unknown): unknown {
  */
 export function isWebBody(payload: unknown): boolean {
   if (payload === null || typeof payload !== "object") return false;
-  return isWebStream(isResponse(payload) ? responseBody(payload) : payload);
+  if (!isResponse(payload)) return isWebStream(payload);
+  // one whose body is being read (bodyUsed) is one still: the same answer whenever it is asked
+  try {
+    return payload.body !== null;
+  } catch {
+    return true; // `@hono/node-server`'s Response, read already
+  }
 }
 
 function isWebStream(body: unknown): body is ReadableStream<unknown> {
