@@ -123,6 +123,13 @@ function own<T extends object>(options: T | undefined, key: keyof T): unknown {
   return Object.hasOwn(options, key) ? options[key] : undefined;
 }
 
+/** The per-call signal, read as the options resolver does (own property only); undefined unless it is one. */
+export function signalOf(options: unknown): AbortSignal | undefined {
+  if (typeof options !== "object" || options === null || !Object.hasOwn(options, "signal")) return undefined;
+  const signal = (options as { signal?: unknown }).signal;
+  return signal instanceof AbortSignal ? signal : undefined;
+}
+
 export function checkOptionsObject(name: string, options: unknown): void {
   if (options !== undefined && (typeof options !== "object" || options === null || Array.isArray(options))) {
     throw new TypeError(`${name} must be an object`);

@@ -109,6 +109,26 @@ export function checkResource(value: unknown): string {
 }
 
 /**
+ * The Redis keys of checked resource `names` under a Redlock's `prefix`. A prefix may end a reserved
+ * suffix that a name begins (`"job:redlock-kit:"` and `"fence"`, or `"lock:"` and
+ * `"redlock-kit:fence"`): that key is the fence counter or the queue of a lock of a Redlock with a
+ * shorter prefix, which a lock would take and a forced release delete. TypeError for such a name.
+ */
+export function keysOf(prefix: string, names: readonly string[]): readonly string[] {
+  if (prefix === "") return names;
+  return names.map((name) => {
+    const key = prefix + name;
+    const reserved = reservedSuffix(key);
+    if (reserved !== undefined) {
+      throw new TypeError(
+        `resource ${show(name)} with keyPrefix ${show(prefix)} is the key ${show(key)}, which ends in "${reserved}", the library's own keys beside each lock`,
+      );
+    }
+    return key;
+  });
+}
+
+/**
  * False for a string with a lone UTF-16 surrogate. Redis receives UTF-8, where every lone surrogate
  * becomes the same U+FFFD: "\ud800" and "\udfff" would be one key, and one release channel.
  */

@@ -177,6 +177,38 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
     for (const store of inner) store.close();
   });
 
+  it("rejects at once when the signal aborts while the waiter's SUBSCRIBE is unanswered, and leaves nothing", async () => {
+    const holder = await redlock().acquire("unanswered", 10_000);
+    let asked = 0;
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => {
+      answer = resolve;
+    });
+    const { inner, stores } = storesSubscribing(async (subscribe) => {
+      asked++;
+      await answered;
+      return subscribe();
+    });
+    // a per-instance timeout longer than expect.poll waits: the subscription's wait would end only then
+    const dlm = redlock({ ...NO_POLLING, instanceTimeout: 30_000 }, stores);
+    const controller = new AbortController();
+    const acquiring = dlm.acquire("unanswered", 60_000, { wait: 60_000, signal: controller.signal });
+    const order: string[] = [];
+    acquiring.catch(() => order.push("rejected"));
+    await expect.poll(() => asked).toBe(3);
+    controller.abort(new Error("client left"));
+    // before: it rejected only once the SUBSCRIBE was answered (or the per-instance timeout passed)
+    await expect.poll(() => order).toEqual(["rejected"]);
+    order.push("answered");
+    answer();
+    await expect(acquiring).rejects.toThrow("client left");
+    await dlm.quit();
+    expect(await queueSizes(clients, "unanswered")).toEqual([0, 0, 0]);
+    expect(await Promise.all(clients.map((client) => client.get("unanswered")))).toEqual(Array(3).fill(holder.value));
+    await holder.release();
+    for (const store of inner) store.close();
+  });
+
   it("queues a waiter once a SUBSCRIBE slower than its per-instance timeout lands", async () => {
     const holder = await redlock().acquire("slow-subscribe", 10_000);
     // ttl 1000: a per-instance timeout of 100 ms, shorter than this SUBSCRIBE

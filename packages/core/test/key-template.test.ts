@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { keyReads } from "../src/http/key-template.js";
-import { compileKey, createHttpLockPolicy, LockKeyError, MemoryStore, Redlock } from "../src/index.js";
+import {
+  compileKey,
+  createHttpLockPolicy,
+  FetchResponseTracker,
+  LockKeyError,
+  MemoryStore,
+  Redlock,
+} from "../src/index.js";
 
 /** What `run` throws (undefined if it returns). */
 function thrownBy(run: () => unknown): unknown {
@@ -299,6 +306,24 @@ describe("compileKey", () => {
     expect(() => compileKey("order:{0}")(["1:redlock-kit:waiters"])).toThrow(LockKeyError);
     expect(() => compileKey(() => "order:1:redlock-kit:fence")({})).toThrow(LockKeyError);
     expect(compileKey("order:{0}")(["1:redlock-kit:fences"])).toEqual(["order:1:redlock-kit:fences"]);
+  });
+
+  it("refuses a key that the Redlock's keyPrefix makes one of the library's own keys (400), sending nothing", async () => {
+    const store = new MemoryStore();
+    const dlm = new Redlock([store], { keyPrefix: "lock:" });
+    // "lock:" + "redlock-kit:fence" is the fence counter of "lock" for a Redlock without a prefix
+    const outcome = await createHttpLockPolicy(dlm, { ttl: 1000 })
+      .route(() => "redlock-kit:fence")
+      .beginTracked(
+        { params: {}, query: {}, body: undefined, headers: {} },
+        new FetchResponseTracker(new AbortController().signal),
+      );
+    expect(outcome.kind).toBe("rejected");
+    const { error, response } = outcome as Extract<typeof outcome, { kind: "rejected" }>;
+    expect(error).toBeInstanceOf(LockKeyError);
+    expect(response.status).toBe(400);
+    expect(await store.inspect("lock:redlock-kit:fence")).toBeNull();
+    await dlm.quit();
   });
 
   it("refuses a value longer than the key cap before building the key", () => {

@@ -664,8 +664,8 @@ describe("Redlock options and lifecycle", () => {
     const calls = Array.from({ length: 3 }, () =>
       dlm.acquire("shared-signal", 1000, { wait: 10_000, signal }).then((lock) => lock.release()),
     );
-    // each call listens to the signal from its first sleep until it ends
-    await expect.poll(() => getEventListeners(signal, "abort").length).toBe(3);
+    // each call listens to the signal until it ends (for its promise), and from its first sleep (to cut it short)
+    await expect.poll(() => getEventListeners(signal, "abort").length).toBe(6);
     await held.release();
     await Promise.all(calls);
     expect(getEventListeners(signal, "abort")).toEqual([]);
@@ -682,22 +682,26 @@ describe("Redlock options and lifecycle", () => {
     await expect.poll(() => values("abort-late", 3)).toEqual([null, null, null]);
   });
 
-  it("sends no attempt when the signal aborts while it waits to learn which servers its new connections reach", async () => {
+  it("sends no attempt, and rejects at once, when the signal aborts while it waits to learn which servers its new connections reach", async () => {
     // the servers' replies held: the connections Redlock creates cannot say who they reach yet
     const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
     for (const proxy of proxies) proxy.holdNewReplies = true;
     const monitors = await Promise.all(first(3).map((client) => startMonitor(client)));
     const dlm = new Redlock(
       proxies.map((proxy) => ({ host: "127.0.0.1", port: proxy.port })),
-      { instanceTimeout: 10_000, retryCount: 0 },
+      { instanceTimeout: 30_000, retryCount: 0 },
     );
     try {
       const controller = new AbortController();
-      const acquiring = dlm.acquire("abort-unidentified", 30_000, { signal: controller.signal });
-      acquiring.catch(() => {});
+      const acquiring = dlm.acquire("abort-unidentified", 60_000, { signal: controller.signal });
+      const order: string[] = [];
+      acquiring.catch(() => order.push("rejected"));
       // every server answered something (the connection's own checks) that the call waits for
       await expect.poll(() => proxies.every((proxy) => proxy.heldReplyBytes > 0)).toBe(true);
       controller.abort(new Error("client left"));
+      // before: it rejected only once the servers answered (or the per-instance timeout passed)
+      await expect.poll(() => order).toEqual(["rejected"]);
+      order.push("replies let through");
       for (const proxy of proxies) proxy.releaseReplies();
       await expect(acquiring).rejects.toThrow("client left");
       for (const monitor of monitors) await monitor.caughtUp();
@@ -712,6 +716,38 @@ describe("Redlock options and lifecycle", () => {
     } finally {
       await dlm.quit();
       await Promise.all(monitors.map((monitor) => monitor.close()));
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    }
+  });
+
+  it("rejects at once when the signal aborts while its attempt's replies are on their way, and gives back what it took", async () => {
+    const proxies = await Promise.all(first(3).map((_, i) => startDelayProxy(cluster.servers[i]?.port as number)));
+    // a per-instance timeout longer than expect.poll waits: the replies are what the call waits for
+    const dlm = new Redlock(
+      proxies.map((proxy) => ({ host: "127.0.0.1", port: proxy.port })),
+      { instanceTimeout: 30_000, retryCount: 0 },
+    );
+    try {
+      // the connections are open and know which servers they reach
+      await (await dlm.acquire("abort-in-flight-warm-up", 60_000)).release();
+      await expect.poll(() => values("abort-in-flight-warm-up", 3)).toEqual([null, null, null]);
+      for (const proxy of proxies) proxy.holdReplies();
+      const controller = new AbortController();
+      const acquiring = dlm.acquire("abort-in-flight", 60_000, { signal: controller.signal });
+      const order: string[] = [];
+      acquiring.catch(() => order.push("rejected"));
+      // the attempt ran on every server; the call waits for the replies
+      await expect.poll(async () => (await values("abort-in-flight", 3)).every((value) => value !== null)).toBe(true);
+      controller.abort(new Error("client left"));
+      // before: it rejected only once the replies came (or the per-instance timeout passed)
+      await expect.poll(() => order).toEqual(["rejected"]);
+      order.push("replies let through");
+      for (const proxy of proxies) proxy.releaseReplies();
+      await expect(acquiring).rejects.toThrow("client left");
+      // the call, no longer awaited, still gives back what its attempt took
+      await expect.poll(() => values("abort-in-flight", 3)).toEqual([null, null, null]);
+    } finally {
+      await dlm.quit();
       await Promise.all(proxies.map((proxy) => proxy.close()));
     }
   });

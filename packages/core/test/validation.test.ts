@@ -41,6 +41,48 @@ describe("bad input is refused before any Redis call", () => {
   });
 
   it.each([
+    // "job:redlock-kit:" + "fence" is the fence counter of "job" for a Redlock without a prefix
+    ["job:redlock-kit:", "fence"],
+    ["job:redlock-kit", ":waiters"],
+    // a prefix ending in ":" as usual: "lock:" + "redlock-kit:fence" is the fence counter of "lock"
+    ["lock:", "redlock-kit:fence"],
+  ])(
+    "resource: one that keyPrefix %j turns into the library's own key beside another lock: %j",
+    async (keyPrefix, resource) => {
+      const prefixed = new Redlock(clients, { keyPrefix });
+      const key = keyPrefix + resource;
+      const refusal = `resource ${JSON.stringify(resource)} with keyPrefix ${JSON.stringify(keyPrefix)} is the key ${JSON.stringify(key)}`;
+      const error = await prefixed.lock(resource, 1000).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TypeError);
+      expect((error as Error).message).toContain(refusal);
+      // forceRelease would delete that key, whatever it is
+      await expect(prefixed.forceRelease(resource)).rejects.toThrow(refusal);
+      await expect(prefixed.inspect(resource)).rejects.toThrow(refusal);
+      await nothingWritten();
+    },
+  );
+
+  it("a resource that keyPrefix turns into another lock's fence counter leaves that counter to its lock", async () => {
+    const fenced = new Redlock(clients, { fencing: true });
+    const prefixed = new Redlock(clients, { keyPrefix: "job:redlock-kit:", retryCount: 0 });
+    try {
+      // before: a lock taken first on that key made the fenced acquisitions of "job" fail on its value
+      await expect(prefixed.lock("fence", 1000)).rejects.toThrow(TypeError);
+      const first = await fenced.acquire("job", 1000);
+      expect(first.fences).toEqual({ job: "1" });
+      await first.release();
+      // and one taken after was refused for ever, by a key without expiry (contention)
+      await expect(prefixed.lock("fence", 1000)).rejects.toThrow(TypeError);
+      const second = await fenced.acquire("job", 1000);
+      expect(second.fences).toEqual({ job: "2" });
+      await second.release();
+    } finally {
+      await Promise.all(clients.map((client) => client.del("job:redlock-kit:fence")));
+    }
+    await releasedEverywhere();
+  });
+
+  it.each([
     ["0", 0, RangeError],
     ["negative", -1, RangeError],
     ["fractional", 0.5, RangeError],

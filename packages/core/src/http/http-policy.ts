@@ -11,7 +11,7 @@ import { holdingLock } from "../lock/held-locks.js";
 import { type Lock, STATE } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
-import { checkFunction } from "../validate.js";
+import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
@@ -180,7 +180,7 @@ export class RouteLock<Hook = never> {
     let resources: readonly string[];
     try {
       resources = this.#resolve(source);
-      if (resources.length > 1) checkKeysTogether(this.#redlock, resources);
+      if (resources.length > 1 || this.#redlock.keyPrefix !== "") checkKeys(this.#redlock, resources);
     } catch (error) {
       // a promise either way: #failed rethrows what is not a RedlockError
       return new Promise((resolve) => resolve(this.#failed(error, tracker)));
@@ -370,12 +370,21 @@ export class HeldRoute {
 const noop = (): void => {};
 
 /**
- * Several resources from a key function must be lockable together (one hash slot on a Cluster):
- * the request named them, so that is a 400, not the RangeError (500) a direct call gets.
+ * The request named the resources, so a name the Redlock's keyPrefix turns into one of the library's
+ * own keys, or several resources that cannot be locked together (not in one hash slot on a
+ * Cluster), are a 400, not the TypeError or RangeError (500) a direct call gets.
  */
-function checkKeysTogether(redlock: Redlock, resources: readonly string[]): void {
-  const prefix = redlock.keyPrefix;
-  const keys = prefix === "" ? resources : resources.map((resource) => prefix + resource);
+function checkKeys(redlock: Redlock, resources: readonly string[]): void {
+  let keys: readonly string[];
+  try {
+    keys = keysOf(redlock.keyPrefix, resources);
+  } catch (error) {
+    // the TypeError names the key, which may hold request data: it stays the cause
+    const message =
+      "Lock key ends in a suffix the library reserves for its own keys once the keyPrefix is put before it";
+    throw new LockKeyError(message, undefined, { cause: error });
+  }
+  if (keys.length === 1) return;
   for (const store of redlock.stores) {
     try {
       store.checkKeys?.(keys);

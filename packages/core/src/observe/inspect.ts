@@ -7,7 +7,7 @@ import { fanOut, type Vote } from "../quorum/ballot.js";
 import type { ServerIdentityCheck } from "../quorum/server-identity.js";
 import type { LockStore, StoredKey } from "../stores/store.js";
 import { deleteKey, deleteKeyIf, readKey } from "../stores/store-reads.js";
-import { checkHolders, checkMs, checkResource } from "../validate.js";
+import { checkHolders, checkMs, checkResource, keysOf } from "../validate.js";
 
 /** Options of `inspect()`, `isLocked()` and `forceRelease()`. */
 export interface InspectOptions {
@@ -188,7 +188,7 @@ export class Inspector {
     checkOptionsObject("options", options);
     const configured = options !== undefined && Object.hasOwn(options, "instanceTimeout");
     const timeout = configured ? checkMs("options.instanceTimeout", options.instanceTimeout) : this.#timeout;
-    return { name, key: this.#prefix + name, timeout };
+    return { name, key: keysOf(this.#prefix, [name])[0] as string, timeout };
   }
 
   /**

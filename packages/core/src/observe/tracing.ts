@@ -3,6 +3,7 @@ import diagnosticsChannel, { type TracingChannel } from "node:diagnostics_channe
 import { ErrorCodes, RedlockError } from "../errors.js";
 import type { LiveLocks } from "../lock/live-locks.js";
 import { Lock, STATE } from "../lock/lock.js";
+import { signalOf } from "../options.js";
 
 /** What every redlock-kit trace context carries. Never the lock's value. */
 export interface LockTraceContext {
@@ -142,13 +143,6 @@ function failedAcquisition(
     if (error.code === ErrorCodes.unavailable) return "unavailable";
   }
   return signal?.aborted && error === signal.reason ? "aborted" : "error";
-}
-
-/** The per-call signal, read as the options resolver does (own property only). */
-function signalOf(options: unknown): AbortSignal | undefined {
-  if (typeof options !== "object" || options === null || !Object.hasOwn(options, "signal")) return undefined;
-  const signal = (options as { signal?: unknown }).signal;
-  return signal instanceof AbortSignal ? signal : undefined;
 }
 
 const namesOf = (resources: unknown): readonly string[] =>

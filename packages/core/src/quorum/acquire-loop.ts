@@ -10,12 +10,14 @@ import {
   instanceTimeoutFor,
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
+  signalOf,
 } from "../options.js";
 import { extendReserved, type Retake, type RetakeCall } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
-import { checkMs, checkResources } from "../validate.js";
+import { checkMs, checkResources, keysOf } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
 import { sleep, WaitingCall } from "../waiting/waiting-call.js";
+import { abortable } from "./abortable-call.js";
 import { type AcquireFailure, acquireError, isMisconfigured, quitError } from "./acquire-failure.js";
 import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
@@ -67,13 +69,29 @@ export class AcquireLoop {
     this.#acquiredQuorum = { need: ctx.quorum, yes: (reply) => reply.acquired };
   }
 
-  /** Resolves to `null` on contention when `nullOnContention`; rejects on every other failure. */
-  async run(
+  /**
+   * Resolves to `null` on contention when `nullOnContention`; rejects on every other failure, and
+   * with the signal's reason as soon as `options.signal` aborts (`abortable`).
+   */
+  run(
     resources: string | readonly string[],
     ttl: number,
     options: AcquireOptions | undefined,
     nullOnContention: boolean,
     counter?: AttemptCounter,
+  ): Promise<Lock | null> {
+    const acquiring = this.#run(resources, ttl, options, nullOnContention, counter);
+    const signal = signalOf(options);
+    // already aborted: the call rejects at once by itself, sending nothing
+    return signal === undefined || signal.aborted ? acquiring : abortable(acquiring, signal, this.#parts.owner);
+  }
+
+  async #run(
+    resources: string | readonly string[],
+    ttl: number,
+    options: AcquireOptions | undefined,
+    nullOnContention: boolean,
+    counter: AttemptCounter | undefined,
   ): Promise<Lock | null> {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
@@ -87,8 +105,7 @@ export class AcquireLoop {
     const fencing = opts.fencing;
     if (fencing && !parts.canFence) checkFencing(stores);
 
-    const prefix = parts.prefix;
-    const keys = prefix === "" ? names : names.map((name) => prefix + name);
+    const keys = keysOf(parts.prefix, names);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
     const drift = driftFor(ttl, opts.driftFactor);
     const start = clock();
