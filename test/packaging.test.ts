@@ -1,7 +1,7 @@
 /**
  * The packages as a user gets them: packed with `pnpm pack`, installed from the tarballs with npm
  * into projects outside the workspace (one from the README's install lines, on the newest majors;
- * one on the lowest major of every peer range that spans two), then loaded, run against
+ * one on the lowest version of every peer range), then loaded, run against
  * redis-server and type-checked there. Needs the built dist (`pnpm build`; `pnpm test` runs it).
  */
 import { execFile } from "node:child_process";
@@ -92,8 +92,10 @@ let lowest: ScratchProject;
 let tarballs = new Map<string, string>();
 /** The packages as published: package.json read from each tarball. */
 const published = new Map<string, Manifest>();
-/** Packages with a peer range spanning more than one major; installed in `lowest` with each such peer at its lowest. */
-let spanning: PublicPackage[] = [];
+/** Packages with a peer outside @redlock-kit; installed in `lowest` with each such peer at its floor. */
+let withPeers: PublicPackage[] = [];
+/** Each such peer's floor: the lowest version its range admits (the highest of them, where two packages name it). */
+const floors = new Map<string, string>();
 const typechecks = new Map<string, Promise<TypecheckReport>>();
 let typecheckQueue: Promise<unknown> = Promise.resolve();
 
@@ -123,26 +125,21 @@ beforeAll(async () => {
     published.set(pkg.name, readJson<Manifest>(join(unpacked, "package", "package.json")));
   }
 
-  const lowSpecs = new Set<string>();
   for (const pkg of packages) {
     for (const [peer, range] of externalPeers(pkg)) {
-      if (majorsOf(range).length < 2) continue;
-      lowSpecs.add(`${peer}@${majorsOf(range)[0]}`);
-      if (!spanning.includes(pkg)) spanning.push(pkg);
+      const floor = semver.minVersion(range)?.version ?? range;
+      if (semver.gt(floor, floors.get(peer) ?? "0.0.0")) floors.set(peer, floor);
     }
   }
-  spanning = packages.filter((pkg) => spanning.includes(pkg));
-  const core = packages.filter((pkg) => pkg.name === "@redlock-kit/core");
+  withPeers = packages.filter((pkg) => externalPeers(pkg).length > 0);
   const asTarball = (spec: string) => tarballs.get(spec) ?? spec;
 
   await Promise.all([
     newest.install([...new Set(installLines().flat())].map(asTarball).concat(typeTools, typeSampleTools)),
     lowest.install([
-      ...[...new Set([...core, ...spanning].flatMap((pkg) => [pkg.name, ...workspaceDependencies(pkg)]))].map(
-        asTarball,
-      ),
-      ...lowSpecs,
-      ...spanning.flatMap((pkg) => apps[pkg.dir]?.needs ?? []),
+      ...[...new Set(withPeers.flatMap((pkg) => [pkg.name, ...workspaceDependencies(pkg)]))].map(asTarball),
+      ...[...floors].map(([peer, floor]) => `${peer}@${floor}`),
+      ...withPeers.flatMap((pkg) => apps[pkg.dir]?.needs ?? []),
       ...typeTools,
     ]),
   ]);
@@ -191,6 +188,20 @@ async function typecheck(key: string): Promise<TypecheckReport> {
 
 async function expectNoKeysLeft(): Promise<void> {
   expect(await redis.servers[0]?.client().dbsize()).toBe(0);
+}
+
+/** Loads `loaded` with import() and with require() from CommonJS in `project`; resolves to the names imported. */
+async function loadsBothWays(project: ScratchProject, loaded: readonly string[]): Promise<Record<string, string[]>> {
+  const imported = JSON.parse(await project.node("import-all.mjs", [JSON.stringify(loaded)]));
+  const required = JSON.parse(await project.node("require-all.cjs", [JSON.stringify(loaded)]));
+  // require(esm) adds interop names (__esModule when there is a default export, "module.exports")
+  const named = (keys: string[] = []) =>
+    keys.filter((key) => !["default", "module.exports", "__esModule"].includes(key));
+  for (const name of loaded) {
+    expect(imported[name]?.length, name).toBeGreaterThan(0);
+    expect(named(required[name]), name).toEqual(named(imported[name]));
+  }
+  return imported;
 }
 
 async function runHttpApp(project: ScratchProject, dir: string): Promise<void> {
@@ -306,19 +317,13 @@ describe("installed with npm from the README's install lines, in a project outsi
   });
 
   it("every package loads with import() and with require() from CommonJS, with the same names, and its bins start", async () => {
-    const imported = JSON.parse(await newest.node("import-all.mjs", [JSON.stringify(names)]));
-    const required = JSON.parse(await newest.node("require-all.cjs", [JSON.stringify(names)]));
-    // require(esm) adds interop names (__esModule when there is a default export, "module.exports")
-    const named = (keys: string[] = []) =>
-      keys.filter((key) => !["default", "module.exports", "__esModule"].includes(key));
-    for (const name of names) {
-      expect(imported[name]?.length, name).toBeGreaterThan(0);
-      expect(named(required[name]), name).toEqual(named(imported[name]));
-    }
-    expect(required["@redlock-kit/core"]).toContain("Redlock");
+    const imported = await loadsBothWays(newest, names);
+    expect(imported["@redlock-kit/core"]).toContain("Redlock");
     // a decorator the description names (npm shows it on the package's page) is one the package exports
     for (const name of names) {
-      const described = [...String(published.get(name)?.description).matchAll(/@([A-Z]\w*)/g)].map((m) => m[1]);
+      const described = [...String(published.get(name)?.description).matchAll(/@([A-Z]\w*)/g)].flatMap(
+        (m) => m[1] ?? [],
+      );
       expect(
         described.filter((decorator) => !imported[name]?.includes(decorator)),
         `${name}: description`,
@@ -379,17 +384,25 @@ describe("installed with npm from the README's install lines, in a project outsi
   );
 });
 
-describe("installed on the lowest major of each peer range that spans two", { timeout: RUNS }, () => {
-  it("has Express 4, Koa 2 and ioredis 5 there", () => {
-    expect(spanning.map((pkg) => pkg.dir)).toEqual(expect.arrayContaining(["core", "express", "koa"]));
+describe("installed on the lowest version of each peer range", { timeout: RUNS }, () => {
+  it("has every peer at its floor there, so Express 4, Koa 2 and ioredis 5", () => {
+    expect(withPeers.map((pkg) => pkg.dir)).toEqual(expect.arrayContaining(["core", "express", "koa", "nestjs"]));
+    for (const [peer, floor] of floors) expect(lowest.installedVersion(peer), peer).toBe(floor);
     expect(semver.major(lowest.installedVersion("express") ?? "0.0.0")).toBe(4);
     expect(semver.major(lowest.installedVersion("koa") ?? "0.0.0")).toBe(2);
     expect(semver.major(lowest.installedVersion("ioredis") ?? "0.0.0")).toBe(5);
   });
 
-  it("the Express and Koa apps run there as on the newest majors", async () => {
-    const runnable = spanning.filter((pkg) => apps[pkg.dir] && pkg.dir !== "decorators");
-    expect(runnable.map((pkg) => pkg.dir)).toEqual(expect.arrayContaining(["express", "koa"]));
+  it("every package with a peer loads there with import() and with require() from CommonJS", async () => {
+    await loadsBothWays(
+      lowest,
+      withPeers.map((pkg) => pkg.name),
+    );
+  });
+
+  it("the Express, Koa and Fastify apps run there as on the newest majors", async () => {
+    const runnable = withPeers.filter((pkg) => apps[pkg.dir] && pkg.dir !== "decorators");
+    expect(runnable.map((pkg) => pkg.dir)).toEqual(expect.arrayContaining(["express", "koa", "fastify"]));
     for (const pkg of runnable) await runHttpApp(lowest, pkg.dir);
   });
 
