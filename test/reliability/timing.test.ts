@@ -427,21 +427,19 @@ describe("auto-extension", () => {
 
   it("loses the lock when a majority stops answering: the signal aborts before the validity ends", async () => {
     const dlm = new Redlock(direct, { instanceTimeout: 100 });
-    let deadline = 0;
-    let abortedAt = 0;
     let reason: unknown;
     await dlm.using("auto:lose", 1000, async (signal, lock) => {
       server(1).pause();
       server(2).pause();
-      // no extension can succeed from here on: this is the latest moment the lock may be trusted
-      deadline = performance.now() + lock.remainingMs;
+      // no extension can succeed from here on
       await aborted(signal);
-      abortedAt = performance.now();
       reason = signal.reason;
       expect(lock.valid).toBe(false);
     });
-    expect(reason).toBeInstanceOf(LockLostError);
-    expect(abortedAt).toBeLessThanOrEqual(deadline);
+    // the renewal's report, which it gives ahead of the validity's end (its timer is due earlier,
+    // so a late event loop keeps the order), not the validity timer's "Lock validity ended before
+    // it was extended or released"; before, this compared two measured times
+    expect(reason).toEqual(new LockLostError(["auto:lose"], "Lock could not be extended before its validity ended"));
     server(1).resume();
     server(2).resume();
     // the failed extension and the release reached the stopped nodes late, in that order
