@@ -1,4 +1,6 @@
 import "reflect-metadata";
+import { ownerName } from "./owner-name.js";
+import { isRestParameter } from "./rest-parameter.js";
 
 /** The reflect-metadata key under which `@LockKey()` records its parameter indices, on (prototype, method). */
 export const LOCK_KEY_METADATA = "redlock-kit:lock-key";
@@ -23,6 +25,13 @@ export function LockKey(): ParameterDecorator {
     }
     if (propertyKey === undefined) {
       throw new TypeError("@LockKey() marks a parameter of a method decorated with @Locked, not of a constructor");
+    }
+    // the method as written: parameter decorators run before the method's own decorators replace it
+    const method: unknown = Object.getOwnPropertyDescriptor(target, propertyKey)?.value;
+    if (typeof method === "function" && isRestParameter(method as () => unknown, parameterIndex)) {
+      throw new TypeError(
+        `@LockKey() cannot mark the rest parameter of ${ownerName(target)}.${String(propertyKey)}: only its first value would be in the key; name every value with a key function, @Locked((args) => [...])`,
+      );
     }
     const marked = lockKeyParameters(target, propertyKey);
     const indices = [...new Set([...marked, parameterIndex])].sort((a, b) => a - b);

@@ -17,6 +17,7 @@ import { refuseLazyResult } from "./lazy-result.js";
 import { lockKeyParameters } from "./lock-key.js";
 import { type LockedOptions, type ResolvedLockedOptions, resolveLockedOptions } from "./locked-options.js";
 import { compileLockedKey, type LockedArgs, type LockedKey, withKeyParameters } from "./method-key.js";
+import { ownerName } from "./owner-name.js";
 
 /**
  * The decorator `@Locked(...)` returns. It serves both decorator modes, told apart by the call
@@ -193,10 +194,4 @@ function checkHeld<T>(locks: readonly Lock[], result: T, when = "before the meth
 
 function isDecoratorContext(value: unknown): value is { kind: string; name: string | symbol } {
   return typeof value === "object" && value !== null && typeof (value as { kind?: unknown }).kind === "string";
-}
-
-/** The class name of a legacy decorator's target: the constructor for a static method, else the prototype's. */
-function ownerName(target: object): string {
-  const owner = typeof target === "function" ? target : (target as { constructor?: unknown }).constructor;
-  return typeof owner === "function" && owner.name ? owner.name : "(anonymous class)";
 }

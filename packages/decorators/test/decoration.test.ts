@@ -78,6 +78,31 @@ describe("what @Locked checks when the class is defined", () => {
     expect(() => Locked("k", { ttl: undefined, wait: undefined, maxHoldMs: undefined })).not.toThrow();
   });
 
+  it("refuses options its redlock option cannot lock with, rather than at every call", async () => {
+    const slow = new Redlock([client], { instanceTimeout: 1000 });
+    expect(() => Locked("k", { ttl: 500, redlock: slow })).toThrow(
+      new RangeError(
+        "options cannot be used with this Redlock: instanceTimeout must be shorter than the ttl, got 1000 for a ttl of 500",
+      ),
+    );
+    // what every call would do: refuse before locking, running nothing
+    let runs = 0;
+    const redlockOf = () => slow;
+    const method = decorateStandard(
+      async () => {
+        runs++;
+      },
+      "pay",
+      Locked("k", { ttl: 500, redlock: redlockOf }),
+    );
+    await expect(method()).rejects.toThrow(
+      new RangeError("instanceTimeout must be shorter than the ttl, got 1000 for a ttl of 500"),
+    );
+    expect(runs).toBe(0);
+    expect(await client.dbsize()).toBe(0);
+    expect(() => Locked("k", { ttl: 2000, redlock: slow })).not.toThrow();
+  });
+
   it("refuses to decorate anything but a method, in either call shape", () => {
     const decorator = Locked("k") as unknown as (...args: unknown[]) => unknown;
     for (const [kind, what] of [

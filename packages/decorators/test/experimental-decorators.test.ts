@@ -9,12 +9,13 @@ interface StockService {
   reserve(sku: string, quantity: number, inside?: Inside): Promise<unknown>;
   place(bin: string, sku: string, slot: number, inside?: Inside): Promise<unknown>;
   swap(a: string, b: string, warehouse: string, inside?: Inside): Promise<unknown>;
+  ship(order: { id: string } | undefined, region?: string, inside?: Inside): Promise<unknown>;
 }
 interface ExperimentalFixtures extends Fixtures {
   StockService: { new (): StockService; readonly prototype: StockService };
 }
 
-const context = useLockedContext<{ default: FixtureModule }>(
+const context = useLockedContext<{ default: FixtureModule; defineRestKeyService(): unknown }>(
   new URL("./fixtures/experimental-services.ts", import.meta.url),
   "experimental",
 );
@@ -93,6 +94,21 @@ describe("@LockKey (experimentalDecorators)", () => {
     expect(Reflect.getMetadata("design:returntype", StockService.prototype, "reserve")).toBe(Promise);
     expect(StockService.prototype.reserve.name).toBe("reserve");
     expect(StockService.prototype.reserve.length).toBe(3);
+  });
+
+  it("refuses a rest parameter when the class is defined, which would lock with its first value alone", async () => {
+    expect(() => context.module.defineRestKeyService()).toThrow(
+      new TypeError(
+        "@LockKey() cannot mark the rest parameter of BatchService.settle: only its first value would be in the key; name every value with a key function, @Locked((args) => [...])",
+      ),
+    );
+    // a parameter with a default value, or after one, is no rest parameter (read past the defaults' brackets, strings and comments)
+    const { service } = stock();
+    let during: (string | null)[] = [];
+    await service.ship(undefined, "west", async () => {
+      during = await context.values("region:west");
+    });
+    expectOneHolder(during);
   });
 
   it("refuses to mark a constructor parameter", () => {
