@@ -1,6 +1,5 @@
 import "reflect-metadata";
 import { ownerName } from "./owner-name.js";
-import { isRestParameter } from "./rest-parameter.js";
 
 /** The reflect-metadata key under which `@LockKey()` records its parameter indices, on (prototype, method). */
 export const LOCK_KEY_METADATA = "redlock-kit:lock-key";
@@ -26,11 +25,14 @@ export function LockKey(): ParameterDecorator {
     if (propertyKey === undefined) {
       throw new TypeError("@LockKey() marks a parameter of a method decorated with @Locked, not of a constructor");
     }
-    // the method as written: parameter decorators run before the method's own decorators replace it
+    // The method as written (parameter decorators run before the method's own decorators replace
+    // it): its `length` counts the parameters before the first with a default value or the rest
+    // one. The key reads the argument passed, so a default would never be in it, and a rest
+    // parameter's first value alone would be: an account left out of a batch's lock.
     const method: unknown = Object.getOwnPropertyDescriptor(target, propertyKey)?.value;
-    if (typeof method === "function" && isRestParameter(method as () => unknown, parameterIndex)) {
+    if (typeof method === "function" && parameterIndex >= method.length) {
       throw new TypeError(
-        `@LockKey() cannot mark the rest parameter of ${ownerName(target)}.${String(propertyKey)}: only its first value would be in the key; name every value with a key function, @Locked((args) => [...])`,
+        `@LockKey() cannot mark parameter ${parameterIndex} of ${ownerName(target)}.${String(propertyKey)}: it is a rest parameter or has a default value (or follows one), and the key would hold a rest's first value alone, or the argument passed but never the default; name the values with a key function, @Locked((args) => [...])`,
       );
     }
     const marked = lockKeyParameters(target, propertyKey);
