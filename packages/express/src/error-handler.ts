@@ -1,4 +1,4 @@
-import { errorResponse, RedlockError } from "@redlock-kit/core";
+import { errorResponse, REPLACED_ANSWER_HEADERS, RedlockError } from "@redlock-kit/core";
 import type { ErrorRequestHandler } from "express";
 
 /**
@@ -12,6 +12,9 @@ import type { ErrorRequestHandler } from "express";
 export function redlockErrorHandler(): ErrorRequestHandler {
   return function handleRedlockError(error, _req, res, next) {
     if (!RedlockError.isRedlockError(error) || res.headersSent) return next(error);
+    // The handler may have set up the answer it meant to send (res.attachment(), a Content-Encoding):
+    // res.json() keeps a Content-Type set before, and the JSON would go out as that file
+    for (const name of REPLACED_ANSWER_HEADERS) res.removeHeader(name);
     const { status, headers, body } = errorResponse(error);
     res.status(status).set(headers).json(body);
   };

@@ -45,6 +45,12 @@ beforeAll(async () => {
       res.json({ ran: true });
     },
   );
+  // a handler that set up the file it meant to send, then got a RedlockError from its service
+  app.post("/throws-after-setup", async (_req, res) => {
+    res.attachment("report.csv");
+    res.set({ "content-encoding": "gzip", etag: '"v1"', location: "/reports/1", "x-kept": "yes" });
+    throw thrown.contention?.();
+  });
   app.post("/headers-sent", (_req, res) => {
     res.write("partial");
     throw thrown.contention?.();
@@ -77,6 +83,25 @@ describe("redlockErrorHandler", () => {
     expect(JSON.parse(answer.text)).toEqual(body);
     expect(answer.headers["retry-after"]).toBe(retryAfter);
     expect(answer.text).not.toContain("10.0.0.7");
+  });
+
+  it("answers JSON without the headers a handler set for the answer it meant to send (its Content-Type, Content-Disposition, Content-Encoding, ETag, Location); others stay", async () => {
+    const answer = await send(`${url}/throws-after-setup`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([423, '{"error":"Resource is locked"}']);
+    const { "content-type": type, "x-kept": kept, "retry-after": retryAfter } = answer.headers;
+    expect({ type, kept, retryAfter }).toEqual({
+      type: "application/json; charset=utf-8",
+      kept: "yes",
+      retryAfter: "3",
+    });
+    const { "content-disposition": disposition, "content-encoding": encoding, location } = answer.headers;
+    expect({ disposition, encoding, location }).toEqual({
+      disposition: undefined,
+      encoding: undefined,
+      location: undefined,
+    });
+    // Express tags the JSON it sends itself
+    expect(answer.headers.etag).not.toBe('"v1"');
   });
 
   it("passes any other error on to the next error handler", async () => {
