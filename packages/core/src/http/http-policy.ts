@@ -164,8 +164,9 @@ export class RouteLock<Hook = never> {
 
   /**
    * Call before the first `await` of the request: resolves the key, acquires (giving up if the
-   * client leaves while waiting), keeps the lock alive while the client waits for the response
-   * (not after it left: the lock then expires within one ttl), and releases it exactly once when
+   * client leaves while waiting; nothing is sent for a request already over), keeps the lock alive
+   * while the client waits for the response (not after it left: the lock then expires within one
+   * ttl), and releases it exactly once when
    * the handler has finished the response (or failed) and every run followed with the outcome's
    * `held` has settled. `handlerEndsLater`: whether an `end()` after the client left still means
    * the handler finished, asked when it leaves and again at that end (yes when not given).
@@ -176,6 +177,12 @@ export class RouteLock<Hook = never> {
 
   /** `begin` for a response followed by the adapter's own tracker (e.g. a `FetchResponseTracker`). */
   beginTracked(source: HttpKeySource, tracker: TrackedResponse): Promise<RouteOutcome<Hook>> {
+    if (tracker.clientLeft || tracker.finished === true) {
+      // over before the route asked (the client left, or another step answered, during an earlier
+      // awaited step): nobody to answer, so nothing is sent; taking the key would refuse a live request
+      tracker.dispose();
+      return Promise.resolve(ABORTED);
+    }
     const options = this.#options;
     let resources: readonly string[];
     try {
