@@ -247,10 +247,10 @@ async function expectSafeAndLive(settings: Run) {
 
 describe("mutual exclusion between processes under a randomized workload", () => {
   it("5 processes × 2 callers, random sets of 1–3 of 5 resources: never two valid holders, every call served, nothing left", async () => {
-    await expectSafeAndLive({ seed: SEED, workers: 5, callers: 2, sections: 30, faults: false });
+    await expectSafeAndLive({ seed: SEED, workers: 5, callers: 2, sections: 20, faults: false });
   }, 120_000);
 
   it("the same while an instance is stopped (SIGSTOP), its scripts flushed, its clients or subscribers killed, a worker frozen", async () => {
-    await expectSafeAndLive({ seed: SEED + 1, workers: 5, callers: 2, sections: 30, faults: true });
+    await expectSafeAndLive({ seed: SEED + 1, workers: 5, callers: 2, sections: 20, faults: true });
   }, 120_000);
 });
