@@ -31,6 +31,7 @@ export { compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./
 export { guardLostAnswer } from "./http/lost-answer.js";
 export { responseAnswered, type TrackedResponse } from "./http/response-done.js";
 export {
+  checkDeclaredWith,
   DECLARED_LOCK_KEYS,
   type DeclaredLockOptions,
   type ResolvedDeclaredLock,

@@ -1,9 +1,9 @@
 import {
+  checkDeclaredWith,
   DECLARED_LOCK_KEYS,
   type DeclaredLockOptions,
   type LockContentionError,
   type Redlock,
-  type ResolvedDeclaredLock,
   resolveDeclaredLock,
   type UsingOptions,
 } from "@redlock-kit/core";
@@ -94,27 +94,11 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
     redlockOption === undefined || typeof redlockOption === "function"
       ? redlockOption
       : checkRedlock("options.redlock", redlockOption);
-  if (redlock !== undefined && typeof redlock !== "function") checkWithRedlock(redlock, declared);
+  if (redlock !== undefined && typeof redlock !== "function") checkDeclaredWith(redlock, declared, "options");
   return Object.freeze({
     ttl: declared.ttl,
     redlock,
     onContention,
     using: Object.freeze({ ...declared.acquire, ...declared.hold }),
   });
-}
-
-/**
- * With its Redlock given, a combination no call could lock with (the Redlock's `instanceTimeout`
- * not shorter than the ttl) fails at decoration, as a route's does, not at every call.
- */
-function checkWithRedlock(redlock: Redlock, declared: ResolvedDeclaredLock): void {
-  // a Redlock of an older installed copy of core may not have it: its calls check as before
-  if (typeof redlock.checkOptions !== "function") return;
-  try {
-    redlock.checkOptions(declared.ttl, declared.acquire);
-  } catch (error) {
-    if (!(error instanceof Error)) throw error;
-    const Kind = error instanceof RangeError ? RangeError : TypeError;
-    throw new Kind(`options cannot be used with this Redlock: ${error.message}`, { cause: error });
-  }
 }

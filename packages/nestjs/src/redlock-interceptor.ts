@@ -121,7 +121,8 @@ export class RedlockInterceptor implements NestInterceptor {
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
       markLocked(request);
-      // Express's response discards a HEAD or 204 body piped into it and ends with it: followed as it is
+      // Fastify's reply.send() is followed (a dropped body, a web body); Express's response
+      // discards a HEAD or 204 body piped into it and ends with it: followed as it is
       if (reply.raw !== undefined) {
         followReplyPayloads(outcome.held, reply, request.method, () => {
           webBody = true;

@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import { LockKeyError, LockLostError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
 import {
+  checkDeclaredWith,
   DECLARED_LOCK_KEYS,
   type DeclaredLockOptions,
   type ResolvedDeclaredLock,
@@ -423,29 +424,15 @@ export function createHttpLockPolicy<Hook = never>(redlock: Redlock, defaults?: 
     /** Declares the lock of one route. Throws `TypeError`/`RangeError` for a bad key or option, at definition. */
     route(key: KeySpec<HttpKeySource>, options?: RouteLockOptions<Hook>): RouteLock<Hook> {
       const resolved = resolveRouteOptions(redlock, base, options, "options");
-      checkWithRedlock(redlock, resolved, "options");
+      // a combination no request could lock with fails here, not as a 500 on every request (not
+      // done for the defaults alone: the routes may all set a ttl of their own)
+      checkDeclaredWith(redlock, resolved.declared, "options");
       return new RouteLock(redlock, key, resolved);
     },
   };
 }
 
 export type HttpLockPolicy<Hook = never> = ReturnType<typeof createHttpLockPolicy<Hook>>;
-
-/**
- * A route's options completed by its Redlock's own, checked as each request's acquisition checks
- * them: a combination no request could lock with (the Redlock's `instanceTimeout` not shorter than
- * the route's ttl) fails where the route is declared, not as a 500 on every request. Not done for
- * the defaults alone: the routes may all set a ttl of their own.
- */
-function checkWithRedlock(redlock: Redlock, route: ResolvedRouteOptions<unknown>, name: string): void {
-  try {
-    redlock.checkOptions(route.ttl, route.acquire);
-  } catch (error) {
-    if (!(error instanceof Error)) throw error;
-    const Kind = error instanceof RangeError ? RangeError : TypeError;
-    throw new Kind(`${name} cannot be used with this Redlock: ${error.message}`, { cause: error });
-  }
-}
 
 /** The options a route takes: a declared lock's and the adapters' own. */
 const ROUTE_KEYS: ReadonlySet<string> = new Set([...DECLARED_LOCK_KEYS, "autoExtend", "onLocked", "onUnavailable"]);

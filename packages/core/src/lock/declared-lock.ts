@@ -1,4 +1,5 @@
 import { type AcquireOptions, checkLockOptions, type HoldOptions } from "../options.js";
+import type { Redlock } from "../redlock.js";
 
 /** The options every declared lock (an HTTP route, a `@Locked` method) shares. */
 export interface DeclaredLockOptions extends Omit<AcquireOptions, "signal" | "retryCount" | "wait">, HoldOptions {
@@ -61,4 +62,21 @@ export function resolveDeclaredLock(
   // the same checks and messages as a call, now at declaration rather than per request
   checkLockOptions({ ...acquire, ...hold, ttl }, name);
   return Object.freeze({ ttl, acquire: Object.freeze(acquire), hold: Object.freeze(hold) });
+}
+
+/**
+ * Throws where a lock is declared (a route, a `@Locked` method) when `redlock` could never lock with
+ * its options: the Redlock's `instanceTimeout` not shorter than the ttl, a ttl its drift uses up.
+ * Each call would otherwise fail with the same error. The message names `name`.
+ */
+export function checkDeclaredWith(redlock: Redlock, declared: ResolvedDeclaredLock, name: string): void {
+  // a Redlock of an older installed copy of core may not have it: its calls check as before
+  if (typeof redlock.checkOptions !== "function") return;
+  try {
+    redlock.checkOptions(declared.ttl, declared.acquire);
+  } catch (error) {
+    if (!(error instanceof Error)) throw error;
+    const Kind = error instanceof RangeError ? RangeError : TypeError;
+    throw new Kind(`${name} cannot be used with this Redlock: ${error.message}`, { cause: error });
+  }
 }
