@@ -24,6 +24,11 @@ export default defineConfig({
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts", "examples/*/test/**/*.test.ts"],
     globalSetup: ["./test/helpers/global-setup.ts"],
     pool: "forks",
+    // Two test files at a time, also on 2 vCPUs, where vitest's default is one: most files wait on
+    // lock ttls, timers and child processes rather than compute (a serial run took 772 s of a
+    // 900 s CI budget, two at a time 433 s). Every Redis server, HTTP port and key is a file's own.
+    maxWorkers: 2,
+    minWorkers: 1,
     testTimeout: 20_000,
     hookTimeout: 30_000,
     // expect.poll waits for a state (a subscription, a queue entry, a key gone), never times
