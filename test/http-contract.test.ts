@@ -23,12 +23,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import {
   buildApp,
   type Framework,
+  HOOK_HEADERS,
   HOOK_STATUS,
   type Reply,
   type RouteSpec,
   type RunningApp,
+  SILENT_HOOK_HEADERS,
 } from "./helpers/http-apps.js";
-import { nextChunk, open, send } from "./helpers/http-client.js";
+import { type Answer, nextChunk, open, send } from "./helpers/http-client.js";
 import { leakedResources, settledResources, trackTimers } from "./helpers/invariants.js";
 import {
   arrival,
@@ -41,6 +43,7 @@ import {
   untilInvalid,
 } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
+import { OWN_ANSWER, SET_UP, setUpHeaders } from "./helpers/set-up-headers.js";
 
 const cluster = useRedisServers(3);
 /** Killed by the "Redis is down" tests; kept apart so that no reconnecting client disturbs the others. */
@@ -313,6 +316,23 @@ const routes: RouteSpec[] = [
   },
   // an app that makes its answers storable before the lock's middleware runs
   { method: "post", path: "/cached", key: "cached:{body.sku}", headersBefore: PUBLIC, handler: echo },
+  { method: "post", path: "/set-up", key: "set-up:{body.sku}", headersBefore: SET_UP, handler: echo },
+  {
+    method: "post",
+    path: "/set-up-hooked",
+    key: "set-up:{body.sku}",
+    options: { hooks: true },
+    headersBefore: SET_UP,
+    handler: echo,
+  },
+  {
+    method: "post",
+    path: "/set-up-silent",
+    key: "set-up:{body.sku}",
+    options: { hooks: "silent" },
+    headersBefore: SET_UP,
+    handler: echo,
+  },
   {
     // a @Locked method's contention, thrown from the handler to the framework's error handling
     method: "post",
@@ -950,6 +970,60 @@ describe.each(frameworks)("the %s adapter", (framework) => {
       [400, "no-store"],
     ]);
     expect(probe.calls).toBe(0);
+  });
+
+  /** The 423 (key held), 503 (Redis down) and 400 (no key) `path` answers. */
+  async function refusals(path: string): Promise<[Answer, Answer, Answer]> {
+    const holder = await dlm.acquire("set-up:A-1", 10_000);
+    const locked = await send(`${url}${path}`, { method: "POST", body: { sku: "A-1" } });
+    await holder.release();
+    const unavailable = await withRedisDown(framework, (downUrl) =>
+      send(`${downUrl}${path}`, { method: "POST", body: { sku: "A-1" } }),
+    );
+    const badKey = await send(`${url}${path}`, { method: "POST", body: {} });
+    return [locked, unavailable, badKey];
+  }
+
+  it("answers its 423, 503 and 400 as JSON of its own, without the headers an earlier middleware set for the answer it expected (text/csv, an attachment, gzip, public caching, validators, a length); the others stay", async () => {
+    const answers = await refusals("/set-up");
+    expect(answers.map((answer) => [answer.status, answer.text])).toEqual([
+      [423, '{"error":"Resource is locked"}'],
+      [503, '{"error":"Lock service unavailable"}'],
+      [400, '{"error":"Lock key part \\"body.sku\\" is missing"}'],
+    ]);
+    for (const answer of answers) expect(setUpHeaders(answer), String(answer.status)).toEqual(OWN_ANSWER);
+    expect(probe.calls).toBe(0);
+  });
+
+  it("runs onLocked and onUnavailable without the headers an earlier middleware set for the answer it expected, and leaves what they set on their own answer; the others stay", async () => {
+    const [locked, unavailable] = await refusals("/set-up-hooked");
+    expect([locked, unavailable].map((answer) => [answer.status, JSON.parse(answer.text).hook])).toEqual([
+      [HOOK_STATUS.onLocked, "onLocked"],
+      [HOOK_STATUS.onUnavailable, "onUnavailable"],
+    ]);
+    for (const answer of [locked, unavailable]) {
+      const headers = { ...setUpHeaders(answer), language: answer.headers["content-language"] };
+      expect(headers, String(answer.status)).toEqual({
+        ...OWN_ANSWER,
+        // Hono's c.json()
+        type: expect.stringMatching(/^application\/json/),
+        cacheControl: undefined,
+        language: HOOK_HEADERS["Content-Language"],
+      });
+    }
+  });
+
+  it("answers its default 423 and 503 JSON after an onLocked or onUnavailable that answered nothing without the headers describing an answer, set before it or by it; the others stay", async () => {
+    const [locked, unavailable] = await refusals("/set-up-silent");
+    expect([locked, unavailable].map((answer) => answer.status)).toEqual([423, 503]);
+    for (const answer of [locked, unavailable]) {
+      const headers = { ...setUpHeaders(answer), language: answer.headers["content-language"] };
+      expect({ ...headers, hook: answer.headers["x-hook"] }, String(answer.status)).toEqual({
+        ...OWN_ANSWER,
+        language: undefined,
+        hook: SILENT_HOOK_HEADERS["X-Hook"],
+      });
+    }
   });
 
   // Hono's error handling is the app's own (onError): it does not read the error's headers

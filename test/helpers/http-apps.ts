@@ -21,7 +21,7 @@ import { type HonoLockHook, createRedlockMiddleware as honoRedlock } from "@redl
 import { type KoaLockHook, createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
 import express from "express";
 import Fastify from "fastify";
-import { Hono, type MiddlewareHandler } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import Koa from "koa";
 
 /** What a handler answers: JSON (status 200 unless given, with `headers` if any) or a streamed body. */
@@ -34,8 +34,11 @@ export interface RouteSpec {
   /** Express-style path; all three routers read `/orders/:id/pay` the same way. */
   path: string;
   key: KeySpec<HttpKeySource>;
-  /** Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below. */
-  options?: RouteDefaults & { hooks?: boolean };
+  /**
+   * Route options without hooks; `hooks: true` installs the custom onLocked/onUnavailable below,
+   * `hooks: "silent"` ones that only set `SILENT_HOOK_HEADERS` and answer nothing.
+   */
+  options?: RouteDefaults & { hooks?: boolean | "silent" };
   /** Response headers a middleware (Fastify: an onRequest hook) of the route sets before the lock's. */
   headersBefore?: Record<string, string>;
   /**
@@ -54,6 +57,10 @@ export interface NodeExchange {
 /** What the custom hooks answer, so that a test can tell them from the built-in JSON. */
 export const HOOK_STATUS = { onLocked: 429, onUnavailable: 502 } as const;
 const hookBody = (hook: keyof typeof HOOK_STATUS, error: RedlockError) => ({ hook, code: error.code });
+/** A header describing the body that the custom hooks set on their own answer. */
+export const HOOK_HEADERS = { "Content-Language": "en" } as const;
+/** What the silent hooks set before they let the default JSON go out: one of each kind. */
+export const SILENT_HOOK_HEADERS = { "Content-Language": "en", "X-Hook": "ran" } as const;
 
 export interface RunningApp {
   readonly url: string;
@@ -85,8 +92,9 @@ async function listen(server: http.Server): Promise<RunningApp> {
   };
 }
 
-function withHooks<Hook>(spec: RouteSpec, onLocked: Hook, onUnavailable: Hook): RouteLockOptions<Hook> {
+function withHooks<Hook>(spec: RouteSpec, onLocked: Hook, onUnavailable: Hook, silent: Hook): RouteLockOptions<Hook> {
   const { hooks, ...options } = spec.options ?? {};
+  if (hooks === "silent") return { ...options, onLocked: silent, onUnavailable: silent };
   return hooks ? { ...options, onLocked, onUnavailable } : options;
 }
 
@@ -99,8 +107,12 @@ const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
   for (const spec of routes) {
     const options = withHooks<ExpressLockHook>(
       spec,
-      (_req, res, error) => res.status(HOOK_STATUS.onLocked).json(hookBody("onLocked", error)),
-      (_req, res, error) => res.status(HOOK_STATUS.onUnavailable).json(hookBody("onUnavailable", error)),
+      (_req, res, error) => res.status(HOOK_STATUS.onLocked).set(HOOK_HEADERS).json(hookBody("onLocked", error)),
+      (_req, res, error) =>
+        res.status(HOOK_STATUS.onUnavailable).set(HOOK_HEADERS).json(hookBody("onUnavailable", error)),
+      (_req, res) => {
+        res.set(SILENT_HOOK_HEADERS);
+      },
     );
     const before: express.RequestHandler = (_req, res, next) => {
       res.set(spec.headersBefore ?? {});
@@ -131,11 +143,16 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
       spec,
       (ctx, error) => {
         ctx.status = HOOK_STATUS.onLocked;
+        ctx.set(HOOK_HEADERS);
         ctx.body = hookBody("onLocked", error);
       },
       (ctx, error) => {
         ctx.status = HOOK_STATUS.onUnavailable;
+        ctx.set(HOOK_HEADERS);
         ctx.body = hookBody("onUnavailable", error);
+      },
+      (ctx) => {
+        ctx.set(SILENT_HOOK_HEADERS);
       },
     );
     const before: Koa.Middleware = (ctx, next) => {
@@ -171,8 +188,13 @@ const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
   for (const spec of routes) {
     const options = withHooks<FastifyLockHook>(
       spec,
-      (_request, reply, error) => reply.code(HOOK_STATUS.onLocked).send(hookBody("onLocked", error)),
-      (_request, reply, error) => reply.code(HOOK_STATUS.onUnavailable).send(hookBody("onUnavailable", error)),
+      (_request, reply, error) =>
+        reply.code(HOOK_STATUS.onLocked).headers(HOOK_HEADERS).send(hookBody("onLocked", error)),
+      (_request, reply, error) =>
+        reply.code(HOOK_STATUS.onUnavailable).headers(HOOK_HEADERS).send(hookBody("onUnavailable", error)),
+      (_request, reply) => {
+        reply.headers(SILENT_HOOK_HEADERS);
+      },
     );
     app.route({
       method: spec.method.toUpperCase() as "GET" | "POST",
@@ -210,8 +232,12 @@ async function buildHono(
   for (const spec of routes) {
     const options = withHooks<HonoLockHook>(
       spec,
-      (c, error) => c.json(hookBody("onLocked", error), HOOK_STATUS.onLocked),
-      (c, error) => c.json(hookBody("onUnavailable", error), HOOK_STATUS.onUnavailable),
+      (c, error) => c.json(hookBody("onLocked", error), HOOK_STATUS.onLocked, HOOK_HEADERS),
+      (c, error) => c.json(hookBody("onUnavailable", error), HOOK_STATUS.onUnavailable, HOOK_HEADERS),
+      // answers nothing: anything but a Response sends the default JSON
+      ((c: Context) => {
+        for (const [name, value] of Object.entries(SILENT_HOOK_HEADERS)) c.header(name, value);
+      }) as unknown as HonoLockHook,
     );
     // on c.res, as cors() sets its headers: Hono's setter merges them over a response set after
     const before: MiddlewareHandler = async (c, next) => {

@@ -85,6 +85,8 @@ function answer(outcome: Exclude<RouteOutcome<ExpressLockHook>, { kind: "acquire
     outcome,
     (hook) => hook(req, res, outcome.error),
     () => responseAnswered(res),
+    // res.json() keeps a Content-Type set before: core removes it (and the body's other headers) first
     ({ status, headers, body }) => res.status(status).set(headers).json(body),
+    (name) => res.removeHeader(name),
   );
 }

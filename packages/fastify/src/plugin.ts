@@ -110,6 +110,8 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     );
     request.log.error({ err: error }, error.message);
     const { status, headers, body } = errorResponse(error);
+    // as for a refusal: under a Content-Type an earlier hook set, Fastify would not serialize the body
+    for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
     reply.code(status).headers(headers).send(body);
   });
 };
@@ -213,7 +215,9 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
             outcome,
             (hook) => callHook(hook, request, reply, outcome.error),
             () => sendCalled.has(reply) || reply.sent || responseAnswered(reply.raw),
+            // under a Content-Type set before Fastify refuses to serialize the body (a 500): core removes it first
             ({ status, headers, body }) => reply.code(status).headers(headers).send(body),
+            (name) => reply.removeHeader(name),
           );
         },
         (error: unknown) => done(error as Error),

@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { OWN_ANSWER, SET_UP, setUpHeaders } from "#test-helpers/set-up-headers.js";
 import redlockPlugin, { redlockPlugin as namedPlugin } from "../src/index.js";
 
 const cluster = useRedisServers(1);
@@ -164,6 +165,21 @@ describe("the Fastify plugin", () => {
     // the caller's object is left as it was
     expect(Object.getOwnPropertySymbols(shared)).toEqual([]);
     expect(await cluster.servers[0]?.client().keys("early*")).toEqual([]);
+  });
+
+  it("answers that 500 without the headers an onRequest hook before it set up for the route's answer; the others stay", async () => {
+    const app = Fastify();
+    apps.push(app);
+    app.addHook("onRequest", async (_request, reply) => {
+      reply.headers(SET_UP);
+    });
+    app.post("/early", { config: { redlock: "early" } }, ok);
+    await app.register(redlockPlugin, { redlock: dlm });
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+    const answer = await send(`${url}/early`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([500, '{"error":"Lock service misconfigured"}']);
+    expect(setUpHeaders(answer)).toEqual(OWN_ANSWER);
   });
 });
 

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import { finished } from "node:stream";
 import {
+  answerRejected,
   createHttpLockPolicy,
   drainDroppedBody,
   FetchResponseTracker,
@@ -85,11 +86,22 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // the client left while waiting: nobody reads this
       if (outcome.kind === "aborted") return new Response(null, { status: 499 });
       if (outcome.kind === "rejected") {
-        const custom = await outcome.hook?.(c, outcome.error);
-        if (custom instanceof Response) return custom;
-        const { status, headers, body } = outcome.response;
-        // the headers set before (cors()) are in it, under the answer's own (Cache-Control: no-store)
-        return setResponse(c, c.json(body, status as ContentfulStatusCode, headers));
+        let answer: Response | undefined;
+        await answerRejected(
+          outcome,
+          async (hook) => {
+            const custom = await hook(c, outcome.error);
+            if (custom instanceof Response) answer = custom;
+          },
+          () => answer !== undefined,
+          // the headers set before (cors()) are in it, under the answer's own (Cache-Control: no-store)
+          ({ status, headers, body }) => {
+            const json = { ...headers, "content-type": JSON_TYPE };
+            answer = setResponse(c, c.json(body, status as ContentfulStatusCode, json));
+          },
+          (name) => c.header(name, undefined),
+        );
+        return answer;
       }
       const lock = outcome.lock;
       c.set("lock", lock);
@@ -157,9 +169,12 @@ function replaceLostAnswer(c: Context, held: HeldRoute, discard: (old: Response)
   const headers = new Headers(old.headers);
   for (const name of REPLACED_ANSWER_HEADERS) headers.delete(name);
   for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
-  headers.set("content-type", "application/json");
+  headers.set("content-type", JSON_TYPE);
   setResponse(c, new Response(JSON.stringify(answer.body), { status: answer.status, headers }));
 }
+
+/** The type of the JSON the middleware answers itself, as the other adapters send it. */
+const JSON_TYPE = "application/json; charset=utf-8";
 
 /**
  * `c.res = response`, cleared first: Hono's setter would merge the old response's headers back in,

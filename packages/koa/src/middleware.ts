@@ -107,11 +107,13 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           (hook) => hook(ctx, outcome.error),
           // Koa's own "nothing answered" (its 404 Not Found): no body and the default status
           () => ctx.body !== undefined || ctx.status !== 404 || ctx.respond === false || responseAnswered(ctx.res),
+          // Koa keeps a Content-Type set before a JSON body: core removes it (and the body's other headers) first
           ({ status, headers, body }) => {
             ctx.status = status;
             ctx.set(headers);
             ctx.body = body;
           },
+          (name) => ctx.remove(name),
         );
       } catch (error) {
         // a hook that threw once its own answer had started

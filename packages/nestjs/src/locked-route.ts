@@ -21,6 +21,7 @@ import {
   trackHeldLocks,
 } from "@redlock-kit/core";
 import type { Observable } from "rxjs";
+import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor } from "./locked-exception.js";
 import { handlerOf, lockedByInterceptor } from "./locked-requests.js";
 
@@ -121,23 +122,10 @@ class LockedRouteCheck implements NestInterceptor {
     const error = new LockConfigurationError(`${where} is a @LockedRoute, but ${why}: the route cannot be locked`, []);
     logger.error(error.message);
     if (!http) throw error;
-    setHeaders(context.switchToHttp().getResponse<HeaderSetter>(), error.headers);
+    // as the module's interceptor sets them
+    setErrorHeaders(context.switchToHttp().getResponse(), error.headers);
     throw httpExceptionFor(error);
   }
-}
-
-/** Express's response (`res.header`, an alias of `res.set`) and Fastify's reply both set a header so. */
-interface HeaderSetter {
-  header?(name: string, value: string): unknown;
-}
-
-/**
- * The error's headers (`Cache-Control: no-store`) over those set before (`@Header()`), as the module's
- * interceptor sets them; on the platform's own object, whose headers Fastify writes over the raw ones.
- */
-function setHeaders(response: HeaderSetter, headers: Readonly<Record<string, string>>): void {
-  if (typeof response.header !== "function") return;
-  for (const [name, value] of Object.entries(headers)) response.header(name, value);
 }
 
 const LOCKED_ROUTE_CHECK = new LockedRouteCheck();

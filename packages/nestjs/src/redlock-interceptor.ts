@@ -24,6 +24,7 @@ import {
 import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
 import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
+import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
 import { awaitHandler, markLocked } from "./locked-requests.js";
 
@@ -138,15 +139,17 @@ export class RedlockInterceptor implements NestInterceptor {
     throw this.#translate(outcome.error, response);
   }
 
-  /** The exception Nest's filters should see, with the headers that belong to it set on the response. */
+  /**
+   * The exception Nest's filters should see, with the headers that belong to it set on the response,
+   * and without those describing the answer the route set up (its filters answer in its place).
+   */
   #translate(error: unknown, response: unknown): unknown {
     const redlockError = RedlockError.isRedlockError(error);
     const exception = redlockError ? httpExceptionFor(error) : error;
     // a 423's LockedException carries the RedlockError's headers; one the app throws, its own
     const headers = exception instanceof LockedException ? exception.headers : redlockError ? error.headers : undefined;
-    const adapter = this.adapterHost.httpAdapter;
-    if (headers !== undefined && !adapter.isHeadersSent(response)) {
-      for (const [name, value] of Object.entries(headers)) adapter.setHeader(response, name, value);
+    if (headers !== undefined && !this.adapterHost.httpAdapter.isHeadersSent(response)) {
+      setErrorHeaders(response, headers);
     }
     return exception;
   }

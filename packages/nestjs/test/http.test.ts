@@ -8,6 +8,7 @@
 import type { Server } from "node:http";
 import {
   type ArgumentsHost,
+  applyDecorators,
   Body,
   type CanActivate,
   Catch,
@@ -31,9 +32,10 @@ import { type AcquireMessage, channels, type Lock, LockConfigurationError, Redlo
 import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { open } from "#test-helpers/http-client.js";
+import { type Answer, open, send } from "#test-helpers/http-client.js";
 import { untilInvalid } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { OWN_ANSWER, SET_UP, setUpHeaders } from "#test-helpers/set-up-headers.js";
 import { Locked, LockedException, LockedRoute, RedlockModule, RequestLock } from "../src/index.js";
 import { captureLogs, platforms, type RunningNestApp, startNestApp } from "./helpers/nest-app.js";
 
@@ -75,6 +77,9 @@ interface RawReply {
 
 /** What an app may set on every answer: a shared cache keeps such a 423 (RFC 9111) and serves it to everyone. */
 const PUBLIC = "public, max-age=300";
+
+/** What the routes set up for a CSV download set with `@Header()` (before the interceptors run). */
+const SetUp = () => applyDecorators(...Object.entries(SET_UP).map(([name, value]) => Header(name, value)));
 
 const ROLES = "roles";
 const Roles = (...roles: string[]) => SetMetadata(ROLES, roles);
@@ -167,6 +172,20 @@ class OrdersController {
     throw new LockedException("Order is being paid");
   }
 
+  // routes set up for a CSV download (@Header is set before the interceptors run)
+  @Post("report")
+  @SetUp()
+  @LockedRoute("report:{body.sku}")
+  report() {
+    return "a,b\n";
+  }
+
+  @Post(":id/report-pay")
+  @SetUp()
+  reportPay(@Param("id") id: string) {
+    return this.orders.pay(id);
+  }
+
   // handlers that ignore their lock's signal and answer once its validity ended (500 ms, not renewed)
   @Post(":id/late")
   @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
@@ -243,6 +262,14 @@ class ForgottenController {
   pay() {
     this.ran++;
     return { paid: true };
+  }
+
+  @Post(":id/report")
+  @SetUp()
+  @LockedRoute("forgotten:{params.id}")
+  report() {
+    this.ran++;
+    return "a,b\n";
   }
 }
 
@@ -410,6 +437,26 @@ describe.each(platforms)("on platform-%s", (platform) => {
     }
   });
 
+  it("answers 423 and 400 as its own JSON, without the headers the route set up for its answer (text/csv, an attachment, gzip, public caching, validators, a length); the others stay: from @LockedRoute, from a @Locked method", async () => {
+    const held = await Promise.all([other.acquire("report:A-1", 4000), other.acquire("order:10", 4000)]);
+    let answers: Answer[];
+    try {
+      answers = [
+        await send(`${running.url}/orders/report`, { method: "POST", body: { sku: "A-1" } }),
+        await send(`${running.url}/orders/10/report-pay`, { method: "POST" }),
+      ];
+    } finally {
+      await Promise.all(held.map((lock) => lock.release()));
+    }
+    answers.push(await send(`${running.url}/orders/report`, { method: "POST", body: {} }));
+    expect(answers.map((answer) => [answer.status, JSON.parse(answer.text).errorCode])).toEqual([
+      [423, "ERR_REDLOCK_CONTENTION"],
+      [423, "ERR_REDLOCK_CONTENTION"],
+      [400, "ERR_REDLOCK_KEY"],
+    ]);
+    for (const answer of answers) expect(setUpHeaders(answer), String(answer.status)).toEqual(OWN_ANSWER);
+  });
+
   it("an exception filter catches LockedException like any HttpException and answers its own way", async () => {
     const held = await other.acquire("pack:1", 3000);
     try {
@@ -439,6 +486,17 @@ describe.each(platforms)("on platform-%s", (platform) => {
         "ForgottenController.pay is a @LockedRoute, but RedlockModule is not imported in this app: the route cannot be locked",
       );
       expect(forgotten.app.get(ForgottenController).ran).toBe(0);
+    } finally {
+      await forgotten.close();
+    }
+  });
+
+  it("@LockedRoute in an app without RedlockModule answers its 500 without the headers the route set up for its answer; the others stay", async () => {
+    const forgotten = await startNestApp(AppWithoutRedlockModule, platform, captureLogs().logger);
+    try {
+      const answer = await send(`${forgotten.url}/forgotten/1/report`, { method: "POST" });
+      expect([answer.status, JSON.parse(answer.text).errorCode]).toEqual([500, "ERR_REDLOCK_CONFIG"]);
+      expect(setUpHeaders(answer)).toEqual(OWN_ANSWER);
     } finally {
       await forgotten.close();
     }

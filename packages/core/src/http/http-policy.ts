@@ -74,18 +74,32 @@ export type RejectedOutcome<Hook> = Extract<RouteOutcome<Hook>, { kind: "rejecte
  * logged, or resolved without answering) gets the default response, so that a hook never leaves
  * it hanging. A hook that throws or rejects rejects here, as a handler would, for the framework's
  * error handling: nothing is written over what it may have started.
+ *
+ * The refusal takes the place of the answer earlier steps were setting up (`res.attachment()`, a
+ * `Content-Encoding`, a public `Cache-Control`): `removeHeader` is called with each of
+ * `REPLACED_ANSWER_HEADERS` before the hook runs, so that it answers without them, and again
+ * before the default response, whose JSON must not go out under a type, encoding or validator a
+ * silent hook or an earlier step set. What a hook sets on its own answer stays. Without
+ * `removeHeader` nothing is removed.
  */
 export async function answerRejected<Hook>(
   outcome: RejectedOutcome<Hook>,
   callHook: (hook: Hook) => unknown,
   answered: () => boolean,
   write: (response: HttpResponse) => void,
+  removeHeader?: (name: string) => void,
 ): Promise<void> {
   if (outcome.hook !== undefined) {
+    removeReplacedHeaders(removeHeader);
     await callHook(outcome.hook);
     if (answered()) return;
   }
+  removeReplacedHeaders(removeHeader);
   write(outcome.response);
+}
+
+function removeReplacedHeaders(removeHeader: ((name: string) => void) | undefined): void {
+  if (removeHeader !== undefined) for (const name of REPLACED_ANSWER_HEADERS) removeHeader(name);
 }
 
 /**
@@ -98,11 +112,12 @@ export function errorResponse(error: RedlockError): HttpResponse {
 }
 
 /**
- * The headers of an answer replaced by `HeldRoute.lostAnswer()` that describe its body, how it is
- * framed (Transfer-Encoding beside the 409's Content-Length is a malformed response; a Trailer
- * without chunked framing makes Node throw) or how long it may be cached (the 409 carries its own
- * `Cache-Control: no-store`), or point elsewhere (a redirect's Location): removed with it, lower
- * case. The answer's other headers stay.
+ * The headers of an answer replaced by `HeldRoute.lostAnswer()`, or by a refusal (`answerRejected`),
+ * that describe its body, how it is framed (Transfer-Encoding beside the 409's Content-Length is a
+ * malformed response; a Trailer without chunked framing makes Node throw) or how long it may be
+ * cached (the library's answers carry their own `Cache-Control: no-store`), or point elsewhere (a
+ * redirect's Location): removed with it, lower case. The answer's other headers (a request id,
+ * `Set-Cookie`, CORS, `Vary`) stay.
  */
 export const REPLACED_ANSWER_HEADERS: readonly string[] = Object.freeze([
   "cache-control",
