@@ -17,7 +17,7 @@ import {
   redlockErrorHandler,
 } from "@redlock-kit/express";
 import redlockPlugin, { type FastifyLockHook } from "@redlock-kit/fastify";
-import { type HonoLockHook, createRedlockMiddleware as honoRedlock } from "@redlock-kit/hono";
+import { type HonoLockHook, createRedlockMiddleware as honoRedlock, type RedlockEnv } from "@redlock-kit/hono";
 import { type KoaLockHook, createRedlockMiddleware as koaRedlock } from "@redlock-kit/koa";
 import express from "express";
 import Fastify from "fastify";
@@ -29,6 +29,22 @@ export type Reply = { status?: number; json: unknown; headers?: Record<string, s
 
 const answerHeaders = (reply: { headers?: Record<string, string> }) => reply.headers ?? {};
 
+/**
+ * A lock middleware mounted at the router level on a path prefix (Express `app.use`, Koa
+ * `router.use`, Hono `app.use(prefix/*)`), before the route: the route runs inside it. Fastify has
+ * no such place (its locks are `config.redlock`, one per route).
+ */
+export interface GuardSpec {
+  /** Express-style prefix with parameters: `/orders/:id`. */
+  path: string;
+  key: KeySpec<HttpKeySource>;
+  options?: RouteDefaults;
+  /** The guard's own Redlock (the app's when not given). */
+  redlock?: Redlock;
+  /** Runs after the guard took its lock, before the route, with the lock the guard put on the request. */
+  entered?: (lock: Lock | undefined) => Promise<void>;
+}
+
 export interface RouteSpec {
   method: "get" | "post";
   /** Express-style path; all three routers read `/orders/:id/pay` the same way. */
@@ -39,6 +55,8 @@ export interface RouteSpec {
    * `hooks: "silent"` ones that only set `SILENT_HOOK_HEADERS` and answer nothing.
    */
   options?: RouteDefaults & { hooks?: boolean | "silent" };
+  /** Lock middleware at the router level that the route is nested in, outermost first. */
+  guards?: readonly GuardSpec[];
   /** Response headers a middleware (Fastify: an onRequest hook) of the route sets before the lock's. */
   headersBefore?: Record<string, string>;
   /**
@@ -118,6 +136,12 @@ const buildExpress: AppBuilder = async (dlm, routes, defaults) => {
       res.set(spec.headersBefore ?? {});
       next();
     };
+    for (const guard of spec.guards ?? []) {
+      const entered: express.RequestHandler = (req, _res, next) => {
+        (guard.entered?.(req.lock) ?? Promise.resolve()).then(() => next(), next);
+      };
+      app.use(guard.path, expressRedlock(guard.redlock ?? dlm, defaults)(guard.key, guard.options), entered);
+    }
     app[spec.method](spec.path, before, redlock(spec.key, options), async (req, res) => {
       const reply = await spec.handler(req.lock, { req, res });
       if ("stream" in reply) reply.stream.pipe(res);
@@ -159,6 +183,16 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
       ctx.set(spec.headersBefore ?? {});
       return next();
     };
+    for (const guard of spec.guards ?? []) {
+      router.use(
+        guard.path,
+        koaRedlock(guard.redlock ?? dlm, defaults)(guard.key, guard.options),
+        async (ctx, next) => {
+          await guard.entered?.(ctx.state.lock);
+          await next();
+        },
+      );
+    }
     router[spec.method](spec.path, before, redlock(spec.key, options), async (ctx) => {
       const reply = await spec.handler(ctx.state.lock, { req: ctx.req, res: ctx.res });
       if ("stream" in reply) ctx.body = reply.stream;
@@ -186,6 +220,7 @@ const buildFastify: AppBuilder = async (dlm, routes, defaults) => {
     return reply.send(error);
   });
   for (const spec of routes) {
+    if (spec.guards) throw new Error(`${spec.path}: Fastify has no router-level lock (config.redlock is per route)`);
     const options = withHooks<FastifyLockHook>(
       spec,
       (_request, reply, error) =>
@@ -244,6 +279,13 @@ async function buildHono(
       for (const [name, value] of Object.entries(spec.headersBefore ?? {})) c.res.headers.set(name, value);
       await next();
     };
+    for (const guard of spec.guards ?? []) {
+      const entered: MiddlewareHandler<RedlockEnv> = async (c, next) => {
+        await guard.entered?.(c.get("lock"));
+        await next();
+      };
+      app.use(`${guard.path}/*`, honoRedlock(guard.redlock ?? dlm, defaults)(guard.key, guard.options), entered);
+    }
     app[spec.method](spec.path, before, redlock(spec.key, options), async (c) => {
       const reply = await spec.handler(c.var.lock, { req: c.env?.incoming, res: c.env?.outgoing } as NodeExchange);
       if ("stream" in reply) return new Response(Readable.toWeb(reply.stream) as ReadableStream<Uint8Array>);

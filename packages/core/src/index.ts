@@ -21,6 +21,7 @@ export {
   type HttpKeySource,
   type HttpLockPolicy,
   type HttpResponse,
+  type NestedRouteOutcome,
   REPLACED_ANSWER_HEADERS,
   type RejectedOutcome,
   RouteLock,

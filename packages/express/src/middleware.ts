@@ -6,10 +6,10 @@ import {
   holdingLock,
   type KeySpec,
   type Lock,
+  type NestedRouteOutcome,
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
-  type RouteOutcome,
   responseAnswered,
 } from "@redlock-kit/core";
 import type { Request, RequestHandler, Response } from "express";
@@ -61,10 +61,16 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
         body: req.body,
         headers: req.headers,
       };
-      // Express 4 ignores returned promises, so every rejection is handed to next() here.
+      // Express 4 ignores returned promises, so every rejection is handed to next() here. req.lock:
+      // a guard of this request (app.use) holding the key already is not waited for
       route
-        .begin(source, res)
+        .begin(source, res, undefined, req.lock)
         .then((outcome) => {
+          if (outcome.kind === "reentered") {
+            // under the guard's lock, which that guard releases and follows
+            req.lock = outcome.lock;
+            return next();
+          }
           if (outcome.kind !== "acquired") return answer(outcome, req, res);
           req.lock = outcome.lock;
           // Express has no point where a middleware sees the handler's answer before it is written:
@@ -79,7 +85,11 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
 }
 
 /** A request that gets no lock: the hook's response or the JSON one, or nothing if the client left. */
-function answer(outcome: Exclude<RouteOutcome<ExpressLockHook>, { kind: "acquired" }>, req: Request, res: Response) {
+function answer(
+  outcome: Exclude<NestedRouteOutcome<ExpressLockHook>, { kind: "acquired" | "reentered" }>,
+  req: Request,
+  res: Response,
+) {
   if (outcome.kind === "aborted") return;
   return answerRejected(
     outcome,

@@ -79,12 +79,20 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       let returned = false;
       // asked when the client leaves and again at the server's end: the first answer holds
       let endsLater: boolean | undefined;
+      // c.get, not c.var (an object per read): an app.use() guard of this request holding the key
+      // already is not waited for
+      const requestLock = c.get("lock") as Lock | undefined;
       // the Node response's own state tells whether its client left while the body was read
       const outcome = await (tracker
-        ? route.beginTracked(source, tracker)
-        : route.begin(source, outgoing as ServerResponse, () => (endsLater ??= !returned)));
+        ? route.beginTracked(source, tracker, requestLock)
+        : route.begin(source, outgoing as ServerResponse, () => (endsLater ??= !returned), requestLock));
       // the client left while waiting: nobody reads this
       if (outcome.kind === "aborted") return new Response(null, { status: 499 });
+      if (outcome.kind === "reentered") {
+        // under the guard's lock, which that guard follows and releases
+        c.set("lock", outcome.lock);
+        return next();
+      }
       if (outcome.kind === "rejected") {
         let answer: Response | undefined;
         await answerRejected(

@@ -77,7 +77,13 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       // A web body (Koa 3: a ReadableStream, a Response with one) set once its client had left is
       // not read: Koa ends the response at once while the body's producer may still run, and that
       // end is not the handler's (the lock expires within one ttl).
-      const outcome = await route.begin(source, ctx.res, () => !isWebBody(ctx.body));
+      // ctx.state.lock: a router-level guard of this request holding the key already is not waited for
+      const outcome = await route.begin(source, ctx.res, () => !isWebBody(ctx.body), ctx.state.lock);
+      if (outcome.kind === "reentered") {
+        // under the guard's lock, which that guard releases once the chain and the response are done
+        ctx.state.lock = outcome.lock;
+        return next();
+      }
       if (outcome.kind === "acquired") {
         ctx.state.lock = outcome.lock;
         try {

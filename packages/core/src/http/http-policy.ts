@@ -1,5 +1,5 @@
 import type { ServerResponse } from "node:http";
-import { LockKeyError, LockLostError, RedlockError } from "../errors.js";
+import { LockConfigurationError, LockKeyError, LockLostError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
 import {
   checkDeclaredWith,
@@ -15,6 +15,7 @@ import type { Redlock } from "../redlock.js";
 import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
+import { requestHolding, takenWithin } from "./request-locks.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -64,6 +65,14 @@ export type RouteOutcome<Hook> =
   | { readonly kind: "rejected"; readonly error: RedlockError; readonly response: HttpResponse; readonly hook?: Hook }
   /** The client left, or another step answered, while waiting for the lock; nothing is held and nobody is listening. */
   | { readonly kind: "aborted" };
+
+/**
+ * What `begin()` gives when it is handed the lock the request already holds (`req.lock`): also
+ * `reentered`, the request holding every resource of the route already, through the same Redlock,
+ * with valid locks (a router-level guard on the same key): run the rest of the request (`next`) as
+ * it is, with `lock` on the request; nothing was acquired, nothing is to release.
+ */
+export type NestedRouteOutcome<Hook> = RouteOutcome<Hook> | { readonly kind: "reentered"; readonly lock: Lock };
 
 /** A request the route refused the lock: contention (423), unavailability (503) or a bad key (400). */
 export type RejectedOutcome<Hook> = Extract<RouteOutcome<Hook>, { kind: "rejected" }>;
@@ -187,12 +196,43 @@ export class RouteLock<Hook = never> {
    * `held` has settled. `handlerEndsLater`: whether an `end()` after the client left still means
    * the handler finished, asked when it leaves and again at that end (yes when not given).
    */
-  begin(source: HttpKeySource, res: ServerResponse, handlerEndsLater?: () => boolean): Promise<RouteOutcome<Hook>> {
-    return this.beginTracked(source, new ResponseTracker(res, handlerEndsLater));
+  begin(source: HttpKeySource, res: ServerResponse, handlerEndsLater?: () => boolean): Promise<RouteOutcome<Hook>>;
+  /**
+   * `requestLock`: the lock an enclosing route of this request put on it (`req.lock`), if any. The
+   * resources the request holds through it (or through the locks it was taken within) with this
+   * route's Redlock are not locked again: all of them, `reentered`; some, the others are locked. A
+   * lock of the request on one of them that is no longer valid gives `rejected` with its
+   * `LockLostError` (409), and one without fences under a route with `fencing: true` a
+   * `LockConfigurationError` (500): the handler never runs believing it holds what it does not.
+   */
+  begin(
+    source: HttpKeySource,
+    res: ServerResponse,
+    handlerEndsLater: (() => boolean) | undefined,
+    requestLock: Lock | null | undefined,
+  ): Promise<NestedRouteOutcome<Hook>>;
+  begin(
+    source: HttpKeySource,
+    res: ServerResponse,
+    handlerEndsLater?: () => boolean,
+    requestLock?: Lock | null,
+  ): Promise<NestedRouteOutcome<Hook>> {
+    return this.beginTracked(source, new ResponseTracker(res, handlerEndsLater), requestLock);
   }
 
   /** `begin` for a response followed by the adapter's own tracker (e.g. a `FetchResponseTracker`). */
-  beginTracked(source: HttpKeySource, tracker: TrackedResponse): Promise<RouteOutcome<Hook>> {
+  beginTracked(source: HttpKeySource, tracker: TrackedResponse): Promise<RouteOutcome<Hook>>;
+  /** `begin` with the lock the request already holds (`requestLock`), for a response followed by the adapter's own tracker. */
+  beginTracked(
+    source: HttpKeySource,
+    tracker: TrackedResponse,
+    requestLock: Lock | null | undefined,
+  ): Promise<NestedRouteOutcome<Hook>>;
+  beginTracked(
+    source: HttpKeySource,
+    tracker: TrackedResponse,
+    requestLock?: Lock | null,
+  ): Promise<NestedRouteOutcome<Hook>> {
     if (tracker.clientLeft || tracker.finished === true) {
       // over before the route asked (the client left, or another step answered, during an earlier
       // awaited step): nobody to answer, so nothing is sent; taking the key would refuse a live request
@@ -210,9 +250,46 @@ export class RouteLock<Hook = never> {
     }
     // Only a wait needs a signal to stop; a single attempt is checked for a departed client below.
     const acquire = options.waits ? { ...options.acquire, signal: tracker.signal } : options.acquire;
+    if (requestLock != null) return this.#within(requestLock, resources, acquire, tracker);
     // Callbacks rather than an async function: this runs for every locked request (bench/).
     return this.#redlock.acquire(resources, options.ttl, acquire).then(
       (lock) => this.#acquired(lock, tracker),
+      (error: unknown) => this.#failed(error, tracker),
+    );
+  }
+
+  /**
+   * A route nested in another of its request (a router-level guard): the resources the request
+   * holds already are not locked again, so that it does not wait for itself.
+   */
+  #within(
+    requestLock: Lock,
+    resources: readonly string[],
+    acquire: AcquireOptions,
+    tracker: TrackedResponse,
+  ): Promise<NestedRouteOutcome<Hook>> {
+    const holding = requestHolding(this.#redlock, requestLock, resources);
+    let refusal: RedlockError | undefined;
+    if (holding.lost !== undefined) {
+      // the handler would run outside the critical section it was nested in: the enclosing route
+      // would answer its success 409 anyway, after its work
+      refusal = lostErrorOf(holding.lost, "before a route nested in it ran");
+    } else if (holding.unfenced && this.#options.acquire.fencing === true) {
+      const message =
+        "A route with fencing: true is nested in a route of its request that holds its resources without fencing: give that route fencing: true too";
+      refusal = new LockConfigurationError(message, [], resources);
+    }
+    if (refusal !== undefined) return Promise.resolve(this.#failed(refusal, tracker));
+    if (holding.pending.length === 0) {
+      tracker.dispose();
+      return Promise.resolve({ kind: "reentered", lock: holding.lock as Lock });
+    }
+    return this.#redlock.acquire(holding.pending, this.#options.ttl, acquire).then(
+      (lock) => {
+        // a route nested deeper finds the request's other locks through this one
+        takenWithin(lock, requestLock);
+        return this.#acquired(lock, tracker);
+      },
       (error: unknown) => this.#failed(error, tracker),
     );
   }
@@ -287,9 +364,8 @@ export class HeldRoute {
   lostError(): LockLostError | undefined {
     const lock = this.lock;
     if (lock.valid) return undefined;
-    const state = lock[STATE];
-    if (state.released) return undefined;
-    return state.lost ?? new LockLostError(lock.resources, "Lock validity ended before the response was sent");
+    if (lock[STATE].released) return undefined;
+    return lostErrorOf(lock, "before the response was sent");
   }
 
   /**
@@ -391,6 +467,10 @@ export class HeldRoute {
 }
 
 const noop = (): void => {};
+
+/** Why `lock` is no longer valid: its renewal's failure, or its validity ended `when`. */
+const lostErrorOf = (lock: Lock, when: string): LockLostError =>
+  lock[STATE].lost ?? new LockLostError(lock.resources, `Lock validity ended ${when}`);
 
 /**
  * The request named the resources, so a name the Redlock's keyPrefix turns into one of the library's
