@@ -345,6 +345,15 @@ const routes: RouteSpec[] = [
   },
   {
     method: "post",
+    path: "/set-up-throws",
+    key: "set-up-throws",
+    headersBefore: SET_UP,
+    handler: async () => {
+      throw new LockContentionError(["order:1"], 3000);
+    },
+  },
+  {
+    method: "post",
     path: "/fenced/:id",
     key: "fenced:{params.id}",
     options: { fencing: true },
@@ -1035,6 +1044,19 @@ describe.each(frameworks)("the %s adapter", (framework) => {
         "no-store",
         "3",
       ]);
+    });
+
+  if (!framework.startsWith("hono"))
+    it("answers a LockContentionError the handler throws as JSON without the headers an earlier middleware set for the answer it expected, through the framework's error handling", async () => {
+      const answer = await send(`${url}/set-up-throws`, { method: "POST" });
+      const { type, cacheControl, leftOver } = setUpHeaders(answer);
+      expect({ status: answer.status, type, cacheControl, leftOver }).toEqual({
+        status: 423,
+        // Koa's own error handling answers the error's message as text
+        type: framework === "koa" ? "text/plain; charset=utf-8" : OWN_ANSWER.type,
+        cacheControl: OWN_ANSWER.cacheControl,
+        leftOver: [],
+      });
     });
 
   it("answers 409 instead of a streamed body returned after the lock was lost, and stops its producer (Express: unpipes it)", async () => {

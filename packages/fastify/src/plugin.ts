@@ -14,7 +14,7 @@ import {
   LockConfigurationError,
   REPLACED_ANSWER_HEADERS,
   type Redlock,
-  type RedlockError,
+  RedlockError,
   type RouteLock,
   type RouteLockOptions,
   responseAnswered,
@@ -113,6 +113,16 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // as for a refusal: under a Content-Type an earlier hook set, Fastify would not serialize the body
     for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
     reply.code(status).headers(headers).send(body);
+  });
+  // A RedlockError a handler throws (a @Locked service's 423) takes the place of the answer earlier
+  // steps set up, as a refusal does; Fastify's error handling drops only its Content-Type and
+  // Content-Length, so an attachment, gzip or ETag would stay. Fastify runs these hooks before the
+  // error handler: what the app's own handler sets stays.
+  fastify.addHook("onError", function dropReplacedHeaders(_request, reply, error, done) {
+    if (RedlockError.isRedlockError(error) && !reply.sent) {
+      for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
+    }
+    done();
   });
 };
 
