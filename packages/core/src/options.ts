@@ -79,6 +79,16 @@ export interface RedlockOptions extends Omit<AcquireOptions, "signal">, HoldOpti
    */
   keyPrefix?: string;
   /**
+   * The clients Redlock creates from ioredis options or URLs connect at their first command (the
+   * first lock, inspect…) rather than in the constructor, as with ioredis's own `lazyConnect`: a
+   * Redlock that is never used opens no connection, and one built by a program whose start then
+   * fails leaves nothing open. The first call waits for the connections (at most `instanceTimeout`;
+   * an instance slower than that counts as unavailable for that attempt). ioredis options that set
+   * `lazyConnect` themselves win; clients handed in are left as they are. Constructor only.
+   * @default false
+   */
+  lazyConnect?: boolean;
+  /**
    * Monotonic clock in ms used for validity arithmetic; meant for tests.
    * @default performance.now
    */
@@ -199,6 +209,11 @@ export function resolveHoldOptions(
         : checkRatio(at(name, "extendThreshold"), extendThreshold, 0.05, 0.95),
     maxHoldMs: maxHoldMs === undefined ? base.maxHoldMs : checkMs(at(name, "maxHoldMs"), maxHoldMs),
   });
+}
+
+export function resolveLazyConnect(options: RedlockOptions | undefined): boolean {
+  const lazy = own(options, "lazyConnect");
+  return lazy === undefined ? false : checkBoolean("options.lazyConnect", lazy);
 }
 
 export function resolveKeyPrefix(options: RedlockOptions | undefined): string {

@@ -31,6 +31,7 @@ import {
   resolveAcquireOptions,
   resolveHoldOptions,
   resolveKeyPrefix,
+  resolveLazyConnect,
 } from "./options.js";
 import { AcquireLoop } from "./quorum/acquire-loop.js";
 import { fanOut, type Quorum } from "./quorum/ballot.js";
@@ -93,7 +94,7 @@ export class Redlock {
     this.#prefix = resolveKeyPrefix(options);
     const clock = options && Object.hasOwn(options, "clock") ? options.clock : undefined;
     this.#clock = clock === undefined ? () => performance.now() : checkFunction<() => number>("options.clock", clock);
-    const resolved = resolveInstances(instances, this.#defaults.fencing);
+    const resolved = resolveInstances(instances, this.#defaults.fencing, resolveLazyConnect(options));
     this.#instances = resolved;
     this.#stores = resolved.map((instance) => instance.store);
     this.quorum = Math.floor(resolved.length / 2) + 1;

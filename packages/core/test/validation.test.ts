@@ -126,6 +126,9 @@ describe("bad input is refused before any Redis call", () => {
     expect(() => new Redlock(clients, { retryCount: -1 })).toThrow(/options\.retryCount/);
     expect(() => new Redlock(clients, { maxHoldMs: 0 })).toThrow(/options\.maxHoldMs/);
     expect(() => new Redlock(clients, { keyPrefix: 1 as never })).toThrow(/keyPrefix/);
+    expect(() => new Redlock(clients, { lazyConnect: "yes" as never })).toThrow(
+      new TypeError('options.lazyConnect must be a boolean, got "yes"'),
+    );
   });
 
   it("ignores inherited (prototype-polluted) option properties", async () => {

@@ -20,11 +20,15 @@ export type RedlockModuleInstance = RedlockInstance | InjectedInstance;
 export interface RedlockModuleOptions {
   /**
    * The Redlock instances: ioredis clients or Clusters, ioredis options, `redis://` URLs, LockStores,
-   * or (in `forRoot` only) `{ inject: token }` for a client provided elsewhere. The module closes on
-   * shutdown the clients it created from options and URLs, never those it was handed.
+   * or (in `forRoot` only) `{ inject: token }` for a client provided elsewhere. The clients the
+   * module creates from options and URLs connect at the Redlock's first call, and close on
+   * shutdown; those it was handed are never closed.
    */
   instances: readonly RedlockModuleInstance[];
-  /** Redlock options (`retryCount`, `wait`, `keyPrefix`, `fencing`…), as `new Redlock(instances, options)` takes them. */
+  /**
+   * Redlock options (`retryCount`, `wait`, `keyPrefix`, `fencing`…), as `new Redlock(instances, options)`
+   * takes them; `lazyConnect` defaults to `true` here.
+   */
   options?: RedlockOptions;
 }
 

@@ -1,6 +1,6 @@
 import { type DynamicModule, type FactoryProvider, type InjectionToken, Module } from "@nestjs/common";
 import { APP_INTERCEPTOR, DiscoveryModule } from "@nestjs/core";
-import { Redlock, type RedlockInstance } from "@redlock-kit/core";
+import { Redlock, type RedlockInstance, type RedlockOptions } from "@redlock-kit/core";
 import { RedlockAppBinding } from "./app-binding.js";
 import {
   type ASYNC_OPTIONS_TYPE,
@@ -32,12 +32,25 @@ function createRedlock(options: RedlockModuleOptions, clients: readonly unknown[
     return clients[next++] as RedlockInstance;
   });
   try {
-    return new Redlock(instances, options.options);
+    return new Redlock(instances, connectingLazily(options.options));
   } catch (error) {
     if (!(error instanceof Error)) throw error;
     const Kind = error instanceof RangeError ? RangeError : TypeError;
     throw new Kind(`RedlockModule.${method}: ${error.message}`, { cause: error });
   }
+}
+
+/**
+ * The clients the module creates connect at the Redlock's first call: when NestFactory.create() or
+ * createApplicationContext() rejects after the Redlock was built (another provider's factory, or in
+ * a standalone context an onModuleInit, throws), Nest calls no hook and returns no app to close, so
+ * clients connected at construction would be left open. The user's own `options.lazyConnect` wins;
+ * anything but an object goes to Redlock as it is, to be refused there.
+ */
+function connectingLazily(options: unknown): RedlockOptions | undefined {
+  if (options === undefined) return { lazyConnect: true };
+  if (typeof options !== "object" || options === null || Array.isArray(options)) return options as never;
+  return { lazyConnect: true, ...options };
 }
 
 function redlockProvider(tokens: readonly InjectionToken[], method: string): FactoryProvider<Redlock> {

@@ -15,7 +15,7 @@ import {
   type Type,
 } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
-import { LockUnavailableError, Redlock } from "@redlock-kit/core";
+import { LockUnavailableError, type RedisStore, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
@@ -140,6 +140,33 @@ describe("RedlockModule.forRoot", () => {
       expect(client.status).toBe("ready");
       expect(await client.ping()).toBe("PONG");
     }
+  });
+
+  it("connects the clients it creates at the first lock, not when the app starts (a start that fails leaves none open); options.lazyConnect: false connects them at once", async () => {
+    Ledger.seen = [];
+    const before = await connections();
+    const statuses = (redlock: Redlock) => redlock.stores.map((store) => (store as RedisStore).client.status);
+    const [a, b, c] = trio();
+    const lazy = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(a), { host: "127.0.0.1", port: b.port }, url(c)] })),
+    );
+    try {
+      expect(statuses(lazy.get(Redlock))).toEqual(["wait", "wait", "wait"]);
+      await lazy.get(Ledger).post("lazy");
+      expect(Ledger.seen).toEqual(["trio"]);
+    } finally {
+      await lazy.close();
+    }
+    await expect.poll(connections).toEqual(before);
+    const eager = await start(
+      withRedlock(RedlockModule.forRoot({ instances: [url(a), url(b), url(c)], options: { lazyConnect: false } })),
+    );
+    try {
+      await expect.poll(connections).toEqual([1, 1, 1, 0].map((opened, i) => (before[i] ?? 0) + opened));
+    } finally {
+      await eager.close();
+    }
+    await expect.poll(connections).toEqual(before);
   });
 
   it("refuses instances that are not an array, and a bad instance, naming the method", async () => {

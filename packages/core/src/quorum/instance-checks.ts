@@ -7,7 +7,11 @@ import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveI
  * list leaks no connection: duplicates are found before any client is created, and the clients
  * created before a later entry failed are closed.
  */
-export function resolveInstances(instances: readonly RedlockInstance[], fencing: boolean): ResolvedInstance[] {
+export function resolveInstances(
+  instances: readonly RedlockInstance[],
+  fencing: boolean,
+  lazyConnect = false,
+): ResolvedInstance[] {
   const seen = new Map<unknown, number>();
   instances.forEach((instance, index) => {
     const first = seen.get(instance);
@@ -18,7 +22,7 @@ export function resolveInstances(instances: readonly RedlockInstance[], fencing:
   });
   const resolved: ResolvedInstance[] = [];
   try {
-    for (const [index, instance] of instances.entries()) resolved.push(resolveInstance(instance, index));
+    for (const [index, instance] of instances.entries()) resolved.push(resolveInstance(instance, index, lazyConnect));
     checkDistinct(resolved);
     if (fencing) checkFencing(resolved.map((instance) => instance.store));
   } catch (error) {

@@ -42,13 +42,17 @@ const OWNED_CLIENT_DEFAULTS: RedisOptions = {
   failoverDetector: true,
 };
 
+const ownedDefaults = (lazyConnect: boolean): RedisOptions =>
+  lazyConnect ? { ...OWNED_CLIENT_DEFAULTS, lazyConnect } : OWNED_CLIENT_DEFAULTS;
+
 function createOwned(client: Redis): ResolvedInstance {
   // Without a listener ioredis prints every connection error; failures reach callers as LockUnavailableError.
   client.on("error", () => {});
   return { store: new RedisStore(client), owned: client, ownStore: true };
 }
 
-export function resolveInstance(instance: unknown, index: number): ResolvedInstance {
+/** With `lazyConnect`, a created client connects at its first command (RedlockOptions.lazyConnect). */
+export function resolveInstance(instance: unknown, index: number, lazyConnect = false): ResolvedInstance {
   const name = `instances[${index}]`;
   const known = knownClient(instance);
   if (known?.library === "ioredis") return { store: new RedisStore(known.client), owned: undefined, ownStore: true };
@@ -62,10 +66,10 @@ export function resolveInstance(instance: unknown, index: number): ResolvedInsta
     if (!/^rediss?:\/\//.test(instance)) {
       throw new TypeError(`${name} must be a redis:// or rediss:// URL when given as a string`);
     }
-    return createOwned(new Redis(instance, OWNED_CLIENT_DEFAULTS));
+    return createOwned(new Redis(instance, ownedDefaults(lazyConnect)));
   }
   if (typeof instance === "object" && instance !== null && !Array.isArray(instance)) {
-    return createOwned(new Redis({ ...OWNED_CLIENT_DEFAULTS, ...(instance as RedisOptions) }));
+    return createOwned(new Redis({ ...ownedDefaults(lazyConnect), ...(instance as RedisOptions) }));
   }
   throw new TypeError(
     `${name} must be an ioredis client or Cluster, ioredis options, a redis:// URL, a node-redis client or a LockStore, got ${instance === null ? "null" : typeof instance}`,
