@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { attemptsOf } from "#test-helpers/lock-events.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { queueSizes } from "#test-helpers/quorum.js";
@@ -15,6 +15,7 @@ import {
   RedisStore,
   Redlock,
 } from "../src/index.js";
+import { RELEASE_SCRIPT } from "../src/stores/scripts.js";
 
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
@@ -653,4 +654,84 @@ describe("a waiting call's attempt answered NOSCRIPT after the call won", () => 
       }
     },
   );
+});
+
+describe("a waiter's give-back answered NOSCRIPT after a release of its own Redlock granted it the key", () => {
+  it("the grant by that instance is not counted: the give-back, sent whole again behind the release, deletes the granted key there", async () => {
+    const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+    const [first, second, third] = clients as [Redis, Redis, Redis];
+    // the waiting Redlock reaches every instance through a proxy that can hold its replies back,
+    // and its subscriber connections through others
+    const proxies = await Promise.all([a, b, c].map((server) => startDelayProxy(server.port)));
+    const subscriberProxies = await Promise.all([a, b, c].map((server) => startDelayProxy(server.port)));
+    const [pa, , pc] = proxies as [DelayProxy, DelayProxy, DelayProxy];
+    const own = proxies.map((proxy, i) => {
+      const client = new Redis({ host: "127.0.0.1", port: proxy.port });
+      const duplicate = client.duplicate.bind(client);
+      client.duplicate = (override) => duplicate({ ...override, port: (subscriberProxies[i] as DelayProxy).port });
+      client.on("error", () => {});
+      return client;
+    });
+    // held replies are timed out after 1 s (the call's attempt on the third instance), and only then
+    const dlm = new Redlock(own, { ...NO_POLLING, instanceTimeout: 1000 });
+    const stop = new AbortController();
+    try {
+      // it listens, and each connection has run the release script once (sent whole): later by SHA
+      const { listening } = await waitInLine(dlm, stop.signal);
+      await (await dlm.acquire("warm", 5000)).release();
+      const [entry] = await first.zrange(queueOf("other"), "0", "0");
+      const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
+      // its own lock of "k", on every instance; the second instance then loses it (an expiry, a restart)
+      const held = await dlm.acquire("k", 60_000);
+      await until(async () =>
+        (await Promise.all(clients.map((client) => client.get("k")))).every((v) => v === held.value),
+      );
+      await second.del("k");
+      // its subscriber connections to the second and third instances drop and stay down (their
+      // new connections hear nothing): nobody hears a hand-over to its waiters there
+      for (const proxy of subscriberProxies.slice(1)) proxy.holdNewReplies = true;
+      for (const client of [second, third]) await client.call("CLIENT", "KILL", "TYPE", "pubsub");
+      const numsub = (client: Redis) => client.pubsub("NUMSUB", channel).then((reply) => (reply as unknown[])[1]);
+      await until(async () => (await numsub(second)) === 0 && (await numsub(third)) === 0);
+      // a waiter of the same Redlock: refused by the first instance, takes the free second, and its
+      // attempt on the third runs (refused, queued) but is answered after the per-instance timeout
+      pc.holdReplies();
+      const errors = () =>
+        third.info("errorstats").then((info) => Number(/errorstat_NOSCRIPT:count=(\d+)/.exec(info)?.[1] ?? 0));
+      const noscripts = await errors();
+      const waiting = dlm.acquire("k", 30_000, { wait: 60_000, signal: AbortSignal.timeout(30_000) });
+      waiting.catch(() => {});
+      await until(async () => (await third.zcard(queueOf("k"))) === 1);
+      // the third instance's script cache is emptied: the give-back that follows is answered NOSCRIPT
+      await third.script("FLUSH");
+      await until(async () => (await errors()) > noscripts);
+      // another process's release loads the script again there
+      await third.script("LOAD", RELEASE_SCRIPT);
+      // the Redlock releases its lock, granting the key to its waiter at the head of each queue;
+      // the first instance's answer is held too, so that the waiter hears every grant at once
+      pa.holdReplies();
+      void held.release();
+      await until(async () => {
+        const values = await Promise.all([first.get("k"), third.get("k")]);
+        return values.every((value) => value !== null && value !== held.value);
+      });
+      for (const proxy of proxies) proxy.releaseReplies();
+      const lock = await waiting;
+      // the give-back sent whole again on its NOSCRIPT has run behind the release on the third instance
+      await (own[2] as Redis).ping();
+      await new Promise(setImmediate);
+      await (own[2] as Redis).ping();
+      // the waiter holds the lock, and no other Redlock can take it beside it
+      const other = await redlock().lock("k", 30_000, { retryCount: 0 });
+      expect({ waiter: lock.valid, other: other?.valid ?? false }).toEqual({ waiter: true, other: false });
+      stop.abort();
+      await listening;
+    } finally {
+      stop.abort();
+      for (const proxy of [...proxies, ...subscriberProxies]) proxy.releaseReplies();
+      await dlm.quit();
+      for (const client of own) client.disconnect();
+      await Promise.all([...proxies, ...subscriberProxies].map((proxy) => proxy.close()));
+    }
+  }, 30_000);
 });

@@ -35,10 +35,18 @@ export class MessageGrant {
   }
 
   /**
+   * Whether the call gave a key back on instance `index`: no grant there counts for the rest of the
+   * call, by message or by a release of its own Redlock (waiting/hand-over.ts `granted`).
+   */
+  gaveBackOn(index: number): boolean {
+    return this.#gaveBack.has(index);
+  }
+
+  /**
    * When a hand-over by instance `index` is a grant: the time its validity counts from; otherwise
    * undefined (a hand-over, which the waiter claims).
    */
   from(index: number): number | undefined {
-    return this.#gaveBack.has(index) ? undefined : this.#queuedAt;
+    return this.gaveBackOn(index) ? undefined : this.#queuedAt;
   }
 }

@@ -20,7 +20,8 @@ import type { HandOvers } from "../waiting/hand-over.js";
  * reply came lets go of the key at once (`HandOvers.granted`). A waiter that sent an attempt after
  * the release (its own poll) treats the grant as a hand-over, which its attempt or its claim
  * verifies: that attempt, or the give-back after it, ran after the grant and may have changed the
- * key.
+ * key. So does one that gave a key back on that instance during the call: a give-back answered
+ * NOSCRIPT is sent whole again behind the release, and deletes the granted key.
  */
 
 /** A waiter a release may grant its key to, and what to do when an instance did. */

@@ -151,13 +151,15 @@ export class HandOvers {
    * (speed/own-grant.ts); `attempts` is `waiter.attempts` (attempts and give-backs) when the release
    * was sent. A grant holds only if the waiter sent nothing since: a later attempt or give-back of its
    * own ran after the grant there and may have taken the key back, so the grant is then only a
-   * hand-over, which its next attempt verifies. A waiter that gave up meanwhile lets go of the key
-   * at once; for one that acquired (a grant that came after the quorum), the key is one more vote
-   * of its lock.
+   * hand-over, which its next attempt verifies. Nor on an instance it ever gave a key back to, as
+   * for a grant by message: a give-back answered NOSCRIPT is sent whole again when that answer
+   * comes, behind the release, and deletes the granted key. A waiter that gave up meanwhile lets go
+   * of the key at once; for one that acquired (a grant that came after the quorum), the key is one
+   * more vote of its lock.
    */
   granted(index: number, key: string, waiter: Waiter, start: number, attempts: number): void {
     if (this.#waiters.get(waiter.value) === waiter) {
-      if (waiter.attempts === attempts) waiter.granted(index, start);
+      if (waiter.attempts === attempts && waiter.byMessage?.gaveBackOn(index) !== true) waiter.granted(index, start);
       else waiter.handed(index);
       return;
     }
