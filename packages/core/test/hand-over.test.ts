@@ -594,29 +594,47 @@ describe("a waiting call that wins just as it ends", () => {
   );
 });
 
+/**
+ * Clients of the three instances for a waiting Redlock, on `library`, the third through a proxy that
+ * can hold its replies back. `behindAnswers()` resolves once what the library sent on the third
+ * connection in answer to the replies due there has run (a script sent whole again on a NOSCRIPT
+ * is sent before the second PING, and runs before it).
+ */
+async function thirdThroughProxy(library: "ioredis" | "node-redis") {
+  const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+  const proxy = await startDelayProxy(c.port);
+  const ports = [a.port, b.port, proxy.port];
+  const own =
+    library === "ioredis"
+      ? ports.map((port) => new Redis({ host: "127.0.0.1", port }))
+      : await connectedNodeRedis(ports);
+  for (const client of own) client.on("error", () => {});
+  const ping = () => (own[2] as { ping(): Promise<unknown> }).ping();
+  return {
+    proxy,
+    own,
+    behindAnswers: async () => {
+      await ping();
+      await new Promise(setImmediate);
+      await ping();
+    },
+    close: async () => {
+      if (library === "ioredis") for (const client of own as Redis[]) client.disconnect();
+      else closeNodeRedis(own as NodeRedisClient[]);
+      await proxy.close();
+    },
+  };
+}
+
 describe("a waiting call's attempt answered NOSCRIPT after the call won", () => {
   it.each(["ioredis", "node-redis"] as const)(
     "%s: it is not sent again behind the call's leaving of the queues: a minority holder's later release does not hand it the key",
     async (library) => {
-      const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
       const third = clients[2] as Redis;
       // another owner holds the key on the third instance only
       const held = await redlock({}, [third]).acquire("flushed", 30_000);
       // the waiting Redlock reaches the third instance through a proxy that can hold its replies back
-      const proxy = await startDelayProxy(c.port);
-      const ports = [a.port, b.port, proxy.port];
-      const own =
-        library === "ioredis"
-          ? ports.map((port) => new Redis({ host: "127.0.0.1", port }))
-          : await connectedNodeRedis(ports);
-      for (const client of own) client.on("error", () => {});
-      const ping = () => (own[2] as { ping(): Promise<unknown> }).ping();
-      /** Resolves once what the library sent on the third connection in answer to the replies due there has run. */
-      const behindAnswers = async () => {
-        await ping();
-        await new Promise(setImmediate);
-        await ping();
-      };
+      const { proxy, own, behindAnswers, close } = await thirdThroughProxy(library);
       // the held replies are waited for, not timed out
       const dlm = new Redlock(own, { ...NO_POLLING, instanceTimeout: 10_000 });
       const stop = new AbortController();
@@ -648,9 +666,7 @@ describe("a waiting call's attempt answered NOSCRIPT after the call won", () => 
       } finally {
         stop.abort();
         await dlm.quit();
-        if (library === "ioredis") for (const client of own as Redis[]) client.disconnect();
-        else closeNodeRedis(own as NodeRedisClient[]);
-        await proxy.close();
+        await close();
       }
     },
   );
@@ -734,4 +750,70 @@ describe("a waiter's give-back answered NOSCRIPT after a release of its own Redl
       await Promise.all([...proxies, ...subscriberProxies].map((proxy) => proxy.close()));
     }
   }, 30_000);
+});
+
+describe("a waiter's give-back answered NOSCRIPT after its call left the queues", () => {
+  it.each(["ioredis", "node-redis"] as const)(
+    "%s: it is sent whole again without queueing the call again behind its ZREM",
+    async (library) => {
+      const [first, second, third] = clients as [Redis, Redis, Redis];
+      // the waiting Redlock reaches the third instance through a proxy that can hold its replies back
+      const { proxy, own, behindAnswers, close } = await thirdThroughProxy(library);
+      // held replies are timed out after 1 s
+      const dlm = new Redlock(own, { ...NO_POLLING, instanceTimeout: 1000 });
+      const stop = new AbortController();
+      const inLine = new AbortController();
+      try {
+        // it listens, and each connection has run the release script once (sent whole): later by SHA
+        const { listening } = await waitInLine(dlm, stop.signal);
+        await (await dlm.acquire("warm", 5000)).release();
+        // "q" is held on the first two instances; another Redlock's waiter is in line on all three,
+        // and the third instance's key is gone since (an expiry)
+        await redlock({}, [first, second]).acquire("q", 60_000);
+        await redlock({}, [third]).acquire("q", 60_000);
+        const ahead = redlock(NO_POLLING).acquire("q", 20_000, { wait: 60_000, signal: inLine.signal });
+        ahead.catch(() => {});
+        await untilQueued("q", 1);
+        await third.del("q");
+        // the call: refused by the first two (queued behind that waiter), it takes the free third
+        // instance, whose answer comes after the per-instance timeout
+        proxy.holdReplies();
+        const controller = new AbortController();
+        const call = dlm.acquire("q", 20_000, { wait: 60_000, signal: controller.signal });
+        call.catch(() => {});
+        await until(async () => (await third.get("q")) !== null);
+        const value = (await third.get("q")) as string;
+        // the third instance's script cache is emptied: the give-back that follows is answered NOSCRIPT
+        const noscripts = () =>
+          third.info("errorstats").then((info) => Number(/errorstat_NOSCRIPT:count=(\d+)/.exec(info)?.[1] ?? 0));
+        const before = await noscripts();
+        await third.script("FLUSH");
+        await until(async () => (await noscripts()) > before);
+        // the call ends, and leaves the queues: its ZREM runs on the third instance behind the give-back
+        const zrems = () =>
+          third.info("commandstats").then((info) => Number(/cmdstat_zrem:calls=(\d+)/.exec(info)?.[1] ?? 0));
+        const removed = await zrems();
+        controller.abort(new Error("left"));
+        await expect(call).rejects.toThrow("left");
+        await until(async () => (await zrems()) > removed);
+        // the NOSCRIPT comes: the give-back is sent whole again, behind the ZREM
+        proxy.releaseReplies();
+        await behindAnswers();
+        // it gave the key back there, and the call that left is in no queue
+        expect(await third.get("q")).not.toBe(value);
+        const entries = await Promise.all(clients.map((client) => client.zrange(queueOf("q"), "0", "-1")));
+        expect(entries.flat().filter((entry) => entry.endsWith(`:${value}`))).toEqual([]);
+        inLine.abort();
+        stop.abort();
+        await listening;
+      } finally {
+        inLine.abort();
+        stop.abort();
+        proxy.releaseReplies();
+        await dlm.quit();
+        await close();
+      }
+    },
+    30_000,
+  );
 });

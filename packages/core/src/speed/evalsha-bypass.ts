@@ -19,7 +19,8 @@ import { STORE_SCRIPTS, type StoreScript } from "../stores/scripts.js";
  * commands do (a reconnect may have reached a restarted or promoted server, whose cache is empty);
  * later calls go by SHA. A call that Redis answers NOSCRIPT (a SCRIPT FLUSH, a Cluster node that
  * has not run it yet) is sent whole again, unless the caller's `resend()` says it is no longer
- * wanted: sent again, it would run after every command sent meanwhile on the connection.
+ * wanted: sent again, it would run after every command sent meanwhile on the connection; `again()`,
+ * when given, says with which arguments.
  */
 export class ScriptCaller {
   readonly #client: Redis | Cluster;
@@ -32,7 +33,13 @@ export class ScriptCaller {
     this.#cluster = cluster;
   }
 
-  call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T, resend?: () => boolean): Promise<T> {
+  call<T>(
+    name: StoreScript,
+    args: ScriptArgs,
+    parse: (reply: unknown) => T,
+    resend?: () => boolean,
+    again?: () => ScriptArgs,
+  ): Promise<T> {
     const connection = this.#cluster ? this.#client : (this.#client as Redis).stream;
     if (connection === undefined || this.#sentOn.get(name) !== connection) {
       this.#sentOn.set(name, connection);
@@ -42,7 +49,7 @@ export class ScriptCaller {
     return bySha.then(parse, (error: unknown) => {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
       if (resend !== undefined && !resend()) throw error;
-      return this.#whole(name, args, parse);
+      return this.#whole(name, again?.() ?? args, parse);
     });
   }
 

@@ -8,7 +8,9 @@
  * or gave up): sent again behind that ZREM, it would queue the call again where another owner holds
  * the key, and that owner's release would hold the key for a call that is over. One per store, and
  * one in its `OneKeySet`, whose `SET NX GET` a Redis 6 refuses (then the acquire script would be
- * sent the same way).
+ * sent the same way). A store keeps one more for the give-backs that queue their waiter again, by
+ * the same rule, marked only when the call leaves the queues: sent again after that, such a
+ * give-back goes without queueing it (script-calls.ts `releaseAgain`).
  */
 export class InFlightAcquires {
   /** Lock value → released since its acquire was sent. */

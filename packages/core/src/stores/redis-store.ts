@@ -14,6 +14,7 @@ import {
   isOne,
   oneKeyReleaseArgs,
   queuesOf,
+  releaseAgain,
   releaseArgs,
   toAcquireReply,
   toFencedReply,
@@ -53,6 +54,8 @@ export class RedisStore implements LockStore {
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
+  /** Give-backs that queue their waiter again, until answered: marked when the waiter leaves the queues. */
+  readonly #requeues = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
     setGet: (key, value, ttl) => (this.client as Redis).set(key, value, "PX", ttl, "NX", "GET"),
     extend: (key, value, ttl) => this.#scripts.call(COMMANDS.extend, [1, key, value, ttl], isOne),
@@ -144,7 +147,11 @@ export class RedisStore implements LockStore {
         this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
       return this.#acquiresFirst.release(value, send, resend);
     }
-    return this.#scripts.call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
+    const args = releaseArgs(keys, value, queues, requeue);
+    if (requeue === undefined) return this.#scripts.call(COMMANDS.release, args, Number, resend);
+    return this.#requeues.send(value, (inLine) =>
+      this.#scripts.call(COMMANDS.release, args, Number, resend, releaseAgain(keys, value, queues, requeue, inLine)),
+    );
   }
 
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
@@ -172,9 +179,10 @@ export class RedisStore implements LockStore {
     );
   }
 
-  /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
+  /** Its ZREM goes behind any attempt or requeue in flight: one answered NOSCRIPT later does not queue it again. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
     this.#inFlight.released(value);
+    this.#requeues.released(value);
     const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);

@@ -134,6 +134,23 @@ export function releaseArgs(
 }
 
 /**
+ * What a give-back that queues its waiter again (`requeue`) sends whole again after a NOSCRIPT:
+ * the same, while the call is `inLine`; once it left the queues, without the requeue. Sent whole
+ * again, it runs behind the call's ZREM, and would queue the call again for a later release to
+ * hand the key to (in-flight-acquires.ts).
+ */
+export const releaseAgain =
+  (
+    keys: readonly string[],
+    value: string,
+    queues: readonly string[] | undefined,
+    requeue: QueueTicket,
+    inLine: () => boolean,
+  ) =>
+  (): ScriptArgs =>
+    releaseArgs(keys, value, queues, inLine() ? requeue : undefined);
+
+/**
  * RELEASE_SCRIPT for one key released by a Redlock that listens on `channel`: the key may be
  * reserved for its next call (speed/retake.ts), or given to `grant`, its own waiter at the head of
  * the queue (speed/own-grant.ts). A reservation with none of the Redlock's waiters queued on the

@@ -124,8 +124,8 @@ export interface LockStore {
   releaseOne?(key: string, value: string, channel: string, how: OneKeyRelease): Promise<number>;
   /**
    * Optional, with `onHandOver`: removes a waiter that stopped waiting (it acquired, or gave up) from
-   * the queues of `keys`. An attempt of `value` sent before must not queue it again after this (a
-   * script re-sent on NOSCRIPT would run behind the removal).
+   * the queues of `keys`. An attempt of `value` sent before must not queue it again after this, nor
+   * a `release` with `requeue` (a script re-sent on NOSCRIPT would run behind the removal).
    */
   leaveQueue?(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void>;
   /**

@@ -114,7 +114,8 @@ function oneAtATime(send: Send): Send {
  * A script call by SHA (EVALSHA), then sent whole (EVAL) once if Redis does not know it: the script
  * goes whole only after a restart or SCRIPT FLUSH, and on a Cluster once per node, as each node
  * loads it; not when `resend()` says the call is no longer wanted (sent again, it would run after
- * every command sent meanwhile: in-flight-acquires.ts). `args` are those after the SHA.
+ * every command sent meanwhile: in-flight-acquires.ts); with `again()`'s arguments when given.
+ * `args` are those after the SHA.
  */
 export function callScript<T>(
   send: Send,
@@ -123,13 +124,14 @@ export function callScript<T>(
   args: ScriptArgs,
   parse: (reply: unknown) => T,
   resend?: () => boolean,
+  again?: () => ScriptArgs,
 ): Promise<T> {
   const strings = args.map(String);
   const firstKey = args[0] > 0 ? strings[1] : undefined;
   return send(firstKey, ["EVALSHA", sha, ...strings]).then(parse, (error: unknown) => {
     if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
     if (resend !== undefined && !resend()) throw error;
-    return send(firstKey, ["EVAL", lua, ...strings]).then(parse);
+    return send(firstKey, ["EVAL", lua, ...(again === undefined ? strings : again().map(String))]).then(parse);
   });
 }
 

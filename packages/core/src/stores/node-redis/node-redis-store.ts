@@ -9,6 +9,7 @@ import {
   isOne,
   oneKeyReleaseArgs,
   queuesOf,
+  releaseAgain,
   releaseArgs,
   type ScriptArgs,
   SHAS,
@@ -62,6 +63,8 @@ export class NodeRedisStore implements LockStore {
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
+  /** Give-backs that queue their waiter again, until answered: marked when the waiter leaves the queues. */
+  readonly #requeues = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
     setGet: (key, value, ttl) => this.#send(key, ["SET", key, value, "PX", String(ttl), "NX", "GET"]),
     extend: (key, value, ttl) => this.#call(COMMANDS.extend, [1, key, value, ttl], isOne),
@@ -133,7 +136,11 @@ export class NodeRedisStore implements LockStore {
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     const queues = queuesOf(keys, this.#cluster);
-    return this.#call(COMMANDS.release, releaseArgs(keys, value, queues, requeue), Number, resend);
+    const args = releaseArgs(keys, value, queues, requeue);
+    if (requeue === undefined) return this.#call(COMMANDS.release, args, Number, resend);
+    return this.#requeues.send(value, (inLine) =>
+      this.#call(COMMANDS.release, args, Number, resend, releaseAgain(keys, value, queues, requeue, inLine)),
+    );
   }
 
   /** `release` for one key by the Redlock listening on `channel`: reserved for its next call, or granted to its own waiter (`LockStore.releaseOne`). */
@@ -156,9 +163,10 @@ export class NodeRedisStore implements LockStore {
     return this.#subscriber.listen(channel, listener);
   }
 
-  /** Its ZREM goes behind any attempt in flight: one answered NOSCRIPT later is not sent again behind it. */
+  /** Its ZREM goes behind any attempt or requeue in flight: one answered NOSCRIPT later does not queue it again. */
   async leaveQueue(keys: readonly string[], value: string, ticket: QueueTicket): Promise<void> {
     this.#inFlight.released(value);
+    this.#requeues.released(value);
     const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
     const entry = entryOf(ticket, value);
@@ -185,7 +193,13 @@ export class NodeRedisStore implements LockStore {
   }
 
   /** Scripts by SHA, NOSCRIPT handled (`callScript`). */
-  #call<T>(name: StoreScript, args: ScriptArgs, parse: (reply: unknown) => T, resend?: () => boolean): Promise<T> {
-    return callScript(this.#send, SHAS[name], STORE_SCRIPTS[name], args, parse, resend);
+  #call<T>(
+    name: StoreScript,
+    args: ScriptArgs,
+    parse: (reply: unknown) => T,
+    resend?: () => boolean,
+    again?: () => ScriptArgs,
+  ): Promise<T> {
+    return callScript(this.#send, SHAS[name], STORE_SCRIPTS[name], args, parse, resend, again);
   }
 }
