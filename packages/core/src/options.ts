@@ -5,6 +5,8 @@ import {
   checkRatio,
   checkSignal,
   checkString,
+  describeValue,
+  isWellFormed,
   MAX_MS,
 } from "./validate.js";
 
@@ -218,7 +220,16 @@ export function resolveLazyConnect(options: RedlockOptions | undefined): boolean
 
 export function resolveKeyPrefix(options: RedlockOptions | undefined): string {
   const prefix = own(options, "keyPrefix");
-  return prefix === undefined ? "" : checkString("options.keyPrefix", prefix);
+  if (prefix === undefined) return "";
+  const checked = checkString("options.keyPrefix", prefix);
+  // as for a resource: Redis gets U+FFFD for every lone surrogate, so "\ud800" and "\udfff" would be
+  // one prefix there (and two in a MemoryStore)
+  if (!isWellFormed(checked)) {
+    throw new TypeError(
+      `options.keyPrefix must be well-formed Unicode, got a lone surrogate in ${describeValue(checked)}`,
+    );
+  }
+  return checked;
 }
 
 /**

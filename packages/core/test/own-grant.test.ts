@@ -7,8 +7,8 @@
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { heldByQuorum, queueSizes } from "#test-helpers/quorum.js";
-import { type Lock, RedisStore, Redlock } from "../src/index.js";
-import { DEFAULT_ACQUIRE, resolveAcquireOptions } from "../src/options.js";
+import { type Lock, MemoryStore, type QueueTicket, RedisStore, Redlock } from "../src/index.js";
+import { DEFAULT_ACQUIRE, driftFor, resolveAcquireOptions } from "../src/options.js";
 import type { Vote } from "../src/quorum/ballot.js";
 import type { AcquireReply } from "../src/stores/store.js";
 import { HandOvers, type Waiter } from "../src/waiting/hand-over.js";
@@ -88,6 +88,54 @@ describe("own-waiter grant: which replies count", () => {
     const refused = grantTo("k4", false);
     expect(refused.grantedAt).toBe(5);
     handOvers.close();
+  });
+});
+
+/** A MemoryStore that counts the waiters it queued (ticketed attempts it refused). */
+class CountingMemoryStore extends MemoryStore {
+  queued = 0;
+  override async acquire(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket?: QueueTicket,
+  ): Promise<AcquireReply> {
+    const reply = await super.acquire(keys, value, ttl, ticket);
+    if (ticket !== undefined && !reply.acquired) this.queued++;
+    return reply;
+  }
+}
+
+describe.each([
+  [
+    "Redis",
+    () => ({ instances: [redis.client(0)], queued: async () => (await queueSizes([redis.client(0)], "late"))[0] }),
+  ],
+  [
+    "a MemoryStore",
+    () => {
+      const store = new CountingMemoryStore();
+      return { instances: [store], queued: async () => store.queued };
+    },
+  ],
+])("own-waiter grant on %s", (_, setUp) => {
+  it("a waiter that waited most of its ttl holds the lock for its ttl from the release, not from its first attempt", async () => {
+    const { instances, queued } = setUp();
+    let now = 0;
+    const dlm = new Redlock(instances, { ...NO_POLLING, clock: () => now });
+    try {
+      const holder = await dlm.acquire("late", 10_000);
+      const waiting = dlm.acquire("late", 10_000, WAIT());
+      await until(async () => (await queued()) === 1);
+      // the waiter waited 9 s of its 10 s ttl on this Redlock's clock
+      now = 9_000;
+      expect(await dlm.unlock(holder)).toBe(true);
+      const lock = await waiting;
+      // from the release, as an acquisition at 9 s: its ttl less the drift (from its first queued attempt, at 0: 898 ms)
+      expect(lock.remainingMs).toBe(10_000 - driftFor(10_000, 0.01));
+    } finally {
+      await dlm.quit();
+    }
   });
 });
 

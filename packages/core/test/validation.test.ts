@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { useRedisServers } from "#test-helpers/redis.js";
-import { type Lock, Redlock } from "../src/index.js";
+import { type Lock, MemoryStore, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(3);
 let dlm: Redlock;
@@ -130,6 +130,19 @@ describe("bad input is refused before any Redis call", () => {
       new TypeError('options.lazyConnect must be a boolean, got "yes"'),
     );
   });
+
+  it.each([
+    ["Redis", () => clients],
+    ["MemoryStore", () => [new MemoryStore()]],
+  ])(
+    'a keyPrefix with a lone surrogate, on %s: Redis receives U+FFFD for every one ("\\ud800" and "\\udfff" were one prefix there, two in a MemoryStore)',
+    (_, instances) => {
+      for (const keyPrefix of ["\ud800", "lock:\udfff:"]) {
+        expect(() => new Redlock(instances(), { keyPrefix })).toThrow(TypeError);
+        expect(() => new Redlock(instances(), { keyPrefix })).toThrow(/options\.keyPrefix must be well-formed Unicode/);
+      }
+    },
+  );
 
   it("ignores inherited (prototype-polluted) option properties", async () => {
     const polluted = Object.create({ retryCount: -1, wait: "bad" });
