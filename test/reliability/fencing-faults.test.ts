@@ -92,6 +92,36 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
   }, 30_000);
 });
 
+describe("a minority of 3 restarted empty after a write-back one instance refused", () => {
+  it("leaves fences increasing: the write-back raised the counter of the instance that held the key for another owner too", async () => {
+    const servers = cluster.servers.slice(0, 3);
+    const { dlm: dlmA, clients } = await fencedOn(servers);
+    // a holder that took the key on instance 2 alone and crashed: its key outlives A's acquisitions there
+    await (clients[2] as Redis).set("ledger", "crashed holder", "PX", 60_000);
+    for (let i = 0; i < 2; i++) await (await dlmA.acquire("ledger", 1000)).release();
+    // every instance up and answering A's write-back: 0 and 1 confirm, 2 refuses (the crashed holder's key)
+    const a: Lock = await dlmA.acquire("ledger", 10_000);
+    let b: Lock | undefined;
+    try {
+      expect(a.fence).toBe("3");
+      // A stalls with its lock; one instance of three (a minority) restarts without persistence,
+      // and the crashed holder's key on instance 2 runs out
+      await restartEmpty([servers[1] as RedisServer], clients);
+      await (clients[2] as Redis).del("ledger");
+      // B, another process: instance 0 still holds A's key, 1 and 2 give B its quorum
+      const { dlm: dlmB } = await fencedOn(servers);
+      b = await dlmB.acquire("ledger", 2000, { wait: 5000 });
+      expect(BigInt(b.fence as string)).toBeGreaterThan(BigInt(a.fence as string));
+      const resource = invariants.client(cluster.servers[3] as RedisServer);
+      expect(await fencedSet(resource, "ledger:data", "written by B", b.fence)).toBe(true);
+      expect(await fencedSet(resource, "ledger:data", "written by stale A", a.fence)).toBe(false);
+      await resource.del("ledger:data");
+    } finally {
+      await Promise.all([a.release(), b?.release()]);
+    }
+  });
+});
+
 /**
  * A takes the lock on three instances and stalls with it; two of the three restart (empty, or from
  * their AOF); B then takes the lock. Returns both locks and the fence A's predecessors reached.

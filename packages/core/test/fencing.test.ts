@@ -150,15 +150,17 @@ describe("the write-back (phase 2)", () => {
     await clients[2]?.set("skew", "clog", "PX", 5000);
     const a = await dlm.acquire("skew", 1000);
     expect(a.fence).toBe("101");
-    // the write-back raised node 1 to 101 (node 2 did not hold A's key: left alone)
-    expect(await counters("skew")).toEqual(["101", "101", "5"]);
+    // the write-back raised node 1 to 101, and node 2 too: it refused (it did not hold A's key), but
+    // a counter left at 5 there would give a quorum of node 2 and a node that lost its data 6
+    expect(await counters("skew")).toEqual(["101", "101", "101"]);
     await a.release();
     await clients[2]?.del("skew");
-    // B reaches nodes 1 and 2 only; without the write-back it would get 6
+    // B reaches nodes 1 and 2 only; without the write-back it would get 7
     await clients[0]?.set("skew", "clog", "PX", 5000);
     const b = await dlm.acquire("skew", 1000);
     expect(b.fence).toBe("102");
-    expect(await counters("skew")).toEqual(["101", "102", "102"]);
+    // B's write-back raised node 0 as well, though another owner held the key there
+    expect(await counters("skew")).toEqual(["102", "102", "102"]);
     await b.release();
   });
 
@@ -186,7 +188,7 @@ describe("the write-back (phase 2)", () => {
     expect((error as LockContentionError).retryAfterMs).toBe(1);
     expect((error as LockContentionError).headers["Retry-After"]).toBe("1");
     await expect.poll(() => values("lost")).toEqual([null, null, null]);
-    // only node 0 still held the key: only its counter was raised (to its own value, 1)
+    // every node counted the attempt in phase 1: the fence is 1 everywhere, and a refusal never lowers a counter
     expect(await counters("lost")).toEqual(["1", "1", "1"]);
   });
 
@@ -218,7 +220,7 @@ describe("the write-back (phase 2)", () => {
     await Promise.all(clients.map((client) => client.del("taken")));
     expect(await dlm.lock("taken", 1000)).toBeNull();
     await left();
-    // only node 0, which still held the key, had its counter raised (to its own value)
+    // each attempt counted on every node in phase 1, and a refusal never lowers a counter
     expect(await counters("taken")).toEqual(["2", "2", "2"]);
   });
 
@@ -300,8 +302,9 @@ describe("the write-back (phase 2)", () => {
       expect.stringMatching(/not a fence counter/),
     ]);
     await expect.poll(() => values("bent")).toEqual([null, null, null]);
-    // nothing was raised on node 2: its counter is left for the operator to see
-    expect(await counters("bent")).toEqual(["101", "6", "-999"]);
+    // nothing was raised on node 2: its counter is left for the operator to see (node 1, which
+    // refused, was raised to the fence all the same)
+    expect(await counters("bent")).toEqual(["101", "101", "-999"]);
   });
 
   it("names the fence counter, not the lock key, when the counter holds data of another type (WRONGTYPE)", async () => {

@@ -79,18 +79,20 @@ export class MemoryStore implements LockStore {
   }
 
   /**
-   * If every key still holds `value`, raises each key's fence counter to its fence (never lowers
-   * one); otherwise refuses with the remaining ttl of the first key no longer ours (-2: gone).
+   * Raises each key's fence counter to its fence (never lowers one); confirms it only if every key
+   * still holds `value`, otherwise refuses with the remaining ttl of the first key no longer ours
+   * (-2: gone). A refusal raises the counters too, as the Redis stores' script does: an instance
+   * that refused the acquisition must not stay behind its fence.
    */
   async raiseFences(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply> {
-    for (const key of keys) {
-      const entry = this.#live(key);
-      if (entry?.value !== value) return { raised: false, holderTtl: entry ? this.#left(entry) : -2 };
-    }
     keys.forEach((key, i) => {
       const fence = BigInt(fences[i] as string);
       if (fence > (this.#fences.get(key) ?? 0n)) this.#fences.set(key, fence);
     });
+    for (const key of keys) {
+      const entry = this.#live(key);
+      if (entry?.value !== value) return { raised: false, holderTtl: entry ? this.#left(entry) : -2 };
+    }
     return true;
   }
 

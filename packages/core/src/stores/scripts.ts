@@ -148,13 +148,18 @@ end
  * Phase 2 of a fenced acquisition: the write-back. KEYS: the n lock keys, then their n fence
  * counters; ARGV[1]: value, ARGV[1 + i]: the fence of key i (the largest counter a quorum
  * returned). If every key still holds our value, raises each counter to its fence (never lowers
- * one) and returns the status reply OK; otherwise changes nothing and returns the PTTL of the first
- * key that is no longer ours (its new holder's remaining ttl; -2 when nobody holds it), as the
- * acquire scripts report a holder: a lock lost between the phases gets no fence, and the caller
- * learns how long the new holder may keep it without another round trip. A counter that is not a decimal integer from 0 to 2^63 - 1 (something else wrote it: a
- * negative number, text) cannot be compared with a fence, so it cannot be raised: the script
- * changes nothing and answers an error, which is no confirmation. (Compared as text, "-999"
- * looked greater than "101": the instance confirmed a fence its counter was below.)
+ * one) and returns the status reply OK; otherwise returns the PTTL of the first key that is no
+ * longer ours (its new holder's remaining ttl; -2 when nobody holds it), as the acquire scripts
+ * report a holder: a lock lost between the phases gets no fence, and the caller learns how long
+ * the new holder may keep it without another round trip. A refusal still raises the counters it
+ * can (never lowering one; errors ignored, nothing confirmed): an instance that refused this
+ * acquisition (another owner held the key there) would otherwise stay behind its fence, and a
+ * later acquisition whose quorum is that instance and one that lost its data (a restart without
+ * persistence) would get a smaller fence (docs/fencing.md, "What it survives"). A counter that is
+ * not a decimal integer from 0 to 2^63 - 1 (something else wrote it: a negative number, text)
+ * cannot be compared with a fence, so it cannot be raised: the script changes nothing and answers
+ * an error, which is no confirmation. (Compared as text, "-999" looked greater than "101": the
+ * instance confirmed a fence its counter was below.)
  */
 export const RAISE_FENCES_SCRIPT = [
   GREATER,
@@ -163,6 +168,14 @@ export const RAISE_FENCES_SCRIPT = [
 local n = #KEYS / 2
 for i = 1, n do
   if redis.call('get', KEYS[i]) ~= value then
+    -- not ours here: no confirmation, but the counters are not the lock; raise those that are
+    -- counters below their fence, so that this instance is not left behind it
+    for j = 1, n do
+      local current, fence = redis.pcall('get', KEYS[n + j]), ARGV[j + 1]
+      if isCounter(fence) and (not current or (type(current) == 'string' and isCounter(current) and greater(fence, current))) then
+        redis.pcall('set', KEYS[n + j], fence)
+      end
+    end
     return redis.call('pttl', KEYS[i])
   end
 end
@@ -350,7 +363,7 @@ export const COMMANDS = {
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV12",
   acquireFenced: "redlockKitAcquireFencedV2",
-  raiseFences: "redlockKitRaiseFencesV3",
+  raiseFences: "redlockKitRaiseFencesV4",
   fencedSet: "redlockKitFencedSetV2",
 } as const;
 

@@ -88,9 +88,10 @@ export interface LockStore {
   acquireFenced?(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply>;
   /**
    * Optional, with `acquireFenced`, phase 2: if every key still holds `value`, raises each key's
-   * fence counter to `fences[i]` (never lowers one) and resolves to `true`; otherwise changes
-   * nothing and resolves to a refusal, best with the remaining ttl of the key that is no longer
-   * `value`'s (`RaiseReply`).
+   * fence counter to `fences[i]` (never lowers one) and resolves to `true`; otherwise resolves to a
+   * refusal, best with the remaining ttl of the key that is no longer `value`'s (`RaiseReply`), and
+   * should raise the counters all the same (never lowering one), so that an instance that refused
+   * the acquisition is not left behind its fence (docs/fencing.md, "What it survives").
    */
   raiseFences?(keys: readonly string[], value: string, fences: readonly string[]): Promise<RaiseReply>;
   /**
