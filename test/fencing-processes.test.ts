@@ -13,7 +13,13 @@ import { fencedGet, fencedSet, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { openAccount, readAccount, writeBalance } from "../examples/fencing-postgres/src/accounts.js";
+import {
+  deposit,
+  openAccount,
+  type Queryable,
+  readAccount,
+  writeBalance,
+} from "../examples/fencing-postgres/src/accounts.js";
 import { type PostgresServer, postgresAvailability, startPostgres } from "./helpers/postgres-process.js";
 import { type RedisServer, useRedisServers } from "./helpers/redis-servers.js";
 import { startUntilStopped } from "./helpers/stopped-child.js";
@@ -161,6 +167,58 @@ describe("a holder paused (SIGSTOP) past its ttl while another process acquires 
 });
 
 describe("examples/fencing-postgres", () => {
+  const depositTitle =
+    postgres.bin === undefined
+      ? `deposit() loses no deposit to a depositor paused between its read and its write (skipped: ${postgres.reason})`
+      : "deposit() loses no deposit to a depositor paused (SIGSTOP) past its ttl between its read and its write, another depositor reading meanwhile";
+  it.skipIf(postgres.bin === undefined)(
+    depositTitle,
+    async () => {
+      const server = database as PostgresServer;
+      const db = new pg.Client(server.config);
+      await db.connect();
+      const dlm = new Redlock(lockClients.slice(0, 3), { fencing: true, retryDelay: 20, retryJitter: 20 });
+      try {
+        await openAccount(db, "acme", 100);
+        // A deposits 10: it takes the lock, reads the account, and freezes before it writes
+        const config = { ports: portsOf(3), connection: server.config, account: "acme", amount: 10 };
+        const stale = await startUntilStopped(fixture("paused-depositor.mjs"), config);
+        let staleBalance: number | null | undefined;
+        try {
+          // frozen, A cannot extend: its key lapses everywhere
+          await expect
+            .poll(() => Promise.all(lockClients.slice(0, 3).map((client) => client.exists("account:acme"))))
+            .toEqual([0, 0, 0]);
+          // B deposits 50; once it has read the account, A wakes and goes on to its write
+          const resumingA: Queryable = {
+            async query(text, values) {
+              const result = await db.query(text, values);
+              if (staleBalance === undefined && result.rows.length > 0) {
+                const { code, stdout, stderr } = await stale.resume();
+                expect(code, stderr).toBe(0);
+                staleBalance = (JSON.parse(stdout) as { balance: number | null }).balance;
+              }
+              return result;
+            },
+          };
+          const newer = await deposit(dlm, resumingA, "acme", 50);
+          const final = await readAccount(db, "acme");
+          // every deposit whose caller was told it went through is in the balance
+          const told = 100 + (newer === undefined ? 0 : 50) + (staleBalance === null ? 0 : 10);
+          expect(final?.balance).toBe(told);
+          // A's write came after B had read: refused, and A was told so
+          expect({ a: staleBalance, b: newer }).toEqual({ a: null, b: 150 });
+        } finally {
+          await stale.kill();
+        }
+      } finally {
+        await dlm.quit();
+        await db.end();
+      }
+    },
+    30_000,
+  );
+
   const mainTitle =
     postgres.bin === undefined
       ? `dist/main.js plays the scenario (skipped: ${postgres.reason})`

@@ -6,7 +6,7 @@
  */
 import { startBackend } from "@redlock-kit/example-support";
 import pg from "pg";
-import { openAccount, readAccount, writeBalance } from "./accounts.js";
+import { claimAccount, openAccount, readAccount, writeBalance, writeClaimed } from "./accounts.js";
 
 const backend = await startBackend({ redlock: { fencing: true, retryCount: 0 } });
 const db = new pg.Pool(process.env.DATABASE_URL ? { connectionString: process.env.DATABASE_URL } : {});
@@ -15,7 +15,8 @@ try {
   await openAccount(db, "acme", 100);
 
   const a = await backend.redlock.acquire("account:acme", 200);
-  const read = await readAccount(db, "acme");
+  // a read the write depends on: the row takes A's fence as A reads it (accounts.ts, claimAccount)
+  const read = await claimAccount(db, "acme", a.fence as string);
   console.log(`A holds the lock with fence ${a.fence} and reads balance ${read?.balance}`);
   await new Promise((resolve) => setTimeout(resolve, 300)); // A stalls past its 200 ms ttl
 
@@ -24,7 +25,7 @@ try {
   console.log(`B takes the lock with fence ${b.fence} and writes 150: ${wroteB ? "accepted" : "refused"}`);
   await b.release();
 
-  const wroteA = await writeBalance(db, "acme", (read?.balance ?? 0) + 10, a.fence as string);
+  const wroteA = await writeClaimed(db, "acme", (read?.balance ?? 0) + 10, a.fence as string);
   console.log(
     `A wakes (lock valid: ${a.valid}) and writes 110 with fence ${a.fence}: ${wroteA ? "accepted" : "refused"}`,
   );
