@@ -122,6 +122,42 @@ describe("a minority of 3 restarted empty after a write-back one instance refuse
   });
 });
 
+describe("maxmemory-policy volatile-lru at the memory limit", () => {
+  it("evicts a held lock's key (a second holder gets in) but never a counter: B's fence is above A's", async () => {
+    const servers = cluster.servers.slice(0, 3);
+    const { dlm, clients } = await fencedOn(servers);
+    for (let i = 0; i < 2; i++) await (await dlm.acquire("evicted", 1000)).release();
+    const a: Lock = await dlm.acquire("evicted", 10_000);
+    let b: Lock | undefined;
+    try {
+      await expect
+        .poll(() => Promise.all(clients.map((client) => client.get("evicted"))))
+        .toEqual(clients.map(() => a.value));
+      // two of three instances reach their memory limit: Redis evicts keys with an expiry (A's) to make room
+      invariants.faultInjected();
+      for (const client of clients.slice(0, 2)) {
+        await client.config("SET", "maxmemory-policy", "volatile-lru");
+        await client.config("SET", "maxmemory", "1");
+        await expect(client.set("filler", "x")).rejects.toThrow(/OOM/);
+        await client.config("SET", "maxmemory", "0");
+        await client.config("SET", "maxmemory-policy", "noeviction");
+      }
+      expect(await Promise.all(clients.map((client) => client.get("evicted")))).toEqual([null, null, a.value]);
+      const { dlm: other } = await fencedOn(servers);
+      b = await other.acquire("evicted", 2000);
+      // the two-holder failure of an eviction; the counters had no expiry and stayed: the fences still order them
+      expect(a.valid && b.valid).toBe(true);
+      expect({ a: a.fence, b: b.fence }).toEqual({ a: "3", b: "4" });
+      const resource = invariants.client(cluster.servers[3] as RedisServer);
+      expect(await fencedSet(resource, "evicted:data", "written by B", b.fence)).toBe(true);
+      expect(await fencedSet(resource, "evicted:data", "written by A", a.fence)).toBe(false);
+      await resource.del("evicted:data");
+    } finally {
+      await Promise.all([a.release(), b?.release()]);
+    }
+  });
+});
+
 /**
  * A takes the lock on three instances and stalls with it; two of the three restart (empty, or from
  * their AOF); B then takes the lock. Returns both locks and the fence A's predecessors reached.
