@@ -92,6 +92,14 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
   }, 30_000);
 });
 
+/** The newer holder writes, then the stale one: a storage outside the quorum keeps the newer write. */
+async function expectStaleWriteRefused(key: string, newer: Lock, stale: Lock): Promise<void> {
+  const resource = invariants.client(cluster.servers[3] as RedisServer);
+  expect(await fencedSet(resource, key, "written by B", newer.fence)).toBe(true);
+  expect(await fencedSet(resource, key, "written by stale A", stale.fence)).toBe(false);
+  await resource.del(key);
+}
+
 describe("a minority of 3 restarted empty after a write-back one instance refused", () => {
   it("leaves fences increasing: the write-back raised the counter of the instance that held the key for another owner too", async () => {
     const servers = cluster.servers.slice(0, 3);
@@ -112,10 +120,7 @@ describe("a minority of 3 restarted empty after a write-back one instance refuse
       const { dlm: dlmB } = await fencedOn(servers);
       b = await dlmB.acquire("ledger", 2000, { wait: 5000 });
       expect(BigInt(b.fence as string)).toBeGreaterThan(BigInt(a.fence as string));
-      const resource = invariants.client(cluster.servers[3] as RedisServer);
-      expect(await fencedSet(resource, "ledger:data", "written by B", b.fence)).toBe(true);
-      expect(await fencedSet(resource, "ledger:data", "written by stale A", a.fence)).toBe(false);
-      await resource.del("ledger:data");
+      await expectStaleWriteRefused("ledger:data", b, a);
     } finally {
       await Promise.all([a.release(), b?.release()]);
     }
@@ -148,10 +153,7 @@ describe("maxmemory-policy volatile-lru at the memory limit", () => {
       // the two-holder failure of an eviction; the counters had no expiry and stayed: the fences still order them
       expect(a.valid && b.valid).toBe(true);
       expect({ a: a.fence, b: b.fence }).toEqual({ a: "3", b: "4" });
-      const resource = invariants.client(cluster.servers[3] as RedisServer);
-      expect(await fencedSet(resource, "evicted:data", "written by B", b.fence)).toBe(true);
-      expect(await fencedSet(resource, "evicted:data", "written by A", a.fence)).toBe(false);
-      await resource.del("evicted:data");
+      await expectStaleWriteRefused("evicted:data", b, a);
     } finally {
       await Promise.all([a.release(), b?.release()]);
     }
