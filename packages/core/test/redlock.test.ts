@@ -768,6 +768,43 @@ describe("Redlock options and lifecycle", () => {
     }
   });
 
+  it("reads its signal as aborted once its validity has ended, before any timer fired: first read then, or read before", async () => {
+    // the injected clock passes the validity while no real time does: no timer is due for a minute
+    let now = 1_000_000;
+    const dlm = new Redlock(first(3), { clock: () => now });
+    const unread = await dlm.acquire("lapsed:unread", 60_000);
+    const read = await dlm.acquire("lapsed:read", 60_000);
+    expect(read.signal.aborted).toBe(false);
+    now += 60_000;
+    const seen = [unread, read].map((lock) => ({ valid: lock.valid, aborted: lock.signal.aborted }));
+    // before: a signal first read now was a fresh one, and one read before aborted only when its timer fired
+    expect(seen).toEqual([
+      { valid: false, aborted: true },
+      { valid: false, aborted: true },
+    ]);
+    for (const lock of [unread, read]) {
+      expect(lock.signal.reason).toBeInstanceOf(LockLostError);
+      expect((lock.signal.reason as Error).message).toMatch(/validity ended/);
+    }
+    // the keys themselves are still there (no real time passed): the releases delete them
+    expect(await Promise.all([unread.release(), read.release()])).toEqual([true, true]);
+  });
+
+  it("reads its signal as aborted once an event loop blocked past the validity resumes, before its timer fired", async () => {
+    const dlm = new Redlock(first(3));
+    const lock = await dlm.acquire("blocked", 1000);
+    const early = await dlm.acquire("blocked:early", 1000);
+    const signal = early.signal;
+    // a synchronous stretch until both validities ended: no timer can fire inside it
+    while (lock.valid || early.valid) {
+      // CPU-bound work, a GC pause
+    }
+    // before: { unread: false, early: false }, though neither lock was valid any more
+    expect({ unread: lock.signal.aborted, early: early.signal.aborted }).toEqual({ unread: true, early: true });
+    expect(signal).toBe(early.signal);
+    await Promise.all([lock.release(), early.release()]);
+  });
+
   it("supports await using", async () => {
     const dlm = new Redlock(first(3));
     {

@@ -145,7 +145,8 @@ export class Lock {
    * Aborts with a `LockLostError` when the lock is known lost: an extension failed, or the validity
    * ended without an extension; and when it is released while a call that re-entered it (a
    * `@Locked` call its holder started without awaiting it) still runs. No timer is armed until this
-   * is first read.
+   * is first read. Read after the validity ended, it has aborted, as `valid` is false, even when no
+   * timer could fire yet (a blocked event loop); a signal read before aborts when its timer fires.
    */
   get signal(): AbortSignal {
     const state = this[STATE];
@@ -154,6 +155,11 @@ export class Lock {
       const ended = state.lost ?? state.releasedUnder;
       if (ended) state.controller.abort(ended);
       else if (!state.released) armValidityTimer(this);
+    }
+    // the timer runs only once the event loop turns: a synchronous stretch past the validity, or a
+    // first read after it, must not hand out a signal that says the lock still holds
+    if (!state.released && state.lost === undefined && state.clock() >= state.validUntil) {
+      markLost(this, validityEnded(this));
     }
     return state.controller.signal;
   }
@@ -209,8 +215,11 @@ function onValidityTimer(lock: Lock): void {
     armValidityTimer(lock);
     return;
   }
-  markLost(lock, new LockLostError(lock.resources, "Lock validity ended before it was extended or released"));
+  markLost(lock, validityEnded(lock));
 }
+
+const validityEnded = (lock: Lock) =>
+  new LockLostError(lock.resources, "Lock validity ended before it was extended or released");
 
 /** Records that the lock is lost and aborts its signal. */
 export function markLost(lock: Lock, error: LockLostError): void {
