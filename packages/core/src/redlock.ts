@@ -101,7 +101,12 @@ export class Redlock {
     this.#oneKeyQuorum = { need: this.quorum, yes: (deleted) => deleted === 1 };
     const identity = new ServerIdentityCheck(resolved);
     this.#quorum = { stores: this.#stores, quorum: this.quorum, identity, clock: this.#clock };
-    this.#handOvers = new HandOvers(this.#stores, this.quorum, (index, server) => identity.grantsFrom(index, server));
+    this.#handOvers = new HandOvers(
+      this.#stores,
+      this.quorum,
+      (index, server) => identity.grantsFrom(index, server),
+      this.#clock,
+    );
     this.#retake = new Retake(this.#handOvers.channel, this.quorum);
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {

@@ -143,6 +143,8 @@ export class AcquireLoop {
     let inLine = 0;
     /** The call's sleeps' signal: its own signal or quit() aborts it (`#sleepSignal`). */
     let cut: AbortController | undefined;
+    /** Set when a quorum of instances granted the call the keys (speed/own-grant.ts, speed/message-grant.ts). */
+    let grantedAt: number | undefined;
     this.#running++;
     try {
       // `skipping`: a poll that a valid lock of this Redlock would refuse is not sent; it counts as
@@ -226,19 +228,26 @@ export class AcquireLoop {
         } catch {
           throw this.#stopped(names, opts.signal, attempts, start);
         }
-        // a quorum granted the key outright (speed/own-grant.ts, speed/message-grant.ts): no claim needed
-        const grantedAt = waiting?.grantedAt();
-        if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
-          waiting?.tookGrant();
-          const state = new LockState(keys, value, timeout, clock);
-          state.ttl = ttl;
-          state.driftFactor = opts.driftFactor;
-          state.validUntil = grantedAt + ttl - drift;
-          state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
-          const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start, waiting);
-          return lock instanceof Promise ? await lock : lock;
-        }
+        // a quorum granted the key outright (taken below)
+        grantedAt = waiting?.grantedAt();
+        if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) break;
+        grantedAt = undefined;
         skipping = waiting?.refusedHere(parts.live, keys, inLine) === true;
+      }
+      // Granted the keys as it slept, or it gives up: then grants heard before its deadline, as its
+      // last attempt was on its way (refused: it ran before the releases), are its lock too. Heard
+      // later, they are let go by `end()`, as for any call that gave up.
+      grantedAt ??= waiting?.grantedAt(deadline);
+      if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
+        // no claim needed: the validity counts from the grants (speed/own-grant.ts, speed/message-grant.ts)
+        waiting?.tookGrant();
+        const state = new LockState(keys, value, timeout, clock);
+        state.ttl = ttl;
+        state.driftFactor = opts.driftFactor;
+        state.validUntil = grantedAt + ttl - drift;
+        state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
+        const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start, waiting);
+        return lock instanceof Promise ? await lock : lock;
       }
     } finally {
       // not `await waiting?.end()`: awaiting undefined would cost every acquisition a turn of the microtask queue

@@ -28,6 +28,8 @@ const LEFT_MEMORY_MAX = 10_000;
 export class HandOvers {
   /** This Redlock's hand-over channel name (base64url: no ':'). */
   readonly channel = randomBytes(12).toString("base64url");
+  /** Its Redlock's monotonic clock: when a waiter's grants reached a quorum (`Waiter.grantsHeardAt`). */
+  readonly clock: () => number;
   readonly #stores: readonly LockStore[];
   readonly #quorum: number;
   /** Whether a message heard on instance `index`'s subscriber, from server `server`, may be its grant (quorum/server-identity.ts). */
@@ -53,7 +55,9 @@ export class HandOvers {
     stores: readonly LockStore[],
     quorum: number,
     grantsFrom: (index: number, server: string | undefined) => boolean = () => true,
+    clock: () => number = () => performance.now(),
   ) {
+    this.clock = clock;
     this.#stores = stores;
     this.#quorum = quorum;
     this.#grantsFrom = grantsFrom;
@@ -317,6 +321,8 @@ export class Waiter {
   readonly #granted = new Set<number>();
   /** The earliest start of the releases that granted it: the granted keys expire no sooner than `ttl` after it. */
   #grantedAt = Number.POSITIVE_INFINITY;
+  /** When the grants reached a quorum, on its Redlock's clock (see `grantsHeardAt`). */
+  #heardAt: number | undefined;
   readonly #quorum: number;
   #wake: (() => void) | undefined;
   /** Shortens a sleep to the hold of a first hand-over (see `sleep`). */
@@ -360,7 +366,7 @@ export class Waiter {
       this.#granted.delete(index);
       this.byMessage?.gaveBack(index);
     }
-    if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
+    this.#dropped();
   }
 
   /**
@@ -377,6 +383,12 @@ export class Waiter {
       this.#fresh.delete(index);
       this.#granted.delete(index);
     }
+    this.#dropped();
+  }
+
+  /** Some grants no longer count. */
+  #dropped(): void {
+    if (this.#granted.size < this.#quorum) this.#heardAt = undefined;
     if (this.#granted.size === 0) this.#grantedAt = Number.POSITIVE_INFINITY;
   }
 
@@ -386,6 +398,15 @@ export class Waiter {
    */
   get grantedAt(): number | undefined {
     return this.#granted.size >= this.#quorum ? this.#grantedAt : undefined;
+  }
+
+  /**
+   * When this process heard the grant that made a quorum (on its Redlock's clock), while a quorum
+   * holds: a call whose last attempt failed keeps grants heard before its deadline, and lets go of
+   * later ones (acquire-loop.ts).
+   */
+  get grantsHeardAt(): number | undefined {
+    return this.#heardAt;
   }
 
   /** Wakes it if it never queued: it can now. */
@@ -405,6 +426,7 @@ export class Waiter {
   granted(index: number, start: number): void {
     this.#granted.add(index);
     if (start < this.#grantedAt) this.#grantedAt = start;
+    if (this.#granted.size >= this.#quorum) this.#heardAt ??= this.owner.clock();
     this.handed(index);
   }
 

@@ -16,7 +16,8 @@ import type { HandOvers, Waiter } from "./hand-over.js";
  * - `join(attempts, contention)` after a failed attempt: queues the call if it is not yet, and says
  *   whether to try again at once (refused before it could queue: it is the same attempt, now in line);
  * - `sleep(ms, held, signal)` until the keys are handed over or `ms` pass, then `grantedAt()`:
- *   whether a release of this Redlock granted them outright (`tookGrant()` if the call keeps them);
+ *   whether a quorum granted them outright (`tookGrant()` if the call keeps them); again with the
+ *   call's deadline once it gives up, for grants heard while its last attempt was on its way;
  * - `end()` in `finally`: leaves the queues and lets go of keys handed over but not claimed.
  *
  * A call that cannot wait, or whose instances cannot hand keys over, gets none: it polls with
@@ -141,12 +142,14 @@ export class WaitingCall {
   }
 
   /**
-   * After a sleep: when a quorum of instances granted the keys to this call (speed/own-grant.ts),
-   * the monotonic time its validity counts from. The lock is then held without another attempt;
-   * `tookGrant()` records it.
+   * After a sleep, or once the call gives up: when a quorum of instances granted the keys to this
+   * call (speed/own-grant.ts, speed/message-grant.ts), and this process heard it before `by` (the
+   * call's deadline, once it gives up), the monotonic time its validity counts from. The lock is
+   * then held without another attempt; `tookGrant()` records it.
    */
-  grantedAt(): number | undefined {
-    return this.#waiter?.grantedAt;
+  grantedAt(by = Number.POSITIVE_INFINITY): number | undefined {
+    const heardAt = this.#waiter?.grantsHeardAt;
+    return heardAt !== undefined && heardAt < by ? this.#waiter?.grantedAt : undefined;
   }
 
   /** The call holds the keys it was granted: it is still queued only where they were not granted. */
