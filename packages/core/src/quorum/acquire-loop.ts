@@ -223,8 +223,11 @@ export class AcquireLoop {
           continue;
         }
         cut ??= this.#sleepSignal(opts.signal);
+        /** Woken because a subscriber connection subscribed again (WaitingCall.sleep). */
+        let requeue = false;
         try {
-          await (waiting ? waiting.sleep(delay, inLine, cut.signal) : sleep(delay, cut.signal));
+          if (waiting === undefined) await sleep(delay, cut.signal);
+          else requeue = await waiting.sleep(delay, inLine, cut.signal);
         } catch {
           throw this.#stopped(names, opts.signal, attempts, start);
         }
@@ -232,7 +235,10 @@ export class AcquireLoop {
         grantedAt = waiting?.grantedAt();
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) break;
         grantedAt = undefined;
-        skipping = waiting?.refusedHere(parts.live, keys, inLine) === true;
+        // The attempt for a subscription back takes the call's place in line again where a release
+        // may have skipped it: not a retry, and sent even behind a lock of this Redlock.
+        if (requeue) attempts--;
+        skipping = !requeue && waiting?.refusedHere(parts.live, keys, inLine) === true;
       }
       // Granted the keys as it slept, or it gives up: then grants heard before its deadline, as its
       // last attempt was on its way (refused: it ran before the releases), are its lock too. Heard

@@ -168,14 +168,17 @@ export class RedisStore implements LockStore {
   onHandOver(
     channel: string,
     listener: (key: string, value: string, server: string | undefined) => void,
+    subscribedAgain?: () => void,
   ): Promise<() => void> {
     this.#subscriber ??= new HandOverSubscriber(ioredisSubscriber(this.client));
     // A client with a keyPrefix sends prefixed keys, so the script names the key with its prefix;
     // the waiter knows it without.
     const prefix = this.client.options.keyPrefix;
-    if (prefix === undefined || prefix === "") return this.#subscriber.listen(channel, listener);
-    return this.#subscriber.listen(channel, (key, value, server) =>
-      listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value, server),
+    if (prefix === undefined || prefix === "") return this.#subscriber.listen(channel, listener, subscribedAgain);
+    return this.#subscriber.listen(
+      channel,
+      (key, value, server) => listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value, server),
+      subscribedAgain,
     );
   }
 

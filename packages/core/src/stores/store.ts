@@ -108,8 +108,15 @@ export interface LockStore {
    * instance refuses); the function it resolves to stops listening. `server`, from the Redis stores:
    * the run_id of the server the message came from, when its connection said; without it, a
    * hand-over by a Redis store is no grant (speed/message-grant.ts), and the waiter claims.
+   * `subscribedAgain`, optional for a store to call: it listens again after it could not for a
+   * while (a lost connection subscribed again), so a hand-over meanwhile may have reached nobody;
+   * the Redlock's waiters then try once each (docs/waiting.md).
    */
-  onHandOver?(channel: string, listener: (key: string, value: string, server?: string) => void): Promise<() => void>;
+  onHandOver?(
+    channel: string,
+    listener: (key: string, value: string, server?: string) => void,
+    subscribedAgain?: () => void,
+  ): Promise<() => void>;
   /**
    * Optional, with `onHandOver`: `release` for one key by the Redlock listening on `channel`, which
    * may ask for two exceptions when the key held `value` and was deleted:

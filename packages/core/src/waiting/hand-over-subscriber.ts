@@ -10,6 +10,13 @@ let warned = false;
 /** `server`: the run_id of the server the message came from, when its connection said (see `OpenSubscriber`). */
 type Listener = (key: string, value: string, server: string | undefined) => void;
 
+/** One channel's listener, what its first SUBSCRIBE answered, and whom to tell when it subscribed again after a lost connection. */
+interface Listening {
+  readonly listener: Listener;
+  readonly ready: Promise<unknown>;
+  readonly subscribedAgain: (() => void) | undefined;
+}
+
 /** A subscriber connection as `HandOverSubscriber` drives it, whatever the client library. */
 export interface SubscriberConnection {
   subscribe(channel: string): Promise<unknown>;
@@ -23,10 +30,13 @@ export interface SubscriberConnection {
  * message, with `server`: the run_id the connection's server gave (INFO, before its SUBSCRIBEs) on
  * the connection the message came on, or undefined when it has not (yet) said. A reconnect may reach
  * another server than the instance's data connection (a failover, a DNS change): one message heard
- * there twice must not count as two instances' grants (speed/message-grant.ts).
+ * there twice must not count as two instances' grants (speed/message-grant.ts). `onSubscribedAgain`
+ * once the connection, lost and opened again, has subscribed again to its channels (Redis answered):
+ * a hand-over while it was down reached nobody.
  */
 export type OpenSubscriber = (
   onMessage: (channel: string, message: string, server: string | undefined) => void,
+  onSubscribedAgain: () => void,
 ) => SubscriberConnection;
 
 /**
@@ -37,19 +47,23 @@ export type OpenSubscriber = (
  */
 export class HandOverSubscriber {
   readonly #open: OpenSubscriber;
-  readonly #listeners = new Map<string, { readonly listener: Listener; readonly ready: Promise<unknown> }>();
+  readonly #listeners = new Map<string, Listening>();
   #connection: SubscriberConnection | undefined;
 
   constructor(open: OpenSubscriber) {
     this.#open = open;
   }
 
-  /** Calls `listener(key, value, server)` for each hand-over announced on `channel`. Resolves once subscribed; returns stop. */
-  async listen(channel: string, listener: Listener): Promise<() => void> {
+  /**
+   * Calls `listener(key, value, server)` for each hand-over announced on `channel`, and
+   * `subscribedAgain()` each time the connection subscribed again after it was lost (hand-overs
+   * announced meanwhile were not heard). Resolves once subscribed; returns stop.
+   */
+  async listen(channel: string, listener: Listener, subscribedAgain?: () => void): Promise<() => void> {
     const name = handOverChannel(channel);
     // listening again before an earlier stop: the SUBSCRIBE already sent serves
     const ready = this.#listeners.get(name)?.ready ?? this.#connect().subscribe(name);
-    const entry = { listener, ready };
+    const entry: Listening = { listener, ready, subscribedAgain };
     this.#listeners.set(name, entry);
     const stop = () => {
       if (this.#listeners.get(name) !== entry) return;
@@ -80,10 +94,15 @@ export class HandOverSubscriber {
   }
 
   #connect(): SubscriberConnection {
-    this.#connection ??= this.#open((name, message, server) => {
-      const at = message.indexOf(":");
-      if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at), server);
-    });
+    this.#connection ??= this.#open(
+      (name, message, server) => {
+        const at = message.indexOf(":");
+        if (at > 0) this.#listeners.get(name)?.listener(message.slice(at + 1), message.slice(0, at), server);
+      },
+      () => {
+        for (const { subscribedAgain } of this.#listeners.values()) subscribedAgain?.();
+      },
+    );
     return this.#connection;
   }
 }
@@ -96,7 +115,7 @@ export class HandOverSubscriber {
  * closed." A Cluster's subscriber handles the rejections of its own resubscribes.
  */
 export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
-  return (onMessage) => {
+  return (onMessage, onSubscribedAgain) => {
     const cluster = "isCluster" in client && client.isCluster;
     const connection = cluster
       ? (client as Cluster).duplicate()
@@ -133,7 +152,8 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
     if (!cluster) {
       connection.on("ready", () => {
         // the first connection sends the SUBSCRIBEs queued while it connected; a later one starts empty
-        if (readyBefore && !closed && channels.size > 0) connection.subscribe(...channels).catch(() => {});
+        if (readyBefore && !closed && channels.size > 0)
+          connection.subscribe(...channels).then(onSubscribedAgain, () => {});
         readyBefore = true;
       });
     }
@@ -154,8 +174,11 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
   };
 }
 
+/** A SUBSCRIBE refused for want of permission: asking again in the same cycle would be refused again. */
+export const refusedForGood = (error: unknown): boolean => error instanceof Error && error.message.startsWith("NOPERM");
+
 function warnIfRefused(error: unknown): void {
-  if (warned || !(error instanceof Error) || !error.message.startsWith("NOPERM")) return;
+  if (warned || !refusedForGood(error)) return;
   warned = true;
   process.emitWarning(
     "redlock-kit: this Redis user may not SUBSCRIBE to redlock-kit:hand-over:*; waiters for a held lock fall back to polling",

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { MessageGrant } from "../speed/message-grant.js";
 import type { LockStore, QueueTicket } from "../stores/store.js";
+import { refusedForGood } from "./hand-over-subscriber.js";
 
 /** How long a Redlock stays subscribed after its last waiter left, so that the next one need not subscribe again. */
 const LINGER_MS = 2000;
@@ -45,7 +46,10 @@ export class HandOvers {
   readonly #left = new Map<string, number>();
   #stops: (() => void)[] = [];
   #listening = 0;
+  /** The latest round of SUBSCRIBEs of this cycle (`#subscribe`). */
   #subscribing: Promise<void> | undefined;
+  /** Instances whose SUBSCRIBE of this cycle was refused for a reason that may pass (a lost connection): asked again. */
+  readonly #refused = new Set<number>();
   /** Counts subscribe/unsubscribe cycles, so that a late SUBSCRIBE of an ended cycle is undone. */
   #epoch = 0;
   #linger: NodeJS.Timeout | undefined;
@@ -98,6 +102,7 @@ export class HandOvers {
   ): Waiter {
     clearTimeout(this.#linger);
     this.#linger = undefined;
+    if (this.#refused.size > 0 && !this.#closed) void this.#subscribe(timeoutMs);
     const retryMs = Math.min(ttl, Math.max(2 * timeoutMs, 20));
     const oneKeyGrantable = grantable && keys.length === 1;
     const byMessage = oneKeyGrantable ? new MessageGrant() : undefined;
@@ -232,6 +237,18 @@ export class HandOvers {
     }
   }
 
+  /**
+   * A subscriber connection, lost and opened again, listens again: a release there while it was
+   * down skipped this Redlock's waiters (nobody heard the channel: their entries are gone from the
+   * queue) or handed a key to one whose message was lost. Each queued waiter tries once (not a
+   * retry), which takes a key left free or to it, or puts it back in line at its place. One
+   * attempt per waiter and reconnect, as one poll would be.
+   */
+  #subscribedAgain(epoch: number): void {
+    if (epoch !== this.#epoch) return;
+    for (const waiter of this.#waiters.values()) waiter.subscribedAgain();
+  }
+
   #remember(value: string): void {
     const now = Date.now();
     // oldest first: drop what is past its time
@@ -243,27 +260,38 @@ export class HandOvers {
   }
 
   /**
-   * Resolves once a quorum listens, every SUBSCRIBE settled, or `timeoutMs` passed: a stopped
-   * instance must not hold a waiter back from queuing on the others. The rest still count once
-   * they land; until then their releases skip this Redlock's waiters (nobody hears the channel).
+   * Subscribes on every instance at a cycle's start; later, again where a SUBSCRIBE was refused for
+   * a reason that may pass (its connection failed: an instance down, `maxRetriesPerRequest`), when
+   * the next waiter enters or listens. A refused permission stands until the next cycle: its
+   * waiters poll. Resolves once a quorum listens, every SUBSCRIBE of the round settled, or
+   * `timeoutMs` passed: a stopped instance must not hold a waiter back from queuing on the others.
+   * The rest still count once they land; until then their releases skip this Redlock's waiters
+   * (nobody hears the channel).
    */
   #subscribe(timeoutMs: number): Promise<void> {
-    if (this.#subscribing !== undefined) return this.#subscribing;
+    if (this.#subscribing !== undefined && this.#refused.size === 0) return this.#subscribing;
+    const again = this.#subscribing !== undefined;
+    const indexes = again ? [...this.#refused] : this.#able;
+    this.#refused.clear();
     const epoch = this.#epoch;
     let settled = 0;
     let done!: () => void;
-    this.#subscribing = new Promise<void>((resolve) => {
+    const round = new Promise<void>((resolve) => {
       done = resolve;
     });
+    this.#subscribing = round;
     const timer = setTimeout(done, timeoutMs);
-    this.#subscribing.then(() => clearTimeout(timer));
-    for (const index of this.#able) {
+    round.then(() => clearTimeout(timer));
+    for (const index of indexes) {
       const store = this.#stores[index] as LockStore;
       // a store of your own that throws counts as one that refused
       const subscribed = new Promise<() => void>((resolve) =>
         resolve(
-          (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(store, this.channel, (key, value, server) =>
-            this.#handed(index, key, value, server),
+          (store.onHandOver as NonNullable<LockStore["onHandOver"]>).call(
+            store,
+            this.channel,
+            (key, value, server) => this.#handed(index, key, value, server),
+            () => this.#subscribedAgain(epoch),
           ),
         ),
       );
@@ -274,6 +302,8 @@ export class HandOvers {
             if (epoch !== this.#epoch) stop();
             else {
               this.#stops.push(stop);
+              // asked again: a release there meanwhile skipped the waiters queued there
+              if (again) this.#subscribedAgain(epoch);
               // a waiter that could not queue while too few instances listened may queue now
               if (++this.#listening === this.#quorum) {
                 for (const waiter of this.#waiters.values()) waiter.nudge();
@@ -281,18 +311,21 @@ export class HandOvers {
               }
             }
           },
-          () => {},
+          (error: unknown) => {
+            if (epoch === this.#epoch && !refusedForGood(error)) this.#refused.add(index);
+          },
         )
         .finally(() => {
-          if (++settled === this.#able.length) done();
+          if (++settled === indexes.length) done();
         });
     }
-    return this.#subscribing;
+    return round;
   }
 
   #unsubscribe(): void {
     if (this.#waiters.size > 0 && !this.#closed) return;
     this.#subscribing = undefined;
+    this.#refused.clear();
     this.#epoch++;
     this.#listening = 0;
     for (const stop of this.#stops.splice(0)) stop();
@@ -325,6 +358,8 @@ export class Waiter {
   #heardAt: number | undefined;
   readonly #quorum: number;
   #wake: (() => void) | undefined;
+  /** A subscriber connection subscribed again since its last sleep began: its next sleep ends at once (`subscribedAgain`). */
+  #again = false;
   /** Shortens a sleep to the hold of a first hand-over (see `sleep`). */
   #handedSome: (() => void) | undefined;
 
@@ -420,6 +455,17 @@ export class Waiter {
   }
 
   /**
+   * A subscriber connection subscribed again (`HandOvers.#subscribedAgain`): a queued waiter's
+   * sleep ends now, or its next one at once if it is attempting (that attempt may have run before
+   * the release it did not hear of), so that it tries once.
+   */
+  subscribedAgain(): void {
+    if (!this.queued) return;
+    this.#again = true;
+    this.#wake?.();
+  }
+
+  /**
    * @internal Instance `index` granted it the key with its ttl, no sooner than `start`: a release of
    * this Redlock (speed/own-grant.ts), or a hand-over by message (speed/message-grant.ts).
    */
@@ -443,10 +489,15 @@ export class Waiter {
    * reason. Once some instance handed it the keys, it sleeps at most one hold more: a quorum that
    * does not follow means the instances picked different waiters (one missed some queues), and
    * the next attempt gives back what it cannot use, so that no waiters hold each other's votes
-   * for longer than a hold.
+   * for longer than a hold. Resolves to true when a subscriber connection subscribed again
+   * (`subscribedAgain`): the attempt that follows only takes the waiter's place again.
    */
-  sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#fresh.size >= this.#quorum) return Promise.resolve();
+  sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+    if (this.#again) {
+      this.#again = false;
+      return Promise.resolve(true);
+    }
+    if (this.#fresh.size >= this.#quorum) return Promise.resolve(false);
     return new Promise((resolve, reject) => {
       let shortened = false;
       const done = () => {
@@ -461,7 +512,8 @@ export class Waiter {
       };
       const wake = () => {
         done();
-        resolve();
+        resolve(this.#again);
+        this.#again = false;
       };
       let timer = setTimeout(wake, ms);
       this.#wake = wake;

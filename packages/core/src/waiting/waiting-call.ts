@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { LiveLocks } from "../lock/live-locks.js";
 import type { ResolvedAcquireOptions } from "../options.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
@@ -37,6 +38,8 @@ export class WaitingCall {
   #ticket: QueueTicket | undefined;
   /** Instances where this call may sit in a queue: those that did not take the keys. */
   #queuedOn: number[] = [];
+  /** When the poll that a subscription back cut short was due (`performance.now()`), until it is slept out. */
+  #pollDue: number | undefined;
 
   /** Whether a call with `options` waits for hand-overs: it may wait, and a quorum of instances can hand keys over. */
   static mayWait(handOvers: HandOvers, options: ResolvedAcquireOptions): boolean {
@@ -117,14 +120,21 @@ export class WaitingCall {
   /**
    * Waits for the keys to be handed over, or `ms`, whichever comes first; rejects with the
    * signal's reason. `inLine`: on how many instances the last attempt left it queued (those that
-   * refused it, and those where it gave a key back).
+   * refused it, and those where it gave a key back). Resolves to true when it woke because a
+   * subscriber connection subscribed again (`Waiter.subscribedAgain`): the attempt that follows only
+   * takes its place in line again, so it is no retry, and the poll it cut short stays due when it was.
    */
-  sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<void> {
+  sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<boolean> {
     const waiter = this.#waiter as Waiter;
+    const now = performance.now();
+    if (this.#pollDue !== undefined) ms = Math.min(ms, Math.max(0, this.#pollDue - now));
     // queued on too few instances to be handed a quorum (some timed out): no release could wake
     // it, so it tries again after one hold
     if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.retryMs);
-    return waiter.sleep(ms, signal);
+    return waiter.sleep(ms, signal).then((again) => {
+      this.#pollDue = again ? now + ms : undefined;
+      return again;
+    });
   }
 
   /**

@@ -156,11 +156,12 @@ export class NodeRedisStore implements LockStore {
   onHandOver(
     channel: string,
     listener: (key: string, value: string, server: string | undefined) => void,
+    subscribedAgain?: () => void,
   ): Promise<() => void> {
     this.#subscriber ??= new HandOverSubscriber(
       nodeRedisSubscriber(this.client as unknown as NodeRedisBase, this.kind),
     );
-    return this.#subscriber.listen(channel, listener);
+    return this.#subscriber.listen(channel, listener, subscribedAgain);
   }
 
   /** Its ZREM goes behind any attempt or requeue in flight: one answered NOSCRIPT later does not queue it again. */

@@ -9,13 +9,14 @@ import { type NodeRedisBase, type NodeRedisKind, type ReconnectStrategy, senderO
  * itself: a waiter's own timer does that while it waits.
  */
 export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind): OpenSubscriber {
-  return (onMessage) => {
+  return (onMessage, onSubscribedAgain) => {
     /** The connection's latest opening: the first, or the one after it was lost. */
     let connected: Promise<unknown> | undefined;
     const retrying = retryingDuplicate(client, (reconnected) => {
       connected = reconnected;
-      // a close() ends it; a SUBSCRIBE waiting for it hears that
-      reconnected.catch(() => {});
+      // node-redis's connect() resolves once the SUBSCRIBEs it sends again were answered; a close()
+      // ends it, and a SUBSCRIBE waiting for it hears that
+      reconnected.then(onSubscribedAgain, () => {});
     });
     const connection = retrying.connection;
     // node-redis throws an 'error' event nobody listens to; a lost subscription makes waiters poll
