@@ -2,7 +2,14 @@ import type { Cluster, ClusterOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
-import { LockUnavailableError, RedisStore, Redlock, type RedlockInstance } from "../src/index.js";
+import {
+  type AcquireMessage,
+  channels,
+  LockUnavailableError,
+  RedisStore,
+  Redlock,
+  type RedlockInstance,
+} from "../src/index.js";
 
 /**
  * A slot being resharded (`CLUSTER SETSLOT … MIGRATING/IMPORTING`, then `MIGRATE` key by key): the
@@ -112,6 +119,48 @@ describe("an ioredis Cluster, which sends a command answered TRYAGAIN again by i
       }
     },
   );
+
+  it("sends a call's next attempt only once its attempt sent again by ioredis was answered: landing after an extension, that attempt cut the key back to its own ttl", async () => {
+    const keys = ["{late}:a", "{late}:b"];
+    const key = keys[0] as string;
+    // the first attempt, answered TRYAGAIN, is sent again by ioredis 3 s later; the call's next one
+    // goes 1.5 s after the first (its 500 ms bound, then the retry delay), once the migration ended
+    const client = cluster.client({ retryDelayOnTryAgain: 3000 });
+    await client.ping();
+    await Promise.all(client.nodes("master").map((node) => node.ping()));
+    const dlm = new Redlock([client], { instanceTimeout: 500, retryDelay: 1000, retryJitter: 0 });
+    const migration = await cluster.migrateSlotOf(key);
+    const target = migration.target.client();
+    const monitor = await startMonitor(migration.target.client());
+    let attempts = 0;
+    const counted = (message: unknown) => {
+      attempts = (message as AcquireMessage).attempts;
+    };
+    channels.acquire.subscribe(counted);
+    const refused = async () =>
+      Number(/errorstat_TRYAGAIN:count=(\d+)/.exec(await target.info("errorstats"))?.[1] ?? 0);
+    const before = await refused();
+    try {
+      const acquiring = dlm.acquire(keys, 5000, { wait: 20_000 });
+      // its outcome is read below; a failed step before that leaves it handled
+      acquiring.catch(() => {});
+      await expect.poll(refused).toBe(before + 1);
+      await migration.finish();
+      const lock = await acquiring;
+      await lock.extend(60_000);
+      // every attempt of the call ran its script on the slot's new master
+      const ran = () =>
+        new Set(monitor.seen.flatMap(({ script }) => (script?.args.at(-1) === "5000" ? [script] : []))).size;
+      await expect.poll(ran).toBe(attempts);
+      // the key outlives the validity the extension reported: nobody else can take it before then
+      const left = await target.pttl(key);
+      expect(left).toBeGreaterThanOrEqual(lock.remainingMs);
+    } finally {
+      channels.acquire.unsubscribe(counted);
+      await monitor.close();
+      await dlm.quit();
+    }
+  });
 
   it("sends no give-back whose call sent another attempt since: that attempt, with the same value, may hold the keys", async () => {
     const keys = ["{resent}:a", "{resent}:b"];

@@ -1,24 +1,28 @@
 /**
- * On an ioredis Cluster, a release of a lock value is sent only once every acquire of that value
- * sent before it has been answered. A Cluster client does not keep a command in its place behind
- * the ones sent before it: ioredis sends a command again by itself, after a delay and to a random
- * node that redirects it, when it was answered TRYAGAIN (several keys of a slot being migrated),
- * CLUSTERDOWN, or lost with its connection (a failover). An acquire that outlived its attempt's
- * bound could then run after the give-back that followed it, and keep the keys for its whole ttl
- * with nobody to release them. (On one connection, the give-back runs behind the acquire.)
+ * On an ioredis Cluster, a call's next attempt and any release of a lock value go out only once
+ * every acquire of that value sent before them has been answered. A Cluster client does not keep
+ * a command in its place behind the ones sent before it: ioredis sends a command again by itself,
+ * after a delay and to a random node that redirects it, when it was answered TRYAGAIN (several keys
+ * of a slot being migrated), CLUSTERDOWN, or lost with its connection (a failover). An acquire that
+ * outlived its attempt's bound could then run after the give-back that followed it, and keep the
+ * keys for its whole ttl with nobody to release them; or after the call's next attempt took the
+ * keys and the lock was extended, setting them back to the attempt's own ttl: they expired before
+ * the validity the extension reported. A call whose acquisition counted on this Cluster had every
+ * attempt answered here by then, so the extensions that follow need no wait. (On one connection,
+ * each command runs behind those sent before it.)
  */
 export class AcquiresFirst {
   /** Lock value → settles once every acquire of it sent so far has been answered. */
   readonly #pending = new Map<string, Promise<unknown>>();
 
-  /** Notes `reply`, an acquire of `value` just sent, and hands it back. */
-  track<T>(value: string, reply: Promise<T>): Promise<T> {
+  /** Sends an acquire of `value` with `send` once the acquires of it sent before were answered: at once when none is in flight. */
+  acquire<T>(value: string, send: () => Promise<T>): Promise<T> {
     const earlier = this.#pending.get(value);
+    const reply = earlier === undefined ? send() : earlier.then(send);
     const answered = reply.then(ignore, ignore);
-    const all = earlier === undefined ? answered : Promise.all([earlier, answered]);
-    this.#pending.set(value, all);
-    void all.then(() => {
-      if (this.#pending.get(value) === all) this.#pending.delete(value);
+    this.#pending.set(value, answered);
+    void answered.then(() => {
+      if (this.#pending.get(value) === answered) this.#pending.delete(value);
     });
     return reply;
   }

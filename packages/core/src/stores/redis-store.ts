@@ -49,7 +49,7 @@ export class RedisStore implements LockStore {
   readonly #scripts: ScriptCaller;
   /** Batches the writes of one event-loop phase (speed/write-batching.ts); none on a Cluster. */
   readonly #batcher: WriteBatcher | undefined;
-  /** On a Cluster, whose client may send an acquire again after its give-back: releases wait for it (acquires-first.ts). */
+  /** On a Cluster, whose client may send an acquire again after later commands: the call's next attempt and releases wait for it (acquires-first.ts). */
   readonly #acquiresFirst: AcquiresFirst | undefined;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
@@ -87,8 +87,8 @@ export class RedisStore implements LockStore {
   }
 
   acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    const reply = this.#acquire(keys, value, ttl, ticket);
-    return this.#acquiresFirst === undefined ? reply : this.#acquiresFirst.track(value, reply);
+    if (this.#acquiresFirst === undefined) return this.#acquire(keys, value, ttl, ticket);
+    return this.#acquiresFirst.acquire(value, () => this.#acquire(keys, value, ttl, ticket));
   }
 
   #acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
@@ -105,19 +105,21 @@ export class RedisStore implements LockStore {
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
   acquireFenced(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    this.#batcher?.beforeSend();
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = countersOf(keys, this.#cluster, this.#prefix) as string[];
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
-    const reply = this.#inFlight.send(value, (wanted) =>
-      this.#scripts.call(
-        COMMANDS.acquireFenced,
-        acquireArgs(keys, value, ttl, queues, ticket, counters),
-        toFencedReply,
-        wanted,
-      ),
-    );
-    return this.#acquiresFirst === undefined ? reply : this.#acquiresFirst.track(value, reply);
+    const send = () => {
+      this.#batcher?.beforeSend();
+      return this.#inFlight.send(value, (wanted) =>
+        this.#scripts.call(
+          COMMANDS.acquireFenced,
+          acquireArgs(keys, value, ttl, queues, ticket, counters),
+          toFencedReply,
+          wanted,
+        ),
+      );
+    };
+    return this.#acquiresFirst === undefined ? send() : this.#acquiresFirst.acquire(value, send);
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
