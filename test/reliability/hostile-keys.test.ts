@@ -155,4 +155,35 @@ describe.each(frameworks)("a key function on a Redis Cluster through %s", (frame
     });
     expect(together.status).toBe(200);
   });
+
+  it("with fencing, naming a resource whose fence counter cannot share its hash slot is a 400, not a 500; a fenceable one locks", async () => {
+    const client = invariants.track(slots.client());
+    await client.ping();
+    await Promise.all(client.nodes("master").map((node) => node.ping()));
+    // fencing from the Redlock, and from the route's own options
+    const dlms = [new Redlock([client], { retryCount: 0, fencing: true }), new Redlock([client], { retryCount: 0 })];
+    const key = (source: HttpKeySource) => `account:${(source.params as { id: string }).id}`;
+    for (const [i, dlm] of dlms.entries()) {
+      const options = i === 0 ? { ttl: 5000 } : { ttl: 5000, fencing: true };
+      const app = invariants.track(
+        await buildApp[framework](dlm, [
+          {
+            method: "post",
+            path: "/pay/:id",
+            key,
+            options,
+            handler: async (lock) => ({ json: { fence: lock?.fence } }),
+          },
+        ]),
+      );
+      // "account:{}1" has an empty tag: it hashes whole, and neither "…:redlock-kit:fence" nor "{account:{}1}:…" would
+      const homeless = await send(`${app.url}/pay/${encodeURIComponent("{}1")}`, { method: "POST" });
+      expect(homeless.status).toBe(400);
+      expect(JSON.parse(homeless.text)).toEqual({
+        error: "Lock key names a resource whose fence counter cannot share its hash slot on a Redis Cluster",
+      });
+      const fenced = await send(`${app.url}/pay/1`, { method: "POST" });
+      expect([fenced.status, typeof JSON.parse(fenced.text).fence]).toEqual([200, "string"]);
+    }
+  });
 });

@@ -12,6 +12,7 @@ import { holdingLock } from "../lock/held-locks.js";
 import { type Lock, STATE } from "../lock/lock.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
+import { UnfenceableKeyError } from "../stores/script-calls.js";
 import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
@@ -307,8 +308,17 @@ export class RouteLock<Hook = never> {
     return { kind: "acquired", lock, held: new HeldRoute(redlock, lock, stop, tracker) };
   }
 
-  #failed(error: unknown, tracker: TrackedResponse): RouteOutcome<Hook> {
+  #failed(thrown: unknown, tracker: TrackedResponse): RouteOutcome<Hook> {
     tracker.dispose();
+    // the request named the resource, as for resources a Cluster cannot lock together (checkKeys)
+    const error =
+      thrown instanceof UnfenceableKeyError
+        ? new LockKeyError(
+            "Lock key names a resource whose fence counter cannot share its hash slot on a Redis Cluster",
+            undefined,
+            { cause: thrown },
+          )
+        : thrown;
     if (tracker.clientLeft && !RedlockError.isRedlockError(error)) return ABORTED;
     if (!RedlockError.isRedlockError(error)) throw error;
     // another step answered while the route waited (a timeout's 503): writing over it would throw

@@ -37,11 +37,17 @@ export function checkClusterKeys(keys: readonly string[], fencing?: boolean, pre
   }
   const homeless = fencing ? keys.find((key) => besideKey(key, FENCE_SUFFIX, prefix) === undefined) : undefined;
   if (homeless !== undefined) {
-    throw new RangeError(
+    throw new UnfenceableKeyError(
       `a fence counter cannot share the hash slot of ${JSON.stringify(homeless)} on a Redis Cluster: give the resource a hash tag, e.g. "{order:42}"`,
     );
   }
 }
+
+/**
+ * The `RangeError` of a key whose fence counter cannot sit in its Cluster hash slot: told apart so
+ * that an HTTP route, whose key came from the request, answers it 400 (http/http-policy.ts).
+ */
+export class UnfenceableKeyError extends RangeError {}
 
 /** A queue entry: the channel to tell, how long to hold the key for the waiter, its value. */
 export const entryOf = (ticket: QueueTicket, value: string) => `${ticket.channel}:${ticket.holdMs}:${value}`;
