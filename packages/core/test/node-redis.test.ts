@@ -391,6 +391,91 @@ describe("a node-redis client whose reconnect strategy gave up", () => {
   });
 });
 
+describe("a node-redis connection reset after the acquire applied (docs/reliability.md F13)", () => {
+  /**
+   * Three clients through proxies; an acquisition that every instance applied has its replies held,
+   * then every connection is reset, and the next connections hear nothing back until the call has
+   * settled: the call's give-backs are sent while the clients reconnect.
+   */
+  const resetOnceApplied = async (key: string, options: Parameters<typeof nodeRedisClient>[1]) => {
+    const proxies = await Promise.all(redis.servers.map((server) => startDelayProxy(server.port)));
+    try {
+      const proxied = await Promise.all(
+        proxies.map((proxy, index) => ownClient(index, { ...options, socket: { port: proxy.port } }).connect()),
+      );
+      const dlm = redlock(proxied, { retryCount: 0, instanceTimeout: 2000 });
+      await (await dlm.acquire(`${key}:warm`, 5000)).release();
+      for (const proxy of proxies) proxy.downDelayMs = 60_000;
+      const pending = dlm.lock(key, 30_000).catch((error: unknown) => error);
+      await expect.poll(async () => (await valuesOf(key)).every((value) => value !== null)).toBe(true);
+      for (const proxy of proxies) {
+        proxy.downDelayMs = 0;
+        proxy.holdNewReplies = true;
+        proxy.resetAll();
+      }
+      const outcome = await pending;
+      for (const proxy of proxies) proxy.releaseReplies();
+      await expect.poll(() => proxied.every((client) => client.isReady)).toBe(true);
+      // anything queued for the new connections has landed once they answered
+      await Promise.all(proxied.map((client) => client.ping()));
+      return { outcome, values: await valuesOf(key), ttls: await Promise.all(admins.map((admin) => admin.pttl(key))) };
+    } finally {
+      await Promise.all(proxies.map((proxy) => proxy.close()));
+    }
+  };
+
+  it("re-sends nothing: the call is unavailable, and its give-backs, queued for the next connections, delete what it applied", async () => {
+    const { outcome, values } = await resetOnceApplied("nr:reset", {});
+    expect(outcome).toBeInstanceOf(LockUnavailableError);
+    expect(values).toEqual([null, null, null]);
+  });
+
+  it("with disableOfflineQueue, refuses the give-backs while it reconnects: what the acquire applied stays until its ttl (documented)", async () => {
+    const { outcome, values, ttls } = await resetOnceApplied("nr:reset:offline", { disableOfflineQueue: true });
+    expect(outcome).toBeInstanceOf(LockUnavailableError);
+    // the failed call's value, on every instance, held by nobody
+    expect(new Set(values).size).toBe(1);
+    expect(values[0]).not.toBeNull();
+    expect(ttls.every((ttl) => ttl > 0)).toBe(true);
+  });
+});
+
+describe("a node-redis client the app subscribes on (RESP2)", () => {
+  it("does not vote while subscribed, saying why, and is checked once it unsubscribes: one server listed twice is refused, not counted twice", async () => {
+    const port = redis.servers[0]?.port as number;
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    try {
+      // another name for the first instance's server, in subscriber mode: in RESP2 (node-redis 5's
+      // default, 6 defaults to RESP3) Redis refuses it every other command
+      const subscribed = await ownClient(0, { RESP: 2, socket: { host: "localhost", port } }).connect();
+      await subscribed.subscribe("app:news", () => {});
+      const third = await ownClient(2).connect();
+      const dlm = redlock([clients[0] as NodeRedisClient, subscribed, third], { retryCount: 0 });
+      const lock = await dlm.acquire("nr:subscribed", 5000);
+      await lock.release();
+      const refused = await redlock([subscribed], { retryCount: 0 })
+        .lock("nr:subscribed", 5000)
+        .catch((error: unknown) => error);
+      expect((refused as LockUnavailableError).causes?.[0]?.error.message).toContain("allowed in this context");
+      await subscribed.unsubscribe("app:news");
+      // without the third instance, only that one server voting twice could make a quorum
+      third.destroy();
+      const outcome = await dlm.acquire("nr:subscribed", 5000).catch((error: unknown) => error);
+      expect(outcome).toBeInstanceOf(LockConfigurationError);
+      expect((outcome as Error).message).toContain(
+        `instances[1] (localhost:${port}/0) is the same Redis server as instances[0]`,
+      );
+      await new Promise((resolve) => setImmediate(resolve));
+      // the server did not refuse INFO: its connection was in subscriber mode
+      expect(warnings.filter((w) => (w as { code?: string }).code === "REDLOCK_KIT_NO_SERVER_ID")).toEqual([]);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+});
+
 it("keeps redis an optional peer: no source of core imports it, at run time or for types", () => {
   const src = fileURLToPath(new URL("../src", import.meta.url));
   const files = readdirSync(src, { recursive: true, encoding: "utf8" }).filter((file) => file.endsWith(".ts"));

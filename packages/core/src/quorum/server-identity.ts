@@ -55,6 +55,8 @@ class ClientIdentity {
   #facts: ServerFacts | undefined;
   /** The server answered INFO with an error: its identity cannot be known. */
   #unknowable = false;
+  /** Why the last read on this connection, still up, got no answer (a subscriber-mode connection): its votes say it. */
+  #unanswered: Error | undefined;
   #reading: Promise<void> | undefined;
   /** A call already waited its bound for the read in flight: later calls do not wait for it again. */
   #waitedOut = false;
@@ -72,6 +74,7 @@ class ClientIdentity {
       this.#epoch++;
       this.#facts = undefined;
       this.#unknowable = false;
+      this.#unanswered = undefined;
       this.#reading = undefined;
       this.#waitedOut = false;
       generation++;
@@ -103,6 +106,11 @@ class ClientIdentity {
 
   get facts(): ServerFacts | undefined {
     return this.#facts;
+  }
+
+  /** Why this connection has not said who it is, when it was asked and refused for its state. */
+  get unanswered(): Error | undefined {
+    return this.#unanswered;
   }
 
   /** Whether a connection closed after generation `stamp`. */
@@ -174,14 +182,19 @@ class ClientIdentity {
       (facts) => {
         if (epoch !== this.#epoch) return this.#reading;
         this.#facts = facts;
+        this.#unanswered = undefined;
         this.#fresh = false;
         generation++;
       },
       (error: unknown) => {
         if (epoch !== this.#epoch) return this.#reading;
         this.#reading = undefined;
-        // no answer (the connection closed): the next connection is asked
-        if ((error as Error | undefined)?.name !== "ReplyError") return;
+        // no answer (the connection closed, or it is in subscriber mode): asked again by the next call,
+        // and a connection still up says why in its votes
+        if ((error as Error | undefined)?.name !== "ReplyError") {
+          if (error instanceof Error && this.#client.status === "ready") this.#unanswered = error;
+          return;
+        }
         this.#unknowable = true;
         generation++;
         warnUnknowable();
@@ -231,8 +244,8 @@ function warnUnknowable(): void {
   );
 }
 
-const notAsked = () =>
-  Promise.reject(new Error("Not asked: this server has not yet said who it is on its current connection"));
+const NOT_ASKED = "Not asked: this server has not yet said who it is on its current connection";
+const notAsked = () => Promise.reject(new Error(NOT_ASKED));
 
 const RECONNECTED = new Error(
   "Not counted: the connection closed while the command was in flight, and may now reach another server",
@@ -246,6 +259,12 @@ const UNCHECKED: LockStore = Object.freeze({
   acquireFenced: notAsked,
   raiseFences: notAsked,
 });
+
+/** UNCHECKED, its votes saying why the connection did not answer INFO (such as a RESP2 connection in subscriber mode). */
+function uncheckedBy(cause: Error): LockStore {
+  const refused = () => Promise.reject(new Error(`${NOT_ASKED} (INFO: ${cause.message})`));
+  return { acquire: refused, extend: refused, release: refused, acquireFenced: refused, raiseFences: refused };
+}
 
 interface Entry {
   readonly index: number;
@@ -365,7 +384,9 @@ export class ServerIdentityCheck {
     }
     if (this.#votersAt !== at) {
       const voters = [...stores];
-      for (const { index, identity } of this.#entries) if (!identity.settled) voters[index] = UNCHECKED;
+      for (const { index, identity } of this.#entries) {
+        if (!identity.settled) voters[index] = identity.unanswered ? uncheckedBy(identity.unanswered) : UNCHECKED;
+      }
       this.#voters = voters;
       this.#votersAt = at;
     }

@@ -26,6 +26,9 @@ const EVENTS: Readonly<Record<"client" | "cluster", Readonly<Record<string, read
   cluster: { close: ["disconnect"], ready: ["connect"] },
 };
 
+/** Redis's refusal of a command on a RESP2 connection in subscriber mode ("… are allowed in this context"). */
+const SUBSCRIBER_MODE = /allowed in this context/;
+
 /** One view per client, shared by every store on it: server-identity.ts keeps one identity per watched object. */
 const views = new WeakMap<object, WatchedNodeRedis>();
 
@@ -43,8 +46,12 @@ function createView(client: NodeRedisBase, kind: NodeRedisKind, send: Send): Wat
   const namesOf = (event: string) => events[event] ?? [];
   const call = (...args: string[]) =>
     send(undefined, args).catch((error: unknown) => {
-      // server-identity.ts tells a refusal (cannot be checked) from a lost connection by this name
-      if (isServerError(error)) Object.defineProperty(error, "name", { value: "ReplyError" });
+      // server-identity.ts tells a refusal (cannot be checked) from a lost connection by this name;
+      // a RESP2 connection the app subscribes on is refused every other command until it unsubscribes:
+      // that is a state of the connection, as ioredis's own subscriber-mode error, not a server that refuses INFO
+      if (isServerError(error) && !SUBSCRIBER_MODE.test(error.message)) {
+        Object.defineProperty(error, "name", { value: "ReplyError" });
+      }
       throw error;
     });
   return {
