@@ -46,6 +46,16 @@ async function untilConnected(client: Redis): Promise<void> {
   }
 }
 
+/**
+ * Resolves once `client` saw its connection close. The server's exit comes first: a command written
+ * before the client noticed would be in flight on a dead socket, and ioredis sends it again on the
+ * next connection, landing on the server after its restart (an acquisition there raises its empty
+ * counter to 1).
+ */
+async function untilDisconnected(client: Redis): Promise<void> {
+  while (client.status === "ready") await sleep(5);
+}
+
 /** Kills `victims` with SIGKILL and starts them again with nothing: no persistence, every key gone. */
 async function restartEmpty(victims: readonly RedisServer[], clients: readonly Redis[]): Promise<void> {
   invariants.faultInjected();
@@ -71,6 +81,7 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
       const emptied = victims.map((victim) => clients[servers.indexOf(victim)] as Redis);
       invariants.faultInjected();
       await Promise.all(victims.map((victim) => victim.kill()));
+      await Promise.all(emptied.map(untilDisconnected));
       await next(); // while they are down
       await Promise.all(victims.map((victim) => victim.start()));
       await Promise.all(emptied.map(untilConnected));
