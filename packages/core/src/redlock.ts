@@ -43,6 +43,7 @@ import { ServerIdentityCheck } from "./quorum/server-identity.js";
 import { countVotes } from "./quorum/votes.js";
 import { type Grant, OwnGrants } from "./speed/own-grant.js";
 import { Retake, type RetakeWindow } from "./speed/retake.js";
+import { letEnd } from "./stores/keep-connecting.js";
 import { NodeRedisStore } from "./stores/node-redis/node-redis-store.js";
 import { RedisStore } from "./stores/redis-store.js";
 import { canFence, type LockStore } from "./stores/store.js";
@@ -364,7 +365,9 @@ export class Redlock {
     }
     await Promise.all(
       this.#instances.map(async ({ owned }) => {
-        if (!owned || owned.status === "end") return;
+        if (!owned) return;
+        letEnd(owned);
+        if (owned.status === "end") return;
         const ended = new Promise((resolve) => owned.once("end", resolve));
         // QUIT lets pending replies arrive; a dead instance must not make quit() hang, hence the bound.
         const bound = new Promise((resolve) => setTimeout(resolve, QUIT_BOUND_MS).unref());

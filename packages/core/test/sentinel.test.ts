@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { startSentinel, type TestSentinel, until } from "#test-helpers/redis.js";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { startSentinel, startServer, type TestSentinel, until } from "#test-helpers/redis.js";
 import { LockConfigurationError, MemoryStore, Redlock } from "../src/index.js";
 
 let sentinel: TestSentinel;
@@ -30,6 +31,94 @@ it("locks through ioredis Sentinel options before and after a failover to the re
   expect(await sentinel.replica.client().get("sentinel:b")).toBe(after.value);
   expect(await after.release()).toBe(true);
   await dlm.quit();
+}, 40_000);
+
+it("keeps a client made from Sentinel options when its failover detector cuts off a connection attempt (ioredis would end it for good)", async () => {
+  // The failover detector hears +switch-master on every address of `sentinels`. A Sentinel accepts
+  // no PUBLISH from a client, so the second address is a plain redis-server the test publishes on;
+  // the first is the real sentinel, behind a proxy that holds the client's question for the master.
+  const proxy = await startDelayProxy(sentinel.sentinelPort);
+  const announcer = await startServer();
+  const dlm = new Redlock([
+    {
+      sentinels: [
+        { host: "127.0.0.1", port: proxy.port },
+        { host: "127.0.0.1", port: announcer.port },
+      ],
+      name: sentinel.name,
+    },
+  ]);
+  const admin = announcer.client();
+  const master = new Redis({ port: await sentinel.masterPort(), host: "127.0.0.1" });
+  try {
+    await (await dlm.acquire("sentinel:cut-off", 5000)).release();
+    const detectors = async () => ((await admin.pubsub("NUMSUB", "+switch-master")) as [string, number])[1];
+    await until("the failover detector subscribed", async () => (await detectors()) === 1);
+
+    // the client loses its connection; its next attempt asks the sentinel, which hears the question late
+    proxy.holdCommandsWhen = (chunk) => chunk.includes("get-master-addr-by-name");
+    await master.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+    await until("the attempt to ask the sentinel", async () => proxy.heldCommandBytes > 0);
+    // a failover is announced meanwhile: the detector disconnects the connector mid-attempt
+    await admin.publish("+switch-master", `${sentinel.name} 127.0.0.1 1 127.0.0.1 2`);
+    await until("the detector acted", async () => (await detectors()) === 0);
+    proxy.releaseCommands();
+
+    const lock = await dlm.acquire("sentinel:cut-off", 5000, { wait: 10_000 });
+    expect(await master.get("sentinel:cut-off")).toBe(lock.value);
+    expect(await lock.release()).toBe(true);
+  } finally {
+    await dlm.quit();
+    master.disconnect();
+    await Promise.all([proxy.close(), announcer.stop()]);
+  }
+}, 40_000);
+
+it("keeps a waiter's subscriber connection on Sentinel options when the failover detector cuts off its reconnect: the release still wakes it", async () => {
+  const proxy = await startDelayProxy(sentinel.sentinelPort);
+  const announcer = await startServer();
+  const sentinels = [
+    { host: "127.0.0.1", port: proxy.port },
+    { host: "127.0.0.1", port: announcer.port },
+  ];
+  const holder = new Redlock([
+    { sentinels: [{ host: "127.0.0.1", port: sentinel.sentinelPort }], name: sentinel.name },
+  ]);
+  // polls once a minute: within its wait only a hand-over message can wake it
+  const waiter = new Redlock([{ sentinels, name: sentinel.name }], { retryDelay: 60_000, retryJitter: 0 });
+  const admin = announcer.client();
+  const master = new Redis({ port: await sentinel.masterPort(), host: "127.0.0.1" });
+  try {
+    const held = await holder.acquire("sentinel:woken", 30_000);
+    const waiting = waiter.acquire("sentinel:woken", 5000, { wait: 10_000 });
+    waiting.catch(() => {}); // awaited below; a failure there must not also surface as unhandled
+    const detectors = async () => ((await admin.pubsub("NUMSUB", "+switch-master")) as [string, number])[1];
+    await until(
+      "the waiter subscribed, both its connections watching for failovers",
+      async () =>
+        (await detectors()) === 2 && (await master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
+    );
+
+    proxy.holdCommandsWhen = (chunk) => chunk.includes("get-master-addr-by-name");
+    await master.call("CLIENT", "KILL", "TYPE", "pubsub");
+    await until("the subscriber's attempt to ask the sentinel", async () => proxy.heldCommandBytes > 0);
+    await admin.publish("+switch-master", `${sentinel.name} 127.0.0.1 1 127.0.0.1 2`);
+    await until("the detectors acted", async () => (await detectors()) === 0);
+    proxy.releaseCommands();
+    await until(
+      "the waiter subscribed again",
+      async () => (await master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
+    );
+
+    expect(await held.release()).toBe(true);
+    const lock = await waiting;
+    expect(await master.get("sentinel:woken")).toBe(lock.value);
+    expect(await lock.release()).toBe(true);
+  } finally {
+    await Promise.all([holder.quit(), waiter.quit()]);
+    master.disconnect();
+    await Promise.all([proxy.close(), announcer.stop()]);
+  }
 }, 40_000);
 
 it("accepts two Sentinel deployments that both name their master mymaster: their sentinels tell them apart", async () => {

@@ -1,3 +1,4 @@
+import { letEnd } from "../stores/keep-connecting.js";
 import { canFence, type LockStore } from "../stores/store.js";
 import { instanceIdentity, type RedlockInstance, type ResolvedInstance, resolveInstance } from "./instances.js";
 
@@ -26,7 +27,11 @@ export function resolveInstances(
     checkDistinct(resolved);
     if (fencing) checkFencing(resolved.map((instance) => instance.store));
   } catch (error) {
-    for (const { owned } of resolved) owned?.disconnect();
+    for (const { owned } of resolved) {
+      if (owned === undefined) continue;
+      letEnd(owned);
+      owned.disconnect();
+    }
     throw error;
   }
   return resolved;

@@ -1,5 +1,6 @@
 import { type Cluster, Redis, type RedisOptions } from "ioredis";
 import { knownClient, notAClient } from "../stores/client-library.js";
+import { keepConnecting } from "../stores/keep-connecting.js";
 import type { NodeRedisClientLike } from "../stores/node-redis/client-shape.js";
 import { NodeRedisStore } from "../stores/node-redis/node-redis-store.js";
 import { describeClient, RedisStore } from "../stores/redis-store.js";
@@ -48,6 +49,8 @@ const ownedDefaults = (lazyConnect: boolean): RedisOptions =>
 function createOwned(client: Redis): ResolvedInstance {
   // Without a listener ioredis prints every connection error; failures reach callers as LockUnavailableError.
   client.on("error", () => {});
+  // a Sentinel client's failover detector can end it for good during a failover
+  keepConnecting(client);
   return { store: new RedisStore(client), owned: client, ownStore: true };
 }
 

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from "ioredis";
 import { infoField } from "../quorum/server-info.js";
+import { keepConnecting, letEnd } from "../stores/keep-connecting.js";
 
 /** Where a release announces that it handed a key to a waiter of the Redlock named `channel`. */
 export const handOverChannel = (channel: string): string => `redlock-kit:hand-over:${channel}`;
@@ -124,6 +125,7 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
         // that socket has closed already, and the timer held a process whose work was done
         (client as Redis).duplicate({ autoResubscribe: false, disconnectTimeout: 0 });
     connection.on("error", () => {});
+    if (!cluster) keepConnecting(connection as Redis);
     /** The run_id of the server this connection reaches, once it said; bumped `connections` drop a late answer. */
     let server: string | undefined;
     let connections = 0;
@@ -168,6 +170,7 @@ export function ioredisSubscriber(client: Redis | Cluster): OpenSubscriber {
       },
       close: () => {
         closed = true;
+        if (!cluster) letEnd(connection as Redis);
         connection.disconnect();
       },
     };
