@@ -232,6 +232,28 @@ describe.each(frameworks)("a route nested in a guard of its request on %s", (fra
     await expect.poll(() => values("unfenced:1")).toEqual([null, null, null]);
   });
 
+  it("under a guard with fencing: false, a route that fences by its Redlock's default (no option of its own) answers 500 and does not run", async () => {
+    const fencedByDefault = new Redlock(clients, { fencing: true });
+    const inheriting = await buildApp[framework](fencedByDefault, [
+      {
+        method: "post",
+        path: "/inherit/:id/pay",
+        key: "inherit:{params.id}",
+        guards: [guard("/inherit/:id", "inherit:{params.id}", { options: { fencing: false } })],
+        handler: describeLock,
+      },
+    ]);
+    try {
+      const answer = await send(`${inheriting.url}/inherit/1/pay`, { method: "POST" });
+      expect(answer.status).toBe(500);
+      expect(JSON.parse(answer.text)).toEqual({ error: "Lock service misconfigured" });
+      expect(seen.calls).toBe(0);
+      await expect.poll(() => values("inherit:1")).toEqual([null, null, null]);
+    } finally {
+      await inheriting.close();
+    }
+  });
+
   it("keeps the guard's lock renewed while the nested handler runs past its ttl", async () => {
     const answer = await send(`${app.url}/renewed/1/pay`, { method: "POST" });
     expect(answer.status).toBe(200);

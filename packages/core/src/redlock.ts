@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import { rememberFencing } from "./http/request-locks.js";
 import { autoExtend } from "./lock/auto-extend.js";
 import { LiveLocks } from "./lock/live-locks.js";
 import { Lock, LockState, markReleased, ownerOf, STATE } from "./lock/lock.js";
@@ -91,6 +92,7 @@ export class Redlock {
     }
     checkOptionsObject("options", options);
     this.#defaults = resolveAcquireOptions(DEFAULT_ACQUIRE, options);
+    rememberFencing(this, this.#defaults.fencing);
     this.#hold = resolveHoldOptions(DEFAULT_HOLD, options);
     this.#prefix = resolveKeyPrefix(options);
     const clock = options && Object.hasOwn(options, "clock") ? options.clock : undefined;

@@ -16,7 +16,7 @@ import { UnfenceableKeyError } from "../stores/script-calls.js";
 import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
-import { requestHolding, takenWithin } from "./request-locks.js";
+import { requestHolding, routeFences, takenWithin } from "./request-locks.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -275,9 +275,9 @@ export class RouteLock<Hook = never> {
       // the handler would run outside the critical section it was nested in: the enclosing route
       // would answer its success 409 anyway, after its work
       refusal = lostErrorOf(holding.lost, "before a route nested in it ran");
-    } else if (holding.unfenced && this.#options.acquire.fencing === true) {
+    } else if (holding.unfenced && routeFences(this.#redlock, this.#options.acquire.fencing)) {
       const message =
-        "A route with fencing: true is nested in a route of its request that holds its resources without fencing: give that route fencing: true too";
+        "A route that fences (its fencing: true, or its Redlock's) is nested in a route of its request that holds its resources without fencing: give that route fencing: true too";
       refusal = new LockConfigurationError(message, [], resources);
     }
     if (refusal !== undefined) return Promise.resolve(this.#failed(refusal, tracker));

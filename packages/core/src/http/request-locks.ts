@@ -8,6 +8,19 @@ import type { Redlock } from "../redlock.js";
  */
 const enclosingOf = new WeakMap<Lock, Lock>();
 
+/** Each Redlock's `fencing` option: what a route that does not set its own fences with. */
+const fencingDefaults = new WeakMap<Redlock, boolean>();
+
+/** Called by `new Redlock()`. */
+export function rememberFencing(redlock: Redlock, fencing: boolean): void {
+  fencingDefaults.set(redlock, fencing);
+}
+
+/** Whether a route with `fencing` (undefined: not set) on `redlock` asks for fences. */
+export function routeFences(redlock: Redlock, fencing: boolean | undefined): boolean {
+  return fencing ?? fencingDefaults.get(redlock) === true;
+}
+
 /** `lock` was taken by a route of a request that held `requestLock` already. */
 export function takenWithin(lock: Lock, requestLock: Lock): void {
   enclosingOf.set(lock, requestLock);
