@@ -34,9 +34,9 @@ afterEach(async () => {
 });
 
 /** What the guards and the handlers saw in the running test. */
-let seen = { calls: 0, guards: [] as (Lock | undefined)[] };
+let seen = { calls: 0, guards: [] as (Lock | undefined)[], left: [] as (Lock | undefined)[] };
 beforeEach(() => {
-  seen = { calls: 0, guards: [] };
+  seen = { calls: 0, guards: [], left: [] };
 });
 
 const guard = (path: string, key: string, extra: Partial<GuardSpec> = {}): GuardSpec => ({
@@ -44,6 +44,9 @@ const guard = (path: string, key: string, extra: Partial<GuardSpec> = {}): Guard
   key,
   entered: async (lock) => {
     seen.guards.push(lock);
+  },
+  left: (lock) => {
+    seen.left.push(lock);
   },
   ...extra,
 });
@@ -171,6 +174,8 @@ describe.each(frameworks)("a route nested in a guard of its request on %s", (fra
       expect(JSON.parse(answer.text)).toEqual({ resources: ["order:1"], valid: true, fence: null, guard: 0 });
       await expect.poll(() => values("order:1")).toEqual([null, null, null]);
       expect(tally(counts)).toEqual(ONCE);
+      // after next(), the code of the guard's chain sees the guard's lock
+      if (framework !== "express") expect(seen.left).toEqual([seen.guards[0]]);
       // and the next request for the key again
       expect((await send(`${app.url}/same/1/pay`, { method: "POST" })).status).toBe(200);
       await expect.poll(() => tally(counts)).toEqual({ acquired: 2, releaseCalls: 2, released: 2, notHeld: 0 });
@@ -194,6 +199,11 @@ describe.each(frameworks)("a route nested in a guard of its request on %s", (fra
           [null, null, null],
         ]);
       expect([tally(guarded), tally(own)]).toEqual([ONCE, ONCE]);
+      // the route's own lock was the request's while it ran; after next(), the guard's is again
+      if (framework !== "express") {
+        expect(seen.left.map((lock) => lock?.resources)).toEqual([["partial:1"]]);
+        expect(seen.left[0]).toBe(seen.guards[0]);
+      }
     } finally {
       guarded.stop();
       own.stop();

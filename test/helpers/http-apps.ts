@@ -43,6 +43,8 @@ export interface GuardSpec {
   redlock?: Redlock;
   /** Runs after the guard took its lock, before the route, with the lock the guard put on the request. */
   entered?: (lock: Lock | undefined) => Promise<void>;
+  /** Koa and Hono: runs once the route after the guard settled (after `await next()`), with the request's lock then. */
+  left?: (lock: Lock | undefined) => void;
 }
 
 export interface RouteSpec {
@@ -190,6 +192,7 @@ const buildKoa: AppBuilder = async (dlm, routes, defaults) => {
         async (ctx, next) => {
           await guard.entered?.(ctx.state.lock);
           await next();
+          guard.left?.(ctx.state.lock);
         },
       );
     }
@@ -283,6 +286,7 @@ async function buildHono(
       const entered: MiddlewareHandler<RedlockEnv> = async (c, next) => {
         await guard.entered?.(c.get("lock"));
         await next();
+        guard.left?.(c.get("lock"));
       };
       app.use(`${guard.path}/*`, honoRedlock(guard.redlock ?? dlm, defaults)(guard.key, guard.options), entered);
     }

@@ -91,7 +91,11 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       if (outcome.kind === "reentered") {
         // under the guard's lock, which that guard follows and releases
         c.set("lock", outcome.lock);
-        return next();
+        try {
+          return await next();
+        } finally {
+          c.set("lock", requestLock as Lock);
+        }
       }
       if (outcome.kind === "rejected") {
         let answer: Response | undefined;
@@ -130,6 +134,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
           replaceLostAnswer(c, outcome.held, cancelBody);
         } finally {
           if (drain) finished(outgoing as ServerResponse, drain);
+          // nested in a guard of this request: the guard's chain sees its own lock again after next()
+          if (requestLock !== undefined) c.set("lock", requestLock);
         }
         return;
       }
@@ -157,6 +163,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         unfollow();
         // no sign of when the server has the response: a turn later, the outer middleware have run
         if (drain) setImmediate(drain);
+        if (requestLock !== undefined) c.set("lock", requestLock);
       }
       if (response !== c.res) setResponse(c, response);
     });

@@ -78,11 +78,16 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
       // not read: Koa ends the response at once while the body's producer may still run, and that
       // end is not the handler's (the lock expires within one ttl).
       // ctx.state.lock: a router-level guard of this request holding the key already is not waited for
-      const outcome = await route.begin(source, ctx.res, () => !isWebBody(ctx.body), ctx.state.lock);
+      const enclosing = ctx.state.lock;
+      const outcome = await route.begin(source, ctx.res, () => !isWebBody(ctx.body), enclosing);
       if (outcome.kind === "reentered") {
         // under the guard's lock, which that guard releases once the chain and the response are done
         ctx.state.lock = outcome.lock;
-        return next();
+        try {
+          return await next();
+        } finally {
+          ctx.state.lock = enclosing;
+        }
       }
       if (outcome.kind === "acquired") {
         ctx.state.lock = outcome.lock;
@@ -90,7 +95,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // The rest of the chain runs holding the lock (a @Locked method on the same key does not wait
           // for it), and the lock waits for it to settle: a timeout middleware that answered for it
           // ends the response while the handler still runs.
-          await outcome.held.run(next);
+          try {
+            await outcome.held.run(next);
+          } finally {
+            // nested in a guard of this request: the guard's chain sees its own lock again after next()
+            if (enclosing !== undefined) ctx.state.lock = enclosing;
+          }
           // Koa responds once the chain has settled: a success whose lock was lost meanwhile goes
           // out as 409, not as if the critical section had run alone
           if (!ctx.headerSent && ctx.respond !== false) replaceLostAnswer(ctx, outcome.held);
