@@ -243,6 +243,8 @@ export interface TestSentinel {
    * until the sentinel turns it into a replica (some seconds later).
    */
   failover(): Promise<void>;
+  /** Kills the sentinel (SIGKILL) and starts it again on its port, with the state it wrote. */
+  restartSentinel(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -271,7 +273,8 @@ export async function startSentinel(name = "mymaster", { downAfterMs = 300 } = {
       "",
     ].join("\n"),
   );
-  const sentinel: ChildProcess = spawn("redis-server", [config, "--sentinel"], { stdio: "ignore" });
+  const spawnSentinel = () => spawn("redis-server", [config, "--sentinel"], { stdio: "ignore" });
+  let sentinel: ChildProcess = spawnSentinel();
   const stopSentinel = async () => {
     if (sentinel.exitCode !== null || sentinel.signalCode !== null) return;
     const exited = new Promise((resolve) => sentinel.once("exit", resolve));
@@ -309,6 +312,11 @@ export async function startSentinel(name = "mymaster", { downAfterMs = 300 } = {
         return true;
       });
       await until("the sentinel to announce the promoted replica", async () => (await masterPort()) !== before);
+    },
+    async restartSentinel() {
+      await stopSentinel();
+      sentinel = spawnSentinel();
+      await until("the sentinel back", async () => (await masterPort()) > 0);
     },
     async stop() {
       await stopSentinel();

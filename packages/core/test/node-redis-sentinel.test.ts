@@ -1,5 +1,6 @@
 import { createSentinel } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { SCRIPT_SHAS, startMonitor } from "#test-helpers/monitor.js";
 import { startSentinel, type TestSentinel } from "#test-helpers/redis.js";
 import {
@@ -24,10 +25,11 @@ afterAll(async () => {
   await sentinel?.stop();
 });
 
-async function nodeRedisSentinel() {
+async function nodeRedisSentinel(nodeAddressMap?: Record<string, { host: string; port: number }>) {
   const client = createSentinel({
     name: sentinel.name,
     sentinelRootNodes: [{ host: "127.0.0.1", port: sentinel.sentinelPort }],
+    nodeAddressMap,
   });
   client.on("error", () => {});
   await client.connect();
@@ -116,3 +118,46 @@ it("gives back an acquire its master had not answered after that acquire, never 
     await client.close();
   }
 });
+
+// Before: the Sentinel's pub/sub connection, lost and opened again by node-redis, told nobody once
+// it had subscribed again, so a release meanwhile (nobody heard the waiter's channel: its entry
+// popped, the key left free) woke the waiter only at its next poll, a minute away
+it("a release while the subscriber's pub/sub connection was down is followed, once it subscribed again, by the waiter's attempt", async () => {
+  const admin = sentinel.master.client();
+  // the waiter reaches the master through a proxy that can hold its subscriber's SUBSCRIBE
+  const proxy = await startDelayProxy(sentinel.master.port);
+  const client = await nodeRedisSentinel({
+    [`127.0.0.1:${sentinel.master.port}`]: { host: "127.0.0.1", port: proxy.port },
+  });
+  const waiter = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
+  const holder = new Redlock([sentinel.master.client()], { retryCount: 0 });
+  const stop = new AbortController();
+  const channels = async () => (await admin.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length;
+  try {
+    const held = await holder.acquire("nr-sentinel:blip", 60_000);
+    const waiting = waiter.acquire("nr-sentinel:blip", 10_000, { wait: 60_000, signal: stop.signal });
+    waiting.catch(() => {});
+    await expect.poll(() => admin.zcard("nr-sentinel:blip:redlock-kit:waiters")).toBe(1);
+    await expect.poll(channels).toBe(1);
+    // every connection through the proxy drops; the pub/sub one's SUBSCRIBE waits in the proxy
+    proxy.holdCommandsWhen = (chunk) => /subscribe/i.test(chunk.toString());
+    proxy.resetAll();
+    await expect.poll(() => proxy.heldCommandBytes).toBeGreaterThan(0);
+    expect(await channels()).toBe(0);
+    // nobody listens on the waiter's channel: the release pops its entry and leaves the key free
+    expect(await held.release()).toBe(true);
+    expect(await admin.exists("nr-sentinel:blip", "nr-sentinel:blip:redlock-kit:waiters")).toBe(0);
+
+    proxy.releaseCommands();
+    await expect.poll(channels).toBe(1);
+    const timer = setTimeout(() => stop.abort(new Error("not woken once subscribed again")), 15_000);
+    const lock = await waiting.finally(() => clearTimeout(timer));
+    expect(await admin.get("nr-sentinel:blip")).toBe(lock.value);
+    await lock.release();
+  } finally {
+    stop.abort();
+    await Promise.all([waiter.quit(), holder.quit()]);
+    await client.close().catch(() => {});
+    await proxy.close();
+  }
+}, 40_000);

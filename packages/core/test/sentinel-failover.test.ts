@@ -1,5 +1,7 @@
+import { Redis } from "ioredis";
 import { createSentinel } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type RedisServer, startSentinel, type TestSentinel, until } from "#test-helpers/redis.js";
 import { LockLostError, Redlock, type RedlockInstance } from "../src/index.js";
 
@@ -28,8 +30,15 @@ afterAll(async () => {
 const sentinelOptions = (set: TestSentinel, connectionName?: string) =>
   ({ sentinels: [{ host: "127.0.0.1", port: set.sentinelPort }], name: set.name, connectionName }) as RedlockInstance;
 
-async function nodeRedisSentinel(set: TestSentinel): Promise<RedlockInstance> {
-  const client = createSentinel({ name: set.name, sentinelRootNodes: [{ host: "127.0.0.1", port: set.sentinelPort }] });
+async function nodeRedisSentinel(
+  set: TestSentinel,
+  nodeAddressMap?: Record<string, { host: string; port: number }>,
+): Promise<RedlockInstance> {
+  const client = createSentinel({
+    name: set.name,
+    sentinelRootNodes: [{ host: "127.0.0.1", port: set.sentinelPort }],
+    nodeAddressMap,
+  });
   client.on("error", () => {});
   opened.push(client);
   return (await client.connect()) as unknown as RedlockInstance;
@@ -170,3 +179,99 @@ it("a master killed while locks are held and waited for (ioredis and node-redis)
     await Promise.all([...redlocks, ...rivals].map((dlm) => dlm.quit()));
   }
 }, 40_000);
+
+// Before: a node-redis Sentinel's subscriber told nobody once it subscribed on the new master, so a
+// release there meanwhile (nobody heard the waiter's channel: its entry popped, the key left free)
+// woke the waiter only at its next poll, a minute away; an ioredis one did (its 'ready')
+it.each(["ioredis", "node-redis"] as const)(
+  "%s: a release on the new master before the waiter's subscriber subscribed there is followed, once it has, by the waiter's attempt",
+  async (library) => {
+    const set = await startSentinel(`moved-${library}`, { downAfterMs: 60_000 });
+    const { master: old, replica: promoted } = set;
+    // the waiter reaches the promoted replica through a proxy that can hold its subscriber's SUBSCRIBE
+    const proxy = await startDelayProxy(promoted.port);
+    const mapped = `127.0.0.1:${promoted.port}`;
+    const to = { host: "127.0.0.1", port: proxy.port };
+    const waiterInstance: RedlockInstance =
+      library === "ioredis"
+        ? ({ ...(sentinelOptions(set) as object), natMap: { [mapped]: to } } as RedlockInstance)
+        : await nodeRedisSentinel(set, { [mapped]: to });
+    const holder = new Redlock([sentinelOptions(set, "holder")], { retryCount: 0 });
+    const waiter = new Redlock([waiterInstance], { retryDelay: 60_000, retryJitter: 0 });
+    const stop = new AbortController();
+    try {
+      for (const dlm of [holder, waiter]) await answers(dlm, "moved", "free");
+      const held = await holder.acquire("moved", 60_000);
+      const waiting = waiter.acquire("moved", 10_000, { wait: 60_000, signal: stop.signal });
+      waiting.catch(() => {});
+      await until("the waiter queued", async () => (await old.client().exists("moved:redlock-kit:waiters")) === 1);
+      await replicated(old);
+
+      proxy.holdCommandsWhen = (chunk) => /subscribe/i.test(chunk.toString());
+      await set.failover();
+      await until("the holder on the promoted replica", async () => (await named(promoted, "holder")) === 1);
+      await answers(holder, "moved", "held");
+      await until(
+        "the subscriber's SUBSCRIBE held on the way to the new master",
+        async () => proxy.heldCommandBytes > 0,
+      );
+      expect(await handOverChannels(promoted)).toEqual([]);
+      // nobody listens on the waiter's channel there: the release pops its entry and leaves the key free
+      expect(await held.release()).toBe(true);
+      expect(await promoted.client().exists("moved", "moved:redlock-kit:waiters")).toBe(0);
+      // the waiter's own connection reads from the new master
+      await answers(waiter, "moved", "free");
+
+      proxy.releaseCommands();
+      const timer = setTimeout(() => stop.abort(new Error("not woken once subscribed again")), 15_000);
+      const lock = await waiting.finally(() => clearTimeout(timer));
+      expect(lock.valid).toBe(true);
+      expect(await promoted.client().get("moved")).toBe(lock.value);
+      await lock.release();
+    } finally {
+      stop.abort();
+      await Promise.all([holder.quit(), waiter.quit()]);
+      await proxy.close();
+      await set.stop();
+    }
+  },
+  60_000,
+);
+
+/** Connections subscribed on `set`'s sentinel: the failover detectors of clients from Sentinel options. */
+async function detectors(set: TestSentinel): Promise<number> {
+  const sentinel = new Redis({ host: "127.0.0.1", port: set.sentinelPort, lazyConnect: true, maxRetriesPerRequest: 0 });
+  sentinel.on("error", () => {});
+  try {
+    const list = (await sentinel.call("CLIENT", "LIST")) as string;
+    return list.split("\n").filter((line) => line.includes(" sub=1 ")).length;
+  } finally {
+    sentinel.disconnect();
+  }
+}
+
+// Before: ioredis connects a failover detector to a sentinel that went away again only after its
+// sentinelReconnectStrategy, a minute by default: a failover meanwhile left the client on the old
+// master until its demotion, locking there beside clients on the new master
+it("a sentinel restarted: the failover detector of a client from Sentinel options listens again at once, and the client follows the next failover before the old master is demoted", async () => {
+  const set = await startSentinel("restarted", { downAfterMs: 60_000 });
+  const { master: old, replica: promoted } = set;
+  const holder = new Redlock([sentinelOptions(set, "holder")], { retryCount: 0 });
+  try {
+    await answers(holder, "restarted", "free");
+    await until("the failover detector subscribed", async () => (await detectors(set)) === 1);
+    await set.restartSentinel();
+    await until("the failover detector subscribed again", async () => (await detectors(set)) === 1);
+    await set.failover();
+    await until(
+      "the holder on the promoted replica, or the old master demoted",
+      async () => (await named(promoted, "holder")) === 1 || (await role(old)) !== "master",
+    );
+    expect(await role(old)).toBe("master");
+    expect(await holder.lock("restarted", 1000)).not.toBeNull();
+    expect(await promoted.client().exists("restarted")).toBe(1);
+  } finally {
+    await holder.quit();
+    await set.stop();
+  }
+}, 60_000);

@@ -41,6 +41,9 @@ const OWNED_CLIENT_DEFAULTS: RedisOptions = {
   // the sentinel demotes it seconds later: a client still connected there locked there while
   // clients that connected since lock on the new master, two holders of one lock.
   failoverDetector: true,
+  // The detector's connection to a sentinel that went away (a restart) is opened again after this
+  // delay, a minute by ioredis's default: a failover meanwhile went unheard, as without a detector
+  sentinelReconnectStrategy: (times: number) => Math.min(times * 100, 2000),
 };
 
 const ownedDefaults = (lazyConnect: boolean): RedisOptions =>

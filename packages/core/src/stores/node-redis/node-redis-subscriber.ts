@@ -29,6 +29,11 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
      */
     let server: string | undefined;
     let closed = false;
+    /** Channels subscribed or being subscribed (a Sentinel's probe needs a pub/sub connection open). */
+    const channels = new Set<string>();
+    if (kind === "sentinel") {
+      sentinelSubscribedAgain(connection, () => !closed && channels.size > 0, onSubscribedAgain);
+    }
     let dropped = 0;
     for (const event of ["error", "reconnecting", "end"]) {
       connection.on(event, () => {
@@ -57,11 +62,15 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
         // a Sentinel's connect() under way when close() destroyed it resolves, and its SUBSCRIBE
         // would open a new pub/sub connection that nobody closes
         if (closed) throw new Error("The subscriber connection was closed");
+        channels.add(channel);
         await connection.SUBSCRIBE(channel, (message) => onMessage(channel, message, server));
         // a Cluster opens its subscriber connection with the first SUBSCRIBE
         unrefSockets(connection);
       },
-      unsubscribe: (channel) => connection.UNSUBSCRIBE(channel),
+      unsubscribe: (channel) => {
+        channels.delete(channel);
+        return connection.UNSUBSCRIBE(channel);
+      },
       close() {
         closed = true;
         retrying.stop();
@@ -75,6 +84,43 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
       },
     };
   };
+}
+
+/** Subscribed to for a moment to learn when a Sentinel's pub/sub connection has subscribed again. */
+const PROBE_CHANNEL = "redlock-kit:subscriber-probe";
+
+/**
+ * A node-redis Sentinel subscribes again by itself and says so only after a new master: it is
+ * `ready` again once its pub/sub connection moved there and subscribed again. That connection lost
+ * and opened again on the same master (CLIENT KILL, a network reset) shows only as an `error`: a
+ * SUBSCRIBE sent then waits in its queue behind the SUBSCRIBEs node-redis sends again first, so its
+ * answer says the channels are back (after an `error` of another cause: one attempt per waiter, as
+ * a poll). Either way a release meanwhile reached nobody. `listening`: a pub/sub connection is open
+ * (a probe must not open one, nor outlive `close()`).
+ */
+function sentinelSubscribedAgain(connection: NodeRedisBase, listening: () => boolean, subscribedAgain: () => void) {
+  let readyBefore = false;
+  connection.on("ready", () => {
+    if (readyBefore && listening()) subscribedAgain();
+    readyBefore = true;
+  });
+  let probing = false;
+  connection.on("error", (error: unknown) => {
+    // a sentinel's own connection failing (node-redis wraps those) leaves the channels as they were
+    if (probing || !listening() || !(error instanceof Error) || error.message.startsWith("Sentinel Client")) return;
+    probing = true;
+    connection
+      .SUBSCRIBE(PROBE_CHANNEL, () => {})
+      .then(() => {
+        if (!listening()) return;
+        subscribedAgain();
+        return connection.UNSUBSCRIBE(PROBE_CHANNEL);
+      })
+      .catch(() => {})
+      .finally(() => {
+        probing = false;
+      });
+  });
 }
 
 /**
