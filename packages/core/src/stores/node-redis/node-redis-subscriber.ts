@@ -32,7 +32,12 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
     /** Channels subscribed or being subscribed (a Sentinel's probe needs a pub/sub connection open). */
     const channels = new Set<string>();
     if (kind === "sentinel") {
-      sentinelSubscribedAgain(connection, () => !closed && channels.size > 0, onSubscribedAgain);
+      sentinelSubscribedAgain(
+        connection,
+        () => closed,
+        () => channels.size > 0,
+        onSubscribedAgain,
+      );
     }
     let dropped = 0;
     for (const event of ["error", "reconnecting", "end"]) {
@@ -95,10 +100,17 @@ const PROBE_CHANNEL = "redlock-kit:subscriber-probe";
  * and opened again on the same master (CLIENT KILL, a network reset) shows only as an `error`: a
  * SUBSCRIBE sent then waits in its queue behind the SUBSCRIBEs node-redis sends again first, so its
  * answer says the channels are back (after an `error` of another cause: one attempt per waiter, as
- * a poll). Either way a release meanwhile reached nobody. `listening`: a pub/sub connection is open
- * (a probe must not open one, nor outlive `close()`).
+ * a poll). Either way a release meanwhile reached nobody. A probe is sent only while channels are
+ * subscribed (it must not open a pub/sub connection), and never after `close()`; it is left again
+ * even when the last channel went meanwhile (it would keep that connection subscribed).
  */
-function sentinelSubscribedAgain(connection: NodeRedisBase, listening: () => boolean, subscribedAgain: () => void) {
+function sentinelSubscribedAgain(
+  connection: NodeRedisBase,
+  closed: () => boolean,
+  subscribed: () => boolean,
+  subscribedAgain: () => void,
+) {
+  const listening = () => !closed() && subscribed();
   let readyBefore = false;
   connection.on("ready", () => {
     if (readyBefore && listening()) subscribedAgain();
@@ -112,8 +124,8 @@ function sentinelSubscribedAgain(connection: NodeRedisBase, listening: () => boo
     connection
       .SUBSCRIBE(PROBE_CHANNEL, () => {})
       .then(() => {
-        if (!listening()) return;
-        subscribedAgain();
+        if (closed()) return;
+        if (subscribed()) subscribedAgain();
         return connection.UNSUBSCRIBE(PROBE_CHANNEL);
       })
       .catch(() => {})
