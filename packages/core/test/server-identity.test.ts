@@ -76,6 +76,34 @@ describe("one server listed twice", () => {
     await expect(dlm.acquire("other", TTL)).rejects.toBeInstanceOf(LockConfigurationError);
   });
 
+  it("asks again a server that answered INFO BUSY (a script spinning): listed twice, it is refused once the script ended, never counted unchecked", async () => {
+    const [a, b] = servers();
+    const admin = clientOf(a);
+    const spinner = clientOf(a);
+    const killer = clientOf(a);
+    const probe = clientOf(a, { maxRetriesPerRequest: 0 });
+    // connected before the spin: their ready checks are done, Redlock's INFO is the first answered BUSY
+    const twice = [clientOf(a), clientOf(a, { host: "localhost" })];
+    await Promise.all([admin, spinner, killer, probe, ...twice].map((client) => client.ping()));
+    const dlm = track(new Redlock([...twice, clientOf(b)], { retryCount: 0 }));
+    await admin.config("SET", "busy-reply-threshold", "100");
+    const spinning = spinner.eval("while true do end", 0).catch((e: unknown) => e);
+    try {
+      await expect.poll(() => probe.get("busy:probe").then(String, (e: Error) => e.message)).toMatch(/^BUSY/);
+      // a's entries cannot say who they are: they do not vote
+      await expect(dlm.acquire("busy-twice", TTL)).rejects.toBeInstanceOf(LockUnavailableError);
+    } finally {
+      await killer.script("KILL");
+      await spinning;
+      await admin.config("SET", "busy-reply-threshold", "5000");
+    }
+    // asked again now: one server, listed twice
+    await expect(dlm.acquire("busy-twice", TTL)).rejects.toThrow(
+      `instances[1] (localhost:${a.port}/0) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
+    );
+    expect(await dbsizes()).toEqual([0, 0, 0]);
+  });
+
   it("refuses two databases of one server: they share its fate", async () => {
     const [a, b, c] = servers();
     const dlm = new Redlock([clientOf(a, { db: 0 }), clientOf(b), clientOf(a, { db: 3 }), clientOf(c)]);

@@ -25,6 +25,8 @@ import { infoField } from "./server-info.js";
 let generation = 0;
 /** One warning per process is enough to tell an operator. */
 let warned = false;
+/** Replies to INFO that say nothing of the server's permissions: it is asked again, not taken as refusing. */
+const PASSING = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN)\b/;
 
 /** What one client says about itself on its current connection. */
 interface ServerFacts {
@@ -189,9 +191,10 @@ class ClientIdentity {
       (error: unknown) => {
         if (epoch !== this.#epoch) return this.#reading;
         this.#reading = undefined;
-        // no answer (the connection closed, or it is in subscriber mode): asked again by the next call,
-        // and a connection still up says why in its votes
-        if ((error as Error | undefined)?.name !== "ReplyError") {
+        // no answer (the connection closed, or it is in subscriber mode), or a refusal that passes (a
+        // script spinning past busy-reply-threshold, a dataset loading): asked again by the next
+        // call, and a connection still up says why in its votes
+        if ((error as Error | undefined)?.name !== "ReplyError" || PASSING.test((error as Error).message)) {
           if (error instanceof Error && this.#client.status === "ready") this.#unanswered = error;
           return;
         }
