@@ -4,7 +4,7 @@
  * (bench/) starts its servers with the same code as the tests.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,30 +30,89 @@ export function spawnOwned(command: string, args: readonly string[], options: Sp
   return { child, exited: () => exited };
 }
 
-export function freePort(): Promise<number> {
+/*
+ * Ports for servers come from a block of this vitest worker's own (VITEST_POOL_ID), below the
+ * kernel's ephemeral range: a server killed for a while keeps its port for restart() and its clients
+ * keep reconnecting to it, and a listen(0) anywhere (an HTTP app, a proxy, the other test file's
+ * servers) could otherwise get that port meanwhile, where restart() or those clients would find
+ * another file's server. Two blocks of 5,000 from 10000 (vitest.config.ts runs two workers), their
+ * Cluster bus ports (port + 10000) from 20000; listen(0) outside them (bench/, a third worker), or
+ * where the ephemeral range reaches below 30000.
+ */
+const BLOCKS_FROM = 10_000;
+const BLOCK_SIZE = 5_000;
+const BLOCKS = 2;
+const BUS_OFFSET = 10_000;
+/** Every port handed out by this process: never twice, even once its server is gone. */
+const handedOut = new Set<number>();
+
+function ephemeralFrom(): number {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+  } catch {
+    return 32_768; // not Linux: macOS and Windows start at 49152
+  }
+}
+
+function ownBlock(): number | undefined {
+  const pool = Number(process.env.VITEST_POOL_ID);
+  if (!Number.isInteger(pool) || pool < 1 || pool > BLOCKS) return undefined;
+  if (ephemeralFrom() < BLOCKS_FROM + BLOCKS * BLOCK_SIZE + BUS_OFFSET) return undefined;
+  return BLOCKS_FROM + (pool - 1) * BLOCK_SIZE;
+}
+
+function listenOn(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.unref();
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.listen(port, "127.0.0.1", () => {
       const { port } = server.address() as net.AddressInfo;
       server.close(() => resolve(port));
     });
   });
 }
 
-/** Sends PING over a raw socket; resolves true on +PONG. */
-function ping(port: number, timeoutMs = 200): Promise<boolean> {
+const canListen = (port: number) =>
+  listenOn(port).then(
+    () => true,
+    () => false,
+  );
+
+export async function freePort(): Promise<number> {
+  const first = ownBlock();
+  if (first === undefined) return listenOn(0);
+  const offset = Math.floor(Math.random() * BLOCK_SIZE);
+  for (let i = 0; i < BLOCK_SIZE; i++) {
+    const port = first + ((offset + i) % BLOCK_SIZE);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    if ((await canListen(port)) && (await canListen(port + BUS_OFFSET))) return port;
+  }
+  throw new Error(`no free port left in ${first}-${first + BLOCK_SIZE - 1}`);
+}
+
+/**
+ * Sends PING and INFO over a raw socket; resolves true on +PONG from process `pid`. Another
+ * process's server on the port (one that took it while this one was down) is not this one.
+ */
+function answers(port: number, pid: number, timeoutMs = 200): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, "127.0.0.1");
+    let reply = "";
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);
     };
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once("error", () => done(false));
-    socket.once("connect", () => socket.write("PING\r\n"));
-    socket.once("data", (data) => done(data.toString().startsWith("+PONG")));
+    socket.once("connect", () => socket.write("PING\r\nINFO server\r\n"));
+    socket.on("data", (data) => {
+      reply += data.toString();
+      if (!"+PONG".startsWith(reply.slice(0, 5))) return done(false);
+      const id = /\r\nprocess_id:(\d+)\r\n/.exec(reply);
+      if (id) done(Number(id[1]) === pid);
+    });
   });
 }
 
@@ -114,7 +173,7 @@ export class RedisServer {
     this.#child = child;
     for (let i = 0; i < 250; i++) {
       if (exited()) break;
-      if (await ping(this.port)) return;
+      if (await answers(this.port, child.pid as number)) return;
       await sleep(20);
     }
     this.#child = undefined;
