@@ -79,6 +79,9 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
     for (let round = 0; round < count; round++) {
       const victims = Array.from({ length: minority }, (_, k) => servers[(round + k) % count] as RedisServer);
       const emptied = victims.map((victim) => clients[servers.indexOf(victim)] as Redis);
+      // the last acquisition's write-back and release resolved at a quorum: a victim behind it still
+      // has them in flight, and ioredis sends them again once it restarted empty (its counter raised)
+      await Promise.all(emptied.map((client) => client.ping()));
       invariants.faultInjected();
       await Promise.all(victims.map((victim) => victim.kill()));
       await Promise.all(emptied.map(untilDisconnected));
