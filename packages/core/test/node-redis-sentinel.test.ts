@@ -25,11 +25,15 @@ afterAll(async () => {
   await sentinel?.stop();
 });
 
-async function nodeRedisSentinel(nodeAddressMap?: Record<string, { host: string; port: number }>) {
+async function nodeRedisSentinel(
+  nodeAddressMap?: Record<string, { host: string; port: number }>,
+  nodeClientOptions?: { username: string; password: string },
+) {
   const client = createSentinel({
     name: sentinel.name,
     sentinelRootNodes: [{ host: "127.0.0.1", port: sentinel.sentinelPort }],
     nodeAddressMap,
+    nodeClientOptions,
   });
   client.on("error", () => {});
   await client.connect();
@@ -122,13 +126,21 @@ it("gives back an acquire its master had not answered after that acquire, never 
 // Before: the Sentinel's pub/sub connection, lost and opened again by node-redis, told nobody once
 // it had subscribed again, so a release meanwhile (nobody heard the waiter's channel: its entry
 // popped, the key left free) woke the waiter only at its next poll, a minute away
-it("a release while the subscriber's pub/sub connection was down is followed, once it subscribed again, by the waiter's attempt", async () => {
+/** A release while the waiter's Sentinel subscriber was cut off, then its wait: it must be woken once subscribed again. */
+async function releaseWhileSubscriberDown({
+  user,
+  probeLost = false,
+}: {
+  user?: { username: string; password: string };
+  probeLost?: boolean;
+} = {}) {
   const admin = sentinel.master.client();
   // the waiter reaches the master through a proxy that can hold its subscriber's SUBSCRIBE
   const proxy = await startDelayProxy(sentinel.master.port);
-  const client = await nodeRedisSentinel({
-    [`127.0.0.1:${sentinel.master.port}`]: { host: "127.0.0.1", port: proxy.port },
-  });
+  const client = await nodeRedisSentinel(
+    { [`127.0.0.1:${sentinel.master.port}`]: { host: "127.0.0.1", port: proxy.port } },
+    user,
+  );
   const waiter = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
   const holder = new Redlock([sentinel.master.client()], { retryCount: 0 });
   const stop = new AbortController();
@@ -139,6 +151,13 @@ it("a release while the subscriber's pub/sub connection was down is followed, on
     waiting.catch(() => {});
     await expect.poll(() => admin.zcard("nr-sentinel:blip:redlock-kit:waiters")).toBe(1);
     await expect.poll(channels).toBe(1);
+    if (probeLost) {
+      // lost once before (a flapping network): the SUBSCRIBEs sent again and the probe sent on that
+      // loss behind them wait in the proxy, then that connection is lost too
+      proxy.holdCommandsWhen = (chunk) => chunk.includes("probe");
+      proxy.resetAll();
+      await expect.poll(() => proxy.heldCommandBytes).toBeGreaterThan(0);
+    }
     // every connection through the proxy drops; the pub/sub one's SUBSCRIBE waits in the proxy
     proxy.holdCommandsWhen = (chunk) => /subscribe/i.test(chunk.toString());
     proxy.resetAll();
@@ -159,5 +178,32 @@ it("a release while the subscriber's pub/sub connection was down is followed, on
     await Promise.all([waiter.quit(), holder.quit()]);
     await client.close().catch(() => {});
     await proxy.close();
+  }
+}
+
+it("a release while the subscriber's pub/sub connection was down is followed, once it subscribed again, by the waiter's attempt", async () => {
+  await releaseWhileSubscriberDown();
+}, 40_000);
+
+// Before: the loss's 'error' came while the first probe waited for its answer and sent no other;
+// that probe, lost with the connection, told nobody
+it("a release while the pub/sub connection was lost again, its probe unanswered, is followed by the waiter's attempt", async () => {
+  await releaseWhileSubscriberDown({ probeLost: true });
+}, 40_000);
+
+// Before: the probe subscribed to redlock-kit:subscriber-probe, outside the channels the README's
+// least-privilege user may use (&redlock-kit:hand-over:*): refused (NOPERM), it told nobody
+it("wakes the waiter once subscribed again for a Redis user with only the README's permissions", async () => {
+  const admin = sentinel.master.client();
+  await admin.call(
+    "ACL",
+    ...["SETUSER", "nr-locker", "reset", "on", ">lockpw", "~*", "resetchannels", "&redlock-kit:hand-over:*"],
+    ...["+eval", "+evalsha", "+get", "+set", "+pttl", "+pexpire", "+del", "+info"],
+    ...["+exists", "+zadd", "+zrem", "+zpopmin", "+zrange", "+publish", "+pubsub|numsub", "+subscribe", "+unsubscribe"],
+  );
+  try {
+    await releaseWhileSubscriberDown({ user: { username: "nr-locker", password: "lockpw" } });
+  } finally {
+    await admin.call("ACL", "DELUSER", "nr-locker");
   }
 }, 40_000);

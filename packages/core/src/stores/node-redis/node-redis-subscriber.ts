@@ -1,5 +1,5 @@
 import { infoField } from "../../quorum/server-info.js";
-import type { OpenSubscriber } from "../../waiting/hand-over-subscriber.js";
+import { handOverChannel, type OpenSubscriber } from "../../waiting/hand-over-subscriber.js";
 import { type NodeRedisBase, type NodeRedisKind, type ReconnectStrategy, senderOf } from "./client-shape.js";
 
 /**
@@ -91,8 +91,12 @@ export function nodeRedisSubscriber(client: NodeRedisBase, kind: NodeRedisKind):
   };
 }
 
-/** Subscribed to for a moment to learn when a Sentinel's pub/sub connection has subscribed again. */
-const PROBE_CHANNEL = "redlock-kit:subscriber-probe";
+/**
+ * Subscribed to for a moment to learn when a Sentinel's pub/sub connection has subscribed again. In
+ * the hand-over channels, which a least-privilege user may use (README: `&redlock-kit:hand-over:*`);
+ * no Redlock's channel (base64url) has a ':'.
+ */
+const PROBE_CHANNEL = handOverChannel("probe:subscribed-again");
 
 /**
  * A node-redis Sentinel subscribes again by itself and says so only after a new master: it is
@@ -100,7 +104,8 @@ const PROBE_CHANNEL = "redlock-kit:subscriber-probe";
  * and opened again on the same master (CLIENT KILL, a network reset) shows only as an `error`: a
  * SUBSCRIBE sent then waits in its queue behind the SUBSCRIBEs node-redis sends again first, so its
  * answer says the channels are back (after an `error` of another cause: one attempt per waiter, as
- * a poll). Either way a release meanwhile reached nobody. A probe is sent only while channels are
+ * a poll). Either way a release meanwhile reached nobody. A probe lost with a connection lost again
+ * before it was answered (a flapping network) is sent again. A probe is sent only while channels are
  * subscribed (it must not open a pub/sub connection), and never after `close()`; it is left again
  * even when the last channel went meanwhile (it would keep that connection subscribed).
  */
@@ -117,21 +122,32 @@ function sentinelSubscribedAgain(
     readyBefore = true;
   });
   let probing = false;
-  connection.on("error", (error: unknown) => {
-    // a sentinel's own connection failing (node-redis wraps those) leaves the channels as they were
-    if (probing || !listening() || !(error instanceof Error) || error.message.startsWith("Sentinel Client")) return;
+  /** An `error` heard while a probe was out, whose loss may have taken that probe unanswered. */
+  let lostWhileProbing = false;
+  const probe = () => {
     probing = true;
+    lostWhileProbing = false;
     connection
       .SUBSCRIBE(PROBE_CHANNEL, () => {})
-      .then(() => {
-        if (closed()) return;
-        if (subscribed()) subscribedAgain();
-        return connection.UNSUBSCRIBE(PROBE_CHANNEL);
-      })
-      .catch(() => {})
-      .finally(() => {
-        probing = false;
-      });
+      .then(
+        () => {
+          probing = false;
+          if (closed()) return;
+          if (subscribed()) subscribedAgain();
+          connection.UNSUBSCRIBE(PROBE_CHANNEL).catch(() => {});
+        },
+        () => {
+          probing = false;
+          // lost with a connection: the channels come back on the next one, and another probe says when
+          if (lostWhileProbing && listening()) probe();
+        },
+      );
+  };
+  connection.on("error", (error: unknown) => {
+    // a sentinel's own connection failing (node-redis wraps those) leaves the channels as they were
+    if (!listening() || !(error instanceof Error) || error.message.startsWith("Sentinel Client")) return;
+    if (probing) lostWhileProbing = true;
+    else probe();
   });
 }
 
