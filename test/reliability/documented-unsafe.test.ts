@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "../helpers/aborted.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { arrival } from "../helpers/lock-events.js";
-import { type RedisServer, useRedisServers } from "../helpers/redis-servers.js";
+import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 import { startUntilStopped } from "../helpers/stopped-child.js";
 
 const cluster = useRedisServers(4);
@@ -138,11 +138,18 @@ describe("what no Redlock client can prevent, reproduced", () => {
 describe("the mitigation the README recommends", () => {
   it("a crashed node kept down for longer than the ttl means B gets nothing while A is valid", async () => {
     const a = new Redlock(direct, { retryCount: 0 });
-    const b = new Redlock(direct, { retryCount: 0, instanceTimeout: 50 });
+    // Nothing waits for B's per-instance bound (node 1's command is refused, below), so it can be
+    // long: at 50 ms, node 0's refusal missed it on a loaded machine, and B's attempt was
+    // unavailable instead of refused ('no quorum could be asked')
+    const b = new Redlock(direct, { retryCount: 0, instanceTimeout: 2000 });
     // the file's longest ttl: the kill and B's attempt come well within it
     const lockA = await holdOnZeroAndOne(a, "unsafe:delayed", 3000);
     invariants.faultInjected();
     await node(1).kill();
+    // once its client saw the close, B's command for node 1 waits in ioredis's offline queue, failed
+    // at the second reconnection attempt (maxRetriesPerRequest 1); written to the dead socket
+    // before, it would be held for the next connection, and B's call would wait out its bound
+    while (direct[1]?.status === "ready") await sleep(5);
     // while A is valid: node 0 refuses, node 1 is down, node 2 alone is no quorum
     expect(await b.lock("unsafe:delayed", 3000)).toBeNull();
     expect(lockA.valid).toBe(true);

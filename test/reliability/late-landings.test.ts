@@ -53,7 +53,9 @@ async function proxied(options: { upDelayMs?: number; downDelayMs?: number } = {
 
 describe("late landings", () => {
   it("a minority node stopped across the acquire takes our value late, and unlock removes it there too", async () => {
-    const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 50 });
+    // the acquire and the release resolve at the quorum of nodes 0 and 1, before any bound: a short
+    // one only made them fail when one of those answered late on a loaded machine
+    const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 1000 });
     server(2).pause();
     // longer than expect.poll's 10 s: below, only the release can clear node 2, not the ttl
     const lock = await dlm.acquire("late:minority", 30_000);
@@ -63,7 +65,7 @@ describe("late landings", () => {
     ]);
     server(2).resume();
     await direct[2]?.ping();
-    // the SET that timed out was applied on SIGCONT: our value, with a ttl of its own
+    // the SET left unanswered was applied on SIGCONT: our value, with a ttl of its own
     expect(await direct[2]?.get("late:minority")).toBe(lock.value);
     const ttl = (await direct[2]?.pttl("late:minority")) ?? 0;
     expect(ttl).toBeGreaterThan(0);
@@ -71,7 +73,7 @@ describe("late landings", () => {
 
     expect(await lock.release()).toBe(true);
     await expect.poll(() => valuesOf("late:minority")).toEqual([null, null, null]);
-    const next = await dlm.acquire("late:minority", 1000);
+    const next = await dlm.acquire("late:minority", 2000);
     await next.release();
   });
 
@@ -112,7 +114,9 @@ describe("late landings", () => {
   it("replies lost one way: what two nodes applied is deleted by the failure path without waiting for the ttl", async () => {
     const { proxies, clients } = await proxied();
     const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 100 });
-    await (await dlm.acquire("warm-up", 1000)).release();
+    // every node answers the warm-up, which resolves at a quorum: a long bound costs nothing there,
+    // while 100 ms failed it when two answers were late on a loaded machine
+    await (await dlm.acquire("warm-up", 2000, { instanceTimeout: 1000 })).release();
     for (const proxy of proxies.slice(1)) proxy.dropReplies = true;
     const monitors = await startMonitors(cluster.servers.slice(1), invariants);
 
@@ -136,8 +140,9 @@ describe("late landings", () => {
   it("a NOSCRIPT answered after the attempt timed out: the acquire script is not sent again behind its give-back", async () => {
     const { proxies, clients } = await proxied();
     const dlm = new Redlock(clients, { retryCount: 0, instanceTimeout: 50 });
-    // a multi-key lock runs the acquire script: both scripts are sent whole once, then go by SHA
-    await (await dlm.acquire(["late:warm:a", "late:warm:b"], 1000)).release();
+    // a multi-key lock runs the acquire script: both scripts are sent whole once, then go by SHA (a
+    // long bound for this one, answered by every node: 50 ms failed it on a loaded machine)
+    await (await dlm.acquire(["late:warm:a", "late:warm:b"], 2000, { instanceTimeout: 1000 })).release();
     // a failover empties the script cache; another client loads the release script again
     await Promise.all(direct.map((client) => client.script("FLUSH")));
     const other = invariants.track(new Redlock(direct));

@@ -176,7 +176,9 @@ describe("CLIENT PAUSE WRITE on one node", () => {
     const admin = invariants.client(server(2));
     await admin.client("PAUSE", 10_000, "WRITE");
     try {
-      const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 100 });
+      // both calls resolve at the quorum of the other two, before any bound: a short one only made
+      // them fail when one of those answered late on a loaded machine
+      const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 1000 });
       // a write the pause holds back until UNPAUSE (or the pause's end, 10 s on)
       const probe = unanswered(paused.del("pause:probe"));
       const lock = await dlm.acquire("pause:r", 2000);
@@ -258,7 +260,9 @@ describe("ioredis clients left at their defaults (offline queue on, 20 retries p
     await server(2).kill();
     invariants.faultInjected();
     const defaults = clientsAtDefaults();
-    const dlm = new Redlock(defaults, { retryCount: 0, instanceTimeout: 100 });
+    // both calls resolve at the quorum of the live two, before any bound (a short one only made them
+    // fail when a live node answered late on a loaded machine), and long before ioredis gives up
+    const dlm = new Redlock(defaults, { retryCount: 0, instanceTimeout: 1000 });
     // ioredis holds the dead node's commands for 20 reconnection attempts (over 10 s), then fails them
     const probe = unanswered((defaults[2] as Redis).ping());
     const lock = await dlm.acquire("defaults:r", 2000);
