@@ -20,7 +20,7 @@ export interface Section {
   readonly unit: string;
   /** Name of the entry all ratios are taken against. */
   readonly baseline: string;
-  /** Issue 7's target for redlock-kit in this row, as a ratio to the baseline. */
+  /** The target for redlock-kit in this row (issues 7 and 17), as a ratio to the baseline. */
   readonly target?: number;
   readonly entries: readonly Entry[];
   /** A sentence printed under the section's table. */
