@@ -1,8 +1,9 @@
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { trackTimers } from "#test-helpers/invariants.js";
 import { startSentinel, startServer, type TestSentinel, until } from "#test-helpers/redis.js";
-import { LockConfigurationError, MemoryStore, Redlock } from "../src/index.js";
+import { LockConfigurationError, LockUnavailableError, MemoryStore, Redlock } from "../src/index.js";
 
 let sentinel: TestSentinel;
 
@@ -33,92 +34,191 @@ it("locks through ioredis Sentinel options before and after a failover to the re
   await dlm.quit();
 }, 40_000);
 
-it("keeps a client made from Sentinel options when its failover detector cuts off a connection attempt (ioredis would end it for good)", async () => {
-  // The failover detector hears +switch-master on every address of `sentinels`. A Sentinel accepts
-  // no PUBLISH from a client, so the second address is a plain redis-server the test publishes on;
-  // the first is the real sentinel, behind a proxy that holds the client's question for the master.
+/**
+ * Sentinel addresses whose failover detector the test drives. The detector hears +switch-master on
+ * every address of `sentinels`. A Sentinel accepts no PUBLISH from a client, so the second address
+ * is a plain redis-server the test publishes on; the first is the real sentinel, behind a proxy that
+ * can hold a client's question for the master.
+ */
+async function cutOffRig() {
   const proxy = await startDelayProxy(sentinel.sentinelPort);
   const announcer = await startServer();
-  const dlm = new Redlock([
-    {
-      sentinels: [
-        { host: "127.0.0.1", port: proxy.port },
-        { host: "127.0.0.1", port: announcer.port },
-      ],
-      name: sentinel.name,
-    },
-  ]);
   const admin = announcer.client();
   const master = new Redis({ port: await sentinel.masterPort(), host: "127.0.0.1" });
+  const detectors = async () => ((await admin.pubsub("NUMSUB", "+switch-master")) as [string, number])[1];
+  return {
+    sentinels: [
+      { host: "127.0.0.1", port: proxy.port },
+      { host: "127.0.0.1", port: announcer.port },
+    ],
+    master,
+    detectors,
+    /**
+     * Kills the master's `killed` connections (CLIENT KILL arguments); their next attempt asks the
+     * sentinel, which hears the question late, and a failover is announced meanwhile: the
+     * detectors disconnect their connectors mid-attempt ("Connection is closed.", then `end`).
+     */
+    async cutOff(...killed: string[]) {
+      proxy.holdCommandsWhen = (chunk) => chunk.includes("get-master-addr-by-name");
+      await master.call("CLIENT", "KILL", ...killed);
+      await until("the attempt to ask the sentinel", async () => proxy.heldCommandBytes > 0);
+      await admin.publish("+switch-master", `${sentinel.name} 127.0.0.1 1 127.0.0.1 2`);
+      await until("the detectors acted", async () => (await detectors()) === 0);
+      proxy.releaseCommands();
+    },
+    async close() {
+      master.disconnect();
+      await Promise.all([proxy.close(), announcer.stop()]);
+    },
+  };
+}
+
+/** A `retryStrategy` that reconnects at once after a lost connection, then returns `later`; `asked` lists its `times`. */
+function retryOnceThen(later: number | null) {
+  const asked: number[] = [];
+  const retryStrategy = (times: number) => {
+    asked.push(times);
+    return times === 1 ? 0 : later;
+  };
+  return { asked, retryStrategy };
+}
+
+it("keeps a client made from Sentinel options when its failover detector cuts off a connection attempt (ioredis would end it for good)", async () => {
+  const rig = await cutOffRig();
+  const dlm = new Redlock([{ sentinels: rig.sentinels, name: sentinel.name }]);
   try {
     await (await dlm.acquire("sentinel:cut-off", 5000)).release();
-    const detectors = async () => ((await admin.pubsub("NUMSUB", "+switch-master")) as [string, number])[1];
-    await until("the failover detector subscribed", async () => (await detectors()) === 1);
-
-    // the client loses its connection; its next attempt asks the sentinel, which hears the question late
-    proxy.holdCommandsWhen = (chunk) => chunk.includes("get-master-addr-by-name");
-    await master.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
-    await until("the attempt to ask the sentinel", async () => proxy.heldCommandBytes > 0);
-    // a failover is announced meanwhile: the detector disconnects the connector mid-attempt
-    await admin.publish("+switch-master", `${sentinel.name} 127.0.0.1 1 127.0.0.1 2`);
-    await until("the detector acted", async () => (await detectors()) === 0);
-    proxy.releaseCommands();
+    await until("the failover detector subscribed", async () => (await rig.detectors()) === 1);
+    await rig.cutOff("TYPE", "normal", "SKIPME", "yes");
 
     const lock = await dlm.acquire("sentinel:cut-off", 5000, { wait: 10_000 });
-    expect(await master.get("sentinel:cut-off")).toBe(lock.value);
+    expect(await rig.master.get("sentinel:cut-off")).toBe(lock.value);
     expect(await lock.release()).toBe(true);
   } finally {
     await dlm.quit();
-    master.disconnect();
-    await Promise.all([proxy.close(), announcer.stop()]);
+    await rig.close();
   }
 }, 40_000);
 
-it("keeps a waiter's subscriber connection on Sentinel options when the failover detector cuts off its reconnect: the release still wakes it", async () => {
-  const proxy = await startDelayProxy(sentinel.sentinelPort);
-  const announcer = await startServer();
-  const sentinels = [
-    { host: "127.0.0.1", port: proxy.port },
-    { host: "127.0.0.1", port: announcer.port },
-  ];
+it("leaves a client made from Sentinel options ended when its own retryStrategy says stop at the cut-off attempt: the instance counts as down", async () => {
+  const rig = await cutOffRig();
+  // reconnect once (the attempt that is cut off), then stop, as ioredis documents it: not a number
+  const { asked, retryStrategy } = retryOnceThen(null);
+  const dlm = new Redlock([{ sentinels: rig.sentinels, name: sentinel.name, retryStrategy }], {
+    retryDelay: 50,
+    retryJitter: 0,
+  });
+  try {
+    await (await dlm.acquire("sentinel:given-up", 5000)).release();
+    await until("the failover detector subscribed", async () => (await rig.detectors()) === 1);
+    await rig.cutOff("TYPE", "normal", "SKIPME", "yes");
+
+    // the wait outlasts any reconnect: a revived client would lock
+    const outcome = await dlm.acquire("sentinel:given-up", 5000, { wait: 5000 }).then(
+      (lock) => lock.release().then(() => "acquired"),
+      (error: unknown) => error,
+    );
+    expect(outcome).toBeInstanceOf(LockUnavailableError);
+    // ioredis asked about attempt 1; Redlock about the cut-off one, as ioredis would have
+    expect(asked).toEqual([1, 2]);
+    expect(await rig.master.get("sentinel:given-up")).toBeNull();
+  } finally {
+    await dlm.quit();
+    await rig.close();
+  }
+}, 40_000);
+
+it("asks a client's retryStrategy for the delay after a cut-off attempt, and quit() drops the reconnect waiting for it: no timer left", async () => {
+  const rig = await cutOffRig();
+  const { asked, retryStrategy } = retryOnceThen(600_000);
+  const dlm = new Redlock([{ sentinels: rig.sentinels, name: sentinel.name, retryStrategy }]);
+  const timers = trackTimers();
+  try {
+    await (await dlm.acquire("sentinel:quit-pending", 5000)).release();
+    await until("the failover detector subscribed", async () => (await rig.detectors()) === 1);
+    await rig.cutOff("TYPE", "normal", "SKIPME", "yes");
+    await until("the reconnect after the cut-off attempt was asked for", async () => asked.length === 2);
+    expect(asked).toEqual([1, 2]);
+
+    await dlm.quit();
+    // a cleared timer leaves the list once Node reports it destroyed; a leaked one would stay ten minutes
+    const revives = () => timers.alive().filter((stack) => stack.includes("stores/keep-connecting.ts"));
+    await until("no reconnect timer left", async () => revives().length === 0).catch(() => {});
+    expect(revives()).toEqual([]);
+  } finally {
+    timers.stop();
+    await dlm.quit();
+    await rig.close();
+  }
+}, 40_000);
+
+/**
+ * A holder of `key` on the sentinel, and `waiter` (through `rig.sentinels`) waiting for it; once the
+ * waiter is subscribed, its subscriber's next connection attempt is cut off, then `afterCutOff`
+ * runs, then the release: the waiter must take the key. Both Redlocks quit, the rig closes.
+ */
+async function releaseToWaiterCutOff(
+  rig: Awaited<ReturnType<typeof cutOffRig>>,
+  key: string,
+  waiter: Redlock,
+  afterCutOff: () => Promise<void>,
+): Promise<void> {
   const holder = new Redlock([
     { sentinels: [{ host: "127.0.0.1", port: sentinel.sentinelPort }], name: sentinel.name },
   ]);
-  // polls once a minute: within its wait only a hand-over message can wake it
-  const waiter = new Redlock([{ sentinels, name: sentinel.name }], { retryDelay: 60_000, retryJitter: 0 });
-  const admin = announcer.client();
-  const master = new Redis({ port: await sentinel.masterPort(), host: "127.0.0.1" });
+  const { master } = rig;
   try {
-    const held = await holder.acquire("sentinel:woken", 30_000);
-    const waiting = waiter.acquire("sentinel:woken", 5000, { wait: 10_000 });
+    const held = await holder.acquire(key, 30_000);
+    const waiting = waiter.acquire(key, 5000, { wait: 10_000 });
     waiting.catch(() => {}); // awaited below; a failure there must not also surface as unhandled
-    const detectors = async () => ((await admin.pubsub("NUMSUB", "+switch-master")) as [string, number])[1];
     await until(
       "the waiter subscribed, both its connections watching for failovers",
       async () =>
-        (await detectors()) === 2 && (await master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
+        (await rig.detectors()) === 2 && (await master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
     );
 
-    proxy.holdCommandsWhen = (chunk) => chunk.includes("get-master-addr-by-name");
-    await master.call("CLIENT", "KILL", "TYPE", "pubsub");
-    await until("the subscriber's attempt to ask the sentinel", async () => proxy.heldCommandBytes > 0);
-    await admin.publish("+switch-master", `${sentinel.name} 127.0.0.1 1 127.0.0.1 2`);
-    await until("the detectors acted", async () => (await detectors()) === 0);
-    proxy.releaseCommands();
-    await until(
-      "the waiter subscribed again",
-      async () => (await master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
-    );
+    await rig.cutOff("TYPE", "pubsub");
+    await afterCutOff();
 
     expect(await held.release()).toBe(true);
     const lock = await waiting;
-    expect(await master.get("sentinel:woken")).toBe(lock.value);
+    expect(await master.get(key)).toBe(lock.value);
     expect(await lock.release()).toBe(true);
   } finally {
     await Promise.all([holder.quit(), waiter.quit()]);
-    master.disconnect();
-    await Promise.all([proxy.close(), announcer.stop()]);
+    await rig.close();
   }
+}
+
+it("keeps a waiter's subscriber connection on Sentinel options when the failover detector cuts off its reconnect: the release still wakes it", async () => {
+  const rig = await cutOffRig();
+  // polls once a minute: within its wait only a hand-over message can wake it
+  const waiter = new Redlock([{ sentinels: rig.sentinels, name: sentinel.name }], {
+    retryDelay: 60_000,
+    retryJitter: 0,
+  });
+  await releaseToWaiterCutOff(rig, "sentinel:woken", waiter, () =>
+    until(
+      "the waiter subscribed again",
+      async () => (await rig.master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).length === 1,
+    ),
+  );
+}, 40_000);
+
+it("leaves a waiter's subscriber connection ended when the retryStrategy it shares with its client says stop at the cut-off attempt: the waiter polls", async () => {
+  const rig = await cutOffRig();
+  // the subscriber is a duplicate() of the client and shares its options
+  const { asked, retryStrategy } = retryOnceThen(null);
+  // the client still votes: the waiter takes the key at a poll
+  const waiter = new Redlock([{ sentinels: rig.sentinels, name: sentinel.name, retryStrategy }], {
+    retryDelay: 100,
+    retryJitter: 0,
+  });
+  await releaseToWaiterCutOff(rig, "sentinel:polls", waiter, async () => {
+    // the client's own detector reconnects it too, an ordinary reconnect (its retryStrategy asked about attempt 1)
+    await until("the subscriber's retryStrategy asked about the cut-off attempt", async () => asked.includes(2));
+    expect(await rig.master.pubsub("CHANNELS", "redlock-kit:hand-over:*")).toEqual([]);
+  });
 }, 40_000);
 
 it("accepts two Sentinel deployments that both name their master mymaster: their sentinels tell them apart", async () => {
