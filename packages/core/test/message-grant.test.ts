@@ -159,6 +159,23 @@ describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
 });
 
 describe("grant by message after a give-back", () => {
+  /**
+   * Keeps `dlm` listening on every instance until it quits (a call of its own waits on a key another
+   * owner holds): a release or give-back on an instance where its SUBSCRIBE has not landed yet finds
+   * nobody on its channel and skips its waiters (docs/waiting.md), leaving the key free.
+   */
+  async function listenEverywhere(dlm: Redlock): Promise<void> {
+    const clients = redis.clients();
+    await Promise.all(clients.map((client) => client.set("held", "other", "PX", 60_000)));
+    // ended by quit()
+    dlm.acquire("held", TTL, { wait: 60_000 }).catch(() => {});
+    await until(async () => (await Promise.all(clients.map((c) => c.zcard(queueOf("held"))))).every((q) => q === 1));
+    const [entry] = await redis.client(0).zrange(queueOf("held"), "0", "0");
+    const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
+    const subscribers = (client: Redis) => client.pubsub("NUMSUB", channel).then((reply) => (reply as unknown[])[1]);
+    await until(async () => (await Promise.all(clients.map(subscribers))).every((n) => n === 1));
+  }
+
   it("a hand-over by an instance the waiter gave a key back to is claimed, not taken as a grant", async () => {
     const clients = redis.clients();
     const key = "gave-back";
@@ -166,6 +183,10 @@ describe("grant by message after a give-back", () => {
     await Promise.all([0, 1].map((i) => redis.client(i).set(key, "other", "PX", 60_000)));
     const dlm = new Redlock(clients, { ...NO_POLLING, instanceTimeout: 5000 });
     try {
+      // Heard on instance 2 before the call: otherwise its first attempt carries no queue entry, and
+      // the give-back of its second (queued) one may run on instance 2 before its SUBSCRIBE there,
+      // leaving the key free (the value read below was null, the call claiming it a hold later).
+      await listenEverywhere(dlm);
       const waiting = dlm.acquire(key, TTL, WAIT());
       // its attempt took instance 2, fell short of a quorum and gave the key back there, queued
       // again; that give-back handed the key straight back to it (it headed the queue there)
