@@ -1,7 +1,10 @@
 import { type HttpKeySource, LockUnavailableError, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
+import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
+import { lazyQuery } from "#test-helpers/lazy-query.js";
+import { arrival, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { OWN_ANSWER, SET_UP, setUpHeaders } from "#test-helpers/set-up-headers.js";
 import redlockPlugin, { redlockPlugin as namedPlugin } from "../src/index.js";
@@ -61,6 +64,24 @@ describe("the Fastify plugin", () => {
       child.post("/child", { config: { redlock: { key: "", wait: 1 } } }, ok);
     });
     await expect(app.ready()).rejects.toThrow(/^config\.redlock of POST \/child: key must be a non-empty/);
+  });
+
+  it("runs a query builder the handler returns unawaited once, and releases the lock once it has", async () => {
+    const app = await appWithPlugin();
+    const redis = cluster.servers[0]?.client() as Redis;
+    let query: ReturnType<typeof lazyQuery<number>> | undefined;
+    // not async: the builder itself is returned, as `(request) => db.update(accounts)...` does
+    app.post("/accounts/:id/pay", { config: { redlock: "account:{params.id}" } }, () => {
+      query = lazyQuery(() => redis.incr("paid:1"));
+      return query;
+    });
+    const released = nextRelease("account:1");
+    const answer = await app.inject({ method: "POST", url: "/accounts/1/pay" });
+    expect(answer.statusCode).toBe(200);
+    expect(answer.body).toBe("1");
+    expect(query?.runs).toBe(1);
+    expect(await redis.get("paid:1")).toBe("1");
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
   });
 
   it("refuses to load without a Redlock instance", async () => {

@@ -399,13 +399,17 @@ export class HeldRoute {
   /**
    * Follows a handler run: when `result` is a promise, the lock is not released before it settles.
    * A run that starts once the lock is released (the response was done first) is not waited for.
+   * Hand on what it returns: `result`, or for a thenable that is not a promise, a promise of it.
    */
   follow<T>(result: T): T {
     const pending = result as { then?: unknown } | null | undefined;
     if (this.#pending === 0 || typeof pending?.then !== "function") return result;
     this.#pending++;
-    (result as PromiseLike<unknown>).then(this.#settle, this.#settle);
-    return result;
+    // A query builder (Drizzle's, Knex's) runs its query on every then(): resolved once here, the
+    // framework awaits that promise, not the builder again (a payment would be written twice).
+    const settled = Promise.resolve(result as PromiseLike<unknown>);
+    settled.then(this.#settle, this.#settle);
+    return settled as T;
   }
 
   /**
