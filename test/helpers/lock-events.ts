@@ -124,6 +124,17 @@ export function countLockEvents(match: (resource: string) => boolean) {
   });
 }
 
+/** Counts the acquisitions of `resource` asked for from now on (`asked`); `stop()` unsubscribes. */
+export function countAcquisitions(resource: string) {
+  const channel = "tracing:redlock-kit:acquire:start";
+  const counter = { asked: 0, stop: () => diagnosticsChannel.unsubscribe(channel, onStart) };
+  const onStart = (context: unknown) => {
+    if ((context as { resources: readonly string[] }).resources.includes(resource)) counter.asked++;
+  };
+  diagnosticsChannel.subscribe(channel, onStart);
+  return counter;
+}
+
 /** Resolves when an acquisition of `resource` starts (its first attempt is on its way). */
 export function nextAcquireStart(resource: string): Promise<void> {
   const channel = "tracing:redlock-kit:acquire:start";

@@ -68,7 +68,8 @@ export class ResponseTracker implements TrackedResponse {
       this.#done = true;
       return;
     }
-    if (res.closed || res.destroyed) {
+    // an HTTP/2 response whose stream closed unended has neither `closed` nor `destroyed`
+    if (res.closed || res.destroyed || res.writableFinished) {
       this.#clientLeft = true;
       return;
     }
@@ -148,6 +149,11 @@ export class ResponseTracker implements TrackedResponse {
   }
 
   readonly #onFinish = (): void => {
+    // Node's HTTP/2 response emits 'finish' when its stream closes, also unended: its client left
+    if (!this.#res.writableEnded) {
+      this.#onClose();
+      return;
+    }
     this.#res.off("close", this.#onClose);
     this.#unfollowConnection();
     this.#finish();
@@ -160,7 +166,7 @@ export class ResponseTracker implements TrackedResponse {
     const res = this.#res;
     res.off("finish", this.#onFinish);
     this.#unfollowConnection();
-    if (res.writableFinished) {
+    if (res.writableFinished && res.writableEnded) {
       this.#finish();
       return;
     }
