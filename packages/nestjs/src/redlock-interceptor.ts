@@ -34,6 +34,15 @@ interface PlatformRequest extends HttpKeySource {
   lock?: Lock;
 }
 
+/**
+ * The status the answer goes out with, as Express's response and Fastify's reply hold it: the
+ * route's (Nest sets `@HttpCode`'s before the interceptors run), or one the handler set itself.
+ */
+function statusOf(response: unknown, route: number): number {
+  const current = (response as { statusCode?: unknown }).statusCode;
+  return typeof current === "number" ? current : route;
+}
+
 /** 499 (nginx's "client closed request"): the client left while the route waited for its lock; nobody reads it. */
 const CLIENT_CLOSED = 499;
 
@@ -80,11 +89,13 @@ export class RedlockInterceptor implements NestInterceptor {
   /**
    * A value the handler answers once its lock was lost (it ignored `lock.signal`) becomes the lock's
    * `LockLostError`, answered 409, rather than a success as if the critical section had run alone.
-   * The route's own error status (`@HttpCode(4xx)`) stays, and so does a stream whose headers are out.
+   * The answer's own error status stays (`@HttpCode(4xx)`, or one the handler set through
+   * `@Res({ passthrough: true })`), and so does a stream whose headers are out.
    */
   #refuseLost(held: HeldRoute, status: number, response: unknown): (value: unknown) => unknown {
     return (value) => {
-      if (held.lostAnswer(status) === undefined || this.adapterHost.httpAdapter.isHeadersSent(response)) return value;
+      const answered = statusOf(response, status);
+      if (held.lostAnswer(answered) === undefined || this.adapterHost.httpAdapter.isHeadersSent(response)) return value;
       throw held.lostError();
     };
   }

@@ -202,6 +202,18 @@ class OrdersController {
     return { own: true };
   }
 
+  // sets its own error status on the platform's response and lets Nest send what it returns
+  @Post(":id/late-not-found")
+  @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
+  async lateNotFound(
+    @RequestLock() lock: Lock,
+    @Res({ passthrough: true }) response: { status(code: number): unknown },
+  ) {
+    await untilInvalid(lock);
+    response.status(404);
+    return { own: true };
+  }
+
   // writes through the platform's own response (Express's res, Fastify's reply), past the interceptor
   @Post(":id/late-raw")
   @LockedRoute("late:{params.id}", { ttl: 500, autoExtend: false })
@@ -347,6 +359,10 @@ describe.each(platforms)("on platform-%s", (platform) => {
 
   it("@LockedRoute keeps a route's own 4xx status (@HttpCode(422)) answered after the loss", async () => {
     await request(running.url).post("/orders/2/late-refused").expect(422, { own: true });
+  });
+
+  it("@LockedRoute keeps the 4xx status a handler set itself (@Res({ passthrough: true })) answered after the loss", async () => {
+    await request(running.url).post("/orders/4/late-not-found").expect(404, { own: true });
   });
 
   it('@LockedRoute answers 409 {"error":"Lock was lost"}, not 200, to a handler writing through @Res() after its lock\'s validity ended', async () => {
