@@ -47,7 +47,7 @@ export {
   trackHeldLocks,
 } from "./lock/held-locks.js";
 export { Lock } from "./lock/lock.js";
-export { reenteringLocks } from "./lock/reentries.js";
+export { checkReenteredFencing, reenteringLocks } from "./lock/reentries.js";
 export { type AcquireMessage, channels, type ExtendMessage, type ReleaseMessage } from "./observe/diagnostics.js";
 export type {
   ForcedRelease,

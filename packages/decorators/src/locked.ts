@@ -1,4 +1,5 @@
 import {
+  checkReenteredFencing,
   ErrorCodes,
   holdingLock,
   type KeyResolver,
@@ -144,6 +145,8 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
   const enclosing = locksHolding(redlock, resources);
+  // a method that fences would read no fence under an enclosing lock taken without: refused, its body not run
+  checkReenteredFencing(redlock, call.options.using.fencing, enclosing, resources);
   // A thenable the method returns (a lazy query) is resolved inside the lock's context, where its
   // `then` runs: awaited outside, its work would not count as holding the lock.
   const body = () =>

@@ -1,5 +1,13 @@
 import "reflect-metadata";
-import { fencedSet, Lock, LockContentionError, LockKeyError, LockLostError, Redlock } from "@redlock-kit/core";
+import {
+  fencedSet,
+  Lock,
+  LockConfigurationError,
+  LockContentionError,
+  LockKeyError,
+  LockLostError,
+  Redlock,
+} from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { defer, lastValueFrom, type Observable } from "rxjs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -788,6 +796,42 @@ describe("the fence of the lock a @Locked method runs under", () => {
     // the next holder of account:7 alone carries a greater fence of account:7's: its write is taken
     expect(await deposit("7")).toBe(true);
     expect(seen[1]).toEqual(["deposit", "2", ["account:7"]]);
+  });
+
+  it("is never missing: a call that fences, re-entering a lock of its chain taken without fencing, rejects with LockConfigurationError, its body not run", async () => {
+    const fencedDlm = new Redlock([client], { fencing: true });
+    const ran: string[] = [];
+    const body = (name: string) => async () => {
+      ran.push(name);
+      return currentFence();
+    };
+    // its own fencing: true; its Redlock's fencing: true (none of its own); on account:7 and audit:7
+    const cases = [
+      { own: Locked("account:{0}", { fencing: true }), outer: Locked("account:{0}") },
+      {
+        own: Locked("account:{0}", { redlock: fencedDlm }),
+        outer: Locked("account:{0}", { redlock: fencedDlm, fencing: false }),
+      },
+      {
+        own: Locked(([id]) => [`account:${id}`, `audit:${id}`], { fencing: true }),
+        outer: Locked("account:{0}"),
+      },
+    ];
+    setDefaultRedlock(dlm);
+    for (const [index, { own, outer }] of cases.entries()) {
+      const deposit = decorateStandard(body(`deposit ${index}`), "deposit", own);
+      const transfer = decorateStandard(
+        async (id: unknown) => (deposit(id) as Promise<unknown>).catch((error: unknown) => error),
+        "transfer",
+        outer,
+      );
+      const error = await transfer("7");
+      expect(error, `case ${index}`).toBeInstanceOf(LockConfigurationError);
+      expect((error as LockConfigurationError).message).toContain("without fencing");
+      // nothing locked for it (audit:7), and the caller's lock released
+      expect(await client.dbsize()).toBe(0);
+    }
+    expect(ran).toEqual([]);
   });
 
   it("refuses a non-boolean fencing option when the class is defined", () => {

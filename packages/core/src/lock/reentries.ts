@@ -1,3 +1,6 @@
+import { LockConfigurationError } from "../errors.js";
+import { routeFences } from "../http/request-locks.js";
+import type { Redlock } from "../redlock.js";
 import { type Lock, STATE } from "./lock.js";
 
 /**
@@ -19,4 +22,28 @@ export async function reenteringLocks<T>(locks: readonly Lock[], fn: () => T | P
   } finally {
     for (const state of states) state.reentries--;
   }
+}
+
+/**
+ * Throws `LockConfigurationError` when a call that fences (its `fencing`, else its Redlock's) would
+ * run under `locks`, the enclosing locks holding some of its `resources`, and one of them was taken
+ * without fencing: it would read no fence for those resources (`currentFence()` undefined), as a
+ * route nested in an unfenced guard would.
+ *
+ * @example
+ * // in @Locked, before a call runs under the locks its callers hold
+ * checkReenteredFencing(dlm, options.fencing, locksHolding(dlm, resources), resources);
+ */
+export function checkReenteredFencing(
+  redlock: Redlock,
+  fencing: boolean | undefined,
+  locks: readonly Lock[],
+  resources: readonly string[],
+): void {
+  if (locks.every((lock) => lock.fences !== undefined) || !routeFences(redlock, fencing)) return;
+  throw new LockConfigurationError(
+    "A call that fences (its fencing: true, or its Redlock's) re-entered a lock of its call chain held without fencing: give that lock fencing: true too",
+    [],
+    resources,
+  );
 }
