@@ -108,6 +108,7 @@ async function open(
     connectTimeout: timeout,
     maxRetriesPerRequest: 1,
     retryStrategy: reconnect ? backOff : () => null,
+    disconnectTimeout: DISCONNECT_TIMEOUT,
   });
   // Failures reach the output as "unknown" instances, with this as their reason; ioredis would
   // also print each one.
@@ -127,7 +128,14 @@ async function open(
   // every master gets the URL's credentials and TLS, not only the seed
   const { host, port, username, password, tls } = client.options;
   const cluster = new Cluster([{ host, port }], {
-    redisOptions: { username, password, tls, connectTimeout: timeout, maxRetriesPerRequest: 1 },
+    redisOptions: {
+      username,
+      password,
+      tls,
+      connectTimeout: timeout,
+      maxRetriesPerRequest: 1,
+      disconnectTimeout: DISCONNECT_TIMEOUT,
+    },
     // ioredis's ready check asks CLUSTER INFO of any node: a stopped master would fail it for the
     // whole Cluster. Without it the Cluster is ready once the seed listed the slots (the keys of a
     // failed Cluster are then answered CLUSTERDOWN, shown as unknown).
@@ -164,3 +172,11 @@ function redact(message: string, password: string | undefined): string {
 }
 
 const backOff = (times: number) => Math.min(times * 200, 2000);
+
+/**
+ * ioredis's disconnect() arms this timer (2 s by default, not unref'd) on the last socket, cleared
+ * only by that socket's 'close': a connection that failed (refused, a wrong password) has closed
+ * already, and the timer held the process for 2 s after its result. closeClients() destroys the
+ * sockets anyway.
+ */
+const DISCONNECT_TIMEOUT = 0;

@@ -1,3 +1,6 @@
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { runCli, start } from "./helpers/run-cli.js";
@@ -118,5 +121,22 @@ describe("redlock-kit with instances it cannot reach", PROCESS_TIMEOUT, () => {
     });
     expectNoSecretNorGeneric(text.stdout, text.stderr, json.stdout, json.stderr, released.stdout, released.stderr);
     expectNoSecretNorGeneric(releasedJson.stdout, releasedJson.stderr, watched.stdout, watched.stderr);
+  });
+});
+
+describe("runCli with instances it cannot reach, once it resolved", PROCESS_TIMEOUT, () => {
+  // ioredis's disconnect() armed its 2 s disconnect timer (not unref'd) on a socket that had closed
+  // already (a refused connection, a wrong password): nothing cleared it, and the process (the
+  // binary's too) lived on after the result
+  it("leaves nothing alive: no connection, no timer", async () => {
+    const fixture = fileURLToPath(new URL("./fixtures/left-alive.mjs", import.meta.url));
+    const runs = [["inspect", "order:42"], ["list"], ["release", "--force", "order:42", "--yes"]].map(
+      async (command) => {
+        const argv = JSON.stringify([...command, "--redis", redis]);
+        const { stdout } = await promisify(execFile)(process.execPath, [fixture, argv], { timeout: 60_000 });
+        return { command, ...JSON.parse(stdout) };
+      },
+    );
+    for (const run of await Promise.all(runs)) expect(run).toEqual({ command: run.command, code: 3, left: [] });
   });
 });
