@@ -318,6 +318,19 @@ describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
   });
 });
 
+describe("redlock-kit inspect of a key without a ttl", PROCESS_TIMEOUT, () => {
+  it("says it never expires, in words", async () => {
+    // a key set by hand, or by a client that forgot its PX: nothing will ever free it
+    await Promise.all(clients.map((client) => client.set("lock:stuck", "by-hand")));
+    const { code, stdout } = await runCli(["inspect", "stuck", "--prefix", "lock:"], env);
+    expect(code).toBe(0);
+    const holder = createHash("sha256").update("by-hand").digest("hex").slice(0, 8);
+    expect(stdout.split("\n")[0]).toBe(
+      `stuck (key lock:stuck) is held by ${holder} on 3 of 3 instances (quorum 2) with no ttl: it never expires.`,
+    );
+  });
+});
+
 /** `release --force stuck` on a terminal, once it asks about `lock` (held on every instance). */
 async function askedToRelease(lock: Lock, instances = env) {
   await heldEverywhere("lock:stuck");

@@ -8,7 +8,10 @@ export function verdict(view: LockInspection): string {
   const resource = printable(view.resource);
   const name = view.key === view.resource ? resource : `${resource} (key ${printable(view.key)})`;
   if (view.state === "held") {
-    return `${name} is held by ${view.holder} on ${holderCount(view)} of ${total} instances (quorum ${view.quorum}) for ${duration(view.ttlMs)} more.`;
+    // a key without expiry (set by hand, or without PX) is never freed by time
+    const left =
+      view.ttlMs !== undefined && view.ttlMs < 0 ? "with no ttl: it never expires" : `for ${duration(view.ttlMs)} more`;
+    return `${name} is held by ${view.holder} on ${holderCount(view)} of ${total} instances (quorum ${view.quorum}) ${left}.`;
   }
   if (view.state === "unknown") {
     return `${name}: unknown, ${view.unknown} of ${total} instances did not answer (quorum ${view.quorum}).`;
