@@ -56,5 +56,9 @@ describe("resolveDeclaredLock", () => {
     expect(() => resolveDeclaredLock({ ttl: 0.5 }, "route")).toThrow(/^route\.ttl must be/);
     expect(() => resolveDeclaredLock({ wait: -1 })).toThrow(/^options\.wait must be/);
     expect(() => resolveDeclaredLock({ ttl: 4, driftFactor: 0.49 })).toThrow(RangeError);
+    // null is no "not set": it was a ttl of 5000 ms (or the base's), while every other option refused it
+    expect(() => resolveDeclaredLock({ ttl: null as never }, "route")).toThrow(
+      new TypeError("route.ttl must be a positive integer of milliseconds below 2^31, got null"),
+    );
   });
 });

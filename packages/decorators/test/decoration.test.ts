@@ -70,6 +70,7 @@ describe("what @Locked checks when the class is defined", () => {
     expect(() => Locked("k", 2 ** 31)).toThrow(RangeError);
     expect(() => Locked("k", "1000" as never)).toThrow(TypeError);
     expect(() => Locked("k", { ttl: -1 })).toThrow(/options\.ttl must be/);
+    expect(() => Locked("k", { ttl: null as never })).toThrow(/options\.ttl must be .*, got null/);
     expect(() => Locked("k", { wait: -1 })).toThrow(/options\.wait must be/);
     expect(() => Locked("k", { maxHoldMs: 0 })).toThrow(/options\.maxHoldMs must be/);
     expect(() => Locked("k", { driftFactor: 0.6 })).toThrow(/options\.driftFactor must be/);

@@ -58,7 +58,9 @@ export function resolveDeclaredLock(
     const value = get(key);
     if (value !== undefined) hold[key] = value;
   }
-  const ttl = get("ttl") ?? base?.ttl ?? 5000;
+  // only undefined means "not set": a null ttl is checked (and refused) as every other option's
+  const own = get("ttl");
+  const ttl = own !== undefined ? own : (base?.ttl ?? 5000);
   // the same checks and messages as a call, now at declaration rather than per request
   checkLockOptions({ ...acquire, ...hold, ttl }, name);
   return Object.freeze({ ttl, acquire: Object.freeze(acquire), hold: Object.freeze(hold) });
