@@ -514,6 +514,24 @@ describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
     expect({ code: await run.exited, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
   });
 
+  it("ends at Ctrl-C during a refresh that waits for a slow instance, printing nothing more", async () => {
+    await dlm.acquire("job", 60_000);
+    await heldEverywhere("lock:job");
+    // each refresh waits --timeout for it: its SCAN, then the lock's inspection
+    server(2).pause();
+    const [first] = clients as [Redis];
+    await first.config("RESETSTAT");
+    const scans = async () => Number(/cmdstat_scan:calls=(\d+)/.exec(await first.info("commandstats"))?.[1] ?? 0);
+    const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "1", "--timeout", "3000"], env);
+    await run.waitFor("\n");
+    // the second refresh has begun: it waits for the slow instance's SCAN
+    await expect.poll(scans).toBe(2);
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+    // that refresh was finished first (seconds later) and printed: its frame came after the Ctrl-C
+    expect(run.stdout.trimEnd().split("\n")).toHaveLength(1);
+  });
+
   it("redraws the table on a terminal until Ctrl-C", async () => {
     await dlm.acquire("job", 60_000);
     await heldEverywhere("lock:job");

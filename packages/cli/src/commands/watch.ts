@@ -13,7 +13,10 @@ export const watch: Verb = async (args, instances, io) => {
   const pattern = args.target ?? "*";
   const redraw = io.stdout.isTTY === true && !args.json;
   while (!io.signal?.aborted) {
-    const listing = await collect(args, instances);
+    // a refresh may wait --timeout for a slow instance, per round of inspections: Ctrl-C ends it
+    // there (runCli then closes the connections, failing what it still waits for)
+    const listing = await unlessAborted(collect(args, instances), io.signal);
+    if (listing === undefined) break;
     const at = new Date();
     if (args.json) {
       io.stdout.write(`${JSON.stringify({ at: at.toISOString(), ...listingJson(listing, instances) })}\n`);
@@ -26,3 +29,13 @@ export const watch: Verb = async (args, instances, io) => {
   }
   return EXIT.done;
 };
+
+/** `work`'s result, or undefined once `signal` aborts first; `work` is then left to fail unheard. */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
+  if (signal === undefined) return work;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
