@@ -53,6 +53,7 @@ Exit codes:
   1  not held / nothing found / nothing deleted
   2  usage: a bad command line or no instances
   3  unavailable: too few instances answered to tell
+  130  interrupted by Ctrl-C (watch: 0; release's question: answered no)
 
 Examples:
   REDIS_URL=redis://a:6379,redis://b:6379,redis://c:6379 redlock-kit list 'order:*'

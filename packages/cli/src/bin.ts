@@ -1,9 +1,15 @@
 #!/usr/bin/env node
+import { getEventListeners } from "node:events";
 import { runCli } from "./run.js";
 
-// The first Ctrl-C ends `watch` (or answers a question) cleanly; a second one kills as usual.
+// The first Ctrl-C ends `watch` (or answers a question) cleanly; a second one kills as usual. A
+// Ctrl-C that nothing listens for (list, inspect, a release under way) kills at once: swallowed,
+// it left the run waiting --timeout for each slow instance, again and again.
 const interrupted = new AbortController();
-process.once("SIGINT", () => interrupted.abort());
+process.on("SIGINT", () => {
+  if (interrupted.signal.aborted || getEventListeners(interrupted.signal, "abort").length === 0) process.exit(130);
+  interrupted.abort();
+});
 // A reader that went away (`watch --json | head -1`) ends the run as Ctrl-C does: without a
 // listener the write's EPIPE would crash the process with a stack trace
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {

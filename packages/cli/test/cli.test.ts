@@ -286,6 +286,29 @@ describe("redlock-kit list", PROCESS_TIMEOUT, () => {
   });
 });
 
+describe("redlock-kit list and inspect at Ctrl-C", PROCESS_TIMEOUT, () => {
+  it("stop at once while a slow instance keeps them waiting: exit 130, nothing printed", async () => {
+    server(2).pause();
+    const [first] = clients as [Redis];
+    await first.config("RESETSTAT");
+    const probes = async () =>
+      Number(/cmdstat_cluster\|slots:calls=(\d+)/.exec(await first.info("commandstats"))?.[1] ?? 0);
+    // each waits --timeout for the paused instance (its CLUSTER SLOTS, then its SCAN or read)
+    const runs = [["list"], ["inspect", "job"]].map((command) =>
+      start([...command, "--prefix", "lock:", "--timeout", "20000"], env),
+    );
+    // both are running: their CLUSTER SLOTS reached a live instance
+    await expect.poll(probes).toBe(2);
+    for (const run of runs) run.child.kill("SIGINT");
+    const ended = await Promise.all(runs.map(async (run) => ({ code: await run.exited, stdout: run.stdout })));
+    // the first Ctrl-C was swallowed (only watch and release's question hear it): each went on waiting
+    expect(ended).toEqual([
+      { code: 130, stdout: "" },
+      { code: 130, stdout: "" },
+    ]);
+  });
+});
+
 describe("redlock-kit inspect", PROCESS_TIMEOUT, () => {
   it("shows each instance and the verdict: exit 0 held, 1 free, 3 unknown", async () => {
     const lock = await dlm.acquire("order:42", 60_000);
