@@ -179,9 +179,24 @@ function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[
         `${from}: entry ${index + 1} sets keyPrefix: drop it, and pass it as --prefix (with the Redlock's keyPrefix after it)`,
       );
     }
+    // ioredis takes a URL's query items as options, as strings, over the CLI's own: a string
+    // connectTimeout threw outside any await (a crash, exit 1: "not held" to a script)
+    const refused = Object.entries(NOT_FROM_URL).find(([option]) => queryOf(url)?.has(option));
+    if (refused !== undefined) {
+      throw new UsageError(`${from}: entry ${index + 1} sets ${refused[0]}, which ${refused[1]}: drop it`);
+    }
   });
   return urls;
 }
+
+/** Client options a URL's query must not set, and why. */
+const NOT_FROM_URL: Readonly<Record<string, string>> = {
+  connectTimeout: "the CLI sets itself (--timeout)",
+  maxRetriesPerRequest: "the CLI sets itself",
+  retryStrategy: "the CLI sets itself",
+  disconnectTimeout: "the CLI sets itself",
+  reconnectOnError: "must be a function, not text",
+};
 
 /** The database a URL names, as ioredis reads it: its path, else `?db=`. */
 function databaseOf(url: string): string | undefined {

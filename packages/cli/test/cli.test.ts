@@ -130,6 +130,19 @@ describe("redlock-kit instances", PROCESS_TIMEOUT, () => {
     );
   });
 
+  it("refuses a URL that sets a connection option the CLI sets itself, or a function (exit 2), never crashing", async () => {
+    const [first, second] = env.REDIS_URL.split(",") as [string, string];
+    // ioredis takes a URL's query items as options, as strings: its connectTimeout went to
+    // socket.setTimeout(), which threw outside any await (a stack trace, exit 1: "not held" to a
+    // script); a reconnectOnError threw at the first error reply
+    for (const query of ["connectTimeout=5000", "reconnectOnError=1", "retryStrategy=1", "maxRetriesPerRequest=5"]) {
+      const run = await runCli(["inspect", "order:42", "--redis", `${first},${second}?${query}`]);
+      const option = query.split("=")[0];
+      expect({ query, code: run.code, stdout: run.stdout }).toEqual({ query, code: 2, stdout: "" });
+      expect(run.stderr).toMatch(new RegExp(`--redis: entry 2 sets ${option}, which .*: drop it`));
+    }
+  });
+
   it("exits 2 naming the entry of a URL ioredis cannot use, after one it can, leaving no connection open", async () => {
     const port = server(0).port;
     const good = `redis://127.0.0.1:${server(1).port}`;
