@@ -6,6 +6,7 @@ import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Redlock } from "../src/index.js";
+import { subscriberThrough } from "./helpers/subscriber-through.js";
 
 // One server of its own, which a test restarts; it keeps its keys and queues across a restart.
 const harness = useRedisServers(1, { args: ["--appendonly", "yes", "--appendfsync", "always"] });
@@ -133,24 +134,6 @@ const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
 /** A wait of a minute, cut at 15 s: a waiter nothing wakes fails instead of hanging. */
 const WAIT = () => ({ ...NO_POLLING, wait: 60_000, signal: AbortSignal.timeout(15_000) });
 const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
-
-/**
- * A client of `server` whose subscriber connection (the `duplicate()` the library opens) goes
- * through `proxy`; its commands go straight to the server.
- */
-async function subscriberThrough(library: "ioredis" | "node-redis", server: RedisServer, proxy: DelayProxy) {
-  if (library === "ioredis") {
-    const client = server.client();
-    const duplicate = client.duplicate.bind(client);
-    client.duplicate = (override?: Partial<RedisOptions>) => duplicate({ ...override, port: proxy.port });
-    return { client, close: () => client.disconnect() };
-  }
-  const client = await nodeRedisClient(server.port, { socket: { reconnectStrategy: () => 20 } }).connect();
-  const duplicate = client.duplicate.bind(client) as (options?: object) => NodeRedisClient;
-  (client as { duplicate: unknown }).duplicate = (override?: { socket?: object }) =>
-    duplicate({ ...override, socket: { ...override?.socket, port: proxy.port } });
-  return { client, close: () => closeNodeRedis([client as NodeRedisClient]) };
-}
 
 /** The hand-over channel of the waiter at the head of `key`'s queue, and its lock value. */
 async function headOf(admin: Redis, key: string) {

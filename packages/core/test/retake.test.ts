@@ -96,15 +96,15 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
   /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
    * listens for hand-overs for as long as the test runs: a call of its own waits on `b`'s `blocker`
-   * (`ended`: what that call settled with, once `stopAcquiring()` ended it).
+   * (`ended`: what that call settled with, once `stopAcquiring()` ended it). `options`: of a's calls of `key`.
    */
-  async function looper(a: Redlock, b: Redlock, key: string) {
+  async function looper(a: Redlock, b: Redlock, key: string, options: { fencing?: boolean } = {}) {
     const blocker = await b.acquire(`${key}:blocker`, 10_000);
     const listening = a.acquire(`${key}:blocker`, 10_000, WAIT());
     await queued(`${key}:blocker`, 1);
-    const first = await a.acquire(key, 10_000);
+    const first = await a.acquire(key, 10_000, options);
     await a.unlock(first);
-    const lock = await a.acquire(key, 10_000, WAIT());
+    const lock = await a.acquire(key, 10_000, { ...WAIT(), ...options });
     const done = async () => {
       await b.unlock(blocker);
       await a.unlock(await listening);
@@ -472,6 +472,26 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       watch.stop();
     }
     await b.unlock(blocker);
+  });
+
+  it("a fenced looper's release reserves nothing (no fenced call could hold it): the next fenced call lets nothing go", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `fenced-looper:${count}`;
+    const { lock, done } = await looper(a, b, key, { fencing: true });
+    expect(lock.fence).toBeDefined();
+    const watch = await watchReservations(instances());
+    try {
+      expect(await a.unlock(lock)).toBe(true);
+      const next = await a.acquire(key, 10_000, { ...WAIT(), fencing: true });
+      expect(BigInt(next.fence as string)).toBeGreaterThan(BigInt(lock.fence as string));
+      await watch.ran(lock.value);
+      // the release compared and deleted the key: no instance was asked to reserve it
+      expect(watch.asked).toEqual(instances().map(() => new Set()));
+      expect(await a.unlock(next)).toBe(true);
+    } finally {
+      watch.stop();
+    }
+    await done();
   });
 
   /**

@@ -330,7 +330,10 @@ export class AcquireLoop {
   ): Lock | Promise<never> {
     const parts = this.#parts;
     state.acquiredAt = this.#ctx.clock();
-    state.streakStart = retaking && (retaking.streakStart ?? state.acquiredAt);
+    // a fenced lock is no looper: its release reserves nothing, since no fenced call can hold a
+    // reservation (a fenced acquisition runs its script), and letting it go cost a command and kept
+    // the key held, refusing others, to the end of the turn
+    state.streakStart = retaking && fences === undefined ? (retaking.streakStart ?? state.acquiredAt) : undefined;
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted || this.#quit !== undefined) {
       waiting?.givesBack();

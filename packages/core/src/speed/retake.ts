@@ -18,7 +18,8 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *
  * How:
  * - A lock is a "looper" when its acquire call started right after this Redlock released the
- *   same key (before the end of that event-loop turn, `setImmediate`). It carries when its run of
+ *   same key (before the end of that event-loop turn, `setImmediate`), unless it is fenced: no
+ *   fenced call can hold a reservation (quorum/acquire-loop.ts). It carries when its run of
  *   retakes began (`streakStart`): its own acquisition, unless it is itself a retake.
  * - The release of a looper whose run began less than `MAX_STREAK_MS` ago, held less than
  *   `MAX_HELD_MS`, draws the next lock's value and asks each instance to set the key to it for

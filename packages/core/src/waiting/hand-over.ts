@@ -249,6 +249,15 @@ export class HandOvers {
     for (const waiter of this.#waiters.values()) waiter.subscribedAgain();
   }
 
+  /**
+   * A first SUBSCRIBE, on instance `index`, landed after its round resolved (the waiters went on at a
+   * quorum, or the per-instance timeout): a release there meanwhile skipped the waiters queued there
+   * (`Waiter.subscribedLate` says which ones try once).
+   */
+  #subscribedLate(index: number): void {
+    for (const waiter of this.#waiters.values()) waiter.subscribedLate(index);
+  }
+
   #remember(value: string): void {
     const now = Date.now();
     // oldest first: drop what is past its time
@@ -266,7 +275,8 @@ export class HandOvers {
    * waiters poll. Resolves once a quorum listens, every SUBSCRIBE of the round settled, or
    * `timeoutMs` passed: a stopped instance must not hold a waiter back from queuing on the others.
    * The rest still count once they land; until then their releases skip this Redlock's waiters
-   * (nobody hears the channel).
+   * (nobody hears the channel): one landing after the round resolved wakes those it may have skipped
+   * (`#subscribedLate`).
    */
   #subscribe(timeoutMs: number): Promise<void> {
     if (this.#subscribing !== undefined && this.#refused.size === 0) return this.#subscribing;
@@ -275,9 +285,14 @@ export class HandOvers {
     this.#refused.clear();
     const epoch = this.#epoch;
     let settled = 0;
+    /** The round resolved: the waiters went on, and a SUBSCRIBE landing now is late. */
+    let over = false;
     let done!: () => void;
     const round = new Promise<void>((resolve) => {
-      done = resolve;
+      done = () => {
+        over = true;
+        resolve();
+      };
     });
     this.#subscribing = round;
     const timer = setTimeout(done, timeoutMs);
@@ -304,6 +319,7 @@ export class HandOvers {
               this.#stops.push(stop);
               // asked again: a release there meanwhile skipped the waiters queued there
               if (again) this.#subscribedAgain(epoch);
+              else if (over) this.#subscribedLate(index);
               // a waiter that could not queue while too few instances listened may queue now
               if (++this.#listening === this.#quorum) {
                 for (const waiter of this.#waiters.values()) waiter.nudge();
@@ -344,6 +360,8 @@ export class Waiter {
   attempts = 0;
   /** Instances that handed the keys to this waiter (see `holding`). */
   readonly #handed = new Set<number>();
+  /** Instances it gave a key back to once in line (`subscribedLate`). */
+  readonly #gaveBackTo = new Set<number>();
   /**
    * Of those, the hand-overs no failed attempt has seen yet, with the attempt count when each came:
    * only these wake a sleep. An attempt sent after a hand-over and refused there saw it (the key was
@@ -396,6 +414,7 @@ export class Waiter {
    */
   gaveBack(indexes: readonly number[]): void {
     for (const index of indexes) {
+      if (this.queued) this.#gaveBackTo.add(index);
       this.#handed.delete(index);
       this.#fresh.delete(index);
       this.#granted.delete(index);
@@ -463,6 +482,19 @@ export class Waiter {
     if (!this.queued) return;
     this.#again = true;
     this.#wake?.();
+  }
+
+  /**
+   * A first SUBSCRIBE landed late on instance `index` (`HandOvers.#subscribedLate`): a queued waiter
+   * tries once, as in `subscribedAgain`, if a release may have skipped it there meanwhile: a release
+   * of its key ran (another instance handed it the key), or its own give-back ran there (which hands
+   * the key to the head of the queue). Not otherwise: on 3 instances the last SUBSCRIBE of a round
+   * commonly lands after the first queued attempt, and a try then would cost one attempt per waiter
+   * and cycle. A release that ran only there (the holder's keys gone elsewhere) is learnt at the
+   * next poll, as before.
+   */
+  subscribedLate(index: number): void {
+    if (this.#handed.size > 0 || this.#gaveBackTo.has(index)) this.subscribedAgain();
   }
 
   /**

@@ -1,0 +1,106 @@
+/**
+ * A Redlock subscribes to its hand-over channel when a call of its own first waits, and goes on once
+ * a quorum of the SUBSCRIBEs answered (src/waiting/hand-over.ts). On an instance whose SUBSCRIBE has
+ * not landed yet, a release (or the waiter's own give-back) finds nobody on the channel and skips
+ * the waiters queued there: once that SUBSCRIBE lands, a waiter that may have been skipped tries
+ * once, as after a reconnect (docs/waiting.md).
+ */
+import type { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { scriptCalls } from "#test-helpers/workers.js";
+import { RedisStore, Redlock } from "../src/index.js";
+import { subscriberThrough } from "./helpers/subscriber-through.js";
+
+const harness = useRedisServers(3);
+
+/** A poll interval so long that only a hand-over, or a SUBSCRIBE landing, can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+/**
+ * Runs `test` with 3 servers and a waiting Redlock whose SUBSCRIBE on instance 2 waits in a proxy
+ * (`proxy.releaseCommands()` lets it land), polling once a minute and holding a handed key for a
+ * minute before it tries again (a single hand-over does not wake it within the test either).
+ */
+async function lateOnInstance2(
+  library: "ioredis" | "node-redis",
+  test: (parts: { admins: Redis[]; proxy: DelayProxy; dlm: Redlock; holder: Redlock }) => Promise<void>,
+): Promise<void> {
+  const servers = harness.servers as RedisServer[];
+  const admins = servers.map((server) => server.client());
+  const holder = new Redlock(servers.map((server) => server.client()));
+  const proxy = await startDelayProxy((servers[2] as RedisServer).port);
+  proxy.holdCommandsWhen = (chunk) => /subscribe/i.test(chunk.toString());
+  const last = await subscriberThrough(library, servers[2] as RedisServer, proxy);
+  const clients = [servers[0]?.client(), servers[1]?.client(), last.client] as Redis[];
+  const dlm = new Redlock(clients, { ...NO_POLLING, instanceTimeout: 30_000 });
+  try {
+    await test({ admins, proxy, dlm, holder });
+  } finally {
+    proxy.releaseCommands();
+    await Promise.all([dlm.quit(), holder.quit()]);
+    last.close();
+    await proxy.close();
+  }
+}
+
+const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
+
+describe("a first SUBSCRIBE that lands after the waiter went on", () => {
+  it.each(["ioredis", "node-redis"] as const)(
+    "%s: a release there meanwhile skipped the waiter; once it lands, the waiter tries once and takes the key",
+    (library) =>
+      lateOnInstance2(library, async ({ admins, proxy, dlm, holder }) => {
+        const key = `late:${library}`;
+        // another owner holds instance 0 for good: the waiter needs instances 1 and 2
+        await admins[0]?.set(key, "other", "PX", 60_000);
+        const held = await holder.acquire(key, 60_000);
+        const waiting = dlm.acquire(key, 60_000, WAIT());
+        waiting.catch(() => {});
+        // it went on at a quorum of SUBSCRIBEs and queued on every instance, instance 2 included
+        await expect.poll(() => Promise.all(admins.map((admin) => admin.zcard(queueOf(key))))).toEqual([1, 1, 1]);
+        await expect.poll(() => proxy.heldCommandBytes).toBeGreaterThan(0);
+        // instance 1 hands the key over; instance 2 finds nobody on the channel, skips the waiter,
+        // and leaves the key free
+        expect(await holder.unlock(held)).toBe(true);
+        await expect.poll(() => admins[2]?.exists(key, queueOf(key))).toBe(0);
+        const before = await scriptCalls(admins[2] as Redis);
+        proxy.releaseCommands();
+        // the SUBSCRIBE lands: the waiter tries once and takes instance 2, claiming instance 1
+        const lock = await waiting;
+        expect(lock.valid).toBe(true);
+        expect(await Promise.all(admins.map((admin) => admin.get(key)))).toEqual(["other", lock.value, lock.value]);
+        expect((await scriptCalls(admins[2] as Redis)) - before).toBe(1);
+        expect(await dlm.unlock(lock)).toBe(true);
+      }),
+  );
+
+  it.each(["ioredis", "node-redis"] as const)(
+    "%s: its own give-back there meanwhile skipped it; once it lands, the waiter tries once and is handed the key",
+    (library) =>
+      lateOnInstance2(library, async ({ admins, proxy, dlm }) => {
+        const key = `gave-back:${library}`;
+        // another owner holds instances 0 and 1; instance 2 is free
+        await Promise.all([0, 1].map((i) => admins[i]?.set(key, "other", "PX", 60_000)));
+        const waiting = dlm.acquire(key, 60_000, WAIT());
+        waiting.catch(() => {});
+        // queued on 0 and 1, its attempt took instance 2 and gave it back: the give-back queued it again
+        // there and handed it the key, found nobody on its channel, skipped it and left the key free
+        await expect.poll(() => Promise.all(admins.map((admin) => admin.zcard(queueOf(key))))).toEqual([1, 1, 0]);
+        await expect.poll(() => proxy.heldCommandBytes).toBeGreaterThan(0);
+        expect(await admins[2]?.exists(key)).toBe(0);
+        proxy.releaseCommands();
+        // the SUBSCRIBE lands: the waiter tries once, gives instance 2 back again and is handed it
+        // (the head of that queue again), heard this time
+        await expect.poll(() => admins[2]?.get(key)).not.toBeNull();
+        // instance 0's owner releases: a second hand-over, and the waiter holds the lock
+        expect(await new RedisStore(admins[0] as Redis).release([key], "other")).toBe(1);
+        const lock = await waiting;
+        expect(lock.valid).toBe(true);
+        expect(await Promise.all(admins.map((admin) => admin.get(key)))).toEqual([lock.value, "other", lock.value]);
+        expect(await dlm.unlock(lock)).toBe(true);
+      }),
+  );
+});
