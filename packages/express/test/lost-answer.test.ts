@@ -89,6 +89,33 @@ beforeAll(async () => {
     await untilInvalid(req.lock as Lock);
     framed(req, res, next);
   });
+  // what the response has of its own when the handler runs (the guard adds nothing: shared methods)
+  app.post("/own-methods/:id", intact("lost:{params.id}"), (_req, res) => {
+    res.json((["writeHead", "write", "end"] as const).filter((name) => Object.hasOwn(res, name)));
+  });
+  // a wrapper installed before the route's middleware (compression on the app): the guard goes in front of it
+  app.get("/wrapped-before-intact/:id", upperCase, intact("lost:{params.id}"), writeThree);
+  app.get("/wrapped-before/:id", upperCase, redlock("lost:{params.id}"), async (req, res, next) => {
+    await untilInvalid(req.lock as Lock);
+    writeThree(req, res, next);
+  });
+  // sub-apps swap the response's prototype after the guard: Express's own, and one built as another
+  // copy of Express would be (its own base response, over Node's ServerResponse)
+  for (const [path, copy] of [
+    ["/mounted", false],
+    ["/mounted-copy", true],
+  ] as const) {
+    const sub = express();
+    if (copy) {
+      const base = Object.create(http.ServerResponse.prototype, Object.getOwnPropertyDescriptors(express.response));
+      sub.response = Object.create(base, { app: { configurable: true, enumerable: true, writable: true, value: sub } });
+    }
+    sub.post("/pay", async (req, res) => {
+      if (req.query.lose !== undefined) await untilInvalid(req.lock as Lock);
+      res.json({ paid: true });
+    });
+    app.use(`${path}/:id`, redlock("lost:{params.id}"), sub);
+  }
   writeFileSync(file, "x".repeat(1 << 20));
   app.get("/file/:id", redlock("lost:{params.id}"), async (req, res) => {
     await untilInvalid(req.lock as Lock);
@@ -152,4 +179,42 @@ it("answers 409 instead of res.download()'s file, without its Content-Dispositio
   expect([answer.status, answer.text]).toEqual([409, '{"error":"Lock was lost"}']);
   expect(answer.headers["content-disposition"]).toBeUndefined();
   await expect.poll(openOnFile).toBe(0);
+});
+
+it("guards a response with no method of its own: the route's lock is checked through the methods every ServerResponse shares", async () => {
+  const answer = await send(`${url}/own-methods/9`, { method: "POST" });
+  expect([answer.status, answer.text]).toEqual([200, "[]"]);
+});
+
+it("guards a response that has its own wrappers from before the route's middleware, in front of them: intact, they transform every chunk; lost, the 409 goes out through them", async () => {
+  const intact = await send(`${url}/wrapped-before-intact/10`);
+  expect([intact.status, intact.text]).toEqual([200, "ABC"]);
+  const lost = await send(`${url}/wrapped-before/11`);
+  expect([lost.status, lost.text]).toEqual([409, '{"ERROR":"LOCK WAS LOST"}']);
+});
+
+it("answers 409 from a handler in a sub-app mounted after the route's middleware, also one of another copy of Express (the response's prototype swapped after the guard)", async () => {
+  for (const path of ["mounted", "mounted-copy"]) {
+    const intact = await send(`${url}/${path}/12/pay`, { method: "POST" });
+    expect([path, intact.status, intact.text]).toEqual([path, 200, '{"paid":true}']);
+    const lost = await send(`${url}/${path}/13/pay?lose`, { method: "POST" });
+    expect([path, lost.status, lost.text]).toEqual([path, 409, '{"error":"Lock was lost"}']);
+  }
+});
+
+it("leaves the responses no route guards as they were: Node's methods answer through the shared ones", async () => {
+  const plain = http.createServer((_req, res) => {
+    res.writeHead(201, { "x-plain": "yes" });
+    res.write("a", () => {
+      res.end("b");
+    });
+  });
+  plain.listen(0, "127.0.0.1");
+  await once(plain, "listening");
+  try {
+    const answer = await send(`http://127.0.0.1:${(plain.address() as AddressInfo).port}/`);
+    expect([answer.status, answer.headers["x-plain"], answer.text]).toEqual([201, "yes", "ab"]);
+  } finally {
+    plain.close();
+  }
 });

@@ -1,5 +1,6 @@
 import { type ServerResponse, STATUS_CODES } from "node:http";
 import { finished } from "node:stream";
+import { type CommitGuard, guardThroughPrototype } from "../speed/shared-commit-guard.js";
 import { type HeldRoute, type HttpResponse, REPLACED_ANSWER_HEADERS } from "./http-policy.js";
 
 type Callback = (error?: Error | null) => void;
@@ -10,45 +11,82 @@ type Callback = (error?: Error | null) => void;
  * line (Express, a Nest handler writing through `@Res()`). When `held.lostAnswer(status)` says the
  * lock was lost under a success or redirect, its 409 JSON is sent instead and what the handler
  * writes after is discarded: `write` returns false (a pipe stops at once and is unpiped when the
- * response finishes; no `drain` follows) and each callback gets the `LockLostError`. Otherwise the
- * response's own methods are put back: nothing is paid per chunk (but through a wrapper installed
- * after the guard, which is left in place). Headers already sent (a stream that lost its lock
- * midway) are out of reach: `lock.signal` tells the handler.
+ * response finishes; no `drain` follows) and each callback gets the `LockLostError`. Otherwise
+ * nothing more is paid per chunk. Headers already sent (a stream that lost its lock midway) are out
+ * of reach: `lock.signal` tells the handler.
+ *
+ * The response is guarded through methods shared by every `ServerResponse`
+ * (speed/shared-commit-guard.ts), or, when its own methods would not reach those (a wrapper
+ * installed earlier, such as compression), through its own methods, put in front of them.
  */
 export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
+  const decision = new CommitDecision(res, held);
+  if (!guardThroughPrototype(res, decision)) guardOwnMethods(res, decision);
+}
+
+/** One guarded response's decision, asked at its commit point and then by every later call. */
+class CommitDecision implements CommitGuard {
+  readonly #res: ServerResponse;
+  readonly #held: HeldRoute;
+  #decided = false;
+  #lost: Error | undefined;
+
+  constructor(res: ServerResponse, held: HeldRoute) {
+    this.#res = res;
+    this.#held = held;
+  }
+
+  decide(status: number, writeHead: ServerResponse["writeHead"], end: ServerResponse["end"]): boolean {
+    if (this.#decided) return this.#lost !== undefined;
+    this.#decided = true;
+    const res = this.#res;
+    const answer = res.headersSent ? undefined : this.#held.lostAnswer(status);
+    if (answer !== undefined) {
+      const error = this.#held.lostError();
+      // through the methods below the guard: a wrapper re-entering the guard meanwhile passes through
+      sendInstead(res, answer, writeHead, end);
+      this.#lost = error;
+    }
+    return this.#lost !== undefined;
+  }
+
+  discardWrite(args: ArrayLike<unknown>): boolean {
+    const callback = Array.prototype.find.call(args, (arg) => typeof arg === "function") as Callback | undefined;
+    if (callback !== undefined) process.nextTick(callback, this.#lost);
+    return false;
+  }
+
+  discardEnd(res: ServerResponse, args: ArrayLike<unknown>): ServerResponse {
+    const callback = Array.prototype.find.call(args, (arg) => typeof arg === "function") as Callback | undefined;
+    if (callback !== undefined) finished(res, () => callback());
+    return res;
+  }
+}
+
+/**
+ * The guard as methods of `res` itself, in front of those it has now (the prototype's, or a wrapper
+ * installed earlier). Once decided, only the guard's own methods are replaced: a wrapper installed
+ * after it (compression or a session's end on the route) stays, and reaches the original through
+ * the guard as before; for an intact lock the methods it had are put back.
+ */
+function guardOwnMethods(res: ServerResponse, decision: CommitDecision): void {
   // the methods in place now: the prototype's, or a wrapper installed earlier (compression)
   const { writeHead, write, end } = res;
-  let lost: Error | undefined;
-  let decided = false;
   const decide = (status: number): boolean => {
-    if (decided) return lost !== undefined;
-    decided = true;
-    const answer = res.headersSent ? undefined : held.lostAnswer(status);
-    if (answer !== undefined) {
-      const error = held.lostError();
-      // through the methods the guard wrapped: a wrapper re-entering the guard meanwhile passes through
-      sendInstead(res, answer, writeHead, end);
-      lost = error;
-    }
-    // Only the guard's own methods are replaced: a wrapper installed after it (compression or a
-    // session's end on the route) stays, and reaches the original through the guard as before.
+    const lost = decision.decide(status, writeHead, end);
     if (res.writeHead === guardedWriteHead) res.writeHead = lost ? discardHead : writeHead;
     if (res.write === guardedWrite) res.write = lost ? discardWrite : write;
     if (res.end === guardedEnd) res.end = lost ? discardEnd : end;
-    return lost !== undefined;
+    return lost;
   };
   const discardHead = function discardHead(this: ServerResponse) {
     return this;
   } as ServerResponse["writeHead"];
   const discardWrite = function discardWrite(...args: unknown[]): boolean {
-    const callback = args.find((arg) => typeof arg === "function") as Callback | undefined;
-    if (callback !== undefined) process.nextTick(callback, lost);
-    return false;
+    return decision.discardWrite(args);
   } as ServerResponse["write"];
   const discardEnd = function discardEnd(this: ServerResponse, ...args: unknown[]) {
-    const callback = args.find((arg) => typeof arg === "function") as Callback | undefined;
-    if (callback !== undefined) finished(this, () => callback());
-    return this;
+    return decision.discardEnd(this, args);
   } as ServerResponse["end"];
   const guardedWriteHead = function guardedWriteHead(this: ServerResponse, status: number, ...rest: unknown[]) {
     return decide(status) ? this : Reflect.apply(writeHead, this, [status, ...rest]);
