@@ -84,7 +84,9 @@ export function resolveLockedOptions(ttlOrOptions: number | LockedOptions | unde
   const own = <K extends keyof LockedOptions>(key: K): LockedOptions[K] =>
     Object.hasOwn(ttlOrOptions, key) ? ttlOrOptions[key] : undefined;
   const redlockOption = own("redlock");
-  const onContention = own("onContention") ?? "throw";
+  // only undefined means "not set": a null (a config value left null) is refused, as any option's
+  const given = own("onContention");
+  const onContention = given === undefined ? "throw" : given;
   if (onContention !== "throw" && onContention !== "skip" && typeof onContention !== "function") {
     throw new TypeError(`options.onContention must be "throw", "skip" or a function, got ${String(onContention)}`);
   }

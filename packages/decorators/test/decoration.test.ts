@@ -71,6 +71,9 @@ describe("what @Locked checks when the class is defined", () => {
     expect(() => Locked("k", "1000" as never)).toThrow(TypeError);
     expect(() => Locked("k", { ttl: -1 })).toThrow(/options\.ttl must be/);
     expect(() => Locked("k", { ttl: null as never })).toThrow(/options\.ttl must be .*, got null/);
+    expect(() => Locked("k", { onContention: null as never })).toThrow(
+      new TypeError('options.onContention must be "throw", "skip" or a function, got null'),
+    );
     expect(() => Locked("k", { wait: -1 })).toThrow(/options\.wait must be/);
     expect(() => Locked("k", { maxHoldMs: 0 })).toThrow(/options\.maxHoldMs must be/);
     expect(() => Locked("k", { driftFactor: 0.6 })).toThrow(/options\.driftFactor must be/);
