@@ -84,11 +84,13 @@ function install(): void {
   const own: Partial<Record<Method, (...args: never[]) => unknown>> = {};
   for (const name of Object.keys(METHODS) as Method[]) {
     if (Object.hasOwn(shared, name)) own[name] = shared[name] as (...args: never[]) => unknown;
+    // listed (for…in) as the method it stands in front of is
+    const was = Object.getOwnPropertyDescriptor(shared, name) ?? Object.getOwnPropertyDescriptor(parent, name);
     Object.defineProperty(shared, name, {
       value: METHODS[name],
       writable: true,
       configurable: true,
-      enumerable: false,
+      enumerable: was?.enumerable ?? false,
     });
   }
   // a wrapper an instrumentation puts on OutgoingMessage later is still called
