@@ -1,5 +1,5 @@
 import type { ServerResponse } from "node:http";
-import { LockConfigurationError, LockKeyError, LockLostError, RedlockError } from "../errors.js";
+import { LockKeyError, LockLostError, RedlockError } from "../errors.js";
 import { autoExtend } from "../lock/auto-extend.js";
 import {
   checkDeclaredWith,
@@ -10,13 +10,14 @@ import {
 } from "../lock/declared-lock.js";
 import { holdingLock } from "../lock/held-locks.js";
 import { type Lock, STATE } from "../lock/lock.js";
+import { unfencedReentry } from "../lock/reentries.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { UnfenceableKeyError } from "../stores/script-calls.js";
 import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
-import { requestHolding, routeFences, takenWithin } from "./request-locks.js";
+import { requestHolding, takenWithin } from "./request-locks.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
 /** What an HTTP key template reads: `"order:{params.id}"`, `"{headers.x-tenant}"`, `"{body.sku}"`. */
@@ -270,16 +271,18 @@ export class RouteLock<Hook = never> {
     tracker: TrackedResponse,
   ): Promise<NestedRouteOutcome<Hook>> {
     const holding = requestHolding(this.#redlock, requestLock, resources);
-    let refusal: RedlockError | undefined;
-    if (holding.lost !== undefined) {
-      // the handler would run outside the critical section it was nested in: the enclosing route
-      // would answer its success 409 anyway, after its work
-      refusal = lostErrorOf(holding.lost, "before a route nested in it ran");
-    } else if (holding.unfenced && routeFences(this.#redlock, this.#options.acquire.fencing)) {
-      const message =
-        "A route that fences (its fencing: true, or its Redlock's) is nested in a route of its request that holds its resources without fencing: give that route fencing: true too";
-      refusal = new LockConfigurationError(message, [], resources);
-    }
+    // the handler would run outside the critical section it was nested in: the enclosing route
+    // would answer its success 409 anyway, after its work
+    const refusal: RedlockError | undefined =
+      holding.lost !== undefined
+        ? lostErrorOf(holding.lost, "before a route nested in it ran")
+        : unfencedReentry(
+            this.#redlock,
+            this.#options.acquire.fencing,
+            holding.unfenced,
+            resources,
+            "A route that fences (its fencing: true, or its Redlock's) is nested in a route of its request that holds its resources without fencing: give that route fencing: true too",
+          );
     if (refusal !== undefined) return Promise.resolve(this.#failed(refusal, tracker));
     if (holding.pending.length === 0) {
       tracker.dispose();

@@ -25,10 +25,24 @@ export async function reenteringLocks<T>(locks: readonly Lock[], fn: () => T | P
 }
 
 /**
- * Throws `LockConfigurationError` when a call that fences (its `fencing`, else its Redlock's) would
- * run under `locks`, the enclosing locks holding some of its `resources`, and one of them was taken
- * without fencing: it would read no fence for those resources (`currentFence()` undefined), as a
- * route nested in an unfenced guard would.
+ * The `LockConfigurationError` of a lock that fences (its `fencing`, else its Redlock's) taken under
+ * enclosing locks of which one was taken without fencing (`unfenced`): it would read no fence for
+ * the resources those hold (`currentFence()` undefined). One rule for a route nested in a guard of
+ * its request and for a call re-entering a lock of its call chain; `message` says which.
+ */
+export function unfencedReentry(
+  redlock: Redlock,
+  fencing: boolean | undefined,
+  unfenced: boolean,
+  resources: readonly string[],
+  message: string,
+): LockConfigurationError | undefined {
+  return unfenced && routeFences(redlock, fencing) ? new LockConfigurationError(message, [], resources) : undefined;
+}
+
+/**
+ * Throws `unfencedReentry`'s error for a call that would run under `locks`, the enclosing locks
+ * holding some of its `resources`.
  *
  * @example
  * // in @Locked, before a call runs under the locks its callers hold
@@ -40,10 +54,13 @@ export function checkReenteredFencing(
   locks: readonly Lock[],
   resources: readonly string[],
 ): void {
-  if (locks.every((lock) => lock.fences !== undefined) || !routeFences(redlock, fencing)) return;
-  throw new LockConfigurationError(
-    "A call that fences (its fencing: true, or its Redlock's) re-entered a lock of its call chain held without fencing: give that lock fencing: true too",
-    [],
+  const unfenced = locks.some((lock) => lock.fences === undefined);
+  const error = unfencedReentry(
+    redlock,
+    fencing,
+    unfenced,
     resources,
+    "A call that fences (its fencing: true, or its Redlock's) re-entered a lock of its call chain held without fencing: give that lock fencing: true too",
   );
+  if (error !== undefined) throw error;
 }
