@@ -5,6 +5,7 @@ import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { scriptCalls } from "#test-helpers/workers.js";
 import { Redlock } from "../src/index.js";
 import { subscriberThrough } from "./helpers/subscriber-through.js";
 
@@ -144,13 +145,6 @@ async function headOf(admin: Redis, key: string) {
 
 const subscribers = (admin: Redis, channel: string) =>
   admin.pubsub("NUMSUB", channel).then((reply) => Number((reply as unknown[])[1]));
-
-/** Script calls the server ran (EVAL and EVALSHA): the waiters' attempts, once nothing else runs one. */
-const scriptCalls = async (admin: Redis) => {
-  const stats = await admin.info("commandstats");
-  const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-  return calls("evalsha") + calls("eval");
-};
 
 /**
  * Runs `test` with a waiting Redlock whose subscriber connection goes through a proxy of its own,

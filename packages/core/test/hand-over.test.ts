@@ -5,6 +5,7 @@ import { attemptsOf } from "#test-helpers/lock-events.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { queueSizes } from "#test-helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
+import { scriptCalls as scriptCallsOf } from "#test-helpers/workers.js";
 import {
   type AcquireReply,
   type Lock,
@@ -277,15 +278,7 @@ describe("waiting: a release hands the key to the oldest waiter, across Redlocks
   });
 
   it("claims once when one key is handed over while another stays held, then waits without sending", async () => {
-    const scriptCalls = async () => {
-      let calls = 0;
-      for (const client of clients) {
-        for (const match of (await client.info("commandstats")).matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)) {
-          calls += Number(match[1]);
-        }
-      }
-      return calls;
-    };
+    const scriptCalls = async () => (await Promise.all(clients.map(scriptCallsOf))).reduce((a, b) => a + b, 0);
     const holderA = await redlock().acquire("part:a", 10_000);
     const holderB = await redlock().acquire("part:b", 10_000);
     const waiting = redlock(NO_POLLING).acquire(["part:a", "part:b"], 1000, WAIT());

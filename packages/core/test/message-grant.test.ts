@@ -6,6 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
+import { scriptCalls } from "#test-helpers/workers.js";
 import { RedisStore, Redlock, type RedlockOptions } from "../src/index.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
@@ -16,13 +17,6 @@ const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
 /** A wait cut at 15 s: a hand-over that never comes fails the test instead of hanging it. */
 const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
 const TTL = 30_000;
-
-/** Script calls an instance has run so far. */
-async function scripts(client: Redis): Promise<number> {
-  const info = await client.info("commandstats");
-  const calls = (command: string) => Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
-  return calls("evalsha") + calls("eval");
-}
 
 /** Resolves once `check` holds. */
 async function until(check: () => Promise<boolean>): Promise<void> {
@@ -48,7 +42,7 @@ describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
   };
   const queued = (key: string, n: number) =>
     until(async () => (await Promise.all(instances().map((c) => c.zcard(queueOf(key))))).every((q) => q === n));
-  const scriptCounts = () => Promise.all(instances().map(scripts));
+  const scriptCounts = () => Promise.all(instances().map(scriptCalls));
   /**
    * Script calls per instance since `before`, once every instance ran at least `least` of them: a
    * call resolves once a quorum answered, so the last instance's command may still be on its way.
@@ -195,13 +189,13 @@ describe("grant by message after a give-back", () => {
         (await Promise.all([0, 1].map((i) => redis.client(i).zcard(queueOf(key))))).every((q) => q === 1),
       );
       const value = (await redis.client(2).get(key)) as string;
-      const before = await scripts(redis.client(0));
+      const before = await scriptCalls(redis.client(0));
       // instance 0's owner releases: a hand-over from an instance it never gave a key back to
       expect(await new RedisStore(redis.client(0)).release([key], "other")).toBe(1);
       const lock = await waiting;
       expect(lock.value).toBe(value);
       // instance 2's hand-over may predate its give-back: only 1 grant of the 2 needed, so it claimed
-      expect((await scripts(redis.client(0))) - before).toBe(2);
+      expect((await scriptCalls(redis.client(0))) - before).toBe(2);
       expect(await dlm.unlock(lock)).toBe(true);
     } finally {
       await dlm.quit();
