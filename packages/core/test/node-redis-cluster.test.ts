@@ -158,6 +158,23 @@ it("reads replies in the default types on a Cluster whose node clients map types
   expect(await totalKeys()).toBe(0);
 });
 
+it("runs redlock-kit's commands in the order it sends them on a Cluster whose node clients put theirs first (defaults.commandOptions.asap)", async () => {
+  const client = unconnectedCluster({ commandOptions: { asap: true } } as Parameters<typeof unconnectedCluster>[0]);
+  await client.connect();
+  const dlm = new Redlock([client], { retryCount: 0 });
+  const other = new Redlock([client], { retryCount: 0 });
+  // the release script loaded: answered NOSCRIPT, a release is sent whole behind what followed it
+  await (await dlm.acquire("first", 5000)).release();
+  const held = await dlm.acquire("first", 5000);
+  // both sent before node-redis writes (setImmediate): the release is first on the connection
+  const [released, taken] = await Promise.all([held.release(), other.acquire("first", 5000)]);
+  expect(released).toBe(true);
+  expect(await (await cluster.ownerOf("first")).client().get("first")).toBe(taken.value);
+  await taken.release();
+  await Promise.all([dlm.quit(), other.quit()]);
+  expect(await totalKeys()).toBe(0);
+});
+
 it("writes with a fence through a node-redis Cluster, each key on its slot's master, as through an ioredis Cluster", async () => {
   const client = await nodeRedisCluster();
   const ioredis = cluster.client();

@@ -52,9 +52,19 @@ const queuesOf = (key: string) => queueSizes(admins, key);
 /** One waiter in line on a quorum of instances: what a release hands the key over by. */
 const waiterInLine = (sizes: number[]) => queuedOnQuorum(sizes, 1);
 
+/**
+ * Once the commands already sent on `on` have landed. Two PINGs: a script answered NOSCRIPT (a
+ * server's first call of it) is sent whole once that answer is read, which may be after a first
+ * PING was sent; it is queued before that PING's answer is read, so ahead of the second.
+ */
+const landed = async (on: readonly NodeRedisClient[] = clients) => {
+  await Promise.all(on.map((client) => client.ping()));
+  await Promise.all(on.map((client) => client.ping()));
+};
+
 /** The values under `key`, once the commands already sent on the node-redis clients have landed. */
 const valuesOf = async (key: string) => {
-  await Promise.all(clients.map((client) => client.ping()));
+  await landed();
   return Promise.all(admins.map((admin) => admin.get(key)));
 };
 
@@ -69,7 +79,7 @@ describe("node-redis clients as Redlock instances", () => {
     expect((refused as LockContentionError).retryAfterMs).toBeGreaterThan(1000);
     await dlm.extend(lock, 20_000);
     // a quorum answered; the third extension may still be on its way
-    await Promise.all(clients.map((client) => client.ping()));
+    await landed();
     expect(Math.min(...(await Promise.all(admins.map((admin) => admin.pttl("nr:a")))))).toBeGreaterThan(10_000);
     expect(await dlm.unlock(lock)).toBe(true);
     expect(await valuesOf("nr:a")).toEqual([null, null, null]);
@@ -95,7 +105,6 @@ describe("node-redis clients as Redlock instances", () => {
     // a quorum answered; the third instance's EVAL may still be on its way
     expect((await valuesOf("nr:b")).filter((value) => value === lock.value).length).toBeGreaterThanOrEqual(2);
     expect(await lock.release()).toBe(true);
-    await Promise.all(clients.map((client) => client.ping()));
     expect(await valuesOf("nr:b")).toEqual([null, null, null]);
   });
 
@@ -174,8 +183,31 @@ describe("node-redis clients with a type mapping", () => {
       // the extend script answers 1
       await dlm.extend(lock, 20_000);
       expect(await lock.release()).toBe(true);
-      await Promise.all(mapped.map((client) => client.ping()));
+      await landed(mapped);
       expect(await valuesOf("nr:a")).toEqual([null, null, null]);
+    },
+  );
+});
+
+describe("node-redis clients that put their commands first (asap)", () => {
+  it.each([
+    ["commandOptions.asap", (index: number) => ownClient(index, { commandOptions: { asap: true } }).connect()],
+    ["asap()", async (index: number) => (await ownClient(index).connect()).asap() as unknown as NodeRedisClient],
+  ])(
+    "run redlock-kit's commands in the order it sends them (%s): a lock released and asked for in one turn is taken",
+    async (_, open) => {
+      const first = await Promise.all(redis.servers.map((_, index) => open(index)));
+      const dlm = redlock(first, { retryCount: 0 });
+      const other = redlock(first, { retryCount: 0 });
+      // the release script loaded: answered NOSCRIPT, a release is sent whole behind what followed it
+      await (await dlm.acquire("nr:asap", 5000)).release();
+      const held = await dlm.acquire("nr:asap", 5000);
+      // both sent before node-redis writes (setImmediate): the release is first on every connection
+      const [released, taken] = await Promise.all([held.release(), other.acquire("nr:asap", 5000)]);
+      expect(released).toBe(true);
+      await landed(first);
+      expect(await valuesOf("nr:asap")).toEqual([taken.value, taken.value, taken.value]);
+      await taken.release();
     },
   );
 });

@@ -87,7 +87,7 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
   const target = client as unknown as {
     sendCommand(...args: unknown[]): Promise<unknown>;
   };
-  const options = mapsTypes(client) ? DEFAULT_TYPES : undefined;
+  const options = ownOptions(client);
   if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args, options);
   if (kind === "sentinel") return oneAtATime((_, args) => target.sendCommand(false, args, options));
   return (_, args) => target.sendCommand(args, options);
@@ -136,21 +136,29 @@ export function callScript<T>(
 }
 
 /**
- * Whether `client` may map reply types: its command options carry a type mapping, a Cluster's
- * node clients were given one (`defaults.commandOptions`, which its own options do not show), or
- * it keeps them where we cannot see. Only then is DEFAULT_TYPES passed: with it on every command, the
- * concurrent node-redis rows of bench/ made 0.76x–0.84x of the floor against 0.82x–1.01x without
- * (two alternated runs of `pnpm bench --only=noderedis` each).
+ * The command options redlock-kit sends with each command: none when the client's own would not
+ * change its commands, else what undoes them (the cost of options on every command: the concurrent
+ * node-redis rows of bench/ made 0.76x–0.84x of the floor with a type mapping against 0.82x–1.01x
+ * without, two alternated runs of `pnpm bench --only=noderedis` each).
  */
-function mapsTypes(client: NodeRedisBase): boolean {
+function ownOptions(client: NodeRedisBase): NodeRedisCommandOptions | undefined {
   const { _commandOptions: own, _options: created } = client as unknown as {
-    _commandOptions?: { typeMapping?: unknown };
-    /** A Cluster's options: `defaults` go to every node client, a type mapping in them too. */
-    _options?: { defaults?: { commandOptions?: { typeMapping?: unknown } } };
+    _commandOptions?: NodeRedisCommandOptions;
+    /** A Cluster's options: `defaults` go to every node client, their command options too. */
+    _options?: { defaults?: { commandOptions?: NodeRedisCommandOptions } };
   };
-  return (
-    own === undefined || own.typeMapping !== undefined || created?.defaults?.commandOptions?.typeMapping !== undefined
-  );
+  const nodes = created?.defaults?.commandOptions;
+  // kept where we cannot see: mapped types assumed
+  const types = own === undefined || own.typeMapping !== undefined || nodes?.typeMapping !== undefined;
+  const first = own?.asap === true || nodes?.asap === true;
+  if (types && first) return { ...DEFAULT_TYPES, ...IN_ORDER };
+  return types ? DEFAULT_TYPES : first ? IN_ORDER : undefined;
+}
+
+/** The few node-redis command options core reads or sets. */
+interface NodeRedisCommandOptions {
+  readonly typeMapping?: unknown;
+  readonly asap?: boolean;
 }
 
 /**
@@ -159,6 +167,13 @@ function mapsTypes(client: NodeRedisBase): boolean {
  * read as a Buffer was a refusal that left the keys set, a 1 read as "1" a lost extension.
  */
 const DEFAULT_TYPES = { typeMapping: {} };
+
+/**
+ * Each command behind those sent before it, whatever the client says (`commandOptions.asap`,
+ * `asap()`): node-redis puts an asap command at the head of its write queue, so the commands of one
+ * turn ran in reverse, a release behind the acquire sent after it (which found the key held).
+ */
+const IN_ORDER = { asap: false };
 
 /**
  * host:port/db (or the socket path) of a standalone client, never the password: the same form
