@@ -53,6 +53,7 @@ Exit codes:
   1  not held / nothing found / nothing deleted
   2  usage: a bad command line or no instances
   3  unavailable: too few instances answered to tell
+  70   an unexpected error (a bug, or a failure nobody foresaw): no verdict
   130  interrupted by Ctrl-C (watch: 0; release's question: answered no)
 
 Examples:

@@ -1,6 +1,11 @@
 #!/usr/bin/env node
 import { getEventListeners } from "node:events";
+import { crashed } from "./io.js";
 import { runCli } from "./run.js";
+
+// An error nobody expected, wherever it is thrown: Node's exit 1 with a stack trace would read as
+// "not held" or "nothing found" to a script
+process.on("uncaughtException", (error) => process.exit(crashed(process.stderr, error)));
 
 // The first Ctrl-C ends `watch` (or answers a question) cleanly; a second one kills as usual. A
 // Ctrl-C that nothing listens for (list, inspect, a release under way) kills at once: swallowed,

@@ -1,4 +1,10 @@
-import { type ForcedRelease, type ForceReleaseOptions, type LockInspection, Redlock } from "@redlock-kit/core";
+import {
+  type ForcedRelease,
+  type ForceReleaseOptions,
+  type LockInspection,
+  MemoryStore,
+  Redlock,
+} from "@redlock-kit/core";
 import { Cluster, Redis } from "ioredis";
 import { UsageError } from "./args.js";
 import { bounded } from "./bounded.js";
@@ -21,6 +27,23 @@ export interface Instances {
   inspect(resource: string): Promise<LockInspection>;
   forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease>;
   close(): void;
+}
+
+/**
+ * Core's own checks of `prefix` and of `resource` under it (empty, over 1024 characters, a lone
+ * surrogate, a reserved suffix), as a `UsageError`, before any connection: the same TypeError or
+ * RangeError from a command could as well be a bug's.
+ */
+export async function checkTarget(prefix: string, resource: string | undefined): Promise<void> {
+  let dlm: Redlock | undefined;
+  try {
+    dlm = new Redlock([new MemoryStore()], { keyPrefix: prefix });
+    if (resource !== undefined) await dlm.inspect(resource);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  } finally {
+    await dlm?.quit();
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import { ErrorCodes, RedlockError } from "@redlock-kit/core";
 import { type CliArgs, type Command, HELP, readArgs, UsageError } from "./args.js";
 import type { Instances } from "./connect.js";
-import { type CliIo, EXIT, type Verb } from "./io.js";
+import { type CliIo, crashed, EXIT, type Verb } from "./io.js";
 
 /**
  * Loaded once the command line is known to be good: ioredis and core cost more to load than
@@ -16,7 +16,8 @@ const VERBS: Record<Command, () => Promise<Verb>> = {
 
 /**
  * Runs one `redlock-kit` command line and resolves to its exit code (0 found / done, 1 not held or
- * nothing found, 2 usage, 3 unavailable). Every connection it opened is closed when it resolves.
+ * nothing found, 2 usage, 3 unavailable, 70 an unexpected error). Every connection it opened is
+ * closed when it resolves.
  *
  * @example
  * process.exitCode = await runCli(process.argv.slice(2), { ...process, env: process.env });
@@ -30,29 +31,29 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       io.stdout.write(HELP);
       return EXIT.done;
     }
-    const { connect } = await import("./connect.js");
+    const { checkTarget, connect } = await import("./connect.js");
+    await checkTarget(args.prefix, args.command === "inspect" || args.command === "release" ? args.target : undefined);
     instances = await connect(args.urls, args.prefix, args.timeout, args.command === "watch");
   } catch (error) {
-    return usage(io, error);
+    return failed(io, error);
   }
   try {
     const verb = await VERBS[args.command]();
     return await verb(args, instances, io);
   } catch (error) {
-    // A resource the core refuses (empty, longer than 1024 characters) is a usage error too, and
-    // so are URLs that name one server twice (a host alias: its key would count twice).
-    if (error instanceof UsageError || error instanceof TypeError || error instanceof RangeError) {
-      return usage(io, error);
-    }
-    if (RedlockError.isRedlockError(error) && error.code === ErrorCodes.config) return usage(io, error);
-    io.stderr.write(`redlock-kit: ${(error as Error).message}\n`);
-    return EXIT.unavailable;
+    return failed(io, error);
   } finally {
     instances.close();
   }
 }
 
-function usage(io: CliIo, error: unknown): number {
+/**
+ * Exit 2 for a command line that cannot run (URLs that name one server twice, whose key would count
+ * twice, included); anything else was not expected.
+ */
+function failed(io: CliIo, error: unknown): number {
+  const usage = error instanceof UsageError || (RedlockError.isRedlockError(error) && error.code === ErrorCodes.config);
+  if (!usage) return crashed(io.stderr, error);
   io.stderr.write(`redlock-kit: ${(error as Error).message}\nRun "redlock-kit --help" for usage.\n`);
   return EXIT.usage;
 }
