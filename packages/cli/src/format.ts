@@ -49,10 +49,33 @@ export function duration(ms: number | undefined): string {
 }
 
 /**
- * One instance's cell in a row: its key's ttl, "-" when free, "?" when it did not answer; a key
- * held by another holder than the row's is marked with "*".
+ * Whether an instance answered WRONGTYPE: data of another type at the key (a hash, a list: another
+ * application uses the name, or the prefix is not the Redlock's), no lock of this library. Core
+ * counts it as unknown; it answered, and can hold no lock there.
+ */
+export const otherType = (instance: { readonly error?: Error }) => /^WRONGTYPE\b/.test(instance.error?.message ?? "");
+
+/** How many of `view`'s instances hold data of another type at the key, and how many did not answer. */
+export function unanswered(view: LockInspection): { other: number; silent: number } {
+  const other = view.instances.filter(otherType).length;
+  return { other, silent: view.unknown - other };
+}
+
+/**
+ * Core's verdict, or "not a lock" when it is unknown only for data of another type at the key: no
+ * holder can have a quorum, yet core's `isLocked()` answers neither (a `LockConfigurationError`).
+ */
+export function verdictState(view: LockInspection): LockInspection["state"] | "not a lock" {
+  if (view.state !== "unknown") return view.state;
+  return holderCount(view) + unanswered(view).silent < view.quorum ? "not a lock" : "unknown";
+}
+
+/**
+ * One instance's cell in a row: its key's ttl, "-" when free, "?" when it did not answer, "!" when
+ * it holds data of another type; a key held by another holder than the row's is marked with "*".
  */
 export function instanceCell(instance: InstanceInspection, holder: string | undefined): string {
+  if (otherType(instance)) return "!";
   if (instance.state === "unknown") return "?";
   if (instance.state === "free") return "-";
   return duration(instance.ttlMs) + (instance.holder === holder ? "" : "*");
@@ -62,12 +85,14 @@ export function instanceCell(instance: InstanceInspection, holder: string | unde
 export const holderCount = (view: LockInspection) =>
   view.instances.filter((instance) => instance.holder !== undefined && instance.holder === view.holder).length;
 
-/** "held 2/3" (by the row's holder), "free", "free (1/3 stale)", "unknown (1/3 silent)". */
+/** "held 2/3" (by the row's holder), "free", "free (1/3 stale)", "unknown (1/3 silent)", "not a lock (2/3 other type)". */
 export function quorumCell(view: LockInspection): string {
   const total = view.instances.length;
-  if (view.state === "held") return `held ${holderCount(view)}/${total}`;
-  if (view.state === "free") return view.held === 0 ? "free" : `free (${view.held}/${total} stale)`;
-  return `unknown (${view.unknown}/${total} silent)`;
+  const state = verdictState(view);
+  if (state === "held") return `held ${holderCount(view)}/${total}`;
+  if (state === "free") return view.held === 0 ? "free" : `free (${view.held}/${total} stale)`;
+  const { other, silent } = unanswered(view);
+  return state === "unknown" ? `unknown (${silent}/${total} silent)` : `not a lock (${other}/${total} other type)`;
 }
 
 /** Instances as JSON data: an Error would serialize as {}, so it becomes its message. */

@@ -61,8 +61,12 @@ export function renderListing(listing: Listing, instances: Instances, pattern: s
     ...view.instances.map((instance) => instanceCell(instance, view.holder)),
   ]);
   const text = table(["RESOURCE", "QUORUM", "TTL", "HOLDER", ...instances.names], rows);
-  const marked = rows.some((row) => row.some((cell) => cell.endsWith("*")));
-  return marked ? `${text}\n* another holder than the row's` : text;
+  const cells = rows.flatMap((row) => row.slice(4));
+  const legend = [
+    ...(cells.some((cell) => cell.endsWith("*")) ? ["* another holder than the row's"] : []),
+    ...(cells.includes("!") ? ["! data of another type at the key: not a lock of this library"] : []),
+  ];
+  return [text, ...legend].join("\n");
 }
 
 /** Lines about instances that could not be scanned, or a scan cut short. */

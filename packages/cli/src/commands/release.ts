@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline/promises";
 import type { ForcedRelease, LockInspection } from "@redlock-kit/core";
-import { printable, releaseJson } from "../format.js";
+import { otherType, printable, releaseJson, unanswered, verdictState } from "../format.js";
 import { type CliIo, EXIT, tooFew, type Verb } from "../io.js";
 import { verdict } from "./inspect.js";
 
@@ -12,7 +12,14 @@ import { verdict } from "./inspect.js";
 export const release: Verb = async (args, instances, io) => {
   const resource = args.target as string;
   const before = await instances.inspect(resource);
-  if (before.held === 0 && before.unknown === 0) {
+  // data of another type at the key is never deleted (core reads it first, and gets WRONGTYPE):
+  // someone else's data, which no lock of this library can be
+  if (verdictState(before) === "not a lock") {
+    if (args.json) io.stdout.write(`${JSON.stringify({ ...notHeld(before), deleted: 0 })}\n`);
+    else io.stdout.write(`${verdict(before)} Nothing deleted.\n`);
+    return EXIT.usage;
+  }
+  if (before.held === 0 && unanswered(before).silent === 0) {
     if (args.json) io.stdout.write(`${JSON.stringify({ ...notHeld(before), deleted: 0 })}\n`);
     else io.stdout.write(`${verdict(before)} Nothing to delete.\n`);
     return EXIT.nothing;
@@ -41,11 +48,19 @@ export const release: Verb = async (args, instances, io) => {
   else if (result.deleted > 0 || result.kept === 0)
     io.stdout.write(`Deleted ${printable(result.key)} on ${result.deleted} of ${total} instances.\n`);
   if (result.kept > 0) io.stderr.write(`${changedHands(result)}\n`);
-  for (const { description, error } of result.instances) {
-    if (error)
+  for (const instance of result.instances) {
+    const { description, error } = instance;
+    if (otherType(instance)) {
+      io.stderr.write(
+        `redlock-kit: ${description} holds data of another type at ${printable(result.key)} (WRONGTYPE), not a lock of this library: left as it is.\n`,
+      );
+    } else if (error) {
       io.stderr.write(`redlock-kit: ${description} did not answer (${error.message}): the key may remain there.\n`);
+    }
   }
-  if (tooFew(total - result.unknown, instances)) return EXIT.unavailable;
+  // an instance holding data of another type answered: no lock's key remains there
+  const silent = result.instances.filter((instance) => instance.error !== undefined && !otherType(instance)).length;
+  if (tooFew(total - silent, instances)) return EXIT.unavailable;
   return result.deleted > 0 ? EXIT.done : EXIT.nothing;
 };
 
