@@ -135,7 +135,7 @@ async function open(
   });
   // Failures reach the output as "unknown" instances, with this as their reason; ioredis would
   // also print each one.
-  const lastError = keepLastError(client, client.options.password);
+  const lastError = keepLastError(client, client.options.password, client.options.tls !== undefined);
   client.on("error", (error: Error & { command?: { name?: string } }) => {
     // the server refused the URL's database (out of range, or any but 0 in cluster mode): ioredis
     // would go on in db 0, where a release would delete another database's key; closed here, the
@@ -167,23 +167,48 @@ async function open(
     // that never comes, and core's bound on each answer holds no process open (Node would exit)
     clusterRetryStrategy: backOff,
   });
-  const clusterError = keepLastError(cluster, password);
+  const clusterError = keepLastError(cluster, password, tls !== undefined);
   // its masters are known once it is ready; one that is not by then is scanned as unavailable
   await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
   return { client: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
 }
 
-/** The last error `client` reported, until it is ready again; never with the password in it. */
-function keepLastError(client: Redis | Cluster, password: string | undefined): () => string | undefined {
+/**
+ * The last error `client` reported, until it is ready again, with a hint where one helps; never
+ * with the password in it.
+ */
+function keepLastError(client: Redis | Cluster, password: string | undefined, tls: boolean): () => string | undefined {
   let last: string | undefined;
-  client.on("error", (error: Error) => {
-    last = redact(error.message.trim(), password);
+  client.on("error", (error: Error & { code?: string }) => {
+    last = redact(error.message.trim(), password) + hint(error.code, tls);
   });
   client.on("ready", () => {
     last = undefined;
   });
   return () => last;
 }
+
+/**
+ * How to go on from a TLS failure: ioredis takes no CA from a URL, and Node's message names no way
+ * to trust a private one; a rediss:// URL to a server without TLS on that port gets no answer to
+ * its TLS hello, and times out like an unreachable server.
+ */
+function hint(code: string | undefined, tls: boolean): string {
+  if (code !== undefined && UNTRUSTED.has(code))
+    return " (trust the server's CA with NODE_EXTRA_CA_CERTS=/path/to/ca.pem)";
+  // tls: a rediss:// URL, or ?tls= in a redis:// one
+  if (tls && code === "ETIMEDOUT") return " (TLS: does the server take TLS on this port?)";
+  return "";
+}
+
+/** Node's codes for a certificate chain it cannot verify up to a CA it trusts. */
+const UNTRUSTED = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+]);
 
 /**
  * `message` without `password` (a server that does not know AUTH echoes it: "unknown command
