@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
-import { runCli } from "./helpers/run-cli.js";
+import { runCli, start } from "./helpers/run-cli.js";
 
 /**
  * A lock key holding data of another type (a hash, a list: another application uses the name, or
@@ -89,6 +90,24 @@ describe("redlock-kit on data of another type at a lock's key", PROCESS_TIMEOUT,
     expect(lines[1]).toMatch(/^job +held 2\/3 +\d+s +\w{8} +\d+s +\d+s +!$/);
     expect(lines[2]).toMatch(/^other +not a lock \(2\/3 other type\) +- +\w{8} +\d+s +! +!$/);
     expect(lines[3]).toBe("! data of another type at the key: not a lock of this library");
+  });
+
+  it("list leaves out a key that holds no lock anywhere once read: its string gone since the SCAN, data of another type elsewhere", async () => {
+    const proxy = await startDelayProxy(port(0));
+    try {
+      await keys("lock:gone", ["lock", "hash", "free"]);
+      const urls = [`redis://127.0.0.1:${proxy.port}`, ...env.REDIS_URL.split(",").slice(1)].join(",");
+      // instance 0's read of the key waits until the key is gone there (it expired, or was released)
+      proxy.holdCommandsWhen = (chunk) => /\r\nget\r\n/i.test(chunk.toString());
+      const run = start(["list", "--prefix", "lock:", "--redis", urls]);
+      await expect.poll(() => proxy.heldCommandBytes > 0).toBe(true);
+      await clients[0]?.del("lock:gone");
+      proxy.releaseCommands();
+      // it was listed as a free row with exit 0: a lock found, where there is none
+      expect({ code: await run.exited, stdout: run.stdout }).toEqual({ code: 1, stdout: 'No locks match "*".\n' });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("release --force leaves it as it is, saying so, and refuses a key that cannot be a lock (exit 2)", async () => {

@@ -1,7 +1,7 @@
 import type { LockInspection } from "@redlock-kit/core";
 import type { CliArgs } from "../args.js";
 import type { Instances } from "../connect.js";
-import { duration, inspectionJson, instanceCell, printable, quorumCell, table } from "../format.js";
+import { duration, inspectionJson, instanceCell, printable, quorumCell, table, unanswered } from "../format.js";
 import { EXIT, tooFew, type Verb } from "../io.js";
 import { MAX_RESOURCES, type ScanResult, scanResources } from "../scan.js";
 
@@ -33,7 +33,8 @@ export async function collect(args: CliArgs, instances: Instances): Promise<List
     }),
   );
   const locks = views.filter((view): view is LockInspection => view !== undefined);
-  return { scan, locks: locks.filter((view) => view.held > 0 || view.unknown > 0) };
+  // data of another type at the key is no lock: a key whose only other answers are such data is not listed
+  return { scan, locks: locks.filter((view) => view.held > 0 || unanswered(view).silent > 0) };
 }
 
 export function listingJson(listing: Listing, instances: Instances) {
