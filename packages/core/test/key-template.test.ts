@@ -326,6 +326,56 @@ describe("compileKey", () => {
     await dlm.quit();
   });
 
+  it("refuses at compile time (TypeError) a template whose fixed text alone can never give a valid key: past the cap, or ending in a reserved suffix", () => {
+    const never = [
+      // constant: the one key it makes is too long or reserved
+      "x".repeat(1025),
+      "order:redlock-kit:fence",
+      // each placeholder adds at least one character: 1021 + 2 + 2 > 1024
+      `${"x".repeat(1021)}{0}:{1}:`,
+      `${"x".repeat(1024)}{0}`,
+      // whatever the values, the key ends in the library's own suffix
+      "order:{0}:redlock-kit:fence",
+      "order:{0}:redlock-kit:waiters",
+      "{0}:q:redlock-kit:waiters",
+    ];
+    for (const template of never) {
+      const error = thrownBy(() => compileKey(template));
+      expect(error, template.slice(0, 40)).toBeInstanceOf(TypeError);
+      expect((error as Error).message, template.slice(0, 40)).toMatch(/^key template ".*" (is|can only make keys) /);
+    }
+    expect(thrownBy(() => compileKey("order:{0}:redlock-kit:fence"))).toEqual(
+      new TypeError(
+        'key template "order:{0}:redlock-kit:fence" can only make keys that end in ":redlock-kit:fence", the library\'s own keys beside each lock',
+      ),
+    );
+    expect(thrownBy(() => compileKey(`${"x".repeat(1024)}{0}`))).toEqual(
+      new TypeError(
+        `key template ${JSON.stringify(`${"x".repeat(40)}…`)} can only make keys longer than 1024 characters (1024 characters of text and 1 placeholder)`,
+      ),
+    );
+    // the longest that can still fit, and suffixes a value may still avoid or that are not the library's
+    expect(compileKey(`${"x".repeat(1022)}{0}:`)(["a"])).toEqual([`${"x".repeat(1022)}a:`]);
+    expect(compileKey("x".repeat(1024))({})).toEqual(["x".repeat(1024)]);
+    expect(compileKey("order:{0}redlock-kit:fence")(["1"])).toEqual(["order:1redlock-kit:fence"]);
+    expect(compileKey("order:{0}:redlock-kit:fences")(["1"])).toEqual(["order:1:redlock-kit:fences"]);
+  });
+
+  it("refuses at declaration (TypeError) a route whose constant key the Redlock's keyPrefix makes one of the library's own keys", async () => {
+    const dlm = new Redlock([new MemoryStore()], { keyPrefix: "job:redlock-kit:" });
+    const policy = createHttpLockPolicy(dlm);
+    expect(thrownBy(() => policy.route("fence"))).toEqual(
+      new TypeError(
+        'key template "fence" cannot be used with this Redlock: resource "fence" with keyPrefix "job:redlock-kit:" is the key "job:redlock-kit:fence", which ends in ":redlock-kit:fence", the library\'s own keys beside each lock',
+      ),
+    );
+    expect(() => policy.route("waiters")).toThrow(TypeError);
+    // a placeholder's value decides (a request for "fence" is a 400), and another text is a key like any other
+    expect(() => policy.route("{params.id}")).not.toThrow();
+    expect(() => policy.route("fences")).not.toThrow();
+    await dlm.quit();
+  });
+
   it("refuses a value longer than the key cap before building the key", () => {
     expect(() => compileKey("k:{0}")(["x".repeat(1025)])).toThrow('Lock key part "0" is longer than 1024 characters');
   });

@@ -1,4 +1,5 @@
 import {
+  checkKeyPrefix,
   checkReenteredFencing,
   ErrorCodes,
   holdingLock,
@@ -83,6 +84,7 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
         const article = second.kind === "accessor" ? "an" : "a";
         throw new TypeError(`@Locked decorates methods; ${name} is ${article} ${second.kind}`);
       }
+      checkPrefixed(key, options);
       return lockedMethod(first as AnyMethod, { where: name, resolve, options });
     }
     if (
@@ -101,7 +103,10 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
         const what = descriptor.get || descriptor.set ? "an accessor" : "not a method";
         throw new TypeError(`@Locked decorates methods; ${where} is ${what}`);
       }
-      const withParameters = withKeyParameters(key, resolve, lockKeyParameters(first, second));
+      const indices = lockKeyParameters(first, second);
+      // a @LockKey() parameter appends a value to the key: a constant no longer
+      if (indices.length === 0) checkPrefixed(key, options);
+      const withParameters = withKeyParameters(key, resolve, indices);
       descriptor.value = lockedMethod(descriptor.value, { where, resolve: withParameters, options });
       return descriptor;
     }
@@ -110,6 +115,16 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
     );
   }
   return lockedDecorator as LockedDecorator;
+}
+
+/**
+ * A constant key that the `redlock` option's `keyPrefix` makes one of the library's own keys is a
+ * `TypeError` here rather than at every call. A Redlock found per call (a function, the default)
+ * is checked by the call.
+ */
+function checkPrefixed(key: LockedKey, options: ResolvedLockedOptions): void {
+  const { redlock } = options;
+  if (redlock !== undefined && typeof redlock !== "function") checkKeyPrefix(key, redlock.keyPrefix);
 }
 
 /**

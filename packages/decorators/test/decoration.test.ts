@@ -62,6 +62,28 @@ describe("what @Locked checks when the class is defined", () => {
     expect(() => Locked("order:{{literal}}:{0}")).not.toThrow();
   });
 
+  it("refuses a key no call could lock: past the cap, ending in a reserved suffix, or made one by its redlock option's keyPrefix", async () => {
+    expect(() => Locked("order:{0}:redlock-kit:fence")).toThrow(
+      new TypeError(
+        'key template "order:{0}:redlock-kit:fence" can only make keys that end in ":redlock-kit:fence", the library\'s own keys beside each lock',
+      ),
+    );
+    expect(() => Locked(`${"x".repeat(1023)}:{0}`)).toThrow(/can only make keys longer than 1024 characters/);
+    const prefixed = new Redlock([client], { keyPrefix: "job:redlock-kit:" });
+    const decorator = Locked("fence", { redlock: prefixed });
+    expect(() => decorateStandard(async () => {}, "run", decorator)).toThrow(
+      new TypeError(
+        'key template "fence" cannot be used with this Redlock: resource "fence" with keyPrefix "job:redlock-kit:" is the key "job:redlock-kit:fence", which ends in ":redlock-kit:fence", the library\'s own keys beside each lock',
+      ),
+    );
+    expect(() => decorateLegacy({ async run() {} }, "run", decorator)).toThrow(/key template "fence" cannot be used/);
+    // a value decides for itself; without a Redlock instance the call finds out
+    expect(() => decorateStandard(async () => {}, "run", Locked("{0}", { redlock: prefixed }))).not.toThrow();
+    const later = decorateStandard(async () => {}, "run", Locked("fence", { redlock: () => prefixed }));
+    await expect(later()).rejects.toThrow(TypeError);
+    expect(await client.dbsize()).toBe(0);
+  });
+
   it("refuses a bad ttl or option, naming it", () => {
     expect(() => Locked("k", 0)).toThrow(
       new RangeError("ttl must be a positive integer of milliseconds below 2^31, got 0"),

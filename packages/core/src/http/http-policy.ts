@@ -16,7 +16,14 @@ import type { Redlock } from "../redlock.js";
 import { UnfenceableKeyError } from "../stores/script-calls.js";
 import { checkFunction, keysOf } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
-import { checkHeaderNames, compileKey, type KeyResolver, type KeySpec, keyReads } from "./key-template.js";
+import {
+  checkHeaderNames,
+  checkKeyPrefix,
+  compileKey,
+  type KeyResolver,
+  type KeySpec,
+  keyReads,
+} from "./key-template.js";
 import { requestHolding, takenWithin } from "./request-locks.js";
 import { ResponseTracker, type TrackedResponse } from "./response-done.js";
 
@@ -183,6 +190,7 @@ export class RouteLock<Hook = never> {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
     checkHeaderNames(key);
+    checkKeyPrefix(key, redlock.keyPrefix);
     this.readsQuery = keyReads(key, "query");
     this.readsBody = keyReads(key, "body");
     this.readsHeaders = keyReads(key, "headers");

@@ -1,5 +1,12 @@
 import { LockKeyError } from "../errors.js";
-import { isWellFormed, MAX_RESOURCE_LENGTH, MAX_RESOURCES, reservedSuffix } from "../validate.js";
+import {
+  describeValue,
+  isWellFormed,
+  MAX_RESOURCE_LENGTH,
+  MAX_RESOURCES,
+  keysOf as prefixedKeys,
+  reservedSuffix,
+} from "../validate.js";
 
 /** A function of the key source returning one resource name or several (a multi-resource lock). */
 export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];
@@ -42,9 +49,11 @@ export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
   }
   if (!isWellFormed(spec)) throw new TypeError(`key template ${JSON.stringify(spec)} has a lone surrogate`);
   const parts = parseTemplate(spec);
-  if (parts.every((part) => "text" in part)) {
-    const constant = Object.freeze([checkLength(parts.map((part) => (part as { text: string }).text).join(""))]);
-    return () => constant;
+  checkCanFit(spec, parts);
+  const constant = constantOf(parts);
+  if (constant !== undefined) {
+    const keys = Object.freeze([constant]);
+    return () => keys;
   }
   const escaped = escapedBy(spec, parts);
   return (source) => {
@@ -52,6 +61,59 @@ export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
     for (const part of parts) key += "text" in part ? part.text : escapeValue(scalarAt(source, part), escaped);
     return [checkLength(key)];
   };
+}
+
+/**
+ * Refuses a template whose every key would be refused, whatever the values: its text and one
+ * character per placeholder (a value is never empty) past the length cap, or a last text that ends
+ * in a reserved suffix. Each request would otherwise answer 400.
+ */
+function checkCanFit(template: string, parts: readonly Part[]): void {
+  let text = 0;
+  for (const part of parts) if ("text" in part) text += part.text.length;
+  const placeholders = parts.filter((part) => "path" in part).length;
+  if (text + placeholders > MAX_RESOURCE_LENGTH) {
+    const what = placeholders === 1 ? "placeholder" : "placeholders";
+    throw new TypeError(
+      `key template ${describeValue(template)} can only make keys longer than ${MAX_RESOURCE_LENGTH} characters (${text} characters of text and ${placeholders} ${what})`,
+    );
+  }
+  const last = parts[parts.length - 1];
+  const reserved = last !== undefined && "text" in last ? reservedSuffix(last.text) : undefined;
+  if (reserved !== undefined) {
+    throw new TypeError(
+      `key template ${describeValue(template)} can only make keys that end in "${reserved}", the library's own keys beside each lock`,
+    );
+  }
+}
+
+/**
+ * Refuses a constant template (no placeholder) that `keyPrefix` makes one of the library's own keys
+ * (`"fence"` under `"job:redlock-kit:"`): each request would answer 400. Call it where the
+ * Redlock is known, with compileKey's checks done. A placeholder's value decides for itself.
+ */
+export function checkKeyPrefix(spec: KeySpec<never>, keyPrefix: string): void {
+  if (typeof spec !== "string" || !keyPrefix) return;
+  const constant = constantOf(parseTemplate(spec));
+  if (constant === undefined) return;
+  try {
+    prefixedKeys(keyPrefix, [constant]);
+  } catch (error) {
+    if (!(error instanceof Error)) throw error;
+    throw new TypeError(`key template ${describeValue(spec)} cannot be used with this Redlock: ${error.message}`, {
+      cause: error,
+    });
+  }
+}
+
+/** The one key of a template without placeholders; undefined when it has one. */
+function constantOf(parts: readonly Part[]): string | undefined {
+  let key = "";
+  for (const part of parts) {
+    if (!("text" in part)) return undefined;
+    key += part.text;
+  }
+  return key;
 }
 
 /**
