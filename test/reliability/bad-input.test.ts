@@ -58,6 +58,8 @@ const junkKeys: [string, (source: unknown) => unknown][] = [
   ["returns a promise", async () => "order:1"],
   ["returns a 1 MiB string", () => "x".repeat(1 << 20)],
   ["returns 1001 names", () => Array.from({ length: 1001 }, (_, i) => `r${i}`)],
+  ["writes a missing value into the name", (source) => `order:${(source as { id?: string }).id}`],
+  ["writes a missing value before a _", (source) => `${(source as { tenant?: string }).tenant}_7`],
 ];
 
 describe("the Redlock constructor and methods", () => {

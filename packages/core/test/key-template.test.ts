@@ -217,9 +217,15 @@ describe("compileKey", () => {
     expect(thrownBy(() => byBody({ body: {} }))).toEqual(missing);
     expect(thrownBy(() => compileKey((s: { n: string }) => ["a", `n:${Number(s.n)}:x`])({ n: "x7" }))).toEqual(missing);
     expect(thrownBy(() => compileKey(() => "undefined")({}))).toEqual(missing);
+    // "_" separates as ":" does: `${tenant}_${id}` with no tenant, `order_${id}` with no id
+    const byParts = compileKey((s: { tenant?: string; id?: string }) => `${s.tenant}_${s.id}`);
+    expect(thrownBy(() => byParts({ id: "42" }))).toEqual(missing);
+    expect(thrownBy(() => byParts({ tenant: "acme" }))).toEqual(missing);
+    expect(thrownBy(() => compileKey(() => ["a", "n_NaN_1"])({}))).toEqual(missing);
     // a word that only contains the text is a name like any other
     expect(byBody({ body: { id: "undefinedness" } })).toEqual(["order:undefinedness"]);
-    expect(compileKey(() => "user_undefined:NaNa")({})).toEqual(["user_undefined:NaNa"]);
+    expect(compileKey(() => "userundefined:NaNa")({})).toEqual(["userundefined:NaNa"]);
+    expect(byParts({ tenant: "acme", id: "42" })).toEqual(["acme_42"]);
   });
 
   it("wraps a key function's result whose `then` getter or Proxy trap throws as LockKeyError, like the function's throw", () => {

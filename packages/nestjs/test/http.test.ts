@@ -28,7 +28,14 @@ import {
   UseGuards,
 } from "@nestjs/common";
 import { ExternalContextCreator, Reflector } from "@nestjs/core";
-import { type AcquireMessage, channels, type Lock, LockConfigurationError, Redlock } from "@redlock-kit/core";
+import {
+  type AcquireMessage,
+  channels,
+  type HttpKeySource,
+  type Lock,
+  LockConfigurationError,
+  Redlock,
+} from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import request from "supertest";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -117,6 +124,20 @@ class BusyFilter implements ExceptionFilter {
   }
 }
 
+/** What the key function of POST /orders/junk/:kind returns, per kind: none of them names a resource. */
+const JUNK_KEYS: Record<string, () => unknown> = {
+  undefined: () => undefined,
+  null: () => null,
+  empty: () => "",
+  number: () => 42,
+  object: () => ({}),
+  list: () => [],
+  promise: async () => "order:1",
+  "missing id": () => `order:${undefined}`,
+  "missing tenant": () => `${undefined}_7`,
+};
+let junkRuns = 0;
+
 @Controller("orders")
 class OrdersController {
   constructor(@Inject(OrderService) private readonly orders: OrderService) {}
@@ -170,6 +191,13 @@ class OrdersController {
   @Header("Cache-Control", PUBLIC)
   cachedHold() {
     throw new LockedException("Order is being paid");
+  }
+
+  @Post("junk/:kind")
+  @LockedRoute((source: HttpKeySource) => (JUNK_KEYS[(source.params as { kind: string }).kind] as () => string)())
+  junk() {
+    junkRuns++;
+    return "ran";
   }
 
   // routes set up for a CSV download (@Header is set before the interceptors run)
@@ -376,6 +404,18 @@ describe.each(platforms)("on platform-%s", (platform) => {
     const response = await request(running.url).post("/orders/stock").send({}).expect(400);
     expect(response.body).toMatchObject({ statusCode: 400, error: "Bad Request", errorCode: "ERR_REDLOCK_KEY" });
     expect(response.body.message).toContain("body.sku");
+    expect(await Promise.all(clients.map((client) => client.dbsize()))).toEqual([0, 0, 0]);
+  });
+
+  it('@LockedRoute answers 400 for a key function that returns no resource name (undefined, null, "order:undefined", …); the handler never runs, nothing is locked', async () => {
+    for (const kind of Object.keys(JUNK_KEYS)) {
+      const response = await request(running.url)
+        .post(`/orders/junk/${encodeURIComponent(kind)}`)
+        .send({});
+      expect(response.status, kind).toBe(400);
+      expect(response.body, kind).toMatchObject({ statusCode: 400, errorCode: "ERR_REDLOCK_KEY" });
+    }
+    expect(junkRuns).toBe(0);
     expect(await Promise.all(clients.map((client) => client.dbsize()))).toEqual([0, 0, 0]);
   });
 

@@ -302,8 +302,11 @@ function ownValue(object: object, segment: string, name: string): unknown {
   }
 }
 
-/** What a template literal writes for a value that is missing or not a number, as a word of its own. */
-const MISSING_VALUE = /\b(?:undefined|NaN)\b/;
+/**
+ * What a template literal writes for a value that is missing or not a number, as a word of its own:
+ * between separators, `_` included (`${tenant}_${id}` writes "undefined_42").
+ */
+const MISSING_VALUE = /(?<![A-Za-z0-9])(?:undefined|NaN)(?![A-Za-z0-9])/;
 
 function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
   let result: unknown;
