@@ -28,7 +28,14 @@ export {
   type RouteLockOptions,
   type RouteOutcome,
 } from "./http/http-policy.js";
-export { checkKeyPrefix, compileKey, type KeyFunction, type KeyResolver, type KeySpec } from "./http/key-template.js";
+export {
+  checkKeyPrefix,
+  checkPrefixedKeys,
+  compileKey,
+  type KeyFunction,
+  type KeyResolver,
+  type KeySpec,
+} from "./http/key-template.js";
 export { guardLostAnswer } from "./http/lost-answer.js";
 export { responseAnswered, type TrackedResponse } from "./http/response-done.js";
 export {

@@ -1,5 +1,6 @@
 import {
   checkKeyPrefix,
+  checkPrefixedKeys,
   checkReenteredFencing,
   ErrorCodes,
   holdingLock,
@@ -156,6 +157,8 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     );
   }
   const resources = call.resolve(args);
+  // a value its prefix makes one of the library's own keys: LockKeyError (400), as on a route
+  if (redlock.keyPrefix) checkPrefixedKeys(redlock.keyPrefix, resources);
   // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
   const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.

@@ -77,10 +77,10 @@ describe("what @Locked checks when the class is defined", () => {
       ),
     );
     expect(() => decorateLegacy({ async run() {} }, "run", decorator)).toThrow(/key template "fence" cannot be used/);
-    // a value decides for itself; without a Redlock instance the call finds out
+    // a value decides for itself; with a Redlock found per call, the call finds out (400, as for a value)
     expect(() => decorateStandard(async () => {}, "run", Locked("{0}", { redlock: prefixed }))).not.toThrow();
     const later = decorateStandard(async () => {}, "run", Locked("fence", { redlock: () => prefixed }));
-    await expect(later()).rejects.toThrow(TypeError);
+    await expect(later()).rejects.toBeInstanceOf(LockKeyError);
     expect(await client.dbsize()).toBe(0);
   });
 
@@ -271,6 +271,30 @@ describe("a @Locked method that returns an Observable", () => {
 });
 
 describe("the Redlock a @Locked method uses", () => {
+  it("rejects a call whose value its Redlock's keyPrefix makes one of the library's own keys with LockKeyError (400), as a route does; nothing runs or is locked", async () => {
+    const prefixed = new Redlock([client], { keyPrefix: "job:redlock-kit:" });
+    let runs = 0;
+    const body = async () => {
+      runs++;
+    };
+    for (const key of ["{0}", ([name]: [string]) => name]) {
+      const method = decorateStandard(body, "run", Locked(key as never, { redlock: prefixed }));
+      for (const name of ["fence", "waiters"]) {
+        const error = await (method(name) as Promise<unknown>).then(
+          () => undefined,
+          (thrown: unknown) => thrown,
+        );
+        expect(error, name).toBeInstanceOf(LockKeyError);
+        expect((error as LockKeyError).body, name).toEqual({
+          error: "Lock key ends in a suffix the library reserves for its own keys once the keyPrefix is put before it",
+        });
+      }
+      await method("fences");
+    }
+    expect(runs).toBe(2);
+    expect(await client.keys("job:redlock-kit:f*")).toEqual([]);
+  });
+
   it("without a default or a redlock option, rejects the call with an error naming the method and the fix, and runs nothing", async () => {
     let runs = 0;
     class Billing {

@@ -14,11 +14,12 @@ import { unfencedReentry } from "../lock/reentries.js";
 import { type AcquireOptions, checkOptionsObject, type ResolvedHoldOptions } from "../options.js";
 import type { Redlock } from "../redlock.js";
 import { UnfenceableKeyError } from "../stores/script-calls.js";
-import { checkFunction, keysOf } from "../validate.js";
+import { checkFunction } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import {
   checkHeaderNames,
   checkKeyPrefix,
+  checkPrefixedKeys,
   compileKey,
   type KeyResolver,
   type KeySpec,
@@ -503,15 +504,7 @@ const lostErrorOf = (lock: Lock, when: string): LockLostError =>
  * Cluster), are a 400, not the TypeError or RangeError (500) a direct call gets.
  */
 function checkKeys(redlock: Redlock, resources: readonly string[]): void {
-  let keys: readonly string[];
-  try {
-    keys = keysOf(redlock.keyPrefix, resources);
-  } catch (error) {
-    // the TypeError names the key, which may hold request data: it stays the cause
-    const message =
-      "Lock key ends in a suffix the library reserves for its own keys once the keyPrefix is put before it";
-    throw new LockKeyError(message, undefined, { cause: error });
-  }
+  const keys = checkPrefixedKeys(redlock.keyPrefix, resources);
   if (keys.length === 1) return;
   for (const store of redlock.stores) {
     try {

@@ -106,6 +106,23 @@ export function checkKeyPrefix(spec: KeySpec<never>, keyPrefix: string): void {
   }
 }
 
+/**
+ * The Redis keys of resolved `resources` under `keyPrefix`, or a `LockKeyError` (400) when the
+ * prefix makes one of them one of the library's own keys (`"fence"` under `"job:redlock-kit:"`):
+ * what a request or an argument named, refused as any bad key is. A route and `@Locked` call it
+ * before locking.
+ */
+export function checkPrefixedKeys(keyPrefix: string, resources: readonly string[]): readonly string[] {
+  try {
+    return prefixedKeys(keyPrefix, resources);
+  } catch (error) {
+    // the TypeError names the key, which may hold request data: it stays the cause
+    const message =
+      "Lock key ends in a suffix the library reserves for its own keys once the keyPrefix is put before it";
+    throw new LockKeyError(message, undefined, { cause: error });
+  }
+}
+
 /** The one key of a template without placeholders; undefined when it has one. */
 function constantOf(parts: readonly Part[]): string | undefined {
   let key = "";
