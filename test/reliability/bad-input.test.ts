@@ -244,6 +244,29 @@ describe.each(frameworks)("HTTP bad input through %s", (framework) => {
     ).rejects.toThrow(TypeError);
   });
 
+  it("a key template no request could make a key of fails when the route is declared, not as a 400 per request", async () => {
+    const declare = (dlm: Redlock, key: string) =>
+      buildApp[framework](dlm, [{ method: "get", path: "/x/:id", key, handler: async () => ({ json: {} }) }]).then(
+        async (app) => {
+          await app.close();
+          return "declared";
+        },
+        (error: unknown) => error,
+      );
+    const plain = new Redlock([new MemoryStore()]);
+    for (const key of ["order:{params.id}:redlock-kit:fence", `${"x".repeat(1024)}:{params.id}`]) {
+      const error = await declare(plain, key);
+      expect(error, key.slice(0, 40)).toBeInstanceOf(TypeError);
+      expect((error as Error).message, key.slice(0, 40)).toMatch(/key template ".*" can only make keys /);
+    }
+    const prefixed = new Redlock([new MemoryStore()], { keyPrefix: "job:redlock-kit:" });
+    const error = await declare(prefixed, "fence");
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(/key template "fence" cannot be used with this Redlock: /);
+    expect(await declare(prefixed, "{params.id}")).toBe("declared");
+    await Promise.all([plain.quit(), prefixed.quit()]);
+  });
+
   it("an option a route does not take (retryCount, a misspelt wait) fails when the route is declared, rather than be ignored", async () => {
     const dlm = new Redlock([new MemoryStore()]);
     const declare = (options: object, defaults?: object) =>

@@ -382,6 +382,44 @@ describe("compileKey", () => {
     await dlm.quit();
   });
 
+  it("gives each kind of value its own key or a LockKeyError, never another value's key", () => {
+    const key = (template: string, body: unknown) =>
+      thrownBy(() => compileKey(template)(http({ body }))) ?? compileKey(template)(http({ body }));
+    const refused = (part: string, why: string) => new LockKeyError(`Lock key part "${part}" ${why}`, part);
+    // a value never closes the template's own hash tag, nor opens one
+    expect(key("{{{body.a}}}:x", { a: "x}" })).toEqual(["{x%7D}:x"]);
+    expect(key("k:{body.a}", { a: "{a}" })).toEqual(["k:%7Ba%7D"]);
+    // own properties only: what a class or Object.prototype has is missing, what JSON sent is data
+    expect(key("k:{body.constructor}", {})).toEqual(refused("body.constructor", "is missing"));
+    expect(key("k:{body.constructor.name}", new (class Order {})())).toEqual(
+      refused("body.constructor.name", "is missing"),
+    );
+    expect(key("k:{body.constructor}", JSON.parse('{"constructor": "c"}'))).toEqual(["k:c"]);
+    expect(key("k:{body.__proto__.a}", JSON.parse('{"__proto__": {"a": "1"}}'))).toEqual(
+      refused("body.__proto__.a", "is missing"),
+    );
+    // scalars as String() writes them: -0 is 0, as for the handler that compares them
+    expect([0, -0, 7.5, true, 10n].map((a) => key("k:{body.a}", { a }))).toEqual([
+      ["k:0"],
+      ["k:0"],
+      ["k:7.5"],
+      ["k:true"],
+      ["k:10"],
+    ]);
+    for (const a of [new Date(0), new String("x"), Symbol("x"), () => "x", { toString: () => "x" }, ["x"]]) {
+      expect(key("k:{body.a}", { a })).toEqual(refused("body.a", "must be a string or a number"));
+    }
+    // Unicode as sent: the library does not normalise, so "é" and "e" + U+0301 are two keys
+    expect(key("k:{body.a}", { a: "é" })).not.toEqual(key("k:{body.a}", { a: "e\u0301" }));
+    // a value under the cap whose escapes take the key past it
+    expect(key("k:{body.a}", { a: "%".repeat(400) })).toEqual(
+      new LockKeyError("Lock key is longer than 1024 characters"),
+    );
+    // the text a request sent is what it names, whatever it reads like
+    expect(key("k:{body.a}", { a: "undefined" })).toEqual(["k:undefined"]);
+    expect(key("k:{body.a}", { a: "null" })).toEqual(["k:null"]);
+  });
+
   it("refuses a value longer than the key cap before building the key", () => {
     expect(() => compileKey("k:{0}")(["x".repeat(1025)])).toThrow('Lock key part "0" is longer than 1024 characters');
   });

@@ -570,6 +570,41 @@ describe("@LockedRoute declarations", () => {
   });
 });
 
+describe("@LockedRoute keys", () => {
+  it("a template no request could make a key of is a TypeError where it is declared", () => {
+    expect(() => LockedRoute("order:{params.id}:redlock-kit:fence")).toThrow(
+      new TypeError(
+        'key template "order:{params.id}:redlock-kit:fence" can only make keys that end in ":redlock-kit:fence", the library\'s own keys beside each lock',
+      ),
+    );
+  });
+
+  it("a constant key the module's keyPrefix makes one of the library's own keys fails the start, not each request (400)", async () => {
+    @Controller()
+    class FenceController {
+      @Post("go")
+      @LockedRoute("fence")
+      go() {}
+    }
+    @Module({
+      imports: [RedlockModule.forRoot({ instances: trio().map(url), options: { keyPrefix: "job:redlock-kit:" } })],
+      controllers: [FenceController],
+    })
+    class FenceApp {}
+    const failed = await start(FenceApp).then(
+      async (context) => {
+        await context.close();
+        return "started";
+      },
+      (error: unknown) => error,
+    );
+    expect(failed).toBeInstanceOf(TypeError);
+    expect((failed as Error).message).toMatch(
+      /^@LockedRoute of FenceController\.go: key template "fence" cannot be used with this Redlock: /,
+    );
+  });
+});
+
 describe("an app whose start fails on a bad @LockedRoute declaration", () => {
   it("leaves no running RedlockModule behind: a hand-made object's @Locked call uses the one app that does run", async () => {
     const BadApp = badRouteApp();
