@@ -78,6 +78,17 @@ async function start(module: Type<unknown>) {
   return context;
 }
 
+/** What failed the start of `module`, or "started" (the app is then closed). */
+function startFailure(module: Type<unknown>): Promise<unknown> {
+  return start(module).then(
+    async (context) => {
+      await context.close();
+      return "started";
+    },
+    (error: unknown) => error,
+  );
+}
+
 function withRedlock(redlockModule: ReturnType<typeof RedlockModule.forRoot>, extra: Type<unknown>[] = []) {
   @Module({ imports: [redlockModule, ...extra], providers: [Ledger, NeedsRedlock] })
   class AppModule {}
@@ -506,13 +517,7 @@ describe("RedlockModule imported twice in one app", () => {
     @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) }), FeatureModule], providers: [Ledger] })
     class TwiceApp {}
     const before = await connections();
-    const outcome = await start(TwiceApp).then(
-      async (context) => {
-        await context.close();
-        return "started";
-      },
-      (error: unknown) => error,
-    );
+    const outcome = await startFailure(TwiceApp);
     expect(outcome).toEqual(
       new TypeError(
         "RedlockModule is imported 2 times in this app: import it once (isGlobal: true makes its Redlock injectable in every module)",
@@ -556,13 +561,7 @@ describe("@LockedRoute declarations", () => {
       controllers: [ShortController],
     })
     class ShortApp {}
-    const failed = await start(ShortApp).then(
-      async (context) => {
-        await context.close();
-        return "started";
-      },
-      (error: unknown) => error,
-    );
+    const failed = await startFailure(ShortApp);
     expect(failed).toBeInstanceOf(RangeError);
     expect((failed as Error).message).toMatch(
       /^@LockedRoute of ShortController\.go: options cannot be used with this Redlock: instanceTimeout must be shorter than the ttl/,
@@ -591,13 +590,7 @@ describe("@LockedRoute keys", () => {
       controllers: [FenceController],
     })
     class FenceApp {}
-    const failed = await start(FenceApp).then(
-      async (context) => {
-        await context.close();
-        return "started";
-      },
-      (error: unknown) => error,
-    );
+    const failed = await startFailure(FenceApp);
     expect(failed).toBeInstanceOf(TypeError);
     expect((failed as Error).message).toMatch(
       /^@LockedRoute of FenceController\.go: key template "fence" cannot be used with this Redlock: /,
@@ -608,13 +601,7 @@ describe("@LockedRoute keys", () => {
 describe("an app whose start fails on a bad @LockedRoute declaration", () => {
   it("leaves no running RedlockModule behind: a hand-made object's @Locked call uses the one app that does run", async () => {
     const BadApp = badRouteApp();
-    const failed = await start(BadApp).then(
-      async (context) => {
-        await context.close();
-        return "started";
-      },
-      (error: unknown) => error,
-    );
+    const failed = await startFailure(BadApp);
     expect(failed).toBeInstanceOf(RangeError);
 
     Ledger.seen = [];
