@@ -186,4 +186,33 @@ describe.each(frameworks)("a key function on a Redis Cluster through %s", (frame
       expect([fenced.status, typeof JSON.parse(fenced.text).fence]).toEqual([200, "string"]);
     }
   });
+
+  it("with fencing, a constant key whose fence counter cannot share its hash slot fails when the route is declared, not as a 400 per request", async () => {
+    const client = invariants.track(slots.client());
+    const dlms = [new Redlock([client], { retryCount: 0, fencing: true }), new Redlock([client], { retryCount: 0 })];
+    const declare = (dlm: Redlock, options: RouteLockOptions<never>) =>
+      buildApp[framework](dlm, [
+        // "{{}}" is a literal "{}": the key "account:{}1", whose empty tag no counter name can share
+        { method: "post", path: "/pay", key: "account:{{}}1", options, handler: async () => ({ json: {} }) },
+      ]).then(
+        async (app) => {
+          await app.close();
+          return "declared";
+        },
+        (error: unknown) => error,
+      );
+    for (const [dlm, options] of [
+      [dlms[0], { ttl: 5000 }],
+      [dlms[1], { ttl: 5000, fencing: true }],
+    ] as const) {
+      const error = await declare(dlm as Redlock, options);
+      expect(error).toBeInstanceOf(RangeError);
+      expect((error as Error).message).toMatch(
+        /key template "account:\{\{\}\}1" cannot be used with this Redlock: a fence counter cannot share the hash slot of "account:\{\}1" on a Redis Cluster/,
+      );
+    }
+    // without fencing it is a key like any other
+    expect(await declare(dlms[1] as Redlock, { ttl: 5000 })).toBe("declared");
+    expect(await declare(dlms[0] as Redlock, { ttl: 5000, fencing: false })).toBe("declared");
+  });
 });

@@ -29,7 +29,7 @@ export {
   type RouteOutcome,
 } from "./http/http-policy.js";
 export {
-  checkKeyPrefix,
+  checkKeyWith,
   checkPrefixedKeys,
   compileKey,
   type KeyFunction,

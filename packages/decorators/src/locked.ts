@@ -1,5 +1,5 @@
 import {
-  checkKeyPrefix,
+  checkKeyWith,
   checkPrefixedKeys,
   checkReenteredFencing,
   ErrorCodes,
@@ -85,7 +85,7 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
         const article = second.kind === "accessor" ? "an" : "a";
         throw new TypeError(`@Locked decorates methods; ${name} is ${article} ${second.kind}`);
       }
-      checkPrefixed(key, options);
+      checkKeyOf(key, options);
       return lockedMethod(first as AnyMethod, { where: name, resolve, options });
     }
     if (
@@ -106,7 +106,7 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
       }
       const indices = lockKeyParameters(first, second);
       // a @LockKey() parameter appends a value to the key: a constant no longer
-      if (indices.length === 0) checkPrefixed(key, options);
+      if (indices.length === 0) checkKeyOf(key, options);
       const withParameters = withKeyParameters(key, resolve, indices);
       descriptor.value = lockedMethod(descriptor.value, { where, resolve: withParameters, options });
       return descriptor;
@@ -119,13 +119,13 @@ export function Locked(key: LockedKey, ttlOrOptions?: number | LockedOptions): L
 }
 
 /**
- * A constant key that the `redlock` option's `keyPrefix` makes one of the library's own keys is a
- * `TypeError` here rather than at every call. A Redlock found per call (a function, the default)
- * is checked by the call.
+ * A constant key the `redlock` option could never lock (its `keyPrefix` makes it one of the
+ * library's own keys; fenced, its counter has no home in its Cluster slot) is refused here rather
+ * than at every call. A Redlock found per call (a function, the default) is checked by the call.
  */
-function checkPrefixed(key: LockedKey, options: ResolvedLockedOptions): void {
+function checkKeyOf(key: LockedKey, options: ResolvedLockedOptions): void {
   const { redlock } = options;
-  if (redlock !== undefined && typeof redlock !== "function") checkKeyPrefix(key, redlock.keyPrefix);
+  if (redlock !== undefined && typeof redlock !== "function") checkKeyWith(key, redlock, options.using.fencing);
 }
 
 /**

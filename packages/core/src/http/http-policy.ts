@@ -18,7 +18,7 @@ import { checkFunction } from "../validate.js";
 import { drainDroppedBody, droppedPayload } from "./dropped-body.js";
 import {
   checkHeaderNames,
-  checkKeyPrefix,
+  checkKeyWith,
   checkPrefixedKeys,
   compileKey,
   type KeyResolver,
@@ -191,7 +191,7 @@ export class RouteLock<Hook = never> {
     this.#redlock = redlock;
     this.#resolve = compileKey(key);
     checkHeaderNames(key);
-    checkKeyPrefix(key, redlock.keyPrefix);
+    checkKeyWith(key, redlock, options.acquire.fencing);
     this.readsQuery = keyReads(key, "query");
     this.readsBody = keyReads(key, "body");
     this.readsHeaders = keyReads(key, "headers");

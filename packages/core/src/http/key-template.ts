@@ -1,4 +1,5 @@
 import { LockKeyError } from "../errors.js";
+import type { Redlock } from "../redlock.js";
 import {
   describeValue,
   isWellFormed,
@@ -7,6 +8,7 @@ import {
   keysOf as prefixedKeys,
   reservedSuffix,
 } from "../validate.js";
+import { routeFences } from "./request-locks.js";
 
 /** A function of the key source returning one resource name or several (a multi-resource lock). */
 export type KeyFunction<S = unknown> = (source: S) => string | readonly string[];
@@ -88,19 +90,25 @@ function checkCanFit(template: string, parts: readonly Part[]): void {
 }
 
 /**
- * Refuses a constant template (no placeholder) that `keyPrefix` makes one of the library's own keys
- * (`"fence"` under `"job:redlock-kit:"`): each request would answer 400. Call it where the
- * Redlock is known, with compileKey's checks done. A placeholder's value decides for itself.
+ * Refuses a template without placeholders that `redlock` could never lock: its `keyPrefix` makes it
+ * one of the library's own keys (`"fence"` under `"job:redlock-kit:"`), or, fenced (`fencing`, the
+ * declaration's own; undefined: the Redlock's), its fence counter cannot share its hash slot on a
+ * Redis Cluster (`"account:{{}}1"`). Each request or call would fail the same way. Called where
+ * the lock is declared, with compileKey's checks done; a placeholder's value decides for itself.
+ * Throws a `TypeError` or `RangeError` naming the template.
  */
-export function checkKeyPrefix(spec: KeySpec<never>, keyPrefix: string): void {
-  if (typeof spec !== "string" || !keyPrefix) return;
+export function checkKeyWith(spec: KeySpec<never>, redlock: Redlock, fencing?: boolean): void {
+  if (typeof spec !== "string") return;
   const constant = constantOf(parseTemplate(spec));
   if (constant === undefined) return;
   try {
-    prefixedKeys(keyPrefix, [constant]);
+    const keys = prefixedKeys(redlock.keyPrefix ?? "", [constant]);
+    const fences = routeFences(redlock, fencing);
+    for (const store of redlock.stores) store.checkKeys?.(keys, fences);
   } catch (error) {
     if (!(error instanceof Error)) throw error;
-    throw new TypeError(`key template ${describeValue(spec)} cannot be used with this Redlock: ${error.message}`, {
+    const Kind = error instanceof RangeError ? RangeError : TypeError;
+    throw new Kind(`key template ${describeValue(spec)} cannot be used with this Redlock: ${error.message}`, {
       cause: error,
     });
   }
