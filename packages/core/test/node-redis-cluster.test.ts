@@ -175,6 +175,23 @@ it("runs redlock-kit's commands in the order it sends them on a Cluster whose no
   expect(await totalKeys()).toBe(0);
 });
 
+it("extends and releases a lock once the signal a Cluster's node clients were given has aborted (defaults.commandOptions.abortSignal), instead of leaving it held until its ttl", async () => {
+  const shutdown = new AbortController();
+  const client = unconnectedCluster({ commandOptions: { abortSignal: shutdown.signal } } as Parameters<
+    typeof unconnectedCluster
+  >[0]);
+  await client.connect();
+  const dlm = new Redlock([client], { retryCount: 0 });
+  const lock = await dlm.acquire("aborted", 5000);
+  shutdown.abort();
+  // before: LockUnavailableError, the vote an AbortError
+  await dlm.extend(lock, 20_000);
+  expect(await (await cluster.ownerOf("aborted")).client().pttl("aborted")).toBeGreaterThan(10_000);
+  expect(await lock.release()).toBe(true);
+  await dlm.quit();
+  expect(await totalKeys()).toBe(0);
+});
+
 it("writes with a fence through a node-redis Cluster, each key on its slot's master, as through an ioredis Cluster", async () => {
   const client = await nodeRedisCluster();
   const ioredis = cluster.client();

@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -212,6 +213,56 @@ describe("node-redis clients that put their commands first (asap)", () => {
   );
 });
 
+describe("node-redis clients whose commands an abort signal cancels (withAbortSignal, commandOptions.abortSignal)", () => {
+  /** Clients of the three servers whose commands `signal` cancels once aborted, and the clients they were made from. */
+  const cancellable = async (how: "withAbortSignal()" | "commandOptions.abortSignal", signal: AbortSignal) => {
+    const plain = await Promise.all(
+      redis.servers.map((_, index) =>
+        ownClient(
+          index,
+          how === "withAbortSignal()" ? undefined : { commandOptions: { abortSignal: signal } },
+        ).connect(),
+      ),
+    );
+    const given = how === "withAbortSignal()" ? plain.map((client) => client.withAbortSignal(signal)) : plain;
+    return { given: given as unknown as NodeRedisClient[], plain };
+  };
+
+  it.each(["withAbortSignal()", "commandOptions.abortSignal"] as const)(
+    "extend and release a lock once the client's signal has aborted (%s: an app shutting down), instead of leaving it held until its ttl",
+    async (how) => {
+      const shutdown = new AbortController();
+      const { given, plain } = await cancellable(how, shutdown.signal);
+      const dlm = redlock(given, { retryCount: 0 });
+      const lock = await dlm.acquire("nr:abort", 5000);
+      shutdown.abort();
+      // before: LockUnavailableError, each instance's vote an AbortError
+      await dlm.extend(lock, 20_000);
+      expect(await lock.release()).toBe(true);
+      // pinged without the aborted signal, which the clients made with it carry
+      await landed(plain.map((client) => client.withAbortSignal(undefined as never)));
+      expect(await valuesOf("nr:abort")).toEqual([null, null, null]);
+    },
+  );
+
+  it("answer contention for a held lock once the client's signal has aborted, and still end a wait at redlock-kit's own per-call signal", async () => {
+    const shutdown = new AbortController();
+    const { given } = await cancellable("withAbortSignal()", shutdown.signal);
+    shutdown.abort();
+    const holder = await redlock(clients, { retryCount: 0 }).acquire("nr:abort-wait", 60_000);
+    // before: LockUnavailableError, each instance's vote an AbortError
+    await expect(redlock(given, { retryCount: 0 }).acquire("nr:abort-wait", 5000)).rejects.toBeInstanceOf(
+      LockContentionError,
+    );
+    const waiting = new AbortController();
+    const waiter = redlock(given, { retryCount: 1000, retryDelay: 50 });
+    const outcome = waiter.acquire("nr:abort-wait", 5000, { signal: waiting.signal }).catch((error: unknown) => error);
+    waiting.abort(new Error("given up"));
+    expect(await outcome).toEqual(new Error("given up"));
+    await holder.release();
+  });
+});
+
 /**
  * `client`, whose duplicates' `destroy()` throws `ClientClosedError` once closed, as @redis/client
  * 5.x and 6.0 do (6.3 returns quietly; the peer range is `>=5.0.0 <7`).
@@ -337,6 +388,23 @@ describe("node-redis objects that are not a client, Cluster or Sentinel", () => 
     expect(outcome).toBeInstanceOf(TypeError);
     expect((outcome as TypeError).message).toContain("instances[0] is a Promise");
     await connecting;
+  });
+
+  it("refuses a node-redis v4 legacyMode client (callbacks: its sendCommand returns nothing) with a TypeError when the Redlock is built, instead of failing each call", async () => {
+    // the members @redis/client 4.x's createClient({ legacyMode: true }) has that the shape check reads
+    const legacyMode = Object.assign(new EventEmitter(), {
+      isOpen: true,
+      isReady: true,
+      options: { legacyMode: true },
+      sendCommand: (..._args: unknown[]) => undefined,
+      duplicate: () => legacyMode,
+      SUBSCRIBE: () => undefined,
+      v4: {},
+    });
+    const outcome = await builtOrError(legacyMode);
+    expect(outcome).toBeInstanceOf(TypeError);
+    expect((outcome as TypeError).message).toContain("instances[0] is a node-redis v4 client in legacyMode");
+    expect(() => new NodeRedisStore(legacyMode as never)).toThrow(TypeError);
   });
 
   it("refuses a client pool (createClientPool) and a legacy-mode client with a TypeError, instead of taking them for ioredis options (an ioredis client of localhost:6379)", async () => {

@@ -1,5 +1,5 @@
 import { Cluster, Redis } from "ioredis";
-import { type NodeRedisBase, type NodeRedisKind, nodeRedisKind } from "./node-redis/client-shape.js";
+import { isLegacyMode, type NodeRedisBase, type NodeRedisKind, nodeRedisKind } from "./node-redis/client-shape.js";
 
 /**
  * A Redis client as redlock-kit tells it apart, once for every caller (Redlock's instances and
@@ -32,7 +32,7 @@ export function knownClient(value: unknown): KnownClient | undefined {
  * client of localhost:6379, another server than the one the caller meant.
  */
 export function notAClient(value: unknown): string | undefined {
-  const v = value as { sendCommand?: unknown; execute?: unknown; then?: unknown } | null;
+  const v = value as { sendCommand?: unknown; execute?: unknown; then?: unknown; options?: unknown } | null;
   if (typeof v !== "object" || v === null) return undefined;
   if (typeof v.then === "function") {
     return "a Promise (a node-redis connect() not awaited?): give the client itself, e.g. await client.connect() first";
@@ -40,6 +40,9 @@ export function notAClient(value: unknown): string | undefined {
   if (typeof v.sendCommand !== "function") return undefined;
   if (typeof v.execute === "function" && "isOpen" in v) {
     return "a node-redis client pool (createClientPool): each command may run on another of its connections, so a give-back could overtake the acquire it undoes; give a client (createClient()), Cluster or Sentinel";
+  }
+  if (isLegacyMode(v)) {
+    return "a node-redis v4 client in legacyMode (its sendCommand takes a callback and returns no Promise): give a node-redis v5 or v6 client, Cluster or Sentinel, or an ioredis client";
   }
   if (!("isOpen" in v)) {
     return "a node-redis legacy-mode client (.legacy()) or a client of another library: give the node-redis client (createClient()), Cluster or Sentinel itself, or an ioredis client";

@@ -76,10 +76,19 @@ export function nodeRedisKind(value: unknown): NodeRedisKind | undefined {
   if (!isObject(value) || typeof value.sendCommand !== "function" || typeof value.duplicate !== "function") {
     return undefined;
   }
-  if (!("isOpen" in value) || typeof value.SUBSCRIBE !== "function") return undefined;
+  if (!("isOpen" in value) || typeof value.SUBSCRIBE !== "function" || isLegacyMode(value)) return undefined;
   if (typeof value.getSlotMaster === "function") return "cluster";
   if (typeof value.getMasterNode === "function") return "sentinel";
   return "client";
+}
+
+/**
+ * A node-redis v4 client created with `legacyMode: true`: its `sendCommand` takes a callback and
+ * returns nothing, though it has every member of a client. It sends the command all the same, so
+ * an acquisition would set its keys while redlock-kit read no answer.
+ */
+export function isLegacyMode(value: Record<string, unknown>): boolean {
+  return isObject(value.options) && value.options.legacyMode === true;
 }
 
 /** One `send` for the shape: a Cluster routes by the first key, a Sentinel to its master, in order. */
@@ -87,7 +96,7 @@ export function senderOf(client: NodeRedisBase, kind: NodeRedisKind): Send {
   const target = client as unknown as {
     sendCommand(...args: unknown[]): Promise<unknown>;
   };
-  const options = ownOptions(client);
+  const options = ownOptions(client, kind);
   if (kind === "cluster") return (firstKey, args) => target.sendCommand(firstKey, false, args, options);
   if (kind === "sentinel") return oneAtATime((_, args) => target.sendCommand(false, args, options));
   return (_, args) => target.sendCommand(args, options);
@@ -141,24 +150,28 @@ export function callScript<T>(
  * node-redis rows of bench/ made 0.76x–0.84x of the floor with a type mapping against 0.82x–1.01x
  * without, two alternated runs of `pnpm bench --only=noderedis` each).
  */
-function ownOptions(client: NodeRedisBase): NodeRedisCommandOptions | undefined {
+function ownOptions(client: NodeRedisBase, kind: NodeRedisKind): NodeRedisCommandOptions | undefined {
   const { _commandOptions: own, _options: created } = client as unknown as {
     _commandOptions?: NodeRedisCommandOptions;
     /** A Cluster's options: `defaults` go to every node client, their command options too. */
     _options?: { defaults?: { commandOptions?: NodeRedisCommandOptions } };
   };
   const nodes = created?.defaults?.commandOptions;
-  // kept where we cannot see: mapped types assumed
-  const types = own === undefined || own.typeMapping !== undefined || nodes?.typeMapping !== undefined;
-  const first = own?.asap === true || nodes?.asap === true;
-  if (types && first) return { ...DEFAULT_TYPES, ...IN_ORDER };
-  return types ? DEFAULT_TYPES : first ? IN_ORDER : undefined;
+  // kept where we cannot see (a Sentinel's nodeClientOptions are private): assumed set
+  const unseen = own === undefined || kind === "sentinel";
+  const options: NodeRedisCommandOptions = {
+    ...(unseen || own.typeMapping !== undefined || nodes?.typeMapping !== undefined ? DEFAULT_TYPES : {}),
+    ...(own?.asap === true || nodes?.asap === true ? IN_ORDER : {}),
+    ...(unseen || own.abortSignal !== undefined || nodes?.abortSignal !== undefined ? UNABORTABLE : {}),
+  };
+  return Object.keys(options).length === 0 ? undefined : options;
 }
 
 /** The few node-redis command options core reads or sets. */
 interface NodeRedisCommandOptions {
   readonly typeMapping?: unknown;
   readonly asap?: boolean;
+  readonly abortSignal?: unknown;
 }
 
 /**
@@ -174,6 +187,15 @@ const DEFAULT_TYPES = { typeMapping: {} };
  * turn ran in reverse, a release behind the acquire sent after it (which found the key held).
  */
 const IN_ORDER = { asap: false };
+
+/**
+ * No abort signal, whatever the client was given (`withAbortSignal()`, `commandOptions.abortSignal`):
+ * node-redis merges the options of a call over the client's, so an undefined one replaces it. Once
+ * that signal aborted (an app shutting down), every command was refused unsent: releases failed and
+ * the keys stayed held until their ttl. redlock-kit bounds its commands itself (`instanceTimeout`,
+ * a call's `signal`).
+ */
+const UNABORTABLE = { abortSignal: undefined };
 
 /**
  * host:port/db (or the socket path) of a standalone client, never the password: the same form
