@@ -259,7 +259,13 @@ describe("node-redis clients whose commands an abort signal cancels (withAbortSi
     const outcome = waiter.acquire("nr:abort-wait", 5000, { signal: waiting.signal }).catch((error: unknown) => error);
     waiting.abort(new Error("given up"));
     expect(await outcome).toEqual(new Error("given up"));
+    // a wait (hand-over subscriber: a duplicate of the client, signal included) served by the release
+    const served = redlock(given, { retryCount: 1000, retryDelay: 60_000 }).acquire("nr:abort-wait", 5000);
+    await expect.poll(() => queuesOf("nr:abort-wait")).toSatisfy(waiterInLine);
     await holder.release();
+    const taken = await served;
+    expect(await valuesOf("nr:abort-wait")).toEqual([taken.value, taken.value, taken.value]);
+    await taken.release();
   });
 });
 
