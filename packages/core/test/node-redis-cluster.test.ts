@@ -192,6 +192,41 @@ it("extends and releases a lock once the signal a Cluster's node clients were gi
   expect(await totalKeys()).toBe(0);
 });
 
+it.each(["ASK: the slot migrating, the key not on its source", "MOVED: the slot moved, the client's map not yet told"])(
+  "runs a release sent right after an acquire on the same key behind it when node-redis sends both again (%s)",
+  async (how) => {
+    const client = await nodeRedisCluster();
+    const store = new NodeRedisStore(client);
+    const key = `{resent-${how.slice(0, 3)}}:k`;
+    const migration = await cluster.migrateSlotOf(key);
+    const monitor = await startMonitor(migration.target.client());
+    try {
+      if (how.startsWith("MOVED")) await migration.finish();
+      const redirections = async () => {
+        const stats = await migration.source.client().info("errorstats");
+        return Number(new RegExp(`errorstat_${how.slice(0, how.indexOf(":"))}:count=(\\d+)`).exec(stats)?.[1] ?? 0);
+      };
+      const before = await redirections();
+      // sent in one turn, both to the source, which answers each with a redirection to the target
+      const [acquired, released] = await Promise.all([store.acquire([key], "v", 30_000), store.release([key], "v")]);
+      expect(acquired).toEqual({ acquired: true });
+      expect(released).toBe(1);
+      expect(await redirections()).toBeGreaterThanOrEqual(before + 2);
+      expect(await migration.keys()).toEqual({ source: [], target: [] });
+      // both ran on the target, redirected: the acquisition, then the release (sent whole if answered NOSCRIPT)
+      await monitor.caughtUp();
+      const sent = monitor.seen.filter(({ source, args }) => source !== "lua" && args.includes(key));
+      expect(sent.map(({ args }) => args[0])).toEqual(
+        sent.length === 2 ? ["set", "evalsha"] : ["set", "evalsha", "eval"],
+      );
+    } finally {
+      if (how.startsWith("ASK")) await migration.finish();
+      await monitor.close();
+      store.close();
+    }
+  },
+);
+
 it("writes with a fence through a node-redis Cluster, each key on its slot's master, as through an ioredis Cluster", async () => {
   const client = await nodeRedisCluster();
   const ioredis = cluster.client();
