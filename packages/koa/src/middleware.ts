@@ -181,7 +181,13 @@ function isStream(body: unknown): body is NodeJS.ReadableStream {
  * Koa 2 pipes it into the response and, once the headers are out, leaves the response open when
  * that stream fails (Koa 3 destroys it): its client would wait for ever, and the lock be extended
  * until `maxHoldMs`. The response is closed as Koa 3 does; the lock then lapses within one ttl, as
- * for any failure after the headers.
+ * for any failure after the headers. So is one whose body wraps the stream (`stream.pipe(gzip)`
+ * forwards no error, and the wrapper never ends).
+ *
+ * Not a stream dropped unsent: replaced by an earlier middleware after `await next()` (Koa 3
+ * destroys it when the new body is not a stream; a middleware on Koa 2 does), or destroyed by Koa
+ * once the response finished. The body sent instead goes on: a response already ended is whole, and
+ * a stream destroyed without an error while it is no longer the body is not what the client reads.
  */
 function followStream(ctx: ParameterizedContext): void {
   const res = ctx.res;
@@ -189,7 +195,10 @@ function followStream(ctx: ParameterizedContext): void {
     ctx.respond = false;
     return;
   }
-  finished(ctx.body as NodeJS.ReadableStream, { writable: false }, (error) => {
-    if (error && !res.destroyed) res.destroy();
+  const stream = ctx.body as NodeJS.ReadableStream;
+  finished(stream, { writable: false }, (error) => {
+    if (!error || res.destroyed || res.writableEnded) return;
+    const dropped = (error as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE" && ctx.body !== stream;
+    if (!dropped) res.destroy();
   });
 }
