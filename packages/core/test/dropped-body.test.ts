@@ -50,6 +50,20 @@ describe("drainDroppedBody", () => {
     await expect(drainDroppedBody(new Response("plain"))).resolves.toBeUndefined();
   });
 
+  it("destroys a Node stream and cancels a web one, and settles, when stop aborts (its client left), also one aborted before", async () => {
+    const node = new PassThrough();
+    let cancelled = 0;
+    const web = () => new ReadableStream({ cancel: () => void cancelled++ });
+    const stop = new AbortController();
+    const drained = [drainDroppedBody(node, stop.signal), drainDroppedBody(web(), stop.signal)];
+    stop.abort();
+    await expect(Promise.all(drained)).resolves.toEqual([undefined, undefined]);
+    const late = new PassThrough();
+    await drainDroppedBody(late, stop.signal);
+    await drainDroppedBody(new Response(web()), stop.signal);
+    expect({ node: node.destroyed, late: late.destroyed, cancelled }).toEqual({ node: true, late: true, cancelled: 2 });
+  });
+
   it("has nothing to wait for on a plain body, an ended or locked stream", () => {
     for (const body of [undefined, null, "text", Buffer.from("bytes"), { json: true }, new Response(null)]) {
       expect(drainDroppedBody(body)).toBeUndefined();

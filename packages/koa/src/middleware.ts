@@ -107,7 +107,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           // HEAD, 204, 304: Koa ends the response without reading a streamed body, and destroys the
           // stream while its producer goes on as for a 200: drained here, the lock waits for its
           // end, and so does the response (as a 200's does).
-          if (sendsNoBody(ctx.method, ctx.status)) await outcome.held.followDropped(ctx.body);
+          if (sendsNoBody(ctx.method, ctx.status)) await followDropped(ctx, outcome.held);
           else if (isStream(ctx.body)) followStream(ctx);
           return;
         } catch (error) {
@@ -166,6 +166,23 @@ function replaceLostAnswer(ctx: ParameterizedContext, held: HeldRoute): void {
   ctx.set(answer.headers);
 }
 
+/**
+ * A streamed body Koa drops unsent, drained and followed to its end. Its client left meanwhile: the
+ * body was stopped there (as Koa stops a GET's), not ended, while its producer may still run; the
+ * end Koa would then write is not the handler's (the lock lapses within one ttl, as a GET's).
+ */
+async function followDropped(ctx: ParameterizedContext, held: HeldRoute): Promise<void> {
+  const drained = held.followDropped(ctx.body);
+  if (drained === undefined) return;
+  await drained;
+  if (leftUnanswered(ctx.res)) ctx.respond = false;
+}
+
+/** The client left before the response was ended. */
+function leftUnanswered(res: ParameterizedContext["res"]): boolean {
+  return res.destroyed && !res.writableEnded;
+}
+
 function isStream(body: unknown): body is NodeJS.ReadableStream {
   return typeof (body as { pipe?: unknown } | null | undefined)?.pipe === "function";
 }
@@ -191,7 +208,7 @@ function isStream(body: unknown): body is NodeJS.ReadableStream {
  */
 function followStream(ctx: ParameterizedContext): void {
   const res = ctx.res;
-  if (res.destroyed && !res.writableEnded) {
+  if (leftUnanswered(res)) {
     ctx.respond = false;
     return;
   }

@@ -5,13 +5,14 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { Readable } from "node:stream";
-import { Redlock } from "@redlock-kit/core";
+import { PassThrough, Readable } from "node:stream";
+import { type Lock, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import Koa from "koa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
+import { gate, gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { open, type RequestInit, send } from "#test-helpers/http-client.js";
+import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
@@ -101,3 +102,44 @@ describe("a status without content set before a streamed body", () => {
     });
   }
 });
+
+describe("a HEAD request whose client leaves while its dropped body is read", () => {
+  for (const kind of ["Node stream", "web stream"] as const) {
+    it(`stops the ${kind}, as Koa stops a GET's body whose client left, and the lock lapses within one ttl`, async () => {
+      const redlock = createRedlockMiddleware(dlm, { ttl: 500 });
+      const app = new Koa();
+      const started = gate();
+      const stopped = gate();
+      let lock: Lock | undefined;
+      app.use(redlock("koa-head-left:1"));
+      app.use((ctx) => {
+        lock = ctx.state.lock;
+        // an endless feed (server-sent events): only its reader's leaving stops it
+        const feed = new PassThrough();
+        feed.write("data: 1\n\n");
+        feed.once("close", stopped.open);
+        ctx.type = "text/event-stream";
+        ctx.body = kind === "Node stream" ? feed : endlessWeb(stopped.open);
+        started.open();
+      });
+      const url = await listen(app);
+      const { request } = open(url, { method: "HEAD" });
+      request.on("error", () => {});
+      await started.opened;
+      const outcome = releasedOrExpired("koa-head-left:1", lock as Lock);
+      request.destroy();
+      await arrival(stopped.opened, "the dropped body stopped");
+      expect(await outcome).toBe("expired");
+    });
+  }
+});
+
+/** A web stream that never ends; `onCancel` runs when its reader cancels it. */
+function endlessWeb(onCancel: () => void): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode("data: 1\n\n"));
+    },
+    cancel: onCancel,
+  });
+}

@@ -21,17 +21,22 @@ export function sendsNoBody(method: string, status: number): boolean {
  *
  * Takes a Node `Readable`, a web `ReadableStream`, or a `Response` (its body). A body built from a
  * string or buffer ends at once.
+ *
+ * `stop` aborts when nobody waits for the answer any more (its client left): the body is then
+ * destroyed (a web one cancelled), as a framework stops a GET's body whose reader left, which tells
+ * its producer; an endless one (server-sent events) would be read for ever otherwise.
  */
-export function drainDroppedBody(body: unknown): Promise<void> | undefined {
+export function drainDroppedBody(body: unknown, stop?: AbortSignal): Promise<void> | undefined {
   if (body === null || typeof body !== "object") return undefined;
-  if (isNodeReadable(body)) return drainNode(body);
+  if (isNodeReadable(body)) return drainNode(body, stop);
   const stream = isResponse(body) ? responseBody(body) : body;
-  return isWebStream(stream) ? drainWeb(stream) : undefined;
+  return isWebStream(stream) ? drainWeb(stream, stop) : undefined;
 }
 
 interface NodeReadable extends NodeJS.ReadableStream {
   readonly readableEnded?: boolean;
   readonly destroyed?: boolean;
+  destroy?(): void;
 }
 
 function isNodeReadable(body: object): body is NodeReadable {
@@ -41,12 +46,25 @@ function isNodeReadable(body: object): body is NodeReadable {
   );
 }
 
-function drainNode(body: NodeReadable): Promise<void> | undefined {
+function drainNode(body: NodeReadable, stop: AbortSignal | undefined): Promise<void> | undefined {
   if (body.readableEnded === true || body.destroyed === true) return undefined;
   // the readable side only: that is what is read; an error or a destroy settles it too
   const over = new Promise<void>((resolve) => finished(body, { writable: false }, () => resolve()));
+  // without an error: the framework may have no 'error' listener on it yet
+  untilStopped(stop, over, () => body.destroy?.());
   body.resume();
   return over;
+}
+
+/** Runs `onStop` if `stop` aborts (or has) before `over` settles. */
+function untilStopped(stop: AbortSignal | undefined, over: Promise<void>, onStop: () => void): void {
+  if (stop === undefined) return;
+  if (stop.aborted) {
+    onStop();
+    return;
+  }
+  stop.addEventListener("abort", onStop, { once: true });
+  void over.then(() => stop.removeEventListener("abort", onStop));
 }
 
 function isResponse(body: object): body is Response {
@@ -95,9 +113,15 @@ function isWebStream(body: unknown): body is ReadableStream<unknown> {
   return typeof (body as Partial<ReadableStream> | null)?.getReader === "function";
 }
 
-function drainWeb(body: ReadableStream<unknown>): Promise<void> | undefined {
+function drainWeb(body: ReadableStream<unknown>, stop: AbortSignal | undefined): Promise<void> | undefined {
   // someone else reads it: that reader sends or drops it
-  return body.locked ? undefined : readToEnd(body.getReader());
+  if (body.locked) return undefined;
+  const reader = body.getReader();
+  const over = readToEnd(reader);
+  untilStopped(stop, over, () => {
+    reader.cancel().catch(() => {});
+  });
+  return over;
 }
 
 async function readToEnd(reader: ReadableStreamDefaultReader<unknown>): Promise<void> {

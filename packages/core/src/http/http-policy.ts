@@ -363,6 +363,8 @@ export class HeldRoute {
   #onReleased: (() => void) | undefined;
   /** The client left before the response was done. */
   #clientLeft = false;
+  /** Aborts when the client leaves: stops the bodies `followDropped` reads (a HEAD request's). */
+  #stopDropped: AbortController | undefined;
 
   constructor(redlock: Redlock, lock: Lock, stop: (() => void) | undefined, response: TrackedResponse) {
     this.#redlock = redlock;
@@ -448,9 +450,13 @@ export class HeldRoute {
    * and followed: the lock is not released before it has ended, failed or been destroyed. A
    * streamed body's producer goes on after the HEAD response as after a GET's, and may be the
    * critical section's work. Plain bodies (not a stream) are not waited for. Resolves at that end.
+   * Once the client has left, the body is destroyed (a web one cancelled), as a GET's whose reader
+   * left is: its producer is told, and an endless one is not read for ever.
    */
   followDropped(body: unknown): Promise<void> | undefined {
-    return this.follow(drainDroppedBody(body));
+    this.#stopDropped ??= new AbortController();
+    if (this.#clientLeft) this.#stopDropped.abort();
+    return this.follow(drainDroppedBody(body, this.#stopDropped.signal));
   }
 
   /**
@@ -472,6 +478,7 @@ export class HeldRoute {
   readonly #onClientLeft = (): void => {
     this.#stop?.();
     this.#clientLeft = true;
+    this.#stopDropped?.abort();
     if (this.#onReleased !== undefined) this.#untilLapsed();
   };
 
