@@ -94,3 +94,21 @@ it("locks nothing for a request whose client cancelled it during an earlier awai
     await app.close();
   }
 });
+
+it("answers a HEAD request as a GET, its handler run under the lock (Node finishes a HEAD response's stream from the start)", async () => {
+  const app = Fastify({ http2: true });
+  await app.register(redlockPlugin, { redlock: dlm });
+  const ran: (string | undefined)[] = [];
+  app.get("/reports/:id", { config: { redlock: "h2-head:{params.id}" } }, (request) => {
+    ran.push(request.lock?.resources[0]);
+    return "report";
+  });
+  const session = await listen(app);
+  try {
+    expect([await status(session, "/reports/1", "HEAD"), await status(session, "/reports/2")]).toEqual([200, 200]);
+    expect(ran).toEqual(["h2-head:1", "h2-head:2"]);
+  } finally {
+    session.close();
+    await app.close();
+  }
+});

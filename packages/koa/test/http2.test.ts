@@ -9,8 +9,8 @@ import type { AddressInfo } from "node:net";
 import { Router } from "@koa/router";
 import { Redlock } from "@redlock-kit/core";
 import Koa from "koa";
-import { afterAll, beforeAll, it } from "vitest";
-import { cancelledExport, connect } from "#test-helpers/http2-client.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { cancelledExport, connect, status } from "#test-helpers/http2-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
@@ -42,6 +42,28 @@ it("over HTTP/2, does not release the lock of a streamed body whose client cance
     await exported.check(session, "/exports/1");
   } finally {
     exported.stop();
+    session.close();
+    server.close();
+  }
+});
+
+it("over HTTP/2, answers a HEAD request as a GET, its handler run under the lock (Node finishes a HEAD response's stream from the start)", async () => {
+  const redlock = createRedlockMiddleware(dlm);
+  const app = new Koa();
+  const ran: (string | undefined)[] = [];
+  app.use(redlock("h2-head:{query.id}"));
+  app.use((ctx) => {
+    ran.push(ctx.state.lock?.resources[0]);
+    ctx.type = "text/plain";
+    ctx.body = "report";
+  });
+  const server = http2.createServer(app.callback()).listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const session = connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  try {
+    expect([await status(session, "/?id=1", "HEAD"), await status(session, "/?id=2")]).toEqual([200, 200]);
+    expect(ran).toEqual(["h2-head:1", "h2-head:2"]);
+  } finally {
     session.close();
     server.close();
   }

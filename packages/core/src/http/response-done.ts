@@ -68,8 +68,7 @@ export class ResponseTracker implements TrackedResponse {
       this.#done = true;
       return;
     }
-    // an HTTP/2 response whose stream closed unended has neither `closed` nor `destroyed`
-    if (res.closed || res.destroyed || res.writableFinished) {
+    if (res.closed || res.destroyed || closedUnended(res)) {
       this.#clientLeft = true;
       return;
     }
@@ -190,6 +189,17 @@ export class ResponseTracker implements TrackedResponse {
       return result;
     } as ServerResponse["end"];
   };
+}
+
+/**
+ * An HTTP/2 response whose stream closed unended (its client cancelled it): it has neither `closed`
+ * nor `destroyed`, but is finished, and so is its stream. A HEAD request's is finished from the
+ * start (it has nothing to write) while its stream is open: not closed.
+ */
+function closedUnended(res: ServerResponse): boolean {
+  if (!res.writableFinished) return false;
+  const stream = (res as { stream?: { readonly closed: boolean; readonly destroyed: boolean } }).stream;
+  return stream === undefined || stream.closed || stream.destroyed;
 }
 
 /**
