@@ -51,7 +51,8 @@ Options:
 Exit codes:
   0  found / done
   1  not held / nothing found / nothing deleted
-  2  usage: a bad command line, no instances, or a key that is not a lock
+  2  usage: a bad command line, no instances, a key that is not a lock, or
+     instances refusing the URLs (a password, an ACL user, a replica) too many to tell
   3  unavailable: too few instances answered to tell
   70   an unexpected error (a bug, or a failure nobody foresaw): no verdict
   130  interrupted by Ctrl-C (watch: 0; release's question: answered no)

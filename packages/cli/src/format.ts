@@ -49,33 +49,89 @@ export function duration(ms: number | undefined): string {
 }
 
 /**
- * Whether an instance answered WRONGTYPE: data of another type at the key (a hash, a list: another
- * application uses the name, or the prefix is not the Redlock's), no lock of this library. Core
- * counts it as unknown; it answered, and can hold no lock there.
+ * What an instance's error answer says that no outage does: data of another type at the key
+ * (WRONGTYPE: another application uses the name, or the prefix is not the Redlock's), or a refusal
+ * of the CLI's URL: a user without the command (NOPERM), a wrong password (WRONGPASS, NOAUTH), a
+ * replica (READONLY), a Cluster node taken for a plain server (MOVED, ASK, CROSSSLOT). Core counts
+ * each as unknown; the instance answered, and waiting changes nothing.
  */
-export const otherType = (instance: { readonly error?: Error }) => /^WRONGTYPE\b/.test(instance.error?.message ?? "");
+export type Problem = "other type" | "refused" | "replica" | "cluster node";
 
-/** How many of `view`'s instances hold data of another type at the key, and how many did not answer. */
-export function unanswered(view: LockInspection): { other: number; silent: number } {
-  const other = view.instances.filter(otherType).length;
-  return { other, silent: view.unknown - other };
+const PROBLEMS: readonly (readonly [RegExp, Problem])[] = [
+  [/^WRONGTYPE\b/, "other type"],
+  [/^(NOPERM|NOAUTH|WRONGPASS)\b/, "refused"],
+  [/^READONLY\b/, "replica"],
+  [/^(MOVED|ASK|CROSSSLOT)\b/, "cluster node"],
+];
+
+export function problemOf(instance: { readonly error?: Error | string }): Problem | undefined {
+  const { error } = instance;
+  const message = typeof error === "string" ? error : error?.message;
+  return message === undefined ? undefined : PROBLEMS.find(([answer]) => answer.test(message))?.[1];
+}
+
+/** Data of another type at the key: no lock of this library there. */
+export const otherType = (instance: { readonly error?: Error }) => problemOf(instance) === "other type";
+
+/** An instance that refused the CLI: what it holds is not known, and only a change of its URL will tell. */
+export const refused = (instance: { readonly error?: Error | string }) => {
+  const problem = problemOf(instance);
+  return problem !== undefined && problem !== "other type";
+};
+
+/** What an instance's problem means, after its name: "refused: NOPERM …", "is a replica (READONLY): …". */
+export function problemText(instance: { readonly error?: Error }): string {
+  const message = instance.error?.message ?? "";
+  switch (problemOf(instance)) {
+    case "other type":
+      return "data of another type at the key (WRONGTYPE)";
+    case "replica":
+      return "is a replica (READONLY): give its master's URL";
+    case "cluster node":
+      // the CLI takes a node for its Cluster only when it answers CLUSTER SLOTS (see connect.ts)
+      return `is a Cluster node (${message.split(" ")[0]}) taken for a plain server: it did not answer CLUSTER SLOTS (in time, or its user may not run it)`;
+    default:
+      return `refused: ${message}`;
+  }
 }
 
 /**
- * Core's verdict, or "not a lock" when it is unknown only for data of another type at the key: no
- * holder can have a quorum, yet core's `isLocked()` answers neither (a `LockConfigurationError`).
+ * How many of `view`'s instances hold data of another type at the key, refused the CLI, and did
+ * not answer (an outage).
  */
-export function verdictState(view: LockInspection): LockInspection["state"] | "not a lock" {
+export function unanswered(view: LockInspection): { other: number; refusals: number; silent: number } {
+  const other = view.instances.filter(otherType).length;
+  const refusals = view.instances.filter(refused).length;
+  return { other, refusals, silent: view.unknown - other - refusals };
+}
+
+/** The CLI's verdict: core's, or why there is none. */
+export type Verdict = LockInspection["state"] | "not a lock" | "misconfigured";
+
+/**
+ * Core's verdict when it has one. When it is unknown: "not a lock" when data of another type at
+ * the key alone leaves none (no holder can have a quorum, yet core's `isLocked()` answers neither:
+ * a `LockConfigurationError`); "misconfigured" when the instances that refused the CLI do, whatever
+ * the silent ones answer once back (they cannot give the holder a quorum, nor leave it free while
+ * the refusals could hold it); else "unknown", which waiting for the silent ones may settle.
+ */
+export function verdictState(view: LockInspection): Verdict {
   if (view.state !== "unknown") return view.state;
-  return holderCount(view) + unanswered(view).silent < view.quorum ? "not a lock" : "unknown";
+  const { refusals, silent } = unanswered(view);
+  const held = holderCount(view);
+  if (held + silent + refusals < view.quorum) return "not a lock";
+  const settles = held + silent >= view.quorum || held + refusals < view.quorum;
+  return settles ? "unknown" : "misconfigured";
 }
 
 /**
  * One instance's cell in a row: its key's ttl, "-" when free, "?" when it did not answer, "!" when
- * it holds data of another type; a key held by another holder than the row's is marked with "*".
+ * it holds data of another type, "x" when it refused the CLI; a key held by another holder than the
+ * row's is marked with "*".
  */
 export function instanceCell(instance: InstanceInspection, holder: string | undefined): string {
   if (otherType(instance)) return "!";
+  if (refused(instance)) return "x";
   if (instance.state === "unknown") return "?";
   if (instance.state === "free") return "-";
   return duration(instance.ttlMs) + (instance.holder === holder ? "" : "*");
@@ -85,24 +141,42 @@ export function instanceCell(instance: InstanceInspection, holder: string | unde
 export const holderCount = (view: LockInspection) =>
   view.instances.filter((instance) => instance.holder !== undefined && instance.holder === view.holder).length;
 
-/** "held 2/3" (by the row's holder), "free", "free (1/3 stale)", "unknown (1/3 silent)", "not a lock (2/3 other type)". */
+/**
+ * "held 2/3" (by the row's holder), "free", "free (1/3 stale)", "unknown (1/3 silent)", "not a lock
+ * (2/3 other type)", "no verdict (2/3 refused)".
+ */
 export function quorumCell(view: LockInspection): string {
   const total = view.instances.length;
   const state = verdictState(view);
   if (state === "held") return `held ${holderCount(view)}/${total}`;
   if (state === "free") return view.held === 0 ? "free" : `free (${view.held}/${total} stale)`;
-  const { other, silent } = unanswered(view);
-  return state === "unknown" ? `unknown (${silent}/${total} silent)` : `not a lock (${other}/${total} other type)`;
+  const { other, refusals, silent } = unanswered(view);
+  if (state === "unknown") return `unknown (${silent}/${total} silent)`;
+  return state === "not a lock"
+    ? `not a lock (${other}/${total} other type)`
+    : `no verdict (${refusals}/${total} refused)`;
 }
 
-/** Instances as JSON data: an Error would serialize as {}, so it becomes its message. */
+/**
+ * Instances as JSON data: an Error would serialize as {}, so it becomes its message, and the
+ * problem it says (`problemOf`) comes with it.
+ */
 function plainInstances<I extends { readonly error?: Error }>(instances: readonly I[]) {
-  return instances.map(({ error, ...instance }) => ({
-    ...instance,
-    ...(error === undefined ? {} : { error: error.message }),
-  }));
+  return instances.map(({ error, ...instance }) => {
+    const problem = problemOf({ error });
+    return {
+      ...instance,
+      ...(error === undefined ? {} : { error: error.message }),
+      ...(problem === undefined ? {} : { problem }),
+    };
+  });
 }
 
-export const inspectionJson = (view: LockInspection) => ({ ...view, instances: plainInstances(view.instances) });
+/** Core's inspection (its `state` included, as it is) with the CLI's `verdict`. */
+export const inspectionJson = (view: LockInspection) => ({
+  ...view,
+  verdict: verdictState(view),
+  instances: plainInstances(view.instances),
+});
 
 export const releaseJson = (result: ForcedRelease) => ({ ...result, instances: plainInstances(result.instances) });

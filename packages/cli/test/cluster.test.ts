@@ -121,6 +121,31 @@ describe("redlock-kit on a Redis Cluster (one instance: the whole Cluster)", PRO
     }
   });
 
+  it("names a node taken for a plain server (its user may run neither CLUSTER SLOTS nor INFO): MOVED is no outage, exit 2", async () => {
+    await dlm.acquire(elsewhere, 60_000);
+    const admins = cluster.servers.map((server) => server.client());
+    await Promise.all(
+      admins.map((admin) => admin.acl("SETUSER", "noslots", "on", ">pw", "~*", "&*", "+@all", "-cluster", "-info")),
+    );
+    try {
+      const noSlots = `redis://noslots:pw@127.0.0.1:${seed.port}`;
+      const inspected = await runCli(["inspect", elsewhere, "--prefix", "lock:", "--redis", noSlots]);
+      // it was exit 3 and "unknown, 1 of 1 instances did not answer", an outage's
+      expect({ code: inspected.code, verdict: inspected.stdout.split("\n")[0] }).toEqual({
+        code: 2,
+        verdict: `${elsewhere} (key lock:${elsewhere}): no verdict (quorum 1): 1 of 1 instances refused the CLI, a configuration to fix (below), not an outage.`,
+      });
+      expect(inspected.stdout).toMatch(
+        new RegExp(
+          `^127\\.0\\.0\\.1:${seed.port}/0 +refused +- +- +is a Cluster node \\(MOVED\\) taken for a plain server: it did not answer CLUSTER SLOTS \\(in time, or its user may not run it\\)$`,
+          "m",
+        ),
+      );
+    } finally {
+      await Promise.all(admins.map((admin) => admin.acl("DELUSER", "noslots")));
+    }
+  });
+
   // last: it stops a master for good
   it("with a master stopped, the Cluster counts as not scanned (exit 3 when fewer than a quorum could be)", async () => {
     const third = cluster.servers.find((server) => server !== seed && server !== owner) as RedisServer;

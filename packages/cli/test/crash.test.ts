@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { Readable } from "node:stream";
-import { type CliIo, runCli } from "@redlock-kit/cli";
+import { type CliIo, readArgs, runCli } from "@redlock-kit/cli";
 import { Redlock } from "@redlock-kit/core";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { collect } from "../src/commands/list.js";
+import { connect } from "../src/connect.js";
 import { BIN } from "./helpers/run-cli.js";
 
 const redis = useRedisServers(1);
@@ -69,6 +71,26 @@ describe("an error nobody expected (a bug, a dependency's failure)", { timeout: 
       });
     } finally {
       closeSync(full);
+    }
+  });
+
+  it("in list, is no name core refuses: the run fails with it rather than leave a lock out", async () => {
+    const server = redis.servers[0] as RedisServer;
+    // an empty resource name, which core refuses: no lock, skipped
+    await server.client().set("", "x", "PX", 600_000);
+    const args = readArgs(["list", "--redis", url], {});
+    const instances = await connect(args.urls, args.prefix, args.timeout, false);
+    try {
+      const bug = new TypeError("Cannot read properties of undefined (reading 'holder')");
+      const buggy = {
+        ...instances,
+        inspect: (resource: string) => (resource === "order:42" ? Promise.reject(bug) : instances.inspect(resource)),
+      };
+      // the held lock's row was dropped without a word, as if core had refused its name
+      await expect(collect(args, buggy)).rejects.toBe(bug);
+      expect((await collect(args, instances)).locks.map((view) => view.resource)).toEqual(["order:42"]);
+    } finally {
+      instances.close();
     }
   });
 });

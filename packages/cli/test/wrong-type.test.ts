@@ -81,6 +81,33 @@ describe("redlock-kit on data of another type at a lock's key", PROCESS_TIMEOUT,
     }
   });
 
+  it("inspect --json and release --json say so too: a verdict, each instance's problem, release's reason", async () => {
+    await keys("lock:other", ["lock", "hash", "hash"]);
+    const inspected = await runCli(["inspect", "other", "--prefix", "lock:", "--json"], env);
+    const view = JSON.parse(inspected.stdout);
+    // state stays core's ("unknown"), as before; verdict is the CLI's, as the text says it
+    expect({ code: inspected.code, state: view.state, verdict: view.verdict }).toEqual({
+      code: 2,
+      state: "unknown",
+      verdict: "not a lock",
+    });
+    expect(view.instances.map((instance: { problem?: string }) => instance.problem ?? null)).toEqual([
+      null,
+      "other type",
+      "other type",
+    ]);
+
+    const released = await runCli(["release", "--force", "other", "--prefix", "lock:", "--yes", "--json"], env);
+    const refusal = JSON.parse(released.stdout);
+    expect({ code: released.code, deleted: refusal.deleted, verdict: refusal.verdict }).toEqual({
+      code: 2,
+      deleted: 0,
+      verdict: "not a lock",
+    });
+    expect(refusal.reason).toMatch(/^other \(key lock:other\): data of another type at the key on 2 of 3 instances/);
+    expect(await types("lock:other")).toEqual(["string", "hash", "hash"]);
+  });
+
   it("list marks the instance, and a row that cannot be a lock, never as silent", async () => {
     await keys("lock:job", ["lock", "lock", "hash"]);
     await keys("lock:other", ["lock", "hash", "hash"]);

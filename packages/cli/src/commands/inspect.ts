@@ -5,6 +5,8 @@ import {
   inspectionJson,
   otherType,
   printable,
+  problemText,
+  refused,
   table,
   unanswered,
   verdictState,
@@ -16,17 +18,21 @@ export function verdict(view: LockInspection): string {
   const total = view.instances.length;
   const resource = printable(view.resource);
   const name = view.key === view.resource ? resource : `${resource} (key ${printable(view.key)})`;
-  const { other, silent } = unanswered(view);
+  const { other, refusals, silent } = unanswered(view);
   const otherData = (data: string) =>
     `${data} of another type at the key on ${other} of ${total} instances (WRONGTYPE): not a lock of this library`;
+  const refusedCli = `${refusals} of ${total} instances refused the CLI, a configuration to fix (below)`;
+  // the instances that refused, when the verdict is not theirs: each row says why
+  const refusalNote = refusals > 0 ? ` ${refusedCli}.` : "";
   const state = verdictState(view);
+  if (state === "misconfigured") return `${name}: no verdict (quorum ${view.quorum}): ${refusedCli}, not an outage.`;
   if (state === "not a lock") {
-    return `${name}: ${otherData("data")}, and no holder can have the quorum (${view.quorum}). Another application uses the name, or --prefix is not the Redlock's keyPrefix.`;
+    return `${name}: ${otherData("data")}, and no holder can have the quorum (${view.quorum}). Another application uses the name, or --prefix is not the Redlock's keyPrefix.${refusalNote}`;
   }
   if (state === "unknown") {
-    return `${name}: unknown, ${silent} of ${total} instances did not answer (quorum ${view.quorum}).`;
+    return `${name}: unknown, ${silent} of ${total} instances did not answer (quorum ${view.quorum}).${refusalNote}`;
   }
-  const left = other > 0 ? ` ${otherData("Data")}, left as it is.` : "";
+  const left = (other > 0 ? ` ${otherData("Data")}, left as it is.` : "") + refusalNote;
   if (state === "free") {
     const stale = view.held > 0 ? ` Keys left on ${view.held} of ${total} instances expire by themselves.` : "";
     return `${name} is free (quorum ${view.quorum}).${stale}${left}`;
@@ -39,8 +45,8 @@ export function verdict(view: LockInspection): string {
 
 export function instanceTable(view: LockInspection): string {
   const rows = view.instances.map((instance) =>
-    otherType(instance)
-      ? [instance.description, "not a lock", "-", "-", "data of another type at the key (WRONGTYPE)"]
+    otherType(instance) || refused(instance)
+      ? [instance.description, otherType(instance) ? "not a lock" : "refused", "-", "-", problemText(instance)]
       : [
           instance.description,
           instance.state,
@@ -59,5 +65,15 @@ export const inspect: Verb = async (args, instances, io) => {
   return VERDICT_EXIT[verdictState(view)];
 };
 
-/** Data of another type at the key is no lock, nor an outage: the command line names no lock (2). */
-const VERDICT_EXIT = { held: EXIT.done, free: EXIT.nothing, unknown: EXIT.unavailable, "not a lock": EXIT.usage };
+/**
+ * Data of another type at the key is no lock, nor an outage: the command line names no lock (2).
+ * Instances that refused the CLI (a user, a password, a replica's or a Cluster node's URL) answered:
+ * no outage either, and no wait will give a verdict, only a change of the command line (2).
+ */
+const VERDICT_EXIT = {
+  held: EXIT.done,
+  free: EXIT.nothing,
+  unknown: EXIT.unavailable,
+  "not a lock": EXIT.usage,
+  misconfigured: EXIT.usage,
+} as const;

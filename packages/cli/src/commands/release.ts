@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline/promises";
 import type { ForcedRelease, LockInspection } from "@redlock-kit/core";
-import { otherType, printable, releaseJson, unanswered, verdictState } from "../format.js";
+import { otherType, printable, problemText, refused, releaseJson, unanswered, verdictState } from "../format.js";
 import { type CliIo, EXIT, tooFew, type Verb } from "../io.js";
 import { verdict } from "./inspect.js";
 
@@ -13,14 +13,17 @@ export const release: Verb = async (args, instances, io) => {
   const resource = args.target as string;
   const before = await instances.inspect(resource);
   // data of another type at the key is never deleted (core reads it first, and gets WRONGTYPE):
-  // someone else's data, which no lock of this library can be
-  if (verdictState(before) === "not a lock") {
-    if (args.json) io.stdout.write(`${JSON.stringify({ ...notHeld(before), deleted: 0 })}\n`);
+  // someone else's data, which no lock of this library can be. Instances that refused the CLI
+  // leave no verdict either: what it cannot see there, it does not clear elsewhere.
+  const state = verdictState(before);
+  if (state === "not a lock" || state === "misconfigured") {
+    if (args.json) io.stdout.write(`${JSON.stringify(notHeld(before))}\n`);
     else io.stdout.write(`${verdict(before)} Nothing deleted.\n`);
     return EXIT.usage;
   }
-  if (before.held === 0 && unanswered(before).silent === 0) {
-    if (args.json) io.stdout.write(`${JSON.stringify({ ...notHeld(before), deleted: 0 })}\n`);
+  const { refusals, silent: silentBefore } = unanswered(before);
+  if (before.held === 0 && silentBefore + refusals === 0) {
+    if (args.json) io.stdout.write(`${JSON.stringify(notHeld(before))}\n`);
     else io.stdout.write(`${verdict(before)} Nothing to delete.\n`);
     return EXIT.nothing;
   }
@@ -54,14 +57,18 @@ export const release: Verb = async (args, instances, io) => {
       io.stderr.write(
         `redlock-kit: ${description} holds data of another type at ${printable(result.key)} (WRONGTYPE), not a lock of this library: left as it is.\n`,
       );
+    } else if (refused(instance)) {
+      io.stderr.write(`redlock-kit: ${description} ${problemText(instance)}; the key may remain there.\n`);
     } else if (error) {
       io.stderr.write(`redlock-kit: ${description} did not answer (${error.message}): the key may remain there.\n`);
     }
   }
   // an instance holding data of another type answered: no lock's key remains there
-  const silent = result.instances.filter((instance) => instance.error !== undefined && !otherType(instance)).length;
-  if (tooFew(total - silent, instances)) return EXIT.unavailable;
-  return result.deleted > 0 ? EXIT.done : EXIT.nothing;
+  const missed = result.instances.filter((instance) => instance.error !== undefined && !otherType(instance)).length;
+  if (!tooFew(total - missed, instances)) return result.deleted > 0 ? EXIT.done : EXIT.nothing;
+  // the instances that refused the CLI keep the delete from a quorum even once every silent one
+  // is back: the command line is to be changed (2), not run again later (3)
+  return tooFew(total - result.instances.filter(refused).length, instances) ? EXIT.usage : EXIT.unavailable;
 };
 
 /**
@@ -80,12 +87,16 @@ function changedHands(result: ForcedRelease): string {
   return `It changed hands since you were asked: ${kept}${none}`;
 }
 
+/** What `--json` says when nothing was deleted for what the lock's inspection showed: the verdict, and why. */
 function notHeld(view: LockInspection) {
   return {
     resource: view.resource,
     key: view.key,
+    deleted: 0,
     unknown: 0,
     kept: 0,
+    verdict: verdictState(view),
+    reason: verdict(view),
     instances: view.instances.map(({ instance, description }) => ({ instance, description, deleted: false })),
   };
 }
