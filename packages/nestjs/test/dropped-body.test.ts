@@ -5,12 +5,14 @@
  * waits for its end.
  */
 
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { Controller, Get, HttpCode, Module, Post, Res, StreamableFile } from "@nestjs/common";
+import { currentLock, type Lock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
+import { gate, gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { type Answer, open, type RequestInit, send } from "#test-helpers/http-client.js";
+import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { LockedRoute, RedlockModule } from "../src/index.js";
 import { type PlatformResponse, platforms, type RunningNestApp, sendItself, startNestApp } from "./helpers/nest-app.js";
@@ -108,9 +110,64 @@ class ImportController {
   }
 }
 
+/** What the last request of `LeftController` entered with: its lock, and a gate its body opens once stopped. */
+let entered = gate();
+let stopped = gate();
+let leftLock: Lock | undefined;
+
+/** An endless feed (server-sent events) of `kind`: only its reader's leaving stops it. */
+function endlessFeed(kind: "node" | "web"): PassThrough | ReadableStream<Uint8Array> {
+  leftLock = currentLock();
+  entered.open();
+  if (kind === "web") {
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => controller.enqueue(new TextEncoder().encode("data: 1\n\n")),
+      cancel: () => stopped.open(),
+    });
+  }
+  const feed = new PassThrough();
+  feed.write("data: 1\n\n");
+  feed.once("close", stopped.open);
+  return feed;
+}
+
+// ttl 1 s: the lock of a client that left lapses within it
+@Controller("left")
+class LeftController {
+  @Get("file/:id")
+  @LockedRoute("left-file:{params.id}", { ttl: 1000 })
+  file() {
+    return new StreamableFile(endlessFeed("node") as PassThrough, { type: "text/event-stream" });
+  }
+
+  @Get("stream/:id")
+  @LockedRoute("left-stream:{params.id}", { ttl: 1000 })
+  stream() {
+    return endlessFeed("node");
+  }
+
+  @Get("web/:id")
+  @LockedRoute("left-web:{params.id}", { ttl: 1000 })
+  web() {
+    return endlessFeed("web");
+  }
+
+  @Get("response/:id")
+  @LockedRoute("left-response:{params.id}", { ttl: 1000 })
+  response() {
+    return new Response(endlessFeed("web") as ReadableStream, { headers: { "content-type": "text/event-stream" } });
+  }
+
+  @Get("sent/:id")
+  @LockedRoute("left-sent:{params.id}", { ttl: 1000 })
+  sent(@Res() response: PlatformResponse) {
+    sendItself(response, endlessFeed("node"));
+  }
+}
+
 @Module({
   imports: [RedlockModule.forRootAsync({ useFactory: () => ({ instances: [redis] }) })],
-  controllers: [ExportController, SentController, ImportController],
+  controllers: [ExportController, SentController, ImportController, LeftController],
 })
 class AppModule {}
 
@@ -182,3 +239,36 @@ describe.each(platforms)("a dropped streamed body on a @LockedRoute, on platform
     });
   }
 });
+
+describe.each(platforms)(
+  "a HEAD request whose client leaves while its dropped body is produced, on platform-%s",
+  (platform) => {
+    let running: RunningNestApp;
+    beforeAll(async () => {
+      running = await startNestApp(AppModule, platform);
+    });
+    afterAll(async () => {
+      await running?.close();
+    });
+
+    // Nest answers a returned body once it has ended. A body the handler sent through @Res(): Express
+    // pipes it into the response, and stops piping it when its client leaves, as a GET's; Fastify
+    // answers a HEAD request at once, before the body's end, whose client then has nothing to leave.
+    const kinds =
+      platform === "express" ? ["file", "stream", "web", "response", "sent"] : ["file", "stream", "web", "response"];
+    for (const kind of kinds) {
+      it(`${kind}: stops the body, as a GET's whose client left, and the lock lapses within one ttl`, async () => {
+        entered = gate();
+        stopped = gate();
+        const { request } = open(`${running.url}/left/${kind}/1`, { method: "HEAD" });
+        request.on("error", () => {});
+        await entered.opened;
+        const outcome = releasedOrExpired(`left-${kind}:1`, leftLock as Lock);
+        request.destroy();
+        // a release would let the next request in beside the producer, which may still run
+        expect(await arrival(outcome, "the lock's end (expiry or release)")).toBe("expired");
+        if (kind !== "sent") await arrival(stopped.opened, "the dropped body stopped");
+      });
+    }
+  },
+);

@@ -365,12 +365,16 @@ export class HeldRoute {
   #clientLeft = false;
   /** Aborts when the client leaves: stops the bodies `followDropped` reads (a HEAD request's). */
   #stopDropped: AbortController | undefined;
+  /** Dropped bodies `followDropped` is reading. */
+  #draining = 0;
+  /** A dropped body was stopped because its client left: the response's end after that is not the handler's. */
+  #droppedStopped = false;
 
   constructor(redlock: Redlock, lock: Lock, stop: (() => void) | undefined, response: TrackedResponse) {
     this.#redlock = redlock;
     this.lock = lock;
     this.#stop = stop;
-    response.whenDone(this.#settle);
+    response.whenDone(this.#responseDone);
     response.whenClientLeaves(this.#onClientLeft);
   }
 
@@ -451,12 +455,19 @@ export class HeldRoute {
    * streamed body's producer goes on after the HEAD response as after a GET's, and may be the
    * critical section's work. Plain bodies (not a stream) are not waited for. Resolves at that end.
    * Once the client has left, the body is destroyed (a web one cancelled), as a GET's whose reader
-   * left is: its producer is told, and an endless one is not read for ever.
+   * left is: its producer is told, and an endless one is not read for ever. Its producer may still
+   * run then: the end the framework writes after that (Nest's and Koa's answer wait for the body's
+   * end) is not the handler's, and the lock, no longer extended, lapses within one ttl.
    */
   followDropped(body: unknown): Promise<void> | undefined {
     this.#stopDropped ??= new AbortController();
     if (this.#clientLeft) this.#stopDropped.abort();
-    return this.follow(drainDroppedBody(body, this.#stopDropped.signal));
+    const drained = drainDroppedBody(body, this.#stopDropped.signal);
+    if (drained === undefined) return undefined;
+    if (this.#clientLeft) this.#droppedStopped = true;
+    this.#draining++;
+    void drained.then(() => this.#draining--);
+    return this.follow(drained);
   }
 
   /**
@@ -478,6 +489,7 @@ export class HeldRoute {
   readonly #onClientLeft = (): void => {
     this.#stop?.();
     this.#clientLeft = true;
+    if (this.#draining > 0) this.#droppedStopped = true;
     this.#stopDropped?.abort();
     if (this.#onReleased !== undefined) this.#untilLapsed();
   };
@@ -489,6 +501,11 @@ export class HeldRoute {
     if (signal.aborted) lapsed();
     else signal.addEventListener("abort", () => lapsed(), { once: true });
   }
+
+  /** The response is done: not the handler's end once a dropped body was stopped for its client's leaving. */
+  readonly #responseDone = (): void => {
+    if (!this.#droppedStopped) this.#settle();
+  };
 
   /** One of the awaited things is over (the response, or a followed run): releases after the last. */
   readonly #settle = (): void => {
