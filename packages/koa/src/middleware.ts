@@ -26,9 +26,9 @@ declare module "koa" {
 
 /**
  * Writes a custom response (sets `ctx.status` and `ctx.body`) instead of the 423 (`onLocked`) or
- * 503 (`onUnavailable`) JSON; the rest of the middleware chain does not run. A hook that has set
- * neither once it returned (or its promise settled) gets the default JSON, not Koa's 404. A throw
- * or rejection goes to Koa's error handling.
+ * 503 (`onUnavailable`) JSON; the rest of the middleware chain does not run. A hook that has changed
+ * neither once it returned (or its promise settled) gets the default JSON, not Koa's 404 nor what an
+ * earlier middleware had set. A throw or rejection goes to Koa's error handling.
  */
 export type KoaLockHook = (ctx: ParameterizedContext, error: RedlockError) => unknown;
 
@@ -117,12 +117,18 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
         }
       }
       if (outcome.kind === "aborted") return;
+      // what earlier middleware set before await next() (a default body, ctx.status = 200) is not
+      // the hook's answer: only what the hook changes is (without one, Koa's 404 and no body)
+      const { status: statusBefore, body: bodyBefore } = ctx;
       try {
         await answerRejected(
           outcome,
           (hook) => hook(ctx, outcome.error),
-          // Koa's own "nothing answered" (its 404 Not Found): no body and the default status
-          () => ctx.body !== undefined || ctx.status !== 404 || ctx.respond === false || responseAnswered(ctx.res),
+          () =>
+            ctx.body !== bodyBefore ||
+            ctx.status !== statusBefore ||
+            ctx.respond === false ||
+            responseAnswered(ctx.res),
           // Koa keeps a Content-Type set before a JSON body: core removes it (and the body's other headers) first
           ({ status, headers, body }) => {
             ctx.status = status;

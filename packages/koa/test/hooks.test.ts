@@ -10,6 +10,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { open } from "#test-helpers/http-client.js";
 import {
+  expectDefaultAnswer,
   hookRoutes,
   itSendsTheDefaultForSilentHooks,
   listenOnLoopback,
@@ -45,6 +46,15 @@ const hooks: Record<string, KoaLockHook> = {
     ctx.res.writeHead(429).write("busy ");
     void streamEnd.opened.then(() => ctx.res.end("over"));
   },
+  // behind an earlier middleware that set a status or a body of its own before await next()
+  "early-status-silent": SILENT_HOOKS.silent,
+  "early-body-silent": SILENT_HOOKS["resolves-silent"],
+  "early-status-answers": (ctx) => {
+    ctx.body = { hook: true };
+  },
+  "early-body-answers": (ctx) => {
+    ctx.status = 429;
+  },
   throws: () => {
     throw new Error("hook failed");
   },
@@ -70,6 +80,12 @@ beforeAll(async () => {
     routes.set(`/onUnavailable/${name}`, down(`hooks:${name}`, { onUnavailable: hook }));
   }
   app.on("error", (_error, ctx: Koa.Context) => leftOpen.set(ctx.path, !ctx.res.destroyed));
+  // what the answer would be had nothing later answered (a default set up front)
+  app.use((ctx, next) => {
+    if (ctx.path.includes("/early-status")) ctx.status = 200;
+    if (ctx.path.includes("/early-body")) ctx.body = { early: true };
+    return next();
+  });
   app.use((ctx, next) => {
     const route = routes.get(ctx.path);
     return route ? route(ctx, next) : next();
@@ -85,7 +101,18 @@ afterAll(() => server?.close());
 itSendsTheDefaultForSilentHooks(post, "Koa's 404");
 
 it.each(
+  REFUSAL_HOOKS.flatMap((hook) => [[hook, "early-status-silent"] as const, [hook, "early-body-silent"] as const]),
+)(
+  "an %s hook that answers nothing (%s) gets the default JSON, not what an earlier middleware set",
+  async (hook, name) => {
+    expectDefaultAnswer(hook, await post(hook, name));
+  },
+);
+
+it.each(
   REFUSAL_HOOKS.flatMap((hook) => [
+    [hook, "early-status-answers", 200, '{"hook":true}'] as const,
+    [hook, "early-body-answers", 429, '{"early":true}'] as const,
     [hook, "answers-later", 429, '{"hook":true}'] as const,
     [hook, "status-only", 429, "Too Many Requests"] as const,
     [hook, "not-found", 404, "Not Found"] as const,
