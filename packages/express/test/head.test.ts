@@ -1,11 +1,13 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { Redlock } from "@redlock-kit/core";
+import { PassThrough } from "node:stream";
+import { type Lock, Redlock } from "@redlock-kit/core";
 import express from "express";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatedProducer } from "#test-helpers/gate.js";
+import { gate, gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
+import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
@@ -79,5 +81,30 @@ describe("HEAD on a locked GET route", () => {
     expect(head.status).toBe(200);
     expect(head.headers["content-type"]).toMatch(/json/);
     await expect.poll(() => redis.exists("express-head-json:1")).toBe(0);
+  });
+});
+
+describe("a HEAD request whose client leaves while the piped stream is produced", () => {
+  // Express unpipes the stream from a response whose client left, as a GET's, and ends nothing
+  it("lets the lock lapse within one ttl, not released while the producer may still run", async () => {
+    const redlock = createRedlockMiddleware(dlm, { ttl: 500 });
+    const app = express();
+    const started = gate();
+    let lock: Lock | undefined;
+    app.get("/feed/:id", redlock("express-head-left:{params.id}"), (req, res) => {
+      lock = req.lock;
+      // an endless feed (server-sent events)
+      const feed = new PassThrough();
+      feed.write("data: 1\n\n");
+      res.type("text/event-stream");
+      feed.pipe(res);
+      started.open();
+    });
+    const { request } = open(`${await listen(app)}/feed/1`, { method: "HEAD" });
+    request.on("error", () => {});
+    await started.opened;
+    const outcome = releasedOrExpired("express-head-left:1", lock as Lock);
+    request.destroy();
+    expect(await arrival(outcome, "the lock's end (expiry or release)")).toBe("expired");
   });
 });
