@@ -8,9 +8,11 @@ import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
+import { PassThrough } from "node:stream";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { countLockEvents } from "#test-helpers/lock-events.js";
+import { aborted } from "#test-helpers/aborted.js";
+import { arrival, countLockEvents, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import { createHttpLockPolicy, Redlock } from "../src/index.js";
 
@@ -151,5 +153,35 @@ describe("ResponseTracker: a response another step ended that is not sent yet", 
     await beginOver("rt:queued-early", second);
     first.end();
     socket.destroy();
+  });
+});
+
+describe("HeldRoute: a dropped body stopped because its client left", () => {
+  it("takes the end the framework writes after that for no end of the handler: the lock lapses, not released", async () => {
+    const responded = new Promise<http.ServerResponse>((resolve) => {
+      void request(resolve).then((socket) => leaving.then(() => socket.destroy()));
+    });
+    let leave = () => {};
+    const leaving = new Promise<void>((resolve) => {
+      leave = resolve;
+    });
+    const res = await responded;
+    const outcome = await createHttpLockPolicy(dlm, { ttl: 500 }).route("dropped-left:1").begin(source, res);
+    if (outcome.kind !== "acquired") throw new Error(`not acquired: ${outcome.kind}`);
+    // a HEAD request's endless body, read while the answer waits for its end (Koa, Nest)
+    const body = new PassThrough();
+    body.write("data: 1\n\n");
+    const drained = outcome.held.followDropped(body);
+    // releasedOrExpired, with the source's Lock (the helpers type the built core)
+    const ended = Promise.race([
+      nextRelease("dropped-left:1").then(() => "released"),
+      aborted(outcome.lock.signal).then(() => "expired"),
+    ]);
+    leave();
+    await arrival(drained as Promise<void>, "the dropped body's end");
+    expect(body.destroyed).toBe(true);
+    // what the framework then writes for its answer: its producer may still run
+    res.end();
+    expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("expired");
   });
 });
