@@ -5,6 +5,7 @@ import {
   createHttpLockPolicy,
   drainDroppedBody,
   FetchResponseTracker,
+  guardLostAnswer,
   type HeldRoute,
   type HttpKeySource,
   type KeySpec,
@@ -128,12 +129,17 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // drained once the rest of the request is done with it (an outer etag() clones it).
       const drain = sendsBody ? undefined : followDropped(c, outcome.held);
       if (tracker === undefined) {
+        const res = outgoing as ServerResponse;
+        // the answer is committed when the server writes its head, after the middleware around the
+        // route, or earlier by a handler writing to the Node response itself (RESPONSE_ALREADY_SENT)
+        guardLostAnswer(res, outcome.held);
         try {
           await outcome.held.run(next);
           returned = true;
-          replaceLostAnswer(c, outcome.held, cancelBody);
+          // the handler's Response, replaced with its headers kept; one committed already stays
+          if (!res.headersSent) replaceLostAnswer(c, outcome.held, cancelBody);
         } finally {
-          if (drain) finished(outgoing as ServerResponse, drain);
+          if (drain) finished(res, drain);
           // nested in a guard of this request: the guard's chain sees its own lock again after next()
           if (requestLock !== undefined) c.set("lock", requestLock);
         }

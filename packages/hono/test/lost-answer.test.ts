@@ -1,9 +1,11 @@
+import type { ServerResponse } from "node:http";
 import { text } from "node:stream/consumers";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
 import { open, send } from "#test-helpers/http-client.js";
 import { countReleases, untilInvalid } from "#test-helpers/lock-events.js";
-import { createRedlockMiddleware } from "../src/index.js";
+import { createRedlockMiddleware, type RedlockEnv } from "../src/index.js";
 import { useServedRedlock } from "./serve.js";
 
 const bed = useServedRedlock();
@@ -97,4 +99,65 @@ describe("a handler that ignores its signal and answers after its lock was lost"
       releases.stop();
     });
   }
+});
+
+/**
+ * On @hono/node-server the answer is committed when the server writes the Node response's head:
+ * after the middleware around the route have run, or earlier by a handler that writes to
+ * `c.env.outgoing` itself and returns `RESPONSE_ALREADY_SENT`. A lock lost before that commit gets
+ * the 409; one lost after it leaves the answer as it was started.
+ */
+const LOST = '{"error":"Lock was lost"}';
+
+describe("on the Node response, a lock lost before the answer is committed", () => {
+  function committedApp() {
+    const redlock = createRedlockMiddleware(bed.dlm, { ttl: 500, autoExtend: false });
+    const app = new Hono<RedlockEnv>();
+    // an outer step still at work once the route's chain returned (a session saved to a store)
+    app.use("/outer/*", async (c, next) => {
+      await next();
+      await untilInvalid(c.var.lock);
+    });
+    app.post("/outer/:id", redlock("lost:{params.id}"), (c) => c.json({ done: true }));
+    app.post("/direct/:id", redlock("lost:{params.id}"), async (c) => {
+      await untilInvalid(c.var.lock);
+      const outgoing = (c.env as { outgoing: ServerResponse }).outgoing;
+      outgoing.writeHead(200, { "content-type": "text/plain" });
+      outgoing.end("done");
+      return RESPONSE_ALREADY_SENT;
+    });
+    app.post("/started/:id", redlock("lost:{params.id}"), async (c) => {
+      const outgoing = (c.env as { outgoing: ServerResponse }).outgoing;
+      outgoing.writeHead(200, { "content-type": "text/plain" });
+      outgoing.write("part;");
+      await untilInvalid(c.var.lock);
+      // ended once the server has taken the returned Response (the microtasks after the return)
+      setImmediate(() => outgoing.end("done"));
+      return RESPONSE_ALREADY_SENT;
+    });
+    return app;
+  }
+
+  it.each([
+    ["answers 409, not 200, when it was lost while a middleware around the route still ran", "outer/6", 409, LOST],
+    [
+      "answers 409 instead of a handler's own write to c.env.outgoing (RESPONSE_ALREADY_SENT) after it was lost",
+      "direct/7",
+      409,
+      LOST,
+    ],
+    [
+      "leaves an answer the handler started on c.env.outgoing before it was lost whole, no error written into it",
+      "started/8",
+      200,
+      "part;done",
+    ],
+  ] as const)("%s; released once", async (_, route, status, body) => {
+    const server = await bed.serve(committedApp() as unknown as Hono);
+    const releases = countReleases(`lost:${route.split("/")[1]}`);
+    const answer = await send(`${server.url}/${route}`, { method: "POST" });
+    expect([answer.status, answer.text]).toEqual([status, body]);
+    await expect.poll(() => releases.count).toBe(1);
+    releases.stop();
+  });
 });
