@@ -73,10 +73,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       const tracker = outgoing === undefined ? new FetchResponseTracker(c.req.raw.signal, answeredLater(c)) : undefined;
       const body = readsBody ? await jsonBody(c) : undefined;
       const source = keySource(c, route, body, pathLists);
-      // Set once the route's handler has returned its Response; the server writes a plain body in
-      // the same turn, so a client that leaves after that and before the end left a streamed body,
-      // which the server cancels and then ends while the body's producer (a `stream()` callback)
-      // may still run: that end does not release, the lock expires within one ttl.
+      // Set once the route's handler has returned its Response. A client that leaves after that,
+      // once the server has written the head, left a streamed body (a plain one is written with its
+      // head), which the server cancels and then ends while the body's producer (a `stream()`
+      // callback) may still run: that end does not release, the lock expires within one ttl. One
+      // that leaves before the head (a middleware around the route still at work) did not: the
+      // server ends such a response only for a body that is whole, whose producer is done.
       let returned = false;
       // asked when the client leaves and again at the server's end: the first answer holds
       let endsLater: boolean | undefined;
@@ -86,7 +88,12 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // the Node response's own state tells whether its client left while the body was read
       const outcome = await (tracker
         ? route.beginTracked(source, tracker, requestLock)
-        : route.begin(source, outgoing as ServerResponse, () => (endsLater ??= !returned), requestLock));
+        : route.begin(
+            source,
+            outgoing as ServerResponse,
+            () => (endsLater ??= !returned || !(outgoing as ServerResponse).headersSent),
+            requestLock,
+          ));
       // the client left while waiting: nobody reads this
       if (outcome.kind === "aborted") return new Response(null, { status: 499 });
       if (outcome.kind === "reentered") {
