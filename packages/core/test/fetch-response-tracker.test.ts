@@ -155,6 +155,53 @@ describe("FetchResponseTracker", () => {
     expect(await arrival(Promise.race([releasedToo, expired]), "the lock's end (expiry or release)")).toBe("expired");
   });
 
+  it("given a response once the client has left whose producer enqueues at every pull, cancels it and lets the lock expire (no read for ever)", async () => {
+    const client = new AbortController();
+    const { tracker, lock } = await acquire("fetch:10", client);
+    client.abort();
+    let cancelled!: () => void;
+    const cancel = new Promise<void>((resolve) => (cancelled = resolve));
+    // each read answered at once, in a microtask: before, the read loop starved the timer that
+    // ends it and the process ran out of memory
+    const endless = new ReadableStream<Uint8Array>({
+      pull: (controller) => controller.enqueue(new Uint8Array([1])),
+      cancel: () => cancelled(),
+    });
+    const released = nextRelease("fetch:10").then(() => "released");
+    const expired = lostReason(lock).then(() => "expired");
+    tracker.respond(new Response(endless));
+    await arrival(cancel, "the body's cancel");
+    expect(await arrival(Promise.race([released, expired]), "the lock's end (expiry or release)")).toBe("expired");
+  });
+
+  it("releases the lock of a plain body the server cancels once its client left, and lets a body still produced expire", async () => {
+    const plain = new AbortController();
+    const first = await acquire("fetch:11", plain);
+    const released = nextRelease("fetch:11");
+    const sent = first.tracker.respond(new Response('{"done":true}'));
+    plain.abort();
+    // the server no longer sends it (its client left): the handler is done all the same
+    await sent.body?.cancel();
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
+
+    const streaming = new AbortController();
+    const second = await acquire("fetch:12", streaming);
+    let cancelled = false;
+    const producing = new ReadableStream<Uint8Array>({
+      pull: () => new Promise<void>(() => {}),
+      cancel: () => {
+        cancelled = true;
+      },
+    });
+    const releasedToo = nextRelease("fetch:12").then(() => "released");
+    const expired = lostReason(second.lock).then(() => "expired");
+    const streamed = second.tracker.respond(new Response(producing));
+    streaming.abort();
+    await streamed.body?.cancel();
+    expect(cancelled).toBe(true);
+    expect(await arrival(Promise.race([releasedToo, expired]), "the lock's end (expiry or release)")).toBe("expired");
+  });
+
   it("releases at once a response without a body, or one whose body will not be sent", async () => {
     const first = await acquire("fetch:5", new AbortController());
     const released = nextRelease("fetch:5");

@@ -8,6 +8,7 @@ import type { ServerResponse } from "node:http";
 import type { Lock, Redlock } from "@redlock-kit/core";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
+import { aborted } from "#test-helpers/aborted.js";
 import { gate } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { arrival, nextRelease, releasedOrExpired } from "#test-helpers/lock-events.js";
@@ -107,30 +108,37 @@ describe("the Hono middleware", () => {
     expect(await bed.redis.get("r:1")).toBeNull();
   });
 
-  it("on @hono/node-server, releases the lock of a plain body whose client left while a middleware around the route still ran", async () => {
-    const app = new Hono<RedlockEnv>();
-    const returned = gate();
-    let lock!: Lock;
-    // still at work once the route returned (a session saved to a store), until its client left
-    app.use("/late/*", async (c, next) => {
-      await next();
-      const left = once((c.env as { outgoing: ServerResponse }).outgoing, "close");
-      returned.open();
-      await left;
-    });
-    app.post("/late/:id", createRedlockMiddleware(bed.dlm, { ttl: 1000 })("late:{params.id}"), (c) => {
-      lock = c.var.lock;
-      return c.json({ done: true });
-    });
-    const url = await serve(app as unknown as Hono);
-    const { request } = open(`${url}/late/1`, { method: "POST" });
-    request.on("error", () => {});
-    await returned.opened;
-    const ended = releasedOrExpired("late:1", lock);
-    request.destroy();
-    // the server ends the response with that whole body: the handler is done, nothing still runs
-    expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("released");
-  });
+  it.each([
+    ["the Node response", true],
+    ["the Response alone", false],
+  ])(
+    "following %s, releases the lock of a plain body whose client left while a middleware around the route still ran",
+    async (_, nodeResponse) => {
+      const app = new Hono<RedlockEnv>();
+      const returned = gate();
+      let lock!: Lock;
+      // still at work once the route returned (a session saved to a store), until its client left
+      app.use("/late/*", async (c, next) => {
+        await next();
+        const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+        const left = outgoing ? once(outgoing, "close") : aborted(c.req.raw.signal);
+        returned.open();
+        await left;
+      });
+      app.post("/late/:id", createRedlockMiddleware(bed.dlm, { ttl: 1000 })("late:{params.id}"), (c) => {
+        lock = c.var.lock;
+        return c.json({ done: true });
+      });
+      const { url } = await bed.serve(app as unknown as Hono, { nodeResponse });
+      const { request } = open(`${url}/late/1`, { method: "POST" });
+      request.on("error", () => {});
+      await returned.opened;
+      const ended = releasedOrExpired("late:1", lock);
+      request.destroy();
+      // the server ends (Node) or cancels (Fetch) that whole body: the handler is done, nothing still runs
+      expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("released");
+    },
+  );
 
   it("refuses a bad key or option when the route is declared, naming it", () => {
     const redlock = createRedlockMiddleware(bed.dlm, { wait: 100 });

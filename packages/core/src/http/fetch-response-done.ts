@@ -97,7 +97,10 @@ export class FetchResponseTracker implements TrackedResponse {
       body,
       () => this.end(),
       () => {
-        if (!this.#discarding) this.#onAbort();
+        // our own cancel (discard) is not the client's
+        if (this.#discarding) return false;
+        this.#onAbort();
+        return true;
       },
     );
     return new Response(followed, {
@@ -130,7 +133,7 @@ export class FetchResponseTracker implements TrackedResponse {
    * longer extended, lapses within one ttl, as for a reader that leaves mid-stream.
    */
   #unread(response: Response, body: ReadableStream<Uint8Array>): Response {
-    endsAtOnce(body).then((whole) => {
+    endsAtOnce(body.getReader()).then((whole) => {
       if (whole) this.end();
     });
     return new Response(null, { status: response.status, statusText: response.statusText, headers: response.headers });
@@ -156,12 +159,14 @@ export class FetchResponseTracker implements TrackedResponse {
 
 /**
  * `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended or failed, and
- * `onCancel` if the server cancels it.
+ * `onCancel` if the server cancels it. A cancel `onCancel` says is the server's (true: its client
+ * left) still ends it when the rest of `body` is whole at once (a plain body, whose producer is
+ * done: the server cancels what it no longer sends); a body still being produced is cancelled.
  */
 function endsWith(
   body: ReadableStream<Uint8Array>,
   onEnd: () => void,
-  onCancel: () => void,
+  onCancel: () => boolean,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let cancelled = false;
@@ -182,8 +187,11 @@ function endsWith(
       },
       cancel(reason) {
         cancelled = true;
-        onCancel();
-        return reader.cancel(reason);
+        if (!onCancel()) return reader.cancel(reason);
+        // settles once the handler's body is over or cancelled in its turn
+        return endsAtOnce(reader, reason).then((whole) => {
+          if (whole) onEnd();
+        });
       },
     },
     { highWaterMark: 0 },
@@ -191,22 +199,29 @@ function endsWith(
 }
 
 /**
- * Whether `body` ends within one event-loop turn, read with the data discarded: a body built from
- * a string or bytes does (a failed one is over too). One that is still being produced is
- * cancelled then, so that its producer learns that nobody reads it.
+ * Whether what `reader` has left ends within one event-loop turn, read with the data discarded: a
+ * body built from a string or bytes does (a failed one is over too). One that is still being
+ * produced is cancelled then (with `reason`), so that its producer learns that nobody reads it.
  */
-async function endsAtOnce(body: ReadableStream<Uint8Array>): Promise<boolean> {
-  const reader = body.getReader();
-  const turnOver = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 0));
+async function endsAtOnce(reader: ReadableStreamDefaultReader<Uint8Array>, reason?: unknown): Promise<boolean> {
+  let over = false;
+  const turnOver = new Promise<undefined>((resolve) =>
+    setTimeout(() => {
+      over = true;
+      resolve(undefined);
+    }, 0),
+  );
   try {
-    for (;;) {
+    for (let reads = 1; !over; reads++) {
       const read = await Promise.race([reader.read(), turnOver]);
       if (read === undefined) break;
       if (read.done) return true;
+      // a producer that enqueues at every pull answers each read at once: let the timer run
+      if (reads % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
   } catch {
     return true;
   }
-  await reader.cancel().catch(() => {});
+  await reader.cancel(reason).catch(() => {});
   return false;
 }
