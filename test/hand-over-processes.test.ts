@@ -193,7 +193,9 @@ describe("waiting between processes", () => {
 
   it("a waiter in another process holds the key from the hand-over: no claim on any instance", async () => {
     const holder = await holdEverywhere("granted");
-    const waiter = startWorker({ resource: "granted", options: HAND_OVER_ONLY });
+    // a grant's validity counts from the waiter's first queued attempt: with the worker's 1 s ttl, a
+    // loaded machine spent it before the release below, and the waiter then claimed (a third call)
+    const waiter = startWorker({ resource: "granted", ttl: 30_000, options: HAND_OVER_ONLY });
     await untilQueued("granted", 1);
     const before = await Promise.all(lockClients.map(scriptCalls));
     await holder.release();
