@@ -106,8 +106,9 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: KoaRedlockOptio
           if (!ctx.headerSent && ctx.respond !== false) replaceLostAnswer(ctx, outcome.held);
           // HEAD, 204, 304: Koa ends the response without reading a streamed body, and destroys the
           // stream while its producer goes on as for a 200: drained here, the lock waits for its
-          // end, and so does the response (as a 200's does).
-          if (sendsNoBody(ctx.method, ctx.status)) await followDropped(ctx, outcome.held);
+          // end, and so does the response (as a 200's does). A client that leaves meanwhile: core
+          // stops the body and takes no end written after that for the handler's (the lock lapses)
+          if (sendsNoBody(ctx.method, ctx.status)) await outcome.held.followDropped(ctx.body);
           else if (isStream(ctx.body)) followStream(ctx);
           return;
         } catch (error) {
@@ -170,18 +171,6 @@ function replaceLostAnswer(ctx: ParameterizedContext, held: HeldRoute): void {
   ctx.body = answer.body;
   ctx.status = answer.status;
   ctx.set(answer.headers);
-}
-
-/**
- * A streamed body Koa drops unsent, drained and followed to its end. Its client left meanwhile: the
- * body was stopped there (as Koa stops a GET's), not ended, while its producer may still run; the
- * end Koa would then write is not the handler's (the lock lapses within one ttl, as a GET's).
- */
-async function followDropped(ctx: ParameterizedContext, held: HeldRoute): Promise<void> {
-  const drained = held.followDropped(ctx.body);
-  if (drained === undefined) return;
-  await drained;
-  if (leftUnanswered(ctx.res)) ctx.respond = false;
 }
 
 /** The client left before the response was ended. */
