@@ -2,18 +2,22 @@ import {
   type ForcedRelease,
   type ForceReleaseOptions,
   type LockInspection,
+  type LockStore,
   MemoryStore,
   Redlock,
 } from "@redlock-kit/core";
 import { Cluster, Redis } from "ioredis";
 import { UsageError } from "./args.js";
 import { bounded } from "./bounded.js";
+import { replicaOf, replicaStore } from "./replica.js";
 
 /** The instances of one run: a Redlock over clients this CLI owns and closes. */
 export interface Instances {
   readonly dlm: Redlock;
   /** One per URL: a plain client, or a Cluster (one instance) when the URL's server runs in cluster mode. */
   readonly clients: readonly (Redis | Cluster)[];
+  /** Per instance, why it is no vote when its server said it is a replica (`replicaOf`), else undefined. */
+  readonly replicas: readonly (string | undefined)[];
   /** host:port/db of each instance (cluster@host:port of its URL for a Cluster), never a password. */
   readonly names: readonly string[];
   /**
@@ -61,9 +65,14 @@ export async function connect(
   const clients = opened.map(({ client }) => client);
   const close = () => closeClients(clients);
   try {
-    const dlm = new Redlock(clients, { keyPrefix: prefix, instanceTimeout: timeout });
+    const dlm = new Redlock(
+      opened.map(({ voter }) => voter),
+      { keyPrefix: prefix, instanceTimeout: timeout },
+    );
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
-    const reason = (instance: number, message: string) => opened[instance]?.lastError() ?? message;
+    // a replica's reason stands, whatever its unused connection does
+    const reason = (instance: number, message: string) =>
+      opened[instance]?.replica ?? opened[instance]?.lastError() ?? message;
     // core describes every Cluster as "cluster": the output names it as the listing does
     const named = <R extends { readonly instances: readonly { readonly instance: number; readonly error?: Error }[] }>(
       result: R,
@@ -79,6 +88,7 @@ export async function connect(
     return {
       dlm,
       clients,
+      replicas: opened.map(({ replica }) => replica),
       names,
       reason,
       inspect: async (resource) => named(await dlm.inspect(resource)),
@@ -121,12 +131,20 @@ function closeClients(clients: readonly (Redis | Cluster)[]): void {
  * only a server in cluster mode does: a plain client there would see one master's keys, and get
  * MOVED for the others'. CLUSTER SLOTS is what an ioredis Cluster needs anyway, and is asked even
  * of an ACL user without INFO. A server that does not answer within `timeout` is taken as plain.
+ * A plain server is asked its role at the same time, once: a replica's reason (`replicaOf`).
  */
 async function open(
   url: string,
   timeout: number,
   reconnect: boolean,
-): Promise<{ client: Redis | Cluster; name?: string; lastError: () => string | undefined }> {
+): Promise<{
+  client: Redis | Cluster;
+  /** What core is given: the client, or for a replica a store that refuses every call (no vote). */
+  voter: Redis | Cluster | LockStore;
+  name?: string;
+  replica?: string;
+  lastError: () => string | undefined;
+}> {
   const client = new Redis(url, {
     connectTimeout: timeout,
     maxRetriesPerRequest: 1,
@@ -142,11 +160,17 @@ async function open(
     // instance answers nothing
     if (error.command?.name === "select") client.disconnect();
   });
-  const clusterMode = await bounded(client.cluster("SLOTS"), timeout).then(
-    () => true,
-    () => false,
-  );
-  if (!clusterMode) return { client, lastError };
+  const [clusterMode, replica] = await Promise.all([
+    bounded(client.cluster("SLOTS"), timeout).then(
+      () => true,
+      () => false,
+    ),
+    replicaOf(client, timeout),
+  ]);
+  if (!clusterMode) {
+    if (replica === undefined) return { client, voter: client, lastError };
+    return { client, voter: replicaStore(client, replica), replica, lastError };
+  }
   client.disconnect();
   // every master gets the URL's credentials and TLS, not only the seed
   const { host, port, username, password, tls } = client.options;
@@ -170,7 +194,7 @@ async function open(
   const clusterError = keepLastError(cluster, password, tls !== undefined);
   // its masters are known once it is ready; one that is not by then is scanned as unavailable
   await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
-  return { client: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
+  return { client: cluster, voter: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
 }
 
 /**

@@ -60,7 +60,8 @@ export type Problem = "other type" | "refused" | "replica" | "cluster node";
 const PROBLEMS: readonly (readonly [RegExp, Problem])[] = [
   [/^WRONGTYPE\b/, "other type"],
   [/^(NOPERM|NOAUTH|WRONGPASS)\b/, "refused"],
-  [/^READONLY\b/, "replica"],
+  // READONLY: a replica's answer to a write; "replica of …": the CLI's own, from its role (replica.ts)
+  [/^(READONLY|replica)\b/, "replica"],
   [/^(MOVED|ASK|CROSSSLOT)\b/, "cluster node"],
 ];
 
@@ -80,13 +81,14 @@ export const refused = (instance: { readonly error?: Error | string }) => {
 };
 
 /** What an instance's problem means, after its name: "refused: NOPERM …", "is a replica (READONLY): …". */
-export function problemText(instance: { readonly error?: Error }): string {
-  const message = instance.error?.message ?? "";
+export function problemText(instance: { readonly error?: Error | string }): string {
+  const { error } = instance;
+  const message = (typeof error === "string" ? error : error?.message) ?? "";
   switch (problemOf(instance)) {
     case "other type":
       return "data of another type at the key (WRONGTYPE)";
     case "replica":
-      return "is a replica (READONLY): give its master's URL";
+      return `is a ${message.startsWith("READONLY") ? "replica (READONLY)" : message}: give its master's URL`;
     case "cluster node":
       // the CLI takes a node for its Cluster only when it answers CLUSTER SLOTS (see connect.ts)
       return `is a Cluster node (${message.split(" ")[0]}) taken for a plain server: it did not answer CLUSTER SLOTS (in time, or its user may not run it)`;

@@ -18,9 +18,10 @@ export interface ScanResult {
  * SCANs every instance (never KEYS, which blocks Redis for the whole key space) for string keys
  * matching the prefix and `pattern`, a Redis glob on the resource name; a Cluster on every master,
  * and it counts as scanned only when each of them answered. Each SCAN call is bounded by `timeout`.
+ * An Error in place of a client is an instance not to scan (a replica), failed with it.
  */
 export async function scanResources(
-  clients: readonly (Redis | Cluster)[],
+  clients: readonly (Redis | Cluster | Error)[],
   prefix: string,
   pattern: string,
   timeout: number,
@@ -41,6 +42,7 @@ export async function scanResources(
   await Promise.all(
     clients.map(async (client, instance) => {
       try {
+        if (client instanceof Error) throw client;
         if (!(client instanceof Cluster)) return await scan(client);
         // every master is scanned to the end (what the others hold is listed), then one failure fails the instance
         const masters = mastersOf(client);

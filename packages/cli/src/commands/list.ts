@@ -8,6 +8,7 @@ import {
   instanceCell,
   printable,
   problemOf,
+  problemText,
   quorumCell,
   refused,
   table,
@@ -40,7 +41,12 @@ const refusedName = (prefix: string, resource: string) =>
 const CONCURRENCY = 32;
 
 export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
-  const scanned = await scanResources(instances.clients, args.prefix, args.target ?? "*", args.timeout);
+  // a replica's keys are its master's copy: its SCAN would count toward the quorum scanned
+  const scannable = instances.clients.map((client, index) => {
+    const replica = instances.replicas[index];
+    return replica === undefined ? client : new Error(replica);
+  });
+  const scanned = await scanResources(scannable, args.prefix, args.target ?? "*", args.timeout);
   const failed = scanned.failed.map(({ instance, error }) => ({ instance, error: instances.reason(instance, error) }));
   const scan = { ...scanned, failed };
   // inspect() checks the instances first (one server listed twice rejects: its key would count
@@ -106,11 +112,13 @@ export function renderListing(listing: Listing, instances: Instances, pattern: s
 
 /** Lines about instances that could not be scanned, or a scan cut short. */
 export function listingWarnings(listing: Listing, instances: Instances): string[] {
-  const lines = listing.scan.failed.map(({ instance, error }) =>
-    refused({ error })
-      ? `${instances.names[instance]} refused the CLI's SCAN, a configuration to fix: ${error}`
-      : `${instances.names[instance]} could not be scanned: ${error}`,
-  );
+  const lines = listing.scan.failed.map(({ instance, error }) => {
+    const name = instances.names[instance];
+    if (problemOf({ error }) === "replica") return `${name} ${problemText({ error })}; not scanned.`;
+    return refused({ error })
+      ? `${name} refused the CLI's SCAN, a configuration to fix: ${error}`
+      : `${name} could not be scanned: ${error}`;
+  });
   if (listing.scan.truncated) lines.push(`Stopped after ${MAX_RESOURCES} keys: narrow the pattern to see the rest.`);
   return lines;
 }

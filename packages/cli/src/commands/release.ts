@@ -2,7 +2,7 @@ import { createInterface } from "node:readline/promises";
 import type { ForcedRelease, LockInspection } from "@redlock-kit/core";
 import { otherType, printable, problemText, refused, releaseJson, unanswered, verdictState } from "../format.js";
 import { type CliIo, EXIT, tooFew, type Verb } from "../io.js";
-import { verdict } from "./inspect.js";
+import { instanceTable, verdict } from "./inspect.js";
 
 /**
  * Deletes the lock's key on every instance, whoever holds it. Shows what it is about to delete and
@@ -16,12 +16,14 @@ export const release: Verb = async (args, instances, io) => {
   // someone else's data, which no lock of this library can be. Instances that refused the CLI
   // leave no verdict either: what it cannot see there, it does not clear elsewhere.
   const state = verdictState(before);
+  const { refusals, silent: silentBefore } = unanswered(before);
   if (state === "not a lock" || state === "misconfigured") {
+    // the verdict names the refusing instances "below": their rows say which, and what to fix
+    const rows = refusals > 0 ? `\n${instanceTable(before)}\n` : "";
     if (args.json) io.stdout.write(`${JSON.stringify(notHeld(before))}\n`);
-    else io.stdout.write(`${verdict(before)} Nothing deleted.\n`);
+    else io.stdout.write(`${verdict(before)} Nothing deleted.\n${rows}`);
     return EXIT.usage;
   }
-  const { refusals, silent: silentBefore } = unanswered(before);
   if (before.held === 0 && silentBefore + refusals === 0) {
     if (args.json) io.stdout.write(`${JSON.stringify(notHeld(before))}\n`);
     else io.stdout.write(`${verdict(before)} Nothing to delete.\n`);

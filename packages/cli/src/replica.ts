@@ -1,0 +1,37 @@
+import type { LockStore } from "@redlock-kit/core";
+import type { Redis } from "ioredis";
+import { bounded } from "./bounded.js";
+
+/**
+ * Why the server behind `client` is no instance of a lock, when it says it is a replica (INFO
+ * replication's `role:slave`): `replica of host:port (role:slave)`. A replica answers GET and PTTL
+ * with its master's copy, possibly behind it, and refuses writes (READONLY): a lock's quorum is
+ * counted over masters. Undefined for a master, and where the role cannot be known (a user without
+ * `+info`, no answer within `timeout`): the instance is then read as any other.
+ */
+export async function replicaOf(client: Redis, timeout: number): Promise<string | undefined> {
+  const info = await bounded(client.info("replication"), timeout).catch(() => "");
+  if (field(info, "role") !== "slave") return undefined;
+  const host = field(info, "master_host");
+  const port = field(info, "master_port");
+  return host === undefined || port === undefined ? "replica (role:slave)" : `replica of ${host}:${port} (role:slave)`;
+}
+
+const field = (info: string, name: string) => new RegExp(`^${name}:(.*?)\\r?$`, "m").exec(info)?.[1] || undefined;
+
+/**
+ * The instance of a replica in the CLI's Redlock: nothing is sent to it, and every call fails with
+ * `reason` (`replicaOf`'s), so that core counts it as no vote and the CLI shows it as refused. It
+ * is named as core names a client (host:port/db, or the socket's path).
+ */
+export function replicaStore(client: Redis, reason: string): LockStore {
+  const { path, host, port, db } = client.options;
+  const refuse = () => Promise.reject(new Error(reason));
+  return {
+    description: `${path ?? `${host}:${port}`}/${db ?? 0}`,
+    acquire: refuse,
+    extend: refuse,
+    release: refuse,
+    inspect: refuse,
+  };
+}
