@@ -173,17 +173,19 @@ function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
  * success or redirect that the handler sent after ignoring `request.lock.signal`: 409 JSON, the
  * payload's own headers removed; a stream payload is destroyed (a web one cancelled), its producer
  * told. Otherwise a payload Fastify drops (a HEAD route's, the HEAD twin of a GET route; a 204's,
- * which Fastify ends at once) is followed: a streamed one's producer goes on after the response (as
- * after a 200's), so the lock waits for the stream's end. Fastify resumes a Node stream to its end
- * but cancels a web one (HEAD) or leaves it unread (204), whose producer may go on unseen: that one
- * is handed on as a Node stream, drained the same way. A web body sent is noted (`webBodies`).
+ * which Fastify ends at once) is followed: a streamed one's producer goes on as for a 200, so the
+ * lock waits for the stream's end, and so does the answer (handed on only then, as Koa and Nest
+ * answer): a client that leaves meanwhile is seen, its body stopped and the lock left to lapse.
+ * Fastify would cancel a web one (HEAD) or leave it unread (204), whose producer may go on unseen:
+ * that one is drained as a Node stream. A web body sent is noted (`webBodies`).
  */
 function lockedPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
   const held = heldRoutes.get(request);
   if (held === undefined) return done(null, payload);
   const answer = held.lostAnswer(reply.statusCode);
   if (answer === undefined) {
-    if (sendsNoBody(request.method, reply.statusCode)) return done(null, held.followHandedOn(payload));
+    // answered at the body's end (a promise: Fastify's hook runner takes it), so that a client that leaves meanwhile is seen
+    if (sendsNoBody(request.method, reply.statusCode)) return held.followHandedOn(payload);
     if (isWebBody(payload)) webBodies.add(request);
     return done(null, payload);
   }

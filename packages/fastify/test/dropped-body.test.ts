@@ -1,15 +1,16 @@
 /**
  * Streamed payloads Fastify drops while their producer goes on as for a 200: a HEAD request's (the
  * HEAD twin of a GET route), and a 204's, which Fastify ends at once. The lock waits for the
- * stream's end; the response does not.
+ * stream's end, and so does the answer, as a 200's does: a client that leaves meanwhile is seen.
  */
-import { Readable } from "node:stream";
-import { Redlock } from "@redlock-kit/core";
+import { PassThrough, Readable } from "node:stream";
+import { type Lock, Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
+import { gate, gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { open, type RequestInit, send } from "#test-helpers/http-client.js";
+import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
 
@@ -88,3 +89,59 @@ describe("a 204 with a streamed payload", () => {
     });
   }
 });
+
+describe("a HEAD request, or a 204, whose client leaves while its dropped body is read", () => {
+  const cases = [
+    ["HEAD", 200, "Node stream"],
+    ["HEAD", 200, "web stream"],
+    ["GET", 204, "Node stream"],
+    ["GET", 204, "web stream"],
+  ] as const;
+  for (const [method, status, kind] of cases) {
+    it(`${method} ${status}: stops the ${kind}, as Fastify stops a GET's body whose client left, and the lock lapses within one ttl`, async () => {
+      const app = Fastify();
+      apps.push(app);
+      // extended until maxHoldMs, the lock would outlive the polls: only its expiry within a ttl passes
+      await app.register(redlockPlugin, { redlock: dlm, ttl: 500, maxHoldMs: 600_000 });
+      const read = gate();
+      const stopped = gate();
+      let lock: Lock | undefined;
+      app.get("/feed/:id", { config: { redlock: "fastify-head-left:{params.id}" } }, async (request, reply) => {
+        lock = request.lock as Lock;
+        return reply
+          .code(status)
+          .type("text/event-stream")
+          .send(endlessFeed(kind, read.open, stopped.open));
+      });
+      const { request } = open(`${await listen(app)}/feed/1`, { method });
+      request.on("error", () => {});
+      // the body is being drained: Fastify has handed on the payload (and answered, if it does so at once)
+      await read.opened;
+      const outcome = releasedOrExpired("fastify-head-left:1", lock as Lock);
+      request.destroy();
+      // a release would let the next request in beside the producer, which may still run
+      expect(await arrival(outcome, "the lock's end (expiry or release)")).toBe("expired");
+      await arrival(stopped.opened, "the dropped body stopped");
+    });
+  }
+});
+
+/**
+ * An endless feed (server-sent events) of `kind`: `onRead` runs once a reader has started on it,
+ * `onStop` once it is destroyed (a web one cancelled); only its reader's leaving stops it.
+ */
+function endlessFeed(kind: Kind, onRead: () => void, onStop: () => void): PassThrough | ReadableStream<Uint8Array> {
+  if (kind === "web stream") {
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => controller.enqueue(new TextEncoder().encode("data: 1\n\n")),
+      // asked for more once its first chunk was read
+      pull: onRead,
+      cancel: onStop,
+    });
+  }
+  const feed = new PassThrough();
+  feed.write("data: 1\n\n");
+  feed.once("resume", onRead);
+  feed.once("close", onStop);
+  return feed;
+}

@@ -39,15 +39,26 @@ interface SendingReply {
 /**
  * Fastify's reply, whose payloads are followed as `@redlock-kit/fastify` follows them (the one a
  * handler sends itself through `@Res()` reaches Fastify past the interceptor). A payload the
- * response drops (a HEAD request's, a 204's): Fastify resumes a Node stream only once the response
- * has ended and cancels (HEAD) or leaves unread (204) a web one, whose producer may go on unseen
- * (handed on as a Node stream, drained the same way). A web body sent: `onWebBody()` is told, as
- * Fastify cancels it when its client leaves and then ends the response itself.
+ * response drops (a HEAD request's, a 204's), which Fastify would answer at once, is handed on
+ * once its streamed body has ended (`HeldRoute.followHandedOn`), as a returned one is: a client
+ * that leaves meanwhile is seen. A web body sent: `onWebBody()` is told, as Fastify cancels it when
+ * its client leaves and then ends the response itself.
  */
 export function followReplyPayloads(held: HeldRoute, reply: SendingReply, method: string, onWebBody: () => void): void {
   const send = reply.send;
+  let handingOn = false;
   reply.send = function followedSend(this: SendingReply, payload: unknown) {
-    if (sendsNoBody(method, this.statusCode)) return send.call(this, held.followHandedOn(payload));
+    // the send() Fastify adds once the handler's promise has settled unsent: this one is on its way
+    if (handingOn) return this;
+    if (sendsNoBody(method, this.statusCode)) {
+      handingOn = true;
+      held
+        .followHandedOn(payload)
+        .then((body) => send.call(this, body))
+        // as Fastify answers a throwing handler
+        .catch((error: unknown) => send.call(this, error));
+      return this;
+    }
     if (isWebBody(payload)) onWebBody();
     return send.call(this, payload);
   };

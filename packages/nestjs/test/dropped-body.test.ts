@@ -251,12 +251,10 @@ describe.each(platforms)(
       await running?.close();
     });
 
-    // Nest answers a returned body once it has ended. A body the handler sent through @Res(): Express
-    // pipes it into the response, and stops piping it when its client leaves, as a GET's; Fastify
-    // answers a HEAD request at once, before the body's end, whose client then has nothing to leave.
-    const kinds =
-      platform === "express" ? ["file", "stream", "web", "response", "sent"] : ["file", "stream", "web", "response"];
-    for (const kind of kinds) {
+    // Nest answers a returned body once it has ended, and so does the interceptor one the handler
+    // sent through @Res() on Fastify. Express pipes that one into the response, and stops piping it
+    // (without destroying it) when its client leaves, as a GET's.
+    for (const kind of ["file", "stream", "web", "response", "sent"]) {
       it(`${kind}: stops the body, as a GET's whose client left, and the lock lapses within one ttl`, async () => {
         entered = gate();
         stopped = gate();
@@ -267,7 +265,7 @@ describe.each(platforms)(
         request.destroy();
         // a release would let the next request in beside the producer, which may still run
         expect(await arrival(outcome, "the lock's end (expiry or release)")).toBe("expired");
-        if (kind !== "sent") await arrival(stopped.opened, "the dropped body stopped");
+        if (kind !== "sent" || platform === "fastify") await arrival(stopped.opened, "the dropped body stopped");
       });
     }
   },

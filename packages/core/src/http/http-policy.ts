@@ -471,13 +471,17 @@ export class HeldRoute {
   }
 
   /**
-   * `followDropped` for a payload the framework is still handed and drops itself (Fastify's HEAD
-   * route): returns what to hand it, a web stream turned into a Node stream (`droppedPayload`),
-   * followed to its end.
+   * `followDropped` for a payload the framework is still handed and drops itself, answering at once
+   * (Fastify's HEAD route, its 204): resolves with what to hand it, a web stream turned into a Node
+   * stream (`droppedPayload`), once that body has ended (at once for a plain body). Handed on then,
+   * the answer waits for the body's end, as Koa's and Nest's do: a client that leaves meanwhile is
+   * seen, its body stopped and the lock left to lapse. Answered at once, a client that then closes
+   * its connection has left nothing, and an endless body would be read, its lock extended, until
+   * `maxHoldMs`.
    */
-  followHandedOn(payload: unknown): unknown {
+  async followHandedOn(payload: unknown): Promise<unknown> {
     const body = droppedPayload(payload);
-    this.followDropped(body);
+    await this.followDropped(body);
     return body;
   }
 
