@@ -8,7 +8,7 @@ import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
-import { PassThrough } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
@@ -183,5 +183,36 @@ describe("HeldRoute: a dropped body stopped because its client left", () => {
     // what the framework then writes for its answer: its producer may still run
     res.end();
     expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("expired");
+  });
+});
+
+describe("HeldRoute.followHandedOn: a payload the framework would drop and answer at once (Fastify's HEAD, its 204)", () => {
+  it("resolves with what to hand on only at the body's end (a web stream as the drained Node stream), a plain payload at once; the lock is released after both ends", async () => {
+    let connected: Promise<net.Socket> | undefined;
+    const responded = new Promise<http.ServerResponse>((resolve) => {
+      connected = request(resolve);
+    });
+    const res = await responded;
+    const outcome = await policy().route("handed-on:1").begin(source, res);
+    if (outcome.kind !== "acquired") throw new Error(`not acquired: ${outcome.kind}`);
+    expect(await outcome.held.followHandedOn('{"id":1}')).toBe('{"id":1}');
+    let push: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const web = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        push = controller;
+        controller.enqueue(new Uint8Array(8));
+      },
+    });
+    const handedOn = outcome.held.followHandedOn(web);
+    push?.close();
+    // handed on at once, Fastify would answer before the body's end: a client leaving then is not seen
+    const body = (await handedOn) as PassThrough;
+    expect(body).toBeInstanceOf(Readable);
+    expect(body.readableEnded).toBe(true);
+    expect(await redis.exists("handed-on:1")).toBe(1);
+    const released = nextRelease("handed-on:1");
+    res.end();
+    expect((await arrival(released, "the release")).released).toBe(true);
+    (await connected)?.destroy();
   });
 });
