@@ -38,6 +38,7 @@ export {
 } from "./http/key-template.js";
 export { guardLostAnswer } from "./http/lost-answer.js";
 export { responseAnswered, type TrackedResponse } from "./http/response-done.js";
+export { servedAgain } from "./http/whole-body.js";
 export {
   checkDeclaredWith,
   DECLARED_LOCK_KEYS,

@@ -14,6 +14,7 @@ import {
   type Redlock,
   type RedlockError,
   type RouteLockOptions,
+  servedAgain,
 } from "@redlock-kit/core";
 import type { Context, MiddlewareHandler } from "hono";
 import { createMiddleware } from "hono/factory";
@@ -143,6 +144,9 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         try {
           await outcome.held.run(next);
           returned = true;
+          // the same Response answered with again, whose whole body a HEAD request drained
+          const again = servedAgain(c.res);
+          if (again !== undefined) setResponse(c, again);
           // the handler's Response, replaced with its headers kept; one committed already stays
           if (!res.headersSent) replaceLostAnswer(c, outcome.held, cancelBody);
         } finally {

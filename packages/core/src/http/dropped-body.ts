@@ -1,5 +1,6 @@
 import { finished, Readable } from "node:stream";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
+import { rememberWhole } from "./whole-body.js";
 
 /**
  * Whether the answer to a `method` request with `status` carries no body, whatever the handler gave
@@ -29,8 +30,9 @@ export function sendsNoBody(method: string, status: number): boolean {
 export function drainDroppedBody(body: unknown, stop?: AbortSignal): Promise<void> | undefined {
   if (body === null || typeof body !== "object") return undefined;
   if (isNodeReadable(body)) return drainNode(body, stop);
-  const stream = isResponse(body) ? responseBody(body) : body;
-  return isWebStream(stream) ? drainWeb(stream, stop) : undefined;
+  const response = isResponse(body) ? body : undefined;
+  const stream = response ? responseBody(response) : body;
+  return isWebStream(stream) ? drainWeb(stream, stop, response) : undefined;
 }
 
 interface NodeReadable extends NodeJS.ReadableStream {
@@ -113,20 +115,33 @@ function isWebStream(body: unknown): body is ReadableStream<unknown> {
   return typeof (body as Partial<ReadableStream> | null)?.getReader === "function";
 }
 
-function drainWeb(body: ReadableStream<unknown>, stop: AbortSignal | undefined): Promise<void> | undefined {
+function drainWeb(
+  body: ReadableStream<unknown>,
+  stop: AbortSignal | undefined,
+  response: Response | undefined,
+): Promise<void> | undefined {
   // someone else reads it: that reader sends or drops it
   if (body.locked) return undefined;
   const reader = body.getReader();
-  const over = readToEnd(reader);
+  const over = readToEnd(reader, response);
   untilStopped(stop, over, () => {
     reader.cancel().catch(() => {});
   });
   return over;
 }
 
-async function readToEnd(reader: ReadableStreamDefaultReader<unknown>): Promise<void> {
+/** Reads to the end; the whole body of `response` (one chunk or none) is kept for its next use. */
+async function readToEnd(reader: ReadableStreamDefaultReader<unknown>, response: Response | undefined): Promise<void> {
   try {
-    while (!(await reader.read()).done) {}
+    let chunks = 0;
+    let first: unknown;
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      // a second chunk: a streamed body, whose first is not held meanwhile
+      first = ++chunks === 1 ? read.value : undefined;
+    }
+    if (response === undefined || chunks > 1) return;
+    if (chunks === 0) rememberWhole(response, new Uint8Array(0));
+    else if (first instanceof Uint8Array) rememberWhole(response, first);
   } catch {
     // failed: over all the same
   } finally {

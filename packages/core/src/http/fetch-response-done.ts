@@ -1,5 +1,6 @@
 import { responseBody } from "./dropped-body.js";
 import type { TrackedResponse } from "./response-done.js";
+import { rememberWhole, servedAgain } from "./whole-body.js";
 
 /**
  * Follows one Fetch-API response (Hono off `@hono/node-server`, and any server that answers with a
@@ -87,15 +88,21 @@ export class FetchResponseTracker implements TrackedResponse {
    */
   respond(response: Response, sendsBody = true): Response {
     const body = responseBody(response);
-    // a body that something else reads or has read cannot be followed: that reader sends it
     if (!sendsBody || body === null || body.locked) {
+      // the same Response answered with again, whose whole body a request before this one read
+      const again = sendsBody ? servedAgain(response) : undefined;
+      if (again !== undefined) return this.respond(again);
+      // a body that something else reads or has read cannot be followed: that reader sends it
       this.end();
       return response;
     }
     if (this.#clientLeft) return this.#unread(response, body);
     const followed = endsWith(
       body,
-      () => this.end(),
+      (whole) => {
+        if (whole !== undefined) rememberWhole(response, whole);
+        this.end();
+      },
       () => {
         // our own cancel (discard) is not the client's
         if (this.#discarding) return false;
@@ -158,18 +165,23 @@ export class FetchResponseTracker implements TrackedResponse {
 }
 
 /**
- * `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended or failed, and
+ * `body`, pulled chunk by chunk (no read-ahead), calling `onEnd` once it ended (with its bytes when
+ * they came in one chunk or none: `rememberWhole`) or failed, and
  * `onCancel` if the server cancels it. A cancel `onCancel` says is the server's (true: its client
  * left) still ends it when the rest of `body` is whole at once (a plain body, whose producer is
  * done: the server cancels what it no longer sends); a body still being produced is cancelled.
  */
+const EMPTY = new Uint8Array(0);
+
 function endsWith(
   body: ReadableStream<Uint8Array>,
-  onEnd: () => void,
+  onEnd: (whole?: Uint8Array) => void,
   onCancel: () => boolean,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   let cancelled = false;
+  // the body's only chunk so far (none yet: empty); `null` from its second on
+  let whole: Uint8Array | null = EMPTY;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -177,8 +189,12 @@ function endsWith(
           const { done, value } = await reader.read();
           // a read pending at the cancel ends as done: that is the cancel, not the body's end
           if (cancelled) return;
-          if (!done) return controller.enqueue(value);
+          if (!done) {
+            whole = whole === EMPTY ? value : null;
+            return controller.enqueue(value);
+          }
           controller.close();
+          return onEnd(whole ?? undefined);
         } catch (error) {
           if (cancelled) return;
           controller.error(error);
