@@ -140,7 +140,10 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
         const res = outgoing as ServerResponse;
         // the answer is committed when the server writes its head, after the middleware around the
         // route, or earlier by a handler writing to the Node response itself (RESPONSE_ALREADY_SENT)
-        guardLostAnswer(res, outcome.held);
+        // the Response's headers, handed to writeHead by the server (the route returned one to
+        // send), are kept on the 409 as at the route's return (replaceLostAnswer); those of a
+        // handler's own writeHead on the Node response are its answer's, and go with it
+        guardLostAnswer(res, outcome.held, () => returned && !sentItself(c));
         try {
           await outcome.held.run(next);
           returned = true;
@@ -203,6 +206,14 @@ function replaceLostAnswer(c: Context, held: HeldRoute, discard: (old: Response)
   for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
   headers.set("content-type", JSON_TYPE);
   setResponse(c, new Response(JSON.stringify(answer.body), { status: answer.status, headers }));
+}
+
+/**
+ * Whether the route's Response says its handler wrote the Node response itself
+ * (`RESPONSE_ALREADY_SENT`, whose marker header `@hono/node-server` reads).
+ */
+function sentItself(c: Context): boolean {
+  return c.res.headers.has("x-hono-already-sent");
 }
 
 /** The type of the JSON the middleware answers itself, as the other adapters send it. */

@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import { text } from "node:stream/consumers";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import { describe, expect, it } from "vitest";
 import { open, send } from "#test-helpers/http-client.js";
 import { countReleases, untilInvalid } from "#test-helpers/lock-events.js";
@@ -119,10 +120,19 @@ describe("on the Node response, a lock lost before the answer is committed", () 
       await untilInvalid(c.var.lock);
     });
     app.post("/outer/:id", redlock("lost:{params.id}"), (c) => c.json({ done: true }));
+    // cors() before the route sets its headers before next(); the lock is lost after the route
+    // returned, while the outer step (a session saved to a store) still runs
+    app.use("/cors/*", cors({ origin: "https://shop.example" }), async (c, next) => {
+      await next();
+      await untilInvalid(c.var.lock);
+    });
+    app.post("/cors/:id", redlock("lost:{params.id}"), (c) =>
+      c.json({ done: true }, 200, { etag: '"v1"', "x-kept": "yes" }),
+    );
     app.post("/direct/:id", redlock("lost:{params.id}"), async (c) => {
       await untilInvalid(c.var.lock);
       const outgoing = (c.env as { outgoing: ServerResponse }).outgoing;
-      outgoing.writeHead(200, { "content-type": "text/plain" });
+      outgoing.writeHead(200, { "content-type": "text/plain", "x-dropped": "yes" });
       outgoing.end("done");
       return RESPONSE_ALREADY_SENT;
     });
@@ -159,5 +169,27 @@ describe("on the Node response, a lock lost before the answer is committed", () 
     expect([answer.status, answer.text]).toEqual([status, body]);
     await expect.poll(() => releases.count).toBe(1);
     releases.stop();
+  });
+
+  it("keeps on that 409 the headers of the answer the server was writing, cors()'s before the route included, but those describing its body (as the check at the route's return does); released once", async () => {
+    const server = await bed.serve(committedApp() as unknown as Hono);
+    const releases = countReleases("lost:9");
+    const answer = await send(`${server.url}/cors/9`, { method: "POST", headers: { origin: "https://shop.example" } });
+    expect([answer.status, answer.text]).toEqual([409, LOST]);
+    expect(answer.headers["content-type"]).toMatch(/^application\/json/);
+    expect(answer.headers["cache-control"]).toBe("no-store");
+    expect([answer.headers["access-control-allow-origin"], answer.headers["x-kept"], answer.headers.etag]).toEqual([
+      "https://shop.example",
+      "yes",
+      undefined,
+    ]);
+    await expect.poll(() => releases.count).toBe(1);
+    releases.stop();
+  });
+
+  it("drops the headers of a handler's own writeHead on c.env.outgoing (RESPONSE_ALREADY_SENT) after its lock was lost, as on Express", async () => {
+    const server = await bed.serve(committedApp() as unknown as Hono);
+    const answer = await send(`${server.url}/direct/10`, { method: "POST" });
+    expect([answer.status, answer.text, answer.headers["x-dropped"]]).toEqual([409, LOST, undefined]);
   });
 });

@@ -15,12 +15,18 @@ type Callback = (error?: Error | null) => void;
  * nothing more is paid per chunk. Headers already sent (a stream that lost its lock midway) are out
  * of reach: `lock.signal` tells the handler.
  *
+ * The 409 keeps the headers set on the response (`setHeader`) but `REPLACED_ANSWER_HEADERS`; those
+ * passed to the `writeHead` call it replaces are the handler's own answer's, and go with it, unless
+ * `keepsHeadHeaders()` says, at that call, that they are the framework's sending of a whole answer
+ * (`@hono/node-server` hands every header of the Response, `cors()`'s included, to `writeHead`):
+ * they are then kept as set ones are.
+ *
  * The response is guarded through methods shared by every `ServerResponse`
  * (speed/shared-commit-guard.ts), or, when its own methods would not reach those (a wrapper
  * installed earlier, such as compression), through its own methods, put in front of them.
  */
-export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
-  const decision = new CommitDecision(res, held);
+export function guardLostAnswer(res: ServerResponse, held: HeldRoute, keepsHeadHeaders?: () => boolean): void {
+  const decision = new CommitDecision(res, held, keepsHeadHeaders);
   if (!guardThroughPrototype(res, decision)) guardOwnMethods(res, decision);
 }
 
@@ -28,21 +34,29 @@ export function guardLostAnswer(res: ServerResponse, held: HeldRoute): void {
 class CommitDecision implements CommitGuard {
   readonly #res: ServerResponse;
   readonly #held: HeldRoute;
+  readonly #keepsHeadHeaders: (() => boolean) | undefined;
   #decided = false;
   #lost: Error | undefined;
 
-  constructor(res: ServerResponse, held: HeldRoute) {
+  constructor(res: ServerResponse, held: HeldRoute, keepsHeadHeaders: (() => boolean) | undefined) {
     this.#res = res;
     this.#held = held;
+    this.#keepsHeadHeaders = keepsHeadHeaders;
   }
 
-  decide(status: number, writeHead: ServerResponse["writeHead"], end: ServerResponse["end"]): boolean {
+  decide(
+    status: number,
+    writeHead: ServerResponse["writeHead"],
+    end: ServerResponse["end"],
+    head?: ArrayLike<unknown>,
+  ): boolean {
     if (this.#decided) return this.#lost !== undefined;
     this.#decided = true;
     const res = this.#res;
     const answer = res.headersSent ? undefined : this.#held.lostAnswer(status);
     if (answer !== undefined) {
       const error = this.#held.lostError();
+      if (head !== undefined && this.#keepsHeadHeaders?.() === true) setHeadHeaders(res, head);
       // through the methods below the guard: a wrapper re-entering the guard meanwhile passes through
       sendInstead(res, answer, writeHead, end);
       this.#lost = error;
@@ -72,8 +86,8 @@ class CommitDecision implements CommitGuard {
 function guardOwnMethods(res: ServerResponse, decision: CommitDecision): void {
   // the methods in place now: the prototype's, or a wrapper installed earlier (compression)
   const { writeHead, write, end } = res;
-  const decide = (status: number): boolean => {
-    const lost = decision.decide(status, writeHead, end);
+  const decide = (status: number, head?: ArrayLike<unknown>): boolean => {
+    const lost = decision.decide(status, writeHead, end, head);
     if (res.writeHead === guardedWriteHead) res.writeHead = lost ? discardHead : writeHead;
     if (res.write === guardedWrite) res.write = lost ? discardWrite : write;
     if (res.end === guardedEnd) res.end = lost ? discardEnd : end;
@@ -89,7 +103,7 @@ function guardOwnMethods(res: ServerResponse, decision: CommitDecision): void {
     return decision.discardEnd(this, args);
   } as ServerResponse["end"];
   const guardedWriteHead = function guardedWriteHead(this: ServerResponse, status: number, ...rest: unknown[]) {
-    return decide(status) ? this : Reflect.apply(writeHead, this, [status, ...rest]);
+    return decide(status, [status, ...rest]) ? this : Reflect.apply(writeHead, this, [status, ...rest]);
   } as ServerResponse["writeHead"];
   const guardedWrite = function guardedWrite(this: ServerResponse, ...args: unknown[]) {
     return decide(this.statusCode) ? Reflect.apply(discardWrite, this, args) : Reflect.apply(write, this, args);
@@ -100,6 +114,26 @@ function guardOwnMethods(res: ServerResponse, decision: CommitDecision): void {
   res.writeHead = guardedWriteHead;
   res.write = guardedWrite;
   res.end = guardedEnd;
+}
+
+/**
+ * Sets on `res` the headers of a `writeHead(status, [message], [headers])` call, as that call would
+ * have: an object, or a list (`[name, value, …]` or `[[name, value], …]`).
+ */
+function setHeadHeaders(res: ServerResponse, head: ArrayLike<unknown>): void {
+  const headers = typeof head[1] === "string" ? head[2] : head[1];
+  if (headers === null || typeof headers !== "object") return;
+  const pairs: [unknown, unknown][] = [];
+  if (!Array.isArray(headers)) pairs.push(...Object.entries(headers));
+  else if (Array.isArray(headers[0])) pairs.push(...(headers as [unknown, unknown][]));
+  else for (let at = 0; at + 1 < headers.length; at += 2) pairs.push([headers[at], headers[at + 1]]);
+  for (const [name, value] of pairs) {
+    // one Node would refuse is left out, as the answer it came with is
+    if (typeof name !== "string" || value === undefined) continue;
+    try {
+      res.setHeader(name, value as string | number | readonly string[]);
+    } catch {}
+  }
 }
 
 /** The 409 JSON in place of the handler's answer, through the response's methods the guard wrapped. */

@@ -22,10 +22,16 @@ import { ServerResponse } from "node:http";
 /** What a guarded response asks at its commit point (http/lost-answer.ts's `CommitDecision`). */
 export interface CommitGuard {
   /**
-   * At the response's first `writeHead`, `write` or `end`, with its status: true when its answer was
-   * replaced (sent through `writeHead` and `end`, the methods below the guard).
+   * At the response's first `writeHead`, `write` or `end`, with its status (and a `writeHead` call's
+   * arguments): true when its answer was replaced (sent through `writeHead` and `end`, the methods
+   * below the guard).
    */
-  decide(status: number, writeHead: ServerResponse["writeHead"], end: ServerResponse["end"]): boolean;
+  decide(
+    status: number,
+    writeHead: ServerResponse["writeHead"],
+    end: ServerResponse["end"],
+    head?: ArrayLike<unknown>,
+  ): boolean;
   /** What a `write` after a replaced answer does. */
   discardWrite(args: ArrayLike<unknown>): boolean;
   /** What an `end` after a replaced answer does. */
@@ -43,11 +49,12 @@ function methodBelow(name: Method): (...args: never[]) => unknown {
   return (below as NonNullable<typeof below>)(name);
 }
 
-function decideAt(res: ServerResponse, guard: CommitGuard, status: number): boolean {
+function decideAt(res: ServerResponse, guard: CommitGuard, status: number, head?: ArrayLike<unknown>): boolean {
   const replaced = guard.decide(
     status,
     methodBelow("writeHead") as ServerResponse["writeHead"],
     methodBelow("end") as ServerResponse["end"],
+    head,
   );
   // an intact answer needs nothing more: later calls pass through
   if (!replaced) guards.delete(res);
@@ -56,7 +63,8 @@ function decideAt(res: ServerResponse, guard: CommitGuard, status: number): bool
 
 function writeHead(this: ServerResponse, status: number): ServerResponse {
   const guard = guards.get(this);
-  if (guard !== undefined && decideAt(this, guard, status)) return this;
+  // biome-ignore lint/complexity/noArguments: the call's headers, read only if its answer is replaced
+  if (guard !== undefined && decideAt(this, guard, status, arguments)) return this;
   // biome-ignore lint/complexity/noArguments: passes the call on as it came, with no array per call
   return Reflect.apply(methodBelow("writeHead"), this, arguments) as ServerResponse;
 }
