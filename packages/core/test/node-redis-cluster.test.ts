@@ -2,6 +2,7 @@ import { type createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import {
   fencedGet,
   fencedSet,
@@ -41,6 +42,8 @@ it("locks single keys on every master through a node-redis Cluster", async () =>
   const client = await nodeRedisCluster();
   const dlm = new Redlock([client], { retryCount: 0 });
   expect(dlm.stores[0]).toBeInstanceOf(NodeRedisStore);
+  // a new client says who it is (CLUSTER NODES) first: a 2 s lock's one attempt waits 200 ms for that
+  await warmUp(dlm);
   const owners = new Set<number>();
   for (const key of ["a", "b", "c", "order:1", "order:2", "order:3", "x", "y", "z"]) {
     const lock = await dlm.acquire(key, 2000);
@@ -57,6 +60,7 @@ it("locks single keys on every master through a node-redis Cluster", async () =>
 
 it("refuses resources across hash slots with a RangeError before any command, and locks a {hash tag} all or nothing", async () => {
   const dlm = new Redlock([await nodeRedisCluster()], { retryCount: 0 });
+  await warmUp(dlm);
   await expect(dlm.lock(["order:1", "order:2"], 2000)).rejects.toThrow(/share a hash slot/);
   const lock = await dlm.acquire(["{order:42}:payment", "{order:42}:stock"], 2000);
   expect(await dlm.lock(["{order:42}:stock", "{order:42}:invoice"], 2000)).toBeNull();
@@ -67,6 +71,7 @@ it("refuses resources across hash slots with a RangeError before any command, an
 
 it("issues fences on a Cluster, each counter in its key's slot", async () => {
   const dlm = new Redlock([await nodeRedisCluster()], { retryCount: 0, fencing: true });
+  await warmUp(dlm);
   const first = await dlm.acquire("{job}:fenced", 2000);
   await first.release();
   const second = await dlm.acquire("{job}:fenced", 2000);
@@ -103,7 +108,10 @@ it("lets a waiter poll, with no subscriber connection: a Cluster's PUBLISH count
 });
 
 it("refuses two node-redis Cluster clients of one cluster: every master would vote twice", async () => {
-  const dlm = new Redlock([await nodeRedisCluster(), await nodeRedisCluster()], { retryCount: 0 });
+  const clients = [await nodeRedisCluster(), await nodeRedisCluster()];
+  // each has said who it is: the 2 s lock's one attempt would wait only 200 ms for both to answer
+  for (const client of clients) await warmUp(new Redlock([client]), { quit: true });
+  const dlm = new Redlock(clients, { retryCount: 0 });
   const error = await dlm.lock("twice", 2000).catch((e: unknown) => e);
   expect(error).toBeInstanceOf(LockConfigurationError);
   expect((error as Error).message).toBe(
@@ -118,6 +126,9 @@ it("votes once a Cluster handed in before it was connected, or while it connects
   const dlm = new Redlock([later], { retryCount: 0 });
   await expect(dlm.lock("early", 2000)).rejects.toBeInstanceOf(LockUnavailableError);
   await later.connect();
+  // it votes once connected: the warm-up's attempts fail else, each after 1 s; then a 2 s lock's
+  // one attempt need not wait (200 ms) for its CLUSTER NODES
+  await warmUp(dlm);
   const lock = await dlm.acquire("early", 2000);
   expect(await lock.release()).toBe(true);
   await dlm.quit();
@@ -126,7 +137,9 @@ it("votes once a Cluster handed in before it was connected, or while it connects
   const connectingClient = unconnectedCluster();
   const connecting = connectingClient.connect();
   const other = new Redlock([connectingClient], { retryCount: 0 });
-  const during = await other.lock("during", 2000);
+  // it waits for the connection and its CLUSTER NODES: a 60 s lock for up to 1 s (a 2 s one's 200 ms
+  // was missed under load, 503), as a warm-up would
+  const during = await other.lock("during", 60_000);
   await during?.release();
   await connecting;
   const after = await other.acquire("during", 2000);

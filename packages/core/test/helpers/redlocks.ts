@@ -1,19 +1,22 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { Redlock, type RedlockOptions } from "../../src/index.js";
 
 /**
  * `count` redis-servers for the file, one client each, and Redlocks on all of them that are quit
  * after each test; after each test every server runs again (a test may have paused one) and is
- * flushed.
+ * flushed. The clients have said who they are before the first test (a Redlock of their own took a
+ * lock): a test's first call is not one that waits for that.
  */
 export function useRedlocks(count: number) {
   const cluster = useRedisServers(count);
   let clients: Redis[] = [];
   const redlocks: Redlock[] = [];
-  beforeAll(() => {
+  beforeAll(async () => {
     clients = cluster.servers.map((server) => server.client());
+    await warmUp(new Redlock(clients), { quit: true });
   });
   afterEach(async () => {
     for (const server of cluster.servers) server.resume();
