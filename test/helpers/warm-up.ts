@@ -12,19 +12,19 @@ interface Acquirer {
   acquire(
     resource: string,
     ttl: number,
-    options: { retryCount: number; fencing: boolean },
+    options: { retryCount: number; instanceTimeout: number; fencing: boolean },
   ): Promise<{ release(): Promise<boolean> }>;
   quit(): Promise<void>;
 }
 
 /**
- * Takes and releases a 60 s lock: each attempt waits up to 1 s for the answers, and it retries (also
- * on a Redlock built with `retryCount: 0`; not one whose defaults set `wait`), unfenced (a test's
- * first fence stays 1). `quit`: `dlm` was built for this alone (on clients handed to it, which stay open).
+ * Takes and releases a 60 s lock: each attempt waits up to 1 s for the answers, and it retries, whatever
+ * the Redlock's defaults say (`retryCount: 0`, a short `instanceTimeout`; not one whose defaults set
+ * `wait`), unfenced (a test's first fence stays 1). `quit`: `dlm` was built for this alone (on clients handed to it, which stay open).
  */
 export async function warmUp(dlm: Acquirer, options: { quit?: boolean } = {}): Promise<void> {
   try {
-    await (await dlm.acquire("warm-up", 60_000, { retryCount: 3, fencing: false })).release();
+    await (await dlm.acquire("warm-up", 60_000, { retryCount: 3, instanceTimeout: 1000, fencing: false })).release();
   } finally {
     if (options.quit) await dlm.quit();
   }

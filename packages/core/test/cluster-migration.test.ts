@@ -2,6 +2,7 @@ import type { Cluster, ClusterOptions } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import {
   type AcquireMessage,
   channels,
@@ -44,6 +45,8 @@ describe.each(clients)("%s while a slot migrates", (name, connect) => {
     // two processes: the holder, and a rival with a client of its own
     const dlm = new Redlock([await connect()], { retryCount: 0 });
     const rival = new Redlock([await connect()], { retryCount: 0 });
+    // its first call below is one attempt at a 1 s lock: 100 ms for a new client to say who it is
+    await warmUp(rival);
     const stays = await dlm.acquire(a, 60_000);
     const moves = await dlm.acquire(b, 60_000);
     const pair = await dlm.acquire([c, d], 60_000);
@@ -129,6 +132,8 @@ describe("an ioredis Cluster, which sends a command answered TRYAGAIN again by i
     await client.ping();
     await Promise.all(client.nodes("master").map((node) => node.ping()));
     const dlm = new Redlock([client], { instanceTimeout: 500, retryDelay: 1000, retryJitter: 0 });
+    // the call's first attempt is timed below: it must not wait (500 ms) for the client to say who it is
+    await warmUp(dlm);
     const migration = await cluster.migrateSlotOf(key);
     const target = migration.target.client();
     const monitor = await startMonitor(migration.target.client());
