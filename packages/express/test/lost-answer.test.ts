@@ -15,6 +15,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { countReleases, untilInvalid } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
 const cluster = useRedisServers(1);
@@ -38,6 +39,8 @@ const openOnFile = () =>
 
 beforeAll(async () => {
   dlm = new Redlock(cluster.servers.map((redis) => redis.client()));
+  // the routes' one attempt at a 500 ms lock waits 50 ms for a new client to say who it is
+  await warmUp(dlm);
   const redlock = createRedlockMiddleware(dlm, { ttl: 500, autoExtend: false });
   const app = express();
   app.post("/head/:id", redlock("lost:{params.id}"), async (req, res) => {

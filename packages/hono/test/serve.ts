@@ -7,6 +7,7 @@ import type { Hono } from "hono";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 
 /** A served app: its base URL, and how to close it (open connections included). */
 export interface Served {
@@ -47,10 +48,9 @@ export function useServedRedlock() {
   beforeAll(async () => {
     redis = cluster.servers[0]?.client() as Redis;
     dlm = new Redlock([redis]);
-    // A fresh connection votes once the server said who it is (INFO), waited for at most the
-    // per-instance timeout: 50 ms for a test's 500 ms locks, which a loaded machine missed, and the
-    // first test's route (one attempt) got a 503. A 60 s lock waits up to 1 s, and retries.
-    await (await dlm.acquire("hono:warm-up", 60_000)).release();
+    // a route makes one attempt, which waits for a new client to say who it is at most its
+    // per-instance timeout: 50 ms for the 500 ms locks of some files
+    await warmUp(dlm);
   });
   afterEach(async () => {
     await Promise.all(servers.splice(0).map((server) => server.close()));

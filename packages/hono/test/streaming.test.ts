@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { nextChunk, open, send } from "#test-helpers/http-client.js";
 import { arrival, countReleases, nextExtensions, nextRelease, releasedOrExpired } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { createRedlockMiddleware, type RedlockEnv } from "../src/index.js";
 import { serveHono } from "./serve.js";
 
@@ -41,6 +42,8 @@ const encode = (chunk: string) => new TextEncoder().encode(chunk);
 beforeAll(async () => {
   redis = cluster.servers[0]?.client() as Redis;
   dlm = new Redlock([redis]);
+  // the routes' one attempt at a 1 s lock waits 100 ms for a new client to say who it is
+  await warmUp(dlm);
   const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
   // for a lock kept by its renewals: renewed at half of 2 s, a renewal up to ~1 s late comes in time
   const renewed = createRedlockMiddleware(dlm, { ttl: 2000 });

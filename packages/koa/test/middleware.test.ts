@@ -5,13 +5,17 @@ import Koa from "koa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
 const cluster = useRedisServers(1);
 let dlm: Redlock;
 
-beforeAll(() => {
+beforeAll(async () => {
   dlm = new Redlock(cluster.servers.map((server) => server.client()));
+  // a route makes one attempt, which waits for a new client to say who it is at most its
+  // per-instance timeout: 50 ms for a 500 ms lock
+  await warmUp(dlm);
 });
 
 afterAll(async () => {
