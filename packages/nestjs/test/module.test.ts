@@ -21,6 +21,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { excess, settledResources } from "#test-helpers/invariants.js";
 import { nextExtensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
 import { ShutdownProbe, ShutdownProbeModule } from "./helpers/nest-app.js";
 
@@ -401,6 +402,8 @@ describe("shutdown while a @Locked call of the app is still running", () => {
     @Module({ imports: [RedlockModule.forRoot({ instances: trio().map(url) })], providers: [LongJob] })
     class JobApp {}
     const context = await start(JobApp);
+    // its clients are new: the job's first call (one attempt) waits only so long for them to say who they are
+    await warmUp(context.get(Redlock));
     const entered = new Promise<void>((resolve) => {
       LongJob.entered = resolve;
     });
@@ -609,6 +612,8 @@ describe("an app whose start fails on a bad @LockedRoute declaration", () => {
       withRedlock(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
     );
     try {
+      // its client is new: the call (one attempt) waits only so long for it to say who it is
+      await warmUp(one.get(Redlock));
       const outcome = await new Ledger().post("10").catch((error: unknown) => String(error));
       expect(outcome).toBe("10");
       expect(Ledger.seen).toEqual(["fourth"]);
