@@ -44,6 +44,7 @@ import {
 } from "./helpers/lock-events.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 import { OWN_ANSWER, SET_UP, setUpHeaders } from "./helpers/set-up-headers.js";
+import { warmUp } from "./helpers/warm-up.js";
 
 const cluster = useRedisServers(3);
 /** Killed by the "Redis is down" tests; kept apart so that no reconnecting client disturbs the others. */
@@ -51,9 +52,12 @@ const doomed = useRedisServers(3);
 let clients: Redis[] = [];
 let dlm: Redlock;
 
-beforeAll(() => {
+beforeAll(async () => {
   clients = cluster.servers.map((server) => server.client());
   dlm = new Redlock(clients);
+  // the first test's routes make one attempt each, which waits for the new clients to say who they
+  // are at most its per-instance timeout
+  await warmUp(dlm);
 });
 
 afterEach(async () => {
