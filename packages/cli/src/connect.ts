@@ -9,15 +9,18 @@ import {
 import { Cluster, Redis } from "ioredis";
 import { UsageError } from "./args.js";
 import { bounded } from "./bounded.js";
-import { replicaOf, replicaStore } from "./replica.js";
+import { noVoteStore, replicaOf } from "./replica.js";
 
 /** The instances of one run: a Redlock over clients this CLI owns and closes. */
 export interface Instances {
   readonly dlm: Redlock;
   /** One per URL: a plain client, or a Cluster (one instance) when the URL's server runs in cluster mode. */
   readonly clients: readonly (Redis | Cluster)[];
-  /** Per instance, why it is no vote when its server said it is a replica (`replicaOf`), else undefined. */
-  readonly replicas: readonly (string | undefined)[];
+  /**
+   * Per instance, why it is not asked (no vote, not scanned): its server said it is a replica
+   * (`replicaOf`), or did not answer CLUSTER SLOTS in time (see open()); else undefined.
+   */
+  readonly notAsked: readonly (string | undefined)[];
   /** host:port/db of each instance (cluster@host:port of its URL for a Cluster), never a password. */
   readonly names: readonly string[];
   /**
@@ -70,9 +73,9 @@ export async function connect(
       { keyPrefix: prefix, instanceTimeout: timeout },
     );
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
-    // a replica's reason stands, whatever its unused connection does
+    // the reason of an instance not asked stands, whatever its unused connection does
     const reason = (instance: number, message: string) =>
-      opened[instance]?.replica ?? opened[instance]?.lastError() ?? message;
+      opened[instance]?.notAsked ?? opened[instance]?.lastError() ?? message;
     // core describes every Cluster as "cluster": the output names it as the listing does
     const named = <R extends { readonly instances: readonly { readonly instance: number; readonly error?: Error }[] }>(
       result: R,
@@ -88,7 +91,7 @@ export async function connect(
     return {
       dlm,
       clients,
-      replicas: opened.map(({ replica }) => replica),
+      notAsked: opened.map(({ notAsked }) => notAsked),
       names,
       reason,
       inspect: async (resource) => named(await dlm.inspect(resource)),
@@ -130,7 +133,10 @@ function closeClients(clients: readonly (Redis | Cluster)[]): void {
  * A plain client for `url`, or a Cluster seeded by it when its server answers CLUSTER SLOTS, which
  * only a server in cluster mode does: a plain client there would see one master's keys, and get
  * MOVED for the others'. CLUSTER SLOTS is what an ioredis Cluster needs anyway, and is asked even
- * of an ACL user without INFO. A server that does not answer within `timeout` is taken as plain.
+ * of an ACL user without INFO. Only an error answer (cluster support disabled, or NOPERM for a user
+ * without it) or a failed connection (whose reads then fail with its reason) makes it plain: a
+ * server that does not answer within `timeout`, a Cluster node as well as any, did not answer, and
+ * is not asked (a node taken for plain would be refused as a Cluster node once it answers).
  * A plain server is asked its role at the same time, once: a replica's reason (`replicaOf`).
  */
 async function open(
@@ -139,10 +145,11 @@ async function open(
   reconnect: boolean,
 ): Promise<{
   client: Redis | Cluster;
-  /** What core is given: the client, or for a replica a store that refuses every call (no vote). */
+  /** What core is given: the client, or for one not asked a store that refuses every call (no vote). */
   voter: Redis | Cluster | LockStore;
   name?: string;
-  replica?: string;
+  /** Why it is not asked (no vote): a replica, or a server that did not answer CLUSTER SLOTS in time. */
+  notAsked?: string;
   lastError: () => string | undefined;
 }> {
   const client = new Redis(url, {
@@ -160,16 +167,12 @@ async function open(
     // instance answers nothing
     if (error.command?.name === "select") client.disconnect();
   });
-  const [clusterMode, replica] = await Promise.all([
-    bounded(client.cluster("SLOTS"), timeout).then(
-      () => true,
-      () => false,
-    ),
-    replicaOf(client, timeout),
-  ]);
-  if (!clusterMode) {
+  const [mode, replica] = await Promise.all([clusterMode(client, timeout), replicaOf(client, timeout)]);
+  if (typeof mode === "object")
+    return { client, voter: noVoteStore(client, mode.silent), notAsked: mode.silent, lastError };
+  if (mode === "plain") {
     if (replica === undefined) return { client, voter: client, lastError };
-    return { client, voter: replicaStore(client, replica), replica, lastError };
+    return { client, voter: noVoteStore(client, replica), notAsked: replica, lastError };
   }
   client.disconnect();
   // every master gets the URL's credentials and TLS, not only the seed
@@ -195,6 +198,25 @@ async function open(
   // its masters are known once it is ready; one that is not by then is scanned as unavailable
   await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
   return { client: cluster, voter: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
+}
+
+/**
+ * "cluster" when `client`'s server answers CLUSTER SLOTS; "plain" when it answers with an error, or
+ * it cannot be reached (its reads then fail with the connection's reason); `silent` (why) when it
+ * is connected and does not answer within `timeout`. A connection not made by then is given another
+ * `timeout`: its own connect timeout (the same, armed first) fails it, or it was made late (a busy
+ * event loop can run the expired timer before the socket's connect event) and the server may answer.
+ */
+async function clusterMode(client: Redis, timeout: number): Promise<"cluster" | "plain" | { silent: string }> {
+  const answer = client.cluster("SLOTS").then(
+    () => "cluster" as const,
+    () => "plain" as const,
+  );
+  const connected = () => client.status === "connect" || client.status === "ready";
+  const late = (error: Error) => (connected() ? { silent: error.message } : ("plain" as const));
+  return bounded(answer, timeout).catch((error: Error) =>
+    connected() ? late(error) : bounded(answer, timeout).catch(late),
+  );
 }
 
 /**

@@ -91,7 +91,7 @@ export function problemText(instance: { readonly error?: Error | string }): stri
       return `is a ${message.startsWith("READONLY") ? "replica (READONLY)" : message}: give its master's URL`;
     case "cluster node":
       // the CLI takes a node for its Cluster only when it answers CLUSTER SLOTS (see connect.ts)
-      return `is a Cluster node (${message.split(" ")[0]}) taken for a plain server: it did not answer CLUSTER SLOTS (in time, or its user may not run it)`;
+      return `is a Cluster node (${message.split(" ")[0]}) taken for a plain server: it refused CLUSTER SLOTS (may its user run it?), or could not be reached at the start`;
     default:
       return `refused: ${message}`;
   }

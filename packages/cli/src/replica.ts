@@ -20,11 +20,12 @@ export async function replicaOf(client: Redis, timeout: number): Promise<string 
 const field = (info: string, name: string) => new RegExp(`^${name}:(.*?)\\r?$`, "m").exec(info)?.[1] || undefined;
 
 /**
- * The instance of a replica in the CLI's Redlock: nothing is sent to it, and every call fails with
- * `reason` (`replicaOf`'s), so that core counts it as no vote and the CLI shows it as refused. It
- * is named as core names a client (host:port/db, or the socket's path).
+ * The instance of a server the CLI does not ask in its Redlock (a replica, or a server that did not
+ * answer CLUSTER SLOTS in time): nothing is sent to it, and every call fails with `reason`
+ * (`replicaOf`'s: the CLI shows it as refused), so that core counts it as no vote. It is named as
+ * core names a client (host:port/db, or the socket's path).
  */
-export function replicaStore(client: Redis, reason: string): LockStore {
+export function noVoteStore(client: Redis, reason: string): LockStore {
   const { path, host, port, db } = client.options;
   const refuse = () => Promise.reject(new Error(reason));
   return {

@@ -553,19 +553,36 @@ describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
   it("ends at Ctrl-C during a refresh that waits for a slow instance, printing nothing more", async () => {
     await dlm.acquire("job", 60_000);
     await heldEverywhere("lock:job");
-    // each refresh waits --timeout for it: its SCAN, then the lock's inspection
-    server(2).pause();
-    const [first] = clients as [Redis];
-    await first.config("RESETSTAT");
-    const scans = async () => Number(/cmdstat_scan:calls=(\d+)/.exec(await first.info("commandstats"))?.[1] ?? 0);
-    const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "1", "--timeout", "3000"], env);
-    await run.waitFor("\n");
-    // the second refresh has begun: it waits for the slow instance's SCAN
-    await expect.poll(scans).toBe(2);
-    run.child.kill("SIGINT");
-    expect(await run.exited).toBe(0);
-    // that refresh was finished first (seconds later) and printed: its frame came after the Ctrl-C
-    expect(run.stdout.trimEnd().split("\n")).toHaveLength(1);
+    // the third instance turns slow at the second refresh: its SCAN, and all after it, wait in the
+    // proxy (slow from the start, it would not answer CLUSTER SLOTS and never be asked)
+    const proxy = await startDelayProxy(server(2).port);
+    let scans = 0;
+    proxy.holdCommandsWhen = (chunk) => /\r\nscan\r\n/i.test(chunk.toString()) && ++scans === 2;
+    const urls = [0, 1].map((index) => `redis://127.0.0.1:${server(index).port}`);
+    const redis = [...urls, `redis://127.0.0.1:${proxy.port}`].join(",");
+    try {
+      const run = start([
+        "watch",
+        "--prefix",
+        "lock:",
+        "--json",
+        "--interval",
+        "1",
+        "--timeout",
+        "3000",
+        "--redis",
+        redis,
+      ]);
+      await run.waitFor("\n");
+      // the second refresh has begun: it waits for the slow instance's SCAN
+      await expect.poll(() => proxy.heldCommandBytes).toBeGreaterThan(0);
+      run.child.kill("SIGINT");
+      expect(await run.exited).toBe(0);
+      // that refresh was finished first (seconds later) and printed: its frame came after the Ctrl-C
+      expect(run.stdout.trimEnd().split("\n")).toHaveLength(1);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("redraws the table on a terminal until Ctrl-C", async () => {

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { type Lock, Redlock } from "@redlock-kit/core";
 import type { Cluster } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type RedisServer, startCluster, type TestCluster, useRedisServers } from "#test-helpers/redis.js";
 import { runCli, start } from "./helpers/run-cli.js";
 
@@ -137,12 +138,53 @@ describe("redlock-kit on a Redis Cluster (one instance: the whole Cluster)", PRO
       });
       expect(inspected.stdout).toMatch(
         new RegExp(
-          `^127\\.0\\.0\\.1:${seed.port}/0 +refused +- +- +is a Cluster node \\(MOVED\\) taken for a plain server: it did not answer CLUSTER SLOTS \\(in time, or its user may not run it\\)$`,
+          `^127\\.0\\.0\\.1:${seed.port}/0 +refused +- +- +is a Cluster node \\(MOVED\\) taken for a plain server: it refused CLUSTER SLOTS \\(may its user run it\\?\\), or could not be reached at the start$`,
           "m",
         ),
       );
     } finally {
       await Promise.all(admins.map((admin) => admin.acl("DELUSER", "noslots")));
+    }
+  });
+
+  it("a node that answers CLUSTER SLOTS only after --timeout did not answer (exit 3), never taken for a plain server", async () => {
+    await dlm.acquire(elsewhere, 60_000);
+    // a loaded node: every answer on the CLI's connections waits in the proxy
+    const proxy = await startDelayProxy(seed.port);
+    proxy.holdNewReplies = true;
+    // core's first command to a plain client (INFO server, who it is): the CLI took the node for a plain server
+    let askedAsPlain!: () => void;
+    const asPlain = new Promise<void>((resolve) => {
+      askedAsPlain = resolve;
+    });
+    proxy.holdCommandsWhen = (chunk) => {
+      if (chunk.toString().includes("\r\nserver\r\n")) askedAsPlain();
+      return false;
+    };
+    try {
+      const run = start(["inspect", elsewhere, "--prefix", "lock:", "--redis", `redis://127.0.0.1:${proxy.port}`]);
+      // the late answers arrive once core asks as of a plain server: it then learnt it is a Cluster node
+      await Promise.race([asPlain.then(() => proxy.releaseReplies()), run.exited]);
+      const code = await run.exited;
+      // it was exit 2, "redlock-kit: instances[0] (127.0.0.1:…/0) is a Redis Cluster node: …"
+      expect({ code, stderr: run.stderr }).toEqual({ code: 3, stderr: "" });
+      expect(run.stdout).toContain(`${elsewhere} (key lock:${elsewhere}): unknown, 1 of 1 instances did not answer`);
+      expect(run.stdout).toMatch(
+        new RegExp(`^127\\.0\\.0\\.1:${proxy.port}/0 +unknown +- +- +No answer within 1000 ms$`, "m"),
+      );
+
+      // nor scanned as one: list says why it could not be
+      proxy.holdNewReplies = true;
+      const listed = await runCli(["list", "--prefix", "lock:", "--redis", `redis://127.0.0.1:${proxy.port}`]);
+      expect({ code: listed.code, stdout: listed.stdout }).toEqual({
+        code: 3,
+        stdout: 'Cannot tell which locks match "*": fewer than a quorum of instances could be scanned.\n',
+      });
+      expect(listed.stderr).toBe(
+        `redlock-kit: 127.0.0.1:${proxy.port}/0 could not be scanned: No answer within 1000 ms\n`,
+      );
+    } finally {
+      await proxy.close();
     }
   });
 
@@ -170,9 +212,14 @@ describe("redlock-kit on a Redis Cluster (one instance: the whole Cluster)", PRO
     const failed = await runCli(["list", "never:*", "--prefix", "lock:", "--redis", url]);
     expect({ code: failed.code, stdout: failed.stdout }).toEqual({ code: 3, stdout: CANNOT_TELL });
     expect(failed.stderr).toContain(`redlock-kit: ${name(seed)} could not be scanned: master 127.0.0.1:${third.port}`);
-    const unknown = await runCli(["inspect", elsewhere, "--prefix", "lock:", "--timeout", "200", "--redis", url]);
+    // the failed Cluster's own answer, once ioredis stopped retrying it (about 1.6 s), well within
+    // --timeout: with --timeout 200 the read waited out its bound, and so had the seed's CLUSTER
+    // SLOTS to answer within those 200 ms in a process just started (taken for a plain server when
+    // late, and refused as a Cluster node: exit 2)
+    const unknown = await runCli(["inspect", elsewhere, "--prefix", "lock:", "--timeout", "10000", "--redis", url]);
     expect(unknown.code).toBe(3);
     expect(unknown.stdout).toContain(`${elsewhere} (key lock:${elsewhere}): unknown, 1 of 1 instances did not answer`);
+    expect(unknown.stdout).toMatch(new RegExp(`^${name(seed)} +unknown +- +- +CLUSTERDOWN The cluster is down$`, "m"));
 
     // the other masters go on serving their slots (as the tests' clusters are set up)
     await coverage("no");

@@ -41,10 +41,11 @@ const refusedName = (prefix: string, resource: string) =>
 const CONCURRENCY = 32;
 
 export async function collect(args: CliArgs, instances: Instances): Promise<Listing> {
-  // a replica's keys are its master's copy: its SCAN would count toward the quorum scanned
+  // a replica's keys are its master's copy: its SCAN would count toward the quorum scanned; a
+  // server that did not answer CLUSTER SLOTS may be one node of a Cluster
   const scannable = instances.clients.map((client, index) => {
-    const replica = instances.replicas[index];
-    return replica === undefined ? client : new Error(replica);
+    const notAsked = instances.notAsked[index];
+    return notAsked === undefined ? client : new Error(notAsked);
   });
   const scanned = await scanResources(scannable, args.prefix, args.target ?? "*", args.timeout);
   const failed = scanned.failed.map(({ instance, error }) => ({ instance, error: instances.reason(instance, error) }));
