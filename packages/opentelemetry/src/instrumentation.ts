@@ -5,6 +5,7 @@ import {
   type Attributes,
   type Context,
   type Exception,
+  INVALID_SPAN_CONTEXT,
   type MeterProvider,
   metrics,
   context as otelContext,
@@ -15,8 +16,9 @@ import {
   type TracerProvider,
   trace,
 } from "@opentelemetry/api";
-import type { AcquireTraceContext, LockTraceContext, ReleaseTraceContext, UsingTraceContext } from "@redlock-kit/core";
+import type { AcquireTraceContext, LockTraceContext, ReleaseTraceContext } from "@redlock-kit/core";
 import { createLockMetrics, type LockMetrics } from "./metrics.js";
+import { SdkFailures } from "./sdk-failures.js";
 
 /** Options of `instrumentRedlock()`. */
 export interface RedlockTelemetryOptions {
@@ -72,7 +74,12 @@ interface Call {
   readonly operation: Operation;
   readonly span: Span;
   readonly start: number;
+  /** Whether it was added to `lock.waiters`, and so is to be taken off. */
+  readonly waiting: boolean;
 }
+
+/** The span of a call whose span could not be started: it records nothing. */
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /**
  * Subscribes to redlock-kit's tracing channels (`redlock-kit:acquire`, `:extend`, `:release`,
@@ -106,6 +113,7 @@ class Telemetry {
   readonly #tracer: Tracer;
   readonly #metrics: LockMetrics;
   readonly #resourceNames: boolean;
+  readonly #sdk = new SdkFailures(INSTRUMENTATION_NAME);
   /** The calls in progress, by their trace context; each is removed when it settles. */
   readonly #calls = new Map<LockTraceContext, Call>();
   /**
@@ -131,18 +139,22 @@ class Telemetry {
       },
       // a call that threw synchronously publishes `end` with its outcome and no `asyncEnd`
       end: (context: LockTraceContext) => {
-        if (context.outcome !== undefined) this.#end(operation, context);
+        if (context.outcome !== undefined) this.#end(context);
       },
       asyncStart: () => {},
-      asyncEnd: (context: LockTraceContext) => this.#end(operation, context),
+      asyncEnd: (context: LockTraceContext) => this.#end(context),
       error: () => {},
     };
     if (operation === "using") {
       // Started while entering the store, so that the calls inside using() see it as their parent.
-      channel.start.bindStore(this.#parent as AsyncLocalStorage<unknown>, (context): UsingCall => {
-        const caller = otelContext.active();
-        const parent = this.#activeContext();
-        return { span: trace.setSpan(parent, this.#start(operation, context as LockTraceContext)), caller };
+      channel.start.bindStore(this.#parent as AsyncLocalStorage<unknown>, (context): UsingCall | undefined => {
+        const span = this.#start(operation, context as LockTraceContext);
+        // without a store, the calls inside using() are children of the caller's span
+        return this.#sdk.attempt(
+          "starting a span",
+          () => ({ span: trace.setSpan(this.#activeContext(), span), caller: otelContext.active() }),
+          undefined,
+        );
       });
       handlers.start = () => {};
     }
@@ -172,44 +184,65 @@ class Telemetry {
     };
     const ttl = (context as Partial<AcquireTraceContext>).ttl;
     if (ttl !== undefined) attributes["lock.ttl_ms"] = ttl;
-    const span = this.#tracer.startSpan(
-      `lock.${operation}`,
-      { kind: SpanKind.INTERNAL, attributes },
-      this.#activeContext(),
+    const span = this.#sdk.attempt(
+      "starting a span",
+      () => this.#tracer.startSpan(`lock.${operation}`, { kind: SpanKind.INTERNAL, attributes }, this.#activeContext()),
+      NO_SPAN,
     );
-    this.#calls.set(context, { operation, span, start: performance.now() });
-    if (operation === "acquire") this.#metrics.waiters.add(1, this.#resourceAttributes(context));
+    const waiting =
+      operation === "acquire" &&
+      this.#sdk.attempt(
+        "recording a metric",
+        () => {
+          this.#metrics.waiters.add(1, this.#resourceAttributes(context));
+          return true;
+        },
+        false,
+      );
+    this.#calls.set(context, { operation, span, start: performance.now(), waiting });
     return span;
   }
 
-  #end(operation: Operation, context: LockTraceContext): void {
+  #end(context: LockTraceContext): void {
     const call = this.#calls.get(context);
     if (call === undefined) return;
     this.#calls.delete(context);
-    const { span } = call;
     const outcome = context.outcome ?? "error";
+    // each step apart, so that a failing one leaves the others done: the count balanced, the span ended
+    this.#sdk.attempt("recording a metric", () => this.#record(call, context, outcome));
+    this.#sdk.attempt("annotating a span", () => this.#annotate(call, context, outcome));
+    this.#sdk.attempt("ending a span", () => call.span.end());
+  }
+
+  #record(call: Call, context: LockTraceContext, outcome: string): void {
+    const resources = this.#resourceAttributes(context);
+    if (call.waiting) this.#metrics.waiters.add(-1, resources);
+    if (call.operation === "acquire") {
+      const seconds = (performance.now() - call.start) / 1000;
+      this.#metrics.acquireDuration.record(seconds, { "lock.outcome": outcome, ...resources });
+    } else if (call.operation === "release") {
+      const { heldMs } = context as ReleaseTraceContext;
+      if (heldMs !== undefined) {
+        this.#metrics.heldDuration.record(heldMs / 1000, { "lock.outcome": outcome, ...resources });
+      }
+      if (outcome === "lost") this.#metrics.lost.add(1, resources);
+    }
+  }
+
+  #annotate({ operation, span }: Call, context: LockTraceContext, outcome: string): void {
     span.setAttribute("lock.outcome", outcome);
     if (FAILED.has(outcome)) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
       if (context.error instanceof Error) span.recordException(this.#exception(context.error, context));
     }
-    const resources = this.#resourceAttributes(context);
     if (operation === "acquire") {
       span.setAttribute("lock.attempts", (context as AcquireTraceContext).attempts);
-      this.#metrics.waiters.add(-1, resources);
-      const seconds = (performance.now() - call.start) / 1000;
-      this.#metrics.acquireDuration.record(seconds, { "lock.outcome": outcome, ...resources });
     } else if (operation === "release") {
       const { heldMs } = context as ReleaseTraceContext;
-      if (heldMs !== undefined) {
-        span.setAttribute("lock.held_ms", heldMs);
-        this.#metrics.heldDuration.record(heldMs / 1000, { "lock.outcome": outcome, ...resources });
-      }
-      if (outcome === "lost") this.#metrics.lost.add(1, resources);
-    } else if (operation === "using" && (context as UsingTraceContext).outcome === "lost") {
+      if (heldMs !== undefined) span.setAttribute("lock.held_ms", heldMs);
+    } else if (operation === "using" && outcome === "lost") {
       span.addEvent("lock lost while fn ran");
     }
-    span.end();
   }
 
   /**
@@ -217,11 +250,12 @@ class Telemetry {
    * acquisitions among them off `lock.waiters`. No duration is recorded: the call has not ended.
    */
   endOpenCalls(): void {
-    for (const [context, { operation, span }] of this.#calls) {
+    for (const [context, { span, waiting }] of this.#calls) {
       this.#calls.delete(context);
-      span.setAttribute("lock.outcome", UNOBSERVED);
-      if (operation === "acquire") this.#metrics.waiters.add(-1, this.#resourceAttributes(context));
-      span.end();
+      if (waiting)
+        this.#sdk.attempt("recording a metric", () => this.#metrics.waiters.add(-1, this.#resourceAttributes(context)));
+      this.#sdk.attempt("annotating a span", () => span.setAttribute("lock.outcome", UNOBSERVED));
+      this.#sdk.attempt("ending a span", () => span.end());
     }
   }
 

@@ -1,7 +1,16 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import diagnosticsChannel, { type Channel } from "node:diagnostics_channel";
 import { inspect } from "node:util";
-import { context, type Span, SpanStatusCode, type Tracer, type TracerProvider, trace } from "@opentelemetry/api";
+import {
+  context,
+  diag,
+  type Meter,
+  type Span,
+  SpanStatusCode,
+  type Tracer,
+  type TracerProvider,
+  trace,
+} from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import {
   AggregationTemporality,
@@ -87,6 +96,16 @@ function tracerProviderWith(
   };
 }
 
+/** A tracer provider whose spans throw `error` from their method `method`. */
+const spansThrowing = (method: "end" | "setAttribute", error: Error): TracerProvider =>
+  tracerProviderWith((tracer, ...args) => {
+    const span = tracer.startSpan(...args);
+    span[method] = () => {
+      throw error;
+    };
+    return span;
+  });
+
 /**
  * Runs `run` with the uncaught exceptions captured instead of failing the test file, as
  * diagnostics_channel reports a subscriber that threw (on the next tick), and returns them.
@@ -102,6 +121,27 @@ async function uncaught(run: () => Promise<void>): Promise<unknown[]> {
     process.setUncaughtExceptionCaptureCallback(null);
   }
   return errors;
+}
+
+/**
+ * Runs `run` with a diag logger set and the uncaught exceptions captured, and returns both: what
+ * escaped as an uncaught exception (`errors`) and what reached `diag.error` (`reports`).
+ */
+async function reported(run: () => Promise<void>): Promise<{ errors: unknown[]; reports: unknown[][] }> {
+  const reports: unknown[][] = [];
+  const ignore = () => {};
+  diag.setLogger({
+    error: (...args) => reports.push(args),
+    warn: ignore,
+    info: ignore,
+    debug: ignore,
+    verbose: ignore,
+  });
+  try {
+    return { errors: await uncaught(run), reports };
+  } finally {
+    diag.disable();
+  }
 }
 
 const finished = (name?: string): ReadableSpan[] =>
@@ -433,7 +473,7 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(finished("lock.acquire")).toHaveLength(1);
   });
 
-  it("a tracer that throws when starting a span costs no lock: using() still holds it around fn and releases", async () => {
+  it("a tracer that throws when starting a span costs no lock, crashes nothing, and is reported once through diag", async () => {
     const failure = new Error("tracer down");
     instrument({
       tracerProvider: tracerProviderWith(() => {
@@ -441,41 +481,82 @@ describe("@redlock-kit/opentelemetry", () => {
       }),
     });
     const dlm = redlock();
-    let result: unknown;
-    const errors = await uncaught(async () => {
-      result = await dlm.using("job", 5000, () => dlm.isLocked("job"));
+    const results: unknown[] = [];
+    const { errors, reports } = await reported(async () => {
+      // three calls, each starting three spans (using, its acquisition, its release): one report
+      for (let i = 0; i < 3; i++) results.push(await dlm.using("job", 5000, () => dlm.isLocked("job")));
     });
-    expect(result).toBe(true); // fn ran, and the lock was held while it did
+    expect(results).toEqual([true, true, true]); // fn ran, and the lock was held while it did
     expect(await dlm.isLocked("job")).toBe(false); // and released
-    // one per call: the using() span (bindStore's transform), its acquisition's and its release's
-    expect(errors).toEqual([failure, failure, failure]);
+    expect(errors).toEqual([]);
+    expect(reports).toEqual([[expect.stringContaining("starting a span"), failure]]);
     expect(finished()).toEqual([]);
+    // the calls were counted all the same
+    const durations = await points<Histogram>("lock.acquire.duration");
+    expect(durations.map((point) => [point.attributes, point.value.count])).toEqual([
+      [{ "lock.outcome": "acquired" }, 3],
+    ]);
+    expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
   });
 
-  it("a span that throws when it ends costs no lock: each call settles as it would, and using() releases", async () => {
+  it("a span that throws when it ends costs no lock, crashes nothing, and is reported once through diag", async () => {
     const failure = new Error("exporter down");
     instrument({
-      tracerProvider: tracerProviderWith((tracer, ...args) => {
-        const span = tracer.startSpan(...args);
-        span.end = () => {
-          throw failure;
-        };
-        return span;
-      }),
+      tracerProvider: spansThrowing("end", failure),
     });
     const dlm = redlock();
     let result: unknown;
     let released: unknown;
-    const errors = await uncaught(async () => {
+    const { errors, reports } = await reported(async () => {
       result = await dlm.using("job", 5000, () => dlm.isLocked("job"));
       const lock = await dlm.acquire("job", 5000);
       released = await lock.release();
     });
     expect([result, released]).toEqual([true, true]);
     expect(await dlm.isLocked("job")).toBe(false);
-    // asyncEnd of the using(), its acquisition and release, then of the acquisition and release after it
-    expect(errors).toEqual([failure, failure, failure, failure, failure]);
+    expect(errors).toEqual([]);
+    expect(reports).toEqual([[expect.stringContaining("ending a span"), failure]]);
     expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
+  });
+
+  it("a span that throws while annotated is still ended, and a meter that throws costs no span: both reported once", async () => {
+    const annotating = new Error("attributes refused");
+    const recording = new Error("meter down");
+    const throwing = () => {
+      throw recording;
+    };
+    const brokenInstrument = { add: throwing, record: throwing };
+    instrument({
+      tracerProvider: spansThrowing("setAttribute", annotating),
+      meterProvider: {
+        getMeter: () =>
+          ({
+            createHistogram: () => brokenInstrument,
+            createCounter: () => brokenInstrument,
+            createUpDownCounter: () => brokenInstrument,
+          }) as unknown as Meter,
+      },
+    });
+    const dlm = redlock();
+    let result: unknown;
+    const { errors, reports } = await reported(async () => {
+      result = await dlm.using("job", 5000, () => dlm.isLocked("job"));
+      await (await dlm.acquire("job", 5000)).release();
+    });
+    expect(result).toBe(true);
+    expect(await dlm.isLocked("job")).toBe(false);
+    expect(errors).toEqual([]);
+    expect(finished().map((span) => span.name)).toEqual([
+      "lock.acquire",
+      "lock.release",
+      "lock.using",
+      "lock.acquire",
+      "lock.release",
+    ]);
+    expect(reports).toEqual([
+      [expect.stringContaining("recording a metric"), recording],
+      [expect.stringContaining("annotating a span"), annotating],
+    ]);
   });
 
   it("unsubscribes: no spans afterwards, and core's channels are idle again", async () => {
