@@ -56,6 +56,9 @@ const OPERATIONS: readonly Operation[] = ["acquire", "extend", "release", "using
 /** Outcomes that mean the lock service or the lock failed, not "someone else has it". */
 const FAILED = new Set(["unavailable", "lost", "error"]);
 
+/** The release outcomes that end a hold, the only ones `lock.held.duration` records. */
+const HELD_UNTIL = new Set(["released", "lost"]);
+
 /**
  * The `lock.outcome` of a call still in progress when the instrumentation was removed: its span
  * ends then, and what the call did afterwards is unknown.
@@ -222,7 +225,8 @@ class Telemetry {
       this.#metrics.acquireDuration.record(seconds, { "lock.outcome": outcome, ...resources });
     } else if (call.operation === "release") {
       const { heldMs } = context as ReleaseTraceContext;
-      if (heldMs !== undefined) {
+      // only a release that ended the hold: a refused one (a lock of another Redlock) leaves it held
+      if (heldMs !== undefined && HELD_UNTIL.has(outcome)) {
         this.#metrics.heldDuration.record(heldMs / 1000, { "lock.outcome": outcome, ...resources });
       }
       if (outcome === "lost") this.#metrics.lost.add(1, resources);

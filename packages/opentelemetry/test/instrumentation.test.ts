@@ -26,10 +26,18 @@ import {
   type ReadableSpan,
   SimpleSpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
-import { type AcquireTraceContext, type Lock, LockUnavailableError, Redlock, tracingChannels } from "@redlock-kit/core";
+import {
+  type AcquireTraceContext,
+  type Lock,
+  LockContentionError,
+  LockUnavailableError,
+  Redlock,
+  tracingChannels,
+} from "@redlock-kit/core";
 import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "#test-helpers/aborted.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
@@ -615,5 +623,132 @@ describe("@redlock-kit/opentelemetry", () => {
     }
     expect(bound.size).toBe(1);
     expect([...bound].filter((store) => !disabled.has(store))).toEqual([]);
+  });
+});
+
+describe("every path ends its span and leaves lock.waiters at 0", () => {
+  /** Instruments with a tracer that counts the spans it started and those ended. */
+  function counting(options: RedlockTelemetryOptions = {}) {
+    const open = new Set<Span>();
+    instrument({
+      ...options,
+      tracerProvider: tracerProviderWith((tracer, ...args) => {
+        const span = tracer.startSpan(...args);
+        open.add(span);
+        const end = span.end.bind(span);
+        span.end = (time) => {
+          open.delete(span);
+          end(time);
+        };
+        return span;
+      }),
+    });
+    return open;
+  }
+  const outcomes = (name: string) => finished(name).map((span) => span.attributes["lock.outcome"]);
+  const waiters = async () => (await points("lock.waiters")).map((point) => point.value);
+
+  it("refused: null, LockContentionError, a bad argument, multi-key", async () => {
+    const open = counting();
+    const dlm = redlock({ retryCount: 0 });
+    const holder = await dlm.acquire(["a", "b"], 5000);
+    expect(await dlm.lock(["b", "c"], 1000)).toBeNull();
+    await expect(dlm.acquire("a", 1000)).rejects.toThrow(LockContentionError);
+    await expect(dlm.acquire("x", -1)).rejects.toThrow(RangeError);
+    await expect(dlm.acquire(42 as unknown as string, 1000)).rejects.toThrow(TypeError);
+    await expect(dlm.using("x", 1000, 42 as unknown as () => void)).rejects.toThrow(TypeError);
+    await expect(dlm.using("a", 1000, () => {})).rejects.toThrow(LockContentionError);
+    await holder.release();
+    expect(await holder.release()).toBe(false);
+    await expect(dlm.extend(holder, 1000)).rejects.toThrow();
+    expect(open.size).toBe(0);
+    expect(await waiters()).toEqual([0]);
+    expect(outcomes("lock.acquire")).toEqual(["acquired", "contention", "contention", "error", "error", "contention"]);
+    expect(outcomes("lock.using")).toEqual(["error", "contention"]);
+    expect(outcomes("lock.release")).toEqual(["released", "already-released"]);
+    const held = await points<Histogram>("lock.held.duration");
+    expect(held.map((point) => point.attributes["lock.outcome"])).toEqual(["released"]);
+  });
+
+  it("a waiting call aborted, timed out, or whose Redlock quits", async () => {
+    const open = counting();
+    const holder = await redlock().acquire("busy", 10_000);
+    const controller = new AbortController();
+    const dlm = redlock();
+    const abortedCall = dlm.acquire("busy", 1000, { wait: 10_000, signal: controller.signal });
+    const abortedUsing = dlm.using("busy", 1000, () => {}, { wait: 10_000, signal: controller.signal });
+    const timedOut = dlm.lock("busy", 1000, { wait: 50 });
+    const quitting = redlock();
+    const quitCall = quitting.acquire("busy", 1000, { wait: 10_000 });
+    quitCall.catch(() => {});
+    expect(await waiters()).toEqual([4]);
+    controller.abort(new Error("client left"));
+    await expect(abortedCall).rejects.toThrow("client left");
+    await expect(abortedUsing).rejects.toThrow("client left");
+    expect(await timedOut).toBeNull();
+    await quitting.quit();
+    await expect(quitCall).rejects.toThrow();
+    await holder.release();
+    expect(open.size).toBe(0);
+    expect(await waiters()).toEqual([0]);
+    expect(outcomes("lock.using")).toEqual(["aborted"]);
+  });
+
+  it("a lock lost while using() ran: lost on the using span, the extension and the release, counted once", async () => {
+    const open = counting();
+    const dlm = redlock();
+    await dlm.using("lost", 1000, async (signal) => {
+      await Promise.all(clients.map((client) => client.del("lost")));
+      await aborted(signal);
+    });
+    expect(open.size).toBe(0);
+    expect(outcomes("lock.using")).toEqual(["lost"]);
+    expect(outcomes("lock.extend")).toEqual(["lost"]);
+    expect(outcomes("lock.release")).toEqual(["lost"]);
+    expect((await points("lock.lost")).map((point) => point.value)).toEqual([1]);
+  });
+
+  it("a release refused (a lock of another Redlock) records no held duration: the lock is still held", async () => {
+    const open = counting();
+    const owner = redlock();
+    const lock = await owner.acquire("mine", 5000);
+    await expect(redlock().unlock(lock)).rejects.toThrow(TypeError);
+    expect(await owner.isLocked("mine")).toBe(true);
+    await lock.release();
+    expect(open.size).toBe(0);
+    expect(outcomes("lock.release")).toEqual(["error", "released"]);
+    const held = await points<Histogram>("lock.held.duration");
+    expect(held.map((point) => [point.attributes, point.value.count])).toEqual([[{ "lock.outcome": "released" }, 1]]);
+  });
+
+  it("a call outside using() is a child of the caller's active span", async () => {
+    counting();
+    const dlm = redlock();
+    const tracer = tracerProviderWith((t, ...args) => t.startSpan(...args)).getTracer("app");
+    const request = await tracer.startActiveSpan("request", async (span) => {
+      const lock = await dlm.acquire("job", 5000);
+      await lock.extend(5000);
+      await lock.release();
+      span.end();
+      return span.spanContext().spanId;
+    });
+    const parents = finished()
+      .filter((span) => span.name.startsWith("lock."))
+      .map((span) => [span.name, span.parentSpanContext?.spanId]);
+    expect(parents).toEqual([
+      ["lock.acquire", request],
+      ["lock.extend", request],
+      ["lock.release", request],
+    ]);
+  });
+
+  it("a call made before instrumentRedlock() and settled after is not seen, and counts nothing", async () => {
+    const holder = await redlock().acquire("busy", 10_000);
+    const waiting = redlock().acquire("busy", 1000, { wait: 10_000 });
+    const open = counting();
+    await holder.release();
+    await (await waiting).release();
+    expect(open.size).toBe(0);
+    expect(await waiters()).toEqual([]);
   });
 });
