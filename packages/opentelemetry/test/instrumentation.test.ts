@@ -15,6 +15,7 @@ import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-ho
 import {
   AggregationTemporality,
   type DataPoint,
+  DataPointType,
   type Histogram,
   InMemoryMetricExporter,
   MeterProvider,
@@ -750,5 +751,31 @@ describe("every path ends its span and leaves lock.waiters at 0", () => {
     await (await waiting).release();
     expect(open.size).toBe(0);
     expect(await waiters()).toEqual([]);
+  });
+
+  it("names its instruments, their kinds and units as the README's metrics table does", async () => {
+    counting();
+    const dlm = redlock();
+    const lock = await dlm.acquire("job", 5000);
+    await Promise.all(clients.map((client) => client.del("job")));
+    await lock.release();
+    metricExporter.reset();
+    await reader.forceFlush();
+    const descriptors = metricExporter
+      .getMetrics()
+      .flatMap((resource) => resource.scopeMetrics.flatMap((scope) => scope.metrics))
+      .map((metric) => [
+        metric.descriptor.name,
+        metric.dataPointType === DataPointType.SUM
+          ? `${metric.isMonotonic ? "" : "up-down "}counter`
+          : DataPointType[metric.dataPointType].toLowerCase(),
+        metric.descriptor.unit,
+      ]);
+    expect(descriptors).toEqual([
+      ["lock.acquire.duration", "histogram", "s"],
+      ["lock.held.duration", "histogram", "s"],
+      ["lock.lost", "counter", "{lock}"],
+      ["lock.waiters", "up-down counter", "{call}"],
+    ]);
   });
 });
