@@ -508,6 +508,31 @@ describe("@redlock-kit/opentelemetry", () => {
     expect((await points("lock.waiters")).map((point) => point.value)).toEqual([0]);
   });
 
+  it("a diag logger that throws as well crashes nothing", async () => {
+    instrument({
+      tracerProvider: tracerProviderWith(() => {
+        throw new Error("tracer down");
+      }),
+    });
+    const logger = new Error("logger down");
+    const throwing = () => {
+      throw logger;
+    };
+    diag.setLogger({ error: throwing, warn: throwing, info: throwing, debug: throwing, verbose: throwing });
+    const dlm = redlock();
+    let result: unknown;
+    try {
+      const errors = await uncaught(async () => {
+        result = await dlm.using("job", 5000, () => "done");
+      });
+      expect(errors).toEqual([]);
+    } finally {
+      diag.disable();
+    }
+    expect(result).toBe("done");
+    expect(await dlm.isLocked("job")).toBe(false);
+  });
+
   it("a span that throws when it ends costs no lock, crashes nothing, and is reported once through diag", async () => {
     const failure = new Error("exporter down");
     instrument({
