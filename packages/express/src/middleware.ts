@@ -25,9 +25,10 @@ declare global {
 
 /**
  * Writes a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route
- * handler does not run. Answer before returning, or return a promise that settles once answered: a
- * request still unanswered then (headers not sent) gets the default JSON. A throw or rejection goes
- * to `next(error)`.
+ * handler does not run. Answer before returning (`res.render()`, `res.sendFile()` and `res.download()`
+ * count, though Express sends them later), or return a promise that settles once answered: a request
+ * still unanswered then (headers not sent) gets the default JSON. A throw or rejection goes to
+ * `next(error)`.
  */
 export type ExpressLockHook = (req: Request, res: Response, error: RedlockError) => unknown;
 
@@ -91,12 +92,37 @@ function answer(
   res: Response,
 ) {
   if (outcome.kind === "aborted") return;
+  let answersLater = false;
   return answerRejected(
     outcome,
-    (hook) => hook(req, res, outcome.error),
-    () => responseAnswered(res),
+    (hook) => {
+      onLaterAnswer(res, () => {
+        answersLater = true;
+      });
+      return hook(req, res, outcome.error);
+    },
+    () => answersLater || responseAnswered(res),
     // res.json() keeps a Content-Type set before: core removes it (and the body's other headers) first
     ({ status, headers, body }) => res.status(status).set(headers).json(body),
     (name) => res.removeHeader(name),
   );
+}
+
+/**
+ * Express's answers that go out later, from a callback (a view engine's, a file's `stat`): nothing is
+ * sent when a hook calling one returns, and the default JSON written then made their answer throw
+ * (`res.render`'s, uncaught: the process exits) or go to the error handlers.
+ */
+const LATER_ANSWERS = ["render", "sendFile", "download"] as const;
+
+/** Calls `started` when one of `LATER_ANSWERS` is called on `res`. */
+function onLaterAnswer(res: Response, started: () => void): void {
+  const methods = res as unknown as Record<(typeof LATER_ANSWERS)[number], (...args: unknown[]) => unknown>;
+  for (const name of LATER_ANSWERS) {
+    const method = methods[name];
+    methods[name] = function answerLater(this: Response, ...args: unknown[]) {
+      started();
+      return Reflect.apply(method, this, args);
+    };
+  }
 }
