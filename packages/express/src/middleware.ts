@@ -92,16 +92,15 @@ function answer(
   res: Response,
 ) {
   if (outcome.kind === "aborted") return;
-  let answersLater = false;
+  let later: LaterAnswers | undefined;
   return answerRejected(
     outcome,
-    (hook) => {
-      onLaterAnswer(res, () => {
-        answersLater = true;
-      });
-      return hook(req, res, outcome.error);
+    async (hook) => {
+      later = followLaterAnswers(res);
+      await hook(req, res, outcome.error);
+      await Promise.all(later.callbacks);
     },
-    () => answersLater || responseAnswered(res),
+    () => later?.answered === true || responseAnswered(res),
     // res.json() keeps a Content-Type set before: core removes it (and the body's other headers) first
     ({ status, headers, body }) => res.status(status).set(headers).json(body),
     (name) => res.removeHeader(name),
@@ -115,14 +114,39 @@ function answer(
  */
 const LATER_ANSWERS = ["render", "sendFile", "download"] as const;
 
-/** Calls `started` when one of `LATER_ANSWERS` is called on `res`. */
-function onLaterAnswer(res: Response, started: () => void): void {
+interface LaterAnswers {
+  /** One was called without a callback: Express sends its answer, or hands its error to next(). */
+  answered: boolean;
+  /** Settle once the callbacks given to them have run: those answer, or leave the default JSON to go out. */
+  readonly callbacks: Promise<void>[];
+}
+
+/** Follows the calls of `LATER_ANSWERS` on `res` from now on. */
+function followLaterAnswers(res: Response): LaterAnswers {
+  const later: LaterAnswers = { answered: false, callbacks: [] };
   const methods = res as unknown as Record<(typeof LATER_ANSWERS)[number], (...args: unknown[]) => unknown>;
   for (const name of LATER_ANSWERS) {
     const method = methods[name];
     methods[name] = function answerLater(this: Response, ...args: unknown[]) {
-      started();
+      const last = args.length - 1;
+      const callback = args[last];
+      if (typeof callback !== "function") later.answered = true;
+      else {
+        // render() to a string, a download() whose failure the callback only logs: nothing may be sent
+        later.callbacks.push(
+          new Promise((resolve) => {
+            args[last] = function calledBack(this: unknown, ...results: unknown[]) {
+              try {
+                return Reflect.apply(callback, this, results);
+              } finally {
+                resolve();
+              }
+            };
+          }),
+        );
+      }
       return Reflect.apply(method, this, args);
     };
   }
+  return later;
 }

@@ -45,6 +45,10 @@ const hooks: Record<string, ExpressLockHook> = {
   // Express sends these answers later, from a callback, after the hook has returned
   renders: (_req, res) => res.status(429).render("busy"),
   "renders-missing": (_req, res) => res.status(429).render("missing"),
+  "renders-own": (_req, res) =>
+    res.render("busy", (_error: Error, html: string) => res.status(429).send(html.toUpperCase())),
+  // rendered to a string and not sent: the default JSON, not a hang
+  "renders-silent": (_req, res) => res.render("busy", () => {}),
   "sends-file": (_req, res) => res.status(429).sendFile(join(files, "busy.txt")),
   downloads: (_req, res) => res.status(429).download(join(files, "busy.txt")),
 };
@@ -112,12 +116,13 @@ it.each(REFUSAL_HOOKS)(
   async (hook) => {
     uncaught.length = 0;
     const answers = [];
-    for (const name of ["renders", "sends-file", "downloads"]) {
+    for (const name of ["renders", "renders-own", "sends-file", "downloads"]) {
       const { status, text } = await post(hook, name);
       answers.push({ name, status, text });
     }
     expect(answers).toEqual([
       { name: "renders", status: 429, text: "busy view" },
+      { name: "renders-own", status: 429, text: "BUSY VIEW" },
       { name: "sends-file", status: 429, text: "busy file" },
       { name: "downloads", status: 429, text: "busy file" },
     ]);
@@ -134,3 +139,8 @@ it.each(REFUSAL_HOOKS)(
     expect(uncaught.map(String)).toEqual([]);
   },
 );
+
+it.each(REFUSAL_HOOKS)("an %s hook that renders to a string and sends nothing gets the default JSON", async (hook) => {
+  const answer = await post(hook, "renders-silent");
+  expect(answer.status).toBe(hook === "onLocked" ? 423 : 503);
+});
