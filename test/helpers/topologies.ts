@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { Cluster, type ClusterOptions, Redis } from "ioredis";
 import { type NodeRedisCluster, nodeRedisClusterOf } from "./node-redis.js";
-import { freePort, type RedisServer, sleep, startServers } from "./redis-servers.js";
+import { freePort, type RedisServer, sleep, startServer, startServers } from "./redis-servers.js";
 
 const run = promisify(execFile);
 
@@ -246,6 +246,15 @@ export interface TestSentinel {
   /** Kills the sentinel (SIGKILL) and starts it again on its port, with the state it wrote. */
   restartSentinel(): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** A server started as a replica of the one on `masterPort` (`--replicaof`), once its link to it is up. */
+export async function startReplicaOf(masterPort: number): Promise<RedisServer> {
+  const replica = await startServer({ args: ["--replicaof", "127.0.0.1", String(masterPort)] });
+  await until("the replica's link to its master", async () =>
+    (await ask(replica.port, (c) => c.info("replication"))).includes("master_link_status:up"),
+  );
+  return replica;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type RedisServer, startServer, until, useRedisServers } from "#test-helpers/redis.js";
+import { freePort, type RedisServer, startReplicaOf, useRedisServers } from "#test-helpers/redis.js";
 import { runCli } from "./helpers/run-cli.js";
 
 /**
@@ -16,11 +16,8 @@ let copy: Redis;
 
 beforeAll(async () => {
   admins = redis.servers.map((server) => server.client());
-  replica = await startServer({ args: ["--replicaof", "127.0.0.1", String(port(0))] });
+  replica = await startReplicaOf(port(0));
   copy = replica.client();
-  await until("the replica's link to its master", async () =>
-    (await copy.info("replication")).includes("master_link_status:up"),
-  );
   // "noinfo" may run neither INFO nor ROLE: the CLI cannot learn the role, and reads as it did
   await copy.acl("SETUSER", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info", "-role");
 }, 30_000);

@@ -134,7 +134,7 @@ export class Inspector {
     const { name, key, timeout } = this.#target(resource, options);
     // read while the instances are checked, so that a slow one costs one bound, not two
     const [votes] = await Promise.all([fanOut(this.#stores, readKey, key, timeout), this.#checked(timeout)]);
-    return this.#summarize(name, key, votes);
+    return this.#summarize(name, key, this.#identity.withoutReplicas(votes));
   }
 
   /** `true` when held, `false` when free; rejects with `LockUnavailableError` when too few instances answered to tell. */
@@ -193,7 +193,8 @@ export class Inspector {
 
   /**
    * Checks the instances as for a vote: one server listed twice rejects with its
-   * `LockConfigurationError`, since its key would count twice toward the quorum.
+   * `LockConfigurationError`, since its key would count twice toward the quorum; a replica's
+   * role is read, so that its copy of its master's key is not counted (`withoutReplicas`).
    */
   #checked(timeout: number): Promise<unknown> | undefined {
     const identity = this.#identity;

@@ -4,7 +4,7 @@ import { RedisStore } from "../stores/redis-store.js";
 import type { LockStore } from "../stores/store.js";
 import type { Vote } from "./ballot.js";
 import type { ResolvedInstance } from "./instances.js";
-import { infoField } from "./server-info.js";
+import { infoField, masterOf, PASSING, serverInfo } from "./server-info.js";
 
 /**
  * Two entries of the instance list that reach one Redis server (`localhost` and `127.0.0.1`, a DNS
@@ -19,14 +19,20 @@ import { infoField } from "./server-info.js";
  * or connecting for the first time; a server that is down or reconnecting is not waited for, it
  * could not vote either. A server that refuses INFO (an ACL without `+info`, a proxy) cannot be
  * checked: one process warning says so, and its votes count unchecked.
+ *
+ * The same answer says whether the server is a replica (`INFO replication`'s `role:slave`): it holds
+ * its master's keys, possibly behind, and takes no writes, so it is no instance of a Redlock, whose
+ * quorum is counted over independent masters. Its votes (and its reads, in `inspect()`) are refused
+ * with a reason naming its master, and one process warning says so. Read per connection, as the
+ * run_id: a master demoted later is refused from its next connection on.
  */
 
 /** Bumped whenever what any watched client says about itself may have changed. */
 let generation = 0;
 /** One warning per process is enough to tell an operator. */
 let warned = false;
-/** Replies to INFO that say nothing of the server's permissions: it is asked again, not taken as refusing. */
-const PASSING = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN)\b/;
+/** The same for a replica given as an instance. */
+let warnedReplica = false;
 
 /** What one client says about itself on its current connection. */
 interface ServerFacts {
@@ -34,13 +40,15 @@ interface ServerFacts {
   readonly ids: readonly string[];
   /** `redis_mode` of INFO: standalone, cluster or sentinel. */
   readonly mode: string;
+  /** For a replica (`role:slave`), its master's `host:port` as INFO names it. */
+  readonly replicaOf?: string;
 }
 
 /** The parts of an ioredis client (any installed copy) that are used here. */
 interface WatchedClient {
   readonly status: string;
   readonly isCluster?: boolean;
-  info(section: string): Promise<string>;
+  info(...sections: string[]): Promise<string>;
   call(...args: string[]): Promise<unknown>;
   on(event: string, listener: () => void): unknown;
   once(event: string, listener: () => void): unknown;
@@ -218,7 +226,7 @@ function identityOf(client: WatchedClient): ClientIdentity {
 }
 
 async function readFacts(client: WatchedClient): Promise<ServerFacts> {
-  if (!client.isCluster) return parseInfo(await client.info("server"));
+  if (!client.isCluster) return parseInfo(await serverInfo(client));
   // A Cluster is told apart by its nodes' ids: one CLUSTER NODES to any node lists them all, where
   // asking every master for its run_id would open a connection to each before the first lock.
   const nodes = String(await client.call("CLUSTER", "NODES"));
@@ -231,11 +239,12 @@ async function readFacts(client: WatchedClient): Promise<ServerFacts> {
 }
 
 function parseInfo(info: string): ServerFacts {
-  const field = (name: string) => infoField(info, name);
-  const runId = field("run_id");
+  const runId = infoField(info, "run_id");
   // a server that hides its run_id cannot be told apart: the same as one that refuses INFO
   if (!runId) throw Object.assign(new Error("INFO server has no run_id"), { name: "ReplyError" });
-  return { ids: [runId], mode: field("redis_mode") ?? "standalone" };
+  const facts = { ids: [runId], mode: infoField(info, "redis_mode") ?? "standalone" };
+  const replicaOf = masterOf(info);
+  return replicaOf === undefined ? facts : { ...facts, replicaOf };
 }
 
 function warnUnknowable(): void {
@@ -263,10 +272,15 @@ const UNCHECKED: LockStore = Object.freeze({
   raiseFences: notAsked,
 });
 
+/** Stands for an instance that may not vote (a replica, an unanswered one): every vote fails with `reason`. */
+function refusing(reason: Error): LockStore {
+  const refused = () => Promise.reject(reason);
+  return { acquire: refused, extend: refused, release: refused, acquireFenced: refused, raiseFences: refused };
+}
+
 /** UNCHECKED, its votes saying why the connection did not answer INFO (such as a RESP2 connection in subscriber mode). */
 function uncheckedBy(cause: Error): LockStore {
-  const refused = () => Promise.reject(new Error(`${NOT_ASKED} (INFO: ${cause.message})`));
-  return { acquire: refused, extend: refused, release: refused, acquireFenced: refused, raiseFences: refused };
+  return refusing(new Error(`${NOT_ASKED} (INFO: ${cause.message})`));
 }
 
 interface Entry {
@@ -315,7 +329,9 @@ export class ServerIdentityCheck {
     // Something changed, or this Redlock is new on clients that already answered: when every
     // instance is known and distinct, say so now rather than through an await (which would let
     // the event loop run between the call and its votes).
+    // a replica listed keeps every call on `voters`, which stands in for it
     if (!this.#entries.every(({ identity }) => identity.settled) || this.#problem() !== undefined) return false;
+    if (this.#entries.some(isReplica)) return false;
     this.#checkedAt = generation;
     return true;
   }
@@ -381,19 +397,32 @@ export class ServerIdentityCheck {
     }
     const at = generation;
     this.#compare();
-    if (this.#entries.every(({ identity }) => identity.settled)) {
+    if (this.#entries.every((entry) => entry.identity.settled && !isReplica(entry))) {
       this.#checkedAt = at;
       return stores;
     }
     if (this.#votersAt !== at) {
       const voters = [...stores];
-      for (const { index, identity } of this.#entries) {
+      for (const entry of this.#entries) {
+        const { index, identity } = entry;
         if (!identity.settled) voters[index] = identity.unanswered ? uncheckedBy(identity.unanswered) : UNCHECKED;
+        else if (isReplica(entry)) voters[index] = refusing(replicaRefusal(entry));
       }
       this.#voters = voters;
       this.#votersAt = at;
     }
     return this.#voters;
+  }
+
+  /**
+   * `votes` of a read that went to every store (`inspect()`), with each replica's replaced by its
+   * refusal: its copy of its master's key is no vote. Call it once `voters` has resolved.
+   */
+  withoutReplicas<T>(votes: Vote<T>[]): Vote<T>[] {
+    for (const entry of this.#entries) {
+      if (isReplica(entry)) votes[entry.index] = { ok: false, error: replicaRefusal(entry) };
+    }
+    return votes;
   }
 
   #compare(): void {
@@ -426,6 +455,19 @@ function sameServer(entry: Entry, first: Entry): LockConfigurationError {
     first.index,
     entry.index,
   ]);
+}
+
+/** A plain client's server that says it is a replica (a Cluster client reads its own nodes' roles). */
+const isReplica = (entry: Entry) => !entry.cluster && entry.identity.facts?.replicaOf !== undefined;
+
+/** Why a replica's votes are refused; the first one of the process is also a warning. */
+function replicaRefusal(entry: Entry): Error {
+  const reason = `${named(entry)} is a replica of ${entry.identity.facts?.replicaOf} (role:slave): its keys are its master's copy and it takes no writes; give Redlock masters only`;
+  if (!warnedReplica) {
+    warnedReplica = true;
+    process.emitWarning(`redlock-kit: ${reason}`, { code: "REDLOCK_KIT_REPLICA" });
+  }
+  return new Error(reason);
 }
 
 function wrongMode(entry: Entry, mode: string): LockConfigurationError {

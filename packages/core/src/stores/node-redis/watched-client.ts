@@ -8,7 +8,7 @@ import { isServerError, type NodeRedisBase, type NodeRedisKind, type Send } from
 export interface WatchedNodeRedis {
   readonly status: string;
   readonly isCluster: boolean;
-  info(section: string): Promise<string>;
+  info(...sections: string[]): Promise<string>;
   call(...args: string[]): Promise<unknown>;
   on(event: string, listener: () => void): unknown;
   once(event: string, listener: () => void): unknown;
@@ -60,7 +60,7 @@ function createView(client: NodeRedisBase, kind: NodeRedisKind, send: Send): Wat
       return client.isOpen ? "connecting" : "end";
     },
     isCluster: kind === "cluster",
-    info: (section) => call("INFO", section).then(String),
+    info: (...sections) => call("INFO", ...sections).then(String),
     call,
     on(event, listener) {
       for (const name of namesOf(event)) client.on(name, listener);
