@@ -166,7 +166,10 @@ describe("HeldRoute: a dropped body stopped because its client left", () => {
       leave = resolve;
     });
     const res = await responded;
-    const outcome = await createHttpLockPolicy(dlm, { ttl: 500 }).route("dropped-left:1").begin(source, res);
+    // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
+    const outcome = await createHttpLockPolicy(dlm, { ttl: 500, instanceTimeout: 300 })
+      .route("dropped-left:1")
+      .begin(source, res);
     if (outcome.kind !== "acquired") throw new Error(`not acquired: ${outcome.kind}`);
     // a HEAD request's endless body, read while the answer waits for its end (Koa, Nest)
     const body = new PassThrough();

@@ -102,7 +102,8 @@ describe("a HEAD request, or a 204, whose client leaves while its dropped body i
       const app = Fastify();
       apps.push(app);
       // extended until maxHoldMs, the lock would outlive the polls: only its expiry within a ttl passes
-      await app.register(redlockPlugin, { redlock: dlm, ttl: 500, maxHoldMs: 600_000 });
+      // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
+      await app.register(redlockPlugin, { redlock: dlm, ttl: 500, instanceTimeout: 300, maxHoldMs: 600_000 });
       const read = gate();
       const stopped = gate();
       let lock: Lock | undefined;

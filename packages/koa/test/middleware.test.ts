@@ -48,7 +48,8 @@ describe("the Koa middleware", () => {
   });
 
   it("closes the connection of a handler that throws after the headers were sent, so that its lock lapses within one ttl", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 500, maxHoldMs: 60_000 });
+    // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
+    const redlock = createRedlockMiddleware(dlm, { ttl: 500, instanceTimeout: 300, maxHoldMs: 60_000 });
     const app = new Koa();
     app.silent = true;
     app.use(redlock("koa:streamed"));

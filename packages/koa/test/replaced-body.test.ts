@@ -56,7 +56,8 @@ beforeAll(async () => {
   dlm = new Redlock([redis]);
   const locked = createRedlockMiddleware(dlm, { ttl: 60_000 })("koa-replaced:1");
   // a failed body's lock lapses within its ttl
-  const short = createRedlockMiddleware(dlm, { ttl: 500 })("koa-failing:1");
+  // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
+  const short = createRedlockMiddleware(dlm, { ttl: 500, instanceTimeout: 300 })("koa-failing:1");
   const app = new Koa();
   // a body that fails mid-way fails Koa's pipeline, which Koa would log
   app.silent = true;
