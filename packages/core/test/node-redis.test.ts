@@ -45,7 +45,11 @@ const redlock = (...args: ConstructorParameters<typeof Redlock>) => {
   return dlm;
 };
 
-/** A node-redis client of server `index` that the test owns (closed after it). */
+/**
+ * A node-redis client of server `index` that the test owns (closed after it). Its first call waits
+ * for it to say who it is at most the per-instance timeout (500 ms for a 5 s lock): a test whose
+ * first call on it is one attempt warms it first (test/helpers/warm-up.ts).
+ */
 const ownClient = (index: number, options?: Parameters<typeof nodeRedisClient>[1]) => {
   const client = nodeRedisClient(redis.servers[index]?.port as number, options);
   extra.push(client);
@@ -181,6 +185,7 @@ describe("node-redis clients with a type mapping", () => {
     async (_, open) => {
       const mapped = await Promise.all(redis.servers.map((_, index) => open(index)));
       const dlm = redlock(mapped, { retryCount: 0 });
+      await warmUp(dlm);
       // several resources: the acquire script, which answers OK
       const lock = await dlm.acquire(["nr:a", "nr:b"], 5000);
       expect(await valuesOf("nr:b")).toEqual([lock.value, lock.value, lock.value]);
@@ -203,6 +208,7 @@ describe("node-redis clients that put their commands first (asap)", () => {
       const first = await Promise.all(redis.servers.map((_, index) => open(index)));
       const dlm = redlock(first, { retryCount: 0 });
       const other = redlock(first, { retryCount: 0 });
+      await warmUp(dlm);
       // the release script loaded: answered NOSCRIPT, a release is sent whole behind what followed it
       await (await dlm.acquire("nr:asap", 5000)).release();
       const held = await dlm.acquire("nr:asap", 5000);
@@ -228,6 +234,7 @@ describe("node-redis clients whose commands an abort signal cancels (withAbortSi
       ),
     );
     const given = how === "withAbortSignal()" ? plain.map((client) => client.withAbortSignal(signal)) : plain;
+    await warmUp(new Redlock(given as unknown as NodeRedisClient[]), { quit: true });
     return { given: given as unknown as NodeRedisClient[], plain };
   };
 
@@ -302,6 +309,8 @@ describe("node-redis subscriber connections", () => {
       const pubsubClients = async () =>
         Promise.all(admins.map(async (admin) => String(await admin.call("CLIENT", "LIST", "TYPE", "pubsub")).trim()));
       const dlm = redlock(strict, { retryDelay: 60_000, retryJitter: 0 });
+      // its own Redlock: a warm-up's retry on this one would wait its 60 s retryDelay
+      await warmUp(new Redlock(strict), { quit: true });
       const holder = await redlock(clients).acquire("nr:strict", 10_000);
       const waiting = dlm.acquire("nr:strict", 5000, { wait: 60_000, signal: AbortSignal.timeout(20_000) });
       // in line (so subscribed) before the release: the subscriber connections are what quit() closes
@@ -362,6 +371,7 @@ describe("node-redis clients that are not connected", () => {
     const client = ownClient(0);
     await client.connect();
     const dlm = redlock([client], { retryCount: 0 });
+    await warmUp(dlm);
     await (await dlm.acquire("nr:closing", 5000)).release();
     client.destroy();
     await expect(dlm.lock("nr:closing", 5000)).rejects.toBeInstanceOf(LockUnavailableError);
@@ -441,6 +451,7 @@ describe("mixed lists of ioredis and node-redis instances", () => {
     const [a, c] = [redis.servers[0]?.client() as Redis, redis.servers[2]?.client() as Redis];
     const mixed = redlock([a, clients[1] as NodeRedisClient, c], { retryCount: 0 });
     const allNodeRedis = redlock(clients, { retryCount: 0 });
+    await warmUp(mixed);
     const lock = await mixed.acquire("mixed:a", 5000);
     await Promise.all([a.ping(), c.ping()]);
     expect(await valuesOf("mixed:a")).toEqual([lock.value, lock.value, lock.value]);
@@ -461,7 +472,10 @@ describe("mixed lists of ioredis and node-redis instances", () => {
     const aliased = nodeRedisClient(port, { socket: { host: "localhost", port } });
     extra.push(aliased);
     await aliased.connect();
-    const dlm = redlock([redis.servers[0]?.client() as Redis, aliased, clients[1] as NodeRedisClient], {
+    const direct = redis.servers[0]?.client() as Redis;
+    // each on its own: together they are refused
+    await Promise.all([direct, aliased].map((client) => warmUp(new Redlock([client]), { quit: true })));
+    const dlm = redlock([direct, aliased, clients[1] as NodeRedisClient], {
       retryCount: 0,
     });
     await expect(dlm.lock("mixed:twice", 5000)).rejects.toThrow(LockConfigurationError);
@@ -481,12 +495,14 @@ describe("a node-redis client whose reconnect strategy gave up", () => {
       const third = ownClient(2);
       await Promise.all([moving.connect(), third.connect()]);
       const dlm = redlock([moving, clients[1] as NodeRedisClient, third], { retryCount: 0 });
-      await (await dlm.acquire("nr:moved:warm", 5000)).release();
+      await warmUp(dlm);
       // the address now leads to the second instance's server (a DNS change, a failover)
       proxy.targetPort = second.port;
       proxy.resetAll();
       await expect.poll(() => moving.isOpen).toBe(false);
       await moving.connect();
+      // its new connection says who it is before the call (alone: with the others it is refused)
+      await warmUp(new Redlock([moving]), { quit: true });
       // without the third instance, only that one server voting twice could make a quorum
       third.destroy();
       const outcome = await dlm.acquire("nr:moved", 5000).catch((error: unknown) => error);
@@ -561,6 +577,7 @@ describe("a node-redis client the app subscribes on (RESP2)", () => {
       const subscribed = await ownClient(0, { RESP: 2, socket: { host: "localhost", port } }).connect();
       await subscribed.subscribe("app:news", () => {});
       const third = await ownClient(2).connect();
+      await warmUp(new Redlock([third]), { quit: true });
       const dlm = redlock([clients[0] as NodeRedisClient, subscribed, third], { retryCount: 0 });
       const lock = await dlm.acquire("nr:subscribed", 5000);
       await lock.release();
@@ -569,6 +586,8 @@ describe("a node-redis client the app subscribes on (RESP2)", () => {
         .catch((error: unknown) => error);
       expect((refused as LockUnavailableError).causes?.[0]?.error.message).toContain("allowed in this context");
       await subscribed.unsubscribe("app:news");
+      // asked again now that it can answer, before the call (alone: with the others it is refused)
+      await warmUp(new Redlock([subscribed]), { quit: true });
       // without the third instance, only that one server voting twice could make a quorum
       third.destroy();
       const outcome = await dlm.acquire("nr:subscribed", 5000).catch((error: unknown) => error);
