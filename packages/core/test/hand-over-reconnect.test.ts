@@ -5,6 +5,7 @@ import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { scriptCalls } from "#test-helpers/workers.js";
 import { Redlock } from "../src/index.js";
 import { subscriberThrough } from "./helpers/subscriber-through.js";
@@ -104,6 +105,8 @@ describe("the hand-over subscriber connection after a reconnect", () => {
       const dlm = new Redlock([client]);
       const holder = new Redlock([server.client()]);
       try {
+        // its first attempt at a 1 s lock waits 100 ms for the new client to say who it is
+        await warmUp(dlm);
         const held = await holder.acquire("k2", 60_000);
         const channels = () => handOverChannels(admin);
         // a waiter that only a hand-over wakes (its polls are a minute apart)

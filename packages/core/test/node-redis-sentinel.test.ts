@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { SCRIPT_SHAS, startMonitor } from "#test-helpers/monitor.js";
 import { startSentinel, type TestSentinel } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import {
   fencedGet,
   fencedSet,
@@ -46,6 +47,8 @@ it("locks on the master a node-redis Sentinel client (createSentinel) points at"
     const dlm = new Redlock([client], { retryCount: 0 });
     expect(dlm.stores[0]).toBeInstanceOf(NodeRedisStore);
     expect(dlm.stores[0]?.description).toBe("sentinel");
+    // its one attempt at a 5 s lock waits at most 500 ms for the new client to say who it is
+    await warmUp(dlm);
     const lock = await dlm.acquire("nr-sentinel:a", 5000);
     expect(await sentinel.master.client().get("nr-sentinel:a")).toBe(lock.value);
     expect(await dlm.lock("nr-sentinel:a", 5000)).toBeNull();
@@ -60,7 +63,10 @@ it("locks on the master a node-redis Sentinel client (createSentinel) points at"
 it("refuses the Sentinel's master listed again as a plain ioredis client", async () => {
   const client = await nodeRedisSentinel();
   try {
-    const dlm = new Redlock([client, sentinel.master.client()], { retryCount: 0 });
+    const direct = sentinel.master.client();
+    // each says who it is first, on its own: together they are refused
+    await Promise.all([client, direct].map((given) => warmUp(new Redlock([given]), { quit: true })));
+    const dlm = new Redlock([client, direct], { retryCount: 0 });
     const error = await dlm.lock("nr-sentinel:twice", 5000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockConfigurationError);
     expect((error as Error).message).toMatch(/is the same Redis server as instances\[0\] \(sentinel\)/);
@@ -89,7 +95,7 @@ it("gives back an acquire its master had not answered after that acquire, never 
   const dlm = new Redlock([client], { retryCount: 0 });
   try {
     // connected, and the server's identity known: what follows is the locks' own commands
-    await (await dlm.acquire("nr-sentinel:warm", 5000)).release();
+    await warmUp(dlm);
     const monitor = await startMonitor(admin);
     // the writes wait on the server: both attempts time out, and their give-backs follow them
     await admin.client("PAUSE", 60_000, "WRITE");

@@ -2,6 +2,7 @@ import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
 
 const cluster = useRedisServers(3);
@@ -110,6 +111,9 @@ describe("quit() and the acquisitions still running", () => {
     async (kind) => {
       const { holder, held } = await heldElsewhere("held");
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
+      // a first attempt at a 1 s lock waits 100 ms for new clients to say who they are, then its
+      // retry is a minute away
+      await warmUp(dlm);
       const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
       const ended = settled(call);
       await queuedEverywhere("held");
@@ -133,6 +137,7 @@ describe("quit() and the acquisitions still running", () => {
     "a call made after quit() (%s clients) rejects at once with the same error, sending nothing",
     async (kind) => {
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
+      await warmUp(dlm);
       await (await dlm.acquire("before", 1000)).release();
       // the release resolves at a quorum and handed clients stay open at quit(): the last server's
       // delete must land before the check below that nothing was sent after quit()
@@ -165,6 +170,7 @@ describe("quit() and the acquisitions still running", () => {
     client.on("error", () => {});
     try {
       const dlm = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
+      await warmUp(dlm);
       // one key, no fencing: a hand-over holds the key for the waiter's whole ttl (speed/message-grant.ts)
       const call = dlm.acquire("handed", 60_000, { wait: 60_000, signal: stop.signal });
       const ended = settled(call);
