@@ -20,13 +20,16 @@ import { buildApp, type Framework } from "../helpers/http-apps.js";
 import { send } from "../helpers/http-client.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { useRedisServers } from "../helpers/redis-servers.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 const cluster = useRedisServers(3);
 const invariants = useInvariants(cluster, { maxTtlMs: 1000 });
 let direct: Redis[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
   direct = cluster.servers.map((server) => server.client());
+  // a test's one attempt at a 1 s lock waits 100 ms for the new clients to say who they are
+  await warmUp(new Redlock(direct), { quit: true });
 });
 
 const POLLUTABLE = ["retryCount", "wait", "keyPrefix", "ttl", "clock", "polluted", "instanceTimeout", "redlock"];
