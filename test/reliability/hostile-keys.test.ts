@@ -13,6 +13,7 @@ import { send } from "../helpers/http-client.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { useRedisServers } from "../helpers/redis-servers.js";
 import { startCluster, type TestCluster } from "../helpers/topologies.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 const cluster = useRedisServers(3);
 const invariants = useInvariants(cluster, { maxTtlMs: 5000 });
@@ -21,6 +22,8 @@ let slots: TestCluster;
 
 beforeAll(async () => {
   direct = cluster.servers.map((server) => server.client());
+  // a route's one attempt at a 1 s lock waits 100 ms for the new clients to say who they are
+  await warmUp(new Redlock(direct), { quit: true });
   slots = await startCluster(3);
 }, 60_000);
 
@@ -131,10 +134,9 @@ describe.each(frameworks)("hostile key values through %s", (framework) => {
 describe.each(frameworks)("a key function on a Redis Cluster through %s", (framework) => {
   it("naming resources in different hash slots is a 400, not a 500; in one slot it locks", async () => {
     const client = invariants.track(slots.client());
-    // connected and its slots read before the one attempt (retryCount 0): a cold client's first
-    // command waits for that, and on a loaded machine the attempt's deadline passes first (503)
-    await client.ping();
-    await Promise.all(client.nodes("master").map((node) => node.ping()));
+    // connected, its slots read and its nodes' ids known before the one attempt (retryCount 0): a
+    // cold client's first call waits for them, and on a loaded machine its deadline passes first (503)
+    await warmUp(new Redlock([client]), { quit: true });
     const dlm = new Redlock([client], { retryCount: 0 });
     const key = (source: HttpKeySource) => {
       const { from, to } = source.params as { from: string; to: string };
@@ -158,8 +160,7 @@ describe.each(frameworks)("a key function on a Redis Cluster through %s", (frame
 
   it("with fencing, naming a resource whose fence counter cannot share its hash slot is a 400, not a 500; a fenceable one locks", async () => {
     const client = invariants.track(slots.client());
-    await client.ping();
-    await Promise.all(client.nodes("master").map((node) => node.ping()));
+    await warmUp(new Redlock([client]), { quit: true });
     // fencing from the Redlock, and from the route's own options
     const dlms = [new Redlock([client], { retryCount: 0, fencing: true }), new Redlock([client], { retryCount: 0 })];
     const key = (source: HttpKeySource) => `account:${(source.params as { id: string }).id}`;
