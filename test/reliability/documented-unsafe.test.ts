@@ -14,6 +14,7 @@ import { useInvariants } from "../helpers/invariants.js";
 import { arrival } from "../helpers/lock-events.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 import { startUntilStopped } from "../helpers/stopped-child.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 const cluster = useRedisServers(4);
 const invariants = useInvariants(cluster, { maxTtlMs: 3000, lockServers: (servers) => servers.slice(0, 3) });
@@ -23,7 +24,7 @@ let witness: Redis;
 beforeAll(async () => {
   direct = cluster.servers.slice(0, 3).map((server) => server.client());
   witness = (cluster.servers[3] as RedisServer).client();
-  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+  await warmUp(new Redlock(direct), { quit: true });
 });
 
 const node = (i: number) => cluster.servers[i] as RedisServer;

@@ -20,6 +20,7 @@ import { buildApp, type Framework } from "../helpers/http-apps.js";
 import { send } from "../helpers/http-client.js";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 // three lock servers and a fourth that only serves as the master the others are demoted to
 const cluster = useRedisServers(4);
@@ -35,7 +36,7 @@ beforeAll(async () => {
   master = clients[3] as Redis;
   // replicas sync at once, not after the default 5 s wait for more replicas to join
   await master.config("SET", "repl-diskless-sync-delay", "0");
-  await (await new Redlock(direct).acquire("warm-up", TTL)).release();
+  await warmUp(new Redlock(direct), { quit: true });
 });
 
 const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));

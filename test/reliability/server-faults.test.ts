@@ -13,6 +13,7 @@ import { insideScripts, scriptOf, sentByClientsWith, startMonitors } from "../he
 import { heldByQuorum } from "../helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
 import { unanswered } from "../helpers/unanswered.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 const cluster = useRedisServers(3);
 const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
@@ -20,7 +21,7 @@ let direct: Redis[] = [];
 
 beforeAll(async () => {
   direct = cluster.servers.map((server) => server.client());
-  await (await new Redlock(direct).acquire("warm-up", 1000)).release();
+  await warmUp(new Redlock(direct), { quit: true });
 });
 
 const server = (i: number) => cluster.servers[i] as RedisServer;

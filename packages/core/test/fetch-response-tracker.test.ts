@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
 import { arrival, countReleases, nextRelease } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { createHttpLockPolicy, FetchResponseTracker, type Lock, Redlock } from "../src/index.js";
 
 const cluster = useRedisServers(1);
@@ -16,10 +17,8 @@ let dlm: Redlock;
 beforeAll(async () => {
   redis = cluster.servers[0]?.client() as Redis;
   dlm = new Redlock([redis]);
-  // A fresh connection votes once the server said who it is (INFO), waited for at most the
-  // per-instance timeout: 100 ms for the tests' 1 s locks, which a loaded machine missed, and the
-  // first test's route (one attempt) got a 503. A 60 s lock waits up to 1 s, and retries.
-  await (await dlm.acquire("fetch:warm-up", 60_000)).release();
+  // the first test's route (one attempt at a 1 s lock) must not wait for the client's INFO
+  await warmUp(dlm);
 });
 
 afterEach(async () => {
