@@ -23,7 +23,7 @@ interface Queued {
 /** Forwards chunks to `to`, each held back by the current delay, in order; then forwards the end. */
 class DelayedPipe {
   readonly #to: net.Socket;
-  readonly #delay: () => number;
+  readonly #delay: (chunk: Buffer) => number;
   readonly #dropping: () => boolean;
   readonly #queue: Queued[] = [];
   #timer: NodeJS.Timeout | undefined;
@@ -32,7 +32,7 @@ class DelayedPipe {
   /** Nothing (bytes or end) is forwarded until release(). */
   #held: boolean;
 
-  constructor(to: net.Socket, delay: () => number, dropping: () => boolean, held = false) {
+  constructor(to: net.Socket, delay: (chunk: Buffer) => number, dropping: () => boolean, held = false) {
     this.#to = to;
     this.#delay = delay;
     this.#dropping = dropping;
@@ -57,7 +57,7 @@ class DelayedPipe {
   push(chunk: Buffer): void {
     if (this.#dropping()) return;
     // Never let a chunk overtake an earlier one when the delay is lowered mid-stream.
-    const dueAt = Math.max(Date.now() + this.#delay(), this.#lastDue);
+    const dueAt = Math.max(Date.now() + this.#delay(chunk), this.#lastDue);
     this.#lastDue = dueAt;
     this.#queue.push({ dueAt, chunk });
     this.#drain();
@@ -102,6 +102,11 @@ interface Pair {
 export class DelayProxy {
   upDelayMs: number;
   downDelayMs: number;
+  /**
+   * While set, the delay of each chunk from the client, in place of `upDelayMs`: latency for some
+   * commands only (a chunk is what one read of the socket got, often one command).
+   */
+  upDelayFor: ((chunk: Buffer) => number) | undefined;
   /** While true, bytes in both directions are dropped; connections stay open (a silent partition). */
   blackhole = false;
   /**
@@ -194,7 +199,7 @@ export class DelayProxy {
     const upstream = net.connect({ port: this.targetPort, host: "127.0.0.1", allowHalfOpen: true });
     const up = new DelayedPipe(
       upstream,
-      () => this.upDelayMs,
+      (chunk) => this.upDelayFor?.(chunk) ?? this.upDelayMs,
       () => this.blackhole,
     );
     const down = new DelayedPipe(

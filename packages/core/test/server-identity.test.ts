@@ -5,7 +5,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
-import { scriptOf, startMonitor } from "#test-helpers/monitor.js";
+import { type Monitor, scriptOf, startMonitor } from "#test-helpers/monitor.js";
 import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Lock, LockConfigurationError, LockContentionError, LockUnavailableError, Redlock } from "../src/index.js";
 
@@ -85,11 +85,13 @@ describe("one server listed twice", () => {
     // connected before the spin: their ready checks are done, Redlock's INFO is the first answered BUSY
     const twice = [clientOf(a), clientOf(a, { host: "localhost" })];
     await Promise.all([admin, spinner, killer, probe, ...twice].map((client) => client.ping()));
-    const dlm = track(new Redlock([...twice, clientOf(b)], { retryCount: 0 }));
     await admin.config("SET", "busy-reply-threshold", "100");
     const spinning = spinner.eval("while true do end", 0).catch((e: unknown) => e);
+    let dlm: Redlock | undefined;
     try {
       await expect.poll(() => probe.get("busy:probe").then(String, (e: Error) => e.message)).toMatch(/^BUSY/);
+      // built now, on connected clients: its INFO, sent at once, is answered BUSY, and the call asks again
+      dlm = track(new Redlock([...twice, clientOf(b)], { retryCount: 0 }));
       // a's entries cannot say who they are: they do not vote
       await expect(dlm.acquire("busy-twice", TTL)).rejects.toBeInstanceOf(LockUnavailableError);
     } finally {
@@ -98,7 +100,7 @@ describe("one server listed twice", () => {
       await admin.config("SET", "busy-reply-threshold", "5000");
     }
     // asked again now: one server, listed twice
-    await expect(dlm.acquire("busy-twice", TTL)).rejects.toThrow(
+    await expect(dlm?.acquire("busy-twice", TTL)).rejects.toThrow(
       `instances[1] (localhost:${a.port}/0) is the same Redis server as instances[0] (127.0.0.1:${a.port}/0)`,
     );
     expect(await dbsizes()).toEqual([0, 0, 0]);
@@ -415,5 +417,96 @@ describe("a hand-over heard on a subscriber connection that reaches another entr
       Array(3).fill((first as Lock).value),
     );
     await (first as Lock).release();
+  });
+});
+
+describe("clients already connected when the Redlock is built", () => {
+  /** A chunk that starts with an INFO command (RESP, as ioredis writes it). */
+  const isInfo = (chunk: Buffer) => /^\*\d+\r\n\$4\r\ninfo\r\n/i.test(chunk.toString("latin1"));
+
+  /** [a, b, c] behind proxies, their clients connected, and a monitor on each server. */
+  async function connectedBehindProxies() {
+    const proxied = await Promise.all(servers().map((server) => proxyTo(server.port)));
+    const clients = servers().map((server, i) => clientOf(server, { port: proxied[i]?.port }));
+    await Promise.all(clients.map((client) => client.ping()));
+    const monitors = await Promise.all(servers().map((server) => startMonitor(clientOf(server))));
+    for (const monitor of monitors) track({ quit: () => monitor.close() });
+    return { proxied, clients, monitors };
+  }
+
+  /** What the connection that sent ECHO `mark` had the server execute, in order (command names). */
+  function commandsOfConnection(monitor: Monitor, mark: string): string[] {
+    const source = monitor.seen.find(({ args }) => args[0] === "echo" && args[1] === mark)?.source;
+    return monitor.seen.filter((executed) => executed.source === source).map(({ args }) => args[0] as string);
+  }
+
+  it("are asked who they are at construction: a slow INFO (3× a 500 ms lock's 50 ms bound) costs the first single attempt no vote, one INFO per connection", async () => {
+    const { proxied, clients, monitors } = await connectedBehindProxies();
+    for (const proxy of proxied) proxy.upDelayFor = (chunk) => (isInfo(chunk) ? 150 : 0);
+    const dlm = track(new Redlock(clients, { retryCount: 0 }));
+    // sent behind whatever the construction sent on each connection, answered after it
+    await Promise.all(clients.map((client) => client.echo("built")));
+    // before: the INFO went out with this attempt, which waited 50 ms for it and had no vote
+    // (LockUnavailableError: "Not asked: this server has not yet said who it is")
+    await (await dlm.acquire("early", 500)).release();
+    await Promise.all(monitors.map((monitor) => monitor.caughtUp()));
+    for (const monitor of monitors) {
+      // the INFO came before the test's ECHO, and no other after it (the attempt, its release)
+      const commands = commandsOfConnection(monitor, "built");
+      expect(commands.slice(0, 2)).toEqual(["info", "echo"]);
+      expect(commands.filter((name) => name === "info")).toHaveLength(1);
+    }
+  });
+
+  it("quit() right after construction does not wait for the INFO sent then; a connection that ends before it is answered leaves no unhandled rejection", async () => {
+    const proxied = await Promise.all(servers().map((server) => proxyTo(server.port)));
+    // not tracked: they end here, their INFO unanswered
+    const clients = servers().map((server, i) => server.client({ port: proxied[i]?.port }));
+    await Promise.all(clients.map((client) => client.ping()));
+    for (const proxy of proxied) proxy.holdCommandsWhen = isInfo;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const dlm = new Redlock(clients);
+      // sent at construction, held by the proxies
+      await expect.poll(() => proxied.map((proxy) => proxy.heldCommandBytes > 0)).toEqual([true, true, true]);
+      await dlm.quit();
+      await Promise.all(
+        clients.map((client, i) => {
+          const ended = new Promise((resolve) => client.once("end", resolve));
+          client.disconnect();
+          // the proxy would keep the half-closed connection open behind the INFO it holds
+          proxied[i]?.resetAll();
+          return ended;
+        }),
+      );
+      // rejections are reported once the microtasks of that turn ran
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
+  it("a failed attempt gives nothing back to an instance it did not ask (not yet identified)", async () => {
+    const { proxied, clients, monitors } = await connectedBehindProxies();
+    const [, , toC] = proxied as [DelayProxy, DelayProxy, DelayProxy];
+    // c never answers INFO during the attempt; another owner holds a and b
+    toC.holdCommandsWhen = isInfo;
+    await direct[0]?.set("unreached", "other-owner", "PX", 60_000);
+    await direct[1]?.set("unreached", "other-owner", "PX", 60_000);
+    const dlm = track(new Redlock(clients, { retryCount: 0 }));
+    try {
+      // a and b refuse: contention, whatever c says
+      await expect(dlm.acquire("unreached", 2000)).rejects.toBeInstanceOf(LockContentionError);
+    } finally {
+      toC.releaseCommands();
+    }
+    // behind what c's connection had sent
+    await clients[2]?.echo("after");
+    await monitors[2]?.caughtUp();
+    // before: ["info", "eval", "echo"], the give-back of a value c never saw
+    expect(commandsOfConnection(monitors[2] as Monitor, "after")).toEqual(["info", "echo"]);
   });
 });

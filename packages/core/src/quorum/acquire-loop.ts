@@ -201,7 +201,7 @@ export class AcquireLoop {
           // A waiter that tries again is queued again where it gives keys back, keeping its place.
           const requeue = !last && request.ticket !== undefined;
           waiting?.settled(votes, false, requeue);
-          await this.#releaseAfterFailure(votes, request, timeout, requeue);
+          await this.#releaseAfterFailure(voters, votes, request, timeout, requeue);
         }
         if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
         if (attempts >= maxAttempts || isMisconfigured(failure)) break;
@@ -348,17 +348,20 @@ export class AcquireLoop {
 
   /**
    * Step 4: release wherever our value may have landed: instances that said yes, timed out or
-   * failed. With `requeue`, the waiter is queued again there before the key is handed on.
+   * failed. With `requeue`, the waiter is queued again there before the key is handed on. An
+   * instance that the identity check stood in for (`voters`: not yet identified, a replica) was
+   * sent nothing: it has nothing to give back.
    */
   async #releaseAfterFailure(
+    voters: readonly LockStore[],
     votes: readonly Vote<AcquireReply>[],
     request: AcquireRequest,
     timeout: number,
     requeue: boolean,
   ) {
-    const stores = this.#ctx.stores.filter((_, i) => {
+    const stores = this.#ctx.stores.filter((store, i) => {
       const vote = votes[i];
-      return vote !== undefined && (!vote.ok || vote.value.acquired);
+      return vote !== undefined && voters[i] === store && (!vote.ok || vote.value.acquired);
     });
     if (stores.length > 0) await fanOut(stores, requeue ? requeueCall : giveBackCall, request, timeout);
   }

@@ -15,6 +15,7 @@ import { infoField, masterOf, PASSING, serverInfo } from "./server-info.js";
  * next one is asked again.
  *
  * Until its connection has answered, an instance does not vote: its vote counts as unavailable.
+ * A client connected when a Redlock is built is asked then, one still connecting at its 'ready'.
  * A call waits for the answer (at most the per-instance timeout) from a server that is connected
  * or connecting for the first time; a server that is down or reconnecting is not waited for, it
  * could not vote either. A server that refuses INFO (an ACL without `+info`, a proxy) cannot be
@@ -311,12 +312,12 @@ export class ServerIdentityCheck {
       if (store instanceof RedisStore) client = store.client as unknown as WatchedClient;
       else if (store instanceof NodeRedisStore) client = store.watched;
       else return;
-      entries.push({
-        index,
-        description: store.description,
-        identity: identityOf(client),
-        cluster: !!client.isCluster,
-      });
+      const identity = identityOf(client);
+      entries.push({ index, description: store.description, identity, cluster: !!client.isCluster });
+      // Connected already: asked now, not by the first call, whose per-instance bound (50 ms for a
+      // 500 ms lock) a slow answer would miss. The read that call would start, kept for it; it never
+      // rejects. A client still connecting is asked at its 'ready'; a lazy one is not woken.
+      if (client.status === "ready") void identity.read();
     });
     this.#entries = entries;
     for (const entry of entries) this.#byIndex[entry.index] = entry;
