@@ -34,8 +34,8 @@ import fp from "fastify-plugin";
  * Sends a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route
  * handler does not run. Send before returning, or return a promise that settles once sent (or
  * `reply`, as a handler that sends later does): a hook that has not called `reply.send()` (nor
- * hijacked the reply) by then gets the default JSON. A throw or rejection goes to Fastify's error
- * handler.
+ * hijacked the reply, nor called `reply.sendFile`, `reply.download` or `reply.view`, which send
+ * later) by then gets the default JSON. A throw or rejection goes to Fastify's error handler.
  */
 export type FastifyLockHook = (request: FastifyRequest, reply: FastifyReply, error: RedlockError) => unknown;
 
@@ -238,14 +238,23 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
   };
 }
 
-/** Replies whose `send()` a hook called: Fastify may write the reply some turns later. */
+/** Replies whose `send()`, or a method in `LATER_ANSWERS`, a hook called: Fastify may write the reply some turns later. */
 const sendCalled = new WeakSet<FastifyReply>();
 
 /**
- * Runs a hook, noting whether it called `reply.send()`: async `onSend` hooks, or a stream's first
- * chunk, delay the headers past the hook's end, and the default reply must not be sent beside it.
- * A hook that returns `reply` says it sends it, maybe later, as a Fastify handler does: awaited,
- * the reply settles once sent.
+ * Reply methods of Fastify's own plugins that call `reply.send()` only later, and always: once a
+ * file's stat is in (@fastify/static's `sendFile` and `download`: the file, an error, or the
+ * not-found handler) or a view rendered (@fastify/view's `view`, its default name: the page or the
+ * error). A hook that called one and returned nothing looked silent, and got the default JSON
+ * before the plugin's answer, which Fastify then refused ("Reply was already sent").
+ */
+const LATER_ANSWERS = ["sendFile", "download", "view"] as const;
+
+/**
+ * Runs a hook, noting whether it called `reply.send()` or one of `LATER_ANSWERS`: async `onSend`
+ * hooks, a stream's first chunk, a file's stat or a view's rendering delay the headers past the
+ * hook's end, and the default reply must not be sent beside it. A hook that returns `reply` says it
+ * sends it, maybe later, as a Fastify handler does: awaited, the reply settles once sent.
  */
 function callHook(hook: FastifyLockHook, request: FastifyRequest, reply: FastifyReply, error: RedlockError) {
   const send = reply.send;
@@ -253,6 +262,15 @@ function callHook(hook: FastifyLockHook, request: FastifyRequest, reply: Fastify
     sendCalled.add(reply);
     return send.call(this, payload);
   };
+  const methods = reply as unknown as Record<(typeof LATER_ANSWERS)[number], unknown>;
+  for (const name of LATER_ANSWERS) {
+    const method = methods[name];
+    if (typeof method !== "function") continue;
+    methods[name] = function answerLater(this: FastifyReply, ...args: unknown[]) {
+      sendCalled.add(reply);
+      return Reflect.apply(method, this, args);
+    };
+  }
   return hook(request, reply, error);
 }
 
