@@ -77,6 +77,8 @@ beforeAll(async () => {
     await app.register(fastifyStatic, { root, serve: false });
     await app.register(fastifyView, { engine: { ejs }, root });
     await app.register(redlockPlugin, { redlock: hook === "onLocked" ? redlocks.live : redlocks.down });
+    // an app-wide async preHandler, which the not-found handler runs too: reply.callNotFound() sends later
+    app.addHook("preHandler", () => new Promise((resolve) => setImmediate(resolve)));
     for (const method of Object.keys(answers) as Method[]) {
       for (const style of Object.keys(styles) as Style[]) {
         for (const missing of [false, true]) {
@@ -92,6 +94,18 @@ beforeAll(async () => {
           );
         }
       }
+    }
+    for (const style of Object.keys(styles) as Style[]) {
+      const name = `callNotFound-${routeName("view", style, false).slice("view-".length)}`;
+      const hookFn = styles[style]((reply) => reply.code(429).callNotFound());
+      app.post(
+        `/${hook}/${name}`,
+        { config: { redlock: { key: `hook-answers:${name}`, [hook]: hookFn } } },
+        async () => {
+          ran.push(`${hook}/${name}`);
+          return { ran: true };
+        },
+      );
     }
     await app.listen({ port: 0, host: "127.0.0.1" });
     urls[hook] = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
@@ -169,6 +183,17 @@ it.each(cases)(
       expect(answer.status).toBe(404);
       expect(JSON.parse(answer.text)).toMatchObject({ statusCode: 404, error: "Not Found" });
     }
+    expect(loggedFor(`${hook}/${name}`)).toEqual([]);
+  },
+);
+
+it.each(REFUSAL_HOOKS.flatMap((hook) => (Object.keys(styles) as Style[]).map((style) => [hook, style] as const)))(
+  "an %s hook answering with reply.callNotFound() (%s), past an async preHandler, gets Fastify's 404, sent once",
+  async (hook, style) => {
+    const name = `callNotFound-${routeName("view", style, false).slice("view-".length)}`;
+    const answer = await refused(hook, name);
+    expect(answer.status).toBe(404);
+    expect(JSON.parse(answer.text)).toMatchObject({ statusCode: 404, error: "Not Found" });
     expect(loggedFor(`${hook}/${name}`)).toEqual([]);
   },
 );
