@@ -34,8 +34,8 @@ import fp from "fastify-plugin";
  * Sends a custom response instead of the 423 (`onLocked`) or 503 (`onUnavailable`) JSON; the route
  * handler does not run. Send before returning, or return a promise that settles once sent (or
  * `reply`, as a handler that sends later does): a hook that has not called `reply.send()` (nor
- * hijacked the reply, nor called `reply.sendFile`, `reply.download` or `reply.view`, which send
- * later) by then gets the default JSON. A throw or rejection goes to Fastify's error handler.
+ * hijacked the reply, nor called `reply.callNotFound`, `reply.sendFile`, `reply.download` or
+ * `reply.view`, which send later) by then gets the default JSON. A throw or rejection goes to Fastify's error handler.
  */
 export type FastifyLockHook = (request: FastifyRequest, reply: FastifyReply, error: RedlockError) => unknown;
 
@@ -242,13 +242,14 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
 const sendCalled = new WeakSet<FastifyReply>();
 
 /**
- * Reply methods of Fastify's own plugins that call `reply.send()` only later, and always: once a
- * file's stat is in (@fastify/static's `sendFile` and `download`: the file, an error, or the
- * not-found handler) or a view rendered (@fastify/view's `view`, its default name: the page or the
- * error). A hook that called one and returned nothing looked silent, and got the default JSON
- * before the plugin's answer, which Fastify then refused ("Reply was already sent").
+ * Reply methods that call `reply.send()` only later, and always: Fastify's `callNotFound` (its
+ * not-found handler runs after the app's preHandler hooks, maybe async), and those of Fastify's own
+ * plugins, once a file's stat is in (@fastify/static's `sendFile` and `download`: the file, an
+ * error, or the not-found handler) or a view rendered (@fastify/view's `view`, its default name: the
+ * page or the error). A hook that called one and returned nothing looked silent, and got the
+ * default JSON before their answer, which Fastify then refused ("Reply was already sent").
  */
-const LATER_ANSWERS = ["sendFile", "download", "view"] as const;
+const LATER_ANSWERS = ["callNotFound", "sendFile", "download", "view"] as const;
 
 /**
  * Runs a hook, noting whether it called `reply.send()` or one of `LATER_ANSWERS`: async `onSend`
