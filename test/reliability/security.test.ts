@@ -245,14 +245,15 @@ describe("scripts", () => {
     for (const [name, script] of Object.entries(all)) {
       expect(await direct[0]?.script("LOAD", script), name).toBe(createHash("sha1").update(script).digest("hex"));
     }
+    // fresh clients, so the first call of each script goes through ioredis's defined command
+    const clients = cluster.servers.map((server) => invariants.client(server));
+    // one attempt at a 1 s lock waits 111 ms for them to say who they are; warmed by a Redlock of its
+    // own (its scripts sent on its own account) before node 0 forgets the scripts and is watched
+    await warmUp(new Redlock(clients), { quit: true });
     // node 0 forgets them: the library must fall back to sending each script whole
     await direct[0]?.script("FLUSH");
     const [monitor] = (await startMonitors(cluster.servers.slice(0, 1), invariants)) as [Monitor];
-    // fresh clients, so the first call of each script goes through ioredis's defined command
-    const dlm = new Redlock(
-      cluster.servers.map((server) => invariants.client(server)),
-      { retryCount: 0 },
-    );
+    const dlm = new Redlock(clients, { retryCount: 0 });
     // different keys, key counts, values and ttls: a script built per call would change its SHA
     // (a one-key lock is acquired without a script, by SET NX GET: these take two and three keys)
     const one = await dlm.acquire(['k") redis.call("flushall") --', "k:c", "k:d"], 1111);
@@ -289,13 +290,12 @@ describe("scripts", () => {
   });
 
   it("are all the library sends on a lock's connection: its scripts at the top level, their GET/SET/PTTL/PEXPIRE/DEL/PUBLISH inside them", async () => {
+    const clients = cluster.servers.map((server) => invariants.client(server));
+    // three attempts at a 1 s lock wait 100 ms each for the new clients to say who they are: warmed
+    // before the monitor starts, so what it sees is the test's alone
+    await warmUp(new Redlock(clients), { quit: true });
     const [monitor] = (await startMonitors(cluster.servers.slice(0, 1), invariants)) as [Monitor];
-    const dlm = invariants.track(
-      new Redlock(
-        cluster.servers.map((server) => invariants.client(server)),
-        { retryCount: 2, retryDelay: 20 },
-      ),
-    );
+    const dlm = invariants.track(new Redlock(clients, { retryCount: 2, retryDelay: 20 }));
     const held = await dlm.acquire("sent:r", 1000);
     expect(await dlm.lock("sent:r", 1000)).toBeNull();
     await held.extend(1000);
@@ -380,7 +380,10 @@ describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +s
     const onWarning = (warning: Error) => warnings.push(printable(warning));
     process.on("warning", onWarning);
     try {
-      const dlm = invariants.track(new Redlock(asLocker(), { keyPrefix: "lock:", retryDelay: 20, retryJitter: 10 }));
+      const clients = asLocker();
+      // the first acquire's attempts wait 100 ms each for the new clients' INFO (refused here: no +info)
+      await warmUp(new Redlock(clients, { keyPrefix: "lock:" }), { quit: true });
+      const dlm = invariants.track(new Redlock(clients, { keyPrefix: "lock:", retryDelay: 20, retryJitter: 10 }));
       const lock = await dlm.acquire(["a", "b"], 1000);
       await expect.poll(() => valuesOf("lock:a")).toEqual([lock.value, lock.value, lock.value]);
       await expect(dlm.acquire("a", 1000, { retryCount: 0 })).rejects.toBeInstanceOf(LockContentionError);
