@@ -9,6 +9,7 @@ import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { useInvariants } from "../helpers/invariants.js";
 import { type RedisServer, sleep, useRedisServers } from "../helpers/redis-servers.js";
+import { warmUp } from "../helpers/warm-up.js";
 
 const cluster = useRedisServers(5);
 const persistent = useRedisServers(3, { args: ["--appendonly", "yes", "--appendfsync", "always"] });
@@ -22,14 +23,16 @@ afterEach(async () => {
 const counter = (resource: string) => `${resource}:redlock-kit:fence`;
 
 /**
- * A fenced Redlock over `servers`, closed after the test, with its clients connected. No offline
- * queue: a command for a dead instance fails at once instead of landing on it after its restart,
- * so a restarted instance really comes back without its counters.
+ * A fenced Redlock over `servers`, closed after the test, with its clients connected and warmed
+ * (a first 1 s lock waits 100 ms for them to say who they are). No offline queue: a command for a
+ * dead instance fails at once instead of landing on it after its restart, so a restarted instance
+ * really comes back without its counters.
  */
 async function fencedOn(servers: readonly RedisServer[]): Promise<{ dlm: Redlock; clients: Redis[] }> {
   const clients = servers.map((server) => invariants.client(server, { enableOfflineQueue: false }));
   await Promise.all(clients.map(untilConnected));
   const dlm = invariants.track(new Redlock(clients, { fencing: true, retryDelay: 20, retryJitter: 20 }));
+  await warmUp(dlm);
   return { dlm, clients };
 }
 
@@ -91,6 +94,9 @@ describe.each([3, 5])("a minority of %i instances killed and restarted empty bet
       expect(await Promise.all(emptied.map((client) => client.get(counter("rotating"))))).toEqual(
         victims.map(() => null),
       );
+      // their new connections vote once they said who they are: the acquisition below waits 100 ms
+      // for that, and one that does not vote gets no write-back
+      await warmUp(dlm);
       await next(); // with them back, empty
       // the write-back reached the restarted instances too: no instance is left behind
       const last = String(fences[fences.length - 1]);
@@ -188,6 +194,9 @@ async function majorityRestartUnderHolder(servers: readonly RedisServer[], ttlA:
     .poll(() => Promise.all(clients.map((client) => client.get("account"))))
     .toEqual(clients.map(() => a.value));
   await restartEmpty(servers.slice(0, 2), clients);
+  // B's attempts count a restarted instance's vote only once its new connection said who it is:
+  // one that came in later than the other would have raised its counter in an attempt that failed
+  await warmUp(dlm);
   const b: Lock = await dlm.acquire("account", 2000, { wait: 5000 });
   return { a, b, clients };
 }
