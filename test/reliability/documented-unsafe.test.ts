@@ -47,6 +47,8 @@ describe("what no Redlock client can prevent, reproduced", () => {
     invariants.faultInjected();
     await node(1).restart(); // immediately, empty: no AOF
     await direct[1]?.ping();
+    // node 1's new connection votes once it said who it is: B's one attempt waits 300 ms for that
+    await warmUp(b);
     const lockB = await b.acquire("unsafe:restart", 3000);
 
     // the reproduction: two holders, each with a quorum and validity left
