@@ -12,7 +12,7 @@ import {
   type RouteLockOptions,
   responseAnswered,
 } from "@redlock-kit/core";
-import type { Request, RequestHandler, Response } from "express";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
 
 declare global {
   namespace Express {
@@ -28,7 +28,8 @@ declare global {
  * handler does not run. Answer before returning (`res.render()`, `res.sendFile()` and `res.download()`
  * count, though Express sends them later), or return a promise that settles once answered: a request
  * still unanswered then (headers not sent) gets the default JSON. A throw or rejection goes to
- * `next(error)`.
+ * `next(error)`, and so does a failed `res.sendFile()` or `res.download()` (a directory too): the
+ * handler never runs.
  */
 export type ExpressLockHook = (req: Request, res: Response, error: RedlockError) => unknown;
 
@@ -72,7 +73,7 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockO
             req.lock = outcome.lock;
             return next();
           }
-          if (outcome.kind !== "acquired") return answer(outcome, req, res);
+          if (outcome.kind !== "acquired") return answer(outcome, req, res, next);
           req.lock = outcome.lock;
           // Express has no point where a middleware sees the handler's answer before it is written:
           // the response's first write decides, and a success after the lock was lost goes out as 409
@@ -90,13 +91,14 @@ function answer(
   outcome: Exclude<NestedRouteOutcome<ExpressLockHook>, { kind: "acquired" | "reentered" }>,
   req: Request,
   res: Response,
+  next: NextFunction,
 ) {
   if (outcome.kind === "aborted") return;
   let later: LaterAnswers | undefined;
   return answerRejected(
     outcome,
     async (hook) => {
-      later = followLaterAnswers(res);
+      later = followLaterAnswers(res, next);
       await hook(req, res, outcome.error);
       await Promise.all(later.callbacks);
     },
@@ -121,17 +123,33 @@ interface LaterAnswers {
   readonly callbacks: Promise<void>[];
 }
 
-/** Follows the calls of `LATER_ANSWERS` on `res` from now on. */
-function followLaterAnswers(res: Response): LaterAnswers {
+/**
+ * Follows the calls of `LATER_ANSWERS` on `res` from now on. A `sendFile()` or `download()` without a
+ * callback gets `failed`, in place of Express's own, which hands a directory (EISDIR) to `next()`:
+ * "let the next layer serve it", which for a refused request is the handler, run without the lock.
+ */
+function followLaterAnswers(res: Response, next: NextFunction): LaterAnswers {
   const later: LaterAnswers = { answered: false, callbacks: [] };
+  const failed = (error?: NodeJS.ErrnoException) => {
+    // as Express's: a client gone or a failed write leaves nobody to answer; any other error, EISDIR too, goes to the error handlers
+    if (error && error.code !== "ECONNABORTED" && error.syscall !== "write") next(error);
+  };
   const methods = res as unknown as Record<(typeof LATER_ANSWERS)[number], (...args: unknown[]) => unknown>;
   for (const name of LATER_ANSWERS) {
     const method = methods[name];
     methods[name] = function answerLater(this: Response, ...args: unknown[]) {
       const last = args.length - 1;
       const callback = args[last];
-      if (typeof callback !== "function") later.answered = true;
-      else {
+      if (callback === failed) {
+        // download()'s own sendFile() call, followed already
+      } else if (typeof callback !== "function") {
+        later.answered = true;
+        if (name !== "render" && args.length > 0) {
+          // sendFile(path, undefined): the callback goes where Express looks for it
+          while (args.length > 1 && args.at(-1) === undefined) args.pop();
+          args.push(failed);
+        }
+      } else {
         // render() to a string, a download() whose failure the callback only logs: nothing may be sent
         later.callbacks.push(
           new Promise((resolve) => {

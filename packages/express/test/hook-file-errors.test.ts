@@ -1,5 +1,5 @@
 /**
- * An onLocked hook answering with res.sendFile() or res.download() of a file that cannot be sent (a
+ * An onLocked or onUnavailable hook answering with res.sendFile() or res.download() of a file that cannot be sent (a
  * directory, a missing file): Express's own callback for those calls `req.next()` for a directory
  * (EISDIR: "let the next middleware serve it") and `req.next(err)` otherwise. A refused request
  * must never continue the chain: its handler would run without the lock.
@@ -11,7 +11,7 @@ import { join } from "node:path";
 import express from "express";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
-import { listenOnLoopback, useRefusingRedlocks } from "#test-helpers/refused-routes.js";
+import { listenOnLoopback, REFUSAL_HOOKS, useRefusingRedlocks } from "#test-helpers/refused-routes.js";
 import { createRedlockMiddleware, type ExpressLockHook } from "../src/index.js";
 
 const { redlocks, refused } = useRefusingRedlocks();
@@ -38,19 +38,25 @@ const APPS = ["errorHandler", "default"] as const;
  * own final handler answers.
  */
 function appWith(errorHandler: boolean) {
-  const live = createRedlockMiddleware(redlocks.live);
+  const redlockOf = {
+    onLocked: createRedlockMiddleware(redlocks.live),
+    onUnavailable: createRedlockMiddleware(redlocks.down),
+  };
   const app = express();
   app.set("env", "test"); // Express logs the errors its final handler answers otherwise
-  for (const [name, hook] of Object.entries(hooks)) {
-    app.post(`/route/${name}`, live(`files:${name}`, { onLocked: hook }), (req, res) => {
-      ran.push(req.path);
-      res.json({ ran: true });
-    });
-    app.use(`/guard/${name}`, live(`files:${name}`, { onLocked: hook }));
-    app.post(`/guard/${name}`, (req, res) => {
-      ran.push(req.path);
-      res.json({ ran: true });
-    });
+  for (const refusal of REFUSAL_HOOKS) {
+    const redlock = redlockOf[refusal];
+    for (const [name, hook] of Object.entries(hooks)) {
+      app.post(`/${refusal}/route/${name}`, redlock(`files:${name}`, { [refusal]: hook }), (req, res) => {
+        ran.push(req.path);
+        res.json({ ran: true });
+      });
+      app.use(`/${refusal}/guard/${name}`, redlock(`files:${name}`, { [refusal]: hook }));
+      app.post(`/${refusal}/guard/${name}`, (req, res) => {
+        ran.push(req.path);
+        res.json({ ran: true });
+      });
+    }
   }
   // a later layer: a refused request that reaches it went on down the chain
   app.use((req, _res, next) => {
@@ -81,20 +87,23 @@ afterAll(async () => {
 });
 
 const cases = APPS.flatMap((app) =>
-  MOUNTS.flatMap((mount) => Object.keys(hooks).map((name) => [app, mount, name] as const)),
+  REFUSAL_HOOKS.flatMap((refusal) =>
+    MOUNTS.flatMap((mount) => Object.keys(hooks).map((name) => [app, mount, refusal, name] as const)),
+  ),
 );
 
 it.each(cases)(
-  "(%s error handling) a %s lock whose onLocked hook's %s fails: the error goes to the error handlers, the handler never runs",
-  async (app, mount, name) => {
+  "(%s error handling) a %s lock whose %s hook's %s fails: the error goes to the error handlers, the handler never runs",
+  async (app, mount, refusal, name) => {
     ran.length = 0;
-    const url = `${servers[app]?.url}/${mount}/${name}`;
-    const answer = await refused("onLocked", `files:${name}`, () => send(url, { method: "POST" }));
+    const url = `${servers[app]?.url}/${refusal}/${mount}/${name}`;
+    const answer = await refused(refusal, `files:${name}`, () => send(url, { method: "POST" }));
     const code = name.endsWith("dir") ? "EISDIR" : "ENOENT";
     expect({ ran, status: answer.status }).toEqual({
       ran: [],
-      // Express's final handler answers an error's own status (send's 404 for a missing file), else 500
-      status: app === "default" && code === "ENOENT" ? 404 : 500,
+      // Express's final handler answers the error's own status (send's 404 for a missing file), else the
+      // error status the hook had set (its 429)
+      status: app === "errorHandler" ? 500 : code === "ENOENT" ? 404 : 429,
     });
     if (app === "errorHandler") expect(JSON.parse(answer.text)).toEqual({ fallback: code });
   },
