@@ -1,17 +1,18 @@
 /**
  * F3, the quorum matrix (redsync's TestMutexQuorum, extended with "down"), for N instances: every
  * assignment of each node to free / held by another value / down (SIGSTOP), one attempt each,
- * 3^N rows. One Redlock serves every row; a stopped node costs one per-instance timeout. The rows
- * that stop the same nodes run at once, under one pause, one test per set of stopped nodes. The
- * Redlock's instances are ioredis clients, or node-redis clients (the `redis` package); the test
- * itself reads and writes through ioredis either way.
+ * 3^N rows. A stopped node costs one per-instance timeout. The rows that stop the same nodes run at
+ * once, under one pause; the sets of stopped nodes run LANES at a time, each on its own N servers
+ * with its own Redlock (a pause on one lane's servers is never seen by another's rows), one test
+ * per LANES sets. The Redlocks' instances are ioredis clients, or node-redis clients (the `redis`
+ * package); the test itself reads and writes through ioredis either way.
  */
 import { LockUnavailableError, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useInvariants } from "./invariants.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "./node-redis.js";
-import { useRedisServers } from "./redis-servers.js";
+import { type RedisServer, useRedisServers } from "./redis-servers.js";
 
 export type NodeState = "free" | "held" | "down";
 export type Outcome = "acquired" | "contention" | "unavailable";
@@ -49,41 +50,74 @@ export function rowsByStopped(rows: readonly NodeState[][]): NodeState[][][] {
   return [...groups.values()];
 }
 
-/** Declares the matrix's tests for `n` redis-servers started for the calling test file, locked through `library`'s clients. */
+/**
+ * How many sets of stopped nodes run at once, each on its own servers: a set costs two per-instance
+ * timeouts of waiting (the attempts, then the give-backs), not CPU, so lanes overlap those waits.
+ */
+export const LANES = 4;
+
+/** `items` in consecutive batches of `size`. */
+export function batchesOf<T>(items: readonly T[], size: number): T[][] {
+  return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+}
+
+/** A set of stopped nodes as the test names show it: `· down ·`. */
+const stoppedLabel = (group: readonly NodeState[][]) =>
+  (group[0] as NodeState[]).map((state) => (state === "down" ? "down" : "·")).join(" ");
+
+/** One lane: its own `n` servers, the test's ioredis clients of them, and a Redlock locking on them. */
+interface Lane {
+  servers: RedisServer[];
+  clients: Redis[];
+  nodeRedis: NodeRedisClient[];
+  dlm: Redlock;
+}
+
+/** Declares the matrix's tests for LANES × `n` redis-servers started for the calling test file, locked through `library`'s clients. */
 export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis" = "ioredis"): void {
   // long enough that a row's lock is still valid when read after a slow quorum (nothing waits for it to expire)
   const TTL = 5000;
-  const cluster = useRedisServers(n);
-  // checked after every set of stopped nodes: no immortal keys, no leaked locks, handles or rejections
+  const cluster = useRedisServers(n * LANES);
+  // checked after every test (LANES sets of stopped nodes): no immortal keys, no leaked locks, handles or rejections
   useInvariants(cluster, { maxTtlMs: TTL });
-  let clients: Redis[] = [];
-  let nodeRedis: NodeRedisClient[] = [];
-  /** Resolves once every command the Redlock's clients sent has been answered. */
-  const settled = () =>
-    Promise.all([...clients.map((client) => client.ping()), ...nodeRedis.map((client) => client.ping())]);
-  let dlm: Redlock;
+  let lanes: Lane[] = [];
+  /** Resolves once every command `lane`'s Redlock sent has been answered. */
+  const settled = (lane: Lane) =>
+    Promise.all([...lane.clients.map((client) => client.ping()), ...lane.nodeRedis.map((client) => client.ping())]);
   const rows = matrixRows(n);
   const quorum = Math.floor(n / 2) + 1;
+  const batches = batchesOf(rowsByStopped(rows), LANES);
 
   beforeAll(async () => {
-    clients = cluster.servers.map((server) => server.client());
-    if (library === "node-redis") nodeRedis = await connectedNodeRedis(cluster.servers.map((server) => server.port));
-    // A live node's answer must come within the per-instance timeout, or it counts as down and the
-    // row's outcome changes: at 100 ms, a "held" or "free" node's answer missed it beside a test
-    // file and two CPU hogs on 2 vCPUs ('expected unavailable to be contention'). 1 s is ten times
-    // that margin; what it costs is paid once per set of stopped nodes (the attempts, then the
-    // give-backs, wait it out), as their rows run at once, not once per row.
-    dlm = new Redlock(library === "node-redis" ? nodeRedis : clients, { retryCount: 0, instanceTimeout: 1000 });
-    // connected first: a cold connect on a busy machine can take longer than the timeout
-    await settled();
-    // load the scripts on every connection, so a late landing is a single command behind which the release queues
-    await (await dlm.acquire("warm-up", TTL)).release();
+    lanes = await Promise.all(
+      Array.from({ length: LANES }, async (_, i) => {
+        const servers = cluster.servers.slice(i * n, (i + 1) * n);
+        const clients = servers.map((server) => server.client());
+        const nodeRedis =
+          library === "node-redis" ? await connectedNodeRedis(servers.map((server) => server.port)) : [];
+        // A live node's answer must come within the per-instance timeout, or it counts as down and the
+        // row's outcome changes: at 100 ms, a "held" or "free" node's answer missed it beside a test
+        // file and two CPU hogs on 2 vCPUs ('expected unavailable to be contention'). 1 s is ten times
+        // that margin; what it costs is paid once per set of stopped nodes (the attempts, then the
+        // give-backs, wait it out), as their rows run at once, not once per row.
+        const dlm = new Redlock(library === "node-redis" ? nodeRedis : clients, {
+          retryCount: 0,
+          instanceTimeout: 1000,
+        });
+        const lane = { servers, clients, nodeRedis, dlm };
+        // connected first: a cold connect on a busy machine can take longer than the timeout
+        await settled(lane);
+        // load the scripts on every connection, so a late landing is a single command behind which the release queues
+        await (await dlm.acquire("warm-up", TTL)).release();
+        return lane;
+      }),
+    );
   });
 
-  afterAll(() => closeNodeRedis(nodeRedis));
+  afterAll(() => closeNodeRedis(lanes.flatMap((lane) => lane.nodeRedis)));
 
-  /** The row's one attempt, its lock released, checked while its stopped nodes are still stopped. */
-  const lockWhileStopped = async (row: readonly NodeState[]) => {
+  /** The row's one attempt on `lane`, its lock released, checked while its stopped nodes are still stopped. */
+  const lockWhileStopped = async ({ clients, nodeRedis, dlm }: Lane, row: readonly NodeState[]) => {
     const key = keyOf(row);
     const foreign = foreignOf(row);
     const result = await dlm.lock(key, TTL).then(
@@ -112,48 +146,53 @@ export function describeQuorumMatrix(n: number, library: "ioredis" | "node-redis
     expect(await reachable(), `${row.join(" ")} while the down nodes are still stopped`).toEqual(foreignOnly);
   };
 
+  /** One set of stopped nodes on `lane`: every row's attempt under one pause, then the reads after SIGCONT. */
+  const runStopped = async (lane: Lane, group: readonly NodeState[][]) => {
+    const { servers, clients } = lane;
+    const stopped = (group[0] as NodeState[]).map((state) => state === "down");
+    await Promise.all(
+      group.flatMap((row) =>
+        row.map((state, i) =>
+          state === "held" ? clients[i]?.set(keyOf(row), foreignOf(row), "PX", TTL * 5) : undefined,
+        ),
+      ),
+    );
+    stopped.forEach((down, i) => {
+      if (down) servers[i]?.pause();
+    });
+
+    await Promise.all(group.map((row) => lockWhileStopped(lane, row)));
+
+    stopped.forEach((down, i) => {
+      if (down) servers[i]?.resume();
+    });
+    // the late SET of a stopped node lands now; the release was queued behind it on the same connection
+    await settled(lane);
+    for (const row of group) {
+      const key = keyOf(row);
+      expect(await Promise.all(clients.map((client) => client.get(key))), `${row.join(" ")} after SIGCONT`).toEqual(
+        row.map((state) => (state === "held" ? foreignOf(row) : null)),
+      );
+      // the foreign holder releases too, so that I2 can require an empty keyspace
+      await Promise.all(row.map((state, i) => (state === "held" ? clients[i]?.del(key) : undefined)));
+    }
+  };
+
   describe(`quorum matrix, N = ${n}, Q = ${quorum}, retryCount 0, ${library} clients`, () => {
-    it(`has ${3 ** n} rows`, () => {
+    it(`has ${3 ** n} rows, each set of stopped nodes in one test`, () => {
       expect(rows).toHaveLength(3 ** n);
       expect(new Set(rows.map((row) => row.join())).size).toBe(3 ** n);
       expect(rowsByStopped(rows).flat()).toHaveLength(3 ** n);
+      expect(batches.flat()).toEqual(rowsByStopped(rows));
+      expect(batches.every((batch) => batch.length <= LANES)).toBe(true);
     });
 
-    it.each(
-      rowsByStopped(rows).map(
-        (group) =>
-          [(group[0] as NodeState[]).map((state) => (state === "down" ? "down" : "·")).join(" "), group] as const,
-      ),
-    )(
+    it.each(batches.map((batch) => [batch.map(stoppedLabel).join(" | "), batch] as const))(
       "stopped: %s → each row's outcome, and none of our values is left behind, even after SIGCONT",
-      async (_, group) => {
-        const stopped = (group[0] as NodeState[]).map((state) => state === "down");
-        await Promise.all(
-          group.flatMap((row) =>
-            row.map((state, i) =>
-              state === "held" ? clients[i]?.set(keyOf(row), foreignOf(row), "PX", TTL * 5) : undefined,
-            ),
-          ),
-        );
-        stopped.forEach((down, i) => {
-          if (down) cluster.servers[i]?.pause();
-        });
-
-        await Promise.all(group.map(lockWhileStopped));
-
-        stopped.forEach((down, i) => {
-          if (down) cluster.servers[i]?.resume();
-        });
-        // the late SET of a stopped node lands now; the release was queued behind it on the same connection
-        await settled();
-        for (const row of group) {
-          const key = keyOf(row);
-          expect(await Promise.all(clients.map((client) => client.get(key))), `${row.join(" ")} after SIGCONT`).toEqual(
-            row.map((state) => (state === "held" ? foreignOf(row) : null)),
-          );
-          // the foreign holder releases too, so that I2 can require an empty keyspace
-          await Promise.all(row.map((state, i) => (state === "held" ? clients[i]?.del(key) : undefined)));
-        }
+      async (_, batch) => {
+        // every lane done before the test ends, even when one failed: heal() then finds nothing still running
+        const done = await Promise.allSettled(batch.map((group, i) => runStopped(lanes[i] as Lane, group)));
+        for (const lane of done) if (lane.status === "rejected") throw lane.reason;
       },
     );
   });
