@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { createSentinel } from "redis";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type RedisServer, startSentinel, type TestSentinel, until } from "#test-helpers/redis.js";
 import { LockLostError, Redlock, type RedlockInstance } from "../src/index.js";
@@ -8,6 +8,8 @@ import { LockLostError, Redlock, type RedlockInstance } from "../src/index.js";
 /**
  * Sentinel failovers while locks are held and waited for: a manual one (`SENTINEL FAILOVER`),
  * after which the old master takes writes until the sentinel demotes it, and a master killed.
+ * Each test has a Sentinel set of its own (master, replica, sentinel) and waits on the sentinel,
+ * not on the CPU: they run at once.
  */
 let manual: TestSentinel;
 let killed: TestSentinel;
@@ -65,10 +67,13 @@ const handOverChannels = (server: RedisServer) => server.client().pubsub("CHANNE
 
 /** Waits until `server` holds what its master wrote so far (a failover to it then loses nothing). */
 async function replicated(master: RedisServer): Promise<void> {
-  expect(await master.client().call("WAIT", 1, 10_000)).toBe(1);
+  const acknowledged = await master.client().call("WAIT", 1, 10_000);
+  if (acknowledged !== 1) throw new Error(`WAIT 1: ${acknowledged} replicas acknowledged, not 1`);
 }
 
-it("a manual failover: Redlock's clients from Sentinel options follow the switch at once, not once the old master is demoted, which takes writes until then", async () => {
+it.concurrent("a manual failover: Redlock's clients from Sentinel options follow the switch at once, not once the old master is demoted, which takes writes until then", async ({
+  expect,
+}) => {
   const { master: old, replica: promoted } = manual;
   const holder = new Redlock([sentinelOptions(manual, "holder")], { retryCount: 0 });
   // it polls once a minute: only a hand-over wakes it before its wait ends
@@ -116,7 +121,9 @@ it("a manual failover: Redlock's clients from Sentinel options follow the switch
   }
 }, 40_000);
 
-it("a master killed while locks are held and waited for (ioredis and node-redis): a lock the replica had extends, releases and is handed to its waiter by the new master; one it never had reports the loss, and a rival takes it", async () => {
+it.concurrent("a master killed while locks are held and waited for (ioredis and node-redis): a lock the replica had extends, releases and is handed to its waiter by the new master; one it never had reports the loss, and a rival takes it", async ({
+  expect,
+}) => {
   const { master: dead, replica: promoted } = killed;
   const libraries: [string, () => Promise<RedlockInstance>][] = [
     ["io", async () => sentinelOptions(killed)],
@@ -185,9 +192,10 @@ it("a master killed while locks are held and waited for (ioredis and node-redis)
 // Before: a node-redis Sentinel's subscriber told nobody once it subscribed on the new master, so a
 // release there meanwhile (nobody heard the waiter's channel: its entry popped, the key left free)
 // woke the waiter only at its next poll, a minute away; an ioredis one did (its 'ready')
-it.each(["ioredis", "node-redis"] as const)(
+it.concurrent.for(["ioredis", "node-redis"] as const)(
   "%s: a release on the new master before the waiter's subscriber subscribed there is followed, once it has, by the waiter's attempt",
-  async (library) => {
+  { timeout: 60_000 },
+  async (library, { expect }) => {
     const set = await startSentinel(`moved-${library}`, { downAfterMs: 60_000 });
     const { master: old, replica: promoted } = set;
     // the waiter reaches the promoted replica through a proxy that can hold its subscriber's SUBSCRIBE
@@ -237,7 +245,6 @@ it.each(["ioredis", "node-redis"] as const)(
       await set.stop();
     }
   },
-  60_000,
 );
 
 /** Connections subscribed on `set`'s sentinel: the failover detectors of clients from Sentinel options. */
@@ -255,7 +262,9 @@ async function detectors(set: TestSentinel): Promise<number> {
 // Before: ioredis connects a failover detector to a sentinel that went away again only after its
 // sentinelReconnectStrategy, a minute by default: a failover meanwhile left the client on the old
 // master until its demotion, locking there beside clients on the new master
-it("a sentinel restarted: the failover detector of a client from Sentinel options listens again at once, and the client follows the next failover before the old master is demoted", async () => {
+it.concurrent("a sentinel restarted: the failover detector of a client from Sentinel options listens again at once, and the client follows the next failover before the old master is demoted", async ({
+  expect,
+}) => {
   const set = await startSentinel("restarted", { downAfterMs: 60_000 });
   const { master: old, replica: promoted } = set;
   const holder = new Redlock([sentinelOptions(set, "holder")], { retryCount: 0 });
