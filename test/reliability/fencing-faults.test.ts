@@ -27,11 +27,17 @@ const counter = (resource: string) => `${resource}:redlock-kit:fence`;
  * (a first 1 s lock waits 100 ms for them to say who they are). No offline queue: a command for a
  * dead instance fails at once instead of landing on it after its restart, so a restarted instance
  * really comes back without its counters.
+ * The tests count fences exactly, and every attempt moves the counters where it took the key: an
+ * answer later than the default bound (10% of the ttl) on a loaded machine would silently retry and
+ * shift them. So no retry (a call with `wait` still tries again: those wait for a holder) and a
+ * bound below the shortest ttl here (500 ms).
  */
 async function fencedOn(servers: readonly RedisServer[]): Promise<{ dlm: Redlock; clients: Redis[] }> {
   const clients = servers.map((server) => invariants.client(server, { enableOfflineQueue: false }));
   await Promise.all(clients.map(untilConnected));
-  const dlm = invariants.track(new Redlock(clients, { fencing: true, retryDelay: 20, retryJitter: 20 }));
+  const dlm = invariants.track(
+    new Redlock(clients, { fencing: true, retryCount: 0, instanceTimeout: 400, retryDelay: 20, retryJitter: 20 }),
+  );
   await warmUp(dlm);
   return { dlm, clients };
 }

@@ -27,8 +27,10 @@ import {
 const cluster = useRedisServers(3);
 let clients: Redis[] = [];
 
-beforeAll(() => {
+beforeAll(async () => {
   clients = cluster.servers.map((server) => server.client());
+  // the clients say who they are before any test's first call: an instance that has not yet does not vote
+  await warmUp(new Redlock(clients), { quit: true });
 });
 
 afterEach(async () => {
@@ -38,6 +40,13 @@ afterEach(async () => {
 const counter = (key: string) => `${key}:redlock-kit:fence`;
 const counters = (key: string) => Promise.all(clients.map((client) => client.get(counter(key))));
 const values = (key: string) => Promise.all(clients.map((client) => client.get(key)));
+
+/**
+ * For a Redlock whose fences a test counts exactly: each attempt moves the counters of the instances
+ * that took the key, so a retry (after an answer later than the default bound, 100 ms for a 1 s
+ * lock, on a loaded machine) would silently shift every fence after it. No retry, and time to answer.
+ */
+const EXACT = { retryCount: 0, instanceTimeout: 900 } as const;
 
 /** Command calls per name on a server since its last CONFIG RESETSTAT. */
 async function commandCalls(client: Redis): Promise<Record<string, number>> {
@@ -83,7 +92,7 @@ const losingKeyBeforeWriteBack = (loses: (index: number) => boolean) =>
 
 describe("lock.fence and lock.fences", () => {
   it("carry one decimal fence per resource; lock.fence only for a lock on one resource", async () => {
-    const dlm = new Redlock(clients, { fencing: true });
+    const dlm = new Redlock(clients, { fencing: true, ...EXACT });
     const one = await dlm.acquire("fence:a", 1000);
     expect(one.fence).toBe("1");
     expect(one.fences).toEqual({ "fence:a": "1" });
@@ -103,7 +112,7 @@ describe("lock.fence and lock.fences", () => {
   });
 
   it("is off unless asked for, per Redlock or per call, and can be turned off per call", async () => {
-    const plain = new Redlock(clients);
+    const plain = new Redlock(clients, EXACT);
     const unfenced = await plain.acquire("opt", 1000);
     expect(unfenced.fence).toBeUndefined();
     expect(unfenced.fences).toBeUndefined();
@@ -111,7 +120,7 @@ describe("lock.fence and lock.fences", () => {
     const perCall = await plain.acquire("opt", 1000, { fencing: true });
     expect(perCall.fence).toBe("1");
     await perCall.release();
-    const fencedByDefault = new Redlock(clients, { fencing: true });
+    const fencedByDefault = new Redlock(clients, { fencing: true, ...EXACT });
     const off = await fencedByDefault.acquire("opt", 1000, { fencing: false });
     expect(off.fence).toBeUndefined();
     await off.release();
@@ -167,7 +176,7 @@ describe("the write-back (phase 2)", () => {
 
   it("issues exact fences past 2^53 (decimal strings, never doubles)", async () => {
     await Promise.all(clients.map((client) => client.set(counter("big"), "9007199254740991")));
-    const dlm = new Redlock(clients, { fencing: true });
+    const dlm = new Redlock(clients, { fencing: true, ...EXACT });
     const fences: string[] = [];
     for (let i = 0; i < 3; i++) {
       const lock = await dlm.acquire("big", 1000);
@@ -377,8 +386,8 @@ describe("currentFence(resource)", () => {
   it("is the fence of the innermost enclosing lock that holds the resource, whichever Redlock took it", async () => {
     trackHeldLocks();
     // two Redlocks whose "r" are two keys, with two counters: the inner one's is further on
-    const outerDlm = new Redlock(clients, { fencing: true, keyPrefix: "outer:" });
-    const innerDlm = new Redlock(clients, { fencing: true, keyPrefix: "inner:" });
+    const outerDlm = new Redlock(clients, { fencing: true, keyPrefix: "outer:", ...EXACT });
+    const innerDlm = new Redlock(clients, { fencing: true, keyPrefix: "inner:", ...EXACT });
     await (await innerDlm.acquire("r", 1000)).release();
     const outer = await outerDlm.acquire("r", 1000);
     const inner = await innerDlm.acquire("r", 1000);
