@@ -94,6 +94,14 @@ afterAll(async () => {
 const invariants = useInvariants(cluster, { maxTtlMs: 2000 });
 const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
 
+/** The commands an instance ran that an attempt sends (its SET, or its script), from INFO commandstats. */
+async function attemptCommands(client: Redis): Promise<number> {
+  const stats = await client.info("commandstats");
+  let calls = 0;
+  for (const match of stats.matchAll(/cmdstat_(?:set|eval|evalsha):calls=(\d+)/g)) calls += Number(match[1]);
+  return calls;
+}
+
 /** RedisStores that record every lock value they are asked to write, so a test can look for it. */
 function recording(clients: readonly Redis[]) {
   const values = new Set<string>();
@@ -388,9 +396,22 @@ describe("least privilege: ACL user `locker` with ~lock:* +evalsha +eval +get +s
       await expect.poll(() => valuesOf("lock:a")).toEqual([lock.value, lock.value, lock.value]);
       await expect(dlm.acquire("a", 1000, { retryCount: 0 })).rejects.toBeInstanceOf(LockContentionError);
       await lock.extend(1000);
-      setTimeout(() => void lock.release(), 100);
-      const waited = await dlm.acquire("a", 1000, { wait: 3000 });
-      await waited.release();
+      // released once the waiter's first attempt ran on every instance (refused: this user cannot
+      // queue nor subscribe, so it polls), not after a guessed time: released first, it took the
+      // key at its first attempt and never waited
+      const before = await Promise.all(direct.map(attemptCommands));
+      const attempts = await attemptsOf("a", async () => {
+        const waiting = dlm.acquire("a", 1000, { wait: 3000 });
+        await expect
+          .poll(async () =>
+            (await Promise.all(direct.map(attemptCommands))).every((calls, i) => calls > (before[i] ?? 0)),
+          )
+          .toBe(true);
+        await lock.release();
+        await (await waiting).release();
+      });
+      expect(attempts).toEqual([expect.any(Number)]);
+      expect(attempts[0]).toBeGreaterThan(1);
       // auto-extension: 2 s, renewed at half of it (a renewal up to ~1 s late still comes in time);
       // the section lasts until that renewal came
       const result = await dlm.using("c", 2000, async (signal, lock) => {

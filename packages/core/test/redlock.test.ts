@@ -635,8 +635,14 @@ describe("Redlock options and lifecycle", () => {
   it("waits for a held lock up to `wait` ms", async () => {
     const dlm = new Redlock(first(3));
     const held = await dlm.acquire("waiting", 5000);
-    setTimeout(() => void held.release(), 150);
-    const lock = await dlm.acquire("waiting", 1000, { wait: 2000, retryDelay: 20, retryJitter: 10 });
+    const waiting = dlm.acquire("waiting", 1000, { wait: 2000, retryDelay: 20, retryJitter: 10 });
+    // released once the waiter was refused and queued on every instance, not after a guessed time:
+    // released first, it took the key at its first attempt and never waited
+    await expect
+      .poll(() => Promise.all(first(3).map((client) => client.zcard("waiting:redlock-kit:waiters"))))
+      .toEqual([1, 1, 1]);
+    await held.release();
+    const lock = await waiting;
     expect(lock.valid).toBe(true);
     await lock.release();
     const again = await dlm.acquire("waiting", 5000);
