@@ -28,8 +28,10 @@ export class AppModule {
       module: AppModule,
       imports: [
         ScheduleModule.forRoot(),
-        // retryCount 0: a held lock answers 423 at once rather than after the retries
-        RedlockModule.forRoot({ instances, options: { retryCount: 0 }, isGlobal: true }),
+        // retryCount 0: a held lock answers 423 at once rather than after the retries; instanceTimeout:
+        // each Redis gets 300 ms to answer, where a 1 s lock's default (100 ms) can be missed on a
+        // busy laptop or CI machine (a 503)
+        RedlockModule.forRoot({ instances, options: { retryCount: 0, instanceTimeout: 300 }, isGlobal: true }),
       ],
       controllers: [OrdersController],
       providers: [{ provide: SETTINGS, useValue: settings }, PaymentService, ReportLog, ReportJob],

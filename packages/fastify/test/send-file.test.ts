@@ -48,11 +48,14 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), "fastify-send-file-"));
   await writeFile(join(root, "big.bin"), "");
   await truncate(join(root, "big.bin"), FILE_SIZE);
-  app = Fastify();
+  // a failed test may leave a 64 MiB answer unread: close() must not wait for it
+  app = Fastify({ forceCloseConnections: true });
   await app.register(fastifyStatic, { root, serve: false });
-  // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503);
-  // extended until maxHoldMs, a lock whose client left would outlive the polls: only its expiry passes
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 500, instanceTimeout: 300, maxHoldMs: 600_000 });
+  // 2 s locks, renewed while the file is sent: a 500 ms one lapsed mid-file in a CI-like run while
+  // another file started 50 processes (a renewal's round trip stalled past what was left of the
+  // ttl). One attempt, 300 ms per instance. Extended until maxHoldMs, a lock whose client left
+  // would outlive the polls: only its expiry passes.
+  await app.register(redlockPlugin, { redlock: dlm, ttl: 2000, instanceTimeout: 300, maxHoldMs: 600_000 });
   for (const [index, answer] of Object.values(handlers).entries()) {
     app.get(`/${index}/:id`, { config: { redlock: "send-file:{params.id}" } }, (request, reply) => {
       last = { lock: request.lock as Lock, raw: reply.raw };
@@ -96,21 +99,25 @@ describe.each(Object.keys(handlers) as Style[])("a handler answering with reply.
   it("holds the lock while the file is sent, and releases it at the stream's end", async () => {
     const { request, response } = open(path(style, "1"));
     request.on("error", () => {});
-    // the headers are in and nothing is read: the file's stream cannot end
-    expect((await response).statusCode).toBe(200);
-    const next = open(path(style, "1"));
-    next.request.on("error", () => {});
     try {
-      expect((await next.response).statusCode).toBe(423);
+      // the headers are in and nothing is read: the file's stream cannot end
+      expect((await response).statusCode).toBe(200);
+      const next = open(path(style, "1"));
+      next.request.on("error", () => {});
+      try {
+        expect((await next.response).statusCode).toBe(423);
+      } finally {
+        next.request.destroy();
+      }
+      expect(last.raw.writableFinished).toBe(false);
+      const ended = releasedOrExpired("send-file:1", last.lock);
+      const endedFirst = endedAtRelease("send-file:1");
+      expect(await byteCount(await response)).toBe(FILE_SIZE);
+      expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("released");
+      expect(await endedFirst).toBe(true);
     } finally {
-      next.request.destroy();
+      request.destroy();
     }
-    expect(last.raw.writableFinished).toBe(false);
-    const ended = releasedOrExpired("send-file:1", last.lock);
-    const endedFirst = endedAtRelease("send-file:1");
-    expect(await byteCount(await response)).toBe(FILE_SIZE);
-    expect(await arrival(ended, "the lock's end (expiry or release)")).toBe("released");
-    expect(await endedFirst).toBe(true);
   });
 
   it("lets the lock lapse within one ttl when the client leaves mid-file", async () => {
