@@ -128,7 +128,9 @@ const routes: RouteSpec[] = [
     path: "/renewed/:id/pay",
     key: "renewed:{params.id}",
     options: { ttl: 1000, autoExtend: false },
-    guards: [guard("/renewed/:id", "renewed:{params.id}", { options: { ttl: 1000 } })],
+    // the guard's one attempt at its 1 s lock waits 500 ms per instance, not the default 100 ms a
+    // loaded machine's Redis can miss (503)
+    guards: [guard("/renewed/:id", "renewed:{params.id}", { options: { ttl: 1000, instanceTimeout: 500 } })],
     handler: async (lock) => {
       await nextExtensions("renewed:1", 2, { succeeded: true });
       return describeLock(lock);
