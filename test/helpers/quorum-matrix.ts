@@ -54,10 +54,10 @@ export function rowsByStopped(rows: readonly NodeState[][]): NodeState[][][] {
  * How many sets of stopped nodes run at once, each on its own servers: a set costs two per-instance
  * timeouts of waiting (the attempts, then the give-backs), not CPU, so lanes overlap those waits.
  */
-export const LANES = 4;
+const LANES = 4;
 
 /** `items` in consecutive batches of `size`. */
-export function batchesOf<T>(items: readonly T[], size: number): T[][] {
+function batchesOf<T>(items: readonly T[], size: number): T[][] {
   return Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
 }
 

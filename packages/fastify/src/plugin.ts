@@ -238,36 +238,32 @@ function lockingPreHandler(redlock: Redlock, route: RouteLock<FastifyLockHook>):
   };
 }
 
-/** Replies whose `send()`, or a method in `LATER_ANSWERS`, a hook called: Fastify may write the reply some turns later. */
+/** Replies on which a hook called one of `ANSWERS`: Fastify may write the reply some turns later. */
 const sendCalled = new WeakSet<FastifyReply>();
 
 /**
- * Reply methods that call `reply.send()` only later, and always: Fastify's `callNotFound` (its
- * not-found handler runs after the app's preHandler hooks, maybe async), and those of Fastify's own
- * plugins, once a file's stat is in (@fastify/static's `sendFile` and `download`: the file, an
- * error, or the not-found handler) or a view rendered (@fastify/view's `view`, its default name: the
- * page or the error). A hook that called one and returned nothing looked silent, and got the
- * default JSON before their answer, which Fastify then refused ("Reply was already sent").
+ * Reply methods that answer: `send()`, and those that call it only later, and always: Fastify's
+ * `callNotFound` (its not-found handler runs after the app's preHandler hooks, maybe async), and
+ * those of Fastify's own plugins, once a file's stat is in (@fastify/static's `sendFile` and
+ * `download`: the file, an error, or the not-found handler) or a view rendered (@fastify/view's
+ * `view`, its default name: the page or the error). A hook that called one of the later ones and
+ * returned nothing looked silent, and got the default JSON before their answer, which Fastify then
+ * refused ("Reply was already sent").
  */
-const LATER_ANSWERS = ["callNotFound", "sendFile", "download", "view"] as const;
+const ANSWERS = ["send", "callNotFound", "sendFile", "download", "view"] as const;
 
 /**
- * Runs a hook, noting whether it called `reply.send()` or one of `LATER_ANSWERS`: async `onSend`
- * hooks, a stream's first chunk, a file's stat or a view's rendering delay the headers past the
- * hook's end, and the default reply must not be sent beside it. A hook that returns `reply` says it
- * sends it, maybe later, as a Fastify handler does: awaited, the reply settles once sent.
+ * Runs a hook, noting whether it called one of `ANSWERS`: async `onSend` hooks, a stream's first
+ * chunk, a file's stat or a view's rendering delay the headers past the hook's end, and the default
+ * reply must not be sent beside it. A hook that returns `reply` says it sends it, maybe later, as a
+ * Fastify handler does: awaited, the reply settles once sent.
  */
 function callHook(hook: FastifyLockHook, request: FastifyRequest, reply: FastifyReply, error: RedlockError) {
-  const send = reply.send;
-  reply.send = function sendFromHook(this: FastifyReply, payload?: unknown) {
-    sendCalled.add(reply);
-    return send.call(this, payload);
-  };
-  const methods = reply as unknown as Record<(typeof LATER_ANSWERS)[number], unknown>;
-  for (const name of LATER_ANSWERS) {
+  const methods = reply as unknown as Record<(typeof ANSWERS)[number], unknown>;
+  for (const name of ANSWERS) {
     const method = methods[name];
     if (typeof method !== "function") continue;
-    methods[name] = function answerLater(this: FastifyReply, ...args: unknown[]) {
+    methods[name] = function answerFromHook(this: FastifyReply, ...args: unknown[]) {
       sendCalled.add(reply);
       return Reflect.apply(method, this, args);
     };
