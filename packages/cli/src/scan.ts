@@ -46,7 +46,9 @@ export async function scanResources(
         if (!(client instanceof Cluster)) return await scan(client);
         // every master is scanned to the end (what the others hold is listed), then one failure fails the instance
         const masters = mastersOf(client);
-        const scans = await Promise.allSettled(masters.map(([, master]) => scan(master)));
+        const scans = await Promise.allSettled(
+          masters.map(([, master]) => (master instanceof Error ? Promise.reject(master) : scan(master))),
+        );
         for (const [index, result] of scans.entries()) {
           if (result.status === "rejected") throw new Error(`master ${masters[index]?.[0]}: ${result.reason.message}`);
         }
@@ -62,19 +64,18 @@ export async function scanResources(
 const SLOTS = 16_384;
 
 /**
- * The master of every hash slot, as host:port and its client: a master whose connection the
- * Cluster dropped (stopped) or a slot without one throws, since its keys cannot be read.
+ * The master of every hash slot, as host:port and its client, or an Error for a master whose
+ * connection the Cluster dropped (stopped): its keys cannot be read, the others' still can. A slot
+ * without a master throws.
  */
-function mastersOf(cluster: Cluster): [string, Redis][] {
+function mastersOf(cluster: Cluster): [string, Redis | Error][] {
   if (cluster.status !== "ready") throw new Error(`the Cluster is not connected (${cluster.status})`);
   const clients = new Map(cluster.nodes("master").map((node) => [`${node.options.host}:${node.options.port}`, node]));
-  const masters = new Map<string, Redis>();
+  const masters = new Map<string, Redis | Error>();
   for (let slot = 0; slot < SLOTS; slot++) {
     const where = cluster.slots[slot]?.[0];
     if (where === undefined) throw new Error(`no master serves hash slot ${slot}`);
-    const master = clients.get(where);
-    if (master === undefined) throw new Error(`master ${where} is not connected`);
-    masters.set(where, master);
+    masters.set(where, clients.get(where) ?? new Error("not connected"));
   }
   return [...masters];
 }

@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
 import { type Lock, Redlock } from "@redlock-kit/core";
-import type { Cluster } from "ioredis";
+import { Cluster } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type RedisServer, startCluster, type TestCluster, useRedisServers } from "#test-helpers/redis.js";
+import { scanResources } from "../src/scan.js";
 import { runCli, start } from "./helpers/run-cli.js";
 
 let cluster: TestCluster;
@@ -229,6 +230,23 @@ describe("redlock-kit on a Redis Cluster (one instance: the whole Cluster)", PRO
     expect(mixed.code).toBe(0);
     expect(mixed.stdout).toMatch(new RegExp(`^${elsewhere} +held 3/3 +\\d+s +${fingerprint(lock)} `, "m"));
     expect(mixed.stderr).toContain(`redlock-kit: ${name(seed)} could not be scanned: master 127.0.0.1:${third.port}`);
+
+    // a Cluster client that has already dropped the stopped master's connection (ioredis removes a
+    // node whose connection ended, as the CLI's own first commands can make it do before the scan):
+    // the other masters are still scanned, what they hold listed
+    const dropped = new Cluster([{ host: "127.0.0.1", port: seed.port }]);
+    try {
+      await expect.poll(() => dropped.status).toBe("ready");
+      // its node clients connect at their first command: the stopped master's fails, and ends
+      const stopped = dropped.nodes("master").find((node) => node.options.port === third.port);
+      await stopped?.ping().catch(() => {});
+      await expect.poll(() => dropped.nodes("master").map((node) => node.options.port)).not.toContain(third.port);
+      const scanned = await scanResources([dropped], "lock:", "*", 1000);
+      expect(scanned.resources).toEqual([elsewhere]);
+      expect(scanned.failed).toEqual([{ instance: 0, error: `master 127.0.0.1:${third.port}: not connected` }]);
+    } finally {
+      dropped.disconnect();
+    }
 
     const alone = await runCli(["list", "--prefix", "lock:", "--redis", url]);
     expect(alone.code).toBe(3);
