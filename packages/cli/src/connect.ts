@@ -2,23 +2,23 @@ import {
   type ForcedRelease,
   type ForceReleaseOptions,
   type LockInspection,
-  type LockStore,
   MemoryStore,
   Redlock,
 } from "@redlock-kit/core";
 import { Cluster, Redis } from "ioredis";
 import { UsageError } from "./args.js";
 import { bounded } from "./bounded.js";
-import { noVoteStore, replicaOf } from "./replica.js";
+import { noVoteStore, type Role, roleOf } from "./replica.js";
 
 /** The instances of one run: a Redlock over clients this CLI owns and closes. */
 export interface Instances {
+  /** Built anew when `rereadRoles()` finds a role changed: read it at each use. */
   readonly dlm: Redlock;
   /** One per URL: a plain client, or a Cluster (one instance) when the URL's server runs in cluster mode. */
   readonly clients: readonly (Redis | Cluster)[];
   /**
    * Per instance, why it is not asked (no vote, not scanned): its server said it is a replica
-   * (`replicaOf`), or did not answer CLUSTER SLOTS in time (see open()); else undefined.
+   * (`roleOf`), or did not answer CLUSTER SLOTS in time (see open()); else undefined.
    */
   readonly notAsked: readonly (string | undefined)[];
   /** host:port/db of each instance (cluster@host:port of its URL for a Cluster), never a password. */
@@ -33,6 +33,14 @@ export interface Instances {
   /** `dlm.inspect()` and `dlm.forceRelease()`, each instance described by its name and failures by their reason. */
   inspect(resource: string): Promise<LockInspection>;
   forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease>;
+  /**
+   * Asks each connected plain server its role again (`watch`, before each refresh): a master
+   * demoted since (a failover) is no vote from then on, a replica promoted votes. Core reads a
+   * role once per connection, and a failover keeps the connections; a demoted master answers
+   * reads as before (only writes meet READONLY), so no answer of `watch`'s would tell. A server
+   * that does not answer (or is not connected) keeps the role it had.
+   */
+  rereadRoles(): Promise<void>;
   close(): void;
 }
 
@@ -68,14 +76,24 @@ export async function connect(
   const clients = opened.map(({ client }) => client);
   const close = () => closeClients(clients);
   try {
-    const dlm = new Redlock(
-      opened.map(({ voter }) => voter),
-      { keyPrefix: prefix, instanceTimeout: timeout },
-    );
+    const notAsked = (instance: number) => {
+      const entry = opened[instance];
+      return entry?.silent ?? entry?.role?.replica;
+    };
+    // each instance not asked is, to core, a store that refuses every call: no vote
+    const build = () =>
+      new Redlock(
+        opened.map(({ client, plain }, index) => {
+          const why = notAsked(index);
+          return why === undefined || plain === undefined ? client : noVoteStore(plain, why);
+        }),
+        { keyPrefix: prefix, instanceTimeout: timeout },
+      );
+    let dlm = build();
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
     // the reason of an instance not asked stands, whatever its unused connection does
     const reason = (instance: number, message: string) =>
-      opened[instance]?.notAsked ?? opened[instance]?.lastError() ?? message;
+      notAsked(instance) ?? opened[instance]?.lastError() ?? message;
     // core describes every Cluster as "cluster": the output names it as the listing does
     const named = <R extends { readonly instances: readonly { readonly instance: number; readonly error?: Error }[] }>(
       result: R,
@@ -88,14 +106,35 @@ export async function connect(
         ...(error === undefined ? {} : { error: new Error(reason(instance, error.message), { cause: error }) }),
       })),
     });
+    const rereadRoles = async () => {
+      const roles = await Promise.all(
+        opened.map(({ plain, silent }) =>
+          plain === undefined || silent !== undefined || plain.status !== "ready" ? undefined : roleOf(plain, timeout),
+        ),
+      );
+      let changed = false;
+      for (const [index, role] of roles.entries()) {
+        const entry = opened[index];
+        if (entry === undefined || role === undefined) continue;
+        changed ||= role.replica !== entry.role?.replica;
+        entry.role = role;
+      }
+      // the same clients: core keeps what each connection said of itself (its run_id)
+      if (changed) dlm = build();
+    };
     return {
-      dlm,
+      get dlm() {
+        return dlm;
+      },
       clients,
-      notAsked: opened.map(({ notAsked }) => notAsked),
+      get notAsked() {
+        return opened.map((_, index) => notAsked(index));
+      },
       names,
       reason,
       inspect: async (resource) => named(await dlm.inspect(resource)),
       forceRelease: async (resource, options) => named(await dlm.forceRelease(resource, options)),
+      rereadRoles,
       close,
     };
   } catch (error) {
@@ -137,7 +176,7 @@ function closeClients(clients: readonly (Redis | Cluster)[]): void {
  * without it) or a failed connection (whose reads then fail with its reason) makes it plain: a
  * server that does not answer within `timeout`, a Cluster node as well as any, did not answer, and
  * is not asked (a node taken for plain would be refused as a Cluster node once it answers).
- * A plain server is asked its role at the same time, once: a replica's reason (`replicaOf`).
+ * A plain server is asked its role at the same time (`roleOf`): a replica is not asked.
  */
 async function open(
   url: string,
@@ -145,11 +184,13 @@ async function open(
   reconnect: boolean,
 ): Promise<{
   client: Redis | Cluster;
-  /** What core is given: the client, or for one not asked a store that refuses every call (no vote). */
-  voter: Redis | Cluster | LockStore;
   name?: string;
-  /** Why it is not asked (no vote): a replica, or a server that did not answer CLUSTER SLOTS in time. */
-  notAsked?: string;
+  /** A plain server's client, whose role is read (`roleOf`); undefined for a Cluster. */
+  plain?: Redis;
+  /** Its role as last read; undefined while unknown (it is then asked as a master). */
+  role?: Role;
+  /** Why it is never asked: it did not answer CLUSTER SLOTS in time. */
+  silent?: string;
   lastError: () => string | undefined;
 }> {
   const client = new Redis(url, {
@@ -167,13 +208,9 @@ async function open(
     // instance answers nothing
     if (error.command?.name === "select") client.disconnect();
   });
-  const [mode, replica] = await Promise.all([clusterMode(client, timeout), replicaOf(client, timeout)]);
-  if (typeof mode === "object")
-    return { client, voter: noVoteStore(client, mode.silent), notAsked: mode.silent, lastError };
-  if (mode === "plain") {
-    if (replica === undefined) return { client, voter: client, lastError };
-    return { client, voter: noVoteStore(client, replica), notAsked: replica, lastError };
-  }
+  const [mode, role] = await Promise.all([clusterMode(client, timeout), roleOf(client, timeout)]);
+  if (typeof mode === "object") return { client, plain: client, silent: mode.silent, lastError };
+  if (mode === "plain") return { client, plain: client, ...(role === undefined ? {} : { role }), lastError };
   client.disconnect();
   // every master gets the URL's credentials and TLS, not only the seed
   const { host, port, username, password, tls } = client.options;
@@ -197,7 +234,7 @@ async function open(
   const clusterError = keepLastError(cluster, password, tls !== undefined);
   // its masters are known once it is ready; one that is not by then is scanned as unavailable
   await bounded(new Promise((ready) => cluster.once("ready", ready)), timeout).catch(() => {});
-  return { client: cluster, voter: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
+  return { client: cluster, name: `cluster@${host}:${port}`, lastError: clusterError };
 }
 
 /**

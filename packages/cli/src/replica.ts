@@ -2,19 +2,27 @@ import type { LockStore } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { bounded } from "./bounded.js";
 
+/** What a server said of its role: for a replica (INFO replication's `role:slave`), why it is no instance. */
+export interface Role {
+  /** `replica of host:port (role:slave)`; undefined for a master. */
+  readonly replica?: string;
+}
+
 /**
- * Why the server behind `client` is no instance of a lock, when it says it is a replica (INFO
- * replication's `role:slave`): `replica of host:port (role:slave)`. A replica answers GET and PTTL
- * with its master's copy, possibly behind it, and refuses writes (READONLY): a lock's quorum is
- * counted over masters. Undefined for a master, and where the role cannot be known (a user without
- * `+info`, no answer within `timeout`): the instance is then read as any other.
+ * The role of the server behind `client`. A replica answers GET and PTTL with its master's copy,
+ * possibly behind it, and refuses writes (READONLY): a lock's quorum is counted over masters.
+ * Undefined where the role cannot be known (a user without `+info`, no answer within `timeout`).
  */
-export async function replicaOf(client: Redis, timeout: number): Promise<string | undefined> {
-  const info = await bounded(client.info("replication"), timeout).catch(() => "");
-  if (field(info, "role") !== "slave") return undefined;
+export async function roleOf(client: Redis, timeout: number): Promise<Role | undefined> {
+  const info = await bounded(client.info("replication"), timeout).catch(() => undefined);
+  if (info === undefined || field(info, "role") === undefined) return undefined;
+  if (field(info, "role") !== "slave") return {};
   const host = field(info, "master_host");
   const port = field(info, "master_port");
-  return host === undefined || port === undefined ? "replica (role:slave)" : `replica of ${host}:${port} (role:slave)`;
+  return {
+    replica:
+      host === undefined || port === undefined ? "replica (role:slave)" : `replica of ${host}:${port} (role:slave)`,
+  };
 }
 
 const field = (info: string, name: string) => new RegExp(`^${name}:(.*?)\\r?$`, "m").exec(info)?.[1] || undefined;

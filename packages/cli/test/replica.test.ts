@@ -1,7 +1,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type RedisServer, startReplicaOf, useRedisServers } from "#test-helpers/redis.js";
-import { runCli } from "./helpers/run-cli.js";
+import { runCli, start } from "./helpers/run-cli.js";
 
 /**
  * A replica given as an instance answers GET and PTTL with its master's (possibly stale) copy: it
@@ -135,5 +135,92 @@ describe("redlock-kit with a replica given as an instance: named, and no vote", 
       verdict: expect.stringMatching(/^job is held by \w{8} on 2 of 3 instances \(quorum 2\)/),
     });
     expect(run.stdout).toMatch(new RegExp(`^127\\.0\\.0\\.1:${replica.port}/0 +held `, "m"));
+  });
+});
+
+/** What a frame of `watch --json` says of the roles: the instances not scanned, and each lock's verdict and rows. */
+function roles(frame: {
+  unavailable: { instance: string; problem?: string }[];
+  locks: { resource: string; verdict: string; instances: { state: string; problem?: string }[] }[];
+}) {
+  return {
+    unavailable: frame.unavailable.map(({ instance, problem }) => `${instance} ${problem}`),
+    locks: frame.locks.map(({ resource, verdict, instances }) =>
+      [resource, verdict, ...instances.map(({ state, problem }) => problem ?? state)].join(" "),
+    ),
+  };
+}
+
+/** `watch --json` on `urls`, and the first frame read wholly after a call (the one under way may have read before). */
+function watchJson(urls: string) {
+  const run = start(["watch", "--json", "--interval", "50", "--redis", urls]);
+  const frames = () =>
+    run.stdout
+      .trimEnd()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+  return {
+    run,
+    first: async () => {
+      await run.waitFor("\n");
+      return roles(frames()[0]);
+    },
+    next: async () => {
+      const seen = run.stdout.split("\n").length - 1;
+      await run.waitFor("\n", seen + 2);
+      return roles(frames()[seen + 1]);
+    },
+    stop: async () => {
+      run.child.kill("SIGINT");
+      return run.exited;
+    },
+  };
+}
+
+describe("redlock-kit watch through a failover: each refresh with the roles of the moment", PROCESS_TIMEOUT, () => {
+  it("a master demoted while it runs is no vote from the next refresh, and votes again once promoted", async () => {
+    await Promise.all([0, 1].map((index) => admins[index]?.set("job", "holder-1", "PX", 60_000)));
+    const demoted = admins[1] as Redis;
+    const watching = watchJson([plain(0), plain(1), plain(2)].join(","));
+    const asMasters = { unavailable: [], locks: ["job held held held free"] };
+    try {
+      expect(await watching.first()).toEqual(asMasters);
+
+      // a failover: server 1 becomes a replica of server 0, whose copy of the key it then has
+      await demoted.replicaof("127.0.0.1", String(port(0)));
+      await expect.poll(() => demoted.info("replication")).toContain("master_link_status:up");
+      // it was still "job held held held free": the demoted master counted as a vote
+      expect(await watching.next()).toEqual({
+        unavailable: [`127.0.0.1:${port(1)}/0 replica`],
+        locks: ["job misconfigured held replica free"],
+      });
+
+      await demoted.replicaof("NO", "ONE");
+      expect(await watching.next()).toEqual(asMasters);
+      expect(await watching.stop()).toBe(0);
+    } finally {
+      await watching.stop();
+      await demoted.replicaof("NO", "ONE");
+    }
+  });
+
+  it("a replica promoted while it runs votes from the next refresh", async () => {
+    await hold([0]);
+    const watching = watchJson([plain(0), replicaUrl(), plain(2)].join(","));
+    try {
+      expect(await watching.first()).toEqual({
+        unavailable: [`127.0.0.1:${replica.port}/0 replica`],
+        locks: ["job misconfigured held replica free"],
+      });
+      // promoted (a Sentinel's failover): its copy of server 0's key is now its own
+      await copy.replicaof("NO", "ONE");
+      // it was still "job misconfigured held replica free": the new master never voted
+      expect(await watching.next()).toEqual({ unavailable: [], locks: ["job held held held free"] });
+    } finally {
+      await watching.stop();
+      // a replica of server 0 again, as the other tests of this file have it
+      await copy.replicaof("127.0.0.1", String(port(0)));
+      await expect.poll(() => copy.info("replication")).toContain("master_link_status:up");
+    }
   });
 });

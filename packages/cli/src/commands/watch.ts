@@ -12,10 +12,13 @@ const CLEAR = "\x1b[H\x1b[2J";
 export const watch: Verb = async (args, instances, io) => {
   const pattern = args.target ?? "*";
   const redraw = io.stdout.isTTY === true && !args.json;
-  while (!io.signal?.aborted) {
+  for (let first = true; !io.signal?.aborted; first = false) {
+    // each refresh with the roles of the moment (a failover since the last one), read at connect
+    // for the first: one INFO per server
+    const refresh = first ? collect(args, instances) : instances.rereadRoles().then(() => collect(args, instances));
     // a refresh may wait --timeout for a slow instance, per round of inspections: Ctrl-C ends it
     // there (runCli then closes the connections, failing what it still waits for)
-    const listing = await unlessAborted(collect(args, instances), io.signal);
+    const listing = await unlessAborted(refresh, io.signal);
     if (listing === undefined) break;
     const at = new Date();
     if (args.json) {
