@@ -13,6 +13,7 @@ import {
   responseAnswered,
 } from "@redlock-kit/core";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { installLockSlot } from "./request-lock-slot.js";
 
 declare global {
   namespace Express {
@@ -52,6 +53,7 @@ export type RedlockRouteMiddleware = (key: KeySpec<HttpKeySource>, options?: Exp
  */
 export function createRedlockMiddleware(dlm: Redlock, defaults?: ExpressRedlockOptions): RedlockRouteMiddleware {
   const policy = createHttpLockPolicy<ExpressLockHook>(dlm, defaults);
+  installLockSlot();
   return function redlock(key, options) {
     const route = policy.route(key, options);
     const readsQuery = route.readsQuery;
