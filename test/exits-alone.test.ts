@@ -40,6 +40,21 @@ async function runChild(config: { library: string; wait: boolean }) {
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
+/**
+ * What a quit fixture printed (one JSON line), with its exit code and signal if it failed: a wait
+ * of its own that timed out (bounded-wait.mjs) printed what never came (`missing`) and what it saw.
+ */
+async function printed(file: string, config: object, timeout: number): Promise<Record<string, unknown>> {
+  const { stdout, failed } = await run(process.execPath, [file, JSON.stringify(config)], { timeout }).then(
+    ({ stdout }) => ({ stdout, failed: {} }),
+    (error: { stdout?: string; code?: number; signal?: string }) => ({
+      stdout: error.stdout ?? "",
+      failed: { code: error.code, signal: error.signal },
+    }),
+  );
+  return { ...failed, ...(stdout.trim() === "" ? {} : JSON.parse(stdout)) };
+}
+
 describe("a process that waited while an instance was down, without quit()", () => {
   for (const library of ["node-redis", "ioredis"]) {
     it(`exits by itself once its own ${library} clients are closed (no lock call waited)`, async () => {
@@ -55,10 +70,7 @@ describe("a process that waited while an instance was down, without quit()", () 
 describe("quit() while an ioredis hand-over subscriber is between two connection attempts", () => {
   // ioredis's disconnect() armed its 2 s disconnect timer (not unref'd) on the socket that had
   // already closed, so nothing ever cleared it: the process lived on after quit()
-  const leftAfterQuit = async (config: { ports: number[]; down?: boolean }) => {
-    const { stdout } = await run(process.execPath, [quitReconnecting, JSON.stringify(config)], { timeout: 60_000 });
-    return JSON.parse(stdout) as { waiter: string; left: string[] };
-  };
+  const leftAfterQuit = (config: { ports: number[]; down?: boolean }) => printed(quitReconnecting, config, 60_000);
 
   it("leaves nothing alive once the server killed the subscriber's connection", async () => {
     const port = servers.servers[0]?.port as number;
@@ -77,13 +89,10 @@ describe("quit() while a node-redis hand-over subscriber is between two connecti
   it("leaves nothing alive, and exits, once the server dropped its connection and refused a reconnect", async () => {
     const server = await startServer();
     try {
-      const child = run(process.execPath, [quitReconnectingNodeRedis, JSON.stringify({ port: server.port })], {
-        timeout: 90_000,
+      expect(await printed(quitReconnectingNodeRedis, { port: server.port }, 90_000)).toEqual({
+        waiter: "LockUnavailableError",
+        left: [],
       });
-      const { stdout } = await child.catch((error: { stdout?: string; signal?: string }) => ({
-        stdout: JSON.stringify({ signal: error.signal, stdout: error.stdout }),
-      }));
-      expect(JSON.parse(stdout)).toEqual({ waiter: "LockUnavailableError", left: [] });
     } finally {
       await server.stop();
     }
@@ -99,13 +108,9 @@ describe("quit() while a node-redis Sentinel's hand-over subscriber cannot conne
     const sentinel = await startSentinel("mymaster", { downAfterMs: 60_000 });
     try {
       const config = { sentinelPort: sentinel.sentinelPort, name: sentinel.name, masterPort: sentinel.master.port };
-      const child = run(process.execPath, [quitConnectingNodeRedisSentinel, JSON.stringify(config)], {
-        timeout: 60_000,
+      expect(await printed(quitConnectingNodeRedisSentinel, config, 60_000)).toEqual({
+        waiter: "LockUnavailableError",
       });
-      const { stdout } = await child.catch((error: { stdout?: string; signal?: string }) => ({
-        stdout: JSON.stringify({ signal: error.signal, stdout: error.stdout }),
-      }));
-      expect(JSON.parse(stdout)).toEqual({ waiter: "LockUnavailableError" });
     } finally {
       await sentinel.stop();
     }
@@ -116,13 +121,7 @@ describe("quit() while a client Redlock created is between two connection attemp
   // ioredis's disconnect() armed its 2 s disconnect timer on the socket that had already closed;
   // and such a client never emits 'end', which quit() must not wait for (nothing else may be
   // keeping the process alive: an unsettled top-level await exits it with code 13)
-  const leftAfterQuit = async (config: { ports: number[]; down?: boolean }) => {
-    const child = run(process.execPath, [quitOwned, JSON.stringify(config)], { timeout: 60_000 });
-    const { stdout } = await child.catch((error: { stdout?: string; code?: number }) => ({
-      stdout: JSON.stringify({ code: error.code, stdout: error.stdout }),
-    }));
-    return JSON.parse(stdout) as Record<string, unknown>;
-  };
+  const leftAfterQuit = (config: { ports: number[]; down?: boolean }) => printed(quitOwned, config, 60_000);
 
   it("resolves and leaves nothing alive once the server killed its connection", async () => {
     const ports = servers.servers.map((server) => server.port);
