@@ -41,7 +41,17 @@ export function lockedRoutes(
   ];
 }
 
-/** `total` GETs (or until `stop()`) at `concurrency`, each a fresh path from `path(i)`, over a keep-alive pool. */
+/**
+ * How long a load may go without one request completing before it fails as stalled. Its bound
+ * follows progress, not total time: a machine that is only slow (both cores shared) still completes
+ * requests every few ms at concurrency 100, and a request waits its turn 30 s at most.
+ */
+export const STALL_MS = 30_000;
+
+/**
+ * `total` GETs (or until `stop()`) at `concurrency`, each a fresh path from `path(i)`, over a
+ * keep-alive pool. Rejects, with the counts so far, once no request has completed for `STALL_MS`.
+ */
 export async function load(
   url: string,
   total: number,
@@ -52,24 +62,42 @@ export async function load(
 ): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   let next = 0;
+  let done = 0;
+  let lastDone = performance.now();
+  let watch: NodeJS.Timeout | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    watch = setInterval(() => {
+      if (performance.now() - lastDone < STALL_MS) return;
+      const statuses = JSON.stringify([...tally.statuses]);
+      reject(new Error(`no request completed for ${STALL_MS} ms: ${done} of ${total} done, statuses ${statuses}`));
+    }, 1000);
+  });
   const one = (i: number) =>
     new Promise<number>((resolve, reject) => {
       const request = http.get(`${url}${path(i)}`, { agent }, (response) => {
         response.resume();
+        response.once("error", reject);
         response.once("end", () => resolve(response.statusCode ?? 0));
       });
       request.once("error", reject);
     });
   try {
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < total && !stop()) {
-          const status = await one(next++);
-          tally.statuses.set(status, (tally.statuses.get(status) ?? 0) + 1);
-        }
-      }),
-    );
+    await Promise.race([
+      stalled,
+      Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (next < total && !stop()) {
+            const status = await one(next++);
+            done++;
+            lastDone = performance.now();
+            tally.statuses.set(status, (tally.statuses.get(status) ?? 0) + 1);
+          }
+        }),
+      ),
+    ]);
   } finally {
+    clearInterval(watch);
+    // also ends the requests still open after a stall
     agent.destroy();
   }
 }

@@ -1,7 +1,10 @@
 /**
  * Load (docs/reliability.md L1, L2): 10,000 requests at concurrency 100 against each adapter, over
  * 1,000 keys and over one hot key, then a shorter soak while nodes are stopped and crashed. A
- * witness Redis outside the quorum counts holders per key inside the handler.
+ * witness Redis outside the quorum counts holders per key inside the handler. A load fails once no
+ * request completed for 30 s (helpers/http-load.ts STALL_MS): the work is a fixed amount of CPU
+ * (mostly the adapter, Redlock and ioredis in this process), which a loaded machine may take several
+ * times as long to do, so the tests' 300 s timeouts are only a safety net above that bound.
  */
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -108,8 +111,9 @@ describe.each(frameworks)("%s under load", (framework) => {
       expect(await connectedClients(connectionsBefore)).toBe(connectionsBefore);
       gc();
       const heapAfter = process.memoryUsage().heapUsed;
-      // after the warm-up round, 23,000 requests retain less than 2 MiB (about 90 bytes each;
-      // 0.2 MiB at most was seen here): a Lock, a closure or a map entry kept per request shows
+      // after the warm-up round, 23,000 requests retain less than 2 MiB (about 90 bytes each; 0.9
+      // MiB at most was seen here, and as much after 11,500: noise, not per request): a Lock, a
+      // closure or a map entry kept per request shows. Fewer requests would hide a small one.
       expect(heapAfter - heapWarm).toBeLessThan(2 * 1024 * 1024);
       // and everything, warm-up included, is back near the baseline from before the Redlock
       expect(heapAfter - heapBefore).toBeLessThan(10 * 1024 * 1024);
@@ -118,7 +122,7 @@ describe.each(frameworks)("%s under load", (framework) => {
       if (appOpen) await app.close();
       await dlm.quit();
     }
-  }, 120_000);
+  }, 300_000);
 });
 
 describe.each(frameworks)("%s soak under faults", (framework) => {
@@ -173,5 +177,5 @@ describe.each(frameworks)("%s soak under faults", (framework) => {
     expect(tally.statuses.get(503) ?? 0).toBeGreaterThan(0);
     expect(tally.sections).toBe((tally.statuses.get(200) ?? 0) + (tally.statuses.get(409) ?? 0));
     expect(tally.overlaps).toBe(0);
-  }, 120_000);
+  }, 300_000);
 });
