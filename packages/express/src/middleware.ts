@@ -29,8 +29,8 @@ declare global {
  * handler does not run. Answer before returning (`res.render()`, `res.sendFile()` and `res.download()`
  * count, though Express sends them later), or return a promise that settles once answered: a request
  * still unanswered then (headers not sent) gets the default JSON. A throw or rejection goes to
- * `next(error)`, and so does a failed `res.sendFile()` or `res.download()` (a directory too): the
- * handler never runs.
+ * `next(error)`, and so does a failed `res.sendFile()`, `res.download()` (a directory too) or
+ * `res.render()` without a callback: the route's own error handlers see it, the handler never runs.
  */
 export type ExpressLockHook = (req: Request, res: Response, error: RedlockError) => unknown;
 
@@ -126,15 +126,22 @@ interface LaterAnswers {
 }
 
 /**
- * Follows the calls of `LATER_ANSWERS` on `res` from now on. A `sendFile()` or `download()` without a
- * callback gets `failed`, in place of Express's own, which hands a directory (EISDIR) to `next()`:
- * "let the next layer serve it", which for a refused request is the handler, run without the lock.
+ * Follows the calls of `LATER_ANSWERS` on `res` from now on. One without a callback gets ours in place
+ * of Express's own, which calls `req.next`, the router's next, past the error handlers inside the
+ * route (`app.get(path, redlock(...), handler, errorHandler)`); `sendFile()`'s calls it without the
+ * error for a directory (EISDIR), "let the next layer serve it": for a refused request, the handler,
+ * run without the lock. Ours hand every error to this middleware's `next`.
  */
 function followLaterAnswers(res: Response, next: NextFunction): LaterAnswers {
   const later: LaterAnswers = { answered: false, callbacks: [] };
   const failed = (error?: NodeJS.ErrnoException) => {
     // as Express's: a client gone or a failed write leaves nobody to answer; any other error, EISDIR too, goes to the error handlers
     if (error && error.code !== "ECONNABORTED" && error.syscall !== "write") next(error);
+  };
+  const rendered = (error: Error | null, html?: string) => {
+    // as Express's: the view sent, or its error to the error handlers
+    if (error) next(error);
+    else res.send(html);
   };
   const methods = res as unknown as Record<(typeof LATER_ANSWERS)[number], (...args: unknown[]) => unknown>;
   for (const name of LATER_ANSWERS) {
@@ -146,10 +153,10 @@ function followLaterAnswers(res: Response, next: NextFunction): LaterAnswers {
         // download()'s own sendFile() call, followed already
       } else if (typeof callback !== "function") {
         later.answered = true;
-        if (name !== "render" && args.length > 0) {
-          // sendFile(path, undefined): the callback goes where Express looks for it
+        if (args.length > 0) {
+          // sendFile(path, undefined), render(view, undefined): the callback goes where Express looks for it
           while (args.length > 1 && args.at(-1) === undefined) args.pop();
-          args.push(failed);
+          args.push(name === "render" ? rendered : failed);
         }
       } else {
         // render() to a string, a download() whose failure the callback only logs: nothing may be sent
