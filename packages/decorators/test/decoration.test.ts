@@ -12,6 +12,7 @@ import type { Redis } from "ioredis";
 import { defer, lastValueFrom, type Observable } from "rxjs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { warmUp } from "#test-helpers/warm-up.js";
 import { currentFence, currentLock, Locked, type LockedDecorator, setDefaultRedlock } from "../src/index.js";
 import { gate } from "./helpers/locked-context.js";
 import { generatorRefused, readResult } from "./helpers/read-result.js";
@@ -41,9 +42,12 @@ const cluster = useRedisServers(1);
 let client: Redis;
 let dlm: Redlock;
 
-beforeAll(() => {
+beforeAll(async () => {
   client = (cluster.servers[0] as RedisServer).client();
   dlm = new Redlock([client]);
+  // a test's first single attempt waits at most its per-instance bound for the new client to say
+  // who it is, which a loaded machine's Redis can miss (LockUnavailableError)
+  await warmUp(dlm);
 });
 
 afterEach(async () => {
@@ -400,7 +404,9 @@ describe("onContention", () => {
   it('"skip" still rejects with a contention the method body ran into, and with every other error', async () => {
     class Outer {
       async run(): Promise<unknown> {
-        return dlm.acquire("inner", 1000, { wait: 0 }); // another owner holds "inner"
+        // another owner holds "inner"; one attempt at a 1 s lock: 500 ms per instance, not the default
+        // 100 ms a loaded machine's Redis misses (unavailable, not contention)
+        return dlm.acquire("inner", 1000, { wait: 0, instanceTimeout: 500 });
       }
     }
     const run = decorateLegacy(Outer.prototype, "run", Locked("outer", { redlock: dlm, onContention: "skip" }));
@@ -666,18 +672,25 @@ describe("a @Locked call made by a listener of a lock's signal", () => {
       held = resolve;
     });
     const heard = new Promise<unknown[]>((resolve) => {
-      void dlm.using("job:1", 1000, async (signal) => {
-        held();
-        await new Promise<void>((lost) => {
-          signal.addEventListener("abort", () => {
-            const lockThere = currentLock()?.resources;
-            void (report() as Promise<unknown>)
-              .catch((error: unknown) => error)
-              .then((outcome) => resolve([lockThere, outcome]));
-            lost();
+      // 500 ms per instance, not the default 100 ms of a 1 s lock, which a loaded machine's Redis
+      // misses on every attempt: the job never held its lock (the test timed out)
+      void dlm.using(
+        "job:1",
+        1000,
+        async (signal) => {
+          held();
+          await new Promise<void>((lost) => {
+            signal.addEventListener("abort", () => {
+              const lockThere = currentLock()?.resources;
+              void (report() as Promise<unknown>)
+                .catch((error: unknown) => error)
+                .then((outcome) => resolve([lockThere, outcome]));
+              lost();
+            });
           });
-        });
-      });
+        },
+        { instanceTimeout: 500 },
+      );
     });
     const holder = gate();
     // another chain holds report; a call it makes there arms the process's shared timer (a short
