@@ -40,6 +40,14 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
+/**
+ * The per-instance bound of a 1 s lock taken where a test is not about that bound: its default (a
+ * tenth of the ttl, 100 ms) is missed by a loaded machine's Redis, and the call then fails
+ * unavailable. Half the ttl, as the default is never more than half. Validity is unchanged (ttl −
+ * elapsed − drift), and so are the renewal margins (half the ttl).
+ */
+const BOUND = 500;
+
 const server = (i: number) => cluster.servers[i] as RedisServer;
 const valuesOf = (key: string) => Promise.all(direct.map((client) => client.get(key)));
 const drift = (ttl: number) => Math.floor(ttl * 0.01) + 2;
@@ -84,7 +92,8 @@ function hooked(
 describe("a lock never released (T1)", () => {
   it("its keys outlive its validity on every instance, by at most the ttl, and expire: another client gets it only once the validity has ended", async () => {
     const dlm = new Redlock(direct);
-    const lock = await dlm.acquire("expiry:never-released", 300);
+    // 150 ms per instance (half the ttl), not the default 50 ms a loaded machine's Redis misses
+    const lock = await dlm.acquire("expiry:never-released", 300, { instanceTimeout: 150 });
     // PTTL read first, the validity after: the keys last longer than the holder believes it holds them
     const pttls = await Promise.all(direct.map((client) => client.pttl("expiry:never-released")));
     const remaining = lock.remainingMs;
@@ -94,7 +103,12 @@ describe("a lock never released (T1)", () => {
     }
     // a waiter polls until the keys have expired by themselves
     const other = new Redlock(direct);
-    const next = await other.acquire("expiry:never-released", 1000, { wait: 5000, retryDelay: 20, retryJitter: 10 });
+    const next = await other.acquire("expiry:never-released", 1000, {
+      wait: 5000,
+      retryDelay: 20,
+      retryJitter: 10,
+      instanceTimeout: BOUND,
+    });
     expect(lock.valid).toBe(false);
     expect(lock.remainingMs).toBe(0);
     // the waiter's lock on a quorum, nobody else's anywhere: a poll can reach the instances just as
@@ -169,7 +183,7 @@ describe("validity arithmetic against an injected clock", () => {
     });
     // tracked: a Redlock that waited holds release-notification connections until quit()
     const dlm = invariants.track(
-      new Redlock([store, ...clogged], { clock: clock.read, retryCount: 5, retryDelay: 10 }),
+      new Redlock([store, ...clogged], { clock: clock.read, retryCount: 5, retryDelay: 10, instanceTimeout: BOUND }),
     );
     const lock = await dlm.acquire("arith:retry", 1000);
     expect(lock.remainingMs).toBe(1000 - 7 - drift(1000));
@@ -192,7 +206,11 @@ describe("validity arithmetic against an injected clock", () => {
     const realNow = Date.now.bind(Date);
     let calls = 0;
     vi.spyOn(Date, "now").mockImplementation(() => realNow() + (calls++ % 2 === 0 ? 3_600_000 : -3_600_000));
-    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
+      clock: clock.read,
+      retryCount: 0,
+      instanceTimeout: BOUND,
+    });
     const lock = await dlm.acquire("jump:injected", 1000);
     expect(lock.remainingMs).toBe(1000 - 50 - drift(1000));
     await dlm.extend(lock, 1000);
@@ -257,7 +275,11 @@ describe("the validity threshold: held only with validity left after the drift (
         clock.now += elapsedMs;
       },
     });
-    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
+      clock: clock.read,
+      retryCount: 0,
+      instanceTimeout: BOUND,
+    });
     const outcome = await dlm.acquire("threshold:acquire", ttl).catch((e: unknown) => e);
     if (left > 0) {
       expect(outcome).toMatchObject({ valid: true, remainingMs: left });
@@ -281,6 +303,7 @@ describe("the validity threshold: held only with validity left after the drift (
       clock: clock.read,
       retryCount: 0,
       fencing: true,
+      instanceTimeout: BOUND,
     });
     const outcome = await dlm.acquire("threshold:fenced", ttl).catch((e: unknown) => e);
     if (left > 0) {
@@ -333,7 +356,11 @@ describe("an acquisition slower than the ttl fails", () => {
         clock.now += 1000;
       },
     });
-    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], { clock: clock.read, retryCount: 0 });
+    const dlm = new Redlock([store, direct[1] as Redis, direct[2] as Redis], {
+      clock: clock.read,
+      retryCount: 0,
+      instanceTimeout: BOUND,
+    });
     const error = await dlm.lock("slow:validity", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockUnavailableError);
     expect((error as Error).message).toMatch(/no validity left/);
@@ -435,7 +462,9 @@ describe("auto-extension", () => {
   });
 
   it("loses the lock when a majority stops answering: the signal aborts before the validity ends", async () => {
-    const dlm = new Redlock(direct, { instanceTimeout: 100 });
+    // 300 ms per instance: 100 ms failed the acquisition when a loaded machine's Redis answered later
+    // (unavailable); the failed renewal still reports the loss ahead of the validity's end
+    const dlm = new Redlock(direct, { instanceTimeout: 300 });
     let reason: unknown;
     await dlm.using("auto:lose", 1000, async (signal, lock) => {
       server(1).pause();
@@ -519,7 +548,7 @@ describe("an event loop frozen longer than the ttl", () => {
   it("leaves the lock invalid, its signal aborted, and release says it was no longer held", async () => {
     const dlm = new Redlock(direct, { retryCount: 0 });
     // a ttl a loaded machine's acquisition does not use up (200 ms did: "no validity left")
-    const lock = await dlm.acquire("freeze:lock", 1000);
+    const lock = await dlm.acquire("freeze:lock", 1000, { instanceTimeout: BOUND });
     const signal = lock.signal;
     busyWait(1250);
     expect(lock.valid).toBe(false);
@@ -531,7 +560,9 @@ describe("an event loop frozen longer than the ttl", () => {
   });
 
   it("inside using(): the section sees the loss, no extension resurrects it, and another client takes it while the section runs", async () => {
-    const dlm = new Redlock(direct);
+    // 150 ms per instance (the renewal margin stays half the ttl), not the default 50 ms a loaded
+    // machine's Redis misses
+    const dlm = new Redlock(direct, { instanceTimeout: 150 });
     const other = new Redlock(direct, { retryCount: 0 });
     const monitors = await startMonitors(cluster.servers, invariants);
     let value = "";
