@@ -13,8 +13,12 @@ export class PaymentService {
     this.#workMs = workMs;
   }
 
-  /** Holds "resource_name" for 1000 ms (auto-extended while it runs). */
-  @Locked("resource_name", 1000)
+  /**
+   * Holds "resource_name" for 1000 ms (auto-extended while it runs). instanceTimeout: each Redis gets
+   * 300 ms to answer, where a 1 s lock's default (100 ms) can be missed on a busy laptop or CI
+   * machine: the one attempt then fails unavailable (a 503).
+   */
+  @Locked("resource_name", { ttl: 1000, instanceTimeout: 300 })
   async useResource(): Promise<{ status: "success" }> {
     await sleep(this.#workMs);
     return { status: "success" };

@@ -21,7 +21,9 @@ export interface AppOptions {
  */
 export function buildApp(dlm: Redlock, { workMs = 500 }: AppOptions = {}): Hono {
   const app = new Hono();
-  const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
+  // instanceTimeout: each Redis gets 300 ms to answer, where a 1 s lock's default (100 ms) can be
+  // missed on a busy laptop or CI machine: a route's one attempt then answers 503
+  const redlock = createRedlockMiddleware(dlm, { ttl: 1000, instanceTimeout: 300 });
 
   // Lock "resource_name" for 1000 ms (auto-extended while the request is in flight); 423 while someone else holds it.
   app.post("/api/resource", redlock("resource_name"), async (c) => {

@@ -23,7 +23,9 @@ export interface AppOptions {
 export function buildApp(dlm: Redlock, { workMs = 500 }: AppOptions = {}): Koa {
   const app = new Koa();
   const router = new Router();
-  const redlock = createRedlockMiddleware(dlm, { ttl: 1000 });
+  // instanceTimeout: each Redis gets 300 ms to answer, where a 1 s lock's default (100 ms) can be
+  // missed on a busy laptop or CI machine: a route's one attempt then answers 503
+  const redlock = createRedlockMiddleware(dlm, { ttl: 1000, instanceTimeout: 300 });
 
   // Lock "resource_name" for 1000 ms (auto-extended while the request is in flight); 423 while someone else holds it.
   router.post("/api/resource", redlock("resource_name"), async (ctx) => {
