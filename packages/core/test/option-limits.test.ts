@@ -65,7 +65,9 @@ describe("retryDelay 0 with retryJitter 0", () => {
   });
 
   it("without a wait keeps its bounded retries, and a pause of 1 ms is enough to wait", async () => {
-    const dlm = new Redlock(clients, { retryDelay: 0, retryJitter: 0, retryCount: 2 });
+    // 500 ms per instance: the 1 s locks' default 100 ms, which a loaded machine's Redis misses,
+    // answered unavailable where the test meets a holder
+    const dlm = new Redlock(clients, { retryDelay: 0, retryJitter: 0, retryCount: 2, instanceTimeout: 500 });
     const holder = await dlm.acquire("bounded", 5000);
     await expect(dlm.acquire("bounded", 1000)).rejects.toBeInstanceOf(LockContentionError);
     await expect(dlm.acquire("bounded", 1000, { wait: 50, retryDelay: 1 })).rejects.toBeInstanceOf(LockContentionError);

@@ -20,10 +20,11 @@ const holdElsewhere = (key: string) => Promise.all(clients().map((client) => cli
 describe("an acquisition that meets another owner", () => {
   it("by default tries 4 times (retryCount 3), 200 ms plus 0 to 100 ms of jitter apart", async () => {
     await holdElsewhere("retried");
-    // the sleeps between attempts: no other timer of the call is that long (its per-instance timeout is 100 ms)
+    // the sleeps between attempts: no other timer of the call is in that range (its per-instance
+    // timeout is 500 ms, not the default 100 ms a loaded machine's Redis misses: unavailable, not contention)
     const { delays } = recordTimeouts((ms) => ms >= 200 && ms <= 300);
     const random = vi.spyOn(Math, "random").mockReturnValue(0);
-    const dlm = redlock();
+    const dlm = redlock({ instanceTimeout: 500 });
     const refused = () => expect(dlm.lock("retried", 1000)).resolves.toBeNull();
     expect(await attemptsOf("retried", refused, "contention")).toEqual([4]);
     expect(delays).toEqual([200, 200, 200]);
@@ -35,10 +36,11 @@ describe("an acquisition that meets another owner", () => {
 
   it("with wait: 0 tries once, whatever retryCount says", async () => {
     await holdElsewhere("once");
-    const dlm = redlock({ retryCount: 5, retryDelay: 10 });
+    // 500 ms per instance, not the default 100 ms a loaded machine's Redis misses
+    const dlm = redlock({ retryCount: 5, retryDelay: 10, instanceTimeout: 500 });
     const perCall = () => expect(dlm.lock("once", 1000, { wait: 0 })).resolves.toBeNull();
     expect(await attemptsOf("once", perCall, "contention")).toEqual([1]);
-    const waitZero = redlock({ wait: 0, retryCount: 5, retryDelay: 10 });
+    const waitZero = redlock({ wait: 0, retryCount: 5, retryDelay: 10, instanceTimeout: 500 });
     const byDefault = () => expect(waitZero.lock("once", 1000)).resolves.toBeNull();
     expect(await attemptsOf("once", byDefault, "contention")).toEqual([1]);
   });
