@@ -57,7 +57,10 @@ function expectMapped(error: unknown, type: abstract new (...args: never[]) => R
 describe("the errors of a lock call", () => {
   it("contention: 423, with the resources and the holder's remaining ttl", async () => {
     await client.set("errors:held", "other", "PX", 60_000);
-    const error = await caught(new Redlock([client], { retryCount: 0 }).acquire("errors:held", 1000));
+    // 500 ms per instance, not the 1 s lock's default 100 ms a loaded machine's Redis misses (503, not 423)
+    const error = await caught(
+      new Redlock([client], { retryCount: 0, instanceTimeout: 500 }).acquire("errors:held", 1000),
+    );
     expectMapped(error, LockContentionError, 423);
     const { resources, retryAfterMs } = error as LockContentionError;
     expect(resources).toEqual(["errors:held"]);
@@ -67,8 +70,9 @@ describe("the errors of a lock call", () => {
 
   it("no quorum could be asked: 503, with the per-instance causes", async () => {
     const port = (silent.address() as { port: number }).port;
-    // two instances: a quorum needs both
-    const dlm = new Redlock([client, { host: "127.0.0.1", port }], { retryCount: 0, instanceTimeout: 100 });
+    // two instances: a quorum needs both. 500 ms per instance: with 100 ms, a loaded machine's
+    // answering Redis was counted among the causes too
+    const dlm = new Redlock([client, { host: "127.0.0.1", port }], { retryCount: 0, instanceTimeout: 500 });
     const error = await caught(dlm.acquire("errors:down", 1000));
     await dlm.quit();
     expectMapped(error, LockUnavailableError, 503);
