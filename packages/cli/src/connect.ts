@@ -119,8 +119,13 @@ export async function connect(
         changed ||= role.replica !== entry.role?.replica;
         entry.role = role;
       }
-      // the same clients: core keeps what each connection said of itself (its run_id)
-      if (changed) dlm = build();
+      if (!changed) return;
+      // the same clients: core keeps what each connection said of itself (its run_id) while a
+      // Redlock on them is open, so the new one is built before the old one quits; quit() leaves
+      // the clients open and takes the old one's listeners off them (none gather, flip after flip)
+      const replaced = dlm;
+      dlm = build();
+      await replaced.quit();
     };
     return {
       get dlm() {

@@ -1,6 +1,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type RedisServer, startReplicaOf, useRedisServers } from "#test-helpers/redis.js";
+import { connect } from "../src/connect.js";
 import { runCli, start } from "./helpers/run-cli.js";
 
 /**
@@ -221,6 +222,40 @@ describe("redlock-kit watch through a failover: each refresh with the roles of t
       // a replica of server 0 again, as the other tests of this file have it
       await copy.replicaof("127.0.0.1", String(port(0)));
       await expect.poll(() => copy.info("replication")).toContain("master_link_status:up");
+    }
+  });
+});
+
+describe("connect(): a role change builds a new Redlock over the same clients", () => {
+  /** Every event each client has listeners for, with their number. */
+  const listeners = (clients: readonly Redis[]) =>
+    clients.map((client) => Object.fromEntries(client.eventNames().map((name) => [name, client.listenerCount(name)])));
+  const urls = () => [plain(0), plain(1), plain(2)];
+
+  it("quits the one it replaces: after two role flips, the clients hold one Redlock's listeners, none once it quits", async () => {
+    // what the CLI's own clients listen to, its Redlock quit
+    const alone = await connect(urls(), "", 1000, true);
+    await alone.dlm.quit();
+    const baseline = listeners(alone.clients as Redis[]);
+    alone.close();
+
+    const instances = await connect(urls(), "", 1000, true);
+    const demoted = admins[1] as Redis;
+    try {
+      const first = instances.dlm;
+      await demoted.replicaof("127.0.0.1", String(port(0)));
+      await instances.rereadRoles();
+      const second = instances.dlm;
+      await demoted.replicaof("NO", "ONE");
+      await instances.rereadRoles();
+      expect(new Set([first, second, instances.dlm]).size).toBe(3);
+      await instances.dlm.quit();
+      expect(listeners(instances.clients as Redis[])).toEqual(baseline);
+      // the replaced Redlocks' quit() left the CLI's clients open
+      expect(instances.clients.map((client) => client.status)).toEqual(["ready", "ready", "ready"]);
+    } finally {
+      instances.close();
+      await demoted.replicaof("NO", "ONE");
     }
   });
 });

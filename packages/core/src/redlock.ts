@@ -362,6 +362,8 @@ export class Redlock {
     await this.stopAcquiring();
     // ends this Redlock's subscriptions; a handed store's connection closes once nobody else listens on it
     this.#handOvers.close();
+    // the listeners it put on the clients: a handed one stays open, and may serve the next Redlock
+    this.#quorum.identity.close(this.#stores);
     for (const { store, ownStore } of this.#instances) {
       if (ownStore && (store instanceof RedisStore || store instanceof NodeRedisStore)) store.close();
     }

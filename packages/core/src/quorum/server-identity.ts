@@ -52,15 +52,21 @@ interface WatchedClient {
   info(...sections: string[]): Promise<string>;
   call(...args: string[]): Promise<unknown>;
   on(event: string, listener: () => void): unknown;
-  once(event: string, listener: () => void): unknown;
+  off(event: string, listener: () => void): unknown;
 }
 
 /**
  * The identity of one client's current connection, shared by every Redlock that uses the client
- * (one set of listeners per client, however many Redlocks are built on it).
+ * (one set of listeners per client, however many Redlocks are built on it). The last of them to
+ * quit takes its listeners off the client: a client the app handed to a Redlock per job or tenant
+ * must not keep each closed one reachable, nor gather listeners past Node's warning at ten.
  */
 class ClientIdentity {
-  readonly #client: WatchedClient;
+  readonly client: WatchedClient;
+  /** The Redlocks that watch the client through this identity. */
+  users = 0;
+  /** What this identity listens to on the client, for `detach`. */
+  readonly #listeners: [string, () => void][] = [];
   /** Changes with each connection: an answer read on an older connection is dropped. */
   #epoch = 0;
   #facts: ServerFacts | undefined;
@@ -80,7 +86,7 @@ class ClientIdentity {
   #closedFacts: ServerFacts | undefined;
 
   constructor(client: WatchedClient) {
-    this.#client = client;
+    this.client = client;
     const replaced = () => {
       this.#epoch++;
       this.#facts = undefined;
@@ -90,7 +96,7 @@ class ClientIdentity {
       this.#waitedOut = false;
       generation++;
     };
-    client.on("close", () => {
+    this.#on("close", () => {
       this.#fresh = false;
       this.#closedFacts = this.#facts;
       replaced();
@@ -99,7 +105,7 @@ class ClientIdentity {
     });
     // A new connection may reach another server: ask it now, unless a question asked since the old
     // one closed is already queued (ioredis sends its offline queue on the new connection first).
-    client.on("ready", () => {
+    this.#on("ready", () => {
       generation++;
       void this.read();
     });
@@ -110,9 +116,25 @@ class ClientIdentity {
         this.#epoch++;
         this.#reading = this.#ask();
       };
-      client.on("+node", changed);
-      client.on("-node", changed);
+      this.#on("+node", changed);
+      this.#on("-node", changed);
     }
+  }
+
+  #on(event: string, listener: () => void): void {
+    this.client.on(event, listener);
+    this.#listeners.push([event, listener]);
+  }
+
+  #off(event: string, listener: () => void): void {
+    this.client.off(event, listener);
+    const at = this.#listeners.findIndex(([e, l]) => e === event && l === listener);
+    if (at >= 0) this.#listeners.splice(at, 1);
+  }
+
+  /** Takes every listener of this identity off the client. */
+  detach(): void {
+    for (const [event, listener] of this.#listeners.splice(0)) this.client.off(event, listener);
   }
 
   get facts(): ServerFacts | undefined {
@@ -153,7 +175,7 @@ class ClientIdentity {
    * one until a call has waited for this read in vain (then later calls do not wait for it again).
    */
   get worthWaiting(): boolean {
-    const status = this.#client.status;
+    const status = this.client.status;
     if (this.#fresh) return status === "ready" || status === "wait" || status === "connecting" || status === "connect";
     return !this.#waitedOut && status === "ready";
   }
@@ -169,7 +191,7 @@ class ClientIdentity {
    */
   read(): Promise<void> {
     if (this.settled) return Promise.resolve();
-    this.#reading ??= this.#client.isCluster && this.#client.status !== "ready" ? this.#afterReady() : this.#ask();
+    this.#reading ??= this.client.isCluster && this.client.status !== "ready" ? this.#afterReady() : this.#ask();
     return this.#reading;
   }
 
@@ -178,7 +200,13 @@ class ClientIdentity {
     // the wait is over and a read is started in its place (returning it from here as the read
     // would resolve this promise with itself, a rejection, and the Cluster would never vote). An
     // ioredis Cluster hid this: its '+node' events replace the wait with a read before 'ready'.
-    const waiting: Promise<void> = new Promise<void>((resolve) => this.#client.once("ready", resolve)).then(() => {
+    const waiting: Promise<void> = new Promise<void>((resolve) => {
+      const ready = () => {
+        this.#off("ready", ready);
+        resolve();
+      };
+      this.#on("ready", ready);
+    }).then(() => {
       if (this.#reading === waiting) this.#reading = undefined;
       return this.read();
     });
@@ -189,7 +217,7 @@ class ClientIdentity {
     const epoch = this.#epoch;
     // An answer from an older connection (or before the Cluster changed) is dropped, and whoever
     // waits for it waits for the read that replaced it.
-    return readFacts(this.#client).then(
+    return readFacts(this.client).then(
       (facts) => {
         if (epoch !== this.#epoch) return this.#reading;
         this.#facts = facts;
@@ -204,7 +232,7 @@ class ClientIdentity {
         // script spinning past busy-reply-threshold, a dataset loading): asked again by the next
         // call, and a connection still up says why in its votes
         if ((error as Error | undefined)?.name !== "ReplyError" || PASSING.test((error as Error).message)) {
-          if (error instanceof Error && this.#client.status === "ready") this.#unanswered = error;
+          if (error instanceof Error && this.client.status === "ready") this.#unanswered = error;
           return;
         }
         this.#unknowable = true;
@@ -217,13 +245,22 @@ class ClientIdentity {
 
 const identities = new WeakMap<object, ClientIdentity>();
 
+/** The identity of `client`, shared with the other Redlocks on it; `release` it at `quit()`. */
 function identityOf(client: WatchedClient): ClientIdentity {
   let identity = identities.get(client);
   if (identity === undefined) {
     identity = new ClientIdentity(client);
     identities.set(client, identity);
   }
+  identity.users++;
   return identity;
+}
+
+/** One Redlock quit: the last one on the client takes the identity's listeners off it. */
+function release(identity: ClientIdentity): void {
+  if (--identity.users > 0) return;
+  identity.detach();
+  if (identities.get(identity.client) === identity) identities.delete(identity.client);
 }
 
 async function readFacts(client: WatchedClient): Promise<ServerFacts> {
@@ -262,6 +299,14 @@ const notAsked = () => Promise.reject(new Error(NOT_ASKED));
 
 const RECONNECTED = new Error(
   "Not counted: the connection closed while the command was in flight, and may now reach another server",
+);
+
+/**
+ * After `quit()` the connections are no longer watched: a reconnect to another server would go
+ * unseen, so a lock held past `quit()` extends (and `inspect()` reads) on no Redis instance.
+ */
+const QUIT = new Error(
+  "Not counted: this Redlock quit(), so it no longer watches this connection for reaching another server",
 );
 
 /** Stands for an instance whose identity is not known yet: its vote fails at once (a fenced one too). */
@@ -303,6 +348,8 @@ export class ServerIdentityCheck {
   #checkedAt = -1;
   #voters: readonly LockStore[] = [];
   #votersAt = -1;
+  /** Set by `close()`: every instance it watched refuses to vote (`QUIT`). */
+  #closedVoters: readonly LockStore[] | undefined;
 
   constructor(instances: readonly ResolvedInstance[]) {
     const entries: Entry[] = [];
@@ -326,6 +373,7 @@ export class ServerIdentityCheck {
 
   /** True when every instance answered and nothing changed since they were found distinct. */
   get current(): boolean {
+    if (this.#closedVoters !== undefined) return false;
     if (this.#checkedAt === generation || this.#checkedAt === Number.POSITIVE_INFINITY) return true;
     // Something changed, or this Redlock is new on clients that already answered: when every
     // instance is known and distinct, say so now rather than through an await (which would let
@@ -366,6 +414,10 @@ export class ServerIdentityCheck {
    * An answer is kept when the new connection says it reaches the server the closed one did.
    */
   async voided<T>(votes: Vote<T>[], stamp: number, timeoutMs: number): Promise<Vote<T>[]> {
+    if (this.#closedVoters !== undefined) {
+      for (const { index } of this.#entries) if (votes[index]?.ok) votes[index] = { ok: false, error: QUIT };
+      return votes;
+    }
     await Promise.all(
       this.#entries.map(async ({ index, identity }) => {
         if (!identity.closedSince(stamp) || !votes[index]?.ok) return;
@@ -378,7 +430,7 @@ export class ServerIdentityCheck {
 
   /** Whether `voided` may have votes to drop: some connection changed since `stamp`. */
   changedSince(stamp: number): boolean {
-    return generation !== stamp;
+    return generation !== stamp || this.#closedVoters !== undefined;
   }
 
   /**
@@ -387,6 +439,7 @@ export class ServerIdentityCheck {
    * waiting for. Rejects with `LockConfigurationError` naming both entries when two are one server.
    */
   async voters(stores: readonly LockStore[], timeoutMs: number): Promise<readonly LockStore[]> {
+    if (this.#closedVoters !== undefined) return this.#closedVoters;
     const waits: Promise<void>[] = [];
     for (const { identity } of this.#entries) {
       if (identity.settled) continue;
@@ -413,6 +466,21 @@ export class ServerIdentityCheck {
       this.#votersAt = at;
     }
     return this.#voters;
+  }
+
+  /**
+   * At `quit()`: this Redlock stops watching its clients (the last one on a client takes the
+   * listeners off it), and every Redis instance refuses its votes from now on (`QUIT`).
+   */
+  close(stores: readonly LockStore[]): void {
+    if (this.#closedVoters !== undefined || this.#entries.length === 0) return;
+    const closed = [...stores];
+    const refused = refusing(QUIT);
+    for (const { index, identity } of this.#entries) {
+      closed[index] = refused;
+      release(identity);
+    }
+    this.#closedVoters = closed;
   }
 
   /**

@@ -11,7 +11,7 @@ export interface WatchedNodeRedis {
   info(...sections: string[]): Promise<string>;
   call(...args: string[]): Promise<unknown>;
   on(event: string, listener: () => void): unknown;
-  once(event: string, listener: () => void): unknown;
+  off(event: string, listener: () => void): unknown;
 }
 
 /**
@@ -66,13 +66,8 @@ function createView(client: NodeRedisBase, kind: NodeRedisKind, send: Send): Wat
       for (const name of namesOf(event)) client.on(name, listener);
       return this;
     },
-    once(event, listener) {
-      const names = namesOf(event);
-      const once = () => {
-        for (const name of names) client.off(name, once);
-        listener();
-      };
-      for (const name of names) client.on(name, once);
+    off(event, listener) {
+      for (const name of namesOf(event)) client.off(name, listener);
       return this;
     },
   };
