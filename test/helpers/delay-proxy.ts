@@ -56,8 +56,9 @@ class DelayedPipe {
 
   push(chunk: Buffer): void {
     if (this.#dropping()) return;
-    // Never let a chunk overtake an earlier one when the delay is lowered mid-stream.
-    const dueAt = Math.max(Date.now() + this.#delay(chunk), this.#lastDue);
+    // Never let a chunk overtake an earlier one when the delay is lowered mid-stream. Monotonic time:
+    // a test that mocks Date.now (a wall-clock jump) must not stall or hurry the connections.
+    const dueAt = Math.max(performance.now() + this.#delay(chunk), this.#lastDue);
     this.#lastDue = dueAt;
     this.#queue.push({ dueAt, chunk });
     this.#drain();
@@ -78,7 +79,7 @@ class DelayedPipe {
   #drain = (): void => {
     this.#timer = undefined;
     if (this.#held) return;
-    const now = Date.now();
+    const now = performance.now();
     while (this.#queue.length > 0 && (this.#queue[0] as Queued).dueAt <= now) {
       const { chunk } = this.#queue.shift() as Queued;
       if (this.#to.writable) this.#to.write(chunk);
