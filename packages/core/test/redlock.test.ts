@@ -37,6 +37,14 @@ afterEach(async () => {
   await Promise.all(clients.map((client) => client.flushall()));
 });
 
+/**
+ * The per-instance bound of this file's locks of 1 s or more where a test is not about that bound:
+ * the default (a tenth of the ttl, 100 ms at 1 s) is missed by a loaded machine's Redis, and the call
+ * then fails unavailable, not on what the test is about. Half the shortest such ttl; validity (ttl −
+ * elapsed − drift) and renewal margins are unchanged. Shorter locks (300 ms) give half their ttl.
+ */
+const BOUND = 500;
+
 const first = (n: number): Redis[] => clients.slice(0, n);
 const values = (key: string, n = 5) => Promise.all(first(n).map((client) => client.get(key)));
 
@@ -46,7 +54,7 @@ describe("Redlock with three instances", () => {
     // new clients: one that has not said who it is within the call's 100 ms does not vote, and the
     // lock is taken on the other two alone
     await warmUp(dlm);
-    const lock = await dlm.lock("resource_name", 1000);
+    const lock = await dlm.lock("resource_name", 1000, { instanceTimeout: BOUND });
     expect(lock).toBeInstanceOf(Lock);
     if (!lock) return;
     expect(lock.valid).toBe(true);
@@ -67,7 +75,7 @@ describe("Redlock with three instances", () => {
   });
 
   it("returns null on contention from lock() and throws LockContentionError with the holder's ttl from acquire()", async () => {
-    const dlm = new Redlock(first(3), { retryCount: 1, retryDelay: 10, retryJitter: 5 });
+    const dlm = new Redlock(first(3), { retryCount: 1, retryDelay: 10, retryJitter: 5, instanceTimeout: BOUND });
     const held = await dlm.acquire("busy", 5000);
     expect(await dlm.lock("busy", 1000)).toBeNull();
     const error = await dlm.acquire("busy", 1000).catch((e: unknown) => e);
@@ -85,7 +93,9 @@ describe("Redlock with three instances", () => {
 
   it("never lets a stale holder delete the next owner's lock", async () => {
     const dlm = new Redlock(first(3), { retryCount: 0 });
-    const stale = await dlm.acquire("handoff", 100);
+    // 300 ms, 150 ms per instance: a 100 ms lock (50 ms per instance) is never taken from a Redis
+    // answering in over 100 ms
+    const stale = await dlm.acquire("handoff", 300, { instanceTimeout: 150 });
     // expired everywhere (its validity ends before its keys do)
     await expect.poll(() => values("handoff", 3)).toEqual([null, null, null]);
     expect(stale.valid).toBe(false);
@@ -98,14 +108,17 @@ describe("Redlock with three instances", () => {
 
   it("extends to ttl ms from now, and refuses to extend after expiry with LockLostError", async () => {
     const dlm = new Redlock(first(3));
-    const lock = await dlm.acquire("ext", 300);
+    // 150 ms per instance (half the ttl), not the default 30 ms a loaded machine's Redis misses; the
+    // extensions keep it
+    const lock = await dlm.acquire("ext", 300, { instanceTimeout: 150 });
     const extended = await dlm.extend(lock, 2000);
     expect(extended).toBe(lock);
     expect(lock.remainingMs).toBeGreaterThan(1000);
     for (const client of first(3)) expect(await client.pttl("ext")).toBeGreaterThan(1500);
     await lock.release();
 
-    const short = await dlm.acquire("ext2", 100);
+    // 300 ms, not 100 ms: a 100 ms lock is never taken from a Redis answering in over 100 ms
+    const short = await dlm.acquire("ext2", 300, { instanceTimeout: 150 });
     const signal = short.signal;
     // its validity ended: the signal says so
     await aborted(signal);
@@ -242,7 +255,9 @@ describe("Redlock with three instances", () => {
 
   it("answers an extension no quorum could confirm with LockUnavailableError and keeps the lock valid", async () => {
     const servers = cluster.servers.slice(0, 3) as RedisServer[];
-    const dlm = new Redlock(first(3), { instanceTimeout: 100 });
+    // the paused instances never answer, whatever the bound: BOUND, not 100 ms, lets the live one
+    // answer the acquisition on a loaded machine
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const lock = await dlm.acquire("unconfirmed", 5000);
     servers[1]?.pause();
     servers[2]?.pause();
@@ -258,7 +273,9 @@ describe("Redlock with three instances", () => {
 
   it("ends the validity at the shorter ttl of an extension no quorum confirmed, before another owner can lock", async () => {
     const servers = cluster.servers.slice(0, 3) as RedisServer[];
-    const dlm = new Redlock(first(3), { instanceTimeout: 100 });
+    // the paused instances never answer, whatever the bound: BOUND, not 100 ms, lets the live ones
+    // answer the acquisition on a loaded machine
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const other = new Redlock(first(3), { retryCount: 0 });
     const lock = await dlm.acquire("shortened", 10_000);
     const signal = lock.signal;
@@ -285,7 +302,7 @@ describe("Redlock with three instances", () => {
 
   it("counts an extension's validity with the driftFactor the lock was acquired with", async () => {
     const dlm = new Redlock(first(3));
-    const lock = await dlm.acquire("drift", 1000, { driftFactor: 0.3 });
+    const lock = await dlm.acquire("drift", 1000, { driftFactor: 0.3, instanceTimeout: BOUND });
     const drift = Math.floor(1000 * 0.3) + 2;
     expect(lock.remainingMs).toBeLessThanOrEqual(1000 - drift);
     await dlm.extend(lock, 1000);
@@ -470,7 +487,8 @@ describe("Redlock quorum with five instances", () => {
     await cluster.servers[2]?.kill();
     await cluster.servers[3]?.kill();
     await cluster.servers[4]?.kill();
-    const dlm = new Redlock(clients, { instanceTimeout: 100, retryCount: 1, retryDelay: 10 });
+    // the killed instances fail whatever the bound: BOUND, not 100 ms, lets the live ones answer
+    const dlm = new Redlock(clients, { instanceTimeout: BOUND, retryCount: 1, retryDelay: 10 });
     const error = await dlm.lock("q", 2000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockUnavailableError);
     const unavailable = error as LockUnavailableError;
@@ -484,7 +502,7 @@ describe("Redlock quorum with five instances", () => {
   it("classifies a quorum held by others plus a dead minority as contention", async () => {
     await cluster.servers[4]?.kill();
     for (const client of first(3)) await client.set("mixed", "other", "PX", 3000);
-    const dlm = new Redlock(clients, { instanceTimeout: 100, retryCount: 0 });
+    const dlm = new Redlock(clients, { instanceTimeout: BOUND, retryCount: 0 });
     const error = await dlm.acquire("mixed", 1000).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(LockContentionError);
   });
@@ -506,8 +524,8 @@ const extensionsTold = (clients: readonly Redis[], extended: (ttl: number) => vo
 
 describe("Redlock.using", () => {
   it("extends automatically while fn runs and releases afterwards", async () => {
-    const dlm = new Redlock(first(3));
-    const other = new Redlock(first(3), { retryCount: 0 });
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
+    const other = new Redlock(first(3), { retryCount: 0, instanceTimeout: BOUND });
     // 2 s, renewed at half of it: a renewal up to ~1 s late still comes in time; the section lasts
     // until it came, not a sleep past the ttl
     const result = await dlm.using("long", 2000, async (signal, lock) => {
@@ -620,7 +638,7 @@ describe("Redlock.using", () => {
   });
 
   it("releases when fn throws and rethrows fn's error unchanged", async () => {
-    const dlm = new Redlock(first(3));
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const boom = new Error("boom");
     await expect(
       dlm.using("throws", 1000, () => {
@@ -633,7 +651,7 @@ describe("Redlock.using", () => {
 
 describe("Redlock options and lifecycle", () => {
   it("waits for a held lock up to `wait` ms", async () => {
-    const dlm = new Redlock(first(3));
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const held = await dlm.acquire("waiting", 5000);
     const waiting = dlm.acquire("waiting", 1000, { wait: 2000, retryDelay: 20, retryJitter: 10 });
     // released once the waiter was refused and queued on every instance, not after a guessed time:
@@ -674,7 +692,7 @@ describe("Redlock options and lifecycle", () => {
   });
 
   it("leaves no listener on a signal that outlives the waiting calls it was given", async () => {
-    const dlm = new Redlock(first(3));
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const held = await dlm.acquire("shared-signal", 5000);
     const { signal } = new AbortController();
     const calls = Array.from({ length: 3 }, () =>
@@ -807,7 +825,7 @@ describe("Redlock options and lifecycle", () => {
   });
 
   it("reads its signal as aborted once an event loop blocked past the validity resumes, before its timer fired", async () => {
-    const dlm = new Redlock(first(3));
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     const lock = await dlm.acquire("blocked", 1000);
     const early = await dlm.acquire("blocked:early", 1000);
     const signal = early.signal;
@@ -822,7 +840,7 @@ describe("Redlock options and lifecycle", () => {
   });
 
   it("supports await using", async () => {
-    const dlm = new Redlock(first(3));
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
     {
       await using lock = await dlm.acquire("disposable", 1000);
       expect(lock.valid).toBe(true);
@@ -831,7 +849,7 @@ describe("Redlock options and lifecycle", () => {
   });
 
   it("applies keyPrefix to the Redis keys but not to lock.resources", async () => {
-    const dlm = new Redlock(first(3), { keyPrefix: "lock:" });
+    const dlm = new Redlock(first(3), { keyPrefix: "lock:", instanceTimeout: BOUND });
     const lock = await dlm.acquire("p", 1000);
     expect(lock.resources).toEqual(["p"]);
     await expect.poll(() => values("lock:p", 3)).toEqual([lock.value, lock.value, lock.value]);
@@ -841,7 +859,10 @@ describe("Redlock options and lifecycle", () => {
   it("creates clients from options and URLs, closes only those in quit(), and never closes handed clients", async () => {
     const [a, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
     const handed = a.client();
-    const dlm = new Redlock([handed, { host: "127.0.0.1", port: b.port }, `redis://127.0.0.1:${c.port}`]);
+    // new connections: each says who it is before it votes, within the call's bound
+    const dlm = new Redlock([handed, { host: "127.0.0.1", port: b.port }, `redis://127.0.0.1:${c.port}`], {
+      instanceTimeout: BOUND,
+    });
     const lock = await dlm.acquire("owned", 1000);
     await lock.release();
     await dlm.quit();
