@@ -114,7 +114,9 @@ describe("quit() and the acquisitions still running", () => {
       // a first attempt at a 1 s lock waits 100 ms for new clients to say who they are, then its
       // retry is a minute away
       await warmUp(dlm);
-      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
+      // 500 ms per instance, not the default 100 ms a loaded machine's Redis misses: the first attempt
+      // then fails unavailable instead of queueing, and its retry is a minute away
+      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal, instanceTimeout: 500 });
       const ended = settled(call);
       await queuedEverywhere("held");
       await dlm.quit();
@@ -138,7 +140,8 @@ describe("quit() and the acquisitions still running", () => {
     async (kind) => {
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
       await warmUp(dlm);
-      await (await dlm.acquire("before", 1000)).release();
+      // 500 ms per instance, not the default 100 ms of a 1 s lock, which a loaded machine's Redis misses
+      await (await dlm.acquire("before", 1000, { instanceTimeout: 500 })).release();
       // the release resolves at a quorum and handed clients stay open at quit(): the last server's
       // delete must land before the check below that nothing was sent after quit()
       await expect.poll(leftovers).toEqual(admins.map(() => ({ keys: [], channels: [] })));
@@ -211,7 +214,9 @@ describe("stopAcquiring(): quit()'s first step, the clients left open", () => {
       const { holder, held } = await heldElsewhere("held");
       const dlm = new Redlock(instances(kind), { retryDelay: 60_000, retryJitter: 0 });
       const mine = await dlm.acquire("mine", 30_000);
-      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal });
+      // 500 ms per instance, not the default 100 ms a loaded machine's Redis misses: the first attempt
+      // then fails unavailable instead of queueing, and its retry is a minute away
+      const call = dlm.acquire("held", 1000, { wait: 60_000, signal: stop.signal, instanceTimeout: 500 });
       const ended = settled(call);
       await queuedEverywhere("held");
       await dlm.stopAcquiring();
