@@ -27,6 +27,9 @@ export default defineConfig({
     // Two test files at a time, also on 2 vCPUs, where vitest's default is one: most files wait on
     // lock ttls, timers and child processes rather than compute (a serial run took 772 s of a
     // 900 s CI budget, two at a time 433 s). Every Redis server, HTTP port and key is a file's own.
+    // `pnpm test` runs test/reliability/thundering-start.test.ts alone, after the others: its 50
+    // forked processes stall both vCPUs for seconds, and a file beside it lost its 1 s locks
+    // (test/examples.test.ts answered 409; packages/fastify/test/send-file.test.ts before).
     maxWorkers: 2,
     minWorkers: 1,
     testTimeout: 20_000,
