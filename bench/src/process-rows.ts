@@ -125,6 +125,12 @@ interface ProcessSample {
   readonly gapsUs: number[];
   /** Release called → next acquisition resolved, µs. */
   readonly gapsFromCallUs: number[];
+  /** Acquired → release called (the section, the witness's two round trips and its 1 ms sleep), µs each. */
+  readonly holdsUs: number[];
+  /** Release called → release resolved, µs each. */
+  readonly releasesUs: number[];
+  /** Acquisitions by another process than the one that held the key before. */
+  readonly handOvers: number;
   readonly perProcess: number[];
   readonly overlaps: number;
   readonly failed: number;
@@ -132,14 +138,31 @@ interface ProcessSample {
   readonly cpuUsPerSection: number;
 }
 
-/** Gaps between consecutive sections of all processes, in acquisition order. */
-function gapsOf(sections: readonly SectionTimes[], gaps: number[], fromCall: number[]): void {
-  const ordered = [...sections].sort((a, b) => a.acquiredAt - b.acquiredAt);
-  for (let i = 1; i < ordered.length; i++) {
-    const previous = ordered[i - 1] as SectionTimes;
-    const current = ordered[i] as SectionTimes;
-    gaps.push(Math.max(0, current.acquiredAt - previous.releasedAt) * 1000);
-    fromCall.push((current.acquiredAt - previous.releaseCalledAt) * 1000);
+/** Where a burst's time went: gaps between consecutive sections in acquisition order, holds, releases. */
+interface Phases {
+  readonly gaps: number[];
+  readonly fromCall: number[];
+  readonly holds: number[];
+  readonly releases: number[];
+  handOvers: number;
+}
+
+const noPhases = (): Phases => ({ gaps: [], fromCall: [], holds: [], releases: [], handOvers: 0 });
+
+/** Adds the sections of one burst (`perProcess[i]`: process i's sections) to `phases`. */
+function phasesOf(perProcess: readonly (readonly SectionTimes[])[], phases: Phases): void {
+  const ordered = perProcess
+    .flatMap((sections, process) => sections.map((times) => ({ times, process })))
+    .sort((a, b) => a.times.acquiredAt - b.times.acquiredAt);
+  for (let i = 0; i < ordered.length; i++) {
+    const { times, process } = ordered[i] as { times: SectionTimes; process: number };
+    phases.holds.push((times.releaseCalledAt - times.acquiredAt) * 1000);
+    phases.releases.push((times.releasedAt - times.releaseCalledAt) * 1000);
+    const previous = ordered[i - 1];
+    if (previous === undefined) continue;
+    phases.gaps.push(Math.max(0, times.acquiredAt - previous.times.releasedAt) * 1000);
+    phases.fromCall.push((times.acquiredAt - previous.times.releaseCalledAt) * 1000);
+    if (previous.process !== process) phases.handOvers++;
   }
 }
 
@@ -147,14 +170,16 @@ async function contend(workers: Workers, burstMs: number): Promise<ProcessSample
   const started = machineMs();
   const outcome = await workers.run({ kind: "contend", untilMs: started + burstMs });
   const elapsed = machineMs() - started;
-  const gaps: number[] = [];
-  const fromCall: number[] = [];
-  gapsOf(outcome.sections.flat(), gaps, fromCall);
+  const phases = noPhases();
+  phasesOf(outcome.sections, phases);
   const total = outcome.sections.reduce((sum, s) => sum + s.length, 0);
   return {
     sectionsPerSec: total / (elapsed / 1000),
-    gapsUs: gaps,
-    gapsFromCallUs: fromCall,
+    gapsUs: phases.gaps,
+    gapsFromCallUs: phases.fromCall,
+    holdsUs: phases.holds,
+    releasesUs: phases.releases,
+    handOvers: phases.handOvers,
     perProcess: outcome.sections.map((s) => s.length),
     overlaps: outcome.overlaps,
     failed: outcome.failed,
@@ -164,8 +189,7 @@ async function contend(workers: Workers, burstMs: number): Promise<ProcessSample
 
 async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSample> {
   const started = performance.now();
-  const gaps: number[] = [];
-  const fromCall: number[] = [];
+  const phases = noPhases();
   const perProcess = new Array<number>(PROCESSES).fill(0);
   let overlaps = 0;
   let failed = 0;
@@ -173,7 +197,7 @@ async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSa
   let cpuUs = 0;
   while (performance.now() - started < burstMs) {
     const outcome = await workers.run({ kind: "once" });
-    gapsOf(outcome.sections.flat(), gaps, fromCall);
+    phasesOf(outcome.sections, phases);
     outcome.sections.forEach((s, i) => {
       perProcess[i] = (perProcess[i] ?? 0) + s.length;
       total += s.length;
@@ -184,8 +208,11 @@ async function queueRounds(workers: Workers, burstMs: number): Promise<ProcessSa
   }
   return {
     sectionsPerSec: total / ((performance.now() - started) / 1000),
-    gapsUs: gaps,
-    gapsFromCallUs: fromCall,
+    gapsUs: phases.gaps,
+    gapsFromCallUs: phases.fromCall,
+    holdsUs: phases.holds,
+    releasesUs: phases.releases,
+    handOvers: phases.handOvers,
     perProcess,
     overlaps,
     failed,
@@ -208,6 +235,10 @@ function entry(label: string, how: string, mine: ProcessSample[], baseline: Proc
       gapP50Us: quantile(gaps, 0.5),
       gapP99Us: quantile(gaps, 0.99),
       gapFromCallP50Us: quantile(fromCall, 0.5),
+      holdMeanUs: mean(mine.flatMap((s) => s.holdsUs)),
+      releaseMeanUs: mean(mine.flatMap((s) => s.releasesUs)),
+      handOversPerSection:
+        mine.reduce((sum, s) => sum + s.handOvers, 0) / mine.reduce((sum, s) => sum + s.holdsUs.length, 0),
       fairness: median(mine.map((s) => Math.min(...s.perProcess) / Math.max(...s.perProcess))),
       overlaps: mine.reduce((sum, s) => sum + s.overlaps, 0),
       failed: mine.reduce((sum, s) => sum + s.failed, 0),
@@ -215,6 +246,8 @@ function entry(label: string, how: string, mine: ProcessSample[], baseline: Proc
     },
   };
 }
+
+const mean = (values: readonly number[]) => values.reduce((sum, v) => sum + v, 0) / values.length;
 
 /** Contention and queue rows on 1 and 3 instances, every contender as PROCESSES processes. */
 export async function runProcessRows(

@@ -103,7 +103,9 @@ export function queueTargetLines(sections: readonly Section[]): string[] {
 function processTable(section: Section): string {
   const header = ["", "how", section.unit, `× ${section.baseline} (median, min–max)`];
   header.push("gap p50 µs", "gap p99 µs", "unlock called → next p50 µs", "fairness min/max", "client CPU µs/section");
-  header.push("overlaps", "failed");
+  // where a section's time goes: the hold (the witness's round trips and 1 ms sleep, no library
+  // code) and the release, both timed in the holder's process, and how often the key changed process
+  header.push("hold µs (mean)", "unlock µs (mean)", "hand-overs %", "overlaps", "failed");
   const rows = section.entries.map((entry) => {
     const m = entry.metrics;
     return [
@@ -116,6 +118,9 @@ function processTable(section: Section): string {
       int(m.gapFromCallP50Us ?? Number.NaN),
       num(m.fairness ?? Number.NaN),
       int(m.cpuUsPerSection ?? Number.NaN),
+      int(m.holdMeanUs ?? Number.NaN),
+      int(m.releaseMeanUs ?? Number.NaN),
+      int((m.handOversPerSection ?? Number.NaN) * 100),
       String(m.overlaps ?? "–"),
       String(m.failed ?? "–"),
     ];
