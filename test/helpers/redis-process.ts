@@ -35,13 +35,13 @@ export function spawnOwned(command: string, args: readonly string[], options: Sp
  * kernel's ephemeral range: a server killed for a while keeps its port for restart() and its clients
  * keep reconnecting to it, and a listen(0) anywhere (an HTTP app, a proxy, the other test file's
  * servers) could otherwise get that port meanwhile, where restart() or those clients would find
- * another file's server. Two blocks of 5,000 from 10000 (vitest.config.ts runs two workers), their
- * Cluster bus ports (port + 10000) from 20000; listen(0) outside them (bench/, a third worker), or
- * where the ephemeral range reaches below 30000.
+ * another file's server. Three blocks of 3,333 from 10000 (vitest.config.ts runs three workers),
+ * their Cluster bus ports (port + 10000) from 20000; listen(0) outside them (bench/, a fourth
+ * worker), or where the ephemeral range reaches below 30000.
  */
 const BLOCKS_FROM = 10_000;
-const BLOCK_SIZE = 5_000;
-const BLOCKS = 2;
+export const BLOCK_SIZE = 3_333;
+const BLOCKS = 3;
 const BUS_OFFSET = 10_000;
 /** Every port handed out by this process: never twice, even once its server is gone. */
 const handedOut = new Set<number>();
