@@ -33,7 +33,7 @@ export function spawnOwned(command: string, args: readonly string[], options: Sp
 /*
  * Ports for servers come from a block of this vitest worker's own (VITEST_POOL_ID), below the
  * kernel's ephemeral range: a server killed for a while keeps its port for restart() and its clients
- * keep reconnecting to it, and a listen(0) anywhere (an HTTP app, a proxy, the other test file's
+ * keep reconnecting to it, and a listen(0) anywhere (an HTTP app, a proxy, another test file's
  * servers) could otherwise get that port meanwhile, where restart() or those clients would find
  * another file's server. Three blocks of 3,333 from 10000 (vitest.config.ts runs three workers),
  * their Cluster bus ports (port + 10000) from 20000; listen(0) outside them (bench/, a fourth
