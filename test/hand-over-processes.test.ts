@@ -197,6 +197,12 @@ describe("waiting between processes", () => {
     // loaded machine spent it before the release below, and the waiter then claimed (a third call)
     const waiter = startWorker({ resource: "granted", ttl: 30_000, options: HAND_OVER_ONLY });
     await untilQueued("granted", 1);
+    // it queues once a quorum listens: a SUBSCRIBE landing after the release below can have it try
+    // once (docs/waiting.md, late SUBSCRIBE), a third script call on each instance
+    await until(
+      async () => (await Promise.all(lockClients.map(handOverChannels))).every((channels) => channels === 1),
+      "the waiter listening on every instance",
+    );
     const before = await Promise.all(lockClients.map(scriptCalls));
     await holder.release();
     const report = await waiter.done;
