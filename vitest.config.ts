@@ -26,11 +26,11 @@ export default defineConfig({
     pool: "forks",
     // Three test files at a time on 2 vCPUs (vitest's default there is one): most files wait on
     // lock ttls, timers and child processes rather than compute. In CI-like runs (900 s budget for
-    // the whole run) the tests took 579 s two at a time, 445–457 s three at a time (509 s beside a
-    // busy loop). Every Redis server (a port block per worker: test/helpers/redis-process.ts), HTTP
-    // port and key is a file's own. `pnpm test` runs test/reliability/thundering-start.test.ts
-    // alone, after the others: its 50 forked processes stall both vCPUs for seconds, and a file
-    // beside it lost its 1 s locks
+    // the whole run) the tests took 579 s two at a time, 434–457 s three at a time (509 s beside a
+    // busy loop, 658 s beside two). Every Redis server (a port block per worker:
+    // test/helpers/redis-process.ts), HTTP port and key is a file's own. `pnpm test` runs
+    // test/reliability/thundering-start.test.ts alone, after the others: its 50 forked processes
+    // stall both vCPUs for seconds, and a file beside it lost its 1 s locks
     // (test/examples.test.ts answered 409; packages/fastify/test/send-file.test.ts before).
     maxWorkers: 3,
     minWorkers: 1,
