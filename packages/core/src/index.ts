@@ -31,6 +31,7 @@ export {
 export {
   checkKeyWith,
   checkPrefixedKeys,
+  checkResourceName,
   compileKey,
   type KeyFunction,
   type KeyResolver,

@@ -1,4 +1,4 @@
-import { compileKey, type KeyResolver } from "@redlock-kit/core";
+import { checkResourceName, compileKey, type KeyResolver } from "@redlock-kit/core";
 
 /**
  * What a `@Locked` method locks: a template over the argument list (`"order:{0}"`,
@@ -30,11 +30,12 @@ export function withKeyParameters(
   const suffix = indices.map((index) => `{${index}}`).join(":");
   if (typeof key === "string") return compileKey<LockedArgs>(`${key}:${suffix}`);
   const resolveSuffix = compileKey<LockedArgs>(suffix);
-  // core's checks of a key function's result (non-empty strings, the length cap), applied to the joined names
-  const check = compileKey<readonly string[]>((names) => names);
   return (args) => {
     const names = resolve(args);
     const tail = resolveSuffix(args)[0];
-    return check(names.map((name) => `${name}:${tail}`));
+    // the names passed the key function's checks and the values the template's; the joined names
+    // get only the checks of every name (length, reserved suffix): the function's guesses at a
+    // missing value ("undefined", "NaN" written as a word) would refuse a value the caller sent
+    return names.map((name) => checkResourceName(`${name}:${tail}`));
   };
 }

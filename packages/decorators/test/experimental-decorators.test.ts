@@ -65,6 +65,43 @@ describe("@LockKey (experimentalDecorators)", () => {
     expect(during[1]).toEqual([value, value, value]);
   });
 
+  it('takes a @LockKey string such as "NaN" or "undefined" as the value sent, behind a key function as behind a template', async () => {
+    // a key function's own names are refused with such a word in them (a value it read was missing);
+    // a @LockKey value is checked as a template value: a non-empty string is a value
+    const { service } = stock();
+    for (const word of ["NaN", "undefined"]) {
+      let during: (string | null)[][] = [];
+      await service.reserve(word, 1, async () => {
+        during = [await context.values(`stock:${word}`)];
+      });
+      expectOneHolder(during[0] ?? []);
+      await service.swap("a", "b", word, async () => {
+        during = [await context.values(`sku:a:${word}`), await context.values(`sku:b:${word}`)];
+      });
+      const value = expectOneHolder(during[0] ?? []);
+      expect(during[1]).toEqual([value, value, value]);
+    }
+    expect(await context.sizes()).toEqual([0, 0, 0]);
+  });
+
+  it("still refuses a joined name past the length cap or ending in a reserved suffix, writing nothing", async () => {
+    const { service } = stock();
+    let runs = 0;
+    const inside = () => {
+      runs++;
+    };
+    await expect(service.swap("a", "b", "w".repeat(1020), inside)).rejects.toMatchObject({
+      name: "LockKeyError",
+      message: expect.stringMatching(/longer than/),
+    });
+    await expect(service.swap("a", "b", "redlock-kit:waiters", inside)).rejects.toMatchObject({
+      name: "LockKeyError",
+      message: expect.stringMatching(/reserves/),
+    });
+    expect(runs).toBe(0);
+    expect(await context.sizes()).toEqual([0, 0, 0]);
+  });
+
   it("rejects a missing or unusable @LockKey value with LockKeyError naming its index, writing nothing", async () => {
     const { service } = stock();
     let runs = 0;

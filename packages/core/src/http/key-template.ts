@@ -61,7 +61,7 @@ export function compileKey<S = unknown>(spec: KeySpec<S>): KeyResolver<S> {
   return (source) => {
     let key = "";
     for (const part of parts) key += "text" in part ? part.text : escapeValue(scalarAt(source, part), escaped);
-    return [checkLength(key)];
+    return [checkResourceName(key)];
   };
 }
 
@@ -350,7 +350,7 @@ function fromFunction<S>(fn: KeyFunction<S>, source: S): readonly string[] {
     throw new LockKeyError("Lock key could not be resolved", undefined, { cause: error });
   }
   for (const key of list) {
-    checkLength(key as string);
+    checkResourceName(key as string);
     if (!isWellFormed(key as string))
       throw new LockKeyError("Lock key function returned a name that is not well-formed Unicode");
     // `order:${id}` with id a promise (an await left out) or an object: every such call would share
@@ -387,7 +387,12 @@ function keysOf(result: unknown): unknown[] {
   return list;
 }
 
-function checkLength(key: string): string {
+/**
+ * The checks every resource name gets, whoever wrote it: the length cap and the suffixes the library
+ * reserves for its own keys. A `LockKeyError` otherwise. Exported for names joined after resolution
+ * (the decorators' `@LockKey()` values appended to a key function's names).
+ */
+export function checkResourceName(key: string): string {
   if (key.length > MAX_RESOURCE_LENGTH) {
     throw new LockKeyError(`Lock key is longer than ${MAX_RESOURCE_LENGTH} characters`);
   }
