@@ -378,6 +378,32 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await done();
   });
 
+  it("a call that starts while the release is still on its way (an unlock() not awaited) waits for its answer: it holds the reservation, a call on several keys lets it go first; never refused by its own Redlock", async () => {
+    const [a, b] = [redlock(), redlock()];
+    const key = `unawaited:${count}`;
+    const looping = await looper(a, b, key);
+    let lock = looping.lock;
+    for (let i = 0; i < 3; i++) {
+      // released in `finally` without awaiting; the next one-shot try starts at once
+      const released = a.unlock(lock);
+      const next = await a.lock(key, 10_000, { retryCount: 0 });
+      expect(next).not.toBeNull();
+      // the reservation's lock: valid for the reservation's hold, not for the ttl asked
+      expect((next as Lock).remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+      expect(await released).toBe(true);
+      lock = next as Lock;
+    }
+    const released = a.unlock(lock);
+    const both = await a.lock([key, `${key}:other`], 10_000, { retryCount: 0 });
+    expect(both).not.toBeNull();
+    expect(await released).toBe(true);
+    expect(await a.unlock(both as Lock)).toBe(true);
+    await looping.done();
+    await expect
+      .poll(() => Promise.all(instances().map((c) => c.exists(key, `${key}:other`))))
+      .toEqual(instances().map(() => 0));
+  });
+
   it("a reservation made on fewer than a quorum of instances is let go: the waiting Redlock gets the key, then the call, and nothing is left", async () => {
     // a's instances: real RedisStores; all but the first ignore the reservation and hand the key over
     const inner = instances().map((client) => new RedisStore(client));

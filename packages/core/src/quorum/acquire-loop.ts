@@ -107,6 +107,11 @@ export class AcquireLoop {
 
     const keys = keysOf(parts.prefix, names);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
+    // a release of one of the keys by this Redlock still on its way may reserve it for this call
+    // (an unlock() not awaited): its answer first, or this attempt would follow it and be refused
+    for (let settling = parts.retake.settling(keys); settling !== undefined; settling = parts.retake.settling(keys)) {
+      await settling;
+    }
     const drift = driftFor(ttl, opts.driftFactor);
     const start = clock();
     const retaking = parts.retake.acquiring(keys, ttl, fencing ? undefined : start + drift);

@@ -32,6 +32,9 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *   every instance that reserved the key is released (the release script, which hands it over),
  *   one round trip later than the release would have; `quit()` does it before closing. A call on
  *   several keys, this one among them, releases it before its own attempt is sent.
+ * - A call of the key started while the release is still on its way (an `unlock()` not awaited)
+ *   waits for its answer (`settling`), then goes on as a call of that turn: sent at once, it would
+ *   follow the release on the same connections and be refused by this Redlock's reservation.
  *
  * Fairness that holds across processes: the head of a queue waits for the process ahead of it at
  * most `MAX_STREAK_MS` plus one section shorter than `MAX_HELD_MS` (the last retake), then the key
@@ -133,6 +136,8 @@ interface Window {
   held: boolean;
   /** Instances that reserved the key. */
   readonly reserved: LockStore[];
+  /** Calls of the key that started before the release answered, woken once it did (`Retake.settling`). */
+  settled: (() => void)[] | undefined;
 }
 
 export class Retake {
@@ -190,6 +195,27 @@ export class Retake {
     return { streakStart: window.streakStart, reservation: undefined };
   }
 
+  /**
+   * Resolves once every release of one of `keys` that asks for a reservation and has not answered yet
+   * has answered (`undefined`: none). A call that starts meanwhile (after an `unlock()` not awaited)
+   * would be sent behind that release on the same connections and be refused by its own Redlock's
+   * reservation; once the release answered, the call takes the window as any call of that turn does,
+   * or lets the reservation go before its attempt.
+   */
+  settling(keys: readonly string[]): Promise<void> | undefined {
+    if (this.#windows.size === 0) return undefined;
+    let pending: Promise<void>[] | undefined;
+    for (const key of keys) {
+      const window = this.#windows.get(key);
+      if (window === undefined || window.open || window.taken || window.reservation === undefined) continue;
+      const settled = window.settled ?? [];
+      window.settled = settled;
+      if (pending === undefined) pending = [];
+      pending.push(new Promise<void>((resolve) => settled.push(resolve)));
+    }
+    return pending && Promise.all(pending).then(() => undefined);
+  }
+
   /** A release of a one-key lock acquired for `ttl` ms and held `heldMs` starts: its window, open once it resolved (`released`). */
   releasing(key: string, streakStart: number | undefined, heldMs: number, ttl: number, start: number): Window {
     const retake =
@@ -203,6 +229,7 @@ export class Retake {
       taken: false,
       held: false,
       reserved: [],
+      settled: undefined,
     };
     const earlier = this.#windows.get(key);
     // a second release of the key in one turn: the first one's reservations are let go now
@@ -254,6 +281,10 @@ export class Retake {
 
   /** The release resolved: the window stays open until the end of this event-loop turn. */
   released(key: string, window: Window): void {
+    const settled = window.settled;
+    window.settled = undefined;
+    // the calls that waited for this answer go on in a later microtask, when the window below is open
+    if (settled !== undefined) for (const wake of settled) wake();
     if (this.#windows.get(key) !== window) return;
     window.open = true;
     if (this.#armed) return;
