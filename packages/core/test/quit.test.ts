@@ -162,34 +162,47 @@ describe("quit() and the acquisitions still running", () => {
     },
   );
 
-  it("a key handed to a waiting call whose message it has not heard at quit() is passed on, not held for its ttl", async () => {
+  /**
+   * Another Redlock holds `key` on the first server; a Redlock reaching that server through a proxy
+   * that can hold its replies back waits for it (one key, no fencing: a hand-over holds the key for
+   * the waiter's whole ttl, speed/message-grant.ts), queued and subscribed. Then the proxy holds the
+   * replies back and the holder releases: the key is handed to the waiter, whose subscriber does not
+   * hear it yet.
+   */
+  async function handedUnheard(key: string, signal: AbortSignal) {
     const admin = admins[0] as Redis;
     const holder = new Redlock([clients[0] as Redis]);
-    const held: Lock = await holder.acquire("handed", 30_000);
-    // the waiting Redlock reaches the server through a proxy that can hold its replies back: its
-    // subscriber will not hear the hand-over before quit() closes it
+    const held: Lock = await holder.acquire(key, 30_000);
     const proxy = await startDelayProxy(cluster.servers[0]?.port as number);
     const client = new Redis({ host: "127.0.0.1", port: proxy.port });
     client.on("error", () => {});
+    const dlm = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
+    await warmUp(dlm);
+    const call = dlm.acquire(key, 60_000, { wait: 60_000, signal });
+    const ended = settled(call);
+    await until("the call is queued and subscribed", async () => {
+      const [queued, channels] = await Promise.all([
+        admin.zcard(queueOf(key)),
+        admin.pubsub("CHANNELS", "redlock-kit:hand-over:*") as Promise<string[]>,
+      ]);
+      return queued === 1 && channels.length === 1;
+    });
+    proxy.holdReplies();
+    await held.release();
+    const handedTo = await admin.get(key);
+    expect(handedTo).not.toBeNull();
+    expect(handedTo).not.toBe(held.value);
+    const close = async () => {
+      await holder.quit();
+      client.disconnect();
+      await proxy.close();
+    };
+    return { admin, dlm, call, ended, proxy, close };
+  }
+
+  it("a key handed to a waiting call whose message it has not heard at quit() is passed on, not held for its ttl", async () => {
+    const { admin, dlm, call, ended, proxy, close } = await handedUnheard("handed", stop.signal);
     try {
-      const dlm = new Redlock([client], { retryDelay: 60_000, retryJitter: 0 });
-      await warmUp(dlm);
-      // one key, no fencing: a hand-over holds the key for the waiter's whole ttl (speed/message-grant.ts)
-      const call = dlm.acquire("handed", 60_000, { wait: 60_000, signal: stop.signal });
-      const ended = settled(call);
-      await until("the call is queued and subscribed", async () => {
-        const [queued, channels] = await Promise.all([
-          admin.zcard(queueOf("handed")),
-          admin.pubsub("CHANNELS", "redlock-kit:hand-over:*") as Promise<string[]>,
-        ]);
-        return queued === 1 && channels.length === 1;
-      });
-      proxy.holdReplies();
-      // the release hands the key to the waiter, and tells its subscriber, which does not hear it yet
-      await held.release();
-      const handedTo = await admin.get("handed");
-      expect(handedTo).not.toBeNull();
-      expect(handedTo).not.toBe(held.value);
       const quitting = dlm.quit();
       proxy.releaseReplies();
       await quitting;
@@ -199,10 +212,27 @@ describe("quit() and the acquisitions still running", () => {
       // the key is free again (nobody else waits), not held for the 60 s the waiter asked for
       await expect.poll(() => admin.get("handed")).toBeNull();
       expect(await admin.keys("*")).toEqual([]);
-      await holder.quit();
     } finally {
-      client.disconnect();
-      await proxy.close();
+      await close();
+    }
+  });
+
+  it("a call that gave up just before quit(), handed the key by a release whose message it has not heard, passes it on too", async () => {
+    const aborting = new AbortController();
+    const { admin, dlm, call, proxy, close } = await handedUnheard("gave-up", aborting.signal);
+    try {
+      // it gives up (a request aborted) before the hand-over's message is read, and is over before
+      // quit(): not a call quit() ends; its process closes the subscription before it reads that message
+      aborting.abort();
+      await expect(call).rejects.toThrow(/aborted/i);
+      const quitting = dlm.quit();
+      proxy.releaseReplies();
+      await quitting;
+      // the key is free again (nobody else waits), not held for the 60 s the departed call asked for
+      await expect.poll(() => admin.get("gave-up")).toBeNull();
+      expect(await admin.keys("*")).toEqual([]);
+    } finally {
+      await close();
     }
   });
 });

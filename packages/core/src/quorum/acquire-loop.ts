@@ -262,7 +262,7 @@ export class AcquireLoop {
       }
     } finally {
       // not `await waiting?.end()`: awaiting undefined would cost every acquisition a turn of the microtask queue
-      if (waiting !== undefined) await waiting.end(this.#quit !== undefined);
+      if (waiting !== undefined) await waiting.end();
       if (cut !== undefined) {
         const forward = this.#sleeps.get(cut) as () => void;
         this.#sleeps.delete(cut);

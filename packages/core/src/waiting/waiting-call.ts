@@ -185,20 +185,18 @@ export class WaitingCall {
   }
 
   /**
-   * The call is over: it leaves the queues, and lets go of the keys handed to it if it gave up.
-   * `closing`: quit() ended it and closes the subscription next, so a hand-over whose message has
-   * not come yet would hold the key for the waiter's hold (its ttl, for a grant) with nobody to pass
-   * it on (HandOvers.#handed). It lets go of its value wherever it was queued too, after the
-   * ZREM on the same connection: no hand-over to it can follow.
+   * The call is over: it leaves the queues and, if it gave up, lets go of its value wherever it was
+   * queued or handed a key, after the ZREM on the same connection: no hand-over to it can follow
+   * that. A hand-over that came before, whose message this process has not read, would otherwise hold
+   * the key for the waiter's hold (its ttl, for a grant) with nobody to pass it on whenever the
+   * message is never read: quit() or the subscription's linger ending first (HandOvers.#handed).
    */
-  async end(closing = false): Promise<void> {
+  async end(): Promise<void> {
     const waiter = this.#waiter;
     if (waiter === undefined) return;
     const queuedOn = this.#queuedOn;
     this.#handOvers.leave(waiter, queuedOn);
-    const holding = waiter.acquired
-      ? []
-      : this.#stores.filter((_, i) => waiter.holding.has(i) || (closing && queuedOn.includes(i)));
+    const holding = waiter.acquired ? [] : this.#stores.filter((_, i) => waiter.holding.has(i) || queuedOn.includes(i));
     if (holding.length > 0) await fanOut(holding, releaseCall, waiter, this.#timeoutMs);
   }
 
