@@ -73,13 +73,15 @@ it.each([
   "a client that leaves mid-file (%s): the lock is no longer extended; it lapses within one ttl unless the handler ends the response (%s)",
   async (method, end) => {
     last = { started: gate() };
-    const { request, response } = open(`${server?.url}/${method}/1`);
+    // a key per case: a lock that expired in the case before is, to Redis, held for a few ms more
+    // (its validity ends the drift earlier than the key), and the next request would be refused 423
+    const { request, response } = open(`${server?.url}/${method}/${method}`);
     request.on("error", () => {});
     const answer = await response;
     await last.started.opened;
     expect(answer.statusCode).toBe(200);
     await nextChunk(answer);
-    const outcome = releasedOrExpired("send-file:1", last.lock as Lock);
+    const outcome = releasedOrExpired(`send-file:${method}`, last.lock as Lock);
     request.destroy();
     expect(await arrival(outcome, "the lock's end (expiry or release)")).toBe(end);
   },
