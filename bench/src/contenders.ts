@@ -129,15 +129,13 @@ function floorSteps(clients: readonly FloorClient[]) {
 
 /** A run of retakes of the floor with retake ends once it is this old, as redlock-kit's does. */
 const RETAKE_RUN_MS = 50;
-/** How long a retake keeps the key for the releaser's next lock (redlock-kit's RESERVE_HOLD_MS). */
-const RETAKE_HOLD_MS = 1000;
 
 /**
  * A reference for the between-process contention rows, not a peer: the floor, plus the retake
  * protocol without any library around it. A process that releases a key within 50 ms of taking
- * it with `SET NX` sets the key to its next value in the release's script (on a quorum), and its
- * next acquisition of that key, if it comes before the end of the event-loop turn, sends
- * nothing; otherwise the reserved value is deleted. It never hands the key to a waiter (waiters
+ * it with `SET NX` sets the key to its next value for the lock's ttl in the release's script (on a
+ * quorum), as redlock-kit's release does, and its next acquisition of that key, if it comes before
+ * the end of the event-loop turn, sends nothing; otherwise the reserved value is deleted. It never hands the key to a waiter (waiters
  * poll), so its fairness is whatever polling gives. The gap from here to redlock-kit is the
  * library's own work per section, not the protocol's.
  */
@@ -160,7 +158,7 @@ function floorRetake(): ContenderFactory {
           return;
         }
         const next = nextValue();
-        const replies = await Promise.all(clients.map((c) => c.benchFloorRetake(key, value, next, RETAKE_HOLD_MS)));
+        const replies = await Promise.all(clients.map((c) => c.benchFloorRetake(key, value, next, TTL)));
         if (replies.filter((reply) => reply === 1).length < quorum) {
           await release(key, next);
           return;

@@ -12,8 +12,7 @@ import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
 import { type Lock, type LockStore, LockUnavailableError, RedisStore, Redlock } from "../src/index.js";
-import { autoExtend } from "../src/lock/auto-extend.js";
-import { MAX_HELD_MS, MAX_STREAK_MS, RESERVE_HOLD_MS } from "../src/speed/retake.js";
+import { MAX_HELD_MS, MAX_STREAK_MS } from "../src/speed/retake.js";
 import { useRedlocks } from "./helpers/redlocks.js";
 
 const redis = useRedlocks(3);
@@ -172,7 +171,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await done();
   });
 
-  it("a retaken lock costs its release alone: the release sets the key to the next lock's value for RESERVE_HOLD_MS, and the next call sends nothing", async () => {
+  it("a retaken lock costs its release alone: the release sets the key to the next lock's value for the lock's ttl, and the next call sends nothing", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `reserve:${count}`;
     const { lock, done } = await looper(a, b, key);
@@ -202,12 +201,12 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     expect(inScript).toEqual(instances().map(() => ["get", "del", "set"]));
     const held = await Promise.all(instances().map((c) => c.get(key)));
     expect(held).toEqual(instances().map(() => next.value));
-    // reserved for RESERVE_HOLD_MS: a process that exits before its next call keeps the key no longer
+    // reserved for the ttl: the lock made from it is as strong as one acquired at the release's start
     for (const ttl of await Promise.all(instances().map((c) => c.pttl(key)))) {
-      expect(ttl).toBeGreaterThan(0);
-      expect(ttl).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+      expect(ttl).toBeGreaterThan(9_000);
+      expect(ttl).toBeLessThanOrEqual(10_000);
     }
-    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
+    expect(next.remainingMs).toBeGreaterThan(9_000);
     // b still heads the queue, told nothing
     expect(await queueSizes(instances(), key)).toEqual(instances().map(() => 1));
     expect(await a.unlock(next)).toBe(true);
@@ -227,49 +226,11 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     // 400 ms pass on a's clock between the release's start and the next call
     offset = 400;
     const next = await a.acquire(key, 10_000, WAIT());
-    // RESERVE_HOLD_MS from the release's start, less those 400 ms and the drift (102 ms for 10 s)
-    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS - 400 - 102);
-    expect(next.remainingMs).toBeGreaterThan(RESERVE_HOLD_MS - 400 - 102 - 50);
+    // the ttl from the release's start, less those 400 ms and the drift (102 ms for 10 s)
+    expect(next.remainingMs).toBeLessThanOrEqual(10_000 - 400 - 102);
+    expect(next.remainingMs).toBeGreaterThan(10_000 - 400 - 102 - 50);
     await a.unlock(next);
     await b.unlock(await waiting);
-    await done();
-  });
-
-  it("a retaken lock still held halfway through its reservation is extended to its ttl", async () => {
-    const [a, b] = [redlock(), redlock()];
-    const key = `renewed:${count}`;
-    const { lock, done } = await looper(a, b, key);
-    const waiting = b.acquire(key, 10_000, WAIT());
-    await queued(key, 1);
-    expect(await a.unlock(lock)).toBe(true);
-    const next = await a.acquire(key, 10_000, WAIT());
-    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
-    // the renewal is due half a hold later on a's (slowed) clock: about RESERVE_HOLD_MS / 2 real ms
-    await until(async () => next.remainingMs > RESERVE_HOLD_MS);
-    expect(next.remainingMs).toBeGreaterThan(9_000);
-    for (const ttl of await Promise.all(instances().map((c) => c.pttl(key))))
-      expect(ttl).toBeGreaterThan(RESERVE_HOLD_MS);
-    expect(next.valid).toBe(true);
-    await a.unlock(next);
-    await b.unlock(await waiting);
-    await done();
-  });
-
-  it("a retaken lock under auto-extension follows that extension's cap, not the reservation's own renewal", async () => {
-    const real = { clock: () => performance.now() };
-    const a = redlock(real);
-    const key = `capped:${count}`;
-    const { lock, done } = await looper(a, redlock(real), key);
-    expect(await a.unlock(lock)).toBe(true);
-    const next = await a.acquire(key, 10_000);
-    // made from the reservation: valid for the hold, and would be extended to 10 s halfway through
-    expect(next.remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
-    // a route's or using()'s auto-extension, capped at 300 ms of holding: it never extends this lock
-    const stop = autoExtend(a, next, 10_000, { extendThreshold: 0.5, maxHoldMs: 300 });
-    await new Promise((resolve) => setTimeout(resolve, RESERVE_HOLD_MS + 300));
-    expect(next.valid).toBe(false);
-    stop();
-    await a.unlock(next);
     await done();
   });
 
@@ -382,17 +343,20 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     const [a, b] = [redlock(), redlock()];
     const key = `unawaited:${count}`;
     const looping = await looper(a, b, key);
+    const watched = await watchReservations(instances());
     let lock = looping.lock;
     for (let i = 0; i < 3; i++) {
       // released in `finally` without awaiting; the next one-shot try starts at once
       const released = a.unlock(lock);
       const next = await a.lock(key, 10_000, { retryCount: 0 });
       expect(next).not.toBeNull();
-      // the reservation's lock: valid for the reservation's hold, not for the ttl asked
-      expect((next as Lock).remainingMs).toBeLessThanOrEqual(RESERVE_HOLD_MS);
       expect(await released).toBe(true);
+      // the lock is the reservation's: its value is the one the release asked every instance to set
+      const value = (next as Lock).value;
+      await until(async () => watched.asked.every((asked) => asked.has(value)));
       lock = next as Lock;
     }
+    watched.stop();
     const released = a.unlock(lock);
     const both = await a.lock([key, `${key}:other`], 10_000, { retryCount: 0 });
     expect(both).not.toBeNull();

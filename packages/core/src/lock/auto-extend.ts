@@ -50,13 +50,7 @@ class Renewal extends Deadline {
     // ttl, every extension would leave less than the margin, and the next would start at once.
     const half = Math.floor((ttl - driftFor(ttl, lock[STATE].driftFactor)) / 2);
     this.#margin = Math.min(Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout), half);
-    // A lock made from a retake's reservation would extend itself to its ttl halfway through the
-    // hold (speed/retake.ts): this renewal takes over, so that its cap and stop() hold for it too.
     const state = lock[STATE];
-    if (state.renewal !== undefined) {
-      deadlines.cancel(state.renewal);
-      state.renewal = undefined;
-    }
     // Every extension of the lock, its own or a manual `extend()`, times the next renewal: one to a
     // longer ttl than this renewal's must not end it, nor one to a shorter ttl leave it due too late.
     state.onValidityChange = this.#extended;

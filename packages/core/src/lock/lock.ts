@@ -1,5 +1,4 @@
 import { LockLostError } from "../errors.js";
-import { type Deadline, deadlines } from "../speed/shared-timer.js";
 import { outsideHeldLocks } from "./held-locks.js";
 
 /** What a Lock asks of the Redlock that made it. */
@@ -35,8 +34,6 @@ export class LockState {
   ttl = 0;
   /** The clock drift allowance it was acquired with: its extensions count validity with it too. */
   driftFactor = 0.01;
-  /** A lock made from a reservation: its extension to its ttl, pending (speed/retake.ts). */
-  renewal: Deadline | undefined;
   /** Its auto-extension's: times the next renewal from the validity an extension left (lock/auto-extend.ts). */
   onValidityChange: (() => void) | undefined;
   /** @internal links of its Redlock's list of live locks (lock/live-locks.ts), owned by that list */
@@ -243,7 +240,6 @@ export function markReleased(lock: Lock): boolean {
   state.released = true;
   clearTimeout(state.timer);
   state.timer = undefined;
-  if (state.renewal !== undefined) deadlines.cancel(state.renewal);
   if (state.reentries > 0 && state.lost === undefined) {
     const error = new LockLostError(lock.resources, "Lock was released while a call that re-entered it still ran");
     state.releasedUnder = error;

@@ -77,7 +77,7 @@ export const tracingChannels = {
 
 /**
  * The async context of the call that took a lock, for the extensions core makes later on its own
- * (auto-extension, a retaken lock's renewal): the shared timer fires in the context of whichever
+ * (auto-extension): the shared timer fires in the context of whichever
  * call armed it, and an extension run there would be traced as a child of another call (another
  * request's span). Kept only while someone traces extensions; run the extension with `inScope`.
  */

@@ -12,7 +12,7 @@ import {
   resolveAcquireOptions,
   signalOf,
 } from "../options.js";
-import { extendReserved, type Retake, type RetakeCall } from "../speed/retake.js";
+import type { Retake, RetakeCall } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources, keysOf } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
@@ -121,12 +121,10 @@ export class AcquireLoop {
       const state = new LockState(keys, reserved.value, timeout, clock);
       state.ttl = ttl;
       state.driftFactor = opts.driftFactor;
-      state.validUntil = reserved.start + reserved.hold - drift;
-      state.expiresAt = reserved.wallStart + reserved.hold - drift;
+      state.validUntil = reserved.start + ttl - drift;
+      state.expiresAt = reserved.wallStart + ttl - drift;
       if (counter !== undefined) counter.attempts = 1;
-      const lock = this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
-      if (reserved.hold < ttl && !(lock instanceof Promise)) extendReserved(parts.owner, lock, ttl);
-      return lock;
+      return this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
     }
     const value = newLockValue();
     const request: AcquireRequest = { keys, value, ttl, ticket: undefined, sent: 0 };

@@ -1,9 +1,6 @@
-import { type Lock, type LockOwner, STATE } from "../lock/lock.js";
 import { newLockValue } from "../lock/lock-value.js";
-import { extensionScope, inScope } from "../observe/tracing.js";
 import type { LockStore } from "../stores/store.js";
 import type { Grant } from "./own-grant.js";
-import { Deadline, deadlines } from "./shared-timer.js";
 
 /**
  * Retake, for speed only: a process that releases a one-key lock and asks for the key again at
@@ -23,12 +20,12 @@ import { Deadline, deadlines } from "./shared-timer.js";
  *   retakes began (`streakStart`): its own acquisition, unless it is itself a retake.
  * - The release of a looper whose run began less than `MAX_STREAK_MS` ago, held less than
  *   `MAX_HELD_MS`, draws the next lock's value and asks each instance to set the key to it for
- *   `RESERVE_HOLD_MS`, unless the head of the key's queue waits in this Redlock (RELEASE_SCRIPT,
+ *   the released lock's ttl, unless the head of the key's queue waits in this Redlock (RELEASE_SCRIPT,
  *   mode 'r'). When no waiter of this Redlock waits for the key (`HandOvers.waitsOn`), the script
  *   reads no queue: it compares, deletes and sets (mode 'R'), three commands where mode 'r' runs four.
  * - The first call of the key with the released lock's ttl, started after the release resolved
- *   and before the end of the turn, holds the lock if a quorum reserved it: valid for the hold
- *   from the release's start, and extended to its ttl if still held halfway through. Otherwise
+ *   and before the end of the turn, holds the lock if a quorum reserved it: valid for its ttl from
+ *   the release's start (less the drift), as strong as a lock acquired then. Otherwise
  *   every instance that reserved the key is released (the release script, which hands it over),
  *   one round trip later than the release would have; `quit()` does it before closing. A call on
  *   several keys, this one among them, releases it before its own attempt is sent.
@@ -58,57 +55,14 @@ export const MAX_STREAK_MS = 50;
  */
 export const MAX_HELD_MS = 10;
 
-/**
- * How long a release keeps the key reserved (at most the ttl): a process that exits before its next
- * call leaves the key held no longer than this. The lock made from the reservation is valid this
- * long from the release's start; if it is still held halfway through, it is extended to its ttl.
- * Short sections, the only ones retaken, are released long before: they send nothing more.
- */
-export const RESERVE_HOLD_MS = 1000;
-
-/** Extends a lock made from a reservation to its ttl halfway through the hold, unless it is released or extended first. */
-class ReservedRenewal extends Deadline {
-  /** The context of the call that took the lock, while someone traces extensions (extensionScope). */
-  readonly #scope = extensionScope();
-
-  constructor(
-    readonly owner: LockOwner,
-    readonly lock: Lock,
-    readonly ttl: number,
-    readonly validUntil: number,
-  ) {
-    super();
-  }
-
-  expire(): void {
-    const state = this.lock[STATE];
-    // an auto-extension took over after the shared timer picked this deadline (it runs it a
-    // setImmediate later, when cancelling no longer helps): that renewal and its cap decide
-    if (state.renewal !== this) return;
-    state.renewal = undefined;
-    // released, lost, or extended by its holder meanwhile: nothing to do
-    if (state.released || state.lost !== undefined || state.validUntil !== this.validUntil) return;
-    inScope(this.#scope, () => this.owner.extend(this.lock, this.ttl)).catch(() => {
-      // not extended: the lock keeps the validity it has, and is lost when that ends
-    });
-  }
-}
-
-/** Schedules the extension of `lock`, made from a reservation, to `ttl` (RESERVE_HOLD_MS). */
-export function extendReserved(owner: LockOwner, lock: Lock, ttl: number): void {
-  const state = lock[STATE];
-  const renewal = new ReservedRenewal(owner, lock, ttl, state.validUntil);
-  state.renewal = renewal;
-  deadlines.add(renewal, Math.max(0, (state.validUntil - state.clock()) / 2));
-}
-
 /** The key set to the next lock's value by a release, for this Redlock's next call of the key. */
 export interface Reservation {
   readonly value: string;
-  /** The released lock's ttl: only a call with the same ttl holds the reservation. */
+  /**
+   * The released lock's ttl, for which the instances keep the key reserved (the PX the release
+   * script sets): only a call with the same ttl holds the reservation.
+   */
   readonly ttl: number;
-  /** How long the instances keep the key reserved: the PX the release script sets. */
-  readonly hold: number;
   /** Monotonic and wall-clock (epoch ms) time when the release started: the validity counts from there. */
   readonly start: number;
   readonly wallStart: number;
@@ -185,7 +139,7 @@ export class Retake {
       reservation !== undefined &&
       validAfter !== undefined &&
       reservation.ttl === ttl &&
-      reservation.start + reservation.hold > validAfter &&
+      reservation.start + reservation.ttl > validAfter &&
       window.reserved.length >= this.#quorum
     ) {
       window.held = true;
@@ -220,8 +174,7 @@ export class Retake {
   releasing(key: string, streakStart: number | undefined, heldMs: number, ttl: number, start: number): Window {
     const retake =
       !this.#stopped && streakStart !== undefined && start - streakStart < MAX_STREAK_MS && heldMs < MAX_HELD_MS;
-    const hold = Math.min(ttl, RESERVE_HOLD_MS);
-    const reservation = retake ? { value: newLockValue(), ttl, hold, start, wallStart: Date.now() } : undefined;
+    const reservation = retake ? { value: newLockValue(), ttl, start, wallStart: Date.now() } : undefined;
     const window: Window = {
       streakStart: retake ? streakStart : undefined,
       reservation,
@@ -258,7 +211,7 @@ export class Retake {
     if (store.releaseOne === undefined) return store.release([key], value);
     const reservation = window.reservation;
     if (reservation !== undefined) this.#asking++;
-    const reserve = reservation && { value: reservation.value, ttl: reservation.hold };
+    const reserve = reservation && { value: reservation.value, ttl: reservation.ttl };
     return store.releaseOne(key, value, this.#channel, { reserve, grant, ownQueued }).then(
       (reply) => {
         if (reservation !== undefined) this.#answer();
@@ -327,7 +280,7 @@ export class Retake {
     const value = window.reservation?.value;
     if (value === undefined) return;
     store.release([key], value).catch(() => {
-      // an instance that cannot be told: the reservation expires after its hold, and its waiters poll
+      // an instance that cannot be told: the reservation expires after its ttl, and its waiters poll
     });
   }
 
