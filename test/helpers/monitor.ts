@@ -194,6 +194,10 @@ export const connectionsOf = (seen: readonly Executed[], ours: (executed: Execut
 export const sentByClientsWith = (seen: readonly Executed[], arg: string) =>
   seen.filter((executed) => executed.source !== "lua" && executed.args.includes(arg));
 
+/** The lock steps (`scriptOf`) of the commands clients sent themselves that carry `arg` (a key), in order. */
+export const stepsWith = (seen: readonly Executed[], arg: string) =>
+  sentByClientsWith(seen, arg).flatMap((executed) => scriptOf(executed) ?? []);
+
 /** The commands sent by the given connections, by name. */
 export const sentBy = (seen: readonly Executed[], connections: ReadonlySet<string>) =>
   seen.filter((executed) => connections.has(executed.source)).map((executed) => executed.args[0]);

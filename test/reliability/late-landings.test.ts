@@ -9,7 +9,7 @@ import type { Redis } from "ioredis";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "../helpers/delay-proxy.js";
 import { useInvariants } from "../helpers/invariants.js";
-import { scriptOf, startMonitors } from "../helpers/monitor.js";
+import { scriptOf, startMonitors, stepsWith } from "../helpers/monitor.js";
 import { type RedisServer, useRedisServers } from "../helpers/redis-servers.js";
 import { unanswered } from "../helpers/unanswered.js";
 
@@ -174,10 +174,7 @@ describe("late landings", () => {
     // a failover empties the script cache
     await admin.script("FLUSH");
     const [monitor] = await startMonitors([server(0)], invariants);
-    const ran = () =>
-      (monitor?.seen ?? [])
-        .filter((executed) => executed.source !== "lua" && executed.args.includes("late:giveback"))
-        .flatMap((executed) => scriptOf(executed) ?? []);
+    const ran = () => stepsWith(monitor?.seen ?? [], "late:giveback");
     // The lock connection hears nothing back: the first attempt (SET NX) times out, so does its
     // give-back (the release script by SHA, answered NOSCRIPT), and the second attempt, queued now
     // (the subscriber connection opens later and is not held), runs the acquire script, sent whole
@@ -194,6 +191,55 @@ describe("late landings", () => {
     expect(await admin.get("late:giveback")).toBe(lock.value);
     expect(ran()).toEqual(["acquire", "release", "acquire"]);
     expect(await lock.release()).toBe(true);
+  });
+
+  it("an attempt answered NOSCRIPT after the call's next attempt was sent, and given back before: not sent again behind that attempt", async () => {
+    const proxy = invariants.track(await startDelayProxy(server(0).port));
+    const admin = direct[0] as Redis;
+    // a lock user without pub/sub (its waiters poll, the README says): no waiting call cleans up after it
+    await admin.acl(
+      "SETUSER",
+      "late-poller",
+      "on",
+      ">pw",
+      "~*",
+      "&*",
+      "+@all",
+      "-subscribe",
+      "-psubscribe",
+      "-ssubscribe",
+    );
+    try {
+      const client = invariants.track(server(0).client({ port: proxy.port, username: "late-poller", password: "pw" }));
+      const dlm = new Redlock([client], { retryCount: 1, retryDelay: 1500, retryJitter: 0, instanceTimeout: 1000 });
+      // a multi-key lock runs the acquire script: both scripts are sent whole once, then go by SHA
+      await (await dlm.acquire(["late:poll:warm:a", "late:poll:warm:b"], 5000)).release();
+      await admin.script("FLUSH");
+      await admin.set("late:poll:a", "rival", "PX", 5000);
+      const [monitor] = await startMonitors([server(0)], invariants);
+      const ran = () => stepsWith(monitor?.seen ?? [], "late:poll:a");
+      // the lock connection hears nothing back: the first attempt (by SHA: NOSCRIPT) times out and is
+      // given back (by SHA: NOSCRIPT too)
+      proxy.holdReplies();
+      const pending = dlm.lock(["late:poll:a", "late:poll:b"], 5000);
+      await expect.poll(ran, { timeout: 10_000 }).toEqual(["acquire", "release"]);
+      // another process loads the scripts again; the second attempt runs by SHA, refused by the rival
+      const other = invariants.track(new Redlock(direct));
+      await (await other.acquire(["late:poll:load:a", "late:poll:load:b"], 1000)).release();
+      await expect.poll(ran, { timeout: 10_000 }).toEqual(["acquire", "release", "acquire"]);
+      await admin.del("late:poll:a");
+      // the replies come in order: NOSCRIPT, NOSCRIPT, refused. The first attempt, sent whole again,
+      // would take both keys behind the refused one, and no give-back follows a refusal
+      proxy.releaseReplies();
+      expect(await pending).toBeNull();
+      await behindAnswers([client]);
+      await monitor?.caughtUp();
+      expect(ran()).toEqual(["acquire", "release", "acquire"]);
+      expect([await admin.get("late:poll:a"), await admin.get("late:poll:b")]).toEqual([null, null]);
+      await dlm.quit();
+    } finally {
+      await admin.acl("DELUSER", "late-poller");
+    }
   });
 
   it("a reset after the SET applied: ioredis re-sends it, a plain SET NX answers nil, the library's acquire counts it as ours", async () => {

@@ -13,25 +13,37 @@
  * give-back goes without queueing it (script-calls.ts `releaseAgain`).
  */
 export class InFlightAcquires {
-  /** Lock value → released since its acquire was sent. */
-  readonly #released = new Map<string, boolean>();
+  /**
+   * Lock value → its acquires in flight. A call's attempts share its value, so an attempt may be sent
+   * while the one before is still unanswered: each is numbered, and a release marks the ones sent
+   * before it, not the attempts after it (one flag per value was reset by the next attempt's send).
+   */
+  readonly #values = new Map<string, { sent: number; releasedThrough: number; pending: number }>();
 
   /** Sends an acquire of `value`; `wanted()` answers, at a NOSCRIPT, whether to send the script again. */
   send<T>(value: string, send: (wanted: () => boolean) => Promise<T>): Promise<T> {
-    this.#released.set(value, false);
-    const reply = send(() => this.#released.get(value) === false);
+    let entry = this.#values.get(value);
+    if (entry === undefined) {
+      entry = { sent: 0, releasedThrough: 0, pending: 0 };
+      this.#values.set(value, entry);
+    }
+    const attempt = ++entry.sent;
+    entry.pending++;
+    const sent = entry;
+    const reply = send(() => attempt > sent.releasedThrough);
     const settled = () => {
-      this.#released.delete(value);
+      if (--sent.pending === 0 && this.#values.get(value) === sent) this.#values.delete(value);
     };
     reply.then(settled, settled);
     return reply;
   }
 
   /**
-   * `value` is being released, or its call left the queues: an acquire of it that Redis answers
-   * NOSCRIPT later is not sent again.
+   * `value` is being released, or its call left the queues: an acquire of it sent before, that Redis
+   * answers NOSCRIPT later, is not sent again.
    */
   released(value: string): void {
-    if (this.#released.has(value)) this.#released.set(value, true);
+    const entry = this.#values.get(value);
+    if (entry !== undefined) entry.releasedThrough = entry.sent;
   }
 }
