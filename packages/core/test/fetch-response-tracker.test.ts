@@ -206,6 +206,71 @@ describe("FetchResponseTracker", () => {
     expect(await arrival(Promise.race([releasedToo, expired]), "the lock's end (expiry or release)")).toBe("expired");
   });
 
+  it("follows an answer put in place of the one it followed: the unread body is cancelled, no client counted as gone, and the lock released once the new one has been read", async () => {
+    const { tracker } = await acquire("fetch:13", new AbortController());
+    let cancelled = false;
+    const producing = new ReadableStream<Uint8Array>({
+      pull: () => new Promise<void>(() => {}),
+      cancel: () => {
+        cancelled = true;
+      },
+    });
+    tracker.follow(new Response(producing));
+    // an error page instead (a middleware around the route, after it returned)
+    const sent = tracker.follow(new Response("<h1>Not here</h1>", { status: 404 }));
+    expect(cancelled).toBe(true);
+    expect(tracker.clientLeft).toBe(false);
+    expect(await redis.get("fetch:13")).not.toBeNull();
+    const released = nextRelease("fetch:13");
+    expect([sent.status, await sent.text()]).toEqual([404, "<h1>Not here</h1>"]);
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
+    // over: what is set after that is handed on as it is
+    const late = new Response("late");
+    expect(tracker.follow(late)).toBe(late);
+
+    const second = await acquire("fetch:14", new AbortController());
+    const releasedToo = nextRelease("fetch:14");
+    second.tracker.follow(new Response("route"));
+    // a redirect has no body: over at once
+    second.tracker.follow(new Response(null, { status: 301, headers: { location: "/new" } }));
+    expect((await arrival(releasedToo, "the lock's release")).released).toBe(true);
+  });
+
+  it("goes on following a body under other headers, and one a reader pipes into the new answer, without cancelling it", async () => {
+    const { tracker } = await acquire("fetch:15", new AbortController());
+    const { body, controller } = drivenBody();
+    const sent = tracker.follow(new Response(body));
+    const rewrapped = new Response(sent.body, { status: 201, headers: { "x-served-by": "edge" } });
+    expect(tracker.follow(rewrapped)).toBe(rewrapped);
+    const piped = new Response(rewrapped.body?.pipeThrough(new TransformStream()));
+    const final = tracker.follow(piped);
+    controller.enqueue(new Uint8Array([1]));
+    controller.close();
+    const released = nextRelease("fetch:15");
+    expect(new Uint8Array(await final.arrayBuffer())).toEqual(new Uint8Array([1]));
+    expect((await arrival(released, "the lock's release")).released).toBe(true);
+  });
+
+  it("counts no client as gone when the body it discards wraps another tracker's (a guard around the route follows the route's answer)", async () => {
+    const route = await acquire("fetch:16", new AbortController());
+    const guard = await acquire("fetch:17", new AbortController());
+    let cancelled = false;
+    const producing = new ReadableStream<Uint8Array>({
+      pull: () => new Promise<void>(() => {}),
+      cancel: () => {
+        cancelled = true;
+      },
+    });
+    guard.tracker.follow(route.tracker.follow(new Response(producing)));
+    const sent = guard.tracker.follow(route.tracker.follow(new Response("<h1>Not here</h1>", { status: 404 })));
+    expect(cancelled).toBe(true);
+    expect([route.tracker.clientLeft, guard.tracker.clientLeft]).toEqual([false, false]);
+    const released = Promise.all([nextRelease("fetch:16"), nextRelease("fetch:17")]);
+    expect(await sent.text()).toBe("<h1>Not here</h1>");
+    const [routeRelease, guardRelease] = await arrival(released, "the locks' releases");
+    expect([routeRelease.released, guardRelease.released]).toEqual([true, true]);
+  });
+
   it("releases at once a response without a body, or one whose body will not be sent", async () => {
     const first = await acquire("fetch:5", new AbortController());
     const released = nextRelease("fetch:5");

@@ -1,9 +1,7 @@
 import type { ServerResponse } from "node:http";
-import { finished } from "node:stream";
 import {
   answerRejected,
   createHttpLockPolicy,
-  drainDroppedBody,
   FetchResponseTracker,
   guardLostAnswer,
   type HeldRoute,
@@ -131,11 +129,8 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
       // request holds the lock (holdingLock): a @Locked method on the same resource runs under it.
       // The lock also waits for the handler to settle (held.run): a timeout() that answered for it
       // sends the response while the handler still runs.
+      // HEAD: Hono drops the body unread (drainHead)
       const sendsBody = c.req.method !== "HEAD";
-      // HEAD: Hono answers with the GET route's headers and drops the body unread, while a streamed
-      // body's producer (a `stream()` callback) goes on as for a GET: the lock waits for that body,
-      // drained once the rest of the request is done with it (an outer etag() clones it).
-      const drain = sendsBody ? undefined : followDropped(c, outcome.held);
       if (tracker === undefined) {
         const res = outgoing as ServerResponse;
         // the answer is committed when the server writes its head, after the middleware around the
@@ -152,40 +147,47 @@ export function createRedlockMiddleware(dlm: Redlock, defaults?: HonoRedlockOpti
           if (again !== undefined) setResponse(c, again);
           // the handler's Response, replaced with its headers kept; one committed already stays
           if (!res.headersSent) replaceLostAnswer(c, outcome.held, cancelBody);
+          // a lock lost while it is drained is asked again at the commit (guardLostAnswer)
+          if (!sendsBody) await drainHead(c, outcome.held);
         } finally {
-          if (drain) finished(res, drain);
           // nested in a guard of this request: the guard's chain sees its own lock again after next()
           if (requestLock !== undefined) c.set("lock", requestLock);
         }
         return;
       }
+      // Every Response set on c.res from now on is followed, the route's and any a middleware
+      // around it puts in its place after it returned (tracker.follow). A HEAD response is over
+      // once its dropped body is, below.
       let followed: Response | undefined;
-      const unfollow = followResponses(c, (response) => {
-        followed = tracker.respond(response, sendsBody);
-        return followed;
-      });
-      let response: Response;
+      const following =
+        sendsBody &&
+        followResponses(c, (response) => {
+          followed = tracker.follow(response);
+          return followed;
+        });
       try {
         // Asked within the followed run: a Response without a body (a redirect, a 204) ended the
         // tracker when it was set, and the lock, released once the run settles, would then read
-        // as released rather than lost. Set while still followed: the 409 that replaces it is then
-        // the response the tracker ends with.
+        // as released rather than lost. The 409 set in its place is followed in its turn.
         await outcome.held.run(async () => {
           await next();
           replaceLostAnswer(c, outcome.held, (old) => tracker.discard(old));
         });
-        response = c.res === followed ? followed : tracker.respond(c.res, sendsBody);
+        if (!sendsBody) {
+          await drainHead(c, outcome.held);
+          // lost while the body was drained: the answer is not out yet (on Node: guardLostAnswer)
+          replaceLostAnswer(c, outcome.held, cancelBody);
+        }
       } catch (error) {
         // Hono turns a handler's Error into onError's response; anything else thrown ends here
         tracker.end();
         throw error;
       } finally {
-        unfollow();
-        // no sign of when the server has the response: a turn later, the outer middleware have run
-        if (drain) setImmediate(drain);
         if (requestLock !== undefined) c.set("lock", requestLock);
       }
-      if (response !== c.res) setResponse(c, response);
+      if (!sendsBody) tracker.end();
+      // an answer that did not come through the setter: Hono's getter made it, or c has no accessor
+      else if (followed === undefined || !following) setResponse(c, following ? c.res : tracker.follow(c.res));
     });
   };
 }
@@ -234,16 +236,26 @@ const cancelBody = (response: Response): void => {
 };
 
 /**
- * Follows the body `c.res` will have when the returned function is called (on a HEAD request, whose
- * body Hono drops): drained to its end, and the lock not released before. Call it in any case.
+ * HEAD: Hono answers with the GET route's status and headers and drops the body unread, while a
+ * streamed body's producer (a `stream()` callback) goes on as for a GET. The body is drained here
+ * (data discarded) and the answer waits for its end, as a GET's does and as on Koa and Fastify: a
+ * client that leaves meanwhile is seen, the body stopped (core's followDropped) and the lock left
+ * to lapse. Answered at once, a client that then closes its connection is never seen to leave, and
+ * an endless body (an event feed) was read, its lock extended, until `maxHoldMs`. The middleware
+ * around the route get the same status and headers, with the bytes of a body that came whole
+ * (an etag() hashes them); those of a streamed body are gone.
  */
-function followDropped(c: Context, held: HeldRoute): () => void {
-  let start!: () => void;
-  const started = new Promise<void>((resolve) => {
-    start = resolve;
-  });
-  held.follow(started.then(() => drainDroppedBody(c.res)));
-  return () => start();
+async function drainHead(c: Context, held: HeldRoute): Promise<void> {
+  const response = c.res;
+  const drained = held.followDropped(response);
+  if (drained !== undefined) await drained;
+  // a body read whole, now or by an earlier request answered with the same Response
+  const whole = servedAgain(response);
+  if (whole !== undefined) setResponse(c, whole);
+  else if (drained !== undefined) {
+    const { status, statusText, headers } = response;
+    setResponse(c, new Response(null, { status, statusText, headers }));
+  }
 }
 
 /**
@@ -271,27 +283,27 @@ function nodeResponse(c: Context): ServerResponse | undefined {
 }
 
 /**
- * Follows (`follow`) every Response set on `c.res` until the returned function is called, not only
+ * Follows (`follow`) every Response set on `c.res` from now on, for the rest of the request, not only
  * the one there when the route's chain returns: a `timeout()` that answers for the handler sets its
- * own, which the server sends while the handler still runs; the handler's, set later or never, is
- * not read. A context without Hono's `res` accessor is left alone (the last one is followed).
+ * own, which the server sends while the handler still runs; a middleware around the route may put
+ * another answer in place of the route's after it returned. False for a context without Hono's
+ * `res` accessor, left alone (the last one is followed). Wraps the accessor in use, a guard's
+ * around this route included: each lock of the request follows what is set.
  */
-function followResponses(c: Context, follow: (response: Response) => Response): () => void {
+function followResponses(c: Context, follow: (response: Response) => Response): boolean {
   let accessor: PropertyDescriptor | undefined;
-  for (let owner = Object.getPrototypeOf(c); owner !== null && accessor === undefined; ) {
+  for (let owner: object | null = c; owner !== null && accessor === undefined; ) {
     accessor = Object.getOwnPropertyDescriptor(owner, "res");
     owner = Object.getPrototypeOf(owner);
   }
   const { get, set } = accessor ?? {};
-  if (get === undefined || set === undefined) return () => {};
+  if (get === undefined || set === undefined) return false;
   Object.defineProperty(c, "res", {
     configurable: true,
     get: () => get.call(c),
     set: (response: Response | undefined) => set.call(c, response === undefined ? response : follow(response)),
   });
-  return () => {
-    delete (c as { res?: unknown }).res;
-  };
+  return true;
 }
 
 /**

@@ -22,14 +22,21 @@ import { rememberWhole, servedAgain } from "./whole-body.js";
  * // ... run the handler, then send what this returns:
  * return tracker.respond(response);
  */
+/**
+ * Set while a tracker cancels a body it discards: that cancel is not the client's. Shared: the body
+ * may be another tracker's, or wrap one (a guard around the route follows the route's answer), and
+ * each cancel runs its source's at once, the whole chain within this one.
+ */
+let discarding = false;
+
 export class FetchResponseTracker implements TrackedResponse {
   readonly #request: AbortSignal | undefined;
   readonly #answered: (() => boolean) | undefined;
   #fallback: AbortController | undefined;
   #clientLeft: boolean;
   #done = false;
-  /** Set while `discard()` cancels a body: that cancel is not the client's. */
-  #discarding = false;
+  /** The body of the response `respond()` returned last, which the server may still be given. */
+  #sent: ReadableStream<Uint8Array> | undefined;
   #onDone: (() => void) | undefined;
   #onLeft: (() => void) | undefined;
 
@@ -105,11 +112,12 @@ export class FetchResponseTracker implements TrackedResponse {
       },
       () => {
         // our own cancel (discard) is not the client's
-        if (this.#discarding) return false;
+        if (discarding) return false;
         this.#onAbort();
         return true;
       },
     );
+    this.#sent = followed;
     return new Response(followed, {
       status: response.status,
       statusText: response.statusText,
@@ -123,12 +131,39 @@ export class FetchResponseTracker implements TrackedResponse {
    * the client leaving.
    */
   discard(response: Response): void {
-    this.#discarding = true;
+    const body = responseBody(response);
+    if (body !== null) this.#cancel(body);
+  }
+
+  /**
+   * `respond()` for each response that becomes the answer until the response is over, not only the
+   * first: a step around the route may put another in its place once the route has returned (an
+   * error page for a 404, Hono's `trimTrailingSlash()` redirect), and the server sends the last.
+   * One on the body followed so far (the same stream under other headers) goes on being followed
+   * through it. One that is not leaves that body unsent: unread by anyone, it is discarded (its
+   * producer told, and no client counted as gone) and the new one followed instead. Left alone,
+   * it would never end, and the lock would be extended until `maxHoldMs`. A body someone reads
+   * (piped into the new one, or sent: an outer `timeout()`'s answer) ends or is cancelled by that
+   * reader; the new one is followed as well, the first end of either ending the response.
+   */
+  follow(response: Response): Response {
+    if (this.#done) return response;
+    const previous = this.#sent;
+    if (previous !== undefined) {
+      if (responseBody(response) === previous) return response;
+      if (!previous.locked) this.#cancel(previous);
+    }
+    return this.respond(response);
+  }
+
+  /** Cancels `body`, which tells its producer; that cancel is ours, not the client's. */
+  #cancel(body: ReadableStream<Uint8Array>): void {
+    discarding = true;
     try {
       // a stream's cancel runs its source's cancel at once: the flag is read there
-      response.body?.cancel().catch(() => {});
+      body.cancel().catch(() => {});
     } finally {
-      this.#discarding = false;
+      discarding = false;
     }
   }
 
@@ -140,6 +175,7 @@ export class FetchResponseTracker implements TrackedResponse {
    * longer extended, lapses within one ttl, as for a reader that leaves mid-stream.
    */
   #unread(response: Response, body: ReadableStream<Uint8Array>): Response {
+    this.#sent = undefined;
     endsAtOnce(body.getReader()).then((whole) => {
       if (whole) this.end();
     });
