@@ -47,6 +47,8 @@ interface Done {
 interface Worker {
   readonly child: ForkedWorker["child"];
   readonly done: Promise<Done>;
+  /** Resolves once the worker has read what its sockets held when this was called (waiter-worker.mjs, "ping"). */
+  caughtUp(): Promise<void>;
   quit(): Promise<string[]>;
 }
 
@@ -61,6 +63,10 @@ function startWorker(config: Record<string, unknown>, instances = 3): Worker {
   return {
     child: worker.child,
     done,
+    caughtUp: async () => {
+      worker.send({ kind: "ping" });
+      await worker.next("pong");
+    },
     quit: async () => {
       worker.send({ kind: "quit" });
       return (await worker.next<{ handles: string[] }>("quit")).handles;
@@ -197,12 +203,15 @@ describe("waiting between processes", () => {
     // loaded machine spent it before the release below, and the waiter then claimed (a third call)
     const waiter = startWorker({ resource: "granted", ttl: 30_000, options: HAND_OVER_ONLY });
     await untilQueued("granted", 1);
-    // it queues once a quorum listens: a SUBSCRIBE landing after the release below can have it try
-    // once (docs/waiting.md, late SUBSCRIBE), a third script call on each instance
+    // it queues once a quorum listens: a SUBSCRIBE whose answer it reads after a hand-over has it try
+    // once (docs/waiting.md, late SUBSCRIBE), a third script call on each instance. So every instance
+    // has it listening, and the worker has read those answers (not only Redis sent them: a process
+    // that reads a hand-over message on one socket before the answer on another tries once)
     await until(
       async () => (await Promise.all(lockClients.map(handOverChannels))).every((channels) => channels === 1),
       "the waiter listening on every instance",
     );
+    await waiter.caughtUp();
     const before = await Promise.all(lockClients.map(scriptCalls));
     await holder.release();
     const report = await waiter.done;
