@@ -127,7 +127,7 @@ export class AcquireLoop {
       return this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
     }
     const value = newLockValue();
-    const request: AcquireRequest = { keys, value, ttl, ticket: undefined, sent: 0 };
+    const request: AcquireRequest = { keys, value, ttl, ticket: undefined, sent: 0, budgetMs: timeout };
     const deadline = opts.wait === undefined ? Number.POSITIVE_INFINITY : start + opts.wait;
     const maxAttempts = opts.wait === undefined ? opts.retryCount + 1 : Number.POSITIVE_INFINITY;
     const call = fencing ? fencedAcquireCall : acquireCall;

@@ -25,10 +25,13 @@ export interface AcquireRequest extends LockRequest {
   ticket: QueueTicket | undefined;
   /** Attempts sent so far with this value. */
   sent: number;
+  /** The per-instance timeout each attempt's answers are waited for (LockStore.acquire's `budgetMs`). */
+  readonly budgetMs: number;
 }
 
 // One function each, given the request as fanOut's argument: no closure per call.
-export const acquireCall = (store: LockStore, r: AcquireRequest) => store.acquire(r.keys, r.value, r.ttl, r.ticket);
+export const acquireCall = (store: LockStore, r: AcquireRequest) =>
+  store.acquire(r.keys, r.value, r.ttl, r.ticket, r.budgetMs);
 export const extendCall = (store: LockStore, r: LockRequest) => store.extend(r.keys, r.value, r.ttl);
 export const releaseCall = (store: LockStore, r: Omit<LockRequest, "ttl">) => store.release(r.keys, r.value);
 /**

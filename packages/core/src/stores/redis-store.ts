@@ -86,17 +86,29 @@ export class RedisStore implements LockStore {
     if (this.#cluster) checkClusterKeys(keys, fencing, this.#prefix);
   }
 
-  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
-    if (this.#acquiresFirst === undefined) return this.#acquire(keys, value, ttl, ticket);
-    return this.#acquiresFirst.acquire(value, () => this.#acquire(keys, value, ttl, ticket));
+  acquire(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket?: QueueTicket,
+    budgetMs?: number,
+  ): Promise<AcquireReply> {
+    if (this.#acquiresFirst === undefined) return this.#acquire(keys, value, ttl, ticket, budgetMs);
+    return this.#acquiresFirst.acquire(value, () => this.#acquire(keys, value, ttl, ticket, budgetMs));
   }
 
-  #acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+  #acquire(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket: QueueTicket | undefined,
+    budgetMs: number | undefined,
+  ): Promise<AcquireReply> {
     this.#batcher?.beforeSend();
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable && !this.#replicaReads) {
       // one key, nobody queued: SET NX PX GET (one-key-set.ts)
-      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
+      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
     }
     return this.#inFlight.send(value, (wanted) =>
       this.#scripts.call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),

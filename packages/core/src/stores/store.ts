@@ -61,9 +61,18 @@ export interface LockStore {
   /**
    * Set every key to `value` with a `ttl` ms expiry, unless another value holds one of them. With a
    * `ticket` (stores that offer `onHandOver`), a refused caller is queued on the held key, and a key
-   * that a release handed to `value` counts as free.
+   * that a release handed to `value` counts as free. `budgetMs`: how long Redlock waits for this
+   * answer (its per-instance timeout); a store that needs a second round trip to tell how long the
+   * holder has left answers the refusal without it rather than past that bound, which would count
+   * the refusal as no answer (unavailable, not contention).
    */
-  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply>;
+  acquire(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket?: QueueTicket,
+    budgetMs?: number,
+  ): Promise<AcquireReply>;
   /** Reset the expiry of every key to `ttl` ms if all still hold `value`. Resolves to whether it did. */
   extend(keys: readonly string[], value: string, ttl: number): Promise<boolean>;
   /**

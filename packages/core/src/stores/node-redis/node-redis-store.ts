@@ -95,11 +95,17 @@ export class NodeRedisStore implements LockStore {
     if (this.#cluster) checkClusterKeys(keys, fencing);
   }
 
-  acquire(keys: readonly string[], value: string, ttl: number, ticket?: QueueTicket): Promise<AcquireReply> {
+  acquire(
+    keys: readonly string[],
+    value: string,
+    ttl: number,
+    ticket?: QueueTicket,
+    budgetMs?: number,
+  ): Promise<AcquireReply> {
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
     if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
       // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
-      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands);
+      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
     }
     return this.#inFlight.send(value, (wanted) =>
       this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
