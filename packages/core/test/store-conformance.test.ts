@@ -38,6 +38,19 @@ describe.each(stores)("%s conformance", (_, create) => {
     }
   });
 
+  it("refuses several keys with the longest holder ttl among them, whatever their order", async () => {
+    await store.acquire(["short"], "other", 2000);
+    await store.acquire(["long"], "another", 60_000);
+    for (const keys of [
+      ["short", "long"],
+      ["long", "short"],
+    ]) {
+      const refused = await store.acquire(keys, "v1", 1000);
+      expect(refused.acquired).toBe(false);
+      if (!refused.acquired) expect(refused.holderTtl).toBeGreaterThan(50_000);
+    }
+  });
+
   it("treats keys already holding the same value as acquired", async () => {
     await store.acquire(["k"], "v1", 1000);
     expect((await store.acquire(["k"], "v1", 1000)).acquired).toBe(true);

@@ -102,13 +102,17 @@ export class MemoryStore implements LockStore {
   }
 
   #acquire(keys: readonly string[], value: string, ttl: number, ticket: QueueTicket | undefined): AcquireReply {
+    // refused if another owner holds any key, with the longest ttl left among them (as the acquire
+    // script); queued behind the first
+    let holderTtl: number | undefined;
     for (const key of keys) {
       const entry = this.#live(key);
       if (entry && entry.value !== value) {
-        if (ticket !== undefined) this.#enqueue(key, value, ticket);
-        return { acquired: false, holderTtl: this.#left(entry) };
+        if (ticket !== undefined && holderTtl === undefined) this.#enqueue(key, value, ticket);
+        holderTtl = Math.max(holderTtl ?? 0, this.#left(entry));
       }
     }
+    if (holderTtl !== undefined) return { acquired: false, holderTtl };
     const expiresAt = this.#now() + ttl;
     for (const key of keys) {
       this.#entries.set(key, { value, expiresAt });

@@ -21,17 +21,28 @@ local function enqueue(queue)
 end
 `;
 
-const REFUSE_IF_HELD = `${ENQUEUE}-- refuse if any key belongs to another owner, reporting that owner's remaining ttl
+const REFUSE_IF_HELD = `${ENQUEUE}-- refuse if any key belongs to another owner, reporting the longest remaining ttl among them
+-- (-1: a key without expiry), whatever the keys' order
+local longest
 for i = 1, n do
   local holder = redis.call('get', KEYS[i])
   -- a key that holds our value is ours: handed to us by a release, or a SET that ioredis re-sent
   if holder and holder ~= value then
-    if entry then
-      -- queue behind the holder: its release hands the key to the oldest entry (NX keeps our place)
+    if entry and not longest then
+      -- queue behind the first holder: its release hands the key to the oldest entry (NX keeps our place)
       enqueue(KEYS[n + i])
     end
-    return redis.call('pttl', KEYS[i])
+    local left = redis.call('pttl', KEYS[i])
+    if left == -1 then
+      return -1
+    end
+    if not longest or left > longest then
+      longest = left
+    end
   end
+end
+if longest then
+  return longest
 end
 `;
 
@@ -359,10 +370,10 @@ return released
 
 /** Command names on the ioredis client; versioned so two copies of the library never share a stale definition. */
 export const COMMANDS = {
-  acquire: "redlockKitAcquireV3",
+  acquire: "redlockKitAcquireV4",
   extend: "redlockKitExtendV1",
   release: "redlockKitReleaseV12",
-  acquireFenced: "redlockKitAcquireFencedV2",
+  acquireFenced: "redlockKitAcquireFencedV3",
   raiseFences: "redlockKitRaiseFencesV4",
   fencedSet: "redlockKitFencedSetV2",
 } as const;
