@@ -17,12 +17,6 @@ import {
 const FACTORIES = [FLOOR, FLOOR_RETAKE_REFERENCE, REDLOCK_KIT, ...PEERS];
 /** How long after the end of a contention burst a pending acquisition may still finish it. */
 const GRACE_MS = 2000;
-/**
- * How long a queue round waits for a process's one section (four sections take tens of ms): a library
- * whose votes split on every instance (each of the four processes holding one key until its ttl
- * ends, again and again) would hold the round, and the run, for minutes. Counted as failed.
- */
-const ONCE_LIMIT_MS = 5000;
 const send = (report: WorkerReport) => process.send?.(report);
 
 async function main(setup: WorkerSetup): Promise<void> {
@@ -73,13 +67,8 @@ async function main(setup: WorkerSetup): Promise<void> {
         send({ kind: "sections", sections: [...sections], overlaps, failed, cpuUs: used.user + used.system });
       };
       if (command.kind === "once") {
-        const late = setTimeout(() => {
-          failed++;
-          report();
-        }, ONCE_LIMIT_MS);
         const times = await section();
-        clearTimeout(late);
-        if (times && !reported) sections.push(times);
+        if (times) sections.push(times);
       } else {
         // a library whose votes split may wait on one acquisition for seconds: the round ends anyway
         const late = setTimeout(report, command.untilMs + GRACE_MS - machineMs());
