@@ -33,6 +33,18 @@ function pollMean(poll: Exclude<Poll, "default">): number {
   return (poll.minMs + poll.maxMs) / 2;
 }
 
+/**
+ * How long a waiting acquisition may wait before it counts as failed, the same for every library:
+ * those that count retries get as many as fit in it at their mean delay, so a peer whose votes split
+ * again and again on three instances fails its acquisitions instead of holding the run up for good.
+ */
+const WAIT_MS = 60_000;
+const retriesWithin = (poll: Poll, defaultDelayMs: number) =>
+  Math.ceil(WAIT_MS / (poll === "default" ? defaultDelayMs : pollMean(poll)));
+/** The peers' default retry delays (node-redlock 5.0.0-beta.2, redlock-universal 0.8.5). */
+const NODE_REDLOCK_RETRY_DELAY = 200;
+const REDLOCK_UNIVERSAL_RETRY_DELAY = 100;
+
 export type Release = () => Promise<unknown>;
 
 export interface Contender {
@@ -286,7 +298,7 @@ function redlockKit(owned: boolean, variant?: { name: string; options: RedlockOp
         async acquireWaiting(key, poll = CONTENTION_POLL) {
           // redlock-kit's jitter adds 0..retryJitter ms to retryDelay
           const knobs = poll === "default" ? {} : { retryDelay: poll.minMs, retryJitter: poll.maxMs - poll.minMs };
-          const lock = await dlm.acquire(key, TTL, { wait: 60_000, ...knobs });
+          const lock = await dlm.acquire(key, TTL, { wait: WAIT_MS, ...knobs });
           return () => dlm.unlock(lock);
         },
         async close() {
@@ -318,7 +330,8 @@ function nodeRedlockLike(name: string, RedlockClass: typeof NodeRedlock | typeof
           // node-redlock's jitter is ±retryJitter around retryDelay
           const knobs =
             poll === "default" ? {} : { retryDelay: pollMean(poll), retryJitter: (poll.maxMs - poll.minMs) / 2 };
-          const lock = await redlock.acquire([key], TTL, { retryCount: -1, ...knobs });
+          const retryCount = retriesWithin(poll, NODE_REDLOCK_RETRY_DELAY);
+          const lock = await redlock.acquire([key], TTL, { retryCount, ...knobs });
           return () => lock.release();
         },
         close: () => closeAll(clients),
@@ -348,7 +361,7 @@ function redisSemaphore(): ContenderFactory {
         async acquireWaiting(key, poll = CONTENTION_POLL) {
           // no jitter option: a fixed interval at the same mean
           const knobs: Record<string, number> = poll === "default" ? {} : { retryInterval: pollMean(poll) };
-          const lock = mutex(key, { lockTimeout: TTL, acquireTimeout: 60_000, ...knobs });
+          const lock = mutex(key, { lockTimeout: TTL, acquireTimeout: WAIT_MS, ...knobs });
           await lock.acquire();
           return () => lock.release();
         },
@@ -381,7 +394,8 @@ function redlockUniversal(): ContenderFactory {
         async acquireWaiting(key, poll = CONTENTION_POLL) {
           // no jitter option: a fixed delay at the same mean
           const knobs = poll === "default" ? {} : { retryDelay: pollMean(poll) };
-          const lock = lockFor(key, { retryAttempts: 1_000_000, ...knobs });
+          const retryAttempts = retriesWithin(poll, REDLOCK_UNIVERSAL_RETRY_DELAY);
+          const lock = lockFor(key, { retryAttempts, ...knobs });
           const handle = await lock.acquire();
           return () => lock.release(handle);
         },
