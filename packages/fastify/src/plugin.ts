@@ -101,18 +101,14 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
   // `onRoute` does not see the routes declared before this plugin, but the hooks added here run for
   // them: such a route with config.redlock would run its handler without the lock, so it answers
   // core's configuration error instead (500, fixed body; the message, for the operator, is logged).
-  fastify.addHook("onRequest", function refuseUnlocked(request, reply, done) {
+  fastify.addHook("onRequest", function refuseEarlyRoute(request, reply, done) {
     const config = request.routeOptions.config as { redlock?: unknown; [LOCKED]?: true };
     if (config.redlock === undefined || config[LOCKED] === true) return done();
-    const error = new LockConfigurationError(
-      `config.redlock of ${request.routeOptions.method} ${request.routeOptions.url}: the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first`,
-      [],
+    refuseUnlocked(
+      request,
+      reply,
+      "the route was declared before @redlock-kit/fastify was registered and cannot be locked; register the plugin first",
     );
-    request.log.error({ err: error }, error.message);
-    const { status, headers, body } = errorResponse(error);
-    // as for a refusal: under a Content-Type an earlier hook set, Fastify would not serialize the body
-    for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
-    reply.code(status).headers(headers).send(body);
   });
   // A RedlockError a handler throws (a @Locked service's 423) takes the place of the answer earlier
   // steps set up, as a refusal does; Fastify's error handling drops only its Content-Type and
@@ -162,10 +158,29 @@ const webBodies = new WeakSet<FastifyRequest>();
  */
 function followedHandler(handler: RouteHandlerMethod): RouteHandlerMethod {
   return function lockedHandler(this: FastifyInstance, request, reply) {
-    const result = handler.call(this, request, reply);
     const held = heldRoutes.get(request);
-    return held === undefined ? result : held.follow(result);
+    // The lock's preHandler never ran: a plugin's onRoute hook replaced the route's preHandler list
+    // instead of adding to it. The handler must not run unlocked.
+    if (held === undefined) {
+      return refuseUnlocked(
+        request,
+        reply,
+        "the route's preHandler list was replaced after @redlock-kit/fastify added its lock to it (by an onRoute hook of a plugin registered later?); add to routeOptions.preHandler instead",
+      );
+    }
+    return held.follow(handler.call(this, request, reply));
   };
+}
+
+/** Answers core's configuration error (500, fixed body) for a locked route that cannot be locked; the reason is logged. */
+function refuseUnlocked(request: FastifyRequest, reply: FastifyReply, reason: string): FastifyReply {
+  const { method, url } = request.routeOptions;
+  const error = new LockConfigurationError(`config.redlock of ${method} ${url}: ${reason}`, []);
+  request.log.error({ err: error }, error.message);
+  const { status, headers, body } = errorResponse(error);
+  // as for a refusal: under a Content-Type an earlier hook set, Fastify would not serialize the body
+  for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
+  return reply.code(status).headers(headers).send(body);
 }
 
 /**

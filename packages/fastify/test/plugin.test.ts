@@ -188,6 +188,38 @@ describe("the Fastify plugin", () => {
     expect(await cluster.servers[0]?.client().keys("early*")).toEqual([]);
   });
 
+  it("answers 500 for a route whose preHandler list a later plugin's onRoute hook replaced, so that its handler never runs unlocked", async () => {
+    const logged: string[] = [];
+    const app = Fastify({ logger: { level: "error", stream: { write: (line: string) => logged.push(line) } } });
+    apps.push(app);
+    const ran: string[] = [];
+    await app.register(redlockPlugin, { redlock: dlm, ttl: 2000 });
+    // registered after the lock's plugin: one plugin adds its preHandler, the other replaces the list
+    app.addHook("onRoute", (route) => {
+      const step = async () => {
+        ran.push(`step ${route.url}`);
+      };
+      if (route.url === "/replaced") route.preHandler = [step];
+      else route.preHandler = [...[route.preHandler ?? []].flat(), step];
+    });
+    app.post("/replaced", { config: { redlock: "replaced" } }, async () => ran.push("replaced"));
+    app.post("/added", { config: { redlock: "added" } }, async (request) => {
+      ran.push("added");
+      return { resources: request.lock?.resources };
+    });
+
+    const replaced = await app.inject({ method: "POST", url: "/replaced" });
+    expect([replaced.statusCode, replaced.json()]).toEqual([500, { error: "Lock service misconfigured" }]);
+    expect(logged.map((line) => JSON.parse(line).msg)).toContain(
+      "config.redlock of POST /replaced: the route's preHandler list was replaced after @redlock-kit/fastify added its lock to it (by an onRoute hook of a plugin registered later?); add to routeOptions.preHandler instead",
+    );
+    const added = await app.inject({ method: "POST", url: "/added" });
+    expect(added.json()).toEqual({ resources: ["added"] });
+    // the appended step runs after the lock is taken, before the handler
+    expect(ran).toEqual(["step /replaced", "step /added", "added"]);
+    expect(await cluster.servers[0]?.client().keys("*")).toEqual([]);
+  });
+
   it("answers that 500 without the headers an onRequest hook before it set up for the route's answer; the others stay", async () => {
     const app = Fastify();
     apps.push(app);
