@@ -75,8 +75,14 @@ export function LockedRoute(key: KeySpec<HttpKeySource>, options?: LockedRouteOp
  * method still runs, and from then on nothing Nest passes on tells when it ends. A method that
  * returns an Observable is done with it: unsubscribing stops its work.
  */
-function followHandler(_target: object, _name: string | symbol, descriptor: PropertyDescriptor): void {
+function followHandler(target: object, name: string | symbol, descriptor: PropertyDescriptor): void {
   const method = descriptor.value as (...args: unknown[]) => unknown;
+  // Nest reads one declaration per handler: a second one would be dropped without a word
+  if (Reflect.hasOwnMetadata(LOCKED_ROUTE_METADATA, method)) {
+    throw new TypeError(
+      `@LockedRoute of ${target.constructor.name}.${String(name)}: one @LockedRoute per route; lock several resources with one key function returning an array`,
+    );
+  }
   const wrapper = {
     [method.name](this: unknown, ...args: unknown[]): unknown {
       const held = handlerOf(currentLock());

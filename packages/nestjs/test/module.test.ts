@@ -581,6 +581,23 @@ describe("@LockedRoute keys", () => {
     );
   });
 
+  it("a second @LockedRoute on one method is a TypeError where it is declared, not a lock dropped without a word", () => {
+    const declare = () => {
+      class TwiceController {
+        @Post(":id")
+        @LockedRoute("order:{params.id}")
+        @LockedRoute("stock:{params.id}")
+        go() {}
+      }
+      return TwiceController;
+    };
+    expect(declare).toThrow(
+      new TypeError(
+        "@LockedRoute of TwiceController.go: one @LockedRoute per route; lock several resources with one key function returning an array",
+      ),
+    );
+  });
+
   it("a constant key the module's keyPrefix makes one of the library's own keys fails the start, not each request (400)", async () => {
     @Controller()
     class FenceController {
