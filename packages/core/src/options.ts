@@ -148,6 +148,22 @@ export function checkOptionsObject(name: string, options: unknown): void {
   }
 }
 
+/** Options only the constructor reads (`RedlockOptions` beyond the acquire and hold ones). */
+const CONSTRUCTOR_ONLY = ["keyPrefix", "lazyConnect", "clock"] as const;
+
+/**
+ * Refuses a constructor option given to a call. Ignored, a call's `keyPrefix` locked the bare
+ * resource while a Redlock built with that prefix held the prefixed key: two holders of one lock.
+ */
+export function checkNotConstructorOnly(options: unknown, name = "options"): void {
+  if (typeof options !== "object" || options === null) return;
+  for (const key of CONSTRUCTOR_ONLY) {
+    if (Object.hasOwn(options, key) && (options as Record<string, unknown>)[key] !== undefined) {
+      throw new TypeError(`${at(name, key)} is a constructor option: give it to new Redlock(), not to a call`);
+    }
+  }
+}
+
 /** Merges `options` over `base`, validating every field that is set. Returns `base` itself when nothing is set. */
 export function resolveAcquireOptions(
   base: ResolvedAcquireOptions,

@@ -21,6 +21,7 @@ import {
 } from "./observe/tracing.js";
 import {
   type AcquireOptions,
+  checkNotConstructorOnly,
   checkOptionsObject,
   DEFAULT_ACQUIRE,
   DEFAULT_HOLD,
@@ -294,6 +295,7 @@ export class Redlock {
    */
   checkOptions(ttl: number, options?: AcquireOptions): void {
     checkMs("ttl", ttl);
+    checkNotConstructorOnly(options);
     const resolved = resolveAcquireOptions(this.#defaults, options);
     instanceTimeoutFor(ttl, resolved);
     if (resolved.fencing && !this.#stores.every(canFence)) checkFencing(this.#stores);

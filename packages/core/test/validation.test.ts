@@ -118,6 +118,34 @@ describe("bad input is refused before any Redis call", () => {
     await nothingWritten();
   });
 
+  it.each([
+    ["keyPrefix", "app:"],
+    ["lazyConnect", true],
+    ["clock", () => 0],
+  ])("per-call option %s, a constructor option, is refused rather than ignored", async (name, value) => {
+    const refusal = new RegExp(`^options\\.${name} is a constructor option`);
+    await expect(dlm.lock("r", 1000, { [name]: value })).rejects.toThrow(refusal);
+    await expect(dlm.acquire("r", 1000, { [name]: value })).rejects.toThrow(TypeError);
+    await expect(dlm.using("r", 1000, () => undefined, { [name]: value })).rejects.toThrow(refusal);
+    await expect(dlm.inspect("r", { [name]: value } as never)).rejects.toThrow(refusal);
+    await expect(dlm.forceRelease("r", { [name]: value } as never)).rejects.toThrow(refusal);
+    expect(() => dlm.checkOptions(1000, { [name]: value })).toThrow(refusal);
+    await nothingWritten();
+  });
+
+  it("a per-call keyPrefix never takes the unprefixed key while a Redlock with that prefix holds the resource", async () => {
+    // DESIGN lists keyPrefix among the options a call may set: ignored, the call locked "order:1"
+    // while the Redlock given the prefix held "app:order:1", two holders of one resource
+    const prefixed = new Redlock(clients, { keyPrefix: "app:", instanceTimeout: 500 });
+    const held = await prefixed.acquire("order:1", 1000);
+    const second = await dlm.lock("order:1", 1000, { keyPrefix: "app:", retryCount: 0 } as never).catch(() => null);
+    await second?.release();
+    expect(second).toBeNull();
+    expect(await held.release()).toBe(true);
+    await prefixed.quit();
+    await releasedEverywhere();
+  });
+
   it("an instanceTimeout not shorter than the ttl", async () => {
     await expect(dlm.lock("r", 100, { instanceTimeout: 100 })).rejects.toThrow(RangeError);
     await nothingWritten();

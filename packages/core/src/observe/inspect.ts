@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { InstanceFailure } from "../errors.js";
 import type { LiveLocks } from "../lock/live-locks.js";
-import { checkOptionsObject } from "../options.js";
+import { checkNotConstructorOnly, checkOptionsObject } from "../options.js";
 import { acquireError } from "../quorum/acquire-failure.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
 import type { ServerIdentityCheck } from "../quorum/server-identity.js";
@@ -186,6 +186,7 @@ export class Inspector {
   #target(resource: string, options: InspectOptions | undefined) {
     const name = checkResource(resource);
     checkOptionsObject("options", options);
+    checkNotConstructorOnly(options);
     const configured = options !== undefined && Object.hasOwn(options, "instanceTimeout");
     const timeout = configured ? checkMs("options.instanceTimeout", options.instanceTimeout) : this.#timeout;
     return { name, key: keysOf(this.#prefix, [name])[0] as string, timeout };

@@ -6,6 +6,7 @@ import { type AcquireMessage, channels } from "../observe/diagnostics.js";
 import type { AttemptCounter } from "../observe/tracing.js";
 import {
   type AcquireOptions,
+  checkNotConstructorOnly,
   driftFor,
   instanceTimeoutFor,
   type ResolvedAcquireOptions,
@@ -97,6 +98,7 @@ export class AcquireLoop {
     checkMs("ttl", ttl);
     const { stores, quorum, identity, clock } = this.#ctx;
     const parts = this.#parts;
+    checkNotConstructorOnly(options);
     const opts = resolveAcquireOptions(parts.defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
