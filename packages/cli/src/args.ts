@@ -161,10 +161,14 @@ function milliseconds(flag: string, value: string | undefined, fallback: number)
 function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[] {
   const source = flag ?? env.REDIS_URL;
   const from = flag === undefined ? "REDIS_URL" : "--redis";
-  if (source === undefined || source.trim() === "") {
+  // read as the examples read REDIS_URL (DESIGN.md: the same list): a trailing comma is no instance
+  const urls = (source ?? "")
+    .split(",")
+    .map((url) => url.trim())
+    .filter((url) => url !== "");
+  if (urls.length === 0) {
     throw new UsageError("no Redis instances: pass --redis redis://host:port[,redis://host:port...] or set REDIS_URL");
   }
-  const urls = source.split(",").map((url) => url.trim());
   urls.forEach((url, index) => {
     if (!/^rediss?:\/\/./.test(url)) {
       throw new UsageError(`${from}: entry ${index + 1} is not a redis:// or rediss:// URL`);

@@ -91,6 +91,20 @@ describe("redlock-kit instances", PROCESS_TIMEOUT, () => {
     expect((await runCli(["inspect", "order:42", "--prefix", "lock:", "--timeout", "200"], elsewhere)).code).toBe(3);
   });
 
+  it("read REDIS_URL as the examples read it: blanks around a URL and empty entries (a trailing comma) are skipped", async () => {
+    await dlm.acquire("order:7", 60_000);
+    await heldEverywhere("lock:order:7");
+    const [a, b, c] = env.REDIS_URL.split(",");
+    for (const REDIS_URL of [`${env.REDIS_URL},`, ` ${a} , ,${b},${c} `]) {
+      const run = await runCli(["inspect", "order:7", "--prefix", "lock:"], { REDIS_URL });
+      expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(run.stdout).toContain("on 3 of 3 instances");
+    }
+    const none = await runCli(["list"], { REDIS_URL: " , ," });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain("no Redis instances: pass --redis redis://host:port");
+  });
+
   it("come from every --redis given, each a URL or a comma-separated list", async () => {
     await dlm.acquire("stuck", 60_000);
     await heldEverywhere("lock:stuck");
