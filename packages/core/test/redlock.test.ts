@@ -562,6 +562,64 @@ describe("Redlock.using", () => {
     await expect.poll(() => values("manual-extend", 3)).toEqual([null, null, null]);
   });
 
+  it("a manual extend() answered after the renewal sent behind it keeps the renewal's validity, never later than the keys' expiry", async () => {
+    const key = "overtaken";
+    // the Redlock's own connections, named to be found in CLIENT LIST
+    const own = first(3).map((_, i) => (cluster.servers[i] as RedisServer).client({ connectionName: "overtaken" }));
+    const admins = first(3).map((_, i) => (cluster.servers[i] as RedisServer).client());
+    const ours = async (admin: Redis) =>
+      String(await admin.call("CLIENT", "LIST"))
+        .split("\n")
+        .find((line) => / name=overtaken /.test(line)) ?? "";
+    try {
+      // a bound no held-back answer reaches: each extension counts every instance's yes
+      const dlm = new Redlock(own, { instanceTimeout: 3000 });
+      const renewed = nextExtensions(key, 2);
+      const outcome = await dlm.using(key, 4000, async (signal, lock) => {
+        // the servers hold their writes back: the manual extension (for 20 s) waits on each of them
+        await Promise.all(admins.map((admin) => admin.call("CLIENT", "PAUSE", 60_000, "WRITE")));
+        const manual = lock.extend(20_000).then(
+          () => "extended",
+          (error: unknown) => error,
+        );
+        await expect
+          .poll(() => Promise.all(admins.map(ours)))
+          .toSatisfy((lines: string[]) => lines.every((line) => / flags=\S*b/.test(line)));
+        // another Redlock's client says who it is: the connections the manual extension went out on
+        // may have changed since, so its votes are checked (voided()) before they count
+        const elsewhere = (cluster.servers[3] as RedisServer).client();
+        const other = new Redlock([elsewhere]);
+        await (await other.acquire("elsewhere", 1000)).release();
+        await other.quit();
+        elsewhere.disconnect();
+        // the renewal (for the 4 s ttl, due at half of the validity the acquisition gave) waits behind
+        // it on every connection
+        await expect
+          .poll(() => Promise.all(admins.map(ours)), { timeout: 5000 })
+          .toSatisfy((lines: string[]) => lines.every((line) => / qbuf=[1-9]/.test(line)));
+        // each server runs both and answers them in one write
+        await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+        const extensions = await arrival(renewed, "both extensions' outcomes");
+        const expiries = await Promise.all(
+          first(3).map((client) => client.call("PEXPIRETIME", key) as Promise<number>),
+        );
+        return {
+          manual: await manual,
+          extended: extensions.map((extension) => extension.extended),
+          aborted: signal.aborted,
+          // the validity the lock reports ends no later than its keys do on a quorum (the renewal's 4 s)
+          withinKeys: lock.expiresAt <= Math.min(...expiries),
+        };
+      });
+      // before: the manual extension, sent first, was counted last and set the validity to its 20 s:
+      // the lock said it held for 16 s more while its keys expired 4 s after the renewal
+      expect(outcome).toEqual({ manual: "extended", extended: [true, true], aborted: false, withinKeys: true });
+    } finally {
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+      for (const client of [...own, ...admins]) client.disconnect();
+    }
+  });
+
   it("aborts the signal with LockLostError when an extension fails, and still releases", async () => {
     const dlm = new Redlock(first(3));
     let reason: unknown;

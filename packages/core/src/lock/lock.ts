@@ -34,6 +34,12 @@ export class LockState {
   ttl = 0;
   /** The clock drift allowance it was acquired with: its extensions count validity with it too. */
   driftFactor = 0.01;
+  /**
+   * Extensions sent so far, and the latest sent of those answered: an older one answered later no
+   * longer sets the validity (quorum/extension.ts).
+   */
+  extensionsSent = 0;
+  newestAnswered = 0;
   /** Its auto-extension's: times the next renewal from the validity an extension left (lock/auto-extend.ts). */
   onValidityChange: (() => void) | undefined;
   /** @internal links of its Redlock's list of live locks (lock/live-locks.ts), owned by that list */

@@ -27,8 +27,14 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   const stamp = identity.stamp;
   const voters = identity.current ? stores : await identity.voters(stores, state.instanceTimeout);
   const quorumOf = { need: quorum, yes: (extended: boolean) => extended };
+  const sent = ++state.extensionsSent;
   let votes = await fanOut(voters, extendCall, request, state.instanceTimeout, quorumOf);
   if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, state.instanceTimeout);
+  // Another extension of this lock, sent after this one, was counted first (this one's votes waited
+  // in voided()): it ran after this one on every connection, so it set the keys' expiry, and this
+  // one may only shorten the validity, never set it past what that one left.
+  const overtaken = state.newestAnswered > sent;
+  state.newestAnswered = Math.max(state.newestAnswered, sent);
   const elapsed = clock() - start;
   const yes = countVotes(votes, (extended) => extended);
   const refused = countVotes(votes, (extended) => !extended);
@@ -40,9 +46,11 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
     channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
   }
   if (extended) {
-    state.validUntil = start + ttl - drift;
-    state.expiresAt = wallStart + ttl - drift;
-    validityChanged(lock);
+    if (!overtaken || start + ttl - drift < state.validUntil) {
+      state.validUntil = start + ttl - drift;
+      state.expiresAt = overtaken ? Math.min(state.expiresAt, wallStart + ttl - drift) : wallStart + ttl - drift;
+      validityChanged(lock);
+    }
     return lock;
   }
   // A quorum confirmed, too late: the lock lapsed or was released meanwhile, or the extension took
