@@ -59,7 +59,8 @@ export interface AcquireOptions {
 export interface HoldOptions {
   /**
    * Auto-extension renews the lock when less than this share of the ttl is left, and never later
-   * than one per-instance timeout before its validity ends (an extension may take that long).
+   * than two per-instance timeouts before its validity ends (an extension may take that long after
+   * a reconnect: one to learn which server the new connection reaches, one for the votes).
    * Scaled to the ttl, so a 300 ms lock is renewed about every 150 ms at the default.
    * @default 0.5
    */

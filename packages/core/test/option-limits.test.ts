@@ -5,6 +5,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { aborted } from "#test-helpers/aborted.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
@@ -138,8 +139,8 @@ describe("a route's options that cannot work with its Redlock's own", () => {
   });
 });
 
-describe("an extension threshold shorter than the per-instance timeout", () => {
-  it("is raised to it: a lock whose quorum answers in 200 ms stays valid with extendThreshold 0.05", async () => {
+describe("an extension threshold shorter than two per-instance timeouts", () => {
+  it("is raised to them: a lock whose quorum answers in 200 ms stays valid with extendThreshold 0.05", async () => {
     // two of three instances 100 ms away each way: every quorum needs one of them (about 200 ms)
     proxies = await Promise.all(
       cluster.servers.slice(1).map((server) => startDelayProxy(server.port, { upDelayMs: 100, downDelayMs: 100 })),
@@ -164,5 +165,43 @@ describe("an extension threshold shorter than the per-instance timeout", () => {
       .finally(renewals.stop);
     expect(outcome).toEqual([true, true, true]);
     for (const client of far) client.disconnect();
+  }, 20_000);
+
+  it("is raised to them: a renewal that first waits for a reconnected server to say who it is still lands in time", async () => {
+    // a and b 10 ms away each way; c's connection through a proxy of its own
+    proxies = await Promise.all(
+      cluster.servers.map((server, i) => startDelayProxy(server.port, i < 2 ? { upDelayMs: 10, downDelayMs: 10 } : {})),
+    );
+    const through = cluster.servers.map((server, i) => server.client({ port: proxies[i]?.port }));
+    const reconnecting = through[2] as Redis;
+    // extendThreshold 0.05 of 2 s is 100 ms: raised to two per-instance timeouts (one before)
+    const dlm = new Redlock(through, { instanceTimeout: 200 });
+    const renewal = nextExtensions("reconnected", 1);
+    const outcome = await dlm
+      .using(
+        "reconnected",
+        2000,
+        async (signal) => {
+          // c's connection drops; the new one passes its ready check, but the INFO that says which
+          // server it reaches is held: the renewal waits one per-instance timeout for it before its
+          // votes go out (a and b answer them; c cannot vote)
+          (proxies[2] as DelayProxy).holdCommandsWhen = (chunk) =>
+            /\$4\r\ninfo\r\n\$6\r\nserver\r\n/i.test(chunk.toString());
+          const ready = new Promise((resolve) => reconnecting.once("ready", resolve));
+          (proxies[2] as DelayProxy).resetAll();
+          await ready;
+          const lost = aborted(signal).then(() => "lost" as const);
+          const first = await arrival(Promise.race([renewal, lost]), "the renewal or the lock's loss");
+          return first === "lost"
+            ? `lost: ${String(signal.reason)}`
+            : { extended: first[0]?.extended, lost: signal.aborted };
+        },
+        { extendThreshold: 0.05 },
+      )
+      .finally(renewal.stop);
+    // before: started one per-instance timeout before the end, the renewal was confirmed by a and b
+    // after the validity had ended: reported lost, its signal aborted, while a quorum held the keys
+    expect(outcome).toEqual({ extended: true, lost: false });
+    for (const client of through) client.disconnect();
   }, 20_000);
 });

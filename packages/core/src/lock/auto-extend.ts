@@ -10,7 +10,7 @@ interface Extender {
 
 /**
  * Keeps `lock` alive while its holder works: renews it to `ttl` whenever less than
- * `extendThreshold × ttl` (at least one per-instance timeout, at most half the ttl) is left, and never
+ * `extendThreshold × ttl` (at least two per-instance timeouts, at most half the ttl) is left, and never
  * past `maxHoldMs` from now. An extension that finds
  * the lock lost stops (its signal aborts); one that could not reach enough instances is retried
  * while validity is left. Returns `stop`.
@@ -44,12 +44,14 @@ class Renewal extends Deadline {
     this.#lock = lock;
     this.#ttl = ttl;
     this.#holdEnd = lock[STATE].clock() + hold.maxHoldMs;
-    // An extension may take up to the per-instance timeout: started with less left, it would end
-    // after the validity it was meant to prolong (extendThreshold 0.05 on a ttl whose timeout is 10%).
+    // An extension may take two per-instance timeouts: after a reconnect it first waits up to one
+    // for the new connection to say which server it reaches (quorum/server-identity.ts), then up to
+    // one for the votes. Started with less left, it would end after the validity it was meant to
+    // prolong (extendThreshold 0.05 on a ttl whose timeout is 10%), a quorum's yes reported lost.
     // But never more than half of what an extension gives: with a per-instance timeout close to the
     // ttl, every extension would leave less than the margin, and the next would start at once.
     const half = Math.floor((ttl - driftFor(ttl, lock[STATE].driftFactor)) / 2);
-    this.#margin = Math.min(Math.max(Math.floor(ttl * hold.extendThreshold), lock[STATE].instanceTimeout), half);
+    this.#margin = Math.min(Math.max(Math.floor(ttl * hold.extendThreshold), 2 * lock[STATE].instanceTimeout), half);
     const state = lock[STATE];
     // Every extension of the lock, its own or a manual `extend()`, times the next renewal: one to a
     // longer ttl than this renewal's must not end it, nor one to a shorter ttl leave it due too late.
