@@ -3,7 +3,7 @@ import type { Cluster, Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { startCluster, until, useRedisServers } from "#test-helpers/redis.js";
-import { LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
+import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
 
 /**
  * A Redlock built over the app's own long-lived client (one per job, tenant or test, or the CLI's
@@ -109,6 +109,44 @@ describe("quit() leaves no listener on a handed ioredis Cluster", () => {
       }
       expect(listenerCounts(client)).toEqual(before);
       expect(warnings.filter((warning) => warning.startsWith("MaxListenersExceededWarning"))).toEqual([]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("a handed ioredis Cluster that is down", () => {
+  it("gets no listener per reconnect from the calls made meanwhile", { timeout: 60_000 }, async () => {
+    const cluster = await startCluster(3);
+    try {
+      // a short retry delay: the Cluster closes and reconnects many times within the test
+      const client: Cluster = cluster.client({ clusterRetryStrategy: () => 20 });
+      const dlm = new Redlock([client], { retryCount: 0 });
+      try {
+        // the Cluster has said who it is (CLUSTER NODES): no read is waiting
+        await (await dlm.acquire("job", 10_000)).release();
+        const before = listenerCounts(client);
+        await Promise.all(cluster.servers.map((server) => server.kill()));
+        // each call after the connection closed (again) waits for the Cluster's next 'ready' to ask it
+        for (let i = 0; i < 15; i++) {
+          // not events.once(), which rejects at the Cluster's "error"
+          await new Promise((resolve) => client.once("close", resolve));
+          await expect(dlm.acquire("job", 1000)).rejects.toBeInstanceOf(LockUnavailableError);
+        }
+        expect(client.listenerCount("ready")).toBeLessThanOrEqual((before.ready ?? 0) + 1);
+        expect(warnings.filter((warning) => warning.startsWith("MaxListenersExceededWarning"))).toEqual([]);
+        // back up: the Cluster is asked once ready, votes again, and the wait's listener is gone
+        await Promise.all(cluster.servers.map((server) => server.restart()));
+        let lock: Lock | null = null;
+        await until("the Cluster locks again", async () => {
+          lock = await dlm.lock("job", 1000).catch(() => null);
+          return lock !== null;
+        });
+        expect(await (lock as Lock | null)?.release()).toBe(true);
+        expect(listenerCounts(client)).toEqual(before);
+      } finally {
+        await dlm.quit();
+      }
     } finally {
       await cluster.stop();
     }

@@ -75,6 +75,11 @@ class ClientIdentity {
   /** Why the last read on this connection, still up, got no answer (a subscriber-mode connection): its votes say it. */
   #unanswered: Error | undefined;
   #reading: Promise<void> | undefined;
+  /**
+   * A Cluster's wait for its 'ready' (`#afterReady`), kept across the connections that close
+   * meanwhile: one listener however many calls an outage sees.
+   */
+  #readyWait: Promise<void> | undefined;
   /** A call already waited its bound for the read in flight: later calls do not wait for it again. */
   #waitedOut = false;
   /** Until its first connection was asked: a client still connecting then is worth waiting for. */
@@ -200,6 +205,10 @@ class ClientIdentity {
     // the wait is over and a read is started in its place (returning it from here as the read
     // would resolve this promise with itself, a rejection, and the Cluster would never vote). An
     // ioredis Cluster hid this: its '+node' events replace the wait with a read before 'ready'.
+    // A connection that closes meanwhile (each reconnect attempt of a Cluster that is down) drops
+    // the read under way, not this wait: the next call waits on it again. A wait of its own per
+    // close put one 'ready' listener more on the client each time, past Node's warning at ten.
+    if (this.#readyWait !== undefined) return this.#readyWait;
     const waiting: Promise<void> = new Promise<void>((resolve) => {
       const ready = () => {
         this.#off("ready", ready);
@@ -207,9 +216,11 @@ class ClientIdentity {
       };
       this.#on("ready", ready);
     }).then(() => {
+      this.#readyWait = undefined;
       if (this.#reading === waiting) this.#reading = undefined;
       return this.read();
     });
+    this.#readyWait = waiting;
     return waiting;
   }
 
