@@ -321,6 +321,42 @@ describe("Redlock with three instances", () => {
     expect(await values("taken", 3)).toEqual(["someone-else", "someone-else", "someone-else"]);
   });
 
+  it("fails an extension with LockLostError when another owner holds a majority, and its release still deletes the key left on the minority (T7)", async () => {
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
+    const lock = await dlm.acquire("majority-taken", 5000);
+    const signal = lock.signal;
+    // our key expired on two instances and another owner took them: the third still holds ours
+    await Promise.all(first(2).map((client) => client.set("majority-taken", "someone-else", "PX", 5000)));
+    const error = await dlm.extend(lock, 5000).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LockLostError);
+    expect((error as Error).message).toMatch(/could not be extended on a quorum \(1 of 3/);
+    expect(lock.valid).toBe(false);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBe(error);
+    // nothing of the other owner's touched; our minority key is still there until released
+    expect(await values("majority-taken", 3)).toEqual(["someone-else", "someone-else", lock.value]);
+    // a quorum no longer held it: false, but the release reaches every instance and deletes ours
+    expect(await lock.release()).toBe(false);
+    await expect.poll(() => values("majority-taken", 3)).toEqual(["someone-else", "someone-else", null]);
+  });
+
+  it("using(): a renewal that finds another owner on a majority aborts the signal, and the release in finally deletes the minority key (T7)", async () => {
+    const dlm = new Redlock(first(3), { instanceTimeout: BOUND });
+    let value = "";
+    let reason: unknown;
+    // 2 s, renewed at half of it: the renewal, not the validity timer, reports the loss
+    await dlm.using("majority-renewal", 2000, async (signal, lock) => {
+      value = lock.value;
+      await Promise.all(first(2).map((client) => client.set("majority-renewal", "thief", "PX", 5000)));
+      await aborted(signal);
+      reason = signal.reason;
+    });
+    expect(reason).toBeInstanceOf(LockLostError);
+    expect((reason as Error).message).toMatch(/could not be extended on a quorum \(1 of 3/);
+    expect(value).not.toBe("");
+    await expect.poll(() => values("majority-renewal", 3)).toEqual(["thief", "thief", null]);
+  });
+
   it("refuses a lock of another Redlock in unlock() and extend(): its keys stay held, and both Redlocks keep their live locks", async () => {
     const a = new Redlock(first(3));
     const b = new Redlock(clients.slice(3, 5));
