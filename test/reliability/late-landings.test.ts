@@ -77,6 +77,31 @@ describe("late landings", () => {
     await next.release();
   });
 
+  it("a minority node still stopped when the lock is extended and released: on SIGCONT its late SET is deleted by the release queued behind it", async () => {
+    const dlm = new Redlock(direct, { retryCount: 0, instanceTimeout: 1000 });
+    server(2).pause();
+    // longer than expect.poll's 10 s: below, only the release can clear node 2, not the ttl
+    const lock = await dlm.acquire("late:released-first", 30_000);
+    // the extension and the release resolve at the quorum of nodes 0 and 1; node 2 has answered nothing
+    const probe = unanswered(direct[2]?.ping() as Promise<string>);
+    await lock.extend(30_000);
+    expect(await lock.release()).toBe(true);
+    expect(probe.answered).toBe(false);
+    expect(await Promise.all(direct.slice(0, 2).map((client) => client.get("late:released-first")))).toEqual([
+      null,
+      null,
+    ]);
+    server(2).resume();
+    // SET, PEXPIRE and the release run in the order they were sent: nothing of ours stays on node 2
+    await direct[2]?.ping();
+    expect(await direct[2]?.get("late:released-first")).toBeNull();
+    // another client gets it at once, on all three
+    const other = new Redlock(direct, { retryCount: 0, instanceTimeout: 1000 });
+    const next = await other.acquire("late:released-first", 2000);
+    expect(await valuesOf("late:released-first")).toEqual([next.value, next.value, next.value]);
+    await next.release();
+  });
+
   it("a majority stopped: unavailable (503, not 423) without waiting on it, and after SIGCONT no node keeps our value", async () => {
     // a bound the running node meets even on a loaded machine; the stopped ones never answer
     const instanceTimeout = 200;
