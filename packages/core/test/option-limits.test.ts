@@ -140,21 +140,22 @@ describe("a route's options that cannot work with its Redlock's own", () => {
 });
 
 describe("an extension threshold shorter than two per-instance timeouts", () => {
-  it("is raised to them: a lock whose quorum answers in 200 ms stays valid with extendThreshold 0.05", async () => {
-    // two of three instances 100 ms away each way: every quorum needs one of them (about 200 ms)
+  it("is raised to them: a lock whose quorum answers in 100 ms stays valid with extendThreshold 0.05", async () => {
+    // two of three instances 50 ms away each way: every quorum needs one of them (100 ms at least)
     proxies = await Promise.all(
-      cluster.servers.slice(1).map((server) => startDelayProxy(server.port, { upDelayMs: 100, downDelayMs: 100 })),
+      cluster.servers.slice(1).map((server) => startDelayProxy(server.port, { upDelayMs: 50, downDelayMs: 50 })),
     );
     const far = proxies.map((proxy) => cluster.servers[0]?.client({ port: proxy.port }) as Redis);
-    const dlm = new Redlock([clients[0] as Redis, ...far], { instanceTimeout: 400 });
+    // a per-instance timeout 8 times the round trip: a loaded machine's delays stay inside it
+    const dlm = new Redlock([clients[0] as Redis, ...far], { instanceTimeout: 800 });
     // Three renewals in a row, each one that extended the lock, before its signal could abort: the
-    // events themselves, not how many fit in a window of time. Started with 50 ms left, a 200 ms
-    // extension lands after the validity ended, and the signal aborts first.
+    // events themselves, not how many fit in a window of time. Started with 100 ms left (0.05 of
+    // 2 s), an extension of at least 100 ms lands after the validity ended, and the signal aborts first.
     const renewals = nextExtensions("far", 3);
     const outcome = await dlm
       .using(
         "far",
-        1000,
+        2000,
         async (signal) => {
           const lost = new Promise<"lost">((resolve) => signal.addEventListener("abort", () => resolve("lost")));
           const first = await arrival(Promise.race([renewals, lost]), "three extensions or the lock's loss");
