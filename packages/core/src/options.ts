@@ -149,20 +149,55 @@ export function checkOptionsObject(name: string, options: unknown): void {
   }
 }
 
+const ACQUIRE_NAMES = [
+  "driftFactor",
+  "retryCount",
+  "retryDelay",
+  "retryJitter",
+  "wait",
+  "instanceTimeout",
+  "signal",
+  "fencing",
+] as const;
+const HOLD_NAMES = ["extendThreshold", "maxHoldMs"] as const;
 /** Options only the constructor reads (`RedlockOptions` beyond the acquire and hold ones). */
-const CONSTRUCTOR_ONLY = ["keyPrefix", "lazyConnect", "clock"] as const;
+const CONSTRUCTOR_ONLY: readonly string[] = ["keyPrefix", "lazyConnect", "clock"];
+
+/** The option names each call reads (`checkOptionNames`). */
+export const OPTION_NAMES = Object.freeze({
+  lock: new Set<string>(ACQUIRE_NAMES),
+  using: new Set<string>([...ACQUIRE_NAMES, ...HOLD_NAMES]),
+  constructor: new Set<string>([...ACQUIRE_NAMES, ...HOLD_NAMES, ...CONSTRUCTOR_ONLY]),
+  inspect: new Set<string>(["instanceTimeout"]),
+  forceRelease: new Set<string>(["instanceTimeout", "holder"]),
+});
 
 /**
- * Refuses a constructor option given to a call. Ignored, a call's `keyPrefix` locked the bare
- * resource while a Redlock built with that prefix held the prefixed key: two holders of one lock.
+ * Refuses an option `call` does not read, rather than ignore it: a misspelt `{ wiat: 2000 }` would
+ * answer at once, and a call's `keyPrefix` (a constructor option) would lock the bare resource while
+ * a Redlock built with that prefix holds the prefixed key, two holders of one lock. `undefined`
+ * values pass, as they never override a default.
  */
-export function checkNotConstructorOnly(options: unknown, name = "options"): void {
+export function checkOptionNames(options: unknown, known: ReadonlySet<string>, call: string, name = "options"): void {
   if (typeof options !== "object" || options === null) return;
-  for (const key of CONSTRUCTOR_ONLY) {
-    if (Object.hasOwn(options, key) && (options as Record<string, unknown>)[key] !== undefined) {
-      throw new TypeError(`${at(name, key)} is a constructor option: give it to new Redlock(), not to a call`);
-    }
+  for (const key of Object.keys(options)) {
+    // JSON.parse makes "__proto__" an own key: never read, as a prototype it would be no setting
+    if (known.has(key) || key === "__proto__" || (options as Record<string, unknown>)[key] === undefined) continue;
+    const hint = CONSTRUCTOR_ONLY.includes(key)
+      ? ": it is a constructor option, give it to new Redlock()"
+      : (HOLD_NAMES as readonly string[]).includes(key)
+        ? ": it sets auto-extension, which using() does (and routes, @Locked)"
+        : "";
+    throw new TypeError(`${at(name, key)} is not an option of ${call}${hint}`);
   }
+}
+
+/** `using()`'s options as its acquisition takes them: without the hold options (the same object when it has none). */
+export function acquirePart<T extends object>(options: T | undefined): T | undefined {
+  if (options === undefined || !HOLD_NAMES.some((key) => Object.hasOwn(options, key))) return options;
+  const part = { ...options } as Record<string, unknown>;
+  for (const key of HOLD_NAMES) delete part[key];
+  return part as T;
 }
 
 /** Merges `options` over `base`, validating every field that is set. Returns `base` itself when nothing is set. */

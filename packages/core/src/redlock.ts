@@ -21,12 +21,14 @@ import {
 } from "./observe/tracing.js";
 import {
   type AcquireOptions,
-  checkNotConstructorOnly,
+  acquirePart,
+  checkOptionNames,
   checkOptionsObject,
   DEFAULT_ACQUIRE,
   DEFAULT_HOLD,
   type HoldOptions,
   instanceTimeoutFor,
+  OPTION_NAMES,
   type RedlockOptions,
   type ResolvedAcquireOptions,
   type ResolvedHoldOptions,
@@ -92,6 +94,7 @@ export class Redlock {
       throw new TypeError("instances must be a non-empty array of clients, options, URLs or stores");
     }
     checkOptionsObject("options", options);
+    checkOptionNames(options, OPTION_NAMES.constructor, "new Redlock()");
     this.#defaults = resolveAcquireOptions(DEFAULT_ACQUIRE, options);
     rememberFencing(this, this.#defaults.fencing);
     this.#hold = resolveHoldOptions(DEFAULT_HOLD, options);
@@ -276,8 +279,9 @@ export class Redlock {
     options?: UsingOptions,
   ): Promise<T> {
     checkFunction("fn", fn);
+    checkOptionNames(options, OPTION_NAMES.using, "using()");
     const hold = resolveHoldOptions(this.#hold, options);
-    const lock = await this.acquire(resources, ttl, options);
+    const lock = await this.acquire(resources, ttl, acquirePart(options));
     const stop = autoExtend(this, lock, ttl, hold);
     try {
       return await fn(lock.signal, lock);
@@ -295,7 +299,7 @@ export class Redlock {
    */
   checkOptions(ttl: number, options?: AcquireOptions): void {
     checkMs("ttl", ttl);
-    checkNotConstructorOnly(options);
+    checkOptionNames(options, OPTION_NAMES.lock, "lock()");
     const resolved = resolveAcquireOptions(this.#defaults, options);
     instanceTimeoutFor(ttl, resolved);
     if (resolved.fencing && !this.#stores.every(canFence)) checkFencing(this.#stores);

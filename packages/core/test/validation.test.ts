@@ -123,14 +123,44 @@ describe("bad input is refused before any Redis call", () => {
     ["lazyConnect", true],
     ["clock", () => 0],
   ])("per-call option %s, a constructor option, is refused rather than ignored", async (name, value) => {
-    const refusal = new RegExp(`^options\\.${name} is a constructor option`);
-    await expect(dlm.lock("r", 1000, { [name]: value })).rejects.toThrow(refusal);
-    await expect(dlm.acquire("r", 1000, { [name]: value })).rejects.toThrow(TypeError);
-    await expect(dlm.using("r", 1000, () => undefined, { [name]: value })).rejects.toThrow(refusal);
-    await expect(dlm.inspect("r", { [name]: value } as never)).rejects.toThrow(refusal);
-    await expect(dlm.forceRelease("r", { [name]: value } as never)).rejects.toThrow(refusal);
-    expect(() => dlm.checkOptions(1000, { [name]: value })).toThrow(refusal);
+    const refusal = (call: string) =>
+      new TypeError(
+        `options.${name} is not an option of ${call}: it is a constructor option, give it to new Redlock()`,
+      );
+    await expect(dlm.lock("r", 1000, { [name]: value })).rejects.toThrow(refusal("lock()"));
+    await expect(dlm.acquire("r", 1000, { [name]: value })).rejects.toThrow(refusal("acquire()"));
+    await expect(dlm.using("r", 1000, () => undefined, { [name]: value })).rejects.toThrow(refusal("using()"));
+    await expect(dlm.inspect("r", { [name]: value } as never)).rejects.toThrow(refusal("inspect()"));
+    await expect(dlm.isLocked("r", { [name]: value } as never)).rejects.toThrow(refusal("isLocked()"));
+    await expect(dlm.forceRelease("r", { [name]: value } as never)).rejects.toThrow(refusal("forceRelease()"));
+    expect(() => dlm.checkOptions(1000, { [name]: value })).toThrow(refusal("lock()"));
     await nothingWritten();
+  });
+
+  it("an option name no call reads (a misspelling) is a TypeError naming it, nothing sent; undefined passes", async () => {
+    const misspelt = { wiat: 2000 } as never;
+    await expect(dlm.lock("r", 1000, misspelt)).rejects.toThrow(
+      new TypeError("options.wiat is not an option of lock()"),
+    );
+    await expect(dlm.acquire("r", 1000, misspelt)).rejects.toThrow(/^options\.wiat is not an option of acquire\(\)$/);
+    await expect(dlm.using("r", 1000, () => undefined, misspelt)).rejects.toThrow(/of using\(\)$/);
+    await expect(dlm.inspect("r", { timeout: 100 } as never)).rejects.toThrow(/^options\.timeout is not an option/);
+    await expect(dlm.forceRelease("r", { holders: "abcd0123" } as never)).rejects.toThrow(/^options\.holders is not/);
+    expect(() => new Redlock(clients, { retrycount: 0 } as never)).toThrow(
+      new TypeError("options.retrycount is not an option of new Redlock()"),
+    );
+    // auto-extension's options belong to using(): lock() does not extend
+    await expect(dlm.lock("r", 1000, { maxHoldMs: 5000 } as never)).rejects.toThrow(
+      new TypeError(
+        "options.maxHoldMs is not an option of lock(): it sets auto-extension, which using() does (and routes, @Locked)",
+      ),
+    );
+    await nothingWritten();
+    // an option left undefined is no setting at all; using() takes its hold options and locks
+    const lock = await dlm.lock("r", 1000, { wiat: undefined } as never);
+    expect(await lock?.release()).toBe(true);
+    expect(await dlm.using("r", 1000, (_signal, held) => held.resources, { maxHoldMs: 5000, wait: 0 })).toEqual(["r"]);
+    await releasedEverywhere();
   });
 
   it("a per-call keyPrefix never takes the unprefixed key while a Redlock with that prefix holds the resource", async () => {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { InstanceFailure } from "../errors.js";
 import type { LiveLocks } from "../lock/live-locks.js";
-import { checkNotConstructorOnly, checkOptionsObject } from "../options.js";
+import { checkOptionNames, checkOptionsObject, OPTION_NAMES } from "../options.js";
 import { acquireError } from "../quorum/acquire-failure.js";
 import { fanOut, type Vote } from "../quorum/ballot.js";
 import type { ServerIdentityCheck } from "../quorum/server-identity.js";
@@ -130,8 +130,12 @@ export class Inspector {
     this.#timeout = instanceTimeout ?? DEFAULT_TIMEOUT;
   }
 
-  async inspect(resource: string, options?: InspectOptions): Promise<LockInspection> {
-    const { name, key, timeout } = this.#target(resource, options);
+  inspect(resource: string, options?: InspectOptions): Promise<LockInspection> {
+    return this.#inspect(resource, options, "inspect()");
+  }
+
+  async #inspect(resource: string, options: InspectOptions | undefined, call: string): Promise<LockInspection> {
+    const { name, key, timeout } = this.#target(resource, options, OPTION_NAMES.inspect, call);
     // read while the instances are checked, so that a slow one costs one bound, not two
     const [votes] = await Promise.all([fanOut(this.#stores, readKey, key, timeout), this.#checked(timeout)]);
     return this.#summarize(name, key, this.#identity.withoutReplicas(votes));
@@ -139,7 +143,7 @@ export class Inspector {
 
   /** `true` when held, `false` when free; rejects with `LockUnavailableError` when too few instances answered to tell. */
   async isLocked(resource: string, options?: InspectOptions): Promise<boolean> {
-    const inspection = await this.inspect(resource, options);
+    const inspection = await this.#inspect(resource, options, "isLocked()");
     if (inspection.state !== "unknown") return inspection.state === "held";
     const causes: InstanceFailure[] = [];
     for (const { instance, error } of inspection.instances) if (error) causes.push({ instance, error });
@@ -149,7 +153,7 @@ export class Inspector {
   }
 
   async forceRelease(resource: string, options?: ForceReleaseOptions): Promise<ForcedRelease> {
-    const { name, key, timeout } = this.#target(resource, options);
+    const { name, key, timeout } = this.#target(resource, options, OPTION_NAMES.forceRelease, "forceRelease()");
     const holders =
       options !== undefined && Object.hasOwn(options, "holder")
         ? checkHolders("options.holder", options.holder, this.#stores.length)
@@ -183,10 +187,10 @@ export class Inspector {
     return { resource: name, key, deleted, unknown, kept, instances };
   }
 
-  #target(resource: string, options: InspectOptions | undefined) {
+  #target(resource: string, options: InspectOptions | undefined, known: ReadonlySet<string>, call: string) {
     const name = checkResource(resource);
     checkOptionsObject("options", options);
-    checkNotConstructorOnly(options);
+    checkOptionNames(options, known, call);
     const configured = options !== undefined && Object.hasOwn(options, "instanceTimeout");
     const timeout = configured ? checkMs("options.instanceTimeout", options.instanceTimeout) : this.#timeout;
     return { name, key: keysOf(this.#prefix, [name])[0] as string, timeout };

@@ -6,9 +6,10 @@ import { type AcquireMessage, channels } from "../observe/diagnostics.js";
 import type { AttemptCounter } from "../observe/tracing.js";
 import {
   type AcquireOptions,
-  checkNotConstructorOnly,
+  checkOptionNames,
   driftFor,
   instanceTimeoutFor,
+  OPTION_NAMES,
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
   signalOf,
@@ -98,7 +99,7 @@ export class AcquireLoop {
     checkMs("ttl", ttl);
     const { stores, quorum, identity, clock } = this.#ctx;
     const parts = this.#parts;
-    checkNotConstructorOnly(options);
+    checkOptionNames(options, OPTION_NAMES.lock, nullOnContention ? "lock()" : "acquire()");
     const opts = resolveAcquireOptions(parts.defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
     opts.signal?.throwIfAborted();
