@@ -163,11 +163,11 @@ const HOLD_NAMES = ["extendThreshold", "maxHoldMs"] as const;
 /** Options only the constructor reads (`RedlockOptions` beyond the acquire and hold ones). */
 const CONSTRUCTOR_ONLY: readonly string[] = ["keyPrefix", "lazyConnect", "clock"];
 
-/** The option names each call reads (`checkOptionNames`). */
+/** The option names each call reads (`checkOptionNames`); `redlock`: `new Redlock()`. */
 export const OPTION_NAMES = Object.freeze({
   lock: new Set<string>(ACQUIRE_NAMES),
   using: new Set<string>([...ACQUIRE_NAMES, ...HOLD_NAMES]),
-  constructor: new Set<string>([...ACQUIRE_NAMES, ...HOLD_NAMES, ...CONSTRUCTOR_ONLY]),
+  redlock: new Set<string>([...ACQUIRE_NAMES, ...HOLD_NAMES, ...CONSTRUCTOR_ONLY]),
   inspect: new Set<string>(["instanceTimeout"]),
   forceRelease: new Set<string>(["instanceTimeout", "holder"]),
 });

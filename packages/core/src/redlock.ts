@@ -94,7 +94,7 @@ export class Redlock {
       throw new TypeError("instances must be a non-empty array of clients, options, URLs or stores");
     }
     checkOptionsObject("options", options);
-    checkOptionNames(options, OPTION_NAMES.constructor, "new Redlock()");
+    checkOptionNames(options, OPTION_NAMES.redlock, "new Redlock()");
     this.#defaults = resolveAcquireOptions(DEFAULT_ACQUIRE, options);
     rememberFencing(this, this.#defaults.fencing);
     this.#hold = resolveHoldOptions(DEFAULT_HOLD, options);
