@@ -108,8 +108,8 @@ class ClientIdentity {
       this.#closedBefore = this.#closedAt;
       this.#closedAt = generation;
     });
-    // A new connection may reach another server: ask it now, unless a question asked since the old
-    // one closed is already queued (ioredis sends its offline queue on the new connection first).
+    // A new connection may reach another server: ask it now, unless a call's read already waits for
+    // this 'ready' (`#afterReady`) or a question asked while first connecting is already queued.
     this.#on("ready", () => {
       generation++;
       void this.read();
@@ -191,21 +191,26 @@ class ClientIdentity {
   }
 
   /**
-   * Reads the identity unless known or being read. On a client still connecting the command waits
-   * in its offline queue; a Cluster has no node list before it is ready, so its read starts then.
+   * Reads the identity unless known or being read. On a client connecting for the first time the
+   * command waits in its offline queue (and connects a lazy client). A Cluster has no node list
+   * before it is ready, and a client that lost its connection may keep every queued command until
+   * it is back (ioredis with `maxRetriesPerRequest: null`, node-redis): each reconnect attempt drops
+   * the read under way, so a question queued per attempt would pile up for the whole outage. Their
+   * read starts at 'ready', one per connection.
    */
   read(): Promise<void> {
     if (this.settled) return Promise.resolve();
-    this.#reading ??= this.client.isCluster && this.client.status !== "ready" ? this.#afterReady() : this.#ask();
+    const notReady = this.client.status !== "ready" && (this.client.isCluster || !this.#fresh);
+    this.#reading ??= notReady ? this.#afterReady() : this.#ask();
     return this.#reading;
   }
 
   #afterReady(): Promise<void> {
     // Our own 'ready' listener runs first and finds this wait as the read under way: once ready,
     // the wait is over and a read is started in its place (returning it from here as the read
-    // would resolve this promise with itself, a rejection, and the Cluster would never vote). An
+    // would resolve this promise with itself, a rejection, and the client would never vote). An
     // ioredis Cluster hid this: its '+node' events replace the wait with a read before 'ready'.
-    // A connection that closes meanwhile (each reconnect attempt of a Cluster that is down) drops
+    // A connection that closes meanwhile (each reconnect attempt of a server that is down) drops
     // the read under way, not this wait: the next call waits on it again. A wait of its own per
     // close put one 'ready' listener more on the client each time, past Node's warning at ten.
     if (this.#readyWait !== undefined) return this.#readyWait;
