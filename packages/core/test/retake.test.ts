@@ -464,6 +464,48 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
     await b.unlock(blocker);
   });
 
+  it.each([
+    ["stopAcquiring()", false],
+    ["quit()", true],
+  ])(
+    "%s while a call waits for the answer of a release still on its way resolves after that call rejected; the reservation is let go",
+    async (stop, quit) => {
+      const a = new Redlock(instances(), { ...NO_POLLING, ...SLOW_CLOCK });
+      if (!quit) redlocks.push(a);
+      const b = redlock();
+      const key = `settling:${quit}:${count}`;
+      // a listens for hand-overs; its call on the blocker ends first, so that no other call of a runs
+      const blocker = await b.acquire(`${key}:blocker`, 10_000);
+      const leave = new AbortController();
+      const listening = a.acquire(`${key}:blocker`, 10_000, { wait: 60_000, signal: leave.signal });
+      await queued(`${key}:blocker`, 1);
+      await a.unlock(await a.acquire(key, 10_000));
+      const lock = await a.acquire(key, 10_000, WAIT());
+      const waiting = b.acquire(key, 10_000, WAIT());
+      await queued(key, 1);
+      leave.abort(new Error("left"));
+      await expect(listening).rejects.toThrow("left");
+      const order: string[] = [];
+      // not awaited: the release reserves the key, and the call waits for its answer (Retake.settling)
+      const released = a.unlock(lock);
+      const call = a.acquire(key, 10_000, WAIT()).then(
+        () => order.push("acquired"),
+        (error: unknown) => order.push(error instanceof LockUnavailableError ? "LockUnavailableError" : String(error)),
+      );
+      await (quit ? a.quit() : a.stopAcquiring());
+      order.push(`${stop} resolved`);
+      await call;
+      expect(order).toEqual(["LockUnavailableError", `${stop} resolved`]);
+      expect(await released).toBe(true);
+      // without the let-go the key would stay reserved for 10 s, and b, which does not poll, would time out
+      await b.unlock(await waiting);
+      await b.unlock(blocker);
+      await until(async () =>
+        (await Promise.all(instances().map((c) => c.keys(`${key}*`)))).every((k) => k.length === 0),
+      );
+    },
+  );
+
   it("a fenced looper's release reserves nothing (no fenced call could hold it): the next fenced call lets nothing go", async () => {
     const [a, b] = [redlock(), redlock()];
     const key = `fenced-looper:${count}`;

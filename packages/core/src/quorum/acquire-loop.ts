@@ -111,8 +111,13 @@ export class AcquireLoop {
     const keys = keysOf(parts.prefix, names);
     for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
     // a release of one of the keys by this Redlock still on its way may reserve it for this call
-    // (an unlock() not awaited): its answer first, or this attempt would follow it and be refused
+    // (an unlock() not awaited): its answer first, or this attempt would follow it and be refused.
+    // Counted as running from that wait on: quit() waits for the call (after quit() it ends at its
+    // first attempt, which is not sent) rather than resolve while the call still waits.
+    let counted = false;
     for (let settling = parts.retake.settling(keys); settling !== undefined; settling = parts.retake.settling(keys)) {
+      if (!counted) this.#running++;
+      counted = true;
       await settling;
     }
     const drift = driftFor(ttl, opts.driftFactor);
@@ -127,6 +132,8 @@ export class AcquireLoop {
       state.validUntil = reserved.start + ttl - drift;
       state.expiresAt = reserved.wallStart + ttl - drift;
       if (counter !== undefined) counter.attempts = 1;
+      // no quit() came since it waited (quit() lets every reservation go): counted no longer
+      if (counted && --this.#running === 0) this.#idle?.();
       return this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
     }
     const value = newLockValue();
@@ -151,7 +158,7 @@ export class AcquireLoop {
     let cut: AbortController | undefined;
     /** Set when a quorum of instances granted the call the keys (speed/own-grant.ts, speed/message-grant.ts). */
     let grantedAt: number | undefined;
-    this.#running++;
+    if (!counted) this.#running++;
     try {
       // `skipping`: a poll that a valid lock of this Redlock would refuse is not sent; it counts as
       // that refusal (WaitingCall.refusedHere)
