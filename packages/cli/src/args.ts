@@ -204,12 +204,18 @@ const NOT_FROM_URL: Readonly<Record<string, string>> = {
   reconnectOnError: "must be a function, not text",
 };
 
-/** The database a URL names, as ioredis reads it: its path, else `?db=`. */
+/**
+ * The database a URL names, as ioredis reads it: its path, else `?db=`, the last one when it is
+ * repeated (ioredis keeps the last query item: checking the first let "?db=1&db=abc" run in db 0).
+ */
 function databaseOf(url: string): string | undefined {
   const parsed = parsedUrl(url);
   const path = parsed?.pathname.slice(1);
-  return path === "" ? (parsed?.searchParams.get("db") ?? undefined) : path;
+  return path === "" ? lastItem(parsed?.searchParams, "db") : path;
 }
+
+/** The value ioredis takes for query item `name`: the last one given. */
+const lastItem = (query: URLSearchParams | undefined, name: string) => query?.getAll(name).at(-1);
 
 /** The options a URL's query string sets: ioredis takes each one as a client option. */
 const queryOf = (url: string) => parsedUrl(url)?.searchParams;
