@@ -178,6 +178,12 @@ function instanceUrls(flag: string | undefined, env: NodeJS.ProcessEnv): string[
     if (db !== undefined && !/^\d+$/.test(db)) {
       throw new UsageError(`${from}: entry ${index + 1} names database ${JSON.stringify(db)}, not a number`);
     }
+    // a URL without a port takes ioredis's from its query, which the URL parser does not check:
+    // out of range, every command failed as for a server that is down (exit 3, an outage)
+    const port = portOf(url);
+    if (port !== undefined && !(/^\d+$/.test(port) && Number(port) < 65_536)) {
+      throw new UsageError(`${from}: entry ${index + 1} names port ${JSON.stringify(port)}, not a port number`);
+    }
     // ioredis would put it before every key but not in SCAN's pattern: list would find each lock
     // under the prefix and read it under the prefix twice, free, and show nothing
     if (queryOf(url)?.has("keyPrefix")) {
@@ -212,6 +218,13 @@ function databaseOf(url: string): string | undefined {
   const parsed = parsedUrl(url);
   const path = parsed?.pathname.slice(1);
   return path === "" ? lastItem(parsed?.searchParams, "db") : path;
+}
+
+/** The port ioredis takes from a URL's query: where the URL names none, and no socket `?path=`. */
+function portOf(url: string): string | undefined {
+  const parsed = parsedUrl(url);
+  if (parsed === undefined || parsed.port !== "" || parsed.searchParams.has("path")) return undefined;
+  return lastItem(parsed.searchParams, "port");
 }
 
 /** The value ioredis takes for query item `name`: the last one given. */

@@ -169,6 +169,17 @@ describe("redlock-kit instances", PROCESS_TIMEOUT, () => {
       expect(run.stderr).not.toContain("50%off");
     }
   });
+
+  it("exits 2 for a port that ioredis reads from the URL's query and no server can have", async () => {
+    const good = `redis://127.0.0.1:${server(1).port}`;
+    // a URL without a port takes ioredis's from its query, which nothing checked: every command
+    // failed as for a server that is down, and inspect exited 3, an outage a script waits out
+    for (const port of ["99999", "abc"]) {
+      const run = await runCli(["inspect", "order:42", "--redis", `${good},redis://127.0.0.1?port=${port}`]);
+      expect({ port, code: run.code, stdout: run.stdout }).toEqual({ port, code: 2, stdout: "" });
+      expect(run.stderr).toContain(`--redis: entry 2 names port "${port}", not a port number`);
+    }
+  });
 });
 
 describe("redlock-kit list", PROCESS_TIMEOUT, () => {
