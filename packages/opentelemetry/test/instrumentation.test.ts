@@ -363,6 +363,27 @@ describe("@redlock-kit/opentelemetry", () => {
     expect(finished("lock.release")[0]?.status.code).toBe(SpanStatusCode.ERROR);
   });
 
+  it("records the time held of a lock found lost at its release while its Redlock holds 1,024 other locks", async () => {
+    instrument();
+    // one instance: the 1,024 locks take a few round trips
+    const dlm = new Redlock([clients[0] as Redis], { instanceTimeout: 100 });
+    redlocks.push(dlm);
+    const lost = await dlm.acquire("lost", 1000);
+    await aborted(lost.signal); // its validity ended; its key expires a few ms later
+    // held until the test ends (quit() and flushall clear them): at the 1,024th lock it holds, the
+    // Redlock sweeps the invalid ones out of its list of live locks
+    for (let i = 0; i < 1024; i += 128) {
+      await Promise.all(Array.from({ length: 128 }, (_, j) => dlm.acquire(`other:${i + j}`, 60_000)));
+    }
+    expect(await lost.release()).toBe(false);
+    const [release] = finished("lock.release");
+    expect(release?.attributes["lock.outcome"]).toBe("lost");
+    expect(release?.attributes["lock.held_ms"]).toEqual(expect.any(Number));
+    const held = await points<Histogram>("lock.held.duration");
+    expect(held.map((point) => [point.attributes, point.value.count])).toEqual([[{ "lock.outcome": "lost" }, 1]]);
+    expect((await points("lock.lost")).map((point) => point.value)).toEqual([1]);
+  });
+
   it("counts the calls waiting for a lock while they wait", async () => {
     instrument();
     const holder = await redlock().acquire("busy", 10_000);

@@ -42,7 +42,9 @@ export class LiveLocks {
   }
 
   delete(lock: Lock): void {
-    this.#unlink(lock[STATE]);
+    const state = lock[STATE];
+    state.swept = false;
+    this.#unlink(state);
   }
 
   /** Whether a valid lock of ours holds one of these Redis keys. */
@@ -62,10 +64,10 @@ export class LiveLocks {
     return false;
   }
 
-  /** Milliseconds since `lock` was acquired (on its Redlock's clock), while it is registered. */
+  /** Milliseconds since `lock` was acquired (on its Redlock's clock), until it is released (swept or not). */
   heldMs(lock: Lock): number | undefined {
     const state = lock[STATE];
-    return state.live ? state.clock() - state.acquiredAt : undefined;
+    return state.live || state.swept ? state.clock() - state.acquiredAt : undefined;
   }
 
   /** Number of registered locks (for leak checks). */
@@ -88,7 +90,11 @@ export class LiveLocks {
   #sweep(): void {
     for (let state = this.#head; state !== undefined; ) {
       const next = state.liveNext;
-      if (!state.valid) this.#unlink(state);
+      if (!state.valid) {
+        this.#unlink(state);
+        // a lost lock may still be released, and its release still traced with the time it was held
+        state.swept = true;
+      }
       state = next;
     }
     this.#sweepAt = Math.max(MIN_SWEEP_SIZE, this.#size * 2);

@@ -48,6 +48,11 @@ export class LockState {
   liveNext: LockState | undefined = undefined;
   /** @internal whether it is in that list */
   live = false;
+  /**
+   * @internal taken out of that list by a sweep, invalid but not released: its release, which may
+   * still come, says how long it was held
+   */
+  swept = false;
 
   constructor(
     /** Redis keys: the resources with the key prefix. */
