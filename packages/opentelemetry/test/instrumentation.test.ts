@@ -384,6 +384,40 @@ describe("@redlock-kit/opentelemetry", () => {
     expect((await points("lock.lost")).map((point) => point.value)).toEqual([1]);
   });
 
+  it("traces the renewal of a using() begun before instrumentRedlock() as a call of its own, not under another call's span", async () => {
+    const dlm = redlock();
+    let extended!: () => void;
+    const renewal = new Promise<void>((resolve) => {
+      extended = resolve;
+    });
+    // 2 s, renewed at half of it, once the request below has made its call
+    const early = dlm.using("early", 2000, async (_, lock) => {
+      const first = lock.expiresAt;
+      await renewal;
+      expect(lock.expiresAt).toBeGreaterThan(first);
+    });
+    await expect.poll(() => dlm.isLocked("early")).toBe(true);
+    instrument({ resourceNames: true });
+    const renewed = nextExtensions("early", 1);
+    renewed.then(() => extended());
+    // a call whose per-instance bound is the earliest one waiting: it arms the process's shared
+    // timer, on which that renewal waits too, in this request's context
+    const tracer = tracerProviderWith((t, ...args) => t.startSpan(...args)).getTracer("app");
+    await tracer.startActiveSpan("request", async (request) => {
+      const lock = await redlock({ instanceTimeout: 50 })
+        .lock("other", 1000)
+        .catch(() => null);
+      await lock?.release();
+      request.end();
+    });
+    await early;
+    const [extension] = finished("lock.extend");
+    expect(extension?.attributes["lock.resources"]).toEqual(["early"]);
+    // nothing was active where that using() was called: no parent, least of all the request's span
+    const parent = finished().find((span) => span.spanContext().spanId === extension?.parentSpanContext?.spanId);
+    expect([parent?.name, extension?.parentSpanContext]).toEqual([undefined, undefined]);
+  });
+
   it("counts the calls waiting for a lock while they wait", async () => {
     instrument();
     const holder = await redlock().acquire("busy", 10_000);

@@ -85,8 +85,16 @@ export function extensionScope(): AsyncResource | undefined {
   return tracingChannels.extend.hasSubscribers ? new AsyncResource("redlock-kit:extension") : undefined;
 }
 
+/**
+ * The process's top level, made as the module loads: the scope of an extension whose lock was
+ * taken while nobody traced extensions (a `using()` begun before the instrumentation). Run where
+ * the timer fires, it would be traced as a child of whichever call armed that timer.
+ */
+const TOP_LEVEL = new AsyncResource("redlock-kit:extension");
+
 export function inScope<T>(scope: AsyncResource | undefined, fn: () => T): T {
-  return scope === undefined ? fn() : scope.runInAsyncScope(fn);
+  if (scope !== undefined) return scope.runInAsyncScope(fn);
+  return tracingChannels.extend.hasSubscribers ? TOP_LEVEL.runInAsyncScope(fn) : fn();
 }
 
 /**
