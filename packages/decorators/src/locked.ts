@@ -173,7 +173,11 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
     // Re-entered: the body runs under the innermost enclosing lock that holds all its resources, not
     // under a lock on another resource taken in between, whose fence counts another resource's
     // acquisitions (a write with it could pass this resource's later fences): currentFence() is its own.
-    const own = enclosing.findLast((lock) => resources.every((resource) => lock.resources.includes(resource)));
+    // With none holding them all (its resources held by several enclosing locks), the innermost that
+    // holds some: the innermost of the chain may be a lock on another resource entirely.
+    const own =
+      enclosing.findLast((lock) => resources.every((resource) => lock.resources.includes(resource))) ??
+      enclosing.at(-1);
     // The call's own resources, when fewer than that lock's: currentFence() is its one resource's.
     const run = own === undefined ? body : () => holdingLock(redlock, own, body, resources);
     // released while the body runs (its caller did not await it), a lock it re-entered aborts its signal

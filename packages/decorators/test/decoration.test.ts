@@ -861,6 +861,40 @@ describe("the fence of the lock a @Locked method runs under", () => {
     expect(seen[1]).toEqual(["deposit", "2", ["account:7"]]);
   });
 
+  it("is never a lock on another resource taken in between, when its callers hold its resources under several locks", async () => {
+    // each resource's counter at its own height, as they are: a fence tells which one it came from
+    await client.set("account:8:redlock-kit:fence", "50");
+    await client.set("ledger:redlock-kit:fence", "100");
+    setDefaultRedlock(dlm);
+    const seen: unknown[] = [];
+    const move = decorateStandard(
+      async () => {
+        seen.push([currentLock()?.resources, currentFence(), currentFence("account:7"), currentFence("account:8")]);
+      },
+      "move",
+      Locked(([from, to]) => [`account:${from}`, `account:${to}`], { fencing: true }),
+    );
+    const ledger = decorateStandard(
+      async (...ids: unknown[]) => move(...ids),
+      "ledger",
+      Locked("ledger", { fencing: true }),
+    );
+    const credit = decorateStandard(
+      async (...ids: unknown[]) => ledger(...ids),
+      "credit",
+      Locked("account:{1}", { fencing: true }),
+    );
+    const debit = decorateStandard(
+      async (...ids: unknown[]) => credit(...ids),
+      "debit",
+      Locked("account:{0}", { fencing: true }),
+    );
+    // move re-enters account:7 (debit's lock) and account:8 (credit's) from inside ledger's lock
+    await debit("7", "8");
+    // it runs under the innermost lock holding its resources (credit's), never the ledger's
+    expect(seen).toEqual([[["account:8"], "51", "1", "51"]]);
+  });
+
   it("is never missing: a call that fences, re-entering a lock of its chain taken without fencing, rejects with LockConfigurationError, its body not run", async () => {
     const fencedDlm = new Redlock([client], { fencing: true });
     const ran: string[] = [];
