@@ -11,7 +11,6 @@ import {
   locksHolding,
   RedlockError,
   reenteringLocks,
-  resourcesNotHeld,
   trackHeldLocks,
 } from "@redlock-kit/core";
 import { copyOwnMetadata } from "./copy-metadata.js";
@@ -159,10 +158,12 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   const resources = call.resolve(args);
   // a value its prefix makes one of the library's own keys: LockKeyError (400), as on a route
   if (redlock.keyPrefix) checkPrefixedKeys(redlock.keyPrefix, resources);
-  // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
-  const pending = resourcesNotHeld(redlock, resources);
   // The enclosing locks this call runs under: one that started it without awaiting it may release them first.
   const enclosing = locksHolding(redlock, resources);
+  // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
+  // Read from the same locks: a validity read again could end in between, leaving a resource counted
+  // as held but under no lock this call checks when it ends.
+  const pending = resources.filter((resource) => !enclosing.some((lock) => lock.resources.includes(resource)));
   // a method that fences would read no fence under an enclosing lock taken without: refused, its body not run
   checkReenteredFencing(redlock, call.options.using.fencing, enclosing, resources);
   // A thenable the method returns (a lazy query) is resolved inside the lock's context, where its

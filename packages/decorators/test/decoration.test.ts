@@ -662,6 +662,44 @@ describe("a re-entered @Locked call", () => {
   });
 });
 
+describe("a @Locked call whose caller's lock ends as it looks at it", () => {
+  it("does not run as re-entered under no lock: its validity, read once, decides", async () => {
+    // a clock that jumps past the lock's validity after one more reading: a pause (GC, a busy
+    // event loop) between two readings of the caller's lock as the call starts
+    let readings = Number.POSITIVE_INFINITY;
+    let jumped = 0;
+    const clock = () => {
+      if (readings-- === 0) jumped = 60_000;
+      return performance.now() + jumped;
+    };
+    const timed = new Redlock([client], { clock });
+    await warmUp(timed);
+    const ran: string[] = [];
+    const inner = decorateStandard(
+      async () => {
+        ran.push("inner body");
+        return "inner result";
+      },
+      "inner",
+      Locked("order:{0}", { redlock: timed }),
+    );
+    let outcome: unknown;
+    const outer = decorateStandard(
+      async (id: unknown) => {
+        readings = 1;
+        outcome = await (inner(id) as Promise<unknown>).catch((error: unknown) => error);
+      },
+      "outer",
+      Locked("order:{0}", { redlock: timed }),
+    );
+    await (outer("1") as Promise<unknown>).catch(() => {});
+    // it counted the lock as held and ran: it hears that the lock ended, never gets a result as if held
+    expect(ran).toEqual(["inner body"]);
+    expect(outcome).toBeInstanceOf(LockLostError);
+    expect((outcome as LockLostError).resources).toEqual(["order:1"]);
+  });
+});
+
 describe("a @Locked call made by a listener of a lock's signal", () => {
   it("does not re-enter a lock that another call chain holds: the loss is reported outside any chain's locks", async () => {
     setDefaultRedlock(dlm);
