@@ -118,6 +118,7 @@ export class Redlock {
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {
       owner: this,
+      giveBack: (lock, announced) => this.#unlock(lock, announced),
       handOvers: this.#handOvers,
       retake: this.#retake,
       live: this.#live,
@@ -178,17 +179,22 @@ export class Redlock {
     return traceRelease(lock, this.#stores.length, this.#live, () => this.#unlock(lock));
   }
 
-  #unlock(lock: Lock): Promise<boolean> {
+  /**
+   * `announced`: the release is published on the point channel. A give-back (a lock won by an
+   * acquisition that then ended without it: `AcquireParts.giveBack`) is not a release call, and is
+   * not traced: that call is traced as its failure alone.
+   */
+  #unlock(lock: Lock, announced = true): Promise<boolean> {
     if (!this.#isOwn(lock)) return Promise.reject(notALock());
     if (!markReleased(lock)) return Promise.resolve(false);
     this.#live.delete(lock);
     const state = lock[STATE];
     const start = this.#clock();
-    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, start);
+    if (state.keys.length === 1 && this.#handOvers.listening) return this.#unlockOne(lock, start, announced);
     const quorum: Quorum<number> = { need: this.quorum, yes: (deleted) => deleted === state.keys.length };
     // Resolves once a quorum deleted the keys; the other instances' commands are already on their way.
     return fanOut(this.#stores, releaseCall, state, state.instanceTimeout, quorum).then((votes) =>
-      this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start),
+      this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start, announced),
     );
   }
 
@@ -196,7 +202,7 @@ export class Redlock {
    * A one-key lock while this Redlock waits for hand-overs: the release may be retaken
    * (speed/retake.ts), or grant the key to a waiter of this Redlock (speed/own-grant.ts).
    */
-  #unlockOne(lock: Lock, start: number): Promise<boolean> {
+  #unlockOne(lock: Lock, start: number, announced: boolean): Promise<boolean> {
     const quorum = this.#oneKeyQuorum;
     const state = lock[STATE];
     const key = state.keys[0] as string;
@@ -214,13 +220,13 @@ export class Redlock {
     };
     return fanOut(this.#stores, call, request, state.instanceTimeout, quorum).then((votes) => {
       this.#retake.released(key, window);
-      return this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start);
+      return this.#released(lock, countVotes(votes, quorum.yes) >= this.quorum, start, announced);
     });
   }
 
-  #released(lock: Lock, released: boolean, start: number): boolean {
+  #released(lock: Lock, released: boolean, start: number, announced: boolean): boolean {
     lock[STATE].heldAtRelease = released;
-    if (channels.release.hasSubscribers) {
+    if (announced && channels.release.hasSubscribers) {
       channels.release.publish({ resources: lock.resources, released, elapsedMs: this.#clock() - start });
     }
     return released;

@@ -796,6 +796,80 @@ describe("every path ends its span and leaves lock.waiters at 0", () => {
     expect((await points("lock.lost")).map((point) => point.value)).toEqual([1]);
   });
 
+  /**
+   * Holds every instance's writes back (CLIENT PAUSE WRITE, on connections of the test's own) until
+   * the returned function is called; `blocked` resolves once a command waits on every instance.
+   */
+  async function pauseWrites() {
+    const admins = cluster.servers.map((server) => server.client());
+    await Promise.all(admins.map((admin) => admin.call("CLIENT", "PAUSE", 60_000, "WRITE")));
+    const blocked = () =>
+      expect
+        .poll(async () =>
+          (await Promise.all(admins.map((admin) => admin.info("clients")))).every((info) =>
+            /blocked_clients:1\b/.test(info),
+          ),
+        )
+        .toBe(true);
+    // again after the test, whatever failed
+    const unpause = async () => {
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+      for (const admin of admins.splice(0)) admin.disconnect();
+    };
+    return { blocked, unpause };
+  }
+  const keysLeft = async (key: string) => (await Promise.all(clients.map((client) => client.exists(key)))).join();
+
+  it("a lock won just as the caller's signal aborted is given back untraced: the acquisition's failure only, no held duration", async () => {
+    const open = counting();
+    const dlm = redlock();
+    const controller = new AbortController();
+    // the signal aborts once the call has won, before its caller is handed the lock
+    const abortOnWin = (message: unknown) => {
+      if ((message as { outcome: string }).outcome === "acquired") controller.abort(new Error("client left"));
+    };
+    diagnosticsChannel.subscribe("redlock-kit:acquire", abortOnWin);
+    try {
+      await expect(dlm.acquire("raced", 5000, { signal: controller.signal })).rejects.toThrow("client left");
+    } finally {
+      diagnosticsChannel.unsubscribe("redlock-kit:acquire", abortOnWin);
+    }
+    await expect.poll(() => keysLeft("raced")).toBe("0,0,0"); // given back
+    expect(open.size).toBe(0);
+    expect(outcomes("lock.acquire")).toEqual(["aborted"]);
+    expect(outcomes("lock.release")).toEqual([]);
+    expect(await points<Histogram>("lock.held.duration")).toEqual([]);
+  });
+
+  it.each(["an aborted signal", "quit()"] as const)(
+    "a winning attempt answered after %s is given back untraced: the acquisition's failure only",
+    async (stop) => {
+      const open = counting();
+      // the attempt waits for its paused replies rather than time out
+      const dlm = redlock({ instanceTimeout: 10_000 });
+      await (await dlm.acquire("warm-up", 30_000)).release(); // connected: the attempt is all it sends
+      spans.reset();
+      const controller = new AbortController();
+      const paused = await pauseWrites();
+      let quitting: Promise<void> | undefined;
+      try {
+        const call = dlm.acquire("in-flight", 30_000, { signal: controller.signal }).catch((error: unknown) => error);
+        await paused.blocked();
+        if (stop === "quit()") quitting = dlm.quit();
+        else controller.abort(new Error("client left"));
+        await paused.unpause();
+        expect(await call).toBeInstanceOf(Error);
+        await quitting;
+      } finally {
+        await paused.unpause();
+      }
+      await expect.poll(() => keysLeft("in-flight")).toBe("0,0,0"); // given back
+      expect(open.size).toBe(0);
+      expect(outcomes("lock.acquire")).toEqual([stop === "quit()" ? "unavailable" : "aborted"]);
+      expect(outcomes("lock.release")).toEqual([]);
+    },
+  );
+
   it("a release refused (a lock of another Redlock) records no held duration: the lock is still held", async () => {
     const open = counting();
     const owner = redlock();

@@ -29,6 +29,12 @@ import { classify, tallyAcquire } from "./votes.js";
 /** What the loop needs of its Redlock beyond the quorum. */
 export interface AcquireParts {
   readonly owner: LockOwner;
+  /**
+   * Releases a lock that a call won but does not hand out (aborted, quit()), untraced: the call is
+   * traced as its failure alone, with no release (nor a held duration) of a lock nobody held.
+   * `announced`: its acquisition was published on the point channel, and so is its release.
+   */
+  readonly giveBack: (lock: Lock, announced: boolean) => Promise<boolean>;
   readonly handOvers: HandOvers;
   readonly live: LiveLocks;
   readonly prefix: string;
@@ -85,7 +91,7 @@ export class AcquireLoop {
     const acquiring = this.#run(resources, ttl, options, nullOnContention, counter);
     const signal = signalOf(options);
     // already aborted: the call rejects at once by itself, sending nothing
-    return signal === undefined || signal.aborted ? acquiring : abortable(acquiring, signal, this.#parts.owner);
+    return signal === undefined || signal.aborted ? acquiring : abortable(acquiring, signal, this.#parts.giveBack);
   }
 
   async #run(
@@ -350,7 +356,7 @@ export class AcquireLoop {
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted || this.#quit !== undefined) {
       waiting?.givesBack();
-      return parts.owner.unlock(lock).then(() => {
+      return parts.giveBack(lock, false).then(() => {
         throw this.#stopped(names, signal, attempts, start);
       });
     }
