@@ -25,7 +25,8 @@ export function createLockMetrics(meter: Meter): LockMetrics {
       advice,
     }),
     lost: meter.createCounter("lock.lost", {
-      description: "Locks that a quorum no longer held when they were released: expired, taken, or an extension failed",
+      description:
+        "Locks that a quorum no longer held when they were released: expired, taken, or found gone by an extension",
       unit: "{lock}",
     }),
     waiters: meter.createUpDownCounter("lock.waiters", {

@@ -870,6 +870,30 @@ describe("every path ends its span and leaves lock.waiters at 0", () => {
     },
   );
 
+  it("a using() whose renewals went unanswered is lost on its span, though a quorum still held its keys: released, not counted lost", async () => {
+    const open = counting();
+    // 4 s, renewed 2 s before its validity ends; a renewal waits 1 s per instance
+    const dlm = redlock({ instanceTimeout: 1000 });
+    const [, second, third] = cluster.servers as RedisServer[];
+    await dlm.using("unanswered", 4000, async (signal, lock) => {
+      // the renewal reaches one instance of three: too few answers to tell, and too little validity
+      // left to try again, so auto-extension gives the lock up (its keys stay held everywhere)
+      second?.pause();
+      third?.pause();
+      await aborted(signal);
+      expect(lock.valid).toBe(false);
+      second?.resume();
+      third?.resume();
+    });
+    expect(open.size).toBe(0);
+    expect(outcomes("lock.extend")).toEqual(["unavailable"]);
+    expect(outcomes("lock.using")).toEqual(["lost"]);
+    expect(outcomes("lock.release")).toEqual(["released"]); // a quorum still held it: unlock() was true
+    expect(await points("lock.lost")).toEqual([]);
+    const held = await points<Histogram>("lock.held.duration");
+    expect(held.map((point) => point.attributes["lock.outcome"])).toEqual(["released"]);
+  });
+
   it("a release refused (a lock of another Redlock) records no held duration: the lock is still held", async () => {
     const open = counting();
     const owner = redlock();

@@ -37,7 +37,11 @@ export interface ExtendTraceContext extends LockTraceContext {
 export interface ReleaseTraceContext extends LockTraceContext {
   /** Milliseconds since the lock was acquired; absent when it had been released before. */
   readonly heldMs?: number;
-  /** `lost`: a quorum no longer held it (it expired, was taken, or an extension failed); `already-released`: nothing to do. */
+  /**
+   * `lost`: a quorum no longer held it (it expired, was taken, or an extension found it gone);
+   * `released` for a lock given up (its signal aborted) whose keys a quorum still held;
+   * `already-released`: nothing to do.
+   */
   outcome?: "released" | "lost" | "already-released" | "error";
 }
 
