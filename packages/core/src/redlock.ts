@@ -170,7 +170,8 @@ export class Redlock {
   /**
    * Releases the lock on every instance (compare-and-delete: another owner's key is never touched).
    * Resolves to `true` as soon as a quorum deleted it (the release still reaches the other
-   * instances), `false` if it had expired, been taken or was already released. Never rejects
+   * instances), `false` if it had expired, been taken or was already released, or too few
+   * instances answered (the keys may then stay until their ttl). Never rejects
    * because of the lock's state, and never waits on a dead instance longer than the per-instance
    * timeout.
    */

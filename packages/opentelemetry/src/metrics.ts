@@ -26,7 +26,7 @@ export function createLockMetrics(meter: Meter): LockMetrics {
     }),
     lost: meter.createCounter("lock.lost", {
       description:
-        "Locks that a quorum no longer held when they were released: expired, taken, or found gone by an extension",
+        "Locks whose release no quorum confirmed: expired, taken, found gone by an extension, or too few instances answered",
       unit: "{lock}",
     }),
     waiters: meter.createUpDownCounter("lock.waiters", {

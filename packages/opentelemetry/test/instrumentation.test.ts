@@ -894,6 +894,27 @@ describe("every path ends its span and leaves lock.waiters at 0", () => {
     expect(held.map((point) => point.attributes["lock.outcome"])).toEqual(["released"]);
   });
 
+  it("a release that too few instances answered is lost, though a quorum may still hold the keys", async () => {
+    const open = counting();
+    const dlm = redlock({ instanceTimeout: 200 });
+    const lock = await dlm.acquire("unconfirmed", 10_000);
+    // two of three instances take no writes: the release reaches one, and times out on the others
+    const admins = cluster.servers.slice(1).map((server) => server.client());
+    try {
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "PAUSE", 60_000, "WRITE")));
+      expect(await lock.release()).toBe(false);
+      // the two hold the key still (reads answer): a quorum, until the ttl or the held-back release
+      expect(await Promise.all(admins.map((admin) => admin.exists("unconfirmed")))).toEqual([1, 1]);
+    } finally {
+      await Promise.all(admins.map((admin) => admin.call("CLIENT", "UNPAUSE")));
+      for (const admin of admins) admin.disconnect();
+    }
+    expect(open.size).toBe(0);
+    expect(outcomes("lock.release")).toEqual(["lost"]);
+    expect(finished("lock.release")[0]?.status.code).toBe(SpanStatusCode.ERROR);
+    expect((await points("lock.lost")).map((point) => point.value)).toEqual([1]);
+  });
+
   it("a release refused (a lock of another Redlock) records no held duration: the lock is still held", async () => {
     const open = counting();
     const owner = redlock();

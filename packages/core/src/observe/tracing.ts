@@ -38,7 +38,8 @@ export interface ReleaseTraceContext extends LockTraceContext {
   /** Milliseconds since the lock was acquired; absent when it had been released before. */
   readonly heldMs?: number;
   /**
-   * `lost`: a quorum no longer held it (it expired, was taken, or an extension found it gone);
+   * `lost`: no quorum confirmed the release: a quorum no longer held it (it expired, was taken, or
+   * an extension found it gone), or too few instances answered (the keys may stay until their ttl);
    * `released` for a lock given up (its signal aborted) whose keys a quorum still held;
    * `already-released`: nothing to do.
    */
@@ -50,8 +51,8 @@ export interface UsingTraceContext extends LockTraceContext {
   readonly ttl: number;
   /**
    * `completed`: `fn` ran and the lock was held throughout (`fn` may still have thrown: see
-   * `error`); `lost`: the lock was lost while `fn` ran (its signal aborted, or its release found
-   * that a quorum no longer held it); the others are the acquisition's outcomes.
+   * `error`); `lost`: the lock was lost while `fn` ran (its signal aborted, or no quorum confirmed
+   * its release); the others are the acquisition's outcomes.
    */
   outcome?: "completed" | "lost" | "contention" | "unavailable" | "aborted" | "error";
 }
