@@ -187,7 +187,13 @@ export class Redlock {
    */
   #unlock(lock: Lock, announced = true): Promise<boolean> {
     if (!this.#isOwn(lock)) return Promise.reject(notALock());
-    if (!markReleased(lock)) return Promise.resolve(false);
+    if (!markReleased(lock)) {
+      // released before: nothing to do, but a call that ended all the same (its first release's
+      // answer, `heldAtRelease`, stays)
+      if (channels.release.hasSubscribers)
+        channels.release.publish({ resources: lock.resources, released: false, elapsedMs: 0 });
+      return Promise.resolve(false);
+    }
     this.#live.delete(lock);
     const state = lock[STATE];
     const start = this.#clock();

@@ -8,6 +8,7 @@ import { sleep } from "#test-helpers/redis.js";
 import {
   type Lock,
   LockContentionError,
+  LockLostError,
   type LockTraceContext,
   LockUnavailableError,
   reenteringLocks,
@@ -273,6 +274,42 @@ describe("tracing channels", () => {
     await reentered;
     const ends = on(events, "using").filter((event) => event.event === "asyncEnd");
     expect(ends.map((event) => event.snapshot.outcome)).toEqual(["completed"]);
+  });
+
+  it("point channels: one message for each call that ends, a call on a lock already released or lost included", async () => {
+    const messages: [string, Record<string, unknown>][] = [];
+    const listeners = (["acquire", "extend", "release"] as const).map((name) => {
+      const listener = (message: unknown) => messages.push([name, message as Record<string, unknown>]);
+      diagnosticsChannel.subscribe(`redlock-kit:${name}`, listener);
+      return () => diagnosticsChannel.unsubscribe(`redlock-kit:${name}`, listener);
+    });
+    const dlm = redlock();
+    try {
+      const lock = await dlm.acquire("point", 2000);
+      await lock.extend(2000);
+      await lock.release();
+      expect(await lock.release()).toBe(false);
+      await expect(lock.extend(2000)).rejects.toThrow(LockLostError);
+      const lapsed = await dlm.acquire("lapsed", 200, { instanceTimeout: 50 });
+      await aborted(lapsed.signal); // its validity ended
+      await expect(lapsed.extend(2000)).rejects.toThrow(LockLostError);
+      await expect(dlm.acquire("point", 2000, { signal: AbortSignal.abort() })).rejects.toThrow();
+      await dlm.quit();
+      await expect(dlm.acquire("point", 2000)).rejects.toThrow(LockUnavailableError);
+    } finally {
+      for (const unsubscribe of listeners) unsubscribe();
+    }
+    expect(messages.map(([name, message]) => [name, message.outcome ?? message.extended ?? message.released])).toEqual([
+      ["acquire", "acquired"],
+      ["extend", true],
+      ["release", true],
+      ["release", false],
+      ["extend", false],
+      ["acquire", "acquired"],
+      ["extend", false],
+      ["acquire", "aborted"],
+      ["acquire", "unavailable"],
+    ]);
   });
 
   it("never carry the lock's value", async () => {

@@ -108,9 +108,9 @@ export class AcquireLoop {
     checkOptionNames(options, OPTION_NAMES.lock, nullOnContention ? "lock()" : "acquire()");
     const opts = resolveAcquireOptions(parts.defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
-    opts.signal?.throwIfAborted();
-    // refused rather than sent: a Redlock's own clients are closed, a handed Redlock no longer listens
-    if (this.#quit !== undefined) throw quitError(names);
+    // refused rather than sent (after quit(): a Redlock's own clients are closed, a handed Redlock
+    // no longer listens), and published as any call that ends so
+    if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, 0, this.#ctx.clock());
     const fencing = opts.fencing;
     if (fencing && !parts.canFence) checkFencing(stores);
 

@@ -14,6 +14,8 @@ import { countVotes } from "./votes.js";
 export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number, driftFactor: number): Promise<Lock> {
   const { stores, quorum, identity, clock } = ctx;
   const state = lock[STATE];
+  // refused without asking: still a call that ended, and the point channel says so
+  if (state.released || !lock.valid) publishExtension(lock, false, 0);
   if (state.released) throw new LockLostError(lock.resources, "Lock was already released");
   if (!lock.valid) {
     const error = state.lost ?? new LockLostError(lock.resources, "Lock validity ended before the extension");
@@ -42,9 +44,7 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   // bring it back (`valid` never turns true again, and a signal that aborted stays the answer).
   const lapsed = !lock.valid;
   const extended = yes >= quorum && ttl - elapsed - drift > 0 && !lapsed;
-  if (channels.extend.hasSubscribers) {
-    channels.extend.publish({ resources: lock.resources, extended, elapsedMs: elapsed });
-  }
+  publishExtension(lock, extended, elapsed);
   if (extended) {
     if (!overtaken || start + ttl - drift < state.validUntil) {
       state.validUntil = start + ttl - drift;
@@ -93,4 +93,8 @@ export async function extendOnQuorum(ctx: QuorumContext, lock: Lock, ttl: number
   );
   markLost(lock, error);
   throw error;
+}
+
+function publishExtension(lock: Lock, extended: boolean, elapsedMs: number): void {
+  if (channels.extend.hasSubscribers) channels.extend.publish({ resources: lock.resources, extended, elapsedMs });
 }
