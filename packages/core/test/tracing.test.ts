@@ -312,6 +312,33 @@ describe("tracing channels", () => {
     ]);
   });
 
+  it("a subscriber that throws changes no call; Node reports its error as an uncaught exception", async () => {
+    const thrown = new Error("subscriber bug");
+    const throwing = () => {
+      throw thrown;
+    };
+    const tracing = { asyncEnd: throwing };
+    diagnosticsChannel.subscribe("redlock-kit:release", throwing);
+    diagnosticsChannel.tracingChannel("redlock-kit:acquire").subscribe(tracing as never);
+    const errors: unknown[] = [];
+    process.setUncaughtExceptionCaptureCallback((error) => errors.push(error));
+    const dlm = redlock();
+    let result: unknown;
+    try {
+      result = await dlm.using("subscribed", 2000, () => dlm.isLocked("subscribed"));
+      // every tick queued meanwhile has run before an immediate scheduled now
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+      diagnosticsChannel.unsubscribe("redlock-kit:release", throwing);
+      diagnosticsChannel.tracingChannel("redlock-kit:acquire").unsubscribe(tracing as never);
+    }
+    expect(result).toBe(true); // acquired, held while fn ran
+    expect(await dlm.isLocked("subscribed")).toBe(false); // and released
+    // diagnostics_channel catches it and throws it again on the next tick: the process's, not core's
+    expect(errors).toEqual([thrown, thrown]);
+  });
+
   it("never carry the lock's value", async () => {
     const dlm = redlock({ instanceTimeout: 100 });
     const values: string[] = [];
