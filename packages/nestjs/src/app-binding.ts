@@ -24,6 +24,22 @@ import { LOCKED_ROUTE_METADATA, type LockedRouteDeclaration } from "./locked-rou
 type Handler = (...args: unknown[]) => unknown;
 
 /**
+ * The metadata of `@OnEvent` (@nestjs/event-emitter) and of `@Cron`, `@Interval` and `@Timeout`
+ * (@nestjs/schedule): Nest calls such a method itself, through no interceptor, so that a
+ * `@LockedRoute` on it would never see its call, and it would run unlocked.
+ */
+const CALLED_DIRECTLY = ["EVENT_LISTENER_METADATA", "SCHEDULER_TYPE"];
+
+/** A `@LockedRoute` on a method Nest calls without an execution context fails the start. */
+function refuseCalledDirectly(method: unknown, where: string): void {
+  if (typeof method !== "function" || !Reflect.hasMetadata(LOCKED_ROUTE_METADATA, method)) return;
+  if (!CALLED_DIRECTLY.some((key) => Reflect.hasMetadata(key, method))) return;
+  throw new TypeError(
+    `@LockedRoute of ${where}: Nest calls this @OnEvent/@Cron/@Interval/@Timeout method through no interceptor, so the route lock would never be taken and it would run unlocked; lock it with @Locked`,
+  );
+}
+
+/**
  * What one app's RedlockModule does at start and at shutdown: binds the app's providers and
  * controllers to its Redlock (for `@Locked`), checks every `@LockedRoute` declaration, and at
  * shutdown stops taking locks, waits for those held, and closes the Redlock, which closes the
@@ -87,6 +103,13 @@ export class RedlockAppBinding implements OnModuleInit, BeforeApplicationShutdow
       for (const name of this.scanner.getAllMethodNames(prototype)) {
         const handler = (prototype as Record<string, unknown>)[name];
         if (typeof handler === "function") this.routeFor(handler as Handler, `${wrapper.name}.${name}`);
+      }
+    }
+    for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
+      const prototype = (wrapper.metatype as { prototype?: object } | null)?.prototype;
+      if (!prototype) continue;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        refuseCalledDirectly((prototype as Record<string, unknown>)[name], `${wrapper.name}.${name}`);
       }
     }
   }
