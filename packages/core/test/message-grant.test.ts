@@ -105,34 +105,45 @@ describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
     }
   });
 
-  it("counts the validity from the waiter's first queued attempt, and claims when that is past its ttl", async () => {
+  /**
+   * A waiter on `key` (its Redlock's clock moved on by `waitedMs` while it is in line) handed the key
+   * by another Redlock's release: its lock, and the script calls each instance ran from the release
+   * on, once each ran at least `least` (a call resolves once a quorum answered).
+   */
+  const handedOver = async (name: string, waitedMs: number, least: number) => {
+    const key = `${name}:${count}`;
     let offset = 0;
-    const clock = () => performance.now() + offset;
-    const key = `validity:${count}`;
     const holder = await redlock().acquire(key, 10_000);
-    const waiting = redlock({ clock }).acquire(key, TTL, WAIT());
+    const waiting = redlock({ clock: () => performance.now() + offset }).acquire(key, TTL, WAIT());
     await queued(key, 1);
-    // 5 s pass for the waiter between its queued attempt and the hand-over
-    offset = 5000;
+    offset = waitedMs;
+    const before = await scriptCounts();
     await holder.release();
     const lock = await waiting;
-    expect(lock.remainingMs).toBeLessThanOrEqual(TTL - 5000);
-    expect(lock.remainingMs).toBeGreaterThan(TTL - 6000);
-    await lock.release();
+    return { lock, scripts: await scriptsSince(before, least) };
+  };
 
-    const again = await redlock().acquire(key, 10_000);
-    const late = redlock({ clock }).acquire(key, TTL, WAIT());
-    await queued(key, 1);
-    // more than the ttl passes: the hand-over no longer proves anything, the waiter claims
-    offset += TTL + 1000;
-    const before = await scriptCounts();
-    await again.release();
-    const claimed = await late;
-    // the release and the claim on each instance (a grant would leave 1 each)
-    expect(await scriptsSince(before, 2)).toEqual(instances().map(() => 2));
-    expect(claimed.valid).toBe(true);
-    expect(claimed.remainingMs).toBeGreaterThan(TTL - 1000);
-    await claimed.release();
+  it("counts the validity from the waiter's first queued attempt; claims when less than half its ttl would be left", async () => {
+    // 5 s of its 30 s in line: the hand-over is its lock, its validity counted from its queued attempt
+    const granted = await handedOver("validity:granted", 5000, 1);
+    expect(granted.scripts).toEqual(instances().map(() => 1));
+    expect(granted.lock.remainingMs).toBeLessThanOrEqual(TTL - 5000);
+    expect(granted.lock.remainingMs).toBeGreaterThan(TTL - 6000);
+    await granted.lock.release();
+
+    // 20 s: a grant would leave it under 10 s; it claims the key, held for a whole ttl from the claim
+    const half = await handedOver("validity:half", 20_000, 2);
+    // the release and the claim on each instance (a grant leaves 1 each, as above)
+    expect(half.scripts).toEqual(instances().map(() => 2));
+    expect(half.lock.remainingMs).toBeGreaterThan(TTL / 2);
+    await half.lock.release();
+
+    // more than the ttl: the hand-over proves nothing any more; claimed too
+    const late = await handedOver("validity:late", TTL + 1000, 2);
+    expect(late.scripts).toEqual(instances().map(() => 2));
+    expect(late.lock.valid).toBe(true);
+    expect(late.lock.remainingMs).toBeGreaterThan(TTL - 1000);
+    await late.lock.release();
   });
 
   it("a fenced waiter is not granted by the hand-over: it claims the key", async () => {

@@ -250,9 +250,12 @@ export class AcquireLoop {
         } catch {
           throw this.#stopped(names, opts.signal, attempts, start);
         }
-        // a quorum granted the key outright (taken below)
+        // a quorum granted the key outright (taken below), unless the call waited in line for so long
+        // that less than half its ttl would be left, counted from its first queued attempt: it claims
+        // the keys handed to it then, for a whole ttl from the claim (a handler would otherwise start
+        // on a lock about to lapse before its first renewal: docs/waiting.md, "Grant by message")
         grantedAt = waiting?.grantedAt();
-        if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) break;
+        if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > ttl / 2) break;
         grantedAt = undefined;
         // The attempt for a subscription back takes the call's place in line again where a release
         // may have skipped it: not a retry, and sent even behind a lock of this Redlock.

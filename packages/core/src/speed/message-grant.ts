@@ -16,7 +16,8 @@
  * its value before it expires; the waiter does so only by giving a key back after a failed
  * attempt, and a hand-over message from an instance it gave a key back to might predate the
  * give-back: such an instance only hands over, and the waiter claims what it was handed there, as
- * without this module.
+ * without this module. A waiter that waited in line for more than half its ttl claims too
+ * (quorum/acquire-loop.ts): the grant would leave it less than half its ttl.
  */
 export class MessageGrant {
   /** Monotonic time of the first attempt that carried the waiter's ticket. */
