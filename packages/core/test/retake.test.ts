@@ -93,6 +93,25 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
   const queued = (key: string, n: number) => until(async () => queuedOnQuorum(await queueSizes(instances(), key), n));
 
   /**
+   * `a` holding `key` after a release of its own (its next release of it reserves the key for its next
+   * call), listening for hand-overs since its call on `${key}:blocker`, held by `b`, queued and ended;
+   * `b` waiting in line for `key`, which it can get only by a hand-over.
+   */
+  async function heldWithWaiter(a: Redlock, b: Redlock, key: string) {
+    const blocker = await b.acquire(`${key}:blocker`, 10_000);
+    const leave = new AbortController();
+    const listening = a.acquire(`${key}:blocker`, 10_000, { wait: 60_000, signal: leave.signal });
+    await queued(`${key}:blocker`, 1);
+    await a.unlock(await a.acquire(key, 10_000));
+    const lock = await a.acquire(key, 10_000, WAIT());
+    const waiting = b.acquire(key, 10_000, WAIT());
+    await queued(key, 1);
+    leave.abort(new Error("left"));
+    await expect(listening).rejects.toThrow("left");
+    return { blocker, lock, waiting };
+  }
+
+  /**
    * `a` holds `key` as a looper (its acquire followed its own release of the key in one turn), and
    * listens for hand-overs for as long as the test runs: a call of its own waits on `b`'s `blocker`
    * (`ended`: what that call settled with, once `stopAcquiring()` ended it). `options`: of a's calls of `key`.
@@ -422,18 +441,7 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       { ...NO_POLLING, ...SLOW_CLOCK },
     );
     const b = redlock();
-    const key = `quit:${count}`;
-    // a listens for hand-overs while its call on the blocker waits
-    const blocker = await b.acquire(`${key}:blocker`, 10_000);
-    const stop = new AbortController();
-    const listening = a.acquire(`${key}:blocker`, 10_000, { wait: 60_000, signal: stop.signal });
-    await queued(`${key}:blocker`, 1);
-    await a.unlock(await a.acquire(key, 10_000));
-    const lock = await a.acquire(key, 10_000, WAIT());
-    const waiting = b.acquire(key, 10_000, WAIT());
-    await queued(key, 1);
-    stop.abort(new Error("stopped"));
-    await expect(listening).rejects.toThrow("stopped");
+    const { blocker, lock, waiting } = await heldWithWaiter(a, b, `quit:${count}`);
     expect(await a.unlock(lock)).toBe(true);
     await a.quit();
     // without the let-go the key would stay reserved for 10 s, and b, which does not poll, would time out
@@ -474,17 +482,8 @@ describe.each([1, 3])("retake on %i instance(s)", (count) => {
       if (!quit) redlocks.push(a);
       const b = redlock();
       const key = `settling:${quit}:${count}`;
-      // a listens for hand-overs; its call on the blocker ends first, so that no other call of a runs
-      const blocker = await b.acquire(`${key}:blocker`, 10_000);
-      const leave = new AbortController();
-      const listening = a.acquire(`${key}:blocker`, 10_000, { wait: 60_000, signal: leave.signal });
-      await queued(`${key}:blocker`, 1);
-      await a.unlock(await a.acquire(key, 10_000));
-      const lock = await a.acquire(key, 10_000, WAIT());
-      const waiting = b.acquire(key, 10_000, WAIT());
-      await queued(key, 1);
-      leave.abort(new Error("left"));
-      await expect(listening).rejects.toThrow("left");
+      // no other call of a runs: its call on the blocker has ended
+      const { blocker, lock, waiting } = await heldWithWaiter(a, b, key);
       const order: string[] = [];
       // not awaited: the release reserves the key, and the call waits for its answer (Retake.settling)
       const released = a.unlock(lock);

@@ -30,6 +30,19 @@ async function callsDuringOutage(dlm: Redlock, held: Lock): Promise<void> {
   for (const call of calls) await expect(call).rejects.toBeInstanceOf(LockUnavailableError);
 }
 
+/**
+ * Holds a lock, stops the server, and makes the outage's calls after each of `ATTEMPTS` reconnect
+ * attempts of `client` (its `event` says one ended).
+ */
+async function outage(dlm: Redlock, client: { once(event: string, listener: () => void): unknown }, event: string) {
+  const held = await dlm.acquire("held", 10_000);
+  await server().kill();
+  for (let i = 0; i < ATTEMPTS; i++) {
+    await next(client, event);
+    await callsDuringOutage(dlm, held);
+  }
+}
+
 /** How many INFO the server ran since it started (the harness's start-up probe sends one). */
 async function infoCalls(): Promise<number> {
   const admin = server().client({ enableReadyCheck: false });
@@ -55,12 +68,7 @@ describe("a handed client that queues commands while its server is down", () => 
     const client: Redis = server().client({ maxRetriesPerRequest: null, retryStrategy: () => 20 });
     const dlm = new Redlock([client], { retryCount: 0 });
     try {
-      const held = await dlm.acquire("held", 10_000);
-      await server().kill();
-      for (let i = 0; i < ATTEMPTS; i++) {
-        await next(client, "close");
-        await callsDuringOutage(dlm, held);
-      }
+      await outage(dlm, client, "close");
       const queue = (client as unknown as { offlineQueue: { toArray(): { command: { name: string } }[] } })
         .offlineQueue;
       // the 'ready' of the next connection asks it: nothing needs to wait in the queue meanwhile
@@ -80,12 +88,7 @@ describe("a handed client that queues commands while its server is down", () => 
     const client = await nodeRedisClient(server().port, { socket: { reconnectStrategy: () => 20 } }).connect();
     const dlm = new Redlock([client as unknown as RedlockInstance], { retryCount: 0 });
     try {
-      const held = await dlm.acquire("held", 10_000);
-      await server().kill();
-      for (let i = 0; i < ATTEMPTS; i++) {
-        await next(client, "reconnecting");
-        await callsDuringOutage(dlm, held);
-      }
+      await outage(dlm, client, "reconnecting");
       await server().restart();
       await locksAgain(dlm);
       // at most: the harness's start-up probe and Redlock's one question (node-redis has no ready check)

@@ -11,6 +11,7 @@ import {
   locksHolding,
   RedlockError,
   reenteringLocks,
+  resourcesNotHeld,
   trackHeldLocks,
 } from "@redlock-kit/core";
 import { copyOwnMetadata } from "./copy-metadata.js";
@@ -163,7 +164,7 @@ async function callLocked(original: AnyMethod, thisArg: unknown, args: unknown[]
   // Partial overlap: an enclosing call keeps the resources it holds; only the others are locked here.
   // Read from the same locks: a validity read again could end in between, leaving a resource counted
   // as held but under no lock this call checks when it ends.
-  const pending = resources.filter((resource) => !enclosing.some((lock) => lock.resources.includes(resource)));
+  const pending = resourcesNotHeld(redlock, resources, enclosing);
   // a method that fences would read no fence under an enclosing lock taken without: refused, its body not run
   checkReenteredFencing(redlock, call.options.using.fencing, enclosing, resources);
   // A thenable the method returns (a lazy query) is resolved inside the lock's context, where its

@@ -9,7 +9,6 @@
  */
 import { once } from "node:events";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { PassThrough, Readable } from "node:stream";
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -18,13 +17,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { nextChunk, open } from "#test-helpers/http-client.js";
 import { countReleases } from "#test-helpers/lock-events.js";
 import { useRedisServers } from "#test-helpers/redis.js";
+import { listenOnLoopback } from "#test-helpers/refused-routes.js";
 import { warmUp } from "#test-helpers/warm-up.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
 const cluster = useRedisServers(1);
 let redis: Redis;
 let dlm: Redlock;
-const servers: http.Server[] = [];
+const servers: { close(): Promise<void> }[] = [];
 
 beforeAll(async () => {
   redis = cluster.servers[0]?.client() as Redis;
@@ -32,10 +32,7 @@ beforeAll(async () => {
   await warmUp(dlm);
 });
 afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    server.close();
-    server.closeAllConnections();
-  }
+  await Promise.all(servers.splice(0).map((server) => server.close()));
   await redis.flushall();
 });
 afterAll(async () => {
@@ -79,10 +76,9 @@ async function failingApp(when: When, key: string | undefined) {
     }
     ctx.body = stream;
   });
-  const server = http.createServer(app.callback()).listen(0, "127.0.0.1");
+  const server = await listenOnLoopback(http.createServer(app.callback()));
   servers.push(server);
-  await once(server, "listening");
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { url } = server;
   return { url, errors, fail, responseClosed: () => responseClosed };
 }
 

@@ -71,13 +71,16 @@ const chainOf = (held: HeldLocks | undefined): readonly Lock[] =>
 
 /**
  * The resources this call chain does not hold yet through `redlock`. A lock counts only while it is
- * valid: a call made after the enclosing lock was released or lost locks afresh.
+ * valid: a call made after the enclosing lock was released or lost locks afresh. `held`: the locks
+ * `locksHolding(redlock, resources)` returned, when the caller runs under them: each call reads the
+ * locks' validity, which may end in between (a resource then counted as held under no lock it checks).
  */
-export function resourcesNotHeld(redlock: Redlock, resources: readonly string[]): readonly string[] {
-  const locks = shared[SHARED]?.getStore()?.byRedlock.get(redlock);
-  if (locks === undefined) return resources;
-  const valid = locks.filter((lock) => lock.valid);
-  return resources.filter((resource) => !valid.some((lock) => lock.resources.includes(resource)));
+export function resourcesNotHeld(
+  redlock: Redlock,
+  resources: readonly string[],
+  held: readonly Lock[] = locksHolding(redlock, resources),
+): readonly string[] {
+  return resources.filter((resource) => !held.some((lock) => lock.resources.includes(resource)));
 }
 
 /**
