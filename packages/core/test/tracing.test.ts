@@ -209,6 +209,31 @@ describe("tracing channels", () => {
     }
   });
 
+  it("mark detached the renewal of a lock taken while nobody traced extensions, and no other extension", async () => {
+    const dlm = redlock();
+    let renewed!: () => void;
+    const renewal = new Promise<void>((resolve) => {
+      renewed = resolve;
+    });
+    // begun before anyone subscribes; 2 s, renewed at half of it
+    const early = dlm.using("early", 2000, () => renewal);
+    await expect.poll(() => dlm.isLocked("early")).toBe(true);
+    const events = await record(async () => {
+      await dlm.using("late", 2000, async (_, lock) => {
+        await lock.extend(2000);
+        await arrival(nextExtensions("late", 1), "the late lock's renewal");
+      });
+      await arrival(nextExtensions("early", 1), "the early lock's renewal");
+      renewed();
+      await early;
+    });
+    // the late lock's manual extension and renewals, however many, then the early lock's renewal
+    const starts = on(events, "extend").filter((event) => event.event === "start");
+    const marks = (name: string) =>
+      new Set(starts.filter((event) => event.context.resources[0] === name).map((event) => event.snapshot.detached));
+    expect([marks("late"), marks("early")]).toEqual([new Set([undefined]), new Set([true])]);
+  });
+
   it("report a using() whose lock was lost while fn ran, and fn's own error", async () => {
     const dlm = redlock();
     const failure = new Error("fn failed");

@@ -9,6 +9,7 @@ import {
   type MeterProvider,
   metrics,
   context as otelContext,
+  ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
@@ -16,7 +17,7 @@ import {
   type TracerProvider,
   trace,
 } from "@opentelemetry/api";
-import type { AcquireTraceContext, LockTraceContext, ReleaseTraceContext } from "@redlock-kit/core";
+import type { AcquireTraceContext, ExtendTraceContext, LockTraceContext, ReleaseTraceContext } from "@redlock-kit/core";
 import { createLockMetrics, type LockMetrics } from "./metrics.js";
 import { SdkFailures } from "./sdk-failures.js";
 
@@ -187,9 +188,12 @@ class Telemetry {
     };
     const ttl = (context as Partial<AcquireTraceContext>).ttl;
     if (ttl !== undefined) attributes["lock.ttl_ms"] = ttl;
+    // a renewal of a lock taken before the instrumentation: the context active here is only the one
+    // core was loaded in, another request's if that was a lazy import() inside it
+    const parent = (context as ExtendTraceContext).detached === true ? ROOT_CONTEXT : this.#activeContext();
     const span = this.#sdk.attempt(
       "starting a span",
-      () => this.#tracer.startSpan(`lock.${operation}`, { kind: SpanKind.INTERNAL, attributes }, this.#activeContext()),
+      () => this.#tracer.startSpan(`lock.${operation}`, { kind: SpanKind.INTERNAL, attributes }, parent),
       NO_SPAN,
     );
     const waiting =

@@ -37,7 +37,7 @@ import {
 } from "@redlock-kit/core";
 import { instrumentRedlock, type RedlockTelemetryOptions } from "@redlock-kit/opentelemetry";
 import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { aborted } from "#test-helpers/aborted.js";
 import { arrival, nextExtensions } from "#test-helpers/lock-events.js";
 import { queuedOnQuorum, queueSizes } from "#test-helpers/quorum.js";
@@ -416,6 +416,34 @@ describe("@redlock-kit/opentelemetry", () => {
     // nothing was active where that using() was called: no parent, least of all the request's span
     const parent = finished().find((span) => span.spanContext().spanId === extension?.parentSpanContext?.spanId);
     expect([parent?.name, extension?.parentSpanContext]).toEqual([undefined, undefined]);
+  });
+
+  it("traces that renewal without a parent even when core was first loaded inside a request's context", async () => {
+    // core loaded for the first time (a lazy import) while a request's span is active
+    const request = trace.wrapSpanContext({ traceId: "1".repeat(32), spanId: "2".repeat(16), traceFlags: 1 });
+    vi.resetModules();
+    const lazy = await context.with(trace.setSpan(context.active(), request), () => import("@redlock-kit/core"));
+    const dlm = new lazy.Redlock(clients, { instanceTimeout: 500 });
+    redlocks.push(dlm as unknown as Redlock);
+    let extended!: () => void;
+    const renewal = new Promise<void>((resolve) => {
+      extended = resolve;
+    });
+    // begun outside that request, before instrumentRedlock(); 2 s, renewed at half of it
+    const early = dlm.using("early", 2000, async (_, lock) => {
+      const first = lock.expiresAt;
+      await renewal;
+      expect(lock.expiresAt).toBeGreaterThan(first);
+    });
+    await expect.poll(() => dlm.isLocked("early")).toBe(true);
+    instrument({ resourceNames: true });
+    await nextExtensions("early", 1);
+    extended();
+    await early;
+    const [extension] = finished("lock.extend");
+    expect(extension?.attributes["lock.resources"]).toEqual(["early"]);
+    // the request that happened to load core is long over: it is not the renewal's parent
+    expect(extension?.parentSpanContext?.spanId).toBeUndefined();
   });
 
   it("counts the calls waiting for a lock while they wait", async () => {

@@ -31,6 +31,13 @@ export interface ExtendTraceContext extends LockTraceContext {
   readonly ttl: number;
   /** `unavailable`: too few instances answered; the lock stays valid until its current validity ends. */
   outcome?: "extended" | "lost" | "unavailable" | "error";
+  /**
+   * `true` for an auto-extension of a lock taken while nobody subscribed to this channel (a
+   * `using()` begun before the instrumentation): no call's context is its own, and a tracer should
+   * give it no parent. It runs in the context core was loaded in, the process's top level unless
+   * core was first imported inside a request's context.
+   */
+  readonly detached?: true;
 }
 
 /** `redlock-kit:release`: one `unlock()` / `lock.release()` call. */
@@ -91,15 +98,27 @@ export function extensionScope(): AsyncResource | undefined {
 }
 
 /**
- * The process's top level, made as the module loads: the scope of an extension whose lock was
- * taken while nobody traced extensions (a `using()` begun before the instrumentation). Run where
- * the timer fires, it would be traced as a child of whichever call armed that timer.
+ * The context the module loads in: the scope of an extension whose lock was taken while nobody
+ * traced extensions (a `using()` begun before the instrumentation). Run where the timer fires, it
+ * would be traced as a child of whichever call armed that timer. Normally the process's top level,
+ * but an AsyncResource keeps the async context it was made in (a lazy `import()` inside a request
+ * makes it that request's, for good) and Node offers no empty one to make it in: its extensions
+ * are marked `detached` too, for a tracer to give them no parent whatever this context holds.
  */
 const TOP_LEVEL = new AsyncResource("redlock-kit:extension");
 
+/** Set while a detached extension starts: `fn` calls `extend()` synchronously, which reads it. */
+let detached = false;
+
 export function inScope<T>(scope: AsyncResource | undefined, fn: () => T): T {
   if (scope !== undefined) return scope.runInAsyncScope(fn);
-  return tracingChannels.extend.hasSubscribers ? TOP_LEVEL.runInAsyncScope(fn) : fn();
+  if (!tracingChannels.extend.hasSubscribers) return fn();
+  detached = true;
+  try {
+    return TOP_LEVEL.runInAsyncScope(fn);
+  } finally {
+    detached = false;
+  }
 }
 
 /**
@@ -188,7 +207,7 @@ export function traceAcquire(
 }
 
 export function traceExtend(lock: Lock, ttl: number, instances: number, call: () => Promise<Lock>): Promise<Lock> {
-  const context: ExtendTraceContext = { resources: resourcesOf(lock), instances, ttl };
+  const context: ExtendTraceContext = { resources: resourcesOf(lock), instances, ttl, ...(detached && { detached }) };
   return traced(tracingChannels.extend, context, call, (_, error, failed) => {
     if (!failed) return "extended";
     if (RedlockError.isRedlockError(error)) {
