@@ -1,4 +1,5 @@
-import type { Redlock } from "@redlock-kit/core";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { LockConfigurationError, type Redlock } from "@redlock-kit/core";
 
 /**
  * Which Redlock a `@Locked` call uses: the one of the app its `this` belongs to. Decorators run
@@ -21,6 +22,18 @@ const running = new Set<Redlock>();
  * flight) uses the one of these, and gets its refusal (503) as the app's other providers do.
  */
 const stopping = new Set<Redlock>();
+
+/**
+ * The Redlock of the app whose module interceptor is handling the current call (an HTTP request, a
+ * message, a WebSocket event): an object no app bound (a request-scoped provider, made per request)
+ * used there belongs to that app, even while another app of the process runs or this one shuts down.
+ */
+const handling = new AsyncLocalStorage<Redlock>();
+
+/** Runs `handle` as part of a call the app of `redlock` handles (see `handling`). */
+export function handlingWith<T>(redlock: Redlock, handle: () => T): T {
+  return handling.run(redlock, handle);
+}
 
 /** An app whose RedlockModule exists but has not run its onModuleInit yet. */
 export interface StartingApp {
@@ -100,20 +113,24 @@ export async function callsSettled(redlock: Redlock): Promise<void> {
 
 /**
  * The Redlock of `self`'s app, even once that app shut down (its Redlock then refuses to acquire:
- * `LockUnavailableError`, 503); for an object no app created (a class instantiated by hand, a
- * request-scoped provider), the one running RedlockModule's, or with none running, the one
- * shutting down.
+ * `LockUnavailableError`, 503); for an object no app bound (a request-scoped provider, a class
+ * instantiated by hand), the one of the app handling the call it is made in, else the one running
+ * RedlockModule's, or with none running, the one shutting down. Which app's cannot be told:
+ * `LockConfigurationError` (a configuration to fix, answered 500 as such), never another app's.
  */
 export function redlockOf(self: unknown): Redlock {
   const bound = typeof self === "object" && self !== null ? (byInstance.get(self) ?? bindStarting(self)) : undefined;
   if (bound !== undefined) return bound;
+  const handler = handling.getStore();
+  if (handler !== undefined) return handler;
   const apps = running.size > 0 ? running : stopping;
   const [only, ...others] = apps;
   if (only !== undefined && others.length === 0) return only;
-  throw new Error(
+  throw new LockConfigurationError(
     only === undefined
       ? "@Locked from @redlock-kit/nestjs found no running RedlockModule for this call: one made from a constructor comes before its app has the instance (make it in onModuleInit or later); else import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked"
-      : `@Locked from @redlock-kit/nestjs was called on an object of none of the ${apps.size} running apps with a RedlockModule: pass { redlock } to @Locked`,
+      : `@Locked from @redlock-kit/nestjs was called on an object of none of the ${apps.size} running apps with a RedlockModule, outside any call an app handles: pass { redlock } to @Locked`,
+    [],
   );
 }
 

@@ -23,6 +23,7 @@ import {
 } from "@redlock-kit/core";
 import { catchError, concatMap, map, Observable, throwError } from "rxjs";
 import { RedlockAppBinding } from "./app-binding.js";
+import { handlingWith } from "./bound-redlocks.js";
 import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
 import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
@@ -65,6 +66,12 @@ export class RedlockInterceptor implements NestInterceptor {
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> | Promise<Observable<unknown>> {
+    // Nest runs the handler in the context handle() is called in: a request-scoped provider's
+    // @Locked call there locks with this app's Redlock, no app having bound that instance
+    return handlingWith(this.binding.redlock, () => this.#intercept(context, next));
+  }
+
+  #intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> | Promise<Observable<unknown>> {
     if (context.getType() !== "http") return next.handle();
     const http = context.switchToHttp();
     const response: unknown = http.getResponse();

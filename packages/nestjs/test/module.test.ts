@@ -10,20 +10,22 @@ import {
   Inject,
   Injectable,
   Module,
+  Param,
   Post,
   Scope,
   type Type,
 } from "@nestjs/common";
 import { NestFactory } from "@nestjs/core";
-import { LockUnavailableError, type RedisStore, Redlock } from "@redlock-kit/core";
+import { LockConfigurationError, LockUnavailableError, type RedisStore, Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { send } from "#test-helpers/http-client.js";
 import { excess, settledResources } from "#test-helpers/invariants.js";
 import { nextExtensions } from "#test-helpers/lock-events.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { warmUp } from "#test-helpers/warm-up.js";
 import { Locked, LockedRoute, RedlockModule } from "../src/index.js";
-import { ShutdownProbe, ShutdownProbeModule } from "./helpers/nest-app.js";
+import { ShutdownProbe, ShutdownProbeModule, startNestApp } from "./helpers/nest-app.js";
 
 const cluster = useRedisServers(4);
 /** One inspecting client per server; handed clients are made per test. */
@@ -252,12 +254,58 @@ describe("the Redlock a @Locked method uses", () => {
       await three.get(Ledger).post("4");
       await one.get(Ledger).post("5");
       expect(Ledger.seen).toEqual(["trio", "fourth"]);
-      // an object no app created, with two apps running: no way to tell which one it belongs to
-      await expect(new Ledger().post("6")).rejects.toThrow(/none of the 2 running apps/);
+      // an object no app created, with two apps running, outside any request: no way to tell which one it belongs to
+      const untold = await new Ledger().post("6").catch((error: unknown) => error);
+      expect(untold).toBeInstanceOf(LockConfigurationError);
+      expect(String(untold)).toMatch(/none of the 2 running apps/);
     } finally {
       await Promise.all([three.close(), one.close()]);
     }
     await expect(new Ledger().post("7")).rejects.toThrow(/found no running RedlockModule/);
+  });
+});
+
+/** A request-scoped provider: one instance per request, which no app binds at its start. */
+@Injectable({ scope: Scope.REQUEST })
+class Till {
+  @Locked("till:{0}", { wait: 3000 })
+  async ring(id: string) {
+    return holders(`till:${id}`);
+  }
+}
+
+@Controller("tills")
+class TillController {
+  constructor(@Inject(Till) private readonly till: Till) {}
+  @Post(":id")
+  ring(@Param("id") id: string) {
+    return this.till.ring(id);
+  }
+}
+
+describe("a request-scoped provider's @Locked method, called while handling a request", () => {
+  it("locks with the Redlock of the app handling the request, with two apps running at once", async () => {
+    const app = (redlockModule: ReturnType<typeof RedlockModule.forRoot>) => {
+      @Module({ imports: [redlockModule], controllers: [TillController], providers: [Till] })
+      class TillApp {}
+      return TillApp;
+    };
+    const three = await startNestApp(app(RedlockModule.forRoot({ instances: trio().map(url) })), "express");
+    const one = await startNestApp(
+      app(RedlockModule.forRoot({ instances: [url(cluster.servers[3] as RedisServer)] })),
+      "express",
+    );
+    try {
+      const answer = async (running: typeof three, id: string) => {
+        const { status, text } = await send(`${running.url}/tills/${id}`, { method: "POST" });
+        return { status, text };
+      };
+      // before: 500 {"statusCode":500,"message":"Internal server error"}, from a plain Error ("none of the 2 running apps")
+      expect(await answer(three, "1")).toEqual({ status: 201, text: "trio" });
+      expect(await answer(one, "2")).toEqual({ status: 201, text: "fourth" });
+    } finally {
+      await Promise.all([three.close(), one.close()]);
+    }
   });
 });
 
@@ -319,8 +367,9 @@ describe("a @Locked call from the onModuleInit of a provider Nest initialises be
     const context = await start(EagerApp);
     await context.close();
     expect(await Promise.all(attempts)).toEqual([
-      new Error(
+      new LockConfigurationError(
         "@Locked from @redlock-kit/nestjs found no running RedlockModule for this call: one made from a constructor comes before its app has the instance (make it in onModuleInit or later); else import RedlockModule.forRoot(...) in the app, or pass { redlock } to @Locked",
+        [],
       ),
     ]);
   });
