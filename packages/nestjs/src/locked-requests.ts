@@ -1,4 +1,25 @@
+import type { ExecutionContext } from "@nestjs/common";
 import type { HeldRoute, Lock } from "@redlock-kit/core";
+
+/**
+ * Whether an "http" call carries an HTTP request and the platform's response (Express's, or
+ * Fastify's reply over the Node one): a custom transport calling a handler through
+ * `ExternalContextCreator` gets that type by default, with its own arguments (a message, none).
+ */
+export function carriesHttp(context: ExecutionContext): boolean {
+  const http = context.switchToHttp();
+  const request: unknown = http.getRequest();
+  const response = http.getResponse<{ raw?: unknown } | undefined>();
+  const node = (typeof response === "object" && response !== null ? (response.raw ?? response) : undefined) as
+    | { on?: unknown; setHeader?: unknown }
+    | undefined;
+  return (
+    typeof request === "object" &&
+    request !== null &&
+    typeof node?.on === "function" &&
+    typeof node.setHeader === "function"
+  );
+}
 
 /** Requests whose `@LockedRoute` lock `RedlockInterceptor` took: what `@LockedRoute`'s own check looks for. */
 const lockedRequests = new WeakSet<object>();

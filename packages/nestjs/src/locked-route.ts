@@ -23,7 +23,7 @@ import {
 import type { Observable } from "rxjs";
 import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor } from "./locked-exception.js";
-import { handlerOf, lockedByInterceptor } from "./locked-requests.js";
+import { carriesHttp, handlerOf, lockedByInterceptor } from "./locked-requests.js";
 
 /** The reflect-metadata key under which `@LockedRoute` records its declaration, on the handler. */
 export const LOCKED_ROUTE_METADATA = "redlock-kit:locked-route";
@@ -119,12 +119,14 @@ function startedUnlocked(target: unknown, method: { name: string }, lock: Lock):
  */
 class LockedRouteCheck implements NestInterceptor {
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const http = context.getType() === "http";
+    const type = context.getType();
+    const http = type === "http" && carriesHttp(context);
     if (http && lockedByInterceptor(context.switchToHttp().getRequest<object>())) return next.handle();
     const where = `${context.getClass().name}.${context.getHandler().name}`;
+    const runsIn = type === "http" ? "an http context without an HTTP request and response" : `a ${type} context`;
     const why = http
       ? "RedlockModule is not imported in this app"
-      : `it runs in a ${context.getType()} context, and @LockedRoute locks HTTP routes only (use @Locked)`;
+      : `it runs in ${runsIn}, and @LockedRoute locks HTTP routes only (use @Locked)`;
     const error = new LockConfigurationError(`${where} is a @LockedRoute, but ${why}: the route cannot be locked`, []);
     logger.error(error.message);
     if (!http) throw error;

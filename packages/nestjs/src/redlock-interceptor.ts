@@ -27,7 +27,7 @@ import { handlingWith } from "./bound-redlocks.js";
 import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
 import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
-import { awaitHandler, markLocked } from "./locked-requests.js";
+import { awaitHandler, carriesHttp, markLocked } from "./locked-requests.js";
 
 /** What the interceptor reads from Express's and Fastify's request objects alike. */
 interface PlatformRequest extends HttpKeySource {
@@ -79,6 +79,9 @@ export class RedlockInterceptor implements NestInterceptor {
     const handler = context.getHandler() as (...args: unknown[]) => unknown;
     const route = this.binding.routeFor(handler);
     if (route === null) return next.handle().pipe(translate);
+    // no HTTP request to lock (a custom transport's call, "http" by default): @LockedRoute's own
+    // interceptor refuses it with LockConfigurationError, as any call that is no HTTP request
+    if (!carriesHttp(context)) return next.handle();
     const request = http.getRequest<PlatformRequest>();
     const status = (Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined) ?? HttpStatus.OK;
     return this.#lock(route, request, response).then((held) =>

@@ -624,4 +624,42 @@ describe("@LockedRoute outside HTTP", () => {
       await nest.close();
     }
   });
+
+  it.each([
+    ["no arguments at all", [], true],
+    ["a message and its context, no request or response", [{ id: "1" }, { pattern: "pay" }], true],
+    ["a message and its context, in an app without RedlockModule", [{ id: "1" }, { pattern: "pay" }], false],
+  ])(
+    "on a handler a custom transport calls through ExternalContextCreator with the default http type and %s fails with the configuration error and never runs unlocked",
+    async (_what, args, withModule) => {
+      @Module({
+        imports: withModule ? [RedlockModule.forRoot({ instances: clients, options: { retryCount: 0 } })] : [],
+        providers: [PaymentsResolver],
+      })
+      class TransportModule {}
+      const logs = captureLogs();
+      const nest = await startNestApp(TransportModule, "express", logs.logger);
+      try {
+        const resolver = nest.app.get(PaymentsResolver);
+        // the context type left as ExternalContextCreator's default, "http"
+        const call = nest.app
+          .get(ExternalContextCreator)
+          .create(resolver, resolver.pay, "pay", undefined, undefined, undefined, undefined, { interceptors: true });
+        const error = await call(...args).then(
+          () => "ran",
+          (e: unknown) => e,
+        );
+        // before: TypeError: Cannot read properties of undefined (reading 'params'), or res.on is not a
+        // function; without RedlockModule an HttpException (500) saying the module is not imported
+        expect(error).toBeInstanceOf(LockConfigurationError);
+        expect(resolver.ran).toBe(0);
+        expect(logs.error).toContain(
+          "PaymentsResolver.pay is a @LockedRoute, but it runs in an http context without an HTTP request and response, and @LockedRoute locks HTTP routes only (use @Locked): the route cannot be locked",
+        );
+        expect(await Promise.all(clients.map((client) => client.keys("*")))).toEqual([[], [], []]);
+      } finally {
+        await nest.close();
+      }
+    },
+  );
 });
