@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
 import { useRedisServers } from "#test-helpers/redis.js";
-import { type LockStore, MemoryStore, NodeRedisStore, RedisStore, Redlock } from "../src/index.js";
+import { type LockStore, MemoryStore, NodeRedisStore, RedisStore, Redlock, type RedlockOptions } from "../src/index.js";
 import { fingerprint } from "../src/observe/inspect.js";
 
 const redis = useRedisServers(3);
@@ -22,8 +22,8 @@ afterEach(async () => {
 
 afterAll(() => closeNodeRedis(nodeRedis));
 
-const redlock = (stores: readonly LockStore[]) => {
-  const dlm = new Redlock(stores, { retryCount: 0 });
+const redlock = (stores: readonly LockStore[], options: RedlockOptions = { retryCount: 0 }) => {
+  const dlm = new Redlock(stores, options);
   redlocks.push(dlm);
   return dlm;
 };
@@ -101,5 +101,45 @@ describe.each(kinds)("forceRelease() with holder, on %s", (_, setUp) => {
     expect(await values("stuck")).toEqual(owners.map(() => live));
     expect(result).toMatchObject({ deleted: 0, kept: owners.length, unknown: 0 });
     expect(result.instances.map(({ holder }) => holder)).toEqual(owners.map(() => fingerprint(live as string)));
+  });
+});
+
+/** A poll interval so long that only a hand-over can wake a waiter within the test. */
+const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
+
+describe.each(kinds.slice(0, 2))("forceRelease() without holder, on %s", (_, setUp) => {
+  it("hands the key to the next waiter when the lock changed hands between its read and its delete", async () => {
+    const { operator, owners, values } = setUp();
+    const queued = (count: number) =>
+      expect
+        .poll(() => Promise.all(admins.map((admin) => admin.zcard("stuck:redlock-kit:waiters"))))
+        .toEqual(admins.map(() => count));
+    const holder = await redlock(owners).acquire("stuck", 60_000);
+    await expect.poll(() => values("stuck")).toEqual(owners.map(() => holder.value));
+    // two waiters of other processes (each Redlock its own channel), queued in this order everywhere
+    const wait = () =>
+      redlock(owners, NO_POLLING).acquire("stuck", 60_000, { wait: 60_000, signal: AbortSignal.timeout(10_000) });
+    const first = wait();
+    await queued(1);
+    const second = wait();
+    second.catch(() => {}); // awaited below, once the key is seen handed over
+    await queued(2);
+    let firstValue: string | undefined;
+    // the holder releases after the operator read the key: the first waiter is handed it
+    const releasedMeanwhile = async () => {
+      await holder.release();
+      const lock = await first;
+      firstValue = lock.value;
+      await expect.poll(() => values("stuck")).toEqual(owners.map(() => lock.value));
+    };
+    const result = await redlock(operator(releasedMeanwhile)).forceRelease("stuck");
+    expect(result).toMatchObject({ deleted: owners.length, unknown: 0 });
+    // the first waiter's key is deleted as any other holder's, and the second one is woken, as a
+    // forced release of the key the operator read would have woken it (not left to poll in the queue)
+    const whose = (value: string | null) => (value === null ? "free" : value === firstValue ? "first" : "next");
+    await expect.poll(async () => (await values("stuck")).map(whose)).toEqual(owners.map(() => "next"));
+    const next = await second;
+    expect(next.value).not.toBe(firstValue);
+    expect(await values("stuck")).toEqual(owners.map(() => next.value));
   });
 });

@@ -30,16 +30,25 @@ async function readRedisKey(client: Redis | Cluster, key: string): Promise<Store
   return { value, ttlMs: ttl };
 }
 
+/** Reads and releases of a key that keeps changing hands before `deleteKey` deletes it outright. */
+const RELEASE_ROUNDS = 3;
+
 /**
  * Deletes `key` on one instance whatever its value. It is released with the value it holds
- * (compare-and-delete), so that the oldest waiter queued on it is handed the key at once; a key
- * that changed hands between the read and the release is deleted outright on a Redis store.
- * Resolves to whether a key was deleted.
+ * (compare-and-delete), so that the oldest waiter queued on it is handed the key at once. On a
+ * Redis store, a key that changed hands between the read and the release (its holder released it,
+ * handing it to a waiter) is read and released again: deleted outright, the waiters behind the new
+ * holder were woken by nobody and learnt it only at their next poll. Only a key that changes hands
+ * in each of `RELEASE_ROUNDS` rounds is deleted outright. Resolves to whether a key was deleted.
  */
 export async function deleteKey(store: LockStore, key: string): Promise<boolean> {
-  const stored = await readKey(store, key);
-  if (stored === null) return false;
-  if ((await store.release([key], stored.value)) > 0) return true;
+  const redis = store instanceof RedisStore || store instanceof NodeRedisStore;
+  for (let round = 1; round <= RELEASE_ROUNDS; round++) {
+    const stored = await readKey(store, key);
+    if (stored === null) return false;
+    if ((await store.release([key], stored.value)) > 0) return true;
+    if (!redis) return false;
+  }
   if (store instanceof NodeRedisStore) return store.forceDelete(key);
   return store instanceof RedisStore && (await store.client.del(key)) > 0;
 }
