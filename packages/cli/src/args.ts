@@ -56,6 +56,7 @@ Exit codes:
   3  unavailable: too few instances answered to tell
   70   an unexpected error (a bug, or a failure nobody foresaw): no verdict
   130  interrupted by Ctrl-C (watch: 0; release's question: answered no)
+  143  stopped by SIGTERM, as by Ctrl-C (watch: 0; release's question: answered no)
 
 Examples:
   REDIS_URL=redis://a:6379,redis://b:6379,redis://c:6379 redlock-kit list 'order:*'

@@ -9,12 +9,16 @@ process.on("uncaughtException", (error) => process.exit(crashed(process.stderr, 
 
 // The first Ctrl-C ends `watch` (or answers a question) cleanly; a second one kills as usual. A
 // Ctrl-C that nothing listens for (list, inspect, a release under way) kills at once: swallowed,
-// it left the run waiting --timeout for each slow instance, again and again.
+// it left the run waiting --timeout for each slow instance, again and again. SIGTERM, which a
+// process manager sends to stop a `watch` (systemd, `docker stop`, Kubernetes), does the same:
+// unheard, it killed `watch` by the signal (and Node as a container's PID 1 ignored it until SIGKILL).
 const interrupted = new AbortController();
-process.on("SIGINT", () => {
-  if (interrupted.signal.aborted || getEventListeners(interrupted.signal, "abort").length === 0) process.exit(130);
+const interrupt = (exitCode: number) => () => {
+  if (interrupted.signal.aborted || getEventListeners(interrupted.signal, "abort").length === 0) process.exit(exitCode);
   interrupted.abort();
-});
+};
+process.on("SIGINT", interrupt(130));
+process.on("SIGTERM", interrupt(143));
 // A reader that went away (`watch --json | head -1`) ends the run as Ctrl-C does: without a
 // listener the write's EPIPE would crash the process with a stack trace
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {

@@ -570,6 +570,16 @@ describe("redlock-kit watch", PROCESS_TIMEOUT, () => {
     expect(frames.every((frame) => typeof frame.at === "string")).toBe(true);
   });
 
+  it("ends on SIGTERM (a process manager's stop) as at Ctrl-C: exit 0, not killed by the signal", async () => {
+    await dlm.acquire("job", 60_000);
+    const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
+    await run.waitFor("\n");
+    run.child.kill("SIGTERM");
+    const code = await run.exited;
+    expect({ code, signal: run.child.signalCode, stderr: run.stderr }).toEqual({ code: 0, signal: null, stderr: "" });
+    expect(JSON.parse(run.stdout.split("\n")[0] as string).locks[0]).toMatchObject({ resource: "job", state: "held" });
+  });
+
   it("stops when the reader of its pipe goes away (watch --json | head -1): exit 0, no stack trace", async () => {
     await dlm.acquire("job", 60_000);
     const run = start(["watch", "--prefix", "lock:", "--json", "--interval", "100"], env);
