@@ -118,7 +118,7 @@ export class Redlock {
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);
     this.#loop = new AcquireLoop(this.#quorum, {
       owner: this,
-      giveBack: (lock, announced) => this.#unlock(lock, announced),
+      giveBack: (lock) => this.#unlock(lock, false),
       handOvers: this.#handOvers,
       retake: this.#retake,
       live: this.#live,
@@ -183,7 +183,7 @@ export class Redlock {
   /**
    * `announced`: the release is published on the point channel. A give-back (a lock won by an
    * acquisition that then ended without it: `AcquireParts.giveBack`) is not a release call, and is
-   * not traced: that call is traced as its failure alone.
+   * neither traced nor published: that call is traced and published as its failure alone.
    */
   #unlock(lock: Lock, announced = true): Promise<boolean> {
     if (!this.#isOwn(lock)) return Promise.reject(notALock());

@@ -9,8 +9,11 @@ import {
   type Lock,
   LockContentionError,
   LockLostError,
+  type LockStore,
   type LockTraceContext,
   LockUnavailableError,
+  RedisStore,
+  Redlock,
   reenteringLocks,
   tracingChannels,
 } from "../src/index.js";
@@ -335,6 +338,76 @@ describe("tracing channels", () => {
       ["acquire", "aborted"],
       ["acquire", "unavailable"],
     ]);
+  });
+
+  it("point channels: a lock won just as the caller's signal aborted is published as the call ended, aborted, once, and its give-back as no release", async () => {
+    const controller = new AbortController();
+    // armed once the call has sent its attempt: its next look at the clock is when the win is
+    // answered, and the signal aborts in the microtask after it, once the call has won and before its
+    // caller is handed the lock
+    let armed = false;
+    const clock = () => {
+      if (armed) {
+        armed = false;
+        queueMicrotask(() => controller.abort(new Error("client left")));
+      }
+      return performance.now();
+    };
+    const dlm = redlock({ clock });
+    const messages: [string, unknown][] = [];
+    const listeners = (["acquire", "release"] as const).map((name) => {
+      const listener = (message: unknown) => {
+        const { outcome, released } = message as { outcome?: string; released?: boolean };
+        messages.push([name, outcome ?? released]);
+      };
+      diagnosticsChannel.subscribe(`redlock-kit:${name}`, listener);
+      return () => diagnosticsChannel.unsubscribe(`redlock-kit:${name}`, listener);
+    });
+    try {
+      const acquiring = dlm.acquire("raced", 5000, { signal: controller.signal });
+      armed = true;
+      await expect(acquiring).rejects.toThrow("client left");
+      // given back
+      await expect
+        .poll(async () => (await Promise.all(clients().map((client) => client.exists("raced")))).join())
+        .toBe("0,0,0");
+    } finally {
+      for (const unsubscribe of listeners) unsubscribe();
+    }
+    expect(messages).toEqual([["acquire", "aborted"]]);
+  });
+
+  it("point channels: a call that gave up, aborted as it let go of its places in the queues, is published as aborted, once", async () => {
+    const holder = await redlock().acquire("gave-up", 10_000);
+    const controller = new AbortController();
+    // the caller's instances: real RedisStores whose release (only the call's let-go at its end, here)
+    // aborts the signal as it is sent, after the call gave up and before it ends
+    const stores: LockStore[] = clients().map((client) => {
+      const store = new RedisStore(client);
+      return {
+        acquire: (keys, value, ttl, ticket, budgetMs) => store.acquire(keys, value, ttl, ticket, budgetMs),
+        extend: (keys, value, ttl) => store.extend(keys, value, ttl),
+        release: (keys, value, requeue, resend) => {
+          controller.abort(new Error("client left"));
+          return store.release(keys, value, requeue, resend);
+        },
+        releaseOne: (key, value, channel, how) => store.releaseOne(key, value, channel, how),
+        onHandOver: (channel, listener) => store.onHandOver(channel, listener),
+        leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
+      };
+    });
+    const dlm = new Redlock(stores);
+    const messages: string[] = [];
+    const listener = (message: unknown) => messages.push((message as { outcome: string }).outcome);
+    diagnosticsChannel.subscribe("redlock-kit:acquire", listener);
+    try {
+      await expect(dlm.lock("gave-up", 5000, { signal: controller.signal, wait: 100 })).rejects.toThrow("client left");
+    } finally {
+      await dlm.quit(); // resolves once the call itself has ended
+      diagnosticsChannel.unsubscribe("redlock-kit:acquire", listener);
+      await holder.release();
+    }
+    expect(messages).toEqual(["aborted"]);
   });
 
   it("a subscriber that throws changes no call; Node reports its error as an uncaught exception", async () => {

@@ -850,18 +850,22 @@ describe("every path ends its span and leaves lock.waiters at 0", () => {
 
   it("a lock won just as the caller's signal aborted is given back untraced: the acquisition's failure only, no held duration", async () => {
     const open = counting();
-    const dlm = redlock();
     const controller = new AbortController();
-    // the signal aborts once the call has won, before its caller is handed the lock
-    const abortOnWin = (message: unknown) => {
-      if ((message as { outcome: string }).outcome === "acquired") controller.abort(new Error("client left"));
+    // the signal aborts once the call has won, before its caller is handed the lock: armed once the
+    // call began its attempt, the clock's next reading is when the win is answered, and the signal
+    // aborts in the microtask after it
+    let armed = false;
+    const clock = () => {
+      if (armed) {
+        armed = false;
+        queueMicrotask(() => controller.abort(new Error("client left")));
+      }
+      return performance.now();
     };
-    diagnosticsChannel.subscribe("redlock-kit:acquire", abortOnWin);
-    try {
-      await expect(dlm.acquire("raced", 5000, { signal: controller.signal })).rejects.toThrow("client left");
-    } finally {
-      diagnosticsChannel.unsubscribe("redlock-kit:acquire", abortOnWin);
-    }
+    const dlm = redlock({ clock });
+    const acquiring = dlm.acquire("raced", 5000, { signal: controller.signal });
+    armed = true;
+    await expect(acquiring).rejects.toThrow("client left");
     await expect.poll(() => keysLeft("raced")).toBe("0,0,0"); // given back
     expect(open.size).toBe(0);
     expect(outcomes("lock.acquire")).toEqual(["aborted"]);

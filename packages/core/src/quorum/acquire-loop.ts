@@ -19,7 +19,7 @@ import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources, keysOf } from "../validate.js";
 import type { HandOvers } from "../waiting/hand-over.js";
 import { sleep, WaitingCall } from "../waiting/waiting-call.js";
-import { abortable } from "./abortable-call.js";
+import { abortable, PointEnding } from "./abortable-call.js";
 import { type AcquireFailure, acquireError, isMisconfigured, quitError } from "./acquire-failure.js";
 import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
@@ -30,11 +30,11 @@ import { classify, tallyAcquire } from "./votes.js";
 export interface AcquireParts {
   readonly owner: LockOwner;
   /**
-   * Releases a lock that a call won but does not hand out (aborted, quit()), untraced: the call is
-   * traced as its failure alone, with no release (nor a held duration) of a lock nobody held.
-   * `announced`: its acquisition was published on the point channel, and so is its release.
+   * Releases a lock that a call won but does not hand out (aborted, quit()), untraced and
+   * unpublished: the call is traced (and published) as its failure alone, with no release (nor a
+   * held duration) of a lock nobody held.
    */
-  readonly giveBack: (lock: Lock, announced: boolean) => Promise<boolean>;
+  readonly giveBack: (lock: Lock) => Promise<boolean>;
   readonly handOvers: HandOvers;
   readonly live: LiveLocks;
   readonly prefix: string;
@@ -88,10 +88,13 @@ export class AcquireLoop {
     nullOnContention: boolean,
     counter?: AttemptCounter,
   ): Promise<Lock | null> {
-    const acquiring = this.#run(resources, ttl, options, nullOnContention, counter);
     const signal = signalOf(options);
     // already aborted: the call rejects at once by itself, sending nothing
-    return signal === undefined || signal.aborted ? acquiring : abortable(acquiring, signal, this.#parts.giveBack);
+    if (signal === undefined || signal.aborted) return this.#run(resources, ttl, options, nullOnContention, counter);
+    // its point-channel message waits until its caller is told how it ended (`abortable`)
+    const ending = new PointEnding(this.#ctx.clock, counter);
+    const acquiring = this.#run(resources, ttl, options, nullOnContention, ending.counter, ending);
+    return abortable(acquiring, signal, this.#parts.giveBack, ending);
   }
 
   async #run(
@@ -100,6 +103,7 @@ export class AcquireLoop {
     options: AcquireOptions | undefined,
     nullOnContention: boolean,
     counter: AttemptCounter | undefined,
+    ending?: PointEnding,
   ): Promise<Lock | null> {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
@@ -108,9 +112,12 @@ export class AcquireLoop {
     checkOptionNames(options, OPTION_NAMES.lock, nullOnContention ? "lock()" : "acquire()");
     const opts = resolveAcquireOptions(parts.defaults, options);
     const timeout = instanceTimeoutFor(ttl, opts);
+    // from here on, a caller told of an abort first hears "aborted" on the point channel (PointEnding)
+    ending?.began(names);
     // refused rather than sent (after quit(): a Redlock's own clients are closed, a handed Redlock
     // no longer listens), and published as any call that ends so
-    if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, 0, this.#ctx.clock());
+    if (opts.signal?.aborted || this.#quit !== undefined)
+      throw this.#stopped(names, opts.signal, 0, this.#ctx.clock(), ending);
     const fencing = opts.fencing;
     if (fencing && !parts.canFence) checkFencing(stores);
 
@@ -140,7 +147,7 @@ export class AcquireLoop {
       if (counter !== undefined) counter.attempts = 1;
       // no quit() came since it waited (quit() lets every reservation go): counted no longer
       if (counted && --this.#running === 0) this.#idle?.();
-      return this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined);
+      return this.#acquired(names, state, retaking, undefined, opts.signal, 1, start, undefined, ending);
     }
     const value = newLockValue();
     const request: AcquireRequest = { keys, value, ttl, ticket: undefined, sent: 0, budgetMs: timeout };
@@ -180,7 +187,7 @@ export class AcquireLoop {
           // aborted or quit() during the identity check (new connections, a reconnect), or quit() as a
           // sleep ended: nothing more is sent, or the keys would be held, refusing others, until given back
           if (opts.signal?.aborted || this.#quit !== undefined)
-            throw this.#stopped(names, opts.signal, attempts, start);
+            throw this.#stopped(names, opts.signal, attempts, start, ending);
           request.sent++;
           let votes = await fanOut(voters, call, request, timeout, this.#acquiredQuorum);
           if (identity.changedSince(stamp)) votes = await identity.voided(votes, stamp, timeout);
@@ -207,7 +214,7 @@ export class AcquireLoop {
             state.driftFactor = opts.driftFactor;
             state.validUntil = attemptStart + ttl - drift;
             state.expiresAt = wallStart + ttl - drift;
-            const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start, waiting);
+            const lock = this.#acquired(names, state, retaking, fences, opts.signal, attempts, start, waiting, ending);
             return lock instanceof Promise ? await lock : lock;
           }
           failure = unconfirmed ?? classify(tally, votes, value, quorum, validity);
@@ -222,7 +229,8 @@ export class AcquireLoop {
           waiting?.settled(votes, false, requeue);
           await this.#releaseAfterFailure(voters, votes, request, timeout, requeue);
         }
-        if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
+        if (opts.signal?.aborted || this.#quit !== undefined)
+          throw this.#stopped(names, opts.signal, attempts, start, ending);
         if (attempts >= maxAttempts || isMisconfigured(failure)) break;
         if (deadline !== Number.POSITIVE_INFINITY && clock() >= deadline) break;
         if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
@@ -235,7 +243,8 @@ export class AcquireLoop {
           delay = Math.min(delay, Math.ceil(left));
         }
         // joining waits for SUBSCRIBE replies, up to the per-instance timeout
-        if (opts.signal?.aborted || this.#quit !== undefined) throw this.#stopped(names, opts.signal, attempts, start);
+        if (opts.signal?.aborted || this.#quit !== undefined)
+          throw this.#stopped(names, opts.signal, attempts, start, ending);
         // Not counted: it is the same attempt, now in line.
         if (again) {
           attempts--;
@@ -248,7 +257,7 @@ export class AcquireLoop {
           if (waiting === undefined) await sleep(delay, cut.signal);
           else requeue = await waiting.sleep(delay, inLine, cut.signal);
         } catch {
-          throw this.#stopped(names, opts.signal, attempts, start);
+          throw this.#stopped(names, opts.signal, attempts, start, ending);
         }
         // a quorum granted the key outright (taken below), unless the call waited in line for so long
         // that less than half its ttl would be left, counted from its first queued attempt: it claims
@@ -274,7 +283,7 @@ export class AcquireLoop {
         state.driftFactor = opts.driftFactor;
         state.validUntil = grantedAt + ttl - drift;
         state.expiresAt = Date.now() - (clock() - grantedAt) + ttl - drift;
-        const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start, waiting);
+        const lock = this.#acquired(names, state, retaking, undefined, opts.signal, attempts, start, waiting, ending);
         return lock instanceof Promise ? await lock : lock;
       }
     } finally {
@@ -287,7 +296,7 @@ export class AcquireLoop {
       }
       if (--this.#running === 0) this.#idle?.();
     }
-    this.#publish(names, failure.kind, attempts, start);
+    this.#publish(names, failure.kind, attempts, start, ending);
     if (failure.kind === "contention" && nullOnContention) return null;
     throw acquireError(names, failure, ttl);
   }
@@ -324,12 +333,18 @@ export class AcquireLoop {
   }
 
   /** The call ends without a lock: what it rejects with, its signal's reason or, after quit(), `quitError`. */
-  #stopped(names: readonly string[], signal: AbortSignal | undefined, attempts: number, start: number): unknown {
+  #stopped(
+    names: readonly string[],
+    signal: AbortSignal | undefined,
+    attempts: number,
+    start: number,
+    ending: PointEnding | undefined,
+  ): unknown {
     if (signal?.aborted) {
-      this.#publish(names, "aborted", attempts, start);
+      this.#publish(names, "aborted", attempts, start, ending);
       return signal.reason;
     }
-    this.#publish(names, "unavailable", attempts, start);
+    this.#publish(names, "unavailable", attempts, start, ending);
     return quitError(names);
   }
 
@@ -349,6 +364,7 @@ export class AcquireLoop {
     attempts: number,
     start: number,
     waiting: WaitingCall | undefined,
+    ending: PointEnding | undefined,
   ): Lock | Promise<never> {
     const parts = this.#parts;
     state.acquiredAt = this.#ctx.clock();
@@ -359,12 +375,12 @@ export class AcquireLoop {
     const lock = new Lock(parts.owner, names, state.value, state, fences);
     if (signal?.aborted || this.#quit !== undefined) {
       waiting?.givesBack();
-      return parts.giveBack(lock, false).then(() => {
-        throw this.#stopped(names, signal, attempts, start);
+      return parts.giveBack(lock).then(() => {
+        throw this.#stopped(names, signal, attempts, start, ending);
       });
     }
     parts.live.add(lock);
-    this.#publish(names, "acquired", attempts, start);
+    this.#publish(names, "acquired", attempts, start, ending);
     return lock;
   }
 
@@ -388,10 +404,18 @@ export class AcquireLoop {
     if (stores.length > 0) await fanOut(stores, requeue ? requeueCall : giveBackCall, request, timeout);
   }
 
-  #publish(resources: readonly string[], outcome: AcquireMessage["outcome"], attempts: number, start: number) {
+  /** A call with a signal leaves its message to `ending`: an abort may yet decide how it ends for its caller. */
+  #publish(
+    resources: readonly string[],
+    outcome: AcquireMessage["outcome"],
+    attempts: number,
+    start: number,
+    ending: PointEnding | undefined,
+  ) {
     if (channels.acquire.hasSubscribers) {
       const message: AcquireMessage = { resources, outcome, attempts, elapsedMs: this.#ctx.clock() - start };
-      channels.acquire.publish(message);
+      if (ending === undefined) channels.acquire.publish(message);
+      else ending.message = message;
     }
   }
 }
