@@ -72,16 +72,16 @@ export class RedlockInterceptor implements NestInterceptor {
   }
 
   #intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> | Promise<Observable<unknown>> {
-    if (context.getType() !== "http") return next.handle();
+    // not an HTTP request: errors are left as they are, as outside HTTP; that includes a call typed
+    // "http" with no request and response (a custom transport's, through ExternalContextCreator),
+    // whose @LockedRoute the route's own interceptor refuses with LockConfigurationError
+    if (context.getType() !== "http" || !carriesHttp(context)) return next.handle();
     const http = context.switchToHttp();
     const response: unknown = http.getResponse();
     const translate = catchError((error: unknown) => throwError(() => this.#translate(error, response)));
     const handler = context.getHandler() as (...args: unknown[]) => unknown;
     const route = this.binding.routeFor(handler);
     if (route === null) return next.handle().pipe(translate);
-    // no HTTP request to lock (a custom transport's call, "http" by default): @LockedRoute's own
-    // interceptor refuses it with LockConfigurationError, as any call that is no HTTP request
-    if (!carriesHttp(context)) return next.handle();
     const request = http.getRequest<PlatformRequest>();
     const status = (Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined) ?? HttpStatus.OK;
     return this.#lock(route, request, response).then((held) =>

@@ -34,6 +34,7 @@ import {
   type HttpKeySource,
   type Lock,
   LockConfigurationError,
+  LockContentionError,
   Redlock,
 } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
@@ -662,4 +663,53 @@ describe("@LockedRoute outside HTTP", () => {
       }
     },
   );
+});
+
+/** A handler that is no @LockedRoute, calling a @Locked method: what a custom transport's handler is. */
+@Injectable()
+class RefundsHandler {
+  ran = 0;
+
+  @Locked("refund:{0}")
+  async refund(id: string) {
+    this.ran++;
+    return { refunded: id };
+  }
+
+  handle(message?: unknown) {
+    return this.refund((message as { id?: string } | undefined)?.id ?? "1");
+  }
+}
+
+describe("@Locked in a handler called as http with no HTTP request", () => {
+  it.each([
+    ["no arguments at all", []],
+    ["a message and its context, no request or response", [{ id: "1" }, { pattern: "refund" }]],
+  ])("with %s rejects with the RedlockError itself, left as it is outside HTTP", async (_what, args) => {
+    @Module({
+      imports: [RedlockModule.forRoot({ instances: clients, options: { retryCount: 0 } })],
+      providers: [RefundsHandler],
+    })
+    class RefundsModule {}
+    const nest = await startNestApp(RefundsModule, "express");
+    const held = await other.acquire("refund:1", 10_000);
+    try {
+      const handler = nest.app.get(RefundsHandler);
+      // the context type left as ExternalContextCreator's default, "http"
+      const call = nest.app
+        .get(ExternalContextCreator)
+        .create(handler, handler.handle, "handle", undefined, undefined, undefined, undefined, { interceptors: true });
+      const error = await call(...args).then(
+        () => "ran",
+        (e: unknown) => e,
+      );
+      // before: TypeError: Cannot read properties of undefined (reading 'headersSent'), or a
+      // LockedException (an HTTP 423) for a caller that is no HTTP request
+      expect(error).toBeInstanceOf(LockContentionError);
+      expect(handler.ran).toBe(0);
+    } finally {
+      await other.unlock(held);
+      await nest.close();
+    }
+  });
 });
