@@ -237,6 +237,40 @@ describe("tracing channels", () => {
     expect([marks("late"), marks("early")]).toEqual([new Set([undefined]), new Set([true])]);
   });
 
+  it("mark detached that renewal alone, not an extension a subscriber makes as it starts", async () => {
+    const dlm = redlock();
+    let renewed!: () => void;
+    const renewal = new Promise<void>((resolve) => {
+      renewed = resolve;
+    });
+    // begun before anyone subscribes; 2 s, renewed at half of it
+    const early = dlm.using("early", 2000, () => renewal);
+    await expect.poll(() => dlm.isLocked("early")).toBe(true);
+    const other = await dlm.acquire("other", 10_000);
+    const marks: Record<string, unknown> = {};
+    let nested: Promise<unknown> | undefined;
+    const handlers = {
+      start(context: unknown) {
+        const traced = context as LockTraceContext & { detached?: true };
+        marks[traced.resources[0] as string] = traced.detached;
+        // a subscriber extending another lock while the renewal's start is published
+        if (traced.resources[0] === "early") nested ??= dlm.extend(other, 10_000);
+      },
+    };
+    tracingChannels.extend.subscribe(handlers as never);
+    try {
+      await arrival(nextExtensions("early", 1), "the early lock's renewal");
+      await nested;
+    } finally {
+      tracingChannels.extend.unsubscribe(handlers as never);
+    }
+    renewed();
+    await early;
+    await dlm.unlock(other);
+    // before: { early: true, other: true }
+    expect(marks).toEqual({ early: true, other: undefined });
+  });
+
   it("report a using() whose lock was lost while fn ran, and fn's own error", async () => {
     const dlm = redlock();
     const failure = new Error("fn failed");

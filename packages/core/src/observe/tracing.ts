@@ -107,7 +107,7 @@ export function extensionScope(): AsyncResource | undefined {
  */
 const TOP_LEVEL = new AsyncResource("redlock-kit:extension");
 
-/** Set while a detached extension starts: `fn` calls `extend()` synchronously, which reads it. */
+/** Set while a detached extension starts: `fn` calls `extend()` synchronously, which takes it. */
 let detached = false;
 
 export function inScope<T>(scope: AsyncResource | undefined, fn: () => T): T {
@@ -207,7 +207,15 @@ export function traceAcquire(
 }
 
 export function traceExtend(lock: Lock, ttl: number, instances: number, call: () => Promise<Lock>): Promise<Lock> {
-  const context: ExtendTraceContext = { resources: resourcesOf(lock), instances, ttl, ...(detached && { detached }) };
+  // taken by this extension alone: one a subscriber makes as its `start` is published is no renewal
+  const renewal = detached;
+  detached = false;
+  const context: ExtendTraceContext = {
+    resources: resourcesOf(lock),
+    instances,
+    ttl,
+    ...(renewal && { detached: true as const }),
+  };
   return traced(tracingChannels.extend, context, call, (_, error, failed) => {
     if (!failed) return "extended";
     if (RedlockError.isRedlockError(error)) {
