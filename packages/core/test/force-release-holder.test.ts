@@ -125,21 +125,29 @@ describe.each(kinds.slice(0, 2))("forceRelease() without holder, on %s", (_, set
     second.catch(() => {}); // awaited below, once the key is seen handed over
     await queued(2);
     let firstValue: string | undefined;
-    // the holder releases after the operator read the key: the first waiter is handed it
-    const releasedMeanwhile = async () => {
-      await holder.release();
-      const lock = await first;
-      firstValue = lock.value;
-      await expect.poll(() => values("stuck")).toEqual(owners.map(() => lock.value));
-    };
+    let meanwhile: Promise<void> | undefined;
+    // the holder releases after the operator read the key: the first waiter is handed it. One run
+    // for every instance's release, each waiting for it: run per instance, the second run would wait
+    // for the first waiter's key everywhere while the first instance's release already handed it on.
+    const releasedMeanwhile = () =>
+      (meanwhile ??= (async () => {
+        await holder.release();
+        const lock = await first;
+        firstValue = lock.value;
+        await expect.poll(() => values("stuck")).toEqual(owners.map(() => lock.value));
+      })());
     const result = await redlock(operator(releasedMeanwhile)).forceRelease("stuck");
     expect(result).toMatchObject({ deleted: owners.length, unknown: 0 });
     // the first waiter's key is deleted as any other holder's, and the second one is woken, as a
-    // forced release of the key the operator read would have woken it (not left to poll in the queue)
-    const whose = (value: string | null) => (value === null ? "free" : value === firstValue ? "first" : "next");
-    await expect.poll(async () => (await values("stuck")).map(whose)).toEqual(owners.map(() => "next"));
+    // forced release of the key the operator read would have woken it (not left to poll in the
+    // queue: its next try is a minute away, and its signal ends it in 10 s)
     const next = await second;
     expect(next.value).not.toBe(firstValue);
-    expect(await values("stuck")).toEqual(owners.map(() => next.value));
+    // it holds a quorum; an instance whose release came once it had one, and so had left its
+    // queue, is left free
+    const whose = (value: string | null) => (value === null ? "free" : value === next.value ? "next" : "other");
+    const held = (await values("stuck")).map(whose);
+    expect(held).not.toContain("other");
+    expect(held.filter((state) => state === "next").length).toBeGreaterThanOrEqual(Math.floor(owners.length / 2) + 1);
   });
 });
