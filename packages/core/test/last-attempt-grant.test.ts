@@ -179,3 +179,25 @@ describe("a grant by a minority while the call's last attempt is on its way", ()
     await expect.poll(values).toEqual([null, "owner", null]);
   });
 });
+
+describe("a quorum of grants heard during the last attempt that would leave less than half the ttl", () => {
+  it("is claimed, held for a whole ttl from the claim, as after a sleep", async () => {
+    const { dlm, proxies, time, heard } = await waitingRedlock();
+    const long = 20_000;
+    const holder = await redis.redlock().acquire(KEY, TTL);
+    for (const proxy of proxies) proxy.holdReplies();
+    const call = settled(dlm.acquire(KEY, TTL, { wait: long }));
+    await expect.poll(() => queueSizes(redis.clients(), KEY)).toEqual([1, 1, 1]);
+    // more than half the ttl in line: a grant would leave the lock less than half its ttl
+    time.now = TTL / 2 + 1000;
+    expect(await holder.release()).toBe(true);
+    await heard();
+    time.now = long;
+    for (const proxy of proxies) proxy.releaseReplies();
+    const outcome = await call;
+    expect(await outcomeOf(outcome)).toBe("acquired");
+    // counted from the claim (on the test's clock, at the deadline), not from the first queued attempt
+    expect((outcome as Lock).remainingMs).toBe(TTL - driftFor(TTL, 0.01));
+    for (const client of redis.clients()) expect(await client.pttl(KEY)).toBeGreaterThan(TTL - long);
+  });
+});

@@ -171,6 +171,8 @@ export class AcquireLoop {
     let cut: AbortController | undefined;
     /** Set when a quorum of instances granted the call the keys (speed/own-grant.ts, speed/message-grant.ts). */
     let grantedAt: number | undefined;
+    /** The call gave up with grants that would leave less than half its ttl, and claims them (its last attempt). */
+    let claimedLast = false;
     if (!counted) this.#running++;
     try {
       // `skipping`: a poll that a valid lock of this Redlock would refuse is not sent; it counts as
@@ -231,8 +233,20 @@ export class AcquireLoop {
         }
         if (opts.signal?.aborted || this.#quit !== undefined)
           throw this.#stopped(names, opts.signal, attempts, start, ending);
-        if (attempts >= maxAttempts || isMisconfigured(failure)) break;
-        if (deadline !== Number.POSITIVE_INFINITY && clock() >= deadline) break;
+        if (
+          attempts >= maxAttempts ||
+          isMisconfigured(failure) ||
+          (deadline !== Number.POSITIVE_INFINITY && clock() >= deadline)
+        ) {
+          // Grants heard before the deadline that would leave less than half the ttl are claimed by
+          // one attempt more, whatever the deadline, as after a sleep (docs/waiting.md, "Grants
+          // during the last attempt"): taken, the lock would start with less than half its ttl.
+          const at = claimedLast || isMisconfigured(failure) ? undefined : waiting?.grantedAt(deadline);
+          if (at === undefined || ttl - (clock() - at) - drift > ttl / 2) break;
+          claimedLast = true;
+          skipping = false;
+          continue;
+        }
         if (mayWait) waiting ??= new WaitingCall(handOvers, stores, quorum, request, timeout, opts, false);
         const again = waiting !== undefined && (await waiting.join(attempts, failure.kind === "contention"));
         let delay = pollDelay(opts);
@@ -274,7 +288,8 @@ export class AcquireLoop {
       // Granted the keys as it slept, or it gives up: then grants heard before its deadline, as its
       // last attempt was on its way (refused: it ran before the releases), are its lock too. Heard
       // later, they are let go by `end()`, as for any call that gave up.
-      grantedAt ??= waiting?.grantedAt(deadline);
+      // (none after a claim of them that failed)
+      if (!claimedLast) grantedAt ??= waiting?.grantedAt(deadline);
       if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > 0) {
         // no claim needed: the validity counts from the grants (speed/own-grant.ts, speed/message-grant.ts)
         waiting?.tookGrant();
