@@ -95,7 +95,14 @@ function answer(
   res: Response,
   next: NextFunction,
 ) {
-  if (outcome.kind === "aborted") return;
+  if (outcome.kind === "aborted") {
+    // The client left while the route waited, and nothing of this request runs after it: end the
+    // response (nothing is sent), as Koa does, so that a lock an earlier route or guard of this
+    // request holds sees its end and is released, not left to lapse after its ttl. One another
+    // step answered while the route waited is ended already.
+    if (!res.writableEnded) res.end();
+    return;
+  }
   let later: LaterAnswers | undefined;
   return answerRejected(
     outcome,
