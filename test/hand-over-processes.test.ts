@@ -84,8 +84,18 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20
 }
 
 const queued = (key: string, instances = lockClients) => queueSizes(instances, key);
-const untilQueued = (key: string, count: number, instances = lockClients) =>
-  until(async () => (await queued(key, instances)).every((size) => size === count), `${count} queued on ${key}`);
+async function untilQueued(key: string, count: number, instances = lockClients): Promise<void> {
+  let sizes: number[] = [];
+  try {
+    await until(async () => {
+      sizes = await queued(key, instances);
+      return sizes.every((size) => size === count);
+    }, `${count} queued on ${key}`);
+  } catch (error) {
+    // which instance's line differs, and how: a flake's diagnosis
+    throw new Error(`${(error as Error).message} (queues: ${JSON.stringify(sizes)})`);
+  }
+}
 const handOverChannels = async (client: Redis) =>
   ((await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[]).length;
 function holderOn(instances: readonly Redis[]): Redlock {
