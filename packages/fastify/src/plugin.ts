@@ -7,6 +7,7 @@ import {
   type HeldRoute,
   type HttpKeySource,
   type HttpLockPolicy,
+  type HttpResponse,
   holdingLock,
   isWebBody,
   type KeySpec,
@@ -25,6 +26,7 @@ import type {
   FastifyPluginAsync,
   FastifyReply,
   FastifyRequest,
+  onSendHookHandler,
   preHandlerHookHandler,
   RouteHandlerMethod,
 } from "fastify";
@@ -92,9 +94,11 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
-    // First of the route's onSend hooks (the HEAD twin's own, last, drops the payload). One hook:
-    // it runs on every locked response (bench/, "HTTP: fastify").
-    route.onSend = [lockedPayload, ...[route.onSend ?? []].flat()];
+    // Placed once the onRoute hooks of plugins registered later have run too (they may add to the
+    // route's onSend hooks; Fastify reads the list after that, once ready).
+    this.after(() => {
+      route.onSend = withLockedPayload([route.onSend ?? []].flat());
+    });
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
   });
@@ -184,10 +188,23 @@ function refuseUnlocked(request: FastifyRequest, reply: FastifyReply, reason: st
 }
 
 /**
+ * A locked route's onSend hooks: `lockedPayload` last, so that it sees the payload and status
+ * actually sent (a route's own hook may return a stream, or make an error a success), but before
+ * Fastify's own step of a GET route's HEAD twin (last, by name), which drops the payload. A route
+ * with hooks of its own gets `lostPayload` first too, so that they see the 409 rather than a lost
+ * success; one without runs one hook, on every locked response (bench/, "HTTP: fastify").
+ */
+function withLockedPayload(hooks: onSendHookHandler[]): onSendHookHandler[] {
+  const headStep = hooks.findIndex((hook) => hook.name === "headRouteOnSendHandler");
+  const own = hooks.slice(0, headStep === -1 ? hooks.length : headStep);
+  const first = own.length > 0 ? [lostPayload] : [];
+  return [...first, ...own, lockedPayload, ...hooks.slice(own.length)];
+}
+
+/**
  * The payload as the lock needs it. Replaced by `held.lostAnswer()` when the lock was lost under a
- * success or redirect that the handler sent after ignoring `request.lock.signal`: 409 JSON, the
- * payload's own headers removed; a stream payload is destroyed (a web one cancelled), its producer
- * told. Otherwise a payload Fastify drops (a HEAD route's, the HEAD twin of a GET route; a 204's,
+ * success or redirect that the handler sent after ignoring `request.lock.signal` (`lostPayload`).
+ * Otherwise a payload Fastify drops (a HEAD route's, the HEAD twin of a GET route; a 204's,
  * which Fastify ends at once) is followed: a streamed one's producer goes on as for a 200, so the
  * lock waits for the stream's end, and so does the answer (handed on only then, as Koa and Nest
  * answer): a client that leaves meanwhile is seen, its body stopped and the lock left to lapse.
@@ -198,17 +215,29 @@ function lockedPayload(request: FastifyRequest, reply: FastifyReply, payload: un
   const held = heldRoutes.get(request);
   if (held === undefined) return done(null, payload);
   const answer = held.lostAnswer(reply.statusCode);
-  if (answer === undefined) {
-    // answered at the body's end (a promise: Fastify's hook runner takes it), so that a client that leaves meanwhile is seen
-    if (sendsNoBody(request.method, reply.statusCode)) return held.followHandedOn(payload);
-    if (isWebBody(payload)) webBodies.add(request);
-    return done(null, payload);
-  }
+  if (answer !== undefined) return done(null, lostAnswer(reply, payload, answer));
+  // answered at the body's end (a promise: Fastify's hook runner takes it), so that a client that leaves meanwhile is seen
+  if (sendsNoBody(request.method, reply.statusCode)) return held.followHandedOn(payload);
+  if (isWebBody(payload)) webBodies.add(request);
+  return done(null, payload);
+}
+
+/** `lockedPayload`'s 409 alone: first of the hooks of a route with hooks of its own. */
+function lostPayload(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
+  const answer = heldRoutes.get(request)?.lostAnswer(reply.statusCode);
+  done(null, answer === undefined ? payload : lostAnswer(reply, payload, answer));
+}
+
+/**
+ * The lost lock's 409 JSON in place of `payload`, whose own headers are removed; a stream payload
+ * is destroyed (a web one cancelled), its producer told.
+ */
+function lostAnswer(reply: FastifyReply, payload: unknown, answer: HttpResponse): string {
   if (isWebStream(payload)) payload.cancel().catch(() => {});
   else (payload as Partial<Readable> | null)?.destroy?.();
   for (const name of REPLACED_ANSWER_HEADERS) reply.removeHeader(name);
   reply.code(answer.status).headers(answer.headers).type("application/json; charset=utf-8");
-  done(null, JSON.stringify(answer.body));
+  return JSON.stringify(answer.body);
 }
 
 function isWebStream(payload: unknown): payload is WebReadableStream {
