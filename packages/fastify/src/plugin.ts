@@ -97,7 +97,7 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // Placed once the onRoute hooks of plugins registered later have run too (they may add to the
     // route's onSend hooks; Fastify reads the list after that, once ready).
     this.after(() => {
-      route.onSend = withLockedPayload([route.onSend ?? []].flat());
+      route.onSend = withLockedPayload([route.onSend ?? []].flat(), route.method);
     });
     // A new object too: the caller's config may be shared with a route declared before the plugin.
     route.config = { ...route.config, [LOCKED]: true } as typeof route.config;
@@ -192,10 +192,16 @@ function refuseUnlocked(request: FastifyRequest, reply: FastifyReply, reason: st
  * actually sent (a route's own hook may return a stream, or make an error a success), but before
  * Fastify's own step of a GET route's HEAD twin (last, by name), which drops the payload. A route
  * with hooks of its own gets `lostPayload` first too, so that they see the 409 rather than a lost
- * success; one without runs one hook, on every locked response (bench/, "HTTP: fastify").
+ * success; one without runs one hook, on every locked response (bench/, "HTTP: fastify"). A HEAD
+ * route whose step is not found gets `lockedPayload` first.
  */
-function withLockedPayload(hooks: onSendHookHandler[]): onSendHookHandler[] {
+function withLockedPayload(hooks: onSendHookHandler[], method: unknown): onSendHookHandler[] {
   const headStep = hooks.findIndex((hook) => hook.name === "headRouteOnSendHandler");
+  // The step of a HEAD twin whose hooks a plugin wrapped in its onRoute hook (@fastify/otel) has
+  // another name and may be any of them: the payload is followed before all, or the step resumes or
+  // cancels it and the lock ends beside its producer. (A route's own HEAD method has no such step:
+  // a stream a later hook returns is piped, and the answer ends with it.)
+  if (headStep === -1 && method === "HEAD") return [lockedPayload, ...hooks];
   const own = hooks.slice(0, headStep === -1 ? hooks.length : headStep);
   const first = own.length > 0 ? [lostPayload] : [];
   return [...first, ...own, lockedPayload, ...hooks.slice(own.length)];
