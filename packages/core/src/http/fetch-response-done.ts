@@ -94,6 +94,10 @@ export class FetchResponseTracker implements TrackedResponse {
    * `HeldRoute.followDropped`.
    */
   respond(response: Response, sendsBody = true): Response {
+    // before the body: @hono/node-server's Response gives a body without a Content-Type its default
+    // one (text/plain) only while its headers are read first, and an outer compress() skips a body
+    // without one
+    const headers = response.headers;
     const body = responseBody(response);
     if (!sendsBody || body === null || body.locked) {
       // the same Response answered with again, whose whole body a request before this one read
@@ -118,11 +122,7 @@ export class FetchResponseTracker implements TrackedResponse {
       },
     );
     this.#sent = followed;
-    return new Response(followed, {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-    });
+    return new Response(followed, { status: response.status, statusText: response.statusText, headers });
   }
 
   /**
