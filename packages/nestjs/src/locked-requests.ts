@@ -21,16 +21,19 @@ export function carriesHttp(context: ExecutionContext): boolean {
   );
 }
 
-/** Requests whose `@LockedRoute` lock `RedlockInterceptor` took: what `@LockedRoute`'s own check looks for. */
-const lockedRequests = new WeakSet<object>();
+/** Requests whose `@LockedRoute` lock `RedlockInterceptor` took, and its held route: what `@LockedRoute`'s own check looks for. */
+const lockedRequests = new WeakMap<object, HeldRoute>();
 
-/** `RedlockInterceptor` took the `@LockedRoute` lock of `request`. */
-export function markLocked(request: object): void {
-  lockedRequests.add(request);
+/** `RedlockInterceptor` took the `@LockedRoute` lock of `request`, held as `held`. */
+export function markLocked(request: object, held: HeldRoute): void {
+  lockedRequests.set(request, held);
 }
 
 /** Whether `RedlockInterceptor` took the `@LockedRoute` lock of `request`. */
 export const lockedByInterceptor = (request: object): boolean => lockedRequests.has(request);
+
+/** The held route of the `@LockedRoute` lock `RedlockInterceptor` took for `request`, if any. */
+export const heldRouteOf = (request: object): HeldRoute | undefined => lockedRequests.get(request);
 
 /** The held route of each `@LockedRoute` lock whose handler has not been called yet. */
 const unfollowed = new WeakMap<Lock, HeldRoute>();

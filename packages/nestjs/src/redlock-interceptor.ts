@@ -27,7 +27,7 @@ import { handlingWith } from "./bound-redlocks.js";
 import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
 import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
-import { awaitHandler, carriesHttp, markLocked } from "./locked-requests.js";
+import { awaitHandler, carriesHttp, heldRouteOf, markLocked } from "./locked-requests.js";
 
 /** What the interceptor reads from Express's and Fastify's request objects alike. */
 interface PlatformRequest extends HttpKeySource {
@@ -139,10 +139,25 @@ export class RedlockInterceptor implements NestInterceptor {
     // Fastify ends the response itself once it has cancelled a web body whose client left, while
     // the body's producer may still run: that end is not the handler's (the lock expires instead)
     let webBody = false;
-    const outcome = await route.begin(source, raw, reply.raw === undefined ? undefined : () => !webBody);
+    // An interceptor outside this one that subscribes again (rxjs retry(), an APP_INTERCEPTOR of the
+    // root module) runs this again for the same request: it re-enters the lock the request holds
+    // instead of contending with it (423 against itself), and that run of the handler is followed too.
+    const previous = heldRouteOf(request);
+    const outcome = await route.begin(
+      source,
+      raw,
+      reply.raw === undefined ? undefined : () => !webBody,
+      previous?.lock ?? null,
+    );
+    if (outcome.kind === "reentered") {
+      // given only with the request's lock, taken here before
+      const held = previous as HeldRoute;
+      awaitHandler(held.lock, held);
+      return held;
+    }
     if (outcome.kind === "acquired") {
       request.lock = outcome.lock;
-      markLocked(request);
+      markLocked(request, outcome.held);
       // Fastify's reply.send() is followed (a dropped body, a web body); Express's response
       // discards a HEAD or 204 body piped into it and ends with it: followed as it is
       if (reply.raw !== undefined) {
