@@ -127,13 +127,26 @@ async function skipsKilledWaiter(resource: string): Promise<void> {
   const holder = await holdEverywhere(resource);
   const doomed = startWorker({ resource, ttl: 120_000, options: HAND_OVER_ONLY });
   await untilQueued(resource, 1);
-  const [entry] = await (lockClients[0] as Redis).zrange(`${resource}:redlock-kit:waiters`, "0", "0");
+  const queue = `${resource}:redlock-kit:waiters`;
+  const [entry] = await (lockClients[0] as Redis).zrange(queue, "0", "0");
   const doomedValue = (entry as string).split(":").slice(2).join(":");
   const next = startWorker({ resource, options: HAND_OVER_ONLY });
   await untilQueued(resource, 2);
-  const channels = await handOverChannels(lockClients[0] as Redis);
+  // each waiter's channel, from its entry (channel:hold:value). Both listen on every instance before
+  // the kill: a waiter queues once a quorum listens, and its last SUBSCRIBE may land later
+  // (docs/waiting.md): counted before it landed, the channels never fell to the count expected.
+  const [doomedChannel, nextChannel] = ((await (lockClients[0] as Redis).zrange(queue, "0", "1")) as string[]).map(
+    (queued) => `redlock-kit:hand-over:${queued.split(":")[0]}`,
+  );
+  const listening = async (client: Redis) => (await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[];
+  for (const client of lockClients)
+    await until(async () => {
+      const channels = await listening(client);
+      return channels.includes(doomedChannel as string) && channels.includes(nextChannel as string);
+    }, "both listening");
   doomed.child.kill("SIGKILL");
-  for (const client of lockClients) await until(async () => (await handOverChannels(client)) === channels - 1, "gone");
+  for (const client of lockClients)
+    await until(async () => !(await listening(client)).includes(doomedChannel as string), "gone");
   await holder.release();
   const values = () => Promise.all(lockClients.map((client) => client.get(resource)));
   await until(async () => !(await values()).includes(holder.value), "released on every instance");

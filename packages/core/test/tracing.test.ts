@@ -414,12 +414,20 @@ describe("tracing channels", () => {
   it("point channels: a call that gave up, aborted as it let go of its places in the queues, is published as aborted, once", async () => {
     const holder = await redlock().acquire("gave-up", 10_000);
     const controller = new AbortController();
+    // The call's wait ends once its queued attempt was sent, not by the machine's clock: with a
+    // real 100 ms wait, a loaded machine ended it before it queued, and it gave up with no place
+    // in line to let go of (resolved null, no abort). Its clock jumps past the wait then.
+    let skipped = 0;
+    const clock = () => performance.now() + skipped;
     // the caller's instances: real RedisStores whose release (only the call's let-go at its end, here)
     // aborts the signal as it is sent, after the call gave up and before it ends
     const stores: LockStore[] = clients().map((client) => {
       const store = new RedisStore(client);
       return {
-        acquire: (keys, value, ttl, ticket, budgetMs) => store.acquire(keys, value, ttl, ticket, budgetMs),
+        acquire: (keys, value, ttl, ticket, budgetMs) => {
+          if (ticket !== undefined) skipped = 120_000;
+          return store.acquire(keys, value, ttl, ticket, budgetMs);
+        },
         extend: (keys, value, ttl) => store.extend(keys, value, ttl),
         release: (keys, value, requeue, resend) => {
           controller.abort(new Error("client left"));
@@ -430,12 +438,14 @@ describe("tracing channels", () => {
         leaveQueue: (keys, value, ticket) => store.leaveQueue(keys, value, ticket),
       };
     });
-    const dlm = new Redlock(stores);
+    const dlm = new Redlock(stores, { clock });
     const messages: string[] = [];
     const listener = (message: unknown) => messages.push((message as { outcome: string }).outcome);
     diagnosticsChannel.subscribe("redlock-kit:acquire", listener);
     try {
-      await expect(dlm.lock("gave-up", 5000, { signal: controller.signal, wait: 100 })).rejects.toThrow("client left");
+      await expect(dlm.lock("gave-up", 5000, { signal: controller.signal, wait: 60_000 })).rejects.toThrow(
+        "client left",
+      );
     } finally {
       await dlm.quit(); // resolves once the call itself has ended
       diagnosticsChannel.unsubscribe("redlock-kit:acquire", listener);
