@@ -4,31 +4,16 @@
  * stream's end, and so does the answer, as a 200's does: a client that leaves meanwhile is seen.
  */
 import { PassThrough, Readable } from "node:stream";
-import { type Lock, Redlock } from "@redlock-kit/core";
-import Fastify, { type FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Lock } from "@redlock-kit/core";
+import type { FastifyInstance } from "fastify";
+import { describe, expect, it } from "vitest";
 import { gate, gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { open, type RequestInit, send } from "#test-helpers/http-client.js";
 import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
+import { useFastifyRedlock } from "./bed.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const apps: FastifyInstance[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()));
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
+const bed = useFastifyRedlock();
 
 async function listen(app: FastifyInstance) {
   await app.listen({ port: 0, host: "127.0.0.1" });
@@ -42,9 +27,8 @@ type Kind = "Node stream" | "web stream";
  * `kind`, asked with `method`: the lock waits for the producer's end (ttl 60 s).
  */
 async function droppedWhileProducing(kind: Kind, method: RequestInit["method"], status = 200) {
-  const app = Fastify();
-  apps.push(app);
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
+  const app = bed.app();
+  await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 60_000 });
   const producer = gatedProducer();
   app.get("/export/:id", { config: { redlock: "fastify-dropped:{params.id}" } }, async (_request, reply) => {
     const out = producer.produce();
@@ -58,7 +42,7 @@ async function droppedWhileProducing(kind: Kind, method: RequestInit["method"], 
     producer,
     send(url, { method }),
     () => open(url),
-    () => redis.exists("fastify-dropped:1"),
+    () => bed.redis.exists("fastify-dropped:1"),
   );
 }
 
@@ -70,15 +54,14 @@ describe("HEAD on a locked GET route (Fastify's HEAD twin)", () => {
   }
 
   it("releases the lock of a JSON body at once", async () => {
-    const app = Fastify();
-    apps.push(app);
-    await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
+    const app = bed.app();
+    await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 60_000 });
     app.get("/order/:id", { config: { redlock: "fastify-head-json:{params.id}" } }, async () => ({ id: 1 }));
     const url = await listen(app);
     const head = await send(`${url}/order/1`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(head.headers["content-type"]).toMatch(/json/);
-    await expect.poll(() => redis.exists("fastify-head-json:1")).toBe(0);
+    await expect.poll(() => bed.redis.exists("fastify-head-json:1")).toBe(0);
   });
 });
 
@@ -99,11 +82,10 @@ describe("a HEAD request, or a 204, whose client leaves while its dropped body i
   ] as const;
   for (const [method, status, kind] of cases) {
     it(`${method} ${status}: stops the ${kind}, as Fastify stops a GET's body whose client left, and the lock lapses within one ttl`, async () => {
-      const app = Fastify();
-      apps.push(app);
+      const app = bed.app();
       // extended until maxHoldMs, the lock would outlive the polls: only its expiry within a ttl passes
       // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
-      await app.register(redlockPlugin, { redlock: dlm, ttl: 500, instanceTimeout: 300, maxHoldMs: 600_000 });
+      await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 500, instanceTimeout: 300, maxHoldMs: 600_000 });
       const read = gate();
       const stopped = gate();
       let lock: Lock | undefined;

@@ -1,32 +1,16 @@
-import { type AcquireMessage, Redlock } from "@redlock-kit/core";
-import Fastify, { type FastifyInstance } from "fastify";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import type { AcquireMessage } from "@redlock-kit/core";
+import { expect, it } from "vitest";
 import { gate } from "#test-helpers/gate.js";
 import { arrival, nextMessage, nextRelease } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
+import { useFastifyRedlock } from "./bed.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const apps: FastifyInstance[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()));
-});
-afterAll(async () => {
-  await dlm.quit();
-});
+const bed = useFastifyRedlock();
 
 it("keeps the lock while a handler that handlerTimeout answered for still runs, and releases it once the handler settles", async () => {
   // 1 s: the lock is taken well before it on a loaded machine (a timeout before the lock is H9: the handler never runs)
-  const app = Fastify({ handlerTimeout: 1000 });
-  apps.push(app);
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
+  const app = bed.app({ handlerTimeout: 1000 });
+  await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 60_000 });
   const { open: release, opened } = gate();
   const state = { runs: 0, inside: 0, maxInside: 0 };
   app.post("/x/:id", { config: { redlock: "fastify-timeout:{params.id}" } }, async () => {
@@ -42,13 +26,13 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
     // the timed-out handler still runs: the key is held and the next request does not enter
     expect(state.inside).toBe(1);
     expect((await app.inject({ method: "POST", url: "/x/1" })).statusCode).toBe(423);
-    expect(await redis.exists("fastify-timeout:1")).toBe(1);
+    expect(await bed.redis.exists("fastify-timeout:1")).toBe(1);
     const released = nextRelease("fastify-timeout:1");
     release();
     // released by the handler's end, not expired: the release found the key still ours (the ttl,
     // 60 s, outlasts the test) and deleted it
     expect((await arrival(released, "the lock's release")).released).toBe(true);
-    expect(await redis.exists("fastify-timeout:1")).toBe(0);
+    expect(await bed.redis.exists("fastify-timeout:1")).toBe(0);
     expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
   } finally {
     release();
@@ -58,19 +42,18 @@ it("keeps the lock while a handler that handlerTimeout answered for still runs, 
 it("writes nothing over the 503 of a handlerTimeout that fired while the route waited for a lock it then did not get", async () => {
   const logged: string[] = [];
   // the timeout fires long before the route's wait (2 s) ends in contention
-  const app = Fastify({
+  const app = bed.app({
     handlerTimeout: 100,
     logger: { level: "warn", stream: { write: (line) => logged.push(line) } },
   });
-  apps.push(app);
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 10_000, wait: 2000 });
+  await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 10_000, wait: 2000 });
   let runs = 0;
   app.post("/x/:id", { config: { redlock: "fastify-waited:{params.id}" } }, async () => {
     runs++;
     return { ran: true };
   });
   await app.ready();
-  const holder = await dlm.acquire("fastify-waited:1", 10_000);
+  const holder = await bed.dlm.acquire("fastify-waited:1", 10_000);
   try {
     const ended = nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes("fastify-waited:1"));
     const answered = await app.inject({ method: "POST", url: "/x/1" });

@@ -5,31 +5,15 @@
  * whose handler streams must still wait for the producer's end, as without the wrapper.
  */
 import { Readable } from "node:stream";
-import { Redlock } from "@redlock-kit/core";
-import Fastify, { type FastifyInstance, type onSendHookHandler } from "fastify";
+import type { FastifyInstance, onSendHookHandler } from "fastify";
 import fp from "fastify-plugin";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
-import { useRedisServers } from "#test-helpers/redis.js";
 import redlockPlugin from "../src/index.js";
+import { useFastifyRedlock } from "./bed.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const apps: FastifyInstance[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()));
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
+const bed = useFastifyRedlock();
 
 /** Wraps every onSend hook of each route, as a tracing plugin does (@fastify/otel's `handlerWrapped`). */
 const tracing = fp(async (fastify) => {
@@ -51,10 +35,9 @@ it.each([
 ] as const)(
   "a plugin wrapping route hooks registered %s it, HEAD of a %s: held until the producer ends",
   async (where, kind) => {
-    const app = Fastify();
-    apps.push(app);
+    const app = bed.app();
     if (where === "before") await app.register(tracing);
-    await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
+    await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 60_000 });
     if (where === "after") await app.register(tracing);
     const producer = gatedProducer();
     app.get("/export/:id", { config: { redlock: "fastify-wrapped:{params.id}" } }, async (_request, reply) => {
@@ -67,16 +50,15 @@ it.each([
       producer,
       send(url, { method: "HEAD" }),
       () => open(url),
-      () => redis.exists("fastify-wrapped:1"),
+      () => bed.redis.exists("fastify-wrapped:1"),
     );
     expect(answer.status).toBe(200);
   },
 );
 
 it("a route's own HEAD method (no HEAD step) whose onSend hook returns a stream: held until the producer ends", async () => {
-  const app = Fastify();
-  apps.push(app);
-  await app.register(redlockPlugin, { redlock: dlm, ttl: 60_000 });
+  const app = bed.app();
+  await app.register(redlockPlugin, { redlock: bed.dlm, ttl: 60_000 });
   const producer = gatedProducer();
   const toStream: onSendHookHandler = async (_request, reply, payload) =>
     reply.statusCode === 200 ? producer.produce() : payload;
@@ -92,7 +74,7 @@ it("a route's own HEAD method (no HEAD step) whose onSend hook returns a stream:
     producer,
     send(url, { method: "HEAD" }),
     () => open(url),
-    () => redis.exists("fastify-wrapped:1"),
+    () => bed.redis.exists("fastify-wrapped:1"),
   );
   expect(answer.status).toBe(200);
 });
