@@ -94,8 +94,8 @@ const plugin: FastifyPluginAsync<FastifyRedlockOptions> = async function redlock
     // A new array: the HEAD twin of a GET route shares the caller's original array.
     route.preHandler = [...[route.preHandler ?? []].flat(), handler];
     route.handler = followedHandler(route.handler);
-    // Placed once the onRoute hooks of plugins registered later have run too (they may add to the
-    // route's onSend hooks; Fastify reads the list after that, once ready).
+    // Placed once every onRoute hook has run, of plugins registered before or after this one (they
+    // may add to the route's onSend hooks; Fastify reads the list after that, once ready).
     this.after(() => {
       route.onSend = withLockedPayload([route.onSend ?? []].flat(), route.method);
     });
