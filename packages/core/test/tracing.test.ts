@@ -114,6 +114,27 @@ describe("tracing channels", () => {
     await holder.release();
   });
 
+  it("report bad arguments as such when the signal aborts in the same tick", async () => {
+    const dlm = redlock();
+    const events = await record(async () => {
+      const calls = [
+        (signal: AbortSignal) => dlm.lock("", 1000, { signal }),
+        (signal: AbortSignal) => dlm.acquire("a", Number.NaN, { signal }),
+      ];
+      for (const call of calls) {
+        const controller = new AbortController();
+        const calling = call(controller.signal);
+        controller.abort();
+        await expect(calling).rejects.not.toBe(controller.signal.reason);
+      }
+    });
+    const ended = on(events, "acquire").filter((event) => event.event === "asyncEnd");
+    expect(ended.map((event) => [event.snapshot.outcome, (event.snapshot.error as Error).name])).toEqual([
+      ["error", "TypeError"],
+      ["error", "RangeError"],
+    ]);
+  });
+
   it("report unavailability, an aborted wait and bad arguments", async () => {
     const dlm = redlock({ retryCount: 0, instanceTimeout: 100 });
     const waiting = redlock();

@@ -12,7 +12,6 @@ import {
   OPTION_NAMES,
   type ResolvedAcquireOptions,
   resolveAcquireOptions,
-  signalOf,
 } from "../options.js";
 import type { Retake, RetakeCall } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
@@ -25,6 +24,17 @@ import { fanOut, type Quorum, type Vote } from "./ballot.js";
 import { checkFencing } from "./instance-checks.js";
 import { type AcquireRequest, acquireCall, giveBackCall, type QuorumContext, requeueCall } from "./requests.js";
 import { classify, tallyAcquire } from "./votes.js";
+
+/** A call's checked arguments (`AcquireLoop.#checked`). */
+interface CheckedCall {
+  readonly names: readonly string[];
+  readonly keys: readonly string[];
+  readonly ttl: number;
+  readonly opts: ResolvedAcquireOptions;
+  /** The per-instance timeout. */
+  readonly timeout: number;
+  readonly nullOnContention: boolean;
+}
 
 /** What the loop needs of its Redlock beyond the quorum. */
 export interface AcquireParts {
@@ -88,30 +98,45 @@ export class AcquireLoop {
     nullOnContention: boolean,
     counter?: AttemptCounter,
   ): Promise<Lock | null> {
-    const signal = signalOf(options);
+    // Checked before the call can be aborted: bad arguments reject as such, also when the signal
+    // aborts in the same tick (the abort would otherwise reject first).
+    let checked: CheckedCall;
+    try {
+      checked = this.#checked(resources, ttl, options, nullOnContention);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const signal = checked.opts.signal;
     // already aborted: the call rejects at once by itself, sending nothing
-    if (signal === undefined || signal.aborted) return this.#run(resources, ttl, options, nullOnContention, counter);
+    if (signal === undefined || signal.aborted) return this.#run(checked, counter);
     // its point-channel message waits until its caller is told how it ended (`abortable`)
     const ending = new PointEnding(this.#ctx.clock, counter);
-    const acquiring = this.#run(resources, ttl, options, nullOnContention, ending.counter, ending);
+    const acquiring = this.#run(checked, ending.counter, ending);
     return abortable(acquiring, signal, this.#parts.giveBack, ending);
   }
 
-  async #run(
+  /** The call's arguments, options and configuration checked; throws before anything is sent. */
+  #checked(
     resources: string | readonly string[],
     ttl: number,
     options: AcquireOptions | undefined,
     nullOnContention: boolean,
-    counter: AttemptCounter | undefined,
-    ending?: PointEnding,
-  ): Promise<Lock | null> {
+  ): CheckedCall {
     const names = checkResources(resources);
     checkMs("ttl", ttl);
+    checkOptionNames(options, OPTION_NAMES.lock, nullOnContention ? "lock()" : "acquire()");
+    const opts = resolveAcquireOptions(this.#parts.defaults, options);
+    const timeout = instanceTimeoutFor(ttl, opts);
+    if (opts.fencing && !this.#parts.canFence) checkFencing(this.#ctx.stores);
+    const keys = keysOf(this.#parts.prefix, names);
+    for (const store of this.#keyCheckers) store.checkKeys?.(keys, opts.fencing);
+    return { names, keys, ttl, opts, timeout, nullOnContention };
+  }
+
+  async #run(checked: CheckedCall, counter: AttemptCounter | undefined, ending?: PointEnding): Promise<Lock | null> {
+    const { names, keys, ttl, opts, timeout, nullOnContention } = checked;
     const { stores, quorum, identity, clock } = this.#ctx;
     const parts = this.#parts;
-    checkOptionNames(options, OPTION_NAMES.lock, nullOnContention ? "lock()" : "acquire()");
-    const opts = resolveAcquireOptions(parts.defaults, options);
-    const timeout = instanceTimeoutFor(ttl, opts);
     // from here on, a caller told of an abort first hears "aborted" on the point channel (PointEnding)
     ending?.began(names);
     // refused rather than sent (after quit(): a Redlock's own clients are closed, a handed Redlock
@@ -119,10 +144,7 @@ export class AcquireLoop {
     if (opts.signal?.aborted || this.#quit !== undefined)
       throw this.#stopped(names, opts.signal, 0, this.#ctx.clock(), ending);
     const fencing = opts.fencing;
-    if (fencing && !parts.canFence) checkFencing(stores);
 
-    const keys = keysOf(parts.prefix, names);
-    for (const store of this.#keyCheckers) store.checkKeys?.(keys, fencing);
     // a release of one of the keys by this Redlock still on its way may reserve it for this call
     // (an unlock() not awaited): its answer first, or this attempt would follow it and be refused.
     // Counted as running from that wait on: quit() waits for the call (after quit() it ends at its
