@@ -89,7 +89,13 @@ export async function connect(
         }),
         { keyPrefix: prefix, instanceTimeout: timeout },
       );
-    let dlm = build();
+    let dlm: Redlock;
+    try {
+      dlm = build();
+    } catch (error) {
+      // the clients are the URLs': a list core refuses (one database named twice) is the command line's
+      throw error instanceof TypeError ? new UsageError(error.message) : error;
+    }
     const names = opened.map(({ name }, index) => name ?? dlm.stores[index]?.description ?? `#${index + 1}`);
     // the reason of an instance not asked stands, whatever its unused connection does
     const reason = (instance: number, message: string) =>

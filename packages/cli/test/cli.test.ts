@@ -451,6 +451,18 @@ describe("redlock-kit release --force", PROCESS_TIMEOUT, () => {
     expect(await clients[0]?.get("lock:aliased")).toBe("someone");
   });
 
+  it("refuses one URL given twice (exit 2), spelt the same or with and without its database", async () => {
+    const port = server(0).port;
+    for (const twice of [`redis://127.0.0.1:${port}`, `redis://127.0.0.1:${port}/0`]) {
+      const urls = `redis://127.0.0.1:${port},${twice},redis://127.0.0.1:${server(1).port}`;
+      const run = await runCli(["inspect", "twice", "--prefix", "lock:", "--redis", urls]);
+      expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 2, stdout: "" });
+      expect(run.stderr).toContain(
+        `instances[1] is the same Redis database as instances[0] (127.0.0.1:${port}/0): it would vote twice`,
+      );
+    }
+  });
+
   it("list and watch refuse URLs that name one server twice (exit 2) when no key matches too", async () => {
     const port = server(0).port;
     const urls = `redis://localhost:${port},redis://127.0.0.1:${port},redis://127.0.0.1:${server(1).port}`;
