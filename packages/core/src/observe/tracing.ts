@@ -89,23 +89,13 @@ export const tracingChannels = {
 
 /**
  * The async context of the call that took a lock, for the extensions core makes later on its own
- * (auto-extension): the shared timer fires in the context of whichever
- * call armed it, and an extension run there would be traced as a child of another call (another
- * request's span). Kept only while someone traces extensions; run the extension with `inScope`.
+ * (auto-extension): the shared timer fires in the context core was loaded in
+ * (speed/shared-timer.ts), and an extension run there would have no parent, or the parent of the
+ * request that imported core. Kept only while someone traces extensions; run the extension with `inScope`.
  */
 export function extensionScope(): AsyncResource | undefined {
   return tracingChannels.extend.hasSubscribers ? new AsyncResource("redlock-kit:extension") : undefined;
 }
-
-/**
- * The context the module loads in: the scope of an extension whose lock was taken while nobody
- * traced extensions (a `using()` begun before the instrumentation). Run where the timer fires, it
- * would be traced as a child of whichever call armed that timer. Normally the process's top level,
- * but an AsyncResource keeps the async context it was made in (a lazy `import()` inside a request
- * makes it that request's, for good) and Node offers no empty one to make it in: its extensions
- * are marked `detached` too, for a tracer to give them no parent whatever this context holds.
- */
-const TOP_LEVEL = new AsyncResource("redlock-kit:extension");
 
 /** Set while a detached extension starts: `fn` calls `extend()` synchronously, which takes it. */
 let detached = false;
@@ -113,9 +103,13 @@ let detached = false;
 export function inScope<T>(scope: AsyncResource | undefined, fn: () => T): T {
   if (scope !== undefined) return scope.runInAsyncScope(fn);
   if (!tracingChannels.extend.hasSubscribers) return fn();
+  // A lock taken while nobody traced extensions (a `using()` begun before the instrumentation):
+  // run where the timer fires, in the context core was loaded in (speed/shared-timer.ts). That is
+  // the process's top level unless core was first imported inside a request, and Node offers no
+  // empty context: its extension is marked `detached`, for a tracer to give it no parent.
   detached = true;
   try {
-    return TOP_LEVEL.runInAsyncScope(fn);
+    return fn();
   } finally {
     detached = false;
   }

@@ -1,3 +1,4 @@
+import { AsyncResource } from "node:async_hooks";
 import { performance } from "node:perf_hooks";
 
 /**
@@ -63,7 +64,8 @@ class Deadlines {
   #arm(at: number): void {
     clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(this.#fire, Math.max(0, Math.ceil(at - performance.now())));
+    const delay = Math.max(0, Math.ceil(at - performance.now()));
+    this.#timer = TIMER_SCOPE.runInAsyncScope(setTimeout, undefined, this.#fire, delay);
     // A bound is not a reason to stay alive: whatever a call waits on (a socket, ioredis's
     // reconnect timer) keeps the process running while the call is in flight.
     this.#timer.unref();
@@ -93,5 +95,14 @@ class Deadlines {
     });
   };
 }
+
+/**
+ * The context the timer runs in: the one the module loaded in (the process's top level, unless core
+ * was first imported inside a request). Armed in the context of the call at hand, the timer would
+ * run every later renewal there, and it re-arms itself from where it fires: one request's context
+ * (its AsyncLocalStorage stores, as NestJS's app of the call) would stay with every lock's renewal
+ * and with the listeners of the signals those renewals abort, for good.
+ */
+const TIMER_SCOPE = new AsyncResource("redlock-kit:shared-timer");
 
 export const deadlines = new Deadlines();
