@@ -219,3 +219,43 @@ describe("HeldRoute.followHandedOn: a payload the framework would drop and answe
     (await connected)?.destroy();
   });
 });
+
+describe("HeldRoute.running: whether a followed run has not settled (a request's run again must not enter beside it)", () => {
+  it("is true while a followed run is pending, and false already when the framework sees that run end, failed or not", async () => {
+    let connected: Promise<net.Socket> | undefined;
+    const responded = new Promise<http.ServerResponse>((resolve) => {
+      connected = request(resolve);
+    });
+    const res = await responded;
+    const outcome = await policy().route("running:1").begin(source, res);
+    if (outcome.kind !== "acquired") throw new Error(`not acquired: ${outcome.kind}`);
+    const { held } = outcome;
+    expect(held.running).toBe(false);
+    let fail!: (error: Error) => void;
+    const failing = held.follow(
+      new Promise<never>((_resolve, reject) => {
+        fail = reject;
+      }),
+    );
+    let end!: () => void;
+    const ending = held.follow(
+      new Promise<void>((resolve) => {
+        end = resolve;
+      }),
+    );
+    expect(held.running).toBe(true);
+    fail(new Error("transient"));
+    // what the framework awaits: a retry it starts from here finds that run settled, the other not
+    await expect(failing).rejects.toThrow("transient");
+    expect(held.running).toBe(true);
+    end();
+    await ending;
+    expect(held.running).toBe(false);
+    // the response still holds the lock; its end releases it
+    expect(await redis.exists("running:1")).toBe(1);
+    const released = nextRelease("running:1");
+    res.end();
+    expect((await arrival(released, "the release")).released).toBe(true);
+    (await connected)?.destroy();
+  });
+});

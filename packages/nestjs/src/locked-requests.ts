@@ -44,6 +44,12 @@ export function awaitHandler(lock: Lock, held: HeldRoute): void {
 }
 
 /**
+ * Whether a run of the route holding `lock` has not called its handler yet: its pipes may still be
+ * at work, and call it later even once the run was given up (a timeout() unsubscribed from it).
+ */
+export const awaitingHandler = (lock: Lock): boolean => unfollowed.has(lock);
+
+/**
  * The held route whose handler this call is, once (a nested call to another `@LockedRoute`
  * method is not): the route lock is the innermost lock of the call's context.
  */

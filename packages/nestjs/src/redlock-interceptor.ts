@@ -27,7 +27,7 @@ import { handlingWith } from "./bound-redlocks.js";
 import { afterDroppedBody, followReplyPayloads } from "./dropped-body.js";
 import { setErrorHeaders } from "./error-headers.js";
 import { httpExceptionFor, LockedException } from "./locked-exception.js";
-import { awaitHandler, carriesHttp, heldRouteOf, markLocked } from "./locked-requests.js";
+import { awaitHandler, awaitingHandler, carriesHttp, heldRouteOf, markLocked } from "./locked-requests.js";
 
 /** What the interceptor reads from Express's and Fastify's request objects alike. */
 interface PlatformRequest extends HttpKeySource {
@@ -140,9 +140,13 @@ export class RedlockInterceptor implements NestInterceptor {
     // the body's producer may still run: that end is not the handler's (the lock expires instead)
     let webBody = false;
     // An interceptor outside this one that subscribes again (rxjs retry(), an APP_INTERCEPTOR of the
-    // root module) runs this again for the same request: it re-enters the lock the request holds
-    // instead of contending with it (423 against itself), and that run of the handler is followed too.
-    const previous = heldRouteOf(request);
+    // root module) runs this again for the same request: once the earlier run's handler has settled
+    // (it failed), it re-enters the lock the request holds instead of contending with it (423
+    // against itself), and that run of the handler is followed too. An earlier run still at work in
+    // its handler or its pipes (a timeout() before the retry gave up on it, and it goes on) must not
+    // have another beside it: the run again contends (423), as before re-entering.
+    const earlier = heldRouteOf(request);
+    const previous = earlier !== undefined && !earlier.running && !awaitingHandler(earlier.lock) ? earlier : undefined;
     const outcome = await route.begin(
       source,
       raw,

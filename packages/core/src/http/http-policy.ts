@@ -357,6 +357,8 @@ export class HeldRoute {
   readonly #stop: (() => void) | undefined;
   /** The response, until done, and each followed handler run that has not settled. */
   #pending = 1;
+  /** The followed runs (and dropped bodies) that have not settled: `running`. */
+  #running = 0;
   /** The unlock, once started; what `whenReleased()` returned before it, and how to resolve it. */
   #unlocking: Promise<boolean> | undefined;
   #whenReleased: Promise<void> | undefined;
@@ -409,6 +411,16 @@ export class HeldRoute {
     return error === undefined ? undefined : errorResponse(error);
   }
 
+  /**
+   * Whether a run followed here (`run()`, `follow()`, a dropped body's producer) has not settled:
+   * the critical section may still be at work. A run the request starts again meanwhile (an
+   * outer rxjs `retry()` after a `timeout()` gave up on the first) would run beside it, so it
+   * must not re-enter this lock then; once every run has settled (a retry after a failure) it may.
+   */
+  get running(): boolean {
+    return this.#running > 0;
+  }
+
   /** `fn` (the rest of the request) run holding the lock, followed: the lock waits for what it returns to settle. */
   run<T>(fn: () => T): T {
     return this.follow(holdingLock(this.#redlock, this.lock, fn));
@@ -423,10 +435,12 @@ export class HeldRoute {
     const pending = result as { then?: unknown } | null | undefined;
     if (this.#pending === 0 || typeof pending?.then !== "function") return result;
     this.#pending++;
+    this.#running++;
     // A query builder (Drizzle's, Knex's) runs its query on every then(): resolved once here, the
     // framework awaits that promise, not the builder again (a payment would be written twice).
     const settled = Promise.resolve(result as PromiseLike<unknown>);
-    settled.then(this.#settle, this.#settle);
+    // registered before the framework awaits it: a retry its failure starts sees the run settled
+    settled.then(this.#runSettled, this.#runSettled);
     return settled as T;
   }
 
@@ -509,6 +523,12 @@ export class HeldRoute {
   /** The response is done: not the handler's end once a dropped body was stopped for its client's leaving. */
   readonly #responseDone = (): void => {
     if (!this.#droppedStopped) this.#settle();
+  };
+
+  /** A followed run has settled. */
+  readonly #runSettled = (): void => {
+    this.#running--;
+    this.#settle();
   };
 
   /** One of the awaited things is over (the response, or a followed run): releases after the last. */
