@@ -449,6 +449,62 @@ describe("waiting across quit()", () => {
   });
 });
 
+describe("waiting behind a lock that stands on two of three instances, the third free", () => {
+  const scriptCalls = async () => (await Promise.all(clients.map(scriptCallsOf))).reduce((a, b) => a + b, 0);
+
+  /**
+   * A lock held on the first two instances only, as after the third restarted empty (or was down
+   * when the lock was taken), and a call of another Redlock waiting for it with `options`: each of
+   * its attempts takes the free key and gives it back, queued again there. Resolves once it is in
+   * line on the two holding instances.
+   */
+  async function waitBehindTwo(resource: string, options: object) {
+    const holder = await redlock().acquire(resource, 10_000);
+    await (clients[2] as Redis).del(resource);
+    const waiting = redlock().acquire(resource, 1000, options);
+    /** How the call stands: "waiting", or how it ended. */
+    let outcome = "waiting";
+    waiting.then(
+      () => (outcome = "acquired"),
+      (error: Error) => (outcome = `${error.name}: ${error.message}`),
+    );
+    await until(async () => {
+      const sizes = await Promise.all(clients.map((client) => client.zcard(queueOf(resource))));
+      return sizes[0] === 1 && sizes[1] === 1;
+    });
+    return { holder, waiting, outcome: () => outcome };
+  }
+
+  it("a call with retryCount is not woken by its own give-back of the free instance: its retries last until the release", async () => {
+    const { holder, waiting, outcome } = await waitBehindTwo("two-of-three", { ...NO_POLLING, retryCount: 1 });
+    const before = await scriptCalls();
+    await sleep(500);
+    // The give-back queues it again on the free instance, and leaves the key free there: handed
+    // back to the waiter (the head of that queue) it woke it after one hold (2 x the per-instance
+    // timeout, 200 ms) for an attempt that was refused again and counted as a retry.
+    expect(outcome()).toBe("waiting");
+    expect((await scriptCalls()) - before).toBeLessThanOrEqual(1);
+    expect(await (clients[2] as Redis).exists("two-of-three")).toBe(0);
+    expect(await (clients[2] as Redis).zcard(queueOf("two-of-three"))).toBe(1);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+
+  it("a call with wait sends nothing between its polls while that lock is held", async () => {
+    const { holder, waiting } = await waitBehindTwo("two-of-three-wait", { ...NO_POLLING, ...WAIT() });
+    const before = await scriptCalls();
+    await sleep(500);
+    // before: one attempt and one give-back per hold, for as long as the lock was held
+    expect((await scriptCalls()) - before).toBeLessThanOrEqual(1);
+    await holder.release();
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+  });
+});
+
 describe("waiting behind a lock of its own Redlock", () => {
   /** Acquire attempts that reached the instances so far: the scripts and the one-key SETs. */
   const attemptsSent = async () => {

@@ -194,12 +194,13 @@ describe("grant by message after a give-back", () => {
       await listenEverywhere(dlm);
       const waiting = dlm.acquire(key, TTL, WAIT());
       // its attempt took instance 2, fell short of a quorum and gave the key back there, queued
-      // again; that give-back handed the key straight back to it (it headed the queue there)
-      await until(async () => (await redis.client(2).get(key)) !== null);
-      await until(async () =>
-        (await Promise.all([0, 1].map((i) => redis.client(i).zcard(queueOf(key))))).every((q) => q === 1),
-      );
+      // again (the key left free: it heads the queue there)
+      await until(async () => (await Promise.all(clients.map((c) => c.zcard(queueOf(key))))).every((q) => q === 1));
+      // another owner takes instance 2 and releases it: a hand-over from an instance it gave a key back to
+      await redis.client(2).set(key, "other", "PX", 60_000);
+      expect(await new RedisStore(redis.client(2)).release([key], "other")).toBe(1);
       const value = (await redis.client(2).get(key)) as string;
+      expect(value).not.toBeNull();
       const before = await scriptCalls(redis.client(0));
       // instance 0's owner releases: a hand-over from an instance it never gave a key back to
       expect(await new RedisStore(redis.client(0)).release([key], "other")).toBe(1);

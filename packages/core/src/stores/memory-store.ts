@@ -135,7 +135,10 @@ export class MemoryStore implements LockStore {
     return true;
   }
 
-  /** Deletes the keys that hold `value`, handing each to its oldest waiter that still listens (`requeue` first queued again). */
+  /**
+   * Deletes the keys that hold `value`, handing each to its oldest waiter that still listens
+   * (`requeue` first queued again; the key stays free where that waiter is the oldest that listens).
+   */
   async release(keys: readonly string[], value: string, requeue?: QueueTicket): Promise<number> {
     let released = 0;
     for (const key of keys) {
@@ -143,7 +146,7 @@ export class MemoryStore implements LockStore {
         this.#entries.delete(key);
         released++;
         if (requeue !== undefined) this.#enqueue(key, value, requeue);
-        this.#handOver(key);
+        this.#handOver(key, requeue === undefined ? undefined : value);
       }
     }
     return released;
@@ -207,10 +210,18 @@ export class MemoryStore implements LockStore {
     if (queue.waiters.length === 0) this.#queues.delete(key);
   }
 
-  #handOver(key: string): void {
+  /**
+   * Hands `key` to its oldest waiter that still listens. `giver`: a waiter giving the key back,
+   * queued again; reached, it keeps its place and the key stays free, as on Redis.
+   */
+  #handOver(key: string, giver?: string): void {
     const queue = this.#liveQueue(key)?.waiters;
     if (queue === undefined) return;
     for (let head = queue.shift(); head !== undefined; head = queue.shift()) {
+      if (head.value === giver) {
+        queue.unshift(head);
+        return;
+      }
       const listener = this.#channels.get(head.ticket.channel);
       if (listener === undefined) continue;
       this.#entries.set(key, { value: head.value, expiresAt: this.#now() + head.ticket.holdMs });

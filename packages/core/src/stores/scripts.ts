@@ -252,7 +252,8 @@ return 1
  * Hands `key`, just deleted, to the oldest waiter in `queue` that can still hear of it: the key is
  * set to that waiter's value for the few ms it needs to claim it, and its process is told on its
  * hand-over channel. A waiter whose process is gone (nobody subscribed to its channel) is skipped.
- * Entries are "<channel>:<ms to hold the key>:<value>".
+ * Entries are "<channel>:<ms to hold the key>:<value>". `entry` (the release script's local) is a
+ * waiter giving the key back, queued again: reaching it, the key stays free and it keeps its place.
  */
 const HAND_OVER = `local function handOver(key, queue)
   while true do
@@ -260,6 +261,13 @@ const HAND_OVER = `local function handOver(key, queue)
     local popped = redis.pcall('zpopmin', queue)
     local head = type(popped) == 'table' and popped[1]
     if not head then
+      return
+    end
+    if head == entry then
+      -- the giver itself, queued again: it keeps its place and the key stays free. Handed back,
+      -- the key woke it after one hold for an attempt refused where its last one was, and so on
+      -- once a hold for as long as a lock stood on the other instances
+      redis.pcall('zadd', queue, popped[2], head)
       return
     end
     local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
@@ -296,7 +304,8 @@ end
  * - ARGV[2] = '1' with ARGV[3..5], when a waiter gives back what a failed attempt took: its entry,
  *   order and queue lifetime, as for the acquire script. It is queued again before the key is
  *   handed on, so it keeps its place in every queue until it acquires (the oldest waiter then
- *   collects a quorum of hand-overs, rather than waiters each holding one instance).
+ *   collects a quorum of hand-overs, rather than waiters each holding one instance). Where no
+ *   listening waiter is ahead of it, the key is left free, not handed back to it.
  * - ARGV[2] = 'r' (one key, released by a Redlock that listens for hand-overs): ARGV[3] is that
  *   Redlock's hand-over channel.
  *   - With ARGV[4] a value (speed/retake.ts) and ARGV[5] a ttl, unless the queue's head is a
@@ -372,7 +381,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV4",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV12",
+  release: "redlockKitReleaseV13",
   acquireFenced: "redlockKitAcquireFencedV3",
   raiseFences: "redlockKitRaiseFencesV4",
   fencedSet: "redlockKitFencedSetV2",

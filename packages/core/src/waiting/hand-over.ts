@@ -250,12 +250,12 @@ export class HandOvers {
   }
 
   /**
-   * A first SUBSCRIBE, on instance `index`, landed after its round resolved (the waiters went on at a
-   * quorum, or the per-instance timeout): a release there meanwhile skipped the waiters queued there
+   * A first SUBSCRIBE landed after its round resolved (the waiters went on at a quorum, or the
+   * per-instance timeout): a release there meanwhile skipped the waiters queued there
    * (`Waiter.subscribedLate` says which ones try once).
    */
-  #subscribedLate(index: number): void {
-    for (const waiter of this.#waiters.values()) waiter.subscribedLate(index);
+  #subscribedLate(): void {
+    for (const waiter of this.#waiters.values()) waiter.subscribedLate();
   }
 
   #remember(value: string): void {
@@ -319,7 +319,7 @@ export class HandOvers {
               this.#stops.push(stop);
               // asked again: a release there meanwhile skipped the waiters queued there
               if (again) this.#subscribedAgain(epoch);
-              else if (over) this.#subscribedLate(index);
+              else if (over) this.#subscribedLate();
               // a waiter that could not queue while too few instances listened may queue now
               if (++this.#listening === this.#quorum) {
                 for (const waiter of this.#waiters.values()) waiter.nudge();
@@ -360,14 +360,18 @@ export class Waiter {
   attempts = 0;
   /** Instances that handed the keys to this waiter (see `holding`). */
   readonly #handed = new Set<number>();
-  /** Instances it gave a key back to once in line (`subscribedLate`). */
-  readonly #gaveBackTo = new Set<number>();
   /**
    * Of those, the hand-overs no failed attempt has seen yet, with the attempt count when each came:
    * only these wake a sleep. An attempt sent after a hand-over and refused there saw it (the key was
    * lost, or another key of the call is held): trying again at once would be refused again.
    */
   readonly #fresh = new Map<number, number>();
+  /**
+   * Instances where its last failed attempt gave a key back and it was queued again: the key is free
+   * there unless a listening waiter ahead of it was handed it (RELEASE_SCRIPT no longer hands it back
+   * to the giver). With fresh hand-overs they may make a quorum, which wakes it (`#ready`).
+   */
+  #leftFree: ReadonlySet<number> = new Set();
   /** Of those, the instances where a release of this Redlock granted it the key with its ttl (speed/own-grant.ts). */
   readonly #granted = new Set<number>();
   /** The earliest start of the releases that granted it: the granted keys expire no sooner than `ttl` after it. */
@@ -409,12 +413,13 @@ export class Waiter {
 
   /**
    * After a failed attempt, the instances that did not refuse it: the keys it took there, handed
-   * ones included, are given back (and so handed on to the next in line); only instances that
-   * refused it may since have handed it the keys.
+   * ones included, are given back (and so handed on to the next in line, never back to it:
+   * `requeued`, it stays in line there); only instances that refused it may since have handed it
+   * the keys.
    */
-  gaveBack(indexes: readonly number[]): void {
+  gaveBack(indexes: readonly number[], requeued: boolean): void {
+    this.#leftFree = new Set(requeued ? indexes : []);
     for (const index of indexes) {
-      if (this.queued) this.#gaveBackTo.add(index);
       this.#handed.delete(index);
       this.#fresh.delete(index);
       this.#granted.delete(index);
@@ -485,16 +490,16 @@ export class Waiter {
   }
 
   /**
-   * A first SUBSCRIBE landed late on instance `index` (`HandOvers.#subscribedLate`): a queued waiter
-   * tries once, as in `subscribedAgain`, if a release may have skipped it there meanwhile: a release
-   * of its key ran (another instance handed it the key), or its own give-back ran there (which hands
-   * the key to the head of the queue). Not otherwise: on 3 instances the last SUBSCRIBE of a round
-   * commonly lands after the first queued attempt, and a try then would cost one attempt per waiter
-   * and cycle. A release that ran only there (the holder's keys gone elsewhere) is learnt at the
-   * next poll, as before.
+   * A first SUBSCRIBE landed late (`HandOvers.#subscribedLate`): a queued waiter tries once, as in
+   * `subscribedAgain`, if a release may have skipped it there meanwhile: a release of its key ran
+   * (another instance handed it the key). Not for its own give-back there, which leaves it in line
+   * (RELEASE_SCRIPT hands no key back to its giver). Not otherwise: on 3 instances the last SUBSCRIBE
+   * of a round commonly lands after the first queued attempt, and a try then would cost one attempt
+   * per waiter and cycle. A release that ran only there (the holder's keys gone elsewhere) is learnt
+   * at the next poll, as before.
    */
-  subscribedLate(index: number): void {
-    if (this.#handed.size > 0 || this.#gaveBackTo.has(index)) this.subscribedAgain();
+  subscribedLate(): void {
+    if (this.#handed.size > 0) this.subscribedAgain();
   }
 
   /**
@@ -512,15 +517,27 @@ export class Waiter {
   handed(index: number): void {
     this.#handed.add(index);
     this.#fresh.set(index, this.attempts);
-    if (this.#fresh.size >= this.#quorum) this.#wake?.();
+    if (this.#ready) this.#wake?.();
     else this.#handedSome?.();
   }
 
   /**
-   * Sleeps up to `ms`, less if a quorum of instances hands the keys over; rejects with the signal's
-   * reason. Once some instance handed it the keys, it sleeps at most one hold more: a quorum that
-   * does not follow means the instances picked different waiters (one missed some queues), and
-   * the next attempt gives back what it cannot use, so that no waiters hold each other's votes
+   * Fresh hand-overs, with the keys its last give-back left free, make a quorum: an attempt now may
+   * take the lock (a release that hands it the rest wakes it at once, as when the give-back handed
+   * the key back to it). A hand-over is needed: free keys alone are what its last attempt saw.
+   */
+  get #ready(): boolean {
+    if (this.#fresh.size === 0) return false;
+    let count = this.#fresh.size;
+    for (const index of this.#leftFree) if (!this.#fresh.has(index)) count++;
+    return count >= this.#quorum;
+  }
+
+  /**
+   * Sleeps up to `ms`, less if a quorum of instances hands the keys over (or leaves them free:
+   * `#ready`); rejects with the signal's reason. Once some instance handed it the keys, it sleeps
+   * at most one hold more: a quorum that does not follow means the instances picked different
+   * waiters (one missed some queues), and the next attempt gives back what it cannot use, so that no waiters hold each other's votes
    * for longer than a hold. Resolves to true when a subscriber connection subscribed again
    * (`subscribedAgain`): the attempt that follows only takes the waiter's place again.
    */
@@ -529,7 +546,7 @@ export class Waiter {
       this.#again = false;
       return Promise.resolve(true);
     }
-    if (this.#fresh.size >= this.#quorum) return Promise.resolve(false);
+    if (this.#ready) return Promise.resolve(false);
     return new Promise((resolve, reject) => {
       let shortened = false;
       const done = () => {

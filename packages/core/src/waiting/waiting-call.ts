@@ -99,7 +99,7 @@ export class WaitingCall {
     else {
       waiter.refusedBy(this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [index] : [])));
       const givenBack = this.#stores.flatMap((_, index) => (isRefused(votes[index]) ? [] : [index]));
-      waiter.gaveBack(givenBack);
+      waiter.gaveBack(givenBack, requeued);
       // the give-back is sent next and may delete a key: a grant by a release sent before it no longer proves anything
       if (givenBack.length > 0) waiter.attempts++;
     }
