@@ -1,11 +1,14 @@
 import { type createCluster, RESP_TYPES } from "redis";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { startMonitor } from "#test-helpers/monitor.js";
+import { type Monitor, startMonitor } from "#test-helpers/monitor.js";
 import { startCluster, type TestCluster } from "#test-helpers/redis.js";
 import { warmUp } from "#test-helpers/warm-up.js";
 import {
+  type AcquireMessage,
+  channels,
   fencedGet,
   fencedSet,
+  Lock,
   LockConfigurationError,
   LockUnavailableError,
   NodeRedisStore,
@@ -19,6 +22,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  for (const server of cluster?.servers ?? []) server.resume();
   await cluster?.stop();
 });
 
@@ -220,11 +224,13 @@ it.each(["ASK: the slot migrating, the key not on its source", "MOVED: the slot 
         return Number(new RegExp(`errorstat_${how.slice(0, how.indexOf(":"))}:count=(\\d+)`).exec(stats)?.[1] ?? 0);
       };
       const before = await redirections();
-      // sent in one turn, both to the source, which answers each with a redirection to the target
+      // sent in one turn; the acquisition to the source, which answers it with a redirection to the
+      // target; the release once it was answered (acquires-first.ts): to the source again after an
+      // ASK, to the target after a MOVED (the client read the slots again)
       const [acquired, released] = await Promise.all([store.acquire([key], "v", 30_000), store.release([key], "v")]);
       expect(acquired).toEqual({ acquired: true });
       expect(released).toBe(1);
-      expect(await redirections()).toBeGreaterThanOrEqual(before + 2);
+      expect(await redirections()).toBeGreaterThanOrEqual(before + (how.startsWith("ASK") ? 2 : 1));
       expect(await migration.keys()).toEqual({ source: [], target: [] });
       // both ran on the target, redirected: the acquisition, then the release (sent whole if answered NOSCRIPT)
       await monitor.caughtUp();
@@ -239,6 +245,111 @@ it.each(["ASK: the slot migrating, the key not on its source", "MOVED: the slot 
     }
   },
 );
+
+/**
+ * Moves `key`'s slot (its owner `x`) and a slot of another master to other masters behind `client`'s
+ * back (`SETSLOT … NODE` on every master, no key in them): its map of the slots is stale, and a
+ * command on `key` goes to `x`. `refresh()` reads a key of the other slot, which its old owner
+ * answers MOVED: node-redis then reads the slots again, and sends commands on `key` to `target`
+ * (resolves then; the read itself may be waiting on `x`, the other slot's new owner).
+ */
+async function movedBehind(key: string, client: Awaited<ReturnType<typeof nodeRedisCluster>>) {
+  const x = await cluster.ownerOf(key);
+  let i = 0;
+  while ((await cluster.ownerOf(`moved-other:${i}`)).port === x.port) i++;
+  const other = `moved-other:${i}`;
+  const moved = await cluster.migrateSlotOf(key);
+  await moved.finish();
+  await (await cluster.migrateSlotOf(other)).finish();
+  const refresh = async () => {
+    client.get(other).catch(() => {});
+    await expect.poll(() => client.getSlotMaster(moved.slot).port, { timeout: 10_000 }).toBe(moved.target.port);
+  };
+  return { x, target: moved.target, refresh };
+}
+
+/** What ran on `key` in `monitor`'s server, in order: "set" (SET NX GET), "pexpire" (the extend script), "del" (the release script). */
+const stepsOn = (monitor: Monitor, key: string) =>
+  monitor.seen.flatMap(({ source, args }) => {
+    if (!args.includes(key)) return [];
+    if (source !== "lua") return args[0] === "set" ? ["set"] : [];
+    return args[0] === "pexpire" || args[0] === "del" ? [args[0]] : [];
+  });
+
+it("runs a give-back after its acquire when node-redis sends that acquire again to the slot's new owner, answered MOVED by the stalled old owner: sent there directly once the client read the slots again, the give-back ran first", async () => {
+  const client = await nodeRedisCluster();
+  const store = new NodeRedisStore(client);
+  const key = "{moved-give-back}:k";
+  const { x, target, refresh } = await movedBehind(key, client);
+  const monitor = await startMonitor(target.client());
+  x.pause();
+  let acquired: Promise<unknown>;
+  let released: Promise<number>;
+  try {
+    // to the old owner, which answers it MOVED once resumed
+    acquired = store.acquire([key], "v", 30_000);
+    await refresh();
+    // the attempt's give-back (Redlock stopped waiting for it)
+    released = store.release([key], "v");
+  } finally {
+    x.resume();
+  }
+  expect(await acquired).toEqual({ acquired: true });
+  // before: 0, run first on the new owner, and the key kept for 30 s with nobody's value
+  expect(await released).toBe(1);
+  expect(await target.client().exists(key)).toBe(0);
+  await monitor.caughtUp();
+  expect(stepsOn(monitor, key)).toEqual(["set", "del"]);
+  await monitor.close();
+  store.close();
+});
+
+it("takes no lock that its call's attempt sent again by node-redis can cut short: sent to the slot's stalled old owner, answered MOVED once the call's next attempt won and the lock was extended, it set the key back to its own ttl", async () => {
+  const client = await nodeRedisCluster();
+  const dlm = new Redlock([client], { retryCount: 2, retryDelay: 1000, retryJitter: 0, instanceTimeout: 500 });
+  await warmUp(dlm);
+  const key = "{moved-extend}:k";
+  const { x, target, refresh } = await movedBehind(key, client);
+  const monitor = await startMonitor(target.client());
+  let attempts = 0;
+  const counted = (message: unknown) => {
+    attempts = (message as AcquireMessage).attempts;
+  };
+  channels.acquire.subscribe(counted);
+  x.pause();
+  let outcome: unknown;
+  try {
+    // its first attempt goes to the old owner; the next, 1.5 s later, once the client read the slots
+    // again, to the new owner (before, it won there at once)
+    const acquiring = dlm.lock(key, 2000).catch((error: unknown) => error);
+    await refresh();
+    outcome = await acquiring;
+    if (outcome instanceof Lock) await outcome.extend(60_000);
+  } finally {
+    x.resume();
+    channels.acquire.unsubscribe(counted);
+  }
+  // every attempt ran on the new owner, the first sent again there by node-redis, and what followed the last one
+  await expect
+    .poll(() => {
+      const steps = stepsOn(monitor, key);
+      return steps.filter((step) => step === "set").length === attempts && steps.at(-1) !== "set";
+    })
+    .toBe(true);
+  if (outcome instanceof Lock) {
+    // before: the key left with the first attempt's 2 s, the lock reading ~57 s more
+    expect(await target.client().pttl(key)).toBeGreaterThanOrEqual(outcome.remainingMs);
+    await outcome.release();
+  } else {
+    // its attempts wait for the first, which stays unanswered while the old owner does: the
+    // call is unavailable, and its give-back runs after them
+    expect(outcome).toBeInstanceOf(LockUnavailableError);
+    await expect.poll(() => stepsOn(monitor, key).at(-1)).toBe("del");
+    expect(await target.client().exists(key)).toBe(0);
+  }
+  await monitor.close();
+  await dlm.quit();
+});
 
 it("writes with a fence through a node-redis Cluster, each key on its slot's master, as through an ioredis Cluster", async () => {
   const client = await nodeRedisCluster();

@@ -1,9 +1,11 @@
 /**
- * On an ioredis Cluster, a call's next attempt and any release of a lock value go out only once
- * every acquire of that value sent before them has been answered. A Cluster client does not keep
- * a command in its place behind the ones sent before it: ioredis sends a command again by itself,
+ * On a Cluster, a call's next attempt and any release of a lock value go out only once every
+ * acquire of that value sent before them has been answered. A Cluster client does not keep a
+ * command in its place behind the ones sent before it: ioredis sends a command again by itself,
  * after a delay and to a random node that redirects it, when it was answered TRYAGAIN (several keys
- * of a slot being migrated), CLUSTERDOWN, or lost with its connection (a failover). An acquire that
+ * of a slot being migrated), CLUSTERDOWN, or lost with its connection (a failover); node-redis sends
+ * one answered MOVED or ASK again once it read the slots again, to the slot's new owner, behind what
+ * it sent there meanwhile (its map was stale, and the old owner slow to answer). An acquire that
  * outlived its attempt's bound could then run after the give-back that followed it, and keep the
  * keys for its whole ttl with nobody to release them; or after the call's next attempt took the
  * keys and the lock was extended, setting them back to the attempt's own ttl: they expired before

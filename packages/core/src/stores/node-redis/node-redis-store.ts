@@ -1,4 +1,5 @@
 import { HandOverSubscriber } from "../../waiting/hand-over-subscriber.js";
+import { AcquiresFirst } from "../acquires-first.js";
 import { InFlightAcquires } from "../in-flight-acquires.js";
 import { type OneKeyCommands, OneKeySet } from "../one-key-set.js";
 import {
@@ -60,6 +61,12 @@ export class NodeRedisStore implements LockStore {
   readonly #cluster: boolean;
   /** Not on a Cluster, whose PUBLISH counts only one node's subscribers (`LockStore.handsOver`): waiters poll there, queued nowhere. */
   readonly handsOver: boolean;
+  /**
+   * On a Cluster, whose client sends a command answered MOVED or ASK again by itself, once it read
+   * the slots again, after the commands it sent meanwhile to the slot's new owner: the call's next
+   * attempt and releases wait for it (acquires-first.ts).
+   */
+  readonly #acquiresFirst: AcquiresFirst | undefined;
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
@@ -85,6 +92,7 @@ export class NodeRedisStore implements LockStore {
     this.kind = kind;
     this.#cluster = kind === "cluster";
     this.handsOver = !this.#cluster;
+    this.#acquiresFirst = this.#cluster ? new AcquiresFirst() : undefined;
     this.#send = senderOf(base, kind);
     this.description = describeNodeRedis(base, kind);
     this.watched = watchedNodeRedis(base, kind, this.#send);
@@ -103,13 +111,16 @@ export class NodeRedisStore implements LockStore {
     budgetMs?: number,
   ): Promise<AcquireReply> {
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
-    if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
-      // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
-      return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
-    }
-    return this.#inFlight.send(value, (wanted) =>
-      this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
-    );
+    const send = () => {
+      if (queues === undefined && keys.length === 1 && this.#oneKey.usable) {
+        // one key, nobody queued: SET NX PX GET, as RedisStore (one-key-set.ts)
+        return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
+      }
+      return this.#inFlight.send(value, (wanted) =>
+        this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
+      );
+    };
+    return this.#acquiresFirst === undefined ? send() : this.#acquiresFirst.acquire(value, send);
   }
 
   /** Phase 1 of fencing: the acquire script's work, plus each taken key's counter incremented and returned. */
@@ -117,14 +128,16 @@ export class NodeRedisStore implements LockStore {
     // checkKeys refused keys whose counter has no home: this is defined
     const counters = countersOf(keys, this.#cluster) as string[];
     const queues = ticket === undefined ? undefined : queuesOf(keys, this.#cluster);
-    return this.#inFlight.send(value, (wanted) =>
-      this.#call(
-        COMMANDS.acquireFenced,
-        acquireArgs(keys, value, ttl, queues, ticket, counters),
-        toFencedReply,
-        wanted,
-      ),
-    );
+    const send = () =>
+      this.#inFlight.send(value, (wanted) =>
+        this.#call(
+          COMMANDS.acquireFenced,
+          acquireArgs(keys, value, ttl, queues, ticket, counters),
+          toFencedReply,
+          wanted,
+        ),
+      );
+    return this.#acquiresFirst === undefined ? send() : this.#acquiresFirst.acquire(value, send);
   }
 
   /** Phase 2 of fencing: raises each key's counter to its fence if every key still holds `value`. */
@@ -143,6 +156,10 @@ export class NodeRedisStore implements LockStore {
     this.#inFlight.released(value);
     const queues = queuesOf(keys, this.#cluster);
     const args = releaseArgs(keys, value, queues, requeue);
+    if (this.#acquiresFirst !== undefined) {
+      // a Cluster queues no waiter: nothing to queue again
+      return this.#acquiresFirst.release(value, () => this.#call(COMMANDS.release, args, Number, resend), resend);
+    }
     if (requeue === undefined) return this.#call(COMMANDS.release, args, Number, resend);
     return this.#requeues.send(value, (inLine) =>
       this.#call(COMMANDS.release, args, Number, resend, releaseAgain(keys, value, queues, requeue, inLine)),
