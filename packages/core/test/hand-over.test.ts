@@ -492,6 +492,25 @@ describe("waiting behind a lock that stands on two of three instances, the third
     await lock.release();
   });
 
+  it("the oldest waiter's retries are not spent by a younger waiter's polls, each handing it the free key", async () => {
+    const { holder, waiting, outcome } = await waitBehindTwo("polled", { ...NO_POLLING, retryCount: 2 });
+    // a younger waiter of another Redlock (its own channel, as another process's) polling every 100 ms
+    const younger = redlock().acquire("polled", 1000, { ...WAIT(), retryDelay: 100, retryJitter: 0 });
+    younger.catch(() => {});
+    const before = await scriptCallsOf(clients[2] as Redis);
+    // each poll takes the free key and gives it back, which hands it to the oldest (the head there):
+    // it attempts after a hold, refused as before, and was counted a retry
+    await until(async () => (await scriptCallsOf(clients[2] as Redis)) - before >= 20);
+    // before: 'LockContentionError: Resource is locked', after about a second of a 2 x 60 s wait
+    expect(outcome()).toBe("waiting");
+    await holder.release();
+    // first in line, first served
+    const lock = await waiting;
+    expect(lock.valid).toBe(true);
+    await lock.release();
+    await (await younger).release();
+  });
+
   it("a call with wait sends nothing between its polls while that lock is held", async () => {
     const { holder, waiting } = await waitBehindTwo("two-of-three-wait", { ...NO_POLLING, ...WAIT() });
     const before = await scriptCalls();

@@ -16,7 +16,7 @@ import {
 import type { Retake, RetakeCall } from "../speed/retake.js";
 import type { AcquireReply, LockStore } from "../stores/store.js";
 import { checkMs, checkResources, keysOf } from "../validate.js";
-import type { HandOvers } from "../waiting/hand-over.js";
+import type { HandOvers, Woken } from "../waiting/hand-over.js";
 import { sleep, WaitingCall } from "../waiting/waiting-call.js";
 import { abortable, PointEnding } from "./abortable-call.js";
 import { type AcquireFailure, acquireError, isMisconfigured, quitError } from "./acquire-failure.js";
@@ -287,11 +287,11 @@ export class AcquireLoop {
           continue;
         }
         cut ??= this.#sleepSignal(opts.signal);
-        /** Woken because a subscriber connection subscribed again (WaitingCall.sleep). */
-        let requeue = false;
+        /** How the sleep ended (WaitingCall.sleep): a poll, hand-overs, or a subscription back. */
+        let woken: Woken = "poll";
         try {
           if (waiting === undefined) await sleep(delay, cut.signal);
-          else requeue = await waiting.sleep(delay, inLine, cut.signal);
+          else woken = await waiting.sleep(delay, inLine, cut.signal);
         } catch {
           throw this.#stopped(names, opts.signal, attempts, start, ending);
         }
@@ -302,10 +302,13 @@ export class AcquireLoop {
         grantedAt = waiting?.grantedAt();
         if (grantedAt !== undefined && ttl - (clock() - grantedAt) - drift > ttl / 2) break;
         grantedAt = undefined;
-        // The attempt for a subscription back takes the call's place in line again where a release
-        // may have skipped it: not a retry, and sent even behind a lock of this Redlock.
-        if (requeue) attempts--;
-        skipping = !requeue && waiting?.refusedHere(parts.live, keys, inLine) === true;
+        // Only a poll is a retry: an attempt hand-overs woke earlier comes as often as others release
+        // or give keys back (behind a lock left on two of three instances, another waiter's every
+        // poll hands the oldest the free key), and would spend a `retryCount` meant to last its
+        // polls. The attempt for a subscription back takes the call's place in line again where a
+        // release may have skipped it, and is sent even behind a lock of this Redlock.
+        if (woken !== "poll") attempts--;
+        skipping = woken !== "again" && waiting?.refusedHere(parts.live, keys, inLine) === true;
       }
       // Granted the keys as it slept, or it gives up: then grants heard before its deadline, as its
       // last attempt was on its way (refused: it ran before the releases), are its lock too. Heard

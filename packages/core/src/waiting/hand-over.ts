@@ -349,6 +349,14 @@ export class HandOvers {
 }
 
 /** One call waiting for its keys. */
+/**
+ * How a waiter's sleep ended: `poll`, its poll fell due (or it was woken to attempt as a poll
+ * would: it can queue now, or lost its place); `handed`, hand-overs woke it before its poll;
+ * `again`, a subscriber connection subscribed again (`subscribedAgain`), and the attempt that
+ * follows only takes the waiter's place again. Only a `poll` counts as a retry (acquire-loop.ts).
+ */
+export type Woken = "poll" | "handed" | "again";
+
 export class Waiter {
   acquired = false;
   /** An attempt carried its ticket: it is in the queues. */
@@ -379,7 +387,7 @@ export class Waiter {
   /** When the grants reached a quorum, on its Redlock's clock (see `grantsHeardAt`). */
   #heardAt: number | undefined;
   readonly #quorum: number;
-  #wake: (() => void) | undefined;
+  #wake: ((woken: Woken) => void) | undefined;
   /** A subscriber connection subscribed again since its last sleep began: its next sleep ends at once (`subscribedAgain`). */
   #again = false;
   /** Shortens a sleep to the hold of a first hand-over (see `sleep`). */
@@ -470,12 +478,12 @@ export class Waiter {
 
   /** Wakes it if it never queued: it can now. */
   nudge(): void {
-    if (!this.queued) this.#wake?.();
+    if (!this.queued) this.#wake?.("poll");
   }
 
   /** Wakes it for an attempt now (it lost its place in a queue). */
   wake(): void {
-    this.#wake?.();
+    this.#wake?.("poll");
   }
 
   /**
@@ -486,7 +494,7 @@ export class Waiter {
   subscribedAgain(): void {
     if (!this.queued) return;
     this.#again = true;
-    this.#wake?.();
+    this.#wake?.("again");
   }
 
   /**
@@ -517,7 +525,7 @@ export class Waiter {
   handed(index: number): void {
     this.#handed.add(index);
     this.#fresh.set(index, this.attempts);
-    if (this.#ready) this.#wake?.();
+    if (this.#ready) this.#wake?.("handed");
     else this.#handedSome?.();
   }
 
@@ -538,15 +546,14 @@ export class Waiter {
    * `#ready`); rejects with the signal's reason. Once some instance handed it the keys, it sleeps
    * at most one hold more: a quorum that does not follow means the instances picked different
    * waiters (one missed some queues), and the next attempt gives back what it cannot use, so that no waiters hold each other's votes
-   * for longer than a hold. Resolves to true when a subscriber connection subscribed again
-   * (`subscribedAgain`): the attempt that follows only takes the waiter's place again.
+   * for longer than a hold. Resolves to how it woke (`Woken`).
    */
-  sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  sleep(ms: number, signal: AbortSignal | undefined): Promise<Woken> {
     if (this.#again) {
       this.#again = false;
-      return Promise.resolve(true);
+      return Promise.resolve("again");
     }
-    if (this.#ready) return Promise.resolve(false);
+    if (this.#ready) return Promise.resolve("handed");
     return new Promise((resolve, reject) => {
       let shortened = false;
       const done = () => {
@@ -559,18 +566,18 @@ export class Waiter {
         done();
         reject(signal?.reason);
       };
-      const wake = () => {
+      const wake = (woken: Woken) => {
         done();
-        resolve(this.#again);
+        resolve(this.#again ? "again" : woken);
         this.#again = false;
       };
-      let timer = setTimeout(wake, ms);
+      let timer = setTimeout(wake, ms, "poll");
       this.#wake = wake;
       this.#handedSome = () => {
         if (shortened || ms <= this.retryMs) return;
         shortened = true;
         clearTimeout(timer);
-        timer = setTimeout(wake, this.retryMs);
+        timer = setTimeout(wake, this.retryMs, "handed");
       };
       if (this.#fresh.size > 0) this.#handedSome();
       signal?.addEventListener("abort", onAbort, { once: true });

@@ -5,7 +5,7 @@ import { fanOut, type Vote } from "../quorum/ballot.js";
 import { releaseCall } from "../quorum/requests.js";
 import { isRefused, notTaken } from "../quorum/votes.js";
 import type { AcquireReply, LockStore, QueueTicket } from "../stores/store.js";
-import type { HandOvers, Waiter } from "./hand-over.js";
+import type { HandOvers, Waiter, Woken } from "./hand-over.js";
 
 /**
  * The waiting of one acquire call that may wait (`wait` > 0 or `retryCount` > 0), as the acquire
@@ -120,20 +120,21 @@ export class WaitingCall {
   /**
    * Waits for the keys to be handed over, or `ms`, whichever comes first; rejects with the
    * signal's reason. `inLine`: on how many instances the last attempt left it queued (those that
-   * refused it, and those where it gave a key back). Resolves to true when it woke because a
-   * subscriber connection subscribed again (`Waiter.subscribedAgain`): the attempt that follows only
-   * takes its place in line again, so it is no retry, and the poll it cut short stays due when it was.
+   * refused it, and those where it gave a key back). Resolves to how it woke (`Woken`): unless
+   * its poll woke it (hand-overs did, or a subscriber connection subscribed again), the attempt
+   * that follows is no retry, and the poll it cut short stays due when it was.
    */
-  sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<boolean> {
+  sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<Woken> {
     const waiter = this.#waiter as Waiter;
     const now = performance.now();
     if (this.#pollDue !== undefined) ms = Math.min(ms, Math.max(0, this.#pollDue - now));
+    const pollDue = now + ms;
     // queued on too few instances to be handed a quorum (some timed out): no release could wake
     // it, so it tries again after one hold
     if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.retryMs);
-    return waiter.sleep(ms, signal).then((again) => {
-      this.#pollDue = again ? now + ms : undefined;
-      return again;
+    return waiter.sleep(ms, signal).then((woken) => {
+      this.#pollDue = woken === "poll" ? undefined : pollDue;
+      return woken;
     });
   }
 
