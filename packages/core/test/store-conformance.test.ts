@@ -152,6 +152,24 @@ describe.each(stores)("%s conformance", (_, create) => {
     for (const stop of stops) stop?.();
   });
 
+  it("a waiter alone in line that gives a key back leaves the queue's life as it was: once it lapses, a release hands the key to nobody", async () => {
+    const stop = await store.onHandOver?.("w", () => {});
+    const ticket = { channel: "w", order: 1, holdMs: 60_000, keepMs: 50 };
+    // it took a free key (the holder on other instances), its attempt failed elsewhere: it gives the
+    // key back, queued again, alone in line
+    expect((await store.acquire(["alone"], "w", 1000, ticket)).acquired).toBe(true);
+    expect(await store.release(["alone"], "w", ticket)).toBe(1);
+    // then it is gone without leaving (SIGKILL, its ZREM lost). The store's own clock: a key set
+    // after the queue with a ttl of 50 ms expires no sooner than the queue may
+    await store.acquire(["clock"], "tick", 50);
+    await until(async () => (await store.acquire(["clock"], "tock", 1000)).acquired, "the clock key's expiry");
+    expect((await store.acquire(["alone"], "holder", 1000)).acquired).toBe(true);
+    expect(await store.release(["alone"], "holder")).toBe(1);
+    // before: the queue, popped empty and made again without its expiry, held the key for the waiter
+    expect((await store.acquire(["alone"], "other", 1000)).acquired).toBe(true);
+    stop?.();
+  });
+
   it("a queue lives keepMs past its latest entry's queuing, the longest of them, then nobody in it is handed the key", async () => {
     const heard: string[] = [];
     const stop = await store.onHandOver?.("w", (key, value) => heard.push(`${key}=${value}`));

@@ -257,17 +257,20 @@ return 1
  */
 const HAND_OVER = `local function handOver(key, queue)
   while true do
+    if entry then
+      -- the giver itself, queued again, at the head: it keeps its place and the key stays free.
+      -- Handed back, the key woke it after one hold for an attempt refused where its last one was,
+      -- and so on once a hold for as long as a lock stood on the other instances. Read, not popped:
+      -- a queue popped empty is deleted, and would come back without its expiry
+      local first = redis.pcall('zrange', queue, 0, 0)
+      if type(first) == 'table' and first[1] == entry then
+        return
+      end
+    end
     -- pcall: a user not allowed ZPOPMIN still releases; its waiters poll
     local popped = redis.pcall('zpopmin', queue)
     local head = type(popped) == 'table' and popped[1]
     if not head then
-      return
-    end
-    if head == entry then
-      -- the giver itself, queued again: it keeps its place and the key stays free. Handed back,
-      -- the key woke it after one hold for an attempt refused where its last one was, and so on
-      -- once a hold for as long as a lock stood on the other instances
-      redis.pcall('zadd', queue, popped[2], head)
       return
     end
     local channel, hold, waiter = string.match(head, '^([^:]+):(%d+):(.+)$')
@@ -381,7 +384,7 @@ return released
 export const COMMANDS = {
   acquire: "redlockKitAcquireV4",
   extend: "redlockKitExtendV1",
-  release: "redlockKitReleaseV13",
+  release: "redlockKitReleaseV14",
   acquireFenced: "redlockKitAcquireFencedV3",
   raiseFences: "redlockKitRaiseFencesV4",
   fencedSet: "redlockKitFencedSetV2",
