@@ -357,7 +357,7 @@ export class HeldRoute {
   readonly #stop: (() => void) | undefined;
   /** The response, until done, and each followed handler run that has not settled. */
   #pending = 1;
-  /** The followed runs (and dropped bodies) that have not settled: `running`. */
+  /** The followed runs that have not settled: `running`. */
   #running = 0;
   /** The unlock, once started; what `whenReleased()` returned before it, and how to resolve it. */
   #unlocking: Promise<boolean> | undefined;
@@ -412,7 +412,7 @@ export class HeldRoute {
   }
 
   /**
-   * Whether a run followed here (`run()`, `follow()`, a dropped body's producer) has not settled:
+   * Whether a run followed here (`run()`, `follow()`) has not settled:
    * the critical section may still be at work. A run the request starts again meanwhile (an
    * outer rxjs `retry()` after a `timeout()` gave up on the first) would run beside it, so it
    * must not re-enter this lock then; once every run has settled (a retry after a failure) it may.

@@ -348,7 +348,6 @@ export class HandOvers {
   }
 }
 
-/** One call waiting for its keys. */
 /**
  * How a waiter's sleep ended: `poll`, its poll fell due (or it was woken to attempt as a poll
  * would: it can queue now, or lost its place); `handed`, hand-overs woke it before its poll;
@@ -357,6 +356,7 @@ export class HandOvers {
  */
 export type Woken = "poll" | "handed" | "again";
 
+/** One call waiting for its keys. */
 export class Waiter {
   acquired = false;
   /** An attempt carried its ticket: it is in the queues. */
