@@ -7,7 +7,7 @@
 import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
-import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
+import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import { scriptCalls } from "#test-helpers/workers.js";
 import { RedisStore, Redlock } from "../src/index.js";
 import { subscriberThrough } from "./helpers/subscriber-through.js";
@@ -103,5 +103,62 @@ describe("a first SUBSCRIBE that lands after the waiter went on", () => {
         expect((await scriptCalls(admins[2] as Redis)) - before).toBe(1);
         expect(await dlm.unlock(lock)).toBe(true);
       }),
+  );
+});
+
+describe("SUBSCRIBEs that land after the round's per-instance timeout, too few listening before", () => {
+  it.each(["ioredis", "node-redis"] as const)(
+    "%s: the attempt their landing wakes queues the waiter and is no retry: a retryCount call keeps waiting for its polls",
+    async (library) => {
+      const servers = harness.servers as RedisServer[];
+      const admins = servers.map((server) => server.client());
+      const holder = new Redlock(servers.map((server) => server.client()));
+      const proxies: DelayProxy[] = [];
+      const throughs: { close(): void }[] = [];
+      const clients: Redis[] = [servers[0]?.client() as Redis];
+      for (const i of [1, 2]) {
+        const proxy = await startDelayProxy((servers[i] as RedisServer).port);
+        proxy.holdCommandsWhen = (chunk) => /subscribe/i.test(chunk.toString());
+        proxies.push(proxy);
+        const through = await subscriberThrough(library, servers[i] as RedisServer, proxy);
+        throughs.push(through);
+        clients.push(through.client as Redis);
+      }
+      const dlm = new Redlock(clients, { instanceTimeout: 200 });
+      const key = `nudged:${library}`;
+      try {
+        const held = await holder.acquire(key, 60_000);
+        let outcome = "waiting";
+        const waiting = dlm.acquire(key, 10_000, { ...NO_POLLING, retryCount: 1 });
+        waiting.then(
+          () => (outcome = "acquired"),
+          (error: Error) => (outcome = `${error.name}: ${error.message}`),
+        );
+        // both SUBSCRIBEs wait in the proxies: the round ends at the per-instance timeout with one
+        // instance listening, and the call sleeps toward its poll (a minute), in nobody's queue
+        await expect.poll(() => proxies.every((proxy) => proxy.heldCommandBytes > 0)).toBe(true);
+        // past the round's 200 ms (nothing tells when it ended; a slower machine only lets the
+        // SUBSCRIBEs land within the round, and the test then passes without the nudge it is about)
+        await sleep(600);
+        expect(outcome).toBe("waiting");
+        expect(await Promise.all(admins.map((admin) => admin.zcard(queueOf(key))))).toEqual([0, 0, 0]);
+        // they land: a quorum listens, and the call attempts at once to queue
+        for (const proxy of proxies) proxy.releaseCommands();
+        await expect.poll(async () => outcome !== "waiting" || (await admins[0]?.zcard(queueOf(key))) === 1).toBe(true);
+        // its one retry is a minute away (before: counted, that attempt spent it, and the call gave
+        // up at once with LockContentionError); half a second lets that show
+        await sleep(500);
+        expect(outcome).toBe("waiting");
+        expect(await holder.unlock(held)).toBe(true);
+        const lock = await waiting;
+        expect(lock.valid).toBe(true);
+        await dlm.unlock(lock);
+      } finally {
+        for (const proxy of proxies) proxy.releaseCommands();
+        await Promise.all([dlm.quit(), holder.quit()]);
+        for (const through of throughs) through.close();
+        await Promise.all(proxies.map((proxy) => proxy.close()));
+      }
+    },
   );
 });

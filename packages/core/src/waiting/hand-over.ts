@@ -349,10 +349,10 @@ export class HandOvers {
 }
 
 /**
- * How a waiter's sleep ended: `poll`, its poll fell due (or it was woken to attempt as a poll
- * would: it can queue now, or lost its place); `handed`, hand-overs woke it before its poll;
- * `again`, a subscriber connection subscribed again (`subscribedAgain`), and the attempt that
- * follows only takes the waiter's place again. Only a `poll` counts as a retry (acquire-loop.ts).
+ * How a waiter's sleep ended: `poll`, its poll fell due; `handed`, hand-overs woke it before its
+ * poll; `again`, the attempt that follows only takes (or takes back) the waiter's place in line: a
+ * subscriber connection subscribed again (`subscribedAgain`), a quorum listens now (`nudge`), it
+ * lost its place (`wake`). Only a `poll` counts as a retry (acquire-loop.ts).
  */
 export type Woken = "poll" | "handed" | "again";
 
@@ -478,12 +478,12 @@ export class Waiter {
 
   /** Wakes it if it never queued: it can now. */
   nudge(): void {
-    if (!this.queued) this.#wake?.("poll");
+    if (!this.queued) this.#wake?.("again");
   }
 
   /** Wakes it for an attempt now (it lost its place in a queue). */
   wake(): void {
-    this.#wake?.("poll");
+    this.#wake?.("again");
   }
 
   /**
