@@ -113,6 +113,7 @@ export class Redlock {
       this.quorum,
       (index, server) => identity.grantsFrom(index, server),
       this.#clock,
+      (value) => this.#live.holds(value),
     );
     this.#retake = new Retake(this.#handOvers.channel, this.quorum);
     this.#grants = new OwnGrants(this.#handOvers, this.#stores);

@@ -524,6 +524,28 @@ describe("waiting behind a lock that stands on two of three instances, the third
   });
 });
 
+describe("a hand-over that reaches a waiter whose call acquired and is over", () => {
+  it("is passed on, not held for the released lock's value: its entry left in a queue (the ZREM lost) holds nothing", async () => {
+    const holder = await redlock().acquire("stale-entry", 10_000);
+    const dlm = redlock();
+    const waiting = dlm.acquire("stale-entry", 30_000, { ...NO_POLLING, ...WAIT() });
+    await untilQueued("stale-entry", 1);
+    // its entry in the third queue, as a ZREM lost with its connection would leave it
+    const [entry] = await (clients[2] as Redis).zrange(queueOf("stale-entry"), "0", "0");
+    await holder.release();
+    const lock = await waiting;
+    await lock.release();
+    await (clients[2] as Redis).zadd(queueOf("stale-entry"), 1, entry as string);
+    // another holder's release there hands the key to that entry: its Redlock still listens (the
+    // subscription lingers), and its grant would hold the key for the entry's 30 s
+    const third = new RedisStore(clients[2] as Redis);
+    expect((await third.acquire(["stale-entry"], "another", 10_000)).acquired).toBe(true);
+    expect(await third.release(["stale-entry"], "another")).toBe(1);
+    // before: the key held the released lock's value for 30 s
+    await until(async () => (await (clients[2] as Redis).exists("stale-entry")) === 0);
+  });
+});
+
 describe("waiting behind a lock of its own Redlock", () => {
   /** Acquire attempts that reached the instances so far: the scripts and the one-key SETs. */
   const attemptsSent = async () => {

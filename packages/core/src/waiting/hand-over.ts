@@ -35,6 +35,8 @@ export class HandOvers {
   readonly #quorum: number;
   /** Whether a message heard on instance `index`'s subscriber, from server `server`, may be its grant (quorum/server-identity.ts). */
   readonly #grantsFrom: (index: number, server: string | undefined) => boolean;
+  /** Whether a value is that of a lock of this Redlock still valid (`LiveLocks.holds`). */
+  readonly #holds: (value: string) => boolean;
   /** Indexes of the stores that can hand keys over. */
   readonly #able: readonly number[];
   readonly #waiters = new Map<string, Waiter>();
@@ -60,8 +62,10 @@ export class HandOvers {
     quorum: number,
     grantsFrom: (index: number, server: string | undefined) => boolean = () => true,
     clock: () => number = () => performance.now(),
+    holds: (value: string) => boolean = () => true,
   ) {
     this.clock = clock;
+    this.#holds = holds;
     this.#stores = stores;
     this.#quorum = quorum;
     this.#grantsFrom = grantsFrom;
@@ -229,10 +233,11 @@ export class HandOvers {
       else waiter.granted(index, from);
       return;
     }
-    // A waiter that gave up: pass the key on at once rather than let its hold lapse. Any other
-    // value is a lock of ours that already holds on a quorum: the key is simply one more vote.
+    // A waiter that gave up, or one that acquired whose lock is over (its entry left in a queue where
+    // the lock did not stand, its ZREM not applied yet): pass the key on at once rather than let its
+    // hold lapse, held for a lock nobody will release. A lock of ours still valid: one more vote.
     const forgetAt = this.#left.get(value);
-    if (forgetAt !== undefined && forgetAt > Date.now()) {
+    if ((forgetAt !== undefined && forgetAt > Date.now()) || !this.#holds(value)) {
       (this.#stores[index] as LockStore).release([key], value).catch(() => {});
     }
   }
