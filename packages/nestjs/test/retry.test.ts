@@ -28,6 +28,15 @@ beforeAll(() => {
   redis = cluster.servers[0]?.client() as Redis;
 });
 
+/** RedlockModule on this file's one server (its port known once it started), without retries. */
+const redlockModule = () =>
+  RedlockModule.forRootAsync({
+    useFactory: () => ({
+      instances: [{ host: "127.0.0.1", port: cluster.servers[0]?.port ?? 0 }],
+      options: { retryCount: 0 },
+    }),
+  });
+
 const state = { runs: 0 };
 /** The lock each run of the handler held, and what Redis held for the key meanwhile. */
 const seen: { value: string; inRedis: string | null }[] = [];
@@ -53,14 +62,7 @@ class RetriedController {
 }
 
 @Module({
-  imports: [
-    RedlockModule.forRootAsync({
-      useFactory: () => ({
-        instances: [{ host: "127.0.0.1", port: cluster.servers[0]?.port ?? 0 }],
-        options: { retryCount: 0 },
-      }),
-    }),
-  ],
+  imports: [redlockModule()],
   controllers: [RetriedController],
   // as the Nest docs register CacheInterceptor: in the root module, outside RedlockModule's interceptor
   providers: [{ provide: APP_INTERCEPTOR, useClass: RetryOnce }],
@@ -142,14 +144,7 @@ class PipedController {
 }
 
 @Module({
-  imports: [
-    RedlockModule.forRootAsync({
-      useFactory: () => ({
-        instances: [{ host: "127.0.0.1", port: cluster.servers[0]?.port ?? 0 }],
-        options: { retryCount: 0 },
-      }),
-    }),
-  ],
+  imports: [redlockModule()],
   controllers: [SlowController, PipedController],
   providers: [{ provide: APP_INTERCEPTOR, useClass: TimeoutThenRetry }],
 })
