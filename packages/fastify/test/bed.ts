@@ -1,40 +1,16 @@
-import { Redlock } from "@redlock-kit/core";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll } from "vitest";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { useRedlockBed } from "#test-helpers/redlock-bed.js";
 
-/**
- * A test file's bed: one redis-server, a Redlock on it, and `app()`, a new Fastify instance closed
- * after the test (Redis flushed then); the Redlock quit at the end.
- */
+/** A test file's bed (`useRedlockBed`) whose `app()` is a new Fastify instance closed after the test. */
 export function useFastifyRedlock() {
-  const cluster = useRedisServers(1);
-  const apps: FastifyInstance[] = [];
-  let redis: Redis | undefined;
-  let dlm: Redlock | undefined;
-  beforeAll(() => {
-    redis = cluster.servers[0]?.client() as Redis;
-    dlm = new Redlock([redis]);
-  });
-  afterEach(async () => {
-    await Promise.all(apps.splice(0).map((app) => app.close()));
-    await redis?.flushall();
-  });
-  afterAll(async () => {
-    await dlm?.quit();
-  });
+  const bed = useRedlockBed((app: FastifyInstance) => app.close());
   return {
-    get redis(): Redis {
-      return redis as Redis;
+    get redis() {
+      return bed.redis;
     },
-    get dlm(): Redlock {
-      return dlm as Redlock;
+    get dlm() {
+      return bed.dlm;
     },
-    app(options?: FastifyServerOptions): FastifyInstance {
-      const app = Fastify(options);
-      apps.push(app);
-      return app;
-    },
+    app: (options?: FastifyServerOptions): FastifyInstance => bed.track(Fastify(options)),
   };
 }

@@ -2,12 +2,8 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import { Redlock } from "@redlock-kit/core";
 import type { Hono } from "hono";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll } from "vitest";
-import { useRedisServers } from "#test-helpers/redis.js";
-import { warmUp } from "#test-helpers/warm-up.js";
+import { useRedlockBed } from "#test-helpers/redlock-bed.js";
 
 /** A served app: its base URL, and how to close it (open connections included). */
 export interface Served {
@@ -35,41 +31,17 @@ export async function serveHono(app: Hono, { nodeResponse = true } = {}): Promis
   };
 }
 
-/**
- * A test file's bed: one redis-server, a Redlock on it, and `serve()`, which serves an app as
- * `serveHono` does; after each test the servers are closed and Redis flushed, the Redlock quit at
- * the end.
- */
+/** A test file's bed (`useRedlockBed`) whose `serve()` serves an app as `serveHono` does, closed after the test. */
 export function useServedRedlock() {
-  const cluster = useRedisServers(1);
-  const servers: Served[] = [];
-  let redis: Redis | undefined;
-  let dlm: Redlock | undefined;
-  beforeAll(async () => {
-    redis = cluster.servers[0]?.client() as Redis;
-    dlm = new Redlock([redis]);
-    // a route makes one attempt, which waits for a new client to say who it is at most its
-    // per-instance timeout: 50 ms for the 500 ms locks of some files
-    await warmUp(dlm);
-  });
-  afterEach(async () => {
-    await Promise.all(servers.splice(0).map((server) => server.close()));
-    await redis?.flushall();
-  });
-  afterAll(async () => {
-    await dlm?.quit();
-  });
+  const bed = useRedlockBed((served: Served) => served.close());
   return {
-    get redis(): Redis {
-      return redis as Redis;
+    get redis() {
+      return bed.redis;
     },
-    get dlm(): Redlock {
-      return dlm as Redlock;
+    get dlm() {
+      return bed.dlm;
     },
-    async serve(app: Hono, options?: { nodeResponse?: boolean }): Promise<Served> {
-      const server = await serveHono(app, options);
-      servers.push(server);
-      return server;
-    },
+    serve: async (app: Hono, options?: { nodeResponse?: boolean }): Promise<Served> =>
+      bed.track(await serveHono(app, options)),
   };
 }
