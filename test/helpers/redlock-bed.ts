@@ -1,3 +1,6 @@
+import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { Redlock } from "@redlock-kit/core";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll } from "vitest";
@@ -38,6 +41,34 @@ export function useRedlockBed<T>(close: (opened: T) => Promise<unknown>) {
     track<U extends T>(one: U): U {
       opened.push(one);
       return one;
+    },
+  };
+}
+
+/**
+ * `useRedlockBed` whose `listen(handler)` serves a Node request handler (an Express app, a Koa app's
+ * callback) on a free loopback port and returns its base URL; the server is closed after the test,
+ * open connections too.
+ */
+export function useListeningBed() {
+  const bed = useRedlockBed(
+    (server: http.Server) =>
+      new Promise<void>((resolve, reject) => {
+        server.close((error) => (error ? reject(error) : resolve()));
+        server.closeAllConnections();
+      }),
+  );
+  return {
+    get redis() {
+      return bed.redis;
+    },
+    get dlm() {
+      return bed.dlm;
+    },
+    async listen(handler: http.RequestListener): Promise<string> {
+      const server = bed.track(http.createServer(handler).listen(0, "127.0.0.1"));
+      await once(server, "listening");
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     },
   };
 }

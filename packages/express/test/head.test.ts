@@ -1,47 +1,21 @@
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { PassThrough } from "node:stream";
-import { type Lock, Redlock } from "@redlock-kit/core";
+import type { Lock } from "@redlock-kit/core";
 import express from "express";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { gate, gatedProducer } from "#test-helpers/gate.js";
 import { open, send } from "#test-helpers/http-client.js";
 import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { useListeningBed } from "#test-helpers/redlock-bed.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const servers: http.Server[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    server.close();
-    server.closeAllConnections();
-  }
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
-
-async function listen(app: express.Express) {
-  const server = http.createServer(app).listen(0, "127.0.0.1");
-  servers.push(server);
-  await new Promise((resolve) => server.once("listening", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const bed = useListeningBed();
+const listen = (app: express.Express) => bed.listen(app);
 
 describe("HEAD on a locked GET route", () => {
   // Express pipes the stream into a HEAD response as into a GET's (Node drops the writes): the
   // response, and with it the lock, ends at the stream's end. Nothing in the adapter for it.
   it("keeps the lock while the piped stream's producer runs, and releases it at the stream's end", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+    const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
     const app = express();
     const producer = gatedProducer();
     const { state } = producer;
@@ -60,11 +34,11 @@ describe("HEAD on a locked GET route", () => {
       get.request.destroy();
       expect(status).toBe(423);
       expect(state).toEqual({ runs: 1, inside: 1, maxInside: 1 });
-      expect(await redis.exists("express-head:1")).toBe(1);
+      expect(await bed.redis.exists("express-head:1")).toBe(1);
       producer.open();
       expect((await head).status).toBe(200);
       // released by the stream's end, not expired: the ttl (60 s) is far beyond the poll's 10 s
-      await expect.poll(() => redis.exists("express-head:1")).toBe(0);
+      await expect.poll(() => bed.redis.exists("express-head:1")).toBe(0);
       expect(state).toEqual({ runs: 1, inside: 0, maxInside: 1 });
     } finally {
       producer.open();
@@ -72,7 +46,7 @@ describe("HEAD on a locked GET route", () => {
   });
 
   it("releases the lock of a JSON body at once", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+    const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
     const app = express();
     app.get("/order/:id", redlock("express-head-json:{params.id}"), (_req, res) => {
       res.json({ id: 1 });
@@ -80,7 +54,7 @@ describe("HEAD on a locked GET route", () => {
     const head = await send(`${await listen(app)}/order/1`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(head.headers["content-type"]).toMatch(/json/);
-    await expect.poll(() => redis.exists("express-head-json:1")).toBe(0);
+    await expect.poll(() => bed.redis.exists("express-head-json:1")).toBe(0);
   });
 });
 
@@ -88,7 +62,7 @@ describe("a HEAD request whose client leaves while the piped stream is produced"
   // Express unpipes the stream from a response whose client left, as a GET's, and ends nothing
   it("lets the lock lapse within one ttl, not released while the producer may still run", async () => {
     // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
-    const redlock = createRedlockMiddleware(dlm, { ttl: 500, instanceTimeout: 300 });
+    const redlock = createRedlockMiddleware(bed.dlm, { ttl: 500, instanceTimeout: 300 });
     const app = express();
     const started = gate();
     let lock: Lock | undefined;

@@ -1,33 +1,14 @@
-import { once } from "node:events";
-import type http from "node:http";
-import type { AddressInfo } from "node:net";
-import { Lock, Redlock } from "@redlock-kit/core";
+import { Lock } from "@redlock-kit/core";
 import express from "express";
-import type { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { send } from "#test-helpers/http-client.js";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { useListeningBed } from "#test-helpers/redlock-bed.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
 // req.lock lives in an accessor on IncomingMessage.prototype (src/request-lock-slot.ts): what a
 // handler and the app's own code read and assign must be what an own property would give.
-const cluster = useRedisServers(1);
-let dlm: Redlock;
-const servers: http.Server[] = [];
-beforeAll(() => {
-  dlm = new Redlock([cluster.servers[0]?.client() as Redis]);
-});
-afterEach(() => {
-  for (const server of servers.splice(0)) server.close().closeAllConnections();
-});
-afterAll(() => dlm.quit());
-
-async function urlOf(app: express.Express) {
-  const server = app.listen(0, "127.0.0.1");
-  servers.push(server);
-  await once(server, "listening");
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const bed = useListeningBed();
+const urlOf = (app: express.Express) => bed.listen(app);
 
 interface Seen {
   resources?: readonly string[];
@@ -42,7 +23,7 @@ const seen = (req: express.Request): Seen => ({
 });
 
 it("puts the request's own lock on req.lock, in the route, a router and a mounted app, without a property of the request", async () => {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 10_000 });
+  const redlock = createRedlockMiddleware(bed.dlm, { ttl: 10_000 });
   const app = express();
   const sub = express();
   const router = express.Router();
@@ -72,7 +53,7 @@ it("puts the request's own lock on req.lock, in the route, a router and a mounte
 });
 
 it("keeps what the app's own code assigns to req.lock, per request, and enumerates no lock", async () => {
-  createRedlockMiddleware(dlm);
+  createRedlockMiddleware(bed.dlm);
   const app = express();
   app.get("/mine/:value", (req, res) => {
     const before = req.lock;

@@ -1,46 +1,15 @@
-/**
- * Streamed bodies Koa drops unsent while their producer goes on as for a 200: a HEAD request's, and
- * one set after a status without content (204, 304). Koa would destroy the stream unread; the lock
- * waits for its end, and so does the response, as a 200's does.
- */
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { PassThrough, Readable } from "node:stream";
-import { type Lock, Redlock } from "@redlock-kit/core";
-import type { Redis } from "ioredis";
+import type { Lock } from "@redlock-kit/core";
 import Koa from "koa";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { gate, gatedProducer, heldUntilProduced } from "#test-helpers/gate.js";
 import { open, type RequestInit, send } from "#test-helpers/http-client.js";
 import { arrival, releasedOrExpired } from "#test-helpers/lock-events.js";
-import { useRedisServers } from "#test-helpers/redis.js";
+import { useListeningBed } from "#test-helpers/redlock-bed.js";
 import { createRedlockMiddleware } from "../src/index.js";
 
-const cluster = useRedisServers(1);
-let redis: Redis;
-let dlm: Redlock;
-const servers: http.Server[] = [];
-beforeAll(() => {
-  redis = cluster.servers[0]?.client() as Redis;
-  dlm = new Redlock([redis]);
-});
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    server.close();
-    server.closeAllConnections();
-  }
-  await redis.flushall();
-});
-afterAll(async () => {
-  await dlm.quit();
-});
-
-async function listen(app: Koa) {
-  const server = http.createServer(app.callback()).listen(0, "127.0.0.1");
-  servers.push(server);
-  await new Promise((resolve) => server.once("listening", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const bed = useListeningBed();
+const listen = (app: Koa) => bed.listen(app.callback());
 
 type Kind = "Node stream" | "web stream";
 
@@ -49,7 +18,7 @@ type Kind = "Node stream" | "web stream";
  * asked with `method`: the lock, and Koa's answer, wait for the producer's end (ttl 60 s).
  */
 async function droppedWhileProducing(kind: Kind, method: RequestInit["method"], status?: number) {
-  const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+  const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
   const app = new Koa();
   const producer = gatedProducer();
   app.use(redlock("koa-dropped:1"));
@@ -64,7 +33,7 @@ async function droppedWhileProducing(kind: Kind, method: RequestInit["method"], 
     producer,
     send(url, { method }),
     () => open(url),
-    () => redis.exists("koa-dropped:1"),
+    () => bed.redis.exists("koa-dropped:1"),
   );
 }
 
@@ -76,7 +45,7 @@ describe("HEAD on a locked route", () => {
   }
 
   it("releases the lock of a JSON body at once", async () => {
-    const redlock = createRedlockMiddleware(dlm, { ttl: 60_000 });
+    const redlock = createRedlockMiddleware(bed.dlm, { ttl: 60_000 });
     const app = new Koa();
     app.use(redlock("koa-head-json:1"));
     app.use((ctx) => {
@@ -86,7 +55,7 @@ describe("HEAD on a locked route", () => {
     const head = await send(url, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(head.headers["content-type"]).toMatch(/json/);
-    await expect.poll(() => redis.exists("koa-head-json:1")).toBe(0);
+    await expect.poll(() => bed.redis.exists("koa-head-json:1")).toBe(0);
   });
 });
 
@@ -107,7 +76,7 @@ describe("a HEAD request whose client leaves while its dropped body is read", ()
   for (const kind of ["Node stream", "web stream"] as const) {
     it(`stops the ${kind}, as Koa stops a GET's body whose client left, and the lock lapses within one ttl`, async () => {
       // one attempt at a 500 ms lock: 300 ms per instance, not the default 50 ms a loaded machine misses (503)
-      const redlock = createRedlockMiddleware(dlm, { ttl: 500, instanceTimeout: 300 });
+      const redlock = createRedlockMiddleware(bed.dlm, { ttl: 500, instanceTimeout: 300 });
       const app = new Koa();
       const started = gate();
       const stopped = gate();
