@@ -400,6 +400,52 @@ describe("waiting with an instance stopped", () => {
       stopped?.resume();
     }
   });
+
+  it("a call queued on fewer than a quorum (one instance stopped, another's attempts unanswered) spends no retry on the attempt after each hold", async () => {
+    const [, b, c] = cluster.servers as [RedisServer, RedisServer, RedisServer];
+    const proxy = await startDelayProxy(b.port);
+    const instanceTimeout = 200;
+    const waiter = redlock({ ...NO_POLLING, instanceTimeout }, [
+      clients[0] as Redis,
+      b.client({ port: proxy.port }),
+      c.client(),
+    ]);
+    const holder = redlock();
+    // another call of the waiter's Redlock waits for a key held for good: it listens on every
+    // instance throughout, so the call below queues from its first attempt
+    await holder.acquire("listening", 60_000);
+    const listening = waiter.acquire("listening", 1000, WAIT());
+    listening.catch(() => {});
+    await untilQueued("listening", 1);
+    const held = await holder.acquire("short-queue", 60_000);
+    // instance 2 stopped, and the waiter's scripts to instance 1 unanswered (its subscriber there
+    // still listens): each attempt is refused by instance 0 alone and times out on the other two
+    c.pause();
+    proxy.holdCommandsWhen = (chunk) => /evalsha|eval/i.test(chunk.toString());
+    try {
+      const before = await scriptCallsOf(clients[0] as Redis);
+      let outcome = "waiting";
+      const waiting = waiter.acquire("short-queue", 1000, { ...NO_POLLING, retryCount: 1 });
+      waiting.then(
+        (lock) => lock.release().then(() => (outcome = "acquired")),
+        (error: Error) => (outcome = `${error.name}: ${error.message}`),
+      );
+      // queued on one instance, fewer than a quorum: no release could wake it, so it tries again
+      // after each hold (2 x 200 ms). Those attempts only look for a place in line; its one retry is
+      // a minute away (before: the first of them was counted, and the call gave up at the second)
+      await until(async () => outcome !== "waiting" || (await scriptCallsOf(clients[0] as Redis)) - before >= 4);
+      expect(outcome).toBe("waiting");
+      c.resume();
+      proxy.releaseCommands();
+      await holder.unlock(held);
+      await until(async () => outcome !== "waiting");
+      expect(outcome).toBe("acquired");
+    } finally {
+      c.resume();
+      proxy.releaseCommands();
+      await proxy.close();
+    }
+  });
 });
 
 describe("waiting across quit()", () => {

@@ -357,7 +357,8 @@ export class HandOvers {
  * How a waiter's sleep ended: `poll`, its poll fell due; `handed`, hand-overs woke it before its
  * poll; `again`, the attempt that follows only takes (or takes back) the waiter's place in line: a
  * subscriber connection subscribed again (`subscribedAgain`), a quorum listens now (`nudge`), it
- * lost its place (`wake`). Only a `poll` counts as a retry (acquire-loop.ts).
+ * lost its place (`wake`), or one hold passed while it was queued on fewer than a quorum
+ * (`WaitingCall.sleep`). Only a `poll` counts as a retry (acquire-loop.ts).
  */
 export type Woken = "poll" | "handed" | "again";
 

@@ -121,8 +121,9 @@ export class WaitingCall {
    * Waits for the keys to be handed over, or `ms`, whichever comes first; rejects with the
    * signal's reason. `inLine`: on how many instances the last attempt left it queued (those that
    * refused it, and those where it gave a key back). Resolves to how it woke (`Woken`): unless
-   * its poll woke it (hand-overs did, or a subscriber connection subscribed again), the attempt
-   * that follows is no retry, and the poll it cut short stays due when it was.
+   * its poll woke it (hand-overs did, a subscriber connection subscribed again, or one hold passed
+   * in too short a queue), the attempt that follows is no retry, and the poll it cut short stays
+   * due when it was.
    */
   sleep(ms: number, inLine: number, signal: AbortSignal | undefined): Promise<Woken> {
     const waiter = this.#waiter as Waiter;
@@ -130,9 +131,11 @@ export class WaitingCall {
     if (this.#pollDue !== undefined) ms = Math.min(ms, Math.max(0, this.#pollDue - now));
     const pollDue = now + ms;
     // queued on too few instances to be handed a quorum (some timed out): no release could wake
-    // it, so it tries again after one hold
-    if (this.#ticket !== undefined && inLine < this.#quorum) ms = Math.min(ms, waiter.retryMs);
-    return waiter.sleep(ms, signal).then((woken) => {
+    // it, so it tries again after one hold. That attempt only seeks its place in line and is no
+    // retry: counted, it spent a `retryCount` meant to last polls `retryDelay` apart in a few holds
+    const short = this.#ticket !== undefined && inLine < this.#quorum && waiter.retryMs < ms;
+    return waiter.sleep(short ? waiter.retryMs : ms, signal).then((woken) => {
+      if (short && woken === "poll") woken = "again";
       this.#pollDue = woken === "poll" ? undefined : pollDue;
       return woken;
     });
