@@ -25,7 +25,8 @@ import { infoField, masterOf, PASSING, serverInfo } from "./server-info.js";
  * its master's keys, possibly behind, and takes no writes, so it is no instance of a Redlock, whose
  * quorum is counted over independent masters. Its votes (and its reads, in `inspect()`) are refused
  * with a reason naming its master, and one process warning says so. Read per connection, as the
- * run_id: a master demoted later is refused from its next connection on.
+ * run_id: a master demoted later is refused from its next connection on, and a replica promoted
+ * later votes from its next one (REPLICAOF keeps connections open; nothing re-reads it between).
  */
 
 /** Bumped whenever what any watched client says about itself may have changed. */
