@@ -5,6 +5,7 @@
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Lock, Redlock } from "../packages/core/src/index.js";
+import { queuedChannel } from "./helpers/queues.js";
 import { queueSizes } from "./helpers/quorum.js";
 import { sleep, useRedisServers } from "./helpers/redis-servers.js";
 import { type ForkedWorker, forkWorker, requireBuiltCore, scriptCalls } from "./helpers/workers.js";
@@ -135,18 +136,23 @@ async function skipsKilledWaiter(resource: string): Promise<void> {
   // each waiter's channel, from its entry (channel:hold:value). Both listen on every instance before
   // the kill: a waiter queues once a quorum listens, and its last SUBSCRIBE may land later
   // (docs/waiting.md): counted before it landed, the channels never fell to the count expected.
-  const [doomedChannel, nextChannel] = ((await (lockClients[0] as Redis).zrange(queue, "0", "1")) as string[]).map(
-    (queued) => `redlock-kit:hand-over:${queued.split(":")[0]}`,
-  );
+  // (each instance names a channel its own way: read on each)
   const listening = async (client: Redis) => (await client.pubsub("CHANNELS", "redlock-kit:hand-over:*")) as string[];
-  for (const client of lockClients)
+  const doomedChannels = new Map<Redis, string>();
+  for (const client of lockClients) {
+    const [doomedChannel, nextChannel] = [
+      await queuedChannel(client, resource, 0),
+      await queuedChannel(client, resource, 1),
+    ];
+    doomedChannels.set(client, doomedChannel);
     await until(async () => {
       const channels = await listening(client);
-      return channels.includes(doomedChannel as string) && channels.includes(nextChannel as string);
+      return channels.includes(doomedChannel) && channels.includes(nextChannel);
     }, "both listening");
+  }
   doomed.child.kill("SIGKILL");
   for (const client of lockClients)
-    await until(async () => !(await listening(client)).includes(doomedChannel as string), "gone");
+    await until(async () => !(await listening(client)).includes(doomedChannels.get(client) as string), "gone");
   await holder.release();
   const values = () => Promise.all(lockClients.map((client) => client.get(resource)));
   await until(async () => !(await values()).includes(holder.value), "released on every instance");

@@ -3,6 +3,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { attemptsOf } from "#test-helpers/lock-events.js";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
+import { queuedChannel, queueOf } from "#test-helpers/queues.js";
 import { queueSizes } from "#test-helpers/quorum.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import { scriptCalls as scriptCallsOf } from "#test-helpers/workers.js";
@@ -35,7 +36,6 @@ afterEach(async () => {
 const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
 /** A wait of a minute, cut at 15 s: a test whose hand-over never comes fails instead of hanging. */
 const WAIT = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /** A Redlock of its own, as another process would have: its own hand-over channel. */
 function redlock(options = {}, instances: readonly (Redis | LockStore)[] = clients): Redlock {
@@ -779,8 +779,7 @@ describe("a waiting call's attempt answered NOSCRIPT after the call won", () => 
         // call below queues from its first attempt, by SHA
         const { listening } = await waitInLine(dlm, stop.signal);
         // and it listens on the third instance: a hand-over there is heard (its channel heads its queue entry)
-        const [entry] = await third.zrange(queueOf("other"), "0", "0");
-        const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
+        const channel = await queuedChannel(third, "other");
         await until(async () => ((await third.pubsub("NUMSUB", channel)) as unknown[])[1] === 1);
         // the third instance's script cache is emptied (SCRIPT FLUSH, a restart), and its replies held back
         await third.script("FLUSH");
@@ -831,8 +830,8 @@ describe("a waiter's give-back answered NOSCRIPT after a release of its own Redl
       // it listens, and each connection has run the release script once (sent whole): later by SHA
       const { listening } = await waitInLine(dlm, stop.signal);
       await (await dlm.acquire("warm", 5000)).release();
-      const [entry] = await first.zrange(queueOf("other"), "0", "0");
-      const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
+      // its channel as the second and third instances name it
+      const channels = new Map([second, third].map((client) => [client, queuedChannel(client, "other")]));
       // its own lock of "k", on every instance; the second instance then loses it (an expiry, a restart)
       const held = await dlm.acquire("k", 60_000);
       await until(async () =>
@@ -843,7 +842,8 @@ describe("a waiter's give-back answered NOSCRIPT after a release of its own Redl
       // new connections hear nothing): nobody hears a hand-over to its waiters there
       for (const proxy of subscriberProxies.slice(1)) proxy.holdNewReplies = true;
       for (const client of [second, third]) await client.call("CLIENT", "KILL", "TYPE", "pubsub");
-      const numsub = (client: Redis) => client.pubsub("NUMSUB", channel).then((reply) => (reply as unknown[])[1]);
+      const numsub = async (client: Redis) =>
+        ((await client.pubsub("NUMSUB", await (channels.get(client) as Promise<string>))) as unknown[])[1];
       await until(async () => (await numsub(second)) === 0 && (await numsub(third)) === 0);
       // a waiter of the same Redlock: refused by the first instance, takes the free second, and its
       // attempt on the third runs (refused, queued) but is answered after the per-instance timeout

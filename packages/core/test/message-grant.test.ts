@@ -6,6 +6,7 @@
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
+import { queuedChannel, queueOf } from "#test-helpers/queues.js";
 import { scriptCalls } from "#test-helpers/workers.js";
 import { RedisStore, Redlock, type RedlockOptions } from "../src/index.js";
 import { useRedlocks } from "./helpers/redlocks.js";
@@ -26,8 +27,6 @@ async function until(check: () => Promise<boolean>): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
-
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 describe.each([1, 3])("grant by message on %i instance(s)", (count) => {
   const redlocks: Redlock[] = [];
@@ -175,9 +174,8 @@ describe("grant by message after a give-back", () => {
     // ended by quit()
     dlm.acquire("held", TTL, { wait: 60_000 }).catch(() => {});
     await until(async () => (await Promise.all(clients.map((c) => c.zcard(queueOf("held"))))).every((q) => q === 1));
-    const [entry] = await redis.client(0).zrange(queueOf("held"), "0", "0");
-    const channel = `redlock-kit:hand-over:${String(entry).split(":")[0]}`;
-    const subscribers = (client: Redis) => client.pubsub("NUMSUB", channel).then((reply) => (reply as unknown[])[1]);
+    const subscribers = async (client: Redis) =>
+      ((await client.pubsub("NUMSUB", await queuedChannel(client, "held"))) as unknown[])[1];
     await until(async () => (await Promise.all(clients.map(subscribers))).every((n) => n === 1));
   }
 

@@ -2,7 +2,8 @@
  * A server whose role changes while Redlock is connected to it (REPLICAOF, which keeps its client
  * connections open): Redlock reads the role with the server's identity, once per connection
  * (src/quorum/server-identity.ts). The documented limit is pinned here (README, "A replica given as
- * an instance"; docs/reliability.md C12).
+ * an instance"; docs/reliability.md C12), and a demoted server's subscribers, to which Redis passes
+ * its new master's PUBLISH on, hear no hand-over of another instance's.
  */
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
@@ -65,5 +66,43 @@ describe("a replica promoted while connected (REPLICAOF NO ONE)", () => {
     const lock = await dlm.acquire("job", TTL);
     expect(await admin.get("job")).toBe(lock.value);
     expect(await lock.release()).toBe(true);
+  });
+});
+
+const linkUp = async (client: Redis) => (await client.info("replication")).includes("master_link_status:up");
+const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
+
+describe("a master demoted while connected (REPLICAOF host port)", () => {
+  it("a hand-over its new master publishes, relayed to its subscribers, is no grant of its own", async () => {
+    const [a, b, c] = (await startServers(3)) as [RedisServer, RedisServer, RedisServer];
+    stopping.push(a, b, c);
+    const [adminA, adminB, adminC] = [a.client(), b.client(), c.client()];
+    // the waiter's Redlock: [a, b, c], quorum 2; polling once a minute, so that only a hand-over wakes it
+    const waiter = track(new Redlock([a.client(), b.client(), c.client()], { retryDelay: 60_000, retryJitter: 0 }));
+    // every entry says who it is (b: a master)
+    await (await waiter.acquire("warm", TTL)).release();
+
+    // held on a, b and c by another Redlock: the waiter, refused everywhere, queues on all three
+    const held = await track(new Redlock([a.client(), b.client(), c.client()])).acquire("job", TTL);
+    // a ttl long enough that the wait below (b's sync) leaves it more than half: it takes grants, no claim
+    const waiting = waiter.acquire("job", 60_000, { wait: 60_000, signal: AbortSignal.timeout(15_000) });
+    await expect
+      .poll(() => Promise.all([adminA, adminB, adminC].map((client) => client.zcard(queueOf("job")))))
+      .toEqual([1, 1, 1]);
+    // b becomes a replica of a: its data is a's copy, and Redis keeps the Redlock's connections to
+    // it open (the waiter's subscriber among them)
+    await adminB.replicaof("127.0.0.1", String(a.port));
+    await expect.poll(() => linkUp(adminB)).toBe(true);
+    // c lost the holder's key (it expired there): only a hands the key over when the holder
+    // releases (b answers READONLY), and b relays a's message to the waiter's subscriber there
+    await adminC.del("job");
+    await held.release();
+    const lock = await waiting;
+    // before: a's one message counted as a's grant and as b's, a quorum of two: the waiter held the
+    // lock with its key on a alone ("expected null to be …" for c). Handed over on a only, it must
+    // claim, and its claim takes c
+    expect(await adminA.get("job")).toBe(lock.value);
+    expect(await adminC.get("job")).toBe(lock.value);
+    await lock.release();
   });
 });

@@ -4,6 +4,7 @@ import { WriteBatcher } from "../speed/write-batching.js";
 import { HandOverSubscriber, ioredisSubscriber } from "../waiting/hand-over-subscriber.js";
 import { AcquiresFirst } from "./acquires-first.js";
 import { InFlightAcquires } from "./in-flight-acquires.js";
+import { InstanceChannel } from "./instance-channel.js";
 import { type OneKeyCommands, OneKeySet } from "./one-key-set.js";
 import {
   acquireArgs,
@@ -54,6 +55,8 @@ export class RedisStore implements LockStore {
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
+  /** This instance's name of a Redlock's hand-over channel (instance-channel.ts). */
+  readonly #channel = new InstanceChannel();
   /** Give-backs that queue their waiter again, until answered: marked when the waiter leaves the queues. */
   readonly #requeues = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
@@ -111,7 +114,12 @@ export class RedisStore implements LockStore {
       return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
     }
     return this.#inFlight.send(value, (wanted) =>
-      this.#scripts.call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
+      this.#scripts.call(
+        COMMANDS.acquire,
+        acquireArgs(keys, value, ttl, queues, this.#channel.ticket(ticket)),
+        toAcquireReply,
+        wanted,
+      ),
     );
   }
 
@@ -125,7 +133,7 @@ export class RedisStore implements LockStore {
       return this.#inFlight.send(value, (wanted) =>
         this.#scripts.call(
           COMMANDS.acquireFenced,
-          acquireArgs(keys, value, ttl, queues, ticket, counters),
+          acquireArgs(keys, value, ttl, queues, this.#channel.ticket(ticket), counters),
           toFencedReply,
           wanted,
         ),
@@ -150,8 +158,9 @@ export class RedisStore implements LockStore {
     return this.#scripts.call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
-  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
-  release(keys: readonly string[], value: string, requeue?: QueueTicket, resend?: () => boolean): Promise<number> {
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (the giver of `ticket` queued again first). */
+  release(keys: readonly string[], value: string, ticket?: QueueTicket, resend?: () => boolean): Promise<number> {
+    const requeue = this.#channel.ticket(ticket);
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     this.#batcher?.beforeSend();
@@ -175,7 +184,11 @@ export class RedisStore implements LockStore {
     const queue = queuesOf([key], this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
     this.#batcher?.beforeSend();
-    return this.#scripts.call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
+    return this.#scripts.call(
+      COMMANDS.release,
+      oneKeyReleaseArgs(key, value, queue, this.#channel.name(channel), how),
+      Number,
+    );
   }
 
   /** Listens on a subscriber connection of its own, created on first use (the client is never put in subscriber mode). */
@@ -188,9 +201,10 @@ export class RedisStore implements LockStore {
     // A client with a keyPrefix sends prefixed keys, so the script names the key with its prefix;
     // the waiter knows it without.
     const prefix = this.client.options.keyPrefix;
-    if (prefix === undefined || prefix === "") return this.#subscriber.listen(channel, listener, subscribedAgain);
+    const name = this.#channel.name(channel);
+    if (prefix === undefined || prefix === "") return this.#subscriber.listen(name, listener, subscribedAgain);
     return this.#subscriber.listen(
-      channel,
+      name,
       (key, value, server) => listener(key.startsWith(prefix) ? key.slice(prefix.length) : key, value, server),
       subscribedAgain,
     );
@@ -202,7 +216,7 @@ export class RedisStore implements LockStore {
     this.#requeues.released(value);
     const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
-    const entry = entryOf(ticket, value);
+    const entry = entryOf(this.#channel.ticket(ticket), value);
     await Promise.all(queues.map((queue) => this.client.zrem(queue, entry)));
   }
 

@@ -1,6 +1,7 @@
 import { HandOverSubscriber } from "../../waiting/hand-over-subscriber.js";
 import { AcquiresFirst } from "../acquires-first.js";
 import { InFlightAcquires } from "../in-flight-acquires.js";
+import { InstanceChannel } from "../instance-channel.js";
 import { type OneKeyCommands, OneKeySet } from "../one-key-set.js";
 import {
   acquireArgs,
@@ -70,6 +71,8 @@ export class NodeRedisStore implements LockStore {
   #subscriber: HandOverSubscriber | undefined;
   readonly #oneKey = new OneKeySet();
   readonly #inFlight = new InFlightAcquires();
+  /** This instance's name of a Redlock's hand-over channel (instance-channel.ts). */
+  readonly #channel = new InstanceChannel();
   /** Give-backs that queue their waiter again, until answered: marked when the waiter leaves the queues. */
   readonly #requeues = new InFlightAcquires();
   readonly #oneKeyCommands: OneKeyCommands = {
@@ -117,7 +120,12 @@ export class NodeRedisStore implements LockStore {
         return this.#oneKey.acquire(keys[0] as string, value, ttl, this.#oneKeyCommands, budgetMs);
       }
       return this.#inFlight.send(value, (wanted) =>
-        this.#call(COMMANDS.acquire, acquireArgs(keys, value, ttl, queues, ticket), toAcquireReply, wanted),
+        this.#call(
+          COMMANDS.acquire,
+          acquireArgs(keys, value, ttl, queues, this.#channel.ticket(ticket)),
+          toAcquireReply,
+          wanted,
+        ),
       );
     };
     return this.#acquiresFirst === undefined ? send() : this.#acquiresFirst.acquire(value, send);
@@ -132,7 +140,7 @@ export class NodeRedisStore implements LockStore {
       this.#inFlight.send(value, (wanted) =>
         this.#call(
           COMMANDS.acquireFenced,
-          acquireArgs(keys, value, ttl, queues, ticket, counters),
+          acquireArgs(keys, value, ttl, queues, this.#channel.ticket(ticket), counters),
           toFencedReply,
           wanted,
         ),
@@ -150,8 +158,9 @@ export class NodeRedisStore implements LockStore {
     return this.#call(COMMANDS.extend, [keys.length, ...keys, value, ttl], isOne);
   }
 
-  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (`requeue` queued again first). */
-  release(keys: readonly string[], value: string, requeue?: QueueTicket, resend?: () => boolean): Promise<number> {
+  /** Compare-and-delete, handing each deleted key to the oldest waiter queued on it (the giver of `ticket` queued again first). */
+  release(keys: readonly string[], value: string, ticket?: QueueTicket, resend?: () => boolean): Promise<number> {
+    const requeue = this.#channel.ticket(ticket);
     this.#oneKey.released(value);
     this.#inFlight.released(value);
     const queues = queuesOf(keys, this.#cluster);
@@ -172,7 +181,7 @@ export class NodeRedisStore implements LockStore {
     this.#inFlight.released(value);
     const queue = queuesOf([key], this.#cluster)?.[0];
     if (queue === undefined) return this.release([key], value);
-    return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, channel, how), Number);
+    return this.#call(COMMANDS.release, oneKeyReleaseArgs(key, value, queue, this.#channel.name(channel), how), Number);
   }
 
   /** Listens on a subscriber connection of its own (a `duplicate()`), opened on first use and closed by `close()`. */
@@ -184,7 +193,7 @@ export class NodeRedisStore implements LockStore {
     this.#subscriber ??= new HandOverSubscriber(
       nodeRedisSubscriber(this.client as unknown as NodeRedisBase, this.kind),
     );
-    return this.#subscriber.listen(channel, listener, subscribedAgain);
+    return this.#subscriber.listen(this.#channel.name(channel), listener, subscribedAgain);
   }
 
   /** Its ZREM goes behind any attempt or requeue in flight: one answered NOSCRIPT later does not queue it again. */
@@ -193,7 +202,7 @@ export class NodeRedisStore implements LockStore {
     this.#requeues.released(value);
     const queues = queuesOf(keys, this.#cluster);
     if (queues === undefined) return;
-    const entry = entryOf(ticket, value);
+    const entry = entryOf(this.#channel.ticket(ticket), value);
     await Promise.all(queues.map((queue) => this.#send(queue, ["ZREM", queue, entry])));
   }
 
