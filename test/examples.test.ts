@@ -6,9 +6,45 @@ import { createServer, type RequestListener, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Redlock } from "@redlock-kit/core";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { arrival, nextAcquired } from "./helpers/lock-events.js";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { arrival } from "./helpers/lock-events.js";
 import { useRedisServers } from "./helpers/redis-servers.js";
+
+/**
+ * How long the examples' handlers work while holding their lock (`await sleep(workMs)`, from
+ * node:timers/promises), and the overlapping-requests test's hold on one such sleep: armed, the next
+ * sleep of WORK_MS says the handler is inside its lock and lasts until the test opens the gate, so the
+ * second request meets the first one's lock however slowly the host sends it (a 300 ms sleep was
+ * outlasted by the second request's way under load, and both got 200). The apps are unchanged.
+ */
+const { WORK_MS, work } = vi.hoisted(() => ({
+  WORK_MS: 300,
+  work: { armed: undefined as { inside: () => void; gate: Promise<void> } | undefined },
+}));
+vi.mock("node:timers/promises", async (importOriginal) => {
+  const timers = await importOriginal<typeof import("node:timers/promises")>();
+  const setTimeout = (async (...[ms, value, options]: Parameters<typeof timers.setTimeout>) => {
+    const held = ms === WORK_MS ? work.armed : undefined;
+    if (held === undefined) return timers.setTimeout(ms, value, options);
+    work.armed = undefined;
+    held.inside();
+    await held.gate;
+    return value;
+  }) as typeof timers.setTimeout;
+  return { ...timers, setTimeout, default: { ...timers, setTimeout } };
+});
+
+/** Holds the next WORK_MS sleep of a handler: `inside` resolves once it began, `open()` ends it. */
+function holdNextWork() {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const inside = new Promise<void>((resolve) => {
+    work.armed = { inside: resolve, gate };
+  });
+  return { inside, open };
+}
 
 const cluster = useRedisServers(3);
 let dlm: Redlock;
@@ -26,9 +62,6 @@ beforeAll(() => {
 afterAll(async () => {
   await dlm?.quit();
 });
-
-/** Long enough that a second request arrives while the first holds its lock. */
-const WORK_MS = 300;
 
 interface Running {
   readonly url: string;
@@ -115,17 +148,23 @@ describe.each(examples)("the $name example", ({ start }) => {
   });
 
   it("answers two overlapping POST /api/resource (the README's curl pair) with one 200 and one 423", async () => {
-    // the second request starts once the first holds its lock (the app's Redlock is this file's, in
-    // this process): polling the keys through a slow Redis saw the lock only after the first's work
-    const held = nextAcquired("resource_name");
-    // sent now (a supertest request goes out when its then() is called)
-    const first = request(app.url)
-      .post("/api/resource")
-      .then((response) => response);
-    await arrival(held, "the first request's lock");
-    const second = await request(app.url).post("/api/resource");
-    expect([(await first).status, second.status].sort()).toEqual([200, 423]);
-    expect(second.body).toEqual(second.status === 423 ? { error: "Resource is locked" } : { status: "success" });
+    // the first request works until the test has the second one's answer: its lock is held
+    // throughout, whatever the host's speed
+    const held = holdNextWork();
+    try {
+      // sent now (a supertest request goes out when its then() is called)
+      const first = request(app.url)
+        .post("/api/resource")
+        .then((response) => response);
+      await arrival(held.inside, "the first request's work");
+      const second = await request(app.url).post("/api/resource");
+      held.open();
+      expect([(await first).status, second.status]).toEqual([200, 423]);
+      expect((await first).body).toEqual({ status: "success" });
+      expect(second.body).toEqual({ error: "Resource is locked" });
+    } finally {
+      held.open();
+    }
   });
 
   it("locks POST /orders/:id/pay per order: 423 for the held order, 200 for another one meanwhile", async () => {

@@ -35,10 +35,6 @@ export const releasedOrExpired = (resource: string, lock: Lock) =>
     aborted(lock.signal).then(() => "expired"),
   ]);
 
-/** The next acquisition of `resource` that took its lock (resolves once a quorum holds it). */
-export const nextAcquired = (resource: string) =>
-  nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "acquired");
-
 /** The next acquisition of `resource` that stopped because its signal aborted (the client left). */
 export const nextAbortedAcquire = (resource: string) =>
   nextMessage<AcquireMessage>("redlock-kit:acquire", (m) => m.resources.includes(resource) && m.outcome === "aborted");
