@@ -35,7 +35,10 @@ export type RaiseReply =
  * the release of a key hands it to the oldest entry whose process still listens.
  */
 export interface QueueTicket {
-  /** The waiting Redlock's hand-over channel (`onHandOver`); no ':' in it. */
+  /**
+   * The waiting Redlock's hand-over channel (`onHandOver`); no ':' in it. A Redis store names it its
+   * own way (instance-channel.ts): a message it hears counts as its instance's hand-over.
+   */
   readonly channel: string;
   /** Its place: the same number on every instance, so that every instance hands the key to the same waiter. */
   readonly order: number;
