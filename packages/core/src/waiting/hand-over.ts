@@ -6,10 +6,6 @@ import { refusedForGood } from "./hand-over-subscriber.js";
 
 /** How long a Redlock stays subscribed after its last waiter left, so that the next one need not subscribe again. */
 const LINGER_MS = 2000;
-/** How long a waiter that gave up is remembered, to pass on a key handed to it after it left. */
-const LEFT_MEMORY_MS = 30_000;
-/** At most this many are remembered (a burst of timeouts must not grow the heap without bound). */
-const LEFT_MEMORY_MAX = 10_000;
 
 /**
  * Waiting between processes. A call that may wait queues itself, on every instance, on the key
@@ -44,8 +40,6 @@ export class HandOvers {
   readonly #grantable = new Map<string, Set<Waiter>>();
   /** How many waiters of this Redlock wait for each key (a waiter may sit in a queue only while counted here). */
   readonly #waiting = new Map<string, number>();
-  /** Values of waiters that gave up, with when to forget them. */
-  readonly #left = new Map<string, number>();
   #stops: (() => void)[] = [];
   #listening = 0;
   /** The latest round of SUBSCRIBEs of this cycle (`#subscribe`). */
@@ -194,7 +188,6 @@ export class HandOvers {
     const grantable = this.#grantable.get(waiter.keys[0] as string);
     if (grantable?.delete(waiter) && grantable.size === 0) this.#grantable.delete(waiter.keys[0] as string);
     if (queuedOn.length > 0) {
-      if (!waiter.acquired) this.#remember(waiter.value);
       for (const index of queuedOn) {
         const store = this.#stores[index] as LockStore;
         store.leaveQueue?.(waiter.keys, waiter.value, waiter.ticket).catch(() => {});
@@ -236,10 +229,8 @@ export class HandOvers {
     // A waiter that gave up, or one that acquired whose lock is over (its entry left in a queue where
     // the lock did not stand, its ZREM not applied yet): pass the key on at once rather than let its
     // hold lapse, held for a lock nobody will release. A lock of ours still valid: one more vote.
-    const forgetAt = this.#left.get(value);
-    if ((forgetAt !== undefined && forgetAt > Date.now()) || !this.#holds(value)) {
-      (this.#stores[index] as LockStore).release([key], value).catch(() => {});
-    }
+    // (A waiter leaves only once its lock, if any, is live: no value falls between the two.)
+    if (!this.#holds(value)) (this.#stores[index] as LockStore).release([key], value).catch(() => {});
   }
 
   /**
@@ -261,16 +252,6 @@ export class HandOvers {
    */
   #subscribedLate(): void {
     for (const waiter of this.#waiters.values()) waiter.subscribedLate();
-  }
-
-  #remember(value: string): void {
-    const now = Date.now();
-    // oldest first: drop what is past its time
-    for (const [old, forgetAt] of this.#left) {
-      if (forgetAt > now && this.#left.size < LEFT_MEMORY_MAX) break;
-      this.#left.delete(old);
-    }
-    this.#left.set(value, now + LEFT_MEMORY_MS);
   }
 
   /**
