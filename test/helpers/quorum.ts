@@ -1,4 +1,5 @@
 import type { Redis } from "ioredis";
+import { queueOf } from "./queues.js";
 
 /**
  * What the protocol promises, read on each instance: a quorum, not every instance. A lock, a
@@ -11,7 +12,7 @@ import type { Redis } from "ioredis";
 
 /** The size of `key`'s queue of waiters on each instance, read through `clients`. */
 export const queueSizes = (clients: readonly Redis[], key: string): Promise<number[]> =>
-  Promise.all(clients.map((client) => client.zcard(`${key}:redlock-kit:waiters`)));
+  Promise.all(clients.map((client) => client.zcard(queueOf(key))));
 
 /** How many of `count` instances make a quorum. */
 export const quorumOf = (count: number): number => Math.floor(count / 2) + 1;

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { recordTimeouts } from "#test-helpers/armed-timers.js";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { closeNodeRedis, type NodeRedisClient, nodeRedisClient } from "#test-helpers/node-redis.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { warmUp } from "#test-helpers/warm-up.js";
 import { scriptCalls } from "#test-helpers/workers.js";
@@ -137,7 +138,6 @@ describe("the hand-over subscriber connection after a reconnect", () => {
 const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
 /** A wait of a minute, cut at 15 s: a waiter nothing wakes fails instead of hanging. */
 const WAIT = () => ({ ...NO_POLLING, wait: 60_000, signal: AbortSignal.timeout(15_000) });
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /** The hand-over channel of the waiter at the head of `key`'s queue, and its lock value. */
 async function headOf(admin: Redis, key: string) {

@@ -2,6 +2,7 @@ import type { EventEmitter } from "node:events";
 import type { Cluster, Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { closeNodeRedis, connectedNodeRedis, type NodeRedisClient } from "#test-helpers/node-redis.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { startCluster, until, useRedisServers } from "#test-helpers/redis.js";
 import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
 
@@ -45,8 +46,6 @@ afterEach(() => {
 function listenerCounts(client: EventEmitter): Record<string, number> {
   return Object.fromEntries(client.eventNames().map((name) => [String(name), client.listenerCount(name)]));
 }
-
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /**
  * Builds a Redlock on `client` and uses what it sets up: a lock and its release, and a call that

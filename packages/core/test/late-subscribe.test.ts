@@ -7,6 +7,7 @@
 import type { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { type RedisServer, sleep, useRedisServers } from "#test-helpers/redis.js";
 import { scriptCalls } from "#test-helpers/workers.js";
 import { RedisStore, Redlock } from "../src/index.js";
@@ -16,7 +17,6 @@ const harness = useRedisServers(3);
 
 /** A poll interval so long that only a hand-over, or a SUBSCRIBE landing, can wake a waiter within the test. */
 const NO_POLLING = { retryDelay: 60_000, retryJitter: 0 };
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /**
  * Runs `test` with 3 servers and a waiting Redlock whose SUBSCRIBE on instance 2 waits in a proxy

@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { until, useRedisServers } from "#test-helpers/redis.js";
 import { warmUp } from "#test-helpers/warm-up.js";
 import { type Lock, LockUnavailableError, Redlock, type RedlockInstance } from "../src/index.js";
@@ -26,7 +27,6 @@ afterEach(async () => {
 });
 
 const QUIT = /quit\(\)/;
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 /** Instances Redlock creates itself (and closes in quit()), or the test's own clients (never closed). */
 const instances = (kind: "owned" | "handed"): RedlockInstance[] =>

@@ -8,6 +8,7 @@
 import type { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { startDelayProxy } from "#test-helpers/delay-proxy.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { freePort, type RedisServer, startReplicaOf, startServers } from "#test-helpers/redis.js";
 import { LockUnavailableError, Redlock } from "../src/index.js";
 
@@ -70,7 +71,6 @@ describe("a replica promoted while connected (REPLICAOF NO ONE)", () => {
 });
 
 const linkUp = async (client: Redis) => (await client.info("replication")).includes("master_link_status:up");
-const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
 describe("a master demoted while connected (REPLICAOF host port)", () => {
   it("a hand-over its new master publishes, relayed to its subscribers, is no grant of its own", async () => {

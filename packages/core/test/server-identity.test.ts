@@ -6,6 +6,7 @@ import type { Redis } from "ioredis";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type DelayProxy, startDelayProxy } from "#test-helpers/delay-proxy.js";
 import { type Monitor, scriptOf, startMonitor } from "#test-helpers/monitor.js";
+import { queueOf } from "#test-helpers/queues.js";
 import { freePort, type RedisServer, useRedisServers } from "#test-helpers/redis.js";
 import { Lock, LockConfigurationError, LockContentionError, LockUnavailableError, Redlock } from "../src/index.js";
 
@@ -337,7 +338,6 @@ describe("a command in flight while its connection moves", () => {
 describe("a hand-over heard on a subscriber connection that reaches another entry's server", () => {
   /** A poll interval so long that only a hand-over can wake the waiter within the test. */
   const WAITING = () => ({ wait: 60_000, signal: AbortSignal.timeout(15_000) });
-  const queueOf = (key: string) => `${key}:redlock-kit:waiters`;
 
   /** How many subscriptions to hand-over channels `client`'s server has. */
   async function handOverListeners(client: Redis): Promise<number> {
